@@ -1,0 +1,127 @@
+"""Image and audio files → media items, with captions from sidecar .txt files or metadata tables.
+
+Captions follow the Hugging Face imagefolder/audiofolder convention: ``metadata.jsonl`` or
+``metadata.csv`` with a ``file_name`` column (relative to the metadata file), or ``cat.txt`` next
+to ``cat.png``. A sidecar wins over metadata when both exist.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path, PurePosixPath
+
+from studio.data.archive import StagedFile
+from studio.data.items import AUDIO_EXTENSIONS, IMAGE_EXTENSIONS, Item, Problem
+from studio.data.read_text import BadFile, ReadResult, decode_text, load_table
+from studio.data.sniff import extension_mismatch
+
+CAPTION_COLUMNS = ("text", "caption", "prompt", "description", "label", "transcription", "sentence")
+METADATA_NAMES = {"metadata.jsonl", "metadata.csv"}
+
+
+def _folder(name: str) -> PurePosixPath:
+    return PurePosixPath(name).parent
+
+
+def _metadata_captions(files: list[StagedFile], result: ReadResult) -> dict[str, str]:
+    captions: dict[str, str] = {}
+    for staged in files:
+        if PurePosixPath(staged.name).name.lower() not in METADATA_NAMES:
+            continue
+        try:
+            columns, rows = load_table(staged.path)
+        except BadFile as bad:
+            result.problems.append(Problem(staged.name, str(bad)))
+            continue
+        column = next((c for c in CAPTION_COLUMNS if c in columns), None)
+        if "file_name" not in columns or column is None:
+            result.problems.append(Problem(staged.name, "metadata needs a 'file_name' column and a caption "
+                                           f"column ({', '.join(CAPTION_COLUMNS)}). Columns found: "
+                                           f"{', '.join(columns) or '(none)'}"))
+            continue
+        for row in rows:
+            if row.get("file_name"):
+                key = str(_folder(staged.name) / str(row["file_name"]))
+                captions[key] = "" if row.get(column) is None else str(row[column])
+        result.notes.append(f"{staged.name}: captions for {len(rows)} files from column '{column}'")
+    return captions
+
+
+def _sidecar_captions(files: list[StagedFile], result: ReadResult) -> dict[str, str]:
+    captions = {}
+    for staged in files:
+        name = PurePosixPath(staged.name)
+        if name.suffix.lower() == ".txt":
+            try:
+                captions[str(name.with_suffix(""))] = decode_text(staged.path).strip()
+            except BadFile as bad:
+                result.problems.append(Problem(staged.name, f"caption file unusable: {bad}"))
+    return captions
+
+
+def inspect_image(path: Path, max_pixels: int) -> dict:
+    """Width, height, mode and format of a readable image; BadFile otherwise."""
+    from PIL import Image
+
+    if path.stat().st_size == 0:
+        raise BadFile("empty file (0 bytes)")
+    Image.MAX_IMAGE_PIXELS = max_pixels
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                width, height = image.size
+                if width * height > max_pixels:
+                    raise BadFile(f"refused as a decompression bomb: {width}x{height} = "
+                                  f"{width * height / 1e6:,.0f} megapixels (limit {max_pixels / 1e6:,.0f})")
+                image.load()  # decodes every pixel: truncated files fail here, not later
+                return {"width": width, "height": height, "mode": image.mode, "format": image.format}
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+        raise BadFile(f"refused as a decompression bomb ({error})") from None
+    except BadFile:
+        raise
+    except Exception as error:  # PIL raises OSError, SyntaxError, ValueError... for bad files
+        raise BadFile(f"unreadable or truncated image ({error})") from None
+
+
+def inspect_audio(path: Path) -> dict:
+    """Duration, sample rate and channels of a readable audio file; BadFile otherwise."""
+    import soundfile as sf
+
+    if path.stat().st_size == 0:
+        raise BadFile("empty file (0 bytes)")
+    try:
+        info = sf.info(str(path))
+        data, rate = sf.read(str(path), dtype="float32", always_2d=True)  # decode all: catches truncation
+    except Exception as error:  # soundfile raises LibsndfileError / RuntimeError
+        raise BadFile(f"unreadable audio ({error})") from None
+    if len(data) == 0:
+        raise BadFile("audio has no samples")
+    return {"duration": len(data) / rate, "sample_rate": rate, "channels": data.shape[1],
+            "format": info.format}
+
+
+def read_media_files(files: list[StagedFile], modality: str, max_pixels: int) -> ReadResult:
+    result = ReadResult()
+    extensions = IMAGE_EXTENSIONS if modality == "image" else AUDIO_EXTENSIONS
+    captions = _metadata_captions(files, result)
+    captions.update(_sidecar_captions(files, result))
+    for staged in files:
+        name = PurePosixPath(staged.name)
+        suffix = name.suffix.lower()
+        if suffix == ".txt" or name.name.lower() in METADATA_NAMES:
+            continue
+        if suffix not in extensions:
+            result.problems.append(Problem(staged.name, f"'{suffix or 'no extension'}' is not a supported "
+                                           f"{modality} file ({' '.join(sorted(extensions))})"))
+            continue
+        try:
+            meta = inspect_image(staged.path, max_pixels) if modality == "image" else inspect_audio(staged.path)
+        except BadFile as bad:
+            result.problems.append(Problem(staged.name, str(bad)))
+            continue
+        if mismatch := extension_mismatch(staged.path, staged.name):
+            result.warnings.append(Problem(staged.name, f"{mismatch}; read by its content and kept"))
+        caption = captions.get(str(name.with_suffix("")), captions.get(str(name)))
+        result.items.append(Item(source=staged.name, path=staged.path, caption=caption, meta=meta))
+    return result

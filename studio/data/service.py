@@ -1,0 +1,249 @@
+"""The Data workspace's services: import, clean again, list, read and export dataset versions.
+
+A dataset version is built in a private folder under ``STUDIO_HOME/tmp`` and moved into
+``datasets/<dataset id>/v<version>`` in one rename, after its row is written: a version folder is
+complete or absent, and never written again.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import uuid
+from collections import Counter
+from contextlib import contextmanager
+from pathlib import Path, PurePosixPath
+
+from sqlalchemy import func, select
+
+from studio.data.archive import StagedFile, stage_inputs
+from studio.data.clean import Progress, resolve_config, run_cleaning
+from studio.data.items import (AUDIO_EXTENSIONS, IMAGE_EXTENSIONS, MODALITIES, ImportRefused, Item, Problem)
+from studio.data.mapping import ColumnMapping
+from studio.data.read_media import read_media_files
+from studio.data.read_text import read_text_files
+from studio.data.split import SPLITS, assign_splits, parse_fractions
+from studio.data.stats import dataset_stats
+from studio.store import Store
+from studio.store.tables import Dataset, DatasetVersion, Project, Upload
+
+DEFAULT_PROJECT = "default"
+
+
+def detect_modality(files: list[StagedFile]) -> str:
+    counts = Counter()
+    for staged in files:
+        suffix = staged.path.suffix.lower()
+        counts["image"] += suffix in IMAGE_EXTENSIONS
+        counts["audio"] += suffix in AUDIO_EXTENSIONS
+    if counts["image"] or counts["audio"]:
+        return "image" if counts["image"] >= counts["audio"] else "audio"
+    return "text"
+
+
+def _safe_stem(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_-]+", "_", PurePosixPath(name).stem)[:40] or "item"
+
+
+@contextmanager
+def _workspace(store: Store):
+    folder = store.home / "tmp" / uuid.uuid4().hex
+    folder.mkdir(parents=True)
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _project(session, name: str) -> Project:
+    project = session.scalar(select(Project).where(Project.name == name))
+    if project is None:
+        project = Project(name=name)
+        session.add(project)
+        session.flush()
+    return project
+
+
+def _write_version_folder(folder: Path, items: list[Item], labels: list[str], modality: str) -> None:
+    rows = []
+    for number, (item, split) in enumerate(zip(items, labels)):
+        row = {"id": number, "split": split, **item.manifest_row()}
+        if item.path is not None:
+            relative = f"files/{number:06d}_{_safe_stem(item.source)}{item.path.suffix.lower()}"
+            (folder / "files").mkdir(exist_ok=True)
+            shutil.copyfile(item.path, folder / relative)
+            row["file"] = relative
+            row.update({k: v for k, v in item.meta.items() if k in ("width", "height", "duration", "sample_rate")})
+        rows.append(row)
+    with open(folder / "manifest.jsonl", "w", encoding="utf-8") as out:
+        for row in rows:
+            out.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+
+def _read_items(staged: list[StagedFile], modality: str, mapping: ColumnMapping | None, text_split: str,
+                max_pixels: int):
+    if modality == "text":
+        return read_text_files(staged, mapping, text_split)
+    return read_media_files(staged, modality, max_pixels)
+
+
+def _nothing_usable(problems: list[Problem]) -> ImportRefused:
+    reasons = "; ".join(f"{p.file}: {p.reason}" for p in problems[:10]) or "no files were given"
+    return ImportRefused(f"nothing usable found ({reasons})")
+
+
+def _build_version(store: Store, *, name: str, project: str, modality: str, staged: list[StagedFile],
+                   upload_id: int | None, problems: list[Problem], fractions, seed: int, steps: dict | None,
+                   mapping: ColumnMapping | None, text_split: str, created_by: str | None,
+                   progress: Progress | None) -> dict:
+    read = _read_items(staged, modality, mapping, text_split, store.settings.max_image_pixels)
+    problems = problems + read.problems
+    if not read.items:
+        raise _nothing_usable(problems)
+    items_in = len(read.items)
+    with _workspace(store) as work:
+        version_dir = work / "version"
+        version_dir.mkdir()
+        kept, step_report = run_cleaning(read.items, modality, steps, work / "scratch", version_dir / "removed",
+                                         progress)
+        removed = {entry["step"]: entry["removed"] for entry in step_report if entry["enabled"]}
+        if not kept:
+            raise ImportRefused(f"cleaning removed all {items_in} items ("
+                                + ", ".join(f"{k}: {v}" for k, v in removed.items() if v) + ")")
+        labels = assign_splits(len(kept), fractions, seed)
+        if progress:
+            progress(0.95, "writing the dataset version")
+        _write_version_folder(version_dir, kept, labels, modality)
+        splits = {s: labels.count(s) for s in SPLITS}
+        report = {"steps": step_report, "removed": removed, "items_in": items_in, "items_kept": len(kept),
+                  "errors": [p.as_dict() for p in problems], "warnings": [w.as_dict() for w in read.warnings],
+                  "notes": read.notes, "splits": splits, "stats": dataset_stats(kept, modality)}
+        (version_dir / "report.json").write_text(json.dumps(report, ensure_ascii=False, indent=1))
+        source = {"files": [s.name for s in staged], "mapping": mapping.model_dump() if mapping else None,
+                  "text_split": text_split, "upload_id": upload_id}
+        with store.session() as session:
+            owner = _project(session, project)
+            dataset = session.scalar(select(Dataset).where(Dataset.project_id == owner.id, Dataset.name == name))
+            if dataset is None:
+                dataset = Dataset(project_id=owner.id, name=name, modality=modality)
+                session.add(dataset)
+                session.flush()
+            elif dataset.modality != modality:
+                raise ImportRefused(f"dataset '{name}' holds {dataset.modality}; this import is {modality}. "
+                                    "Choose another name.")
+            number = (session.scalar(select(func.max(DatasetVersion.version))
+                                     .where(DatasetVersion.dataset_id == dataset.id)) or 0) + 1
+            relative = f"datasets/{dataset.id}/v{number}"
+            row = DatasetVersion(dataset_id=dataset.id, version=number, upload_id=upload_id, source=source,
+                                 steps=[{"step": e["step"], "enabled": e["enabled"], **e["params"]} for e in step_report],
+                                 report=report, splits={"fractions": list(fractions), "seed": seed, **splits},
+                                 path=relative, items_in=items_in, items_kept=len(kept), created_by=created_by)
+            session.add(row)
+            session.flush()  # the unique (dataset, version) constraint speaks before the folder moves
+            final = store.path(relative)
+            final.parent.mkdir(parents=True, exist_ok=True)
+            os.rename(version_dir, final)  # fails rather than overwrite an existing version folder
+    if progress:
+        progress(1.0, "done")
+    return {"dataset_id": dataset.id, "version": number, "version_id": row.id, "name": name,
+            "modality": modality, "items_in": items_in, "items_kept": len(kept), "removed": removed,
+            "errors": report["errors"], "warnings": report["warnings"], "splits": splits, "path": str(final)}
+
+
+def import_dataset(store: Store, paths: list[str | Path], *, name: str | None = None, modality: str | None = None,
+                   split="0.8,0.1,0.1", seed: int = 0, steps: dict | None = None,
+                   mapping: ColumnMapping | None = None, text_split: str = "auto",
+                   project: str = DEFAULT_PROJECT, created_by: str | None = None,
+                   progress: Progress | None = None) -> dict:
+    """Import files, folders or zips as a new dataset version (JSON-ready summary returned).
+
+    Raises ImportRefused when nothing usable was found; bad files otherwise only land in ``errors``.
+    """
+    fractions = parse_fractions(split)
+    if modality is not None and modality not in MODALITIES:
+        raise ValueError(f"modality must be one of {', '.join(MODALITIES)}")
+    upload_dir = store.home / "uploads" / uuid.uuid4().hex
+    staged, problems = stage_inputs([Path(p) for p in paths], upload_dir / "files", store.settings)
+    modality = modality or detect_modality(staged)
+    resolve_config(modality, steps)  # a typo in the settings fails before any work
+    if not staged:
+        shutil.rmtree(upload_dir, ignore_errors=True)
+        raise _nothing_usable(problems)
+    with store.session() as session:
+        upload = Upload(project_id=_project(session, project).id, path=str(upload_dir.relative_to(store.home)),
+                        files=[{"name": s.name, "path": str(s.path.relative_to(upload_dir))} for s in staged],
+                        refused=[p.as_dict() for p in problems], created_by=created_by)
+        session.add(upload)
+    name = name or (Path(paths[0]).stem if paths else "dataset")
+    try:
+        return _build_version(store, name=name, project=project, modality=modality, staged=staged,
+                              upload_id=upload.id, problems=problems, fractions=fractions, seed=seed, steps=steps,
+                              mapping=mapping, text_split=text_split, created_by=created_by, progress=progress)
+    except Exception:
+        with store.session() as session:  # an upload no version uses is of no value to anyone
+            session.delete(session.get(Upload, upload.id))
+        shutil.rmtree(upload_dir, ignore_errors=True)
+        raise
+
+
+def reclean(store: Store, version_id: int, *, steps: dict | None = None, split=None, seed: int | None = None,
+            mapping: ColumnMapping | None = None, created_by: str | None = None,
+            progress: Progress | None = None) -> dict:
+    """A new version of the same dataset from the same upload, with other cleaning settings."""
+    with store.session() as session:
+        old = session.get(DatasetVersion, version_id)
+        if old is None:
+            raise ImportRefused(f"no dataset version with id {version_id}")
+        upload = session.get(Upload, old.upload_id) if old.upload_id else None
+        dataset, project = old.dataset, session.get(Project, old.dataset.project_id).name
+    if upload is None:
+        raise ImportRefused(f"version {version_id} has no stored upload to clean again")
+    base = store.path(upload.path)
+    staged = [StagedFile(f["name"], base / f["path"]) for f in upload.files]
+    resolve_config(dataset.modality, steps)
+    fractions = parse_fractions(split) if split is not None else tuple(old.splits["fractions"])
+    stored_mapping = old.source.get("mapping")
+    mapping = mapping or (ColumnMapping(**stored_mapping) if stored_mapping else None)
+    problems = [Problem(**p) for p in upload.refused]
+    return _build_version(store, name=dataset.name, project=project, modality=dataset.modality, staged=staged,
+                          upload_id=upload.id, problems=problems, fractions=fractions,
+                          seed=old.splits["seed"] if seed is None else seed, steps=steps, mapping=mapping,
+                          text_split=old.source.get("text_split", "auto"), created_by=created_by,
+                          progress=progress)
+
+
+def list_datasets(store: Store) -> list[dict]:
+    with store.session() as session:
+        datasets = session.scalars(select(Dataset).order_by(Dataset.id)).all()
+        projects = {p.id: p.name for p in session.scalars(select(Project))}
+        return [{"dataset_id": d.id, "name": d.name, "modality": d.modality, "project": projects[d.project_id],
+                 "versions": [{"version": v.version, "version_id": v.id, "items_in": v.items_in,
+                               "items_kept": v.items_kept, "splits": {s: v.splits.get(s, 0) for s in SPLITS},
+                               "created_at": v.created_at.isoformat(), "path": v.path}
+                              for v in d.versions]}
+                for d in datasets]
+
+
+def get_version(store: Store, ref: str) -> DatasetVersion:
+    """A version by ``DATASET_ID[:VERSION]`` (the newest version when none is given)."""
+    dataset_id, _, number = str(ref).partition(":")
+    try:
+        query = select(DatasetVersion).where(DatasetVersion.dataset_id == int(dataset_id))
+        query = query.where(DatasetVersion.version == int(number)) if number else \
+            query.order_by(DatasetVersion.version.desc())
+    except ValueError:
+        raise ImportRefused(f"'{ref}' is not a dataset reference; use DATASET_ID or DATASET_ID:VERSION") from None
+    with store.session() as session:
+        found = session.scalars(query).first()
+        if found is None:
+            raise ImportRefused(f"no dataset version '{ref}' (see `studio data list`)")
+        found.dataset  # load the relationship while the session is open
+        return found
+
+
+def read_manifest(store: Store, version: DatasetVersion, split: str | None = None) -> list[dict]:
+    with open(store.path(version.path) / "manifest.jsonl", encoding="utf-8") as handle:
+        rows = [json.loads(line) for line in handle]
+    return [r for r in rows if split is None or r["split"] == split]

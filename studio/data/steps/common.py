@@ -1,0 +1,85 @@
+"""Steps every modality has: missing captions and greedy near-duplicate removal."""
+
+from __future__ import annotations
+
+import re
+from typing import Callable, Literal
+
+import numpy as np
+from pydantic import BaseModel, Field
+
+from studio.data.items import Item
+from studio.data.steps.base import Step, StepContext, StepOutcome
+
+
+class CaptionParams(BaseModel):
+    action: Literal["drop", "fill"] = Field("drop", description="drop the item, or fill from the template")
+    template: str = Field("{name}", description="caption for 'fill'; {name} is the file name in words")
+
+
+def _name_in_words(item: Item) -> str:
+    stem = item.source.rsplit("/", 1)[-1].rsplit(".", 1)[0]
+    return re.sub(r"\s+", " ", re.sub(r"[_\-\d]+", " ", stem)).strip() or stem
+
+
+def missing_captions(items: list[Item], params: CaptionParams, _ctx: StepContext) -> StepOutcome:
+    outcome = StepOutcome(kept=[])
+    for item in items:
+        if item.caption and item.caption.strip():
+            outcome.kept.append(item)
+        elif params.action == "fill":
+            item.caption = params.template.format(name=_name_in_words(item))
+            outcome.changed.append((item, "", item.caption))
+            outcome.kept.append(item)
+        else:
+            outcome.removed.append((item, "no caption (no sidecar .txt and no metadata row)"))
+    return outcome
+
+
+MISSING_CAPTIONS = Step("missing_captions", "Missing captions",
+                        "Items without a caption are dropped, or given one from a template.",
+                        missing_captions, CaptionParams)
+
+
+def greedy_near_duplicates(items: list[Item], similar_to_kept: Callable[[int, list[int]], tuple[int, float] | None]
+                           ) -> StepOutcome:
+    """Walk the items in order; an item similar to one already kept is removed, naming that one.
+
+    ``similar_to_kept(i, kept_indices)`` returns (index of the most similar kept item, similarity)
+    when it is above the threshold, else None.
+    """
+    outcome = StepOutcome(kept=[])
+    kept_indices: list[int] = []
+    for index, item in enumerate(items):
+        match = similar_to_kept(index, kept_indices) if kept_indices else None
+        if match is None:
+            kept_indices.append(index)
+            outcome.kept.append(item)
+        else:
+            other, similarity = match
+            outcome.removed.append((item, f"near-duplicate of {items[other].source} "
+                                          f"(similarity {similarity:.2f})"))
+    return outcome
+
+
+def nearest_by_hamming(codes: np.ndarray, bits: int, threshold: float):
+    """A ``similar_to_kept`` for 64-bit perceptual codes: similarity = 1 - hamming / bits."""
+    def similar(index: int, kept: list[int]):
+        distances = np.bitwise_count(codes[kept] ^ codes[index])
+        best = int(np.argmin(distances))
+        similarity = 1.0 - distances[best] / bits
+        return (kept[best], float(similarity)) if similarity >= threshold else None
+    return similar
+
+
+def nearest_by_cosine(vectors: np.ndarray, threshold: float, compatible: Callable[[int, int], bool]):
+    """A ``similar_to_kept`` for unit-norm fingerprint vectors."""
+    def similar(index: int, kept: list[int]):
+        scores = vectors[kept] @ vectors[index]
+        for best in np.argsort(-scores):
+            if scores[best] < threshold:
+                return None
+            if compatible(index, kept[best]):
+                return kept[best], float(scores[best])
+        return None
+    return similar

@@ -1,0 +1,165 @@
+"""Cleaning steps for text: encoding repair, normalisation, whitespace, PII, length, duplicates."""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+import zlib
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from studio.data.items import Item
+from studio.data.steps.base import Step, StepContext, StepOutcome, drop_repeats, filter_items, transform_text
+from studio.data.steps.common import greedy_near_duplicates
+
+TOKEN = re.compile(r"\w+|[^\w\s]")
+
+
+def count_tokens(text: str) -> int:
+    """Words and punctuation marks: a tokenizer-free count close to what a model's tokenizer sees."""
+    return len(TOKEN.findall(text))
+
+
+def fix_encoding(items, _params, _ctx) -> StepOutcome:
+    import ftfy  # repairs mojibake such as "cafÃ©" → "café"
+
+    return transform_text(items, lambda s: ftfy.fix_text(s, normalization=None))
+
+
+class NormaliseParams(BaseModel):
+    form: Literal["NFKC", "NFC"] = Field("NFKC", description="NFKC also folds compatibility characters (ﬁ → fi)")
+
+
+def normalise_unicode(items, params: NormaliseParams, _ctx) -> StepOutcome:
+    return transform_text(items, lambda s: unicodedata.normalize(params.form, s))
+
+
+class WhitespaceParams(BaseModel):
+    keep_newlines: bool = Field(True, description="keep line breaks (at most one blank line in a row)")
+
+
+def tidy_whitespace(items, params: WhitespaceParams, _ctx) -> StepOutcome:
+    def tidy(text: str) -> str:
+        if not params.keep_newlines:
+            return " ".join(text.split())
+        lines = [re.sub(r"[ \t\u00a0]+", " ", line).strip() for line in text.splitlines()]
+        return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()
+    return transform_text(items, tidy)
+
+
+EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)*\.[a-zA-Z]{2,}")
+PHONE = re.compile(r"(?<![\w+.])\+?\(?\d[\d\s().-]{7,}\d(?![\w.])")
+IP_ADDRESS = re.compile(r"^\d{1,3}(?:\.\d{1,3}){3}$")
+
+
+class PiiParams(BaseModel):
+    emails: bool = True
+    phones: bool = True
+    email_mask: str = "[EMAIL]"
+    phone_mask: str = "[PHONE]"
+
+
+def _is_phone(candidate: str) -> bool:
+    digits = sum(ch.isdigit() for ch in candidate)
+    # 9-15 digits (ITU E.164), and not a date, an IP address or a bare number like a year or an id
+    has_separator = any(ch in candidate for ch in " ().-") or candidate.startswith("+")
+    return 9 <= digits <= 15 and has_separator and not IP_ADDRESS.match(candidate) \
+        and not re.fullmatch(r"\d{4}-\d{2}-\d{2}", candidate.strip())
+
+
+def scrub_pii(items, params: PiiParams, _ctx) -> StepOutcome:
+    counts = {"emails": 0, "phones": 0}
+
+    def scrub(text: str) -> str:
+        if params.emails:
+            text, n = EMAIL.subn(params.email_mask, text)
+            counts["emails"] += n
+        if params.phones:
+            def mask(match: re.Match) -> str:
+                if not _is_phone(match.group(0)):
+                    return match.group(0)
+                counts["phones"] += 1
+                return params.phone_mask
+            text = PHONE.sub(mask, text)
+        return text
+
+    outcome = transform_text(items, scrub)
+    outcome.detail = f"replaced {counts['emails']} email address(es) and {counts['phones']} phone number(s)"
+    return outcome
+
+
+class LengthParams(BaseModel):
+    unit: Literal["tokens", "characters"] = "tokens"
+    min_length: int = Field(2, ge=0)
+    max_length: int = Field(100_000, ge=1)
+
+
+def length_bounds(items, params: LengthParams, _ctx) -> StepOutcome:
+    measure = count_tokens if params.unit == "tokens" else len
+
+    def why(item: Item) -> str | None:
+        n = measure(item.content() if item.text_format == "text" else (item.response or item.content()))
+        if n < params.min_length:
+            return f"too short: {n} {params.unit} (minimum {params.min_length})"
+        if n > params.max_length:
+            return f"too long: {n} {params.unit} (maximum {params.max_length})"
+        return None
+    return filter_items(items, why)
+
+
+def exact_text_duplicates(items, _params, _ctx) -> StepOutcome:
+    return drop_repeats(items, lambda item: (item.text_format, item.content()))
+
+
+class NearDuplicateTextParams(BaseModel):
+    threshold: float = Field(0.8, ge=0.3, le=1.0, description="estimated Jaccard similarity of word 3-grams")
+    num_perm: int = Field(64, ge=16, le=256, description="MinHash permutations (more: more exact, slower)")
+
+
+def _shingles(text: str, n: int = 3) -> list[bytes]:
+    words = text.lower().split()
+    if len(words) < n:
+        return [" ".join(words).encode()]
+    return list({" ".join(words[i:i + n]).encode() for i in range(len(words) - n + 1)})
+
+
+def _crc32_hash(data: bytes) -> int:
+    # Deterministic across processes (unlike hash()), so a re-run keeps the same items.
+    return zlib.crc32(data)
+
+
+def near_text_duplicates(items, params: NearDuplicateTextParams, _ctx) -> StepOutcome:
+    from datasketch import MinHash, MinHashLSH
+
+    signatures = MinHash.bulk((_shingles(item.content()) for item in items),
+                              num_perm=params.num_perm, hashfunc=_crc32_hash)
+    lsh = MinHashLSH(threshold=params.threshold, num_perm=params.num_perm)
+
+    def similar_to_kept(index: int, _kept: list[int]):
+        best = None
+        for other in lsh.query(signatures[index]):
+            similarity = signatures[index].jaccard(signatures[other])
+            if similarity >= params.threshold and (best is None or similarity > best[1]):
+                best = (other, similarity)
+        if best is None:
+            lsh.insert(index, signatures[index])
+        return best
+
+    if items:
+        lsh.insert(0, signatures[0])
+    return greedy_near_duplicates(items, similar_to_kept)
+
+
+TEXT_STEPS = [
+    Step("fix_encoding", "Repair encoding", "Repairs mojibake such as 'cafÃ©' → 'café' (ftfy).", fix_encoding),
+    Step("normalize_unicode", "Normalise Unicode", "NFKC/NFC normalisation.", normalise_unicode, NormaliseParams),
+    Step("whitespace", "Tidy whitespace", "Collapses runs of spaces and blank lines.", tidy_whitespace,
+         WhitespaceParams),
+    Step("pii", "Scrub emails and phone numbers", "Replaces them with a mask and counts them.", scrub_pii,
+         PiiParams, on_by_default=False),
+    Step("length", "Length bounds", "Removes texts (or responses) outside the bounds.", length_bounds, LengthParams),
+    Step("exact_duplicates", "Exact duplicates", "Keeps the first of identical texts.", exact_text_duplicates),
+    Step("near_duplicates", "Near-duplicates", "MinHash/LSH over word 3-grams; keeps the first.",
+         near_text_duplicates, NearDuplicateTextParams),
+]

@@ -1,0 +1,76 @@
+"""Every setting of the studio, in one place.
+
+Each field can be set by an environment variable named ``STUDIO_<FIELD>`` (for example
+``STUDIO_HOME``, ``STUDIO_DATABASE_URL``, ``STUDIO_MAX_UPLOAD_MB``) or by the CLI flag of the same
+name (``studio serve --port 8000``). The README's settings table is generated from this model.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _default_home() -> Path:
+    # On Hugging Face Spaces with persistent storage, /data is the only folder that survives a
+    # restart, so the studio keeps everything there; elsewhere, a folder in the working directory.
+    data = Path("/data")
+    if os.environ.get("SPACE_ID") and data.is_dir() and os.access(data, os.W_OK):
+        return data / "studio"
+    return Path.cwd() / "studio_home"
+
+
+def _default_host() -> str:
+    # A Space must listen on all interfaces; a personal machine only on loopback.
+    return "0.0.0.0" if os.environ.get("SPACE_ID") else "127.0.0.1"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="STUDIO_", extra="ignore")
+
+    home: Path = Field(default_factory=_default_home,
+                       description="Folder where datasets, uploads, runs and the SQLite database live.")
+    database_url: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL. Default: SQLite file studio.db under STUDIO_HOME. "
+                    "PostgreSQL: postgresql+psycopg2://user:pass@host/db")
+    host: str = Field(default_factory=_default_host, description="Interface the web studio listens on.")
+    port: int = Field(default=7860, ge=1, le=65535, description="Port of the web studio.")
+    max_upload_mb: int = Field(default=1024, ge=1, description="Largest single uploaded file (MB).")
+    max_archive_total_mb: int = Field(default=4096, ge=1,
+                                      description="Largest total uncompressed size of one archive (MB).")
+    max_archive_ratio: int = Field(default=100, ge=2,
+                                   description="Largest compression ratio of an archive member (zip-bomb guard).")
+    max_archive_members: int = Field(default=100_000, ge=1, description="Most files in one archive.")
+    max_image_pixels: int = Field(default=64_000_000, ge=1,
+                                  description="Largest image (pixels) before it counts as a decompression bomb.")
+
+    @field_validator("home")
+    @classmethod
+    def _absolute(cls, value: Path) -> Path:
+        return value.expanduser().resolve()
+
+    @property
+    def db_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.home / 'studio.db'}"
+
+    @property
+    def on_spaces(self) -> bool:
+        return bool(os.environ.get("SPACE_ID"))
+
+
+def load_settings(**overrides) -> Settings:
+    """Settings from the environment, with explicit (CLI) values taking precedence."""
+    return Settings(**{k: v for k, v in overrides.items() if v is not None})
+
+
+def settings_table() -> str:
+    """A Markdown table of every setting, for the README and `studio settings`."""
+    rows = ["| variable | default | meaning |", "| --- | --- | --- |"]
+    for name, field in Settings.model_fields.items():
+        default = "see meaning" if field.default_factory else repr(field.default)
+        rows.append(f"| `STUDIO_{name.upper()}` | {default} | {field.description} |")
+    return "\n".join(rows)
