@@ -247,3 +247,25 @@ def read_manifest(store: Store, version: DatasetVersion, split: str | None = Non
     with open(store.path(version.path) / "manifest.jsonl", encoding="utf-8") as handle:
         rows = [json.loads(line) for line in handle]
     return [r for r in rows if split is None or r["split"] == split]
+
+
+def inspect_upload(paths: list[str | Path]) -> dict:
+    """Before importing: the likely modality and, for loose tables, their columns and guessed mapping.
+    Zips are only listed (not extracted) here, so this stays quick for big uploads."""
+    import zipfile
+
+    from studio.data.read_text import preview_tables
+
+    names: list[str] = []
+    for raw in paths:
+        path = Path(raw)
+        if path.suffix.lower() == ".zip" and zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as archive:
+                names += [m for m in archive.namelist() if not m.endswith("/")]
+        elif path.is_dir():
+            names += [str(p) for p in path.rglob("*") if p.is_file()]
+        else:
+            names.append(path.name)
+    pseudo = [StagedFile(n, Path(n)) for n in names]
+    loose = [StagedFile(Path(p).name, Path(p)) for p in paths if Path(p).is_file()]
+    return {"modality": detect_modality(pseudo), "files": len(names), "tables": preview_tables(loose)}

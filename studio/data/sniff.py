@@ -26,6 +26,8 @@ KIND_OF_EXTENSION = {
 
 def sniff(head: bytes) -> str | None:
     """A name for the content of a file from its first bytes, or None when it looks like text."""
+    if head.startswith((b"\xff\xfe", b"\xfe\xff", b"\xef\xbb\xbf")):
+        return None  # a byte-order mark: Unicode text
     for magic, kind in _SIGNATURES:
         if head.startswith(magic):
             return kind
@@ -35,7 +37,7 @@ def sniff(head: bytes) -> str | None:
         return "WAV audio"
     if len(head) > 2 and head[0] == 0xFF and head[1] & 0xE0 == 0xE0:
         return "MP3 audio"
-    if b"\x00" in head and not head.startswith((b"\xff\xfe", b"\xfe\xff")):
+    if b"\x00" in head:
         return "binary data"
     return None
 

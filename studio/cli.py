@@ -1,0 +1,154 @@
+"""The `studio` command: serve the web studio, and script the same services the UI uses."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from studio.settings import load_settings, settings_table
+
+
+def _store(args):
+    from studio.store import open_store
+
+    return open_store(load_settings(home=args.home, database_url=args.database_url))
+
+
+def _print(args, payload: dict, human: str) -> None:
+    print(json.dumps(payload, indent=None if args.json else 1, default=str) if args.json else human)
+
+
+def _fail(args, message: str, code: int = 2) -> int:
+    if getattr(args, "json", False):
+        print(json.dumps({"error": message}))
+    print(f"error: {message}", file=sys.stderr)
+    return code
+
+
+def cmd_serve(args) -> int:
+    from studio.ui.app import serve
+
+    serve(load_settings(home=args.home, database_url=args.database_url, host=args.host, port=args.port))
+    return 0
+
+
+def _parse_steps(pairs: list[str]) -> dict:
+    """``--step length.min_length=5 --step pii.enabled=true`` → ``{"length": {"min_length": 5}, ...}``."""
+    steps: dict[str, dict] = {}
+    for pair in pairs:
+        key, _, raw = pair.partition("=")
+        step, _, param = key.partition(".")
+        if not param or not raw:
+            raise ValueError(f"--step takes STEP.PARAM=VALUE (got {pair!r})")
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        steps.setdefault(step, {})[param] = value
+    return steps
+
+
+def cmd_data_import(args) -> int:
+    from studio.data.clean import StepsConfigError
+    from studio.data.items import ImportRefused
+    from studio.data.mapping import ColumnMapping
+    from studio.data.service import import_dataset
+
+    try:
+        mapping = ColumnMapping(**json.loads(args.mapping)) if args.mapping else None
+        result = import_dataset(_store(args), args.paths, name=args.name, modality=args.modality, split=args.split,
+                                seed=args.seed, steps=_parse_steps(args.step), mapping=mapping,
+                                text_split=args.text_split,
+                                progress=None if args.json else lambda f, m: print(f"[{f:4.0%}] {m}", file=sys.stderr))
+    except (ImportRefused, StepsConfigError, ValueError) as error:
+        return _fail(args, str(error))
+    lines = [f"dataset {result['dataset_id']} '{result['name']}' version {result['version']} ({result['modality']}): "
+             f"{result['items_kept']} of {result['items_in']} items kept",
+             "removed: " + ", ".join(f"{k} {v}" for k, v in result["removed"].items() if v),
+             "splits: " + ", ".join(f"{k} {v}" for k, v in result["splits"].items())]
+    lines += [f"error: {e['file']}: {e['reason']}" for e in result["errors"]]
+    lines += [f"warning: {w['file']}: {w['reason']}" for w in result["warnings"]]
+    _print(args, result, "\n".join(lines))
+    return 0
+
+
+def cmd_data_list(args) -> int:
+    from studio.data.service import list_datasets
+
+    datasets = list_datasets(_store(args))
+    def versions(d: dict) -> str:
+        return ", ".join(f"v{v['version']} ({v['items_kept']} items)" for v in d["versions"])
+
+    human = "\n".join(f"{d['dataset_id']:>4}  {d['name']:<30} {d['modality']:<6} versions: {versions(d)}"
+                      for d in datasets) or "no datasets yet"
+    _print(args, {"datasets": datasets}, human)
+    return 0
+
+
+def cmd_data_export(args) -> int:
+    from pathlib import Path
+
+    from studio.data.export import export_zip
+    from studio.data.items import ImportRefused
+
+    try:
+        path = export_zip(_store(args), args.dataset, Path(args.out) if args.out else None)
+    except ImportRefused as error:
+        return _fail(args, str(error))
+    _print(args, {"path": str(path)}, str(path))
+    return 0
+
+
+def cmd_settings(_args) -> int:
+    print(settings_table())
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="studio", description="Gen Studio: adapt generative models without code.")
+    parser.add_argument("--home", help="STUDIO_HOME: where everything is stored")
+    parser.add_argument("--database-url", help="STUDIO_DATABASE_URL (default: SQLite under STUDIO_HOME)")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="start the web studio (same as python studio_app.py)")
+    serve.add_argument("--host")
+    serve.add_argument("--port", type=int)
+    serve.set_defaults(run=cmd_serve)
+
+    commands.add_parser("settings", help="list every setting and its environment variable").set_defaults(run=cmd_settings)
+
+    data = commands.add_parser("data", help="import, list and export datasets").add_subparsers(dest="data_command",
+                                                                                                required=True)
+    imp = data.add_parser("import", help="import files, folders or zips with the default cleaning steps")
+    imp.add_argument("paths", nargs="+")
+    imp.add_argument("--name")
+    imp.add_argument("--modality", choices=["text", "image", "audio"])
+    imp.add_argument("--split", default="0.8,0.1,0.1", help="train,validation,test fractions")
+    imp.add_argument("--seed", type=int, default=0)
+    imp.add_argument("--step", action="append", default=[], metavar="STEP.PARAM=VALUE",
+                     help="tune a cleaning step, e.g. length.min_length=5 or pii.enabled=true")
+    imp.add_argument("--mapping", help='column mapping as JSON, e.g. {"format":"pair","prompt":"q","response":"a"}')
+    imp.add_argument("--text-split", default="auto", choices=["auto", "file", "blank_lines", "lines"])
+    imp.add_argument("--json", action="store_true")
+    imp.set_defaults(run=cmd_data_import)
+
+    lst = data.add_parser("list", help="list datasets and their versions")
+    lst.add_argument("--json", action="store_true")
+    lst.set_defaults(run=cmd_data_list)
+
+    exp = data.add_parser("export", help="export a dataset version as a zip")
+    exp.add_argument("dataset", help="DATASET_ID[:VERSION]")
+    exp.add_argument("--out")
+    exp.add_argument("--json", action="store_true")
+    exp.set_defaults(run=cmd_data_export)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,53 @@
+"""The Gradio app: a header with the shared project/dataset selectors, then one tab per stage."""
+
+from __future__ import annotations
+
+from studio.settings import Settings
+from studio.store import Store, open_store
+from studio.ui import data_tab, placeholder
+from studio.ui.state import project_choices, version_choices
+
+GUIDE = """
+**Getting started.** 1. **Data**: drop files or a zip, check the guessed modality and columns, press
+*Import and clean*, and read what each cleaning step removed and why. Every import is a new, immutable
+dataset version with its own train/validation/test split. 2. **Model** → 3. **Train** → 4. **Generate** →
+5. **Evaluate** follow the same dataset version. Everything is stored under `STUDIO_HOME`; the same actions
+are scriptable with the `studio` command (`studio data import --help`).
+"""
+
+
+def build_app(store: Store):
+    import gradio as gr
+
+    with gr.Blocks(title="Gen Studio") as app:
+        gr.Markdown("# Gen Studio")
+        if store.settings.on_spaces and not str(store.home).startswith("/data"):
+            gr.Markdown("⚠️ This Space has no persistent storage: datasets and runs are lost when it restarts.")
+        with gr.Accordion("Getting started", open=False):
+            gr.Markdown(GUIDE)
+        with gr.Row():
+            project = gr.Dropdown(project_choices(store), value="default", label="Project", allow_custom_value=True,
+                                  scale=1, elem_id="project")
+            version = gr.Dropdown(version_choices(store, "default"), value=None, label="Dataset version", scale=3,
+                                  elem_id="dataset-version")
+        project.change(lambda p: gr.Dropdown(choices=version_choices(store, p), value=None), project, version)
+        with gr.Tabs():
+            with gr.Tab("Data", id="data"):
+                data_tab.build(store, project, version)
+            for tab in ("Model", "Train", "Generate", "Evaluate"):
+                with gr.Tab(tab, id=tab.lower()):
+                    placeholder.build(tab)
+    return app
+
+
+def serve(settings: Settings, block: bool = True):
+    """Open the store and serve the studio; returns the Gradio app (``block=False`` for tests)."""
+    import gradio as gr
+
+    store = open_store(settings)
+    app = build_app(store)
+    app.queue(default_concurrency_limit=4)
+    app.launch(server_name=settings.host, server_port=settings.port, max_file_size=f"{settings.max_upload_mb}mb",
+               allowed_paths=[str(store.home)], theme=gr.themes.Soft(), ssr_mode=False, show_error=True,
+               prevent_thread_lock=not block, quiet=not block)
+    return app

@@ -1,0 +1,261 @@
+"""The Data tab: upload, map columns, choose cleaning steps, import, and browse dataset versions."""
+
+from __future__ import annotations
+
+import html
+import json
+
+from studio.data.clean import StepsConfigError
+from studio.data.items import MODALITIES, ImportRefused
+from studio.data.mapping import ColumnMapping
+from studio.data.service import get_version, import_dataset, inspect_upload, read_manifest, reclean
+from studio.data.steps import STEPS
+from studio.store import Store
+from studio.ui.forms import params_form
+from studio.ui.plots import dataset_figures
+from studio.ui.state import version_choices
+
+PREVIEW_ROWS = 200
+GALLERY_ITEMS = 48
+AUDIO_PLAYERS = 6
+MAPPING_FIELDS = ("text", "prompt", "context", "response", "messages")
+
+
+class StepsPanel:
+    """Every modality's cleaning steps as switches and fields; only the chosen modality's is shown."""
+
+    def __init__(self):
+        import gradio as gr
+
+        self.groups = {}
+        self.fields: list[tuple[str, str, str]] = []  # (modality, step, param or "enabled")
+        self.components = []
+        for modality in MODALITIES:
+            with gr.Group(visible=modality == "text") as group:
+                for step in STEPS[modality]:
+                    with gr.Row():
+                        switch = gr.Checkbox(value=step.on_by_default, label=step.label, info=step.help, scale=2)
+                        self._add(modality, step.name, "enabled", switch)
+                        for name, component in params_form(step.params).items():
+                            self._add(modality, step.name, name, component)
+            self.groups[modality] = group
+
+    def _add(self, modality: str, step: str, param: str, component) -> None:
+        self.fields.append((modality, step, param))
+        self.components.append(component)
+
+    def config(self, modality: str, values) -> dict:
+        config: dict[str, dict] = {}
+        for (field_modality, step, param), value in zip(self.fields, values):
+            if field_modality == modality:
+                config.setdefault(step, {})[param] = value
+        return config
+
+    def visibility(self, modality: str) -> list:
+        import gradio as gr
+
+        return [gr.Group(visible=m == modality) for m in MODALITIES]
+
+
+def _problems_markdown(result: dict) -> str:
+    lines = []
+    if result["errors"]:
+        lines.append(f"**{len(result['errors'])} file(s) could not be used** (the rest was imported):")
+        lines += [f"- `{html.escape(e['file'])}`: {html.escape(e['reason'])}" for e in result["errors"]]
+    if result.get("warnings"):
+        lines.append(f"**{len(result['warnings'])} warning(s):**")
+        lines += [f"- `{html.escape(w['file'])}`: {html.escape(w['reason'])}" for w in result["warnings"][:20]]
+    return "\n".join(lines)
+
+
+def summary_markdown(result: dict) -> str:
+    removed = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in result["removed"].items() if v) or "nothing"
+    splits = " · ".join(f"{k} {v}" for k, v in result["splits"].items())
+    head = (f"### ✅ {html.escape(result['name'])} v{result['version']} ({result['modality']})\n"
+            f"**{result['items_kept']} of {result['items_in']} items kept.** Removed: {removed}. Splits: {splits}.")
+    return head + ("\n\n" + _problems_markdown(result) if result["errors"] or result.get("warnings") else "")
+
+
+def report_rows(report: dict) -> list[list]:
+    return [[e["label"], "on" if e["enabled"] else "off", e["removed"], e["changed"], e["detail"],
+             "; ".join(f"{x['source']}: {x['reason']}" for x in e["examples"][:3])]
+            for e in report["steps"]]
+
+
+def removed_gallery(folder, report: dict) -> list[tuple[str, str]]:
+    return [(str(folder / x["file"]), f"{e['label']}: {x['reason']}")
+            for e in report["steps"] for x in e["examples"] if x.get("file", "").lower().endswith(
+                (".png", ".jpg", ".jpeg", ".webp"))]
+
+
+def preview_rows(rows: list[dict]) -> list[list]:
+    def content(row: dict) -> str:
+        if "messages" in row:
+            return "\n".join(f"{m['role']}: {m['content']}" for m in row["messages"])
+        if "prompt" in row:
+            return f"PROMPT: {row['prompt']}\nRESPONSE: {row['response']}"
+        return row.get("text", row.get("caption", ""))
+    return [[r["split"], r["source"], content(r)[:500]] for r in rows[:PREVIEW_ROWS]]
+
+
+def build(store: Store, project, version) -> None:
+    """Lay out the Data tab. ``project`` and ``version`` are the shared selectors above the tabs."""
+    import gradio as gr
+
+    gr.Markdown("Upload text, images or audio (several files, folders as a zip). Captions for images and audio "
+                "come from same-name `.txt` files or a `metadata.jsonl`/`metadata.csv` with `file_name`.")
+    with gr.Row():
+        files = gr.File(file_count="multiple", label="Files or a zip", elem_id="data-upload", scale=3)
+        with gr.Column(scale=2):
+            modality = gr.Radio(list(MODALITIES), value="text", label="Modality (guessed from the files)",
+                                elem_id="data-modality")
+            name = gr.Textbox(label="Dataset name", placeholder="from the first file's name", elem_id="data-name")
+            with gr.Row():
+                split = gr.Textbox(value="0.8,0.1,0.1", label="Split train,validation,test")
+                seed = gr.Number(value=0, precision=0, label="Split seed")
+    inspection = gr.Markdown()
+    with gr.Accordion("Column mapping (tables)", open=False, visible=False) as mapping_box:
+        mapping_table = gr.Dataframe(label="First rows", interactive=False, wrap=True)
+        with gr.Row():
+            mapping_format = gr.Radio(["text", "pair", "chat"], value="text", label="Format")
+            mapping_columns = {f: gr.Dropdown([], label=f"{f} column", allow_custom_value=True)
+                               for f in MAPPING_FIELDS}
+    with gr.Accordion("Cleaning steps", open=False):
+        steps = StepsPanel()
+    import_button = gr.Button("Import and clean", variant="primary", elem_id="data-import")
+    summary = gr.Markdown(elem_id="data-summary")
+    report = gr.Dataframe(headers=["step", "", "removed", "changed", "detail", "examples"], label="What each step did",
+                          interactive=False, wrap=True, elem_id="data-report")
+    removed = gr.Gallery(label="Examples of removed images", columns=6, height=220, visible=False)
+
+    gr.Markdown("## Dataset version")
+    version_info = gr.Markdown(elem_id="version-info")
+    with gr.Row():
+        size_plot = gr.Plot(label="Sizes")
+        words_plot = gr.Plot(label="Words")
+    table = gr.Dataframe(headers=["split", "source", "content"], label="Items", interactive=False, wrap=True,
+                         max_height=400)
+    gallery = gr.Gallery(label="Images", columns=8, height=320, visible=False)
+    players = []
+    with gr.Row(visible=False) as audio_row:
+        for _ in range(AUDIO_PLAYERS):
+            players.append(gr.Audio(interactive=False, waveform_options=gr.WaveformOptions(show_recording_waveform=True),
+                                    min_width=200))
+    version_report = gr.Dataframe(headers=["step", "", "removed", "changed", "detail", "examples"],
+                                  label="Cleaning report of this version", interactive=False, wrap=True)
+    with gr.Row():
+        export_button = gr.Button("Export as zip")
+        reclean_button = gr.Button("Clean again with the steps above (new version)")
+    export_file = gr.File(label="Download", visible=False)
+    reclean_status = gr.Markdown()
+
+    def on_files(paths):
+        if not paths:
+            return gr.Radio(), "", gr.Accordion(visible=False), None, gr.Radio(), *[gr.Dropdown()] * 5, \
+                *steps.visibility("text")
+        info = inspect_upload(paths)
+        text = f"{info['files']} file(s); looks like **{info['modality']}**."
+        tables = [t for t in info["tables"] if t["columns"] or t["problem"]]
+        problems = "\n".join(f"- `{t['file']}`: {t['problem']}" for t in tables if t["problem"])
+        columns = sorted({c for t in tables for c in t["columns"]})
+        guess = next((t["mapping"] for t in tables if t["mapping"]), None) or {}
+        rows = next((t["rows"] for t in tables if t["rows"]), [])
+        frame = [[json.dumps(r.get(c), ensure_ascii=False)[:200] if not isinstance(r.get(c), str) else r.get(c)[:200]
+                  for c in columns] for r in rows]
+        if tables:
+            text += f" Column mapping guessed: {ColumnMapping(**guess).describe() if guess else 'none'}."
+        if problems:
+            text += "\n\n" + problems
+        dropdowns = [gr.Dropdown(choices=[""] + columns, value=guess.get(f) or "") for f in MAPPING_FIELDS]
+        return (gr.Radio(value=info["modality"]), text, gr.Accordion(visible=bool(tables), open=bool(problems)),
+                {"headers": columns, "data": frame} if columns else None,
+                gr.Radio(value=guess.get("format", "text")), *dropdowns, *steps.visibility(info["modality"]))
+
+    files.change(on_files, files, [modality, inspection, mapping_box, mapping_table, mapping_format,
+                                   *mapping_columns.values(), *steps.groups.values()])
+    modality.change(lambda m: steps.visibility(m), modality, list(steps.groups.values()))
+
+    def chosen_mapping(fmt, columns: dict) -> ColumnMapping | None:
+        if not any(columns.values()):
+            return None
+        return ColumnMapping(format=fmt, **{k: v or None for k, v in columns.items()})
+
+    def on_import(paths, modality_value, name_value, split_value, seed_value, project_value, fmt, *rest,
+                  progress=gr.Progress()):
+        columns = dict(zip(MAPPING_FIELDS, rest[:len(MAPPING_FIELDS)]))
+        step_values = rest[len(MAPPING_FIELDS):]
+        if not paths:
+            return "❌ Choose some files first.", None, gr.Gallery(visible=False), gr.Dropdown()
+        try:
+            result = import_dataset(store, paths, name=name_value or None, modality=modality_value,
+                                    split=split_value, seed=int(seed_value or 0),
+                                    steps=steps.config(modality_value, step_values),
+                                    mapping=chosen_mapping(fmt, columns), project=project_value or "default",
+                                    progress=lambda f, m: progress(f, desc=m))
+        except (ImportRefused, StepsConfigError, ValueError) as error:
+            return f"❌ **Nothing was imported.** {html.escape(str(error))}", None, gr.Gallery(visible=False), \
+                gr.Dropdown()
+        saved = get_version(store, f"{result['dataset_id']}:{result['version']}")
+        examples = removed_gallery(store.path(saved.path), saved.report)
+        ref = f"{result['dataset_id']}:{result['version']}"
+        return (summary_markdown(result), report_rows(saved.report), gr.Gallery(value=examples, visible=bool(examples)),
+                gr.Dropdown(choices=version_choices(store, project_value), value=ref))
+
+    import_inputs = [files, modality, name, split, seed, project, mapping_format, *mapping_columns.values(),
+                     *steps.components]
+    import_button.click(on_import, import_inputs, [summary, report, removed, version])
+
+    def on_version(ref):
+        hidden = [gr.Gallery(visible=False), gr.Row(visible=False)] + [gr.Audio(value=None)] * AUDIO_PLAYERS
+        if not ref:
+            return "Import a dataset or pick one above.", None, None, None, *hidden, None
+        try:
+            found = get_version(store, ref)
+        except ImportRefused as error:
+            return f"❌ {error}", None, None, None, *hidden, None
+        folder, modality_value = store.path(found.path), found.dataset.modality
+        rows = read_manifest(store, found)
+        fractions = found.splits.get("fractions")
+        info = (f"**{html.escape(found.dataset.name)} v{found.version}** · {modality_value} · "
+                f"{found.items_kept} of {found.items_in} items kept · splits "
+                + " · ".join(f"{s} {found.splits.get(s, 0)}" for s in ("train", "validation", "test"))
+                + f" (fractions {fractions}, seed {found.splits.get('seed')}) · made {found.created_at:%Y-%m-%d %H:%M}"
+                + f"\n\nSource: {', '.join(found.source.get('files', [])[:8])}"
+                + (" …" if len(found.source.get("files", [])) > 8 else ""))
+        first, second = dataset_figures(found.report.get("stats", {}), modality_value)
+        media = hidden
+        if modality_value == "image":
+            media = [gr.Gallery(value=[(str(folder / r["file"]), r.get("caption") or "") for r in rows[:GALLERY_ITEMS]],
+                                visible=True), gr.Row(visible=False)] + [gr.Audio(value=None)] * AUDIO_PLAYERS
+        elif modality_value == "audio":
+            clips = [gr.Audio(value=str(folder / r["file"]), label=(r.get("caption") or "")[:60])
+                     for r in rows[:AUDIO_PLAYERS]]
+            media = [gr.Gallery(visible=False), gr.Row(visible=True)] + clips + \
+                [gr.Audio(value=None)] * (AUDIO_PLAYERS - len(clips))
+        return info, first, second, preview_rows(rows), *media, report_rows(found.report)
+
+    version.change(on_version, version, [version_info, size_plot, words_plot, table, gallery, audio_row, *players,
+                                         version_report])
+
+    def on_export(ref):
+        from studio.data.export import export_zip
+
+        if not ref:
+            return gr.File(visible=False)
+        return gr.File(value=str(export_zip(store, ref)), visible=True)
+
+    export_button.click(on_export, version, export_file)
+
+    def on_reclean(ref, project_value, *step_values, progress=gr.Progress()):
+        if not ref:
+            return "Pick a dataset version first.", gr.Dropdown()
+        found = get_version(store, ref)
+        try:
+            result = reclean(store, found.id, steps=steps.config(found.dataset.modality, step_values),
+                             progress=lambda f, m: progress(f, desc=m))
+        except (ImportRefused, StepsConfigError, ValueError) as error:
+            return f"❌ {html.escape(str(error))}", gr.Dropdown()
+        new_ref = f"{result['dataset_id']}:{result['version']}"
+        return summary_markdown(result), gr.Dropdown(choices=version_choices(store, project_value), value=new_ref)
+
+    reclean_button.click(on_reclean, [version, project, *steps.components], [reclean_status, version])

@@ -1,0 +1,29 @@
+"""Form fields generated from pydantic params models, so the UI never disagrees with the CLI."""
+
+from __future__ import annotations
+
+import typing
+
+from pydantic import BaseModel
+
+
+def field_component(name: str, field, value):
+    """A Gradio input for one pydantic field: Checkbox, Dropdown (Literal), Number or Textbox."""
+    import gradio as gr
+
+    label = name.replace("_", " ")
+    info = field.description
+    annotation = field.annotation
+    if annotation is bool:
+        return gr.Checkbox(value=value, label=label, info=info)
+    if typing.get_origin(annotation) is typing.Literal:
+        return gr.Dropdown(choices=list(typing.get_args(annotation)), value=value, label=label, info=info)
+    if annotation in (int, float):
+        return gr.Number(value=value, label=label, info=info, precision=0 if annotation is int else None)
+    return gr.Textbox(value=value, label=label, info=info)
+
+
+def params_form(model: type[BaseModel]) -> dict[str, object]:
+    """One component per field of ``model``, with its default value, in a row."""
+    defaults = model()
+    return {name: field_component(name, field, getattr(defaults, name)) for name, field in model.model_fields.items()}
