@@ -32,12 +32,13 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="STUDIO_", extra="ignore")
 
     home: Path = Field(default_factory=_default_home,
-                       description="Folder where datasets, uploads, runs and the SQLite database live.")
+                       description="Folder where datasets, uploads, runs and the SQLite database live: "
+                                   "./studio_home, or /data/studio on a Space with persistent storage.")
     database_url: str | None = Field(
         default=None,
         description="SQLAlchemy URL. Default: SQLite file studio.db under STUDIO_HOME. "
                     "PostgreSQL: postgresql+psycopg2://user:pass@host/db")
-    host: str = Field(default_factory=_default_host, description="Interface the web studio listens on.")
+    host: str = Field(default_factory=_default_host, description="Interface the web studio listens on: 127.0.0.1, or 0.0.0.0 on a Space.")
     port: int = Field(default=7860, ge=1, le=65535, description="Port of the web studio.")
     max_upload_mb: int = Field(default=1024, ge=1, description="Largest single uploaded file (MB).")
     max_archive_total_mb: int = Field(default=4096, ge=1,

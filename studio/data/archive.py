@@ -42,13 +42,16 @@ def _unique(path: Path) -> Path:
 
 
 def _check_members(archive: zipfile.ZipFile, settings: Settings) -> list[zipfile.ZipInfo]:
-    members = [m for m in archive.infolist() if not m.is_dir()]
+    # not ZipInfo.is_dir(): it raises IndexError on a member with an empty name (a crafted zip)
+    members = [m for m in archive.infolist() if not m.filename.endswith("/")]
     if len(members) > settings.max_archive_members:
         raise ArchiveRefused(f"it holds {len(members):,} files; the limit is {settings.max_archive_members:,}")
     total = 0
     for member in members:
         name = member.filename.replace("\\", "/")
         pure = PurePosixPath(name)
+        if not pure.parts:  # "" or ".": no file name at all (and pure.parts[0] below would fail)
+            raise ArchiveRefused(f"member '{member.filename}' has no file name")
         if name.startswith("/") or pure.is_absolute() or ".." in pure.parts or ":" in pure.parts[0]:
             raise ArchiveRefused(f"member '{member.filename}' would be written outside the dataset folder "
                                  "(absolute path or '..')")

@@ -59,6 +59,11 @@ def _sidecar_captions(files: list[StagedFile], result: ReadResult) -> dict[str, 
     return captions
 
 
+def _without_path(error: Exception, path: Path) -> str:
+    # Library messages quote our internal staging path; the person only knows the file's name.
+    return str(error).replace(str(path), path.name)
+
+
 def inspect_image(path: Path, max_pixels: int) -> dict:
     """Width, height, mode and format of a readable image; BadFile otherwise."""
     from PIL import Image
@@ -81,7 +86,29 @@ def inspect_image(path: Path, max_pixels: int) -> dict:
     except BadFile:
         raise
     except Exception as error:  # PIL raises OSError, SyntaxError, ValueError... for bad files
-        raise BadFile(f"unreadable or truncated image ({error})") from None
+        raise BadFile(f"unreadable or truncated image ({_without_path(error, path)})") from None
+
+
+def _wav_shortfall(path: Path) -> tuple[int, int] | None:
+    """(declared, present) bytes of a WAV's samples when the file ends before its header says.
+
+    libsndfile quietly reads what is there, so a cut-off WAV would otherwise pass as a shorter clip.
+    A data size of 0 or 0xFFFFFFFF is what streaming recorders write: not counted as truncation."""
+    size = path.stat().st_size
+    with open(path, "rb") as handle:
+        head = handle.read(12)
+        if head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+            return None
+        position = 12
+        while position + 8 <= size:
+            handle.seek(position)
+            chunk = handle.read(8)
+            length = int.from_bytes(chunk[4:8], "little")
+            if chunk[:4] == b"data":
+                present = size - position - 8
+                return (length, present) if 0 < length < 0xFFFFFFFF and present < length else None
+            position += 8 + length + (length & 1)  # chunks are padded to an even length
+    return None
 
 
 def inspect_audio(path: Path) -> dict:
@@ -94,9 +121,13 @@ def inspect_audio(path: Path) -> dict:
         info = sf.info(str(path))
         data, rate = sf.read(str(path), dtype="float32", always_2d=True)  # decode all: catches truncation
     except Exception as error:  # soundfile raises LibsndfileError / RuntimeError
-        raise BadFile(f"unreadable audio ({error})") from None
+        raise BadFile(f"unreadable audio ({_without_path(error, path)})") from None
     if len(data) == 0:
         raise BadFile("audio has no samples")
+    if shortfall := _wav_shortfall(path):
+        declared, present = shortfall
+        raise BadFile(f"truncated audio: the header promises {declared:,} bytes of samples but the file "
+                      f"holds {present:,}")
     return {"duration": len(data) / rate, "sample_rate": rate, "channels": data.shape[1],
             "format": info.format}
 

@@ -12,6 +12,7 @@ import os
 import re
 import shutil
 import uuid
+from datetime import datetime
 from collections import Counter
 from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
@@ -41,6 +42,13 @@ def detect_modality(files: list[StagedFile]) -> str:
     if counts["image"] or counts["audio"]:
         return "image" if counts["image"] >= counts["audio"] else "audio"
     return "text"
+
+
+def default_name(paths: list) -> str:
+    """One folder or zip names the dataset; several loose files get a dated name."""
+    if len(paths) == 1:
+        return Path(paths[0]).stem
+    return datetime.now().strftime("upload-%Y-%m-%d-%H%M")
 
 
 def _safe_stem(name: str) -> str:
@@ -167,7 +175,11 @@ def import_dataset(store: Store, paths: list[str | Path], *, name: str | None = 
     upload_dir = store.home / "uploads" / uuid.uuid4().hex
     staged, problems = stage_inputs([Path(p) for p in paths], upload_dir / "files", store.settings)
     modality = modality or detect_modality(staged)
-    resolve_config(modality, steps)  # a typo in the settings fails before any work
+    try:
+        resolve_config(modality, steps)  # a typo in the settings fails before any work
+    except Exception:
+        shutil.rmtree(upload_dir, ignore_errors=True)  # the files were staged already: don't leave them
+        raise
     if not staged:
         shutil.rmtree(upload_dir, ignore_errors=True)
         raise _nothing_usable(problems)
@@ -176,7 +188,7 @@ def import_dataset(store: Store, paths: list[str | Path], *, name: str | None = 
                         files=[{"name": s.name, "path": str(s.path.relative_to(upload_dir))} for s in staged],
                         refused=[p.as_dict() for p in problems], created_by=created_by)
         session.add(upload)
-    name = name or (Path(paths[0]).stem if paths else "dataset")
+    name = name or default_name(paths)
     try:
         return _build_version(store, name=name, project=project, modality=modality, staged=staged,
                               upload_id=upload.id, problems=problems, fractions=fractions, seed=seed, steps=steps,

@@ -25,6 +25,10 @@ def assign_splits(count: int, fractions: tuple[float, float, float], seed: int) 
     for index in (1, 2):
         if fractions[index] > 0 and sizes[index] == 0 and count - sum(sizes[1:]) > 1:
             sizes[index] = 1
+    # Rounding both evaluation splits up can leave nothing to train on (4 items at 0.2,0.4,0.4 →
+    # 0,2,2); train's fraction is never 0, so give it an item back from the larger evaluation split.
+    while count and sizes[1] + sizes[2] >= count:
+        sizes[1 if sizes[1] >= sizes[2] else 2] -= 1
     sizes[0] = count - sizes[1] - sizes[2]
     labels = [name for name, size in zip(SPLITS, sizes) for _ in range(size)]
     random.Random(seed).shuffle(labels)

@@ -66,6 +66,8 @@ def trim_silence(items, params: TrimParams, ctx: StepContext) -> StepOutcome:
         pad = int(rate * params.padding_ms / 1000)
         start = max(loud[0] * frame - pad, 0) if len(loud) else 0
         end = min((loud[-1] + 1) * frame + pad, len(data)) if len(loud) else len(data)
+        if len(loud) and loud[-1] == len(rms) - 1:
+            end = len(data)  # the unmeasured tail (under one frame) follows a loud frame: it is audio, keep it
         if start > 0 or end < len(data):
             before = item.meta["duration"]
             _rewrite(item, data[start:end], rate, ctx)

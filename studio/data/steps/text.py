@@ -24,7 +24,10 @@ def count_tokens(text: str) -> int:
 def fix_encoding(items, _params, _ctx) -> StepOutcome:
     import ftfy  # repairs mojibake such as "cafÃ©" → "café"
 
-    return transform_text(items, lambda s: ftfy.fix_text(s, normalization=None))
+    # Only the encoding repair: ftfy.fix_text would also uncurl quotes, unescape HTML entities, fold
+    # ligatures and full-width characters and rewrite line breaks, changing correct text (and doing
+    # normalize_unicode's job even when that step is off or set to NFC).
+    return transform_text(items, ftfy.fix_encoding)
 
 
 class NormaliseParams(BaseModel):
@@ -49,8 +52,11 @@ def tidy_whitespace(items, params: WhitespaceParams, _ctx) -> StepOutcome:
 
 
 EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)*\.[a-zA-Z]{2,}")
-PHONE = re.compile(r"(?<![\w+.])\+?\(?\d[\d\s().-]{7,}\d(?![\w.])")
+# Spaces but no line breaks inside a number (else a number on the next line is swallowed), and a
+# sentence's full stop may follow it ("call (555) 123-4567.") though a further ".digit" may not.
+PHONE = re.compile(r"(?<![\w+.])\+?\(?\d[\d \t\u00a0().-]{7,}\d(?!\w|\.\d)")
 IP_ADDRESS = re.compile(r"^\d{1,3}(?:\.\d{1,3}){3}$")
+ISO_DATE = re.compile(r"(?<!\d)\d{4}-\d{2}-\d{2}(?!\d)")
 
 
 class PiiParams(BaseModel):
@@ -64,8 +70,10 @@ def _is_phone(candidate: str) -> bool:
     digits = sum(ch.isdigit() for ch in candidate)
     # 9-15 digits (ITU E.164), and not a date, an IP address or a bare number like a year or an id
     has_separator = any(ch in candidate for ch in " ().-") or candidate.startswith("+")
-    return 9 <= digits <= 15 and has_separator and not IP_ADDRESS.match(candidate) \
-        and not re.fullmatch(r"\d{4}-\d{2}-\d{2}", candidate.strip())
+    # "(192.168.1.20" is an IP address in brackets; "2024-01-15 14" a date and time, "2024-01-15 3" a
+    # date and a count: a candidate holding a date is not a phone number.
+    return 9 <= digits <= 15 and has_separator and not IP_ADDRESS.match(candidate.strip("() ")) \
+        and not ISO_DATE.search(candidate)
 
 
 def scrub_pii(items, params: PiiParams, _ctx) -> StepOutcome:
@@ -134,7 +142,13 @@ def near_text_duplicates(items, params: NearDuplicateTextParams, _ctx) -> StepOu
 
     signatures = MinHash.bulk((_shingles(item.content()) for item in items),
                               num_perm=params.num_perm, hashfunc=_crc32_hash)
-    lsh = MinHashLSH(threshold=params.threshold, num_perm=params.num_perm)
+    try:
+        lsh = MinHashLSH(threshold=params.threshold, num_perm=params.num_perm)
+    except ValueError:
+        # datasketch refuses thresholds so high that its tuned index has fewer than 2 bands (from 0.87
+        # with 16 permutations, 0.97 with 64, always at 1.0), which the params allow. A looser index
+        # only finds more candidates; each is still checked against the real threshold below.
+        lsh = MinHashLSH(threshold=0.85, num_perm=params.num_perm)
 
     def similar_to_kept(index: int, _kept: list[int]):
         best = None

@@ -1,0 +1,209 @@
+"""Benchmark: the default image cleaning pipeline on synthetic images.
+
+Generates ``--count`` varied images (shapes on gradients, noise textures, stripes; mostly RGB with
+some greyscale, RGBA and palette images; PNG and JPEG), ~5% of them exact duplicates of an earlier
+image (same pixels, saved again as a PNG) and ~5% near-duplicates (re-encoded as JPEG, or slightly
+brightened) and ~3% blurred on purpose. It writes them to a temporary folder with a ``metadata.jsonl`` of captions, reads them
+the way an import does (``read_media_files`` on staged files), then times
+``run_cleaning(items, "image", None, ...)`` with every step at its default.
+
+    .venv/bin/python bench/clean_images.py                  # 2,000 images of 128x128
+    .venv/bin/python bench/clean_images.py --count 500 --side 512
+
+The images are generated from ``--seed``, so a run is repeatable; generation is not timed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFilter
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from studio.data.archive import StagedFile  # noqa: E402
+from studio.data.clean import run_cleaning  # noqa: E402
+from studio.data.read_media import read_media_files  # noqa: E402
+from studio.settings import Settings  # noqa: E402
+
+
+def _colour(rng: np.random.Generator) -> tuple[int, int, int]:
+    return tuple(int(c) for c in rng.integers(0, 256, size=3))
+
+
+def _two_colours(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Two colours far apart in brightness: two colours of equal luminance look flat in grey, and the
+    blur step (which works on grey) would rightly call the picture blurry."""
+    while True:
+        a, b = np.array(_colour(rng), np.float32), np.array(_colour(rng), np.float32)
+        luma = np.array([0.299, 0.587, 0.114], np.float32)
+        if abs(float((a - b) @ luma)) > 80:
+            return a, b
+
+
+def shapes(rng: np.random.Generator, side: int) -> Image.Image:
+    """A two-colour gradient with a handful of filled ellipses, rectangles and polygons on top."""
+    t = np.linspace(0.0, 1.0, side, dtype=np.float32)
+    angle = rng.uniform(0, 2 * np.pi)
+    ramp = np.clip(np.cos(angle) * t[None, :] + np.sin(angle) * t[:, None], 0, 1)[..., None]
+    a, b = np.array(_colour(rng), np.float32), np.array(_colour(rng), np.float32)
+    image = Image.fromarray((a * (1 - ramp) + b * ramp).astype(np.uint8))
+    draw = ImageDraw.Draw(image)
+    for _ in range(int(rng.integers(3, 10))):
+        x0, y0 = (int(v) for v in rng.integers(0, side, size=2))
+        x1, y1 = x0 + int(rng.integers(side // 10, side // 2)), y0 + int(rng.integers(side // 10, side // 2))
+        kind = rng.integers(3)
+        if kind == 0:
+            draw.ellipse((x0, y0, x1, y1), fill=_colour(rng))
+        elif kind == 1:
+            draw.rectangle((x0, y0, x1, y1), fill=_colour(rng))
+        else:
+            draw.polygon([tuple(int(v) for v in rng.integers(0, side, size=2)) for _ in range(3)], fill=_colour(rng))
+    return image
+
+
+def texture(rng: np.random.Generator, side: int) -> Image.Image:
+    """Value noise: a coarse random grid scaled up, plus fine grain, mapped between two colours."""
+    cells = int(rng.integers(4, 24))
+    coarse = Image.fromarray(rng.integers(0, 256, size=(cells, cells), dtype=np.uint8))
+    smooth = np.asarray(coarse.resize((side, side), Image.Resampling.BICUBIC), dtype=np.float32) / 255
+    grain = rng.normal(0, rng.uniform(0.03, 0.12), size=(side, side)).astype(np.float32)
+    level = np.clip(smooth + grain, 0, 1)[..., None]
+    a, b = _two_colours(rng)
+    return Image.fromarray((a * (1 - level) + b * level).astype(np.uint8))
+
+
+def stripes(rng: np.random.Generator, side: int) -> Image.Image:
+    """Stripes or a checkerboard at a random period and angle."""
+    y, x = np.mgrid[0:side, 0:side].astype(np.float32)
+    angle, period = rng.uniform(0, np.pi), rng.uniform(4, side / 4)
+    u = np.cos(angle) * x + np.sin(angle) * y
+    v = -np.sin(angle) * x + np.cos(angle) * y
+    on = (np.floor(u / period) % 2).astype(bool)
+    if rng.random() < 0.5:
+        on ^= (np.floor(v / period) % 2).astype(bool)
+    a, b = _two_colours(rng)
+    out = np.where(on[..., None], a.astype(np.uint8), b.astype(np.uint8))
+    return Image.fromarray(out.astype(np.uint8))
+
+
+def as_mode(image: Image.Image, rng: np.random.Generator) -> Image.Image:
+    """Most images RGB; some greyscale, RGBA and palette, so the to-RGB step has work to do."""
+    roll = rng.random()
+    if roll < 0.10:
+        return image.convert("L")
+    if roll < 0.15:
+        rgba = image.convert("RGBA")
+        rgba.putalpha(Image.fromarray(rng.integers(128, 256, size=image.size[::-1], dtype=np.uint8)))
+        return rgba
+    if roll < 0.20:
+        return image.convert("P", palette=Image.Palette.ADAPTIVE, colors=64)
+    return image
+
+
+def save(image: Image.Image, folder: Path, stem: str, jpeg: bool, quality: int = 90) -> str:
+    if jpeg and image.mode in ("RGB", "L"):
+        name = f"{stem}.jpg"
+        image.save(folder / name, quality=quality)
+    else:
+        name = f"{stem}.png"
+        image.save(folder / name)
+    return name
+
+
+def make_images(folder: Path, count: int, side: int, seed: int) -> dict[str, str]:
+    """Write the images; returns file name -> "original", "blurry", "exact" or "near"."""
+    rng = np.random.default_rng(seed)
+    kinds: dict[str, str] = {}
+    originals: list[str] = []
+    for index in range(count):
+        stem, roll = f"img{index:05d}", rng.random()
+        if roll < 0.05 and originals:
+            # Same pixels, a different file: decoded and saved again as a (lossless) PNG.
+            with Image.open(folder / originals[int(rng.integers(len(originals)))]) as source:
+                source.load()
+                name = f"{stem}.png"
+                source.save(folder / name, compress_level=int(rng.integers(1, 10)))
+            kinds[name] = "exact"
+        elif roll < 0.10 and originals:
+            with Image.open(folder / originals[int(rng.integers(len(originals)))]) as source:
+                rgb = source.convert("RGB")
+            if rng.random() < 0.5:
+                name = save(rgb, folder, stem, jpeg=True, quality=int(rng.integers(60, 90)))
+            else:
+                lift = int(rng.integers(6, 20))  # slightly brighter
+                name = save(rgb.point(lambda v: min(255, v + lift)), folder, stem, jpeg=False)
+            kinds[name] = "near"
+        elif roll < 0.13:
+            # Out of focus on purpose, for the blur step (variance of the Laplacian well under 15).
+            name = save(shapes(rng, side).filter(ImageFilter.GaussianBlur(3 * side / 128)), folder, stem,
+                        jpeg=rng.random() < 0.3)
+            kinds[name] = "blurry"
+        else:
+            maker = (shapes, texture, stripes)[int(rng.choice(3, p=[0.5, 0.3, 0.2]))]
+            name = save(as_mode(maker(rng, side), rng), folder, stem, jpeg=rng.random() < 0.3)
+            kinds[name] = "original"
+            originals.append(name)
+    with open(folder / "metadata.jsonl", "w") as metadata:
+        for name in kinds:
+            metadata.write(json.dumps({"file_name": name, "text": f"a synthetic picture, {name}"}) + "\n")
+    return kinds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--count", type=int, default=2000)
+    parser.add_argument("--side", type=int, default=128, help="width and height of the images, in pixels")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp) / "images"
+        folder.mkdir()
+        print(f"generating {args.count:,} images of {args.side}x{args.side} ...", file=sys.stderr, flush=True)
+        kinds = make_images(folder, args.count, args.side, args.seed)
+        staged = [StagedFile(name=p.name, path=p) for p in sorted(folder.iterdir())]
+
+        started = time.perf_counter()
+        read = read_media_files(staged, "image", Settings().max_image_pixels)
+        read_seconds = time.perf_counter() - started
+        assert len(read.items) == args.count and not read.problems, read.problems
+
+        print("cleaning ...", file=sys.stderr, flush=True)
+        started = time.perf_counter()
+        kept, report = run_cleaning(read.items, "image", None, Path(tmp) / "scratch", Path(tmp) / "examples")
+        total = time.perf_counter() - started
+
+    kept_names = {item.source for item in kept}
+    # The blur step writes meta["sharpness"] on every item it sees, so its removals are known exactly.
+    blur_threshold = next(e for e in report if e["step"] == "blur")["params"]["threshold"]
+    blurred = {item.source for item in read.items if item.meta.get("sharpness", np.inf) < blur_threshold}
+    planted = {kind: [n for n, k in kinds.items() if k == kind] for kind in ("exact", "near", "blurry")}
+    caught = {kind: sum(n not in kept_names for n in names) for kind, names in planted.items()}
+    print(f"\n{args.count:,} images of {args.side}x{args.side} "
+          f"({sum(1 for k in kinds.values() if k == 'original'):,} originals, {len(planted['exact']):,} exact "
+          f"and {len(planted['near']):,} near duplicates, {len(planted['blurry']):,} blurry planted)")
+    print(f"reading (import, not cleaning): {read_seconds:.2f} s\n")
+    print(f"{'step':<18} {'on':>3} {'seconds':>8} {'removed':>8} {'changed':>8}")
+    for entry in report:
+        print(f"{entry['step']:<18} {'yes' if entry['enabled'] else 'no':>3} {entry['seconds']:>8.2f} "
+              f"{entry['removed']:>8,} {entry['changed']:>8,}")
+    print(f"{'total':<18} {'':>3} {total:>8.2f}   ({args.count / total:,.0f} images/s)\n")
+    steps = {entry["step"]: entry for entry in report}
+    for kind, step in (("blurry", "blur"), ("exact", "exact_duplicates"), ("near", "near_duplicates")):
+        share = caught[kind] / max(len(planted[kind]), 1)
+        print(f"{step}: {steps[step]['removed']:,} removed by the step; "
+              f"{caught[kind]:,} of {len(planted[kind]):,} planted '{kind}' images removed ({share:.1%})")
+    lost = [n for n, k in kinds.items() if k == "original" and n not in kept_names]
+    print(f"originals removed: {len(lost):,} ({sum(n in blurred for n in lost):,} as blurry, the rest as "
+          f"near-duplicates of another original, e.g. two similar stripe patterns)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,83 @@
+"""Shared fixtures: a fresh STUDIO_HOME and store per test."""
+
+from __future__ import annotations
+
+import pytest
+
+from studio.settings import load_settings
+from studio.store import open_store
+
+
+@pytest.fixture
+def home(tmp_path):
+    return tmp_path / "studio_home"
+
+
+@pytest.fixture
+def store(home):
+    opened = open_store(load_settings(home=home))
+    yield opened
+    opened.close()
+
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run"]
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def running_studio(tmp_path):
+    """`python studio_app.py` in a subprocess on a free port with its own STUDIO_HOME; yields its URL."""
+    import os
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+    from pathlib import Path
+
+    port = _free_port()
+    env = {**os.environ, "STUDIO_HOME": str(tmp_path / "web_home"), "STUDIO_PORT": str(port)}
+    log = open(tmp_path / "studio.log", "w")
+    process = subprocess.Popen([sys.executable, "studio_app.py"], cwd=Path(__file__).parent.parent, env=env,
+                               stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        try:
+            urllib.request.urlopen(url, timeout=2)
+            break
+        except OSError:
+            if process.poll() is not None:
+                raise RuntimeError((tmp_path / "studio.log").read_text())
+            time.sleep(0.2)
+    else:
+        process.kill()
+        raise RuntimeError("the studio did not answer within 60 s:\n" + (tmp_path / "studio.log").read_text())
+    yield url
+    process.terminate()
+    process.wait(timeout=20)
+    log.close()
+
+
+@pytest.fixture
+def browser_page():
+    """A Playwright page in Debian's chromium (playwright cannot download browsers here)."""
+    import os
+
+    if not os.path.exists(CHROMIUM):
+        pytest.skip("chromium is not installed (scripts/test.sh installs it with apt-get)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1280, "height": 1000})
+        yield page
+        browser.close()

@@ -1,0 +1,102 @@
+"""The `studio` command's contract, as scripts and our acceptance checks use it."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import zipfile
+
+import pytest
+from PIL import Image
+
+
+def studio(home, *args, check=True):
+    env = {**os.environ, "STUDIO_HOME": str(home)}
+    done = subprocess.run([sys.executable, "-m", "studio.cli", *args], capture_output=True, text=True, env=env,
+                          timeout=300)
+    if check:
+        assert done.returncode == 0, done.stderr
+    return done
+
+
+@pytest.fixture
+def image_folder(tmp_path):
+    folder = tmp_path / "shapes"
+    folder.mkdir()
+    colours = {"red": (220, 30, 30), "green": (30, 200, 60), "blue": (30, 60, 220), "yellow": (240, 220, 40)}
+    for index, (name, rgb) in enumerate(colours.items()):
+        image = Image.new("RGB", (96, 96), "white")
+        for x in range(10 + index * 5, 60 + index * 5):
+            for y in range(20, 70 - index * 6):
+                image.putpixel((x, y), rgb)
+        image.save(folder / f"{name}.png")
+        (folder / f"{name}.txt").write_text(f"a {name} square")
+    (folder / "copy_of_red.png").write_bytes((folder / "red.png").read_bytes())
+    (folder / "copy_of_red.txt").write_text("a red square")
+    (folder / "broken.png").write_bytes((folder / "red.png").read_bytes()[:200])
+    return folder
+
+
+def test_import_json_contract(tmp_path, image_folder):
+    home = tmp_path / "home"
+    done = studio(home, "data", "import", str(image_folder), "--name", "shapes", "--split", "0.5,0.25,0.25",
+                  "--seed", "3", "--json")
+    result = json.loads(done.stdout)  # exactly one JSON object on stdout
+    assert {"dataset_id", "version", "modality", "items_in", "items_kept", "removed", "errors", "splits"} <= set(result)
+    assert result["modality"] == "image"
+    assert result["items_in"] == 5 and result["items_kept"] == 4
+    assert result["removed"]["exact_duplicates"] == 1
+    assert result["errors"] == [{"file": "shapes/broken.png", "reason": result["errors"][0]["reason"]}]
+    assert "truncated" in result["errors"][0]["reason"] or "unreadable" in result["errors"][0]["reason"]
+    assert sum(result["splits"].values()) == 4 and set(result["splits"]) == {"train", "validation", "test"}
+    assert (home / "datasets" / str(result["dataset_id"]) / "v1" / "manifest.jsonl").exists()
+
+    listed = json.loads(studio(home, "data", "list", "--json").stdout)
+    assert listed["datasets"][0]["name"] == "shapes"
+    assert listed["datasets"][0]["versions"][0]["items_kept"] == 4
+
+
+def test_import_of_nothing_usable_fails_with_a_clear_message(tmp_path):
+    bad = tmp_path / "bad.png"
+    bad.write_text("this is not an image")
+    done = studio(tmp_path / "home", "data", "import", str(bad), "--json", check=False)
+    assert done.returncode != 0
+    assert "nothing usable" in json.loads(done.stdout)["error"]
+    assert "bad.png" in done.stderr
+
+
+def test_refused_archive_fails_and_writes_nothing_outside_home(tmp_path):
+    archive = tmp_path / "evil.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr("../../escaped.txt", "gotcha")
+        zf.writestr("fine.txt", "some perfectly fine text here")
+    home = tmp_path / "home"
+    done = studio(home, "data", "import", str(archive), "--json", check=False)
+    assert done.returncode != 0
+    assert "outside the dataset folder" in done.stderr
+    assert not list(tmp_path.rglob("escaped.txt"))
+
+
+def test_step_settings_from_the_command_line(tmp_path):
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("short one\n\nthis paragraph is a good deal longer than the first one is\n\n"
+                      "mail me at someone@example.com please, it is fine")
+    home = tmp_path / "home"
+    result = json.loads(studio(home, "data", "import", str(corpus), "--step", "length.min_length=5",
+                               "--step", "pii.enabled=true", "--json").stdout)
+    assert result["removed"]["length"] == 1 and result["items_kept"] == 2
+    manifest = (home / "datasets" / str(result["dataset_id"]) / "v1" / "manifest.jsonl").read_text()
+    assert "someone@example.com" not in manifest and "[EMAIL]" in manifest
+
+    done = studio(home, "data", "import", str(corpus), "--step", "nosuchstep.x=1", "--json", check=False)
+    assert done.returncode != 0 and "nosuchstep" in done.stderr
+
+
+def test_export_then_reimport_gives_the_same_items(tmp_path, image_folder):
+    home = tmp_path / "home"
+    first = json.loads(studio(home, "data", "import", str(image_folder), "--json").stdout)
+    exported = json.loads(studio(home, "data", "export", str(first["dataset_id"]), "--json").stdout)["path"]
+    again = json.loads(studio(home, "data", "import", exported, "--name", "again", "--json").stdout)
+    assert again["items_kept"] == first["items_kept"] and again["errors"] == []
