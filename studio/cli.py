@@ -6,13 +6,27 @@ import argparse
 import json
 import sys
 
-from studio.settings import load_settings, settings_table
+from studio.settings import Settings, load_settings, settings_table
+
+
+def _settings(args) -> Settings:
+    """Settings from the environment, overridden by any ``--<setting>`` flag given."""
+    return load_settings(**{name: getattr(args, name, None) for name in Settings.model_fields})
 
 
 def _store(args):
     from studio.store import open_store
 
-    return open_store(load_settings(home=args.home, database_url=args.database_url))
+    return open_store(_settings(args))
+
+
+def _add_settings_flags(parser: argparse.ArgumentParser, top_level: bool) -> None:
+    # One flag per settings field, generated from the model so the CLI and the settings never disagree.
+    # On subcommands an absent flag must not hide one given before the subcommand, hence SUPPRESS.
+    group = parser.add_argument_group("settings (each also an environment variable STUDIO_<NAME>)")
+    for name, field in Settings.model_fields.items():
+        group.add_argument(f"--{name.replace('_', '-')}", dest=name, metavar=name.upper(), help=field.description,
+                           default=None if top_level else argparse.SUPPRESS)
 
 
 def _print(args, payload: dict, human: str) -> None:
@@ -29,7 +43,7 @@ def _fail(args, message: str, code: int = 2) -> int:
 def cmd_serve(args) -> int:
     from studio.ui.app import serve
 
-    serve(load_settings(home=args.home, database_url=args.database_url, host=args.host, port=args.port))
+    serve(_settings(args))
     return 0
 
 
@@ -107,13 +121,10 @@ def cmd_settings(_args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="studio", description="Gen Studio: adapt generative models without code.")
-    parser.add_argument("--home", help="STUDIO_HOME: where everything is stored")
-    parser.add_argument("--database-url", help="STUDIO_DATABASE_URL (default: SQLite under STUDIO_HOME)")
+    _add_settings_flags(parser, top_level=True)
     commands = parser.add_subparsers(dest="command", required=True)
 
     serve = commands.add_parser("serve", help="start the web studio (same as python studio_app.py)")
-    serve.add_argument("--host")
-    serve.add_argument("--port", type=int)
     serve.set_defaults(run=cmd_serve)
 
     commands.add_parser("settings", help="list every setting and its environment variable").set_defaults(run=cmd_settings)
@@ -142,6 +153,8 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument("--out")
     exp.add_argument("--json", action="store_true")
     exp.set_defaults(run=cmd_data_export)
+    for leaf in (serve, imp, lst, exp):
+        _add_settings_flags(leaf, top_level=False)
     return parser
 
 

@@ -100,3 +100,17 @@ def test_export_then_reimport_gives_the_same_items(tmp_path, image_folder):
     exported = json.loads(studio(home, "data", "export", str(first["dataset_id"]), "--json").stdout)["path"]
     again = json.loads(studio(home, "data", "import", exported, "--name", "again", "--json").stdout)
     assert again["items_kept"] == first["items_kept"] and again["errors"] == []
+
+
+def test_every_setting_is_also_a_flag(tmp_path):
+    big = tmp_path / "big.txt"
+    big.write_text("word " * 500_000)  # about 2.4 MB
+    small = tmp_path / "small.txt"
+    small.write_text("a small file with a few words in it")
+    home = tmp_path / "flag_home"
+    done = studio(tmp_path / "env_home", "data", "import", str(big), str(small), "--max-upload-mb", "1",
+                  "--home", str(home), "--json")
+    result = json.loads(done.stdout)
+    assert result["items_kept"] == 1
+    assert result["errors"][0]["file"] == "big.txt" and "STUDIO_MAX_UPLOAD_MB" in result["errors"][0]["reason"]
+    assert (home / "studio.db").exists() and not (tmp_path / "env_home").exists()
