@@ -7,7 +7,7 @@ import json
 
 import numpy as np
 import pytest
-from PIL import Image, ImageEnhance
+from PIL import Image, ImageDraw, ImageEnhance
 
 from media_factory import (StoreOpener, blurred, circle, digest, errors_by_file, image_item, manifest, photo,
                            run_step, save, sources, truncate, write)
@@ -466,10 +466,37 @@ def test_every_image_step_reports_its_count_in_the_version_report(tmp_path, stor
     save(blurred(photo(128, seed=42), 5), folder / "soft.png")
     write(folder / "zz_copy.png", keep[0].read_bytes())
     save(ImageEnhance.Brightness(Image.open(keep[1])).enhance(1.05), folder / "zz_near.jpg", quality=85)
+    # A grey copy keeps its shapes but not its colours: colour is content (a red and a blue circle are
+    # different examples), so near-duplicate detection keeps it.
     save(Image.open(keep[2]).convert("L"), folder / "zz_grey.png")
     for name in ("tiny", "banner", "soft", "zz_copy", "zz_near", "zz_grey"):
         write(folder / f"{name}.txt", name)
     result = import_dataset(store, [folder], split="1,0,0")
     assert result["removed"] == {"missing_captions": 1, "min_size": 1, "aspect_ratio": 1, "blur": 1,
-                                 "exact_duplicates": 1, "near_duplicates": 2, "to_rgb": 0}
-    assert sorted(r["caption"] for r in manifest(store, result)) == ["one", "two", "zero"]
+                                 "exact_duplicates": 1, "near_duplicates": 1, "to_rgb": 0}
+    assert sorted(r["caption"] for r in manifest(store, result)) == ["one", "two", "zero", "zz_grey"]
+
+
+def test_same_shape_in_another_colour_is_not_a_near_duplicate(tmp_path, stores):
+    store = stores()
+    folder = tmp_path / "colours"
+    for name, rgb in {"red": (220, 30, 30), "blue": (30, 60, 220), "red_again": (224, 28, 33)}.items():
+        image = Image.new("RGB", (96, 96), "white")
+        ImageDraw.Draw(image).ellipse((20, 20, 76, 76), fill=rgb)
+        save(image, folder / f"{name}.png")
+        write(folder / f"{name}.txt", f"a {name.split('_')[0]} circle")
+    result = import_dataset(store, [folder], split="1,0,0")
+    assert result["removed"]["near_duplicates"] == 1
+    assert sorted(r["caption"] for r in manifest(store, result)) == ["a blue circle", "a red circle"]
+
+
+def test_transparent_pixels_become_white_not_their_hidden_colour(tmp_path):
+    from studio.data.steps.image import open_rgb
+    from studio.data.items import Item
+
+    image = Image.new("RGBA", (8, 8), (0, 0, 0, 0))  # fully transparent black
+    image.putpixel((0, 0), (200, 20, 40, 255))
+    path = save(image, tmp_path / "logo.png")
+    rgb = open_rgb(Item(source="logo.png", path=path))
+    assert rgb.getpixel((5, 5)) == (255, 255, 255)
+    assert rgb.getpixel((0, 0)) == (200, 20, 40)

@@ -62,13 +62,17 @@ def greedy_near_duplicates(items: list[Item], similar_to_kept: Callable[[int, li
     return outcome
 
 
-def nearest_by_hamming(codes: np.ndarray, bits: int, threshold: float):
+def nearest_by_hamming(codes: np.ndarray, bits: int, threshold: float,
+                       compatible: Callable[[int, int], bool] = lambda a, b: True):
     """A ``similar_to_kept`` for 64-bit perceptual codes: similarity = 1 - hamming / bits."""
     def similar(index: int, kept: list[int]):
-        distances = np.bitwise_count(codes[kept] ^ codes[index])
-        best = int(np.argmin(distances))
-        similarity = 1.0 - distances[best] / bits
-        return (kept[best], float(similarity)) if similarity >= threshold else None
+        similarities = 1.0 - np.bitwise_count(codes[kept] ^ codes[index]) / bits
+        for best in np.argsort(-similarities, kind="stable"):
+            if similarities[best] < threshold:
+                return None
+            if compatible(index, kept[best]):
+                return kept[best], float(similarities[best])
+        return None
     return similar
 
 

@@ -19,6 +19,11 @@ def open_rgb(item: Item):
     from PIL import Image
 
     with Image.open(item.path) as image:
+        if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
+            # Transparent pixels hold arbitrary colours; show them the way a viewer does, on white.
+            rgba = image.convert("RGBA")
+            background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+            return Image.alpha_composite(background, rgba).convert("RGB")
         return image.convert("RGB")
 
 
@@ -77,13 +82,25 @@ def exact_image_duplicates(items, _params, _ctx) -> StepOutcome:
 
 class NearDuplicateImageParams(BaseModel):
     threshold: float = Field(0.9, ge=0.5, le=1.0, description="1 - Hamming distance / 64 of perceptual hashes")
+    max_colour_difference: float = Field(24.0, ge=0.0, le=255.0,
+                                         description="mean difference of 4x4 colour thumbnails (0-255) still a duplicate")
 
 
 def near_image_duplicates(items, params: NearDuplicateImageParams, _ctx) -> StepOutcome:
     import imagehash
+    from PIL import Image
 
-    codes = np.array([int(str(imagehash.phash(open_rgb(item))), 16) for item in items], dtype=np.uint64)
-    return greedy_near_duplicates(items, nearest_by_hamming(codes, 64, params.threshold))
+    images = [open_rgb(item) for item in items]
+    codes = np.array([int(str(imagehash.phash(image)), 16) for image in images], dtype=np.uint64)
+    # pHash sees only grey levels: a red and a blue circle hash alike. A 4x4 colour thumbnail must
+    # agree too, so differently coloured versions of one shape are kept (they are different data).
+    colours = np.stack([np.asarray(image.resize((4, 4), Image.Resampling.BOX), dtype=np.float32).ravel()
+                        for image in images]) if images else np.zeros((0, 48))
+
+    def same_colours(a: int, b: int) -> bool:
+        return float(np.abs(colours[a] - colours[b]).mean()) <= params.max_colour_difference
+
+    return greedy_near_duplicates(items, nearest_by_hamming(codes, 64, params.threshold, same_colours))
 
 
 def _rewrite(item: Item, image, ctx: StepContext) -> None:
