@@ -1,0 +1,130 @@
+"""The training config: one validated pydantic model, the single source for the UI form, the CLI
+``--set`` keys and the YAML saved with a run.
+
+Field names follow Hugging Face ``TrainingArguments`` where one exists, and PEFT's ``LoraConfig`` for
+LoRA, so people can carry their habits over. ``--set`` keys are flat (``learning_rate=1e-4``,
+``r=16``, ``max_length=256``): each name appears once across the sections.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+METHODS = ("lora", "full", "scratch")
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class LoraOptions(Section):
+    r: int = Field(8, ge=1, le=512, description="LoRA rank")
+    lora_alpha: int = Field(16, ge=1, description="LoRA scaling numerator (scale = alpha / r)")
+    lora_dropout: float = Field(0.05, ge=0.0, lt=1.0)
+    target_modules: str = Field("auto", description="'auto' (the family's preset: attention projections), "
+                                                    "'all-linear', or comma-separated module names")
+
+
+class TextOptions(Section):
+    text_format: Literal["auto", "raw", "chat"] = Field(
+        "auto", description="raw: plain language modelling; chat: prompt/response or messages through the chat template")
+    response_only_loss: bool = Field(True, description="chat format: learn only the responses, not the prompts")
+    max_length: int = Field(256, ge=8, le=32768, description="tokens per training sequence")
+    packing: bool = Field(True, description="pack several short examples into each sequence (raw format)")
+
+
+class ImageOptions(Section):
+    resolution: int = Field(32, ge=8, le=2048, description="training resolution (square)")
+    caption_dropout: float = Field(0.1, ge=0.0, le=1.0, description="share of captions dropped (enables guidance)")
+    prediction_type: Literal["auto", "epsilon", "v_prediction", "flow_matching"] = Field(
+        "auto", description="auto: what the model's scheduler was trained with")
+    snr_gamma: float = Field(0.0, ge=0.0, description="min-SNR loss weighting gamma; 0 turns it off (5 is usual)")
+    random_flip: bool = Field(False, description="horizontal-flip augmentation")
+
+
+class AudioOptions(Section):
+    clip_seconds: float = Field(1.0, gt=0.0, le=60.0, description="length of training clips")
+    sample_rate: int = Field(0, ge=0, description="0: the model's sample rate")
+
+
+class TrainConfig(Section):
+    learning_rate: float = Field(1e-3, gt=0.0, le=1.0)
+    lr_scheduler_type: Literal["constant", "linear", "cosine"] = "cosine"
+    warmup_steps: int = Field(10, ge=0)
+    num_train_epochs: float = Field(3.0, gt=0.0)
+    max_steps: int = Field(-1, ge=-1, description="-1: run num_train_epochs")
+    per_device_train_batch_size: int = Field(8, ge=1)
+    gradient_accumulation_steps: int = Field(1, ge=1)
+    weight_decay: float = Field(0.0, ge=0.0)
+    max_grad_norm: float = Field(1.0, ge=0.0, description="gradient clipping; 0 turns it off")
+    optim: Literal["adamw", "sgd", "adafactor"] = "adamw"
+    mixed_precision: Literal["no", "fp16", "bf16"] = "no"
+    gradient_checkpointing: bool = False
+    seed: int = 42
+    eval_steps: int = Field(50, ge=1, description="validate every N optimizer steps (and at step 0)")
+    early_stopping_patience: int = Field(0, ge=0, description="stop after N evaluations without improvement; 0 off")
+    save_steps: int = Field(100, ge=1, description="checkpoint every N steps")
+    save_total_limit: int = Field(3, ge=1, description="keep the last K checkpoints")
+    logging_steps: int = Field(1, ge=1)
+    sample_steps: int = Field(0, ge=0, description="generate the sample prompts every N steps; 0 off")
+    sample_prompts: list[str] = Field(default_factory=list, description="prompts sampled during training")
+    num_processes: int = Field(1, ge=1, description="processes (GPUs) for accelerate launch")
+    use_cpu: bool = Field(False, description="train on the CPU even when a GPU is present")
+    report_to_tensorboard: bool = False
+    lora: LoraOptions = Field(default_factory=LoraOptions)
+    text: TextOptions = Field(default_factory=TextOptions)
+    image: ImageOptions = Field(default_factory=ImageOptions)
+    audio: AudioOptions = Field(default_factory=AudioOptions)
+
+    @model_validator(mode="after")
+    def _sane(self):
+        if self.save_total_limit < 1:
+            raise ValueError("save_total_limit must be at least 1")
+        return self
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(), sort_keys=False)
+
+    @classmethod
+    def from_yaml(cls, text: str) -> "TrainConfig":
+        return cls.model_validate(yaml.safe_load(text) or {})
+
+
+SECTIONS = {"lora": LoraOptions, "text": TextOptions, "image": ImageOptions, "audio": AudioOptions}
+
+
+def flat_keys() -> dict[str, str | None]:
+    """Every ``--set`` key → its section (None for top-level fields)."""
+    keys: dict[str, str | None] = {k: None for k in TrainConfig.model_fields if k not in SECTIONS}
+    for section, model in SECTIONS.items():
+        keys.update({k: section for k in model.model_fields})
+    return keys
+
+
+def _parse_value(raw: str):
+    try:
+        return yaml.safe_load(raw)
+    except yaml.YAMLError:
+        return raw
+
+
+def apply_overrides(config: TrainConfig, pairs: list[str]) -> TrainConfig:
+    """``["learning_rate=1e-4", "r=16"]`` applied to ``config``; unknown keys name the known ones."""
+    data = config.model_dump()
+    keys = flat_keys()
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        key = key.strip()
+        if not sep:
+            raise ValueError(f"--set takes KEY=VALUE (got {pair!r})")
+        if key not in keys:
+            raise ValueError(f"unknown setting '{key}'. Known: {', '.join(sorted(keys))}")
+        value = _parse_value(raw)
+        if key == "sample_prompts" and isinstance(value, str):
+            value = [p.strip() for p in value.split("|") if p.strip()]
+        section = keys[key]
+        (data[section] if section else data)[key] = value
+    return TrainConfig.model_validate(data)
