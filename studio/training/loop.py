@@ -1,0 +1,332 @@
+"""The training loop, written once for every modality (nanoGPT-style: read it top to bottom).
+
+The backend supplies the model (``handle.module(batch) -> loss``), datasets, collate function and
+samples; Accelerate supplies devices, mixed precision, gradient accumulation and multi-process
+training. The outside world (the worker, or a test) listens through ``Hooks``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from studio.models.base import Backend, Handle, Sample
+from studio.training.config import TrainConfig
+
+
+def _noop(*_args, **_kwargs):
+    return None
+
+
+def _never() -> bool:
+    return False
+
+
+@dataclass
+class Hooks:
+    """How the loop reports and is steered. Only the main process's hooks are called for output;
+    the control questions are asked on the main process and its answer is shared with every rank."""
+    metric: Callable[[int, str, float], None] = _noop
+    log: Callable[[str], None] = print
+    checkpoint: Callable[[int, Path, float | None], None] = _noop
+    samples: Callable[[int, list[Sample]], None] = _noop
+    should_stop: Callable[[], bool] = _never
+    should_save: Callable[[], bool] = _never
+    should_sample: Callable[[], bool] = _never
+    progress: Callable[[int, int], None] = _noop  # (step, total steps)
+
+
+@dataclass
+class Result:
+    status: str                      # completed | stopped
+    steps: int
+    history: list[dict] = field(default_factory=list)
+    checkpoints: list[str] = field(default_factory=list)
+    best_val_loss: float | None = None
+
+
+# ----------------------------------------------------------------------------- building blocks
+
+def make_optimizer(params: list, config: TrainConfig):
+    import torch
+
+    if config.optim == "sgd":
+        return torch.optim.SGD(params, lr=config.learning_rate, momentum=0.9, weight_decay=config.weight_decay)
+    if config.optim == "adafactor":
+        from transformers.optimization import Adafactor
+        return Adafactor(params, lr=config.learning_rate, weight_decay=config.weight_decay,
+                         scale_parameter=False, relative_step=False)
+    return torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)
+
+
+def make_scheduler(optimizer, config: TrainConfig, total_steps: int):
+    from transformers import get_scheduler
+
+    return get_scheduler(config.lr_scheduler_type, optimizer, num_warmup_steps=min(config.warmup_steps, total_steps),
+                         num_training_steps=total_steps)
+
+
+def total_steps_for(config: TrainConfig, batches_per_epoch: int) -> int:
+    if config.max_steps > 0:
+        return config.max_steps
+    return max(1, math.ceil(batches_per_epoch / config.gradient_accumulation_steps * config.num_train_epochs))
+
+
+def make_loader(dataset, collate, batch_size: int, seed: int, shuffle: bool):
+    import torch
+    from torch.utils.data import DataLoader
+
+    generator = torch.Generator().manual_seed(seed)
+    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, collate_fn=collate, generator=generator,
+                      drop_last=False)
+
+
+def evaluate(accelerator, module, loader) -> float | None:
+    """Mean validation loss over every process's share of the validation set."""
+    import torch
+
+    if loader is None or len(loader) == 0:
+        return None
+    module.eval()
+    losses = []
+    with torch.no_grad():
+        for batch in loader:
+            loss = module(batch)
+            losses.append(accelerator.gather_for_metrics(loss.detach().float().reshape(1)))
+    module.train()
+    return float(torch.cat(losses).mean())
+
+
+def batch_size_of(batch) -> int:
+    for value in batch.values():
+        if hasattr(value, "shape"):
+            return int(value.shape[0])
+    return 1
+
+
+def tokens_in(batch) -> int:
+    mask = batch.get("attention_mask") if isinstance(batch, dict) else None
+    return int(mask.sum()) if mask is not None else 0
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    import torch
+
+    return isinstance(error, torch.OutOfMemoryError) or "out of memory" in str(error).lower()
+
+
+def _shared_flags(accelerator, hooks: Hooks) -> tuple[bool, bool, bool]:
+    """stop / save / sample, decided on the main process and broadcast so every rank agrees."""
+    import torch
+    from accelerate.utils import broadcast
+
+    flags = torch.zeros(3, device=accelerator.device)
+    if accelerator.is_main_process:
+        flags = torch.tensor([hooks.should_stop(), hooks.should_save(), hooks.should_sample()],
+                             dtype=torch.float32, device=accelerator.device)
+    if accelerator.num_processes > 1:
+        flags = broadcast(flags)
+    return bool(flags[0]), bool(flags[1]), bool(flags[2])
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+def save_checkpoint(accelerator, backend: Backend, handle: Handle, output_dir: Path, step: int, state: dict,
+                    keep: int) -> Path:
+    """``checkpoints/step-N/``: Accelerate state (model, optimizer, scheduler, RNG) for resuming, the
+    backend's own model folder for generating, and trainer_state.json. Keeps the last ``keep``."""
+    folder = output_dir / "checkpoints" / f"step-{step:07d}"
+    accelerator.save_state(str(folder / "state"))
+    if accelerator.is_main_process:
+        backend.save(handle, folder / "model")
+        (folder / "trainer_state.json").write_text(json.dumps({**state, "step": step}, indent=1))
+        for old in sorted((output_dir / "checkpoints").glob("step-*"))[:-keep]:
+            shutil.rmtree(old, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    return folder
+
+
+# ----------------------------------------------------------------------------- the loop
+
+def train(backend: Backend, handle: Handle, rows: dict[str, list[dict]], root: Path, config: TrainConfig,
+          output_dir: Path, hooks: Hooks | None = None, resume_from: Path | None = None) -> Result:
+    import torch
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+
+    hooks = hooks or Hooks()
+    output_dir.mkdir(parents=True, exist_ok=True)
+    accelerator = Accelerator(mixed_precision=config.mixed_precision, cpu=config.use_cpu,
+                              gradient_accumulation_steps=config.gradient_accumulation_steps,
+                              log_with="tensorboard" if config.report_to_tensorboard else None,
+                              project_dir=str(output_dir))
+    main = accelerator.is_main_process
+    say = hooks.log if main else _noop
+    set_seed(config.seed)
+    if config.report_to_tensorboard:
+        accelerator.init_trackers("tensorboard")
+
+    datasets = backend.datasets(handle, rows, root, config)
+    collate = backend.collate(handle, config)
+    micro_batch = config.per_device_train_batch_size
+    train_loader = make_loader(datasets["train"], collate, micro_batch, config.seed, shuffle=True)
+    val_set = datasets.get("validation")
+    has_validation = val_set is not None and len(val_set) > 0
+    val_loader = make_loader(val_set, collate, micro_batch, config.seed, shuffle=False) if has_validation else None
+    total = total_steps_for(config, len(train_loader))
+
+    module = handle.module
+    optimizer = make_optimizer(handle.trainable_parameters(), config)
+    scheduler = make_scheduler(optimizer, config, total)
+    module, optimizer, train_loader, scheduler = accelerator.prepare(module, optimizer, train_loader, scheduler)
+    if val_loader is not None:
+        val_loader = accelerator.prepare(val_loader)
+
+    step, epoch, skip_batches = 0, 0, 0
+    best_val, evals_without_gain = None, 0
+    if resume_from is not None:
+        accelerator.load_state(str(resume_from / "state"))
+        saved = json.loads((resume_from / "trainer_state.json").read_text())
+        step, epoch, best_val = saved["step"], saved.get("epoch", 0), saved.get("best_val")
+        skip_batches = saved.get("batches_into_epoch", 0)
+        say(f"resumed from {resume_from.name} at step {step}")
+
+    history: list[dict] = []
+    checkpoints: list[str] = []
+
+    def record(name: str, value: float) -> None:
+        if main:
+            history.append({"step": step, "name": name, "value": value})
+            hooks.metric(step, name, value)
+            if config.report_to_tensorboard:
+                accelerator.log({name: value}, step=step)
+
+    def run_validation() -> None:
+        nonlocal best_val, evals_without_gain
+        val_loss = evaluate(accelerator, module, val_loader)
+        if val_loss is None:
+            return
+        record("val_loss", val_loss)
+        if best_val is None or val_loss < best_val:
+            best_val, evals_without_gain = val_loss, 0
+        else:
+            evals_without_gain += 1
+
+    def checkpoint(batches_into_epoch: int) -> None:
+        state = {"epoch": epoch, "best_val": best_val, "batches_into_epoch": batches_into_epoch,
+                 "micro_batch": micro_batch, "gradient_accumulation_steps": accelerator.gradient_accumulation_steps}
+        folder = save_checkpoint(accelerator, backend, handle, output_dir, step, state, config.save_total_limit)
+        checkpoints.append(str(folder))
+        if main:
+            hooks.checkpoint(step, folder, best_val)
+            say(f"checkpoint saved at step {step}")
+
+    def sample() -> None:
+        if main and config.sample_prompts:
+            module.eval()
+            outputs = backend.generate(handle, config.sample_prompts, [config.seed] * len(config.sample_prompts), {},
+                                       output_dir / "samples" / f"step-{step:07d}")
+            module.train()
+            hooks.samples(step, outputs)
+
+    if step == 0:
+        run_validation()  # every curve starts at the untrained model
+    say(f"training {total} steps: {len(train_loader)} batches of {micro_batch} per epoch per process, "
+        f"{accelerator.num_processes} process(es) on {accelerator.device}")
+    module.train()
+    started, first_step = time.perf_counter(), step
+    window_loss, window_items, window_tokens, window_started = 0.0, 0, 0, time.perf_counter()
+    status = "completed"
+    while step < total and status == "completed":
+        loader = accelerator.skip_first_batches(train_loader, skip_batches) if skip_batches else train_loader
+        batches_into_epoch = skip_batches
+        skip_batches = 0
+        for batch in loader:
+            batches_into_epoch += 1
+            try:
+                with accelerator.accumulate(module):
+                    loss = module(batch)
+                    accelerator.backward(loss)
+                    grad_norm = None
+                    if accelerator.sync_gradients and config.max_grad_norm > 0:
+                        grad_norm = accelerator.clip_grad_norm_(module.parameters(), config.max_grad_norm)
+                    optimizer.step()
+                    scheduler.step()
+                    optimizer.zero_grad()
+            except Exception as error:  # noqa: BLE001 - only out-of-memory is handled, the rest re-raised
+                if not is_out_of_memory(error) or micro_batch == 1:
+                    raise
+                optimizer.zero_grad()
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
+                micro_batch //= 2
+                accelerator.gradient_accumulation_steps *= 2
+                say(f"out of memory: micro-batch halved to {micro_batch}, gradient accumulation doubled to "
+                    f"{accelerator.gradient_accumulation_steps}; going on")
+                train_loader = accelerator.prepare(make_loader(datasets["train"], collate, micro_batch,
+                                                               config.seed + epoch, shuffle=True))
+                if has_validation:
+                    val_loader = accelerator.prepare(make_loader(val_set, collate, micro_batch, config.seed,
+                                                                 shuffle=False))
+                break
+            window_loss += loss.detach().float().item()
+            window_items += batch_size_of(batch)
+            window_tokens += tokens_in(batch)
+            if not accelerator.sync_gradients:
+                continue
+            step += 1
+            seconds = time.perf_counter() - window_started
+            if step % config.logging_steps == 0 or step == total:
+                micro_steps = accelerator.gradient_accumulation_steps
+                record("train_loss", window_loss / micro_steps)
+                record("learning_rate", scheduler.get_last_lr()[0])
+                if grad_norm is not None:
+                    record("grad_norm", float(grad_norm))
+                record("items_per_second", window_items * accelerator.num_processes / max(seconds, 1e-9))
+                if window_tokens:
+                    record("tokens_per_second", window_tokens * accelerator.num_processes / max(seconds, 1e-9))
+                elapsed = time.perf_counter() - started
+                record("elapsed_seconds", elapsed)
+                record("eta_seconds", elapsed / max(step - first_step, 1) * (total - step))
+            window_loss, window_items, window_tokens, window_started = 0.0, 0, 0, time.perf_counter()
+            if main:
+                hooks.progress(step, total)
+            stop, save_now, sample_now = _shared_flags(accelerator, hooks)
+            if step % config.eval_steps == 0 or step == total:
+                run_validation()
+            if config.early_stopping_patience and evals_without_gain >= config.early_stopping_patience:
+                say(f"early stopping: no validation improvement in {evals_without_gain} evaluations")
+                status = "completed"
+                total = step
+            if (config.sample_steps and step % config.sample_steps == 0) or sample_now:
+                sample()
+            if stop:
+                status = "stopped"
+                say(f"stop requested: stopping after step {step}")
+            if step % config.save_steps == 0 or save_now or stop or step >= total:
+                checkpoint(batches_into_epoch)
+            if step >= total or stop:
+                break
+        else:
+            epoch += 1  # the loader ran out: a new epoch (after an out-of-memory break, the same one goes on)
+
+    accelerator.end_training()
+    return Result(status=status, steps=step, history=history, checkpoints=checkpoints, best_val_loss=best_val)
+
+
+def train_in_process(backend: Backend, handle: Handle, rows_by_split: dict[str, list[dict]], root: Path,
+                     config: TrainConfig, output_dir: Path | None = None, hooks: Hooks | None = None) -> dict:
+    """Run the loop in this process (tests, notebooks). Returns ``{"history", "steps", "status",
+    "checkpoints", "best_val_loss"}``; ``history`` holds ``{"step", "name", "value"}`` rows."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as scratch:
+        result = train(backend, handle, rows_by_split, Path(root), config, Path(output_dir or scratch),
+                       hooks or Hooks(log=_noop))
+    return {"history": result.history, "steps": result.steps, "status": result.status,
+            "checkpoints": result.checkpoints, "best_val_loss": result.best_val_loss}

@@ -1,0 +1,107 @@
+"""The training loop's logic on a tiny real model: learning, validation at step 0, checkpoints, resume,
+stop, save-now, samples, early stopping, out-of-memory recovery."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from studio.training.config import TrainConfig
+from studio.training.loop import Hooks, train
+from toy_backend import ToyBackend, make_rows
+
+
+def rows():
+    data = make_rows(64)
+    validation = [dict(r, split="validation") for r in make_rows(16, seed=1)]
+    return {"train": data, "validation": validation}
+
+
+def config(**changes) -> TrainConfig:
+    base = dict(learning_rate=0.2, max_steps=40, per_device_train_batch_size=8, eval_steps=10, save_steps=10,
+                save_total_limit=2, warmup_steps=0, lr_scheduler_type="constant", use_cpu=True)
+    return TrainConfig(**{**base, **changes})
+
+
+def run(tmp_path, backend=None, hooks=None, resume_from=None, **changes):
+    backend = backend or ToyBackend()
+    handle = backend.load("toy", "scratch", None)
+    result = train(backend, handle, rows(), tmp_path, config(**changes), tmp_path / "out", hooks or Hooks(log=lambda m: None),
+                   resume_from=resume_from)
+    return result, backend, handle
+
+
+def values(history, name):
+    return [(h["step"], h["value"]) for h in history if h["name"] == name]
+
+
+def test_loss_falls_and_validation_starts_at_step_zero(tmp_path):
+    result, _, _ = run(tmp_path)
+    val = values(result.history, "val_loss")
+    assert val[0][0] == 0 and [s for s, _ in val] == [0, 10, 20, 30, 40]
+    assert val[-1][1] < val[0][1] * 0.1
+    assert result.status == "completed" and result.steps == 40
+    for name in ("train_loss", "learning_rate", "grad_norm", "items_per_second", "eta_seconds"):
+        assert values(result.history, name), name
+
+
+def test_keeps_the_last_k_checkpoints_with_everything_needed_to_resume(tmp_path):
+    result, _, _ = run(tmp_path)
+    kept = sorted(p.name for p in (tmp_path / "out" / "checkpoints").iterdir())
+    assert kept == ["step-0000030", "step-0000040"]
+    last = tmp_path / "out" / "checkpoints" / "step-0000040"
+    assert json.loads((last / "trainer_state.json").read_text())["step"] == 40
+    assert (last / "model" / "model.safetensors").exists() and any((last / "state").iterdir())
+
+
+def test_resume_continues_the_step_count_and_the_curve(tmp_path):
+    first, _, _ = run(tmp_path, max_steps=20)
+    resumed, _, _ = run(tmp_path, max_steps=40, resume_from=tmp_path / "out" / "checkpoints" / "step-0000020")
+    steps = [s for s, _ in values(resumed.history, "train_loss")]
+    assert steps[0] == 21 and steps[-1] == 40
+    assert values(resumed.history, "val_loss")[0][0] == 30  # no second step-0 evaluation
+    # the resumed curve carries on where the first ended rather than starting from an untrained model
+    assert values(resumed.history, "train_loss")[0][1] < values(first.history, "train_loss")[0][1] * 0.5
+
+
+def test_stop_request_finishes_the_step_and_saves(tmp_path):
+    asked = {"n": 0}
+
+    def should_stop():
+        asked["n"] += 1
+        return asked["n"] >= 5
+
+    result, _, _ = run(tmp_path, hooks=Hooks(log=lambda m: None, should_stop=should_stop))
+    assert result.status == "stopped" and result.steps == 5
+    assert (tmp_path / "out" / "checkpoints" / "step-0000005" / "trainer_state.json").exists()
+
+
+def test_save_now_and_sample_now(tmp_path):
+    seen = []
+    flags = iter([False, False, True] + [False] * 100)
+    result, _, _ = run(tmp_path, sample_prompts=["ab"], hooks=Hooks(
+        log=lambda m: None, should_save=lambda: next(flags), should_sample=lambda: True,
+        samples=lambda step, samples: seen.append((step, samples[0].text))))
+    assert (tmp_path / "out" / "checkpoints").exists()
+    assert "step-0000003" in result.checkpoints[0]
+    assert len(seen) == 40 and seen[0][0] == 1
+
+
+def test_early_stopping(tmp_path):
+    result, _, _ = run(tmp_path, max_steps=400, eval_steps=1, early_stopping_patience=2, learning_rate=0.5,
+                       optim="sgd")
+    assert result.steps < 400
+
+
+def test_out_of_memory_halves_the_micro_batch_and_goes_on(tmp_path):
+    logs = []
+    result, _, _ = run(tmp_path, backend=ToyBackend(oom_above_batch=4), hooks=Hooks(log=logs.append))
+    assert result.status == "completed" and result.steps == 40
+    assert any("micro-batch halved to 4" in line for line in logs)
+    assert values(result.history, "val_loss")[-1][1] < 0.05
+
+
+def test_config_rejects_bad_values():
+    with pytest.raises(ValueError):
+        TrainConfig(learning_rate=-1)

@@ -1,0 +1,79 @@
+"""A real, tiny backend (linear regression) for testing the loop's logic without a model stack."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from studio.models.base import Handle, Sample
+
+
+class ToyModule:
+    pass
+
+
+def make_rows(n: int, seed: int = 0) -> list[dict]:
+    import random
+
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        x = rng.uniform(-1, 1)
+        rows.append({"split": "train", "source": f"row{i}", "x": x, "y": 3 * x + 0.5})
+    return rows
+
+
+class ToyBackend:
+    modality = "toy"
+
+    def __init__(self, oom_above_batch: int | None = None):
+        self.oom_above_batch = oom_above_batch
+        self.saves = 0
+
+    def load(self, model_ref, method, config, train_rows=None) -> Handle:
+        import torch
+
+        backend = self
+
+        class Regression(torch.nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.linear = torch.nn.Linear(1, 1)
+
+            def forward(self, batch):
+                if self.training and backend.oom_above_batch and batch["x"].shape[0] > backend.oom_above_batch:
+                    raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+                return torch.nn.functional.mse_loss(self.linear(batch["x"]), batch["y"])
+
+        return Handle(modality="toy", model_ref=model_ref, method=method, module=Regression())
+
+    def datasets(self, handle, rows, root, config):
+        return {split: [(r["x"], r["y"]) for r in rows.get(split, [])] for split in ("train", "validation")}
+
+    def collate(self, handle, config):
+        import torch
+
+        def collate(items):
+            return {"x": torch.tensor([[x] for x, _ in items]), "y": torch.tensor([[y] for _, y in items])}
+        return collate
+
+    def generate(self, handle, prompts, seeds, settings, out_dir: Path):
+        import torch
+
+        with torch.no_grad():
+            return [Sample(prompt=p, seed=s, text=f"{handle.module.linear(torch.tensor([[float(len(p))]])).item():.3f}")
+                    for p, s in zip(prompts, seeds)]
+
+    def save(self, handle, folder: Path):
+        import torch
+        from safetensors.torch import save_file
+
+        folder.mkdir(parents=True, exist_ok=True)
+        save_file({k: v.contiguous() for k, v in handle.module.state_dict().items()}, str(folder / "model.safetensors"))
+        (folder / "studio_model.json").write_text(json.dumps({"modality": "toy"}))
+        self.saves += 1
+
+    def load_weights(self, handle, folder: Path):
+        from safetensors.torch import load_file
+
+        handle.module.load_state_dict(load_file(str(folder / "model.safetensors")))
