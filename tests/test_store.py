@@ -23,7 +23,7 @@ def _schema_drift(engine) -> list:
 def test_migrations_create_exactly_the_tables_the_code_declares(store):
     assert _schema_drift(store.engine) == []
     with store.engine.connect() as connection:
-        assert connection.execute(text("select version_num from alembic_version")).scalar() == "0001"
+        assert connection.execute(text("select version_num from alembic_version")).scalar() == "0002"
 
 
 def test_sqlite_runs_in_wal_mode(store):
@@ -79,7 +79,8 @@ def test_postgresql_store_imports_and_survives_reopen(tmp_path):
     settings = load_settings(home=tmp_path / "home", database_url=url)
     store = open_store(settings)
     with store.engine.begin() as connection:  # start from an empty schema: the test owns this database
-        for table in ("dataset_versions", "datasets", "uploads", "projects", "alembic_version"):
+        for table in ("device_locks", "run_samples", "control_flags", "checkpoints", "metrics", "runs",
+                      "dataset_versions", "datasets", "uploads", "projects", "alembic_version"):
             connection.execute(text(f"DROP TABLE IF EXISTS {table} CASCADE"))
     store.close()
     store = open_store(settings)
@@ -91,3 +92,21 @@ def test_postgresql_store_imports_and_survives_reopen(tmp_path):
     assert [d["name"] for d in list_datasets(reopened)] == ["pg-notes"]
     assert get_version(reopened, str(result["dataset_id"])).items_kept == 12
     reopened.close()
+
+
+def test_upgrading_an_older_database_keeps_its_rows(home):
+    from studio.store.engine import make_engine, upgrade_schema
+
+    home.mkdir(parents=True)
+    settings = load_settings(home=home)
+    engine = make_engine(settings.db_url)
+    upgrade_schema(engine, "0001")  # a database made by the first release
+    with engine.begin() as connection:
+        connection.execute(text("INSERT INTO projects (id, name, created_at) VALUES (1, 'old', '2026-01-01')"))
+        connection.execute(text("INSERT INTO datasets (id, project_id, name, modality, created_at) "
+                                "VALUES (7, 1, 'kept', 'text', '2026-01-01')"))
+    engine.dispose()
+    store = open_store(settings)  # today's studio starting on it
+    assert [d["name"] for d in list_datasets(store)] == ["kept"]
+    assert "runs" in inspect(store.engine).get_table_names()
+    assert _schema_drift(store.engine) == []
