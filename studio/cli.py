@@ -114,6 +114,108 @@ def cmd_data_export(args) -> int:
     return 0
 
 
+def _train_config(args):
+    from pathlib import Path
+
+    from studio.training.config import TrainConfig, apply_overrides
+
+    config = TrainConfig.from_yaml(Path(args.config).read_text()) if args.config else TrainConfig()
+    pairs = list(args.set)
+    if args.max_steps is not None:
+        pairs.append(f"max_steps={args.max_steps}")
+    return apply_overrides(config, pairs)
+
+
+def _wait_for(store, run_id: int, quiet: bool) -> dict:
+    """Dispatch until this run has ended (it may wait in the queue behind others)."""
+    import time
+
+    from studio.training.jobs import TERMINAL, dispatch
+    from studio.training.runs import run_summary
+
+    last = None
+    while True:
+        dispatch(store)
+        summary = run_summary(store, run_id)
+        if not quiet and (summary["status"], summary["steps"]) != last:
+            last = (summary["status"], summary["steps"])
+            loss = summary["train_loss"]["last"]
+            print(f"run {run_id}: {summary['status']} step {summary['steps']}/{summary['total_steps']}"
+                  + (f" train loss {loss:.4f}" if loss is not None else ""), file=sys.stderr)
+        if summary["status"] in TERMINAL:
+            return summary
+        time.sleep(1)
+
+
+def cmd_train(args) -> int:
+    from pydantic import ValidationError
+
+    from studio.data.items import ImportRefused
+    from studio.training.jobs import RunError, create_run
+
+    store = _store(args)
+    try:
+        config = _train_config(args)
+        run_id = create_run(store, args.dataset, args.model, args.method, config)
+    except (RunError, ImportRefused, ValueError, ValidationError, OSError) as error:
+        return _fail(args, str(error))
+    if not args.json:
+        print(f"run {run_id} queued; it goes on if this command is interrupted (studio runs show {run_id})",
+              file=sys.stderr)
+    summary = _wait_for(store, run_id, quiet=args.json)
+    _print(args, summary, _run_text(summary))
+    return 0 if summary["status"] in ("completed", "stopped") else 1
+
+
+def _run_text(summary: dict) -> str:
+    loss = summary["val_loss"]["best"]
+    text = (f"run {summary['run_id']}: {summary['status']} after {summary['steps']} steps "
+            f"({summary['method']} {summary['model']} on {summary['dataset_name']})"
+            + (f", best validation loss {loss:.4f}" if loss is not None else ""))
+    if summary.get("error"):
+        text += "\n" + summary["error"]
+    return text
+
+
+def cmd_runs_list(args) -> int:
+    from studio.training.runs import list_runs
+
+    runs = list_runs(_store(args))
+    _print(args, {"runs": runs}, "\n".join(_run_text(r) for r in runs) or "no runs yet")
+    return 0
+
+
+def cmd_runs_show(args) -> int:
+    from studio.training.runs import run_summary
+
+    try:
+        summary = run_summary(_store(args), args.run_id, with_history=True)
+    except ValueError as error:
+        return _fail(args, str(error))
+    _print(args, summary, _run_text(summary))
+    return 0
+
+
+def cmd_runs_control(args) -> int:
+    from studio.training.jobs import RunError, request, resume
+
+    store = _store(args)
+    try:
+        if args.runs_command == "resume":
+            resume(store, args.run_id, args.checkpoint)
+        else:
+            request(store, args.run_id, "stop")
+    except RunError as error:
+        return _fail(args, str(error))
+    if args.runs_command == "resume" and args.wait:
+        summary = _wait_for(store, args.run_id, quiet=args.json)
+        _print(args, summary, _run_text(summary))
+        return 0 if summary["status"] in ("completed", "stopped") else 1
+    _print(args, {"run_id": args.run_id, "requested": args.runs_command},
+           f"run {args.run_id}: {args.runs_command} requested")
+    return 0
+
+
 def cmd_settings(_args) -> int:
     print(settings_table())
     return 0
@@ -153,7 +255,38 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument("--out")
     exp.add_argument("--json", action="store_true")
     exp.set_defaults(run=cmd_data_export)
-    for leaf in (serve, imp, lst, exp):
+    train = commands.add_parser("train", help="train a model on a dataset version (waits until the run ends)")
+    train.add_argument("--dataset", required=True, help="DATASET_ID[:VERSION]")
+    train.add_argument("--model", required=True, help="starter-text|starter-image|starter-audio, a Hub id or a folder")
+    train.add_argument("--method", required=True, choices=["lora", "full", "scratch"])
+    train.add_argument("--config", help="a YAML training config (as shown with every run)")
+    train.add_argument("--max-steps", type=int)
+    train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                       help="a config value by its TrainingArguments/PEFT name, e.g. learning_rate=1e-4 r=16")
+    train.add_argument("--json", action="store_true")
+    train.set_defaults(run=cmd_train)
+
+    runs = commands.add_parser("runs", help="list, show, stop and resume training runs").add_subparsers(
+        dest="runs_command", required=True)
+    runs_list = runs.add_parser("list")
+    runs_list.add_argument("--json", action="store_true")
+    runs_list.set_defaults(run=cmd_runs_list)
+    runs_show = runs.add_parser("show")
+    runs_show.add_argument("run_id", type=int)
+    runs_show.add_argument("--json", action="store_true")
+    runs_show.set_defaults(run=cmd_runs_show)
+    runs_stop = runs.add_parser("stop")
+    runs_stop.add_argument("run_id", type=int)
+    runs_stop.add_argument("--json", action="store_true")
+    runs_stop.set_defaults(run=cmd_runs_control)
+    runs_resume = runs.add_parser("resume")
+    runs_resume.add_argument("run_id", type=int)
+    runs_resume.add_argument("--checkpoint", type=int, help="the step of the checkpoint (default: the last)")
+    runs_resume.add_argument("--wait", action="store_true", help="wait until the run ends")
+    runs_resume.add_argument("--json", action="store_true")
+    runs_resume.set_defaults(run=cmd_runs_control)
+
+    for leaf in (serve, imp, lst, exp, train, runs_list, runs_show, runs_stop, runs_resume):
         _add_settings_flags(leaf, top_level=False)
     return parser
 

@@ -1,0 +1,132 @@
+"""The models people can pick: curated Hugging Face Hub ids per modality, and the offline starters.
+
+Sizes are the published parameter counts; the shapes (layers, hidden size) feed the memory estimate.
+Whether a model's weights are in the local Hugging Face cache is checked without any network call.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Entry:
+    id: str
+    modality: str
+    family: str
+    params_m: float          # millions of parameters (the trained part: the LM, or the UNet/transformer)
+    layers: int
+    hidden: int
+    note: str
+    license: str = ""
+    starter: bool = False
+
+
+CATALOG: list[Entry] = [
+    Entry("starter-text", "text", "llama", 1.2, 4, 192, "offline: a small Llama trained from scratch, with a "
+          "tokenizer trained on your dataset", starter=True),
+    Entry("HuggingFaceTB/SmolLM2-135M-Instruct", "text", "llama", 135, 30, 576, "small instruct LM", "apache-2.0"),
+    Entry("HuggingFaceTB/SmolLM2-360M-Instruct", "text", "llama", 362, 32, 960, "small instruct LM", "apache-2.0"),
+    Entry("Qwen/Qwen2.5-0.5B-Instruct", "text", "qwen2", 494, 24, 896, "instruct LM", "apache-2.0"),
+    Entry("Qwen/Qwen2.5-1.5B-Instruct", "text", "qwen2", 1540, 28, 1536, "instruct LM", "apache-2.0"),
+    Entry("meta-llama/Llama-3.2-1B-Instruct", "text", "llama", 1240, 16, 2048, "instruct LM (gated on the Hub)",
+          "llama3.2"),
+    Entry("starter-image", "image", "stable-diffusion", 2.0, 2, 64, "offline: a small pixel-space UNet and text "
+          "encoder trained from scratch", starter=True),
+    Entry("hf-internal-testing/tiny-stable-diffusion-pipe", "image", "stable-diffusion", 0.3, 2, 32,
+          "a tiny SD pipeline for trying the workflow", "apache-2.0"),
+    Entry("stable-diffusion-v1-5/stable-diffusion-v1-5", "image", "stable-diffusion", 860, 16, 1280,
+          "Stable Diffusion 1.5 (UNet 860M)", "creativeml-openrail-m"),
+    Entry("stabilityai/stable-diffusion-xl-base-1.0", "image", "stable-diffusion-xl", 2567, 70, 2048,
+          "SDXL base (UNet 2.6B)", "openrail++"),
+    Entry("starter-audio", "audio", "spectrogram-diffusion", 2.0, 2, 64, "offline: a small diffusion model on "
+          "spectrograms trained from scratch", starter=True),
+    Entry("facebook/musicgen-small", "audio", "musicgen", 300, 24, 1024, "MusicGen small (text-to-music)",
+          "cc-by-nc-4.0"),
+    Entry("stabilityai/stable-audio-open-1.0", "audio", "stable-audio", 1057, 24, 1536,
+          "Stable Audio Open (gated on the Hub)", "stable-audio-community"),
+]
+
+
+def find(model_id: str) -> Entry | None:
+    return next((e for e in CATALOG if e.id == model_id), None)
+
+
+def entries(modality: str | None = None) -> list[Entry]:
+    return [e for e in CATALOG if modality in (None, e.modality)]
+
+
+def is_cached(model_id: str) -> bool:
+    """Whether the model's config is in the local Hugging Face cache (no network)."""
+    if find(model_id) and find(model_id).starter:
+        return True
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:
+        return False
+    for filename in ("config.json", "model_index.json"):
+        found = try_to_load_from_cache(model_id, filename)
+        if isinstance(found, str):
+            return True
+    return False
+
+
+_reachable: bool | None = None
+
+
+def hub_reachable(timeout: float = 2.0) -> bool:
+    """Whether huggingface.co answers (asked once per process; HF_HUB_OFFLINE=1 means no)."""
+    global _reachable
+    if os.environ.get("HF_HUB_OFFLINE") == "1":
+        return False
+    if _reachable is None:
+        import socket
+
+        try:
+            socket.create_connection(("huggingface.co", 443), timeout=timeout).close()
+            _reachable = True
+        except OSError:
+            _reachable = False
+    return _reachable
+
+
+def availability(model_id: str) -> str:
+    """A plain sentence about whether this model can be used here and now."""
+    entry = find(model_id)
+    if entry and entry.starter:
+        return "built in: works offline"
+    if is_cached(model_id):
+        return "in the local Hugging Face cache"
+    if hub_reachable():
+        return "will be downloaded from the Hugging Face Hub on first use"
+    return ("not in the local cache and the Hugging Face Hub cannot be reached: pick a starter model, a local "
+            "folder, or copy the weights into the cache")
+
+
+def memory_estimate(total_params: float, trainable_params: float, *, precision: str, batch_size: int,
+                    sequence: int, layers: int, hidden: int, optimizer: str = "adamw") -> dict:
+    """Approximate peak training memory in bytes, by part.
+
+    Weights at 2 bytes in fp16/bf16 (frozen base) or 4; gradients and the optimizer's fp32 state only for
+    trainable weights (AdamW: 2 states = 8 bytes, SGD with momentum: 4, Adafactor: about 4); activations
+    ~ 34 bytes x batch x sequence x hidden x layers (Korthikanti et al. 2022, no recomputation), halved in
+    fp32-free mixed precision. ``sequence`` is tokens (text) or latent pixels (image/audio)."""
+    half = precision in ("fp16", "bf16")
+    weights = total_params * (2 if half and trainable_params < total_params else 4)
+    state_bytes = {"adamw": 8, "sgd": 4, "adafactor": 4}.get(optimizer, 8)
+    gradients = trainable_params * 4
+    optimizer_state = trainable_params * state_bytes
+    activations = 34 * batch_size * sequence * hidden * layers * (0.5 if half else 1.0)
+    total = weights + gradients + optimizer_state + activations
+    return {"weights": weights, "gradients": gradients, "optimizer": optimizer_state, "activations": activations,
+            "total": total}
+
+
+def fit_verdict(needed_bytes: float, available_bytes: float) -> str:
+    """fits / tight / will not fit, against the memory of the device that will train."""
+    if needed_bytes <= 0.7 * available_bytes:
+        return "fits"
+    if needed_bytes <= available_bytes:
+        return "tight"
+    return "will not fit"

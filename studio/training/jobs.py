@@ -1,0 +1,260 @@
+"""Runs as jobs: create, queue, dispatch to a detached worker, stop, resume, reap dead workers.
+
+The store is the control plane (ai-toolkit's idea): any process that dispatches (the web process,
+or the CLI when no web process runs) claims the device set by inserting its ``DeviceLock`` row; the
+primary key lets only one claim win, so two dispatchers never start two runs on one device set.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+import sys
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+from sqlalchemy import delete, select, update
+from sqlalchemy.exc import IntegrityError
+
+from studio.data.service import DEFAULT_PROJECT, get_version
+from studio.store import Store
+from studio.store.tables import Checkpoint, ControlFlag, DeviceLock, Metric, Project, Run, RunSample
+from studio.training.config import METHODS, TrainConfig
+
+DEVICE_SET = "local"         # one device set per machine: one run at a time, the rest wait in order
+HEARTBEAT_TIMEOUT = timedelta(seconds=180)
+TERMINAL = ("completed", "failed", "stopped")
+ACTIVE = ("starting", "running")
+_children: dict[int, subprocess.Popen] = {}  # workers this process started (polled, so none is left a zombie)
+
+
+class RunError(ValueError):
+    """A run cannot be created or changed as asked; the message says why."""
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def create_run(store: Store, dataset_ref: str, model_ref: str, method: str, config: TrainConfig,
+               project: str = DEFAULT_PROJECT, created_by: str | None = None) -> int:
+    """A queued run, after checking the dataset, the method and that the model fits the data."""
+    from studio.models.registry import modality_of
+
+    if method not in METHODS:
+        raise RunError(f"method must be one of {', '.join(METHODS)}")
+    version = get_version(store, dataset_ref)
+    modality = version.dataset.modality
+    model_modality = modality_of(model_ref)
+    if model_modality and model_modality != modality:
+        raise RunError(f"{model_ref} is a {model_modality} model but dataset '{version.dataset.name}' is {modality}")
+    if version.splits.get("train", 0) == 0:
+        raise RunError(f"dataset '{version.dataset.name}' v{version.version} has no training items")
+    with store.session() as session:
+        owner = session.scalar(select(Project).where(Project.name == project))
+        run = Run(project_id=owner.id if owner else version.dataset.project_id, dataset_version_id=version.id,
+                  model_ref=model_ref, method=method, modality=modality, config=config.model_dump(),
+                  status="queued", created_by=created_by)
+        session.add(run)
+        session.flush()
+        run.output_dir = f"runs/{run.id}"
+    store.path(f"runs/{run.id}").mkdir(parents=True, exist_ok=True)
+    return run.id
+
+
+def launch_command(run_id: int, config: TrainConfig, *, for_cluster: bool = False) -> list[str]:
+    """The exact ``accelerate launch`` command that runs this run's worker."""
+    import importlib.util
+
+    command = ["accelerate", "launch"] if for_cluster else [sys.executable, "-m", "accelerate.commands.launch"]
+    command += ["--num_processes", str(config.num_processes), "--num_machines", "1",
+                "--mixed_precision", config.mixed_precision, "--dynamo_backend", "no"]
+    gpu = importlib.util.find_spec("torch") is not None and _cuda_available()
+    if config.num_processes > 1:
+        command.append("--multi_gpu")  # with --cpu too: several gloo ranks on the CPU
+    if config.use_cpu or not gpu:
+        command.append("--cpu")
+    return command + ["-m", "studio.training.worker", str(run_id)]
+
+
+def _cuda_available() -> bool:
+    # Asked in a child process: importing torch in the web process would slow every page for nothing.
+    try:
+        done = subprocess.run([sys.executable, "-c", "import torch; print(torch.cuda.is_available())"],
+                              capture_output=True, text=True, timeout=60)
+        return done.stdout.strip() == "True"
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+def copyable_commands(store: Store, run_id: int) -> dict[str, str]:
+    """Shell commands to run the same config outside the studio: here, and on a multi-node cluster."""
+    with store.session() as session:
+        run = session.get(Run, run_id)
+        config = TrainConfig.model_validate(run.config)
+    env = f"STUDIO_HOME={shlex.quote(str(store.home))} "
+    if store.settings.database_url:
+        env += f"STUDIO_DATABASE_URL={shlex.quote(store.settings.database_url)} "
+    single = env + shlex.join(launch_command(run_id, config, for_cluster=True))
+    multi = [a for a in launch_command(run_id, config, for_cluster=True) if a != "--cpu"]
+    at = multi.index("--num_machines")
+    multi[at + 1] = "$NUM_MACHINES"
+    multi[at:at] = ["--machine_rank", "$MACHINE_RANK", "--main_process_ip", "$MAIN_IP", "--main_process_port", "29500"]
+    return {"single_node": single, "multi_node": env + " ".join(multi)}
+
+
+def _claim(store: Store) -> Run | None:
+    """Take the oldest queued run if the device set is free (the DeviceLock insert is the claim)."""
+    with store.session() as session:
+        if session.get(DeviceLock, DEVICE_SET) is not None:
+            return None
+        run = session.scalars(select(Run).where(Run.status == "queued").order_by(Run.created_at, Run.id)).first()
+        if run is None:
+            return None
+        run_id = run.id
+    try:
+        with store.session() as session:
+            session.add(DeviceLock(device_set=DEVICE_SET, run_id=run_id))
+            session.flush()
+            claimed = session.execute(update(Run).where(Run.id == run_id, Run.status == "queued")
+                                      .values(status="starting")).rowcount
+            if claimed != 1:
+                raise IntegrityError("run already taken", None, Exception())
+    except IntegrityError:
+        return None
+    with store.session() as session:
+        return session.get(Run, run_id)
+
+
+def _start_worker(store: Store, run: Run) -> None:
+    config = TrainConfig.model_validate(run.config)
+    folder = store.path(run.output_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "STUDIO_HOME": str(store.home), "PYTHONUNBUFFERED": "1"}
+    if store.settings.database_url:
+        env["STUDIO_DATABASE_URL"] = store.settings.database_url
+    if config.use_cpu:
+        env["ACCELERATE_USE_CPU"] = "1"
+    with open(folder / "train.log", "a") as log:
+        try:
+            # A new session: closing the browser, the studio or the CLI does not stop the run.
+            process = subprocess.Popen(launch_command(run.id, config), stdout=log, stderr=subprocess.STDOUT,
+                                       env=env, cwd=Path(__file__).resolve().parents[2], start_new_session=True)
+        except OSError as error:
+            _finish(store, run.id, "failed", f"could not start the worker: {error}")
+            return
+    _children[process.pid] = process
+    with store.session() as session:
+        session.execute(update(Run).where(Run.id == run.id).values(pid=process.pid, heartbeat_at=_now()))
+
+
+def _alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    if pid in _children:
+        return _children[pid].poll() is None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie answers kill(0) but is dead
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return True
+
+
+def log_tail(store: Store, run_id: int, lines: int = 30) -> str:
+    path = store.path(f"runs/{run_id}/train.log")
+    if not path.exists():
+        return ""
+    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+
+def _finish(store: Store, run_id: int, status: str, error: str | None = None) -> None:
+    with store.session() as session:
+        session.execute(update(Run).where(Run.id == run_id, Run.status.in_(("queued",) + ACTIVE))
+                        .values(status=status, ended_at=_now(), error_tail=error))
+        session.execute(delete(DeviceLock).where(DeviceLock.run_id == run_id))
+
+
+def reap(store: Store) -> list[int]:
+    """Mark runs whose worker died (no process, or no heartbeat for long) as failed, with their log tail."""
+    failed = []
+    with store.session() as session:
+        active = session.scalars(select(Run).where(Run.status.in_(ACTIVE))).all()
+        locks = session.scalars(select(DeviceLock)).all()
+    for run in active:
+        heartbeat = run.heartbeat_at.replace(tzinfo=run.heartbeat_at.tzinfo or timezone.utc) if run.heartbeat_at else None
+        stale = heartbeat is not None and _now() - heartbeat > HEARTBEAT_TIMEOUT
+        if not _alive(run.pid) or stale:
+            reason = "the worker stopped sending heartbeats" if stale and _alive(run.pid) else "the worker process died"
+            _finish(store, run.id, "failed", f"{reason}. Last lines of its log:\n{log_tail(store, run.id)}")
+            failed.append(run.id)
+    for lock in locks:  # a lock whose run has ended (however) frees the device set
+        with store.session() as session:
+            run = session.get(Run, lock.run_id)
+            if run is None or run.status in TERMINAL or run.status == "queued":
+                session.execute(delete(DeviceLock).where(DeviceLock.device_set == lock.device_set))
+    return failed
+
+
+def dispatch(store: Store) -> int | None:
+    """One round: reap dead workers, then start the next queued run if the device set is free."""
+    reap(store)
+    run = _claim(store)
+    if run is None:
+        return None
+    _start_worker(store, run)
+    return run.id
+
+
+def request(store: Store, run_id: int, kind: str) -> None:
+    """Ask a run to stop, save now or sample now. A queued run that is asked to stop never starts."""
+    if kind not in ("stop", "save", "sample"):
+        raise RunError("kind must be stop, save or sample")
+    with store.session() as session:
+        run = session.get(Run, run_id)
+        if run is None:
+            raise RunError(f"no run {run_id}")
+        if kind == "stop" and run.status == "queued":
+            run.status, run.ended_at = "stopped", _now()
+            return
+        if run.status not in ACTIVE:
+            raise RunError(f"run {run_id} is {run.status}, not running")
+        session.add(ControlFlag(run_id=run_id, kind=kind))
+
+
+def resume(store: Store, run_id: int, checkpoint_step: int | None = None) -> None:
+    """Queue a stopped/failed/completed run again, continuing from a checkpoint (the last by default)."""
+    with store.session() as session:
+        run = session.get(Run, run_id)
+        if run is None:
+            raise RunError(f"no run {run_id}")
+        if run.status not in TERMINAL:
+            raise RunError(f"run {run_id} is {run.status}; only a finished run can be resumed")
+        query = select(Checkpoint).where(Checkpoint.run_id == run_id)
+        if checkpoint_step is not None:
+            query = query.where(Checkpoint.step == checkpoint_step)
+        checkpoint = session.scalars(query.order_by(Checkpoint.step.desc())).first()
+        if checkpoint is None or not store.path(checkpoint.path).exists():
+            raise RunError(f"run {run_id} has no checkpoint{f' at step {checkpoint_step}' if checkpoint_step else ''} "
+                           "to resume from")
+        run.status, run.resume_from, run.error_tail, run.ended_at = "queued", checkpoint.path, None, None
+
+
+def delete_run(store: Store, run_id: int) -> None:
+    import shutil
+
+    with store.session() as session:
+        run = session.get(Run, run_id)
+        if run is None:
+            raise RunError(f"no run {run_id}")
+        if run.status in ACTIVE:
+            raise RunError(f"run {run_id} is {run.status}: stop it first")
+        for table in (Metric, Checkpoint, ControlFlag, RunSample):
+            session.execute(delete(table).where(table.run_id == run_id))
+        session.delete(run)
+    shutil.rmtree(store.path(f"runs/{run_id}"), ignore_errors=True)

@@ -1,0 +1,69 @@
+"""Reading runs back: summaries for the CLI and the Train tab, and metrics read incrementally."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+
+from studio.store import Store
+from studio.store.tables import Checkpoint, Dataset, DatasetVersion, Metric, Run, RunSample
+
+
+def _loss_summary(values: list[float]) -> dict:
+    return {"last": values[-1] if values else None, "best": min(values) if values else None}
+
+
+def metric_rows(store: Store, run_id: int, after_id: int = 0) -> tuple[list[dict], int]:
+    """Metrics written since ``after_id`` (so a page polling every 2 s reads only what is new)."""
+    with store.session() as session:
+        rows = session.scalars(select(Metric).where(Metric.run_id == run_id, Metric.id > after_id)
+                               .order_by(Metric.id)).all()
+    last = rows[-1].id if rows else after_id
+    return [{"step": m.step, "name": m.name, "value": m.value} for m in rows], last
+
+
+def checkpoints(store: Store, run_id: int) -> list[dict]:
+    with store.session() as session:
+        found = session.scalars(select(Checkpoint).where(Checkpoint.run_id == run_id).order_by(Checkpoint.step)).all()
+    return [{"step": c.step, "path": str(store.path(c.path)), "model_path": str(store.path(c.path) / "model"),
+             "is_adapter": c.is_adapter, "val_loss": c.val_loss} for c in found if store.path(c.path).exists()]
+
+
+def samples(store: Store, run_id: int) -> list[dict]:
+    with store.session() as session:
+        found = session.scalars(select(RunSample).where(RunSample.run_id == run_id).order_by(RunSample.id)).all()
+    return [{"step": s.step, "prompt": s.prompt, "seed": s.seed, "text": s.text,
+             "path": str(store.path(s.path)) if s.path else None} for s in found]
+
+
+def run_summary(store: Store, run_id: int, with_history: bool = False) -> dict:
+    """What `studio train --json` and `studio runs show` print."""
+    with store.session() as session:
+        run = session.get(Run, run_id)
+        if run is None:
+            raise ValueError(f"no run {run_id} (see `studio runs list`)")
+        version = session.get(DatasetVersion, run.dataset_version_id)
+        dataset = session.get(Dataset, version.dataset_id)
+    history, _ = metric_rows(store, run_id)
+    train = [h["value"] for h in history if h["name"] == "train_loss"]
+    val = [h["value"] for h in history if h["name"] == "val_loss"]
+    saved = checkpoints(store, run_id)
+    summary = {"run_id": run.id, "status": run.status, "steps": run.steps_done, "total_steps": run.total_steps,
+               "model": run.model_ref, "method": run.method, "modality": run.modality,
+               "dataset": f"{dataset.id}:{version.version}", "dataset_name": dataset.name,
+               "train_loss": _loss_summary(train), "val_loss": _loss_summary(val),
+               "checkpoints": [c["path"] for c in saved], "error": run.error_tail,
+               "created_at": run.created_at.isoformat(),
+               "output_dir": str(store.path(run.output_dir))}
+    if run.method == "lora" and saved:
+        summary["adapter_path"] = saved[-1]["model_path"]
+    if with_history:
+        summary["config"] = run.config
+        summary["history"] = history
+        summary["samples"] = samples(store, run_id)
+    return summary
+
+
+def list_runs(store: Store) -> list[dict]:
+    with store.session() as session:
+        ids = session.scalars(select(Run.id).order_by(Run.id.desc())).all()
+    return [run_summary(store, run_id) for run_id in ids]

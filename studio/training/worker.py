@@ -1,0 +1,186 @@
+"""The training worker: ``accelerate launch -m studio.training.worker RUN_ID``.
+
+It reads its run from the store, trains with the one loop, and writes metrics, checkpoints and
+samples back as they happen; it polls the store for stop / save-now / sample-now requests. It is
+started detached by the dispatcher, so the web process never trains.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import threading
+import time
+import traceback
+from datetime import datetime, timezone
+from pathlib import Path
+
+from sqlalchemy import select, update
+
+from studio.data.service import read_manifest
+from studio.settings import load_settings
+from studio.store import Store, open_store
+from studio.store.tables import Checkpoint, ControlFlag, DatasetVersion, DeviceLock, Metric, Run, RunSample
+from studio.training.config import TrainConfig
+from studio.training.loop import Hooks, train
+
+HEARTBEAT_SECONDS = 5
+FLUSH_SECONDS = 0.5
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _rank() -> int:
+    return int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0")))
+
+
+class StoreHooks(Hooks):
+    """Loop hooks that write to the store: metrics in small batches, flags polled at most every 0.5 s."""
+
+    def __init__(self, store: Store, run_id: int):
+        super().__init__(metric=self.metric_, log=self.log_, checkpoint=self.checkpoint_, samples=self.samples_,
+                         should_stop=lambda: self._flag("stop"), should_save=lambda: self._flag("save"),
+                         should_sample=lambda: self._flag("sample"), progress=self.progress_)
+        self.store, self.run_id = store, run_id
+        self.pending: list[Metric] = []
+        self.flushed_at = 0.0
+        self.flags_at = 0.0
+        self.open_flags: dict[str, int] = {}
+
+    def metric_(self, step: int, name: str, value: float) -> None:
+        self.pending.append(Metric(run_id=self.run_id, step=step, name=name, value=float(value)))
+        if time.monotonic() - self.flushed_at > FLUSH_SECONDS:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.pending:
+            with self.store.session() as session:
+                session.add_all(self.pending)
+            self.pending = []
+        self.flushed_at = time.monotonic()
+
+    def log_(self, message: str) -> None:
+        print(f"[{datetime.now():%H:%M:%S}] {message}", flush=True)
+
+    def progress_(self, step: int, total: int) -> None:
+        if step == total or time.monotonic() - self.flushed_at > FLUSH_SECONDS:
+            self.flush()
+            with self.store.session() as session:
+                session.execute(update(Run).where(Run.id == self.run_id).values(steps_done=step, total_steps=total))
+
+    def checkpoint_(self, step: int, folder: Path, best_val: float | None) -> None:
+        self.flush()
+        relative = str(folder.relative_to(self.store.home))
+        with self.store.session() as session:
+            run = session.get(Run, self.run_id)
+            session.add(Checkpoint(run_id=self.run_id, step=step, path=relative, is_adapter=run.method == "lora",
+                                   val_loss=best_val))
+            run.best_val_loss = best_val
+            # Checkpoints the loop deleted (keeping the last K) leave the table too.
+            for old in session.scalars(select(Checkpoint).where(Checkpoint.run_id == self.run_id)):
+                if old.path != relative and not self.store.path(old.path).exists():
+                    session.delete(old)
+        self._handled("save")
+
+    def samples_(self, step: int, samples) -> None:
+        with self.store.session() as session:
+            for sample in samples:
+                path = str(Path(sample.path).relative_to(self.store.home)) if sample.path else None
+                session.add(RunSample(run_id=self.run_id, step=step, prompt=sample.prompt, seed=sample.seed,
+                                      text=sample.text, path=path))
+        self._handled("sample")
+
+    def _flag(self, kind: str) -> bool:
+        if time.monotonic() - self.flags_at > FLUSH_SECONDS:
+            self.flags_at = time.monotonic()
+            with self.store.session() as session:
+                flags = session.scalars(select(ControlFlag).where(ControlFlag.run_id == self.run_id,
+                                                                  ControlFlag.handled_at.is_(None))).all()
+                self.open_flags = {f.kind: f.id for f in flags}
+        return kind in self.open_flags
+
+    def _handled(self, kind: str) -> None:
+        if kind in self.open_flags:
+            with self.store.session() as session:
+                session.execute(update(ControlFlag).where(ControlFlag.run_id == self.run_id, ControlFlag.kind == kind,
+                                                          ControlFlag.handled_at.is_(None)).values(handled_at=_now()))
+            self.open_flags.pop(kind)
+
+
+def _heartbeat(store: Store, run_id: int, stop: threading.Event) -> None:
+    while not stop.wait(HEARTBEAT_SECONDS):
+        with store.session() as session:
+            session.execute(update(Run).where(Run.id == run_id).values(heartbeat_at=_now()))
+
+
+def _finish(store: Store, run_id: int, status: str, error: str | None = None) -> None:
+    with store.session() as session:
+        session.execute(update(Run).where(Run.id == run_id).values(status=status, ended_at=_now(), error_tail=error))
+        session.query(ControlFlag).filter(ControlFlag.run_id == run_id, ControlFlag.handled_at.is_(None)) \
+            .update({"handled_at": _now()})
+        session.query(DeviceLock).filter(DeviceLock.run_id == run_id).delete()
+
+
+def run_worker(store: Store, run_id: int) -> str:
+    from studio.models.registry import backend_for
+
+    main = _rank() == 0
+    with store.session() as session:
+        run = session.get(Run, run_id)
+        if run is None:
+            raise SystemExit(f"no run {run_id}")
+        version = session.get(DatasetVersion, run.dataset_version_id)
+        version.dataset  # load while the session is open
+    if main:
+        with store.session() as session:
+            session.execute(update(Run).where(Run.id == run_id).values(
+                status="running", started_at=_now(), heartbeat_at=_now()))
+    config = TrainConfig.model_validate(run.config)
+    rows = {split: read_manifest(store, version, split) for split in ("train", "validation")}
+    backend = backend_for(run.modality)
+    hooks = StoreHooks(store, run_id) if main else Hooks(log=lambda m: None)
+    hooks.log(f"run {run_id}: {run.method} on {run.model_ref}, dataset {version.dataset.name} v{version.version} "
+              f"({len(rows['train'])} train / {len(rows['validation'])} validation items)")
+    handle = backend.load(run.model_ref, run.method, config, rows["train"])
+    trainable, total = handle.parameter_counts()
+    hooks.log(f"parameters: {trainable:,} trainable of {total:,}")
+    resume_from = store.path(run.resume_from) if run.resume_from else None
+    result = train(backend, handle, rows, store.path(version.path), config, store.path(run.output_dir), hooks,
+                   resume_from=resume_from)
+    if main:
+        hooks.flush()
+        if result.checkpoints:
+            final = Path(result.checkpoints[-1]) / "model"
+            hooks.log(f"final model: {final}")
+    return result.status
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Gen Studio training worker (started by the dispatcher)")
+    parser.add_argument("run_id", type=int)
+    args = parser.parse_args(argv)
+    store = open_store(load_settings())
+    main_process = _rank() == 0
+    stop_heartbeat = threading.Event()
+    if main_process:
+        threading.Thread(target=_heartbeat, args=(store, args.run_id, stop_heartbeat), daemon=True).start()
+    try:
+        status = run_worker(store, args.run_id)
+    except BaseException as error:  # noqa: BLE001 - whatever kills the run is written down for the person
+        tail = "".join(traceback.format_exception(error))[-4000:]
+        print(tail, file=sys.stderr, flush=True)
+        if main_process:
+            _finish(store, args.run_id, "failed", f"{type(error).__name__}: {error}\n\n{tail}")
+        return 1
+    finally:
+        stop_heartbeat.set()
+    if main_process:
+        _finish(store, args.run_id, status)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
