@@ -7,6 +7,7 @@ primary key lets only one claim win, so two dispatchers never start two runs on 
 
 from __future__ import annotations
 
+import functools
 import os
 import shlex
 import subprocess
@@ -78,6 +79,7 @@ def launch_command(run_id: int, config: TrainConfig, *, for_cluster: bool = Fals
     return command + ["-m", "studio.training.worker", str(run_id)]
 
 
+@functools.lru_cache(maxsize=1)
 def _cuda_available() -> bool:
     # Asked in a child process: importing torch in the web process would slow every page for nothing.
     try:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from studio.settings import Settings
 from studio.store import Store, open_store
-from studio.ui import data_tab, placeholder
+from studio.ui import data_tab, model_tab, placeholder, train_tab
 from studio.ui.state import project_choices, version_choices
 
 GUIDE = """
@@ -34,10 +34,33 @@ def build_app(store: Store):
         with gr.Tabs():
             with gr.Tab("Data", id="data"):
                 data_tab.build(store, project, version)
-            for tab in ("Model", "Train", "Generate", "Evaluate"):
+            with gr.Tab("Model", id="model"):
+                model_ref, method, lora = model_tab.build(store, version)
+            with gr.Tab("Train", id="train"):
+                train_tab.build(store, version, model_ref, method, lora)
+            for tab in ("Generate", "Evaluate"):
                 with gr.Tab(tab, id=tab.lower()):
                     placeholder.build(tab)
     return app
+
+
+def start_dispatcher(store: Store, every: float = 2.0) -> None:
+    """Queued runs start by themselves: a daemon thread dispatches every few seconds while the studio runs."""
+    import logging
+    import threading
+    import time
+
+    from studio.training.jobs import dispatch
+
+    def loop() -> None:
+        while True:
+            try:
+                dispatch(store)
+            except Exception:  # noqa: BLE001 - a failed round is logged and retried, never fatal to the UI
+                logging.getLogger("studio").exception("dispatch failed")
+            time.sleep(every)
+
+    threading.Thread(target=loop, name="dispatcher", daemon=True).start()
 
 
 def serve(settings: Settings, block: bool = True):
@@ -45,6 +68,7 @@ def serve(settings: Settings, block: bool = True):
     import gradio as gr
 
     store = open_store(settings)
+    start_dispatcher(store)
     app = build_app(store)
     app.queue(default_concurrency_limit=4)
     app.launch(server_name=settings.host, server_port=settings.port, max_file_size=f"{settings.max_upload_mb}mb",

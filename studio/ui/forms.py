@@ -18,6 +18,8 @@ def field_component(name: str, field, value):
         return gr.Checkbox(value=value, label=label, info=info)
     if typing.get_origin(annotation) is typing.Literal:
         return gr.Dropdown(choices=list(typing.get_args(annotation)), value=value, label=label, info=info)
+    if typing.get_origin(annotation) is list:
+        return gr.Textbox(value="\n".join(value), label=label, info=(info or "") + " (one per line)", lines=2)
     if annotation in (int, float):
         return gr.Number(value=value, label=label, info=info, precision=0 if annotation is int else None)
     return gr.Textbox(value=value, label=label, info=info)
@@ -27,3 +29,16 @@ def params_form(model: type[BaseModel]) -> dict[str, object]:
     """One component per field of ``model``, with its default value, in a row."""
     defaults = model()
     return {name: field_component(name, field, getattr(defaults, name)) for name, field in model.model_fields.items()}
+
+
+def form_values(model: type[BaseModel], values: dict) -> dict:
+    """Form values back into the types ``model`` expects (numbers from gr.Number, lists from lines)."""
+    result = {}
+    for name, value in values.items():
+        annotation = model.model_fields[name].annotation
+        if typing.get_origin(annotation) is list:
+            value = [line.strip() for line in (value or "").splitlines() if line.strip()]
+        elif annotation is int and value is not None:
+            value = int(value)
+        result[name] = value
+    return result

@@ -17,4 +17,4 @@ def build(tab: str) -> None:
     import gradio as gr
 
     gr.Markdown(f"### {tab}: not built yet\nThis tab is not available in this version of the studio. "
-                f"When it is, it will: {COMING[tab]}\n\nThe Data tab works today.", elem_classes="not-built")
+                f"When it is, it will: {COMING[tab]}\n\nThe Data, Model and Train tabs work today.", elem_classes="not-built")

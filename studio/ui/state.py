@@ -22,3 +22,34 @@ def version_choices(store: Store, project: str | None) -> list[tuple[str, str]]:
                      f"{version['items_kept']} items")
             choices.append((label, f"{dataset['dataset_id']}:{version['version']}"))
     return choices
+
+
+class MetricCache:
+    """Each run's metric history, extended incrementally: a page refreshing every 2 s reads only new rows."""
+
+    def __init__(self):
+        import threading
+
+        self._lock = threading.Lock()
+        self._runs: dict[int, tuple[int, list[dict]]] = {}
+
+    def history(self, store: Store, run_id: int) -> list[dict]:
+        from studio.training.runs import metric_rows
+
+        with self._lock:
+            last_id, rows = self._runs.get(run_id, (0, []))
+            new, last_id = metric_rows(store, run_id, last_id)
+            rows = rows + new
+            self._runs[run_id] = (last_id, rows)
+            return rows
+
+    def forget(self, run_id: int) -> None:
+        with self._lock:
+            self._runs.pop(run_id, None)
+
+
+def run_choices(store: Store) -> list[tuple[str, int]]:
+    from studio.training.runs import list_runs
+
+    return [(f"#{r['run_id']} {r['status']} · {r['method']} {r['model']} · {r['dataset_name']}", r["run_id"])
+            for r in list_runs(store)]

@@ -1,0 +1,115 @@
+"""The Model tab: pick a model (catalog, Hub id or local folder, or an offline starter) and a method,
+and see parameter counts and a memory estimate before training."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+
+from studio.data.items import ImportRefused
+from studio.data.service import get_version
+from studio.models.catalog import availability, entries, find, fit_verdict, memory_estimate
+from studio.store import Store
+from studio.training.config import LoraOptions
+from studio.ui.forms import params_form
+
+OTHER = "other: a Hub id or a local folder"
+
+
+def device_memory() -> tuple[str, float]:
+    """The training device and its memory in bytes, asked without importing torch in the web process."""
+    if shutil.which("nvidia-smi"):
+        try:
+            out = subprocess.run(["nvidia-smi", "--query-gpu=name,memory.total", "--format=csv,noheader,nounits"],
+                                 capture_output=True, text=True, timeout=10).stdout.strip().splitlines()
+            if out:
+                name, mib = out[0].rsplit(",", 1)
+                return f"GPU {name.strip()} ({len(out)} device(s))", float(mib) * 2**20
+        except (OSError, subprocess.TimeoutExpired, ValueError):
+            pass
+    return "CPU (no GPU found)", float(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+
+
+def lora_trainable(entry, rank: int, targets_per_layer: int = 4) -> float:
+    # Each adapted d×d projection adds A (d×r) and B (r×d).
+    return targets_per_layer * 2 * entry.hidden * rank * entry.layers
+
+
+def estimate_markdown(model_ref: str, method: str, rank: int, precision: str, batch: int, sequence: int) -> str:
+    entry = find(model_ref)
+    if entry is None:
+        return ("Parameter counts and memory are estimated for catalog models; for other models they are "
+                "measured when the run starts (see the run's log).")
+    total = entry.params_m * 1e6
+    trainable = lora_trainable(entry, rank) if method == "lora" else total
+    memory = memory_estimate(total, trainable, precision=precision, batch_size=batch, sequence=sequence,
+                             layers=entry.layers, hidden=entry.hidden)
+    device, available = device_memory()
+    verdict = fit_verdict(memory["total"], available)
+    parts = " + ".join(f"{k} {v / 2**30:.2f}" for k, v in memory.items() if k != "total")
+    warning = "" if verdict == "fits" else (f"\n\n⚠️ **{verdict}** on {device}: lower the batch size, use LoRA, "
+                                            "bf16, or gradient checkpointing.")
+    return (f"**{entry.id}** · {entry.family} · {entry.note}\n\n"
+            f"Trainable parameters: **{trainable / 1e6:,.2f} M** of {total / 1e6:,.1f} M "
+            f"({100 * trainable / total:.2f} %)\n\n"
+            f"Estimated peak memory: **{memory['total'] / 2**30:.2f} GiB** ({parts} GiB) → **{verdict}** on "
+            f"{device} ({available / 2**30:.0f} GiB).{warning}\n\n"
+            f"Availability: {availability(entry.id)}.")
+
+
+def model_choices(modality: str) -> list[tuple[str, str]]:
+    return [(f"{e.id} · {e.params_m:g}M · {e.note}", e.id) for e in entries(modality)] + [(OTHER, OTHER)]
+
+
+def build(store: Store, version):
+    """Lay out the Model tab; returns (model_ref, method, lora components) for the Train tab."""
+    import gradio as gr
+
+    gr.Markdown("Pick the model to adapt and how. **Starters** work offline and learn from your data from "
+                "scratch; Hub models need their weights in the local Hugging Face cache (or a network).")
+    with gr.Row():
+        choice = gr.Radio(model_choices("text"), value="starter-text", label="Model", elem_id="model-choice", scale=3)
+        with gr.Column(scale=2):
+            other = gr.Textbox(label="Hub id or local folder", visible=False,
+                               placeholder="HuggingFaceTB/SmolLM2-135M-Instruct or /path/to/model")
+            method = gr.Radio(["scratch"], value="scratch", label="Method", elem_id="model-method",
+                              info="LoRA: small adapters on a frozen model · full: every weight · scratch: a new model")
+            model_ref = gr.Textbox(value="starter-text", label="Chosen model", interactive=False, elem_id="model-ref")
+    with gr.Accordion("LoRA settings", open=True, visible=False) as lora_box:
+        with gr.Row():
+            lora = params_form(LoraOptions)
+    with gr.Row():
+        precision = gr.Dropdown(["no", "bf16", "fp16"], value="no", label="Precision (for the estimate)")
+        batch = gr.Number(value=8, precision=0, label="Batch size (for the estimate)")
+        sequence = gr.Number(value=256, precision=0, label="Tokens per sequence / latent pixels")
+    estimate = gr.Markdown(elem_id="model-estimate")
+
+    def modality_of_selected(ref: str | None) -> str:
+        try:
+            return get_version(store, ref).dataset.modality if ref else "text"
+        except ImportRefused:
+            return "text"
+
+    def on_dataset(ref):
+        modality = modality_of_selected(ref)
+        starter = f"starter-{modality}"
+        return gr.Radio(choices=model_choices(modality), value=starter)
+
+    version.change(on_dataset, version, choice)
+
+    def on_choice(picked, typed):
+        ref = typed if picked == OTHER else picked
+        entry = find(ref) if ref else None
+        methods = ["scratch"] if entry is not None and entry.starter else ["lora", "full", "scratch"]
+        return (gr.Textbox(visible=picked == OTHER), gr.Radio(choices=methods, value=methods[0]), ref or "")
+
+    choice.change(on_choice, [choice, other], [other, method, model_ref])
+    other.change(on_choice, [choice, other], [other, method, model_ref])
+    method.change(lambda m: gr.Accordion(visible=m == "lora"), method, lora_box)
+
+    inputs = [model_ref, method, lora["r"], precision, batch, sequence]
+    for component in inputs:
+        component.change(lambda ref, m, r, p, b, s: estimate_markdown(ref, m, int(r or 8), p, int(b or 1), int(s or 1)),
+                         inputs, estimate)
+    return model_ref, method, lora

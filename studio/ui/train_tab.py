@@ -1,0 +1,268 @@
+"""The Train tab: settings (generated from TrainConfig), start, and watch runs live — loss and learning-rate
+plots, progress with ETA, throughput, samples, log tail — with stop / save / sample / resume / delete.
+
+Nothing here trains: runs are queued in the store and a detached worker picks them up; this page polls.
+"""
+
+from __future__ import annotations
+
+import html
+
+from pydantic import ValidationError
+
+from studio.data.items import ImportRefused
+from studio.data.service import get_version
+from studio.store import Store
+from studio.training import jobs
+from studio.training.config import SECTIONS, TrainConfig
+from studio.training.runs import checkpoints, list_runs, run_summary, samples
+from studio.ui.forms import field_component, form_values, params_form
+from studio.ui.state import MetricCache, run_choices
+
+REFRESH_SECONDS = 2
+TOP_FIELDS = [name for name in TrainConfig.model_fields if name not in SECTIONS]
+MODALITY_SECTIONS = ("text", "image", "audio")
+CACHE = MetricCache()
+
+
+def smoothed(values: list[float], weight: float = 0.9) -> list[float]:
+    """Exponential moving average (TensorBoard-style smoothing, bias-corrected at the start)."""
+    out, average = [], 0.0
+    for n, value in enumerate(values, 1):
+        average = weight * average + (1 - weight) * value
+        out.append(average / (1 - weight ** n))
+    return out
+
+
+def loss_frame(history: list[dict], label: str = ""):
+    import pandas as pd
+
+    prefix = f"{label} " if label else ""
+    train = [(h["step"], h["value"]) for h in history if h["name"] == "train_loss"]
+    rows = [{"step": s, "loss": v, "series": f"{prefix}train"} for s, v in train]
+    rows += [{"step": s, "loss": v, "series": f"{prefix}train (smoothed)"}
+             for (s, _), v in zip(train, smoothed([v for _, v in train]))]
+    rows += [{"step": h["step"], "loss": h["value"], "series": f"{prefix}validation"}
+             for h in history if h["name"] == "val_loss"]
+    return pd.DataFrame(rows, columns=["step", "loss", "series"])
+
+
+def lr_frame(history: list[dict]):
+    import pandas as pd
+
+    return pd.DataFrame([{"step": h["step"], "learning rate": h["value"]} for h in history
+                         if h["name"] == "learning_rate"], columns=["step", "learning rate"])
+
+
+def last_value(history: list[dict], name: str) -> float | None:
+    return next((h["value"] for h in reversed(history) if h["name"] == name), None)
+
+
+def progress_html(summary: dict, history: list[dict]) -> str:
+    done, total = summary["steps"], max(summary["total_steps"], 1)
+    share = min(done / total, 1.0) if summary["total_steps"] else 0.0
+    eta = last_value(history, "eta_seconds")
+    speed = last_value(history, "items_per_second")
+    tokens = last_value(history, "tokens_per_second")
+    bits = [f"<b>{html.escape(summary['status'])}</b>", f"step {done} / {summary['total_steps'] or '?'}"]
+    if eta is not None and summary["status"] == "running":
+        bits.append(f"ETA {int(eta // 60)}m {int(eta % 60)}s")
+    if speed:
+        bits.append(f"{speed:,.1f} items/s")
+    if tokens:
+        bits.append(f"{tokens:,.0f} tokens/s")
+    if summary["val_loss"]["best"] is not None:
+        bits.append(f"best validation loss {summary['val_loss']['best']:.4f}")
+    return (f"<div id='train-progress'><div style='background:#e5e7eb;border-radius:6px;height:14px'>"
+            f"<div style='background:#6366f1;height:14px;border-radius:6px;width:{share * 100:.1f}%'></div></div>"
+            f"<div style='margin-top:4px'>{' · '.join(bits)}</div></div>")
+
+
+def runs_table(store: Store) -> list[list]:
+    return [[r["run_id"], r["status"], r["dataset_name"], r["model"], r["method"], f"{r['steps']}/{r['total_steps']}",
+             "" if r["val_loss"]["best"] is None else round(r["val_loss"]["best"], 4)] for r in list_runs(store)]
+
+
+def build(store: Store, version, model_ref, method, lora: dict) -> None:
+    import gradio as gr
+
+    intro = gr.Markdown(elem_id="train-intro")
+    # Built from TrainConfig, so the form, the CLI --set keys and the YAML never disagree.
+    top_components = _top_form()
+    section_groups, section_components = {}, {}
+    for section in MODALITY_SECTIONS:
+        with gr.Accordion(f"{section} options", open=False, visible=section == "text") as group:
+            with gr.Row():
+                section_components[section] = params_form(SECTIONS[section])
+        section_groups[section] = group
+    with gr.Row():
+        train_button = gr.Button("Train", variant="primary", elem_id="train-start")
+        yaml_button = gr.Button("Show config as YAML")
+        command_button = gr.Button("Copy the launch command")
+    message = gr.Markdown(elem_id="train-message")
+    yaml_view = gr.Code(language="yaml", label="Config", visible=False)
+    command_view = gr.Textbox(label="Run the same config outside the studio", visible=False, lines=3,
+                              buttons=["copy"])
+
+    gr.Markdown("## Runs")
+    table = gr.Dataframe(headers=["run", "status", "dataset", "model", "method", "steps", "best val loss"],
+                         value=runs_table(store), interactive=False, elem_id="runs-table")
+    with gr.Row():
+        selected = gr.Dropdown(run_choices(store), label="Run", elem_id="run-select", scale=3)
+        overlay = gr.Dropdown(run_choices(store), multiselect=True, label="Compare runs (overlay)", scale=3)
+    progress = gr.HTML()
+    with gr.Row():
+        loss_plot = gr.LinePlot(x="step", y="loss", color="series", title="Loss", height=300, elem_id="loss-plot")
+        lr_plot = gr.LinePlot(x="step", y="learning rate", title="Learning rate", height=300)
+    overlay_plot = gr.LinePlot(x="step", y="loss", color="series", title="Runs compared", height=300, visible=False)
+    with gr.Row():
+        stop_button = gr.Button("Stop (saves a checkpoint)", elem_id="run-stop")
+        save_button = gr.Button("Save now")
+        sample_button = gr.Button("Sample now")
+        resume_button = gr.Button("Resume from last checkpoint")
+        delete_button = gr.Button("Delete run", variant="stop")
+    confirm_delete = gr.Button("Yes, delete this run and its files", variant="stop", visible=False)
+    control_message = gr.Markdown()
+    samples_view = gr.Markdown(label="Samples")
+    sample_gallery = gr.Gallery(label="Samples", columns=6, height=200, visible=False)
+    sample_audio = gr.Audio(label="Latest sample", visible=False, interactive=False)
+    log_view = gr.Textbox(label="Log (last lines)", lines=10, max_lines=10, autoscroll=True, elem_id="run-log")
+    timer = gr.Timer(REFRESH_SECONDS)
+
+    def config_from(values) -> TrainConfig:
+        top_values = dict(zip(top_components, values[:len(top_components)]))
+        rest = list(values[len(top_components):])
+        data = form_values(TrainConfig, top_values)
+        for section in MODALITY_SECTIONS:
+            names = list(section_components[section])
+            data[section] = form_values(SECTIONS[section], dict(zip(names, rest[:len(names)])))
+            rest = rest[len(names):]
+        data["lora"] = form_values(SECTIONS["lora"], dict(zip(lora, rest[:len(lora)])))
+        return TrainConfig.model_validate(data)
+
+    form_inputs = list(top_components.values()) + [c for s in MODALITY_SECTIONS for c in section_components[s].values()] \
+        + list(lora.values())
+
+    def describe(ref, model, chosen_method):
+        if not ref:
+            return "Pick a dataset version above and a model in the Model tab.", *[gr.Accordion()] * 3
+        try:
+            found = get_version(store, ref)
+        except ImportRefused as error:
+            return f"❌ {error}", *[gr.Accordion()] * 3
+        modality = found.dataset.modality
+        text = (f"Dataset **{html.escape(found.dataset.name)} v{found.version}** ({modality}, "
+                f"{found.splits.get('train', 0)} train / {found.splits.get('validation', 0)} validation) · "
+                f"model **{html.escape(model or '?')}** · method **{chosen_method}**")
+        return text, *[gr.Accordion(visible=s == modality) for s in MODALITY_SECTIONS]
+
+    for source in (version, model_ref, method):
+        source.change(describe, [version, model_ref, method], [intro, *section_groups.values()])
+
+    def on_train(ref, model, chosen_method, *values):
+        if not ref:
+            return "❌ Pick a dataset version first (top of the page).", gr.Dropdown(), runs_table(store), gr.Dropdown()
+        try:
+            config = config_from(values)
+            run_id = jobs.create_run(store, ref, model, chosen_method, config)
+            jobs.dispatch(store)
+        except (jobs.RunError, ImportRefused, ValidationError, ValueError) as error:
+            return f"❌ {html.escape(str(error))}", gr.Dropdown(), runs_table(store), gr.Dropdown()
+        choices = run_choices(store)
+        return (f"Run **#{run_id}** queued; it starts when the device is free and keeps going if you close the page.",
+                gr.Dropdown(choices=choices, value=run_id), runs_table(store), gr.Dropdown(choices=choices))
+
+    train_button.click(on_train, [version, model_ref, method, *form_inputs], [message, selected, table, overlay])
+
+    def on_yaml(*values):
+        try:
+            return gr.Code(value=config_from(values).to_yaml(), visible=True)
+        except (ValidationError, ValueError) as error:
+            return gr.Code(value=f"# invalid settings:\n# {error}", visible=True)
+
+    yaml_button.click(on_yaml, form_inputs, yaml_view)
+
+    def on_command(run_id):
+        if not run_id:
+            return gr.Textbox(value="Start or pick a run first: the command runs that run's saved config.", visible=True)
+        commands = jobs.copyable_commands(store, int(run_id))
+        return gr.Textbox(value=f"# this machine\n{commands['single_node']}\n\n# several machines (set the variables "
+                                f"on each)\n{commands['multi_node']}", visible=True)
+
+    command_button.click(on_command, selected, command_view)
+
+    def refresh(run_id, compared):
+        table_rows = runs_table(store)
+        if not run_id:
+            return table_rows, "", None, None, gr.LinePlot(visible=False), "", gr.Gallery(visible=False), \
+                gr.Audio(visible=False), ""
+        summary = run_summary(store, int(run_id))
+        history = CACHE.history(store, int(run_id))
+        compare = gr.LinePlot(visible=False)
+        if compared:
+            import pandas as pd
+            frames = [loss_frame(CACHE.history(store, int(r)), f"#{r}") for r in compared]
+            compare = gr.LinePlot(value=pd.concat(frames), visible=True)
+        made = samples(store, int(run_id))
+        text_samples = "\n\n".join(f"**step {s['step']}** · _{html.escape(s['prompt'])}_ → {html.escape(s['text'] or '')}"
+                                   for s in made[-8:] if s["text"] is not None)
+        images = [(s["path"], f"step {s['step']}: {s['prompt']}") for s in made if s["path"] and s["path"].endswith(".png")]
+        clips = [s for s in made if s["path"] and s["path"].endswith(".wav")]
+        error = f"\n\n❌ {html.escape(summary['error'].splitlines()[0])}" if summary.get("error") else ""
+        return (table_rows, progress_html(summary, history) + error, loss_frame(history), lr_frame(history), compare,
+                text_samples, gr.Gallery(value=images[-12:], visible=bool(images)),
+                gr.Audio(value=clips[-1]["path"] if clips else None, visible=bool(clips)),
+                jobs.log_tail(store, int(run_id), 40))
+
+    refresh_outputs = [table, progress, loss_plot, lr_plot, overlay_plot, samples_view, sample_gallery, sample_audio,
+                       log_view]
+    timer.tick(refresh, [selected, overlay], refresh_outputs, show_progress="hidden")
+    selected.change(refresh, [selected, overlay], refresh_outputs)
+    overlay.change(refresh, [selected, overlay], refresh_outputs)
+
+    def control(kind):
+        def handler(run_id):
+            if not run_id:
+                return "Pick a run first."
+            try:
+                if kind == "resume":
+                    jobs.resume(store, int(run_id))
+                    jobs.dispatch(store)
+                    return f"Run #{run_id} queued again from its last checkpoint."
+                jobs.request(store, int(run_id), kind)
+            except jobs.RunError as error:
+                return f"❌ {html.escape(str(error))}"
+            return {"stop": "Stopping after the current step (a checkpoint is saved).",
+                    "save": "A checkpoint will be saved after the current step.",
+                    "sample": "Samples will be made after the current step."}[kind]
+        return handler
+
+    stop_button.click(control("stop"), selected, control_message)
+    save_button.click(control("save"), selected, control_message)
+    sample_button.click(control("sample"), selected, control_message)
+    resume_button.click(control("resume"), selected, control_message)
+    delete_button.click(lambda run_id: gr.Button(visible=bool(run_id)), selected, confirm_delete)
+
+    def on_delete(run_id):
+        try:
+            jobs.delete_run(store, int(run_id))
+        except (jobs.RunError, TypeError, ValueError) as error:
+            return f"❌ {html.escape(str(error))}", gr.Button(visible=False), gr.Dropdown()
+        CACHE.forget(int(run_id))
+        return f"Run #{run_id} deleted.", gr.Button(visible=False), gr.Dropdown(choices=run_choices(store), value=None)
+
+    confirm_delete.click(on_delete, selected, [control_message, confirm_delete, selected])
+
+
+def _top_form() -> dict:
+    """The top-level TrainConfig fields as form components, four to a row."""
+    import gradio as gr
+
+    everything = {}
+    with gr.Accordion("Training settings (TrainingArguments names)", open=False):
+        defaults = TrainConfig()
+        for start in range(0, len(TOP_FIELDS), 4):
+            with gr.Row():
+                for name in TOP_FIELDS[start:start + 4]:
+                    everything[name] = field_component(name, TrainConfig.model_fields[name], getattr(defaults, name))
+    return everything
