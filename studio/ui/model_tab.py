@@ -83,7 +83,7 @@ def build(store: Store, version):
         precision = gr.Dropdown(["no", "bf16", "fp16"], value="no", label="Precision (for the estimate)")
         batch = gr.Number(value=8, precision=0, label="Batch size (for the estimate)")
         sequence = gr.Number(value=256, precision=0, label="Tokens per sequence / latent pixels")
-    estimate = gr.Markdown(elem_id="model-estimate")
+    estimate = gr.Markdown(estimate_markdown("starter-text", "scratch", 8, "no", 8, 256), elem_id="model-estimate")
 
     def modality_of_selected(ref: str | None) -> str:
         try:
