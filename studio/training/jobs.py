@@ -120,7 +120,7 @@ def _claim(store: Store) -> Run | None:
             session.add(DeviceLock(device_set=DEVICE_SET, run_id=run_id))
             session.flush()
             claimed = session.execute(update(Run).where(Run.id == run_id, Run.status == "queued")
-                                      .values(status="starting")).rowcount
+                                      .values(status="starting", pid=None, heartbeat_at=_now())).rowcount
             if claimed != 1:
                 raise IntegrityError("run already taken", None, Exception())
     except IntegrityError:
@@ -191,6 +191,8 @@ def reap(store: Store) -> list[int]:
     for run in active:
         heartbeat = run.heartbeat_at.replace(tzinfo=run.heartbeat_at.tzinfo or timezone.utc) if run.heartbeat_at else None
         stale = heartbeat is not None and _now() - heartbeat > HEARTBEAT_TIMEOUT
+        if run.pid is None and not stale:
+            continue  # claimed a moment ago by some dispatcher that is starting its worker right now
         if not _alive(run.pid) or stale:
             reason = "the worker stopped sending heartbeats" if stale and _alive(run.pid) else "the worker process died"
             _finish(store, run.id, "failed", f"{reason}. Last lines of its log:\n{log_tail(store, run.id)}")
