@@ -48,6 +48,7 @@ class StoreHooks(Hooks):
         self.pending: list[Metric] = []
         self.flushed_at = 0.0
         self.flags_at = 0.0
+        self.progress_at = 0.0
         self.open_flags: dict[str, int] = {}
 
     def metric_(self, step: int, name: str, value: float) -> None:
@@ -66,7 +67,8 @@ class StoreHooks(Hooks):
         print(f"[{datetime.now():%H:%M:%S}] {message}", flush=True)
 
     def progress_(self, step: int, total: int) -> None:
-        if step == total or time.monotonic() - self.flushed_at > FLUSH_SECONDS:
+        if step == total or step == 1 or time.monotonic() - self.progress_at > FLUSH_SECONDS:
+            self.progress_at = time.monotonic()
             self.flush()
             with self.store.session() as session:
                 session.execute(update(Run).where(Run.id == self.run_id).values(steps_done=step, total_steps=total))

@@ -1,0 +1,139 @@
+"""Runs as detached jobs, end to end with the real worker (accelerate launch) and the starter-text model:
+the queue, stop and resume, a killed worker, the CLI contract, and two gloo ranks on the CPU."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from studio.data.service import import_dataset
+from studio.store.tables import Run
+from studio.training import jobs
+from studio.training.config import TrainConfig
+from studio.training.runs import metric_rows, run_summary
+
+FAST = dict(per_device_train_batch_size=4, eval_steps=2, save_steps=2, logging_steps=1, learning_rate=3e-3,
+            warmup_steps=0, use_cpu=True)
+
+
+@pytest.fixture
+def corpus_store(store, tmp_path):
+    corpus = tmp_path / "tales.txt"
+    corpus.write_text("\n\n".join(f"The {a} fox saw the {b} hen near the {c} barn and ran home."
+                                  for a in ("red", "quick", "old", "small") for b in ("white", "brown", "tiny")
+                                  for c in ("big", "green", "far")))
+    result = import_dataset(store, [corpus], name="tales")
+    return store, f"{result['dataset_id']}"
+
+
+def text_config(**changes) -> TrainConfig:
+    config = TrainConfig(**{**FAST, **changes})
+    config.text.max_length = 32
+    return config
+
+
+def wait_until(store, run_id, predicate, timeout=240):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        jobs.dispatch(store)
+        summary = run_summary(store, run_id)
+        if predicate(summary):
+            return summary
+        time.sleep(0.5)
+    raise AssertionError(f"run {run_id} did not get there in {timeout}s: {run_summary(store, run_id)}\n"
+                         f"{jobs.log_tail(store, run_id)}")
+
+
+def ended(summary):
+    return summary["status"] in jobs.TERMINAL
+
+
+def test_queue_runs_one_at_a_time_in_order(corpus_store):
+    store, dataset = corpus_store
+    first = jobs.create_run(store, dataset, "starter-text", "scratch", text_config(max_steps=2))
+    second = jobs.create_run(store, dataset, "starter-text", "scratch", text_config(max_steps=2))
+    jobs.dispatch(store)
+    assert run_summary(store, second)["status"] == "queued"  # waits while the first holds the device
+    wait_until(store, second, ended)
+    with store.session() as session:
+        one, two = session.get(Run, first), session.get(Run, second)
+        assert (one.status, two.status) == ("completed", "completed")
+        assert two.started_at >= one.ended_at
+
+
+def test_stop_saves_a_checkpoint_and_resume_continues_the_curve(corpus_store):
+    store, dataset = corpus_store
+    run_id = jobs.create_run(store, dataset, "starter-text", "scratch", text_config(max_steps=400))
+    wait_until(store, run_id, lambda s: s["steps"] >= 3)
+    jobs.request(store, run_id, "stop")
+    stopped = wait_until(store, run_id, ended)
+    assert stopped["status"] == "stopped" and stopped["checkpoints"]
+    stopped_at = stopped["steps"]
+    assert stopped["checkpoints"][-1].endswith(f"step-{stopped_at:07d}")
+
+    jobs.resume(store, run_id)
+    wait_until(store, run_id, lambda s: s["status"] == "running" and s["steps"] >= stopped_at + 2)
+    jobs.request(store, run_id, "stop")
+    wait_until(store, run_id, ended)
+    history, _ = metric_rows(store, run_id)
+    train_steps = [h["step"] for h in history if h["name"] == "train_loss"]
+    assert train_steps == list(range(1, train_steps[-1] + 1))  # one curve, no restart at step 1
+    assert [h["step"] for h in history if h["name"] == "val_loss"].count(0) == 1
+
+
+def test_a_killed_worker_marks_its_run_failed_with_its_log(corpus_store):
+    store, dataset = corpus_store
+    run_id = jobs.create_run(store, dataset, "starter-text", "scratch", text_config(max_steps=5000))
+    wait_until(store, run_id, lambda s: s["status"] == "running" and s["steps"] >= 1)
+    with store.session() as session:
+        pid = session.get(Run, run_id).pid
+    os.killpg(pid, signal.SIGKILL)  # the worker and accelerate's launcher, as an OOM killer would
+    failed = wait_until(store, run_id, ended, timeout=60)
+    assert failed["status"] == "failed"
+    assert "died" in failed["error"] and "training" in failed["error"]  # the log tail rides along
+    nxt = jobs.create_run(store, dataset, "starter-text", "scratch", text_config(max_steps=1))
+    assert wait_until(store, nxt, ended)["status"] == "completed"  # the device set was freed
+
+
+def test_train_cli_json_contract(corpus_store):
+    store, dataset = corpus_store
+    env = {**os.environ, "STUDIO_HOME": str(store.home)}
+    done = subprocess.run([sys.executable, "-m", "studio.cli", "train", "--dataset", dataset, "--model", "starter-text",
+                           "--method", "scratch", "--max-steps", "4", "--set", "per_device_train_batch_size=4",
+                           "--set", "max_length=32", "--set", "eval_steps=2", "--set", "learning_rate=3e-3",
+                           "--set", "use_cpu=true", "--json"],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["status"] == "completed" and result["steps"] == 4
+    assert set(result["train_loss"]) == {"last", "best"} and result["val_loss"]["best"] <= result["val_loss"]["last"]
+    assert result["checkpoints"] and all(os.path.isdir(p) for p in result["checkpoints"])
+    shown = json.loads(subprocess.run([sys.executable, "-m", "studio.cli", "runs", "show", str(result["run_id"]),
+                                       "--json"], capture_output=True, text=True, env=env, timeout=60).stdout)
+    assert shown["config"]["text"]["max_length"] == 32 and shown["config"]["learning_rate"] == 3e-3
+    assert shown["history"][0] == {"step": 0, "name": "val_loss", "value": shown["history"][0]["value"]}
+    listed = json.loads(subprocess.run([sys.executable, "-m", "studio.cli", "runs", "list", "--json"],
+                                       capture_output=True, text=True, env=env, timeout=60).stdout)
+    assert [r["run_id"] for r in listed["runs"]] == [result["run_id"]]
+
+    bad = subprocess.run([sys.executable, "-m", "studio.cli", "train", "--dataset", dataset, "--model", "starter-text",
+                          "--method", "scratch", "--set", "learning_rat=1", "--json"],
+                         capture_output=True, text=True, env=env, timeout=60)
+    assert bad.returncode != 0 and "learning_rat" in json.loads(bad.stdout)["error"]
+
+
+def test_two_gloo_ranks_on_the_cpu(corpus_store):
+    store, dataset = corpus_store
+    run_id = jobs.create_run(store, dataset, "starter-text", "scratch", text_config(max_steps=3, num_processes=2))
+    summary = wait_until(store, run_id, ended, timeout=300)
+    assert summary["status"] == "completed", summary["error"]
+    log = jobs.log_tail(store, run_id, 200)
+    assert "2 process(es)" in log
+    history, _ = metric_rows(store, run_id)
+    assert [h["step"] for h in history if h["name"] == "train_loss"] == [1, 2, 3]  # written once, by rank 0
