@@ -137,3 +137,14 @@ def test_two_gloo_ranks_on_the_cpu(corpus_store):
     assert "2 process(es)" in log
     history, _ = metric_rows(store, run_id)
     assert [h["step"] for h in history if h["name"] == "train_loss"] == [1, 2, 3]  # written once, by rank 0
+
+
+def test_copyable_launch_commands(corpus_store):
+    store, dataset = corpus_store
+    run_id = jobs.create_run(store, dataset, "starter-text", "scratch", text_config(num_processes=2))
+    commands = jobs.copyable_commands(store, run_id)
+    single, multi = commands["single_node"], commands["multi_node"]
+    assert f"STUDIO_HOME={store.home}" in single and "ACCELERATE_USE_CPU=1" in single
+    assert "accelerate launch" in single and "--num_processes 2" in single and "--multi_gpu" in single
+    assert single.endswith(f"-m studio.training.worker {run_id}")
+    assert "--machine_rank $MACHINE_RANK" in multi and "--num_machines $NUM_MACHINES" in multi

@@ -66,17 +66,20 @@ def create_run(store: Store, dataset_ref: str, model_ref: str, method: str, conf
 
 def launch_command(run_id: int, config: TrainConfig, *, for_cluster: bool = False) -> list[str]:
     """The exact ``accelerate launch`` command that runs this run's worker."""
-    import importlib.util
-
     command = ["accelerate", "launch"] if for_cluster else [sys.executable, "-m", "accelerate.commands.launch"]
     command += ["--num_processes", str(config.num_processes), "--num_machines", "1",
                 "--mixed_precision", config.mixed_precision, "--dynamo_backend", "no"]
-    gpu = importlib.util.find_spec("torch") is not None and _cuda_available()
     if config.num_processes > 1:
-        command.append("--multi_gpu")  # with --cpu too: several gloo ranks on the CPU
-    if config.use_cpu or not gpu:
+        # Several processes: NCCL on GPUs, or gloo ranks on the CPU when ACCELERATE_USE_CPU=1 is set
+        # (accelerate refuses --cpu together with --multi_gpu).
+        command.append("--multi_gpu")
+    elif on_cpu(config):
         command.append("--cpu")
     return command + ["-m", "studio.training.worker", str(run_id)]
+
+
+def on_cpu(config: TrainConfig) -> bool:
+    return config.use_cpu or not _cuda_available()
 
 
 @functools.lru_cache(maxsize=1)
@@ -95,11 +98,13 @@ def copyable_commands(store: Store, run_id: int) -> dict[str, str]:
     with store.session() as session:
         run = session.get(Run, run_id)
         config = TrainConfig.model_validate(run.config)
-    env = f"STUDIO_HOME={shlex.quote(str(store.home))} "
+    env = f"STUDIO_HOME={shlex.quote(str(store.home))} " + ("ACCELERATE_USE_CPU=1 " if on_cpu(config) else "")
     if store.settings.database_url:
         env += f"STUDIO_DATABASE_URL={shlex.quote(store.settings.database_url)} "
     single = env + shlex.join(launch_command(run_id, config, for_cluster=True))
     multi = [a for a in launch_command(run_id, config, for_cluster=True) if a != "--cpu"]
+    if "--multi_gpu" not in multi:
+        multi.insert(2, "--multi_gpu")
     at = multi.index("--num_machines")
     multi[at + 1] = "$NUM_MACHINES"
     multi[at:at] = ["--machine_rank", "$MACHINE_RANK", "--main_process_ip", "$MAIN_IP", "--main_process_port", "29500"]
@@ -136,7 +141,7 @@ def _start_worker(store: Store, run: Run) -> None:
     env = {**os.environ, "STUDIO_HOME": str(store.home), "PYTHONUNBUFFERED": "1"}
     if store.settings.database_url:
         env["STUDIO_DATABASE_URL"] = store.settings.database_url
-    if config.use_cpu:
+    if on_cpu(config):
         env["ACCELERATE_USE_CPU"] = "1"
     with open(folder / "train.log", "a") as log:
         try:
