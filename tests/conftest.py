@@ -34,7 +34,13 @@ def _free_port() -> int:
 
 
 @pytest.fixture
-def running_studio(tmp_path):
+def web_home(tmp_path):
+    """The STUDIO_HOME of ``running_studio``; request it first to put data there before the studio starts."""
+    return tmp_path / "web_home"
+
+
+@pytest.fixture
+def running_studio(tmp_path, web_home):
     """`python studio_app.py` in a subprocess on a free port with its own STUDIO_HOME; yields its URL."""
     import os
     import subprocess
@@ -44,7 +50,7 @@ def running_studio(tmp_path):
     from pathlib import Path
 
     port = _free_port()
-    env = {**os.environ, "STUDIO_HOME": str(tmp_path / "web_home"), "STUDIO_PORT": str(port)}
+    env = {**os.environ, "STUDIO_HOME": str(web_home), "STUDIO_PORT": str(port)}
     log = open(tmp_path / "studio.log", "w")
     process = subprocess.Popen([sys.executable, "studio_app.py"], cwd=Path(__file__).parent.parent, env=env,
                                stdout=log, stderr=subprocess.STDOUT)
