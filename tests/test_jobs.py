@@ -148,3 +148,27 @@ def test_copyable_launch_commands(corpus_store):
     assert "accelerate launch" in single and "--num_processes 2" in single and "--multi_gpu" in single
     assert single.endswith(f"-m studio.training.worker {run_id}")
     assert "--machine_rank $MACHINE_RANK" in multi and "--num_machines $NUM_MACHINES" in multi
+
+
+def test_deepspeed_or_fsdp_config_is_passed_to_accelerate(corpus_store, tmp_path):
+    store, dataset = corpus_store
+    accelerate_yaml = tmp_path / "fsdp.yaml"
+    accelerate_yaml.write_text("distributed_type: FSDP\n")
+    config = text_config(accelerate_config_file=str(accelerate_yaml))
+    run_id = jobs.create_run(store, dataset, "starter-text", "scratch", config)
+    command = jobs.launch_command(run_id, config)
+    assert command[command.index("--config_file") + 1] == str(accelerate_yaml)
+    with pytest.raises(ValueError, match="does not exist"):
+        text_config(accelerate_config_file=str(tmp_path / "missing.yaml"))
+
+
+def test_preflight_measures_time_and_memory_in_a_child_process(corpus_store):
+    from studio.training.preflight import preflight
+
+    store, dataset = corpus_store
+    result = preflight(store, dataset, "starter-text", "scratch", text_config(num_train_epochs=2))
+    assert result["seconds_per_step"] > 0 and result["total_steps"] > 0
+    assert result["estimated_seconds"] == pytest.approx(result["seconds_per_step"] * result["total_steps"])
+    assert result["peak_memory_bytes"] > 10 * 2**20 and result["verdict"] == "fits"
+    with pytest.raises(RuntimeError, match="pre-flight failed"):
+        preflight(store, dataset, "starter-text", "lora", text_config())

@@ -73,6 +73,8 @@ class TrainConfig(Section):
     sample_prompts: list[str] = Field(default_factory=list, description="prompts sampled during training")
     num_processes: int = Field(1, ge=1, description="processes (GPUs) for accelerate launch")
     use_cpu: bool = Field(False, description="train on the CPU even when a GPU is present")
+    accelerate_config_file: str = Field("", description="an `accelerate config` YAML (DeepSpeed, FSDP, several "
+                                                        "machines) passed to accelerate launch as --config_file")
     report_to_tensorboard: bool = False
     lora: LoraOptions = Field(default_factory=LoraOptions)
     text: TextOptions = Field(default_factory=TextOptions)
@@ -81,8 +83,10 @@ class TrainConfig(Section):
 
     @model_validator(mode="after")
     def _sane(self):
-        if self.save_total_limit < 1:
-            raise ValueError("save_total_limit must be at least 1")
+        from pathlib import Path
+
+        if self.accelerate_config_file and not Path(self.accelerate_config_file).expanduser().is_file():
+            raise ValueError(f"accelerate_config_file '{self.accelerate_config_file}' does not exist")
         return self
 
     def to_yaml(self) -> str:

@@ -67,6 +67,10 @@ def create_run(store: Store, dataset_ref: str, model_ref: str, method: str, conf
 def launch_command(run_id: int, config: TrainConfig, *, for_cluster: bool = False) -> list[str]:
     """The exact ``accelerate launch`` command that runs this run's worker."""
     command = ["accelerate", "launch"] if for_cluster else [sys.executable, "-m", "accelerate.commands.launch"]
+    if config.accelerate_config_file:
+        # DeepSpeed / FSDP / multi-node settings live in accelerate's own config file; our flags below
+        # still win where both speak.
+        command += ["--config_file", config.accelerate_config_file]
     command += ["--num_processes", str(config.num_processes), "--num_machines", "1",
                 "--mixed_precision", config.mixed_precision, "--dynamo_backend", "no"]
     if config.num_processes > 1:

@@ -97,6 +97,7 @@ def build(store: Store, version, model_ref, method, lora: dict) -> None:
         section_groups[section] = group
     with gr.Row():
         train_button = gr.Button("Train", variant="primary", elem_id="train-start")
+        preflight_button = gr.Button("Pre-flight check (a few real steps)", elem_id="train-preflight")
         yaml_button = gr.Button("Show config as YAML")
         command_button = gr.Button("Copy the launch command")
     message = gr.Markdown(elem_id="train-message")
@@ -181,6 +182,24 @@ def build(store: Store, version, model_ref, method, lora: dict) -> None:
             return gr.Code(value=f"# invalid settings:\n# {error}", visible=True)
 
     yaml_button.click(on_yaml, form_inputs, yaml_view)
+
+    def on_preflight(ref, model, chosen_method, *values, progress=gr.Progress()):
+        from studio.training.preflight import preflight
+
+        if not ref:
+            return "❌ Pick a dataset version first (top of the page)."
+        progress(0.1, desc="measuring a few real steps in a separate process")
+        try:
+            result = preflight(store, ref, model, chosen_method, config_from(values))
+        except (RuntimeError, ValidationError, ValueError) as error:
+            return f"❌ {html.escape(str(error))}"
+        minutes = result["estimated_seconds"] / 60
+        return (f"**{result['verdict']}** on {result['device']}: peak {result['peak_memory_bytes'] / 2**30:.2f} GiB of "
+                f"{result['device_memory_bytes'] / 2**30:.0f} GiB · {result['seconds_per_step']:.2f} s per step × "
+                f"{result['total_steps']} steps ≈ **{minutes:.1f} min** · "
+                f"{result['trainable_parameters']:,} trainable of {result['total_parameters']:,} parameters")
+
+    preflight_button.click(on_preflight, [version, model_ref, method, *form_inputs], message)
 
     def on_command(run_id):
         if not run_id:
