@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html
 import json
+from pathlib import Path
 
 from studio.data.clean import StepsConfigError
 from studio.data.items import MODALITIES, ImportRefused
@@ -98,6 +99,14 @@ def preview_rows(rows: list[dict]) -> list[list]:
     return [[r["split"], r["source"], content(r)[:500]] for r in rows[:PREVIEW_ROWS]]
 
 
+EXAMPLES = Path(__file__).resolve().parents[2] / "assets" / "examples"
+
+
+def example_choices() -> list[tuple[str, str]]:
+    """The example datasets shipped in assets/examples (made by studio/examples, see its README)."""
+    return [(path.name, str(path)) for path in sorted(EXAMPLES.glob("*")) if path.suffix in (".txt", ".zip")]
+
+
 def build(store: Store, project, version) -> None:
     """Lay out the Data tab. ``project`` and ``version`` are the shared selectors above the tabs."""
     import gradio as gr
@@ -122,7 +131,10 @@ def build(store: Store, project, version) -> None:
                                for f in MAPPING_FIELDS}
     with gr.Accordion("Cleaning steps", open=False):
         steps = StepsPanel()
-    import_button = gr.Button("Import and clean", variant="primary", elem_id="data-import")
+    with gr.Row():
+        import_button = gr.Button("Import and clean", variant="primary", elem_id="data-import", scale=3)
+        example = gr.Dropdown(example_choices(), label="…or try an example dataset (works offline)", scale=2,
+                              elem_id="data-example")
     summary = gr.Markdown(elem_id="data-summary")
     report = gr.Dataframe(headers=["step", "", "removed", "changed", "detail", "examples"], label="What each step did",
                           interactive=False, wrap=True, elem_id="data-report")
@@ -204,6 +216,13 @@ def build(store: Store, project, version) -> None:
     import_inputs = [files, modality, name, split, seed, project, mapping_format, *mapping_columns.values(),
                      *steps.components]
     import_button.click(on_import, import_inputs, [summary, report, removed, version])
+
+    def on_example(path):
+        if not path:
+            return [gr.File()] * 1 + [gr.Textbox()]
+        return gr.File(value=[path]), gr.Textbox(value=Path(path).stem)
+
+    example.change(on_example, example, [files, name])
 
     def on_version(ref):
         hidden = [gr.Gallery(visible=False), gr.Row(visible=False)] + [gr.Audio(value=None)] * AUDIO_PLAYERS
