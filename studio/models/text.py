@@ -1,0 +1,512 @@
+"""Text: causal language models from transformers (a Hub id or a local folder), LoRA through PEFT, and the
+``starter-text`` model trained from scratch (a byte-level BPE tokenizer fitted on the training rows and a
+tiny Llama).
+
+``handle.module`` returns the causal-LM loss of a batch (``input_ids``, ``attention_mask``, ``labels`` with
+-100 where nothing is learned); ``handle.parts`` holds ``tokenizer``, ``model`` (the transformers or PEFT
+model) and ``starter`` (whether the weights go back to the starter, which changes generation defaults).
+
+torch, transformers, peft and tokenizers are imported inside the functions that need them.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from studio.models.base import Handle, Sample
+
+STARTER = "starter-text"
+MARKER = "studio_model.json"
+PAD, BOS, EOS = "<pad>", "<s>", "</s>"
+STARTER_VOCAB = 3000  # an upper bound: BPE stops merging once the training text has no pair seen twice
+# Small enough to learn a 100 KB corpus in about a minute on two CPU cores.
+STARTER_SHAPE = {"hidden_size": 128, "intermediate_size": 384, "num_hidden_layers": 3, "num_attention_heads": 4}
+IGNORE = -100
+
+# Role name on one line, the content on the next, each turn closed by the end-of-sequence token.
+# (transformers renders with trim_blocks, so every newline is written as an expression.)
+CHAT_TEMPLATE = ("{{ bos_token or '' }}{% for message in messages %}"
+                 "{{ message['role'] + '\n' + message['content'] + (eos_token or '') + '\n' }}"
+                 "{% endfor %}{% if add_generation_prompt %}{{ 'assistant\n' }}{% endif %}")
+
+_ATTENTION = ["q_proj", "k_proj", "v_proj", "o_proj"]
+LORA_PRESETS = {family: _ATTENTION for family in
+                ("llama", "qwen2", "qwen3", "mistral", "mixtral", "smollm3", "gemma", "gemma2", "olmo", "olmo2")}
+LORA_PRESETS["gpt2"] = ["c_attn"]
+
+
+class ModelUnavailable(OSError):
+    """A Hub model that is neither in the local cache nor downloadable (offline)."""
+
+
+# ----------------------------------------------------------------------------- torch pieces
+
+@functools.cache
+def _loss_module_class():
+    import torch
+
+    class CausalLMLoss(torch.nn.Module):
+        """``forward(batch) -> loss``: the causal-LM loss of a transformers (or PEFT) model."""
+
+        def __init__(self, model):
+            super().__init__()
+            self.model = model
+
+        def forward(self, batch: dict):
+            return self.model(input_ids=batch["input_ids"], attention_mask=batch.get("attention_mask"),
+                              labels=batch["labels"]).loss
+
+    CausalLMLoss.__module__, CausalLMLoss.__qualname__ = __name__, "CausalLMLoss"
+    return CausalLMLoss
+
+
+def __getattr__(name: str):  # the torch class is defined on first use, and stays picklable by name
+    if name == "CausalLMLoss":
+        return _loss_module_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+class TokenDataset:
+    """Map-style dataset of ``{"input_ids": [...], "labels": [...]}`` examples (lists of ints)."""
+
+    def __init__(self, examples: list[dict], skipped: int = 0):
+        self.examples = examples
+        self.skipped = skipped  # examples left out: nothing to learn after truncation
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+    def __getitem__(self, index: int) -> dict:
+        return self.examples[index]
+
+
+class PadCollator:
+    """Pads a list of examples to the longest: ``input_ids`` with the pad token, ``attention_mask`` 0 and
+    ``labels`` -100 on the padding."""
+
+    def __init__(self, pad_token_id: int):
+        self.pad_token_id = pad_token_id
+
+    def __call__(self, items: list[dict]) -> dict:
+        import torch
+
+        width = max(len(item["input_ids"]) for item in items)
+        input_ids = torch.full((len(items), width), self.pad_token_id, dtype=torch.long)
+        attention_mask = torch.zeros((len(items), width), dtype=torch.long)
+        labels = torch.full((len(items), width), IGNORE, dtype=torch.long)
+        for row, item in enumerate(items):
+            length = len(item["input_ids"])
+            input_ids[row, :length] = torch.as_tensor(item["input_ids"], dtype=torch.long)
+            attention_mask[row, :length] = 1
+            labels[row, :length] = torch.as_tensor(item.get("labels", item["input_ids"]), dtype=torch.long)
+        return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+
+
+# ----------------------------------------------------------------------------- the starter
+
+def row_messages(row: dict) -> list[dict] | None:
+    """A manifest row's conversation: its ``messages``, or ``prompt``/``response`` as two turns."""
+    if row.get("messages") is not None:
+        return [{"role": m["role"], "content": m["content"]} for m in row["messages"]]
+    if row.get("prompt") is not None:
+        return [{"role": "user", "content": row["prompt"]}, {"role": "assistant", "content": row.get("response") or ""}]
+    return None
+
+
+def _tokenizer_texts(rows: list[dict]) -> list[str]:
+    texts = []
+    for row in rows:
+        messages = row_messages(row)
+        if messages is None:
+            texts.append(row.get("text") or "")
+        else:
+            texts.append("".join(f"{m['role']}\n{m['content']}\n" for m in messages))
+    return [t for t in texts if t]
+
+
+def train_tokenizer(texts: list[str], vocab_size: int = STARTER_VOCAB):
+    """A byte-level BPE tokenizer fitted on ``texts`` (every byte stays encodable), with pad/bos/eos and the
+    studio's chat template; it puts ``<s>`` before every text it encodes."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    core = Tokenizer(models.BPE())
+    core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    core.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, min_frequency=2, special_tokens=[PAD, BOS, EOS],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    core.train_from_iterator(texts, trainer)
+    core.post_processor = processors.TemplateProcessing(single=f"{BOS} $A", pair=f"{BOS} $A {BOS} $B",
+                                                        special_tokens=[(BOS, core.token_to_id(BOS))])
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=core, bos_token=BOS, eos_token=EOS, pad_token=PAD)
+    tokenizer.chat_template = CHAT_TEMPLATE
+    return tokenizer
+
+
+def build_starter(tokenizer, max_length: int):
+    """A tiny Llama for ``tokenizer``, randomly initialised (seed torch before calling)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    positions = max(512, max_length)
+    tokenizer.model_max_length = positions
+    config = LlamaConfig(vocab_size=len(tokenizer), max_position_embeddings=positions, tie_word_embeddings=True,
+                         pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
+                         eos_token_id=tokenizer.eos_token_id, num_key_value_heads=STARTER_SHAPE["num_attention_heads"],
+                         **STARTER_SHAPE)
+    return LlamaForCausalLM(config)
+
+
+# ----------------------------------------------------------------------------- loading
+
+def _marker(folder: Path) -> dict:
+    path = folder / MARKER
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def _looks_like_path(ref: str) -> bool:
+    return ref.startswith((".", "/", "~")) or "\\" in ref or ref.count("/") > 1
+
+
+def _unavailable(ref: str, error: Exception) -> Exception:
+    """The clear error for a Hub id that is not cached while the Hub cannot be reached; else ``error``."""
+    try:
+        from huggingface_hub import is_offline_mode, try_to_load_from_cache
+
+        cached = isinstance(try_to_load_from_cache(ref, "config.json"), str)
+        offline = is_offline_mode()
+    except Exception:  # noqa: BLE001 - an odd id: let the original error speak
+        return error
+    words = str(error).lower()
+    if cached or not (offline or "connect" in words or "offline" in words):
+        return error
+    return ModelUnavailable(
+        f"'{ref}' is not in the local Hugging Face cache and the Hub cannot be reached"
+        f"{' (HF_HUB_OFFLINE=1 is set)' if offline else ' (no internet connection)'}. Download it once where the "
+        f"Hub is reachable (`hf download {ref}`, with HF_HUB_OFFLINE unset), pick a local model folder, or use "
+        f"'{STARTER}', which is built here and works offline.")
+
+
+def _dtype(config, method: str):
+    import torch
+
+    if method == "lora" and torch.cuda.is_available() and not config.use_cpu:  # frozen base in half precision
+        return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(config.mixed_precision, torch.float32)
+    return torch.float32
+
+
+def _from_pretrained(ref: str, method: str, config) -> tuple[Any, Any, bool]:
+    """(tokenizer, model, starter) for a Hub id or a local folder (ours or any transformers causal LM).
+    A LoRA run's folder comes back as its base with the adapter merged in."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    folder = Path(ref).expanduser()
+    local = folder.is_dir()
+    if not local and _looks_like_path(ref):
+        raise FileNotFoundError(f"no model folder at '{ref}'")
+    source = str(folder) if local else ref
+    marker = _marker(folder) if local else {}
+    starter = bool(marker.get("starter")) or marker.get("base") == STARTER
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=False)
+        if local and (folder / "adapter_config.json").exists():
+            from peft import PeftModel
+
+            base = marker.get("base") or json.loads((folder / "adapter_config.json").read_text()).get(
+                "base_model_name_or_path")
+            if not base:
+                raise ValueError(f"'{ref}' holds a LoRA adapter but does not say which model it adapts")
+            _, model, starter = _from_pretrained(base, "full", config)
+            model = PeftModel.from_pretrained(model, str(folder)).merge_and_unload()
+            if method == "scratch":
+                model = AutoModelForCausalLM.from_config(model.config, trust_remote_code=False)
+        elif method == "scratch":
+            model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(source, trust_remote_code=False),
+                                                     trust_remote_code=False)
+        else:
+            model = AutoModelForCausalLM.from_pretrained(source, trust_remote_code=False, use_safetensors=True,
+                                                         dtype=_dtype(config, method))
+    except OSError as error:
+        if local:
+            raise
+        raise _unavailable(ref, error) from error
+    return tokenizer, model, starter
+
+
+def lora_targets(model, spec: str):
+    spec = (spec or "auto").strip()
+    if spec == "auto":
+        return LORA_PRESETS.get(getattr(model.config, "model_type", ""), "all-linear")
+    if spec == "all-linear":
+        return spec
+    return [name.strip() for name in spec.split(",") if name.strip()]
+
+
+# ----------------------------------------------------------------------------- turning rows into tokens
+
+def _documents_ids(tokenizer, texts: list[str], rendered: bool = False, chunk: int = 1000) -> list[list[int]]:
+    """Each document's tokens (tokenised in batches), ending with end-of-sequence; a rendered chat is left as
+    its template wrote it (special tokens and turn ends included)."""
+    eos = tokenizer.eos_token_id
+    documents = []
+    for start in range(0, len(texts), chunk):
+        for ids in tokenizer(texts[start:start + chunk], add_special_tokens=not rendered, verbose=False)["input_ids"]:
+            if not rendered and eos is not None and (not ids or ids[-1] != eos):
+                ids.append(eos)
+            documents.append(ids)
+    return documents
+
+
+def _chat_template_arg(tokenizer):
+    return None if tokenizer.chat_template else CHAT_TEMPLATE
+
+
+def render_chat(tokenizer, messages: list[dict], add_generation_prompt: bool = False) -> str:
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt,
+                                         chat_template=_chat_template_arg(tokenizer))
+
+
+def _response_spans(tokenizer, messages: list[dict], full: str) -> list[tuple[int, int]]:
+    """Character spans of ``full`` holding the assistant turns (with what closes them): the text between
+    the conversation up to a turn with the generation prompt, and up to the end of that turn."""
+    spans: list[tuple[int, int]] = []
+    for index, message in enumerate(messages):
+        if message["role"] != "assistant":
+            continue
+        span = None
+        try:
+            before = render_chat(tokenizer, messages[:index], add_generation_prompt=True) if index else ""
+            upto = render_chat(tokenizer, messages[:index + 1])
+            if index and full.startswith(upto) and upto.startswith(before):
+                span = (len(before), len(upto))
+        except Exception:  # noqa: BLE001 - templates that refuse partial conversations: find the content
+            pass
+        if span is None:
+            start = full.find(message["content"], spans[-1][1] if spans else 0)
+            if start < 0:
+                continue
+            span = (start, start + len(message["content"]))
+        spans.append(span)
+    return spans
+
+
+def chat_example(tokenizer, messages: list[dict], response_only: bool, max_length: int) -> dict:
+    """``input_ids`` of the rendered conversation and ``labels``: -100 outside the assistant turns when
+    ``response_only``."""
+    full = render_chat(tokenizer, messages)
+    spans = _response_spans(tokenizer, messages, full) if response_only else [(0, len(full))]
+    if getattr(tokenizer, "is_fast", False):
+        encoded = tokenizer(full, add_special_tokens=False, return_offsets_mapping=True, verbose=False)
+        ids = encoded["input_ids"]
+        labels = [token if any(s <= start < e for s, e in spans) else IGNORE
+                  for token, (start, _end) in zip(ids, encoded["offset_mapping"])]
+    else:  # no offsets: tokenise the pieces between the span edges one by one
+        edges = sorted({0, len(full), *[edge for span in spans for edge in span]})
+        ids, labels = [], []
+        for start, end in zip(edges, edges[1:]):
+            piece = tokenizer(full[start:end], add_special_tokens=False, verbose=False)["input_ids"]
+            learn = any(s <= start < e for s, e in spans)
+            ids += piece
+            labels += piece if learn else [IGNORE] * len(piece)
+    return {"input_ids": ids[:max_length], "labels": labels[:max_length]}
+
+
+def _pairs(prompts: list[str], seeds: list[int]) -> list[tuple[str, int]]:
+    """Prompt i goes with seed i; a single prompt or a single seed goes with every one of the other list."""
+    if len(prompts) == len(seeds):
+        return list(zip(prompts, seeds))
+    if len(seeds) == 1:
+        return [(p, seeds[0]) for p in prompts]
+    if len(prompts) == 1:
+        return [(prompts[0], s) for s in seeds]
+    raise ValueError(f"{len(prompts)} prompts and {len(seeds)} seeds: give one seed per prompt, or one of either")
+
+
+# ----------------------------------------------------------------------------- the backend
+
+class TextBackend:
+    modality = "text"
+
+    def load(self, model_ref: str, method: str, config=None, train_rows: list[dict] | None = None) -> Handle:
+        import torch
+
+        from studio.training.config import METHODS, TrainConfig
+
+        config = config or TrainConfig()
+        if method not in METHODS:
+            raise ValueError(f"method must be one of {', '.join(METHODS)} (got '{method}')")
+        torch.manual_seed(config.seed)  # the same seed builds the same starting weights and LoRA matrices
+        if model_ref == STARTER:
+            if method != "scratch":
+                raise ValueError("starter models are trained from scratch; use method 'scratch', or fine-tune a "
+                                 "finished run's model folder")
+            tokenizer = train_tokenizer(_tokenizer_texts(train_rows or []))
+            model, starter = build_starter(tokenizer, config.text.max_length), True
+        else:
+            tokenizer, model, starter = _from_pretrained(model_ref, method, config)
+        if tokenizer.pad_token is None:
+            if tokenizer.eos_token is None:
+                raise ValueError(f"the tokenizer of '{model_ref}' has neither a pad nor an end-of-sequence token")
+            tokenizer.pad_token = tokenizer.eos_token
+        model.config.pad_token_id = tokenizer.pad_token_id
+        if getattr(model, "generation_config", None) is not None and model.generation_config.pad_token_id is None:
+            model.generation_config.pad_token_id = tokenizer.pad_token_id
+        if config.gradient_checkpointing:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            model.config.use_cache = False
+        if method == "lora":
+            from peft import LoraConfig, get_peft_model
+
+            lora = config.lora
+            model = get_peft_model(model, LoraConfig(r=lora.r, lora_alpha=lora.lora_alpha,
+                                                     lora_dropout=lora.lora_dropout, task_type="CAUSAL_LM",
+                                                     target_modules=lora_targets(model, lora.target_modules)))
+        else:
+            for parameter in model.parameters():
+                parameter.requires_grad_(True)
+        module = _loss_module_class()(model)
+        return Handle(modality=self.modality, model_ref=model_ref, method=method, module=module,
+                      parts={"tokenizer": tokenizer, "model": model, "starter": starter})
+
+    # -- data
+
+    def datasets(self, handle: Handle, rows: dict[str, list[dict]], root: Path, config) -> dict[str, Any]:
+        return {split: self._dataset(handle.parts["tokenizer"], rows.get(split) or [], config)
+                for split in ("train", "validation")}
+
+    def _dataset(self, tokenizer, rows: list[dict], config) -> TokenDataset:
+        options = config.text
+        max_length = options.max_length
+        texts: list[str] = []
+        conversations: list[str] = []
+        examples: list[dict] = []
+        for row in rows:
+            messages = row_messages(row)
+            if messages is None:
+                if options.text_format == "chat":
+                    raise ValueError("text_format 'chat' needs prompt/response or messages rows; this dataset "
+                                     "has plain text (use 'raw' or 'auto')")
+                texts.append(row.get("text") or "")
+            elif options.text_format == "raw":  # the whole conversation is learned as running text
+                conversations.append(render_chat(tokenizer, messages))
+            else:
+                examples.append(chat_example(tokenizer, messages, options.response_only_loss, max_length))
+        documents = _documents_ids(tokenizer, texts) + _documents_ids(tokenizer, conversations, rendered=True)
+        if options.packing:  # one stream cut into full blocks; only the last may be shorter
+            stream = [token for doc in documents for token in doc]
+            blocks = [stream[i:i + max_length] for i in range(0, len(stream), max_length)]
+            examples += [{"input_ids": b, "labels": list(b)} for b in blocks if len(b) > 1]
+        else:
+            examples += [{"input_ids": doc[:max_length], "labels": doc[:max_length]} for doc in documents]
+        useful = [e for e in examples if any(label != IGNORE for label in e["labels"][1:])]
+        return TokenDataset(useful, skipped=len(examples) - len(useful))
+
+    def collate(self, handle: Handle, config) -> PadCollator:
+        return PadCollator(handle.parts["tokenizer"].pad_token_id)
+
+    # -- generation
+
+    def _prompt_ids(self, tokenizer, prompt: str, chat: bool) -> list[int]:
+        if chat:
+            text = render_chat(tokenizer, [{"role": "user", "content": prompt}], add_generation_prompt=True)
+            ids = tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"]
+        else:
+            ids = tokenizer(prompt, verbose=False)["input_ids"]
+        if not ids:  # an empty prompt to a tokenizer that adds nothing: start from a sequence boundary
+            start = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+            ids = [start]
+        return ids
+
+    def generate(self, handle: Handle, prompts: list[str], seeds: list[int], settings: dict,
+                 out_dir: Path) -> list[Sample]:
+        """Settings: max_new_tokens (64), temperature (0.8; 0 is greedy), top_p (1.0), top_k (0: off),
+        repetition_penalty (1.0), chat_template (off for starters, else on when the tokenizer has one)."""
+        import torch
+
+        tokenizer, model = handle.parts["tokenizer"], handle.parts["model"]
+        settings = settings or {}
+        chat = settings.get("chat_template")
+        if chat is None:
+            chat = not handle.parts.get("starter") and bool(tokenizer.chat_template)
+        temperature = float(settings.get("temperature", 0.8))
+        generation = copy.deepcopy(model.generation_config)
+        generation.max_new_tokens = int(settings.get("max_new_tokens", 64))
+        generation.max_length = None
+        generation.do_sample = temperature > 0
+        generation.temperature = temperature if temperature > 0 else None
+        generation.top_p = float(settings.get("top_p", 1.0)) if temperature > 0 else None
+        generation.top_k = int(settings.get("top_k", 0)) if temperature > 0 else None
+        generation.repetition_penalty = float(settings.get("repetition_penalty", 1.0))
+        generation.pad_token_id = tokenizer.pad_token_id
+        if generation.eos_token_id is None:
+            generation.eos_token_id = tokenizer.eos_token_id
+        device = next(model.parameters()).device
+        was_training = model.training
+        model.eval()
+        samples = []
+        try:
+            for prompt, seed in _pairs(list(prompts), list(seeds)):
+                started = time.perf_counter()
+                ids = torch.tensor([self._prompt_ids(tokenizer, prompt, chat)], device=device)
+                torch.manual_seed(seed)
+                with torch.no_grad():
+                    output = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids),
+                                            generation_config=generation)
+                text = tokenizer.decode(output[0, ids.shape[1]:], skip_special_tokens=True)
+                samples.append(Sample(prompt=prompt, seed=seed, text=text, seconds=time.perf_counter() - started))
+        finally:
+            model.train(was_training)
+        return samples
+
+    # -- saving
+
+    def save(self, handle: Handle, folder: Path) -> None:
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        model = handle.parts["model"]
+        if handle.method == "lora":
+            model.save_pretrained(str(folder), safe_serialization=True, save_embedding_layers=False)
+        else:
+            model.save_pretrained(str(folder))  # transformers 5 writes safetensors only
+        handle.parts["tokenizer"].save_pretrained(str(folder))
+        marker = {"modality": "text", "base": handle.model_ref, "method": handle.method,
+                  "starter": bool(handle.parts.get("starter"))}
+        (folder / MARKER).write_text(json.dumps(marker, indent=1))
+
+    def load_weights(self, handle: Handle, folder: Path) -> None:
+        from safetensors.torch import load_file
+
+        folder = Path(folder)
+        model = handle.parts["model"]
+        if handle.method == "lora":
+            from peft import set_peft_model_state_dict
+
+            path = folder / "adapter_model.safetensors"
+            if not path.exists():
+                raise FileNotFoundError(f"no LoRA adapter (adapter_model.safetensors) in {folder}")
+            result = set_peft_model_state_dict(model, load_file(str(path)))
+            if getattr(result, "unexpected_keys", None):
+                raise ValueError(f"the adapter in {folder} does not fit this model: "
+                                 f"{', '.join(result.unexpected_keys[:5])}")
+            return
+        index = folder / "model.safetensors.index.json"
+        files = (sorted(set(json.loads(index.read_text())["weight_map"].values())) if index.exists()
+                 else ["model.safetensors"])
+        if not (folder / files[0]).exists():
+            raise FileNotFoundError(f"no model weights (model.safetensors) in {folder}")
+        state: dict = {}
+        for name in files:
+            state.update(load_file(str(folder / name)))
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        shared: dict[int, set[str]] = {}
+        for name, parameter in model.named_parameters(remove_duplicate=False):
+            shared.setdefault(id(parameter), set()).add(name)
+        names_of = {name: group for group in shared.values() for name in group}
+        really_missing = [k for k in missing if not (names_of.get(k, set()) & state.keys())]  # tied weights came
+        if really_missing or unexpected:
+            raise ValueError(f"the weights in {folder} do not fit this model (missing: {really_missing[:5]}, "
+                             f"unexpected: {unexpected[:5]})")
