@@ -119,7 +119,10 @@ def _train_config(args):
 
     from studio.training.config import TrainConfig, apply_overrides
 
-    config = TrainConfig.from_yaml(Path(args.config).read_text()) if args.config else TrainConfig()
+    from studio.models.catalog import recommended_overrides
+
+    config = TrainConfig.from_yaml(Path(args.config).read_text()) if args.config else \
+        apply_overrides(TrainConfig(), recommended_overrides(args.model))  # a YAML file is taken as it is
     pairs = list(args.set)
     if args.max_steps is not None:
         pairs.append(f"max_steps={args.max_steps}")

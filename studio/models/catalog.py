@@ -21,11 +21,14 @@ class Entry:
     note: str
     license: str = ""
     starter: bool = False
+    recommended: tuple = ()  # TrainConfig --set pairs that suit this model (starters: measured to learn)
 
 
 CATALOG: list[Entry] = [
-    Entry("starter-text", "text", "llama", 1.2, 4, 192, "offline: a small Llama trained from scratch, with a "
-          "tokenizer trained on your dataset", starter=True),
+    Entry("starter-text", "text", "llama", 0.8, 3, 128, "offline: a small Llama trained from scratch, with a "
+          "tokenizer trained on your dataset", starter=True,
+          recommended=("learning_rate=3e-3", "per_device_train_batch_size=16", "max_length=128", "packing=true",
+                       "num_train_epochs=20", "warmup_steps=10", "eval_steps=25", "save_steps=100")),
     Entry("HuggingFaceTB/SmolLM2-135M-Instruct", "text", "llama", 135, 30, 576, "small instruct LM", "apache-2.0"),
     Entry("HuggingFaceTB/SmolLM2-360M-Instruct", "text", "llama", 362, 32, 960, "small instruct LM", "apache-2.0"),
     Entry("Qwen/Qwen2.5-0.5B-Instruct", "text", "qwen2", 494, 24, 896, "instruct LM", "apache-2.0"),
@@ -130,3 +133,9 @@ def fit_verdict(needed_bytes: float, available_bytes: float) -> str:
     if needed_bytes <= available_bytes:
         return "tight"
     return "will not fit"
+
+
+def recommended_overrides(model_ref: str) -> list[str]:
+    """``--set`` pairs that suit ``model_ref`` (empty when the defaults are as good as anything)."""
+    entry = find(model_ref)
+    return list(entry.recommended) if entry else []

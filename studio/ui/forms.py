@@ -13,16 +13,19 @@ def field_component(name: str, field, value):
 
     label = name.replace("_", " ")
     info = field.description
+    # Always editable: a field that an event fills in (recommended values) must stay a field people edit.
+    kwargs = {"interactive": True}
     annotation = field.annotation
     if annotation is bool:
-        return gr.Checkbox(value=value, label=label, info=info)
+        return gr.Checkbox(value=value, label=label, info=info, **kwargs)
     if typing.get_origin(annotation) is typing.Literal:
-        return gr.Dropdown(choices=list(typing.get_args(annotation)), value=value, label=label, info=info)
+        return gr.Dropdown(choices=list(typing.get_args(annotation)), value=value, label=label, info=info, **kwargs)
     if typing.get_origin(annotation) is list:
-        return gr.Textbox(value="\n".join(value), label=label, info=(info or "") + " (one per line)", lines=2)
+        return gr.Textbox(value="\n".join(value), label=label, info=(info or "") + " (one per line)", lines=2,
+                          **kwargs)
     if annotation in (int, float):
-        return gr.Number(value=value, label=label, info=info, precision=0 if annotation is int else None)
-    return gr.Textbox(value=value, label=label, info=info)
+        return gr.Number(value=value, label=label, info=info, precision=0 if annotation is int else None, **kwargs)
+    return gr.Textbox(value=value, label=label, info=info, **kwargs)
 
 
 def params_form(model: type[BaseModel]) -> dict[str, object]:

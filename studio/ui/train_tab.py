@@ -83,7 +83,7 @@ def runs_table(store: Store) -> list[list]:
              "" if r["val_loss"]["best"] is None else round(r["val_loss"]["best"], 4)] for r in list_runs(store)]
 
 
-def build(store: Store, version, model_ref, method, lora: dict) -> None:
+def build(store: Store, version, model_ref, method, lora: dict):
     import gradio as gr
 
     intro = gr.Markdown(elem_id="train-intro")
@@ -159,6 +159,21 @@ def build(store: Store, version, model_ref, method, lora: dict) -> None:
 
     for source in (version, model_ref, method):
         source.change(describe, [version, model_ref, method], [intro, *section_groups.values()])
+
+    def recommended_values(model):
+        """The form filled with what suits the chosen model (starters: settings measured to learn)."""
+        from studio.models.catalog import recommended_overrides
+        from studio.training.config import apply_overrides
+
+        config = apply_overrides(TrainConfig(), recommended_overrides(model or ""))
+        values = [getattr(config, name) for name in top_components]
+        values += [getattr(getattr(config, section), name) for section in MODALITY_SECTIONS
+                   for name in section_components[section]]
+        values += [getattr(config.lora, name) for name in lora]
+        return ["\n".join(v) if isinstance(v, list) else v for v in values]
+
+    model_ref.change(recommended_values, model_ref, form_inputs)
+    return recommended_values, [model_ref], form_inputs  # for the page's load event: start from the right values
 
     def on_train(ref, model, chosen_method, *values):
         if not ref:
