@@ -37,11 +37,10 @@ def build_app(store: Store):
             with gr.Tab("Model", id="model"):
                 model_ref, method, lora = model_tab.build(store, version)
             with gr.Tab("Train", id="train"):
-                on_load = train_tab.build(store, version, model_ref, method, lora)
+                train_tab.build(store, version, model_ref, method, lora)
             for tab in ("Generate", "Evaluate"):
                 with gr.Tab(tab, id=tab.lower()):
                     placeholder.build(tab)
-        app.load(*on_load)
     return app
 
 

@@ -28,10 +28,10 @@ def field_component(name: str, field, value):
     return gr.Textbox(value=value, label=label, info=info, **kwargs)
 
 
-def params_form(model: type[BaseModel]) -> dict[str, object]:
-    """One component per field of ``model``, with its default value, in a row."""
-    defaults = model()
-    return {name: field_component(name, field, getattr(defaults, name)) for name, field in model.model_fields.items()}
+def params_form(model: type[BaseModel], values: BaseModel | None = None) -> dict[str, object]:
+    """One component per field of ``model``, showing ``values`` (default: the model's defaults)."""
+    values = values if values is not None else model()
+    return {name: field_component(name, field, getattr(values, name)) for name, field in model.model_fields.items()}
 
 
 def form_values(model: type[BaseModel], values: dict) -> dict:

@@ -83,17 +83,26 @@ def runs_table(store: Store) -> list[list]:
              "" if r["val_loss"]["best"] is None else round(r["val_loss"]["best"], 4)] for r in list_runs(store)]
 
 
-def build(store: Store, version, model_ref, method, lora: dict):
+def starting_config(model_ref: str) -> TrainConfig:
+    """The defaults, with what suits ``model_ref`` on top (starters: settings measured to learn)."""
+    from studio.models.catalog import recommended_overrides
+    from studio.training.config import apply_overrides
+
+    return apply_overrides(TrainConfig(), recommended_overrides(model_ref))
+
+
+def build(store: Store, version, model_ref, method, lora: dict) -> None:
     import gradio as gr
 
     intro = gr.Markdown(elem_id="train-intro")
     # Built from TrainConfig, so the form, the CLI --set keys and the YAML never disagree.
-    top_components = _top_form()
+    initial = starting_config("starter-text")
+    top_components = _top_form(initial)
     section_groups, section_components = {}, {}
     for section in MODALITY_SECTIONS:
         with gr.Accordion(f"{section} options", open=False, visible=section == "text") as group:
             with gr.Row():
-                section_components[section] = params_form(SECTIONS[section])
+                section_components[section] = params_form(SECTIONS[section], getattr(initial, section))
         section_groups[section] = group
     with gr.Row():
         train_button = gr.Button("Train", variant="primary", elem_id="train-start")
@@ -162,10 +171,7 @@ def build(store: Store, version, model_ref, method, lora: dict):
 
     def recommended_values(model):
         """The form filled with what suits the chosen model (starters: settings measured to learn)."""
-        from studio.models.catalog import recommended_overrides
-        from studio.training.config import apply_overrides
-
-        config = apply_overrides(TrainConfig(), recommended_overrides(model or ""))
+        config = starting_config(model or "")
         values = [getattr(config, name) for name in top_components]
         values += [getattr(getattr(config, section), name) for section in MODALITY_SECTIONS
                    for name in section_components[section]]
@@ -173,15 +179,13 @@ def build(store: Store, version, model_ref, method, lora: dict):
         return ["\n".join(v) if isinstance(v, list) else v for v in values]
 
     model_ref.change(recommended_values, model_ref, form_inputs)
-    return recommended_values, [model_ref], form_inputs  # for the page's load event: start from the right values
 
     def on_train(ref, model, chosen_method, *values):
         if not ref:
             return "❌ Pick a dataset version first (top of the page).", gr.Dropdown(), runs_table(store), gr.Dropdown()
         try:
             config = config_from(values)
-            run_id = jobs.create_run(store, ref, model, chosen_method, config)
-            jobs.dispatch(store)
+            run_id = jobs.create_run(store, ref, model, chosen_method, config)  # the dispatcher thread starts it
         except (jobs.RunError, ImportRefused, ValidationError, ValueError) as error:
             return f"❌ {html.escape(str(error))}", gr.Dropdown(), runs_table(store), gr.Dropdown()
         choices = run_choices(store)
@@ -261,7 +265,6 @@ def build(store: Store, version, model_ref, method, lora: dict):
             try:
                 if kind == "resume":
                     jobs.resume(store, int(run_id))
-                    jobs.dispatch(store)
                     return f"Run #{run_id} queued again from its last checkpoint."
                 jobs.request(store, int(run_id), kind)
             except jobs.RunError as error:
@@ -288,13 +291,12 @@ def build(store: Store, version, model_ref, method, lora: dict):
     confirm_delete.click(on_delete, selected, [control_message, confirm_delete, selected])
 
 
-def _top_form() -> dict:
+def _top_form(defaults: TrainConfig) -> dict:
     """The top-level TrainConfig fields as form components, four to a row."""
     import gradio as gr
 
     everything = {}
     with gr.Accordion("Training settings (TrainingArguments names)", open=False):
-        defaults = TrainConfig()
         for start in range(0, len(TOP_FIELDS), 4):
             with gr.Row():
                 for name in TOP_FIELDS[start:start + 4]:
