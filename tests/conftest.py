@@ -13,6 +13,31 @@ def home(tmp_path):
     return tmp_path / "studio_home"
 
 
+@pytest.fixture(autouse=True)
+def _restore_pil_pixel_limit():
+    # inspect_image sets PIL's process-wide limit; keep one test's small limit out of the others.
+    from PIL import Image
+
+    before = Image.MAX_IMAGE_PIXELS
+    yield
+    Image.MAX_IMAGE_PIXELS = before
+
+
+@pytest.fixture
+def stores(tmp_path):
+    """Opens stores with setting overrides (``stores(max_upload_mb=1)``), all closed after the test."""
+    from media_factory import StoreOpener
+
+    opener = StoreOpener(tmp_path)
+    yield opener
+    opener.close()
+
+
+@pytest.fixture
+def scratch(tmp_path):
+    return tmp_path / "scratch"
+
+
 @pytest.fixture
 def store(home):
     opened = open_store(load_settings(home=home))

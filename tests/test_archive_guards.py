@@ -11,9 +11,8 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from PIL import Image
 
-from media_factory import StoreOpener, circle, errors_by_file, make_zip, manifest, photo, save, write
+from media_factory import circle, errors_by_file, make_zip, manifest, photo, save, write
 from studio.data.archive import extract_zip, stage_inputs
 from studio.data.export import export_zip
 from studio.data.items import ImportRefused
@@ -24,18 +23,8 @@ from studio.store.tables import Upload
 MB = 1024 * 1024
 
 
-@pytest.fixture(autouse=True)
-def _restore_pil_pixel_limit():
-    before = Image.MAX_IMAGE_PIXELS
-    yield
-    Image.MAX_IMAGE_PIXELS = before
 
 
-@pytest.fixture
-def stores(tmp_path):
-    opener = StoreOpener(tmp_path)
-    yield opener
-    opener.close()
 
 
 @pytest.fixture

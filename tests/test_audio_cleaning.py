@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from media_factory import (StoreOpener, audio_item, digest, errors_by_file, manifest, noise, read_audio,
+from media_factory import (audio_item, digest, errors_by_file, manifest, noise, read_audio,
                            rms_db, run_step, silence, sources, tone, truncate, write, write_audio)
 from studio.data.archive import StagedFile
 from studio.data.clean import default_config
@@ -18,16 +18,8 @@ from studio.data.service import import_dataset
 RATE = 16_000
 
 
-@pytest.fixture
-def stores(tmp_path):
-    opener = StoreOpener(tmp_path)
-    yield opener
-    opener.close()
 
 
-@pytest.fixture
-def scratch(tmp_path):
-    return tmp_path / "scratch"
 
 
 def loudness(path) -> float:

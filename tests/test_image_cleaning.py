@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageEnhance
 
-from media_factory import (StoreOpener, blurred, circle, digest, errors_by_file, image_item, manifest, photo,
+from media_factory import (blurred, circle, digest, errors_by_file, image_item, manifest, photo,
                            run_step, save, sources, truncate, write)
 from studio.data.archive import StagedFile
 from studio.data.clean import default_config
@@ -18,24 +18,10 @@ from studio.data.read_media import read_media_files
 from studio.data.service import import_dataset
 
 
-@pytest.fixture(autouse=True)
-def _restore_pil_pixel_limit():
-    # inspect_image sets PIL's process-wide limit; keep one test's small limit out of the others.
-    before = Image.MAX_IMAGE_PIXELS
-    yield
-    Image.MAX_IMAGE_PIXELS = before
 
 
-@pytest.fixture
-def stores(tmp_path):
-    opener = StoreOpener(tmp_path)
-    yield opener
-    opener.close()
 
 
-@pytest.fixture
-def scratch(tmp_path):
-    return tmp_path / "scratch"
 
 
 # ------------------------------------------------------------------------------------ min size

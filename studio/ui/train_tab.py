@@ -15,7 +15,7 @@ from studio.data.service import get_version
 from studio.store import Store
 from studio.training import jobs
 from studio.training.config import SECTIONS, TrainConfig
-from studio.training.runs import checkpoints, list_runs, run_summary, samples
+from studio.training.runs import list_runs, run_summary, samples
 from studio.ui.forms import field_component, form_values, params_form
 from studio.ui.state import MetricCache, run_choices
 
