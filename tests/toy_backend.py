@@ -8,10 +8,6 @@ from pathlib import Path
 from studio.models.base import Handle, Sample
 
 
-class ToyModule:
-    pass
-
-
 def make_rows(n: int, seed: int = 0) -> list[dict]:
     import random
 
@@ -65,7 +61,6 @@ class ToyBackend:
                     for p, s in zip(prompts, seeds)]
 
     def save(self, handle, folder: Path):
-        import torch
         from safetensors.torch import save_file
 
         folder.mkdir(parents=True, exist_ok=True)

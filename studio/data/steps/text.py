@@ -10,7 +10,7 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from studio.data.items import Item
-from studio.data.steps.base import Step, StepContext, StepOutcome, drop_repeats, filter_items, transform_text
+from studio.data.steps.base import Step, StepOutcome, drop_repeats, filter_items, transform_text
 from studio.data.steps.common import greedy_near_duplicates
 
 TOKEN = re.compile(r"\w+|[^\w\s]")
