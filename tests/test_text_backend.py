@@ -422,3 +422,10 @@ def test_the_starter_learns_the_stories():
         print(repr(sample.text))
         assert len(words) >= 10
         assert sum(w in known for w in words) / len(words) >= 0.9
+
+
+def test_qlora_without_cuda_and_bitsandbytes_is_a_clear_error(tiny_folder):
+    config = TrainConfig()
+    config.lora.load_in_4bit = True
+    with pytest.raises(ValueError, match="QLoRA .* needs a CUDA GPU and the bitsandbytes package"):
+        TextBackend().load(str(tiny_folder), "lora", config)

@@ -199,6 +199,26 @@ def _dtype(config, method: str):
     return torch.float32
 
 
+def _quantization(config, method: str) -> dict:
+    """from_pretrained arguments for QLoRA (4-bit NF4 base), or none. Asking for it without a CUDA GPU and
+    bitsandbytes is a clear error rather than a silent full-precision run."""
+    if method != "lora" or not config.lora.load_in_4bit:
+        return {}
+    import importlib.util
+
+    import torch
+
+    if not torch.cuda.is_available() or config.use_cpu or importlib.util.find_spec("bitsandbytes") is None:
+        raise ValueError("QLoRA (load_in_4bit) needs a CUDA GPU and the bitsandbytes package "
+                         "(pip install bitsandbytes); turn load_in_4bit off to train LoRA in full precision")
+    from transformers import BitsAndBytesConfig
+
+    compute = torch.bfloat16 if config.mixed_precision == "bf16" else torch.float16
+    return {"quantization_config": BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
+                                                      bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=compute),
+            "device_map": {"": torch.cuda.current_device()}}
+
+
 def _from_pretrained(ref: str, method: str, config) -> tuple[Any, Any, bool]:
     """(tokenizer, model, starter) for a Hub id or a local folder (ours or any transformers causal LM).
     A LoRA run's folder comes back as its base with the adapter merged in."""
@@ -229,7 +249,8 @@ def _from_pretrained(ref: str, method: str, config) -> tuple[Any, Any, bool]:
                                                      trust_remote_code=False)
         else:
             model = AutoModelForCausalLM.from_pretrained(source, trust_remote_code=False, use_safetensors=True,
-                                                         dtype=_dtype(config, method))
+                                                         dtype=_dtype(config, method),
+                                                         **_quantization(config, method))
     except OSError as error:
         if local:
             raise
@@ -359,9 +380,11 @@ class TextBackend:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
             model.config.use_cache = False
         if method == "lora":
-            from peft import LoraConfig, get_peft_model
+            from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 
             lora = config.lora
+            if lora.load_in_4bit:  # QLoRA: norms in fp32, inputs require grad, optional checkpointing
+                model = prepare_model_for_kbit_training(model, config.gradient_checkpointing)
             model = get_peft_model(model, LoraConfig(r=lora.r, lora_alpha=lora.lora_alpha,
                                                      lora_dropout=lora.lora_dropout, task_type="CAUSAL_LM",
                                                      target_modules=lora_targets(model, lora.target_modules)))

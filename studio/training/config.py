@@ -26,6 +26,8 @@ class LoraOptions(Section):
     lora_dropout: float = Field(0.05, ge=0.0, lt=1.0)
     target_modules: str = Field("auto", description="'auto' (the family's preset: attention projections), "
                                                     "'all-linear', or comma-separated module names")
+    load_in_4bit: bool = Field(False, description="QLoRA: keep the frozen base in 4-bit NF4 (needs a CUDA GPU and "
+                                                  "the bitsandbytes package)")
 
 
 class TextOptions(Section):
