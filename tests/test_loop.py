@@ -105,3 +105,9 @@ def test_out_of_memory_halves_the_micro_batch_and_goes_on(tmp_path):
 def test_config_rejects_bad_values():
     with pytest.raises(ValueError):
         TrainConfig(learning_rate=-1)
+
+
+def test_tensorboard_logging_through_accelerate(tmp_path):
+    result, _, _ = run(tmp_path, report_to_tensorboard=True, max_steps=5)
+    events = list((tmp_path / "out").rglob("events.out.tfevents.*"))
+    assert result.status == "completed" and events and events[0].stat().st_size > 0
