@@ -107,7 +107,8 @@ def test_train_cli_json_contract(corpus_store):
     done = subprocess.run([sys.executable, "-m", "studio.cli", "train", "--dataset", dataset, "--model", "starter-text",
                            "--method", "scratch", "--max-steps", "4", "--set", "per_device_train_batch_size=4",
                            "--set", "max_length=32", "--set", "eval_steps=2", "--set", "learning_rate=3e-3",
-                           "--set", "use_cpu=true", "--json"],
+                           "--set", "use_cpu=true", "--set", "sample_prompts=The red fox", "--set", "sample_steps=2",
+                           "--json"],
                           capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
@@ -118,6 +119,8 @@ def test_train_cli_json_contract(corpus_store):
                                        "--json"], capture_output=True, text=True, env=env, timeout=60).stdout)
     assert shown["config"]["text"]["max_length"] == 32 and shown["config"]["learning_rate"] == 3e-3
     assert shown["history"][0] == {"step": 0, "name": "val_loss", "value": shown["history"][0]["value"]}
+    assert [(s["step"], s["prompt"]) for s in shown["samples"]] == [(2, "The red fox"), (4, "The red fox")]
+    assert all(s["text"] for s in shown["samples"])  # samples during training, stored with the run
     listed = json.loads(subprocess.run([sys.executable, "-m", "studio.cli", "runs", "list", "--json"],
                                        capture_output=True, text=True, env=env, timeout=60).stdout)
     assert [r["run_id"] for r in listed["runs"]] == [result["run_id"]]
