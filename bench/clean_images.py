@@ -1,14 +1,16 @@
 """Benchmark: the default image cleaning pipeline on synthetic images.
 
 Generates ``--count`` varied images (shapes on gradients, noise textures, stripes; mostly RGB with
-some greyscale, RGBA and palette images; PNG and JPEG), ~5% of them exact duplicates of an earlier
-image (same pixels, saved again as a PNG) and ~5% near-duplicates (re-encoded as JPEG, or slightly
-brightened) and ~3% blurred on purpose. It writes them to a temporary folder with a ``metadata.jsonl`` of captions, reads them
-the way an import does (``read_media_files`` on staged files), then times
-``run_cleaning(items, "image", None, ...)`` with every step at its default.
+some greyscale, RGBA and palette images; PNG and JPEG): ~5% of them exact duplicates of an earlier
+image (same pixels, saved again as a PNG), ~5% near-duplicates (re-encoded as JPEG, or slightly
+brightened) and ~3% blurred on purpose. It writes them to a temporary folder with a
+``metadata.jsonl`` of captions, reads them the way an import does (``read_media_files`` on staged
+files), then times ``run_cleaning(items, "image", None, ...)`` with every step at its default, and
+prints seconds per step, what each step removed, and how many of the planted images were caught.
 
     .venv/bin/python bench/clean_images.py                  # 2,000 images of 128x128
     .venv/bin/python bench/clean_images.py --count 500 --side 512
+    .venv/bin/python bench/clean_images.py --resize 64       # also the resize-and-crop step (off by default)
 
 The images are generated from ``--seed``, so a run is repeatable; generation is not timed.
 """
@@ -22,7 +24,11 @@ import tempfile
 import time
 from pathlib import Path
 
+# The steps import these on first use: importing them here keeps that one-off cost out of the
+# timed run.
+import imagehash  # noqa: F401
 import numpy as np
+import scipy.ndimage  # noqa: F401
 from PIL import Image, ImageDraw, ImageFilter
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -47,15 +53,10 @@ def _two_colours(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
             return a, b
 
 
-def shapes(rng: np.random.Generator, side: int) -> Image.Image:
-    """A two-colour gradient with a handful of filled ellipses, rectangles and polygons on top."""
-    t = np.linspace(0.0, 1.0, side, dtype=np.float32)
-    angle = rng.uniform(0, 2 * np.pi)
-    ramp = np.clip(np.cos(angle) * t[None, :] + np.sin(angle) * t[:, None], 0, 1)[..., None]
-    a, b = np.array(_colour(rng), np.float32), np.array(_colour(rng), np.float32)
-    image = Image.fromarray((a * (1 - ramp) + b * ramp).astype(np.uint8))
-    draw = ImageDraw.Draw(image)
-    for _ in range(int(rng.integers(3, 10))):
+def draw_shapes(image: Image.Image, rng: np.random.Generator, count: int) -> Image.Image:
+    """Filled ellipses, rectangles and triangles in random colours, drawn onto ``image``."""
+    draw, side = ImageDraw.Draw(image), image.width
+    for _ in range(count):
         x0, y0 = (int(v) for v in rng.integers(0, side, size=2))
         x1, y1 = x0 + int(rng.integers(side // 10, side // 2)), y0 + int(rng.integers(side // 10, side // 2))
         kind = rng.integers(3)
@@ -66,6 +67,16 @@ def shapes(rng: np.random.Generator, side: int) -> Image.Image:
         else:
             draw.polygon([tuple(int(v) for v in rng.integers(0, side, size=2)) for _ in range(3)], fill=_colour(rng))
     return image
+
+
+def shapes(rng: np.random.Generator, side: int) -> Image.Image:
+    """A two-colour gradient with a handful of filled ellipses, rectangles and polygons on top."""
+    t = np.linspace(0.0, 1.0, side, dtype=np.float32)
+    angle = rng.uniform(0, 2 * np.pi)
+    ramp = np.clip(np.cos(angle) * t[None, :] + np.sin(angle) * t[:, None], 0, 1)[..., None]
+    a, b = np.array(_colour(rng), np.float32), np.array(_colour(rng), np.float32)
+    image = Image.fromarray((a * (1 - ramp) + b * ramp).astype(np.uint8))
+    return draw_shapes(image, rng, int(rng.integers(3, 10)))
 
 
 def texture(rng: np.random.Generator, side: int) -> Image.Image:
@@ -80,7 +91,9 @@ def texture(rng: np.random.Generator, side: int) -> Image.Image:
 
 
 def stripes(rng: np.random.Generator, side: int) -> Image.Image:
-    """Stripes or a checkerboard at a random period and angle."""
+    """Stripes or a checkerboard at a random period and angle, with a few shapes on top (plain
+    stripes of similar angle and period have near-identical perceptual hashes: real near-duplicates
+    for pHash, which would blur the count of planted ones)."""
     y, x = np.mgrid[0:side, 0:side].astype(np.float32)
     angle, period = rng.uniform(0, np.pi), rng.uniform(4, side / 4)
     u = np.cos(angle) * x + np.sin(angle) * y
@@ -90,7 +103,7 @@ def stripes(rng: np.random.Generator, side: int) -> Image.Image:
         on ^= (np.floor(v / period) % 2).astype(bool)
     a, b = _two_colours(rng)
     out = np.where(on[..., None], a.astype(np.uint8), b.astype(np.uint8))
-    return Image.fromarray(out.astype(np.uint8))
+    return draw_shapes(Image.fromarray(out.astype(np.uint8)), rng, int(rng.integers(2, 5)))
 
 
 def as_mode(image: Image.Image, rng: np.random.Generator) -> Image.Image:
@@ -115,6 +128,23 @@ def save(image: Image.Image, folder: Path, stem: str, jpeg: bool, quality: int =
         name = f"{stem}.png"
         image.save(folder / name)
     return name
+
+
+def reset_peak_memory() -> None:
+    """Linux: restart the process's peak-RSS count (VmHWM), so the next peak read is the cleaning's."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass
+
+
+def peak_memory_mb() -> float:
+    """Peak resident memory since the last reset (NaN where /proc is not available)."""
+    try:
+        with open("/proc/self/status") as status:
+            return next(int(line.split()[1]) / 1024 for line in status if line.startswith("VmHWM:"))
+    except (OSError, StopIteration):
+        return float("nan")
 
 
 def make_images(folder: Path, count: int, side: int, seed: int) -> dict[str, str]:
@@ -161,7 +191,10 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=2000)
     parser.add_argument("--side", type=int, default=128, help="width and height of the images, in pixels")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--resize", type=int, metavar="PIXELS",
+                        help="also run the (off by default) resize-and-crop step, to this square side")
     args = parser.parse_args()
+    config = {"resize_crop": {"enabled": True, "resolution": args.resize}} if args.resize else None
 
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "images"
@@ -176,9 +209,11 @@ def main() -> None:
         assert len(read.items) == args.count and not read.problems, read.problems
 
         print("cleaning ...", file=sys.stderr, flush=True)
-        started = time.perf_counter()
-        kept, report = run_cleaning(read.items, "image", None, Path(tmp) / "scratch", Path(tmp) / "examples")
-        total = time.perf_counter() - started
+        reset_peak_memory()
+        started, cpu_started = time.perf_counter(), time.process_time()
+        kept, report = run_cleaning(read.items, "image", config, Path(tmp) / "scratch", Path(tmp) / "examples")
+        total, cpu = time.perf_counter() - started, time.process_time() - cpu_started
+        peak_mb = peak_memory_mb()
 
     kept_names = {item.source for item in kept}
     # The blur step writes meta["sharpness"] on every item it sees, so its removals are known exactly.
@@ -194,7 +229,8 @@ def main() -> None:
     for entry in report:
         print(f"{entry['step']:<18} {'yes' if entry['enabled'] else 'no':>3} {entry['seconds']:>8.2f} "
               f"{entry['removed']:>8,} {entry['changed']:>8,}")
-    print(f"{'total':<18} {'':>3} {total:>8.2f}   ({args.count / total:,.0f} images/s)\n")
+    print(f"{'total':<18} {'':>3} {total:>8.2f}   ({args.count / total:,.0f} images/s; {cpu:.2f} s of CPU time; "
+          f"peak memory while cleaning {peak_mb:,.0f} MB)\n")
     steps = {entry["step"]: entry for entry in report}
     for kind, step in (("blurry", "blur"), ("exact", "exact_duplicates"), ("near", "near_duplicates")):
         share = caught[kind] / max(len(planted[kind]), 1)
@@ -202,7 +238,7 @@ def main() -> None:
               f"{caught[kind]:,} of {len(planted[kind]):,} planted '{kind}' images removed ({share:.1%})")
     lost = [n for n, k in kinds.items() if k == "original" and n not in kept_names]
     print(f"originals removed: {len(lost):,} ({sum(n in blurred for n in lost):,} as blurry, the rest as "
-          f"near-duplicates of another original, e.g. two similar stripe patterns)")
+          f"near-duplicates of another image)")
 
 
 if __name__ == "__main__":

