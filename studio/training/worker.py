@@ -69,9 +69,10 @@ class StoreHooks(Hooks):
     def progress_(self, step: int, total: int) -> None:
         if step == total or step == 1 or time.monotonic() - self.progress_at > FLUSH_SECONDS:
             self.progress_at = time.monotonic()
-            self.flush()
-            with self.store.session() as session:
+            with self.store.session() as session:  # metrics and progress in one commit: each commit waits on disk
+                session.add_all(self.pending)
                 session.execute(update(Run).where(Run.id == self.run_id).values(steps_done=step, total_steps=total))
+            self.pending, self.flushed_at = [], time.monotonic()
 
     def checkpoint_(self, step: int, folder: Path, best_val: float | None) -> None:
         self.flush()
