@@ -1,0 +1,278 @@
+"""Text-to-audio: the starter, a small diffusion model on spectrograms trained from scratch.
+
+A clip becomes a one-channel picture: the log-magnitude STFT (8 kHz audio, 256-point Hann FFT, hop 128;
+the lowest 64 frequency bins, 0-2 kHz in 31 Hz steps; 64 frames ≈ 1 s), peak-normalised and mapped from
+[-80, 0] dB to [-1, 1]. (A 512-point FFT would double the picture's height, and the training cost, for
+frequency detail that pitched sounds below 2 kHz do not need.) The shared diffusion code (``studio.models.diffusion``) learns and samples those pictures;
+Griffin-Lim (numpy/scipy) turns a sampled spectrogram back into a waveform.
+
+Hub audio families (MusicGen, AudioLDM, Stable Audio) are not supported yet: ``load`` says so.
+torch, diffusers, transformers, scipy and soundfile are imported inside functions.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from studio.models.base import Handle, Sample
+
+STARTER = "starter-audio"
+DEFAULT_RATE = 8000
+N_FFT, HOP, N_BINS, TOP_DB = 256, 128, 64, 80.0
+
+
+# ----------------------------------------------------------------------------- spectrograms
+
+def spectrogram_settings(sample_rate: int, clip_seconds: float) -> dict:
+    """The picture's geometry: frames rounded up to a multiple of 8 (the UNet halves the size three times)."""
+    frames = math.ceil(clip_seconds * sample_rate / HOP)
+    return {"sample_rate": int(sample_rate), "n_fft": N_FFT, "hop": HOP, "n_bins": N_BINS, "top_db": TOP_DB,
+            "frames": int(math.ceil(frames / 8) * 8)}
+
+
+def _stft(wave: np.ndarray, spec: dict) -> np.ndarray:
+    from scipy.signal import stft
+
+    _, _, z = stft(wave, fs=spec["sample_rate"], window="hann", nperseg=spec["n_fft"],
+                   noverlap=spec["n_fft"] - spec["hop"], boundary="zeros", padded=True)
+    return z
+
+
+def _istft(z: np.ndarray, spec: dict) -> np.ndarray:
+    from scipy.signal import istft
+
+    _, wave = istft(z, fs=spec["sample_rate"], window="hann", nperseg=spec["n_fft"],
+                    noverlap=spec["n_fft"] - spec["hop"], boundary=True)
+    return wave
+
+
+def _fit_frames(z: np.ndarray, frames: int) -> np.ndarray:
+    if z.shape[1] >= frames:
+        return z[:, :frames]
+    return np.pad(z, ((0, 0), (0, frames - z.shape[1])))
+
+
+def to_spectrogram(wave: np.ndarray, spec: dict) -> np.ndarray:
+    """Mono waveform → (n_bins, frames) float32 in [-1, 1]: 0 dB (the clip's peak) → 1, -top_db → -1."""
+    magnitude = np.abs(_fit_frames(_stft(wave, spec), spec["frames"])[:spec["n_bins"]])
+    db = 20 * np.log10(magnitude + 1e-10)
+    db = np.clip(db - db.max(), -spec["top_db"], 0.0)
+    return (db / spec["top_db"] * 2 + 1).astype(np.float32)
+
+
+def griffin_lim(image: np.ndarray, spec: dict, iterations: int = 48, momentum: float = 0.99, seed: int = 0,
+                peak: float = 0.5) -> np.ndarray:
+    """(n_bins, frames) in [-1, 1] → waveform: fast Griffin-Lim (Perraudin et al. 2013), the phase found by
+    alternating projections; bins above ``n_bins`` are silent. Deterministic for a seed."""
+    frames = image.shape[1]
+    db = (np.clip(image, -1, 1) - 1) / 2 * spec["top_db"]
+    magnitude = np.zeros((spec["n_fft"] // 2 + 1, frames))
+    magnitude[:image.shape[0]] = np.where(db > -spec["top_db"] + 0.5, 10 ** (db / 20), 0.0)
+    rng = np.random.default_rng(seed)
+    angles = np.exp(2j * np.pi * rng.random(magnitude.shape))
+    previous = np.zeros_like(angles)
+    for _ in range(iterations):
+        rebuilt = _fit_frames(_stft(_istft(magnitude * angles, spec), spec), frames)
+        angles = rebuilt - (momentum / (1 + momentum)) * previous
+        angles /= np.abs(angles) + 1e-16
+        previous = rebuilt
+    wave = _istft(magnitude * angles, spec)[:int(round((frames - 1) * spec["hop"]))]
+    return (wave / (np.abs(wave).max() + 1e-9) * peak).astype(np.float32)
+
+
+def read_mono(path: Path, sample_rate: int) -> np.ndarray:
+    """A file's samples as mono float32 at ``sample_rate`` (scipy's polyphase resampling)."""
+    from math import gcd
+
+    import soundfile as sf
+    from scipy.signal import resample_poly
+
+    data, rate = sf.read(str(path), dtype="float32", always_2d=True)
+    mono = data.mean(axis=1)
+    if rate != sample_rate:
+        g = gcd(rate, sample_rate)
+        mono = resample_poly(mono, sample_rate // g, rate // g).astype(np.float32)
+    return mono
+
+
+def dominant_frequency(wave: np.ndarray, sample_rate: int) -> float:
+    """The frequency (Hz) of the strongest peak of the clip's magnitude spectrum."""
+    spectrum = np.abs(np.fft.rfft(wave * np.hanning(len(wave))))
+    return float(np.argmax(spectrum) * sample_rate / len(wave))
+
+
+# ----------------------------------------------------------------------------- the starter
+
+def starter_unet(spec: dict, cross_attention_dim: int = 64):
+    """A small UNet over (frequency, time) pictures (about 1.1M parameters): four resolutions with few
+    channels at the large ones, cross-attention at the two smallest, and the pooled caption added to the
+    timestep embedding (``addition_embed_type='text'``) so the whole picture hears the caption."""
+    from diffusers import UNet2DConditionModel
+
+    return UNet2DConditionModel(
+        sample_size=(spec["n_bins"], spec["frames"]), in_channels=1, out_channels=1, layers_per_block=1,
+        block_out_channels=(8, 16, 32, 64),
+        down_block_types=("DownBlock2D", "DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D", "UpBlock2D"),
+        cross_attention_dim=cross_attention_dim, attention_head_dim=8, norm_num_groups=8,
+        addition_embed_type="text", addition_embed_type_num_heads=8)
+
+
+def _dataset_class():
+    import torch
+    from torch.utils.data import Dataset
+
+    class CaptionedClips(Dataset):
+        """Manifest rows → {pixel_values: (1, n_bins, frames) spectrogram, input_ids}. Training takes a random
+        clip-length window of each file; validation the start. Decoded audio is kept in memory."""
+
+        def __init__(self, rows: list[dict], root: Path, tokenizer, spec: dict, random_crop: bool):
+            from studio.models.diffusion import tokenize
+
+            self.paths = [Path(root) / row["file"] for row in rows]
+            self.input_ids = tokenize(tokenizer, [row.get("caption") or "" for row in rows]) if rows else None
+            self.spec, self.random_crop = spec, random_crop
+            self.length = (spec["frames"] - 1) * spec["hop"]
+            self.waves: dict[int, np.ndarray] = {}
+
+        def __len__(self) -> int:
+            return len(self.paths)
+
+        def __getitem__(self, index: int) -> dict:
+            if index not in self.waves:
+                self.waves[index] = read_mono(self.paths[index], self.spec["sample_rate"])
+            wave = self.waves[index]
+            spare = len(wave) - self.length
+            if spare > 0:
+                start = int(torch.randint(0, spare + 1, ())) if self.random_crop else 0
+                wave = wave[start:start + self.length]
+            elif spare < 0:
+                wave = np.pad(wave, (0, -spare))
+            image = torch.from_numpy(to_spectrogram(wave, self.spec))[None]
+            return {"pixel_values": image, "input_ids": self.input_ids[index]}
+
+    return CaptionedClips
+
+
+class AudioBackend:
+    modality = "audio"
+
+    # -- loading
+
+    def load(self, model_ref: str, method: str, config=None, train_rows: list[dict] | None = None) -> Handle:
+        import torch
+
+        from studio.models import diffusion
+        from studio.training.config import METHODS, TrainConfig
+
+        config = config or TrainConfig()
+        if method not in METHODS:
+            raise ValueError(f"method must be one of {', '.join(METHODS)} (got '{method}')")
+        torch.manual_seed(config.seed)
+        options = config.audio
+        if model_ref == STARTER:
+            if method != "scratch":
+                raise ValueError("starter models are trained from scratch; use method 'scratch', or fine-tune a "
+                                 "finished run's model folder")
+            spec = spectrogram_settings(options.sample_rate or DEFAULT_RATE, options.clip_seconds)
+            tokenizer = diffusion.word_tokenizer([row.get("caption") or "" for row in train_rows or []])
+            text_encoder = diffusion.starter_text_encoder(tokenizer)
+            unet = starter_unet(spec, text_encoder.config.hidden_size)
+            scheduler, starter = diffusion.starter_scheduler(), True
+        else:
+            saved = _saved_spectrogram(model_ref)
+            rate = saved["sample_rate"]
+            if options.sample_rate and options.sample_rate != rate:
+                raise ValueError(f"'{model_ref}' was trained on {rate} Hz audio; set sample_rate to 0 or {rate}")
+            spec = spectrogram_settings(rate, options.clip_seconds)
+            parts = diffusion.load_pipeline_parts(model_ref, method)
+            tokenizer, text_encoder, unet = parts["tokenizer"], parts["text_encoder"], parts["unet"]
+            scheduler, starter = parts["scheduler"], False
+        diffusion.set_trainable(unet, text_encoder, method, config.lora, train_text_encoder=starter)
+        if config.gradient_checkpointing:
+            unet.enable_gradient_checkpointing()
+        image = config.image  # the diffusion options (prediction type, min-SNR, caption dropout) are shared
+        module = diffusion.DiffusionModule(unet, text_encoder, scheduler, diffusion.tokenize(tokenizer, [""])[0],
+                                           prediction_type=image.prediction_type, snr_gamma=image.snr_gamma,
+                                           caption_dropout=image.caption_dropout)
+        return Handle(modality=self.modality, model_ref=model_ref, method=method, module=module,
+                      parts={"tokenizer": tokenizer, "spectrogram": spec, "starter": starter})
+
+    # -- data
+
+    def datasets(self, handle: Handle, rows: dict[str, list[dict]], root: Path, config) -> dict[str, Any]:
+        dataset = _dataset_class()
+        spec = handle.parts["spectrogram"]
+        return {split: dataset(rows.get(split) or [], root, handle.parts["tokenizer"], spec, split == "train")
+                for split in ("train", "validation")}
+
+    def collate(self, handle: Handle, config) -> Callable[[list], dict]:
+        from studio.models.diffusion import collate_images
+
+        return collate_images
+
+    # -- generation
+
+    def generate(self, handle: Handle, prompts: list[str], seeds: list[int], settings: dict,
+                 out_dir: Path) -> list[Sample]:
+        """Settings: steps (30), guidance_scale (3.0), seconds (the training clip length),
+        negative_prompt (''), griffin_lim_iterations (48). Writes 16-bit WAV files."""
+        import soundfile as sf
+
+        from studio.models.diffusion import pairs, sample
+
+        settings = settings or {}
+        spec = dict(handle.parts["spectrogram"])
+        if settings.get("seconds"):
+            spec = spectrogram_settings(spec["sample_rate"], float(settings["seconds"]))
+        chosen = pairs(prompts, seeds)
+        started = time.perf_counter()
+        images = sample(handle.module, handle.parts["tokenizer"], [p for p, _ in chosen], [s for _, s in chosen],
+                        height=spec["n_bins"], width=spec["frames"], steps=int(settings.get("steps", 30)),
+                        guidance_scale=float(settings.get("guidance_scale", 3.0)),
+                        negative_prompt=str(settings.get("negative_prompt") or ""),
+                        scheduler=str(settings.get("scheduler", "ddim")))
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        iterations = int(settings.get("griffin_lim_iterations", 48))
+        waves = [griffin_lim(image[0].numpy(), spec, iterations, seed=seed) for image, (_, seed) in zip(images, chosen)]
+        seconds = (time.perf_counter() - started) / max(len(chosen), 1)
+        samples = []
+        for number, ((prompt, seed), wave) in enumerate(zip(chosen, waves)):
+            path = out_dir / f"{number:03d}_seed{seed}.wav"
+            sf.write(str(path), wave, spec["sample_rate"], subtype="PCM_16")
+            samples.append(Sample(prompt=prompt, seed=seed, path=path, seconds=seconds))
+        return samples
+
+    # -- saving
+
+    def save(self, handle: Handle, folder: Path) -> None:
+        from studio.models.diffusion import save_model
+
+        spec = handle.parts["spectrogram"]
+        save_model(handle, folder, {"spectrogram": spec, "sample_rate": spec["sample_rate"]})
+
+    def load_weights(self, handle: Handle, folder: Path) -> None:
+        from studio.models.diffusion import load_model_weights
+
+        load_model_weights(handle, folder)
+
+
+def _saved_spectrogram(model_ref: str) -> dict:
+    """The spectrogram settings a studio audio folder was trained with; anything else is not supported."""
+    from studio.models.diffusion import MARKER
+
+    marker = Path(model_ref).expanduser() / MARKER
+    if marker.is_file():
+        saved = json.loads(marker.read_text())
+        if saved.get("modality") == "audio" and saved.get("spectrogram") and (marker.parent / "unet").is_dir():
+            return saved["spectrogram"]
+    raise NotImplementedError(
+        f"'{model_ref}': Hub audio models (MusicGen, AudioLDM, Stable Audio) are not supported yet. Audio supports "
+        f"'{STARTER}' (method 'scratch') and model folders saved from starter-audio runs (lora, full or scratch).")

@@ -1,0 +1,478 @@
+"""Text-to-image diffusion, written once: training loss and sampling, read top to bottom.
+
+The image backend trains it on pictures (in a VAE's latent space, or directly on pixels for the starter);
+the audio backend trains it on spectrograms treated as one-channel pictures. Like the diffusers training
+examples, nothing is hidden behind a pipeline object:
+
+    training:  x0 (latents or pixels) ─┬─ noise, timestep ──▶ x_t ──▶ UNet(x_t, t, text) ──▶ prediction
+                                       └─ target (epsilon | v | flow velocity) ──▶ MSE (min-SNR weighted)
+    sampling:  noise(seed) ──▶ DDIM / flow-matching Euler steps with classifier-free guidance ──▶ x0
+
+This module is imported only inside the backends' functions (it needs torch at import time to define
+the ``nn.Module``); diffusers is imported inside functions.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+PREDICTION_TYPES = ("epsilon", "v_prediction", "flow_matching")
+
+
+# ----------------------------------------------------------------------------- prediction types
+
+def is_flow_scheduler(scheduler) -> bool:
+    return "FlowMatch" in type(scheduler).__name__
+
+
+def resolve_prediction_type(requested: str, scheduler) -> str:
+    """'auto' → what the model's scheduler was trained with; otherwise the request."""
+    if requested != "auto":
+        if requested not in PREDICTION_TYPES:
+            raise ValueError(f"prediction_type must be auto or one of {', '.join(PREDICTION_TYPES)}")
+        return requested
+    if is_flow_scheduler(scheduler):
+        return "flow_matching"
+    found = scheduler.config.get("prediction_type", "epsilon")
+    if found not in PREDICTION_TYPES:
+        raise ValueError(f"the model's scheduler predicts '{found}', which training does not support "
+                         f"(choose one of {', '.join(PREDICTION_TYPES)})")
+    return found
+
+
+def training_scheduler(prediction_type: str, scheduler):
+    """The noise scheduler that matches ``prediction_type`` (saved with the model, so sampling agrees)."""
+    from diffusers import DDPMScheduler, FlowMatchEulerDiscreteScheduler
+
+    if prediction_type == "flow_matching":
+        if is_flow_scheduler(scheduler):
+            return scheduler
+        return FlowMatchEulerDiscreteScheduler(num_train_timesteps=scheduler.config.num_train_timesteps)
+    if is_flow_scheduler(scheduler):
+        raise ValueError("this model was trained with flow matching; use prediction_type 'flow_matching' or 'auto'")
+    if type(scheduler).__name__ != "DDPMScheduler" or scheduler.config.prediction_type != prediction_type:
+        return DDPMScheduler.from_config(scheduler.config, prediction_type=prediction_type)
+    return scheduler
+
+
+# ----------------------------------------------------------------------------- the trainable module
+
+class DiffusionModule(nn.Module):
+    """UNet + text encoder (+ frozen VAE) + noise scheduler; ``forward(batch) -> loss``.
+
+    ``batch`` holds ``pixel_values`` (B, C, H, W) in [-1, 1] and ``input_ids`` (B, L).
+    ``empty_ids`` (L,) is the empty caption, used for caption dropout and for unconditional guidance.
+    """
+
+    def __init__(self, unet, text_encoder, noise_scheduler, empty_ids, vae=None, *, prediction_type: str = "auto",
+                 snr_gamma: float = 0.0, caption_dropout: float = 0.0):
+        super().__init__()
+        self.unet = unet
+        self.text_encoder = text_encoder
+        self.vae = vae
+        if vae is not None:
+            vae.requires_grad_(False)
+        self.prediction_type = resolve_prediction_type(prediction_type, noise_scheduler)
+        self.noise_scheduler = training_scheduler(self.prediction_type, noise_scheduler)
+        self.snr_gamma = float(snr_gamma)
+        self.caption_dropout = float(caption_dropout)
+        self.register_buffer("empty_ids", torch.as_tensor(empty_ids, dtype=torch.long), persistent=False)
+
+    # -- the pieces
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.unet.parameters()).device
+
+    def encode_text(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """Per-token text features (the UNet's cross-attention input)."""
+        trains = any(p.requires_grad for p in self.text_encoder.parameters())
+        with torch.set_grad_enabled(trains and torch.is_grad_enabled()):
+            return self.text_encoder(input_ids.to(self.device))[0]
+
+    def vae_scale(self) -> int:
+        return 2 ** (len(self.vae.config.block_out_channels) - 1) if self.vae is not None else 1
+
+    @torch.no_grad()
+    def to_latents(self, pixels: torch.Tensor) -> torch.Tensor:
+        if self.vae is None:
+            return pixels
+        latents = self.vae.encode(pixels.to(self.vae.dtype)).latent_dist.sample()
+        shift = self.vae.config.get("shift_factor") or 0.0
+        return (latents - shift) * self.vae.config.scaling_factor
+
+    @torch.no_grad()
+    def to_pixels(self, latents: torch.Tensor) -> torch.Tensor:
+        if self.vae is None:
+            return latents
+        shift = self.vae.config.get("shift_factor") or 0.0
+        return self.vae.decode((latents / self.vae.config.scaling_factor + shift).to(self.vae.dtype)).sample
+
+    def min_snr_weights(self, timesteps: torch.Tensor) -> torch.Tensor:
+        """Min-SNR-gamma (Hang et al. 2023): weight = min(SNR, gamma) / SNR (epsilon) or / (SNR + 1) (v)."""
+        from diffusers.training_utils import compute_snr
+
+        snr = compute_snr(self.noise_scheduler, timesteps).clamp(min=1e-8)
+        clipped = snr.clamp(max=self.snr_gamma)
+        return clipped / (snr + 1) if self.prediction_type == "v_prediction" else clipped / snr
+
+    # -- the loss
+
+    def forward(self, batch: dict) -> torch.Tensor:
+        # Validation draws the same noise and timesteps every time, so its loss is comparable across evaluations.
+        generator = None if self.training else torch.Generator().manual_seed(0)
+        latents = self.to_latents(batch["pixel_values"].to(self.device))
+        latents = latents.to(self.unet.dtype)
+        size = latents.shape[0]
+
+        input_ids = batch["input_ids"].to(self.device)
+        if self.training and self.caption_dropout > 0:  # teaches the unconditional model guidance needs
+            dropped = torch.rand(size, device=self.device) < self.caption_dropout
+            input_ids = torch.where(dropped[:, None], self.empty_ids[None, :], input_ids)
+        text = self.encode_text(input_ids)
+
+        noise = torch.randn(latents.shape, generator=generator).to(latents) if generator is not None \
+            else torch.randn_like(latents)
+        scheduler = self.noise_scheduler
+        steps = scheduler.config.num_train_timesteps
+        if self.prediction_type == "flow_matching":  # straight line from data (sigma 0) to noise (sigma 1)
+            sigmas = torch.rand(size, generator=generator).to(self.device)
+            s = sigmas.view(-1, *[1] * (latents.dim() - 1)).to(latents.dtype)
+            noisy = (1 - s) * latents + s * noise
+            timesteps = sigmas * steps
+            target = noise - latents
+        else:
+            timesteps = torch.randint(0, steps, (size,), generator=generator).to(self.device)
+            noisy = scheduler.add_noise(latents, noise, timesteps)
+            target = noise if self.prediction_type == "epsilon" else scheduler.get_velocity(latents, noise, timesteps)
+
+        prediction = self.unet(noisy, timesteps, encoder_hidden_states=text.to(self.unet.dtype)).sample
+        loss = (prediction.float() - target.float()).pow(2).mean(dim=list(range(1, prediction.dim())))
+        if self.snr_gamma > 0 and self.prediction_type != "flow_matching":
+            loss = loss * self.min_snr_weights(timesteps)
+        return loss.mean()
+
+
+# ----------------------------------------------------------------------------- data helpers
+
+def tokenize(tokenizer, captions: list[str]) -> torch.Tensor:
+    """Captions → (N, L) ids padded to the tokenizer's length (CLIP: 77), as Stable Diffusion does."""
+    length = min(int(tokenizer.model_max_length), 512)
+    return tokenizer([c or "" for c in captions], padding="max_length", max_length=length, truncation=True,
+                     return_tensors="pt").input_ids
+
+
+def collate_images(items: list[dict]) -> dict:
+    """Stacks dataset items ({pixel_values, input_ids}) into a batch."""
+    return {"pixel_values": torch.stack([i["pixel_values"] for i in items]),
+            "input_ids": torch.stack([i["input_ids"] for i in items])}
+
+
+def pairs(prompts: list[str], seeds: list[int]) -> list[tuple[str, int]]:
+    """Prompt i goes with seed i; a single prompt or a single seed goes with every one of the other list."""
+    prompts, seeds = list(prompts), list(seeds)
+    if len(prompts) == len(seeds):
+        return list(zip(prompts, seeds))
+    if len(seeds) == 1:
+        return [(p, seeds[0]) for p in prompts]
+    if len(prompts) == 1:
+        return [(prompts[0], s) for s in seeds]
+    raise ValueError(f"{len(prompts)} prompts and {len(seeds)} seeds: give one seed per prompt, or one of either")
+
+
+# ----------------------------------------------------------------------------- sampling
+
+def sampling_scheduler(module: DiffusionModule, kind: str = "ddim"):
+    """DDIM (deterministic, eta 0) for noise-prediction models; Euler for flow matching; 'model' takes the
+    model's own scheduler class as saved."""
+    from diffusers import DDIMScheduler, FlowMatchEulerDiscreteScheduler
+
+    config = module.noise_scheduler.config
+    if module.prediction_type == "flow_matching":
+        return FlowMatchEulerDiscreteScheduler.from_config(config)
+    if kind == "model":
+        return type(module.noise_scheduler).from_config(config)
+    return DDIMScheduler.from_config(config)
+
+
+@torch.no_grad()
+def sample(module: DiffusionModule, tokenizer, prompts: list[str], seeds: list[int], *, height: int, width: int,
+           steps: int = 30, guidance_scale: float = 3.0, negative_prompt: str = "", scheduler: str = "ddim",
+           batch_size: int = 8) -> torch.Tensor:
+    """One image per (prompt, seed) pair (same order), as a float CPU tensor (N, C, H, W) in [-1, 1].
+
+    The starting noise of each image comes from its own ``torch.Generator`` seeded with its seed, drawn on
+    the CPU: the same seed gives the same image whatever the batch or the device.
+    """
+    if module.vae is not None:
+        channels, scale = module.vae.config.latent_channels, module.vae_scale()
+    else:
+        channels, scale = module.unet.config.in_channels, 1
+    if height % scale or width % scale:
+        raise ValueError(f"height and width must be multiples of {scale}")
+    shape = (channels, height // scale, width // scale)
+    was_training = module.training
+    module.eval()
+    try:
+        outputs = []
+        for start in range(0, len(prompts), batch_size):
+            chunk_prompts, chunk_seeds = prompts[start:start + batch_size], seeds[start:start + batch_size]
+            outputs.append(_sample_batch(module, tokenizer, chunk_prompts, chunk_seeds, shape, steps,
+                                         guidance_scale, negative_prompt, scheduler))
+    finally:
+        module.train(was_training)
+    return torch.cat(outputs)
+
+
+def _sample_batch(module, tokenizer, prompts, seeds, shape, steps, guidance_scale, negative_prompt, kind):
+    device, dtype = module.device, module.unet.dtype
+    sampler = sampling_scheduler(module, kind)
+    sampler.set_timesteps(steps, device=device)
+
+    noise = torch.stack([torch.randn(shape, generator=torch.Generator().manual_seed(int(seed))) for seed in seeds])
+    latents = noise.to(device=device, dtype=dtype) * sampler.init_noise_sigma
+
+    text = module.encode_text(tokenize(tokenizer, prompts))
+    guided = guidance_scale != 1.0
+    if guided:
+        negative = module.encode_text(tokenize(tokenizer, [negative_prompt] * len(prompts)))
+        text = torch.cat([negative, text])
+    text = text.to(dtype)
+
+    for t in sampler.timesteps:
+        model_input = torch.cat([latents, latents]) if guided else latents
+        if hasattr(sampler, "scale_model_input"):  # (flow-matching Euler has none)
+            model_input = sampler.scale_model_input(model_input, t)
+        timestep = t.expand(model_input.shape[0]).to(device)
+        prediction = module.unet(model_input, timestep, encoder_hidden_states=text).sample
+        if guided:  # classifier-free guidance: push away from the unconditional prediction
+            unconditional, conditional = prediction.chunk(2)
+            prediction = unconditional + guidance_scale * (conditional - unconditional)
+        latents = sampler.step(prediction, t, latents).prev_sample
+
+    return module.to_pixels(latents).float().clamp(-1, 1).cpu()
+
+
+def to_uint8(image: torch.Tensor):
+    """(C, H, W) in [-1, 1] → (H, W, C) uint8 numpy array."""
+    array = ((image.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    return array.permute(1, 2, 0).numpy()
+
+
+
+# ----------------------------------------------------------------------------- starters (built from configs)
+
+def word_tokenizer(captions: list[str], max_length: int | None = None):
+    """A word-level tokenizer whose vocabulary is the training captions' words (lower-cased; most frequent
+    first, ties alphabetical, so the same captions give the same ids). Captions are padded to
+    ``max_length`` tokens: by default the longest training caption with its two markers, rounded up to a
+    multiple of 8 (8 to 64) — padding the model never needs only dilutes the caption."""
+    from collections import Counter
+
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    specials = ["[PAD]", "[UNK]", "[BOS]", "[EOS]"]
+    splitter = pre_tokenizers.Whitespace()
+    counts = Counter(word for caption in captions if caption
+                     for word, _span in splitter.pre_tokenize_str(caption.lower()))
+    words = sorted(counts, key=lambda w: (-counts[w], w))
+    if max_length is None:
+        longest = max((len(splitter.pre_tokenize_str(c.lower())) for c in captions if c), default=0)
+        max_length = min(max(8, -(-(longest + 2) // 8) * 8), 64)
+    vocab = {token: i for i, token in enumerate(specials + [w for w in words if w not in specials])}
+    tokenizer = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    tokenizer.normalizer = normalizers.Sequence([normalizers.NFKC(), normalizers.Lowercase()])
+    tokenizer.pre_tokenizer = splitter
+    tokenizer.post_processor = processors.TemplateProcessing(single="[BOS] $A [EOS]",
+                                                             special_tokens=[("[BOS]", 2), ("[EOS]", 3)])
+    return PreTrainedTokenizerFast(tokenizer_object=tokenizer, pad_token="[PAD]", unk_token="[UNK]",
+                                   bos_token="[BOS]", eos_token="[EOS]", model_max_length=max_length)
+
+
+def starter_text_encoder(tokenizer, hidden: int = 64, layers: int = 2, heads: int = 4):
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    config = CLIPTextConfig(vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=hidden * 2,
+                            num_hidden_layers=layers, num_attention_heads=heads,
+                            max_position_embeddings=tokenizer.model_max_length, projection_dim=hidden,
+                            pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
+                            eos_token_id=tokenizer.eos_token_id)
+    return CLIPTextModel(config)
+
+
+def starter_scheduler(prediction_type: str = "v_prediction"):
+    """The cosine ("squaredcos_cap_v2") schedule, which suits small images better than SD's linear one."""
+    from diffusers import DDPMScheduler
+
+    return DDPMScheduler(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2", prediction_type=prediction_type,
+                         clip_sample=True, timestep_spacing="trailing")
+
+
+# ----------------------------------------------------------------------------- model folders
+
+MARKER = "studio_model.json"
+LORA_PRESET = ["to_q", "to_k", "to_v", "to_out.0"]
+UNSUPPORTED = {"text_encoder_2": "SDXL-class pipelines (two text encoders) are not supported yet",
+               "transformer": "transformer-based pipelines (SD3, Flux, ...) are not supported yet",
+               "prior": "prior/decoder pipelines are not supported"}
+
+
+def pipeline_components(model_ref: str) -> dict:
+    """Which components a pipeline folder or Hub id has: model_index.json, or the subfolders present."""
+    import json
+    from pathlib import Path
+
+    folder = Path(model_ref).expanduser()
+    if folder.is_dir():
+        if (folder / "model_index.json").exists():
+            index = json.loads((folder / "model_index.json").read_text())
+        else:
+            index = {p.name: ["", ""] for p in folder.iterdir() if p.is_dir()}
+    else:
+        from diffusers import DiffusionPipeline
+
+        index = DiffusionPipeline.load_config(model_ref)
+    return {k: v for k, v in index.items() if isinstance(v, (list, tuple)) and len(v) == 2 and v[0] is not None}
+
+
+def load_scheduler(model_ref: str):
+    from diffusers import DDPMScheduler, FlowMatchEulerDiscreteScheduler
+
+    config = DDPMScheduler.load_config(model_ref, subfolder="scheduler")
+    if "FlowMatch" in config.get("_class_name", ""):
+        return FlowMatchEulerDiscreteScheduler.from_config(config)
+    return DDPMScheduler.from_config(config)
+
+
+def load_pipeline_parts(model_ref: str, method: str) -> dict:
+    """tokenizer, text encoder, UNet (pretrained; from its config for 'scratch'), VAE if any, and scheduler
+    of a Stable-Diffusion-class pipeline, each with ``from_pretrained(subfolder=...)`` and safetensors only."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import AutoTokenizer, CLIPTextModel
+
+    components = pipeline_components(model_ref)
+    for name, why in UNSUPPORTED.items():
+        if name in components:
+            raise NotImplementedError(f"'{model_ref}': {why}; Stable-Diffusion-1/2-class pipelines (UNet2DCondition"
+                                      "Model + CLIP text encoder) and the starters are")
+    missing = [n for n in ("unet", "text_encoder", "tokenizer", "scheduler") if n not in components]
+    if missing:
+        raise ValueError(f"'{model_ref}' is not a text-to-image diffusion pipeline (no {', '.join(missing)})")
+    tokenizer = AutoTokenizer.from_pretrained(model_ref, subfolder="tokenizer")
+    text_encoder = CLIPTextModel.from_pretrained(model_ref, subfolder="text_encoder", use_safetensors=True)
+    if method == "scratch":
+        unet = UNet2DConditionModel.from_config(UNet2DConditionModel.load_config(model_ref, subfolder="unet"))
+    else:
+        unet = UNet2DConditionModel.from_pretrained(model_ref, subfolder="unet", use_safetensors=True)
+    vae = AutoencoderKL.from_pretrained(model_ref, subfolder="vae", use_safetensors=True) \
+        if "vae" in components else None
+    return {"tokenizer": tokenizer, "text_encoder": text_encoder, "unet": unet, "vae": vae,
+            "scheduler": load_scheduler(model_ref)}
+
+
+def lora_targets(unet, option: str) -> list[str]:
+    """'auto' → the attention projections; 'all-linear' → every Linear layer; else comma-separated names."""
+    if option == "auto":
+        return list(LORA_PRESET)
+    if option == "all-linear":
+        return [name for name, layer in unet.named_modules() if isinstance(layer, nn.Linear)]
+    return [name.strip() for name in option.split(",") if name.strip()]
+
+
+def set_trainable(unet, text_encoder, method: str, lora_options, train_text_encoder: bool = False) -> None:
+    """lora: only the adapter trains; full/scratch: the whole UNet; the text encoder only for starters."""
+    text_encoder.requires_grad_(train_text_encoder)
+    unet.requires_grad_(method != "lora")
+    if method == "lora":
+        from peft import LoraConfig
+
+        unet.add_adapter(LoraConfig(r=lora_options.r, lora_alpha=lora_options.lora_alpha,
+                                    lora_dropout=lora_options.lora_dropout, init_lora_weights="gaussian",
+                                    target_modules=lora_targets(unet, lora_options.target_modules)))
+
+
+def save_model(handle, folder, extra_marker: dict | None = None) -> None:
+    """LoRA: the PEFT adapter (adapter_model.safetensors + adapter_config.json) and the same weights as a
+    diffusers LoRA file (pytorch_lora_weights.safetensors, for ``pipeline.load_lora_weights``).
+    Otherwise every component in its own from_pretrained-loadable subfolder, plus model_index.json when there
+    is a VAE (then the folder is a StableDiffusionPipeline). Always ``studio_model.json``."""
+    import json
+    from pathlib import Path
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    module, tokenizer = handle.module, handle.parts["tokenizer"]
+    if handle.method == "lora":
+        from diffusers import StableDiffusionPipeline
+        from diffusers.utils import convert_state_dict_to_diffusers
+        from peft.utils import get_peft_model_state_dict
+        from safetensors.torch import save_file
+
+        state = {k: v.detach().contiguous().cpu() for k, v in get_peft_model_state_dict(module.unet).items()}
+        save_file(state, str(folder / "adapter_model.safetensors"), metadata={"format": "pt"})
+        module.unet.peft_config["default"].save_pretrained(str(folder))
+        StableDiffusionPipeline.save_lora_weights(str(folder), unet_lora_layers=convert_state_dict_to_diffusers(state),
+                                                  safe_serialization=True)
+    else:
+        module.unet.save_pretrained(str(folder / "unet"), safe_serialization=True)
+        module.text_encoder.save_pretrained(str(folder / "text_encoder"), safe_serialization=True)
+        tokenizer.save_pretrained(str(folder / "tokenizer"))
+        module.noise_scheduler.save_pretrained(str(folder / "scheduler"))
+        if module.vae is not None:  # a complete StableDiffusionPipeline folder
+            import diffusers
+
+            module.vae.save_pretrained(str(folder / "vae"), safe_serialization=True)
+            index = {"_class_name": "StableDiffusionPipeline", "_diffusers_version": diffusers.__version__,
+                     "vae": ["diffusers", type(module.vae).__name__],
+                     "text_encoder": ["transformers", type(module.text_encoder).__name__],
+                     "tokenizer": ["transformers", type(tokenizer).__name__],
+                     "unet": ["diffusers", type(module.unet).__name__],
+                     "scheduler": ["diffusers", type(module.noise_scheduler).__name__],
+                     "safety_checker": [None, None], "feature_extractor": [None, None],
+                     "image_encoder": [None, None], "requires_safety_checker": False}
+            (folder / "model_index.json").write_text(json.dumps(index, indent=2))
+    marker = {"modality": handle.modality, "base": handle.model_ref, "method": handle.method,
+              "prediction_type": module.prediction_type, "resolution": handle.parts.get("resolution"),
+              **(extra_marker or {})}
+    (folder / MARKER).write_text(json.dumps(marker, indent=1))
+
+
+def load_model_weights(handle, folder) -> None:
+    """Reverses ``save_model`` into ``handle``: parameters are loaded in place (an optimizer holding them
+    stays valid); a component of another shape (a starter rebuilt with another vocabulary) is replaced."""
+    from pathlib import Path
+
+    from safetensors.torch import load_file
+
+    folder = Path(folder)
+    module = handle.module
+    if handle.method == "lora":
+        from peft import set_peft_model_state_dict
+
+        path = folder / "adapter_model.safetensors"
+        if not path.exists():
+            raise FileNotFoundError(f"no LoRA adapter (adapter_model.safetensors) in {folder}")
+        result = set_peft_model_state_dict(module.unet, load_file(str(path)))
+        if getattr(result, "unexpected_keys", None):
+            raise ValueError(f"the adapter in {folder} does not fit this model: {', '.join(result.unexpected_keys[:5])}")
+        return
+    from diffusers import UNet2DConditionModel
+    from transformers import AutoTokenizer, CLIPTextModel
+
+    if not (folder / "unet").is_dir():
+        raise FileNotFoundError(f"no model weights (unet/) in {folder}")
+    for name, cls in (("unet", UNet2DConditionModel), ("text_encoder", CLIPTextModel)):
+        fresh = cls.from_pretrained(str(folder / name), use_safetensors=True)
+        current = getattr(module, name)
+        ours, theirs = current.state_dict(), fresh.state_dict()
+        if ours.keys() == theirs.keys() and all(ours[k].shape == theirs[k].shape for k in ours):
+            current.load_state_dict(theirs)
+        else:
+            fresh.requires_grad_(any(p.requires_grad for p in current.parameters()))
+            setattr(module, name, fresh.to(module.device))
+    if (folder / "tokenizer").is_dir():
+        tokenizer = AutoTokenizer.from_pretrained(str(folder / "tokenizer"))
+        handle.parts["tokenizer"] = tokenizer
+        module.empty_ids = tokenize(tokenizer, [""])[0].to(module.device)

@@ -1,0 +1,170 @@
+"""Text-to-image: the starter (a small pixel-space diffusion model trained from scratch) and
+Stable-Diffusion-class pipelines from the Hub or a local folder (LoRA, full fine-tuning, or a UNet from
+scratch). The diffusion itself lives in ``studio.models.diffusion``; this module adds images.
+
+torch, diffusers, transformers and peft are imported inside functions.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from studio.models.base import Handle, Sample
+
+STARTER = "starter-image"
+
+
+def starter_unet(resolution: int, channels: int = 3, cross_attention_dim: int = 64):
+    """A small pixel-space UNet (about 1.1M parameters): three resolutions, cross-attention at the two
+    smaller ones, and the pooled caption added to the timestep embedding (``addition_embed_type='text'``),
+    which lets global properties such as colour follow the caption after a few hundred steps."""
+    from diffusers import UNet2DConditionModel
+
+    return UNet2DConditionModel(
+        sample_size=resolution, in_channels=channels, out_channels=channels, layers_per_block=1,
+        block_out_channels=(16, 32, 64),
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=cross_attention_dim, attention_head_dim=8, norm_num_groups=8,
+        addition_embed_type="text", addition_embed_type_num_heads=8)
+
+
+def load_image(path: Path, resolution: int, flip: bool):
+    """RGB, scaled so the shorter side is ``resolution`` and centre-cropped, optionally mirrored;
+    returned as a (3, H, W) float tensor in [-1, 1]."""
+    import numpy as np
+    import torch
+    from PIL import Image, ImageOps
+
+    from studio.data.steps.image import open_rgb
+    from studio.data.items import Item
+
+    image = open_rgb(Item(source=str(path), path=Path(path)))
+    image = ImageOps.fit(image, (resolution, resolution), Image.Resampling.LANCZOS)
+    if flip:
+        image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    array = np.asarray(image, dtype=np.float32) / 127.5 - 1.0
+    return torch.from_numpy(array).permute(2, 0, 1).contiguous()
+
+
+def _dataset_class():
+    from torch.utils.data import Dataset
+
+    class CaptionedImages(Dataset):
+        """Manifest rows → {pixel_values, input_ids}; captions are tokenized once, images read per item."""
+
+        def __init__(self, rows: list[dict], root: Path, tokenizer, resolution: int, random_flip: bool):
+            from studio.models.diffusion import tokenize
+
+            self.paths = [Path(root) / row["file"] for row in rows]
+            self.input_ids = tokenize(tokenizer, [row.get("caption") or "" for row in rows]) if rows else None
+            self.resolution, self.random_flip = resolution, random_flip
+
+        def __len__(self) -> int:
+            return len(self.paths)
+
+        def __getitem__(self, index: int) -> dict:
+            import torch
+
+            flip = self.random_flip and bool(torch.rand(()) < 0.5)
+            return {"pixel_values": load_image(self.paths[index], self.resolution, flip),
+                    "input_ids": self.input_ids[index]}
+
+    return CaptionedImages
+
+
+class ImageBackend:
+    modality = "image"
+
+    # -- loading
+
+    def load(self, model_ref: str, method: str, config=None, train_rows: list[dict] | None = None) -> Handle:
+        import torch
+
+        from studio.models import diffusion
+        from studio.training.config import METHODS, TrainConfig
+
+        config = config or TrainConfig()
+        if method not in METHODS:
+            raise ValueError(f"method must be one of {', '.join(METHODS)} (got '{method}')")
+        torch.manual_seed(config.seed)  # the same seed builds the same starting weights and LoRA matrices
+        options = config.image
+        if model_ref == STARTER:
+            if method != "scratch":
+                raise ValueError("starter models are trained from scratch; use method 'scratch', or fine-tune a "
+                                 "finished run's model folder")
+            tokenizer = diffusion.word_tokenizer([row.get("caption") or "" for row in train_rows or []])
+            text_encoder = diffusion.starter_text_encoder(tokenizer)
+            unet = starter_unet(options.resolution, 3, text_encoder.config.hidden_size)
+            scheduler, vae, starter = diffusion.starter_scheduler(), None, True
+        else:
+            parts = diffusion.load_pipeline_parts(model_ref, method)
+            tokenizer, text_encoder, unet, vae = parts["tokenizer"], parts["text_encoder"], parts["unet"], parts["vae"]
+            scheduler, starter = parts["scheduler"], False
+        # Starters train their text encoder with the UNet; pretrained text encoders stay frozen.
+        diffusion.set_trainable(unet, text_encoder, method, config.lora, train_text_encoder=starter)
+        if config.gradient_checkpointing:
+            unet.enable_gradient_checkpointing()
+        module = diffusion.DiffusionModule(unet, text_encoder, scheduler, diffusion.tokenize(tokenizer, [""])[0], vae,
+                                           prediction_type=options.prediction_type, snr_gamma=options.snr_gamma,
+                                           caption_dropout=options.caption_dropout)
+        return Handle(modality=self.modality, model_ref=model_ref, method=method, module=module,
+                      parts={"tokenizer": tokenizer, "resolution": options.resolution, "starter": starter})
+
+    # -- data
+
+    def datasets(self, handle: Handle, rows: dict[str, list[dict]], root: Path, config) -> dict[str, Any]:
+        dataset = _dataset_class()
+        resolution = config.image.resolution
+        return {split: dataset(rows.get(split) or [], root, handle.parts["tokenizer"], resolution,
+                               config.image.random_flip and split == "train")
+                for split in ("train", "validation")}
+
+    def collate(self, handle: Handle, config) -> Callable[[list], dict]:
+        from studio.models.diffusion import collate_images
+
+        return collate_images
+
+    # -- generation
+
+    def generate(self, handle: Handle, prompts: list[str], seeds: list[int], settings: dict,
+                 out_dir: Path) -> list[Sample]:
+        """Settings: steps (30), guidance_scale (3.0), width/height (the training resolution),
+        negative_prompt (''), scheduler ('ddim', or 'model' for the model's own)."""
+        from PIL import Image
+
+        from studio.models.diffusion import pairs, sample, to_uint8
+
+        settings = settings or {}
+        resolution = handle.parts.get("resolution") or 32
+        chosen = pairs(prompts, seeds)
+        started = time.perf_counter()
+        images = sample(handle.module, handle.parts["tokenizer"], [p for p, _ in chosen], [s for _, s in chosen],
+                        height=int(settings.get("height") or resolution), width=int(settings.get("width") or resolution),
+                        steps=int(settings.get("steps", 30)), guidance_scale=float(settings.get("guidance_scale", 3.0)),
+                        negative_prompt=str(settings.get("negative_prompt") or ""),
+                        scheduler=str(settings.get("scheduler", "ddim")))
+        seconds = (time.perf_counter() - started) / max(len(chosen), 1)
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        samples = []
+        for number, ((prompt, seed), image) in enumerate(zip(chosen, images)):
+            path = out_dir / f"{number:03d}_seed{seed}.png"
+            Image.fromarray(to_uint8(image)).save(path)
+            samples.append(Sample(prompt=prompt, seed=seed, path=path, seconds=seconds))
+        return samples
+
+    # -- saving
+
+    def save(self, handle: Handle, folder: Path) -> None:
+        from studio.models.diffusion import save_model
+
+        save_model(handle, folder)
+
+    def load_weights(self, handle: Handle, folder: Path) -> None:
+        from studio.models.diffusion import load_model_weights
+
+        load_model_weights(handle, folder)
+
