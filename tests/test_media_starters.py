@@ -40,3 +40,15 @@ def test_starter_trains_through_the_loop_and_generates_seeded_files(store, tmp_p
     else:
         pixels = [sf.read(str(s.path))[0] for s in (first, again, other)]
     assert np.array_equal(pixels[0], pixels[1]) and not np.array_equal(pixels[0], pixels[2])
+
+
+@pytest.mark.parametrize("name, modality", [("shapes.zip", "image"), ("tones.zip", "audio")])
+def test_shipped_examples_import_with_their_classes_intact(store, name, modality):
+    from pathlib import Path
+
+    example = Path(__file__).resolve().parent.parent / "assets" / "examples" / name
+    result = import_dataset(store, [example])
+    assert result["modality"] == modality and result["errors"] == []
+    assert result["items_kept"] >= 0.9 * result["items_in"]
+    captions = {row["caption"] for row in read_manifest(store, get_version(store, str(result["dataset_id"])))}
+    assert len(captions) == (8 if modality == "image" else 3)  # every class still there
