@@ -20,7 +20,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from studio.models.base import Handle, Sample
+from studio.models.base import Handle, Sample, pairs
 
 STARTER = "starter-audio"
 DEFAULT_RATE = 8000
@@ -225,7 +225,7 @@ class AudioBackend:
         negative_prompt (''), griffin_lim_iterations (48). Writes 16-bit WAV files."""
         import soundfile as sf
 
-        from studio.models.diffusion import pairs, sample
+        from studio.models.diffusion import sample
 
         settings = settings or {}
         spec = dict(handle.parts["spectrogram"])

@@ -68,6 +68,18 @@ class Backend(Protocol):
         """Load weights saved by ``save`` into ``handle`` (for resume and for Generate)."""
 
 
+def pairs(prompts: list[str], seeds: list[int]) -> list[tuple[str, int]]:
+    """Prompt i goes with seed i; a single prompt or a single seed goes with every one of the other list."""
+    prompts, seeds = list(prompts), list(seeds)
+    if len(prompts) == len(seeds):
+        return list(zip(prompts, seeds))
+    if len(seeds) == 1:
+        return [(p, seeds[0]) for p in prompts]
+    if len(prompts) == 1:
+        return [(prompts[0], s) for s in seeds]
+    raise ValueError(f"{len(prompts)} prompts and {len(seeds)} seeds: give one seed per prompt, or one of either")
+
+
 def modality_of(model_ref: str) -> str | None:
     """The modality of a starter name, or None (the catalog or the folder decides)."""
     return STARTERS.get(model_ref)

@@ -169,16 +169,6 @@ def collate_images(items: list[dict]) -> dict:
             "input_ids": torch.stack([i["input_ids"] for i in items])}
 
 
-def pairs(prompts: list[str], seeds: list[int]) -> list[tuple[str, int]]:
-    """Prompt i goes with seed i; a single prompt or a single seed goes with every one of the other list."""
-    prompts, seeds = list(prompts), list(seeds)
-    if len(prompts) == len(seeds):
-        return list(zip(prompts, seeds))
-    if len(seeds) == 1:
-        return [(p, seeds[0]) for p in prompts]
-    if len(prompts) == 1:
-        return [(prompts[0], s) for s in seeds]
-    raise ValueError(f"{len(prompts)} prompts and {len(seeds)} seeds: give one seed per prompt, or one of either")
 
 
 # ----------------------------------------------------------------------------- sampling

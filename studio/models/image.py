@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from studio.models.base import Handle, Sample
+from studio.models.base import Handle, Sample, pairs
 
 STARTER = "starter-image"
 
@@ -135,7 +135,7 @@ class ImageBackend:
         negative_prompt (''), scheduler ('ddim', or 'model' for the model's own)."""
         from PIL import Image
 
-        from studio.models.diffusion import pairs, sample, to_uint8
+        from studio.models.diffusion import sample, to_uint8
 
         settings = settings or {}
         resolution = handle.parts.get("resolution") or 32

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from studio.models.base import Handle, Sample
+from studio.models.base import Handle, Sample, pairs
 
 STARTER = "starter-text"
 MARKER = "studio_model.json"
@@ -336,15 +336,6 @@ def chat_example(tokenizer, messages: list[dict], response_only: bool, max_lengt
     return {"input_ids": ids[:max_length], "labels": labels[:max_length]}
 
 
-def _pairs(prompts: list[str], seeds: list[int]) -> list[tuple[str, int]]:
-    """Prompt i goes with seed i; a single prompt or a single seed goes with every one of the other list."""
-    if len(prompts) == len(seeds):
-        return list(zip(prompts, seeds))
-    if len(seeds) == 1:
-        return [(p, seeds[0]) for p in prompts]
-    if len(prompts) == 1:
-        return [(prompts[0], s) for s in seeds]
-    raise ValueError(f"{len(prompts)} prompts and {len(seeds)} seeds: give one seed per prompt, or one of either")
 
 
 # ----------------------------------------------------------------------------- the backend
@@ -472,7 +463,7 @@ class TextBackend:
         model.eval()
         samples = []
         try:
-            for prompt, seed in _pairs(list(prompts), list(seeds)):
+            for prompt, seed in pairs(list(prompts), list(seeds)):
                 started = time.perf_counter()
                 ids = torch.tensor([self._prompt_ids(tokenizer, prompt, chat)], device=device)
                 torch.manual_seed(seed)
