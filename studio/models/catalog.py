@@ -42,13 +42,13 @@ CATALOG: list[Entry] = [
     Entry("stable-diffusion-v1-5/stable-diffusion-v1-5", "image", "stable-diffusion", 860, 16, 1280,
           "Stable Diffusion 1.5 (UNet 860M)", "creativeml-openrail-m"),
     Entry("stabilityai/stable-diffusion-xl-base-1.0", "image", "stable-diffusion-xl", 2567, 70, 2048,
-          "SDXL base (UNet 2.6B)", "openrail++"),
+          "SDXL base (UNet 2.6B) — not trainable in this version yet", "openrail++"),
     Entry("starter-audio", "audio", "spectrogram-diffusion", 2.0, 2, 64, "offline: a small diffusion model on "
           "spectrograms trained from scratch", starter=True),
-    Entry("facebook/musicgen-small", "audio", "musicgen", 300, 24, 1024, "MusicGen small (text-to-music)",
+    Entry("facebook/musicgen-small", "audio", "musicgen", 300, 24, 1024, "MusicGen small (text-to-music) — not trainable in this version yet",
           "cc-by-nc-4.0"),
     Entry("stabilityai/stable-audio-open-1.0", "audio", "stable-audio", 1057, 24, 1536,
-          "Stable Audio Open (gated on the Hub)", "stable-audio-community"),
+          "Stable Audio Open (gated on the Hub) — not trainable in this version yet", "stable-audio-community"),
 ]
 
 
