@@ -112,3 +112,15 @@ def browser_page():
         page = browser.new_page(viewport={"width": 1280, "height": 1000})
         yield page
         browser.close()
+
+
+@pytest.fixture
+def one_torch_thread():
+    """One torch thread: for models this small, two OpenMP threads on a busy two-core machine spend most of
+    their time waiting for each other (measured 5-9x slower than one)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

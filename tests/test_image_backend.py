@@ -19,14 +19,7 @@ from studio.training.loop import train_in_process
 WORDS = ["a", "red", "green", "blue", "yellow", "circle", "square"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def tiny_clip_tokenizer(folder: Path):

@@ -1,5 +1,5 @@
 """The image and audio starters run through the studio's one loop and generate files (smoke level: that
-they learn the examples to the issue's bar is tested in test_image_backend.py / test_audio_backend.py)."""
+they learn the examples to the issue's bar is tested in test_starters_learn.py)."""
 
 from __future__ import annotations
 

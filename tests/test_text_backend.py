@@ -30,16 +30,7 @@ def story_rows(text: str, every: int = 10) -> dict[str, list[dict]]:
     return {split: [r for r in rows if r["split"] == split] for split in ("train", "validation")}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One torch thread: for models this small, two OpenMP threads on a busy two-core machine spend most of
-    their time waiting for each other (measured 5-9x slower than one)."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,9 @@ the lowest 64 frequency bins, 0-2 kHz in 31 Hz steps; 64 frames ≈ 1 s), peak-n
 frequency detail that pitched sounds below 2 kHz do not need.) The shared diffusion code (``studio.models.diffusion``) learns and samples those pictures;
 Griffin-Lim (numpy/scipy) turns a sampled spectrogram back into a waveform.
 
-Hub audio families (MusicGen, AudioLDM, Stable Audio) are not supported yet: ``load`` says so.
+MusicGen models (a Hub id or a folder whose config.json says model_type 'musicgen', and the folders saved
+from MusicGen runs) are handed to ``studio.models.musicgen``; other Hub audio families (AudioLDM, Stable
+Audio) are not supported yet: ``load`` says so.
 torch, diffusers, transformers, scipy and soundfile are imported inside functions.
 """
 
@@ -101,6 +103,18 @@ def read_mono(path: Path, sample_rate: int) -> np.ndarray:
     return mono
 
 
+def fit_clip(wave: np.ndarray, samples: int, random_crop: bool) -> tuple[np.ndarray, int]:
+    """(exactly ``samples`` samples, how many of them are the file's): a random window of a longer file
+    (its start when not ``random_crop``), or a shorter one padded with silence."""
+    import torch
+
+    spare = len(wave) - samples
+    if spare > 0:
+        start = int(torch.randint(0, spare + 1, ())) if random_crop else 0
+        return wave[start:start + samples], samples
+    return np.pad(wave, (0, -spare)), len(wave)
+
+
 def dominant_frequency(wave: np.ndarray, sample_rate: int) -> float:
     """The frequency (Hz) of the strongest peak of the clip's magnitude spectrum."""
     spectrum = np.abs(np.fft.rfft(wave * np.hanning(len(wave))))
@@ -147,20 +161,25 @@ def _dataset_class():
         def __getitem__(self, index: int) -> dict:
             if index not in self.waves:
                 self.waves[index] = read_mono(self.paths[index], self.spec["sample_rate"])
-            wave = self.waves[index]
-            spare = len(wave) - self.length
-            if spare > 0:
-                start = int(torch.randint(0, spare + 1, ())) if self.random_crop else 0
-                wave = wave[start:start + self.length]
-            elif spare < 0:
-                wave = np.pad(wave, (0, -spare))
+            wave, _ = fit_clip(self.waves[index], self.length, self.random_crop)
             image = torch.from_numpy(to_spectrogram(wave, self.spec))[None]
             return {"pixel_values": image, "input_ids": self.input_ids[index]}
 
     return CaptionedClips
 
 
+def _musicgen():
+    from studio.models.musicgen import MusicgenBackend
+
+    return MusicgenBackend()
+
+
+def _is_musicgen(handle: Handle) -> bool:
+    return handle.parts.get("family") == "musicgen"
+
+
 class AudioBackend:
+    """The spectrogram starter (and folders saved from it) here; MusicGen models in ``studio.models.musicgen``."""
     modality = "audio"
 
     # -- loading
@@ -186,6 +205,10 @@ class AudioBackend:
             unet = starter_unet(spec, text_encoder.config.hidden_size)
             scheduler, starter = diffusion.starter_scheduler(), True
         else:
+            from studio.models.musicgen import is_musicgen
+
+            if is_musicgen(model_ref):
+                return _musicgen().load(model_ref, method, config, train_rows)
             saved = _saved_spectrogram(model_ref)
             rate = saved["sample_rate"]
             if options.sample_rate and options.sample_rate != rate:
@@ -207,12 +230,16 @@ class AudioBackend:
     # -- data
 
     def datasets(self, handle: Handle, rows: dict[str, list[dict]], root: Path, config) -> dict[str, Any]:
+        if _is_musicgen(handle):
+            return _musicgen().datasets(handle, rows, root, config)
         dataset = _dataset_class()
         spec = handle.parts["spectrogram"]
         return {split: dataset(rows.get(split) or [], root, handle.parts["tokenizer"], spec, split == "train")
                 for split in ("train", "validation")}
 
     def collate(self, handle: Handle, config) -> Callable[[list], dict]:
+        if _is_musicgen(handle):
+            return _musicgen().collate(handle, config)
         from studio.models.diffusion import collate_images
 
         return collate_images
@@ -221,11 +248,14 @@ class AudioBackend:
 
     def generate(self, handle: Handle, prompts: list[str], seeds: list[int], settings: dict,
                  out_dir: Path) -> list[Sample]:
-        """Settings: steps (30), guidance_scale (3.0), seconds (the training clip length),
-        negative_prompt (''), griffin_lim_iterations (48). Writes 16-bit WAV files."""
+        """Settings: steps (30), guidance_scale (2.0 for starters, 7.5 for pretrained models), seconds (the training clip length),
+        negative_prompt (''), griffin_lim_iterations (48). Writes 16-bit WAV files. (MusicGen: see
+        ``MusicgenBackend.generate``.)"""
+        if _is_musicgen(handle):
+            return _musicgen().generate(handle, prompts, seeds, settings, out_dir)
         import soundfile as sf
 
-        from studio.models.diffusion import sample
+        from studio.models.diffusion import guidance_scale, sample
 
         settings = settings or {}
         spec = dict(handle.parts["spectrogram"])
@@ -235,7 +265,7 @@ class AudioBackend:
         started = time.perf_counter()
         images = sample(handle.module, handle.parts["tokenizer"], [p for p, _ in chosen], [s for _, s in chosen],
                         height=spec["n_bins"], width=spec["frames"], steps=int(settings.get("steps", 30)),
-                        guidance_scale=float(settings.get("guidance_scale", 3.0)),
+                        guidance_scale=guidance_scale(settings, handle.parts["starter"]),
                         negative_prompt=str(settings.get("negative_prompt") or ""),
                         scheduler=str(settings.get("scheduler", "ddim")))
         out_dir = Path(out_dir)
@@ -253,12 +283,16 @@ class AudioBackend:
     # -- saving
 
     def save(self, handle: Handle, folder: Path) -> None:
+        if _is_musicgen(handle):
+            return _musicgen().save(handle, folder)
         from studio.models.diffusion import save_model
 
         spec = handle.parts["spectrogram"]
         save_model(handle, folder, {"spectrogram": spec, "sample_rate": spec["sample_rate"]})
 
     def load_weights(self, handle: Handle, folder: Path) -> None:
+        if _is_musicgen(handle):
+            return _musicgen().load_weights(handle, folder)
         from studio.models.diffusion import load_model_weights
 
         load_model_weights(handle, folder)
@@ -274,5 +308,8 @@ def _saved_spectrogram(model_ref: str) -> dict:
         if saved.get("modality") == "audio" and saved.get("spectrogram") and (marker.parent / "unet").is_dir():
             return saved["spectrogram"]
     raise NotImplementedError(
-        f"'{model_ref}': Hub audio models (MusicGen, AudioLDM, Stable Audio) are not supported yet. Audio supports "
-        f"'{STARTER}' (method 'scratch') and model folders saved from starter-audio runs (lora, full or scratch).")
+        f"'{model_ref}' is not a supported audio model. Audio supports '{STARTER}' (method 'scratch'), model "
+        f"folders saved from starter-audio runs (lora, full or scratch), and MusicGen (transformers "
+        f"MusicgenForConditionalGeneration, mono: e.g. facebook/musicgen-small, a folder whose config.json has "
+        f"model_type 'musicgen', or a folder saved from a MusicGen run; lora, full or scratch). AudioLDM and "
+        f"Stable Audio are not supported yet.")

@@ -336,6 +336,18 @@ def chat_example(tokenizer, messages: list[dict], response_only: bool, max_lengt
     return {"input_ids": ids[:max_length], "labels": labels[:max_length]}
 
 
+def load_adapter(model, folder: Path) -> None:
+    """Loads a PEFT adapter saved with ``save_pretrained`` (adapter_model.safetensors) into ``model``, a PEFT
+    model with the same LoRA layers, in place."""
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    path = Path(folder) / "adapter_model.safetensors"
+    if not path.exists():
+        raise FileNotFoundError(f"no LoRA adapter (adapter_model.safetensors) in {folder}")
+    result = set_peft_model_state_dict(model, load_file(str(path)))
+    if getattr(result, "unexpected_keys", None):
+        raise ValueError(f"the adapter in {folder} does not fit this model: {', '.join(result.unexpected_keys[:5])}")
 
 
 # ----------------------------------------------------------------------------- the backend
@@ -497,15 +509,7 @@ class TextBackend:
         folder = Path(folder)
         model = handle.parts["model"]
         if handle.method == "lora":
-            from peft import set_peft_model_state_dict
-
-            path = folder / "adapter_model.safetensors"
-            if not path.exists():
-                raise FileNotFoundError(f"no LoRA adapter (adapter_model.safetensors) in {folder}")
-            result = set_peft_model_state_dict(model, load_file(str(path)))
-            if getattr(result, "unexpected_keys", None):
-                raise ValueError(f"the adapter in {folder} does not fit this model: "
-                                 f"{', '.join(result.unexpected_keys[:5])}")
+            load_adapter(model, folder)
             return
         index = folder / "model.safetensors.index.json"
         files = (sorted(set(json.loads(index.read_text())["weight_map"].values())) if index.exists()
