@@ -36,7 +36,9 @@ CATALOG: list[Entry] = [
     Entry("meta-llama/Llama-3.2-1B-Instruct", "text", "llama", 1240, 16, 2048, "instruct LM (gated on the Hub)",
           "llama3.2"),
     Entry("starter-image", "image", "stable-diffusion", 2.0, 2, 64, "offline: a small pixel-space UNet and text "
-          "encoder trained from scratch", starter=True),
+          "encoder trained from scratch", starter=True,
+          recommended=("learning_rate=3e-3", "per_device_train_batch_size=16", "max_steps=450", "warmup_steps=10",
+                       "eval_steps=50", "save_steps=100", "resolution=32")),
     Entry("hf-internal-testing/tiny-stable-diffusion-pipe", "image", "stable-diffusion", 0.3, 2, 32,
           "a tiny SD pipeline for trying the workflow", "apache-2.0"),
     Entry("stable-diffusion-v1-5/stable-diffusion-v1-5", "image", "stable-diffusion", 860, 16, 1280,
@@ -44,9 +46,11 @@ CATALOG: list[Entry] = [
     Entry("stabilityai/stable-diffusion-xl-base-1.0", "image", "stable-diffusion-xl", 2567, 70, 2048,
           "SDXL base (UNet 2.6B) — not trainable in this version yet", "openrail++"),
     Entry("starter-audio", "audio", "spectrogram-diffusion", 2.0, 2, 64, "offline: a small diffusion model on "
-          "spectrograms trained from scratch", starter=True),
-    Entry("facebook/musicgen-small", "audio", "musicgen", 300, 24, 1024, "MusicGen small (text-to-music) — not trainable in this version yet",
-          "cc-by-nc-4.0"),
+          "spectrograms trained from scratch", starter=True,
+          recommended=("learning_rate=2e-3", "per_device_train_batch_size=16", "max_steps=400", "warmup_steps=10",
+                       "eval_steps=50", "save_steps=100", "clip_seconds=0.5")),
+    Entry("facebook/musicgen-small", "audio", "musicgen", 300, 24, 1024, "MusicGen small (text-to-music, 32 kHz "
+          "mono): LoRA, full or a new decoder; T5 and EnCodec stay frozen", "cc-by-nc-4.0"),
     Entry("stabilityai/stable-audio-open-1.0", "audio", "stable-audio", 1057, 24, 1536,
           "Stable Audio Open (gated on the Hub) — not trainable in this version yet", "stable-audio-community"),
 ]
