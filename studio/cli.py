@@ -100,18 +100,23 @@ def cmd_data_list(args) -> int:
     return 0
 
 
-def cmd_data_export(args) -> int:
+def _export(args, export, ref, refused: type[Exception]) -> int:
+    """``export(store, ref, out or None) -> path`` for the ``export`` commands; ``refused`` is its clear error."""
     from pathlib import Path
 
-    from studio.data.export import export_zip
-    from studio.data.items import ImportRefused
-
     try:
-        path = export_zip(_store(args), args.dataset, Path(args.out) if args.out else None)
-    except ImportRefused as error:
+        path = export(_store(args), ref, Path(args.out) if args.out else None)
+    except refused as error:
         return _fail(args, str(error))
     _print(args, {"path": str(path)}, str(path))
     return 0
+
+
+def cmd_data_export(args) -> int:
+    from studio.data.export import export_zip
+    from studio.data.items import ImportRefused
+
+    return _export(args, export_zip, args.dataset, ImportRefused)
 
 
 def _train_config(args):
@@ -219,9 +224,102 @@ def cmd_runs_control(args) -> int:
     return 0
 
 
+def _sample_line(sample: dict) -> str:
+    blocked = (sample.get("flags") or {}).get("blocked")
+    return (f"{sample['label']} | seed {sample['seed']} | {sample['prompt']!r} -> "
+            f"{sample.get('text') or sample.get('path')!r}" + (f" [blocked: {', '.join(blocked)}]" if blocked else ""))
+
+
+def cmd_generate(args) -> int:
+    from pathlib import Path
+
+    from studio.data.items import ImportRefused
+    from studio.generation.options import parse_settings
+    from studio.generation.service import export_set_folder, generate_set, get_set, read_prompts_file
+    from studio.generation.variants import resolve_variants
+
+    store = _store(args)
+    try:
+        prompts = read_prompts_file(Path(args.prompts_file)) if args.prompts_file else args.prompt
+        modality = resolve_variants(store, args.variant, args.model)[0].modality
+        settings = parse_settings(modality, args.set)
+        progress = None if args.json else lambda done, total, message: print(f"[{done}/{total}] {message}",
+                                                                             file=sys.stderr)
+        set_id = generate_set(store, args.variant, prompts, args.seed, args.samples, settings,
+                              base_model=args.model, source="cli", on_progress=progress)
+    except (ValueError, ImportRefused, OSError) as error:
+        return _fail(args, str(error))
+    except KeyboardInterrupt:
+        return _fail(args, "interrupted: the samples made so far are kept (see `studio samples list`)", 130)
+    found = get_set(store, set_id)
+    copies = export_set_folder(store, set_id, Path(args.out))
+    samples = []
+    for sample in copies:
+        item = {"variant": sample["variant"], "label": sample["label"], "prompt": sample["prompt"],
+                "prompt_index": sample["prompt_index"], "sample_index": sample["sample_index"], "seed": sample["seed"],
+                "seconds": round(sample["seconds"], 3)}
+        item.update({"path": sample["path"]} if sample.get("path") else {"text": sample["text"]})
+        if sample.get("flags"):
+            item["flags"] = sample["flags"]
+        samples.append(item)
+    report = found["report"]
+    payload = {"sample_set_id": set_id, "status": found["status"], "samples": samples, "out": str(Path(args.out)),
+               "notes": report.get("notes", []), "errors": [e["message"] for e in report.get("errors", [])],
+               "refused": report.get("refused", []), "flagged": report.get("flagged", [])}
+    lines = [f"sample set {set_id}: {found['status']}, {len(samples)} samples in {args.out}"]
+    lines += [f"note: {n}" for n in payload["notes"]]
+    lines += [f"refused prompt {r['prompt_index'] + 1} (blocked: {', '.join(r['words'])})" for r in payload["refused"]]
+    lines += [_sample_line(s) for s in samples]
+    lines += [f"error: {e}" for e in payload["errors"]]
+    _print(args, payload, "\n".join(lines))
+    return 0 if found["status"] == "completed" and not payload["errors"] else 1
+
+
+def cmd_samples_list(args) -> int:
+    from studio.generation.service import list_sets
+
+    sets = list_sets(_store(args))
+    human = "\n".join(f"{s['set_id']:>4}  {s['created_at'][:19]}  {s['status']:<10} {s['modality']:<6} "
+                      f"{s['samples']} samples of {s['prompts']} prompts: {', '.join(s['variants'])}"
+                      for s in sets) or "no sample sets yet"
+    _print(args, {"sample_sets": sets}, human)
+    return 0
+
+
+def cmd_samples_show(args) -> int:
+    from studio.generation.service import GenerationError, get_set
+
+    try:
+        found = get_set(_store(args), args.set_id)
+    except GenerationError as error:
+        return _fail(args, str(error))
+    found.pop("grid")
+    human = "\n".join([f"sample set {found['set_id']}: {found['status']} ({found['modality']}, base "
+                       f"{found['base_model']})"] +
+                      [_sample_line(s) for s in found["samples"]])
+    _print(args, found, human)
+    return 0
+
+
+def cmd_samples_export(args) -> int:
+    from studio.generation.service import GenerationError, export_set_zip
+
+    return _export(args, export_set_zip, args.set_id, GenerationError)
+
+
 def cmd_settings(_args) -> int:
     print(settings_table())
     return 0
+
+
+def _leaf(commands, name: str, run, id_name: str | None = None, help: str | None = None) -> argparse.ArgumentParser:
+    """A subcommand taking an optional numeric id (``run_id``, ``set_id``) and ``--json``."""
+    leaf = commands.add_parser(name, help=help)
+    if id_name:
+        leaf.add_argument(id_name, type=int)
+    leaf.add_argument("--json", action="store_true")
+    leaf.set_defaults(run=run)
+    return leaf
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -271,25 +369,41 @@ def build_parser() -> argparse.ArgumentParser:
 
     runs = commands.add_parser("runs", help="list, show, stop and resume training runs").add_subparsers(
         dest="runs_command", required=True)
-    runs_list = runs.add_parser("list")
-    runs_list.add_argument("--json", action="store_true")
-    runs_list.set_defaults(run=cmd_runs_list)
-    runs_show = runs.add_parser("show")
-    runs_show.add_argument("run_id", type=int)
-    runs_show.add_argument("--json", action="store_true")
-    runs_show.set_defaults(run=cmd_runs_show)
-    runs_stop = runs.add_parser("stop")
-    runs_stop.add_argument("run_id", type=int)
-    runs_stop.add_argument("--json", action="store_true")
-    runs_stop.set_defaults(run=cmd_runs_control)
-    runs_resume = runs.add_parser("resume")
-    runs_resume.add_argument("run_id", type=int)
+    runs_list = _leaf(runs, "list", cmd_runs_list)
+    runs_show = _leaf(runs, "show", cmd_runs_show, "run_id")
+    runs_stop = _leaf(runs, "stop", cmd_runs_control, "run_id")
+    runs_resume = _leaf(runs, "resume", cmd_runs_control, "run_id")
     runs_resume.add_argument("--checkpoint", type=int, help="the step of the checkpoint (default: the last)")
     runs_resume.add_argument("--wait", action="store_true", help="wait until the run ends")
-    runs_resume.add_argument("--json", action="store_true")
-    runs_resume.set_defaults(run=cmd_runs_control)
 
-    for leaf in (serve, imp, lst, exp, train, runs_list, runs_show, runs_stop, runs_resume):
+    generate = commands.add_parser("generate", help="generate with the base model and trained variants side by side "
+                                                    "(the same prompts, seeds and settings for each)")
+    generate.add_argument("--variant", action="append", required=True, metavar="base|RUN_ID[:STEP]",
+                          help="base, a run (its last checkpoint) or a run's checkpoint; repeat for each variant")
+    generate.add_argument("--model", help="the base model when no run names it (a catalog id or a model folder)")
+    given = generate.add_mutually_exclusive_group(required=True)
+    given.add_argument("--prompt", action="append", metavar="TEXT", help="a prompt; repeat for more")
+    given.add_argument("--prompts-file", metavar="FILE", help="one prompt per line, or JSONL with a 'prompt' field")
+    generate.add_argument("--seed", type=int, help="seed of each prompt's first sample (the next ones +1); "
+                                                   "default: random, stored with the set")
+    generate.add_argument("--samples", type=int, default=1, help="samples per prompt")
+    generate.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                          help="a generation setting, e.g. temperature=0.7 max_new_tokens=64 steps=30 "
+                               "guidance_scale=5")
+    generate.add_argument("--out", required=True, metavar="DIR", help="where to copy the samples (and samples.jsonl)")
+    generate.add_argument("--json", action="store_true")
+    generate.set_defaults(run=cmd_generate)
+
+    samples = commands.add_parser("samples", help="list, show and export sample sets").add_subparsers(
+        dest="samples_command", required=True)
+    samples_list = _leaf(samples, "list", cmd_samples_list)
+    samples_show = _leaf(samples, "show", cmd_samples_show, "set_id")
+    samples_export = _leaf(samples, "export", cmd_samples_export, "set_id",
+                           help="a zip with set.json, samples.jsonl and the media files")
+    samples_export.add_argument("--out", metavar="FILE.zip")
+
+    for leaf in (serve, imp, lst, exp, train, runs_list, runs_show, runs_stop, runs_resume, generate, samples_list,
+                 samples_show, samples_export):
         _add_settings_flags(leaf, top_level=False)
     return parser
 

@@ -48,6 +48,12 @@ class Settings(BaseSettings):
     max_archive_members: int = Field(default=100_000, ge=1, description="Most files in one archive.")
     max_image_pixels: int = Field(default=64_000_000, ge=1,
                                   description="Largest image (pixels) before it counts as a decompression bomb.")
+    generation_cache_mb: int = Field(default=4096, ge=1,
+                                     description="Memory bound of the Generate model cache (MB of weights): beyond "
+                                                 "it the least recently used model is unloaded.")
+    blocklist: str = Field(default="",
+                           description="Output filter for text prompts and outputs: comma-separated words or "
+                                       "phrases, or the path of a file with one per line. Empty: off.")
 
     @field_validator("home")
     @classmethod

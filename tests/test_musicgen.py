@@ -260,6 +260,34 @@ def test_lora_adapter_saves_alone_and_loads_back_into_a_fresh_handle(tiny_folder
     assert torch.allclose(logits_of(merged, batch), logits_of(handle, batch), atol=1e-5)
 
 
+def test_generate_switches_named_adapters_on_one_loaded_musicgen(tiny_folder, clips, tmp_path):
+    """The Generate model cache loads the base once and adds each LoRA folder as a named PEFT adapter: every
+    variant sounds as its adapter loaded alone does, and with the adapters off the base is the base."""
+    from studio.generation.cache import ModelCache
+    from studio.generation.variants import Variant
+
+    backend, settings, alone = AudioBackend(), {"seconds": 0.1}, {}
+    for number, scale in enumerate((0.05, 0.2)):
+        handle = backend.load(str(tiny_folder), "lora", small_config())
+        nudge(handle, scale)
+        backend.save(handle, tmp_path / f"adapter{number}")
+        alone[number] = wav(backend.generate(handle, ["low hum"], [3], settings, tmp_path / f"alone{number}")[0])
+    plain = backend.load(str(tiny_folder), "full", small_config())
+    alone["base"] = wav(backend.generate(plain, ["low hum"], [3], settings, tmp_path / "plain")[0])
+
+    cache = ModelCache(2**34)
+    base = Variant(ref="base", label="base", modality="audio", kind="base", base_ref=str(tiny_folder))
+    for order, key in enumerate([0, "base", 1, 0]):
+        variant = base if key == "base" else Variant(ref=f"1:{key}", label=f"step {key}", modality="audio",
+                                                     kind="lora", base_ref=str(tiny_folder), run_id=1, step=key,
+                                                     weights=str(tmp_path / f"adapter{key}"))
+        handle = cache.handle_for(variant)
+        [sample] = backend.generate(handle, ["low hum"], [3], settings, tmp_path / f"cached{order}")
+        assert np.array_equal(wav(sample), alone[key]), key
+    assert (cache.loads, cache.adapter_loads) == (1, 2)
+    assert not np.array_equal(alone[0], alone[1]) and not np.array_equal(alone[0], alone["base"])
+
+
 def test_full_model_folder_is_a_model_reference(tiny_folder, clips, tmp_path):
     import torch
 

@@ -350,6 +350,36 @@ def load_adapter(model, folder: Path) -> None:
         raise ValueError(f"the adapter in {folder} does not fit this model: {', '.join(result.unexpected_keys[:5])}")
 
 
+def _watchers(tokenizer, number: int, on_text, should_stop) -> dict:
+    """A streamer that hands ``on_text(number, text so far)`` each new token's text, and a stopping criterion
+    that ends generation when ``should_stop()`` says so (for cancelling); either may be absent."""
+    import torch
+    from transformers import StoppingCriteria
+    from transformers.generation.streamers import BaseStreamer
+
+    class TextSoFar(BaseStreamer):
+        def __init__(self):
+            self.ids: list[int] = []
+            self.prompt_seen = False
+
+        def put(self, value):
+            if not self.prompt_seen:  # generate hands over the prompt first
+                self.prompt_seen = True
+                return
+            self.ids += value.reshape(-1).tolist()
+            on_text(number, tokenizer.decode(self.ids, skip_special_tokens=True))
+
+        def end(self):
+            pass
+
+    class StopWhenAsked(StoppingCriteria):
+        def __call__(self, input_ids, scores, **kwargs):
+            return torch.full((input_ids.shape[0],), bool(should_stop()), dtype=torch.bool, device=input_ids.device)
+
+    return {"streamer": TextSoFar() if callable(on_text) else None,
+            "stopping": [StopWhenAsked()] if callable(should_stop) else []}
+
+
 # ----------------------------------------------------------------------------- the backend
 
 class TextBackend:
@@ -450,8 +480,11 @@ class TextBackend:
     def generate(self, handle: Handle, prompts: list[str], seeds: list[int], settings: dict,
                  out_dir: Path) -> list[Sample]:
         """Settings: max_new_tokens (64), temperature (0.8; 0 is greedy), top_p (1.0), top_k (0: off),
-        repetition_penalty (1.0), chat_template (off for starters, else on when the tokenizer has one)."""
+        repetition_penalty (1.0), chat_template (off for starters, else on when the tokenizer has one).
+        Two callables may ride along: ``on_text(number, text_so_far)`` hears each sample's text as its tokens
+        come (number: its place in the output), and ``should_stop()`` ends a sample early when it says so."""
         import torch
+        from transformers import StoppingCriteriaList
 
         tokenizer, model = handle.parts["tokenizer"], handle.parts["model"]
         settings = settings or {}
@@ -479,9 +512,11 @@ class TextBackend:
                 started = time.perf_counter()
                 ids = torch.tensor([self._prompt_ids(tokenizer, prompt, chat)], device=device)
                 torch.manual_seed(seed)
+                watchers = _watchers(tokenizer, len(samples), settings.get("on_text"), settings.get("should_stop"))
                 with torch.no_grad():
                     output = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids),
-                                            generation_config=generation)
+                                            generation_config=generation, streamer=watchers["streamer"],
+                                            stopping_criteria=StoppingCriteriaList(watchers["stopping"]))
                 text = tokenizer.decode(output[0, ids.shape[1]:], skip_special_tokens=True)
                 samples.append(Sample(prompt=prompt, seed=seed, text=text, seconds=time.perf_counter() - started))
         finally:

@@ -148,3 +148,54 @@ class DeviceLock(Base):
     device_set: Mapped[str] = mapped_column(String(64), primary_key=True)
     run_id: Mapped[int] = mapped_column(ForeignKey("runs.id"))
     locked_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class SampleSet(Base):
+    """One Generate request: the same prompts, seeds and settings given to each variant (base, runs,
+    checkpoints), so differences come from training alone. The Evaluate tab rates its samples."""
+    __tablename__ = "sample_sets"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    name: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    modality: Mapped[str] = mapped_column(String(16))
+    base_model: Mapped[str] = mapped_column(String(500))
+    variants: Mapped[list] = mapped_column(JSON, default=list)     # resolved variants (ref, label, run, step, note)
+    prompts: Mapped[list] = mapped_column(JSON, default=list)
+    references: Mapped[list] = mapped_column(JSON, default=list)   # per prompt: {"text"} | {"path"} | null
+    settings: Mapped[dict] = mapped_column(JSON, default=dict)
+    seeds: Mapped[list] = mapped_column(JSON, default=list)        # per prompt, one seed per sample index
+    samples_per_prompt: Mapped[int] = mapped_column(Integer, default=1)
+    source: Mapped[str | None] = mapped_column(String(200), nullable=True)  # e.g. the dataset of test prompts
+    status: Mapped[str] = mapped_column(String(16), default="running", index=True)
+    report: Mapped[dict] = mapped_column(JSON, default=dict)       # notes, per-variant errors, refused prompts
+    note: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_by: Mapped[str | None] = mapped_column(String(200), nullable=True)
+
+
+class GeneratedSample(Base):
+    """One output of one variant for one prompt and seed; media files live under ``samples/<set id>/``."""
+    __tablename__ = "generated_samples"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    set_id: Mapped[int] = mapped_column(ForeignKey("sample_sets.id"), index=True)
+    variant: Mapped[str] = mapped_column(String(64))               # base | RUN_ID:STEP
+    run_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    checkpoint_step: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    prompt_index: Mapped[int] = mapped_column(Integer)
+    prompt: Mapped[str] = mapped_column(Text)
+    sample_index: Mapped[int] = mapped_column(Integer)
+    seed: Mapped[int] = mapped_column(Integer)
+    text: Mapped[str | None] = mapped_column(Text, nullable=True)
+    path: Mapped[str | None] = mapped_column(String(500), nullable=True)
+    seconds: Mapped[float] = mapped_column(Float, default=0.0)
+    flags: Mapped[dict | None] = mapped_column(JSON, nullable=True)  # e.g. {"blocked": ["word"]}
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class PromptSet(Base):
+    """A named list of prompts people reuse in the Generate tab."""
+    __tablename__ = "prompt_sets"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    prompts: Mapped[list] = mapped_column(JSON, default=list)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

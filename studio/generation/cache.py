@@ -1,0 +1,221 @@
+"""The Generate tab's model cache: loaded models kept between requests, within a memory bound.
+
+A LoRA checkpoint is not a model of its own: its run's base model is loaded once and each adapter is added
+to it as a named PEFT adapter, then switched on for its variant (``set_adapter``) or all switched off for the
+base. Full and from-scratch checkpoints are models of their own. Entries are sized by their weights
+(parameters and buffers, adapters included); past ``max_bytes`` the least recently used ones are unloaded.
+A model larger than the bound on its own is still loaded (nothing else stays beside it).
+
+torch, peft and the backends are imported inside the methods.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import re
+import threading
+import warnings
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from studio.generation.variants import Variant
+from studio.models.base import Handle
+
+
+class LoadError(RuntimeError):
+    """A variant's model or adapter could not be loaded; the message names it and says why."""
+
+
+@dataclass
+class Entry:
+    handle: Handle
+    bytes: int
+    adapters: dict[str, str] = field(default_factory=dict)  # weights folder → adapter name
+
+
+def weight_bytes(module) -> int:
+    return sum(t.numel() * t.element_size() for t in [*module.parameters(), *module.buffers()])
+
+
+def adapter_target(handle: Handle):
+    """The module a backend's LoRA layers live in: the causal LM, the MusicGen model, or the diffusion UNet."""
+    if handle.parts.get("family") == "musicgen":
+        return handle.module.model
+    if handle.modality == "text":
+        return handle.parts["model"]
+    return handle.module.unet
+
+
+def add_adapter(target, folder: Path, name: str) -> None:
+    """Adds the PEFT LoRA adapter saved in ``folder`` (adapter_config.json + adapter_model.safetensors, as every
+    backend's ``save`` writes it) to ``target`` under ``name``, beside any adapters it has already."""
+    from peft import PeftConfig, inject_adapter_in_model, set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    weights = folder / "adapter_model.safetensors"
+    if not weights.is_file() or not (folder / "adapter_config.json").is_file():
+        raise FileNotFoundError(f"no LoRA adapter (adapter_config.json, adapter_model.safetensors) in {folder}")
+    config = PeftConfig.from_pretrained(str(folder))
+    config.inference_mode = True
+    known = dict(getattr(target, "peft_config", {}) or {})
+    try:
+        with warnings.catch_warnings():  # "already found a peft_config": several named adapters are the point
+            warnings.filterwarnings("ignore", message="Already found a `peft_config`")
+            inject_adapter_in_model(config, target, adapter_name=name)
+        target.peft_config = {**known, name: config}  # the injection keeps only the newest adapter's config
+        result = set_peft_model_state_dict(target, load_file(str(weights)), adapter_name=name)
+    except (RuntimeError, ValueError) as error:
+        raise ValueError(f"the adapter in {folder} does not fit its base model: {error}") from error
+    missing = [k for k in result.missing_keys if f".{name}." in k]
+    if result.unexpected_keys or missing:
+        raise ValueError(f"the adapter in {folder} does not fit its base model (unexpected: "
+                         f"{list(result.unexpected_keys)[:3]}, missing: {missing[:3]})")
+
+
+def activate_adapter(target, name: str | None) -> None:
+    """Switches every LoRA layer of ``target`` to adapter ``name``, or off (the base model) when None."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    for module in target.modules():
+        if isinstance(module, BaseTunerLayer):
+            module.enable_adapters(name is not None)
+            if name is not None:
+                module.set_adapter(name)
+
+
+def _device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def load_config(run_config: dict | None):
+    """The TrainConfig to load a model for generation: the run's own (resolution, clip length, ...) without what
+    only training needs (gradient checkpointing, a 4-bit base, an accelerate config file)."""
+    from studio.training.config import TrainConfig
+
+    data = json.loads(json.dumps(run_config or {}))
+    data.update(gradient_checkpointing=False, accelerate_config_file="")
+    data.setdefault("lora", {})["load_in_4bit"] = False
+    return TrainConfig.model_validate(data)
+
+
+class ModelCache:
+    """Handles for variants, least recently used first out. ``loads`` counts models loaded (a base shared by
+    several LoRA variants counts once), ``adapter_loads`` adapters added. Use ``lock`` around a handle's use:
+    switching adapters changes the shared model."""
+
+    def __init__(self, max_bytes: int, device: str | None = None):
+        self.max_bytes = int(max_bytes)
+        self.device = device
+        self.entries: OrderedDict[tuple, Entry] = OrderedDict()
+        self.loads = 0
+        self.adapter_loads = 0
+        self.lock = threading.RLock()
+
+    @staticmethod
+    def key(variant: Variant) -> tuple:
+        if variant.kind in ("base", "lora"):
+            return (variant.modality, variant.base_ref, "base")
+        return (variant.modality, str(Path(variant.weights).resolve()), "full")
+
+    def handle_for(self, variant: Variant) -> Handle:
+        """The loaded handle for ``variant``, with its adapter (or none, for the base) switched on. A model or
+        adapter that cannot be loaded raises ``LoadError`` (out of memory is raised as it is)."""
+        try:
+            return self._handle_for(variant)
+        except Exception as error:  # noqa: BLE001 - files on disk can fail in many ways; say which variant
+            from studio.training.loop import is_out_of_memory
+
+            if is_out_of_memory(error):
+                raise
+            raise LoadError(f"{variant.label} could not be loaded ({type(error).__name__}: {error}).") from error
+
+    def _handle_for(self, variant: Variant) -> Handle:
+        with self.lock:
+            key = self.key(variant)
+            entry = self.entries.get(key)
+            if entry is None:
+                entry = self._load(variant)
+                self.entries[key] = entry
+            self.entries.move_to_end(key)
+            if variant.kind == "full":
+                self._evict(keep=key)
+                return entry.handle
+            target = adapter_target(entry.handle)
+            name = None
+            if variant.kind == "lora":
+                folder = str(Path(variant.weights).resolve())
+                name = entry.adapters.get(folder)
+                if name is None:
+                    name = re.sub(r"\W", "_", f"{variant.slug}_{len(entry.adapters)}")
+                    add_adapter(target, Path(folder), name)
+                    target.requires_grad_(False)
+                    entry.adapters[folder] = name
+                    entry.bytes = weight_bytes(entry.handle.module)
+                    self.adapter_loads += 1
+            activate_adapter(target, name)
+            self._evict(keep=key)
+            return entry.handle
+
+    def _load(self, variant: Variant) -> Entry:
+        from studio.models.registry import backend_for
+
+        backend = backend_for(variant.modality)
+        config = load_config(variant.config)
+        source = variant.base_ref if variant.kind in ("base", "lora") else variant.weights
+        handle = backend.load(str(source), "full", config)
+        if variant.from_starter:
+            handle.parts["starter"] = True  # the starters' generation defaults (e.g. milder guidance)
+        handle.module.requires_grad_(False)
+        handle.module.eval()
+        handle.module.to(self.device or _device())
+        self.loads += 1
+        return Entry(handle=handle, bytes=weight_bytes(handle.module))
+
+    def _evict(self, keep: tuple) -> None:
+        while self.total_bytes() > self.max_bytes and len(self.entries) > 1:
+            oldest = next(k for k in self.entries if k != keep)
+            self.drop(oldest)
+
+    def total_bytes(self) -> int:
+        return sum(e.bytes for e in self.entries.values())
+
+    def drop(self, key: tuple) -> None:
+        with self.lock:
+            self.entries.pop(key, None)
+            _free_memory()
+
+    def clear(self) -> None:
+        with self.lock:
+            self.entries.clear()
+            _free_memory()
+
+    def describe(self) -> list[dict]:
+        """What is loaded, most recently used last (for a status line)."""
+        return [{"model": key[1], "kind": key[2], "mb": round(entry.bytes / 2**20, 1),
+                 "adapters": len(entry.adapters)} for key, entry in self.entries.items()]
+
+
+def _free_memory() -> None:
+    gc.collect()
+    import sys
+
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+_shared: dict[str, ModelCache] = {}
+_shared_lock = threading.Lock()
+
+
+def shared_cache(settings) -> ModelCache:
+    """One cache per STUDIO_HOME for the process (the web process keeps its models between requests)."""
+    with _shared_lock:
+        key = str(settings.home)
+        if key not in _shared:
+            _shared[key] = ModelCache(settings.generation_cache_mb * 2**20)
+        return _shared[key]

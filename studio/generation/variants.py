@@ -1,0 +1,240 @@
+"""Which models a Generate request compares: ``base``, ``RUN_ID`` (its last checkpoint) or ``RUN_ID:STEP``.
+
+Every variant is resolved to what the model cache needs to load it: a LoRA checkpoint is an adapter on its
+run's base model (loaded once and shared), a full or from-scratch checkpoint is a model folder of its own.
+All variants must come from one base model: a run whose model is a folder saved by another run is followed
+back to that run's model, so a LoRA on a fine-tuned starter and the starter's own run compare fine, while
+adapters of two different bases do not.
+
+No model library is imported here.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from studio.models.base import STARTERS
+from studio.store import Store
+from studio.store.tables import Run
+
+MAX_VARIANTS = 5  # the base and up to four trained variants, side by side
+ACTIVE = ("queued", "starting", "running")
+
+
+class VariantError(ValueError):
+    """A variant cannot be used as asked; the message says why and what to do."""
+
+
+@dataclass
+class Variant:
+    ref: str                  # canonical: "base" or "RUN_ID:STEP"
+    label: str                # for people: "base (tiny-llama)", "run 3 · lora · step 40"
+    modality: str
+    kind: str                 # base | lora (an adapter on ``base_ref``) | full (the model folder ``weights``)
+    base_ref: str | None      # the base model (base), or the model the run was trained from (an adapter's base)
+    weights: str | None = None  # the checkpoint's model folder (lora, full)
+    run_id: int | None = None
+    step: int | None = None
+    method: str | None = None  # the run's training method
+    config: dict = field(default_factory=dict)  # the run's training config (resolution, clip length, ...)
+    from_starter: bool = False  # it descends from a starter (which changes generation defaults)
+    note: str | None = None
+
+    def as_dict(self) -> dict:
+        return {k: v for k, v in asdict(self).items() if k != "config"}
+
+    @property
+    def slug(self) -> str:
+        """A file-name-safe name: ``base`` or ``run3-step40``."""
+        return "base" if self.kind == "base" else f"run{self.run_id}-step{self.step}"
+
+
+def parse_ref(ref: str) -> tuple[int, int | None] | None:
+    """``"base"`` → None; ``"3"`` → (3, None); ``"3:40"`` → (3, 40); anything else is an error."""
+    text = str(ref).strip()
+    if text.lower() == "base":
+        return None
+    found = re.fullmatch(r"(\d+)(?::(\d+))?", text)
+    if not found:
+        raise VariantError(f"'{ref}' is not a variant: use base, RUN_ID (its last checkpoint) or RUN_ID:STEP")
+    return int(found.group(1)), int(found.group(2)) if found.group(2) else None
+
+
+def normalise_model_ref(ref: str) -> str:
+    """A local folder as its absolute path (so two spellings of one folder compare equal); a Hub id as given."""
+    folder = Path(ref).expanduser()
+    return str(folder.resolve()) if folder.is_dir() else ref
+
+
+def _run_of_folder(store: Store, model_ref: str) -> int | None:
+    """The run that saved ``model_ref``, when it is a folder under ``STUDIO_HOME/runs/<id>/``."""
+    try:
+        relative = Path(model_ref).expanduser().resolve().relative_to(store.path("runs").resolve())
+    except ValueError:
+        return None
+    first = relative.parts[0] if relative.parts else ""
+    return int(first) if first.isdigit() else None
+
+
+def origin(store: Store, model_ref: str, seen: frozenset = frozenset()) -> tuple[str, list[int]]:
+    """The model a reference ultimately comes from, following folders saved by runs back to those runs'
+    models; with the runs passed on the way."""
+    run_id = _run_of_folder(store, model_ref)
+    if run_id is None or run_id in seen:
+        return normalise_model_ref(model_ref), []
+    with store.session() as session:
+        run = session.get(Run, run_id)
+    if run is None:
+        return normalise_model_ref(model_ref), []
+    found, via = origin(store, run.model_ref, seen | {run_id})
+    return found, [run_id, *via]
+
+
+def _describe(model_ref: str, via: list[int]) -> str:
+    return f"'{model_ref}'" + (f" (through run {', run '.join(map(str, via))})" if via else "")
+
+
+def _resolve_run(store: Store, run_id: int, step: int | None) -> tuple[Run, dict, str | None]:
+    from studio.training.runs import checkpoints
+
+    with store.session() as session:
+        run = session.get(Run, run_id)
+    if run is None:
+        raise VariantError(f"no run {run_id} (see `studio runs list`)")
+    saved = [c for c in checkpoints(store, run_id) if Path(c["model_path"]).is_dir()]
+    steps = ", ".join(str(c["step"]) for c in saved)
+    if step is not None:
+        chosen = next((c for c in saved if c["step"] == step), None)
+        if chosen is None:
+            raise VariantError(f"run {run_id} has no checkpoint at step {step}"
+                               + (f"; its checkpoints are at steps {steps}" if saved else "; it has no checkpoint yet"))
+        return run, chosen, None
+    if not saved:
+        if run.status in ACTIVE:
+            raise VariantError(f"run {run_id} is {run.status} and has not saved a checkpoint yet; wait for its first "
+                               f"checkpoint (every save_steps steps) or ask it to save now")
+        raise VariantError(f"run {run_id} ({run.status}) has no checkpoint to generate with")
+    chosen = saved[-1]
+    note = None
+    if run.status in ACTIVE:
+        note = (f"run {run_id} is still training ({run.status}): using its last checkpoint so far (step "
+                f"{chosen['step']}; {run.steps_done} of {run.total_steps} steps done)")
+    elif run.status == "failed":
+        note = f"run {run_id} failed: using its last checkpoint (step {chosen['step']})"
+    return run, chosen, note
+
+
+def resolve_variants(store: Store, refs: list[str], base_model: str | None = None) -> list[Variant]:
+    """Resolves ``base`` / ``RUN_ID`` / ``RUN_ID:STEP`` references (in the order given), checking that they can
+    be compared.
+
+    ``base_model`` names the base when no run is given (or states it explicitly); otherwise the base is the
+    model the runs were trained from. Raises ``VariantError`` with a message for people."""
+    refs = [str(r).strip() for r in refs if str(r).strip()]
+    if not refs:
+        raise VariantError("choose at least one variant: base, RUN_ID or RUN_ID:STEP")
+    if len(refs) > MAX_VARIANTS:
+        raise VariantError(f"{len(refs)} variants: compare at most {MAX_VARIANTS} (the base and four trained ones)")
+    parsed = [parse_ref(r) for r in refs]
+    if parsed.count(None) > 1:
+        raise VariantError("'base' is given more than once")
+    variants: list[Variant] = []
+    given: dict[str, str] = {}
+    for ref, spec in zip(refs, parsed):
+        if spec is None:
+            continue
+        run, checkpoint, note = _resolve_run(store, *spec)
+        variant = Variant(
+            ref=f"{run.id}:{checkpoint['step']}", label=f"run {run.id} · {run.method} · step {checkpoint['step']}",
+            modality=run.modality, kind="lora" if run.method == "lora" else "full",
+            base_ref=normalise_model_ref(run.model_ref), weights=checkpoint["model_path"], run_id=run.id,
+            step=checkpoint["step"], method=run.method, config=dict(run.config or {}), note=note,
+            from_starter=origin(store, run.model_ref)[0] in STARTERS)
+        if variant.ref in given:
+            raise VariantError(f"'{ref}' and '{given[variant.ref]}' are the same checkpoint ({variant.ref})")
+        given[variant.ref] = ref
+        variants.append(variant)
+    _check_one_family(store, variants)
+    if None in parsed:
+        variants.insert(parsed.index(None), _base_variant(store, variants, base_model))
+    modalities = {v.modality for v in variants}
+    if len(modalities) > 1:
+        raise VariantError(f"the variants mix modalities ({', '.join(sorted(modalities))}); compare one at a time")
+    return variants
+
+
+def _check_one_family(store: Store, variants: list[Variant]) -> None:
+    first: tuple[Variant, str, list[int]] | None = None
+    for variant in variants:
+        found, via = origin(store, variant.base_ref)
+        if first is None:
+            first = (variant, found, via)
+        elif found != first[1]:
+            other, other_found, other_via = first
+            raise VariantError(
+                f"variant {variant.ref} was trained from {_describe(found, via)} but {other.ref} from "
+                f"{_describe(other_found, other_via)}: variants must share one base model")
+
+
+def _base_variant(store: Store, variants: list[Variant], base_model: str | None) -> Variant:
+    adapted = [v for v in variants if v.method != "scratch"]
+    if base_model is not None:
+        base_ref = normalise_model_ref(base_model)
+        if variants:
+            wanted, _ = origin(store, base_ref)
+            found, via = origin(store, variants[0].base_ref)
+            if wanted != found:
+                raise VariantError(f"base model '{base_model}' is not the base of run {variants[0].run_id}, which "
+                                   f"was trained from {_describe(found, via)}")
+    elif adapted:
+        bases = {v.base_ref: v.ref for v in reversed(adapted)}
+        if len(bases) > 1:
+            listed = "; ".join(f"{ref} from '{base}'" for base, ref in bases.items())
+            raise VariantError(f"'base' is ambiguous: the runs start from different models ({listed}). Pick "
+                               "variants fine-tuned from the same model, or leave 'base' out")
+        base_ref = adapted[0].base_ref
+    elif variants:
+        scratch = variants[0]
+        raise VariantError(f"run {scratch.run_id} was trained from scratch, so it has no base model to compare with. "
+                           f"Compare its checkpoints instead, e.g. --variant {scratch.run_id}:STEP "
+                           f"--variant {scratch.run_id}:ANOTHER_STEP")
+    else:
+        raise VariantError("'base' alone needs a base model: name it (--model NAME_OR_PATH), or add a run")
+    if base_ref in STARTERS:
+        raise VariantError(f"'{base_ref}' is built from scratch: it has no pretrained base to generate with. "
+                           "Compare the checkpoints of a run instead")
+    from studio.models.registry import modality_of
+
+    modality = variants[0].modality if variants else modality_of(base_ref)
+    if modality is None:
+        raise VariantError(f"'{base_ref}' is not a model the studio knows (a catalog id or a local model folder)")
+    config = next((v.config for v in adapted if v.base_ref == base_ref), {})
+    name = Path(base_ref).name if Path(base_ref).is_dir() else base_ref
+    return Variant(ref="base", label=f"base ({name})", modality=modality, kind="base", base_ref=base_ref,
+                   config=config, from_starter=origin(store, base_ref)[0] in STARTERS)
+
+
+def variant_choices(store: Store, modality: str | None = None) -> list[dict]:
+    """What can be picked, newest run first: each run's checkpoints as ``{"ref": "RUN_ID:STEP", "label", "run_id",
+    "step", "last", "method", "modality", "model", "status"}`` (``last``: its newest checkpoint, what ``RUN_ID``
+    alone means). ``model`` is where the run comes from, so a page can offer only runs of one base."""
+    from sqlalchemy import select
+
+    from studio.training.runs import checkpoints
+
+    with store.session() as session:
+        query = select(Run).order_by(Run.id.desc())
+        runs = session.scalars(query.where(Run.modality == modality) if modality else query).all()
+    choices = []
+    for run in runs:
+        saved = [c for c in checkpoints(store, run.id) if Path(c["model_path"]).is_dir()]
+        model = origin(store, run.model_ref)[0]
+        for checkpoint in reversed(saved):
+            choices.append({"ref": f"{run.id}:{checkpoint['step']}", "run_id": run.id, "step": checkpoint["step"],
+                            "label": f"run {run.id} · {run.method} · step {checkpoint['step']}"
+                                     + (" (last)" if checkpoint is saved[-1] else ""),
+                            "last": checkpoint is saved[-1], "method": run.method, "modality": run.modality,
+                            "model": model, "status": run.status})
+    return choices
