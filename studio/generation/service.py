@@ -76,7 +76,7 @@ def generate_set(store: Store, variants: list[str], prompts: list[str], seed: in
                  references: list | None = None, base_model: str | None = None, name: str | None = None,
                  source: str | None = None, cache: ModelCache | None = None, on_progress: Progress | None = None,
                  should_cancel: Callable[[], bool] | None = None, on_text: Callable[[dict], None] | None = None,
-                 created_by: str | None = None) -> int:
+                 created_by: str | None = None, on_start: Callable[[int], None] | None = None) -> int:
     """Generates ``samples_per_prompt`` samples of every prompt with every variant; returns the sample set's id.
 
     ``variants``: ``"base"``, ``"RUN_ID"`` (its last checkpoint) or ``"RUN_ID:STEP"``; ``base_model`` names the
@@ -84,7 +84,8 @@ def generate_set(store: Store, variants: list[str], prompts: list[str], seed: in
     ``prompts_from_test_split``). ``on_progress(done, total, message)`` hears each step; ``should_cancel()``
     is asked before each sample (and during text generation): a cancel keeps the samples made so far and marks
     the set cancelled. ``on_text({"variant", "prompt_index", "sample_index", "text"})`` hears text as it is
-    generated. Bad input raises ``GenerationError``/``VariantError`` before anything is stored; an
+    generated; ``on_start(set_id)`` hears the new set's id before the first sample. Bad input raises
+    ``GenerationError``/``VariantError`` before anything is stored; an
     out-of-memory error stops only its variant, and is reported in the set."""
     prompts = check_prompts(prompts)
     if not 1 <= int(samples_per_prompt) <= MAX_SAMPLES_PER_PROMPT:
@@ -113,6 +114,8 @@ def generate_set(store: Store, variants: list[str], prompts: list[str], seed: in
                         source=source, status="running", report=report, created_by=created_by)
         session.add(row)
     set_id = row.id
+    if on_start is not None:  # a page can now follow the set's samples as they are stored
+        on_start(set_id)
     try:
         status = _generate(store, set_id, chosen, prompts, seeds, options, blocklist, report,
                            cache if cache is not None else shared_cache(store.settings), on_progress,

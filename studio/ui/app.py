@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from studio.settings import Settings
 from studio.store import Store, open_store
-from studio.ui import data_tab, model_tab, placeholder, train_tab
+from studio.ui import data_tab, generate_tab, model_tab, placeholder, train_tab
 from studio.ui.state import project_choices, version_choices
 
 GUIDE = """
@@ -38,9 +38,10 @@ def build_app(store: Store):
                 model_ref, method, lora = model_tab.build(store, version)
             with gr.Tab("Train", id="train"):
                 train_tab.build(store, version, model_ref, method, lora)
-            for tab in ("Generate", "Evaluate"):
-                with gr.Tab(tab, id=tab.lower()):
-                    placeholder.build(tab)
+            with gr.Tab("Generate", id="generate"):
+                generate_tab.build(store, version)
+            with gr.Tab("Evaluate", id="evaluate"):
+                placeholder.build("Evaluate")
     return app
 
 

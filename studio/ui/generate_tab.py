@@ -1,0 +1,432 @@
+"""Generate tab: the base model and up to four trained variants side by side, same prompts, seeds and
+settings, so differences come from training alone. Every sample is stored as part of a sample set.
+
+The page only calls ``studio.generation.service``; generation runs in a thread of the web process (the one
+model work the web process does) while the handler streams the grid into the page: text as it is written,
+images and clips as each is stored.
+"""
+
+from __future__ import annotations
+
+import html
+import threading
+import time
+from pathlib import Path
+
+from studio.generation.options import SETTINGS, settings_model
+from studio.store import Store
+from studio.ui.forms import form_values, params_form
+
+MAX_VARIANTS = 4
+REFRESH = 0.3  # seconds between grid updates while generating
+
+INTRO = """### Generate
+Pick a **base model** and up to four **variants** (a run's last checkpoint or any earlier one). The same
+prompts go through each with the same seeds and settings, so what differs comes from training. Every
+sample is kept in a **sample set**: reopen it below, download it, or rate it in the Evaluate tab."""
+
+CSS = """
+#gen-grid table { border-collapse: collapse; width: 100%; table-layout: fixed; }
+#gen-grid th, #gen-grid td { border: 1px solid #ddd; padding: 6px; vertical-align: top; text-align: left; }
+#gen-grid td.prompt { width: 18%; font-weight: 600; }
+#gen-grid .text { white-space: pre-wrap; font-family: ui-monospace, monospace; font-size: 0.9em; }
+#gen-grid .meta { color: #888; font-size: 0.8em; }
+#gen-grid img.out { width: 100%; max-width: 256px; image-rendering: pixelated; transition: transform .15s; }
+#gen-grid img.out:hover { transform: scale(2); position: relative; z-index: 5; box-shadow: 0 2px 12px #0005; }
+#gen-grid img.spec { width: 100%; max-width: 256px; height: 64px; }
+#gen-grid .flag { color: #b45309; }
+"""
+
+
+# ----------------------------------------------------------------------------- choices
+
+def base_choices(store: Store) -> list[tuple[str, str]]:
+    """The base models trained runs came from (label, model ref), newest first."""
+    from studio.generation.variants import variant_choices
+
+    seen: dict[str, str] = {}
+    for choice in variant_choices(store):
+        seen.setdefault(choice["model"], f"{choice['model']} · {choice['modality']}")
+    return [(label, model) for model, label in seen.items()]
+
+
+def variants_of(store: Store, base: str | None) -> list[dict]:
+    from studio.generation.variants import variant_choices
+
+    return [c for c in variant_choices(store) if c["model"] == base] if base else []
+
+
+def is_starter(base: str | None) -> bool:
+    from studio.models.base import STARTERS
+
+    return base in STARTERS
+
+
+# ----------------------------------------------------------------------------- rendering
+
+def file_url(path: str) -> str:
+    return "/gradio_api/file=" + html.escape(path, quote=True)
+
+
+def spectrogram_png(wav: str) -> str | None:
+    """A small log-magnitude spectrogram picture of a clip, written once beside it."""
+    import numpy as np
+    import soundfile as sf
+    from PIL import Image
+    from scipy.signal import stft
+
+    out = Path(wav).with_suffix(".spectrogram.png")
+    if out.exists():
+        return str(out)
+    try:
+        wave, rate = sf.read(wav, dtype="float32", always_2d=True)
+    except (OSError, RuntimeError):
+        return None
+    _, _, z = stft(wave.mean(axis=1), fs=rate, nperseg=512, noverlap=384)
+    db = 20 * np.log10(np.abs(z) + 1e-9)
+    db = np.clip(db - db.max(), -80, 0)
+    pixels = ((db + 80) / 80 * 255).astype(np.uint8)[::-1]
+    Image.fromarray(pixels).resize((256, 64)).save(out)
+    return str(out)
+
+
+def cell_html(sample: dict | None, partial: str | None, modality: str) -> str:
+    if sample is None:
+        if partial is not None:
+            return f'<div class="text">{html.escape(partial)}▌</div>'
+        return '<span class="meta">…</span>'
+    meta = f'<div class="meta">seed {sample["seed"]} · {sample["seconds"]:.2f} s</div>'
+    flags = sample.get("flags") or {}
+    flag = (f'<div class="flag">blocked words masked: {html.escape(", ".join(flags["blocked"]))}</div>'
+            if flags.get("blocked") else "")
+    if sample.get("text") is not None:
+        return f'<div class="text">{html.escape(sample["text"])}</div>{flag}{meta}'
+    path = sample.get("path") or ""
+    if modality == "image":
+        return (f'<a href="{file_url(path)}" target="_blank"><img class="out" src="{file_url(path)}" '
+                f'alt="{html.escape(sample["prompt"])}"></a>{meta}')
+    spectrogram = spectrogram_png(path)
+    picture = f'<img class="spec" src="{file_url(spectrogram)}" alt="spectrogram">' if spectrogram else ""
+    return f'<audio controls preload="none" src="{file_url(path)}"></audio>{picture}{meta}'
+
+
+def reference_html(reference: dict | None) -> str:
+    if not reference:
+        return ""
+    if reference.get("text") is not None:
+        return f'<div class="meta">reference</div><div class="text">{html.escape(str(reference["text"]))}</div>'
+    path = reference.get("path") or ""
+    if path.endswith((".png", ".jpg", ".jpeg", ".webp")):
+        return f'<div class="meta">reference</div><img class="out" src="{file_url(path)}">'
+    return f'<div class="meta">reference</div><audio controls preload="none" src="{file_url(path)}"></audio>'
+
+
+def grid_html(sample_set: dict, partials: dict | None = None) -> str:
+    """One row per prompt (and sample), one column per variant; the reference beside the prompt."""
+    partials = partials or {}
+    variants = sample_set["variants"]
+    head = "".join(f"<th>{html.escape(v['label'])}</th>" for v in variants)
+    rows = []
+    for row in sample_set["grid"]:
+        prompt = html.escape(row["prompt"]) + reference_html(row.get("reference"))
+        if row.get("refused"):
+            rows.append(f'<tr><td class="prompt">{prompt}</td><td colspan="{len(variants)}" class="flag">'
+                        f'not generated: the prompt contains blocked words ({html.escape(", ".join(row["refused"]))})'
+                        "</td></tr>")
+            continue
+        for index, seed in enumerate(row["seeds"]):
+            label = prompt if index == 0 else f'<span class="meta">sample {index + 1}</span>'
+            cells = []
+            for variant in variants:
+                made = row["cells"].get(variant["ref"], [])
+                sample = next((s for s in made if s["sample_index"] == index), None)
+                partial = partials.get((variant["ref"], row["prompt_index"], index))
+                cells.append(f"<td>{cell_html(sample, partial, sample_set['modality'])}</td>")
+            rows.append(f'<tr><td class="prompt">{label}</td>{"".join(cells)}</tr>')
+    report = report_html(sample_set)
+    return f"{report}<table><tr><th>prompt</th>{head}</tr>{''.join(rows)}</table>"
+
+
+def report_html(sample_set: dict) -> str:
+    report = sample_set.get("report") or {}
+    lines = [f"ℹ️ {html.escape(n)}" for n in report.get("notes", [])]
+    lines += [f"❌ {html.escape(e['message'])}" for e in report.get("errors", [])]
+    if report.get("flagged"):
+        lines.append(f"⚠️ {len(report['flagged'])} output(s) contained blocked words: masked and marked below.")
+    status = sample_set.get("status")
+    head = (f"<p><b>Sample set #{sample_set['set_id']}</b> · {html.escape(sample_set['modality'])} · "
+            f"{html.escape(str(status))}</p>")
+    return head + "".join(f"<p>{line}</p>" for line in lines)
+
+
+def sets_table(store: Store) -> list[list]:
+    from studio.generation.service import list_sets
+
+    return [[s["set_id"], s["status"], s["modality"], s["base_model"], ", ".join(s["variants"]), s["prompts"],
+             s["samples"], s["created_at"][:19].replace("T", " ")] for s in list_sets(store)]
+
+
+def set_choices(store: Store) -> list[tuple[str, int]]:
+    from studio.generation.service import list_sets
+
+    return [(f"#{s['set_id']} {s['modality']} · {s['prompts']} prompts · {s['status']}", s["set_id"])
+            for s in list_sets(store)]
+
+
+# ----------------------------------------------------------------------------- running a set
+
+class Generation:
+    """One sample set being made in a thread; the page polls it (the UI's small manager for this tab)."""
+
+    def __init__(self):
+        self.set_id: int | None = None
+        self.partials: dict[tuple, str] = {}
+        self.progress = (0, 1, "starting")
+        self.error: Exception | None = None
+        self.cancel = threading.Event()
+        self.done = threading.Event()
+
+    def run(self, store: Store, **request) -> None:
+        from studio.generation.service import generate_set
+
+        def on_text(event: dict) -> None:
+            self.partials[(event["variant"], event["prompt_index"], event["sample_index"])] = event["text"]
+
+        def on_start(set_id: int) -> None:
+            self.set_id = set_id
+
+        def on_progress(done: int, total: int, message: str) -> None:
+            self.progress = (done, max(total, 1), message)
+
+        try:
+            generate_set(store, **request, on_text=on_text, on_start=on_start, on_progress=on_progress,
+                         should_cancel=self.cancel.is_set, source="ui")
+        except Exception as error:  # noqa: BLE001 - shown in the page; the set keeps what was made
+            self.error = error
+        finally:
+            self.done.set()
+
+
+# ----------------------------------------------------------------------------- the tab
+
+def build(store: Store, version) -> None:
+    import gradio as gr
+
+    running: dict[str, Generation] = {}  # one per browser session (gr.Request.session_hash)
+
+    gr.Markdown(INTRO)
+    gr.HTML(f"<style>{CSS}</style>")
+    with gr.Row():
+        base = gr.Dropdown(base_choices(store), value=None, label="Base model (from your runs)", scale=2,
+                           elem_id="gen-base")
+        variants = gr.Dropdown([], value=[], multiselect=True, max_choices=MAX_VARIANTS, scale=3,
+                               label=f"Variants (up to {MAX_VARIANTS} runs or checkpoints)", elem_id="gen-variants")
+        with gr.Column(scale=1, min_width=160):
+            include_base = gr.Checkbox(True, label="include the base model", elem_id="gen-include-base")
+            refresh = gr.Button("↻ Refresh lists", size="sm")
+    prompts = gr.Textbox(lines=4, label="Prompts (one per line)", elem_id="gen-prompts",
+                         placeholder="Once upon a time\nThe little fox")
+    references = gr.State(None)
+    with gr.Row():
+        with gr.Column():
+            test_count = gr.Number(8, precision=0, label="prompts from the test split", minimum=1, maximum=200)
+            from_test = gr.Button("Take prompts from the dataset version's test split", elem_id="gen-from-test")
+        with gr.Column():
+            prompt_set = gr.Dropdown(_prompt_set_names(store), value=None, label="Saved prompt set",
+                                     allow_custom_value=True)
+            with gr.Row():
+                load_prompts = gr.Button("Load", size="sm")
+                save_prompts = gr.Button("Save these prompts under this name", size="sm")
+    with gr.Row():
+        seed = gr.Number(None, precision=0, label="Seed (empty: a random seed, shown after)", elem_id="gen-seed")
+        samples = gr.Slider(1, 8, value=1, step=1, label="Samples per prompt")
+    forms: dict[str, dict] = {}
+    groups = {}
+    with gr.Accordion("Settings", open=False):
+        for modality in SETTINGS:
+            with gr.Group(visible=modality == "text") as group:
+                gr.Markdown(f"**{modality} settings**")
+                forms[modality] = params_form(settings_model(modality))
+            groups[modality] = group
+    with gr.Row():
+        start = gr.Button("Generate side by side", variant="primary", elem_id="gen-start")
+        stop = gr.Button("Cancel", elem_id="gen-cancel")
+    status = gr.Markdown(elem_id="gen-status")
+    grid = gr.HTML(elem_id="gen-grid")
+    with gr.Accordion("Sample sets", open=False):
+        table = gr.Dataframe(sets_table(store), headers=["set", "status", "modality", "base", "variants", "prompts",
+                                                         "samples", "created"], interactive=False)
+        with gr.Row():
+            chosen_set = gr.Dropdown(set_choices(store), value=None, label="Sample set", elem_id="gen-set")
+            reopen = gr.Button("Reopen")
+            download = gr.Button("Download as zip")
+            delete = gr.Button("Delete set", variant="stop")
+        zip_file = gr.File(label="zip", visible=False)
+        gr.Markdown("A stored set is what the Evaluate tab asks raters to judge: pick it there by its number.")
+
+    form_inputs = [c for modality in SETTINGS for c in forms[modality].values()]
+
+    def modality_of_base(model: str | None) -> str:
+        found = variants_of(store, model)
+        return found[0]["modality"] if found else "text"
+
+    def on_base(model):
+        found = variants_of(store, model)
+        choices = [(c["label"], c["ref"]) for c in found]
+        latest = [c["ref"] for c in found if c["last"]][:2]
+        modality = modality_of_base(model)
+        starter = is_starter(model)
+        note = gr.Checkbox(value=not starter, interactive=not starter,
+                           label="include the base model" + (" (a starter trained from scratch has none)"
+                                                             if starter else ""))
+        return [gr.Dropdown(choices=choices, value=latest), note] + [gr.Group(visible=m == modality) for m in SETTINGS]
+
+    base.change(on_base, base, [variants, include_base] + list(groups.values()))
+    refresh.click(lambda: (gr.Dropdown(choices=base_choices(store)), gr.Dropdown(choices=set_choices(store)),
+                           sets_table(store)), None, [base, chosen_set, table])
+
+    def on_from_test(dataset_ref, count):
+        from studio.generation.service import prompts_from_test_split
+
+        if not dataset_ref:
+            return gr.Textbox(), None, "❌ Choose a dataset version at the top of the page first."
+        try:
+            found = prompts_from_test_split(store, dataset_ref, int(count or 8))
+        except ValueError as error:
+            return gr.Textbox(), None, f"❌ {html.escape(str(error))}"
+        text = "\n".join(item["prompt"].replace("\n", " ") for item in found)
+        refs = [item.get("reference") for item in found]
+        with_refs = sum(1 for r in refs if r)
+        return text, refs, f"{len(found)} prompts from the test split ({with_refs} with a reference shown beside them)."
+
+    from_test.click(on_from_test, [version, test_count], [prompts, references, status])
+    prompts.input(lambda: None, None, references)  # typed prompts no longer line up with the references
+
+    def on_load(name):
+        from studio.generation.service import get_prompt_set
+
+        try:
+            return "\n".join(get_prompt_set(store, name)), None, f"Loaded prompt set '{html.escape(name)}'."
+        except ValueError as error:
+            return gr.Textbox(), None, f"❌ {html.escape(str(error))}"
+
+    def on_save(name, text):
+        from studio.generation.service import save_prompt_set
+
+        lines = [line for line in (text or "").splitlines() if line.strip()]
+        try:
+            save_prompt_set(store, (name or "").strip(), lines)
+        except ValueError as error:
+            return gr.Dropdown(), f"❌ {html.escape(str(error))}"
+        return gr.Dropdown(choices=_prompt_set_names(store), value=name), f"Saved {len(lines)} prompts as '{html.escape(name)}'."
+
+    load_prompts.click(on_load, prompt_set, [prompts, references, status])
+    save_prompts.click(on_save, [prompt_set, prompts], [prompt_set, status])
+
+    def on_generate(model, chosen, with_base, text, refs, seed_value, per_prompt, *values,
+                    request: gr.Request = None):
+        from studio.generation.service import get_set
+
+        modality = modality_of_base(model)
+        names = list(forms[modality])
+        offset = sum(len(forms[m]) for m in list(SETTINGS)[:list(SETTINGS).index(modality)])
+        settings = form_values(settings_model(modality), dict(zip(names, values[offset:offset + len(names)])))
+        refs_list = [line for line in (text or "").splitlines() if line.strip()]
+        request_args = dict(variants=(["base"] if with_base else []) + list(chosen or []), prompts=refs_list,
+                            seed=None if seed_value in (None, "") else int(seed_value),
+                            samples_per_prompt=int(per_prompt or 1), settings=settings, base_model=model,
+                            references=refs if refs and len(refs) == len(refs_list) else None)
+        if not request_args["variants"]:
+            yield "❌ Pick at least one variant (or include the base model).", gr.HTML()
+            return
+        job = Generation()
+        key = getattr(request, "session_hash", None) or "default"
+        running[key] = job
+        thread = threading.Thread(target=job.run, args=(store,), kwargs=request_args, daemon=True)
+        thread.start()
+        while not job.done.is_set():
+            time.sleep(REFRESH)
+            done, total, message = job.progress
+            if job.set_id is not None:
+                yield (f"⏳ {done} of {total} samples · {html.escape(message)}",
+                       grid_html(get_set(store, job.set_id), dict(job.partials)))
+        running.pop(key, None)
+        if job.error is not None and job.set_id is None:
+            yield f"❌ {html.escape(str(job.error))}", gr.HTML()
+            return
+        final = get_set(store, job.set_id)
+        seeds = sorted({s for row in final["seeds"] for s in row})
+        ending = {"completed": "✅ Done", "cancelled": "⏹ Cancelled (the samples made so far are kept)",
+                  "failed": "❌ Failed"}.get(final["status"], final["status"])
+        error = f" — {html.escape(str(job.error))}" if job.error else ""
+        yield (f"{ending}: sample set #{final['set_id']}, {len(final['samples'])} samples, seeds "
+               f"{', '.join(map(str, seeds[:8]))}{'…' if len(seeds) > 8 else ''}{error}", grid_html(final))
+
+    start.click(on_generate, [base, variants, include_base, prompts, references, seed, samples] + form_inputs,
+                [status, grid], api_visibility="private").then(
+        lambda: (gr.Dropdown(choices=set_choices(store)), sets_table(store)), None, [chosen_set, table])
+
+    def on_cancel(request: gr.Request = None):
+        job = running.get(getattr(request, "session_hash", None) or "default")
+        if job is None:
+            return "Nothing is being generated."
+        job.cancel.set()
+        return "⏹ Cancelling after the current sample…"
+
+    stop.click(on_cancel, None, status, api_visibility="private")
+
+    def on_reopen(set_id):
+        from studio.generation.service import GenerationError, get_set
+
+        if not set_id:
+            return "❌ Choose a sample set.", gr.HTML()
+        try:
+            return f"Sample set #{set_id}", grid_html(get_set(store, int(set_id)))
+        except GenerationError as error:
+            return f"❌ {html.escape(str(error))}", gr.HTML()
+
+    def on_download(set_id):
+        from studio.generation.service import export_set_zip
+
+        if not set_id:
+            return gr.File(visible=False)
+        return gr.File(value=str(export_set_zip(store, int(set_id))), visible=True)
+
+    def on_delete(set_id):
+        from studio.generation.service import delete_set
+
+        if set_id:
+            delete_set(store, int(set_id))
+        return gr.Dropdown(choices=set_choices(store), value=None), sets_table(store), gr.HTML(value="")
+
+    reopen.click(on_reopen, chosen_set, [status, grid])
+    download.click(on_download, chosen_set, zip_file)
+    delete.click(on_delete, chosen_set, [chosen_set, table, grid])
+
+    gr.api(api_generate(store), api_name="generate")
+
+
+def _prompt_set_names(store: Store) -> list[str]:
+    from studio.generation.service import list_prompt_sets
+
+    return [p["name"] for p in list_prompt_sets(store)]
+
+
+def api_generate(store: Store):
+    """The Gradio API endpoint ``/generate`` (documented in the README): the CLI's contract over HTTP."""
+
+    def generate(variants: list[str], prompts: list[str], seed: int | None = None, samples_per_prompt: int = 1,
+                 settings: dict | None = None, base_model: str | None = None) -> dict:
+        """Generate every prompt with every variant ("base", "RUN_ID" or "RUN_ID:STEP") using the same seeds;
+        returns {"sample_set_id", "samples": [{variant, prompt, seed, text | path}]}."""
+        from studio.generation.service import generate_set, get_set
+
+        set_id = generate_set(store, variants, prompts, seed, samples_per_prompt, settings or {},
+                              base_model=base_model, source="api")
+        made = get_set(store, set_id)
+        return {"sample_set_id": set_id, "status": made["status"],
+                "samples": [{"variant": s["variant"], "prompt": s["prompt"], "seed": s["seed"],
+                             **({"text": s["text"]} if s["text"] is not None else {"path": s["path"]})}
+                            for s in made["samples"]]}
+
+    return generate
