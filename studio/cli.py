@@ -307,6 +307,115 @@ def cmd_samples_export(args) -> int:
     return _export(args, export_set_zip, args.set_id, GenerationError)
 
 
+def _ci(row: dict) -> str:
+    if row.get("strength") is None:
+        return "no votes yet"
+    return f"{row['strength']:+.2f} [{row['ci_low']:+.2f}, {row['ci_high']:+.2f}]"
+
+
+def _leaderboard_text(board: dict) -> str:
+    lines = [f"sample set {board['set_id']}: {board['votes']} counted votes"
+             + (" (preliminary)" if board["preliminary"] else "")
+             + (f", {board['excluded']['flagged']} flagged left out" if board["excluded"]["flagged"] else "")]
+    lines += [f"{(str(v['rank']) if v['rank'] else '-'):>3}  {v['label']:<34} {_ci(v):<26} {v['wins']}W {v['losses']}L "
+              f"{v['ties']}T {v['both_bad']}BB  {v['votes']} votes" for v in board["variants"]]
+    scored = [s for s in board["scores"]["variants"] if s["n"]]
+    lines += [f"     score {s['label']:<28} {s['mean']:.2f}" + (f" [{s['ci_low']:.2f}, {s['ci_high']:.2f}]"
+                                                                 if s["ci_low"] is not None else "") + f"  n={s['n']}"
+              for s in scored]
+    pairwise = board["agreement"]["pairwise"]
+    if pairwise["alpha"] is not None or pairwise["raw"] is not None:
+        def number(x):
+            return "n/a" if x is None else f"{x:.2f}"
+
+        lines.append(f"agreement: Krippendorff's alpha {number(pairwise['alpha'])}, raw {number(pairwise['raw'])} "
+                     f"({number(pairwise['raw_without_ties'])} without ties) over {pairwise['units']} shared pairs")
+    return "\n".join(lines)
+
+
+def cmd_eval_leaderboard(args) -> int:
+    from studio.evaluation.service import EvaluationError, leaderboard
+
+    try:
+        board = leaderboard(_store(args), args.set_id, include_flagged=args.include_flagged, rounds=args.rounds)
+    except EvaluationError as error:
+        return _fail(args, str(error))
+    _print(args, board, _leaderboard_text(board))
+    return 0
+
+
+def _side_text(side: dict) -> str:
+    return side["path"] if "path" in side else repr(side["text"])
+
+
+def cmd_eval_pairs(args) -> int:
+    from studio.evaluation.service import EvaluationError, assigned_pairs
+
+    try:
+        shown = assigned_pairs(_store(args), args.set_id, args.rater, limit=args.limit, session="cli")
+    except EvaluationError as error:
+        return _fail(args, str(error))
+    pairs = [{k: p[k] for k in ("pair_id", "prompt", "prompt_index", "origin", "reference", "a", "b")} for p in shown]
+    human = "\n".join(f"pair {p['pair_id']}: {p['prompt']!r}\n  a: {_side_text(p['a'])}\n  b: {_side_text(p['b'])}"
+                      for p in pairs) or f"rater '{args.rater}' has judged every pair of sample set {args.set_id}"
+    _print(args, {"set_id": args.set_id, "rater": args.rater, "pairs": pairs}, human)
+    return 0
+
+
+def cmd_eval_vote(args) -> int:
+    from studio.evaluation.service import EvaluationError, cast_vote
+
+    try:
+        result = cast_vote(_store(args), args.pair, args.rater, args.choice, comment=args.comment, session="cli",
+                           set_id=args.set_id)
+    except EvaluationError as error:
+        return _fail(args, str(error))
+    revealed = ", ".join(f"{side} was {who['label']}" for side, who in result["revealed"].items())
+    _print(args, result, f"{result['message']}: {revealed}")
+    return 0
+
+
+def cmd_eval_export(args) -> int:
+    from studio.evaluation.service import EvaluationError, export_votes
+
+    return _export(args, lambda store, set_id, out: export_votes(store, set_id, args.kind, out), args.set_id,
+                   EvaluationError)
+
+
+def cmd_eval_preference(args) -> int:
+    from studio.evaluation.service import EvaluationError, run_preference
+
+    try:
+        found = run_preference(_store(args), args.run_id, include_flagged=args.include_flagged)
+    except EvaluationError as error:
+        return _fail(args, str(error))
+
+    def significance(point: dict, key: str) -> str:
+        test = point.get(key)
+        if not test:
+            return ""
+        verdict = "preferred" if test["significant"] else "not significantly preferred"
+        return f"; {verdict} over {test['against']} (P={test['prob_better']:.2f})"
+
+    lines = [f"run {found['run_id']}: {found['votes']} counted votes in sample sets "
+             f"{', '.join(map(str, found['sets'])) or '(none)'}" + (" (preliminary)" if found["preliminary"] else "")]
+    lines += [f"step {p['step']:>6} {p['variant']:<10} {_ci(p)}{significance(p, 'vs_base')}"
+              f"{significance(p, 'vs_previous')}" for p in found["points"]]
+    _print(args, found, "\n".join(lines))
+    return 0
+
+
+def cmd_eval_metrics(args) -> int:
+    from studio.evaluation.metrics import run_metrics
+
+    try:
+        result = run_metrics(_store(args), args.ref)
+    except (ValueError, OSError) as error:
+        return _fail(args, str(error))
+    _print(args, result, json.dumps(result, indent=1, default=str))
+    return 0
+
+
 def cmd_settings(_args) -> int:
     print(settings_table())
     return 0
@@ -402,8 +511,36 @@ def build_parser() -> argparse.ArgumentParser:
                            help="a zip with set.json, samples.jsonl and the media files")
     samples_export.add_argument("--out", metavar="FILE.zip")
 
+    evaluate = commands.add_parser("eval", help="blind human rating of sample sets, leaderboards, metrics")
+    evaluate = evaluate.add_subparsers(dest="eval_command", required=True)
+    eval_board = _leaf(evaluate, "leaderboard", cmd_eval_leaderboard, "set_id",
+                       help="Bradley-Terry ranking with 95 %% intervals, scores and rater agreement")
+    eval_board.add_argument("--include-flagged", action="store_true", help="count votes flagged as too fast")
+    eval_board.add_argument("--rounds", type=int, default=200, help="bootstrap rounds (at least 100)")
+    eval_pairs = _leaf(evaluate, "pairs", cmd_eval_pairs, "set_id",
+                       help="the pairs assigned to a rater, blind (variants are revealed after the vote)")
+    eval_pairs.add_argument("--rater", required=True, metavar="NAME")
+    eval_pairs.add_argument("--limit", type=int, default=10, help="how many unjudged pairs to list (and assign)")
+    eval_vote = _leaf(evaluate, "vote", cmd_eval_vote, "set_id", help="judge a pair: a or b better, tie, both bad")
+    eval_vote.add_argument("--rater", required=True, metavar="NAME")
+    eval_vote.add_argument("--pair", required=True, type=int, metavar="PAIR_ID")
+    eval_vote.add_argument("--choice", required=True, choices=["a", "b", "tie", "both_bad", "skip"],
+                           help="skip: can't judge (not a tie)")
+    eval_vote.add_argument("--comment")
+    eval_export = _leaf(evaluate, "export", cmd_eval_export, "set_id",
+                        help="votes as events (JSONL), battles (CSV) or preference pairs for DPO (JSONL)")
+    eval_export.add_argument("--kind", choices=["events", "battles", "preferences"], default="events")
+    eval_export.add_argument("--out", metavar="FILE")
+    eval_pref = _leaf(evaluate, "preference", cmd_eval_preference, "run_id",
+                      help="human preference against training step across a run's checkpoints")
+    eval_pref.add_argument("--include-flagged", action="store_true")
+    eval_metrics = evaluate.add_parser("metrics", help="automatic metrics of a run's checkpoint")
+    eval_metrics.add_argument("ref", metavar="RUN_ID[:CHECKPOINT]")
+    eval_metrics.add_argument("--json", action="store_true")
+    eval_metrics.set_defaults(run=cmd_eval_metrics)
+
     for leaf in (serve, imp, lst, exp, train, runs_list, runs_show, runs_stop, runs_resume, generate, samples_list,
-                 samples_show, samples_export):
+                 samples_show, samples_export, eval_board, eval_pairs, eval_vote, eval_export, eval_pref, eval_metrics):
         _add_settings_flags(leaf, top_level=False)
     return parser
 

@@ -54,6 +54,26 @@ class Settings(BaseSettings):
     blocklist: str = Field(default="",
                            description="Output filter for text prompts and outputs: comma-separated words or "
                                        "phrases, or the path of a file with one per line. Empty: off.")
+    eval_min_decision_seconds: float = Field(
+        default=1.5, ge=0,
+        description="Human rating: a vote decided faster than this (seconds after the item was shown) is flagged: "
+                    "kept, but left out of the leaderboard unless flagged votes are included.")
+    eval_preliminary_votes: int = Field(
+        default=20, ge=1,
+        description="Human rating: a variant with fewer counted votes than this is marked preliminary on the "
+                    "leaderboard.")
+    eval_repeat_share: float = Field(
+        default=0.1, ge=0, le=0.5,
+        description="Human rating: the share of items shown again to the same rater (sides swapped) to measure "
+                    "each rater's self-consistency.")
+    clip_model_path: str = Field(
+        default="",
+        description="Automatic metrics: a local CLIP model folder (transformers, safetensors) for the CLIP score and "
+                    "FID of image checkpoints. Empty: those two are skipped.")
+    audio_embedding_model_path: str = Field(
+        default="",
+        description="Automatic metrics: a local CLAP model folder (transformers, safetensors) for the CLAP score and "
+                    "FAD of audio checkpoints. Empty: those two are skipped.")
 
     @field_validator("home")
     @classmethod

@@ -23,7 +23,7 @@ def _schema_drift(engine) -> list:
 def test_migrations_create_exactly_the_tables_the_code_declares(store):
     assert _schema_drift(store.engine) == []
     with store.engine.connect() as connection:
-        assert connection.execute(text("select version_num from alembic_version")).scalar() == "0003"
+        assert connection.execute(text("select version_num from alembic_version")).scalar() == "0004"
 
 
 def test_sqlite_runs_in_wal_mode(store):
@@ -79,9 +79,9 @@ def test_postgresql_store_imports_and_survives_reopen(tmp_path):
     settings = load_settings(home=tmp_path / "home", database_url=url)
     store = open_store(settings)
     with store.engine.begin() as connection:  # start from an empty schema: the test owns this database
-        for table in ("generated_samples", "sample_sets", "prompt_sets", "device_locks", "run_samples",
-                      "control_flags", "checkpoints", "metrics", "runs", "dataset_versions", "datasets", "uploads",
-                      "projects", "alembic_version"):
+        for table in ("rating_votes", "rating_assignments", "generated_samples", "sample_sets", "prompt_sets",
+                      "device_locks", "run_samples", "control_flags", "checkpoints", "metrics", "runs",
+                      "dataset_versions", "datasets", "uploads", "projects", "alembic_version"):
             connection.execute(text(f"DROP TABLE IF EXISTS {table} CASCADE"))
     store.close()
     store = open_store(settings)

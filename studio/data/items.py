@@ -33,6 +33,7 @@ class Item:
     text: str | None = None
     prompt: str | None = None
     response: str | None = None
+    rejected: str | None = None  # a preference pair's rejected response (prompt/chosen/rejected tables)
     messages: list[dict] | None = None
     path: Path | None = None
     caption: str | None = None
@@ -51,7 +52,7 @@ class Item:
         if self.messages is not None:
             return "\n".join(f"{m['role']}: {m['content']}" for m in self.messages)
         if self.prompt is not None:
-            return f"{self.prompt}\n{self.response or ''}"
+            return f"{self.prompt}\n{self.response or ''}" + (f"\n{self.rejected}" if self.rejected is not None else "")
         return self.text or ""
 
     def map_text(self, fix) -> bool:
@@ -63,13 +64,15 @@ class Item:
             self.prompt = fix(self.prompt)
         if self.response is not None:
             self.response = fix(self.response)
+        if self.rejected is not None:
+            self.rejected = fix(self.rejected)
         if self.messages is not None:
             self.messages = [{**m, "content": fix(m["content"])} for m in self.messages]
         return self.content() != before
 
     def manifest_row(self) -> dict:
         row: dict = {}
-        for key in ("text", "prompt", "response", "messages", "caption"):
+        for key in ("text", "prompt", "response", "rejected", "messages", "caption"):
             value = getattr(self, key)
             if value is not None:
                 row[key] = value

@@ -26,6 +26,7 @@ class ColumnMapping(BaseModel):
     prompt: str | None = None
     context: str | None = None
     response: str | None = None
+    rejected: str | None = None  # a preference pair's rejected response; default: a 'rejected' column beside 'chosen'
     messages: str | None = None
 
     def describe(self) -> str:
@@ -33,7 +34,8 @@ class ColumnMapping(BaseModel):
             return f"chat messages from column '{self.messages}'"
         if self.format == "pair":
             extra = f" + '{self.context}'" if self.context else ""
-            return f"prompt from '{self.prompt}'{extra}, response from '{self.response}'"
+            rejected = f", rejected response from '{self.rejected}'" if self.rejected else ""
+            return f"prompt from '{self.prompt}'{extra}, response from '{self.response}'{rejected}"
         return f"text from column '{self.text}'"
 
 
@@ -64,8 +66,8 @@ def guess_mapping(columns: list[str]) -> ColumnMapping | None:
 def missing_columns(mapping: ColumnMapping, columns: list[str]) -> list[str]:
     wanted = {"chat": [mapping.messages], "pair": [mapping.prompt, mapping.response],
               "text": [mapping.text]}[mapping.format]
-    if mapping.format == "pair" and mapping.context:
-        wanted.append(mapping.context)
+    if mapping.format == "pair":
+        wanted += [c for c in (mapping.context, mapping.rejected) if c]
     return [w or "(not chosen)" for w in wanted if w not in columns]
 
 
@@ -119,5 +121,9 @@ def row_fields(row: dict, mapping: ColumnMapping) -> dict:
         context = _as_text(row.get(mapping.context)) if mapping.context else ""
         if context.strip():
             prompt = f"{prompt}\n\n{context}"
-        return {"prompt": prompt, "response": _as_text(row.get(mapping.response))}
+        fields = {"prompt": prompt, "response": _as_text(row.get(mapping.response))}
+        rejected = mapping.rejected or ("rejected" if str(mapping.response).lower() == "chosen" else None)
+        if rejected and rejected in row:  # a preference dataset (prompt/chosen/rejected) keeps its rejected answer
+            fields["rejected"] = _as_text(row.get(rejected))
+        return fields
     return {"text": _as_text(row.get(mapping.text))}

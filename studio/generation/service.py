@@ -27,7 +27,7 @@ from studio.generation.cache import LoadError, ModelCache, shared_cache
 from studio.generation.options import GenerationSettings, parse_settings
 from studio.generation.variants import Variant, VariantError, resolve_variants
 from studio.store import Store
-from studio.store.tables import GeneratedSample, PromptSet, SampleSet
+from studio.store.tables import GeneratedSample, PromptSet, RatingAssignment, RatingVote, SampleSet
 
 MAX_SAMPLES_PER_PROMPT = 16
 Progress = Callable[[int, int, str], None]  # (samples done, samples in all, what is happening)
@@ -274,15 +274,19 @@ def list_sets(store: Store) -> list[dict]:
 
 
 def delete_set(store: Store, set_id: int) -> None:
+    """Deletes the set, its samples and files, and the ratings of its samples (export them first to keep them)."""
     with store.session() as session:
         row = session.get(SampleSet, int(set_id))
         if row is None:
             raise GenerationError(f"no sample set {set_id}")
         if row.status == "running":
             raise GenerationError(f"sample set {set_id} is still being generated: cancel it first")
+        session.execute(delete(RatingVote).where(RatingVote.set_id == row.id))
+        session.execute(delete(RatingAssignment).where(RatingAssignment.set_id == row.id))
         session.execute(delete(GeneratedSample).where(GeneratedSample.set_id == row.id))
         session.delete(row)
     shutil.rmtree(store.path(f"samples/{int(set_id)}"), ignore_errors=True)
+    shutil.rmtree(store.path(f"blind/{int(set_id)}"), ignore_errors=True)
 
 
 # ----------------------------------------------------------------------------- export

@@ -95,10 +95,12 @@ class DiffusionModule(nn.Module):
         return 2 ** (len(self.vae.config.block_out_channels) - 1) if self.vae is not None else 1
 
     @torch.no_grad()
-    def to_latents(self, pixels: torch.Tensor) -> torch.Tensor:
+    def to_latents(self, pixels: torch.Tensor, mean: bool = False) -> torch.Tensor:
+        """Pixels → the UNet's space: a sample of the VAE's posterior, or its mean when ``mean`` (deterministic)."""
         if self.vae is None:
             return pixels
-        latents = self.vae.encode(pixels.to(self.vae.dtype)).latent_dist.sample()
+        posterior = self.vae.encode(pixels.to(self.vae.dtype)).latent_dist
+        latents = posterior.mode() if mean else posterior.sample()
         shift = self.vae.config.get("shift_factor") or 0.0
         return (latents - shift) * self.vae.config.scaling_factor
 
@@ -134,24 +136,46 @@ class DiffusionModule(nn.Module):
 
         noise = torch.randn(latents.shape, generator=generator).to(latents) if generator is not None \
             else torch.randn_like(latents)
-        scheduler = self.noise_scheduler
-        steps = scheduler.config.num_train_timesteps
-        if self.prediction_type == "flow_matching":  # straight line from data (sigma 0) to noise (sigma 1)
-            sigmas = torch.rand(size, generator=generator).to(self.device)
-            s = sigmas.view(-1, *[1] * (latents.dim() - 1)).to(latents.dtype)
-            noisy = (1 - s) * latents + s * noise
-            timesteps = sigmas * steps
-            target = noise - latents
+        steps = self.noise_scheduler.config.num_train_timesteps
+        if self.prediction_type == "flow_matching":  # sigma in [0, 1): how far along the line to noise
+            timesteps = torch.rand(size, generator=generator).to(self.device) * steps
         else:
             timesteps = torch.randint(0, steps, (size,), generator=generator).to(self.device)
-            noisy = scheduler.add_noise(latents, noise, timesteps)
-            target = noise if self.prediction_type == "epsilon" else scheduler.get_velocity(latents, noise, timesteps)
-
-        prediction = self.unet(noisy, timesteps, encoder_hidden_states=text.to(self.unet.dtype)).sample
-        loss = (prediction.float() - target.float()).pow(2).mean(dim=list(range(1, prediction.dim())))
+        loss = self.prediction_error(latents, text, noise, timesteps)
         if self.snr_gamma > 0 and self.prediction_type != "flow_matching":
             loss = loss * self.min_snr_weights(timesteps)
         return loss.mean()
+
+    def prediction_error(self, latents: torch.Tensor, text: torch.Tensor, noise: torch.Tensor,
+                         timesteps: torch.Tensor) -> torch.Tensor:
+        """Per-item mean squared error of the UNet's prediction at ``timesteps`` (B,); for flow matching a
+        timestep is sigma times the number of training timesteps."""
+        scheduler = self.noise_scheduler
+        if self.prediction_type == "flow_matching":  # straight line from data (sigma 0) to noise (sigma 1)
+            sigmas = timesteps / scheduler.config.num_train_timesteps
+            s = sigmas.view(-1, *[1] * (latents.dim() - 1)).to(latents.dtype)
+            noisy = (1 - s) * latents + s * noise
+            target = noise - latents
+        else:
+            noisy = scheduler.add_noise(latents, noise, timesteps)
+            target = noise if self.prediction_type == "epsilon" else scheduler.get_velocity(latents, noise, timesteps)
+        prediction = self.unet(noisy, timesteps, encoder_hidden_states=text.to(self.unet.dtype)).sample
+        return (prediction.float() - target.float()).pow(2).mean(dim=list(range(1, prediction.dim())))
+
+    @torch.no_grad()
+    def loss_at(self, batch: dict, fraction: float, seeds: list[int]) -> torch.Tensor:
+        """Per-item prediction error (unweighted) at one fixed point of the noise schedule, ``fraction`` of the
+        way from data (0) to noise (1), each item's noise drawn from its own seed and latents from the VAE's
+        posterior mean: the same batch, fraction and seeds give the same losses (held-out evaluation)."""
+        latents = self.to_latents(batch["pixel_values"].to(self.device), mean=True).to(self.unet.dtype)
+        text = self.encode_text(batch["input_ids"].to(self.device))
+        noise = torch.stack([torch.randn(latents.shape[1:], generator=torch.Generator().manual_seed(int(seed)))
+                             for seed in seeds]).to(latents)
+        steps = self.noise_scheduler.config.num_train_timesteps
+        point = fraction * steps if self.prediction_type == "flow_matching" else round(fraction * (steps - 1))
+        timesteps = torch.full((latents.shape[0],), point, device=self.device,
+                               dtype=torch.float32 if self.prediction_type == "flow_matching" else torch.long)
+        return self.prediction_error(latents, text, noise, timesteps)
 
 
 # ----------------------------------------------------------------------------- data helpers

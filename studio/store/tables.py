@@ -199,3 +199,47 @@ class PromptSet(Base):
     name: Mapped[str] = mapped_column(String(200), unique=True)
     prompts: Mapped[list] = mapped_column(JSON, default=list)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class RatingAssignment(Base):
+    """One item shown to one rater for blind rating: two samples of the same prompt and seed (``pairwise``, left
+    shown as "A") or one sample (``absolute``). The unique key shows a rater an item once, plus at most one
+    repeat (``repeat`` 1, sides swapped) that measures the rater's self-consistency."""
+    __tablename__ = "rating_assignments"
+    __table_args__ = (UniqueConstraint("set_id", "mode", "rater", "item_key", "repeat"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    set_id: Mapped[int] = mapped_column(ForeignKey("sample_sets.id"), index=True)
+    mode: Mapped[str] = mapped_column(String(16))                  # pairwise | absolute
+    rater: Mapped[str] = mapped_column(String(200))
+    session: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    item_key: Mapped[str] = mapped_column(String(64))              # "12-15" (sample ids, smaller first) | "12"
+    prompt_index: Mapped[int] = mapped_column(Integer)
+    sample_index: Mapped[int] = mapped_column(Integer)
+    left_sample_id: Mapped[int] = mapped_column(ForeignKey("generated_samples.id"))
+    right_sample_id: Mapped[int | None] = mapped_column(ForeignKey("generated_samples.id"), nullable=True)
+    repeat: Mapped[int] = mapped_column(Integer, default=0)
+    assigned_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    shown_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)  # the latest showing
+
+
+class RatingVote(Base):
+    """A rater's decision on one assignment (one vote per assignment: a double click finds the first). ``details``
+    keeps what was shown, with each side's variant, seed and the set's settings, so an export stands alone."""
+    __tablename__ = "rating_votes"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    assignment_id: Mapped[int] = mapped_column(ForeignKey("rating_assignments.id"), unique=True)
+    set_id: Mapped[int] = mapped_column(ForeignKey("sample_sets.id"), index=True)
+    mode: Mapped[str] = mapped_column(String(16))
+    rater: Mapped[str] = mapped_column(String(200))
+    session: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    choice: Mapped[str] = mapped_column(String(16))                # a | b | tie | both_bad | skip | score
+    score: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    winner_sample_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    comment: Mapped[str | None] = mapped_column(Text, nullable=True)
+    shown_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    decided_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    decision_seconds: Mapped[float] = mapped_column(Float)
+    played: Mapped[dict | None] = mapped_column(JSON, nullable=True)   # seconds each side was played (client)
+    flags: Mapped[dict | None] = mapped_column(JSON, nullable=True)    # e.g. {"fast": "decided in 0.4 s ..."}
+    repeat: Mapped[int] = mapped_column(Integer, default=0)
+    details: Mapped[dict] = mapped_column(JSON, default=dict)

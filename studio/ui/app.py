@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from studio.settings import Settings
 from studio.store import Store, open_store
-from studio.ui import data_tab, generate_tab, model_tab, placeholder, train_tab
+from studio.ui import data_tab, evaluate_tab, generate_tab, model_tab, train_tab
 from studio.ui.state import project_choices, version_choices
 
 GUIDE = """
@@ -41,7 +41,10 @@ def build_app(store: Store):
             with gr.Tab("Generate", id="generate"):
                 generate_tab.build(store, version)
             with gr.Tab("Evaluate", id="evaluate"):
-                placeholder.build("Evaluate")
+                evaluate_tab.build(store)
+    with app.route("Rate", "/rate", show_in_navbar=False):  # the rater-only page: rating and nothing else
+        gr.Markdown("# Gen Studio · rating")
+        evaluate_tab.build_rating(store, rater_only=True)
     return app
 
 

@@ -56,3 +56,51 @@ def dataset_figures(stats: dict, modality: str) -> tuple:
         first = histogram(stats.get("duration", []), "Duration", "seconds")
         words_title = "Most frequent caption words"
     return first, bars([tuple(p) for p in stats.get("top_words", [])], words_title)
+
+
+def intervals(rows: list[dict], title: str, xlabel: str, value: str = "strength"):
+    """One horizontal bar per row: ``value`` with its 95 % interval (``ci_low``..``ci_high``), best on top."""
+    figure, axes = _figure(title)
+    shown = [r for r in rows if r.get(value) is not None][::-1]
+    for y, row in enumerate(shown):
+        low, high = row.get("ci_low"), row.get("ci_high")
+        if low is not None and high is not None:
+            axes.plot([low, high], [y, y], color="#4c78a8", linewidth=3, alpha=0.5)
+        axes.plot([row[value]], [y], "o", color="#4c78a8")
+    axes.set_yticks(range(len(shown)), [str(r.get("label") or r.get("variant"))[:28] for r in shown])
+    axes.set_xlabel(xlabel)
+    figure.tight_layout()
+    return figure
+
+
+def matrix(values: list[list], labels: list[str], title: str, fmt: str = "{:.2f}"):
+    """A heat map of a square matrix (row variant against column variant), each cell written out."""
+    import numpy as np
+
+    figure, axes = _figure(title)
+    grid = np.array([[np.nan if v is None else float(v) for v in row] for row in values], dtype=float)
+    axes.imshow(grid, cmap="Blues", vmin=0)
+    short = [str(label)[:18] for label in labels]
+    axes.set_xticks(range(len(short)), short, rotation=30, ha="right", fontsize=8)
+    axes.set_yticks(range(len(short)), short, fontsize=8)
+    for i, row in enumerate(values):
+        for j, v in enumerate(row):
+            if v is not None and i != j:
+                axes.text(j, i, fmt.format(v), ha="center", va="center", fontsize=8)
+    figure.tight_layout()
+    return figure
+
+
+def by_step(points: list[dict], title: str, ylabel: str, value: str = "strength"):
+    """A value (with its interval when the points have one) against the training step."""
+    figure, axes = _figure(title)
+    shown = sorted((p for p in points if p.get(value) is not None), key=lambda p: p["step"])
+    steps = [p["step"] for p in shown]
+    axes.plot(steps, [p[value] for p in shown], "o-", color="#4c78a8")
+    if shown and all(p.get("ci_low") is not None for p in shown):
+        axes.fill_between(steps, [p["ci_low"] for p in shown], [p["ci_high"] for p in shown], alpha=0.2,
+                          color="#4c78a8")
+    axes.set_xlabel("training step")
+    axes.set_ylabel(ylabel)
+    figure.tight_layout()
+    return figure

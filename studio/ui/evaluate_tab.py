@@ -1,0 +1,366 @@
+"""Evaluate tab: blind rating of a sample set's outputs, the leaderboard with its intervals, preference across
+a run's checkpoints, and automatic metrics on held-out data.
+
+The rating panel is also the whole of the rater-only page (``/rate``): a rater sees prompts and outputs
+labelled A and B, never variant names (those are revealed after each vote), and nothing to train or delete.
+Everything here calls ``studio.evaluation``; the web process does no model work except computing metrics on
+request (a generation-like, bounded job).
+"""
+
+from __future__ import annotations
+
+import html
+import time
+
+from studio.store import Store
+
+MIN_PLAY_SECONDS = 3.0  # an audio clip counts as heard after 3 s of playing, or when it ends sooner
+
+RATER_INTRO = """### Rate outputs
+Type your name, pick a sample set and a mode, and press **Start**. You see one prompt and two outputs,
+**A** and **B** (which is which changes every time); choose the better one, or *tie*, *both bad*, or *can't
+judge*. The model names appear only after your vote. Audio: play each clip (3 seconds or to its end) before
+voting."""
+
+CHOICES = [("A is better", "a"), ("B is better", "b"), ("Tie", "tie"), ("Both bad", "both_bad"),
+           ("Can't judge", "skip")]
+
+
+def set_choices(store: Store) -> list[tuple[str, int]]:
+    from studio.generation.service import list_sets
+
+    return [(f"#{s['set_id']} {s['modality']} · {s['prompts']} prompts · {len(s['variants'])} variants", s["set_id"])
+            for s in list_sets(store) if s["samples"]]
+
+
+def run_choices(store: Store) -> list[tuple[str, int]]:
+    from studio.training.runs import list_runs
+
+    return [(f"#{r['run_id']} {r['method']} {r['model']} · {r['status']}", r["run_id"]) for r in list_runs(store)]
+
+
+# ----------------------------------------------------------------------------- the rating panel
+
+def _side_updates(shown: dict | None, side: str):
+    """(text, image, audio) updates for side ``a`` or ``b`` of a presented pair (or one scored sample)."""
+    import gradio as gr
+
+    content = (shown or {}).get(side) or {}
+    modality = (shown or {}).get("modality")
+    return (gr.Textbox(value=content.get("text") or "", visible=modality == "text"),
+            gr.Image(value=content.get("path") if modality == "image" else None, visible=modality == "image"),
+            gr.Audio(value=content.get("path") if modality == "audio" else None, visible=modality == "audio"))
+
+
+def _prompt_markdown(shown: dict | None) -> str:
+    if not shown:
+        return ""
+    done, total = shown["progress"]["done"], shown["progress"]["total"]
+    origin = "from the dataset's test split" if shown.get("origin") == "test_split" else "typed"
+    reference = shown.get("reference") or {}
+    extra = f"\n\n*Reference:* {html.escape(str(reference['text']))}" if reference.get("text") else ""
+    return f"**Prompt** ({origin}; item {done + 1} of {total}):\n\n> {html.escape(shown['prompt'])}{extra}"
+
+
+def build_rating(store: Store, rater_only: bool = False) -> None:
+    import gradio as gr
+
+    gr.Markdown(RATER_INTRO)
+    with gr.Row():
+        rater = gr.Textbox(label="Your name", elem_id="rate-name", scale=2)
+        chosen_set = gr.Dropdown(set_choices(store), value=None, label="Sample set", elem_id="rate-set", scale=3)
+        mode = gr.Radio([("A/B comparison", "pairwise"), ("1-5 scores", "absolute")], value="pairwise",
+                        label="Mode", scale=2)
+        start = gr.Button("Start", variant="primary", elem_id="rate-start", scale=1)
+    prompt = gr.Markdown(elem_id="rate-prompt")
+    with gr.Row():
+        with gr.Column():
+            label_a = gr.Markdown("**A**", visible=False)
+            text_a = gr.Textbox(label="A", interactive=False, lines=6, visible=False, elem_id="rate-a")
+            image_a = gr.Image(label="A", interactive=False, visible=False, height=280)
+            audio_a = gr.Audio(label="A", interactive=False, visible=False, elem_id="rate-audio-a")
+        with gr.Column() as column_b:
+            label_b = gr.Markdown("**B**", visible=False)
+            text_b = gr.Textbox(label="B", interactive=False, lines=6, visible=False, elem_id="rate-b")
+            image_b = gr.Image(label="B", interactive=False, visible=False, height=280)
+            audio_b = gr.Audio(label="B", interactive=False, visible=False, elem_id="rate-audio-b")
+    with gr.Row(visible=False) as pair_buttons:
+        buttons = [gr.Button(label, interactive=False, elem_id=f"vote-{value}") for label, value in CHOICES]
+    with gr.Row(visible=False) as score_row:
+        score = gr.Radio([], label="Score", elem_id="rate-score")
+        score_button = gr.Button("Submit score", interactive=False, elem_id="vote-score")
+    comment = gr.Textbox(label="Comment (optional)", lines=1)
+    result = gr.Markdown(elem_id="rate-result")
+    current = gr.State(None)   # the presented pair or item, as the service returned it
+    played = gr.State({})      # seconds each clip was played: {"a": 3.2, "b": 1.0}
+    started = gr.State({})     # when each clip started playing
+    outputs = [current, played, started, prompt, label_a, text_a, image_a, audio_a, column_b, label_b, text_b,
+               image_b, audio_b, pair_buttons, score_row, score, score_button, *buttons]
+
+    def present(shown: dict | None, message: str = ""):
+        """Every output of the panel for ``shown`` (None: nothing left to rate)."""
+        if shown is None:
+            hidden = [gr.update(visible=False)] * 11
+            return [None, {}, {}, message or "Nothing left for you to rate in this set — thank you!", *hidden,
+                    gr.Radio(), gr.Button(interactive=False), *[gr.Button(interactive=False)] * len(buttons)]
+        pairwise = shown["mode"] == "pairwise"
+        ready = shown["modality"] != "audio"  # text and images are both on screen at once: vote right away
+        scale = [(f"{s['value']} — {s['label']}: {s['meaning']}", s["value"]) for s in shown.get("scale") or []]
+        side_a = _side_updates({**shown, "a": shown.get("a") or shown.get("sample")}, "a")
+        side_b = _side_updates(shown if pairwise else None, "b")
+        header = _prompt_markdown(shown) + (f"\n\n{message}" if message else "")
+        return [shown, {}, {}, header, gr.Markdown(visible=pairwise), *side_a, gr.Column(visible=pairwise),
+                gr.Markdown(visible=pairwise), *side_b, gr.Row(visible=pairwise), gr.Row(visible=not pairwise),
+                gr.Radio(choices=scale, value=None), gr.Button(interactive=ready),
+                *[gr.Button(interactive=ready) for _ in buttons]]
+
+    def on_start(name, set_id, chosen_mode, request: gr.Request = None):
+        from studio.evaluation.service import EvaluationError, next_item, next_pair
+
+        if not set_id:
+            return present(None, "❌ Choose a sample set.")
+        session = getattr(request, "session_hash", None)
+        try:
+            fetch = next_pair if chosen_mode == "pairwise" else next_item
+            return present(fetch(store, int(set_id), name, session=session))
+        except EvaluationError as error:
+            return present(None, f"❌ {html.escape(str(error))}")
+
+    start.click(on_start, [rater, chosen_set, mode], outputs)
+
+    def revealed_text(outcome: dict) -> str:
+        sides = outcome.get("revealed") or {}
+        names = ", ".join(f"**{side.upper()}** was {html.escape(info['label'])}" for side, info in sides.items())
+        flag = f" ⚠️ {html.escape('; '.join((outcome.get('flags') or {}).values()))}" if outcome.get("flags") else ""
+        return f"✅ {html.escape(outcome['message'])} {names}.{flag}"
+
+    def decide(choice):
+        def handler(name, set_id, chosen_mode, shown, heard, note, value=None, request: gr.Request = None):
+            from studio.evaluation.service import EvaluationError, cast_score, cast_vote, next_item, next_pair
+
+            if not shown:
+                return [gr.Markdown(), *present(None, "Press Start first.")]
+            session = getattr(request, "session_hash", None)
+            try:
+                if shown["mode"] == "pairwise":
+                    outcome = cast_vote(store, shown["pair_id"], name, choice, note, session=session,
+                                        shown_at=shown.get("shown_at"), played=heard or None, set_id=shown["set_id"])
+                else:
+                    outcome = cast_score(store, shown["item_id"], name, value if choice == "score" else "skip",
+                                         note, session=session, shown_at=shown.get("shown_at"), played=heard or None,
+                                         set_id=shown["set_id"])
+                fetch = next_pair if shown["mode"] == "pairwise" else next_item
+                return [revealed_text(outcome), *present(fetch(store, int(shown["set_id"]), name, session=session))]
+            except EvaluationError as error:
+                return [f"❌ {html.escape(str(error))}", *[gr.update()] * len(outputs)]
+        return handler
+
+    common = [rater, chosen_set, mode, current, played, comment]
+    for button, (_, value) in zip(buttons, CHOICES):
+        # concurrency_limit=1 per button and the service's unique (pair, rater) vote: a double click votes once
+        button.click(decide(value), common, [result, *outputs], concurrency_limit=1)
+    score_button.click(decide("score"), common + [score], [result, *outputs], concurrency_limit=1)
+
+    # Audio: voting opens once each clip has played 3 s (or to its end); the play time goes with the vote.
+    def on_play(side):
+        def handler(when):
+            return {**(when or {}), side: time.time()}
+        return handler
+
+    def on_stop(side, ended: bool):
+        def handler(shown, heard, when):
+            heard, when = dict(heard or {}), dict(when or {})
+            if side in when:
+                heard[side] = heard.get(side, 0.0) + time.time() - when.pop(side)
+            if ended:
+                heard[side] = max(heard.get(side, 0.0), MIN_PLAY_SECONDS)
+            ready = bool(shown) and all(heard.get(s, 0.0) >= MIN_PLAY_SECONDS
+                                        for s in (("a", "b") if shown.get("mode") == "pairwise" else ("a",)))
+            return [heard, when, gr.Button(interactive=ready)] + [gr.Button(interactive=ready) for _ in buttons]
+        return handler
+
+    for side, player in (("a", audio_a), ("b", audio_b)):
+        player.play(on_play(side), started, started)
+        player.pause(on_stop(side, False), [current, played, started], [played, started, score_button, *buttons])
+        player.stop(on_stop(side, True), [current, played, started], [played, started, score_button, *buttons])
+
+    if not rater_only:
+        gr.Button("↻ Refresh sets", size="sm").click(lambda: gr.Dropdown(choices=set_choices(store)), None,
+                                                    chosen_set)
+
+
+# ----------------------------------------------------------------------------- results (editors only)
+
+def leaderboard_outputs(store: Store, set_id, include_flagged: bool):
+    from studio.evaluation.service import EvaluationError, leaderboard
+    from studio.ui.plots import intervals, matrix
+
+    if not set_id:
+        return "Choose a sample set.", [], None, None, None, []
+    try:
+        board = leaderboard(store, int(set_id), include_flagged=bool(include_flagged))
+    except EvaluationError as error:
+        return f"❌ {html.escape(str(error))}", [], None, None, None, []
+    rows = [[v["rank"], v["label"], _round(v["strength"]), _round(v["ci_low"]), _round(v["ci_high"]), v["wins"],
+             v["losses"], v["ties"], v["both_bad"], v["votes"], "preliminary" if v["preliminary"] else ""]
+            for v in board["variants"]]
+    agreement = board["agreement"]
+    summary = (f"**{board['votes']} counted votes** ({board['excluded']['flagged']} flagged left out, "
+               f"{board['excluded']['skipped']} skipped). {board['method']}. "
+               + ("*Preliminary: some variants have fewer than "
+                  f"{board['min_votes']} votes.* " if board["preliminary"] else "")
+               + f"\n\nAgreement: {_agreement_text(agreement)}")
+    mats = board["matrices"]
+    strength = intervals(board["variants"], "Preference (Bradley-Terry strength, 95 % interval)", "strength")
+    wins = matrix(mats["win_rate"], mats["labels"], "Win rate (row against column)") if mats["variants"] else None
+    counts = matrix(mats["votes"], mats["labels"], "Votes (row against column)", "{:.0f}") if mats["variants"] else None
+    scores = [[s["label"], _round(s.get("mean")), _round(s.get("ci_low")), _round(s.get("ci_high")), s.get("n"),
+               "preliminary" if s["preliminary"] else ""] for s in board["scores"]["variants"]]
+    return summary, rows, strength, wins, counts, scores
+
+
+def _agreement_text(agreement: dict) -> str:
+    parts = []
+    for key, value in agreement.items():
+        if isinstance(value, (int, float)):
+            parts.append(f"{key.replace('_', ' ')} {value:.2f}")
+        elif isinstance(value, dict):
+            inner = ", ".join(f"{k.replace('_', ' ')} {v:.2f}" for k, v in value.items() if isinstance(v, (int, float)))
+            if inner:
+                parts.append(f"{key.replace('_', ' ')}: {inner}")
+    return "; ".join(parts) or "not enough overlapping votes yet"
+
+
+def _round(value):
+    return None if value is None else round(float(value), 3)
+
+
+def build(store: Store) -> None:
+    import gradio as gr
+
+    with gr.Accordion("Rate (blind)", open=True):
+        build_rating(store)
+        gr.Markdown("Raters who should see nothing else can use the rater-only page: **/rate** on this server.")
+    with gr.Accordion("Leaderboard", open=True):
+        with gr.Row():
+            board_set = gr.Dropdown(set_choices(store), value=None, label="Sample set", elem_id="board-set")
+            flagged = gr.Checkbox(False, label="include votes flagged as too fast")
+            show = gr.Button("Show / refresh", elem_id="board-show")
+        board_summary = gr.Markdown(elem_id="board-summary")
+        board_table = gr.Dataframe(headers=["rank", "variant", "strength", "95% low", "95% high", "wins", "losses",
+                                            "ties", "both bad", "votes", ""], interactive=False, elem_id="board-table")
+        with gr.Row():
+            strength_plot = gr.Plot(label="Strength")
+            wins_plot = gr.Plot(label="Win rate")
+            counts_plot = gr.Plot(label="Votes")
+        score_table = gr.Dataframe(headers=["variant", "mean score", "95% low", "95% high", "scores", ""],
+                                   interactive=False, label="1-5 scores")
+        with gr.Row():
+            kind = gr.Radio([("vote events (JSONL)", "events"), ("battles (CSV)", "battles"),
+                             ("preference pairs for DPO (JSONL)", "preferences")], value="events", label="Export")
+            export = gr.Button("Export")
+            exported = gr.File(visible=False)
+    show.click(lambda s, f: leaderboard_outputs(store, s, f), [board_set, flagged],
+               [board_summary, board_table, strength_plot, wins_plot, counts_plot, score_table])
+
+    def on_export(set_id, chosen):
+        from studio.evaluation.service import export_votes
+
+        if not set_id:
+            return gr.File(visible=False)
+        return gr.File(value=str(export_votes(store, int(set_id), chosen)), visible=True)
+
+    export.click(on_export, [board_set, kind], exported)
+    with gr.Accordion("Across a run's checkpoints", open=False):
+        with gr.Row():
+            run = gr.Dropdown(run_choices(store), value=None, label="Run")
+            curve_button = gr.Button("Show human preference and metrics by step")
+            compute = gr.Button("Compute automatic metrics for the last checkpoint")
+        curve_text = gr.Markdown()
+        with gr.Row():
+            curve_plot = gr.Plot(label="Human preference by step")
+            metric_plot = gr.Plot(label="Automatic metrics by step")
+        metric_table = gr.Dataframe(interactive=False, label="Automatic metrics per checkpoint")
+    curve_button.click(lambda r: run_outputs(store, r), run, [curve_text, curve_plot, metric_plot, metric_table])
+
+    def on_compute(run_id, progress=gr.Progress()):
+        from studio.evaluation.metrics import run_metrics
+
+        if not run_id:
+            return "Choose a run.", None, None, None
+        progress(0.1, desc="loading the checkpoint and the held-out split")
+        try:
+            run_metrics(store, str(run_id))
+        except (ValueError, FileNotFoundError) as error:
+            return f"❌ {html.escape(str(error))}", None, None, None
+        return run_outputs(store, run_id)
+
+    compute.click(on_compute, run, [curve_text, curve_plot, metric_plot, metric_table])
+    register_api(store)
+    gr.Button("↻ Refresh lists", size="sm").click(
+        lambda: (gr.Dropdown(choices=set_choices(store)), gr.Dropdown(choices=run_choices(store))), None,
+        [board_set, run])
+
+
+def run_outputs(store: Store, run_id):
+    """Human preference and automatic metrics against the training step for one run."""
+    from studio.evaluation.metrics import metrics_table
+    from studio.evaluation.service import EvaluationError, run_preference
+    from studio.ui.plots import by_step
+
+    if not run_id:
+        return "Choose a run.", None, None, None
+    lines = []
+    try:
+        preference = run_preference(store, int(run_id))
+    except EvaluationError as error:
+        preference, lines = {"points": []}, [f"❌ {html.escape(str(error))}"]
+    for point in preference["points"]:
+        for against in ("vs_base", "vs_previous"):
+            found = point.get(against)
+            if found:
+                verdict = "significantly preferred" if found.get("significant") else "not significantly different"
+                lines.append(f"step {point['step']} {verdict} over {found['against']} "
+                             f"(P(better) {found['prob_better']:.2f}, {point['votes']} votes)")
+    curve = by_step(preference["points"], "Human preference by step", "strength") if preference["points"] else None
+    rows = metrics_table(store, int(run_id))
+    numbers = sorted({k for r in rows for k, v in r.items() if isinstance(v, (int, float)) and k != "step"})
+    table = [[r.get("step")] + [_round(r.get(k)) if isinstance(r.get(k), (int, float)) else None for k in numbers]
+             for r in rows]
+    first = numbers[0] if numbers else None
+    chart = by_step([{"step": r["step"], "value": r.get(first)} for r in rows], f"{first} by step", first,
+                    value="value") if first else None
+    import gradio as gr
+
+    return ("\n\n".join(lines) or "No votes on this run's checkpoints yet.", curve, chart,
+            gr.Dataframe(value=table, headers=["step"] + numbers) if rows else None)
+
+
+def register_api(store: Store) -> None:
+    """Gradio API endpoints for external rating tools (documented in the README): ``/rating_next_pair``,
+    ``/rating_vote`` and ``/leaderboard``. Pairs come without variant names; a vote reveals them."""
+    import gradio as gr
+
+    def rating_next_pair(set_id: int, rater: str) -> dict:
+        """The next pair this rater should judge in the sample set (null when none is left)."""
+        from studio.evaluation.service import next_pair
+
+        return next_pair(store, int(set_id), rater, session="api") or {}
+
+    def rating_vote(set_id: int, rater: str, pair_id: int, choice: str, comment: str = "") -> dict:
+        """Cast a vote: choice a | b | tie | both_bad | skip. A second vote on the same pair changes nothing."""
+        from studio.evaluation.service import cast_vote
+
+        return cast_vote(store, int(pair_id), rater, choice, comment or None, session="api", set_id=int(set_id))
+
+    def leaderboard(set_id: int, include_flagged: bool = False) -> dict:
+        """The sample set's Bradley-Terry leaderboard with 95 % intervals and agreement (votes flagged as too
+        fast are left out unless ``include_flagged``)."""
+        from studio.evaluation.service import leaderboard as board
+
+        found = board(store, int(set_id), include_flagged=bool(include_flagged))
+        return {"variants": found["variants"], "agreement": found["agreement"], "votes": found["votes"]}
+
+    gr.api(rating_next_pair, api_name="rating_next_pair")
+    gr.api(rating_vote, api_name="rating_vote")
+    gr.api(leaderboard, api_name="leaderboard")

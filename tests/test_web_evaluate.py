@@ -1,0 +1,97 @@
+"""Rating in a real browser on the rater-only page, the leaderboard changing in the Evaluate tab, and the rating
+endpoints of the Gradio API used by several raters at once. The sample set is real: base and a tiny LoRA run
+(test_generation's) on three prompts."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from studio.generation.cache import ModelCache
+from studio.generation.service import generate_set
+from studio.settings import load_settings
+from studio.store import open_store
+from test_text_backend import rows, tiny_folder  # noqa: F401 - module-scoped fixtures
+from test_web_generate import home_with_run  # noqa: F401 - a fixture
+
+
+@pytest.fixture
+def home_with_set(web_home, home_with_run):
+    store = open_store(load_settings(home=web_home))
+    set_id = generate_set(store, ["base", str(home_with_run["run"])], ["Once upon a time", "Mia found", "The old fox"],
+                          seed=1, settings={"max_new_tokens": 8}, cache=ModelCache(2**34))
+    store.close()
+    return {**home_with_run, "set_id": set_id}
+
+
+def wait_for_board(page, votes: int) -> None:
+    """Refresh the leaderboard until it counts ``votes`` votes."""
+    page.locator("#board-show").click()
+    page.wait_for_function(f"/\\b{votes} counted votes/.test(document.querySelector('#board-summary')?.innerText"
+                           " || '')", timeout=30_000)
+
+
+@pytest.mark.browser
+def test_a_rater_votes_blind_and_the_leaderboard_changes(home_with_set, running_studio, browser_page):
+    page = browser_page
+    page.goto(running_studio)
+    page.get_by_role("tab", name="Evaluate").click()
+    page.locator("#board-set input").click()
+    page.locator("li[data-testid=dropdown-option]").first.click()
+    wait_for_board(page, 0)
+
+    rater = page.context.browser.new_page()
+    rater.goto(running_studio + "/rate")
+    assert rater.get_by_role("tab", name="Train").count() == 0  # the rater page offers rating only
+    rater.locator("#rate-name textarea, #rate-name input").first.fill("ana")
+    rater.locator("#rate-set input").click()
+    rater.locator("li[data-testid=dropdown-option]").first.click()
+    rater.locator("#rate-start").click()
+    rater.get_by_text("item 1 of 3").wait_for(timeout=20_000)
+    page_text = rater.locator("body").inner_text()
+    assert "run 1" not in page_text and "base (" not in page_text  # no variant names before the vote
+    for number in range(3):
+        rater.wait_for_timeout(1700)  # slower than the too-fast threshold, so the votes count
+        rater.locator("#vote-a").click()
+        rater.wait_for_function("/ was /.test(document.querySelector('#rate-result')?.innerText || '')",
+                                timeout=20_000)
+        if number < 2:
+            rater.get_by_text(f"item {number + 2} of 3").wait_for(timeout=20_000)
+    rater.get_by_text("Nothing left for you to rate").wait_for(timeout=20_000)
+    assert "run 1" in rater.locator("#rate-result").inner_text()  # revealed after the vote
+    wait_for_board(page, 3)
+    assert page.locator("#board-table").inner_text().count("run 1") >= 1
+
+
+def test_many_raters_vote_through_the_api_each_vote_lands_once(home_with_set, running_studio):
+    from gradio_client import Client
+
+    set_id, errors, recorded = home_with_set["set_id"], [], []
+
+    def rate(name: str) -> None:
+        try:
+            client = Client(running_studio, verbose=False)
+            while True:
+                pair = client.predict(set_id, name, api_name="/rating_next_pair")
+                if not pair:
+                    return
+                first = client.predict(set_id, name, pair["pair_id"], "a", "", api_name="/rating_vote")
+                again = client.predict(set_id, name, pair["pair_id"], "b", "", api_name="/rating_vote")
+                assert first["status"] == "recorded" and again["status"] == "already_voted"
+                recorded.append(first["vote_id"])
+        except Exception as error:  # noqa: BLE001 - collected and asserted below
+            errors.append(error)
+
+    threads = [threading.Thread(target=rate, args=(f"rater{i}",)) for i in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=240)
+    assert not errors, errors
+    assert len(recorded) == len(set(recorded)) == 6 * 3  # every rater judged each of the 3 pairs exactly once
+    client = Client(running_studio, verbose=False)
+    assert client.predict(set_id, False, api_name="/leaderboard")["votes"] == 0  # all faster than a person reads
+    board = client.predict(set_id, True, api_name="/leaderboard")
+    assert board["votes"] == 6 * 3
+    assert sum(v["votes"] for v in board["variants"]) == 2 * 6 * 3  # each vote counts for both of its variants
