@@ -95,3 +95,13 @@ def test_many_raters_vote_through_the_api_each_vote_lands_once(home_with_set, ru
     board = client.predict(set_id, True, api_name="/leaderboard")
     assert board["votes"] == 6 * 3
     assert sum(v["votes"] for v in board["variants"]) == 2 * 6 * 3  # each vote counts for both of its variants
+
+
+def test_the_run_view_says_how_well_a_metric_orders_checkpoints_like_people():
+    from studio.ui.evaluate_tab import agreement_lines
+
+    points = [{"step": 0, "strength": -1.0}, {"step": 2, "strength": 0.1}, {"step": 4, "strength": 0.5},
+              {"step": 6, "strength": 0.9}]
+    rows = [{"step": 2, "perplexity": 30.0}, {"step": 4, "perplexity": 20.0}, {"step": 6, "perplexity": 25.0}]
+    [line] = agreement_lines(points, rows)
+    assert line.startswith("perplexity") and "Spearman 0.50 over 3 checkpoints" in line  # lower is better

@@ -327,6 +327,7 @@ def run_outputs(store: Store, run_id):
     numbers = sorted({k for r in rows for k, v in r.items() if isinstance(v, (int, float)) and k != "step"})
     table = [[r.get("step")] + [_round(r.get(k)) if isinstance(r.get(k), (int, float)) else None for k in numbers]
              for r in rows]
+    lines += agreement_lines(preference["points"], rows)
     first = numbers[0] if numbers else None
     chart = by_step([{"step": r["step"], "value": r.get(first)} for r in rows], f"{first} by step", first,
                     value="value") if first else None
@@ -364,3 +365,20 @@ def register_api(store: Store) -> None:
     gr.api(rating_next_pair, api_name="rating_next_pair")
     gr.api(rating_vote, api_name="rating_vote")
     gr.api(leaderboard, api_name="leaderboard")
+
+
+def agreement_lines(points: list[dict], rows: list[dict]) -> list[str]:
+    """How well each automatic metric orders the run's checkpoints the way people do (rank correlation)."""
+    from studio.evaluation.metrics import METRICS, metric_rank_agreement
+
+    human = {str(p["step"]): p["strength"] for p in points if p.get("strength") is not None and p.get("step")}
+    lines = []
+    for name, (_, higher_is_better, _) in METRICS.items():
+        values = {str(r["step"]): r[name] for r in rows if isinstance(r.get(name), (int, float))}
+        if len(set(values) & set(human)) < 2:
+            continue
+        found = metric_rank_agreement(values, human, higher_is_better)
+        if found.get("spearman") is not None:
+            lines.append(f"{name} agrees with the human ranking: Spearman {found['spearman']:.2f} over "
+                         f"{found['n']} checkpoints")
+    return lines
