@@ -307,6 +307,21 @@ def cmd_samples_export(args) -> int:
     return _export(args, export_set_zip, args.set_id, GenerationError)
 
 
+def cmd_export(args) -> int:
+    from studio.generation.variants import VariantError
+    from studio.training.export import ExportError, export_run
+
+    try:
+        found = export_run(_store(args), args.ref, args.format, args.out, make_zip=args.zip)
+    except (ExportError, VariantError) as error:
+        return _fail(args, str(error))
+    if args.push:
+        return _fail(args, "pushing to the Hugging Face Hub is not supported yet; the export is in " + found["path"])
+    _print(args, found, f"{found['format']} export of run {found['run_id']} step {found['step']}: {found['path']}"
+                        + (f" (and {found['zip']})" if found["zip"] else ""))
+    return 0
+
+
 def _ci(row: dict) -> str:
     if row.get("strength") is None:
         return "no votes yet"
@@ -511,6 +526,16 @@ def build_parser() -> argparse.ArgumentParser:
                            help="a zip with set.json, samples.jsonl and the media files")
     samples_export.add_argument("--out", metavar="FILE.zip")
 
+    export = commands.add_parser("export", help="a run or checkpoint as a PEFT adapter, a diffusers LoRA file or "
+                                                "a merged full model, loadable without the studio")
+    export.add_argument("ref", metavar="RUN_ID[:CHECKPOINT]")
+    export.add_argument("--format", required=True, choices=["peft", "diffusers-lora", "merged"])
+    export.add_argument("--out", required=True, metavar="DIR", help="a new or empty folder")
+    export.add_argument("--zip", action="store_true", help="also write DIR.zip")
+    export.add_argument("--push", metavar="REPO_ID", help="(not supported yet)")
+    export.add_argument("--json", action="store_true")
+    export.set_defaults(run=cmd_export)
+
     evaluate = commands.add_parser("eval", help="blind human rating of sample sets, leaderboards, metrics")
     evaluate = evaluate.add_subparsers(dest="eval_command", required=True)
     eval_board = _leaf(evaluate, "leaderboard", cmd_eval_leaderboard, "set_id",
@@ -540,7 +565,7 @@ def build_parser() -> argparse.ArgumentParser:
     eval_metrics.set_defaults(run=cmd_eval_metrics)
 
     for leaf in (serve, imp, lst, exp, train, runs_list, runs_show, runs_stop, runs_resume, generate, samples_list,
-                 samples_show, samples_export, eval_board, eval_pairs, eval_vote, eval_export, eval_pref, eval_metrics):
+                 samples_show, samples_export, export, eval_board, eval_pairs, eval_vote, eval_export, eval_pref, eval_metrics):
         _add_settings_flags(leaf, top_level=False)
     return parser
 

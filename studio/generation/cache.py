@@ -153,6 +153,7 @@ class ModelCache:
                     name = re.sub(r"\W", "_", f"{variant.slug}_{len(entry.adapters)}")
                     add_adapter(target, Path(folder), name)
                     target.requires_grad_(False)
+                    entry.handle.module.eval()  # new adapter layers start in training mode: no dropout when sampling
                     entry.adapters[folder] = name
                     entry.bytes = weight_bytes(entry.handle.module)
                     self.adapter_loads += 1

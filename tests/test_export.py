@@ -1,0 +1,73 @@
+"""Exports load back with plain peft / transformers (no studio code) and give the studio's own outputs."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from studio import cli
+from studio.training.export import ExportError, export_run
+from test_generation import lab  # noqa: F401 - the store with a tiny LoRA run (checkpoints at steps 2 and 4)
+from test_text_backend import rows, tiny_folder  # noqa: F401 - module-scoped fixtures
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def studio_logits(store, ref: str, ids):
+    import torch
+
+    from studio.generation.cache import ModelCache
+    from studio.generation.variants import resolve_variants
+
+    [variant] = resolve_variants(store, [ref])
+    handle = ModelCache(2**34).handle_for(variant)
+    with torch.no_grad():
+        return handle.parts["model"](input_ids=ids).logits
+
+
+def test_peft_and_merged_exports_load_without_the_studio(lab, tiny_folder, tmp_path):  # noqa: F811
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    store, run = lab["store"], lab["run"]
+    ids = AutoTokenizer.from_pretrained(tiny_folder)("Once upon a time", return_tensors="pt").input_ids
+    expected = studio_logits(store, f"{run}:4", ids)
+
+    peft_out = export_run(store, f"{run}:4", "peft", tmp_path / "adapter", make_zip=True)
+    assert {"adapter_config.json", "adapter_model.safetensors"} <= set(peft_out["files"])
+    assert json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())["base_model_name_or_path"] == \
+        str(tiny_folder)
+    assert peft_out["zip"].endswith("adapter.zip")
+    base = AutoModelForCausalLM.from_pretrained(tiny_folder)
+    with torch.no_grad():
+        plain = PeftModel.from_pretrained(base, tmp_path / "adapter").eval()(input_ids=ids).logits
+    assert torch.allclose(plain, expected, atol=1e-5)
+
+    merged = export_run(store, f"{run}:4", "merged", tmp_path / "merged")
+    assert "model.safetensors" in merged["files"] and "adapter_config.json" not in merged["files"]
+    with torch.no_grad():
+        alone = AutoModelForCausalLM.from_pretrained(tmp_path / "merged").eval()(input_ids=ids).logits
+    assert torch.allclose(alone, expected, atol=1e-4)
+
+
+def test_bad_exports_say_why_and_touch_nothing(lab, tmp_path):
+    store, run = lab["store"], lab["run"]
+    with pytest.raises(ExportError, match="diffusers-lora is for image LoRA runs"):
+        export_run(store, str(run), "diffusers-lora", tmp_path / "x")
+    with pytest.raises(ExportError, match="not the base model"):
+        export_run(store, "base", "peft", tmp_path / "y")
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "keep.txt").write_text("mine")
+    with pytest.raises(ExportError, match="is not empty"):
+        export_run(store, str(run), "peft", tmp_path / "full")
+    assert (tmp_path / "full" / "keep.txt").read_text() == "mine"
+
+
+def test_export_cli_json(lab, tmp_path, capsys):
+    home, run = str(lab["home"]), lab["run"]
+    code = cli.main(["export", str(run), "--format", "peft", "--out", str(tmp_path / "a"), "--json", "--home", home])
+    found = json.loads(capsys.readouterr().out)
+    assert code == 0 and found["format"] == "peft" and found["step"] == 4 and found["run_id"] == run
+    assert cli.main(["export", "999", "--format", "peft", "--out", str(tmp_path / "b"), "--home", home]) != 0
