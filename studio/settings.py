@@ -48,6 +48,9 @@ class Settings(BaseSettings):
     max_archive_members: int = Field(default=100_000, ge=1, description="Most files in one archive.")
     max_image_pixels: int = Field(default=64_000_000, ge=1,
                                   description="Largest image (pixels) before it counts as a decompression bomb.")
+    min_free_disk_mb: int = Field(default=1024, ge=0,
+                                  description="Disk guard: a new upload or run is refused, with a clear message, "
+                                              "when less than this is free under STUDIO_HOME (0 turns it off).")
     generation_cache_mb: int = Field(default=4096, ge=1,
                                      description="Memory bound of the Generate model cache (MB of weights): beyond "
                                                  "it the least recently used model is unloaded.")

@@ -170,6 +170,10 @@ def import_dataset(store: Store, paths: list[str | Path], *, name: str | None = 
     Raises ImportRefused when nothing usable was found; bad files otherwise only land in ``errors``.
     """
     fractions = parse_fractions(split)
+    from studio.store.disk import low_space
+
+    if message := low_space(store, "import a dataset"):
+        raise ImportRefused(message)
     if modality is not None and modality not in MODALITIES:
         raise ValueError(f"modality must be one of {', '.join(MODALITIES)}")
     upload_dir = store.home / "uploads" / uuid.uuid4().hex

@@ -43,8 +43,12 @@ def create_run(store: Store, dataset_ref: str, model_ref: str, method: str, conf
     """A queued run, after checking the dataset, the method and that the model fits the data."""
     from studio.models.registry import modality_of
 
+    from studio.store.disk import low_space
+
     if method not in METHODS:
         raise RunError(f"method must be one of {', '.join(METHODS)}")
+    if message := low_space(store, "start a training run"):
+        raise RunError(message)
     version = get_version(store, dataset_ref)
     modality = version.dataset.modality
     model_modality = modality_of(model_ref)
