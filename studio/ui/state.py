@@ -53,3 +53,9 @@ def run_choices(store: Store) -> list[tuple[str, int]]:
 
     return [(f"#{r['run_id']} {r['status']} · {r['method']} {r['model']} · {r['dataset_name']}", r["run_id"])
             for r in list_runs(store)]
+
+
+def current_user(request) -> str | None:
+    """Who is acting, for the ``created_by`` / audit records: the signed-in name (password or Hugging Face
+    sign-in), or None when sign-in is off. Handlers get ``request`` by declaring a ``gr.Request`` parameter."""
+    return getattr(request, "username", None) or None
