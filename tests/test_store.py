@@ -23,7 +23,7 @@ def _schema_drift(engine) -> list:
 def test_migrations_create_exactly_the_tables_the_code_declares(store):
     assert _schema_drift(store.engine) == []
     with store.engine.connect() as connection:
-        assert connection.execute(text("select version_num from alembic_version")).scalar() == "0004"
+        assert connection.execute(text("select version_num from alembic_version")).scalar() == "0005"
 
 
 def test_sqlite_runs_in_wal_mode(store):
@@ -79,7 +79,7 @@ def test_postgresql_store_imports_and_survives_reopen(tmp_path):
     settings = load_settings(home=tmp_path / "home", database_url=url)
     store = open_store(settings)
     with store.engine.begin() as connection:  # start from an empty schema: the test owns this database
-        for table in ("rating_votes", "rating_assignments", "generated_samples", "sample_sets", "prompt_sets",
+        for table in ("actions", "rating_votes", "rating_assignments", "generated_samples", "sample_sets", "prompt_sets",
                       "device_locks", "run_samples", "control_flags", "checkpoints", "metrics", "runs",
                       "dataset_versions", "datasets", "uploads", "projects", "alembic_version"):
             connection.execute(text(f"DROP TABLE IF EXISTS {table} CASCADE"))
@@ -111,3 +111,82 @@ def test_upgrading_an_older_database_keeps_its_rows(home):
     assert [d["name"] for d in list_datasets(store)] == ["kept"]
     assert "runs" in inspect(store.engine).get_table_names()
     assert _schema_drift(store.engine) == []
+
+
+def _insert(connection, table: str, **values) -> None:
+    columns = ", ".join(f'"{c}"' for c in values)  # quoted: sample_sets has a column named "references"
+    connection.execute(text(f"INSERT INTO {table} ({columns}) VALUES ({', '.join(':' + c for c in values)})"),
+                        values)
+
+
+def _fill_a_0004_database(connection) -> None:
+    """Two projects, a run in the second, and two sample sets: one of that run's, one of the base alone."""
+    at = "2026-01-01 00:00:00"
+    _insert(connection, "projects", id=1, name="default", created_at=at)
+    _insert(connection, "projects", id=2, name="team", created_at=at)
+    _insert(connection, "datasets", id=1, project_id=2, name="d", modality="text", created_at=at)
+    _insert(connection, "dataset_versions", id=1, dataset_id=1, version=1, source="{}", steps="[]", report="{}",
+            splits="{}", path="datasets/1/v1", items_in=1, items_kept=1, created_at=at)
+    _insert(connection, "runs", id=5, project_id=2, dataset_version_id=1, model_ref="m", method="lora",
+            modality="text", config="{}", status="completed", created_at=at, output_dir="runs/5", steps_done=1,
+            total_steps=1)
+    sample_set = dict(created_at=at, modality="text", base_model="m", prompts='["hi"]', references="[]",
+                      settings="{}", seeds="[[1]]", samples_per_prompt=1, status="completed", report="{}")
+    _insert(connection, "sample_sets", id=1, variants='[{"ref": "base"}, {"ref": "5:1", "run_id": 5}]', **sample_set)
+    _insert(connection, "sample_sets", id=2, variants='[{"ref": "base"}]', **sample_set)
+    _insert(connection, "generated_samples", id=1, set_id=1, variant="base", prompt_index=0, prompt="hi",
+            sample_index=0, seed=1, text="hello", seconds=0.1, created_at=at)
+
+
+def _store_upgraded_from_0004(home, fill):
+    """A database made by the 0004 release, filled by ``fill(connection)``, opened by today's studio."""
+    from studio.store.engine import make_engine, upgrade_schema
+
+    home.mkdir(parents=True)
+    settings = load_settings(home=home)
+    engine = make_engine(settings.db_url)
+    upgrade_schema(engine, "0004")
+    with engine.begin() as connection:
+        fill(connection)
+    engine.dispose()
+    return open_store(settings)
+
+
+def test_upgrading_from_0004_gives_each_sample_set_a_project_and_keeps_every_row(home):
+    from studio.store.tables import GeneratedSample, SampleSet
+
+    store = _store_upgraded_from_0004(home, _fill_a_0004_database)
+    with store.session() as session:
+        projects = {s.id: s.project_id for s in session.query(SampleSet)}
+        kept = session.query(GeneratedSample).one().text
+    assert projects == {1: 2, 2: 1}  # the run's project; the base-only set goes to the default project
+    assert kept == "hello"
+    assert _schema_drift(store.engine) == []
+    store.close()
+
+
+def test_upgrading_from_0004_creates_the_default_project_when_a_set_needs_one(home):
+    from studio.store.tables import Project, SampleSet
+
+    store = _store_upgraded_from_0004(home, lambda connection: _insert(
+        connection, "sample_sets", id=3, created_at="2026-01-01", modality="text", base_model="m", variants="[]",
+        prompts="[]", references="[]", settings="{}", seeds="[]", samples_per_prompt=1, status="completed",
+        report="{}"))
+    with store.session() as session:
+        default = session.query(Project).filter_by(name="default").one()
+        assert session.get(SampleSet, 3).project_id == default.id
+    store.close()
+
+
+def test_actions_are_recorded_with_their_actor_and_read_back_newest_first(store):
+    from studio.store import list_actions, record_action
+
+    record_action(store, "ana", "dataset.import", "dataset:1", project="default", details={"version": 1})
+    with store.session() as session:  # inside a service's own transaction
+        record_action(session, None, "run.create", "run:2", project="team")
+    everything = list_actions(store)
+    assert [(a["actor"], a["action"], a["target"]) for a in everything] == [
+        (None, "run.create", "run:2"), ("ana", "dataset.import", "dataset:1")]
+    assert everything[1]["details"] == {"version": 1} and everything[1]["at"]
+    assert [a["target"] for a in list_actions(store, project="default")] == ["dataset:1"]
+    assert len(list_actions(store, limit=1)) == 1

@@ -155,6 +155,9 @@ class SampleSet(Base):
     checkpoints), so differences come from training alone. The Evaluate tab rates its samples."""
     __tablename__ = "sample_sets"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    # Nullable only because SQLite cannot add a NOT NULL foreign key to a table with rows (migration 0005
+    # backfills every row, and the services always set it).
+    project_id: Mapped[int | None] = mapped_column(ForeignKey("projects.id"), nullable=True, index=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     name: Mapped[str | None] = mapped_column(String(200), nullable=True)
@@ -242,4 +245,17 @@ class RatingVote(Base):
     played: Mapped[dict | None] = mapped_column(JSON, nullable=True)   # seconds each side was played (client)
     flags: Mapped[dict | None] = mapped_column(JSON, nullable=True)    # e.g. {"fast": "decided in 0.4 s ..."}
     repeat: Mapped[int] = mapped_column(Integer, default=0)
+    details: Mapped[dict] = mapped_column(JSON, default=dict)
+
+
+class Action(Base):
+    """The audit trail: who did what, when, to what (``dataset.import`` on ``dataset:3``). The project is kept
+    by name, not by key, so the record of a deleted project (and of its deletion) stays readable."""
+    __tablename__ = "actions"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
+    actor: Mapped[str | None] = mapped_column(String(200), nullable=True)   # None: sign-in was off
+    action: Mapped[str] = mapped_column(String(64))                         # e.g. run.create, project.delete
+    target: Mapped[str] = mapped_column(String(200))                        # e.g. run:12, sample_set:4
+    project: Mapped[str | None] = mapped_column(String(200), nullable=True, index=True)
     details: Mapped[dict] = mapped_column(JSON, default=dict)
