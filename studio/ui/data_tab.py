@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gradio as gr  # at module level: a handler's "request: gr.Request" hint must resolve, or Gradio passes no request
 import html
 import json
 from pathlib import Path

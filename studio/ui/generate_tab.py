@@ -8,6 +8,7 @@ images and clips as each is stored.
 
 from __future__ import annotations
 
+import gradio as gr  # at module level: a handler's "request: gr.Request" hint must resolve, or Gradio passes no request
 import html
 import threading
 import time

@@ -3,6 +3,7 @@ and see parameter counts and a memory estimate before training."""
 
 from __future__ import annotations
 
+import gradio as gr  # at module level: a handler's "request: gr.Request" hint must resolve, or Gradio passes no request
 import os
 import shutil
 import subprocess

@@ -6,6 +6,7 @@ Nothing here trains: runs are queued in the store and a detached worker picks th
 
 from __future__ import annotations
 
+import gradio as gr  # at module level: a handler's "request: gr.Request" hint must resolve, or Gradio passes no request
 import html
 
 from pydantic import ValidationError
