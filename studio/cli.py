@@ -41,7 +41,7 @@ def _fail(args, message: str, code: int = 2) -> int:
 
 
 def cmd_serve(args) -> int:
-    from studio.ui.app import serve
+    from studio.ui.server import serve
 
     serve(_settings(args))
     return 0

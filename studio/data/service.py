@@ -28,9 +28,10 @@ from studio.data.read_text import read_text_files
 from studio.data.split import SPLITS, assign_splits, parse_fractions
 from studio.data.stats import dataset_stats
 from studio.store import Store
-from studio.store.tables import Dataset, DatasetVersion, Project, Upload
-
-DEFAULT_PROJECT = "default"
+from studio.store.audit import record_action
+from studio.store.projects import (ACTIVE_RUN_STATUSES, DEFAULT_PROJECT, DeleteRefused, ensure_project,
+                                   remove_folders)
+from studio.store.tables import Dataset, DatasetVersion, Project, Run, Upload
 
 
 def detect_modality(files: list[StagedFile]) -> str:
@@ -65,15 +66,6 @@ def _workspace(store: Store):
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def _project(session, name: str) -> Project:
-    project = session.scalar(select(Project).where(Project.name == name))
-    if project is None:
-        project = Project(name=name)
-        session.add(project)
-        session.flush()
-    return project
-
-
 def _write_version_folder(folder: Path, items: list[Item], labels: list[str], modality: str) -> None:
     rows = []
     for number, (item, split) in enumerate(zip(items, labels)):
@@ -105,7 +97,7 @@ def _nothing_usable(problems: list[Problem]) -> ImportRefused:
 def _build_version(store: Store, *, name: str, project: str, modality: str, staged: list[StagedFile],
                    upload_id: int | None, problems: list[Problem], fractions, seed: int, steps: dict | None,
                    mapping: ColumnMapping | None, text_split: str, created_by: str | None,
-                   progress: Progress | None) -> dict:
+                   progress: Progress | None, action: str) -> dict:
     read = _read_items(staged, modality, mapping, text_split, store.settings.max_image_pixels)
     problems = problems + read.problems
     if not read.items:
@@ -132,7 +124,7 @@ def _build_version(store: Store, *, name: str, project: str, modality: str, stag
         source = {"files": [s.name for s in staged], "mapping": mapping.model_dump() if mapping else None,
                   "text_split": text_split, "upload_id": upload_id}
         with store.session() as session:
-            owner = _project(session, project)
+            owner = ensure_project(session, project, created_by)
             dataset = session.scalar(select(Dataset).where(Dataset.project_id == owner.id, Dataset.name == name))
             if dataset is None:
                 dataset = Dataset(project_id=owner.id, name=name, modality=modality)
@@ -152,6 +144,8 @@ def _build_version(store: Store, *, name: str, project: str, modality: str, stag
             session.flush()  # the unique (dataset, version) constraint speaks before the folder moves
             final = store.path(relative)
             final.parent.mkdir(parents=True, exist_ok=True)
+            record_action(session, created_by, action, f"dataset:{dataset.id}", project=owner.name,
+                          details={"name": name, "version": number, "items_kept": len(kept)})
             os.rename(version_dir, final)  # fails rather than overwrite an existing version folder
     if progress:
         progress(1.0, "done")
@@ -188,7 +182,7 @@ def import_dataset(store: Store, paths: list[str | Path], *, name: str | None = 
         shutil.rmtree(upload_dir, ignore_errors=True)
         raise _nothing_usable(problems)
     with store.session() as session:
-        upload = Upload(project_id=_project(session, project).id, path=str(upload_dir.relative_to(store.home)),
+        upload = Upload(project_id=ensure_project(session, project, created_by).id, path=str(upload_dir.relative_to(store.home)),
                         files=[{"name": s.name, "path": str(s.path.relative_to(upload_dir))} for s in staged],
                         refused=[p.as_dict() for p in problems], created_by=created_by)
         session.add(upload)
@@ -196,7 +190,8 @@ def import_dataset(store: Store, paths: list[str | Path], *, name: str | None = 
     try:
         return _build_version(store, name=name, project=project, modality=modality, staged=staged,
                               upload_id=upload.id, problems=problems, fractions=fractions, seed=seed, steps=steps,
-                              mapping=mapping, text_split=text_split, created_by=created_by, progress=progress)
+                              mapping=mapping, text_split=text_split, created_by=created_by, progress=progress,
+                              action="dataset.import")
     except Exception:
         with store.session() as session:  # an upload no version uses is of no value to anyone
             session.delete(session.get(Upload, upload.id))
@@ -227,7 +222,7 @@ def reclean(store: Store, version_id: int, *, steps: dict | None = None, split=N
                           upload_id=upload.id, problems=problems, fractions=fractions,
                           seed=old.splits["seed"] if seed is None else seed, steps=steps, mapping=mapping,
                           text_split=old.source.get("text_split", "auto"), created_by=created_by,
-                          progress=progress)
+                          progress=progress, action="dataset.reclean")
 
 
 def list_datasets(store: Store) -> list[dict]:
@@ -240,6 +235,80 @@ def list_datasets(store: Store) -> list[dict]:
                                "created_at": v.created_at.isoformat(), "path": v.path}
                               for v in d.versions]}
                 for d in datasets]
+
+
+def refuse_if_trained_on(session, versions: list[DatasetVersion], what: str) -> None:
+    """Raise DeleteRefused when a run uses one of ``versions``: its config and resume need the data."""
+    runs = session.scalars(select(Run).where(Run.dataset_version_id.in_([v.id for v in versions]))
+                           .order_by(Run.id)).all()
+    active = [r for r in runs if r.status in ACTIVE_RUN_STATUSES]
+    if active:
+        raise DeleteRefused(f"{what} is used by run {active[0].id}, which is {active[0].status}: stop it first "
+                            f"(Train tab, or `studio runs stop {active[0].id}`), then delete the run")
+    if runs:
+        ids = ", ".join(str(r.id) for r in runs)
+        those = "that run" if len(runs) == 1 else "those runs"
+        raise DeleteRefused(f"{what} was used to train run {ids}: delete {those} first (Train tab → Delete run), "
+                            "or delete the whole project")
+
+
+def purge_versions(session, versions: list[DatasetVersion]) -> list[str]:
+    """Delete the rows of ``versions`` and of uploads no other version uses; returns the folders to remove once
+    the transaction is committed."""
+    folders = [v.path for v in versions]
+    upload_ids = {v.upload_id for v in versions if v.upload_id}
+    for version in versions:
+        session.delete(version)
+    session.flush()
+    for upload_id in upload_ids:
+        if not session.scalar(select(func.count(DatasetVersion.id)).where(DatasetVersion.upload_id == upload_id)):
+            upload = session.get(Upload, upload_id)
+            folders.append(upload.path)
+            session.delete(upload)
+    return folders
+
+
+def _dataset_project(session, dataset: Dataset) -> str:
+    return session.get(Project, dataset.project_id).name
+
+
+def delete_version(store: Store, ref: str, actor: str | None = None) -> dict:
+    """Delete one version (``DATASET_ID:VERSION``) and its files; the dataset goes too when it was the last."""
+    if ":" not in str(ref):
+        raise ImportRefused(f"say which version to delete: DATASET_ID:VERSION (got '{ref}')")
+    version_id = get_version(store, ref).id
+    with store.session() as session:
+        version = session.get(DatasetVersion, version_id)
+        dataset = version.dataset
+        refuse_if_trained_on(session, [version], f"dataset '{dataset.name}' v{version.version}")
+        project, number = _dataset_project(session, dataset), version.version
+        folders = purge_versions(session, [version])
+        left = select(func.count(DatasetVersion.id)).where(DatasetVersion.dataset_id == dataset.id)
+        dataset_gone = not session.scalar(left)
+        if dataset_gone:
+            folders.append(f"datasets/{dataset.id}")
+            session.delete(dataset)
+        record_action(session, actor, "dataset.delete_version", f"dataset:{dataset.id}", project=project,
+                      details={"name": dataset.name, "version": number, "dataset_deleted": dataset_gone})
+    remove_folders(store, folders)
+    return {"dataset_id": dataset.id, "version": number, "dataset_deleted": dataset_gone}
+
+
+def delete_dataset(store: Store, dataset_id: int, actor: str | None = None) -> dict:
+    """Delete a dataset, every version of it, its uploads and their files."""
+    with store.session() as session:
+        dataset = session.get(Dataset, int(dataset_id))
+        if dataset is None:
+            raise ImportRefused(f"no dataset {dataset_id} (see `studio data list`)")
+        versions = list(dataset.versions)
+        refuse_if_trained_on(session, versions, f"dataset '{dataset.name}'")
+        folders = purge_versions(session, versions) + [f"datasets/{dataset.id}"]
+        project, name = _dataset_project(session, dataset), dataset.name
+        session.delete(dataset)
+        record_action(session, actor, "dataset.delete", f"dataset:{dataset.id}", project=project,
+                      details={"name": name, "versions": [v.version for v in versions]})
+    remove_folders(store, folders)
+    return {"dataset_id": int(dataset_id), "name": name, "versions": len(versions)}
 
 
 def get_version(store: Store, ref: str) -> DatasetVersion:

@@ -26,8 +26,9 @@ from studio.generation.blocklist import load_blocklist
 from studio.generation.cache import LoadError, ModelCache, shared_cache
 from studio.generation.options import GenerationSettings, parse_settings
 from studio.generation.variants import Variant, VariantError, resolve_variants
-from studio.store import Store
-from studio.store.tables import GeneratedSample, PromptSet, RatingAssignment, RatingVote, SampleSet
+from studio.store import Store, record_action
+from studio.store.projects import DEFAULT_PROJECT, ensure_project, project_name, remove_folders
+from studio.store.tables import GeneratedSample, Project, PromptSet, RatingAssignment, RatingVote, Run, SampleSet
 
 MAX_SAMPLES_PER_PROMPT = 16
 Progress = Callable[[int, int, str], None]  # (samples done, samples in all, what is happening)
@@ -76,7 +77,8 @@ def generate_set(store: Store, variants: list[str], prompts: list[str], seed: in
                  references: list | None = None, base_model: str | None = None, name: str | None = None,
                  source: str | None = None, cache: ModelCache | None = None, on_progress: Progress | None = None,
                  should_cancel: Callable[[], bool] | None = None, on_text: Callable[[dict], None] | None = None,
-                 created_by: str | None = None, on_start: Callable[[int], None] | None = None) -> int:
+                 created_by: str | None = None, on_start: Callable[[int], None] | None = None,
+                 project: str | None = None) -> int:
     """Generates ``samples_per_prompt`` samples of every prompt with every variant; returns the sample set's id.
 
     ``variants``: ``"base"``, ``"RUN_ID"`` (its last checkpoint) or ``"RUN_ID:STEP"``; ``base_model`` names the
@@ -84,7 +86,8 @@ def generate_set(store: Store, variants: list[str], prompts: list[str], seed: in
     ``prompts_from_test_split``). ``on_progress(done, total, message)`` hears each step; ``should_cancel()``
     is asked before each sample (and during text generation): a cancel keeps the samples made so far and marks
     the set cancelled. ``on_text({"variant", "prompt_index", "sample_index", "text"})`` hears text as it is
-    generated; ``on_start(set_id)`` hears the new set's id before the first sample. Bad input raises
+    generated; ``on_start(set_id)`` hears the new set's id before the first sample. The set belongs to ``project``
+    (default: the first run variant's project, else the default project). Bad input raises
     ``GenerationError``/``VariantError`` before anything is stored; an
     out-of-memory error stops only its variant, and is reported in the set."""
     prompts = check_prompts(prompts)
@@ -108,11 +111,16 @@ def generate_set(store: Store, variants: list[str], prompts: list[str], seed: in
     report = {"notes": [v.note for v in chosen if v.note], "errors": [], "refused": refused, "flagged": [],
               "blocklist": bool(blocklist)}
     with store.session() as session:
+        owner = _owning_project(session, project, chosen, created_by)
         row = SampleSet(name=name, modality=modality, base_model=base, variants=[v.as_dict() for v in chosen],
                         prompts=prompts, references=list(references or [None] * len(prompts)),
                         settings=options.model_dump(), seeds=seeds, samples_per_prompt=samples_per_prompt,
-                        source=source, status="running", report=report, created_by=created_by)
+                        source=source, status="running", report=report, created_by=created_by,
+                        project_id=owner.id)
         session.add(row)
+        session.flush()
+        record_action(session, created_by, "samples.generate", f"sample_set:{row.id}", project=owner.name,
+                      details={"variants": [v.ref for v in chosen], "prompts": len(prompts), "source": source})
     set_id = row.id
     if on_start is not None:  # a page can now follow the set's samples as they are stored
         on_start(set_id)
@@ -127,6 +135,14 @@ def generate_set(store: Store, variants: list[str], prompts: list[str], seed: in
         raise
     _finish(store, set_id, status, report)
     return set_id
+
+
+def _owning_project(session, project: str | None, variants: list[Variant], actor: str | None) -> Project:
+    if project is None:
+        run = next((session.get(Run, v.run_id) for v in variants if v.run_id), None)
+        if run is not None:
+            return session.get(Project, run.project_id)
+    return ensure_project(session, project or DEFAULT_PROJECT, actor)
 
 
 def _generate(store: Store, set_id: int, variants: list[Variant], prompts: list[str], seeds: list[list[int]],
@@ -261,19 +277,33 @@ def _reference(store: Store, reference: dict | None) -> dict | None:
     return {**reference, "path": str(store.path(reference["path"]))}
 
 
-def list_sets(store: Store) -> list[dict]:
-    """Every sample set, newest first, with its sample count (the "sample sets" list)."""
+def list_sets(store: Store, project: str | None = None) -> list[dict]:
+    """Every sample set (of ``project`` when given), newest first, with its sample count."""
+    query = select(SampleSet).order_by(SampleSet.id.desc())
+    if project:
+        query = query.join(Project, Project.id == SampleSet.project_id).where(Project.name == project)
     with store.session() as session:
-        rows = session.scalars(select(SampleSet).order_by(SampleSet.id.desc())).all()
+        rows = session.scalars(query).all()
         counts = dict(session.execute(select(GeneratedSample.set_id, func.count())
                                       .group_by(GeneratedSample.set_id)).all())
+        projects = {r.id: project_name(session, r.project_id) for r in rows}
     return [{"set_id": r.id, "name": r.name, "created_at": r.created_at.isoformat(), "status": r.status,
+             "project": projects[r.id],
              "modality": r.modality, "base_model": r.base_model, "variants": [v["label"] for v in r.variants],
              "prompts": len(r.prompts), "samples": counts.get(r.id, 0), "source": r.source,
              "errors": len((r.report or {}).get("errors", []))} for r in rows]
 
 
-def delete_set(store: Store, set_id: int) -> None:
+def purge_set(session, row: SampleSet) -> list[str]:
+    """Delete a finished set's rows (ratings, samples, the set); returns its folders, to remove once committed."""
+    for table in (RatingVote, RatingAssignment):
+        session.execute(delete(table).where(table.set_id == row.id))
+    session.execute(delete(GeneratedSample).where(GeneratedSample.set_id == row.id))
+    session.delete(row)
+    return [f"samples/{row.id}", f"blind/{row.id}"]
+
+
+def delete_set(store: Store, set_id: int, actor: str | None = None) -> None:
     """Deletes the set, its samples and files, and the ratings of its samples (export them first to keep them)."""
     with store.session() as session:
         row = session.get(SampleSet, int(set_id))
@@ -281,12 +311,10 @@ def delete_set(store: Store, set_id: int) -> None:
             raise GenerationError(f"no sample set {set_id}")
         if row.status == "running":
             raise GenerationError(f"sample set {set_id} is still being generated: cancel it first")
-        session.execute(delete(RatingVote).where(RatingVote.set_id == row.id))
-        session.execute(delete(RatingAssignment).where(RatingAssignment.set_id == row.id))
-        session.execute(delete(GeneratedSample).where(GeneratedSample.set_id == row.id))
-        session.delete(row)
-    shutil.rmtree(store.path(f"samples/{int(set_id)}"), ignore_errors=True)
-    shutil.rmtree(store.path(f"blind/{int(set_id)}"), ignore_errors=True)
+        record_action(session, actor, "samples.delete", f"sample_set:{row.id}",
+                      project=project_name(session, row.project_id), details={"prompts": len(row.prompts)})
+        folders = purge_set(session, row)
+    remove_folders(store, folders)
 
 
 # ----------------------------------------------------------------------------- export
@@ -405,7 +433,7 @@ def _test_prompt(row: dict, folder: Path) -> dict | None:
     return {"prompt": " ".join(words[:cut]), "reference": {"text": " ".join(words[cut:])}}
 
 
-def save_prompt_set(store: Store, name: str, prompts: list[str]) -> int:
+def save_prompt_set(store: Store, name: str, prompts: list[str], actor: str | None = None) -> int:
     """Saves (or replaces) a named prompt list."""
     name = (name or "").strip()
     if not name:
@@ -419,6 +447,7 @@ def save_prompt_set(store: Store, name: str, prompts: list[str]) -> int:
         else:
             row.prompts = prompts
         session.flush()
+        record_action(session, actor, "prompts.save", f"prompt_set:{name}", details={"prompts": len(prompts)})
         return row.id
 
 
@@ -436,10 +465,11 @@ def get_prompt_set(store: Store, name: str) -> list[str]:
     return list(row.prompts)
 
 
-def delete_prompt_set(store: Store, name: str) -> None:
+def delete_prompt_set(store: Store, name: str, actor: str | None = None) -> None:
     with store.session() as session:
         if not session.execute(delete(PromptSet).where(PromptSet.name == name)).rowcount:
             raise GenerationError(f"no prompt set named '{name}'")
+        record_action(session, actor, "prompts.delete", f"prompt_set:{name}")
 
 
 __all__ = ["GenerationError", "VariantError", "check_prompts", "choose_seeds", "delete_prompt_set", "delete_set",

@@ -216,17 +216,20 @@ def _base_variant(store: Store, variants: list[Variant], base_model: str | None)
                    config=config, from_starter=origin(store, base_ref)[0] in STARTERS)
 
 
-def variant_choices(store: Store, modality: str | None = None) -> list[dict]:
+def variant_choices(store: Store, modality: str | None = None, project: str | None = None) -> list[dict]:
     """What can be picked, newest run first: each run's checkpoints as ``{"ref": "RUN_ID:STEP", "label", "run_id",
     "step", "last", "method", "modality", "model", "status"}`` (``last``: its newest checkpoint, what ``RUN_ID``
-    alone means). ``model`` is where the run comes from, so a page can offer only runs of one base."""
+    alone means). ``model`` is where the run comes from, so a page can offer only runs of one base. ``project``:
+    only that project's runs."""
     from sqlalchemy import select
 
-    from studio.training.runs import checkpoints
+    from studio.training.runs import checkpoints, run_ids
 
+    wanted = set(run_ids(store, project))
     with store.session() as session:
         query = select(Run).order_by(Run.id.desc())
-        runs = session.scalars(query.where(Run.modality == modality) if modality else query).all()
+        runs = [r for r in session.scalars(query.where(Run.modality == modality) if modality else query).all()
+                if r.id in wanted]
     choices = []
     for run in runs:
         saved = [c for c in checkpoints(store, run.id) if Path(c["model_path"]).is_dir()]

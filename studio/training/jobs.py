@@ -18,9 +18,10 @@ from pathlib import Path
 from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 
-from studio.data.service import DEFAULT_PROJECT, get_version
-from studio.store import Store
-from studio.store.tables import Checkpoint, ControlFlag, DeviceLock, Metric, Project, Run, RunSample
+from studio.data.service import get_version
+from studio.store import Store, record_action
+from studio.store.projects import check_project_name, project_name, remove_folders
+from studio.store.tables import Checkpoint, ControlFlag, DeviceLock, Metric, Run, RunSample
 from studio.training.config import METHODS, TrainConfig
 
 DEVICE_SET = "local"         # one device set per machine: one run at a time, the rest wait in order
@@ -39,8 +40,10 @@ def _now() -> datetime:
 
 
 def create_run(store: Store, dataset_ref: str, model_ref: str, method: str, config: TrainConfig,
-               project: str = DEFAULT_PROJECT, created_by: str | None = None) -> int:
-    """A queued run, after checking the dataset, the method and that the model fits the data."""
+               project: str | None = None, created_by: str | None = None) -> int:
+    """A queued run, after checking the dataset, the method and that the model fits the data. The run belongs to
+    its dataset's project; ``project``, when given, must be that project (a run never crosses projects, so
+    deleting one project never breaks another)."""
     from studio.models.registry import modality_of
 
     from studio.store.disk import low_space
@@ -57,13 +60,19 @@ def create_run(store: Store, dataset_ref: str, model_ref: str, method: str, conf
     if version.splits.get("train", 0) == 0:
         raise RunError(f"dataset '{version.dataset.name}' v{version.version} has no training items")
     with store.session() as session:
-        owner = session.scalar(select(Project).where(Project.name == project))
-        run = Run(project_id=owner.id if owner else version.dataset.project_id, dataset_version_id=version.id,
-                  model_ref=model_ref, method=method, modality=modality, config=config.model_dump(),
-                  status="queued", created_by=created_by)
+        owner = project_name(session, version.dataset.project_id)
+        if project is not None and check_project_name(project) != owner:
+            raise RunError(f"dataset '{version.dataset.name}' is in project '{owner}', not '{project}': pick a "
+                           f"dataset version of '{project}' (or train in '{owner}')")
+        run = Run(project_id=version.dataset.project_id, dataset_version_id=version.id, model_ref=model_ref,
+                  method=method, modality=modality, config=config.model_dump(), status="queued",
+                  created_by=created_by)
         session.add(run)
         session.flush()
         run.output_dir = f"runs/{run.id}"
+        record_action(session, created_by, "run.create", f"run:{run.id}", project=owner,
+                      details={"dataset": f"{version.dataset_id}:{version.version}", "model": model_ref,
+                               "method": method})
     store.path(f"runs/{run.id}").mkdir(parents=True, exist_ok=True)
     return run.id
 
@@ -228,7 +237,12 @@ def dispatch(store: Store) -> int | None:
     return run.id
 
 
-def request(store: Store, run_id: int, kind: str) -> None:
+def _record_run_action(session, actor: str | None, action: str, run: Run, details: dict | None = None) -> None:
+    record_action(session, actor, action, f"run:{run.id}", project=project_name(session, run.project_id),
+                  details=details)
+
+
+def request(store: Store, run_id: int, kind: str, actor: str | None = None) -> None:
     """Ask a run to stop, save now or sample now. A queued run that is asked to stop never starts."""
     if kind not in ("stop", "save", "sample"):
         raise RunError("kind must be stop, save or sample")
@@ -238,13 +252,15 @@ def request(store: Store, run_id: int, kind: str) -> None:
             raise RunError(f"no run {run_id}")
         if kind == "stop" and run.status == "queued":
             run.status, run.ended_at = "stopped", _now()
+            _record_run_action(session, actor, "run.stop", run, {"was": "queued"})
             return
         if run.status not in ACTIVE:
             raise RunError(f"run {run_id} is {run.status}, not running")
         session.add(ControlFlag(run_id=run_id, kind=kind))
+        _record_run_action(session, actor, f"run.{kind}", run)
 
 
-def resume(store: Store, run_id: int, checkpoint_step: int | None = None) -> None:
+def resume(store: Store, run_id: int, checkpoint_step: int | None = None, actor: str | None = None) -> None:
     """Queue a stopped/failed/completed run again, continuing from a checkpoint (the last by default)."""
     with store.session() as session:
         run = session.get(Run, run_id)
@@ -260,18 +276,25 @@ def resume(store: Store, run_id: int, checkpoint_step: int | None = None) -> Non
             raise RunError(f"run {run_id} has no checkpoint{f' at step {checkpoint_step}' if checkpoint_step else ''} "
                            "to resume from")
         run.status, run.resume_from, run.error_tail, run.ended_at = "queued", checkpoint.path, None, None
+        _record_run_action(session, actor, "run.resume", run, {"checkpoint_step": checkpoint.step})
 
 
-def delete_run(store: Store, run_id: int) -> None:
-    import shutil
+def purge_run(session, run: Run) -> list[str]:
+    """Delete a finished run's rows (metrics, checkpoints, flags, samples, a stale device lock); returns its
+    folder, to remove once the transaction is committed."""
+    for table in (Metric, Checkpoint, ControlFlag, RunSample, DeviceLock):
+        session.execute(delete(table).where(table.run_id == run.id))
+    session.delete(run)
+    return [f"runs/{run.id}"]
 
+
+def delete_run(store: Store, run_id: int, actor: str | None = None) -> None:
     with store.session() as session:
         run = session.get(Run, run_id)
         if run is None:
             raise RunError(f"no run {run_id}")
         if run.status in ACTIVE:
             raise RunError(f"run {run_id} is {run.status}: stop it first")
-        for table in (Metric, Checkpoint, ControlFlag, RunSample):
-            session.execute(delete(table).where(table.run_id == run_id))
-        session.delete(run)
-    shutil.rmtree(store.path(f"runs/{run_id}"), ignore_errors=True)
+        _record_run_action(session, actor, "run.delete", run, {"model": run.model_ref, "method": run.method})
+        folders = purge_run(session, run)
+    remove_folders(store, folders)

@@ -5,7 +5,8 @@ from __future__ import annotations
 from sqlalchemy import select
 
 from studio.store import Store
-from studio.store.tables import Checkpoint, Dataset, DatasetVersion, Metric, Run, RunSample
+from studio.store.projects import project_name
+from studio.store.tables import Checkpoint, Dataset, DatasetVersion, Metric, Project, Run, RunSample
 
 
 def _loss_summary(values: list[float]) -> dict:
@@ -43,6 +44,7 @@ def run_summary(store: Store, run_id: int, with_history: bool = False) -> dict:
             raise ValueError(f"no run {run_id} (see `studio runs list`)")
         version = session.get(DatasetVersion, run.dataset_version_id)
         dataset = session.get(Dataset, version.dataset_id)
+        project = project_name(session, run.project_id)
     history, _ = metric_rows(store, run_id)
     train = [h["value"] for h in history if h["name"] == "train_loss"]
     val = [h["value"] for h in history if h["name"] == "val_loss"]
@@ -52,7 +54,7 @@ def run_summary(store: Store, run_id: int, with_history: bool = False) -> dict:
                "dataset": f"{dataset.id}:{version.version}", "dataset_name": dataset.name,
                "train_loss": _loss_summary(train), "val_loss": _loss_summary(val),
                "checkpoints": [c["path"] for c in saved], "error": run.error_tail,
-               "created_at": run.created_at.isoformat(),
+               "created_at": run.created_at.isoformat(), "created_by": run.created_by, "project": project,
                "output_dir": str(store.path(run.output_dir))}
     if run.method == "lora" and saved:
         summary["adapter_path"] = saved[-1]["model_path"]
@@ -63,7 +65,15 @@ def run_summary(store: Store, run_id: int, with_history: bool = False) -> dict:
     return summary
 
 
-def list_runs(store: Store) -> list[dict]:
+def run_ids(store: Store, project: str | None = None) -> list[int]:
+    """Every run's id (of ``project`` when given), newest first."""
+    query = select(Run.id).order_by(Run.id.desc())
+    if project:
+        query = query.join(Project, Project.id == Run.project_id).where(Project.name == project)
     with store.session() as session:
-        ids = session.scalars(select(Run.id).order_by(Run.id.desc())).all()
+        return list(session.scalars(query).all())
+
+
+def list_runs(store: Store, project: str | None = None) -> list[dict]:
+    ids = run_ids(store, project)
     return [run_summary(store, run_id) for run_id in ids]

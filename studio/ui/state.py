@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from studio.data.service import DEFAULT_PROJECT, list_datasets
+from studio.data.service import list_datasets
 from studio.store import Store
 
 
 def project_choices(store: Store) -> list[str]:
-    names = {d["project"] for d in list_datasets(store)} | {DEFAULT_PROJECT}
-    return sorted(names)
+    """The projects table's names (and the default project, which always exists for new work)."""
+    from studio.projects import project_names
+
+    return project_names(store)
 
 
 def version_choices(store: Store, project: str | None) -> list[tuple[str, str]]:
@@ -48,11 +50,12 @@ class MetricCache:
             self._runs.pop(run_id, None)
 
 
-def run_choices(store: Store) -> list[tuple[str, int]]:
+def run_choices(store: Store, project: str | None = None) -> list[tuple[str, int]]:
+    """(label, run id) for every run of ``project`` (every run when None), newest first."""
     from studio.training.runs import list_runs
 
     return [(f"#{r['run_id']} {r['status']} · {r['method']} {r['model']} · {r['dataset_name']}", r["run_id"])
-            for r in list_runs(store)]
+            for r in list_runs(store, project)]
 
 
 def current_user(request) -> str | None:

@@ -1,0 +1,220 @@
+"""Projects: what belongs to one, deleting one (rows and files, nothing of another project), refusals while
+something runs, lists that follow the project, and the audit trail of who did what."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import func, select
+
+from studio.data.service import delete_dataset, delete_version, import_dataset, list_datasets, reclean
+from studio.evaluation.service import cast_vote, next_pair
+from studio.generation.service import delete_prompt_set, delete_set, list_sets, save_prompt_set
+from studio.projects import (DeleteRefused, ProjectError, create_project, delete_project, list_projects,
+                             project_activity, project_names)
+from studio.store import list_actions
+from studio.store.tables import (Checkpoint, Dataset, DatasetVersion, GeneratedSample, Metric, Project, RatingVote,
+                                 Run, SampleSet, Upload)
+from studio.training import jobs
+from studio.training.config import TrainConfig
+from studio.training.runs import list_runs
+from studio.ui.state import run_choices, version_choices
+
+
+def _corpus(folder, name: str = "notes.txt"):
+    path = folder / name
+    path.write_text("\n\n".join(f"Paragraph {i} of {name} talks about topic {i} with distinct words {i * 7}."
+                                for i in range(12)))
+    return path
+
+
+def _finished_run(store, dataset_ref: str, actor: str | None = None) -> int:
+    """A run created like the Train tab does, then finished with one checkpoint on disk and a metric."""
+    run_id = jobs.create_run(store, dataset_ref, "starter-text", "lora", TrainConfig(max_steps=1), created_by=actor)
+    checkpoint = store.path(f"runs/{run_id}/checkpoints/step-1/model")
+    checkpoint.mkdir(parents=True)
+    (checkpoint / "adapter_model.safetensors").write_bytes(b"weights")
+    with store.session() as session:
+        session.get(Run, run_id).status = "completed"
+        session.add(Checkpoint(run_id=run_id, step=1, path=f"runs/{run_id}/checkpoints/step-1", is_adapter=True))
+        session.add(Metric(run_id=run_id, step=1, name="train_loss", value=1.0))
+    return run_id
+
+
+def _rated_set(store, run_id: int, project_id: int) -> int:
+    """A finished sample set of the base and the run's checkpoint, with its files and one real vote."""
+    with store.session() as session:
+        row = SampleSet(project_id=project_id, modality="text", base_model="starter-text", prompts=["hi"],
+                        variants=[{"ref": "base", "label": "base"}, {"ref": f"{run_id}:1", "label": "run",
+                                                                      "run_id": run_id}],
+                        references=[None], settings={}, seeds=[[1]], samples_per_prompt=1, status="completed")
+        session.add(row)
+        session.flush()
+        for variant in ("base", f"{run_id}:1"):
+            file = store.path(f"samples/{row.id}/{variant.replace(':', '-')}/p000.txt")
+            file.parent.mkdir(parents=True)
+            file.write_text(variant)
+            session.add(GeneratedSample(set_id=row.id, variant=variant, prompt_index=0, prompt="hi", sample_index=0,
+                                        seed=1, text=variant, path=str(file.relative_to(store.home))))
+        set_id = row.id
+    pair = next_pair(store, set_id, "rater")
+    cast_vote(store, pair["pair_id"], "rater", "a")
+    return set_id
+
+
+def _project_id(store, name: str) -> int:
+    with store.session() as session:
+        return session.scalar(select(Project.id).where(Project.name == name))
+
+
+def _world(store, tmp_path, name: str) -> dict:
+    """A project with a dataset (two versions), a finished run on it and a rated sample set."""
+    imported = import_dataset(store, [_corpus(tmp_path, f"{name}.txt")], name=name, project=name, created_by="ana")
+    reclean(store, imported["version_id"], created_by="ana")
+    run_id = _finished_run(store, f"{imported['dataset_id']}:1")
+    set_id = _rated_set(store, run_id, _project_id(store, name))
+    with store.session() as session:
+        uploads = [u.path for u in session.scalars(select(Upload).join(Project).where(Project.name == name))]
+    return {"dataset": imported["dataset_id"], "run": run_id, "set": set_id, "uploads": uploads,
+            "folders": [f"datasets/{imported['dataset_id']}", f"runs/{run_id}", f"samples/{set_id}", *uploads]}
+
+
+def _rows(store, world: dict) -> dict:
+    with store.session() as session:
+        def count(table, column, value):
+            return session.scalar(select(func.count()).select_from(table).where(column == value))
+        return {"dataset": count(Dataset, Dataset.id, world["dataset"]),
+                "versions": count(DatasetVersion, DatasetVersion.dataset_id, world["dataset"]),
+                "run": count(Run, Run.id, world["run"]), "metrics": count(Metric, Metric.run_id, world["run"]),
+                "checkpoints": count(Checkpoint, Checkpoint.run_id, world["run"]),
+                "set": count(SampleSet, SampleSet.id, world["set"]),
+                "samples": count(GeneratedSample, GeneratedSample.set_id, world["set"]),
+                "votes": count(RatingVote, RatingVote.set_id, world["set"]),
+                "uploads": sum(count(Upload, Upload.path, path) for path in world["uploads"])}
+
+
+def test_deleting_a_project_removes_its_rows_and_files_and_leaves_other_projects_untouched(store, tmp_path):
+    team, other = _world(store, tmp_path, "team"), _world(store, tmp_path, "other")
+    assert _rows(store, team) == {"dataset": 1, "versions": 2, "run": 1, "metrics": 1, "checkpoints": 1, "set": 1,
+                                  "samples": 2, "votes": 1, "uploads": 1}
+    before = _rows(store, other)
+
+    removed = delete_project(store, "team", actor="ana")
+
+    assert removed == {"name": "team", "datasets": 1, "versions": 2, "runs": 1, "sample_sets": 1}
+    assert set(_rows(store, team).values()) == {0}
+    assert not any(store.path(folder).exists() for folder in team["folders"])
+    assert _rows(store, other) == before
+    assert all(store.path(folder).exists() for folder in other["folders"])
+    assert "team" not in project_names(store) and "other" in project_names(store)
+    assert list_actions(store, project="team")[0] | {"at": None, "id": None, "details": None} == {
+        "at": None, "id": None, "details": None, "actor": "ana", "action": "project.delete",
+        "target": "project:team", "project": "team"}
+
+
+def test_a_project_with_a_queued_or_running_run_is_not_deleted(store, tmp_path):
+    imported = import_dataset(store, [_corpus(tmp_path)], name="notes", project="team")
+    run_id = jobs.create_run(store, f"{imported['dataset_id']}:1", "starter-text", "lora", TrainConfig(max_steps=1))
+    for status in ("queued", "running"):
+        with store.session() as session:
+            session.get(Run, run_id).status = status
+        with pytest.raises(DeleteRefused, match=f"run {run_id} in project 'team' is {status}: stop it first"):
+            delete_project(store, "team")
+        assert [d["name"] for d in list_datasets(store)] == ["notes"]
+        assert store.path(f"runs/{run_id}").is_dir() and store.path(f"datasets/{imported['dataset_id']}").is_dir()
+
+
+def test_project_names_are_checked_and_the_default_project_stays(store):
+    assert create_project(store, "  team  a ", actor="ana")["name"] == "team a"
+    with pytest.raises(ProjectError, match="exists already"):
+        create_project(store, "team a")
+    with pytest.raises(ProjectError, match="needs a name"):
+        create_project(store, "   ")
+    with pytest.raises(ProjectError, match="at most 200"):
+        create_project(store, "x" * 201)
+    with pytest.raises(ProjectError, match="cannot be deleted"):
+        delete_project(store, "default")
+    with pytest.raises(ProjectError, match="no project named 'nope'"):
+        delete_project(store, "nope")
+    assert [(p["name"], p["datasets"], p["runs"]) for p in list_projects(store)] == [("team a", 0, 0)]
+    assert project_names(store) == ["default", "team a"]
+    assert [(a["actor"], a["action"]) for a in project_activity(store, "team a")] == [("ana", "project.create")]
+
+
+def test_a_dataset_version_a_run_was_trained_on_is_kept_and_an_unused_one_is_deleted_with_its_files(store, tmp_path):
+    imported = import_dataset(store, [_corpus(tmp_path)], name="notes")
+    second = reclean(store, imported["version_id"])
+    run_id = _finished_run(store, f"{imported['dataset_id']}:1")
+    with pytest.raises(DeleteRefused, match=f"was used to train run {run_id}: delete that run first"):
+        delete_version(store, f"{imported['dataset_id']}:1", actor="bo")
+    with pytest.raises(DeleteRefused, match="delete that run first"):
+        delete_dataset(store, imported["dataset_id"])
+    with store.session() as session:
+        session.get(Run, run_id).status = "running"
+    with pytest.raises(DeleteRefused, match="running: stop it first"):
+        delete_version(store, f"{imported['dataset_id']}:1")
+    assert store.path(imported["path"]).is_dir()
+
+    delete_version(store, f"{imported['dataset_id']}:{second['version']}", actor="bo")
+    assert not store.path(second["path"]).exists() and store.path(imported["path"]).is_dir()
+    assert [v["version"] for v in list_datasets(store)[0]["versions"]] == [1]
+    assert list_actions(store)[0]["action"] == "dataset.delete_version" and list_actions(store)[0]["actor"] == "bo"
+
+
+def test_deleting_the_last_version_deletes_the_dataset_and_its_upload(store, tmp_path):
+    imported = import_dataset(store, [_corpus(tmp_path)], name="notes")
+    with store.session() as session:
+        upload = session.scalars(select(Upload)).one().path
+    assert delete_version(store, f"{imported['dataset_id']}:1")["dataset_deleted"] is True
+    assert list_datasets(store) == []
+    assert not store.path(upload).exists() and not store.path(f"datasets/{imported['dataset_id']}").exists()
+
+
+def test_run_and_set_lists_follow_the_selected_project(store, tmp_path):
+    team, other = _world(store, tmp_path, "team"), _world(store, tmp_path, "other")
+    assert [r["run_id"] for r in list_runs(store, "team")] == [team["run"]]
+    assert [r["project"] for r in list_runs(store)] == ["other", "team"]
+    assert [value for _, value in run_choices(store, "other")] == [other["run"]]
+    assert [s["set_id"] for s in list_sets(store, "team")] == [team["set"]]
+    assert [ref for _, ref in version_choices(store, "other")] == [f"{other['dataset']}:2", f"{other['dataset']}:1"]
+
+
+def test_a_run_stays_in_its_datasets_project(store, tmp_path):
+    imported = import_dataset(store, [_corpus(tmp_path)], name="notes", project="team")
+    with pytest.raises(jobs.RunError, match="is in project 'team', not 'other'"):
+        jobs.create_run(store, str(imported["dataset_id"]), "starter-text", "lora", TrainConfig(), project="other")
+    run_id = jobs.create_run(store, str(imported["dataset_id"]), "starter-text", "lora", TrainConfig(), project="team")
+    assert list_runs(store, "team")[0]["run_id"] == run_id
+
+
+def test_every_write_records_who_did_it(store, tmp_path):
+    imported = import_dataset(store, [_corpus(tmp_path)], name="notes", project="team", created_by="ana")
+    reclean(store, imported["version_id"], created_by="bo")
+    ref = f"{imported['dataset_id']}:1"
+    queued = jobs.create_run(store, ref, "starter-text", "lora", TrainConfig(), created_by="ana")
+    jobs.request(store, queued, "stop", actor="bo")
+    finished = _finished_run(store, ref, actor="cy")
+    jobs.resume(store, finished, actor="cy")
+    jobs.request(store, finished, "stop", actor="cy")  # it was queued again: the stop ends it before it starts
+    jobs.delete_run(store, queued, actor="ana")
+    set_id = _rated_set(store, finished, _project_id(store, "team"))
+    delete_set(store, set_id, actor="bo")
+    save_prompt_set(store, "greetings", ["hello"], actor="cy")
+    delete_prompt_set(store, "greetings", actor="cy")
+
+    done = [(a["actor"], a["action"], a["target"], a["project"]) for a in reversed(list_actions(store))]
+    assert done == [
+        ("ana", "project.create", "project:team", "team"),
+        ("ana", "dataset.import", f"dataset:{imported['dataset_id']}", "team"),
+        ("bo", "dataset.reclean", f"dataset:{imported['dataset_id']}", "team"),
+        ("ana", "run.create", f"run:{queued}", "team"),
+        ("bo", "run.stop", f"run:{queued}", "team"),
+        ("cy", "run.create", f"run:{finished}", "team"),
+        ("cy", "run.resume", f"run:{finished}", "team"),
+        ("cy", "run.stop", f"run:{finished}", "team"),
+        ("ana", "run.delete", f"run:{queued}", "team"),
+        ("bo", "samples.delete", f"sample_set:{set_id}", "team"),
+        ("cy", "prompts.save", "prompt_set:greetings", None),
+        ("cy", "prompts.delete", "prompt_set:greetings", None)]
+    with store.session() as session:
+        assert session.get(Run, finished).created_by == "cy"
+        assert session.scalars(select(DatasetVersion.created_by).order_by(DatasetVersion.id)).all() == ["ana", "bo"]
