@@ -309,16 +309,43 @@ def cmd_samples_export(args) -> int:
 
 def cmd_export(args) -> int:
     from studio.generation.variants import VariantError
+    from studio.sharing.hub import PushError, push_folder
     from studio.training.export import ExportError, export_run
 
+    store = _store(args)
     try:
-        found = export_run(_store(args), args.ref, args.format, args.out, make_zip=args.zip)
+        found = export_run(store, args.ref, args.format, args.out, make_zip=args.zip, license=args.license)
     except (ExportError, VariantError) as error:
         return _fail(args, str(error))
+    human = (f"{found['format']} export of run {found['run_id']} step {found['step']}: {found['path']}"
+             + (f" (and {found['zip']})" if found["zip"] else ""))
     if args.push:
-        return _fail(args, "pushing to the Hugging Face Hub is not supported yet; the export is in " + found["path"])
-    _print(args, found, f"{found['format']} export of run {found['run_id']} step {found['step']}: {found['path']}"
-                        + (f" (and {found['zip']})" if found["zip"] else ""))
+        try:
+            found["pushed"] = push_folder(store, found["path"], args.push, private=not args.public, token=args.token,
+                                          message=f"Run {found['run_id']} step {found['step']} ({found['format']}) "
+                                                  "from Gen Studio", progress=_progress_printer(args))
+        except PushError as error:
+            return _fail(args, str(error))
+        human += f"\npushed to {found['pushed']['url']} ({'private' if not args.public else 'public'})"
+    _print(args, found, human)
+    return 0
+
+
+def _progress_printer(args):
+    return None if args.json else lambda fraction, message: print(f"[{fraction:4.0%}] {message}", file=sys.stderr)
+
+
+def cmd_data_push(args) -> int:
+    from studio.data.items import ImportRefused
+    from studio.sharing.hub import PushError, push_dataset
+
+    try:
+        pushed = push_dataset(_store(args), args.dataset, args.repo, private=not args.public, token=args.token,
+                              license=args.license, progress=_progress_printer(args))
+    except (PushError, ImportRefused) as error:
+        return _fail(args, str(error))
+    _print(args, pushed, f"dataset {pushed['dataset']} pushed to {pushed['url']} "
+                         f"({'private' if pushed['private'] else 'public'}, {len(pushed['files'])} files)")
     return 0
 
 
@@ -446,6 +473,13 @@ def _leaf(commands, name: str, run, id_name: str | None = None, help: str | None
     return leaf
 
 
+def _add_push_flags(parser: argparse.ArgumentParser, repo_flag: str, repo_help: str, required: bool = False) -> None:
+    parser.add_argument(repo_flag, metavar="REPO_ID", required=required, help=repo_help)
+    parser.add_argument("--public", action="store_true", help="create the repository public (default: private)")
+    parser.add_argument("--token", help="a Hugging Face access token with write access (default: HF_TOKEN)")
+    parser.add_argument("--license", help="the card's licence (a Hub licence id, e.g. apache-2.0; default: other)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="studio", description="Gen Studio: adapt generative models without code.")
     _add_settings_flags(parser, top_level=True)
@@ -480,6 +514,12 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument("--out")
     exp.add_argument("--json", action="store_true")
     exp.set_defaults(run=cmd_data_export)
+
+    push = data.add_parser("push", help="push a dataset version (loader-ready files + dataset card) to the Hub")
+    push.add_argument("dataset", help="DATASET_ID[:VERSION]")
+    _add_push_flags(push, "--repo", "the Hub dataset repository (OWNER/NAME)", required=True)
+    push.add_argument("--json", action="store_true")
+    push.set_defaults(run=cmd_data_push)
     train = commands.add_parser("train", help="train a model on a dataset version (waits until the run ends)")
     train.add_argument("--dataset", required=True, help="DATASET_ID[:VERSION]")
     train.add_argument("--model", required=True, help="starter-text|starter-image|starter-audio, a Hub id or a folder")
@@ -532,7 +572,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--format", required=True, choices=["peft", "diffusers-lora", "merged"])
     export.add_argument("--out", required=True, metavar="DIR", help="a new or empty folder")
     export.add_argument("--zip", action="store_true", help="also write DIR.zip")
-    export.add_argument("--push", metavar="REPO_ID", help="(not supported yet)")
+    _add_push_flags(export, "--push", "also push the export to this Hub model repository (OWNER/NAME)")
     export.add_argument("--json", action="store_true")
     export.set_defaults(run=cmd_export)
 
@@ -564,7 +604,7 @@ def build_parser() -> argparse.ArgumentParser:
     eval_metrics.add_argument("--json", action="store_true")
     eval_metrics.set_defaults(run=cmd_eval_metrics)
 
-    for leaf in (serve, imp, lst, exp, train, runs_list, runs_show, runs_stop, runs_resume, generate, samples_list,
+    for leaf in (serve, imp, lst, exp, push, train, runs_list, runs_show, runs_stop, runs_resume, generate, samples_list,
                  samples_show, samples_export, export, eval_board, eval_pairs, eval_vote, eval_export, eval_pref, eval_metrics):
         _add_settings_flags(leaf, top_level=False)
     return parser

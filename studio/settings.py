@@ -77,6 +77,14 @@ class Settings(BaseSettings):
         default="",
         description="Automatic metrics: a local CLAP model folder (transformers, safetensors) for the CLAP score and "
                     "FAD of audio checkpoints. Empty: those two are skipped.")
+    export_max_shard_mb: float = Field(
+        default=5000, gt=0,
+        description="Export: weights files written by `studio export` (merged models) are split into shards of at "
+                    "most this many MB (model-0000x-of-0000y.safetensors plus an index), as save_pretrained does.")
+    hub_endpoint: str = Field(
+        default="",
+        description="Hub pushes: the Hugging Face Hub address (e.g. a private Hub mirror). Empty: HF_ENDPOINT, else "
+                    "https://huggingface.co. The token comes from --token or HF_TOKEN.")
 
     @field_validator("home")
     @classmethod

@@ -71,3 +71,27 @@ def test_export_cli_json(lab, tmp_path, capsys):
     found = json.loads(capsys.readouterr().out)
     assert code == 0 and found["format"] == "peft" and found["step"] == 4 and found["run_id"] == run
     assert cli.main(["export", "999", "--format", "peft", "--out", str(tmp_path / "b"), "--home", home]) != 0
+
+
+def test_merged_text_model_is_sharded_past_the_setting_and_loads_whole(lab, tiny_folder, tmp_path):  # noqa: F811
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from studio.settings import load_settings
+    from studio.store import open_store
+
+    run = lab["run"]
+    ids = AutoTokenizer.from_pretrained(tiny_folder)("Once upon a time", return_tensors="pt").input_ids
+    store = open_store(load_settings(home=lab["home"], export_max_shard_mb=0.2))  # the tiny Llama is ~0.8 MB
+    try:
+        expected = studio_logits(store, f"{run}:4", ids)
+        found = export_run(store, f"{run}:4", "merged", tmp_path / "sharded")
+    finally:
+        store.close()
+    shards = [f for f in found["files"] if f.startswith("model-0")]
+    assert len(shards) > 1 and all(f.endswith(f"-of-{len(shards):05d}.safetensors") for f in shards)
+    index = json.loads((tmp_path / "sharded" / "model.safetensors.index.json").read_text())
+    assert set(index["weight_map"].values()) == set(shards) and "model.safetensors" not in found["files"]
+    with torch.no_grad():
+        alone = AutoModelForCausalLM.from_pretrained(tmp_path / "sharded").eval()(input_ids=ids).logits
+    assert torch.allclose(alone, expected, atol=1e-4)

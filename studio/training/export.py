@@ -3,14 +3,20 @@
 - ``peft``: the PEFT adapter folder (``adapter_config.json`` + ``adapter_model.safetensors``, tokenizer) whose
   ``base_model_name_or_path`` names the base, so ``PeftModel.from_pretrained(base, folder)`` loads it;
 - ``diffusers-lora``: ``pytorch_lora_weights.safetensors`` for ``pipeline.load_lora_weights`` (image LoRA runs);
-- ``merged``: a full model in ``save_pretrained`` format (safetensors), the adapter folded into the base
-  (text), or the trained model itself for full / from-scratch runs.
+- ``merged``: a full model, the adapter folded into the base, or the trained model itself for full /
+  from-scratch runs: a transformers ``save_pretrained`` folder (text, MusicGen) or a complete diffusers
+  pipeline folder (Stable-Diffusion-class images, saved with the DDIM sampler the studio samples with, so a
+  plain pipeline gives the studio's image for a seed). Weights written here are sharded past
+  ``STUDIO_EXPORT_MAX_SHARD_MB``. The starters' own folders (pixel-space images, spectrogram audio) are no
+  standard pipeline: they are exported as the studio's folder, loadable by component and by the studio.
 
-Every export can also be zipped. (Model cards and Hub pushes are not written yet.)
+Every export folder gets a model card (``README.md``, ``loss.png``; see ``studio.sharing.card``) and can be
+zipped; ``studio.sharing.hub`` pushes it to the Hub.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -25,10 +31,13 @@ class ExportError(ValueError):
     """An export that cannot be made as asked; the message says why."""
 
 
-def export_run(store: Store, ref: str, fmt: str, out: Path, make_zip: bool = False) -> dict:
-    """Exports ``ref`` (``RUN_ID`` = its last checkpoint, or ``RUN_ID:STEP``) as ``fmt`` into ``out``; returns
-    ``{"run_id", "step", "format", "path", "files", "zip"}``."""
+def export_run(store: Store, ref: str, fmt: str, out: Path, make_zip: bool = False, license: str | None = None,
+               actor: str | None = None) -> dict:
+    """Exports ``ref`` (``RUN_ID`` = its last checkpoint, or ``RUN_ID:STEP``) as ``fmt`` into ``out`` with its
+    model card; returns ``{"run_id", "step", "format", "library", "path", "files", "card", "zip"}``. A failed
+    export leaves no half-written folder behind."""
     from studio.generation.variants import resolve_variants
+    from studio.sharing.card import write_model_card
 
     if fmt not in FORMATS:
         raise ExportError(f"format must be one of {', '.join(FORMATS)} (got '{fmt}')")
@@ -38,17 +47,61 @@ def export_run(store: Store, ref: str, fmt: str, out: Path, make_zip: bool = Fal
     out = Path(out)
     if out.exists() and any(out.iterdir()):
         raise ExportError(f"{out} is not empty: choose a new folder (nothing is overwritten)")
+    existed = out.exists()
+    try:
+        library = _write_format(variant, fmt, out, shard_bytes(store))
+        card = write_model_card(store, variant, fmt, library, out, license=license, actor=actor)
+    except BaseException:
+        shutil.rmtree(out, ignore_errors=True)
+        if existed:
+            out.mkdir()
+        raise
+    files = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
+    archive = shutil.make_archive(str(out), "zip", root_dir=out) if make_zip else None
+    return {"run_id": variant.run_id, "step": variant.step, "format": fmt, "library": library, "path": str(out),
+            "files": files, "card": str(card), "zip": archive}
+
+
+def shard_bytes(store: Store) -> int:
+    """``max_shard_size`` for save_pretrained, from ``STUDIO_EXPORT_MAX_SHARD_MB`` (MB of 10^6 bytes, as
+    transformers counts them)."""
+    return max(1, int(float(store.settings.export_max_shard_mb) * 10**6))
+
+
+def _write_format(variant, fmt: str, out: Path, shard: int) -> str:
+    """Writes ``fmt`` of ``variant`` into ``out``; returns the library that loads it (the card's library_name)."""
     source = Path(variant.weights)
     if fmt == "peft":
         _export_peft(variant, source, out)
-    elif fmt == "diffusers-lora":
+        return "peft"
+    if fmt == "diffusers-lora":
         _export_diffusers_lora(variant, source, out)
+        return "diffusers"
+    if variant.kind != "lora":
+        _copy_model_folder(source, out)
+    elif is_diffusion(variant):
+        _merge_diffusion_lora(variant, source, out, shard)
     else:
-        _export_merged(variant, source, out)
-    files = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
-    archive = shutil.make_archive(str(out), "zip", root_dir=out) if make_zip else None
-    return {"run_id": variant.run_id, "step": variant.step, "format": fmt, "path": str(out), "files": files,
-            "zip": archive}
+        _merge_transformers_lora(variant, source, out, shard)
+    return "diffusers" if variant.modality == "image" or is_diffusion(variant) else "transformers"
+
+
+def is_diffusion(variant) -> bool:
+    """Image runs and starter-audio runs (spectrogram diffusion); MusicGen and text are transformers models."""
+    if variant.modality == "image":
+        return True
+    return variant.modality == "audio" and _family(variant) != "musicgen"
+
+
+def _family(variant) -> str | None:
+    from studio.models.musicgen import FAMILY, is_musicgen
+
+    return FAMILY if is_musicgen(str(variant.base_ref if variant.kind == "lora" else variant.weights)) else None
+
+
+def is_studio_folder(folder: Path) -> bool:
+    """A starter's own folder (components, no model_index.json or config.json): only the studio samples it."""
+    return (folder / "unet").is_dir() and not (folder / "model_index.json").is_file()
 
 
 def _require_lora(variant, fmt: str) -> None:
@@ -74,24 +127,78 @@ def _export_diffusers_lora(variant, source: Path, out: Path) -> None:
     weights = source / "pytorch_lora_weights.safetensors"
     if variant.modality != "image" or not weights.exists():
         raise ExportError("diffusers-lora is for image LoRA runs (a pytorch_lora_weights.safetensors file); "
-                          f"run {variant.run_id} is a {variant.modality} run: use 'peft'")
+                          f"run {variant.run_id} is a {variant.modality} run: use 'peft' or 'merged'")
     out.mkdir(parents=True, exist_ok=True)
     shutil.copy2(weights, out / weights.name)
 
 
-def _export_merged(variant, source: Path, out: Path) -> None:
-    if variant.kind != "lora":
-        shutil.copytree(source, out, dirs_exist_ok=True, ignore=shutil.ignore_patterns(*STUDIO_FILES))
-        return
-    if variant.modality != "text":
-        raise ExportError(f"merging a {variant.modality} LoRA into its base is not supported yet: export it as "
-                          "'diffusers-lora' or 'peft' and load it on the base")
-    from studio.models.text import TextBackend
-    from studio.training.config import TrainConfig
+def _copy_model_folder(source: Path, out: Path) -> None:
+    """A full or from-scratch checkpoint is a model folder already. A starter's folder keeps its
+    studio_model.json (the studio needs it to load the folder again); a pipeline gets the studio's sampler."""
+    studio_only = is_studio_folder(source)
+    shutil.copytree(source, out, dirs_exist_ok=True,
+                    ignore=None if studio_only else shutil.ignore_patterns(*STUDIO_FILES))
+    if (out / "model_index.json").is_file():
+        use_studio_sampler(out)
 
-    backend = TextBackend()
-    handle = backend.load(str(source), "full", TrainConfig.model_validate(variant.config or {}))  # adapter folded in
+
+def _merge_transformers_lora(variant, source: Path, out: Path, shard: int) -> None:
+    """Text and MusicGen: loading a LoRA checkpoint as 'full' folds the adapter into its base (merge_and_unload);
+    the result is saved with save_pretrained (safetensors, sharded past ``shard`` bytes)."""
+    from studio.generation.cache import load_config
+    from studio.models.registry import backend_for
+
+    handle = backend_for(variant.modality).load(str(source), "full", load_config(variant.config))
     out.mkdir(parents=True, exist_ok=True)
-    model = handle.parts["model"]
-    model.save_pretrained(str(out), safe_serialization=True)
+    handle.parts["model"].save_pretrained(str(out), max_shard_size=shard)
     handle.parts["tokenizer"].save_pretrained(str(out))
+    if handle.parts.get("feature_extractor") is not None:  # MusicGen's preprocessor_config.json
+        handle.parts["feature_extractor"].save_pretrained(str(out))
+
+
+def _merge_diffusion_lora(variant, source: Path, out: Path, shard: int) -> None:
+    """The base loaded with the run's LoRA layout, the checkpoint's adapter loaded into it and fused into the
+    UNet's weights, the LoRA layers removed. A base with a VAE becomes a StableDiffusionPipeline folder; a
+    starter's base (no VAE) the studio's own folder."""
+    from studio.generation.cache import load_config
+    from studio.models.registry import backend_for
+
+    backend = backend_for(variant.modality)
+    handle = backend.load(str(variant.base_ref), "lora", load_config(variant.config))
+    backend.load_weights(handle, source)
+    unet = handle.module.unet
+    unet.fuse_lora(lora_scale=1.0)
+    unet.unload_lora()
+    merged = dataclasses.replace(handle, method="full")
+    if handle.module.vae is None:
+        backend.save(merged, out)
+        return
+    _save_pipeline(merged, out, shard)
+
+
+def _save_pipeline(handle, out: Path, shard: int) -> None:
+    from diffusers import StableDiffusionPipeline
+
+    module = handle.module
+    pipeline = StableDiffusionPipeline(vae=module.vae, text_encoder=module.text_encoder,
+                                       tokenizer=handle.parts["tokenizer"], unet=module.unet,
+                                       scheduler=module.noise_scheduler, safety_checker=None, feature_extractor=None,
+                                       requires_safety_checker=False)
+    pipeline.save_pretrained(str(out), safe_serialization=True, max_shard_size=shard)
+    use_studio_sampler(out)
+
+
+def use_studio_sampler(folder: Path) -> None:
+    """Makes a pipeline folder's scheduler the one the studio samples with (DDIM from the training schedule, eta
+    0; flow-matching models keep their Euler scheduler), so ``pipeline(prompt, generator=seed)`` reproduces the
+    studio's images."""
+    from diffusers import DDIMScheduler, DDPMScheduler
+
+    config = DDPMScheduler.load_config(str(folder), subfolder="scheduler")
+    if "FlowMatch" in config.get("_class_name", ""):
+        return
+    DDIMScheduler.from_config(config).save_pretrained(str(folder / "scheduler"))
+    index_path = folder / "model_index.json"
+    index = json.loads(index_path.read_text())
+    index["scheduler"] = ["diffusers", "DDIMScheduler"]
+    index_path.write_text(json.dumps(index, indent=2))

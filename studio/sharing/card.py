@@ -1,0 +1,324 @@
+"""Model cards for exports and dataset cards for dataset versions, in the Hub's format: a YAML metadata block
+(``huggingface_hub.ModelCardData`` / ``DatasetCardData``) and Markdown sections with the real numbers.
+
+A model card holds: what was trained from what (base, method, run, checkpoint, format) and how to load it
+without the studio; the dataset version with each cleaning step's removals; the training config (YAML); the
+loss curve (``loss.png`` beside the card: train and validation); the automatic metrics cached for the
+checkpoint (``studio.evaluation.metrics``; how to compute them when there are none); the human-evaluation
+leaderboards of the sample sets that include the run (``studio.evaluation.service``).
+
+huggingface_hub and matplotlib are imported inside functions.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from pathlib import Path
+
+from studio.store import Store
+
+TASKS = {"text": "text-generation", "image": "text-to-image", "audio": "text-to-audio"}
+DEFAULT_LICENSE = "other"  # a fine-tune inherits its base model's terms: the studio cannot choose them for you
+CARD, LOSS_PLOT = "README.md", "loss.png"
+
+
+# ----------------------------------------------------------------------------- shared pieces
+
+def is_hub_id(ref: str | None) -> bool:
+    """``owner/name`` that is not a local path (a local folder cannot be a card's base_model)."""
+    if not ref or Path(ref).expanduser().exists() or ref.startswith((".", "/", "~")):
+        return False
+    return ref.count("/") == 1 and all(ref.split("/"))
+
+
+def _table(header: list[str], rows: list[list]) -> str:
+    def cell(value) -> str:
+        return str(value).replace("|", "\\|").replace("\n", " ")
+
+    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows])
+
+
+def _number(value, digits: int = 4) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def cleaning_section(report: dict) -> str:
+    """Each cleaning step: on or off, how many items it removed or changed, and why (the first reasons)."""
+    rows = []
+    for step in report.get("steps", []):
+        reasons = "; ".join(dict.fromkeys(e.get("reason", "") for e in step.get("examples", []) if e.get("reason")))
+        rows.append([step.get("label") or step["step"], "on" if step.get("enabled") else "off",
+                     step.get("removed", 0), step.get("changed", 0), step.get("detail") or "", reasons[:200]])
+    summary = (f"{report.get('items_kept', '?')} of {report.get('items_in', '?')} items kept; "
+               f"{len(report.get('errors') or [])} files could not be read.")
+    if not rows:
+        return summary
+    return summary + "\n\n" + _table(["step", "", "removed", "changed", "detail", "why (examples)"], rows)
+
+
+def _splits_line(counts: dict) -> str:
+    return ", ".join(f"{split} {counts.get(split, 0)}" for split in ("train", "validation", "test"))
+
+
+def _card_text(data, body: str) -> str:
+    return f"---\n{data.to_yaml()}\n---\n\n{body.strip()}\n"
+
+
+def _provenance(actor: str | None) -> str:
+    when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    return f"Made with Gen Studio{f' by {actor}' if actor else ''} on {when}."
+
+
+# ----------------------------------------------------------------------------- model cards
+
+def model_card_data(*, modality: str, fmt: str, library: str, method: str, base_model: str | None,
+                    dataset: str | None, license: str | None):
+    """The card's YAML metadata. ``base_model`` only when it is a Hub id (a local folder means nothing on the
+    Hub, and a from-scratch model has none)."""
+    from huggingface_hub import ModelCardData
+
+    tags = ["gen-studio", TASKS[modality], method]
+    if fmt in ("peft", "diffusers-lora") or method == "lora":
+        tags += ["lora"]
+    if fmt == "merged" and method == "lora":
+        tags += ["merged"]
+    return ModelCardData(base_model=base_model if is_hub_id(base_model) and method != "scratch" else None,
+                         library_name=library, pipeline_tag=TASKS[modality], license=license or DEFAULT_LICENSE,
+                         tags=list(dict.fromkeys(tags)), datasets=[dataset] if dataset else None)
+
+
+def _usage(fmt: str, library: str, modality: str, base: str, studio_folder: bool) -> str:
+    """How to load the export without the studio."""
+    if studio_folder:
+        return ("This is a Gen Studio starter model (pixel-space or spectrogram diffusion with its own text encoder), "
+                "not a standard pipeline: its parts load with `UNet2DConditionModel.from_pretrained(folder, "
+                "subfolder=\"unet\")` and `CLIPTextModel.from_pretrained(folder, subfolder=\"text_encoder\")`, and "
+                "Gen Studio samples it: give this folder as the model (Model tab, or `studio generate --model "
+                "FOLDER`).")
+    if fmt == "peft":
+        loader = {"text": "AutoModelForCausalLM", "audio": "MusicgenForConditionalGeneration"}.get(modality)
+        if loader is None:  # an image LoRA in PEFT form adapts the pipeline's UNet
+            return ("```python\nfrom diffusers import StableDiffusionPipeline\nfrom peft import PeftModel\n\n"
+                    f"pipeline = StableDiffusionPipeline.from_pretrained(\"{base}\")\n"
+                    "pipeline.unet = PeftModel.from_pretrained(pipeline.unet, \"THIS_FOLDER\").merge_and_unload()\n```")
+        return (f"```python\nfrom peft import PeftModel\nfrom transformers import {loader}\n\n"
+                f"base = {loader}.from_pretrained(\"{base}\")\nmodel = PeftModel.from_pretrained(base, \"THIS_FOLDER\")\n```")
+    if fmt == "diffusers-lora":
+        return ("```python\nfrom diffusers import StableDiffusionPipeline\n\n"
+                f"pipeline = StableDiffusionPipeline.from_pretrained(\"{base}\")\n"
+                "pipeline.load_lora_weights(\"THIS_FOLDER\")\n```")
+    if library == "diffusers":
+        return ("```python\nimport torch\nfrom diffusers import DiffusionPipeline\n\n"
+                "pipeline = DiffusionPipeline.from_pretrained(\"THIS_FOLDER\")\n"
+                "image = pipeline(\"a prompt\", generator=torch.Generator().manual_seed(0)).images[0]\n```\n\n"
+                "The scheduler is the DDIM sampler the studio uses, so a seed gives the studio's image.")
+    loader = "MusicgenForConditionalGeneration" if modality == "audio" else "AutoModelForCausalLM"
+    return (f"```python\nfrom transformers import AutoTokenizer, {loader}\n\n"
+            f"model = {loader}.from_pretrained(\"THIS_FOLDER\")\ntokenizer = AutoTokenizer.from_pretrained(\"THIS_FOLDER\")\n```")
+
+
+def loss_plot(history: list[dict], path: Path) -> bool:
+    """Train and validation loss against the step, as a PNG; False when the run recorded no loss."""
+    curves = {name: [(h["step"], h["value"]) for h in history if h["name"] == name and h["value"] is not None]
+              for name in ("train_loss", "val_loss")}
+    if not any(curves.values()):
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display: files only
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(6, 3.5), dpi=100)
+    axes = figure.add_subplot()
+    for name, label, style in (("train_loss", "train", "-"), ("val_loss", "validation", "o-")):
+        if curves[name]:
+            steps, values = zip(*curves[name])
+            axes.plot(steps, values, style, label=label)
+    axes.set_xlabel("step")
+    axes.set_ylabel("loss")
+    axes.legend()
+    axes.grid(alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(path, format="png")
+    return True
+
+
+def metrics_section(store: Store, run_id: int, step: int) -> str:
+    """The automatic metrics already computed for this checkpoint (never computed here: that takes minutes)."""
+    from studio.evaluation.metrics import eval_path
+
+    path = eval_path(store, run_id, step)
+    saved = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+    if not saved or not saved.get("metrics"):
+        return (f"Not computed for this checkpoint yet. Compute them with `studio eval metrics {run_id}:{step}` "
+                "(or the Evaluate tab) and export again to include them here.")
+    rows = [[name, _number(found.get("value")), found.get("unit", ""),
+             "higher" if found.get("higher_is_better") else "lower"] for name, found in saved["metrics"].items()]
+    contamination = (saved.get("contamination") or {}).get("found")
+    return (f"On {saved.get('items')} held-out items of the {saved.get('split')} split "
+            f"(computed {str(saved.get('computed_at', ''))[:19]}):\n\n"
+            + _table(["metric", "value", "unit", "better"], rows)
+            + ("\n\nWarning: some evaluation items also appear in the training split." if contamination else ""))
+
+
+def human_section(store: Store, run_id: int) -> str:
+    """The leaderboard of every rated sample set that includes a checkpoint of this run."""
+    from studio.evaluation.service import EvaluationError, leaderboard, run_preference
+
+    try:
+        sets = run_preference(store, run_id)["sets"]
+    except EvaluationError:
+        sets = []
+    parts = []
+    for set_id in sets:
+        try:
+            board = leaderboard(store, set_id)
+        except EvaluationError:
+            continue
+        if not board["votes"]:
+            continue
+        rows = [[v["rank"] or "-", ("**" + v["label"] + "**") if str(v["variant"]).startswith(f"{run_id}:")
+                 else v["label"], _number(v["strength"], 2), f"[{_number(v['ci_low'], 2)}, {_number(v['ci_high'], 2)}]",
+                 v["wins"], v["losses"], v["ties"], v["votes"]] for v in board["variants"]]
+        parts.append(f"Sample set {set_id}: {board['votes']} counted votes"
+                     + (" (preliminary: few votes)" if board["preliminary"] else "") + "\n\n"
+                     + _table(["rank", "variant", "strength", "95 % interval", "wins", "losses", "ties", "votes"],
+                              rows))
+    if not parts:
+        return ("No sample set with this run has been rated yet: generate with it beside the base (Generate tab or "
+                "`studio generate`), rate the set blind (Evaluate tab or `studio eval pairs`), and export again.")
+    return ("Bradley-Terry strengths from blind pairwise votes (log-odds; this run's checkpoints in bold).\n\n"
+            + "\n\n".join(parts))
+
+
+def _run_facts(store: Store, run_id: int) -> tuple[dict, object]:
+    """The run's summary with its history and config, and its dataset version."""
+    from studio.data.service import get_version
+    from studio.training.runs import run_summary
+
+    summary = run_summary(store, run_id, with_history=True)
+    return summary, get_version(store, summary["dataset"])
+
+
+def write_model_card(store: Store, variant, fmt: str, library: str, out: Path, license: str | None = None,
+                     actor: str | None = None) -> Path:
+    """``out/README.md`` (and ``out/loss.png``) for an export of ``variant`` as ``fmt``; returns the card's path."""
+    from studio.generation.variants import origin
+    from studio.training.config import TrainConfig
+    from studio.training.export import is_studio_folder
+
+    summary, version = _run_facts(store, variant.run_id)
+    base = None if variant.method == "scratch" else origin(store, variant.base_ref)[0]
+    dataset_name = version.dataset.name
+    data = model_card_data(modality=variant.modality, fmt=fmt, library=library, method=variant.method,
+                           base_model=base, dataset=dataset_name, license=license)
+    plotted = loss_plot(summary["history"], Path(out) / LOSS_PLOT)
+    base_text = ("none: trained from scratch" if base is None
+                 else f"`{base}`" if is_hub_id(base) else f"the local model folder `{Path(base).name}`")
+    losses = summary["train_loss"], summary["val_loss"]
+    config = TrainConfig.model_validate(summary.get("config") or {}).to_yaml()
+    body = f"""
+# {dataset_name} · run {variant.run_id} · step {variant.step}
+
+A {variant.modality} model trained with **{variant.method}** on the dataset **{dataset_name}** version
+{version.version}, exported from Gen Studio as **{fmt}** (loads with {library}, no studio code needed).
+
+- Base model: {base_text}
+- Run {variant.run_id}, checkpoint at step {variant.step} of {summary['total_steps']} ({summary['status']})
+- Licence: `{data.license}`{' (the base model’s licence terms apply; choose one with --license)' if data.license == DEFAULT_LICENSE else ''}
+
+## How to use
+
+{_usage(fmt, library, variant.modality, base or "BASE_MODEL", is_studio_folder(Path(out)))}
+
+## Training data
+
+Dataset **{dataset_name}** version {version.version} ({version.dataset.modality}); source files:
+{', '.join(f'`{f}`' for f in (version.source or {}).get('files', [])) or 'not recorded'}.
+Items per split: {_splits_line(version.splits or {})}.
+
+### Cleaning
+
+{cleaning_section(version.report or {})}
+
+## Training
+
+{summary['steps']} steps. Train loss: last {_number(losses[0]['last'])}, best {_number(losses[0]['best'])}.
+Validation loss: last {_number(losses[1]['last'])}, best {_number(losses[1]['best'])}.
+
+{f'![Loss curve: train and validation]({LOSS_PLOT})' if plotted else 'No loss was recorded.'}
+
+Training config:
+
+```yaml
+{config.strip()}
+```
+
+## Evaluation
+
+### Automatic metrics
+
+{metrics_section(store, variant.run_id, variant.step)}
+
+### Human evaluation
+
+{human_section(store, variant.run_id)}
+
+---
+
+{_provenance(actor)}
+"""
+    path = Path(out) / CARD
+    path.write_text(_card_text(data, body), encoding="utf-8")
+    return path
+
+
+# ----------------------------------------------------------------------------- dataset cards
+
+def _size_category(count: int) -> str:
+    for limit, label in ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M")):
+        if count < limit:
+            return label
+    return "n>1M"
+
+
+def dataset_card_text(version, license: str | None = None, actor: str | None = None) -> str:
+    """The card of a dataset version: its metadata, source, items per split and cleaning report."""
+    from huggingface_hub import DatasetCardData
+
+    modality, name = version.dataset.modality, version.dataset.name
+    data = DatasetCardData(license=license or DEFAULT_LICENSE, pretty_name=f"{name} v{version.version}",
+                           task_categories=[TASKS[modality]], size_categories=[_size_category(version.items_kept)],
+                           tags=["gen-studio", modality])
+    source = version.source or {}
+    layout = ("`<split>.jsonl` per split (the `json` loader)" if modality == "text" else
+              f"a folder per split with `metadata.jsonl` captions (the `{modality}folder` loader)")
+    body = f"""
+# {name} · version {version.version}
+
+A {modality} dataset cleaned, split and versioned with Gen Studio. Files: {layout}; `.studio/report.json` is
+the full cleaning report.
+
+- Items per split: {_splits_line(version.splits or {})}
+- Source files: {', '.join(f'`{f}`' for f in source.get('files', [])) or 'not recorded'}
+- Split seed: {(version.splits or {}).get('seed', 'n/a')}, fractions {(version.splits or {}).get('fractions', 'n/a')}
+
+## Cleaning
+
+{cleaning_section(version.report or {})}
+
+## Use
+
+```python
+from datasets import load_dataset
+
+dataset = load_dataset("THIS_REPO")
+```
+
+---
+
+{_provenance(actor)}
+"""
+    return _card_text(data, body)
