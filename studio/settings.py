@@ -85,6 +85,20 @@ class Settings(BaseSettings):
         default="",
         description="Hub pushes: the Hugging Face Hub address (e.g. a private Hub mirror). Empty: HF_ENDPOINT, else "
                     "https://huggingface.co. The token comes from --token or HF_TOKEN.")
+    users: str = Field(
+        default="",
+        description="Sign-in: the path of a users file (NAME:ROLE:HASH lines, written by `studio users add`), or "
+                    "such entries separated by commas. Roles: editor (everything), rater (the rating page only). "
+                    "Empty: sign-in is off and everyone is an editor (a personal machine).")
+    oauth_editors: str = Field(
+        default="",
+        description="Sign-in with Hugging Face (a Space with hf_oauth: true): comma-separated Hugging Face user "
+                    "names that are editors, * for everyone; every other signed-in account is a rater. Empty: the "
+                    "Space's owner.")
+    session_secret: str = Field(
+        default="",
+        description="Key that signs sign-in cookies. Empty: a random key kept in STUDIO_HOME/session_secret, so "
+                    "sign-ins survive a restart.")
 
     @field_validator("home")
     @classmethod

@@ -64,38 +64,55 @@ def web_home(tmp_path):
     return tmp_path / "web_home"
 
 
+class StudioProcess:
+    """`python studio_app.py` in a subprocess on a free port with its own STUDIO_HOME (and any extra
+    environment, e.g. ``STUDIO_USERS``); ``url`` once it answers."""
+
+    def __init__(self, log_path, home, **env):
+        import os
+        import subprocess
+        import sys
+        from pathlib import Path
+
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = log_path
+        self._log = open(log_path, "w")
+        full_env = {**os.environ, "STUDIO_HOME": str(home), "STUDIO_PORT": str(self.port), **env}
+        self.process = subprocess.Popen([sys.executable, "studio_app.py"], cwd=Path(__file__).parent.parent,
+                                        env=full_env, stdout=self._log, stderr=subprocess.STDOUT)
+
+    def wait_until_up(self, seconds: float = 60) -> str:
+        import time
+        import urllib.error
+        import urllib.request
+
+        deadline = time.time() + seconds
+        while time.time() < deadline:
+            try:
+                urllib.request.urlopen(f"{self.url}/health", timeout=2)
+                return self.url
+            except urllib.error.HTTPError:
+                return self.url  # it answers, even if not with 200
+            except OSError:
+                if self.process.poll() is not None:
+                    raise RuntimeError(self.log_path.read_text())
+                time.sleep(0.2)
+        self.stop()
+        raise RuntimeError(f"the studio did not answer within {seconds:.0f} s:\n" + self.log_path.read_text())
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=20)
+        self._log.close()
+
+
 @pytest.fixture
 def running_studio(tmp_path, web_home):
     """`python studio_app.py` in a subprocess on a free port with its own STUDIO_HOME; yields its URL."""
-    import os
-    import subprocess
-    import sys
-    import time
-    import urllib.request
-    from pathlib import Path
-
-    port = _free_port()
-    env = {**os.environ, "STUDIO_HOME": str(web_home), "STUDIO_PORT": str(port)}
-    log = open(tmp_path / "studio.log", "w")
-    process = subprocess.Popen([sys.executable, "studio_app.py"], cwd=Path(__file__).parent.parent, env=env,
-                               stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        try:
-            urllib.request.urlopen(url, timeout=2)
-            break
-        except OSError:
-            if process.poll() is not None:
-                raise RuntimeError((tmp_path / "studio.log").read_text())
-            time.sleep(0.2)
-    else:
-        process.kill()
-        raise RuntimeError("the studio did not answer within 60 s:\n" + (tmp_path / "studio.log").read_text())
-    yield url
-    process.terminate()
-    process.wait(timeout=20)
-    log.close()
+    studio = StudioProcess(tmp_path / "studio.log", web_home)
+    yield studio.wait_until_up()
+    studio.stop()
 
 
 @pytest.fixture

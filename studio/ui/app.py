@@ -1,9 +1,10 @@
-"""The Gradio app: a header with the shared project/dataset selectors, then one tab per stage."""
+"""The Gradio apps: the studio (a header with the shared project/dataset selectors, then one tab per stage) and
+the rater-only page. ``studio.ui.server`` mounts both, with sign-in, in the web process."""
 
 from __future__ import annotations
 
-from studio.settings import Settings
-from studio.store import Store, open_store
+import gradio as gr  # at module level: a handler's "request: gr.Request" hint must resolve, or Gradio passes no request
+from studio.store import Store
 from studio.ui import data_tab, evaluate_tab, generate_tab, model_tab, train_tab
 from studio.ui.state import project_choices, version_choices
 
@@ -21,6 +22,7 @@ def build_app(store: Store):
 
     with gr.Blocks(title="Gen Studio") as app:
         gr.Markdown("# Gen Studio")
+        account_line(app)
         if store.settings.on_spaces and not str(store.home).startswith("/data"):
             gr.Markdown("⚠️ This Space has no persistent storage: datasets and runs are lost when it restarts.")
         with gr.Accordion("Getting started", open=False):
@@ -42,40 +44,42 @@ def build_app(store: Store):
                 generate_tab.build(store, version)
             with gr.Tab("Evaluate", id="evaluate"):
                 evaluate_tab.build(store)
-    with app.route("Rate", "/rate", show_in_navbar=False):  # the rater-only page: rating and nothing else
-        gr.Markdown("# Gen Studio · rating")
-        evaluate_tab.build_rating(store, rater_only=True)
     return app
 
 
-def start_dispatcher(store: Store, every: float = 2.0) -> None:
-    """Queued runs start by themselves: a daemon thread dispatches every few seconds while the studio runs."""
-    import logging
-    import threading
-    import time
-
-    from studio.training.jobs import dispatch
-
-    def loop() -> None:
-        while True:
-            try:
-                dispatch(store)
-            except Exception:  # noqa: BLE001 - a failed round is logged and retried, never fatal to the UI
-                logging.getLogger("studio").exception("dispatch failed")
-            time.sleep(every)
-
-    threading.Thread(target=loop, name="dispatcher", daemon=True).start()
-
-
-def serve(settings: Settings, block: bool = True):
-    """Open the store and serve the studio; returns the Gradio app (``block=False`` for tests)."""
+def build_rater_app(store: Store):
+    """The rater-only page (mounted at ``/rate``): rating and nothing else, and only the rating API. It is a
+    Blocks of its own so that no training, deletion or export function exists in it to be called."""
     import gradio as gr
 
-    store = open_store(settings)
-    start_dispatcher(store)
-    app = build_app(store)
-    app.queue(default_concurrency_limit=4)
-    app.launch(server_name=settings.host, server_port=settings.port, max_file_size=f"{settings.max_upload_mb}mb",
-               allowed_paths=[str(store.home)], theme=gr.themes.Soft(), ssr_mode=False, show_error=True,
-               prevent_thread_lock=not block, quiet=not block)
+    with gr.Blocks(title="Gen Studio · rating") as app:
+        gr.Markdown("# Gen Studio · rating")
+        account_line(app)
+        rater = evaluate_tab.build_rating(store, rater_only=True)
+        app.load(_signed_in_rater, None, rater, queue=False)
+        evaluate_tab.register_api(store, include_leaderboard=False)  # the board names the variants: not for raters
     return app
+
+
+def _signed_in_rater(request=None):
+    import gradio as gr
+
+    from studio.ui.state import current_user
+
+    name = current_user(request)
+    return gr.Textbox(value=name, interactive=False) if name else gr.Textbox()
+
+
+def account_line(app) -> None:
+    """"Signed in as NAME · Sign out" when sign-in is on (filled when the page loads; empty otherwise)."""
+    import gradio as gr
+
+    from studio.ui.state import current_user
+
+    line = gr.Markdown(elem_id="account")
+
+    def who(request: gr.Request):
+        name = current_user(request)
+        return f"Signed in as **{name}** · [Sign out](/logout)" if name else ""
+
+    app.load(who, None, line, queue=False)

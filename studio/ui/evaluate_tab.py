@@ -9,10 +9,12 @@ request (a generation-like, bounded job).
 
 from __future__ import annotations
 
+import gradio as gr  # at module level: a handler's "request: gr.Request" hint must resolve, or Gradio passes no request
 import html
 import time
 
 from studio.store import Store
+from studio.ui.state import current_user
 
 MIN_PLAY_SECONDS = 3.0  # an audio clip counts as heard after 3 s of playing, or when it ends sooner
 
@@ -62,12 +64,14 @@ def _prompt_markdown(shown: dict | None) -> str:
     return f"**Prompt** ({origin}; item {done + 1} of {total}):\n\n> {html.escape(shown['prompt'])}{extra}"
 
 
-def build_rating(store: Store, rater_only: bool = False) -> None:
+def build_rating(store: Store, rater_only: bool = False):
+    """The blind rating panel; returns the rater-name box (filled with the signed-in name when sign-in is on)."""
     import gradio as gr
 
     gr.Markdown(RATER_INTRO)
     with gr.Row():
-        rater = gr.Textbox(label="Your name", elem_id="rate-name", scale=2)
+        rater = gr.Textbox(label="Your name", elem_id="rate-name", scale=2,
+                           info="With sign-in on, votes go under your signed-in name.")
         chosen_set = gr.Dropdown(set_choices(store), value=None, label="Sample set", elem_id="rate-set", scale=3)
         mode = gr.Radio([("A/B comparison", "pairwise"), ("1-5 scores", "absolute")], value="pairwise",
                         label="Mode", scale=2)
@@ -117,6 +121,7 @@ def build_rating(store: Store, rater_only: bool = False) -> None:
     def on_start(name, set_id, chosen_mode, request: gr.Request = None):
         from studio.evaluation.service import EvaluationError, next_item, next_pair
 
+        name = current_user(request) or name
         if not set_id:
             return present(None, "❌ Choose a sample set.")
         session = getattr(request, "session_hash", None)
@@ -140,6 +145,7 @@ def build_rating(store: Store, rater_only: bool = False) -> None:
 
             if not shown:
                 return [gr.Markdown(), *present(None, "Press Start first.")]
+            name = current_user(request) or name
             session = getattr(request, "session_hash", None)
             try:
                 if shown["mode"] == "pairwise":
@@ -187,6 +193,7 @@ def build_rating(store: Store, rater_only: bool = False) -> None:
     if not rater_only:
         gr.Button("↻ Refresh sets", size="sm").click(lambda: gr.Dropdown(choices=set_choices(store)), None,
                                                     chosen_set)
+    return rater
 
 
 # ----------------------------------------------------------------------------- results (editors only)
@@ -337,22 +344,25 @@ def run_outputs(store: Store, run_id):
             gr.Dataframe(value=table, headers=["step"] + numbers) if rows else None)
 
 
-def register_api(store: Store) -> None:
+def register_api(store: Store, include_leaderboard: bool = True) -> None:
     """Gradio API endpoints for external rating tools (documented in the README): ``/rating_next_pair``,
-    ``/rating_vote`` and ``/leaderboard``. Pairs come without variant names; a vote reveals them."""
+    ``/rating_vote`` and ``/leaderboard``. Pairs come without variant names; a vote reveals them. With sign-in
+    on, the rater is the signed-in account whatever name the call gives: nobody votes for someone else."""
     import gradio as gr
 
-    def rating_next_pair(set_id: int, rater: str) -> dict:
+    def rating_next_pair(set_id: int, rater: str, request: gr.Request) -> dict:
         """The next pair this rater should judge in the sample set (null when none is left)."""
         from studio.evaluation.service import next_pair
 
-        return next_pair(store, int(set_id), rater, session="api") or {}
+        return next_pair(store, int(set_id), current_user(request) or rater, session="api") or {}
 
-    def rating_vote(set_id: int, rater: str, pair_id: int, choice: str, comment: str = "") -> dict:
+    def rating_vote(set_id: int, rater: str, pair_id: int, choice: str, comment: str = "",
+                    request: gr.Request = None) -> dict:
         """Cast a vote: choice a | b | tie | both_bad | skip. A second vote on the same pair changes nothing."""
         from studio.evaluation.service import cast_vote
 
-        return cast_vote(store, int(pair_id), rater, choice, comment or None, session="api", set_id=int(set_id))
+        return cast_vote(store, int(pair_id), current_user(request) or rater, choice, comment or None,
+                         session="api", set_id=int(set_id))
 
     def leaderboard(set_id: int, include_flagged: bool = False) -> dict:
         """The sample set's Bradley-Terry leaderboard with 95 % intervals and agreement (votes flagged as too
@@ -364,7 +374,8 @@ def register_api(store: Store) -> None:
 
     gr.api(rating_next_pair, api_name="rating_next_pair")
     gr.api(rating_vote, api_name="rating_vote")
-    gr.api(leaderboard, api_name="leaderboard")
+    if include_leaderboard:
+        gr.api(leaderboard, api_name="leaderboard")
 
 
 def agreement_lines(points: list[dict], rows: list[dict]) -> list[str]:

@@ -1,0 +1,211 @@
+"""Sign-in and roles: hashed passwords in a users file, editors and raters, Hugging Face accounts on a Space, and
+the web server's two locks (a rater reaches the rating page and nothing else, through the UI or the API; nobody
+who is not signed in reaches anything but the sign-in form and /health)."""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+import pytest
+
+from conftest import StudioProcess
+from studio.auth import Access, AuthError, Users, hash_password, parse_users, verify_password, write_user
+from test_text_backend import rows, tiny_folder  # noqa: F401 - module-scoped fixtures
+from test_web_evaluate import home_with_set  # noqa: F401 - a fixture
+from test_web_generate import home_with_run  # noqa: F401 - a fixture
+
+PASSWORDS = {"eda": "editor-pass-1", "rita": "rater-pass-1"}
+
+
+def test_a_password_is_stored_as_a_salted_scrypt_hash_and_checks_back():
+    stored = hash_password("correct horse")
+    assert stored.startswith("scrypt$") and "correct horse" not in stored
+    assert stored != hash_password("correct horse")  # salted
+    assert verify_password("correct horse", stored)
+    assert not verify_password("correct hors", stored)
+    assert not verify_password("correct horse", "plain-text")
+    with pytest.raises(AuthError, match="at least 8"):
+        hash_password("short")
+
+
+def test_a_users_file_with_a_bad_line_names_the_line_and_why(tmp_path):
+    good = f"eda:editor:{hash_password('editor-pass-1')}"
+    with pytest.raises(AuthError, match=r"entry 2 \(bob\): the role must be editor or rater, not 'admin'"):
+        parse_users(f"{good}\nbob:admin:{hash_password('whatever-1')}")
+    with pytest.raises(AuthError, match="never the password itself"):
+        parse_users("carl:rater:hunter22")
+    with pytest.raises(AuthError, match="does not exist"):
+        Users(str(tmp_path / "missing.txt"))
+    assert set(parse_users(f"# team\n{good}, rita:rater:{hash_password('rater-pass-1')}")) == {"eda", "rita"}
+
+
+def test_users_file_changes_apply_without_a_restart(tmp_path):
+    path = tmp_path / "users.txt"
+    write_user(path, "eda", "editor", "editor-pass-1")
+    write_user(path, "rita", "rater", "rater-pass-1")
+    users = Users(str(path))
+    assert users.check("eda", "editor-pass-1").role == "editor"
+    assert users.check("eda", "rater-pass-1") is None and users.check("nobody", "editor-pass-1") is None
+    assert oct(path.stat().st_mode & 0o777) == "0o600"
+    time.sleep(0.01)
+    write_user(path, "rita", "editor", "new-pass-123")  # replaces rita's line, keeps eda's
+    assert users.get("rita").role == "editor" and users.check("rita", "new-pass-123")
+    assert users.check("eda", "editor-pass-1")
+    assert path.read_text().count("rita:") == 1
+
+
+def test_hugging_face_accounts_get_their_role_from_the_editor_list(monkeypatch):
+    monkeypatch.setenv("SPACE_AUTHOR_NAME", "owner")
+    access = Access(Users(""), oauth=True)
+    future = time.time() + 3600
+
+    def session(name, expires=future):
+        return {"oauth_info": {"userinfo": {"preferred_username": name}, "expires_at": expires}}
+
+    assert access.enabled
+    assert access.role_of(session("owner")) == ("owner", "editor")  # default: the Space's owner edits
+    assert access.role_of(session("visitor")) == ("visitor", "rater")
+    assert access.role_of(session("owner", expires=time.time() - 1)) is None  # an expired sign-in is none
+    assert access.role_of({}) is None
+    everyone = Access(Users(""), oauth=True, oauth_editors="*")
+    assert everyone.role_of(session("visitor")) == ("visitor", "editor")
+
+
+def test_sign_in_is_off_without_users_and_on_with_an_empty_users_file(tmp_path):
+    assert not Access(Users("")).enabled
+    empty = tmp_path / "users.txt"
+    empty.write_text("# nobody yet\n")
+    assert Access(Users(str(empty))).enabled  # an empty list lets nobody in, rather than everybody
+
+
+# ----------------------------------------------------------------------------- the running server
+
+
+@pytest.fixture
+def users_file(tmp_path):
+    path = tmp_path / "users.txt"
+    for name, role in (("eda", "editor"), ("rita", "rater")):
+        write_user(path, name, role, PASSWORDS[name])
+    return path
+
+
+@pytest.fixture
+def signed_in_studio(tmp_path, web_home, users_file):
+    studio = StudioProcess(tmp_path / "studio.log", web_home, STUDIO_USERS=str(users_file))
+    yield studio.wait_until_up()
+    studio.stop()
+
+
+def signed_in(url: str, name: str) -> httpx.Client:
+    client = httpx.Client(base_url=url, timeout=30)
+    answer = client.post("/login", data={"username": name, "password": PASSWORDS[name]})
+    assert answer.status_code == 200, answer.text
+    return client
+
+
+def fn_index(config: dict, api_name: str) -> int:
+    [index] = [d["id"] for d in config["dependencies"] if d.get("api_name") == api_name]
+    return index
+
+
+def join(client: httpx.Client, prefix: str, index: int, data: list) -> httpx.Response:
+    return client.post(f"{prefix}/gradio_api/queue/join",
+                       json={"fn_index": index, "data": data, "session_hash": "test", "event_data": None})
+
+
+def test_nobody_reaches_the_studio_without_signing_in(signed_in_studio):
+    anonymous = httpx.Client(base_url=signed_in_studio, timeout=30)
+    page = anonymous.get("/", headers={"accept": "text/html"})
+    assert page.status_code == 303 and page.headers["location"].startswith("/login?next=")
+    assert "Sign in" in anonymous.get("/login").text
+    for path in ("/config", "/gradio_api/info", "/rate/config", "/metrics", "/status"):
+        assert anonymous.get(path).status_code == 401, path
+    assert join(anonymous, "", 0, []).status_code == 401
+    assert anonymous.get("/health").json()["status"] == "ok"  # health checks need no account
+    wrong = anonymous.post("/login", data={"username": "eda", "password": "not-it-at-all"})
+    assert wrong.status_code == 401 and "Wrong user name or password" in wrong.text
+
+
+def test_a_rater_reaches_the_rating_page_only(signed_in_studio, web_home):
+    from studio.settings import load_settings
+    from studio.store import open_store
+    from studio.ui.app import build_app
+
+    rater, editor = signed_in(signed_in_studio, "rita"), signed_in(signed_in_studio, "eda")
+    studio_config = editor.get("/config").json()
+    delete_run = fn_index(studio_config, "on_delete")  # the Train tab's "delete this run" (exists: see below)
+    assert rater.get("/config").status_code == 403
+    assert rater.get("/gradio_api/info").status_code == 403
+    assert "raters can use the rating page" in join(rater, "", delete_run, [1]).json()["error"]
+    page = rater.get("/", headers={"accept": "text/html"})
+    assert page.status_code == 303 and page.headers["location"] == "/rate/"
+    assert rater.get("/rate/config").status_code == 200
+    # The rating page's own API has nothing but rating in it.
+    endpoints = set(rater.get("/rate/gradio_api/info").json()["named_endpoints"])
+    assert {"/rating_next_pair", "/rating_vote"} <= endpoints
+    assert not {e for e in endpoints if any(word in e for word in ("delete", "train", "resume", "export", "stop", "import"))}
+    # Neither role may download the database through the file route.
+    database = web_home / "studio.db"
+    assert database.exists()
+    for client, prefix in ((rater, "/rate"), (editor, "")):
+        assert client.get(f"{prefix}/gradio_api/file={database}").status_code in (403, 404)
+    store = open_store(load_settings(home=web_home))
+    assert build_app(store) is not None  # (the studio app itself still builds with its delete button)
+    store.close()
+
+
+def test_gradio_client_signs_in_and_a_rater_can_use_only_the_rating_api(signed_in_studio):
+    from gradio_client import Client
+
+    rater = Client(signed_in_studio + "/rate/", auth=("rita", PASSWORDS["rita"]), verbose=False)
+    with pytest.raises(Exception, match="no sample set 999"):
+        rater.predict(999, "rita", api_name="/rating_next_pair")  # reached the service: the set is unknown
+    with pytest.raises(Exception):
+        Client(signed_in_studio, auth=("rita", PASSWORDS["rita"]), verbose=False)  # the studio itself: refused
+    editor = Client(signed_in_studio, auth=("eda", PASSWORDS["eda"]), verbose=False)
+    assert "/generate" in editor.view_api(print_info=False, return_format="dict")["named_endpoints"]
+
+
+def test_votes_go_under_the_signed_in_name_whatever_the_call_says(home_with_set, tmp_path, web_home, users_file):
+    from gradio_client import Client
+
+    studio = StudioProcess(tmp_path / "studio.log", web_home, STUDIO_USERS=str(users_file))
+    try:
+        client = Client(studio.wait_until_up() + "/rate/", auth=("rita", PASSWORDS["rita"]), verbose=False)
+        pair = client.predict(home_with_set["set_id"], "someone-else", api_name="/rating_next_pair")
+        vote = client.predict(home_with_set["set_id"], "someone-else", pair["pair_id"], "a", "",
+                              api_name="/rating_vote")
+        assert vote["status"] == "recorded"
+    finally:
+        studio.stop()
+    from sqlalchemy import select
+
+    from studio.settings import load_settings
+    from studio.store import open_store
+    from studio.store.tables import RatingVote
+
+    store = open_store(load_settings(home=web_home))
+    with store.session() as session:
+        assert session.scalars(select(RatingVote.rater)).all() == ["rita"]
+    store.close()
+
+
+@pytest.mark.browser
+def test_a_rater_signs_in_in_a_browser_and_lands_on_the_rating_page(signed_in_studio, browser_page):
+    page = browser_page
+    page.goto(signed_in_studio + "/")
+    page.locator("#username").fill("rita")
+    page.locator("#password").fill("wrong-password")
+    page.locator("#sign-in").click()
+    assert "Wrong user name or password" in page.locator("#sign-in-error").inner_text()
+    page.locator("#username").fill("rita")
+    page.locator("#password").fill(PASSWORDS["rita"])
+    page.locator("#sign-in").click()
+    page.wait_for_url("**/rate/**", timeout=30_000)
+    page.get_by_text("Signed in as").wait_for(timeout=30_000)
+    assert "rita" in page.locator("#account").inner_text()
+    assert page.locator("#rate-name input, #rate-name textarea").first.input_value() == "rita"
+    page.goto(signed_in_studio + "/")  # the studio itself sends a rater back to the rating page
+    page.wait_for_url("**/rate/**", timeout=30_000)
+    assert page.get_by_role("tab", name="Train").count() == 0
