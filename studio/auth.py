@@ -166,6 +166,9 @@ class Users:
         ok = verify_password(password, user.password_hash if user else _dummy_hash())
         return user if ok and user else None
 
+    def all(self) -> list[User]:
+        return list(self._users.values())
+
     def __len__(self) -> int:
         return len(self._users)
 

@@ -458,6 +458,52 @@ def cmd_eval_metrics(args) -> int:
     return 0
 
 
+def _users_file(args):
+    """The users file a ``studio users`` command edits: ``--file``, else the one ``STUDIO_USERS`` names."""
+    from pathlib import Path
+
+    source = args.file or _settings(args).users
+    if not source or (":" in source and "$" in source):
+        raise ValueError("name the users file with --file FILE (or set STUDIO_USERS to its path); then start the "
+                         "studio with STUDIO_USERS=FILE to turn sign-in on")
+    return Path(source).expanduser()
+
+
+def _new_password(args) -> str:
+    import getpass
+
+    if args.password_stdin:
+        return sys.stdin.readline().rstrip("\n")
+    first = getpass.getpass("password: ")
+    if first != getpass.getpass("again: "):
+        raise ValueError("the two passwords differ")
+    return first
+
+
+def cmd_users(args) -> int:
+    from studio.auth import AuthError, Users, hash_password, remove_user, write_user
+
+    try:
+        if args.users_command == "hash":
+            print(hash_password(_new_password(args)))
+            return 0
+        path = _users_file(args)
+        if args.users_command == "add":
+            write_user(path, args.name, args.role, _new_password(args))
+            print(f"{args.name} ({args.role}) saved in {path}")
+        elif args.users_command == "remove":
+            if not remove_user(path, args.name):
+                return _fail(args, f"no user {args.name} in {path}")
+            print(f"{args.name} removed from {path}: their next request signs them out")
+        else:
+            users = Users(str(path))
+            found = [{"name": u.name, "role": u.role} for u in users.all()]
+            _print(args, {"users": found}, "\n".join(f"{u['name']:<24} {u['role']}" for u in found) or "no users")
+    except (AuthError, ValueError) as error:
+        return _fail(args, str(error))
+    return 0
+
+
 def cmd_settings(_args) -> int:
     print(settings_table())
     return 0
@@ -489,6 +535,25 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(run=cmd_serve)
 
     commands.add_parser("settings", help="list every setting and its environment variable").set_defaults(run=cmd_settings)
+
+    users = commands.add_parser("users", help="sign-in: add, remove and list the people of a users file")
+    users = users.add_subparsers(dest="users_command", required=True)
+    users_add = users.add_parser("add", help="add a person (or change their role or password)")
+    users_add.add_argument("name")
+    users_add.add_argument("--role", choices=["editor", "rater"], required=True,
+                           help="editor: everything; rater: the rating page only")
+    users_remove = users.add_parser("remove", help="remove a person")
+    users_remove.add_argument("name")
+    users_list = users.add_parser("list", help="the people and their roles")
+    users_list.add_argument("--json", action="store_true")
+    users_hash = users.add_parser("hash", help="print a password hash, for a NAME:ROLE:HASH entry in STUDIO_USERS")
+    for leaf in (users_add, users_remove, users_list, users_hash):
+        leaf.set_defaults(run=cmd_users)
+        if leaf is not users_list:
+            leaf.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
+        if leaf is not users_hash:
+            leaf.add_argument("--file", metavar="FILE", help="the users file (default: the one STUDIO_USERS names)")
+        _add_settings_flags(leaf, top_level=False)
 
     data = commands.add_parser("data", help="import, list and export datasets").add_subparsers(dest="data_command",
                                                                                                 required=True)

@@ -209,3 +209,26 @@ def test_a_rater_signs_in_in_a_browser_and_lands_on_the_rating_page(signed_in_st
     page.goto(signed_in_studio + "/")  # the studio itself sends a rater back to the rating page
     page.wait_for_url("**/rate/**", timeout=30_000)
     assert page.get_by_role("tab", name="Train").count() == 0
+
+
+def test_studio_users_commands_write_a_file_the_server_reads(tmp_path, monkeypatch, capsys):
+    import io
+    import json
+
+    from studio.cli import main
+
+    path = tmp_path / "team" / "users.txt"
+    monkeypatch.setattr("sys.stdin", io.StringIO("a-long-password\n"))
+    assert main(["users", "add", "ana", "--role", "rater", "--file", str(path), "--password-stdin"]) == 0
+    monkeypatch.setattr("sys.stdin", io.StringIO("short\n"))
+    assert main(["users", "add", "ben", "--role", "editor", "--file", str(path), "--password-stdin"]) == 2
+    assert "at least 8 characters" in capsys.readouterr().err
+    capsys.readouterr()
+    assert main(["users", "list", "--file", str(path), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == {"users": [{"name": "ana", "role": "rater"}]}
+    assert Users(str(path)).check("ana", "a-long-password").role == "rater"
+    assert main(["users", "remove", "ana", "--file", str(path)]) == 0
+    assert Users(str(path)).get("ana") is None
+    monkeypatch.delenv("STUDIO_USERS", raising=False)
+    assert main(["users", "list"]) == 2
+    assert "name the users file with --file" in capsys.readouterr().err
