@@ -1,0 +1,71 @@
+"""Operations: /health, /metrics (Prometheus) and /status report what the studio is doing — runs waiting and
+running, the disk under STUDIO_HOME, GPU memory — and a database that does not answer makes /health say so."""
+
+from __future__ import annotations
+
+import json
+import os
+import urllib.request
+
+from studio import ops
+from studio.data.service import import_dataset
+from studio.examples.text import make_corpus
+from studio.training import jobs
+from studio.training.config import TrainConfig
+
+
+def queued_run(store, tmp_path) -> int:
+    corpus = tmp_path / "stories.txt"
+    corpus.write_text(make_corpus(size_kb=4, seed=1))
+    dataset = import_dataset(store, [corpus], name="stories")["dataset_id"]
+    return jobs.create_run(store, str(dataset), "starter-text", "scratch", TrainConfig(max_steps=2))
+
+
+def test_metrics_count_runs_by_status_and_the_disk_under_the_home(store, tmp_path):
+    before = ops.collect(store)
+    assert before["runs"]["queued"] == 0
+    queued_run(store, tmp_path)
+    ops._cache.clear()  # the home's size is walked at most once a minute
+    figures = ops.collect(store)
+    assert figures["runs"]["queued"] == 1 and figures["runs"]["running"] == 0
+    assert figures["disk"]["used_by_studio_bytes"] > before["disk"]["used_by_studio_bytes"]  # the dataset's files
+    text = ops.prometheus_text(figures)
+    assert 'studio_runs{status="queued"} 1' in text
+    assert f"studio_home_used_bytes {figures['disk']['used_by_studio_bytes']}" in text
+    page = ops.status_html(figures)
+    assert "<td id='runs-queued'>1</td>" in page
+
+
+def test_gpu_memory_is_read_from_nvidia_smi(tmp_path, monkeypatch):
+    fake = tmp_path / "nvidia-smi"
+    fake.write_text("#!/bin/sh\necho '0, NVIDIA H200, 1024, 143771'\necho '1, NVIDIA H200, 0, 143771'\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    gpus = ops.gpu_memory()
+    assert gpus == [{"index": 0, "name": "NVIDIA H200", "used_mb": 1024.0, "total_mb": 143771.0},
+                    {"index": 1, "name": "NVIDIA H200", "used_mb": 0.0, "total_mb": 143771.0}]
+    text = ops.prometheus_text({"runs": {}, "disk": {"used_by_studio_bytes": 0, "free_bytes": 0, "total_bytes": 0,
+                                                     "min_free_bytes": 0}, "gpus": gpus})
+    assert f'studio_gpu_memory_used_bytes{{gpu="0"}} {1024 * 2**20}' in text
+
+
+def test_health_says_degraded_when_the_disk_guard_would_refuse_and_down_without_a_database(stores):
+    from sqlalchemy import create_engine
+
+    assert ops.health(stores())["status"] == "ok"
+    tight = stores(min_free_disk_mb=10**9)
+    found = ops.health(tight)
+    assert found["status"] == "degraded" and "not enough free disk space" in found["disk"]
+    broken = stores()
+    broken.engine = create_engine(f"sqlite:///{broken.home / 'missing-folder' / 'studio.db'}")
+    found = ops.health(broken)
+    assert found["status"] == "down" and found["database"].startswith("unreachable")
+
+
+def test_the_running_studio_serves_health_metrics_and_status(running_studio):
+    health = json.loads(urllib.request.urlopen(f"{running_studio}/health", timeout=10).read())
+    assert health == {"status": "ok", "database": "ok", "disk": "ok"} or health["status"] == "degraded"
+    metrics = urllib.request.urlopen(f"{running_studio}/metrics", timeout=10).read().decode()
+    assert 'studio_runs{status="running"} 0' in metrics and "studio_disk_free_bytes" in metrics
+    status = urllib.request.urlopen(f"{running_studio}/status", timeout=10).read().decode()
+    assert "Runs queued" in status
