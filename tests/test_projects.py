@@ -218,3 +218,68 @@ def test_every_write_records_who_did_it(store, tmp_path):
     with store.session() as session:
         assert session.get(Run, finished).created_by == "cy"
         assert session.scalars(select(DatasetVersion.created_by).order_by(DatasetVersion.id)).all() == ["ana", "bo"]
+
+
+# ----------------------------------------------------------------------------- the UI's handlers, as wired
+
+def _handler(app, elem_id: str, event: str = "click"):
+    """The function the page calls when ``event`` happens on the component with ``elem_id``."""
+    block = next(b for b in app.blocks.values() if getattr(b, "elem_id", None) == elem_id)
+    return next(f.fn for f in app.fns.values() if (block._id, event) in [tuple(t) for t in f.targets])
+
+
+@pytest.fixture
+def app(store):
+    from studio.ui.app import build_app
+
+    return build_app(store)
+
+
+def test_the_ui_deletes_a_project_only_when_its_name_is_typed(store, tmp_path, app):
+    import gradio as gr
+
+    team = _world(store, tmp_path, "team")
+    delete = _handler(app, "project-delete")
+    for typed in ("", "tea", "other"):
+        message, *_ = delete("team", typed, False, gr.Request(username="ana"))
+        assert message.startswith("Nothing was deleted")
+    assert _rows(store, team)["run"] == 1 and store.path(f"runs/{team['run']}").is_dir()
+    message, project, _, activity = delete("team", "team", False, gr.Request(username="ana"))
+    assert "deleted" in message and project.value == "default"
+    assert _rows(store, team)["run"] == 0 and not store.path(f"runs/{team['run']}").exists()
+    assert list_actions(store, project="team")[0]["actor"] == "ana"
+
+
+def test_typing_a_new_project_name_in_the_header_creates_the_project(store, app):
+    import gradio as gr
+
+    select_project = _handler(app, "project", "change")
+    chosen, versions, activity, message = select_project("  lab two ", False, gr.Request(username="bo"))
+    assert chosen.value == "lab two" and "lab two" in [c[0] for c in chosen.choices]
+    assert "created" in message and [p["name"] for p in list_projects(store)] == ["lab two"]
+    assert [row[1:4] for row in activity] == [["bo", "project.create", "project:lab two"]]
+    assert select_project("x" * 300, False, None)[0].value == "default"  # refused with a message, nothing made
+
+
+def test_the_ui_deletes_runs_sets_and_versions_only_after_the_second_button(store, tmp_path, app):
+    import gradio as gr
+
+    world = _world(store, tmp_path, "default")
+    ref = f"{world['dataset']}:2"
+    delete_run, delete_set_ = _handler(app, "run-delete-yes"), _handler(app, "gen-set-delete-yes")
+    delete_version_ = _handler(app, "version-delete-yes")
+    user = gr.Request(username="cy")
+    for armed in (None, world["run"] + 1):  # never armed, or armed for another run than the one selected
+        assert delete_run(armed, world["run"], "default", user)[0].startswith("Nothing was deleted")
+        assert delete_set_(armed, world["set"], "default", user)[0].startswith("Nothing was deleted")
+    assert delete_version_(None, ref, "default", user)[0].startswith("Nothing was deleted")
+    assert _rows(store, world)["run"] == 1 and _rows(store, world)["set"] == 1 and _rows(store, world)["versions"] == 2
+
+    assert "deleted" in delete_set_(world["set"], world["set"], "default", user)[0]
+    assert "deleted" in delete_run(world["run"], world["run"], "default", user)[0]
+    assert "deleted" in delete_version_(ref, ref, "default", user)[0]
+    assert (_rows(store, world)["run"], _rows(store, world)["set"], _rows(store, world)["versions"]) == (0, 0, 1)
+    assert not store.path(f"samples/{world['set']}").exists() and not store.path(f"runs/{world['run']}").exists()
+    assert [a["action"] for a in list_actions(store, limit=3)] == ["dataset.delete_version", "run.delete",
+                                                                   "samples.delete"]
+    assert {a["actor"] for a in list_actions(store, limit=3)} == {"cy"}

@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import gradio as gr  # at module level: a handler's "request: gr.Request" hint must resolve, or Gradio passes no request
 from studio.store import Store
-from studio.ui import data_tab, evaluate_tab, generate_tab, model_tab, train_tab
-from studio.ui.state import project_choices, version_choices
+from studio.ui import data_tab, evaluate_tab, generate_tab, model_tab, project_bar, train_tab
 
 GUIDE = """
 **Getting started.** 1. **Data**: drop files or a zip, check the guessed modality and columns, press
@@ -27,23 +26,18 @@ def build_app(store: Store):
             gr.Markdown("⚠️ This Space has no persistent storage: datasets and runs are lost when it restarts.")
         with gr.Accordion("Getting started", open=False):
             gr.Markdown(GUIDE)
-        with gr.Row():
-            project = gr.Dropdown(project_choices(store), value="default", label="Project", allow_custom_value=True,
-                                  scale=1, elem_id="project")
-            version = gr.Dropdown(version_choices(store, "default"), value=None, label="Dataset version", scale=3,
-                                  elem_id="dataset-version")
-        project.change(lambda p: gr.Dropdown(choices=version_choices(store, p), value=None), project, version)
+        project, version = project_bar.build(store)  # the project row: selector, activity, deletion
         with gr.Tabs():
             with gr.Tab("Data", id="data"):
                 data_tab.build(store, project, version)
             with gr.Tab("Model", id="model"):
                 model_ref, method, lora = model_tab.build(store, version)
             with gr.Tab("Train", id="train"):
-                train_tab.build(store, version, model_ref, method, lora)
+                train_tab.build(store, project, version, model_ref, method, lora)
             with gr.Tab("Generate", id="generate"):
-                generate_tab.build(store, version)
+                generate_tab.build(store, project, version)
             with gr.Tab("Evaluate", id="evaluate"):
-                evaluate_tab.build(store)
+                evaluate_tab.build(store, project)
     return app
 
 

@@ -10,12 +10,15 @@ from pathlib import Path
 from studio.data.clean import StepsConfigError
 from studio.data.items import MODALITIES, ImportRefused
 from studio.data.mapping import ColumnMapping
-from studio.data.service import get_version, import_dataset, inspect_upload, read_manifest, reclean
+from studio.data.service import (delete_dataset, delete_version, get_version, import_dataset, inspect_upload,
+                                 read_manifest, reclean)
 from studio.data.steps import STEPS
 from studio.store import Store
+from studio.store.projects import DeleteRefused
+from studio.ui.confirm import NOT_CONFIRMED, confirmed, two_step_delete
 from studio.ui.forms import params_form
 from studio.ui.plots import dataset_figures
-from studio.ui.state import version_choices
+from studio.ui.state import current_user, version_choices
 
 PREVIEW_ROWS = 200
 GALLERY_ITEMS = 48
@@ -159,8 +162,15 @@ def build(store: Store, project, version) -> None:
     with gr.Row():
         export_button = gr.Button("Export as zip")
         reclean_button = gr.Button("Clean again with the steps above (new version)")
+        delete_version_button = gr.Button("Delete this version", variant="stop", elem_id="version-delete")
+        delete_dataset_button = gr.Button("Delete the whole dataset", variant="stop", elem_id="dataset-delete")
+    confirm_version, armed_version = two_step_delete(delete_version_button, version,
+                                                     lambda ref: f"version {ref} and its files", "version-delete-yes")
+    confirm_dataset, armed_dataset = two_step_delete(delete_dataset_button, version,
+                                                     lambda ref: f"dataset {str(ref).split(':')[0]}, every version "
+                                                                 "and upload of it", "dataset-delete-yes")
     export_file = gr.File(label="Download", visible=False)
-    reclean_status = gr.Markdown()
+    reclean_status = gr.Markdown(elem_id="data-reclean-status")
 
     def on_files(paths):
         if not paths:
@@ -194,7 +204,7 @@ def build(store: Store, project, version) -> None:
         return ColumnMapping(format=fmt, **{k: v or None for k, v in columns.items()})
 
     def on_import(paths, modality_value, name_value, split_value, seed_value, project_value, fmt, *rest,
-                  progress=gr.Progress()):
+                  progress=gr.Progress(), request: gr.Request = None):
         columns = dict(zip(MAPPING_FIELDS, rest[:len(MAPPING_FIELDS)]))
         step_values = rest[len(MAPPING_FIELDS):]
         if not paths:
@@ -204,7 +214,7 @@ def build(store: Store, project, version) -> None:
                                     split=split_value, seed=int(seed_value or 0),
                                     steps=steps.config(modality_value, step_values),
                                     mapping=chosen_mapping(fmt, columns), project=project_value or "default",
-                                    progress=lambda f, m: progress(f, desc=m))
+                                    created_by=current_user(request), progress=lambda f, m: progress(f, desc=m))
         except (ImportRefused, StepsConfigError, ValueError) as error:
             return f"❌ **Nothing was imported.** {html.escape(str(error))}", None, gr.Gallery(visible=False), \
                 gr.Dropdown()
@@ -266,16 +276,42 @@ def build(store: Store, project, version) -> None:
 
     export_button.click(on_export, version, export_file)
 
-    def on_reclean(ref, project_value, *step_values, progress=gr.Progress()):
+    def on_reclean(ref, project_value, *step_values, progress=gr.Progress(), request: gr.Request = None):
         if not ref:
             return "Pick a dataset version first.", gr.Dropdown()
         found = get_version(store, ref)
         try:
             result = reclean(store, found.id, steps=steps.config(found.dataset.modality, step_values),
-                             progress=lambda f, m: progress(f, desc=m))
+                             created_by=current_user(request), progress=lambda f, m: progress(f, desc=m))
         except (ImportRefused, StepsConfigError, ValueError) as error:
             return f"❌ {html.escape(str(error))}", gr.Dropdown()
         new_ref = f"{result['dataset_id']}:{result['version']}"
         return summary_markdown(result), gr.Dropdown(choices=version_choices(store, project_value), value=new_ref)
 
     reclean_button.click(on_reclean, [version, project, *steps.components], [reclean_status, version])
+
+    def delete_handler(delete, done_message):
+        """The confirmed deletion of the selected version's ``delete(ref, actor)``; then the project's fresh list."""
+        def handler(armed, ref, project_value, request: gr.Request = None):
+            hidden = gr.Button(visible=False)
+            if not confirmed(armed, ref):
+                return NOT_CONFIRMED, gr.Dropdown(), hidden, None
+            try:
+                message = done_message(delete(ref, current_user(request)), ref)
+            except (DeleteRefused, ImportRefused) as error:
+                return f"❌ Nothing was deleted: {html.escape(str(error))}", gr.Dropdown(), hidden, None
+            return message, gr.Dropdown(choices=version_choices(store, project_value), value=None), hidden, None
+        return handler
+
+    def version_gone(gone: dict, ref: str) -> str:
+        last = " It was the last version, so the dataset is gone too." if gone["dataset_deleted"] else ""
+        return f"Version {html.escape(ref)} and its files were deleted.{last}"
+
+    def dataset_gone(gone: dict, _ref: str) -> str:
+        return f"Dataset '{html.escape(gone['name'])}' ({gone['versions']} version(s)) and its files were deleted."
+
+    confirm_version.click(delete_handler(lambda ref, actor: delete_version(store, ref, actor=actor), version_gone),
+                          [armed_version, version, project], [reclean_status, version, confirm_version, armed_version])
+    confirm_dataset.click(delete_handler(lambda ref, actor: delete_dataset(store, int(str(ref).split(":")[0]),
+                                                                           actor=actor), dataset_gone),
+                          [armed_dataset, version, project], [reclean_status, version, confirm_dataset, armed_dataset])

@@ -14,6 +14,7 @@ import html
 import time
 
 from studio.store import Store
+from studio.store.projects import DEFAULT_PROJECT
 from studio.ui.state import current_user
 
 MIN_PLAY_SECONDS = 3.0  # an audio clip counts as heard after 3 s of playing, or when it ends sooner
@@ -28,17 +29,25 @@ CHOICES = [("A is better", "a"), ("B is better", "b"), ("Tie", "tie"), ("Both ba
            ("Can't judge", "skip")]
 
 
-def set_choices(store: Store) -> list[tuple[str, int]]:
+def set_choices(store: Store, project: str | None = None) -> list[tuple[str, int]]:
+    """The sample sets with samples (of ``project``; every project's on the rater-only page)."""
     from studio.generation.service import list_sets
 
     return [(f"#{s['set_id']} {s['modality']} · {s['prompts']} prompts · {len(s['variants'])} variants", s["set_id"])
-            for s in list_sets(store) if s["samples"]]
+            for s in list_sets(store, project) if s["samples"]]
 
 
-def run_choices(store: Store) -> list[tuple[str, int]]:
+def run_choices(store: Store, project: str | None = None) -> list[tuple[str, int]]:
     from studio.training.runs import list_runs
 
-    return [(f"#{r['run_id']} {r['method']} {r['model']} · {r['status']}", r["run_id"]) for r in list_runs(store)]
+    return [(f"#{r['run_id']} {r['method']} {r['model']} · {r['status']}", r["run_id"])
+            for r in list_runs(store, project)]
+
+
+def follow_project(store: Store, project, dropdown, choices) -> None:
+    """When another project is picked, ``dropdown`` offers ``choices(store, project)``, nothing selected."""
+    if project is not None:
+        project.change(lambda name: gr.Dropdown(choices=choices(store, name), value=None), project, dropdown)
 
 
 # ----------------------------------------------------------------------------- the rating panel
@@ -64,7 +73,7 @@ def _prompt_markdown(shown: dict | None) -> str:
     return f"**Prompt** ({origin}; item {done + 1} of {total}):\n\n> {html.escape(shown['prompt'])}{extra}"
 
 
-def build_rating(store: Store, rater_only: bool = False):
+def build_rating(store: Store, rater_only: bool = False, project=None):
     """The blind rating panel; returns the rater-name box (filled with the signed-in name when sign-in is on)."""
     import gradio as gr
 
@@ -72,7 +81,8 @@ def build_rating(store: Store, rater_only: bool = False):
     with gr.Row():
         rater = gr.Textbox(label="Your name", elem_id="rate-name", scale=2,
                            info="With sign-in on, votes go under your signed-in name.")
-        chosen_set = gr.Dropdown(set_choices(store), value=None, label="Sample set", elem_id="rate-set", scale=3)
+        chosen_set = gr.Dropdown(set_choices(store, DEFAULT_PROJECT if project is not None else None), value=None,
+                                 label="Sample set", elem_id="rate-set", scale=3)
         mode = gr.Radio([("A/B comparison", "pairwise"), ("1-5 scores", "absolute")], value="pairwise",
                         label="Mode", scale=2)
         start = gr.Button("Start", variant="primary", elem_id="rate-start", scale=1)
@@ -191,8 +201,9 @@ def build_rating(store: Store, rater_only: bool = False):
         player.stop(on_stop(side, True), [current, played, started], [played, started, score_button, *buttons])
 
     if not rater_only:
-        gr.Button("↻ Refresh sets", size="sm").click(lambda: gr.Dropdown(choices=set_choices(store)), None,
-                                                    chosen_set)
+        gr.Button("↻ Refresh sets", size="sm").click(lambda name=None: gr.Dropdown(choices=set_choices(store, name)),
+                                                    project, chosen_set)
+        follow_project(store, project, chosen_set, set_choices)
     return rater
 
 
@@ -242,15 +253,17 @@ def _round(value):
     return None if value is None else round(float(value), 3)
 
 
-def build(store: Store) -> None:
+def build(store: Store, project=None) -> None:
+    """The Evaluate tab; its sample-set and run lists follow the shared ``project`` selector."""
     import gradio as gr
 
     with gr.Accordion("Rate (blind)", open=True):
-        build_rating(store)
+        build_rating(store, project=project)
         gr.Markdown("Raters who should see nothing else can use the rater-only page: **/rate** on this server.")
     with gr.Accordion("Leaderboard", open=True):
         with gr.Row():
-            board_set = gr.Dropdown(set_choices(store), value=None, label="Sample set", elem_id="board-set")
+            board_set = gr.Dropdown(set_choices(store, DEFAULT_PROJECT), value=None, label="Sample set",
+                                    elem_id="board-set")
             flagged = gr.Checkbox(False, label="include votes flagged as too fast")
             show = gr.Button("Show / refresh", elem_id="board-show")
         board_summary = gr.Markdown(elem_id="board-summary")
@@ -280,7 +293,7 @@ def build(store: Store) -> None:
     export.click(on_export, [board_set, kind], exported)
     with gr.Accordion("Across a run's checkpoints", open=False):
         with gr.Row():
-            run = gr.Dropdown(run_choices(store), value=None, label="Run")
+            run = gr.Dropdown(run_choices(store, DEFAULT_PROJECT), value=None, label="Run")
             curve_button = gr.Button("Show human preference and metrics by step")
             compute = gr.Button("Compute automatic metrics for the last checkpoint")
         curve_text = gr.Markdown()
@@ -305,8 +318,10 @@ def build(store: Store) -> None:
     compute.click(on_compute, run, [curve_text, curve_plot, metric_plot, metric_table])
     register_api(store)
     gr.Button("↻ Refresh lists", size="sm").click(
-        lambda: (gr.Dropdown(choices=set_choices(store)), gr.Dropdown(choices=run_choices(store))), None,
-        [board_set, run])
+        lambda name=None: (gr.Dropdown(choices=set_choices(store, name)),
+                           gr.Dropdown(choices=run_choices(store, name))), project, [board_set, run])
+    follow_project(store, project, board_set, set_choices)
+    follow_project(store, project, run, run_choices)
 
 
 def run_outputs(store: Store, run_id):

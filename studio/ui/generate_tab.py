@@ -16,7 +16,10 @@ from pathlib import Path
 
 from studio.generation.options import SETTINGS, settings_model
 from studio.store import Store
+from studio.store.projects import DEFAULT_PROJECT
+from studio.ui.confirm import NOT_CONFIRMED, confirmed, two_step_delete
 from studio.ui.forms import form_values, params_form
+from studio.ui.state import current_user
 
 MAX_VARIANTS = 4
 REFRESH = 0.3  # seconds between grid updates while generating
@@ -41,20 +44,20 @@ CSS = """
 
 # ----------------------------------------------------------------------------- choices
 
-def base_choices(store: Store) -> list[tuple[str, str]]:
-    """The base models trained runs came from (label, model ref), newest first."""
+def base_choices(store: Store, project: str | None = None) -> list[tuple[str, str]]:
+    """The base models the runs (of ``project``) came from (label, model ref), newest first."""
     from studio.generation.variants import variant_choices
 
     seen: dict[str, str] = {}
-    for choice in variant_choices(store):
+    for choice in variant_choices(store, project=project):
         seen.setdefault(choice["model"], f"{choice['model']} · {choice['modality']}")
     return [(label, model) for model, label in seen.items()]
 
 
-def variants_of(store: Store, base: str | None) -> list[dict]:
+def variants_of(store: Store, base: str | None, project: str | None = None) -> list[dict]:
     from studio.generation.variants import variant_choices
 
-    return [c for c in variant_choices(store) if c["model"] == base] if base else []
+    return [c for c in variant_choices(store, project=project) if c["model"] == base] if base else []
 
 
 def is_starter(base: str | None) -> bool:
@@ -160,18 +163,18 @@ def report_html(sample_set: dict) -> str:
     return head + "".join(f"<p>{line}</p>" for line in lines)
 
 
-def sets_table(store: Store) -> list[list]:
+def sets_table(store: Store, project: str | None = None) -> list[list]:
     from studio.generation.service import list_sets
 
     return [[s["set_id"], s["status"], s["modality"], s["base_model"], ", ".join(s["variants"]), s["prompts"],
-             s["samples"], s["created_at"][:19].replace("T", " ")] for s in list_sets(store)]
+             s["samples"], s["created_at"][:19].replace("T", " ")] for s in list_sets(store, project)]
 
 
-def set_choices(store: Store) -> list[tuple[str, int]]:
+def set_choices(store: Store, project: str | None = None) -> list[tuple[str, int]]:
     from studio.generation.service import list_sets
 
     return [(f"#{s['set_id']} {s['modality']} · {s['prompts']} prompts · {s['status']}", s["set_id"])
-            for s in list_sets(store)]
+            for s in list_sets(store, project)]
 
 
 # ----------------------------------------------------------------------------- running a set
@@ -210,16 +213,15 @@ class Generation:
 
 # ----------------------------------------------------------------------------- the tab
 
-def build(store: Store, version) -> None:
-    import gradio as gr
-
+def build(store: Store, project, version) -> None:
+    """The Generate tab; its run and sample-set lists follow the shared ``project`` selector."""
     running: dict[str, Generation] = {}  # one per browser session (gr.Request.session_hash)
 
     gr.Markdown(INTRO)
     gr.HTML(f"<style>{CSS}</style>")
     with gr.Row():
-        base = gr.Dropdown(base_choices(store), value=None, label="Base model (from your runs)", scale=2,
-                           elem_id="gen-base")
+        base = gr.Dropdown(base_choices(store, DEFAULT_PROJECT), value=None, label="Base model (from your runs)",
+                           scale=2, elem_id="gen-base")
         variants = gr.Dropdown([], value=[], multiselect=True, max_choices=MAX_VARIANTS, scale=3,
                                label=f"Variants (up to {MAX_VARIANTS} runs or checkpoints)", elem_id="gen-variants")
         with gr.Column(scale=1, min_width=160):
@@ -255,13 +257,17 @@ def build(store: Store, version) -> None:
     status = gr.Markdown(elem_id="gen-status")
     grid = gr.HTML(elem_id="gen-grid")
     with gr.Accordion("Sample sets", open=False):
-        table = gr.Dataframe(sets_table(store), headers=["set", "status", "modality", "base", "variants", "prompts",
-                                                         "samples", "created"], interactive=False)
+        table = gr.Dataframe(sets_table(store, DEFAULT_PROJECT), interactive=False,
+                             headers=["set", "status", "modality", "base", "variants", "prompts", "samples", "created"])
         with gr.Row():
-            chosen_set = gr.Dropdown(set_choices(store), value=None, label="Sample set", elem_id="gen-set")
+            chosen_set = gr.Dropdown(set_choices(store, DEFAULT_PROJECT), value=None, label="Sample set",
+                                     elem_id="gen-set")
             reopen = gr.Button("Reopen")
             download = gr.Button("Download as zip")
-            delete = gr.Button("Delete set", variant="stop")
+            delete = gr.Button("Delete set", variant="stop", elem_id="gen-set-delete")
+        confirm_delete, armed_delete = two_step_delete(
+            delete, chosen_set, lambda set_id: f"sample set #{set_id}, its samples, files and ratings",
+            "gen-set-delete-yes")
         zip_file = gr.File(label="zip", visible=False)
         gr.Markdown("A stored set is what the Evaluate tab asks raters to judge: pick it there by its number.")
 
@@ -271,8 +277,8 @@ def build(store: Store, version) -> None:
         found = variants_of(store, model)
         return found[0]["modality"] if found else "text"
 
-    def on_base(model):
-        found = variants_of(store, model)
+    def on_base(model, project_value):
+        found = variants_of(store, model, project_value)
         choices = [(c["label"], c["ref"]) for c in found]
         latest = [c["ref"] for c in found if c["last"]][:2]
         modality = modality_of_base(model)
@@ -282,9 +288,16 @@ def build(store: Store, version) -> None:
                                                              if starter else ""))
         return [gr.Dropdown(choices=choices, value=latest), note] + [gr.Group(visible=m == modality) for m in SETTINGS]
 
-    base.change(on_base, base, [variants, include_base] + list(groups.values()))
-    refresh.click(lambda: (gr.Dropdown(choices=base_choices(store)), gr.Dropdown(choices=set_choices(store)),
-                           sets_table(store)), None, [base, chosen_set, table])
+    base.change(on_base, [base, project], [variants, include_base] + list(groups.values()))
+
+    def lists(project_value, keep: bool = True):
+        """The project's base models and sample sets; another project's choice clears what was picked."""
+        picked = {} if keep else {"value": None}
+        return (gr.Dropdown(choices=base_choices(store, project_value), **picked),
+                gr.Dropdown(choices=set_choices(store, project_value), **picked), sets_table(store, project_value))
+
+    refresh.click(lists, project, [base, chosen_set, table])
+    project.change(lambda p: lists(p, keep=False), project, [base, chosen_set, table])
 
     def on_from_test(dataset_ref, count):
         from studio.generation.service import prompts_from_test_split
@@ -311,12 +324,12 @@ def build(store: Store, version) -> None:
         except ValueError as error:
             return gr.Textbox(), None, f"❌ {html.escape(str(error))}"
 
-    def on_save(name, text):
+    def on_save(name, text, request: gr.Request = None):
         from studio.generation.service import save_prompt_set
 
         lines = [line for line in (text or "").splitlines() if line.strip()]
         try:
-            save_prompt_set(store, (name or "").strip(), lines)
+            save_prompt_set(store, (name or "").strip(), lines, actor=current_user(request))
         except ValueError as error:
             return gr.Dropdown(), f"❌ {html.escape(str(error))}"
         return gr.Dropdown(choices=_prompt_set_names(store), value=name), f"Saved {len(lines)} prompts as '{html.escape(name)}'."
@@ -324,7 +337,7 @@ def build(store: Store, version) -> None:
     load_prompts.click(on_load, prompt_set, [prompts, references, status])
     save_prompts.click(on_save, [prompt_set, prompts], [prompt_set, status])
 
-    def on_generate(model, chosen, with_base, text, refs, seed_value, per_prompt, *values,
+    def on_generate(model, chosen, with_base, text, refs, seed_value, per_prompt, project_value, *values,
                     request: gr.Request = None):
         from studio.generation.service import get_set
 
@@ -336,7 +349,8 @@ def build(store: Store, version) -> None:
         request_args = dict(variants=(["base"] if with_base else []) + list(chosen or []), prompts=refs_list,
                             seed=None if seed_value in (None, "") else int(seed_value),
                             samples_per_prompt=int(per_prompt or 1), settings=settings, base_model=model,
-                            references=refs if refs and len(refs) == len(refs_list) else None)
+                            references=refs if refs and len(refs) == len(refs_list) else None,
+                            project=project_value or None, created_by=current_user(request))
         if not request_args["variants"]:
             yield "❌ Pick at least one variant (or include the base model).", gr.HTML()
             return
@@ -363,9 +377,9 @@ def build(store: Store, version) -> None:
         yield (f"{ending}: sample set #{final['set_id']}, {len(final['samples'])} samples, seeds "
                f"{', '.join(map(str, seeds[:8]))}{'…' if len(seeds) > 8 else ''}{error}", grid_html(final))
 
-    start.click(on_generate, [base, variants, include_base, prompts, references, seed, samples] + form_inputs,
+    start.click(on_generate, [base, variants, include_base, prompts, references, seed, samples, project] + form_inputs,
                 [status, grid], api_visibility="private").then(
-        lambda: (gr.Dropdown(choices=set_choices(store)), sets_table(store)), None, [chosen_set, table])
+        lambda p: (gr.Dropdown(choices=set_choices(store, p)), sets_table(store, p)), project, [chosen_set, table])
 
     def on_cancel(request: gr.Request = None):
         job = running.get(getattr(request, "session_hash", None) or "default")
@@ -393,16 +407,25 @@ def build(store: Store, version) -> None:
             return gr.File(visible=False)
         return gr.File(value=str(export_set_zip(store, int(set_id))), visible=True)
 
-    def on_delete(set_id):
-        from studio.generation.service import delete_set
+    def on_delete(armed, set_id, project_value, request: gr.Request = None):
+        from studio.generation.service import GenerationError, delete_set
 
-        if set_id:
-            delete_set(store, int(set_id))
-        return gr.Dropdown(choices=set_choices(store), value=None), sets_table(store), gr.HTML(value="")
+        hidden = gr.Button(visible=False)
+        if not confirmed(armed, set_id):
+            return NOT_CONFIRMED, gr.Dropdown(), gr.Dataframe(), gr.HTML(), hidden, None
+        try:
+            delete_set(store, int(set_id), actor=current_user(request))
+        except GenerationError as error:
+            return f"❌ Nothing was deleted: {html.escape(str(error))}", gr.Dropdown(), gr.Dataframe(), gr.HTML(), \
+                hidden, None
+        return (f"Sample set #{set_id} deleted with its samples, files and ratings.",
+                gr.Dropdown(choices=set_choices(store, project_value), value=None), sets_table(store, project_value),
+                gr.HTML(value=""), hidden, None)
 
     reopen.click(on_reopen, chosen_set, [status, grid])
     download.click(on_download, chosen_set, zip_file)
-    delete.click(on_delete, chosen_set, [chosen_set, table, grid])
+    confirm_delete.click(on_delete, [armed_delete, chosen_set, project],
+                         [status, chosen_set, table, grid, confirm_delete, armed_delete])
 
     gr.api(api_generate(store), api_name="generate")
 
@@ -417,13 +440,13 @@ def api_generate(store: Store):
     """The Gradio API endpoint ``/generate`` (documented in the README): the CLI's contract over HTTP."""
 
     def generate(variants: list[str], prompts: list[str], seed: int | None = None, samples_per_prompt: int = 1,
-                 settings: dict | None = None, base_model: str | None = None) -> dict:
+                 settings: dict | None = None, base_model: str | None = None, request: gr.Request = None) -> dict:
         """Generate every prompt with every variant ("base", "RUN_ID" or "RUN_ID:STEP") using the same seeds;
         returns {"sample_set_id", "samples": [{variant, prompt, seed, text | path}]}."""
         from studio.generation.service import generate_set, get_set
 
         set_id = generate_set(store, variants, prompts, seed, samples_per_prompt, settings or {},
-                              base_model=base_model, source="api")
+                              base_model=base_model, source="api", created_by=current_user(request))
         made = get_set(store, set_id)
         return {"sample_set_id": set_id, "status": made["status"],
                 "samples": [{"variant": s["variant"], "prompt": s["prompt"], "seed": s["seed"],

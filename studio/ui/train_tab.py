@@ -14,11 +14,13 @@ from pydantic import ValidationError
 from studio.data.items import ImportRefused
 from studio.data.service import get_version
 from studio.store import Store
+from studio.store.projects import DEFAULT_PROJECT
 from studio.training import jobs
 from studio.training.config import SECTIONS, TrainConfig
 from studio.training.runs import list_runs, run_summary, samples
+from studio.ui.confirm import NOT_CONFIRMED, confirmed, two_step_delete
 from studio.ui.forms import field_component, form_values, params_form
-from studio.ui.state import MetricCache, run_choices
+from studio.ui.state import MetricCache, current_user, run_choices
 
 REFRESH_SECONDS = 2
 TOP_FIELDS = [name for name in TrainConfig.model_fields if name not in SECTIONS]
@@ -79,9 +81,10 @@ def progress_html(summary: dict, history: list[dict]) -> str:
             f"<div style='margin-top:4px'>{' · '.join(bits)}</div></div>")
 
 
-def runs_table(store: Store) -> list[list]:
+def runs_table(store: Store, project: str | None = None) -> list[list]:
     return [[r["run_id"], r["status"], r["dataset_name"], r["model"], r["method"], f"{r['steps']}/{r['total_steps']}",
-             "" if r["val_loss"]["best"] is None else round(r["val_loss"]["best"], 4)] for r in list_runs(store)]
+             "" if r["val_loss"]["best"] is None else round(r["val_loss"]["best"], 4), r["created_by"] or ""]
+            for r in list_runs(store, project)]
 
 
 def starting_config(model_ref: str) -> TrainConfig:
@@ -92,9 +95,8 @@ def starting_config(model_ref: str) -> TrainConfig:
     return apply_overrides(TrainConfig(), recommended_overrides(model_ref))
 
 
-def build(store: Store, version, model_ref, method, lora: dict) -> None:
-    import gradio as gr
-
+def build(store: Store, project, version, model_ref, method, lora: dict) -> None:
+    """The Train tab; its run lists follow the shared ``project`` selector."""
     intro = gr.Markdown(elem_id="train-intro")
     # Built from TrainConfig, so the form, the CLI --set keys and the YAML never disagree.
     initial = starting_config("starter-text")
@@ -116,11 +118,12 @@ def build(store: Store, version, model_ref, method, lora: dict) -> None:
                               buttons=["copy"])
 
     gr.Markdown("## Runs")
-    table = gr.Dataframe(headers=["run", "status", "dataset", "model", "method", "steps", "best val loss"],
-                         value=runs_table(store), interactive=False, elem_id="runs-table")
+    table = gr.Dataframe(headers=["run", "status", "dataset", "model", "method", "steps", "best val loss", "by"],
+                         value=runs_table(store, DEFAULT_PROJECT), interactive=False, elem_id="runs-table")
     with gr.Row():
-        selected = gr.Dropdown(run_choices(store), label="Run", elem_id="run-select", scale=3)
-        overlay = gr.Dropdown(run_choices(store), multiselect=True, label="Compare runs (overlay)", scale=3)
+        selected = gr.Dropdown(run_choices(store, DEFAULT_PROJECT), label="Run", elem_id="run-select", scale=3)
+        overlay = gr.Dropdown(run_choices(store, DEFAULT_PROJECT), multiselect=True, label="Compare runs (overlay)",
+                              scale=3)
     progress = gr.HTML()
     with gr.Row():
         loss_plot = gr.LinePlot(x="step", y="loss", color="series", title="Loss", height=300, elem_id="loss-plot")
@@ -132,7 +135,8 @@ def build(store: Store, version, model_ref, method, lora: dict) -> None:
         sample_button = gr.Button("Sample now")
         resume_button = gr.Button("Resume from last checkpoint")
         delete_button = gr.Button("Delete run", variant="stop")
-    confirm_delete = gr.Button("Yes, delete this run and its files", variant="stop", visible=False)
+    confirm_delete, armed_delete = two_step_delete(delete_button, selected,
+                                                   lambda run_id: f"run #{run_id} and its files", "run-delete-yes")
     control_message = gr.Markdown()
     samples_view = gr.Markdown(label="Samples")
     sample_gallery = gr.Gallery(label="Samples", columns=6, height=200, visible=False)
@@ -181,19 +185,30 @@ def build(store: Store, version, model_ref, method, lora: dict) -> None:
 
     model_ref.change(recommended_values, model_ref, form_inputs)
 
-    def on_train(ref, model, chosen_method, *values):
+    def on_train(ref, model, chosen_method, project_value, *values, request: gr.Request = None):
         if not ref:
-            return "❌ Pick a dataset version first (top of the page).", gr.Dropdown(), runs_table(store), gr.Dropdown()
+            return ("❌ Pick a dataset version first (top of the page).", gr.Dropdown(),
+                    runs_table(store, project_value), gr.Dropdown())
         try:
             config = config_from(values)
-            run_id = jobs.create_run(store, ref, model, chosen_method, config)  # the dispatcher thread starts it
+            run_id = jobs.create_run(store, ref, model, chosen_method, config, project=project_value or None,
+                                     created_by=current_user(request))  # the dispatcher thread starts it
         except (jobs.RunError, ImportRefused, ValidationError, ValueError) as error:
-            return f"❌ {html.escape(str(error))}", gr.Dropdown(), runs_table(store), gr.Dropdown()
-        choices = run_choices(store)
+            return f"❌ {html.escape(str(error))}", gr.Dropdown(), runs_table(store, project_value), gr.Dropdown()
+        choices = run_choices(store, project_value)
         return (f"Run **#{run_id}** queued; it starts when the device is free and keeps going if you close the page.",
-                gr.Dropdown(choices=choices, value=run_id), runs_table(store), gr.Dropdown(choices=choices))
+                gr.Dropdown(choices=choices, value=run_id), runs_table(store, project_value),
+                gr.Dropdown(choices=choices))
 
-    train_button.click(on_train, [version, model_ref, method, *form_inputs], [message, selected, table, overlay])
+    train_button.click(on_train, [version, model_ref, method, project, *form_inputs],
+                       [message, selected, table, overlay])
+
+    def on_project(project_value):
+        choices = run_choices(store, project_value)
+        return (gr.Dropdown(choices=choices, value=None), gr.Dropdown(choices=choices, value=[]),
+                runs_table(store, project_value))
+
+    project.change(on_project, project, [selected, overlay, table])
 
     def on_yaml(*values):
         try:
@@ -230,8 +245,8 @@ def build(store: Store, version, model_ref, method, lora: dict) -> None:
 
     command_button.click(on_command, selected, command_view)
 
-    def refresh(run_id, compared):
-        table_rows = runs_table(store)
+    def refresh(run_id, compared, project_value):
+        table_rows = runs_table(store, project_value)
         if not run_id:
             return table_rows, "", None, None, gr.LinePlot(visible=False), "", gr.Gallery(visible=False), \
                 gr.Audio(visible=False), ""
@@ -255,19 +270,20 @@ def build(store: Store, version, model_ref, method, lora: dict) -> None:
 
     refresh_outputs = [table, progress, loss_plot, lr_plot, overlay_plot, samples_view, sample_gallery, sample_audio,
                        log_view]
-    timer.tick(refresh, [selected, overlay], refresh_outputs, show_progress="hidden")
-    selected.change(refresh, [selected, overlay], refresh_outputs)
-    overlay.change(refresh, [selected, overlay], refresh_outputs)
+    refresh_inputs = [selected, overlay, project]
+    timer.tick(refresh, refresh_inputs, refresh_outputs, show_progress="hidden")
+    selected.change(refresh, refresh_inputs, refresh_outputs)
+    overlay.change(refresh, refresh_inputs, refresh_outputs)
 
     def control(kind):
-        def handler(run_id):
+        def handler(run_id, request: gr.Request = None):
             if not run_id:
                 return "Pick a run first."
             try:
                 if kind == "resume":
-                    jobs.resume(store, int(run_id))
+                    jobs.resume(store, int(run_id), actor=current_user(request))
                     return f"Run #{run_id} queued again from its last checkpoint."
-                jobs.request(store, int(run_id), kind)
+                jobs.request(store, int(run_id), kind, actor=current_user(request))
             except jobs.RunError as error:
                 return f"❌ {html.escape(str(error))}"
             return {"stop": "Stopping after the current step (a checkpoint is saved).",
@@ -279,17 +295,19 @@ def build(store: Store, version, model_ref, method, lora: dict) -> None:
     save_button.click(control("save"), selected, control_message)
     sample_button.click(control("sample"), selected, control_message)
     resume_button.click(control("resume"), selected, control_message)
-    delete_button.click(lambda run_id: gr.Button(visible=bool(run_id)), selected, confirm_delete)
-
-    def on_delete(run_id):
+    def on_delete(armed, run_id, project_value, request: gr.Request = None):
+        if not confirmed(armed, run_id):
+            return NOT_CONFIRMED, gr.Button(visible=False), gr.Dropdown(), None
         try:
-            jobs.delete_run(store, int(run_id))
+            jobs.delete_run(store, int(run_id), actor=current_user(request))
         except (jobs.RunError, TypeError, ValueError) as error:
-            return f"❌ {html.escape(str(error))}", gr.Button(visible=False), gr.Dropdown()
+            return f"❌ {html.escape(str(error))}", gr.Button(visible=False), gr.Dropdown(), None
         CACHE.forget(int(run_id))
-        return f"Run #{run_id} deleted.", gr.Button(visible=False), gr.Dropdown(choices=run_choices(store), value=None)
+        return (f"Run #{run_id} and its files were deleted.", gr.Button(visible=False),
+                gr.Dropdown(choices=run_choices(store, project_value), value=None), None)
 
-    confirm_delete.click(on_delete, selected, [control_message, confirm_delete, selected])
+    confirm_delete.click(on_delete, [armed_delete, selected, project],
+                         [control_message, confirm_delete, selected, armed_delete])
 
 
 def _top_form(defaults: TrainConfig) -> dict:
