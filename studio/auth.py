@@ -213,7 +213,8 @@ class Access:
 
     @classmethod
     def from_settings(cls, settings) -> "Access":
-        oauth = bool(settings.on_spaces and os.environ.get("OAUTH_CLIENT_ID"))
+        # A Space sets SYSTEM=spaces; its OAUTH_* variables appear when its metadata says hf_oauth: true.
+        oauth = bool(os.environ.get("SYSTEM") == "spaces" and os.environ.get("OAUTH_CLIENT_ID"))
         return cls(Users(settings.users), oauth=oauth, oauth_editors=settings.oauth_editors)
 
     @property
