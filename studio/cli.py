@@ -40,6 +40,16 @@ def _fail(args, message: str, code: int = 2) -> int:
     return code
 
 
+def _os_user() -> str | None:
+    """Who runs the command, for the audit trail: the OS account (None when the system cannot tell)."""
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no such user in the passwd database (some containers)
+        return None
+
+
 def cmd_serve(args) -> int:
     from studio.ui.server import serve
 
@@ -73,7 +83,7 @@ def cmd_data_import(args) -> int:
         mapping = ColumnMapping(**json.loads(args.mapping)) if args.mapping else None
         result = import_dataset(_store(args), args.paths, name=args.name, modality=args.modality, split=args.split,
                                 seed=args.seed, steps=_parse_steps(args.step), mapping=mapping,
-                                text_split=args.text_split,
+                                text_split=args.text_split, project=args.project, created_by=_os_user(),
                                 progress=None if args.json else lambda f, m: print(f"[{f:4.0%}] {m}", file=sys.stderr))
     except (ImportRefused, StepsConfigError, ValueError) as error:
         return _fail(args, str(error))
@@ -164,7 +174,8 @@ def cmd_train(args) -> int:
     store = _store(args)
     try:
         config = _train_config(args)
-        run_id = create_run(store, args.dataset, args.model, args.method, config)
+        run_id = create_run(store, args.dataset, args.model, args.method, config, project=args.project,
+                            created_by=_os_user())
     except (RunError, ImportRefused, ValueError, ValidationError, OSError) as error:
         return _fail(args, str(error))
     if not args.json:
@@ -188,7 +199,7 @@ def _run_text(summary: dict) -> str:
 def cmd_runs_list(args) -> int:
     from studio.training.runs import list_runs
 
-    runs = list_runs(_store(args))
+    runs = list_runs(_store(args), args.project)
     _print(args, {"runs": runs}, "\n".join(_run_text(r) for r in runs) or "no runs yet")
     return 0
 
@@ -210,9 +221,9 @@ def cmd_runs_control(args) -> int:
     store = _store(args)
     try:
         if args.runs_command == "resume":
-            resume(store, args.run_id, args.checkpoint)
+            resume(store, args.run_id, args.checkpoint, actor=_os_user())
         else:
-            request(store, args.run_id, "stop")
+            request(store, args.run_id, "stop", actor=_os_user())
     except RunError as error:
         return _fail(args, str(error))
     if args.runs_command == "resume" and args.wait:
@@ -246,7 +257,8 @@ def cmd_generate(args) -> int:
         progress = None if args.json else lambda done, total, message: print(f"[{done}/{total}] {message}",
                                                                              file=sys.stderr)
         set_id = generate_set(store, args.variant, prompts, args.seed, args.samples, settings,
-                              base_model=args.model, source="cli", on_progress=progress)
+                              base_model=args.model, source="cli", on_progress=progress, project=args.project,
+                              created_by=_os_user())
     except (ValueError, ImportRefused, OSError) as error:
         return _fail(args, str(error))
     except KeyboardInterrupt:
@@ -278,7 +290,7 @@ def cmd_generate(args) -> int:
 def cmd_samples_list(args) -> int:
     from studio.generation.service import list_sets
 
-    sets = list_sets(_store(args))
+    sets = list_sets(_store(args), args.project)
     human = "\n".join(f"{s['set_id']:>4}  {s['created_at'][:19]}  {s['status']:<10} {s['modality']:<6} "
                       f"{s['samples']} samples of {s['prompts']} prompts: {', '.join(s['variants'])}"
                       for s in sets) or "no sample sets yet"
@@ -504,6 +516,61 @@ def cmd_users(args) -> int:
     return 0
 
 
+def _activity_line(action: dict) -> str:
+    where = f" [{action['project']}]" if action["project"] else ""
+    return (f"{action['at'][:19].replace('T', ' ')}  {action['actor'] or '(unknown)':<16} {action['action']:<24} "
+            f"{action['target']}{where}")
+
+
+def cmd_projects(args) -> int:
+    from studio.projects import (DeleteRefused, ProjectError, create_project, delete_project, list_projects,
+                                 project_activity)
+
+    store, command = _store(args), args.projects_command
+    try:
+        if command == "list":
+            found = list_projects(store)
+            _print(args, {"projects": found}, "\n".join(
+                f"{p['name']:<30} {p['datasets']} datasets, {p['runs']} runs, {p['sample_sets']} sample sets"
+                for p in found) or "no projects yet")
+        elif command == "create":
+            made = create_project(store, args.name, actor=_os_user())
+            _print(args, made, f"project '{made['name']}' created")
+        elif command == "delete":
+            if not args.yes:
+                return _fail(args, f"deleting project '{args.name}' removes everything in it (datasets, runs, "
+                                   "checkpoints, sample sets, ratings and their files); run again with --yes to "
+                                   "confirm")
+            gone = delete_project(store, args.name, actor=_os_user())
+            _print(args, gone, f"project '{gone['name']}' deleted: {gone['datasets']} datasets ({gone['versions']} "
+                               f"versions), {gone['runs']} runs, {gone['sample_sets']} sample sets")
+        else:
+            actions = project_activity(store, args.name, args.limit)
+            _print(args, {"actions": actions}, "\n".join(map(_activity_line, actions)) or "no activity yet")
+    except (ProjectError, DeleteRefused) as error:
+        return _fail(args, str(error))
+    return 0
+
+
+def _add_project_commands(commands) -> None:
+    projects = commands.add_parser("projects", help="list, create and delete projects; who did what (activity)")
+    projects = projects.add_subparsers(dest="projects_command", required=True)
+    leaves = [projects.add_parser("list", help="every project with what it holds")]
+    leaves.append(projects.add_parser("create", help="a new, empty project"))
+    leaves[-1].add_argument("name")
+    leaves.append(projects.add_parser("delete", help="a project and everything in it, files included "
+                                                     "(refused while one of its runs is queued or running)"))
+    leaves[-1].add_argument("name")
+    leaves[-1].add_argument("--yes", action="store_true", help="confirm: nothing is deleted without it")
+    leaves.append(projects.add_parser("activity", help="who did what, when (newest first)"))
+    leaves[-1].add_argument("name", nargs="?", help="only this project's actions")
+    leaves[-1].add_argument("--limit", type=int, default=50)
+    for leaf in leaves:
+        leaf.add_argument("--json", action="store_true")
+        leaf.set_defaults(run=cmd_projects)
+        _add_settings_flags(leaf, top_level=False)
+
+
 def cmd_settings(_args) -> int:
     print(settings_table())
     return 0
@@ -567,6 +634,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="tune a cleaning step, e.g. length.min_length=5 or pii.enabled=true")
     imp.add_argument("--mapping", help='column mapping as JSON, e.g. {"format":"pair","prompt":"q","response":"a"}')
     imp.add_argument("--text-split", default="auto", choices=["auto", "file", "blank_lines", "lines"])
+    imp.add_argument("--project", default="default", metavar="NAME", help="the project (created if new)")
     imp.add_argument("--json", action="store_true")
     imp.set_defaults(run=cmd_data_import)
 
@@ -591,6 +659,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--method", required=True, choices=["lora", "full", "scratch"])
     train.add_argument("--config", help="a YAML training config (as shown with every run)")
     train.add_argument("--max-steps", type=int)
+    train.add_argument("--project", metavar="NAME", help="check that the dataset is in this project (a run always "
+                                                         "belongs to its dataset's project)")
     train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                        help="a config value by its TrainingArguments/PEFT name, e.g. learning_rate=1e-4 r=16")
     train.add_argument("--json", action="store_true")
@@ -604,6 +674,7 @@ def build_parser() -> argparse.ArgumentParser:
     runs_resume = _leaf(runs, "resume", cmd_runs_control, "run_id")
     runs_resume.add_argument("--checkpoint", type=int, help="the step of the checkpoint (default: the last)")
     runs_resume.add_argument("--wait", action="store_true", help="wait until the run ends")
+    runs_list.add_argument("--project", metavar="NAME", help="only this project's runs")
 
     generate = commands.add_parser("generate", help="generate with the base model and trained variants side by side "
                                                     "(the same prompts, seeds and settings for each)")
@@ -620,6 +691,8 @@ def build_parser() -> argparse.ArgumentParser:
                           help="a generation setting, e.g. temperature=0.7 max_new_tokens=64 steps=30 "
                                "guidance_scale=5")
     generate.add_argument("--out", required=True, metavar="DIR", help="where to copy the samples (and samples.jsonl)")
+    generate.add_argument("--project", metavar="NAME", help="the project the sample set belongs to (default: the "
+                                                            "first run's project, else 'default')")
     generate.add_argument("--json", action="store_true")
     generate.set_defaults(run=cmd_generate)
 
@@ -630,6 +703,8 @@ def build_parser() -> argparse.ArgumentParser:
     samples_export = _leaf(samples, "export", cmd_samples_export, "set_id",
                            help="a zip with set.json, samples.jsonl and the media files")
     samples_export.add_argument("--out", metavar="FILE.zip")
+    samples_list.add_argument("--project", metavar="NAME", help="only this project's sample sets")
+    _add_project_commands(commands)
 
     export = commands.add_parser("export", help="a run or checkpoint as a PEFT adapter, a diffusers LoRA file or "
                                                 "a merged full model, loadable without the studio")

@@ -283,3 +283,29 @@ def test_the_ui_deletes_runs_sets_and_versions_only_after_the_second_button(stor
     assert [a["action"] for a in list_actions(store, limit=3)] == ["dataset.delete_version", "run.delete",
                                                                    "samples.delete"]
     assert {a["actor"] for a in list_actions(store, limit=3)} == {"cy"}
+
+
+# ----------------------------------------------------------------------------- the command line
+
+def test_cli_projects_create_import_activity_and_delete_with_yes(tmp_path):
+    import getpass
+    import json
+
+    from test_cli import studio
+
+    home = tmp_path / "home"
+    assert "created" in studio(home, "projects", "create", "team").stdout
+    assert studio(home, "projects", "create", "team", check=False).returncode != 0
+    imported = json.loads(studio(home, "data", "import", str(_corpus(tmp_path)), "--project", "team", "--json").stdout)
+    listed = json.loads(studio(home, "projects", "list", "--json").stdout)["projects"]
+    assert [(p["name"], p["datasets"]) for p in listed] == [("team", 1)]
+    actions = json.loads(studio(home, "projects", "activity", "team", "--json").stdout)["actions"]
+    assert [(a["actor"], a["action"]) for a in actions] == [(getpass.getuser(), "dataset.import"),
+                                                            (getpass.getuser(), "project.create")]
+
+    refused = studio(home, "projects", "delete", "team", check=False)
+    assert refused.returncode != 0 and "--yes" in refused.stderr
+    assert (home / f"datasets/{imported['dataset_id']}").is_dir()
+    gone = json.loads(studio(home, "projects", "delete", "team", "--yes", "--json").stdout)
+    assert (gone["datasets"], gone["versions"]) == (1, 1) and not (home / f"datasets/{imported['dataset_id']}").exists()
+    assert json.loads(studio(home, "projects", "list", "--json").stdout)["projects"] == []
