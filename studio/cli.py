@@ -321,7 +321,7 @@ def cmd_samples_export(args) -> int:
 
 def cmd_export(args) -> int:
     from studio.generation.variants import VariantError
-    from studio.sharing.hub import PushError, push_folder
+    from studio.sharing.hub import PushError, push_export
     from studio.training.export import ExportError, export_run
 
     store = _store(args)
@@ -333,9 +333,8 @@ def cmd_export(args) -> int:
              + (f" (and {found['zip']})" if found["zip"] else ""))
     if args.push:
         try:
-            found["pushed"] = push_folder(store, found["path"], args.push, private=not args.public, token=args.token,
-                                          message=f"Run {found['run_id']} step {found['step']} ({found['format']}) "
-                                                  "from Gen Studio", progress=_progress_printer(args))
+            found["pushed"] = push_export(store, found, args.push, private=not args.public, token=args.token,
+                                          progress=_progress_printer(args))
         except PushError as error:
             return _fail(args, str(error))
         human += f"\npushed to {found['pushed']['url']} ({'private' if not args.public else 'public'})"

@@ -116,6 +116,10 @@ def test_the_card_parses_and_holds_the_runs_real_numbers(lab, quick_votes, tmp_p
     mine = next(v for v in board["variants"] if v["variant"] == f"{run}:2")
     assert f"**{mine['label']}** | {mine['strength']:.2f} |" in text
     assert "by ana" in text
+    from studio.store.audit import list_actions
+
+    [last] = list_actions(store, limit=1)
+    assert (last["actor"], last["action"], last["details"]["step"]) == ("ana", "run.export", 2)
 
 
 def cli_json(lab, argv: list[str], capsys=None) -> dict:  # noqa: F811
@@ -146,6 +150,12 @@ def test_export_push_uploads_the_folder_privately_with_the_token(lab, hub, tmp_p
     for name, content in arrived.items():
         assert content == (out / name).read_bytes(), name
     assert "Run" in hub.received.commits[0]["summary"]
+    from studio.store.audit import list_actions
+
+    pushed, exported = list_actions(lab["store"], limit=2)
+    assert (pushed["action"], pushed["target"], pushed["details"]["private"]) == ("hub.push", "hub:model/ana/tiny", True)
+    assert (exported["action"], exported["target"], exported["details"]["format"]) == \
+        ("run.export", f"run:{lab['run']}", "peft")
 
 
 def test_public_dataset_push_sends_the_loader_files_and_a_dataset_card(lab, hub):  # noqa: F811

@@ -61,10 +61,11 @@ def _refusal(status: int, repo_id: str, server: str) -> str:
 
 def push_folder(store: Store, folder: Path, repo_id: str, *, repo_type: str = "model", private: bool = True,
                 token: str | None = None, kept: Path | None = None, message: str = "Upload from Gen Studio",
-                progress: Progress | None = None) -> dict:
+                progress: Progress | None = None, actor: str | None = None, project: str | None = None) -> dict:
     """Creates ``repo_id`` (if it does not exist; private unless ``private`` is False) and uploads ``folder`` to
     it in one commit. Returns ``{"repo_id", "repo_type", "url", "commit_url", "private", "files"}``. ``kept`` is
-    the local copy a failure message points at (default: ``folder``)."""
+    the local copy a failure message points at (default: ``folder``). A push is recorded in the audit trail as
+    ``hub.push`` by ``actor``."""
     from huggingface_hub import HfApi
     from huggingface_hub.errors import HfHubHTTPError
 
@@ -102,8 +103,25 @@ def push_folder(store: Store, folder: Path, repo_id: str, *, repo_type: str = "m
                         f"again. {keep_note}") from error
     if progress:
         progress(1.0, f"pushed to {url}")
-    return {"repo_id": repo_id, "repo_type": repo_type, "url": str(url), "commit_url": str(commit.commit_url),
-            "private": bool(private), "files": files}
+    pushed = {"repo_id": repo_id, "repo_type": repo_type, "url": str(url), "commit_url": str(commit.commit_url),
+              "private": bool(private), "files": files}
+    from studio.store import record_action
+
+    record_action(store, actor, "hub.push", f"hub:{repo_type}/{repo_id}", project=project,
+                  details={"url": pushed["url"], "private": pushed["private"], "source": str(kept)})
+    return pushed
+
+
+def push_export(store: Store, export: dict, repo_id: str, *, private: bool = True, token: str | None = None,
+                progress: Progress | None = None, actor: str | None = None) -> dict:
+    """Pushes an export (what ``studio.training.export.export_run`` returned) as a model repository."""
+    from studio.training.export import run_project
+
+    with store.session() as session:
+        project = run_project(session, export["run_id"])
+    return push_folder(store, Path(export["path"]), repo_id, private=private, token=token, progress=progress,
+                       actor=actor, project=project,
+                       message=f"Run {export['run_id']} step {export['step']} ({export['format']}) from Gen Studio")
 
 
 def push_dataset(store: Store, ref: str, repo_id: str, *, private: bool = True, token: str | None = None,
@@ -114,7 +132,11 @@ def push_dataset(store: Store, ref: str, repo_id: str, *, private: bool = True, 
     from studio.data.service import get_version
     from studio.sharing.card import dataset_card_text
 
+    from studio.store.projects import project_name
+
     version = get_version(store, ref)
+    with store.session() as session:
+        project = project_name(session, version.dataset.project_id)
     staging_root = store.path("tmp")
     staging_root.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=staging_root) as scratch:
@@ -124,7 +146,7 @@ def push_dataset(store: Store, ref: str, repo_id: str, *, private: bool = True, 
             zipped.extractall(folder)
         (folder / "README.md").write_text(dataset_card_text(version, license=license, actor=actor), encoding="utf-8")
         result = push_folder(store, folder, repo_id, repo_type="dataset", private=private, token=token,
-                             kept=store.path(version.path), progress=progress,
+                             kept=store.path(version.path), progress=progress, actor=actor, project=project,
                              message=f"{version.dataset.name} version {version.version} from Gen Studio")
     return {**result, "dataset": f"{version.dataset_id}:{version.version}"}
 

@@ -58,8 +58,26 @@ def export_run(store: Store, ref: str, fmt: str, out: Path, make_zip: bool = Fal
         raise
     files = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
     archive = shutil.make_archive(str(out), "zip", root_dir=out) if make_zip else None
+    _record_export(store, variant, fmt, out, actor)
     return {"run_id": variant.run_id, "step": variant.step, "format": fmt, "library": library, "path": str(out),
             "files": files, "card": str(card), "zip": archive}
+
+
+def run_project(session, run_id: int) -> str | None:
+    """The name of the project a run belongs to (for the audit trail)."""
+    from studio.store.projects import project_name
+    from studio.store.tables import Run
+
+    run = session.get(Run, int(run_id))
+    return project_name(session, run.project_id) if run is not None else None
+
+
+def _record_export(store: Store, variant, fmt: str, out: Path, actor: str | None) -> None:
+    from studio.store import record_action
+
+    with store.session() as session:
+        record_action(session, actor, "run.export", f"run:{variant.run_id}", project=run_project(session, variant.run_id),
+                      details={"step": variant.step, "format": fmt, "path": str(out)})
 
 
 def shard_bytes(store: Store) -> int:

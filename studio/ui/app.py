@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import gradio as gr  # at module level: a handler's "request: gr.Request" hint must resolve, or Gradio passes no request
 from studio.store import Store
-from studio.ui import data_tab, evaluate_tab, generate_tab, model_tab, project_bar, train_tab
+from studio.ui import data_tab, evaluate_tab, export_tab, generate_tab, model_tab, project_bar, train_tab
 
 GUIDE = """
 **Getting started.** 1. **Data**: drop files or a zip, check the guessed modality and columns, press
@@ -38,6 +38,7 @@ def build_app(store: Store):
                 generate_tab.build(store, project, version)
             with gr.Tab("Evaluate", id="evaluate"):
                 evaluate_tab.build(store, project)
+            with gr.Tab("Share", id="share"): export_tab.build(store, version)
     return app
 
 

@@ -1,0 +1,172 @@
+"""Share tab: a run's checkpoint exported in a format other tools load (with its model card, shown here, and a zip
+to download), pushed to the Hugging Face Hub; and a dataset version pushed as a dataset repository.
+
+The page calls ``studio.training.export`` and ``studio.sharing.hub`` only; exports are written under
+``STUDIO_HOME/exports``. A token typed here is used for that push and never stored; the page does not fall
+back to the server's own HF_TOKEN (on a shared studio that would let anyone push as the server's owner).
+"""
+
+from __future__ import annotations
+
+import gradio as gr  # at module level: a handler's "request: gr.Request" hint must resolve, or Gradio passes no request
+import re
+from datetime import datetime, timezone
+from pathlib import Path
+
+from studio.store import Store
+from studio.ui.state import current_user
+
+FORMATS = [("merged: a full model (transformers / diffusers)", "merged"), ("PEFT adapter (LoRA runs)", "peft"),
+           ("diffusers LoRA file (image LoRA runs)", "diffusers-lora")]
+LICENSES = ["other", "apache-2.0", "mit", "cc-by-4.0", "cc-by-sa-4.0", "cc-by-nc-4.0", "openrail", "openrail++",
+            "llama3.2", "gemma", "cc0-1.0"]
+
+INTRO = """### Share
+Export a run's checkpoint so it loads **without the studio** (transformers, diffusers or PEFT), with a model card
+holding its data, cleaning, config, loss curve and evaluations; download it as a zip or push it to the Hugging
+Face Hub (a private repository unless you untick it). Dataset versions can be pushed as dataset repositories."""
+
+
+# ----------------------------------------------------------------------------- what the handlers do
+
+def checkpoint_choices(store: Store) -> list[tuple[str, str]]:
+    """(label, ``RUN_ID:STEP``) of every saved checkpoint, newest run first."""
+    from studio.generation.variants import variant_choices
+
+    return [(f"{c['label']} · {c['modality']} · {Path(c['model']).name}", c["ref"]) for c in variant_choices(store)]
+
+
+def card_preview(export: dict) -> str:
+    """The card as the page shows it: the metadata as a YAML block, the loss plot served from its file."""
+    text = Path(export["card"]).read_text(encoding="utf-8")
+    found = re.match(r"---\n(.*?)\n---\n", text, re.S)
+    if found:
+        text = f"**Card metadata**\n\n```yaml\n{found.group(1).strip()}\n```\n" + text[found.end():]
+    plot = Path(export["path"]) / "loss.png"
+    return text.replace("](loss.png)", f"](/gradio_api/file={plot})") if plot.is_file() else text
+
+
+def export_checkpoint(store: Store, ref: str | None, fmt: str, license: str | None,
+                      actor: str | None = None) -> dict:
+    """Exports ``ref`` as ``fmt`` (with its card and a zip) into a new folder under ``STUDIO_HOME/exports``."""
+    from studio.training.export import export_run
+
+    if not ref:
+        raise ValueError("choose a run's checkpoint first (train a run in the Train tab if the list is empty)")
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    out = store.path("exports") / f"run{ref.replace(':', '-step')}-{fmt}-{stamp}"
+    return export_run(store, ref, fmt, out, make_zip=True, license=(license or "").strip() or None, actor=actor)
+
+
+def push_export_status(store: Store, export: dict | None, repo_id: str, token: str, private: bool,
+                       actor: str | None = None, progress=None) -> str:
+    from studio.sharing.hub import push_export
+
+    if not export:
+        return "**Export first**, then push: the push sends the export shown above."
+    if not (token or "").strip():
+        return ("**A token is needed**: paste a Hugging Face access token with write access "
+                "(https://huggingface.co/settings/tokens). It is used for this push only and not stored.")
+    pushed = push_export(store, export, repo_id, private=private, token=token, progress=progress, actor=actor)
+    return _pushed_text(pushed)
+
+
+def push_version_status(store: Store, version_ref: str | None, repo_id: str, token: str, private: bool,
+                        license: str | None, actor: str | None = None, progress=None) -> str:
+    from studio.sharing.hub import push_dataset
+
+    if not version_ref:
+        return "**Choose a dataset version** in the selector at the top of the page."
+    if not (token or "").strip():
+        return "**A token is needed**: paste a Hugging Face access token with write access."
+    pushed = push_dataset(store, version_ref, repo_id, private=private, token=token,
+                          license=(license or "").strip() or None, actor=actor, progress=progress)
+    return _pushed_text(pushed)
+
+
+def _pushed_text(pushed: dict) -> str:
+    return (f"Pushed {len(pushed['files'])} files to [{pushed['repo_id']}]({pushed['url']}) "
+            f"({'private' if pushed['private'] else 'public'} {pushed['repo_type']} repository).")
+
+
+def _failure(error: Exception) -> str:
+    return f"**Could not do it:** {error}"
+
+
+def _progress_callback(progress):
+    return (lambda fraction, message: progress(fraction, desc=message)) if progress is not None else None
+
+
+# ----------------------------------------------------------------------------- the page
+
+def build(store: Store, version) -> None:
+    """The Share tab; ``version`` is the shared dataset-version selector (its value is what a dataset push sends)."""
+    from studio.sharing.card import DEFAULT_LICENSE
+
+    gr.Markdown(INTRO)
+    export_state = gr.State(None)
+    with gr.Row():
+        checkpoint = gr.Dropdown(checkpoint_choices(store), value=None, label="Run and checkpoint", scale=3,
+                                 elem_id="share-checkpoint")
+        fmt = gr.Dropdown(FORMATS, value="merged", label="Format", scale=2, elem_id="share-format")
+        license = gr.Dropdown(LICENSES, value=DEFAULT_LICENSE, allow_custom_value=True, scale=1,
+                              label="Licence (a Hub licence id; 'other': the base model's terms)",
+                              elem_id="share-license")
+        refresh = gr.Button("↻ Refresh", size="sm", scale=0)
+    export_button = gr.Button("Export", variant="primary", elem_id="share-export")
+    export_status = gr.Markdown(elem_id="share-export-status")
+    download = gr.File(label="The export as a zip", interactive=False, elem_id="share-download")
+    with gr.Accordion("Model card (README.md)", open=True):
+        card = gr.Markdown(elem_id="share-card")
+
+    gr.Markdown("#### Push the export to the Hugging Face Hub")
+    with gr.Row():
+        repo = gr.Textbox(label="Model repository (OWNER/NAME)", placeholder="your-name/my-model", scale=2,
+                          elem_id="share-repo")
+        token = gr.Textbox(label="Access token (write; used once, not stored)", type="password", scale=2,
+                           elem_id="share-token")
+        private = gr.Checkbox(True, label="private repository", scale=1, elem_id="share-private")
+    push_button = gr.Button("Push to the Hub", elem_id="share-push")
+    push_status = gr.Markdown(elem_id="share-push-status")
+
+    gr.Markdown("#### Push the selected dataset version as a dataset repository")
+    with gr.Row():
+        data_repo = gr.Textbox(label="Dataset repository (OWNER/NAME)", placeholder="your-name/my-data", scale=2,
+                               elem_id="share-data-repo")
+        data_token = gr.Textbox(label="Access token (write; used once, not stored)", type="password", scale=2)
+        data_private = gr.Checkbox(True, label="private repository", scale=1, elem_id="share-data-private")
+    data_push = gr.Button("Push the dataset version", elem_id="share-data-push")
+    data_status = gr.Markdown(elem_id="share-data-status")
+
+    def on_export(ref, chosen_format, chosen_license, request: gr.Request):
+        try:
+            found = export_checkpoint(store, ref, chosen_format, chosen_license, current_user(request))
+        except (ValueError, OSError, NotImplementedError) as error:  # ExportError and VariantError are ValueErrors
+            return None, _failure(error), None, ""
+        status = f"Exported {len(found['files'])} files to `{found['path']}` ({found['format']}, {found['library']})."
+        return found, status, found["zip"], card_preview(found)
+
+    def on_push(found, repo_id, typed_token, is_private, request: gr.Request, progress=gr.Progress()):
+        from studio.sharing.hub import PushError
+
+        try:
+            return push_export_status(store, found, repo_id, typed_token, is_private, current_user(request),
+                                      _progress_callback(progress))
+        except PushError as error:
+            return _failure(error)
+
+    def on_push_version(version_ref, repo_id, typed_token, is_private, chosen_license, request: gr.Request,
+                        progress=gr.Progress()):
+        from studio.data.items import ImportRefused
+        from studio.sharing.hub import PushError
+
+        try:
+            return push_version_status(store, version_ref, repo_id, typed_token, is_private, chosen_license,
+                                       current_user(request), _progress_callback(progress))
+        except (PushError, ImportRefused) as error:
+            return _failure(error)
+
+    refresh.click(lambda: gr.Dropdown(choices=checkpoint_choices(store)), None, checkpoint)
+    export_button.click(on_export, [checkpoint, fmt, license], [export_state, export_status, download, card])
+    push_button.click(on_push, [export_state, repo, token, private], push_status)
+    data_push.click(on_push_version, [version, data_repo, data_token, data_private, license], data_status)

@@ -1,0 +1,89 @@
+"""The Share tab's handlers on a real tiny LoRA run (test_generation's lab) and a local Hub stand-in: export with
+the card shown and a zip to download, push with the token and private by default, readable failures."""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+
+import gradio as gr
+import pytest
+
+from hub_standin import HubStandIn
+from studio.ui import export_tab
+from test_generation import lab  # noqa: F401 - a store with a tiny LoRA run (checkpoints at steps 2 and 4)
+from test_text_backend import rows, tiny_folder  # noqa: F401 - module-scoped fixtures
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+@pytest.fixture
+def hub_store(lab, monkeypatch):  # noqa: F811
+    """The lab's store pointed at a Hub stand-in."""
+    from studio.settings import load_settings
+    from studio.store import open_store
+
+    monkeypatch.setenv("HF_HUB_DISABLE_XET", "1")
+    with HubStandIn() as hub:
+        store = open_store(load_settings(home=lab["home"], hub_endpoint=hub.url))
+        yield store, hub
+        store.close()
+
+
+def handlers(store) -> dict:
+    """The tab's event handlers by name, from the page as the app builds it."""
+    with gr.Blocks() as page:
+        version = gr.Dropdown([], value=None)
+        export_tab.build(store, version)
+    return {fn.name: fn.fn for fn in page.fns.values()}
+
+
+def test_export_shows_the_card_and_a_zip_then_pushes_privately(lab, hub_store):  # noqa: F811
+    store, hub = hub_store
+    run = lab["run"]
+    assert (f"run {run} · lora · step 4 (last) · text · tiny-llama", f"{run}:4") in export_tab.checkpoint_choices(store)
+    page = handlers(store)
+    found, status, download, card = page["on_export"](f"{run}:4", "peft", "mit", None)
+    assert status.startswith("Exported") and found["format"] == "peft"
+    with zipfile.ZipFile(download) as zipped:
+        assert {"README.md", "loss.png", "adapter_model.safetensors"} <= set(zipped.namelist())
+    assert "```yaml" in card and "license: mit" in card and "---\n" not in card[:4]
+    assert f"](/gradio_api/file={Path(found['path']) / 'loss.png'})" in card
+    assert Path(found["path"]).is_relative_to(store.path("exports"))
+
+    pushed = page["on_push"](found, "ana/tiny", "hf_typed", True, None, None)
+    assert pushed.startswith(f"Pushed {len(found['files'])} files to [ana/tiny]({hub.url}/ana/tiny) (private model")
+    assert hub.received.repos[0]["visibility"] == "private" and set(hub.received.tokens) == {"hf_typed"}
+    assert hub.received.files["models/ana/tiny"]["README.md"] == (Path(found["path"]) / "README.md").read_bytes()
+
+
+def test_the_tab_says_what_is_missing_or_wrong_in_words(lab, hub_store):  # noqa: F811
+    store, hub = hub_store
+    page = handlers(store)
+    assert page["on_export"](None, "merged", "other", None)[1].startswith("**Could not do it:** choose a run")
+    refused = page["on_export"](f"{lab['run']}:4", "diffusers-lora", "other", None)[1]
+    assert "diffusers-lora is for image LoRA runs" in refused
+    assert "Export first" in page["on_push"](None, "ana/tiny", "hf_x", True, None, None)
+    found = export_tab.export_checkpoint(store, f"{lab['run']}:2", "peft", "other")
+    assert "A token is needed" in page["on_push"](found, "ana/tiny", "", True, None, None)
+    hub.mode = "401"
+    failed = page["on_push"](found, "ana/tiny", "hf_bad", True, None, None)
+    assert "did not accept the token (HTTP 401" in failed and f"kept in {found['path']}" in failed
+    assert "Choose a dataset version" in page["on_push_version"](None, "ana/data", "hf_x", True, "other", None, None)
+
+
+def test_a_dataset_version_is_pushed_from_the_shared_selector(lab, hub_store):  # noqa: F811
+    store, hub = hub_store
+    page = handlers(store)
+    status = page["on_push_version"](f"{lab['dataset']}:1", "ana/stories", "hf_x", False, "cc-by-4.0", None, None)
+    assert status.startswith("Pushed") and "(public dataset repository)" in status
+    arrived = hub.received.files["datasets/ana/stories"]
+    assert "license: cc-by-4.0" in arrived["README.md"].decode() and "train.jsonl" in arrived
+
+
+def test_the_studio_has_a_share_tab_after_evaluate(lab):  # noqa: F811
+    from studio.ui.app import build_app
+
+    app = build_app(lab["store"])
+    tabs = [block.label for block in app.blocks.values() if isinstance(block, gr.Tab)]
+    assert tabs.index("Share") == tabs.index("Evaluate") + 1
