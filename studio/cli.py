@@ -326,7 +326,8 @@ def cmd_export(args) -> int:
 
     store = _store(args)
     try:
-        found = export_run(store, args.ref, args.format, args.out, make_zip=args.zip, license=args.license)
+        found = export_run(store, args.ref, args.format, args.out, make_zip=args.zip, license=args.license,
+                           actor=_os_user())
     except (ExportError, VariantError) as error:
         return _fail(args, str(error))
     human = (f"{found['format']} export of run {found['run_id']} step {found['step']}: {found['path']}"
@@ -334,7 +335,7 @@ def cmd_export(args) -> int:
     if args.push:
         try:
             found["pushed"] = push_export(store, found, args.push, private=not args.public, token=args.token,
-                                          progress=_progress_printer(args))
+                                          progress=_progress_printer(args), actor=_os_user())
         except PushError as error:
             return _fail(args, str(error))
         human += f"\npushed to {found['pushed']['url']} ({'private' if not args.public else 'public'})"
@@ -352,7 +353,7 @@ def cmd_data_push(args) -> int:
 
     try:
         pushed = push_dataset(_store(args), args.dataset, args.repo, private=not args.public, token=args.token,
-                              license=args.license, progress=_progress_printer(args))
+                              license=args.license, progress=_progress_printer(args), actor=_os_user())
     except (PushError, ImportRefused) as error:
         return _fail(args, str(error))
     _print(args, pushed, f"dataset {pushed['dataset']} pushed to {pushed['url']} "

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import getpass
 import json
 import math
 import socket
@@ -154,6 +155,7 @@ def test_export_push_uploads_the_folder_privately_with_the_token(lab, hub, tmp_p
 
     pushed, exported = list_actions(lab["store"], limit=2)
     assert (pushed["action"], pushed["target"], pushed["details"]["private"]) == ("hub.push", "hub:model/ana/tiny", True)
+    assert pushed["actor"] == exported["actor"] == getpass.getuser()  # the CLI acts as the OS user
     assert (exported["action"], exported["target"], exported["details"]["format"]) == \
         ("run.export", f"run:{lab['run']}", "peft")
 
