@@ -8,7 +8,7 @@ from sqlalchemy import func, select
 
 from studio.data.service import delete_dataset, delete_version, import_dataset, list_datasets, reclean
 from studio.evaluation.service import cast_vote, next_pair
-from studio.generation.service import delete_prompt_set, delete_set, list_sets, save_prompt_set
+from studio.generation.service import delete_prompt_set, delete_set, generate_set, list_sets, save_prompt_set
 from studio.projects import (DeleteRefused, ProjectError, create_project, delete_project, list_projects,
                              project_activity, project_names)
 from studio.store import list_actions
@@ -18,6 +18,9 @@ from studio.training import jobs
 from studio.training.config import TrainConfig
 from studio.training.runs import list_runs
 from studio.ui.state import run_choices, version_choices
+
+from test_generation import lab  # noqa: F401 - a module-scoped fixture: a store with a tiny LoRA run
+from test_text_backend import rows, tiny_folder  # noqa: F401 - what it needs
 
 
 def _corpus(folder, name: str = "notes.txt"):
@@ -309,3 +312,15 @@ def test_cli_projects_create_import_activity_and_delete_with_yes(tmp_path):
     gone = json.loads(studio(home, "projects", "delete", "team", "--yes", "--json").stdout)
     assert (gone["datasets"], gone["versions"]) == (1, 1) and not (home / f"datasets/{imported['dataset_id']}").exists()
     assert json.loads(studio(home, "projects", "list", "--json").stdout)["projects"] == []
+
+
+def test_a_generated_set_belongs_to_its_runs_project_or_the_one_asked_and_records_who_made_it(lab):
+    store = lab["store"]
+    made = generate_set(store, ["base", str(lab["run"])], ["Once upon a time"], seed=1,
+                        settings={"max_new_tokens": 4}, created_by="dee")
+    asked = generate_set(store, [str(lab["run"])], ["Mia"], seed=1, settings={"max_new_tokens": 4}, project="elsewhere")
+    assert made in [s["set_id"] for s in list_sets(store, "default")]
+    assert [s["set_id"] for s in list_sets(store, "elsewhere")] == [asked]
+    actions = {a["target"]: a for a in list_actions(store)}
+    assert (actions[f"sample_set:{made}"]["actor"], actions[f"sample_set:{made}"]["project"]) == ("dee", "default")
+    assert actions[f"sample_set:{asked}"]["project"] == "elsewhere" and actions["project:elsewhere"]
