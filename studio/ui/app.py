@@ -17,8 +17,6 @@ are scriptable with the `studio` command (`studio data import --help`).
 
 
 def build_app(store: Store):
-    import gradio as gr
-
     with gr.Blocks(title="Gen Studio") as app:
         gr.Markdown("# Gen Studio")
         account_line(app)
@@ -45,8 +43,6 @@ def build_app(store: Store):
 def build_rater_app(store: Store):
     """The rater-only page (mounted at ``/rate``): rating and nothing else, and only the rating API. It is a
     Blocks of its own so that no training, deletion or export function exists in it to be called."""
-    import gradio as gr
-
     with gr.Blocks(title="Gen Studio · rating") as app:
         gr.Markdown("# Gen Studio · rating")
         account_line(app)
@@ -56,9 +52,7 @@ def build_rater_app(store: Store):
     return app
 
 
-def _signed_in_rater(request=None):
-    import gradio as gr
-
+def _signed_in_rater(request: gr.Request):
     from studio.ui.state import current_user
 
     name = current_user(request)
@@ -67,8 +61,6 @@ def _signed_in_rater(request=None):
 
 def account_line(app) -> None:
     """"Signed in as NAME · Sign out" when sign-in is on (filled when the page loads; empty otherwise)."""
-    import gradio as gr
-
     from studio.ui.state import current_user
 
     line = gr.Markdown(elem_id="account")
