@@ -95,7 +95,8 @@ def test_the_card_parses_and_holds_the_runs_real_numbers(lab, quick_votes, tmp_p
     assert {"gen-studio", "text-generation", "lora", "merged"} <= set(meta["tags"])
     assert meta["datasets"] == ["stories"] and "base_model" not in meta  # the base is a local folder
     assert ModelCard.load(path).data.license == "apache-2.0"
-    assert metadata_load(tmp_path / "before" / "README.md")["license"] == "other"  # the default
+    default = metadata_load(tmp_path / "before" / "README.md")
+    assert (default["license"], default["license_name"]) == ("other", "same-as-base-model")  # the default
 
     text = path.read_text()
     summary = run_summary(store, run, with_history=True)
@@ -103,12 +104,20 @@ def test_the_card_parses_and_holds_the_runs_real_numbers(lab, quick_votes, tmp_p
         assert image.format == "PNG" and image.size[0] > 100
         image.verify()
     assert "![Loss curve: train and validation](loss.png)" in text
+    from studio.training.runs import checkpoints
+
+    saved = next(c for c in checkpoints(store, run) if c["step"] == 2)
+    assert f"this checkpoint is step 2 (validation loss {saved['val_loss']:.4f} when it was saved)" in text
     assert f"best {summary['val_loss']['best']:.4f}" in text and f"last {summary['train_loss']['last']:.4f}" in text
     version = lab["dataset"]
     listed = cli_json(lab, ["data", "list"])["datasets"]
     splits = next(d for d in listed if str(d["dataset_id"]) == version)["versions"][-1]["splits"]
     assert f"train {splits['train']}, validation {splits['validation']}, test {splits['test']}" in text
-    assert "Exact duplicates" in text or "exact" in text.lower()  # the cleaning steps, each with its count
+    from studio.data.service import get_version
+
+    for step in get_version(store, version).report["steps"]:  # each cleaning step with what it removed / changed
+        on = "on" if step["enabled"] else "off"
+        assert f"| {step['label']} | {on} | {step['removed']} | {step['changed']} |" in text, step["label"]
     assert "learning_rate: 0.05" in text and "max_steps: 4" in text  # the training config as YAML
     perplexity = metrics["metrics"]["perplexity"]["value"]
     assert math.isfinite(perplexity) and f"| perplexity | {perplexity:.4f} |" in text

@@ -84,9 +84,18 @@ def model_card_data(*, modality: str, fmt: str, library: str, method: str, base_
         tags += ["lora"]
     if fmt == "merged" and method == "lora":
         tags += ["merged"]
-    return ModelCardData(base_model=base_model if is_hub_id(base_model) and method != "scratch" else None,
-                         library_name=library, pipeline_tag=TASKS[modality], license=license or DEFAULT_LICENSE,
-                         tags=list(dict.fromkeys(tags)), datasets=[dataset] if dataset else None)
+    hub_base = base_model if is_hub_id(base_model) and method != "scratch" else None
+    return ModelCardData(base_model=hub_base, library_name=library, pipeline_tag=TASKS[modality],
+                         tags=list(dict.fromkeys(tags)), datasets=[dataset] if dataset else None,
+                         **licence_fields(license, inherited=method != "scratch"))
+
+
+def licence_fields(license: str | None, inherited: bool) -> dict:
+    """``license`` for the card; the Hub asks a custom ('other') licence for a ``license_name`` too."""
+    chosen = (license or DEFAULT_LICENSE).strip()
+    if chosen != "other":
+        return {"license": chosen}
+    return {"license": "other", "license_name": "same-as-base-model" if inherited else "unspecified"}
 
 
 def _usage(fmt: str, library: str, modality: str, base: str, studio_folder: bool) -> str:
@@ -202,6 +211,14 @@ def _run_facts(store: Store, run_id: int) -> tuple[dict, object]:
     return summary, get_version(store, summary["dataset"])
 
 
+def _checkpoint_loss(store: Store, variant) -> str:
+    from studio.training.runs import checkpoints
+
+    found = next((c for c in checkpoints(store, variant.run_id) if c["step"] == variant.step), None)
+    loss = found and found.get("val_loss")
+    return f" (validation loss {_number(loss)} when it was saved)" if loss is not None else ""
+
+
 def write_model_card(store: Store, variant, fmt: str, library: str, out: Path, license: str | None = None,
                      actor: str | None = None) -> Path:
     """``out/README.md`` (and ``out/loss.png``) for an export of ``variant`` as ``fmt``; returns the card's path."""
@@ -245,8 +262,9 @@ Items per split: {_splits_line(version.splits or {})}.
 
 ## Training
 
-{summary['steps']} steps. Train loss: last {_number(losses[0]['last'])}, best {_number(losses[0]['best'])}.
-Validation loss: last {_number(losses[1]['last'])}, best {_number(losses[1]['best'])}.
+{summary['steps']} steps; this checkpoint is step {variant.step}{_checkpoint_loss(store, variant)}. Over the run,
+train loss: last {_number(losses[0]['last'])}, best {_number(losses[0]['best'])}; validation loss: last
+{_number(losses[1]['last'])}, best {_number(losses[1]['best'])}.
 
 {f'![Loss curve: train and validation]({LOSS_PLOT})' if plotted else 'No loss was recorded.'}
 
@@ -289,7 +307,7 @@ def dataset_card_text(version, license: str | None = None, actor: str | None = N
     from huggingface_hub import DatasetCardData
 
     modality, name = version.dataset.modality, version.dataset.name
-    data = DatasetCardData(license=license or DEFAULT_LICENSE, pretty_name=f"{name} v{version.version}",
+    data = DatasetCardData(**licence_fields(license, inherited=False), pretty_name=f"{name} v{version.version}",
                            task_categories=[TASKS[modality]], size_categories=[_size_category(version.items_kept)],
                            tags=["gen-studio", modality])
     source = version.source or {}
