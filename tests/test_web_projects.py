@@ -1,0 +1,71 @@
+"""Projects in a real browser: typing a new name in the header creates the project, the dataset versions follow
+the selected project, and a project is deleted only after its name is typed."""
+
+from __future__ import annotations
+
+import pytest
+
+from studio.data.service import import_dataset
+from studio.projects import list_projects
+from studio.settings import load_settings
+from studio.store import list_actions, open_store
+
+
+def _notes(folder, name):
+    path = folder / f"{name}.txt"
+    path.write_text("\n\n".join(f"{name} paragraph {i} with some distinct words {i * 3}." for i in range(10)))
+    return path
+
+
+@pytest.fixture
+def web_home_with_two_projects(web_home, tmp_path):
+    store = open_store(load_settings(home=web_home))
+    import_dataset(store, [_notes(tmp_path, "defaultnotes")], name="defaultnotes")
+    import_dataset(store, [_notes(tmp_path, "teamnotes")], name="teamnotes", project="team")
+    store.close()
+    return web_home
+
+
+def _pick_project(page, name: str) -> None:
+    box = page.locator("#project input")
+    box.click()
+    box.fill(name)
+    box.press("Enter")
+
+
+def _version_options(page) -> str:
+    page.locator("#dataset-version input").click()
+    page.wait_for_timeout(300)
+    text = " ".join(page.get_by_role("option").all_inner_texts())
+    page.keyboard.press("Escape")
+    return text
+
+
+@pytest.mark.browser
+def test_projects_are_created_followed_and_deleted_from_the_header(web_home_with_two_projects, running_studio,
+                                                                   browser_page):
+    page = browser_page
+    page.goto(running_studio)
+    page.locator("#project input").wait_for(timeout=30_000)
+    assert "defaultnotes" in _version_options(page) and "teamnotes" not in _version_options(page)
+
+    _pick_project(page, "team")
+    page.wait_for_timeout(1500)
+    options = _version_options(page)
+    assert "teamnotes" in options and "defaultnotes" not in options
+
+    _pick_project(page, "lab")
+    page.locator("#project-message").get_by_text("created").wait_for(timeout=30_000)
+    store = open_store(load_settings(home=web_home_with_two_projects))
+    assert "lab" in [p["name"] for p in list_projects(store)]
+
+    page.get_by_text("Delete this project").click()
+    page.locator("#project-delete").click()  # without the name typed: nothing happens
+    page.locator("#project-message").get_by_text("Nothing was deleted").wait_for(timeout=30_000)
+    assert "lab" in [p["name"] for p in list_projects(store)]
+    page.locator("#project-delete-name textarea, #project-delete-name input").first.fill("lab")
+    page.locator("#project-delete").click()
+    page.locator("#project-message").get_by_text("deleted with").wait_for(timeout=30_000)
+    assert [p["name"] for p in list_projects(store)] == ["default", "team"]
+    assert [a["action"] for a in list_actions(store, project="lab")] == ["project.delete", "project.create"]
+    store.close()
