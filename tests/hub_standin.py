@@ -29,6 +29,15 @@ class Received:
 REPO_PATH = re.compile(r"^/api/(models|datasets|spaces)/(.+?)/(preupload|commit)/([^/?]+)")
 
 
+def keep_the_client_local(monkeypatch) -> None:
+    """huggingface_hub's own side requests stay off the network in tests: no Xet storage, and no fetch of the
+    Hub's agent registry (which the client requests from huggingface.co when it first builds headers)."""
+    from huggingface_hub.utils import _detect_agent
+
+    monkeypatch.setenv("HF_HUB_DISABLE_XET", "1")
+    monkeypatch.setattr(_detect_agent, "_registry", _detect_agent._EMPTY_REGISTRY)
+
+
 class HubStandIn:
     def __init__(self):
         self.received = Received()

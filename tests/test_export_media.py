@@ -147,3 +147,28 @@ def test_a_starter_run_exports_as_the_studios_own_folder_and_its_card_says_so(me
     card = (tmp_path / "starter" / "README.md").read_text()
     assert "not a standard pipeline" in card and "studio generate --model" in card
     assert json.loads((tmp_path / "starter" / "studio_model.json").read_text())["modality"] == "image"
+
+
+def test_a_lora_on_a_starters_folder_merges_into_a_folder_the_studio_loads_as_a_model(media, tmp_path):
+    from studio.models.image import ImageBackend
+    from studio.training.runs import checkpoints
+
+    store = media["store"]
+    config = TrainConfig(max_steps=2, save_steps=2, eval_steps=100, learning_rate=2e-3, warmup_steps=0,
+                         per_device_train_batch_size=4, seed=0, use_cpu=True, image={"resolution": 16})
+    starter = run_in_process(store, media["shapes"], "starter-image", "scratch", config)
+    folder = checkpoints(store, starter)[-1]["model_path"]
+    lora = run_in_process(store, media["shapes"], folder, "lora", config.model_copy(update={"learning_rate": 5e-2}))
+    found = export_run(store, str(lora), "merged", tmp_path / "merged")
+    marker = json.loads((tmp_path / "merged" / "studio_model.json").read_text())
+    assert (marker["method"], marker["modality"]) == ("full", "image") and "adapter_config.json" not in found["files"]
+    settings = {"steps": 4, "guidance_scale": 2.0}
+    drawn = get_set(store, generate_set(store, [f"{starter}:2", f"{lora}:2"], ["a red circle"], seed=5,
+                                        settings=settings, cache=ModelCache(2**34)))
+    images = {s["variant"]: np.asarray(Image.open(s["path"])).astype(int) for s in drawn["samples"]}
+    backend = ImageBackend()
+    merged = backend.load(str(tmp_path / "merged"), "full", config)
+    [sample] = backend.generate(merged, ["a red circle"], [5], settings, tmp_path / "out")
+    alone = np.asarray(Image.open(sample.path)).astype(int)
+    assert np.abs(alone - images[f"{lora}:2"]).max() <= 1  # the LoRA variant's image, from the merged folder
+    assert np.abs(images[f"{starter}:2"] - images[f"{lora}:2"]).max() > 1

@@ -15,7 +15,7 @@ from studio import cli
 from studio.settings import load_settings
 from studio.store import open_store
 from studio.training.export import export_run
-from hub_standin import HubStandIn
+from hub_standin import HubStandIn, keep_the_client_local
 from test_generation import lab  # noqa: F401 - the store with a tiny LoRA run (checkpoints at steps 2 and 4)
 from test_text_backend import rows, tiny_folder  # noqa: F401 - module-scoped fixtures
 
@@ -24,7 +24,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 @pytest.fixture
 def hub(monkeypatch):
-    monkeypatch.setenv("HF_HUB_DISABLE_XET", "1")
+    keep_the_client_local(monkeypatch)
     with HubStandIn() as standin:
         yield standin
 
@@ -225,3 +225,14 @@ def test_push_refuses_a_bad_repo_id_or_no_token_before_any_request(lab, hub, tmp
     finally:
         store.close()
     assert hub.received.paths == []
+
+
+def test_the_token_and_address_fall_back_to_hf_token_and_hf_endpoint(lab, hub, tmp_path, monkeypatch):  # noqa: F811
+    from huggingface_hub import constants
+
+    monkeypatch.setenv("HF_TOKEN", "hf_from_env")
+    monkeypatch.setattr(constants, "ENDPOINT", hub.url)  # what HF_ENDPOINT sets when huggingface_hub is imported
+    found = cli_json(lab, ["export", f"{lab['run']}:2", "--format", "peft", "--out", str(tmp_path / "env"),
+                           "--push", "ana/from-env"])
+    assert found["_code"] == 0 and found["pushed"]["url"] == f"{hub.url}/ana/from-env"
+    assert set(hub.received.tokens) == {"hf_from_env"}, list(zip(hub.received.paths, hub.received.tokens))

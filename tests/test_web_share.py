@@ -9,7 +9,7 @@ from pathlib import Path
 import gradio as gr
 import pytest
 
-from hub_standin import HubStandIn
+from hub_standin import HubStandIn, keep_the_client_local
 from studio.ui import export_tab
 from test_generation import lab  # noqa: F401 - a store with a tiny LoRA run (checkpoints at steps 2 and 4)
 from test_text_backend import rows, tiny_folder  # noqa: F401 - module-scoped fixtures
@@ -23,7 +23,7 @@ def hub_store(lab, monkeypatch):  # noqa: F811
     from studio.settings import load_settings
     from studio.store import open_store
 
-    monkeypatch.setenv("HF_HUB_DISABLE_XET", "1")
+    keep_the_client_local(monkeypatch)
     with HubStandIn() as hub:
         store = open_store(load_settings(home=lab["home"], hub_endpoint=hub.url))
         yield store, hub
