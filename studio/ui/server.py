@@ -162,6 +162,11 @@ def add_sign_in_routes(app, access: Access) -> None:
         app.add_api_route(path, sign_in, methods=["POST"], include_in_schema=False)
     app.add_api_route("/logout", sign_out, methods=["GET"], include_in_schema=False)
 
+    async def rating_page():  # people type /rate; the mounted app lives at /rate/
+        return RedirectResponse(RATE + "/", status_code=307)
+
+    app.add_api_route(RATE, rating_page, methods=["GET"], include_in_schema=False)
+
 
 def add_operations_routes(app, store: Store) -> None:
     from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse
