@@ -12,6 +12,7 @@ import pytest
 from hub_standin import HubStandIn, keep_the_client_local
 from studio.ui import export_tab
 from test_generation import lab  # noqa: F401 - a store with a tiny LoRA run (checkpoints at steps 2 and 4)
+from test_web_generate import home_with_run, pick  # noqa: F401 - a STUDIO_HOME with a tiny LoRA run
 from test_text_backend import rows, tiny_folder  # noqa: F401 - module-scoped fixtures
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -87,3 +88,34 @@ def test_the_studio_has_a_share_tab_after_evaluate(lab):  # noqa: F811
     app = build_app(lab["store"])
     tabs = [block.label for block in app.blocks.values() if isinstance(block, gr.Tab)]
     assert tabs.index("Share") == tabs.index("Evaluate") + 1
+
+
+@pytest.fixture
+def studio_hub(monkeypatch):
+    """A Hub stand-in the studio subprocess pushes to (request it before running_studio)."""
+    with HubStandIn() as hub:
+        for name, value in (("STUDIO_HUB_ENDPOINT", hub.url), ("HF_ENDPOINT", hub.url), ("HF_HUB_DISABLE_XET", "1")):
+            monkeypatch.setenv(name, value)  # HF_ENDPOINT: the client's own side requests stay local too
+        yield hub
+
+
+@pytest.mark.browser
+def test_share_tab_exports_shows_the_card_and_pushes(home_with_run, studio_hub, running_studio, browser_page):
+    page = browser_page
+    page.goto(running_studio)
+    page.get_by_role("tab", name="Share").click()
+    pick(page, "share-checkpoint", "step 2")
+    pick(page, "share-format", "PEFT adapter")
+    page.locator("#share-export").click()
+    page.locator("#share-card").get_by_text("How to use").wait_for(timeout=60_000)
+    assert "license: other" in page.locator("#share-card").inner_text()
+    page.wait_for_function("document.querySelector('#share-card img')?.naturalWidth > 0", timeout=20_000)
+    assert ".zip" in page.locator("#share-download").inner_text()
+    page.locator("#share-repo input, #share-repo textarea").first.fill("ana/tiny")
+    page.locator("#share-token input, #share-token textarea").first.fill("hf_typed")
+    page.locator("#share-push").click()
+    page.locator("#share-push-status").get_by_text("Pushed").wait_for(timeout=60_000)
+    assert "private model repository" in page.locator("#share-push-status").inner_text()
+    assert studio_hub.received.repos[0]["visibility"] == "private"
+    assert "hf_typed" in studio_hub.received.tokens
+    assert {"README.md", "adapter_model.safetensors", "loss.png"} <= set(studio_hub.received.files["models/ana/tiny"])
