@@ -60,9 +60,13 @@ def test_bad_exports_say_why_and_touch_nothing(lab, tmp_path):
         export_run(store, "base", "peft", tmp_path / "y")
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "keep.txt").write_text("mine")
-    with pytest.raises(ExportError, match="is not empty"):
+    with pytest.raises(ExportError, match="is not an empty folder"):
         export_run(store, str(run), "peft", tmp_path / "full")
     assert (tmp_path / "full" / "keep.txt").read_text() == "mine"
+    (tmp_path / "taken.zip").write_text("mine")
+    with pytest.raises(ExportError, match="taken.zip exists already"):
+        export_run(store, str(run), "peft", tmp_path / "taken", make_zip=True)
+    assert (tmp_path / "taken.zip").read_text() == "mine" and not (tmp_path / "taken").exists()
 
 
 def test_export_cli_json(lab, tmp_path, capsys):
@@ -95,3 +99,17 @@ def test_merged_text_model_is_sharded_past_the_setting_and_loads_whole(lab, tiny
     with torch.no_grad():
         alone = AutoModelForCausalLM.from_pretrained(tmp_path / "sharded").eval()(input_ids=ids).logits
     assert torch.allclose(alone, expected, atol=1e-4)
+
+
+def test_an_export_into_a_nearly_full_studio_home_is_refused_up_front(lab, tmp_path):  # noqa: F811
+    from studio.settings import load_settings
+    from studio.store import open_store
+
+    store = open_store(load_settings(home=lab["home"], min_free_disk_mb=10**9))
+    try:
+        with pytest.raises(ExportError, match="not enough free disk space to export run"):
+            export_run(store, str(lab["run"]), "peft", store.path("exports") / "full-disk")
+        assert not (store.path("exports") / "full-disk").exists()
+        export_run(store, str(lab["run"]), "peft", tmp_path / "elsewhere")  # outside STUDIO_HOME: not its disk
+    finally:
+        store.close()

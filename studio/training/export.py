@@ -45,8 +45,7 @@ def export_run(store: Store, ref: str, fmt: str, out: Path, make_zip: bool = Fal
         raise ExportError("export a run or a checkpoint (RUN_ID or RUN_ID:STEP), not the base model")
     [variant] = resolve_variants(store, [str(ref)])
     out = Path(out)
-    if out.exists() and any(out.iterdir()):
-        raise ExportError(f"{out} is not empty: choose a new folder (nothing is overwritten)")
+    _check_target(store, out, make_zip, f"export run {variant.run_id}")
     existed = out.exists()
     try:
         library = _write_format(variant, fmt, out, shard_bytes(store))
@@ -61,6 +60,19 @@ def export_run(store: Store, ref: str, fmt: str, out: Path, make_zip: bool = Fal
     _record_export(store, variant, fmt, out, actor)
     return {"run_id": variant.run_id, "step": variant.step, "format": fmt, "library": library, "path": str(out),
             "files": files, "card": str(card), "zip": archive}
+
+
+def _check_target(store: Store, out: Path, make_zip: bool, action: str) -> None:
+    """Nothing is overwritten, and a folder under STUDIO_HOME is not filled past the disk guard."""
+    from studio.store.disk import low_space
+
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise ExportError(f"{out} is not an empty folder: choose a new folder (nothing is overwritten)")
+    archive = out.with_name(out.name + ".zip")
+    if make_zip and archive.exists():
+        raise ExportError(f"{archive} exists already: choose another folder name (nothing is overwritten)")
+    if out.resolve().is_relative_to(store.home.resolve()) and (message := low_space(store, action)):
+        raise ExportError(message)
 
 
 def run_project(session, run_id: int) -> str | None:
