@@ -172,3 +172,21 @@ def test_a_lora_on_a_starters_folder_merges_into_a_folder_the_studio_loads_as_a_
     alone = np.asarray(Image.open(sample.path)).astype(int)
     assert np.abs(alone - images[f"{lora}:2"]).max() <= 1  # the LoRA variant's image, from the merged folder
     assert np.abs(images[f"{starter}:2"] - images[f"{lora}:2"]).max() > 1
+
+
+def test_a_full_image_run_exports_as_its_pipeline_with_the_studios_sampler(media, tiny_pipeline, tmp_path):  # noqa: F811
+    import torch
+    from diffusers import DDIMScheduler, DiffusionPipeline
+
+    store = media["store"]
+    config = TrainConfig(max_steps=2, save_steps=2, eval_steps=100, learning_rate=1e-3, warmup_steps=0,
+                         per_device_train_batch_size=4, seed=0, use_cpu=True, image={"resolution": 16})
+    run = run_in_process(store, media["shapes"], str(tiny_pipeline), "full", config)
+    found = export_run(store, str(run), "merged", tmp_path / "full")
+    assert "studio_model.json" not in found["files"] and found["library"] == "diffusers"
+    pipeline = DiffusionPipeline.from_pretrained(tmp_path / "full", use_safetensors=True)
+    assert isinstance(pipeline.scheduler, DDIMScheduler)  # the run saved its DDPM training schedule
+    plain = pipeline("a blue square", num_inference_steps=4, height=16, width=16,
+                     generator=torch.Generator().manual_seed(2)).images[0]
+    ours = studio_images(store, [f"{run}:2"], "a blue square", 2)[f"{run}:2"]
+    assert np.abs(np.asarray(plain).astype(int) - ours).max() <= 1
