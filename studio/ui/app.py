@@ -11,8 +11,10 @@ GUIDE = """
 **Getting started.** 1. **Data**: drop files or a zip, check the guessed modality and columns, press
 *Import and clean*, and read what each cleaning step removed and why. Every import is a new, immutable
 dataset version with its own train/validation/test split. 2. **Model** → 3. **Train** → 4. **Generate** →
-5. **Evaluate** follow the same dataset version. Everything is stored under `STUDIO_HOME`; the same actions
-are scriptable with the `studio` command (`studio data import --help`).
+5. **Evaluate** follow the same dataset version, and 6. **Share** exports a checkpoint (PEFT, diffusers LoRA or a
+merged model, with a model card) as a zip or to the Hugging Face Hub. Everything belongs to the project chosen
+above and is stored under `STUDIO_HOME`; the same actions are scriptable with the `studio` command (`studio --help`).
+Raters who should see nothing else use the rating page [/rate](/rate); how the studio is doing: [/status](/status).
 """
 
 
