@@ -11,7 +11,8 @@ from studio.evaluation.service import cast_vote, next_pair
 from studio.generation.service import delete_prompt_set, delete_set, generate_set, list_sets, save_prompt_set
 from studio.projects import (DeleteRefused, ProjectError, create_project, delete_project, list_projects,
                              project_activity, project_names)
-from studio.store import list_actions
+from studio.settings import load_settings
+from studio.store import list_actions, open_store
 from studio.store.tables import (Checkpoint, Dataset, DatasetVersion, GeneratedSample, Metric, Project, RatingVote,
                                  Run, SampleSet, Upload)
 from studio.training import jobs
@@ -19,6 +20,7 @@ from studio.training.config import TrainConfig
 from studio.training.runs import list_runs
 from studio.ui.state import run_choices, version_choices
 
+from test_store import POSTGRES, empty_postgres
 from test_generation import lab  # noqa: F401 - a module-scoped fixture: a store with a tiny LoRA run
 from test_text_backend import rows, tiny_folder  # noqa: F401 - what it needs
 
@@ -96,6 +98,17 @@ def _rows(store, world: dict) -> dict:
 
 
 def test_deleting_a_project_removes_its_rows_and_files_and_leaves_other_projects_untouched(store, tmp_path):
+    _delete_one_of_two_projects(store, tmp_path)
+
+
+@POSTGRES
+def test_deleting_a_project_on_postgresql(tmp_path):
+    store = open_store(load_settings(home=tmp_path / "home", database_url=empty_postgres()))
+    _delete_one_of_two_projects(store, tmp_path)
+    store.close()
+
+
+def _delete_one_of_two_projects(store, tmp_path) -> None:
     team, other = _world(store, tmp_path, "team"), _world(store, tmp_path, "other")
     assert _rows(store, team) == {"dataset": 1, "versions": 2, "run": 1, "metrics": 1, "checkpoints": 1, "set": 1,
                                   "samples": 2, "votes": 1, "uploads": 1}

@@ -138,12 +138,29 @@ def _fill_a_0004_database(connection) -> None:
             sample_index=0, seed=1, text="hello", seconds=0.1, created_at=at)
 
 
-def _store_upgraded_from_0004(home, fill):
+POSTGRES = pytest.mark.skipif(not os.environ.get("STUDIO_TEST_POSTGRES_URL"), reason="no PostgreSQL server "
+                              "(scripts/test.sh starts one and sets STUDIO_TEST_POSTGRES_URL when it can)")
+
+
+def empty_postgres() -> str:
+    """The test PostgreSQL database, emptied (the tests own it); its URL."""
+    from sqlalchemy import create_engine
+
+    url = os.environ["STUDIO_TEST_POSTGRES_URL"]
+    engine = create_engine(url)
+    with engine.begin() as connection:
+        connection.execute(text("DROP SCHEMA public CASCADE"))
+        connection.execute(text("CREATE SCHEMA public"))
+    engine.dispose()
+    return url
+
+
+def _store_upgraded_from_0004(home, fill, database_url: str | None = None):
     """A database made by the 0004 release, filled by ``fill(connection)``, opened by today's studio."""
     from studio.store.engine import make_engine, upgrade_schema
 
     home.mkdir(parents=True)
-    settings = load_settings(home=home)
+    settings = load_settings(home=home, database_url=database_url)
     engine = make_engine(settings.db_url)
     upgrade_schema(engine, "0004")
     with engine.begin() as connection:
@@ -152,10 +169,12 @@ def _store_upgraded_from_0004(home, fill):
     return open_store(settings)
 
 
-def test_upgrading_from_0004_gives_each_sample_set_a_project_and_keeps_every_row(home):
+@pytest.mark.parametrize("database", ["sqlite", pytest.param("postgresql", marks=POSTGRES)])
+def test_upgrading_from_0004_gives_each_sample_set_a_project_and_keeps_every_row(home, database):
     from studio.store.tables import GeneratedSample, SampleSet
 
-    store = _store_upgraded_from_0004(home, _fill_a_0004_database)
+    url = empty_postgres() if database == "postgresql" else None
+    store = _store_upgraded_from_0004(home, _fill_a_0004_database, url)
     with store.session() as session:
         projects = {s.id: s.project_id for s in session.query(SampleSet)}
         kept = session.query(GeneratedSample).one().text
