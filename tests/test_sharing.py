@@ -159,6 +159,7 @@ def test_export_push_uploads_the_folder_privately_with_the_token(lab, hub, tmp_p
     assert set(arrived) == set(found["files"]) and {"README.md", "adapter_model.safetensors"} <= set(arrived)
     for name, content in arrived.items():
         assert content == (out / name).read_bytes(), name
+    assert "models/ana/tiny/adapter_model.safetensors" in hub.received.lfs_paths  # weights through the LFS API
     assert "Run" in hub.received.commits[0]["summary"]
     from studio.store.audit import list_actions
 
