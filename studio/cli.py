@@ -522,6 +522,15 @@ def _activity_line(action: dict) -> str:
             f"{action['target']}{where}")
 
 
+def _what_deleting_removes(projects: list[dict], name: str) -> str:
+    found = next((p for p in projects if p["name"] == name), None)
+    if found is None:
+        return f"no project named '{name}' (see `studio projects list`)"
+    return (f"deleting project '{name}' removes everything in it: {found['datasets']} datasets, {found['runs']} runs "
+            f"and {found['sample_sets']} sample sets, with their versions, checkpoints, samples, ratings and files. "
+            "Nothing was deleted; run again with --yes to confirm")
+
+
 def cmd_projects(args) -> int:
     from studio.projects import (DeleteRefused, ProjectError, create_project, delete_project, list_projects,
                                  project_activity)
@@ -538,9 +547,7 @@ def cmd_projects(args) -> int:
             _print(args, made, f"project '{made['name']}' created")
         elif command == "delete":
             if not args.yes:
-                return _fail(args, f"deleting project '{args.name}' removes everything in it (datasets, runs, "
-                                   "checkpoints, sample sets, ratings and their files); run again with --yes to "
-                                   "confirm")
+                return _fail(args, _what_deleting_removes(list_projects(store), args.name))
             gone = delete_project(store, args.name, actor=_os_user())
             _print(args, gone, f"project '{gone['name']}' deleted: {gone['datasets']} datasets ({gone['versions']} "
                                f"versions), {gone['runs']} runs, {gone['sample_sets']} sample sets")

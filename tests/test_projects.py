@@ -320,7 +320,8 @@ def test_cli_projects_create_import_activity_and_delete_with_yes(tmp_path):
                                                             (getpass.getuser(), "project.create")]
 
     refused = studio(home, "projects", "delete", "team", check=False)
-    assert refused.returncode != 0 and "--yes" in refused.stderr
+    assert refused.returncode != 0 and "1 datasets, 0 runs and 0 sample sets" in refused.stderr
+    assert "Nothing was deleted; run again with --yes" in refused.stderr
     assert (home / f"datasets/{imported['dataset_id']}").is_dir()
     gone = json.loads(studio(home, "projects", "delete", "team", "--yes", "--json").stdout)
     assert (gone["datasets"], gone["versions"]) == (1, 1) and not (home / f"datasets/{imported['dataset_id']}").exists()
