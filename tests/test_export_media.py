@@ -190,3 +190,23 @@ def test_a_full_image_run_exports_as_its_pipeline_with_the_studios_sampler(media
                      generator=torch.Generator().manual_seed(2)).images[0]
     ours = studio_images(store, [f"{run}:2"], "a blue square", 2)[f"{run}:2"]
     assert np.abs(np.asarray(plain).astype(int) - ours).max() <= 1
+
+
+def test_the_cards_peft_recipe_for_an_image_lora_gives_the_merged_unet(media, tiny_pipeline, tmp_path):  # noqa: F811
+    """What the card of an image LoRA's peft export tells people to run works, and equals the merged export."""
+    import torch
+    from diffusers import StableDiffusionPipeline, UNet2DConditionModel
+    from peft import PeftModel
+
+    store, run = media["store"], media["image"]
+    export_run(store, f"{run}:2", "peft", tmp_path / "peft")
+    export_run(store, f"{run}:2", "merged", tmp_path / "merged")
+    assert "PeftModel.from_pretrained(pipeline.unet" in (tmp_path / "peft" / "README.md").read_text()
+    pipeline = StableDiffusionPipeline.from_pretrained(tiny_pipeline, use_safetensors=True)
+    unet = PeftModel.from_pretrained(pipeline.unet, tmp_path / "peft").merge_and_unload()
+    merged = UNet2DConditionModel.from_pretrained(tmp_path / "merged", subfolder="unet").state_dict()
+    base = UNet2DConditionModel.from_pretrained(tiny_pipeline, subfolder="unet").state_dict()
+    ours = unet.state_dict()
+    assert ours.keys() == merged.keys()
+    assert all(torch.allclose(ours[k], merged[k], atol=1e-6) for k in ours)
+    assert not all(torch.allclose(base[k], merged[k]) for k in base)

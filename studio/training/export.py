@@ -150,6 +150,19 @@ def _export_peft(variant, source: Path, out: Path) -> None:
     config = json.loads(config_path.read_text())
     config["base_model_name_or_path"] = variant.base_ref  # plain PEFT finds the base from here
     config_path.write_text(json.dumps(config, indent=2))
+    if is_diffusion(variant):
+        _prefix_like_peft(out / "adapter_model.safetensors")
+
+
+def _prefix_like_peft(path: Path) -> None:
+    """A UNet's LoRA is saved with keys relative to the UNet (what the studio and diffusers read back); a PEFT
+    adapter file names them from the PeftModel (``base_model.model.``), which ``PeftModel.from_pretrained`` needs."""
+    from safetensors.torch import load_file, save_file
+
+    prefix = "base_model.model."
+    state = load_file(str(path))
+    save_file({k if k.startswith(prefix) else prefix + k: v for k, v in state.items()}, str(path),
+              metadata={"format": "pt"})
 
 
 def _export_diffusers_lora(variant, source: Path, out: Path) -> None:
