@@ -125,6 +125,15 @@ def test_merged_musicgen_lora_loads_with_plain_transformers_and_gives_the_studio
     assert torch.allclose(ours, theirs, atol=1e-5)
     assert not torch.allclose(base, theirs, atol=1e-3)  # the adapter is in the merged weights
 
+    from peft import PeftModel  # the card's recipe for the peft export gives the same model
+
+    export_run(store, f"{run}:2", "peft", tmp_path / "peft")
+    assert "PeftModel.from_pretrained(base" in (tmp_path / "peft" / "README.md").read_text()
+    adapted = PeftModel.from_pretrained(MusicgenForConditionalGeneration.from_pretrained(tiny_folder),
+                                        tmp_path / "peft").eval()
+    with torch.no_grad():
+        assert torch.allclose(adapted(**text, decoder_input_ids=codes).logits, theirs, atol=1e-5)
+
 
 def test_musicgen_lora_has_no_diffusers_lora_form_and_says_what_to_use(media, tmp_path):
     with pytest.raises(ExportError, match="use 'peft' or 'merged'"):
