@@ -15,7 +15,7 @@ from studio.store import Store, list_actions, record_action
 from studio.store.projects import (ACTIVE_RUN_STATUSES, DEFAULT_PROJECT, DeleteRefused, ProjectError,
                                    check_project_name, ensure_project, find_project, remove_folders)
 from studio.store.tables import Dataset, DatasetVersion, Project, Run, SampleSet, Upload
-from studio.training.jobs import purge_run
+from studio.training.jobs import purge_run, trained_from
 
 __all__ = ["DEFAULT_PROJECT", "DeleteRefused", "ProjectError", "create_project", "delete_project",
            "list_projects", "project_activity", "project_names"]
@@ -52,7 +52,7 @@ def create_project(store: Store, name: str, actor: str | None = None) -> dict:
         return {"project_id": project.id, "name": project.name}
 
 
-def _refuse_while_busy(session, project: Project) -> None:
+def _refuse_if_in_use(store: Store, session, project: Project) -> None:
     busy = session.scalars(select(Run).where(Run.project_id == project.id, Run.status.in_(ACTIVE_RUN_STATUSES))
                            .order_by(Run.id)).first()
     if busy is not None:
@@ -69,6 +69,10 @@ def _refuse_while_busy(session, project: Project) -> None:
     if outsider is not None:  # only databases from before runs were kept inside their dataset's project
         raise DeleteRefused(f"run {outsider.id} of another project was trained on a dataset of '{project.name}': "
                             "delete that run first")
+    own_runs = set(session.scalars(select(Run.id).where(Run.project_id == project.id)))
+    if child := trained_from(store, session, own_runs):
+        raise DeleteRefused(f"run {child[0]} of another project was trained from a checkpoint of run {child[1]} in "
+                            f"'{project.name}': delete run {child[0]} first")
 
 
 def _purge_project(session, project: Project) -> dict:
@@ -103,7 +107,7 @@ def delete_project(store: Store, name: str, actor: str | None = None) -> dict:
         project = find_project(session, name)
         if project is None:
             raise ProjectError(f"no project named '{name}' (see `studio projects list`)")
-        _refuse_while_busy(session, project)
+        _refuse_if_in_use(store, session, project)
         removed = _purge_project(session, project)
         folders = removed.pop("folders")
         record_action(session, actor, "project.delete", f"project:{name}", project=name, details=removed)

@@ -338,3 +338,17 @@ def test_a_generated_set_belongs_to_its_runs_project_or_the_one_asked_and_record
     actions = {a["target"]: a for a in list_actions(store)}
     assert (actions[f"sample_set:{made}"]["actor"], actions[f"sample_set:{made}"]["project"]) == ("dee", "default")
     assert actions[f"sample_set:{asked}"]["project"] == "elsewhere" and actions["project:elsewhere"]
+
+
+def test_a_run_another_run_was_trained_from_is_kept(store, tmp_path):
+    team, other = _world(store, tmp_path, "team"), _world(store, tmp_path, "other")
+    parent_model = str(store.path(f"runs/{team['run']}/checkpoints/step-1/model"))
+    child = jobs.create_run(store, f"{other['dataset']}:1", parent_model, "lora", TrainConfig(max_steps=1))
+    with pytest.raises(jobs.RunError, match=f"run {child} was trained from a checkpoint of run {team['run']}"):
+        jobs.delete_run(store, team["run"])
+    with pytest.raises(DeleteRefused, match=f"run {child} of another project was trained from a checkpoint"):
+        delete_project(store, "team")
+    assert store.path(f"runs/{team['run']}").is_dir() and _rows(store, team)["run"] == 1
+    jobs.delete_run(store, child)
+    delete_project(store, "team")
+    assert _rows(store, team)["run"] == 0

@@ -68,7 +68,7 @@ def normalise_model_ref(ref: str) -> str:
     return str(folder.resolve()) if folder.is_dir() else ref
 
 
-def _run_of_folder(store: Store, model_ref: str) -> int | None:
+def run_of_folder(store: Store, model_ref: str) -> int | None:
     """The run that saved ``model_ref``, when it is a folder under ``STUDIO_HOME/runs/<id>/``."""
     try:
         relative = Path(model_ref).expanduser().resolve().relative_to(store.path("runs").resolve())
@@ -81,7 +81,7 @@ def _run_of_folder(store: Store, model_ref: str) -> int | None:
 def origin(store: Store, model_ref: str, seen: frozenset = frozenset()) -> tuple[str, list[int]]:
     """The model a reference ultimately comes from, following folders saved by runs back to those runs'
     models; with the runs passed on the way."""
-    run_id = _run_of_folder(store, model_ref)
+    run_id = run_of_folder(store, model_ref)
     if run_id is None or run_id in seen:
         return normalise_model_ref(model_ref), []
     with store.session() as session:

@@ -288,6 +288,18 @@ def purge_run(session, run: Run) -> list[str]:
     return [f"runs/{run.id}"]
 
 
+def trained_from(store: Store, session, run_ids: set[int]) -> tuple[int, int] | None:
+    """``(child, parent)`` when a run outside ``run_ids`` was trained from a checkpoint folder of one inside:
+    deleting the parent's folder would take the child's model away."""
+    from studio.generation.variants import run_of_folder
+
+    for other in session.scalars(select(Run).where(Run.id.not_in(run_ids))):
+        parent = run_of_folder(store, other.model_ref)
+        if parent in run_ids:
+            return other.id, parent
+    return None
+
+
 def delete_run(store: Store, run_id: int, actor: str | None = None) -> None:
     with store.session() as session:
         run = session.get(Run, run_id)
@@ -295,6 +307,9 @@ def delete_run(store: Store, run_id: int, actor: str | None = None) -> None:
             raise RunError(f"no run {run_id}")
         if run.status in ACTIVE:
             raise RunError(f"run {run_id} is {run.status}: stop it first")
+        if child := trained_from(store, session, {run_id}):
+            raise RunError(f"run {child[0]} was trained from a checkpoint of run {run_id}: delete run {child[0]} "
+                           "first")
         _record_run_action(session, actor, "run.delete", run, {"model": run.model_ref, "method": run.method})
         folders = purge_run(session, run)
     remove_folders(store, folders)
