@@ -6,7 +6,8 @@ Endpoints: ``POST /api/repos/create``, ``POST /api/validate-yaml``, ``POST /api/
 storage), the LFS batch API (``POST /{prefix}{repo}.git/info/lfs/objects/batch``, basic transfer: one ``PUT`` of
 the content to an upload URL here), and ``POST /api/{type}s/{repo}/commit/{rev}`` (NDJSON: a header line, then
 a ``file`` line per regular file with base64 content, an ``lfsFile`` line per LFS file naming its sha256).
-``mode = "401"`` answers every request with 401 Unauthorized, as the Hub does for a bad token.
+``mode = "401"`` answers every request with 401 Unauthorized, as the Hub does for a bad token; ``"403"`` with 403
+Forbidden, as for a token that may not write to the namespace.
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ class Received:
 REPO_PATH = re.compile(r"^/api/(models|datasets|spaces)/(.+?)/(preupload|commit)/([^/?]+)")
 LFS_BATCH = re.compile(r"^/(?:(datasets|spaces)/)?(.+?)\.git/info/lfs/objects/batch$")
 LFS_SUFFIXES = (".safetensors", ".png", ".wav", ".zip")
+REFUSALS = {"401": "Invalid credentials in Authorization header",  # what the Hub says for a bad token
+            "403": "You don't have the rights to create a model under the namespace \"ana\""}
 
 
 def keep_the_client_local(monkeypatch) -> None:
@@ -88,8 +91,8 @@ class HubStandIn:
         self.received.paths.append(f"{method} {request.path}")
         if not request.path.startswith("/lfs-upload/"):  # upload URLs are pre-signed: no token, as on the Hub
             self.received.tokens.append((request.headers.get("Authorization") or "").removeprefix("Bearer "))
-        if self.mode == "401":
-            return self._reply(request, 401, {"error": "Invalid credentials in Authorization header"})
+        if self.mode in REFUSALS:
+            return self._reply(request, int(self.mode), {"error": REFUSALS[self.mode]})
         if request.path == "/api/repos/create":
             payload = json.loads(body)
             self.received.repos.append(payload)

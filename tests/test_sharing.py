@@ -194,10 +194,10 @@ def test_public_dataset_push_sends_the_loader_files_and_a_dataset_card(lab, hub)
     assert meta["task_categories"] == ["text-generation"]
 
 
-@pytest.mark.parametrize("failure", ["401", "closed port"])
+@pytest.mark.parametrize("failure", ["401", "403", "closed port"])
 def test_a_refused_or_unreachable_hub_says_why_and_keeps_the_export(lab, hub, tmp_path, failure, capsys):  # noqa: F811
-    hub.mode = "401"
-    endpoint = hub.url if failure == "401" else f"http://127.0.0.1:{closed_port()}"
+    hub.mode = failure
+    endpoint = hub.url if failure != "closed port" else f"http://127.0.0.1:{closed_port()}"
     out = tmp_path / "kept"
     code = cli.main(["export", f"{lab['run']}:4", "--format", "peft", "--out", str(out), "--push", "ana/tiny",
                      "--token", "hf_bad", "--hub-endpoint", endpoint, "--home", str(lab["home"])])
@@ -205,6 +205,8 @@ def test_a_refused_or_unreachable_hub_says_why_and_keeps_the_export(lab, hub, tm
     assert code != 0 and f"the export is kept in {out}" in error
     if failure == "401":
         assert "did not accept the token (HTTP 401" in error and "settings/tokens" in error
+    elif failure == "403":
+        assert "may not write to 'ana/tiny' (HTTP 403: You don't have the rights" in error and "write access" in error
     else:
         assert "could not be reached" in error and "Check the network connection" in error
     assert (out / "adapter_model.safetensors").is_file() and (out / "README.md").is_file()
