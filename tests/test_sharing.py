@@ -183,6 +183,10 @@ def test_public_dataset_push_sends_the_loader_files_and_a_dataset_card(lab, hub)
     assert {"train.jsonl", "validation.jsonl", "test.jsonl", "README.md", ".studio/report.json"} <= set(arrived)
     card = arrived["README.md"].decode()
     report = json.loads(arrived[".studio/report.json"])
+    assert all("changed_examples" not in step and all(set(e) == {"reason"} for e in step["examples"])
+               for step in report["steps"])  # no item text leaves the machine through the report
+    whitespace = next(step for step in report["steps"] if step["step"] == "whitespace")
+    assert whitespace["changed"] >= 1  # the counts stay
     train_rows = arrived["train.jsonl"].decode().splitlines()
     assert len(train_rows) == report["splits"]["train"] and json.loads(train_rows[0])["text"]
     assert f"train {report['splits']['train']}, validation {report['splits']['validation']}" in card

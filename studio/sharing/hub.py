@@ -124,10 +124,23 @@ def push_export(store: Store, export: dict, repo_id: str, *, private: bool = Tru
                        message=f"Run {export['run_id']} step {export['step']} ({export['format']}) from Gen Studio")
 
 
+def _without_examples(report_path: Path) -> None:
+    """The cleaning report goes public without its examples: a removed or scrubbed item's text (an e-mail address
+    the PII step replaced, say) must not leave the machine; the counts and reasons stay."""
+    import json
+
+    report = json.loads(report_path.read_text(encoding="utf-8"))
+    for step in report.get("steps", []):
+        step.pop("changed_examples", None)
+        step["examples"] = [{"reason": e.get("reason")} for e in step.get("examples", [])]
+    report_path.write_text(json.dumps(report, ensure_ascii=False, indent=1), encoding="utf-8")
+
+
 def push_dataset(store: Store, ref: str, repo_id: str, *, private: bool = True, token: str | None = None,
                  license: str | None = None, actor: str | None = None, progress: Progress | None = None) -> dict:
     """Pushes dataset version ``ref`` (``DATASET_ID[:VERSION]``) as a dataset repository: the files in the layout
-    ``studio data export`` writes (which the ``datasets`` loaders read) and a dataset card (README.md)."""
+    ``studio data export`` writes (which the ``datasets`` loaders read), its cleaning report without the removed
+    or changed items' text, and a dataset card (README.md)."""
     from studio.data.export import export_zip
     from studio.data.service import get_version
     from studio.sharing.card import dataset_card_text
@@ -144,6 +157,7 @@ def push_dataset(store: Store, ref: str, repo_id: str, *, private: bool = True, 
         archive = export_zip(store, ref, Path(scratch) / "dataset.zip")
         with zipfile.ZipFile(archive) as zipped:  # written by us a moment ago: no untrusted member names
             zipped.extractall(folder)
+        _without_examples(folder / ".studio" / "report.json")
         (folder / "README.md").write_text(dataset_card_text(version, license=license, actor=actor), encoding="utf-8")
         result = push_folder(store, folder, repo_id, repo_type="dataset", private=private, token=token,
                              kept=store.path(version.path), progress=progress, actor=actor, project=project,
