@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from studio.data.service import import_dataset
-from studio.projects import list_projects
+from studio.projects import create_project, list_projects
 from studio.settings import load_settings
 from studio.store import list_actions, open_store
 
@@ -69,3 +69,14 @@ def test_projects_are_created_followed_and_deleted_from_the_header(web_home_with
     assert [p["name"] for p in list_projects(store)] == ["default", "team"]
     assert [a["action"] for a in list_actions(store, project="lab")] == ["project.delete", "project.create"]
     store.close()
+
+
+@pytest.mark.browser
+def test_a_page_opened_later_lists_projects_made_since_the_studio_started(running_studio, browser_page, web_home):
+    store = open_store(load_settings(home=web_home))
+    create_project(store, "made-after-start")
+    store.close()
+    page = browser_page
+    page.goto(running_studio)
+    page.locator("#project input").click()
+    page.get_by_role("option", name="made-after-start").wait_for(timeout=30_000)

@@ -26,7 +26,7 @@ def build_app(store: Store):
             gr.Markdown("⚠️ This Space has no persistent storage: datasets and runs are lost when it restarts.")
         with gr.Accordion("Getting started", open=False):
             gr.Markdown(GUIDE)
-        project, version = project_bar.build(store)  # the project row: selector, activity, deletion
+        project, version = project_bar.build(store, app)  # the project row: selector, activity, deletion
         with gr.Tabs():
             with gr.Tab("Data", id="data"):
                 data_tab.build(store, project, version)

@@ -60,8 +60,10 @@ def on_delete_handler(store: Store):
     return on_delete_project
 
 
-def build(store: Store):
-    """The project row above the tabs; returns the shared ``(project, version)`` selectors the tabs follow."""
+def build(store: Store, app):
+    """The project row above the tabs; returns the shared ``(project, version)`` selectors the tabs follow.
+    ``app`` (the Blocks being built) refreshes the row when a page loads: the app is built once at start-up,
+    and projects made or deleted since (by anyone) must show."""
     with gr.Row():
         project = gr.Dropdown(project_choices(store), value=DEFAULT_PROJECT, label="Project", allow_custom_value=True,
                               scale=1, elem_id="project", info="type a new name and press Enter to create a project")
@@ -89,4 +91,9 @@ def build(store: Store):
     for trigger in (refresh.click, every_project.change, activity_box.expand):
         trigger(show_activity, [project, every_project], activity, show_progress="hidden")
     delete.click(on_delete_handler(store), [project, typed, every_project], [message, project, typed, activity])
+    def on_load():
+        return (gr.Dropdown(choices=project_choices(store)),
+                gr.Dropdown(choices=version_choices(store, DEFAULT_PROJECT)), activity_rows(store, DEFAULT_PROJECT))
+
+    app.load(on_load, None, [project, version, activity], queue=False)
     return project, version
