@@ -113,3 +113,27 @@ def test_an_export_into_a_nearly_full_studio_home_is_refused_up_front(lab, tmp_p
         export_run(store, str(lab["run"]), "peft", tmp_path / "elsewhere")  # outside STUDIO_HOME: not its disk
     finally:
         store.close()
+
+
+def test_a_merge_onto_a_bfloat16_base_is_saved_in_bfloat16(lab, tiny_folder, tmp_path):  # noqa: F811
+    import torch
+    from safetensors import safe_open
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from studio.training.config import TrainConfig
+    from test_generation import run_in_process
+
+    half = tmp_path / "tiny-llama-bf16"
+    AutoModelForCausalLM.from_pretrained(tiny_folder).to(torch.bfloat16).save_pretrained(half)
+    AutoTokenizer.from_pretrained(tiny_folder).save_pretrained(half)
+    config = TrainConfig(max_steps=2, save_steps=2, eval_steps=100, learning_rate=5e-2, warmup_steps=0,
+                         per_device_train_batch_size=4, seed=0, use_cpu=True, text={"max_length": 64})
+    run = run_in_process(lab["store"], lab["dataset"], str(half), "lora", config)
+    export_run(lab["store"], str(run), "merged", tmp_path / "merged")
+    with safe_open(str(tmp_path / "merged" / "model.safetensors"), "pt") as weights:
+        assert {weights.get_tensor(name).dtype for name in weights.keys()} == {torch.bfloat16}
+    ids = AutoTokenizer.from_pretrained(half)("Once upon a time", return_tensors="pt").input_ids
+    with torch.no_grad():
+        alone = AutoModelForCausalLM.from_pretrained(tmp_path / "merged").eval()(input_ids=ids).logits.float()
+    studio = studio_logits(lab["store"], f"{run}:2", ids).float()
+    assert (alone - studio).abs().max() < 0.1 * studio.abs().max()  # bfloat16 rounding of the studio's model

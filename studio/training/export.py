@@ -192,11 +192,28 @@ def _merge_transformers_lora(variant, source: Path, out: Path, shard: int) -> No
     from studio.models.registry import backend_for
 
     handle = backend_for(variant.modality).load(str(source), "full", load_config(variant.config))
+    model = handle.parts["model"]
+    published = published_dtype(str(variant.base_ref))
+    if published is not None:  # merged in float32; saved as the base was published (half the size for bf16)
+        model = model.to(published)
     out.mkdir(parents=True, exist_ok=True)
-    handle.parts["model"].save_pretrained(str(out), max_shard_size=shard)
+    model.save_pretrained(str(out), max_shard_size=shard)
     handle.parts["tokenizer"].save_pretrained(str(out))
     if handle.parts.get("feature_extractor") is not None:  # MusicGen's preprocessor_config.json
         handle.parts["feature_extractor"].save_pretrained(str(out))
+
+
+def published_dtype(model_ref: str):
+    """The half-precision dtype a transformers model's config.json says it was saved in, else None."""
+    import torch
+    from transformers import PretrainedConfig
+
+    try:
+        config, _ = PretrainedConfig.get_config_dict(model_ref)
+    except OSError:
+        return None
+    name = config.get("dtype") or config.get("torch_dtype")
+    return {"bfloat16": torch.bfloat16, "float16": torch.float16}.get(name) if isinstance(name, str) else None
 
 
 def _merge_diffusion_lora(variant, source: Path, out: Path, shard: int) -> None:
