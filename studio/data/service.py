@@ -182,7 +182,8 @@ def import_dataset(store: Store, paths: list[str | Path], *, name: str | None = 
         shutil.rmtree(upload_dir, ignore_errors=True)
         raise _nothing_usable(problems)
     with store.session() as session:
-        upload = Upload(project_id=ensure_project(session, project, created_by).id, path=str(upload_dir.relative_to(store.home)),
+        owner = ensure_project(session, project, created_by)
+        upload = Upload(project_id=owner.id, path=str(upload_dir.relative_to(store.home)),
                         files=[{"name": s.name, "path": str(s.path.relative_to(upload_dir))} for s in staged],
                         refused=[p.as_dict() for p in problems], created_by=created_by)
         session.add(upload)
