@@ -15,7 +15,7 @@ import zipfile
 from pathlib import Path
 from typing import Callable
 
-from studio.store import Store
+from studio.store import Store, record_action
 
 REPO_ID = re.compile(r"[A-Za-z0-9][\w.-]{0,95}/[A-Za-z0-9][\w.-]{0,95}")
 TOKENS_PAGE = "https://huggingface.co/settings/tokens"
@@ -67,7 +67,6 @@ def push_folder(store: Store, folder: Path, repo_id: str, *, repo_type: str = "m
     the local copy a failure message points at (default: ``folder``). A push is recorded in the audit trail as
     ``hub.push`` by ``actor``."""
     from huggingface_hub import HfApi
-    from huggingface_hub.errors import HfHubHTTPError
 
     folder, kept = Path(folder), Path(kept or folder)
     keep_note = f"Nothing was lost: the {'dataset' if repo_type == 'dataset' else 'export'} is kept in {kept}."
@@ -80,36 +79,46 @@ def push_folder(store: Store, folder: Path, repo_id: str, *, repo_type: str = "m
         raise PushError(f"no Hugging Face token: pass --token (the Share tab's token field) or set HF_TOKEN to an "
                         f"access token with write access ({TOKENS_PAGE}). {keep_note}")
     endpoint = _endpoint(store)
-    api = HfApi(endpoint=endpoint, token=token)
     files = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
     try:
-        if progress:
-            progress(0.1, f"creating {repo_type} repository {repo_id}")
-        url = api.create_repo(repo_id, repo_type=repo_type, private=private, exist_ok=True)
-        if progress:
-            progress(0.3, f"uploading {len(files)} files to {repo_id}")
-        commit = api.upload_folder(folder_path=str(folder), repo_id=repo_id, repo_type=repo_type,
-                                   commit_message=message)
-    except HfHubHTTPError as error:
-        response = getattr(error, "response", None)
-        status = getattr(response, "status_code", 0) or 0
-        server = (getattr(error, "server_message", None) or "").strip()[:200]
-        raise PushError(f"{_refusal(status, repo_id, server)}. {keep_note}") from error
+        url, commit = _create_and_upload(HfApi(endpoint=endpoint, token=token), folder, repo_id, repo_type, private,
+                                         message, len(files), progress)
     except Exception as error:
-        if not _is_network_error(error):
+        refusal = _explain(error, endpoint, repo_id)
+        if refusal is None:
             raise
-        raise PushError(f"the Hub at {endpoint} could not be reached ({type(error).__name__}: {error}). Check the "
-                        "network connection (and HF_ENDPOINT / STUDIO_HUB_ENDPOINT if you use a mirror), then push "
-                        f"again. {keep_note}") from error
-    if progress:
-        progress(1.0, f"pushed to {url}")
+        raise PushError(f"{refusal}. {keep_note}") from error
     pushed = {"repo_id": repo_id, "repo_type": repo_type, "url": str(url), "commit_url": str(commit.commit_url),
               "private": bool(private), "files": files}
-    from studio.store import record_action
-
     record_action(store, actor, "hub.push", f"hub:{repo_type}/{repo_id}", project=project,
                   details={"url": pushed["url"], "private": pushed["private"], "source": str(kept)})
     return pushed
+
+
+def _create_and_upload(api, folder: Path, repo_id: str, repo_type: str, private: bool, message: str, count: int,
+                       progress: Progress | None):
+    if progress:
+        progress(0.1, f"creating {repo_type} repository {repo_id}")
+    url = api.create_repo(repo_id, repo_type=repo_type, private=private, exist_ok=True)  # an existing one is reused
+    if progress:
+        progress(0.3, f"uploading {count} files to {repo_id}")
+    commit = api.upload_folder(folder_path=str(folder), repo_id=repo_id, repo_type=repo_type, commit_message=message)
+    if progress:
+        progress(1.0, f"pushed to {url}")
+    return url, commit
+
+
+def _explain(error: Exception, endpoint: str, repo_id: str) -> str | None:
+    """Why the Hub refused or could not be reached, for people; None for an error that is not the Hub's."""
+    from huggingface_hub.errors import HfHubHTTPError
+
+    if isinstance(error, HfHubHTTPError):
+        status = getattr(getattr(error, "response", None), "status_code", 0) or 0
+        return _refusal(status, repo_id, (getattr(error, "server_message", None) or "").strip()[:200])
+    if _is_network_error(error):
+        return (f"the Hub at {endpoint} could not be reached ({type(error).__name__}: {error}). Check the network "
+                "connection (and HF_ENDPOINT / STUDIO_HUB_ENDPOINT if you use a mirror), then push again")
+    return None
 
 
 def push_export(store: Store, export: dict, repo_id: str, *, private: bool = True, token: str | None = None,
