@@ -219,11 +219,32 @@ def _checkpoint_loss(store: Store, variant) -> str:
     return f" (validation loss {_number(loss)} when it was saved)" if loss is not None else ""
 
 
+def data_section(version) -> str:
+    """A dataset version for people: source files, items per split, what each cleaning step removed and why."""
+    files = ", ".join(f"`{f}`" for f in (version.source or {}).get("files", [])) or "not recorded"
+    return (f"Dataset **{version.dataset.name}** version {version.version} ({version.dataset.modality}); source "
+            f"files: {files}.\nItems per split: {_splits_line(version.splits or {})}.\n\n### Cleaning\n\n"
+            + cleaning_section(version.report or {}))
+
+
+def _training_section(store: Store, variant, summary: dict, out: Path) -> str:
+    """Steps and losses, the loss curve (written beside the card) and the config as YAML."""
+    from studio.training.config import TrainConfig
+
+    train, val = summary["train_loss"], summary["val_loss"]
+    plotted = loss_plot(summary["history"], out / LOSS_PLOT)
+    config = TrainConfig.model_validate(summary.get("config") or {}).to_yaml().strip()
+    return (f"{summary['steps']} steps; this checkpoint is step {variant.step}{_checkpoint_loss(store, variant)}. "
+            f"Over the run, train loss: last {_number(train['last'])}, best {_number(train['best'])}; validation "
+            f"loss: last {_number(val['last'])}, best {_number(val['best'])}.\n\n"
+            + (f"![Loss curve: train and validation]({LOSS_PLOT})" if plotted else "No loss was recorded.")
+            + f"\n\nTraining config:\n\n```yaml\n{config}\n```")
+
+
 def write_model_card(store: Store, variant, fmt: str, library: str, out: Path, license: str | None = None,
                      actor: str | None = None) -> Path:
     """``out/README.md`` (and ``out/loss.png``) for an export of ``variant`` as ``fmt``; returns the card's path."""
     from studio.generation.variants import origin
-    from studio.training.config import TrainConfig
     from studio.training.export import is_studio_folder
 
     summary, version = _run_facts(store, variant.run_id)
@@ -231,11 +252,8 @@ def write_model_card(store: Store, variant, fmt: str, library: str, out: Path, l
     dataset_name = version.dataset.name
     data = model_card_data(modality=variant.modality, fmt=fmt, library=library, method=variant.method,
                            base_model=base, dataset=dataset_name, license=license)
-    plotted = loss_plot(summary["history"], Path(out) / LOSS_PLOT)
     base_text = ("none: trained from scratch" if base is None
                  else f"`{base}`" if is_hub_id(base) else f"the local model folder `{Path(base).name}`")
-    losses = summary["train_loss"], summary["val_loss"]
-    config = TrainConfig.model_validate(summary.get("config") or {}).to_yaml()
     body = f"""
 # {dataset_name} · run {variant.run_id} · step {variant.step}
 
@@ -252,27 +270,11 @@ A {variant.modality} model trained with **{variant.method}** on the dataset **{d
 
 ## Training data
 
-Dataset **{dataset_name}** version {version.version} ({version.dataset.modality}); source files:
-{', '.join(f'`{f}`' for f in (version.source or {}).get('files', [])) or 'not recorded'}.
-Items per split: {_splits_line(version.splits or {})}.
-
-### Cleaning
-
-{cleaning_section(version.report or {})}
+{data_section(version)}
 
 ## Training
 
-{summary['steps']} steps; this checkpoint is step {variant.step}{_checkpoint_loss(store, variant)}. Over the run,
-train loss: last {_number(losses[0]['last'])}, best {_number(losses[0]['best'])}; validation loss: last
-{_number(losses[1]['last'])}, best {_number(losses[1]['best'])}.
-
-{f'![Loss curve: train and validation]({LOSS_PLOT})' if plotted else 'No loss was recorded.'}
-
-Training config:
-
-```yaml
-{config.strip()}
-```
+{_training_section(store, variant, summary, Path(out))}
 
 ## Evaluation
 
@@ -310,22 +312,17 @@ def dataset_card_text(version, license: str | None = None, actor: str | None = N
     data = DatasetCardData(**licence_fields(license, inherited=False), pretty_name=f"{name} v{version.version}",
                            task_categories=[TASKS[modality]], size_categories=[_size_category(version.items_kept)],
                            tags=["gen-studio", modality])
-    source = version.source or {}
     layout = ("`<split>.jsonl` per split (the `json` loader)" if modality == "text" else
               f"a folder per split with `metadata.jsonl` captions (the `{modality}folder` loader)")
     body = f"""
 # {name} · version {version.version}
 
 A {modality} dataset cleaned, split and versioned with Gen Studio. Files: {layout}; `.studio/report.json` is
-the full cleaning report.
+the cleaning report (counts and reasons per step; the removed items' text stays with the studio).
 
-- Items per split: {_splits_line(version.splits or {})}
-- Source files: {', '.join(f'`{f}`' for f in source.get('files', [])) or 'not recorded'}
 - Split seed: {(version.splits or {}).get('seed', 'n/a')}, fractions {(version.splits or {}).get('fractions', 'n/a')}
 
-## Cleaning
-
-{cleaning_section(version.report or {})}
+{data_section(version)}
 
 ## Use
 
