@@ -168,6 +168,8 @@ def test_a_lora_on_a_starters_folder_merges_into_a_folder_the_studio_loads_as_a_
     starter = run_in_process(store, media["shapes"], "starter-image", "scratch", config)
     folder = checkpoints(store, starter)[-1]["model_path"]
     lora = run_in_process(store, media["shapes"], folder, "lora", config.model_copy(update={"learning_rate": 5e-2}))
+    with pytest.raises(ExportError, match="no diffusers pipeline for load_lora_weights.*'merged'"):
+        export_run(store, str(lora), "diffusers-lora", tmp_path / "lora")
     found = export_run(store, str(lora), "merged", tmp_path / "merged")
     marker = json.loads((tmp_path / "merged" / "studio_model.json").read_text())
     assert (marker["method"], marker["modality"]) == ("full", "image") and "adapter_config.json" not in found["files"]

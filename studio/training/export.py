@@ -171,6 +171,10 @@ def _export_diffusers_lora(variant, source: Path, out: Path) -> None:
     if variant.modality != "image" or not weights.exists():
         raise ExportError("diffusers-lora is for image LoRA runs (a pytorch_lora_weights.safetensors file); "
                           f"run {variant.run_id} is a {variant.modality} run: use 'peft' or 'merged'")
+    if is_studio_folder(Path(variant.base_ref)):
+        raise ExportError(f"run {variant.run_id} adapts a Gen Studio starter, which is no diffusers pipeline for "
+                          "load_lora_weights to load into: export it as 'merged' (the starter's folder with the LoRA "
+                          "fused in) or 'peft'")
     out.mkdir(parents=True, exist_ok=True)
     shutil.copy2(weights, out / weights.name)
 
