@@ -170,6 +170,9 @@ def test_a_lora_on_a_starters_folder_merges_into_a_folder_the_studio_loads_as_a_
     lora = run_in_process(store, media["shapes"], folder, "lora", config.model_copy(update={"learning_rate": 5e-2}))
     with pytest.raises(ExportError, match="no diffusers pipeline for load_lora_weights.*'merged'"):
         export_run(store, str(lora), "diffusers-lora", tmp_path / "lora")
+    export_run(store, str(lora), "peft", tmp_path / "peft")
+    card = (tmp_path / "peft" / "README.md").read_text()
+    assert "a model trained from the Gen Studio starter `starter-image`" in card and f"`{folder}`" in card
     found = export_run(store, str(lora), "merged", tmp_path / "merged")
     marker = json.loads((tmp_path / "merged" / "studio_model.json").read_text())
     assert (marker["method"], marker["modality"]) == ("full", "image") and "adapter_config.json" not in found["files"]
@@ -183,6 +186,13 @@ def test_a_lora_on_a_starters_folder_merges_into_a_folder_the_studio_loads_as_a_
     alone = np.asarray(Image.open(sample.path)).astype(int)
     assert np.abs(alone - images[f"{lora}:2"]).max() <= 1  # the LoRA variant's image, from the merged folder
     assert np.abs(images[f"{starter}:2"] - images[f"{lora}:2"]).max() > 1
+    from diffusers import UNet2DConditionModel
+    from peft import PeftModel
+
+    adapted = PeftModel.from_pretrained(UNet2DConditionModel.from_pretrained(folder, subfolder="unet"),
+                                        tmp_path / "peft").merge_and_unload().state_dict()
+    fused = UNet2DConditionModel.from_pretrained(tmp_path / "merged", subfolder="unet").state_dict()
+    assert all(np.allclose(adapted[k].numpy(), fused[k].numpy(), atol=1e-6) for k in fused)  # the card's recipe
 
 
 def test_a_full_image_run_exports_as_its_pipeline_with_the_studios_sampler(media, tiny_pipeline, tmp_path):  # noqa: F811

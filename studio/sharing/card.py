@@ -98,8 +98,13 @@ def licence_fields(license: str | None, inherited: bool) -> dict:
     return {"license": "other", "license_name": "same-as-base-model" if inherited else "unspecified"}
 
 
-def _usage(fmt: str, library: str, modality: str, base: str, studio_folder: bool) -> str:
-    """How to load the export without the studio."""
+def _usage(fmt: str, library: str, modality: str, base: str, studio_folder: bool, on_starter: bool) -> str:
+    """How to load the export without the studio. ``base``: the model the adapter was trained on."""
+    if fmt == "peft" and on_starter:
+        return ("A LoRA adapter for a model trained from a Gen Studio starter (no standard pipeline): its UNet loads "
+                "it with `PeftModel.from_pretrained(UNet2DConditionModel.from_pretrained(BASE, subfolder=\"unet\"), "
+                f"THIS_FOLDER)` where BASE is the folder `{base}`; Gen Studio samples it. Export as 'merged' for one "
+                "folder the studio loads as a model.")
     if studio_folder:
         return ("This is a Gen Studio starter model (pixel-space or spectrogram diffusion with its own text encoder), "
                 "not a standard pipeline: its parts load with `UNet2DConditionModel.from_pretrained(folder, "
@@ -245,6 +250,7 @@ def write_model_card(store: Store, variant, fmt: str, library: str, out: Path, l
                      actor: str | None = None) -> Path:
     """``out/README.md`` (and ``out/loss.png``) for an export of ``variant`` as ``fmt``; returns the card's path."""
     from studio.generation.variants import origin
+    from studio.models.base import STARTERS
     from studio.training.export import is_studio_folder
 
     summary, version = _run_facts(store, variant.run_id)
@@ -252,8 +258,10 @@ def write_model_card(store: Store, variant, fmt: str, library: str, out: Path, l
     dataset_name = version.dataset.name
     data = model_card_data(modality=variant.modality, fmt=fmt, library=library, method=variant.method,
                            base_model=base, dataset=dataset_name, license=license)
+    on_starter = base in STARTERS
     base_text = ("none: trained from scratch" if base is None
-                 else f"`{base}`" if is_hub_id(base) else f"the local model folder `{Path(base).name}`")
+                 else f"a model trained from the Gen Studio starter `{base}` (`{Path(variant.base_ref).name}`)"
+                 if on_starter else f"`{base}`" if is_hub_id(base) else f"the local model folder `{Path(base).name}`")
     body = f"""
 # {dataset_name} · run {variant.run_id} · step {variant.step}
 
@@ -266,7 +274,7 @@ A {variant.modality} model trained with **{variant.method}** on the dataset **{d
 
 ## How to use
 
-{_usage(fmt, library, variant.modality, base or "BASE_MODEL", is_studio_folder(Path(out)))}
+{_usage(fmt, library, variant.modality, variant.base_ref or "BASE_MODEL", is_studio_folder(Path(out)), on_starter)}
 
 ## Training data
 
