@@ -113,7 +113,7 @@ def _write_format(variant, fmt: str, out: Path, shard: int) -> str:
         _merge_diffusion_lora(variant, source, out, shard)
     else:
         _merge_transformers_lora(variant, source, out, shard)
-    return "diffusers" if variant.modality == "image" or is_diffusion(variant) else "transformers"
+    return "diffusers" if is_diffusion(variant) else "transformers"
 
 
 def is_diffusion(variant) -> bool:
@@ -130,7 +130,7 @@ def _family(variant) -> str | None:
 
 
 def is_studio_folder(folder: Path) -> bool:
-    """A starter's own folder (components, no model_index.json or config.json): only the studio samples it."""
+    """A starter's own folder (a UNet and a text encoder, but no model_index.json): only the studio samples it."""
     return (folder / "unet").is_dir() and not (folder / "model_index.json").is_file()
 
 
