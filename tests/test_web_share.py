@@ -34,8 +34,8 @@ def hub_store(lab, monkeypatch):  # noqa: F811
 def handlers(store) -> dict:
     """The tab's event handlers by name, from the page as the app builds it."""
     with gr.Blocks() as page:
-        version = gr.Dropdown([], value=None)
-        export_tab.build(store, version)
+        project, version = gr.Dropdown(["default"], value="default"), gr.Dropdown([], value=None)
+        export_tab.build(store, project, version)
     return {fn.name: fn.fn for fn in page.fns.values()}
 
 
@@ -43,6 +43,7 @@ def test_export_shows_the_card_and_a_zip_then_pushes_privately(lab, hub_store): 
     store, hub = hub_store
     run = lab["run"]
     assert (f"run {run} · lora · step 4 (last) · text · tiny-llama", f"{run}:4") in export_tab.checkpoint_choices(store)
+    assert export_tab.checkpoint_choices(store, "another-project") == []  # the list follows the chosen project
     page = handlers(store)
     found, status, download, card = page["on_export"](f"{run}:4", "peft", "mit", None)
     assert status.startswith("Exported") and found["format"] == "peft"

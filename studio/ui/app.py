@@ -38,7 +38,8 @@ def build_app(store: Store):
                 generate_tab.build(store, project, version)
             with gr.Tab("Evaluate", id="evaluate"):
                 evaluate_tab.build(store, project)
-            with gr.Tab("Share", id="share"): export_tab.build(store, version)
+            with gr.Tab("Share", id="share"):
+                export_tab.build(store, project, version)
     return app
 
 

@@ -29,11 +29,12 @@ Face Hub (a private repository unless you untick it). Dataset versions can be pu
 
 # ----------------------------------------------------------------------------- what the handlers do
 
-def checkpoint_choices(store: Store) -> list[tuple[str, str]]:
-    """(label, ``RUN_ID:STEP``) of every saved checkpoint, newest run first."""
+def checkpoint_choices(store: Store, project: str | None = None) -> list[tuple[str, str]]:
+    """(label, ``RUN_ID:STEP``) of every saved checkpoint (of ``project``'s runs), newest run first."""
     from studio.generation.variants import variant_choices
 
-    return [(f"{c['label']} · {c['modality']} · {Path(c['model']).name}", c["ref"]) for c in variant_choices(store)]
+    return [(f"{c['label']} · {c['modality']} · {Path(c['model']).name}", c["ref"])
+            for c in variant_choices(store, project=project)]
 
 
 def card_preview(export: dict) -> str:
@@ -99,14 +100,16 @@ def _progress_callback(progress):
 
 # ----------------------------------------------------------------------------- the page
 
-def build(store: Store, version) -> None:
-    """The Share tab; ``version`` is the shared dataset-version selector (its value is what a dataset push sends)."""
+def build(store: Store, project, version) -> None:
+    """The Share tab; ``project`` and ``version`` are the shared selectors (the checkpoints listed are the project's;
+    the version is what a dataset push sends)."""
+    from studio.data.service import DEFAULT_PROJECT
     from studio.sharing.card import DEFAULT_LICENSE
 
     gr.Markdown(INTRO)
     export_state = gr.State(None)
     with gr.Row():
-        checkpoint = gr.Dropdown(checkpoint_choices(store), value=None, label="Run and checkpoint", scale=3,
+        checkpoint = gr.Dropdown(checkpoint_choices(store, DEFAULT_PROJECT), value=None, label="Run and checkpoint", scale=3,
                                  elem_id="share-checkpoint")
         fmt = gr.Dropdown(FORMATS, value="merged", label="Format", scale=2, elem_id="share-format")
         license = gr.Dropdown(LICENSES, value=DEFAULT_LICENSE, allow_custom_value=True, scale=1,
@@ -138,7 +141,8 @@ def build(store: Store, version) -> None:
     data_push = gr.Button("Push the dataset version", elem_id="share-data-push")
     data_status = gr.Markdown(elem_id="share-data-status")
 
-    def on_export(ref, chosen_format, chosen_license, request: gr.Request):
+    def on_export(ref, chosen_format, chosen_license, request: gr.Request, progress=gr.Progress()):
+        progress(0.05, desc="exporting: loading the checkpoint (a merge loads its base model too) and writing the files")
         try:
             found = export_checkpoint(store, ref, chosen_format, chosen_license, current_user(request))
         except (ValueError, OSError, NotImplementedError) as error:  # ExportError and VariantError are ValueErrors
@@ -166,7 +170,11 @@ def build(store: Store, version) -> None:
         except (PushError, ImportRefused) as error:
             return _failure(error)
 
-    refresh.click(lambda: gr.Dropdown(choices=checkpoint_choices(store)), None, checkpoint)
+    def checkpoints(name):
+        return gr.Dropdown(choices=checkpoint_choices(store, name), value=None)
+
+    refresh.click(checkpoints, project, checkpoint)
+    project.change(checkpoints, project, checkpoint)
     export_button.click(on_export, [checkpoint, fmt, license], [export_state, export_status, download, card])
     push_button.click(on_push, [export_state, repo, token, private], push_status)
     data_push.click(on_push_version, [version, data_repo, data_token, data_private, license], data_status)
