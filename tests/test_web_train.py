@@ -31,12 +31,12 @@ def test_train_tab_starts_a_run_and_the_loss_plot_updates(home_with_corpus, runn
     page.locator("#train-intro").get_by_text("tales v1").wait_for(timeout=20_000)
     page.get_by_text("Training settings (TrainingArguments names)").click()
     steps = page.get_by_label("max steps", exact=True)
-    steps.fill("40")
+    steps.fill("150")  # long enough (~10 s on an idle machine) to be seen running, not only completed
     steps.press("Tab")
     page.locator("#train-start").click()
     page.locator("#train-message").get_by_text("queued").wait_for(timeout=30_000)
     progress = page.locator("#train-progress")
-    page.wait_for_function("/step [1-9]/.test(document.querySelector('#train-progress')?.innerText || '')",
+    page.wait_for_function("/running · step [1-9]/.test(document.querySelector('#train-progress')?.innerText || '')",
                            timeout=180_000)
     first = progress.inner_text()
     plot_before = page.locator("#loss-plot").inner_html()
@@ -49,3 +49,19 @@ def test_train_tab_starts_a_run_and_the_loss_plot_updates(home_with_corpus, runn
                            timeout=240_000)
     assert "best validation loss" in progress.inner_text()
     assert "checkpoint saved" in page.locator("#run-log textarea").input_value()
+
+
+@pytest.mark.browser
+def test_a_run_made_after_the_studio_started_is_listed_when_a_page_loads(home_with_corpus, running_studio,
+                                                                         browser_page):
+    from studio.training import jobs
+    from studio.training.config import TrainConfig
+
+    store = open_store(load_settings(home=home_with_corpus))  # e.g. a teammate's `studio train`, after start-up
+    run = jobs.create_run(store, "1", "starter-text", "scratch", TrainConfig(max_steps=1))
+    store.close()
+    page = browser_page
+    page.goto(running_studio)
+    page.get_by_role("tab", name="Train").click()
+    page.locator("#run-select input").click()
+    page.locator("li[data-testid=dropdown-option]").filter(has_text=f"#{run} ").first.wait_for(timeout=20_000)

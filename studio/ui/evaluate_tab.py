@@ -15,7 +15,7 @@ import time
 
 from studio.store import Store
 from studio.store.projects import DEFAULT_PROJECT
-from studio.ui.state import current_user
+from studio.ui.state import current_user, on_project_or_load
 
 MIN_PLAY_SECONDS = 3.0  # an audio clip counts as heard after 3 s of playing, or when it ends sooner
 
@@ -45,9 +45,11 @@ def run_choices(store: Store, project: str | None = None) -> list[tuple[str, int
 
 
 def follow_project(store: Store, project, dropdown, choices) -> None:
-    """When another project is picked, ``dropdown`` offers ``choices(store, project)``, nothing selected."""
+    """When another project is picked (and when a page loads), ``dropdown`` offers ``choices(store, project)``,
+    nothing selected."""
     if project is not None:
-        project.change(lambda name: gr.Dropdown(choices=choices(store, name), value=None), project, dropdown)
+        on_project_or_load(project, lambda name: gr.Dropdown(choices=choices(store, name), value=None), project,
+                           dropdown)
 
 
 # ----------------------------------------------------------------------------- the rating panel

@@ -14,7 +14,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from studio.store import Store
-from studio.ui.state import current_user
+from studio.ui.state import current_user, on_project_or_load
 
 FORMATS = [("merged: a full model (transformers / diffusers)", "merged"), ("PEFT adapter (LoRA runs)", "peft"),
            ("diffusers LoRA file (image LoRA runs)", "diffusers-lora")]
@@ -174,7 +174,7 @@ def build(store: Store, project, version) -> None:
         return gr.Dropdown(choices=checkpoint_choices(store, name), value=None)
 
     refresh.click(checkpoints, project, checkpoint)
-    project.change(checkpoints, project, checkpoint)
+    on_project_or_load(project, checkpoints, project, checkpoint)
     export_button.click(on_export, [checkpoint, fmt, license], [export_state, export_status, download, card])
     push_button.click(on_push, [export_state, repo, token, private], push_status)
     data_push.click(on_push_version, [version, data_repo, data_token, data_private, license], data_status)

@@ -19,7 +19,7 @@ from studio.store import Store
 from studio.store.projects import DEFAULT_PROJECT
 from studio.ui.confirm import NOT_CONFIRMED, confirmed, two_step_delete
 from studio.ui.forms import form_values, params_form
-from studio.ui.state import current_user
+from studio.ui.state import current_user, on_project_or_load
 
 MAX_VARIANTS = 4
 REFRESH = 0.3  # seconds between grid updates while generating
@@ -297,7 +297,7 @@ def build(store: Store, project, version) -> None:
                 gr.Dropdown(choices=set_choices(store, project_value), **picked), sets_table(store, project_value))
 
     refresh.click(lists, project, [base, chosen_set, table])
-    project.change(lambda p: lists(p, keep=False), project, [base, chosen_set, table])
+    on_project_or_load(project, lambda p: lists(p, keep=False), project, [base, chosen_set, table])
 
     def on_from_test(dataset_ref, count):
         from studio.generation.service import prompts_from_test_split

@@ -62,3 +62,12 @@ def current_user(request) -> str | None:
     """Who is acting, for the ``created_by`` / audit records: the signed-in name (password or Hugging Face
     sign-in), or None when sign-in is off. Handlers get ``request`` by declaring a ``gr.Request`` parameter."""
     return getattr(request, "username", None) or None
+
+
+def on_project_or_load(project, fn, inputs, outputs) -> None:
+    """``fn`` when another project is picked and when a page loads: the app is built once, at start-up, so lists
+    filled then would miss what anyone made since (a run, a sample set) until someone pressed Refresh."""
+    import gradio as gr
+    from gradio.context import Context
+
+    gr.on([project.change, Context.root_block.load], fn, inputs, outputs)

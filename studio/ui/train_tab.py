@@ -20,7 +20,7 @@ from studio.training.config import SECTIONS, TrainConfig
 from studio.training.runs import list_runs, run_summary, samples
 from studio.ui.confirm import NOT_CONFIRMED, confirmed, two_step_delete
 from studio.ui.forms import field_component, form_values, params_form
-from studio.ui.state import MetricCache, current_user, run_choices
+from studio.ui.state import MetricCache, current_user, on_project_or_load, run_choices
 
 REFRESH_SECONDS = 2
 TOP_FIELDS = [name for name in TrainConfig.model_fields if name not in SECTIONS]
@@ -208,7 +208,7 @@ def build(store: Store, project, version, model_ref, method, lora: dict) -> None
         return (gr.Dropdown(choices=choices, value=None), gr.Dropdown(choices=choices, value=[]),
                 runs_table(store, project_value))
 
-    project.change(on_project, project, [selected, overlay, table])
+    on_project_or_load(project, on_project, project, [selected, overlay, table])
 
     def on_yaml(*values):
         try:
