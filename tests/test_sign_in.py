@@ -232,3 +232,30 @@ def test_studio_users_commands_write_a_file_the_server_reads(tmp_path, monkeypat
     monkeypatch.delenv("STUDIO_USERS", raising=False)
     assert main(["users", "list"]) == 2
     assert "name the users file with --file" in capsys.readouterr().err
+
+
+@pytest.mark.browser
+def test_an_import_in_the_browser_records_the_signed_in_editor(signed_in_studio, browser_page, web_home, tmp_path):
+    from studio.settings import load_settings
+    from studio.store import list_actions, open_store
+
+    corpus = tmp_path / "tales.txt"
+    corpus.write_text("\n\n".join(f"The {a} fox met the {b} hen." for a in ("red", "old", "quick")
+                                  for b in ("white", "brown", "tiny")))
+    page = browser_page
+    page.goto(signed_in_studio + "/")
+    page.locator("#username").fill("eda")
+    page.locator("#password").fill(PASSWORDS["eda"])
+    page.locator("#sign-in").click()
+    page.get_by_text("Signed in as").wait_for(timeout=30_000)
+    page.locator("#data-upload input[type=file]").set_input_files([str(corpus)])
+    page.wait_for_function("document.querySelector('#data-modality input[value=text]')?.checked === true",
+                           timeout=30_000)
+    page.locator("#data-import").click()
+    page.locator("#data-summary").get_by_text("items kept").wait_for(timeout=60_000)
+    store = open_store(load_settings(home=web_home))
+    try:
+        [action] = [a for a in list_actions(store) if a["action"] == "dataset.import"]
+        assert action["actor"] == "eda"
+    finally:
+        store.close()

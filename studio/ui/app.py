@@ -6,6 +6,7 @@ from __future__ import annotations
 import gradio as gr  # at module level: a handler's "request: gr.Request" hint must resolve, or Gradio passes no request
 from studio.store import Store
 from studio.ui import data_tab, evaluate_tab, export_tab, generate_tab, model_tab, project_bar, train_tab
+from studio.ui.failures import readable_failures
 
 GUIDE = """
 **Getting started.** 1. **Data**: drop files or a zip, check the guessed modality and columns, press
@@ -40,6 +41,7 @@ def build_app(store: Store):
                 evaluate_tab.build(store, project)
             with gr.Tab("Share", id="share"):
                 export_tab.build(store, project, version)
+    readable_failures(app)
     return app
 
 
@@ -52,6 +54,7 @@ def build_rater_app(store: Store):
         rater = evaluate_tab.build_rating(store, rater_only=True)
         app.load(_signed_in_rater, None, rater, queue=False)
         evaluate_tab.register_api(store, include_leaderboard=False)  # the board names the variants: not for raters
+    readable_failures(app)
     return app
 
 

@@ -203,8 +203,9 @@ def build(store: Store, project, version) -> None:
             return None
         return ColumnMapping(format=fmt, **{k: v or None for k, v in columns.items()})
 
-    def on_import(paths, modality_value, name_value, split_value, seed_value, project_value, fmt, *rest,
-                  progress=gr.Progress(), request: gr.Request = None):
+    # request and progress stand before *rest: Gradio passes them only to positional parameters
+    def on_import(paths, modality_value, name_value, split_value, seed_value, project_value, fmt,
+                  request: gr.Request, progress=gr.Progress(), *rest):
         columns = dict(zip(MAPPING_FIELDS, rest[:len(MAPPING_FIELDS)]))
         step_values = rest[len(MAPPING_FIELDS):]
         if not paths:
@@ -276,7 +277,7 @@ def build(store: Store, project, version) -> None:
 
     export_button.click(on_export, version, export_file)
 
-    def on_reclean(ref, project_value, *step_values, progress=gr.Progress(), request: gr.Request = None):
+    def on_reclean(ref, project_value, request: gr.Request, progress=gr.Progress(), *step_values):
         if not ref:
             return "Pick a dataset version first.", gr.Dropdown()
         found = get_version(store, ref)

@@ -337,8 +337,9 @@ def build(store: Store, project, version) -> None:
     load_prompts.click(on_load, prompt_set, [prompts, references, status])
     save_prompts.click(on_save, [prompt_set, prompts], [prompt_set, status])
 
-    def on_generate(model, chosen, with_base, text, refs, seed_value, per_prompt, project_value, *values,
-                    request: gr.Request = None):
+    # request stands before *values: Gradio passes it only to a positional parameter
+    def on_generate(model, chosen, with_base, text, refs, seed_value, per_prompt, project_value,
+                    request: gr.Request, *values):
         from studio.generation.service import get_set
 
         modality = modality_of_base(model)

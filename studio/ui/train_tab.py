@@ -185,7 +185,8 @@ def build(store: Store, project, version, model_ref, method, lora: dict) -> None
 
     model_ref.change(recommended_values, model_ref, form_inputs)
 
-    def on_train(ref, model, chosen_method, project_value, *values, request: gr.Request = None):
+    # request stands before *values: Gradio passes it only to a positional parameter
+    def on_train(ref, model, chosen_method, project_value, request: gr.Request, *values):
         if not ref:
             return ("❌ Pick a dataset version first (top of the page).", gr.Dropdown(),
                     runs_table(store, project_value), gr.Dropdown())
@@ -218,7 +219,7 @@ def build(store: Store, project, version, model_ref, method, lora: dict) -> None
 
     yaml_button.click(on_yaml, form_inputs, yaml_view)
 
-    def on_preflight(ref, model, chosen_method, *values, progress=gr.Progress()):
+    def on_preflight(ref, model, chosen_method, progress=gr.Progress(), *values):  # progress: positional, as above
         from studio.training.preflight import preflight
 
         if not ref:
