@@ -69,3 +69,5 @@ def test_the_running_studio_serves_health_metrics_and_status(running_studio):
     assert 'studio_runs{status="running"} 0' in metrics and "studio_disk_free_bytes" in metrics
     status = urllib.request.urlopen(f"{running_studio}/status", timeout=10).read().decode()
     assert "Runs queued" in status
+    # with sign-in off there is nothing to sign in to: the form sends people to the studio
+    assert urllib.request.urlopen(f"{running_studio}/login", timeout=10).geturl() == f"{running_studio}/"

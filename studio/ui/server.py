@@ -124,6 +124,8 @@ def add_sign_in_routes(app, access: Access) -> None:
                             status_code=status)
 
     async def show_form(request: Request):
+        if not access.enabled:  # nothing to sign in to on a personal machine
+            return RedirectResponse("/", status_code=303)
         return page(_safe_next(request.query_params.get("next")))
 
     async def sign_in(request: Request):
