@@ -95,6 +95,10 @@ class Settings(BaseSettings):
         description="Sign-in with Hugging Face (a Space with hf_oauth: true): comma-separated Hugging Face user "
                     "names that are editors, * for everyone; every other signed-in account is a rater. Empty: the "
                     "Space's owner.")
+    metrics_token: str = Field(
+        default="",
+        description="With sign-in on: a token that lets a monitoring system read /metrics without an account "
+                    "(sent as 'Authorization: Bearer TOKEN'). Empty: /metrics needs an editor's sign-in.")
     session_secret: str = Field(
         default="",
         description="Key that signs sign-in cookies. Empty: a random key kept in STUDIO_HOME/session_secret, so "

@@ -92,7 +92,8 @@ def users_file(tmp_path):
 
 @pytest.fixture
 def signed_in_studio(tmp_path, web_home, users_file):
-    studio = StudioProcess(tmp_path / "studio.log", web_home, STUDIO_USERS=str(users_file))
+    studio = StudioProcess(tmp_path / "studio.log", web_home, STUDIO_USERS=str(users_file),
+                           STUDIO_METRICS_TOKEN="monitoring-token-1")
     yield studio.wait_until_up()
     studio.stop()
 
@@ -123,6 +124,11 @@ def test_nobody_reaches_the_studio_without_signing_in(signed_in_studio):
         assert anonymous.get(path).status_code == 401, path
     assert join(anonymous, "", 0, []).status_code == 401
     assert anonymous.get("/health").json()["status"] == "ok"  # health checks need no account
+    # a monitoring system reads /metrics with its token, and nothing else with it
+    monitor = {"authorization": "Bearer monitoring-token-1"}
+    assert "studio_runs" in anonymous.get("/metrics", headers=monitor).text
+    assert anonymous.get("/metrics", headers={"authorization": "Bearer wrong"}).status_code == 401
+    assert anonymous.get("/config", headers=monitor).status_code == 401
     wrong = anonymous.post("/login", data={"username": "eda", "password": "not-it-at-all"})
     assert wrong.status_code == 401 and "Wrong user name or password" in wrong.text
 

@@ -10,6 +10,7 @@ app by someone who is not an editor.
 
 from __future__ import annotations
 
+import hmac
 import html
 import secrets
 import threading
@@ -40,11 +41,19 @@ def _wants_page(scope) -> bool:
 class AccessGate:
     """ASGI middleware (inside the session middleware, which puts ``scope["session"]``): who may go where."""
 
-    def __init__(self, app, access: Access):
-        self.app, self.access = app, access
+    def __init__(self, app, access: Access, metrics_token: str = ""):
+        self.app, self.access, self.metrics_token = app, access, metrics_token
+
+    def _monitoring(self, scope) -> bool:
+        """A monitoring system reading /metrics with the configured bearer token."""
+        if not self.metrics_token or scope["path"] != "/metrics":
+            return False
+        sent = dict(scope.get("headers") or []).get(b"authorization", b"").decode(errors="replace")
+        return hmac.compare_digest(sent, f"Bearer {self.metrics_token}")
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] not in ("http", "websocket") or not self.access.enabled or scope["path"] in PUBLIC:
+        if scope["type"] not in ("http", "websocket") or not self.access.enabled or scope["path"] in PUBLIC \
+                or self._monitoring(scope):
             return await self.app(scope, receive, send)
         path = scope["path"]
         who = self.access.role_of(scope.get("session") or {})
@@ -94,7 +103,8 @@ LOGIN_PAGE = """<!doctype html><html><head><meta charset="utf-8"><title>Gen Stud
 form{{background:#fff;padding:2rem;border-radius:12px;box-shadow:0 2px 12px #0002;width:22rem}}
 input{{width:100%;padding:.6rem;margin:.3rem 0 1rem;box-sizing:border-box;border:1px solid #ccd;border-radius:6px}}
 button,.hf{{width:100%;padding:.7rem;border:0;border-radius:6px;background:#4f46e5;color:#fff;font-size:1rem;
-cursor:pointer;display:block;text-align:center;text-decoration:none;box-sizing:border-box}}.hf{{background:#222;margin-top:.8rem}}
+cursor:pointer;display:block;text-align:center;text-decoration:none;box-sizing:border-box}}
+.hf{{background:#222;margin-top:.8rem}}
 .error{{color:#b91c1c;margin-bottom:1rem}}</style></head><body>
 <form method="post" action="/login"><h2>Gen Studio</h2>{message}
 <label>User name<input name="username" id="username" autocomplete="username" required autofocus></label>
@@ -203,7 +213,8 @@ def build_server(store: Store, access: Access | None = None):
     server = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
     add_operations_routes(server, store)
     add_sign_in_routes(server, access)
-    server.add_middleware(AccessGate, access=access)  # added first = inner: it reads the session
+    # added first = innermost: the gate reads the session that the session middleware (added below) puts in scope
+    server.add_middleware(AccessGate, access=access, metrics_token=settings.metrics_token)
     if access.oauth:
         from gradio.oauth import attach_oauth
 
