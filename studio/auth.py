@@ -97,6 +97,19 @@ def parse_users(text: str, origin: str = "STUDIO_USERS") -> dict[str, User]:
     return users
 
 
+def write_private(path: Path, text: str) -> None:
+    """Writes ``text`` readable by its owner only (0600 from the first byte) and whole: a temporary file moved
+    into place, so a crash never leaves a cut-off users file for the running studio to read."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.{secrets.token_hex(4)}.partial")
+    descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(partial, path)
+
+
 def write_user(path: Path, name: str, role: str, password: str) -> None:
     """Adds ``name`` to the users file (or replaces its line), keeping every other line as it was."""
     if not NAME.match(name):
@@ -106,9 +119,7 @@ def write_user(path: Path, name: str, role: str, password: str) -> None:
     line = f"{name}:{role}:{hash_password(password)}"
     lines = path.read_text().splitlines() if path.exists() else ["# Gen Studio users: NAME:ROLE:SCRYPT-HASH"]
     kept = [existing for existing in lines if existing.split(":", 1)[0].strip() != name]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(kept + [line]) + "\n")
-    path.chmod(0o600)
+    write_private(path, "\n".join(kept + [line]) + "\n")
 
 
 def remove_user(path: Path, name: str) -> bool:
@@ -116,7 +127,7 @@ def remove_user(path: Path, name: str) -> bool:
         return False
     lines = path.read_text().splitlines()
     kept = [existing for existing in lines if existing.split(":", 1)[0].strip() != name]
-    path.write_text("\n".join(kept) + "\n")
+    write_private(path, "\n".join(kept) + "\n")
     return len(kept) < len(lines)
 
 
@@ -131,11 +142,16 @@ class Users:
         self._users: dict[str, User] = {}
         self.reload()
 
+    @staticmethod
+    def file_of(source: str) -> Path | None:
+        """The users file ``STUDIO_USERS`` names, or None when it is empty or holds the entries themselves."""
+        source = (source or "").strip()
+        looks_inline = ":" in source and "$" in source  # NAME:ROLE:scrypt$... entries, not a path
+        return None if not source or looks_inline else Path(source).expanduser()
+
     @property
     def path(self) -> Path | None:
-        # A value with no entry separator that names an existing file (or looks like a path) is a users file.
-        looks_inline = ":" in self.source and "$" in self.source
-        return None if not self.source or looks_inline else Path(self.source).expanduser()
+        return self.file_of(self.source)
 
     def reload(self) -> None:
         with self._lock:

@@ -472,13 +472,13 @@ def cmd_eval_metrics(args) -> int:
 
 def _users_file(args):
     """The users file a ``studio users`` command edits: ``--file``, else the one ``STUDIO_USERS`` names."""
-    from pathlib import Path
+    from studio.auth import Users
 
-    source = args.file or _settings(args).users
-    if not source or (":" in source and "$" in source):
+    path = Users.file_of(args.file or _settings(args).users)
+    if path is None:
         raise ValueError("name the users file with --file FILE (or set STUDIO_USERS to its path); then start the "
                          "studio with STUDIO_USERS=FILE to turn sign-in on")
-    return Path(source).expanduser()
+    return path
 
 
 def _new_password(args) -> str:

@@ -60,26 +60,33 @@ def gpu_memory() -> list[dict]:
         return []
     rows = []
     for line in done.stdout.strip().splitlines() if done.returncode == 0 else []:
-        index, name, used, total = [part.strip() for part in line.split(",")]
-        rows.append({"index": int(index), "name": name, "used_mb": float(used), "total_mb": float(total)})
+        try:
+            index, name, used, total = [part.strip() for part in line.split(",")]
+            rows.append({"index": int(index), "name": name, "used_mb": float(used), "total_mb": float(total)})
+        except ValueError:
+            continue  # "[N/A]" (MIG, vGPU) or an odd line: leave that GPU out rather than fail the page
     return rows
 
 
 def run_counts(store: Store) -> dict[str, int]:
     with store.session() as session:
         found = dict(session.execute(select(Run.status, func.count()).group_by(Run.status)).all())
-    return {status: found.get(status, 0) for status in ("queued", "running", "completed", "failed", "stopped")}
+    return {status: found.get(status, 0)
+            for status in ("queued", "starting", "running", "completed", "failed", "stopped")}
 
 
 def collect(store: Store) -> dict:
     """Every figure of ``/metrics`` and ``/status``."""
+    from studio.store.disk import low_space
+
     usage = shutil.disk_usage(store.home)
     return {"runs": run_counts(store),
             "disk": {"home": str(store.home),
                      "used_by_studio_bytes": _cached(f"du:{store.home}", DISK_WALK_SECONDS,
                                                      lambda: folder_bytes(store.home)),
                      "free_bytes": usage.free, "total_bytes": usage.total,
-                     "min_free_bytes": store.settings.min_free_disk_mb * 2**20},
+                     "min_free_bytes": store.settings.min_free_disk_mb * 2**20,
+                     "guard": low_space(store, "start new work")},
             "gpus": _cached("gpus", 5.0, gpu_memory)}
 
 
@@ -130,14 +137,14 @@ def status_html(figures: dict) -> str:
     gpus = "".join(f"<tr><td>GPU {g['index']} · {html.escape(g['name'])}</td><td>{g['used_mb'] / 1024:,.1f} of "
                    f"{g['total_mb'] / 1024:,.1f} GB in use</td></tr>" for g in figures["gpus"]) or \
         "<tr><td>GPU</td><td>none found (training runs on the CPU)</td></tr>"
-    low = disk["free_bytes"] < disk["min_free_bytes"]
     rows = (f"<tr><td>Runs queued</td><td id='runs-queued'>{runs['queued']}</td></tr>"
-            f"<tr><td>Runs running</td><td id='runs-running'>{runs['running']}</td></tr>"
+            f"<tr><td>Runs starting / running</td><td id='runs-running'>{runs['starting']} / {runs['running']}"
+            "</td></tr>"
             f"<tr><td>Runs completed / failed / stopped</td><td>{runs['completed']} / {runs['failed']} / "
             f"{runs['stopped']}</td></tr>"
             f"<tr><td>Used by the studio ({html.escape(disk['home'])})</td><td>{_gb(disk['used_by_studio_bytes'])}"
             f"</td></tr><tr><td>Free on its disk</td><td>{_gb(disk['free_bytes'])} of {_gb(disk['total_bytes'])}"
-            f"{' — below the disk guard: new runs and uploads are refused' if low else ''}</td></tr>{gpus}")
+            f"{' — ' + html.escape(disk['guard']) if disk.get('guard') else ''}</td></tr>{gpus}")
     return ("<!doctype html><html><head><meta charset='utf-8'><title>Gen Studio · status</title>"
             "<meta http-equiv='refresh' content='10'><style>body{font-family:system-ui,sans-serif;margin:2rem}"
             "td{padding:.3rem 1rem;border-bottom:1px solid #ddd}</style></head><body><h2>Gen Studio · status</h2>"

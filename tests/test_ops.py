@@ -38,7 +38,8 @@ def test_metrics_count_runs_by_status_and_the_disk_under_the_home(store, tmp_pat
 
 def test_gpu_memory_is_read_from_nvidia_smi(tmp_path, monkeypatch):
     fake = tmp_path / "nvidia-smi"
-    fake.write_text("#!/bin/sh\necho '0, NVIDIA H200, 1024, 143771'\necho '1, NVIDIA H200, 0, 143771'\n")
+    fake.write_text("#!/bin/sh\necho '0, NVIDIA H200, 1024, 143771'\necho '1, NVIDIA H200, 0, 143771'\n"
+                    "echo '2, NVIDIA A100 MIG, [N/A], [N/A]'\n")  # a MIG device reports no numbers: left out
     fake.chmod(0o755)
     monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
     gpus = ops.gpu_memory()

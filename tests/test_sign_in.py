@@ -265,3 +265,25 @@ def test_an_import_in_the_browser_records_the_signed_in_editor(signed_in_studio,
         assert action["actor"] == "eda"
     finally:
         store.close()
+
+
+def test_raters_get_media_only_through_the_blind_copies(tmp_path, web_home, users_file):
+    from PIL import Image
+
+    other_tmp = tmp_path / "process-tmp"  # so the home is not under the process's temp folder, as in Docker
+    other_tmp.mkdir()
+    studio = StudioProcess(tmp_path / "studio.log", web_home, STUDIO_USERS=str(users_file), TMPDIR=str(other_tmp))
+    try:
+        url = studio.wait_until_up()
+        blind, named = web_home / "blind" / "1" / "3f9a.png", web_home / "samples" / "1" / "run-2-step-4" / "0.png"
+        for path in (blind, named):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            Image.new("RGB", (8, 8), "red").save(path)
+        (web_home / "blind" / "key").write_bytes(b"k" * 32)
+        rater, editor = signed_in(url, "rita"), signed_in(url, "eda")
+        assert rater.get(f"/rate/gradio_api/file={blind}").status_code == 200
+        assert rater.get(f"/rate/gradio_api/file={named}").status_code == 403  # would name the variant
+        assert rater.get(f"/rate/gradio_api/file={web_home / 'blind' / 'key'}").status_code == 403
+        assert editor.get(f"/gradio_api/file={named}").status_code == 200
+    finally:
+        studio.stop()

@@ -118,3 +118,16 @@ def test_the_run_view_says_how_well_a_metric_orders_checkpoints_like_people():
     rows = [{"step": 2, "perplexity": 30.0}, {"step": 4, "perplexity": 20.0}, {"step": 6, "perplexity": 25.0}]
     [line] = agreement_lines(points, rows)
     assert line.startswith("perplexity") and "Spearman 0.50 over 3 checkpoints" in line  # lower is better
+
+
+@pytest.mark.browser
+def test_a_set_generated_after_start_up_is_offered_on_the_rating_page(home_with_run, running_studio, web_home,
+                                                                     browser_page):
+    store = open_store(load_settings(home=web_home))
+    set_id = generate_set(store, ["base", str(home_with_run["run"])], ["Once upon a time"], seed=1,
+                          settings={"max_new_tokens": 4}, cache=ModelCache(2**34))
+    store.close()
+    rater = browser_page
+    rater.goto(running_studio + "/rate")
+    rater.locator("#rate-set input").click()
+    rater.locator("li[data-testid=dropdown-option]").filter(has_text=f"#{set_id}").first.wait_for(timeout=20_000)

@@ -15,7 +15,7 @@ import time
 
 from studio.store import Store
 from studio.store.projects import DEFAULT_PROJECT
-from studio.ui.state import current_user, on_project_or_load
+from studio.ui.state import current_user, on_page_load, on_project_or_load
 
 MIN_PLAY_SECONDS = 3.0  # an audio clip counts as heard after 3 s of playing, or when it ends sooner
 
@@ -202,7 +202,9 @@ def build_rating(store: Store, rater_only: bool = False, project=None):
         player.pause(on_stop(side, False), [current, played, started], [played, started, score_button, *buttons])
         player.stop(on_stop(side, True), [current, played, started], [played, started, score_button, *buttons])
 
-    if not rater_only:
+    if rater_only:  # raters have no Refresh button: sets generated since start-up show when the page loads
+        on_page_load(lambda: gr.Dropdown(choices=set_choices(store)), None, chosen_set)
+    else:
         gr.Button("↻ Refresh sets", size="sm").click(lambda name=None: gr.Dropdown(choices=set_choices(store, name)),
                                                     project, chosen_set)
         follow_project(store, project, chosen_set, set_choices)

@@ -80,20 +80,24 @@ def session_secret(store: Store) -> str:
     """The key signing sign-in cookies: the setting, else a random one kept (0600) under STUDIO_HOME."""
     if store.settings.session_secret:
         return store.settings.session_secret
+    from studio.auth import write_private
+
     path = store.home / "session_secret"
     if not path.exists():
-        path.write_text(secrets.token_hex(32))
-        path.chmod(0o600)
+        write_private(path, secrets.token_hex(32))
     return path.read_text().strip()
 
 
 def private_files(store: Store) -> list[str]:
-    """Files under STUDIO_HOME no page may serve: the database, the cookie key, and a users file kept there."""
-    names = ["studio.db", "studio.db-wal", "studio.db-shm", "session_secret"]
+    """Files under STUDIO_HOME no page may serve: the database, the cookie key, the key naming blind rating
+    copies (with it a rater could tell the variants apart), and a users file kept there."""
+    from studio.auth import Users
+
+    names = ["studio.db", "studio.db-wal", "studio.db-shm", "session_secret", "blind/key"]
     paths = [str(store.home / name) for name in names]
-    users_file = store.settings.users.strip()
-    if users_file and ":" not in users_file:
-        paths.append(str(Path(users_file).expanduser().resolve()))
+    users_file = Users.file_of(store.settings.users)
+    if users_file is not None:
+        paths.append(str(users_file.resolve()))
     return paths
 
 
@@ -148,7 +152,7 @@ def add_sign_in_routes(app, access: Access) -> None:
         wait = access.throttle.wait_seconds(key)
         if wait:
             message = f"Too many failed sign-ins for {name}: try again in {wait / 60:.0f} min."
-            return page(str(form.get("next", "")), message, 429) if browser else \
+            return page(_safe_next(str(form.get("next", ""))), message, 429) if browser else \
                 JSONResponse({"error": message}, status_code=429)
         user = await asyncio.to_thread(access.users.check, name, password)  # scrypt: keep the event loop free
         if user is None:
@@ -185,14 +189,16 @@ def add_operations_routes(app, store: Store) -> None:
 
     from studio import ops
 
-    async def health():
+    # plain functions, not async: FastAPI runs them in its thread pool, so a database query, walking a large
+    # STUDIO_HOME or a slow nvidia-smi never holds the event loop that serves every page
+    def health():
         found = ops.health(store)
         return JSONResponse(found, status_code=200 if found["status"] != "down" else 503)
 
-    async def metrics():
+    def metrics():
         return PlainTextResponse(ops.prometheus_text(ops.collect(store)), media_type="text/plain; version=0.0.4")
 
-    async def status_page():
+    def status_page():
         return HTMLResponse(ops.status_html(ops.collect(store)))
 
     app.add_api_route("/health", health, methods=["GET"], include_in_schema=False)
@@ -236,8 +242,9 @@ def build_server(store: Store, access: Access | None = None):
                   theme=gr.themes.Soft(), ssr_mode=False, show_error=True)
     rater_app = build_rater_app(store)
     rater_app.queue(default_concurrency_limit=4)
+    # Raters see media only through the blind copies (names that do not give the variant away), never samples/.
     gr.mount_gradio_app(server, rater_app, RATE, auth_dependency=signed_in if access.enabled else None,
-                        allowed_paths=[str(store.home / "samples")], **common)
+                        allowed_paths=[str(store.home / "blind")], **common)
     studio_app = build_app(store)
     studio_app.queue(default_concurrency_limit=4)
     gr.mount_gradio_app(server, studio_app, "/", auth_dependency=editor if access.enabled else None,

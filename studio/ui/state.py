@@ -68,6 +68,18 @@ def on_project_or_load(project, fn, inputs, outputs) -> None:
     """``fn`` when another project is picked and when a page loads: the app is built once, at start-up, so lists
     filled then would miss what anyone made since (a run, a sample set) until someone pressed Refresh."""
     import gradio as gr
+
+    gr.on([project.change, _page_load()], fn, inputs, outputs)
+
+
+def on_page_load(fn, inputs, outputs) -> None:
+    """``fn`` whenever a page of the app being built loads (for lists that follow no project)."""
+    import gradio as gr
+
+    gr.on([_page_load()], fn, inputs, outputs)
+
+
+def _page_load():
     from gradio.context import Context
 
-    gr.on([project.change, Context.root_block.load], fn, inputs, outputs)
+    return Context.root_block.load
