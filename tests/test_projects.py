@@ -352,3 +352,21 @@ def test_a_run_another_run_was_trained_from_is_kept(store, tmp_path):
     jobs.delete_run(store, child)
     delete_project(store, "team")
     assert _rows(store, team)["run"] == 0
+
+
+def test_deleting_a_run_removes_its_share_tab_exports_and_no_other_runs(store, tmp_path):
+    from studio.data.service import import_dataset
+
+    dataset = str(import_dataset(store, [_corpus(tmp_path)], name="notes")["dataset_id"])
+    first, second = _finished_run(store, dataset), _finished_run(store, dataset)
+    exports = store.path("exports")
+    mine = [exports / f"run{first}-step1-peft-20261201-120000", exports / f"run{first}-step1-peft-20261201-120000.zip"]
+    other = exports / f"run{second}-step1-peft-20261201-120000"
+    unrelated = exports / f"run{first}0-step1-peft-20261201-120000"  # run 10 when deleting run 1: kept
+    for folder in (mine[0], other, unrelated):
+        folder.mkdir(parents=True)
+        (folder / "README.md").write_text("card")
+    mine[1].write_bytes(b"zip")
+    jobs.delete_run(store, first)
+    assert not any(path.exists() for path in mine)
+    assert other.exists() and unrelated.exists()

@@ -7,6 +7,7 @@ import getpass
 import json
 import math
 import socket
+from pathlib import Path
 
 import pytest
 from PIL import Image
@@ -83,6 +84,10 @@ def test_the_card_parses_and_holds_the_runs_real_numbers(lab, quick_votes, tmp_p
     found = export_run(store, f"{run}:2", "peft", tmp_path / "before")
     card = (tmp_path / "before" / "README.md").read_text()
     assert f"studio eval metrics {run}:2" in card  # no metrics yet: how to compute them
+    from studio.generation.variants import resolve_variants
+
+    [variant] = resolve_variants(store, [f"{run}:2"])
+    assert variant.base_ref not in card and f"path/to/{Path(variant.base_ref).name}" in card  # no local path leaks
     assert "No sample set with this run has been rated yet" in card
     assert found["card"] == str(tmp_path / "before" / "README.md")
 

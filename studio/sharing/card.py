@@ -98,6 +98,14 @@ def licence_fields(license: str | None, inherited: bool) -> dict:
     return {"license": "other", "license_name": "same-as-base-model" if inherited else "unspecified"}
 
 
+def shareable_base(base: str | None) -> str:
+    """The base as a card may name it: a Hub id as it is, a local folder by its name only (a card may go public,
+    and `/home/alice/models/...` tells more than it should)."""
+    if not base:
+        return "BASE_MODEL"
+    return base if is_hub_id(base) else f"path/to/{Path(base).name}"
+
+
 def _usage(fmt: str, library: str, modality: str, base: str, studio_folder: bool, on_starter: bool) -> str:
     """How to load the export without the studio. ``base``: the model the adapter was trained on."""
     if fmt == "peft" and on_starter:
@@ -274,7 +282,8 @@ A {variant.modality} model trained with **{variant.method}** on the dataset **{d
 
 ## How to use
 
-{_usage(fmt, library, variant.modality, variant.base_ref or "BASE_MODEL", is_studio_folder(Path(out)), on_starter)}
+{_usage(fmt, library, variant.modality, shareable_base(variant.base_ref), is_studio_folder(Path(out)),
+        on_starter)}
 
 ## Training data
 

@@ -63,9 +63,17 @@ def project_name(session: Session, project_id: int | None) -> str | None:
 
 
 def remove_folders(store: Store, relative_paths) -> None:
-    """Remove files under STUDIO_HOME after their rows are gone (a missing folder is already what we want)."""
+    """Remove folders and files under STUDIO_HOME after their rows are gone (a missing one is already what we
+    want). A path may be a glob pattern (``exports/run5-*``: every export of run 5, folders and zips)."""
     home = store.home.resolve()
     for relative in relative_paths:
-        folder = store.path(relative).resolve() if relative else home
-        if folder != home and folder.is_relative_to(home):  # a bad row must never remove the home or outside it
-            shutil.rmtree(folder, ignore_errors=True)
+        matches = list(home.glob(relative)) if relative and "*" in relative else [store.path(relative) if relative
+                                                                                   else home]
+        for match in matches:
+            target = match.resolve()
+            if target == home or not target.is_relative_to(home):  # a bad row must never remove the home or outside
+                continue
+            if target.is_dir():
+                shutil.rmtree(target, ignore_errors=True)
+            elif target.exists():
+                target.unlink(missing_ok=True)

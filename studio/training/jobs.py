@@ -281,11 +281,11 @@ def resume(store: Store, run_id: int, checkpoint_step: int | None = None, actor:
 
 def purge_run(session, run: Run) -> list[str]:
     """Delete a finished run's rows (metrics, checkpoints, flags, samples, a stale device lock); returns its
-    folder, to remove once the transaction is committed."""
+    folder and its Share-tab exports, to remove once the transaction is committed."""
     for table in (Metric, Checkpoint, ControlFlag, RunSample, DeviceLock):
         session.execute(delete(table).where(table.run_id == run.id))
     session.delete(run)
-    return [f"runs/{run.id}"]
+    return [f"runs/{run.id}", f"exports/run{run.id}-*"]  # its folder, and what the Share tab exported of it
 
 
 def trained_from(store: Store, session, run_ids: set[int]) -> tuple[int, int] | None:
