@@ -10,7 +10,7 @@ from __future__ import annotations
 from sqlalchemy import func, select
 
 from studio.data.service import purge_versions
-from studio.generation.service import purge_set
+from studio.generation.service import purge_set, reap_sets
 from studio.store import Store, list_actions, record_action
 from studio.store.projects import (ACTIVE_RUN_STATUSES, DEFAULT_PROJECT, DeleteRefused, ProjectError,
                                    check_project_name, ensure_project, find_project, remove_folders)
@@ -53,6 +53,8 @@ def create_project(store: Store, name: str, actor: str | None = None) -> dict:
 
 
 def _refuse_if_in_use(store: Store, session, project: Project) -> None:
+    """Refuses while a run is active or a set is generating (a set whose generating process died was marked
+    interrupted by ``reap_sets`` before this is asked)."""
     busy = session.scalars(select(Run).where(Run.project_id == project.id, Run.status.in_(ACTIVE_RUN_STATUSES))
                            .order_by(Run.id)).first()
     if busy is not None:
@@ -103,6 +105,7 @@ def delete_project(store: Store, name: str, actor: str | None = None) -> dict:
     if name == DEFAULT_PROJECT:
         raise ProjectError(f"the '{DEFAULT_PROJECT}' project cannot be deleted (new work lands there); delete "
                            "what is in it one by one instead")
+    reap_sets(store)
     with store.session() as session:
         project = find_project(session, name)
         if project is None:

@@ -370,3 +370,36 @@ def test_deleting_a_run_removes_its_share_tab_exports_and_no_other_runs(store, t
     jobs.delete_run(store, first)
     assert not any(path.exists() for path in mine)
     assert other.exists() and unrelated.exists()
+
+
+def test_a_set_left_running_by_a_dead_process_is_marked_interrupted_and_no_longer_blocks_deletion(store, tmp_path):
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    from studio.generation.service import delete_set, reap_sets
+    from studio.projects import create_project, delete_project
+    from studio.store.tables import SampleSet
+
+    create_project(store, "lab")
+    with store.session() as session:
+        lab = session.scalars(select(Project).where(Project.name == "lab")).one()
+        dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                              text=True).stdout.strip()  # a process that has ended
+        for pid in (int(dead), os.getpid()):
+            session.add(SampleSet(modality="text", base_model="m", project_id=lab.id, status="running",
+                                  report={"owner": {"pid": pid, "host": socket.gethostname()}}))
+    with store.session() as session:
+        left_behind, alive = [s.id for s in session.scalars(select(SampleSet).order_by(SampleSet.id))]
+    assert reap_sets(store) == [left_behind]
+    with store.session() as session:
+        assert session.get(SampleSet, left_behind).status == "interrupted"
+        assert "samples it made are kept" in session.get(SampleSet, left_behind).note
+        assert session.get(SampleSet, alive).status == "running"  # its process (this test) still works on it
+    with pytest.raises(Exception, match="still being generated"):
+        delete_project(store, "lab")
+    with store.session() as session:
+        session.get(SampleSet, alive).report = {"owner": {"pid": int(dead), "host": socket.gethostname()}}
+    delete_set(store, left_behind)
+    delete_project(store, "lab")  # the other set's process is gone now too: nothing blocks the project

@@ -13,8 +13,10 @@ is loaded.
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import shutil
+import socket
 import zipfile
 from datetime import datetime, timezone
 from pathlib import Path
@@ -109,7 +111,8 @@ def generate_set(store: Store, variants: list[str], prompts: list[str], seed: in
     seeds = choose_seeds(len(prompts), samples_per_prompt, seed)
     base = next((v.base_ref for v in chosen if v.base_ref), "")
     report = {"notes": [v.note for v in chosen if v.note], "errors": [], "refused": refused, "flagged": [],
-              "blocklist": bool(blocklist)}
+              "blocklist": bool(blocklist),
+              "owner": {"pid": os.getpid(), "host": socket.gethostname()}}  # who generates it: see reap_sets
     with store.session() as session:
         owner = _owning_project(session, project, chosen, created_by)
         row = SampleSet(name=name, modality=modality, base_model=base, variants=[v.as_dict() for v in chosen],
@@ -303,8 +306,28 @@ def purge_set(session, row: SampleSet) -> list[str]:
     return [f"samples/{row.id}", f"blind/{row.id}"]
 
 
+def reap_sets(store: Store) -> list[int]:
+    """Marks ``interrupted`` the sets still ``running`` whose generating process (the web studio or a `studio
+    generate` on this machine) has died — a restart mid-generation — keeping what they made. Without this such a
+    set would refuse deletion, and its project's, for good."""
+    from studio.training.jobs import process_alive
+
+    host = socket.gethostname()
+    with store.session() as session:
+        running = session.scalars(select(SampleSet).where(SampleSet.status == "running")).all()
+    reaped = []
+    for row in running:
+        owner = (row.report or {}).get("owner") or {}
+        if owner.get("host") == host and not process_alive(owner.get("pid")):
+            _finish(store, row.id, "interrupted", row.report or {},
+                    note="the process generating it stopped (the studio restarted?); the samples it made are kept")
+            reaped.append(row.id)
+    return reaped
+
+
 def delete_set(store: Store, set_id: int, actor: str | None = None) -> None:
     """Deletes the set, its samples and files, and the ratings of its samples (export them first to keep them)."""
+    reap_sets(store)
     with store.session() as session:
         row = session.get(SampleSet, int(set_id))
         if row is None:

@@ -173,7 +173,8 @@ def _start_worker(store: Store, run: Run) -> None:
         session.execute(update(Run).where(Run.id == run.id).values(pid=process.pid, heartbeat_at=_now()))
 
 
-def _alive(pid: int | None) -> bool:
+def process_alive(pid: int | None) -> bool:
+    """Whether process ``pid`` on this machine is still running (a zombie is not)."""
     if not pid:
         return False
     if pid in _children:
@@ -215,8 +216,9 @@ def reap(store: Store) -> list[int]:
         stale = heartbeat is not None and _now() - heartbeat > HEARTBEAT_TIMEOUT
         if run.pid is None and not stale:
             continue  # claimed a moment ago by some dispatcher that is starting its worker right now
-        if not _alive(run.pid) or stale:
-            reason = "the worker stopped sending heartbeats" if stale and _alive(run.pid) else "the worker process died"
+        if not process_alive(run.pid) or stale:
+            alive = process_alive(run.pid)
+            reason = "the worker stopped sending heartbeats" if stale and alive else "the worker process died"
             _finish(store, run.id, "failed", f"{reason}. Last lines of its log:\n{log_tail(store, run.id)}")
             failed.append(run.id)
     for lock in locks:  # a lock whose run has ended (however) frees the device set

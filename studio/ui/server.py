@@ -253,16 +253,19 @@ def build_server(store: Store, access: Access | None = None):
 
 
 def start_dispatcher(store: Store, every: float = 2.0) -> None:
-    """Queued runs start by themselves: a daemon thread dispatches every few seconds while the studio runs."""
+    """Queued runs start by themselves, and runs or sample sets whose process died are marked so: a daemon thread
+    does both every few seconds while the studio runs."""
     import logging
     import time
 
+    from studio.generation.service import reap_sets
     from studio.training.jobs import dispatch
 
     def loop() -> None:
         while True:
             try:
                 dispatch(store)
+                reap_sets(store)  # sets a dead process was generating stop showing as running
             except Exception:  # noqa: BLE001 - a failed round is logged and retried, never fatal to the UI
                 logging.getLogger("studio").exception("dispatch failed")
             time.sleep(every)
