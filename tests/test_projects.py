@@ -403,3 +403,17 @@ def test_a_set_left_running_by_a_dead_process_is_marked_interrupted_and_no_longe
         session.get(SampleSet, alive).report = {"owner": {"pid": int(dead), "host": socket.gethostname()}}
     delete_set(store, left_behind)
     delete_project(store, "lab")  # the other set's process is gone now too: nothing blocks the project
+
+
+def test_a_deleted_runs_id_is_never_given_to_a_new_run(store, tmp_path):
+    """SQLite would hand the newest deleted row's id to the next row; a new run #2 would then meet the old run
+    #2's cached model, loss history and activity records."""
+    dataset = str(import_dataset(store, [_corpus(tmp_path)], name="notes")["dataset_id"])
+    first = _finished_run(store, dataset)
+    newest = _finished_run(store, dataset)
+    jobs.delete_run(store, newest)
+    assert _finished_run(store, dataset) == newest + 1
+    jobs.delete_run(store, first)
+    dataset_row = import_dataset(store, [_corpus(tmp_path, "other.txt")], name="other")["dataset_id"]
+    delete_dataset(store, dataset_row)
+    assert import_dataset(store, [_corpus(tmp_path, "third.txt")], name="third")["dataset_id"] == dataset_row + 1

@@ -23,7 +23,7 @@ def _schema_drift(engine) -> list:
 def test_migrations_create_exactly_the_tables_the_code_declares(store):
     assert _schema_drift(store.engine) == []
     with store.engine.connect() as connection:
-        assert connection.execute(text("select version_num from alembic_version")).scalar() == "0005"
+        assert connection.execute(text("select version_num from alembic_version")).scalar() == "0006"
 
 
 def test_sqlite_runs_in_wal_mode(store):
@@ -75,15 +75,8 @@ def test_version_folders_are_never_overwritten(store, tmp_path):
 @pytest.mark.skipif(not os.environ.get("STUDIO_TEST_POSTGRES_URL"), reason="no PostgreSQL server "
                     "(scripts/test.sh starts one and sets STUDIO_TEST_POSTGRES_URL when it can)")
 def test_postgresql_store_imports_and_survives_reopen(tmp_path):
-    url = os.environ["STUDIO_TEST_POSTGRES_URL"]
+    url = empty_postgres()  # the test owns this database: start from an empty schema
     settings = load_settings(home=tmp_path / "home", database_url=url)
-    store = open_store(settings)
-    with store.engine.begin() as connection:  # start from an empty schema: the test owns this database
-        for table in ("actions", "rating_votes", "rating_assignments", "generated_samples", "sample_sets", "prompt_sets",
-                      "device_locks", "run_samples", "control_flags", "checkpoints", "metrics", "runs",
-                      "dataset_versions", "datasets", "uploads", "projects", "alembic_version"):
-            connection.execute(text(f"DROP TABLE IF EXISTS {table} CASCADE"))
-    store.close()
     store = open_store(settings)
     assert {"datasets", "dataset_versions"} <= set(inspect(store.engine).get_table_names())
     assert _schema_drift(store.engine) == []

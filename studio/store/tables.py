@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Integer, String, Text, UniqueConstraint, event
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
@@ -259,3 +259,30 @@ class Action(Base):
     target: Mapped[str] = mapped_column(String(200))                        # e.g. run:12, sample_set:4
     project: Mapped[str | None] = mapped_column(String(200), nullable=True, index=True)
     details: Mapped[dict] = mapped_column(JSON, default=dict)
+
+
+class IdWatermark(Base):
+    """The highest id ever given in a table (migration 0006): SQLite gives a deleted newest row's id to the next
+    row, and a new run #5 would meet the old run #5's cached model and loss history, blind copies or activity."""
+    __tablename__ = "id_watermarks"
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    last_id: Mapped[int] = mapped_column(Integer)
+
+
+def _never_reuse_ids(mapper, connection, target) -> None:
+    """Before a new row of a watermarked table is inserted on SQLite: the next id above any ever given."""
+    from sqlalchemy import func, select
+    from sqlalchemy.dialects.sqlite import insert
+
+    if target.id is not None or connection.dialect.name != "sqlite":
+        return
+    name, table = mapper.local_table.name, mapper.local_table
+    highest = connection.execute(select(func.max(table.c.id))).scalar() or 0
+    mark = connection.execute(select(IdWatermark.last_id).where(IdWatermark.name == name)).scalar() or 0
+    target.id = max(highest, mark) + 1
+    connection.execute(insert(IdWatermark).values(name=name, last_id=target.id)
+                       .on_conflict_do_update(index_elements=["name"], set_={"last_id": target.id}))
+
+
+for _model in (Run, SampleSet, Dataset):
+    event.listen(_model, "before_insert", _never_reuse_ids)
