@@ -30,7 +30,7 @@ from studio.data.stats import dataset_stats
 from studio.store import Store
 from studio.store.audit import record_action
 from studio.store.projects import (ACTIVE_RUN_STATUSES, DEFAULT_PROJECT, DeleteRefused, ensure_project,
-                                   remove_folders)
+                                   project_name, remove_folders)
 from studio.store.tables import Dataset, DatasetVersion, Project, Run, Upload
 
 
@@ -209,7 +209,7 @@ def reclean(store: Store, version_id: int, *, steps: dict | None = None, split=N
         if old is None:
             raise ImportRefused(f"no dataset version with id {version_id}")
         upload = session.get(Upload, old.upload_id) if old.upload_id else None
-        dataset, project = old.dataset, session.get(Project, old.dataset.project_id).name
+        dataset, project = old.dataset, project_name(session, old.dataset.project_id)
     if upload is None:
         raise ImportRefused(f"version {version_id} has no stored upload to clean again")
     base = store.path(upload.path)
@@ -269,10 +269,6 @@ def purge_versions(session, versions: list[DatasetVersion]) -> list[str]:
     return folders
 
 
-def _dataset_project(session, dataset: Dataset) -> str:
-    return session.get(Project, dataset.project_id).name
-
-
 def delete_version(store: Store, ref: str, actor: str | None = None) -> dict:
     """Delete one version (``DATASET_ID:VERSION``) and its files; the dataset goes too when it was the last."""
     if ":" not in str(ref):
@@ -282,7 +278,7 @@ def delete_version(store: Store, ref: str, actor: str | None = None) -> dict:
         version = session.get(DatasetVersion, version_id)
         dataset = version.dataset
         refuse_if_trained_on(session, [version], f"dataset '{dataset.name}' v{version.version}")
-        project, number = _dataset_project(session, dataset), version.version
+        project, number = project_name(session, dataset.project_id), version.version
         folders = purge_versions(session, [version])
         left = select(func.count(DatasetVersion.id)).where(DatasetVersion.dataset_id == dataset.id)
         dataset_gone = not session.scalar(left)
@@ -304,7 +300,7 @@ def delete_dataset(store: Store, dataset_id: int, actor: str | None = None) -> d
         versions = list(dataset.versions)
         refuse_if_trained_on(session, versions, f"dataset '{dataset.name}'")
         folders = purge_versions(session, versions) + [f"datasets/{dataset.id}"]
-        project, name = _dataset_project(session, dataset), dataset.name
+        project, name = project_name(session, dataset.project_id), dataset.name
         session.delete(dataset)
         record_action(session, actor, "dataset.delete", f"dataset:{dataset.id}", project=project,
                       details={"name": name, "versions": [v.version for v in versions]})

@@ -289,9 +289,9 @@ def list_sets(store: Store, project: str | None = None) -> list[dict]:
         rows = session.scalars(query).all()
         counts = dict(session.execute(select(GeneratedSample.set_id, func.count())
                                       .group_by(GeneratedSample.set_id)).all())
-        projects = {r.id: project_name(session, r.project_id) for r in rows}
+        projects = dict(session.execute(select(Project.id, Project.name)).all())  # one query, not one per set
     return [{"set_id": r.id, "name": r.name, "created_at": r.created_at.isoformat(), "status": r.status,
-             "project": projects[r.id],
+             "project": projects.get(r.project_id),
              "modality": r.modality, "base_model": r.base_model, "variants": [v["label"] for v in r.variants],
              "prompts": len(r.prompts), "samples": counts.get(r.id, 0), "source": r.source,
              "errors": len((r.report or {}).get("errors", []))} for r in rows]

@@ -223,13 +223,11 @@ def variant_choices(store: Store, modality: str | None = None, project: str | No
     only that project's runs."""
     from sqlalchemy import select
 
-    from studio.training.runs import checkpoints, run_ids
+    from studio.training.runs import checkpoints, in_project
 
-    wanted = set(run_ids(store, project))
+    query = in_project(select(Run).order_by(Run.id.desc()), project)
     with store.session() as session:
-        query = select(Run).order_by(Run.id.desc())
-        runs = [r for r in session.scalars(query.where(Run.modality == modality) if modality else query).all()
-                if r.id in wanted]
+        runs = session.scalars(query.where(Run.modality == modality) if modality else query).all()
     choices = []
     for run in runs:
         saved = [c for c in checkpoints(store, run.id) if Path(c["model_path"]).is_dir()]

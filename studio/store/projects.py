@@ -67,9 +67,8 @@ def remove_folders(store: Store, relative_paths) -> None:
     want). A path may be a glob pattern (``exports/run5-*``: every export of run 5, folders and zips)."""
     home = store.home.resolve()
     for relative in relative_paths:
-        matches = list(home.glob(relative)) if relative and "*" in relative else [store.path(relative) if relative
-                                                                                   else home]
-        for match in matches:
+        relative = relative or ""
+        for match in home.glob(relative) if "*" in relative else [store.path(relative)]:
             target = match.resolve()
             if target == home or not target.is_relative_to(home):  # a bad row must never remove the home or outside
                 continue

@@ -85,11 +85,12 @@ def run_project(session, run_id: int) -> str | None:
 
 
 def _record_export(store: Store, variant, fmt: str, out: Path, actor: str | None) -> None:
-    from studio.store import record_action
+    from studio.store.tables import Run
+    from studio.training.jobs import record_run_action
 
     with store.session() as session:
-        record_action(session, actor, "run.export", f"run:{variant.run_id}", project=run_project(session, variant.run_id),
-                      details={"step": variant.step, "format": fmt, "path": str(out)})
+        record_run_action(session, actor, "run.export", session.get(Run, variant.run_id),
+                          {"step": variant.step, "format": fmt, "path": str(out)})
 
 
 def shard_bytes(store: Store) -> int:

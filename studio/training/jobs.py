@@ -239,7 +239,7 @@ def dispatch(store: Store) -> int | None:
     return run.id
 
 
-def _record_run_action(session, actor: str | None, action: str, run: Run, details: dict | None = None) -> None:
+def record_run_action(session, actor: str | None, action: str, run: Run, details: dict | None = None) -> None:
     record_action(session, actor, action, f"run:{run.id}", project=project_name(session, run.project_id),
                   details=details)
 
@@ -254,12 +254,12 @@ def request(store: Store, run_id: int, kind: str, actor: str | None = None) -> N
             raise RunError(f"no run {run_id}")
         if kind == "stop" and run.status == "queued":
             run.status, run.ended_at = "stopped", _now()
-            _record_run_action(session, actor, "run.stop", run, {"was": "queued"})
+            record_run_action(session, actor, "run.stop", run, {"was": "queued"})
             return
         if run.status not in ACTIVE:
             raise RunError(f"run {run_id} is {run.status}, not running")
         session.add(ControlFlag(run_id=run_id, kind=kind))
-        _record_run_action(session, actor, f"run.{kind}", run)
+        record_run_action(session, actor, f"run.{kind}", run)
 
 
 def resume(store: Store, run_id: int, checkpoint_step: int | None = None, actor: str | None = None) -> None:
@@ -278,7 +278,7 @@ def resume(store: Store, run_id: int, checkpoint_step: int | None = None, actor:
             raise RunError(f"run {run_id} has no checkpoint{f' at step {checkpoint_step}' if checkpoint_step else ''} "
                            "to resume from")
         run.status, run.resume_from, run.error_tail, run.ended_at = "queued", checkpoint.path, None, None
-        _record_run_action(session, actor, "run.resume", run, {"checkpoint_step": checkpoint.step})
+        record_run_action(session, actor, "run.resume", run, {"checkpoint_step": checkpoint.step})
 
 
 def purge_run(session, run: Run) -> list[str]:
@@ -312,6 +312,6 @@ def delete_run(store: Store, run_id: int, actor: str | None = None) -> None:
         if child := trained_from(store, session, {run_id}):
             raise RunError(f"run {child[0]} was trained from a checkpoint of run {run_id}: delete run {child[0]} "
                            "first")
-        _record_run_action(session, actor, "run.delete", run, {"model": run.model_ref, "method": run.method})
+        record_run_action(session, actor, "run.delete", run, {"model": run.model_ref, "method": run.method})
         folders = purge_run(session, run)
     remove_folders(store, folders)

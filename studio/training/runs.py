@@ -65,11 +65,14 @@ def run_summary(store: Store, run_id: int, with_history: bool = False) -> dict:
     return summary
 
 
+def in_project(query, project: str | None):
+    """``query`` over runs narrowed to ``project``'s runs when one is given."""
+    return query.join(Project, Project.id == Run.project_id).where(Project.name == project) if project else query
+
+
 def run_ids(store: Store, project: str | None = None) -> list[int]:
     """Every run's id (of ``project`` when given), newest first."""
-    query = select(Run.id).order_by(Run.id.desc())
-    if project:
-        query = query.join(Project, Project.id == Run.project_id).where(Project.name == project)
+    query = in_project(select(Run.id).order_by(Run.id.desc()), project)
     with store.session() as session:
         return list(session.scalars(query).all())
 

@@ -30,8 +30,6 @@ class StepsPanel:
     """Every modality's cleaning steps as switches and fields; only the chosen modality's is shown."""
 
     def __init__(self):
-        import gradio as gr
-
         self.groups = {}
         self.fields: list[tuple[str, str, str]] = []  # (modality, step, param or "enabled")
         self.components = []
@@ -57,8 +55,6 @@ class StepsPanel:
         return config
 
     def visibility(self, modality: str) -> list:
-        import gradio as gr
-
         return [gr.Group(visible=m == modality) for m in MODALITIES]
 
 
@@ -113,8 +109,6 @@ def example_choices() -> list[tuple[str, str]]:
 
 def build(store: Store, project, version) -> None:
     """Lay out the Data tab. ``project`` and ``version`` are the shared selectors above the tabs."""
-    import gradio as gr
-
     gr.Markdown("Upload text, images or audio (several files, folders as a zip). Captions for images and audio "
                 "come from same-name `.txt` files or a `metadata.jsonl`/`metadata.csv` with `file_name`.")
     with gr.Row():

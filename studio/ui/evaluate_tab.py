@@ -56,8 +56,6 @@ def follow_project(store: Store, project, dropdown, choices) -> None:
 
 def _side_updates(shown: dict | None, side: str):
     """(text, image, audio) updates for side ``a`` or ``b`` of a presented pair (or one scored sample)."""
-    import gradio as gr
-
     content = (shown or {}).get(side) or {}
     modality = (shown or {}).get("modality")
     return (gr.Textbox(value=content.get("text") or "", visible=modality == "text"),
@@ -77,8 +75,6 @@ def _prompt_markdown(shown: dict | None) -> str:
 
 def build_rating(store: Store, rater_only: bool = False, project=None):
     """The blind rating panel; returns the rater-name box (filled with the signed-in name when sign-in is on)."""
-    import gradio as gr
-
     gr.Markdown(RATER_INTRO)
     with gr.Row():
         rater = gr.Textbox(label="Your name", elem_id="rate-name", scale=2,
@@ -259,8 +255,6 @@ def _round(value):
 
 def build(store: Store, project=None) -> None:
     """The Evaluate tab; its sample-set and run lists follow the shared ``project`` selector."""
-    import gradio as gr
-
     with gr.Accordion("Rate (blind)", open=True):
         build_rating(store, project=project)
         gr.Markdown("Raters who should see nothing else can use the rater-only page: **/rate** on this server.")
@@ -357,8 +351,6 @@ def run_outputs(store: Store, run_id):
     first = numbers[0] if numbers else None
     chart = by_step([{"step": r["step"], "value": r.get(first)} for r in rows], f"{first} by step", first,
                     value="value") if first else None
-    import gradio as gr
-
     return ("\n\n".join(lines) or "No votes on this run's checkpoints yet.", curve, chart,
             gr.Dataframe(value=table, headers=["step"] + numbers) if rows else None)
 
@@ -367,8 +359,6 @@ def register_api(store: Store, include_leaderboard: bool = True) -> None:
     """Gradio API endpoints for external rating tools (documented in the README): ``/rating_next_pair``,
     ``/rating_vote`` and ``/leaderboard``. Pairs come without variant names; a vote reveals them. With sign-in
     on, the rater is the signed-in account whatever name the call gives: nobody votes for someone else."""
-    import gradio as gr
-
     def rating_next_pair(set_id: int, rater: str, request: gr.Request) -> dict:
         """The next pair this rater should judge in the sample set (null when none is left)."""
         from studio.evaluation.service import next_pair

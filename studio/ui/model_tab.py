@@ -65,8 +65,6 @@ def model_choices(modality: str) -> list[tuple[str, str]]:
 
 def build(store: Store, version):
     """Lay out the Model tab; returns (model_ref, method, lora components) for the Train tab."""
-    import gradio as gr
-
     gr.Markdown("Pick the model to adapt and how. **Starters** work offline and learn from your data from "
                 "scratch; Hub models need their weights in the local Hugging Face cache (or a network).")
     with gr.Row():

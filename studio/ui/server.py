@@ -15,7 +15,6 @@ import html
 import secrets
 import threading
 import urllib.parse
-from pathlib import Path
 
 from starlette.requests import Request  # at module level: FastAPI resolves the route functions' hints from here
 

@@ -313,8 +313,6 @@ def build(store: Store, project, version, model_ref, method, lora: dict) -> None
 
 def _top_form(defaults: TrainConfig) -> dict:
     """The top-level TrainConfig fields as form components, four to a row."""
-    import gradio as gr
-
     everything = {}
     with gr.Accordion("Training settings (TrainingArguments names)", open=False):
         for start in range(0, len(TOP_FIELDS), 4):
