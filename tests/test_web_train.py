@@ -31,8 +31,13 @@ def test_train_tab_starts_a_run_and_the_loss_plot_updates(home_with_corpus, runn
     page.locator("#train-intro").get_by_text("tales v1").wait_for(timeout=20_000)
     page.get_by_text("Training settings (TrainingArguments names)").click()
     steps = page.get_by_label("max steps", exact=True)
-    steps.fill("150")  # long enough (~10 s on an idle machine) to be seen running, not only completed
-    steps.press("Tab")
+    for _ in range(5):  # the model's recommended settings may still be arriving and overwrite a value typed early
+        steps.fill("150")  # long enough (~10 s on an idle machine) to be seen running, not only completed
+        steps.press("Tab")
+        page.wait_for_timeout(1500)
+        if steps.input_value() == "150":
+            break
+    assert steps.input_value() == "150"
     page.locator("#train-start").click()
     page.locator("#train-message").get_by_text("queued").wait_for(timeout=30_000)
     progress = page.locator("#train-progress")
