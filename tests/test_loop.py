@@ -1,9 +1,14 @@
 """The training loop's logic on a tiny real model: learning, validation at step 0, checkpoints, resume,
-stop, save-now, samples, early stopping, out-of-memory recovery."""
+stop, save-now, samples, early stopping, out-of-memory recovery, and two gloo ranks on the CPU."""
 
 from __future__ import annotations
 
 import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -111,3 +116,37 @@ def test_tensorboard_logging_through_accelerate(tmp_path):
     result, _, _ = run(tmp_path, report_to_tensorboard=True, max_steps=5)
     events = list((tmp_path / "out").rglob("events.out.tfevents.*"))
     assert result.status == "completed" and events and events[0].stat().st_size > 0
+
+
+def run_in_two_ranks(tmp_path, **changes) -> dict:
+    """The loop under ``accelerate launch`` with two gloo ranks on the CPU (the worker's multi-process path)."""
+    root = Path(__file__).resolve().parents[1]
+    with socket.socket() as sock:  # a free port: other runs of the suite may use accelerate's default one
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--num_machines", "1",
+               "--multi_gpu", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(port),
+               str(root / "tests" / "loop_in_ranks.py"), config(**changes).model_dump_json(), str(tmp_path)]
+    env = {**os.environ, "ACCELERATE_USE_CPU": "1",
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))}
+    done = subprocess.run(command, env=env, cwd=root, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
+    return json.loads((tmp_path / "history.json").read_text())
+
+
+@pytest.mark.parametrize("changes", [
+    dict(max_steps=12, warmup_steps=4, lr_scheduler_type="linear"),
+    dict(max_steps=-1, num_train_epochs=3, gradient_accumulation_steps=2, warmup_steps=3, lr_scheduler_type="cosine"),
+], ids=["max-steps", "epochs"])
+def test_two_processes_follow_the_one_process_learning_rate_curve(tmp_path, changes):
+    # The batch size is per process: one process with 8 and two with 4 take the same 8 x accumulation items per
+    # optimizer step, so an epoch is the same number of optimizer steps (64 items: 8 batches, 4 per process each).
+    one, _, _ = run(tmp_path / "one", per_device_train_batch_size=8, **changes)
+    two = run_in_two_ranks(tmp_path / "two", per_device_train_batch_size=4, **changes)
+    expected_steps = 12 if changes["max_steps"] > 0 else 3 * 8 // 2
+    assert one.steps == two["steps"] == expected_steps
+    one_curve, two_curve = values(one.history, "learning_rate"), values(two["history"], "learning_rate")
+    assert [s for s, _ in two_curve] == [s for s, _ in one_curve] == list(range(1, expected_steps + 1))
+    assert [v for _, v in two_curve] == pytest.approx([v for _, v in one_curve])
+    assert max(v for _, v in one_curve) == pytest.approx(0.2, rel=0.1)  # the warm-up reaches the peak ...
+    assert one_curve[-1][1] < 0.05  # ... and the decay runs to the end, not half-way

@@ -65,6 +65,8 @@ def make_optimizer(params: list, config: TrainConfig):
 
 
 def make_scheduler(optimizer, config: TrainConfig, total_steps: int):
+    """The learning-rate schedule counted in optimizer steps: ``train`` steps it once per optimizer step, however
+    many processes there are (warm-up and decay then take the same steps with 1 process or 8)."""
     from transformers import get_scheduler
 
     return get_scheduler(config.lr_scheduler_type, optimizer, num_warmup_steps=min(config.warmup_steps, total_steps),
@@ -72,9 +74,12 @@ def make_scheduler(optimizer, config: TrainConfig, total_steps: int):
 
 
 def total_steps_for(config: TrainConfig, batches_per_epoch: int) -> int:
+    """Optimizer steps of the run. ``batches_per_epoch`` is one process's share of an epoch (the loader after
+    ``accelerator.prepare`` splits it); an epoch's last, shorter accumulation window still makes a step."""
     if config.max_steps > 0:
         return config.max_steps
-    return max(1, math.ceil(batches_per_epoch / config.gradient_accumulation_steps * config.num_train_epochs))
+    steps_per_epoch = math.ceil(batches_per_epoch / config.gradient_accumulation_steps)
+    return max(1, math.ceil(steps_per_epoch * config.num_train_epochs))
 
 
 def make_loader(dataset, collate, batch_size: int, seed: int, shuffle: bool):
@@ -161,8 +166,12 @@ def train(backend: Backend, handle: Handle, rows: dict[str, list[dict]], root: P
 
     hooks = hooks or Hooks()
     output_dir.mkdir(parents=True, exist_ok=True)
+    # step_scheduler_with_optimizer=False: Accelerate would otherwise step the schedule once per process at each
+    # optimizer step (its convention for schedules counted in single-process batches); ours counts optimizer
+    # steps, and the loop steps it itself, once per optimizer step that was taken.
     accelerator = Accelerator(mixed_precision=config.mixed_precision, cpu=config.use_cpu,
                               gradient_accumulation_steps=config.gradient_accumulation_steps,
+                              step_scheduler_with_optimizer=False,
                               log_with="tensorboard" if config.report_to_tensorboard else None,
                               project_dir=str(output_dir))
     main = accelerator.is_main_process
@@ -178,14 +187,16 @@ def train(backend: Backend, handle: Handle, rows: dict[str, list[dict]], root: P
     val_set = datasets.get("validation")
     has_validation = val_set is not None and len(val_set) > 0
     val_loader = make_loader(val_set, collate, micro_batch, config.seed, shuffle=False) if has_validation else None
-    total = total_steps_for(config, len(train_loader))
 
     module = handle.module
     optimizer = make_optimizer(handle.trainable_parameters(), config)
-    scheduler = make_scheduler(optimizer, config, total)
-    module, optimizer, train_loader, scheduler = accelerator.prepare(module, optimizer, train_loader, scheduler)
+    module, optimizer, train_loader = accelerator.prepare(module, optimizer, train_loader)
     if val_loader is not None:
         val_loader = accelerator.prepare(val_loader)
+    # Counted after prepare: each process goes through its own share of an epoch, in batches of ``micro_batch``
+    # (the batch size is per process; one optimizer step takes micro_batch x processes x accumulation items).
+    total = total_steps_for(config, len(train_loader))
+    scheduler = accelerator.prepare(make_scheduler(optimizer.optimizer, config, total))
 
     step, epoch, skip_batches = 0, 0, 0
     best_val, evals_without_gain = None, 0
@@ -256,7 +267,8 @@ def train(backend: Backend, handle: Handle, rows: dict[str, list[dict]], root: P
                     if accelerator.sync_gradients and config.max_grad_norm > 0:
                         grad_norm = accelerator.clip_grad_norm_(module.parameters(), config.max_grad_norm)
                     optimizer.step()
-                    scheduler.step()
+                    if accelerator.sync_gradients and not accelerator.optimizer_step_was_skipped:
+                        scheduler.step()
                     optimizer.zero_grad()
             except Exception as error:  # noqa: BLE001 - only out-of-memory is handled, the rest re-raised
                 if not is_out_of_memory(error) or micro_batch == 1:

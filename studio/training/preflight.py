@@ -7,6 +7,7 @@ before committing to a run (the answer to "will it fit, and how long will it tak
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -50,7 +51,7 @@ def measure(spec: dict) -> dict:
     train_set = backend.datasets(handle, rows, store.path(version.path), config)["train"]
     batches = len(make_loader(train_set, backend.collate(handle, config), config.per_device_train_batch_size,
                               config.seed, shuffle=False))
-    total = total_steps_for(config, batches)
+    total = total_steps_for(config, math.ceil(batches / config.num_processes))  # each process has its share
     trial = config.model_copy(update={"max_steps": MEASURED_STEPS, "eval_steps": 10**6, "save_steps": 10**6,
                                       "sample_steps": 0, "report_to_tensorboard": False})
     seen: list[dict] = []
