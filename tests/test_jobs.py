@@ -87,6 +87,52 @@ def test_stop_saves_a_checkpoint_and_resume_continues_the_curve(corpus_store):
     assert [h["step"] for h in history if h["name"] == "val_loss"].count(0) == 1
 
 
+def record_attempt(store, run_id, steps):
+    """What a worker records for ``steps``: loss and learning rate each step, validation and a sample every 50."""
+    from studio.models.base import Sample
+    from studio.training.worker import StoreHooks
+
+    hooks = StoreHooks(store, run_id)
+    for step in steps:
+        hooks.metric(step, "train_loss", 1.0 / (step + 1))
+        hooks.metric(step, "learning_rate", 1e-3)
+        if step % 50 == 0:
+            hooks.metric(step, "val_loss", 2.0 / (step + 1))
+            hooks.samples(step, [Sample(prompt="The red fox", seed=0, text=f"at {step}")])
+    hooks.flush()
+
+
+def test_resume_forgets_what_the_abandoned_attempt_recorded_after_its_checkpoint(corpus_store):
+    from studio.store.tables import Checkpoint
+    from studio.training.runs import samples
+    from studio.ui.state import MetricCache
+    from studio.ui.train_tab import loss_frame
+
+    store, dataset = corpus_store
+    run_id = jobs.create_run(store, dataset, "starter-text", "scratch", text_config(max_steps=400))
+    record_attempt(store, run_id, range(0, 185))  # died at step 184, its last checkpoint at step 100
+    store.path(f"runs/{run_id}/checkpoints/step-0000100").mkdir(parents=True)
+    with store.session() as session:
+        session.add(Checkpoint(run_id=run_id, step=100, path=f"runs/{run_id}/checkpoints/step-0000100", val_loss=0.5))
+        run = session.get(Run, run_id)
+        run.status, run.steps_done = "failed", 184
+    page = MetricCache()
+    assert len(page.history(store, run_id)) > 2 * 184  # a page showing the dead attempt's curve
+
+    jobs.resume(store, run_id, checkpoint_step=100)
+    assert run_summary(store, run_id)["steps"] == 100
+    record_attempt(store, run_id, range(101, 161))  # the resumed attempt
+    history, _ = metric_rows(store, run_id)
+    for name in ("train_loss", "learning_rate", "val_loss"):
+        steps = [h["step"] for h in history if h["name"] == name]
+        assert len(steps) == len(set(steps)), name  # one value per step
+    assert [h["step"] for h in history if h["name"] == "train_loss"] == list(range(0, 161))
+    assert [s["step"] for s in samples(store, run_id)] == [0, 50, 100, 150]
+    plotted = loss_frame(page.history(store, run_id))  # the open page's curve, read incrementally
+    train = plotted[plotted["series"] == "train"]
+    assert list(train["step"]) == list(range(0, 161))
+
+
 def test_a_killed_worker_marks_its_run_failed_with_its_log(corpus_store):
     store, dataset = corpus_store
     run_id = jobs.create_run(store, dataset, "starter-text", "scratch", text_config(max_steps=5000))

@@ -278,7 +278,16 @@ def resume(store: Store, run_id: int, checkpoint_step: int | None = None, actor:
             raise RunError(f"run {run_id} has no checkpoint{f' at step {checkpoint_step}' if checkpoint_step else ''} "
                            "to resume from")
         run.status, run.resume_from, run.error_tail, run.ended_at = "queued", checkpoint.path, None, None
+        forget_after(session, run, checkpoint)
         record_run_action(session, actor, "run.resume", run, {"checkpoint_step": checkpoint.step})
+
+
+def forget_after(session, run: Run, checkpoint: Checkpoint) -> None:
+    """Drop what the abandoned attempt recorded after ``checkpoint``: the resumed run trains those steps again,
+    and every step must have one value (the history would hold two and the loss plot draw both)."""
+    for table in (Metric, RunSample):
+        session.execute(delete(table).where(table.run_id == run.id, table.step > checkpoint.step))
+    run.steps_done, run.best_val_loss = checkpoint.step, checkpoint.val_loss
 
 
 def purge_run(session, run: Run) -> list[str]:

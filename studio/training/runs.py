@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from studio.store import Store
 from studio.store.projects import project_name
@@ -20,6 +20,14 @@ def metric_rows(store: Store, run_id: int, after_id: int = 0) -> tuple[list[dict
                                .order_by(Metric.id)).all()
     last = rows[-1].id if rows else after_id
     return [{"step": m.step, "name": m.name, "value": m.value} for m in rows], last
+
+
+def metric_count(store: Store, run_id: int, up_to_id: int) -> int:
+    """How many of the run's metrics have an id up to ``up_to_id``: fewer than a reader holds means some were
+    dropped since (a resume forgets what the abandoned attempt recorded after its checkpoint)."""
+    with store.session() as session:
+        return session.scalar(select(func.count()).select_from(Metric)
+                              .where(Metric.run_id == run_id, Metric.id <= up_to_id))
 
 
 def checkpoints(store: Store, run_id: int) -> list[dict]:

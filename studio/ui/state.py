@@ -36,10 +36,12 @@ class MetricCache:
         self._runs: dict[int, tuple[int, list[dict]]] = {}
 
     def history(self, store: Store, run_id: int) -> list[dict]:
-        from studio.training.runs import metric_rows
+        from studio.training.runs import metric_count, metric_rows
 
         with self._lock:
             last_id, rows = self._runs.get(run_id, (0, []))
+            if rows and metric_count(store, run_id, last_id) != len(rows):
+                last_id, rows = 0, []  # rows were dropped since (a resume): read the history again
             new, last_id = metric_rows(store, run_id, last_id)
             rows = rows + new
             self._runs[run_id] = (last_id, rows)
