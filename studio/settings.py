@@ -35,7 +35,7 @@ class Settings(BaseSettings):
                        description="Folder where datasets, uploads, runs and the SQLite database live: "
                                    "./studio_home, or /data/studio on a Space with persistent storage.")
     database_url: str | None = Field(
-        default=None,
+        default=None, json_schema_extra={"secret": True},  # holds the database's password
         description="SQLAlchemy URL. Default: SQLite file studio.db under STUDIO_HOME. "
                     "PostgreSQL: postgresql+psycopg2://user:pass@host/db")
     host: str = Field(default_factory=_default_host, description="Interface the web studio listens on: 127.0.0.1, or 0.0.0.0 on a Space.")
@@ -96,11 +96,11 @@ class Settings(BaseSettings):
                     "names that are editors, * for everyone; every other signed-in account is a rater. Empty: the "
                     "Space's owner.")
     metrics_token: str = Field(
-        default="",
+        default="", json_schema_extra={"secret": True},
         description="With sign-in on: a token that lets a monitoring system read /metrics without an account "
                     "(sent as 'Authorization: Bearer TOKEN'). Empty: /metrics needs an editor's sign-in.")
     session_secret: str = Field(
-        default="",
+        default="", json_schema_extra={"secret": True},
         description="Key that signs sign-in cookies. Empty: a random key kept in STUDIO_HOME/session_secret, so "
                     "sign-ins survive a restart.")
 
@@ -121,6 +121,13 @@ class Settings(BaseSettings):
 def load_settings(**overrides) -> Settings:
     """Settings from the environment, with explicit (CLI) values taking precedence."""
     return Settings(**{k: v for k, v in overrides.items() if v is not None})
+
+
+def secret_variables() -> set[str]:
+    """The environment variables of settings that hold a secret (a password, a token, a key): the studio never
+    prints their values, and names the variable instead."""
+    return {f"STUDIO_{name.upper()}" for name, field in Settings.model_fields.items()
+            if (field.json_schema_extra or {}).get("secret")}
 
 
 def settings_table() -> str:

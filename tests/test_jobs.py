@@ -199,6 +199,19 @@ def test_copyable_launch_commands(corpus_store):
     assert "accelerate launch" in single and "--num_processes 2" in single and "--multi_gpu" in single
     assert single.endswith(f"-m studio.training.worker {run_id}")
     assert "--machine_rank $MACHINE_RANK" in multi and "--num_machines $NUM_MACHINES" in multi
+    assert commands["secrets"] == []
+
+
+def test_copyable_launch_commands_never_show_the_database_password(corpus_store):
+    store, dataset = corpus_store
+    run_id = jobs.create_run(store, dataset, "starter-text", "scratch", text_config(num_processes=2))
+    store.settings = store.settings.model_copy(
+        update={"database_url": "postgresql+psycopg2://studio:Pa55-w0rd@db.example:5432/studio"})
+    commands = jobs.copyable_commands(store, run_id)
+    for command in (commands["single_node"], commands["multi_node"]):
+        assert "Pa55-w0rd" not in command and "db.example" not in command
+        assert 'STUDIO_DATABASE_URL="$STUDIO_DATABASE_URL"' in command  # the worker still gets the database
+    assert commands["secrets"] == ["STUDIO_DATABASE_URL"]
 
 
 def test_deepspeed_or_fsdp_config_is_passed_to_accelerate(corpus_store, tmp_path):

@@ -22,6 +22,7 @@ from studio.data.service import get_version
 from studio.store import Store, record_action
 from studio.store.projects import check_project_name, project_name, remove_folders
 from studio.store.tables import Checkpoint, ControlFlag, DeviceLock, Metric, Run, RunSample
+from studio.settings import secret_variables
 from studio.training.config import METHODS, TrainConfig
 
 DEVICE_SET = "local"         # one device set per machine: one run at a time, the rest wait in order
@@ -111,13 +112,15 @@ def _cuda_available() -> bool:
 
 
 def copyable_commands(store: Store, run_id: int) -> dict[str, str]:
-    """Shell commands to run the same config outside the studio: here, and on a multi-node cluster."""
+    """Shell commands to run the same config outside the studio: here, and on a multi-node cluster; ``secrets``
+    names the variables they refer to rather than show (to be set where they run)."""
     with store.session() as session:
         run = session.get(Run, run_id)
         config = TrainConfig.model_validate(run.config)
-    env = f"STUDIO_HOME={shlex.quote(str(store.home))} " + ("ACCELERATE_USE_CPU=1 " if on_cpu(config) else "")
-    if store.settings.database_url:
-        env += f"STUDIO_DATABASE_URL={shlex.quote(store.settings.database_url)} "
+    variables = {"STUDIO_HOME": str(store.home), "ACCELERATE_USE_CPU": "1" if on_cpu(config) else None,
+                 "STUDIO_DATABASE_URL": store.settings.database_url}
+    variables = {name: value for name, value in variables.items() if value}
+    env = "".join(f"{name}={_shell_value(name, value)} " for name, value in variables.items())
     single = env + shlex.join(launch_command(run_id, config, for_cluster=True))
     multi = [a for a in launch_command(run_id, config, for_cluster=True) if a != "--cpu"]
     if "--multi_gpu" not in multi:
@@ -125,7 +128,14 @@ def copyable_commands(store: Store, run_id: int) -> dict[str, str]:
     at = multi.index("--num_machines")
     multi[at + 1] = "$NUM_MACHINES"
     multi[at:at] = ["--machine_rank", "$MACHINE_RANK", "--main_process_ip", "$MAIN_IP", "--main_process_port", "29500"]
-    return {"single_node": single, "multi_node": env + " ".join(multi)}
+    return {"single_node": single, "multi_node": env + " ".join(multi),
+            "secrets": sorted(secret_variables() & variables.keys())}
+
+
+def _shell_value(variable: str, value: str) -> str:
+    """``value`` quoted for a shell, or for a secret (the database URL's password) a reference to the variable,
+    to be set where the command runs: a copied command ends up in shell histories, chats and tickets."""
+    return f'"${variable}"' if variable in secret_variables() else shlex.quote(value)
 
 
 def _claim(store: Store) -> Run | None:

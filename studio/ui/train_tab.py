@@ -241,8 +241,10 @@ def build(store: Store, project, version, model_ref, method, lora: dict) -> None
         if not run_id:
             return gr.Textbox(value="Start or pick a run first: the command runs that run's saved config.", visible=True)
         commands = jobs.copyable_commands(store, int(run_id))
-        return gr.Textbox(value=f"# this machine\n{commands['single_node']}\n\n# several machines (set the variables "
-                                f"on each)\n{commands['multi_node']}", visible=True)
+        secrets = "".join(f"# set {name} first: the studio does not show it, it holds a secret\n"
+                          for name in commands["secrets"])
+        return gr.Textbox(value=f"{secrets}# this machine\n{commands['single_node']}\n\n# several machines (set the "
+                                f"variables on each)\n{commands['multi_node']}", visible=True)
 
     command_button.click(on_command, selected, command_view)
 
