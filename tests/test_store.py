@@ -31,6 +31,35 @@ def test_sqlite_runs_in_wal_mode(store):
         assert connection.execute(text("PRAGMA journal_mode")).scalar() == "wal"
 
 
+def _modes(home) -> dict[str, int]:
+    return {name: (home / name).stat().st_mode & 0o777 for name in ("studio.db", "studio.db-wal", "studio.db-shm")}
+
+
+def test_the_database_and_its_wal_files_are_readable_by_their_owner_only(home, tmp_path):
+    import sqlite3
+
+    umask = os.umask(0o022)  # the usual umask: files are created readable by everyone unless asked otherwise
+    try:
+        store = open_store(load_settings(home=home))
+        import_dataset(store, [_corpus(tmp_path)], name="notes")  # a write: the -wal and -shm files are there
+        assert _modes(home) == dict.fromkeys(_modes(home), 0o600)
+        store.close()
+
+        (home / "studio.db").chmod(0o644)  # as an older studio left it
+        older = sqlite3.connect(home / "studio.db")  # holds the -wal and -shm files open, created 0644 too
+        older.execute("PRAGMA journal_mode=WAL")
+        older.execute("CREATE TABLE IF NOT EXISTS scratch (x)")
+        older.commit()
+        assert set(_modes(home).values()) == {0o644}
+        reopened = open_store(load_settings(home=home))
+        assert _modes(home) == dict.fromkeys(_modes(home), 0o600)
+        assert [d["name"] for d in list_datasets(reopened)] == ["notes"]
+        reopened.close()
+        older.close()
+    finally:
+        os.umask(umask)
+
+
 def _corpus(tmp_path):
     path = tmp_path / "notes.txt"
     path.write_text("\n\n".join(f"Paragraph {i} talks about topic {i} with several distinct words {i * 7}."

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -25,8 +27,36 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
     cursor.close()
 
 
+def _private_sqlite_files(url: str) -> None:
+    """The SQLite database and its -wal/-shm files readable by their owner only: they hold every record (users'
+    votes, runs, who did what). A new database is created 0600, and SQLite gives its -wal and -shm files the
+    database file's mode; files an older studio left readable by others are narrowed on open."""
+    from sqlalchemy.engine import make_url
+
+    database = make_url(url).database
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return
+    path = Path(database)
+    if path.parent.is_dir():
+        try:
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))  # SQLite takes an empty file
+        except FileExistsError:
+            pass
+    for file in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        try:
+            mode = file.stat().st_mode & 0o777
+            if mode & 0o077:
+                file.chmod(mode & 0o700)
+        except FileNotFoundError:
+            continue
+        except PermissionError:
+            warnings.warn(f"{file} is readable by other users ({mode:o}) and the studio cannot change that: "
+                          f"run chmod 600 on it", stacklevel=2)
+
+
 def make_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
+        _private_sqlite_files(url)
         engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
