@@ -29,6 +29,24 @@ def test_the_spaces_requirements_are_the_projects_dependencies():
     assert listed == pyproject_dependencies()
 
 
+def test_gradio_analytics_and_hub_telemetry_are_off_without_being_asked(tmp_path):
+    import os
+
+    env = {name: value for name, value in os.environ.items()
+           if name not in ("GRADIO_ANALYTICS_ENABLED", "HF_HUB_DISABLE_TELEMETRY", "DISABLE_TELEMETRY", "DO_NOT_TRACK")}
+    env["PYTHONPATH"] = str(ROOT)
+    probe = textwrap.dedent("""
+        import json
+        import studio_app  # the Spaces / `python studio_app.py` entry point, as a person starts it outside Docker
+        import gradio, huggingface_hub.constants
+        print(json.dumps([gradio.Blocks().analytics_enabled, huggingface_hub.constants.HF_HUB_DISABLE_TELEMETRY]))
+    """)
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, cwd=tmp_path,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == [False, True]
+
+
 def test_the_readme_front_matter_makes_a_gradio_space_of_studio_app():
     import gradio
 
