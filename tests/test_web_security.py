@@ -92,6 +92,8 @@ def test_a_crafted_call_naming_a_server_file_is_refused_and_nothing_is_read(guar
             event, answer = call(editor, api_name, data)
             assert event == "error", (api_name, target, answer)
             assert f"Refused {target}" in answer["error"] and "only takes files uploaded" in answer["error"]
+    event, answer = call(editor, "on_example", ["/etc/passwd"])  # the example picker offers its examples only
+    assert event == "error" and "not in the list of choices" in answer["error"]
     # nothing was imported, and Gradio copied none of them into its upload folder (the copy is what a handler reads)
     store = open_store(load_settings(home=guarded.home))
     try:
