@@ -40,7 +40,18 @@ class Settings(BaseSettings):
                     "PostgreSQL: postgresql+psycopg2://user:pass@host/db")
     host: str = Field(default_factory=_default_host, description="Interface the web studio listens on: 127.0.0.1, or 0.0.0.0 on a Space.")
     port: int = Field(default=7860, ge=1, le=65535, description="Port of the web studio.")
+    allowed_hosts: str = Field(
+        default="",
+        description="Host names the web studio answers to besides localhost, 127.0.0.1, the bind address and a "
+                    "Space's own host: comma-separated, *.example.com for its subdomains, * for any. A request "
+                    "naming another host gets 400, so a web page cannot reach the studio under a DNS name of its "
+                    "own (DNS rebinding); requests from other sites' pages get 403.")
     max_upload_mb: int = Field(default=1024, ge=1, description="Largest single uploaded file (MB).")
+    upload_keep_hours: float = Field(
+        default=24, gt=0,
+        description="Files uploaded through the page, and the copies of files the page shows, are deleted from "
+                    "Gradio's upload folder this many hours after they arrive, and when the studio stops (imported "
+                    "data is kept under STUDIO_HOME).")
     max_archive_total_mb: int = Field(default=4096, ge=1,
                                       description="Largest total uncompressed size of one archive (MB).")
     max_archive_ratio: int = Field(default=100, ge=2,
@@ -116,6 +127,15 @@ class Settings(BaseSettings):
     @property
     def on_spaces(self) -> bool:
         return bool(os.environ.get("SPACE_ID"))
+
+    @property
+    def host_names(self) -> list[str]:
+        """Every host name the web studio answers to (see ``allowed_hosts``). Loopback names always: they cannot
+        serve a DNS-rebinding page, and health checks use them. SPACE_HOST: the Space's own host (a comma-separated
+        list when the Space has a custom domain)."""
+        listed = f"{self.allowed_hosts},{os.environ.get('SPACE_HOST', '')}"
+        names = ["localhost", "127.0.0.1", "::1", self.host] + [name.strip() for name in listed.split(",")]
+        return list(dict.fromkeys(name.lower() for name in names if name.strip()))
 
 
 def load_settings(**overrides) -> Settings:

@@ -107,7 +107,7 @@ OAUTH_SCRIPT = textwrap.dedent("""
     import base64, hashlib, json, os, sys, time
     os.environ.update(SYSTEM="spaces", SPACE_ID="owner/studio", SPACE_AUTHOR_NAME="owner", OAUTH_CLIENT_ID="client",
                       OAUTH_CLIENT_SECRET="secret", OAUTH_SCOPES="openid profile",
-                      OPENID_PROVIDER_URL="https://huggingface.co", STUDIO_HOME=sys.argv[1])
+                      OPENID_PROVIDER_URL="https://huggingface.co", SPACE_HOST="testserver", STUDIO_HOME=sys.argv[1])
     from itsdangerous import TimestampSigner
     from starlette.testclient import TestClient
     from studio.settings import load_settings

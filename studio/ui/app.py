@@ -7,6 +7,7 @@ import gradio as gr  # at module level: a handler's "request: gr.Request" hint m
 from studio.store import Store
 from studio.ui import data_tab, evaluate_tab, export_tab, generate_tab, model_tab, project_bar, train_tab
 from studio.ui.failures import readable_failures
+from studio.ui.uploads import StudioBlocks
 
 GUIDE = """
 **Getting started.** 1. **Data**: drop files or a zip, check the guessed modality and columns, press
@@ -20,7 +21,7 @@ Raters who should see nothing else use the rating page [/rate](/rate); how the s
 
 
 def build_app(store: Store):
-    with gr.Blocks(title="Gen Studio") as app:
+    with StudioBlocks(title="Gen Studio", takes_files=True) as app:
         gr.Markdown("# Gen Studio")
         account_line(app)
         if store.settings.on_spaces and not str(store.home).startswith("/data"):
@@ -47,8 +48,8 @@ def build_app(store: Store):
 
 def build_rater_app(store: Store):
     """The rater-only page (mounted at ``/rate``): rating and nothing else, and only the rating API. It is a
-    Blocks of its own so that no training, deletion or export function exists in it to be called."""
-    with gr.Blocks(title="Gen Studio · rating") as app:
+    Blocks of its own so that no training, deletion or export function exists in it to be called; it takes no files."""
+    with StudioBlocks(title="Gen Studio · rating", takes_files=False) as app:
         gr.Markdown("# Gen Studio · rating")
         account_line(app)
         rater = evaluate_tab.build_rating(store, rater_only=True)

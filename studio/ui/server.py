@@ -5,7 +5,9 @@ The two Gradio apps are separate Blocks on purpose: the rating page's app has no
 function in it at all, so a rater cannot reach one through the UI *or* the API however a request is crafted. Two
 locks guard each request when sign-in is on: ``AccessGate`` (below) sends people who are not signed in to
 ``/login`` and raters to ``/rate``, and Gradio's own ``auth_dependency`` refuses (401) any API call of the editor
-app by someone who is not an editor.
+app by someone who is not an editor. Around both, ``SameSiteOnly`` answers only the studio's own host names and
+pages; under both, every handler takes only files uploaded through the page (``studio.ui.uploads``), and the rating
+app takes none at all.
 """
 
 from __future__ import annotations
@@ -16,7 +18,9 @@ import secrets
 import threading
 import urllib.parse
 
+from starlette.datastructures import Headers
 from starlette.requests import Request  # at module level: FastAPI resolves the route functions' hints from here
+from starlette.responses import JSONResponse
 
 from studio.auth import Access
 from studio.store import Store
@@ -73,6 +77,58 @@ class AccessGate:
         response = RedirectResponse(page, status_code=303) if _wants_page(scope) else \
             JSONResponse({"error": message}, status_code=status)
         await response(scope, receive, send)
+
+
+def _host_name(netloc: str) -> str | None:
+    """``example.com`` of ``example.com:7860`` (``::1`` of ``[::1]:7860``); None when it is not a host name."""
+    try:
+        return urllib.parse.urlsplit("//" + netloc).hostname or None
+    except ValueError:
+        return None
+
+
+def _listed(name: str | None, patterns: list[str]) -> bool:
+    """``name`` is one of ``patterns``: a name, ``*.example.com`` (its subdomains) or ``*`` (any name)."""
+    return bool(name) and any(pattern == "*" or name == pattern
+                              or (pattern.startswith("*.") and name.endswith(pattern[1:])) for pattern in patterns)
+
+
+class SameSiteOnly:
+    """ASGI middleware (the outermost): a request must name one of the studio's host names (``Host``; else 400),
+    and one sent by a web page must come from the studio's own pages (``Origin``; else 403).
+
+    With sign-in off, anybody's browser that reaches the studio is an editor: without the Host check a web page
+    could rebind its own DNS name to 127.0.0.1 and drive the editor API from a visitor's browser, and Gradio's CORS
+    (mounted apps keep it) lets any origin read answers with credentials when the host is not a loopback name. A
+    page of the studio sends its own origin; clients that are not browsers (gradio_client, curl) send none.
+    ``/health`` answers any host: load balancers and probes call it by an address of their own."""
+
+    def __init__(self, app, names: list[str]):
+        self.app, self.names = app, names
+        self.origins = [name for name in names if name != "*"]  # "*" opens the host check, never the origin one
+
+    def _refusal(self, headers: Headers) -> tuple[int, str] | None:
+        host = headers.get("host", "")
+        if not _listed(_host_name(host), self.names):
+            return 400, (f"This studio does not answer to the host name '{host}': open it under one of "
+                         f"{', '.join(self.names)}, or add the name to STUDIO_ALLOWED_HOSTS.")
+        origin = headers.get("origin")
+        if origin is None:
+            return None
+        sent_from = urllib.parse.urlsplit(origin).netloc.lower()  # "" for "null" (sandboxed frames, files)
+        if sent_from != host.lower() and not _listed(_host_name(sent_from), self.origins):
+            return 403, f"Requests from other web sites' pages ({origin}) are refused: use the studio's own page."
+        return None
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] not in ("http", "websocket") or scope["path"] == "/health":
+            return await self.app(scope, receive, send)
+        refusal = self._refusal(Headers(scope=scope))
+        if refusal is None:
+            return await self.app(scope, receive, send)
+        if scope["type"] == "websocket":
+            return await send({"type": "websocket.close", "code": 1008})
+        await JSONResponse({"error": refusal[1]}, status_code=refusal[0])(scope, receive, send)
 
 
 def session_secret(store: Store) -> str:
@@ -212,6 +268,7 @@ def build_server(store: Store, access: Access | None = None):
     from starlette.middleware.sessions import SessionMiddleware
 
     from studio.ui.app import build_app, build_rater_app
+    from studio.ui.uploads import keep_files_in
 
     settings = store.settings
     access = access or Access.from_settings(settings)
@@ -239,16 +296,45 @@ def build_server(store: Store, access: Access | None = None):
 
     common = dict(max_file_size=f"{settings.max_upload_mb}mb", blocked_paths=private_files(store),
                   theme=gr.themes.Soft(), ssr_mode=False, show_error=True)
+    refuse_rater_uploads(server)
     rater_app = build_rater_app(store)
     rater_app.queue(default_concurrency_limit=4)
     # Raters see media only through the blind copies (names that do not give the variant away), never samples/.
+    blind = store.home / "blind"
     gr.mount_gradio_app(server, rater_app, RATE, auth_dependency=signed_in if access.enabled else None,
-                        allowed_paths=[str(store.home / "blind")], **common)
+                        allowed_paths=[str(blind)], **common)
+    # ...and the blind folder is the rating app's own Gradio folder: it serves the copies from there as they are,
+    # and nothing from the folder the editors' uploads arrive in.
+    keep_files_in(rater_app, _mounted(server, RATE), blind)
     studio_app = build_app(store)
     studio_app.queue(default_concurrency_limit=4)
+    keep = settings.upload_keep_hours * 3600
+    studio_app.delete_cache = (min(keep, 3600), keep)  # Gradio's own sweep (every hour at most), also at shutdown
     gr.mount_gradio_app(server, studio_app, "/", auth_dependency=editor if access.enabled else None,
                         allowed_paths=[str(store.home)], **common)
+    server.add_middleware(SameSiteOnly, names=settings.host_names)  # added last = outermost: before anything else
     return server
+
+
+# The rating app's Gradio routes that take files or write them: raters upload nothing.
+RATER_REFUSED = ("/gradio_api/upload", "/gradio_api/process_recording", "/gradio_api/deep_link")
+
+
+def refuse_rater_uploads(server) -> None:
+    """Routes of the server itself, matched before the mounted rating app, refusing its file-taking routes."""
+    def refused():
+        return JSONResponse({"error": "The rating page takes no files."}, status_code=403)
+
+    for path in RATER_REFUSED:
+        for variant in (path, path + "/"):
+            server.add_api_route(RATE + variant, refused, methods=["GET", "POST"], include_in_schema=False)
+
+
+def _mounted(server, path: str):
+    """The ASGI app mounted at ``path`` (``gr.mount_gradio_app`` returns the outer server, not Gradio's app)."""
+    from starlette.routing import Mount
+
+    return next(route.app for route in server.routes if isinstance(route, Mount) and route.path == path)
 
 
 def start_dispatcher(store: Store, every: float = 2.0) -> None:
