@@ -55,10 +55,24 @@ class Settings(BaseSettings):
     max_archive_total_mb: int = Field(default=4096, ge=1,
                                       description="Largest total uncompressed size of one archive (MB).")
     max_archive_ratio: int = Field(default=100, ge=2,
-                                   description="Largest compression ratio of an archive member (zip-bomb guard).")
+                                   description="Largest compression ratio of an archive member over 64 KiB, and of "
+                                               "a whole archive (zip-bomb guard).")
     max_archive_members: int = Field(default=100_000, ge=1, description="Most files in one archive.")
     max_image_pixels: int = Field(default=64_000_000, ge=1,
                                   description="Largest image (pixels) before it counts as a decompression bomb.")
+    max_line_chars: int = Field(default=1_000_000, ge=1_000,
+                                description="Longest line of a text file and longest value of a table cell "
+                                            "(characters): a longer line or row is skipped, named in the import's "
+                                            "warnings, and never held whole in memory.")
+    max_table_columns: int = Field(default=1_000, ge=1,
+                                   description="Most columns of a table (csv, tsv, jsonl, json, parquet): a wider "
+                                               "table is refused, a wider row skipped.")
+    max_json_mb: int = Field(default=64, ge=1,
+                             description="Largest .json file (MB): JSON has to be parsed whole (a few times its "
+                                         "size in memory); bigger data goes in .jsonl, read a line at a time.")
+    max_audio_seconds: float = Field(default=600.0, gt=0,
+                                     description="Longest audio clip (seconds), checked from the file's header "
+                                                 "before decoding and again while decoding a block at a time.")
     min_free_disk_mb: int = Field(default=1024, ge=0,
                                   description="Disk guard: a new upload or run is refused, with a clear message, "
                                               "when less than this is free under STUDIO_HOME (0 turns it off).")

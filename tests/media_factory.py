@@ -64,7 +64,8 @@ def image_item(path: Path, caption: str | None = "a caption", max_pixels: int = 
 
 
 def audio_item(path: Path, caption: str | None = "a caption") -> Item:
-    return Item(source=path.name, path=path, caption=caption, meta=inspect_audio(path))
+    meta = inspect_audio(path, load_settings().max_audio_seconds)
+    return Item(source=path.name, path=path, caption=caption, meta=meta)
 
 
 def sources(items_or_pairs) -> list[str]:
@@ -179,6 +180,16 @@ def write_audio(path: Path, data: np.ndarray, rate: int = 16_000, **options) -> 
     path.parent.mkdir(parents=True, exist_ok=True)
     sf.write(str(path), data, rate, **options)
     return path
+
+
+def flac_without_length(flac: Path, path: Path) -> Path:
+    """A copy of a FLAC file with the total sample count in its STREAMINFO block set to 0: "unknown", as a
+    streaming encoder writes it (libsndfile then reports 2**63 - 1 frames)."""
+    raw = bytearray(Path(flac).read_bytes())
+    assert raw[:4] == b"fLaC" and raw[4] & 0x7F == 0  # the first metadata block is STREAMINFO
+    raw[8 + 13] &= 0xF0  # STREAMINFO bytes 13-17 end with the 36-bit total sample count
+    raw[8 + 14:8 + 18] = bytes(4)
+    return write(path, bytes(raw))
 
 
 def read_audio(path: Path) -> tuple[np.ndarray, int]:

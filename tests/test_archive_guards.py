@@ -129,15 +129,49 @@ def test_the_total_uncompressed_size_is_limited(tmp_path, png):
 
 
 def test_small_compressible_files_and_moderate_ratios_are_not_bombs(tmp_path, png):
-    # members under 1 MB are never ratio-checked (text compresses well), and a big member under the ratio passes
+    # a member under 64 KiB is not ratio-checked (a caption may compress 200x and be no danger), real text
+    # compresses a few times, and a big member under the ratio passes
     import numpy as np
-    half_random = np.random.default_rng(0).integers(0, 256, 2 * MB, dtype=np.uint8).tobytes() + bytes(2 * MB)
-    archive = make_zip(tmp_path / "src/ok.zip", {"a.png": png(1), "notes.txt": "hello " * 100_000,
+    rng = np.random.default_rng(0)
+    half_random = rng.integers(0, 256, 2 * MB, dtype=np.uint8).tobytes() + bytes(2 * MB)
+    vocabulary = ["".join(rng.choice(list("abcdefghijklmnopqrstuvwxyz"), int(n))) for n in rng.integers(2, 10, 2000)]
+    prose = " ".join(rng.choice(vocabulary, 100_000))
+    archive = make_zip(tmp_path / "src/ok.zip", {"a.png": png(1), "a.txt": "hello " * 10_000, "notes.txt": prose,
                                                  "data.bin": half_random})
+    with zipfile.ZipFile(archive) as z:
+        assert z.getinfo("a.txt").file_size / z.getinfo("a.txt").compress_size > 100
     staged, problems = extract_zip(archive, "ok.zip", tmp_path / "home/x/ok_zip", settings(tmp_path, max_archive_ratio=10))
     assert problems == []
-    assert sorted(s.name for s in staged) == ["ok.zip/a.png", "ok.zip/data.bin", "ok.zip/notes.txt"]
+    assert sorted(s.name for s in staged) == ["ok.zip/a.png", "ok.zip/a.txt", "ok.zip/data.bin", "ok.zip/notes.txt"]
     assert (tmp_path / "home/x/ok_zip/data.bin").read_bytes() == half_random
+
+
+def test_every_member_over_64_kib_is_ratio_checked(tmp_path, png):
+    # members of exactly 1 MiB used to escape the check (it looked only at members over 1 MiB)
+    members = {f"zeros{n}.txt": "0" * MB for n in range(8)}
+    archive = make_zip(tmp_path / "src/many.zip", {"a.png": png(1), **members})
+    dest = tmp_path / "home/x/many_zip"
+    staged, problems = extract_zip(archive, "many.zip", dest, settings(tmp_path))
+    assert staged == [] and not dest.exists()
+    assert [p.file for p in problems] == ["many.zip"]
+    assert problems[0].reason.startswith("archive refused: member 'zeros0.txt' expands ")
+    assert "(limit 100x): this looks like a zip bomb" in problems[0].reason
+    just_over = make_zip(tmp_path / "src/small.zip", {"a.png": png(1), "zeros.txt": "0" * (64 * 1024 + 1)})
+    staged, problems = extract_zip(just_over, "small.zip", tmp_path / "home/x/small_zip", settings(tmp_path))
+    assert staged == [] and "member 'zeros.txt' expands" in problems[0].reason
+
+
+def test_many_small_compressible_members_meet_the_ratio_of_the_whole_archive(tmp_path):
+    # each member is under the 64 KiB floor, but together they expand far past the ratio
+    members = {f"zeros{n}.txt": "0" * 60_000 for n in range(50)}
+    archive = make_zip(tmp_path / "src/small_bombs.zip", members)
+    dest = tmp_path / "home/x/small_bombs_zip"
+    staged, problems = extract_zip(archive, "small_bombs.zip", dest, settings(tmp_path))
+    assert staged == [] and not dest.exists()
+    assert problems[0].reason.startswith("archive refused: as a whole, it expands ")
+    assert problems[0].reason.endswith("x (limit 100x): this looks like a zip bomb")
+    fine = make_zip(tmp_path / "src/fine.zip", dict(list(members.items())[:1]))  # one such member: under the floor
+    assert extract_zip(fine, "fine.zip", tmp_path / "home/x/fine_zip", settings(tmp_path))[1] == []
 
 
 def test_import_of_a_zip_bomb_is_refused(tmp_path, stores, png):

@@ -7,13 +7,14 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from media_factory import (audio_item, digest, errors_by_file, manifest, noise, read_audio,
+from media_factory import (audio_item, digest, errors_by_file, flac_without_length, manifest, noise, read_audio,
                            rms_db, run_step, silence, sources, tone, truncate, write, write_audio)
 from studio.data.archive import StagedFile
 from studio.data.clean import default_config
 from studio.data.read_media import inspect_audio, read_media_files
 from studio.data.read_text import BadFile
 from studio.data.service import import_dataset
+from studio.settings import load_settings
 
 RATE = 16_000
 
@@ -304,10 +305,30 @@ def test_loudness_never_clips_to_reach_the_target(tmp_path, scratch):
 def test_wav_flac_and_ogg_are_read(tmp_path, fmt, ext):
     path = write_audio(tmp_path / f"clip.{ext}", tone(440, 1.25, 22_050, rms_dbfs=-20, channels=2), 22_050,
                        format=fmt)
-    meta = inspect_audio(path)
+    meta = inspect_audio(path, 600)
     assert meta["format"] == fmt
     assert meta["sample_rate"] == 22_050 and meta["channels"] == 2
     assert meta["duration"] == pytest.approx(1.25, abs=0.01)
+
+
+def test_a_clip_over_the_length_limit_is_refused_from_its_header_and_the_rest_imports(tmp_path, stores):
+    store = stores(max_audio_seconds=2)
+    folder = tmp_path / "clips"
+    write_audio(folder / "short.wav", tone(330, 1.5, RATE, -20), RATE)
+    write_audio(folder / "long.flac", tone(330, 3.0, RATE, -20), RATE)
+    result = import_dataset(store, [folder], steps={"missing_captions": {"action": "fill"}}, split="1,0,0")
+    assert [r["source"] for r in manifest(store, result)] == ["clips/short.wav"]
+    assert errors_by_file(result) == {"clips/long.flac": "too long: 3 s (limit 2 s, STUDIO_MAX_AUDIO_SECONDS)"}
+
+
+def test_a_flac_without_a_length_in_its_header_is_refused_naming_the_cause_before_decoding(tmp_path):
+    # a streaming encoder leaves the total unknown: libsndfile then says 2**63 - 1 frames (sizing a buffer by
+    # that failed as "unable to allocate"), and soundfile cannot read such a file to its end
+    unknown = flac_without_length(write_audio(tmp_path / "known.flac", tone(440, 1.5, RATE, -20), RATE),
+                                  tmp_path / "unknown.flac")
+    assert sf.info(str(unknown)).frames == 2**63 - 1
+    with pytest.raises(BadFile, match=r"^the header gives no length \(a FLAC written as a stream\?\): re-encode"):
+        inspect_audio(unknown, 600)
 
 
 def test_audio_import_of_several_formats_with_default_cleaning(tmp_path, stores):
@@ -364,7 +385,7 @@ def test_a_wav_with_a_streaming_header_is_not_called_truncated(tmp_path):
     at = raw.index(b"data") + 4
     raw[at:at + 4] = b"\xff\xff\xff\xff"
     path.write_bytes(bytes(raw))
-    assert inspect_audio(path)["duration"] == pytest.approx(1.0)
+    assert inspect_audio(path, 600)["duration"] == pytest.approx(1.0)
 
 
 def test_a_complete_wav_with_extra_chunks_is_not_called_truncated(tmp_path):
@@ -376,16 +397,16 @@ def test_a_complete_wav_with_extra_chunks_is_not_called_truncated(tmp_path):
     tail = b"LIST" + (4).to_bytes(4, "little") + b"INFO"
     body = raw[12:data_at] + odd + raw[data_at:] + tail
     path.write_bytes(b"RIFF" + (len(body) + 4).to_bytes(4, "little") + b"WAVE" + body)
-    assert inspect_audio(path)["duration"] == pytest.approx(1.0)
+    assert inspect_audio(path, 600)["duration"] == pytest.approx(1.0)
     with pytest.raises(BadFile, match="truncated"):
-        inspect_audio(truncate(path, 0.6))
+        inspect_audio(truncate(path, 0.6), 600)
 
 
 def test_unsupported_audio_files_are_reported(tmp_path):
     write_audio(tmp_path / "a.wav", tone(440, 1.0, RATE, -20), RATE)
     write_audio(tmp_path / "b.aiff", tone(440, 1.0, RATE, -20), RATE, format="AIFF")
     result = read_media_files([StagedFile("a.wav", tmp_path / "a.wav"), StagedFile("b.aiff", tmp_path / "b.aiff")],
-                              "audio", 10**8)
+                              "audio", load_settings())
     assert [i.source for i in result.items] == ["a.wav"]
     assert [p.file for p in result.problems] == ["b.aiff"]
     assert "not a supported audio file" in result.problems[0].reason

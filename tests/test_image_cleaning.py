@@ -16,6 +16,7 @@ from studio.data.clean import default_config
 from studio.data.items import ImportRefused
 from studio.data.read_media import read_media_files
 from studio.data.service import import_dataset
+from studio.settings import load_settings
 
 
 
@@ -292,7 +293,7 @@ def test_captions_from_sidecar_txt_files(tmp_path):
     write(tmp_path / "up/sub/b.txt", "a photo")
     save(photo(64, seed=2), tmp_path / "up/c.png")  # no sidecar
     result = read_media_files(_staged(tmp_path, ["up/a.png", "up/a.txt", "up/sub/b.jpg", "up/sub/b.txt",
-                                                 "up/c.png"]), "image", 10**8)
+                                                 "up/c.png"]), "image", load_settings())
     assert {i.source: i.caption for i in result.items} == {"up/a.png": "a red circle", "up/sub/b.jpg": "a photo",
                                                           "up/c.png": None}
     assert result.problems == []
@@ -301,7 +302,7 @@ def test_captions_from_sidecar_txt_files(tmp_path):
 def test_a_sidecar_in_another_folder_is_not_a_caption(tmp_path):
     save(circle(64), tmp_path / "up/one/a.png")
     write(tmp_path / "up/two/a.txt", "belongs to another a.png")
-    result = read_media_files(_staged(tmp_path, ["up/one/a.png", "up/two/a.txt"]), "image", 10**8)
+    result = read_media_files(_staged(tmp_path, ["up/one/a.png", "up/two/a.txt"]), "image", load_settings())
     assert [i.caption for i in result.items] == [None]
 
 
@@ -319,7 +320,7 @@ def test_captions_from_metadata_tables_in_subfolders(tmp_path, table):
             write(tmp_path / folder / "metadata.csv",
                   "file_name,caption\n" + "".join(f"{f},{t}\n" for f, t in entries))
     staged = _staged(tmp_path, names + [f"{folder}/metadata.{table}" for folder in rows])
-    result = read_media_files(staged, "image", 10**8)
+    result = read_media_files(staged, "image", load_settings())
     assert {i.source: i.caption for i in result.items} == {
         "ds/train/x.png": "caption x", "ds/train/images/y.png": "caption y", "ds/test/z.png": "caption z"}
     assert result.problems == []
@@ -330,7 +331,8 @@ def test_metadata_rows_only_caption_files_next_to_them(tmp_path):
     save(photo(64, seed=1), tmp_path / "ds/a/x.png")
     save(photo(64, seed=2), tmp_path / "ds/b/x.png")
     write(tmp_path / "ds/a/metadata.jsonl", json.dumps({"file_name": "x.png", "text": "from a"}) + "\n")
-    result = read_media_files(_staged(tmp_path, ["ds/a/x.png", "ds/b/x.png", "ds/a/metadata.jsonl"]), "image", 10**8)
+    result = read_media_files(_staged(tmp_path, ["ds/a/x.png", "ds/b/x.png", "ds/a/metadata.jsonl"]), "image",
+                              load_settings())
     assert {i.source: i.caption for i in result.items} == {"ds/a/x.png": "from a", "ds/b/x.png": None}
 
 
@@ -341,14 +343,14 @@ def test_a_sidecar_wins_over_metadata(tmp_path):
     write(tmp_path / "ds/metadata.jsonl", json.dumps({"file_name": "x.png", "text": "from metadata"}) + "\n"
           + json.dumps({"file_name": "y.png", "text": "metadata only"}) + "\n")
     result = read_media_files(_staged(tmp_path, ["ds/x.png", "ds/y.png", "ds/x.txt", "ds/metadata.jsonl"]),
-                              "image", 10**8)
+                              "image", load_settings())
     assert {i.source: i.caption for i in result.items} == {"ds/x.png": "from the sidecar", "ds/y.png": "metadata only"}
 
 
 def test_metadata_without_file_name_is_reported_and_images_still_read(tmp_path):
     save(photo(64, seed=1), tmp_path / "ds/x.png")
     write(tmp_path / "ds/metadata.csv", "image,caption\nx.png,hello\n")
-    result = read_media_files(_staged(tmp_path, ["ds/x.png", "ds/metadata.csv"]), "image", 10**8)
+    result = read_media_files(_staged(tmp_path, ["ds/x.png", "ds/metadata.csv"]), "image", load_settings())
     assert [i.source for i in result.items] == ["ds/x.png"]
     assert [p.file for p in result.problems] == ["ds/metadata.csv"]
     assert "file_name" in result.problems[0].reason and "image, caption" in result.problems[0].reason

@@ -378,6 +378,120 @@ def test_file_without_extension_is_a_problem(tmp_path):
 
 
 # --------------------------------------------------------------------------------------------------
+# limits: a line, a cell, the columns of a table, the size of a .json file; each named, the rest read
+
+
+def limits(**overrides):
+    return load_settings(**{"max_line_chars": 1_000, **overrides})
+
+
+def test_an_overlong_jsonl_line_is_skipped_and_named_and_the_rest_of_the_file_imports(tmp_path):
+    path = write(tmp_path, "rows.jsonl", jsonl([{"text": "first"}, {"text": "x" * 5_000}, {"text": "third"}]))
+    result = read_text_files(staged(path), settings=limits())
+    assert [i.text for i in result.items] == ["first", "third"]
+    assert result.problems == []
+    assert result.warnings == [
+        Problem("rows.jsonl", "line 2 is longer than 1,000 characters (STUDIO_MAX_LINE_CHARS); skipped")]
+
+
+def test_an_overlong_csv_row_is_skipped_and_named_and_the_rest_of_the_file_imports(tmp_path):
+    path = write(tmp_path, "rows.csv", "text,topic\nfirst,a\n" + "y" * 5_000 + ",b\nthird,c\n")
+    result = read_text_files(staged(path), settings=limits())
+    assert [(i.source, i.text) for i in result.items] == [("rows.csv#1", "first"), ("rows.csv#2", "third")]
+    assert result.warnings == [
+        Problem("rows.csv", "line 3 is longer than 1,000 characters (STUDIO_MAX_LINE_CHARS); skipped")]
+
+
+def test_many_overlong_lines_are_summed_up(tmp_path):
+    path = write(tmp_path, "doc.txt", ("z" * 2_000 + "\n") * 8 + "a short line\n")
+    result = read_text_files(staged(path), text_split="lines", settings=limits())
+    assert [i.text for i in result.items] == ["a short line"]
+    assert len(result.warnings) == 6 and result.warnings[-1] == Problem("doc.txt", "8 lines skipped in all")
+
+
+def test_a_quote_that_is_never_closed_cannot_swallow_the_file(tmp_path):
+    path = write(tmp_path, "open.csv", 'text\n"an open quote\n' + "and on\n" * 500 + "the end\n")
+    result = read_text_files(staged(path), settings=limits())
+    assert result.items == []
+    assert result.problems == [Problem("open.csv", "line 143: a row runs on over several lines past 1,000 "
+                                                   "characters (STUDIO_MAX_LINE_CHARS): a quoted field that is "
+                                                   "never closed?")]
+
+
+def test_a_csv_field_may_hold_line_breaks_up_to_the_limit(tmp_path):
+    long_field = "a field\n" * 100  # 800 characters over 100 lines, with 1,000 allowed
+    path = write(tmp_path, "quoted.csv", f'text\n"{long_field}"\nnext\n')
+    assert [i.text for i in read_text_files(staged(path), settings=limits()).items] == [long_field, "next"]
+
+
+@pytest.mark.parametrize("name", ["wide.csv", "wide.tsv", "wide.jsonl", "wide.json", "wide.parquet"])
+def test_a_table_wider_than_the_column_limit_is_refused_naming_the_setting(tmp_path, name):
+    row = {"text": "hello", **{f"extra{n}": str(n) for n in range(10)}}
+    path = tmp_path / name
+    if name.endswith(".parquet"):
+        pq.write_table(pa.table({key: [value] for key, value in row.items()}), path)
+    elif name.endswith(".json"):
+        path.write_text(json.dumps([row]))
+    elif name.endswith(".jsonl"):
+        path.write_text(jsonl([row]))
+    else:
+        separator = "\t" if name.endswith(".tsv") else ","
+        path.write_text(separator.join(row) + "\n" + separator.join(row.values()) + "\n")
+    result = read_text_files(staged(path), settings=limits(max_table_columns=10))
+    assert result.items == []
+    assert result.problems == [Problem(name, "it has 11 columns; the limit is 10 (STUDIO_MAX_TABLE_COLUMNS)")]
+
+
+def test_a_row_wider_than_the_column_limit_is_skipped(tmp_path):
+    rows = [{"text": "narrow"}, {"text": "wide", **{f"k{n}": n for n in range(20)}}, {"text": "narrow again"}]
+    result = read_text_files(staged(write(tmp_path, "rows.jsonl", jsonl(rows))), settings=limits(max_table_columns=10))
+    assert [i.text for i in result.items] == ["narrow", "narrow again"]
+    assert result.warnings == [Problem("rows.jsonl#2", "row skipped: it has 21 columns; the limit is 10 "
+                                                       "(STUDIO_MAX_TABLE_COLUMNS)")]
+
+
+def test_a_parquet_cell_over_the_limit_skips_its_row(tmp_path):
+    messages = [[{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}],
+                [{"role": "user", "content": "q" * 2_000}, {"role": "assistant", "content": "a"}]]
+    pq.write_table(pa.table({"text": ["short", "w" * 2_000, "fine"]}), tmp_path / "t.parquet")
+    pq.write_table(pa.table({"messages": messages}), tmp_path / "c.parquet")
+    result = read_text_files(staged(tmp_path / "t.parquet", tmp_path / "c.parquet"), settings=limits())
+    assert [i.source for i in result.items] == ["t.parquet#1", "t.parquet#3", "c.parquet#1"]
+    assert result.warnings == [
+        Problem("t.parquet#2", "row skipped: column 'text' holds 2,000 characters; the limit is 1,000 "
+                               "(STUDIO_MAX_LINE_CHARS)"),
+        Problem("c.parquet#2", "row skipped: column 'messages' holds 2,014 characters; the limit is 1,000 "
+                               "(STUDIO_MAX_LINE_CHARS)")]
+
+
+def test_a_json_file_over_its_size_limit_is_refused_pointing_to_jsonl(tmp_path):
+    path = write(tmp_path, "big.json", json.dumps([{"text": "a record of some words"}] * 60_000))
+    assert path.stat().st_size > 1024 * 1024
+    result = read_text_files(staged(path), settings=limits(max_json_mb=1))
+    assert result.items == []
+    assert result.problems == [Problem("big.json", "a .json file is parsed whole, and this one is 2 MB (limit 1 MB, "
+                                                   "STUDIO_MAX_JSON_MB): save it as .jsonl, one record per line, "
+                                                   "which is read a line at a time")]
+
+
+def test_an_undecodable_byte_deep_in_a_file_is_found_at_its_offset(tmp_path):
+    good_part = "text\n" + "a good row of text\n" * 20_000  # far past the reader's first chunks
+    path = write(tmp_path, "late.csv", good_part.encode() + b"caf\xe9\n")
+    bom = write(tmp_path, "bom.txt", b"\xef\xbb\xbfabc\xff")
+    reasons = problems_by_file(read_text_files(staged(path, bom)).problems)
+    assert reasons == {"late.csv": f"not valid UTF-8 text (undecodable byte 0xe9 at offset {len(good_part) + 3}); "
+                                   "save the file as UTF-8",
+                       "bom.txt": "not valid UTF-8 text (undecodable byte 0xff at offset 6); save the file as UTF-8"}
+
+
+def test_the_preview_reads_only_the_first_rows(tmp_path):
+    # the bad byte far down the file is found by the import, not by the preview of its first rows
+    path = write(tmp_path, "late.csv", ("text\n" + "a good row of text\n" * 20_000).encode() + b"caf\xe9\n")
+    [preview] = preview_tables(staged(path))
+    assert preview["problem"] is None and preview["rows"] == [{"text": "a good row of text"}] * 5
+
+
+# --------------------------------------------------------------------------------------------------
 # import_dataset end to end
 
 

@@ -1,7 +1,8 @@
 """Bringing uploaded files, folders and zips into a staging folder, safely.
 
 Everything lands under ``dest``; a zip with a member that would escape it (absolute path, ``..``,
-symlink) or that looks like a zip bomb is refused whole, before a single byte is extracted.
+symlink) or that looks like a zip bomb is refused whole, before a single byte is extracted. Extraction
+streams each member to disk 1 MiB at a time.
 """
 
 from __future__ import annotations
@@ -17,6 +18,10 @@ from studio.settings import Settings
 
 _JUNK_PARTS = {"__MACOSX", ".DS_Store", "Thumbs.db"}
 _CHUNK = 1 << 20
+# Below this many bytes (a member, or a whole archive) the compression ratio is not checked: a 20-byte caption
+# may well compress 5x, and nothing that small is a danger. Many such members add up, and meet the whole
+# archive's ratio.
+RATIO_FLOOR = 64 * 1024
 
 
 @dataclass
@@ -41,7 +46,15 @@ def _unique(path: Path) -> Path:
     return candidate
 
 
-def _check_members(archive: zipfile.ZipFile, settings: Settings) -> list[zipfile.ZipInfo]:
+def _bomb(what: str, uncompressed: int, compressed: int, settings: Settings) -> str | None:
+    """Why ``what`` looks like a zip bomb, or None when its compression ratio is within the limit."""
+    ratio = uncompressed / max(compressed, 1)
+    if uncompressed > RATIO_FLOOR and ratio > settings.max_archive_ratio:
+        return f"{what} expands {ratio:,.0f}x (limit {settings.max_archive_ratio}x): this looks like a zip bomb"
+    return None
+
+
+def _check_members(archive: zipfile.ZipFile, archive_size: int, settings: Settings) -> list[zipfile.ZipInfo]:
     # not ZipInfo.is_dir(): it raises IndexError on a member with an empty name (a crafted zip)
     members = [m for m in archive.infolist() if not m.filename.endswith("/")]
     if len(members) > settings.max_archive_members:
@@ -57,15 +70,15 @@ def _check_members(archive: zipfile.ZipFile, settings: Settings) -> list[zipfile
                                  "(absolute path or '..')")
         if stat.S_ISLNK(member.external_attr >> 16):
             raise ArchiveRefused(f"member '{member.filename}' is a symbolic link")
-        ratio = member.file_size / max(member.compress_size, 1)
-        if member.file_size > _CHUNK and ratio > settings.max_archive_ratio:
-            raise ArchiveRefused(f"member '{member.filename}' expands {ratio:,.0f}x "
-                                 f"(limit {settings.max_archive_ratio}x): this looks like a zip bomb")
+        if bomb := _bomb(f"member '{member.filename}'", member.file_size, member.compress_size, settings):
+            raise ArchiveRefused(bomb)
         total += member.file_size
     limit = settings.max_archive_total_mb * 1024 * 1024
     if total > limit:
         raise ArchiveRefused(f"it expands to {total / 2**20:,.0f} MB; the limit is "
                              f"{settings.max_archive_total_mb:,} MB")
+    if bomb := _bomb("as a whole, it", total, archive_size, settings):
+        raise ArchiveRefused(bomb)
     return members
 
 
@@ -87,7 +100,7 @@ def extract_zip(zip_path: Path, shown_name: str, dest: Path, settings: Settings)
     problems: list[Problem] = []
     try:
         with zipfile.ZipFile(zip_path) as archive:
-            members = _check_members(archive, settings)
+            members = _check_members(archive, zip_path.stat().st_size, settings)
             dest.mkdir(parents=True, exist_ok=False)
             for member in members:
                 parts = PurePosixPath(member.filename.replace("\\", "/")).parts

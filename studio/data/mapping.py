@@ -83,6 +83,19 @@ def mapping_problem(file: str, mapping: ColumnMapping | None, columns: list[str]
     return None
 
 
+def _rejected_column(mapping: ColumnMapping) -> str | None:
+    return mapping.rejected or ("rejected" if str(mapping.response).lower() == "chosen" else None)
+
+
+def used_columns(mapping: ColumnMapping) -> list[str]:
+    """The columns ``row_fields`` reads under ``mapping``, so a reader can leave the others unread."""
+    if mapping.format == "chat":
+        return [mapping.messages]
+    if mapping.format == "pair":
+        return [c for c in (mapping.prompt, mapping.context, mapping.response, _rejected_column(mapping)) if c]
+    return [mapping.text]
+
+
 def _as_text(value) -> str:
     if value is None:
         return ""
@@ -122,7 +135,7 @@ def row_fields(row: dict, mapping: ColumnMapping) -> dict:
         if context.strip():
             prompt = f"{prompt}\n\n{context}"
         fields = {"prompt": prompt, "response": _as_text(row.get(mapping.response))}
-        rejected = mapping.rejected or ("rejected" if str(mapping.response).lower() == "chosen" else None)
+        rejected = _rejected_column(mapping)
         if rejected and rejected in row:  # a preference dataset (prompt/chosen/rejected) keeps its rejected answer
             fields["rejected"] = _as_text(row.get(rejected))
         return fields

@@ -12,8 +12,11 @@ from pathlib import Path, PurePosixPath
 
 from studio.data.archive import StagedFile
 from studio.data.items import AUDIO_EXTENSIONS, IMAGE_EXTENSIONS, Item, Problem
-from studio.data.read_text import BadFile, ReadResult, decode_text, load_table
+from studio.data.read_text import BadFile, ReadResult
 from studio.data.sniff import extension_mismatch
+from studio.data.tables import TableFile
+from studio.data.text_lines import read_whole
+from studio.settings import Settings
 
 CAPTION_COLUMNS = ("text", "caption", "prompt", "description", "label", "transcription", "sentence")
 METADATA_NAMES = {"metadata.jsonl", "metadata.csv"}
@@ -23,37 +26,39 @@ def _folder(name: str) -> PurePosixPath:
     return PurePosixPath(name).parent
 
 
-def _metadata_captions(files: list[StagedFile], result: ReadResult) -> dict[str, str]:
+def _metadata_captions(files: list[StagedFile], settings: Settings, result: ReadResult) -> dict[str, str]:
     captions: dict[str, str] = {}
     for staged in files:
         if PurePosixPath(staged.name).name.lower() not in METADATA_NAMES:
             continue
         try:
-            columns, rows = load_table(staged.path)
+            table = TableFile(staged.path, staged.name, settings)
+            column = next((c for c in CAPTION_COLUMNS if c in table.columns), None)
+            if "file_name" not in table.columns or column is None:
+                raise BadFile("metadata needs a 'file_name' column and a caption column "
+                              f"({', '.join(CAPTION_COLUMNS)}). Columns found: {', '.join(table.columns) or '(none)'}")
+            found = {}
+            for _, row in table.rows(["file_name", column]):
+                if row.get("file_name"):
+                    key = str(_folder(staged.name) / str(row["file_name"]))
+                    found[key] = "" if row.get(column) is None else str(row[column])
         except BadFile as bad:
             result.problems.append(Problem(staged.name, str(bad)))
             continue
-        column = next((c for c in CAPTION_COLUMNS if c in columns), None)
-        if "file_name" not in columns or column is None:
-            result.problems.append(Problem(staged.name, "metadata needs a 'file_name' column and a caption "
-                                           f"column ({', '.join(CAPTION_COLUMNS)}). Columns found: "
-                                           f"{', '.join(columns) or '(none)'}"))
-            continue
-        for row in rows:
-            if row.get("file_name"):
-                key = str(_folder(staged.name) / str(row["file_name"]))
-                captions[key] = "" if row.get(column) is None else str(row[column])
-        result.notes.append(f"{staged.name}: captions for {len(rows)} files from column '{column}'")
+        captions.update(found)
+        result.notes.append(f"{staged.name}: captions for {len(found)} files from column '{column}'")
+        result.warnings.extend(table.skipped.warnings())
     return captions
 
 
-def _sidecar_captions(files: list[StagedFile], result: ReadResult) -> dict[str, str]:
+def _sidecar_captions(files: list[StagedFile], settings: Settings, result: ReadResult) -> dict[str, str]:
     captions = {}
     for staged in files:
         name = PurePosixPath(staged.name)
         if name.suffix.lower() == ".txt":
             try:
-                captions[str(name.with_suffix(""))] = decode_text(staged.path).strip()
+                captions[str(name.with_suffix(""))] = read_whole(staged.path, settings.max_line_chars,
+                                                                 "the caption").strip()
             except BadFile as bad:
                 result.problems.append(Problem(staged.name, f"caption file unusable: {bad}"))
     return captions
@@ -111,32 +116,71 @@ def _wav_shortfall(path: Path) -> tuple[int, int] | None:
     return None
 
 
-def inspect_audio(path: Path) -> dict:
-    """Duration, sample rate and channels of a readable audio file; BadFile otherwise."""
+UNKNOWN_LENGTH = 2**63 - 1  # libsndfile's frame count when the header gives none (a FLAC written as a stream)
+AUDIO_BLOCK_FRAMES = 1 << 16
+
+
+def audio_blocks(path: Path):
+    """The samples a block at a time (float32, frames × channels)."""
+    import soundfile as sf
+
+    with sf.SoundFile(str(path)) as audio:
+        while len(block := audio.read(AUDIO_BLOCK_FRAMES, dtype="float32", always_2d=True)):
+            yield block
+
+
+def _decoded_frames(path: Path, limit: float) -> int:
+    """How many frames decode (a block at a time: truncation shows), stopping as soon as it is over ``limit``
+    (soundfile stops at the header's length in a file it can seek in; this holds for the others)."""
+    frames = 0
+    for block in audio_blocks(path):
+        frames += len(block)
+        if frames > limit:
+            break
+    return frames
+
+
+def inspect_audio(path: Path, max_seconds: float) -> dict:
+    """Duration, sample rate and channels of a readable audio file of at most ``max_seconds``; BadFile otherwise.
+
+    The length in the header is checked before anything is decoded, then the file is decoded a block at a time
+    to catch truncation, never past the limit."""
     import soundfile as sf
 
     if path.stat().st_size == 0:
         raise BadFile("empty file (0 bytes)")
     try:
         info = sf.info(str(path))
-        data, rate = sf.read(str(path), dtype="float32", always_2d=True)  # decode all: catches truncation
     except Exception as error:  # soundfile raises LibsndfileError / RuntimeError
         raise BadFile(f"unreadable audio ({_without_path(error, path)})") from None
-    if len(data) == 0:
+    if info.frames == UNKNOWN_LENGTH:  # (and soundfile cannot read such a file to its end)
+        raise BadFile("the header gives no length (a FLAC written as a stream?): re-encode the file with its "
+                      "length, for example with ffmpeg -i in.flac out.flac")
+    limit = max_seconds * info.samplerate
+    if info.frames > limit:
+        raise BadFile(f"too long: {info.frames / info.samplerate:,.0f} s (limit {max_seconds:,g} s, "
+                      "STUDIO_MAX_AUDIO_SECONDS)")
+    try:
+        frames = _decoded_frames(path, limit)
+    except Exception as error:
+        raise BadFile(f"unreadable audio ({_without_path(error, path)})") from None
+    if frames > limit:
+        raise BadFile(f"too long: over {max_seconds:,g} s once decoded (STUDIO_MAX_AUDIO_SECONDS)")
+    if frames == 0:
         raise BadFile("audio has no samples")
     if shortfall := _wav_shortfall(path):
         declared, present = shortfall
         raise BadFile(f"truncated audio: the header promises {declared:,} bytes of samples but the file "
                       f"holds {present:,}")
-    return {"duration": len(data) / rate, "sample_rate": rate, "channels": data.shape[1],
+    return {"duration": frames / info.samplerate, "sample_rate": info.samplerate, "channels": info.channels,
             "format": info.format}
 
 
-def read_media_files(files: list[StagedFile], modality: str, max_pixels: int) -> ReadResult:
+def read_media_files(files: list[StagedFile], modality: str, settings: Settings) -> ReadResult:
     result = ReadResult()
     extensions = IMAGE_EXTENSIONS if modality == "image" else AUDIO_EXTENSIONS
-    captions = _metadata_captions(files, result)
-    captions.update(_sidecar_captions(files, result))
+    captions = _metadata_captions(files, settings, result)
+    captions.update(_sidecar_captions(files, settings, result))
     for staged in files:
         name = PurePosixPath(staged.name)
         suffix = name.suffix.lower()
@@ -147,7 +191,8 @@ def read_media_files(files: list[StagedFile], modality: str, max_pixels: int) ->
                                            f"{modality} file ({' '.join(sorted(extensions))})"))
             continue
         try:
-            meta = inspect_image(staged.path, max_pixels) if modality == "image" else inspect_audio(staged.path)
+            meta = inspect_image(staged.path, settings.max_image_pixels) if modality == "image" \
+                else inspect_audio(staged.path, settings.max_audio_seconds)
         except BadFile as bad:
             result.problems.append(Problem(staged.name, str(bad)))
             continue

@@ -1,25 +1,25 @@
-"""Text files → text items: plain documents, tables (csv/tsv/jsonl/json/parquet), chat logs."""
+"""Text files → text items: plain documents, tables (csv/tsv/jsonl/json/parquet), chat logs.
+
+Files are read a line or a row at a time (``text_lines.py``, ``tables.py``): what is held is the items kept,
+never a whole file, and a line or row over the limits is skipped and named while the rest of the file imports.
+"""
 
 from __future__ import annotations
 
-import csv
 import io
 import json
-import re
 from dataclasses import dataclass, field
-from pathlib import Path
+from itertools import islice
+from typing import Iterable, Iterator
 
 from studio.data.archive import StagedFile
 from studio.data.items import Item, Problem
-from studio.data.mapping import ColumnMapping, guess_mapping, mapping_problem, row_fields
-from studio.data.sniff import sniff
+from studio.data.mapping import ColumnMapping, guess_mapping, mapping_problem, row_fields, used_columns
+from studio.data.tables import TABLE_EXTENSIONS, TableFile
+from studio.data.text_lines import BadFile, Skipped, TextLines
+from studio.settings import Settings, load_settings
 
-TABLE_EXTENSIONS = {".csv", ".tsv", ".jsonl", ".json", ".parquet"}
 DOCUMENT_EXTENSIONS = {".txt", ".md"}
-
-
-class BadFile(Exception):
-    """A file that cannot be used; the message is the reason shown to the person."""
 
 
 @dataclass
@@ -30,118 +30,82 @@ class ReadResult:
     notes: list[str] = field(default_factory=list)
 
 
-def decode_text(path: Path) -> str:
-    data = path.read_bytes()
-    if not data:
-        raise BadFile("empty file (0 bytes)")
-    kind = sniff(data[:64])
-    if kind:
-        raise BadFile(f"not text: the content is {kind}")
-    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
-        return data.decode("utf-16")
-    try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError as error:
-        raise BadFile(f"not valid UTF-8 text (undecodable byte 0x{data[error.start]:02x} at offset "
-                      f"{error.start}); save the file as UTF-8") from None
+def documents(lines: Iterable[str], mode: str) -> Iterator[str]:
+    """The documents in ``lines`` (each with its line ending). ``file``: all of it is one document;
+    ``blank_lines``: paragraphs; ``lines``: each line. Blank documents are left out."""
+    if mode == "lines":
+        parts = (line.rstrip("\n") for line in lines)
+    elif mode == "blank_lines":
+        parts = _paragraphs(lines)
+    else:
+        parts = iter(["".join(lines)])
+    return (part for part in parts if part.strip())
+
+
+def _paragraphs(lines: Iterable[str]) -> Iterator[str]:
+    """Runs of lines between whitespace-only lines: what re.split(r"\\n\\s*\\n", text) gives for the whole text."""
+    paragraph: list[str] = []
+    for line in lines:
+        if line.endswith("\n") and not line.strip():
+            if paragraph:
+                yield "".join(paragraph)[:-1]  # the line break before a blank line belongs to the separator
+            paragraph = []
+        else:
+            paragraph.append(line)
+    if paragraph:
+        yield "".join(paragraph)
 
 
 def split_documents(text: str, mode: str) -> list[str]:
-    """``file``: the whole file is one document; ``blank_lines``: paragraphs; ``lines``: each line."""
-    if mode == "lines":
-        parts = text.splitlines()
-    elif mode == "blank_lines":
-        parts = re.split(r"\n\s*\n", text)
-    else:
-        parts = [text]
-    return [p for p in parts if p.strip()]
+    """``documents`` of a text already in memory."""
+    return list(documents(io.StringIO(text, newline=None), mode))
 
 
-def load_table(path: Path) -> tuple[list[str], list[dict]]:
-    """Column names and rows of a csv/tsv/jsonl/json/parquet file; BadFile when unreadable."""
-    suffix = path.suffix.lower()
-    if suffix == ".parquet":
-        try:
-            import pyarrow.parquet as pq
-            table = pq.read_table(path)
-        except Exception as error:  # pyarrow raises several unrelated types for bad files
-            raise BadFile(f"not a readable Parquet file ({error})") from None
-        return list(table.column_names), table.to_pylist()
-    text = decode_text(path)
-    if suffix in (".csv", ".tsv"):
-        reader = csv.DictReader(io.StringIO(text), delimiter="\t" if suffix == ".tsv" else ",")
-        try:
-            rows = [dict(row) for row in reader]
-        except csv.Error as error:
-            raise BadFile(f"not a readable CSV file ({error})") from None
-        return list(reader.fieldnames or []), rows
-    if suffix == ".jsonl":
-        rows = []
-        for number, line in enumerate(text.splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                value = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise BadFile(f"line {number} is not valid JSON ({error.msg})") from None
-            rows.append(value if isinstance(value, dict) else {"text": value})
-        return _columns_of(rows), rows
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise BadFile(f"not valid JSON ({error.msg} at line {error.lineno})") from None
-    if isinstance(value, dict):  # {"data": [...]} and similar wrappers
-        lists = [v for v in value.values() if isinstance(v, list)]
-        value = lists[0] if len(lists) == 1 else [value]
-    if not isinstance(value, list):
-        raise BadFile("JSON must be a list of records")
-    rows = [v if isinstance(v, dict) else {"text": v} for v in value]
-    return _columns_of(rows), rows
+def _document_items(staged: StagedFile, mode: str, settings: Settings, result: ReadResult) -> None:
+    skipped = Skipped(staged.name, "lines")
+    with TextLines(staged.path, settings.max_line_chars, skipped) as lines:
+        texts = list(documents(lines, mode))  # the file is read to its end before any of it is kept
+    if not texts and skipped.count:
+        raise BadFile("nothing usable: " + "; ".join(p.reason for p in skipped.warnings()))
+    for number, text in enumerate(texts, 1):
+        result.items.append(Item(source=staged.name if mode == "file" else f"{staged.name}#{number}", text=text))
+    result.warnings.extend(skipped.warnings())
 
 
-def _columns_of(rows: list[dict]) -> list[str]:
-    columns: dict[str, None] = {}
-    for row in rows[:1000]:
-        columns.update(dict.fromkeys(row))
-    return list(columns)
-
-
-def _table_items(staged: StagedFile, mapping: ColumnMapping | None, result: ReadResult) -> None:
-    columns, rows = load_table(staged.path)
-    chosen = mapping or guess_mapping(columns)
-    if problem := mapping_problem(staged.name, chosen, columns):
+def _table_items(staged: StagedFile, mapping: ColumnMapping | None, settings: Settings,
+                 result: ReadResult) -> None:
+    table = TableFile(staged.path, staged.name, settings)
+    chosen = mapping or guess_mapping(table.columns)
+    if problem := mapping_problem(staged.name, chosen, table.columns):
         raise BadFile(problem)
-    result.notes.append(f"{staged.name}: {len(rows)} rows, {chosen.describe()}")
-    bad_rows = 0
-    for number, row in enumerate(rows, 1):
+    items = []
+    for number, row in table.rows(used_columns(chosen)):
         try:
-            result.items.append(Item(source=f"{staged.name}#{number}", **row_fields(row, chosen)))
+            items.append(Item(source=f"{staged.name}#{number}", **row_fields(row, chosen)))
         except (ValueError, json.JSONDecodeError, TypeError) as error:
-            bad_rows += 1
-            if bad_rows <= 5:
-                result.warnings.append(Problem(f"{staged.name}#{number}", f"row skipped: {error}"))
-    if bad_rows > 5:
-        result.warnings.append(Problem(staged.name, f"{bad_rows} rows skipped in all"))
+            table.skipped.add(f"{staged.name}#{number}", f"row skipped: {error}")
+    result.notes.append(f"{staged.name}: {len(items) + table.skipped.count} rows, {chosen.describe()}")
+    result.items.extend(items)
+    result.warnings.extend(table.skipped.warnings())
 
 
-def read_text_files(files: list[StagedFile], mapping: ColumnMapping | None = None,
-                    text_split: str = "auto") -> ReadResult:
+def read_text_files(files: list[StagedFile], mapping: ColumnMapping | None = None, text_split: str = "auto",
+                    settings: Settings | None = None) -> ReadResult:
     """Every usable text item in ``files``; each unusable file becomes a Problem, the rest go on."""
+    settings = settings or load_settings()
     result = ReadResult()
-    documents = [f for f in files if f.path.suffix.lower() in DOCUMENT_EXTENSIONS]
+    document_files = [f for f in files if f.path.suffix.lower() in DOCUMENT_EXTENSIONS]
     # One big file is almost always a corpus of paragraphs; many files are one document each.
-    mode = text_split if text_split != "auto" else ("blank_lines" if len(documents) == 1 else "file")
-    if documents:
-        result.notes.append(f"{len(documents)} text file(s), split: {mode}")
+    mode = text_split if text_split != "auto" else ("blank_lines" if len(document_files) == 1 else "file")
+    if document_files:
+        result.notes.append(f"{len(document_files)} text file(s), split: {mode}")
     for staged in files:
         suffix = staged.path.suffix.lower()
         try:
             if suffix in DOCUMENT_EXTENSIONS:
-                for number, doc in enumerate(split_documents(decode_text(staged.path), mode), 1):
-                    source = staged.name if mode == "file" else f"{staged.name}#{number}"
-                    result.items.append(Item(source=source, text=doc))
+                _document_items(staged, mode, settings, result)
             elif suffix in TABLE_EXTENSIONS:
-                _table_items(staged, mapping, result)
+                _table_items(staged, mapping, settings, result)
             else:
                 result.problems.append(Problem(staged.name, f"'{suffix or 'no extension'}' is not a "
                                                "text format (use .txt .md .csv .tsv .jsonl .json .parquet)"))
@@ -150,18 +114,25 @@ def read_text_files(files: list[StagedFile], mapping: ColumnMapping | None = Non
     return result
 
 
-def preview_tables(files: list[StagedFile], rows: int = 5) -> list[dict]:
-    """For the mapping preview: each table's columns, guessed mapping, first rows, or its problem."""
+def preview_tables(files: list[StagedFile], rows: int = 5, settings: Settings | None = None) -> list[dict]:
+    """For the mapping preview: each table's columns, guessed mapping, first rows (only those are read), or its
+    problem."""
+    settings = settings or load_settings()
     previews = []
     for staged in files:
         if staged.path.suffix.lower() not in TABLE_EXTENSIONS:
             continue
         try:
-            columns, table = load_table(staged.path)
-            guess = guess_mapping(columns)
-            previews.append({"file": staged.name, "columns": columns, "rows": table[:rows],
+            table = TableFile(staged.path, staged.name, settings)
+            guess = guess_mapping(table.columns)
+            first = table.rows()
+            try:
+                head = [row for _, row in islice(first, rows)]
+            finally:
+                first.close()
+            previews.append({"file": staged.name, "columns": table.columns, "rows": head,
                              "mapping": guess.model_dump() if guess else None,
-                             "problem": mapping_problem(staged.name, guess, columns)})
+                             "problem": mapping_problem(staged.name, guess, table.columns)})
         except BadFile as bad:
             previews.append({"file": staged.name, "columns": [], "rows": [], "mapping": None,
                              "problem": str(bad)})

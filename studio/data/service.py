@@ -27,6 +27,7 @@ from studio.data.read_media import read_media_files
 from studio.data.read_text import read_text_files
 from studio.data.split import SPLITS, assign_splits, parse_fractions
 from studio.data.stats import dataset_stats
+from studio.settings import Settings
 from studio.store import Store
 from studio.store.audit import record_action
 from studio.store.projects import (ACTIVE_RUN_STATUSES, DEFAULT_PROJECT, DeleteRefused, ensure_project,
@@ -83,10 +84,10 @@ def _write_version_folder(folder: Path, items: list[Item], labels: list[str], mo
 
 
 def _read_items(staged: list[StagedFile], modality: str, mapping: ColumnMapping | None, text_split: str,
-                max_pixels: int):
+                settings: Settings):
     if modality == "text":
-        return read_text_files(staged, mapping, text_split)
-    return read_media_files(staged, modality, max_pixels)
+        return read_text_files(staged, mapping, text_split, settings)
+    return read_media_files(staged, modality, settings)
 
 
 def _nothing_usable(problems: list[Problem]) -> ImportRefused:
@@ -98,7 +99,7 @@ def _build_version(store: Store, *, name: str, project: str, modality: str, stag
                    upload_id: int | None, problems: list[Problem], fractions, seed: int, steps: dict | None,
                    mapping: ColumnMapping | None, text_split: str, created_by: str | None,
                    progress: Progress | None, action: str) -> dict:
-    read = _read_items(staged, modality, mapping, text_split, store.settings.max_image_pixels)
+    read = _read_items(staged, modality, mapping, text_split, store.settings)
     problems = problems + read.problems
     if not read.items:
         raise _nothing_usable(problems)
@@ -332,8 +333,8 @@ def read_manifest(store: Store, version: DatasetVersion, split: str | None = Non
 
 
 def inspect_upload(paths: list[str | Path]) -> dict:
-    """Before importing: the likely modality and, for loose tables, their columns and guessed mapping.
-    Zips are only listed (not extracted) here, so this stays quick for big uploads."""
+    """Before importing: the likely modality and, for loose tables, their columns, guessed mapping and first
+    rows (only those are read). Zips are only listed (not extracted) here, so this stays quick for big uploads."""
     import zipfile
 
     from studio.data.read_text import preview_tables

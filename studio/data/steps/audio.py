@@ -1,6 +1,7 @@
 """Cleaning steps for audio: silence, trimming, duration, clipping, duplicates, mono, rate, loudness.
 
-Unreadable files never get here: reading refuses them.
+Unreadable files and clips over STUDIO_MAX_AUDIO_SECONDS never get here: reading refuses them. The measures
+(silence, clipping, exact duplicates) read a clip a block at a time; the steps that change it hold one clip.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import numpy as np
 from pydantic import BaseModel, Field
 
 from studio.data.items import Item
+from studio.data.read_media import audio_blocks
 from studio.data.steps.base import Step, StepContext, StepOutcome, drop_repeats, filter_items
 from studio.data.steps.common import MISSING_CAPTIONS, greedy_near_duplicates, nearest_by_cosine
 
@@ -21,6 +23,15 @@ def load(item: Item) -> tuple[np.ndarray, int]:
 
     data, rate = sf.read(str(item.path), dtype="float32", always_2d=True)
     return data, rate
+
+
+def _share_of_samples(item: Item, measure) -> float:
+    """The mean over every sample of ``measure(block)`` (an array of per-sample values), a block at a time."""
+    total, count = 0.0, 0
+    for block in audio_blocks(item.path):
+        total += float(measure(block).sum(dtype=np.float64))
+        count += block.size
+    return total / max(count, 1)
 
 
 def _rewrite(item: Item, data: np.ndarray, rate: int, ctx: StepContext) -> None:
@@ -43,7 +54,7 @@ class SilentParams(BaseModel):
 
 def silent(items, params: SilentParams, _ctx) -> StepOutcome:
     def why(item: Item) -> str | None:
-        level = _db(float(np.sqrt(np.mean(load(item)[0] ** 2))))
+        level = _db(float(np.sqrt(_share_of_samples(item, np.square))))
         return f"silent: RMS {level:.0f} dBFS (threshold {params.threshold_db:.0f})" if level < params.threshold_db else None
     return filter_items(items, why)
 
@@ -98,15 +109,18 @@ class ClippingParams(BaseModel):
 
 def clipped(items, params: ClippingParams, _ctx) -> StepOutcome:
     def why(item: Item) -> str | None:
-        share = float(np.mean(np.abs(load(item)[0]) >= params.level))
+        share = _share_of_samples(item, lambda block: np.abs(block) >= params.level)
         return f"clipped: {share:.1%} of samples at full scale (maximum {params.max_fraction:.1%})" \
             if share > params.max_fraction else None
     return filter_items(items, why)
 
 
 def sample_digest(item: Item) -> str:
-    data, rate = load(item)
-    return hashlib.sha256(data.tobytes() + str(rate).encode()).hexdigest()
+    digest = hashlib.sha256()
+    for block in audio_blocks(item.path):  # the same bytes as the whole clip's, a block at a time
+        digest.update(block.tobytes())
+    digest.update(str(item.meta["sample_rate"]).encode())
+    return digest.hexdigest()
 
 
 def exact_audio_duplicates(items, _params, _ctx) -> StepOutcome:
