@@ -128,11 +128,30 @@ class Settings(BaseSettings):
         default="", json_schema_extra={"secret": True},
         description="Key that signs sign-in cookies. Empty: a random key kept in STUDIO_HOME/session_secret, so "
                     "sign-ins survive a restart.")
+    trusted_proxies: str = Field(
+        default="",
+        description="Comma-separated addresses or networks (10.0.0.0/8) of reverse proxies whose X-Forwarded-For and "
+                    "X-Forwarded-Proto headers are believed: the client's address for the sign-in throttle, https for "
+                    "Secure cookies. * believes every peer (only when nothing but the proxy reaches the studio). "
+                    "Empty: none; behind a proxy, every sign-in then counts against the proxy's address.")
+    public_url: str = Field(
+        default="",
+        description="The address people open the studio at (https://studio.example.com): sign-in cookies are Secure "
+                    "when it is https, and the sign-in form also accepts posts from it (a proxy that changes the Host "
+                    "header). Empty: each request's own address.")
 
     @field_validator("home")
     @classmethod
     def _absolute(cls, value: Path) -> Path:
         return value.expanduser().resolve()
+
+    @field_validator("public_url")
+    @classmethod
+    def _web_address(cls, value: str) -> str:
+        value = value.strip().rstrip("/")
+        if value and not value.startswith(("http://", "https://")):
+            raise ValueError(f"STUDIO_PUBLIC_URL must start with http:// or https://, not '{value}'")
+        return value
 
     @property
     def db_url(self) -> str:

@@ -10,7 +10,8 @@ import httpx
 import pytest
 
 from conftest import StudioProcess
-from studio.auth import Access, AuthError, Users, hash_password, parse_users, verify_password, write_user
+from studio.auth import (Access, AuthError, LoginThrottle, Users, hash_password, parse_users, verify_password,
+                         write_user)
 from test_text_backend import rows, tiny_folder  # noqa: F401 - module-scoped fixtures
 from test_web_evaluate import home_with_set  # noqa: F401 - a fixture
 from test_web_generate import home_with_run  # noqa: F401 - a fixture
@@ -77,6 +78,80 @@ def test_sign_in_is_off_without_users_and_on_with_an_empty_users_file(tmp_path):
     empty = tmp_path / "users.txt"
     empty.write_text("# nobody yet\n")
     assert Access(Users(str(empty))).enabled  # an empty list lets nobody in, rather than everybody
+
+
+class FakeClock:
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_stranger_guessing_a_name_from_many_addresses_never_locks_its_owner_out():
+    clock = FakeClock()
+    throttle = LoginThrottle(clock=clock)
+    for second in range(2 * 3600):  # two hours of guessing from ever new addresses, whenever a guess is let in
+        clock.now += 1
+        throttle.admit("eda", f"203.0.113.{second % 250}")
+    wait = throttle.admit("eda", "198.51.100.7")
+    assert 0 < wait <= throttle.longest_delay  # a back-off, never a lock
+    clock.now += wait
+    assert throttle.admit("eda", "198.51.100.7") == 0
+    throttle.succeeded("eda", "198.51.100.7")
+    # a browser that signed in as eda before skips the back-off, even right after a stranger's failure
+    for _ in range(throttle.free_per_name + 1):
+        throttle.admit("eda", "203.0.113.9")
+    assert throttle.admit("eda", "198.51.100.7") > 0
+    assert throttle.admit("eda", "198.51.100.7", known_browser=True) == 0
+    # one address guessing many names is stopped for the window
+    for number in range(throttle.per_address):
+        assert throttle.admit(f"name{number}", "192.0.2.1") == 0
+    assert throttle.admit("someone-else", "192.0.2.1") > 60
+    assert throttle.admit("someone-else", "192.0.2.2") == 0
+
+
+def test_the_failed_sign_in_table_stays_bounded_and_forgets_old_failures():
+    clock = FakeClock()
+    throttle = LoginThrottle(max_keys=100, clock=clock)
+    for number in range(1000):  # ever new names from ever new addresses
+        assert throttle.admit(f"name{number}", f"10.0.{number // 250}.{number % 250}") == 0
+    assert len(throttle.names) == len(throttle.addresses) == 100
+    clock.now += throttle.window
+    throttle.admit("late", "10.9.9.9")
+    assert len(throttle.names) == len(throttle.addresses) == 1
+
+
+def test_signing_out_ends_the_session_for_every_web_process_and_after_a_restart(home, users_file):
+    from studio.settings import load_settings
+    from studio.store import open_store
+
+    first, second = open_store(load_settings(home=home)), open_store(load_settings(home=home))
+    try:
+        here, elsewhere = Access(Users(str(users_file)), store=first), Access(Users(str(users_file)), store=second)
+        session: dict = {}
+        here.start_session(session, here.users.get("eda"))
+        copy = dict(session)
+        assert here.role_of(copy) == elsewhere.role_of(copy) == ("eda", "editor")
+        here.end_session(session)
+        assert here.role_of(copy) is None
+        time.sleep(elsewhere.ended.refresh)  # another process reads the ended sessions again after this
+        assert elsewhere.role_of(copy) is None
+        assert Access(Users(str(users_file)), store=second).role_of(copy) is None  # (a restarted process)
+    finally:
+        first.close()
+        second.close()
+
+
+def test_signing_out_of_a_hugging_face_sign_in_ends_copies_of_it_too():
+    access = Access(Users(""), oauth=True, oauth_editors="owner")
+    session = {"oauth_info": {"userinfo": {"preferred_username": "owner"}, "access_token": "hf_oauth_token_1",
+                              "expires_at": time.time() + 3600}}
+    copy = {**session}
+    assert access.role_of(copy) == ("owner", "editor")
+    access.end_session(session)
+    assert access.role_of(copy) is None
+    assert access.role_of({"oauth_info": {**copy["oauth_info"], "access_token": "another"}}) == ("owner", "editor")
 
 
 # ----------------------------------------------------------------------------- the running server
@@ -287,3 +362,130 @@ def test_raters_get_media_only_through_the_blind_copies(tmp_path, web_home, user
         assert editor.get(f"/gradio_api/file={named}").status_code == 200
     finally:
         studio.stop()
+
+
+# ----------------------------------------------------------------------------- hardening of the sign-in itself
+
+
+def sign_in_post(url: str, name: str, password: str, **headers) -> httpx.Response:
+    """One sign-in as a script sends it: a fresh connection with no cookie (as gradio_client does)."""
+    return httpx.post(f"{url}/login", data={"username": name, "password": password}, headers=headers, timeout=60)
+
+
+def owner_gets_in_after_the_back_off(url: str, **headers) -> httpx.Response:
+    """eda's own sign-in, retried as its answer says: refused at most once, for at most a few seconds."""
+    answer = sign_in_post(url, "eda", PASSWORDS["eda"], **headers)
+    if answer.status_code == 429:
+        wait = float(answer.headers.get("retry-after", "inf"))  # (none: a lock, not a back-off)
+        assert wait <= 5, answer.text
+        time.sleep(wait)
+        answer = sign_in_post(url, "eda", PASSWORDS["eda"], **headers)
+    return answer
+
+
+def test_a_stranger_sharing_the_owners_address_does_not_lock_the_owner_out(signed_in_studio):
+    free = LoginThrottle().free_per_name
+    answers = [sign_in_post(signed_in_studio, "eda", "wrong-password").status_code for _ in range(free + 1)]
+    assert answers == [401] * free + [429]
+    # The stranger shares the owner's address here (one proxy, one NAT): eda still gets in after the back-off.
+    assert owner_gets_in_after_the_back_off(signed_in_studio).status_code == 200
+
+
+def test_parallel_wrong_passwords_are_counted_before_they_are_checked(signed_in_studio):
+    from concurrent.futures import ThreadPoolExecutor
+
+    def guess(number: int) -> int:  # a different name each time: only the per-address count applies
+        return sign_in_post(signed_in_studio, f"name{number}", "wrong-password").status_code
+
+    with ThreadPoolExecutor(30) as pool:
+        answers = list(pool.map(guess, range(30)))
+    per_address = LoginThrottle().per_address
+    assert answers.count(401) == per_address and answers.count(429) == 30 - per_address, answers
+
+
+@pytest.fixture
+def studio_with(tmp_path, web_home, users_file):
+    """Starts a signed-in studio with extra settings (``studio_with(STUDIO_TRUSTED_PROXIES="127.0.0.1")``)."""
+    started = []
+
+    def start(**env) -> str:
+        started.append(StudioProcess(tmp_path / f"studio-{len(started)}.log", web_home,
+                                     STUDIO_USERS=str(users_file), **env))
+        return started[-1].wait_until_up()
+
+    yield start
+    for studio in started:
+        studio.stop()
+
+
+def test_forwarded_headers_are_believed_only_from_a_configured_proxy(studio_with):
+    per_address = LoginThrottle().per_address
+    for proxies in ("", "127.0.0.1"):
+        url = studio_with(STUDIO_TRUSTED_PROXIES=proxies)
+        over_https = sign_in_post(url, "rita", PASSWORDS["rita"], **{"x-forwarded-proto": "https"})
+        assert over_https.status_code == 200
+        assert ("secure" in over_https.headers["set-cookie"].lower()) == bool(proxies), over_https.headers
+        for number in range(per_address):  # wrong passwords for different names, each claiming its own address
+            assert sign_in_post(url, f"name{number}", "wrong-password",
+                                **{"x-forwarded-for": f"203.0.113.{number}"}).status_code == 401
+        claimed = sign_in_post(url, "another", "wrong-password", **{"x-forwarded-for": "203.0.113.99"})
+        # ignored: every attempt came from 127.0.0.1, which has had its share; believed: a new address
+        assert claimed.status_code == (401 if proxies else 429), proxies
+    plain = sign_in_post(url, "rita", PASSWORDS["rita"], **{"x-forwarded-for": "198.51.100.2"})
+    assert "secure" not in plain.headers["set-cookie"].lower()  # plain http: the cookie must still work there
+    public = studio_with(STUDIO_PUBLIC_URL="https://studio.example.org")
+    assert "secure" in sign_in_post(public, "rita", PASSWORDS["rita"]).headers["set-cookie"].lower()
+
+
+def test_a_stranger_failing_for_a_name_does_not_keep_its_owner_out(studio_with):
+    url = studio_with(STUDIO_TRUSTED_PROXIES="127.0.0.1")
+    stranger, owner = {"x-forwarded-for": "203.0.113.50"}, {"x-forwarded-for": "198.51.100.7"}
+    browser = httpx.Client(base_url=url, timeout=60, headers={**owner, "origin": url})
+    assert browser.post("/login", data={"username": "eda", "password": PASSWORDS["eda"]}).status_code == 200
+    browser.get("/logout")
+    answers = [sign_in_post(url, "eda", "wrong-password", **stranger).status_code for _ in range(8)]
+    assert answers == [401] * 5 + [429] * 3
+    # the browser eda signed in with before gets in at once; anyone else's after the back-off
+    assert browser.post("/login", data={"username": "eda", "password": PASSWORDS["eda"]}).status_code == 200
+    for _ in range(5):
+        sign_in_post(url, "eda", "wrong-password", **stranger)
+    assert sign_in_post(url, "nobody", "wrong-password", **stranger).status_code == 429  # its address: stopped
+    assert owner_gets_in_after_the_back_off(url, **owner).status_code == 200
+
+
+def test_signing_out_or_a_changed_password_or_role_ends_copies_of_a_session(signed_in_studio, users_file):
+    def copy_of(client: httpx.Client) -> httpx.Client:
+        return httpx.Client(base_url=signed_in_studio, timeout=30, cookies=dict(client.cookies))
+
+    signed = signed_in(signed_in_studio, "eda")
+    stolen = copy_of(signed)
+    assert stolen.get("/config").status_code == 200
+    signed.get("/logout")
+    assert stolen.get("/config").status_code == 401
+    assert signed.get("/config").status_code == 401
+
+    before_change = copy_of(signed_in(signed_in_studio, "eda"))
+    write_user(users_file, "eda", "editor", "a-new-password-1")
+    assert before_change.get("/config").status_code == 401
+    assert sign_in_post(signed_in_studio, "eda", "a-new-password-1").status_code == 200
+
+    rater_before = copy_of(signed_in(signed_in_studio, "rita"))
+    editor_before = httpx.Client(base_url=signed_in_studio, timeout=30)
+    assert editor_before.post("/login", data={"username": "eda", "password": "a-new-password-1"}).status_code == 200
+    time.sleep(0.01)  # the users file's modification time must differ for the change to be seen
+    lines = users_file.read_text().replace("eda:editor:", "eda:rater:").replace("rita:rater:", "rita:editor:")
+    users_file.write_text(lines)
+    assert editor_before.get("/config").status_code == 401  # not merely a rater now: signed out
+    assert editor_before.get("/rate/config").status_code == 401
+    assert rater_before.get("/rate/config").status_code == 401
+
+
+def test_a_sign_in_posted_from_another_site_is_refused(signed_in_studio):
+    credentials = {"username": "eda", "password": PASSWORDS["eda"]}
+    for headers in ({"origin": "https://elsewhere.example"}, {"referer": "https://elsewhere.example/page"},
+                    {"origin": "null"}, {"cookie": "studio_session=anything"}):
+        refused = httpx.post(f"{signed_in_studio}/login", data=credentials, headers=headers, timeout=30)
+        assert refused.status_code == 403 and "another site" in refused.text, headers
+        assert "set-cookie" not in refused.headers
+    own_page = httpx.post(f"{signed_in_studio}/login", data=credentials, headers={"origin": signed_in_studio})
+    assert own_page.status_code == 200

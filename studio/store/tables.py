@@ -286,3 +286,11 @@ def _never_reuse_ids(mapper, connection, target) -> None:
 
 for _model in (Run, SampleSet, Dataset):
     event.listen(_model, "before_insert", _never_reuse_ids)
+
+
+class EndedSession(Base):
+    """A sign-in ended before its time (signing out; migration 0007): its cookie is refused from then on, by every
+    web process and after restarts. Kept only ``until`` the session would have expired anyway (epoch seconds)."""
+    __tablename__ = "ended_sessions"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    until: Mapped[float] = mapped_column(Float, index=True)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hmac
 import html
+import math
 import secrets
 import threading
 import urllib.parse
@@ -22,7 +23,7 @@ from starlette.datastructures import Headers
 from starlette.requests import Request  # at module level: FastAPI resolves the route functions' hints from here
 from starlette.responses import JSONResponse
 
-from studio.auth import Access
+from studio.auth import SESSION_SECONDS, Access
 from studio.store import Store
 
 RATE = "/rate"
@@ -131,6 +132,22 @@ class SameSiteOnly:
         await JSONResponse({"error": refusal[1]}, status_code=refusal[0])(scope, receive, send)
 
 
+class SessionCookie:
+    """Starlette's session middleware, its cookie ``Secure`` whenever the request came over HTTPS (the scheme
+    uvicorn gives it, from a trusted proxy's X-Forwarded-Proto too) or ``always_secure`` (an https public URL,
+    a Space): a cookie set over https must never travel over plain http after it."""
+
+    def __init__(self, app, always_secure: bool = False, **options):
+        from starlette.middleware.sessions import SessionMiddleware
+
+        self.plain = SessionMiddleware(app, https_only=always_secure, **options)
+        self.secure = SessionMiddleware(app, https_only=True, **options)
+
+    async def __call__(self, scope, receive, send):
+        https = scope.get("scheme") in ("https", "wss")
+        await (self.secure if https else self.plain)(scope, receive, send)
+
+
 def session_secret(store: Store) -> str:
     """The key signing sign-in cookies: the setting, else a random one kept (0600) under STUDIO_HOME."""
     if store.settings.session_secret:
@@ -182,7 +199,25 @@ def _safe_next(target: str | None, role: str | None = None) -> str:
     return target
 
 
-def add_sign_in_routes(app, access: Access) -> None:
+def _from_this_site(request: Request, public_url: str = "") -> bool:
+    """Whether a sign-in post came from the studio's own page. Another site's page could otherwise sign a visitor
+    in under the attacker's account (login CSRF), and whatever they then upload or rate lands there. Browsers send
+    Origin (or at least Referer) with a form post; a script such as gradio_client sends neither, and no cookie."""
+    sent = request.headers.get("origin") or request.headers.get("referer")
+    if sent is None:
+        return "cookie" not in request.headers
+    own = {request.headers.get("host", "").lower()}
+    if public_url:
+        own.add(urllib.parse.urlsplit(public_url).netloc.lower())
+    netloc = urllib.parse.urlsplit(sent).netloc.lower()  # "" for Origin: null (a sandboxed or private context)
+    return bool(netloc) and netloc in own
+
+
+def _in_words(seconds: float) -> str:
+    return f"{math.ceil(seconds)} s" if seconds < 90 else f"{math.ceil(seconds / 60)} min"
+
+
+def add_sign_in_routes(app, access: Access, public_url: str = "") -> None:
     from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse
 
     def page(next_target: str, message: str = "", status: int = 200):
@@ -203,28 +238,35 @@ def add_sign_in_routes(app, access: Access) -> None:
         form = await request.form()
         name, password = str(form.get("username", "")).strip(), str(form.get("password", ""))
         browser = "text/html" in request.headers.get("accept", "")
-        key = f"{name}@{request.client.host if request.client else ''}"
-        wait = access.throttle.wait_seconds(key)
+
+        def refuse(message: str, status: int, headers: dict | None = None):
+            response = page(_safe_next(str(form.get("next", ""))), message, status) if browser else \
+                JSONResponse({"error": message}, status_code=status)
+            response.headers.update(headers or {})
+            return response
+
+        if not _from_this_site(request, public_url):
+            return refuse("This sign-in was sent from another site's page: sign in on the studio's own page.", 403)
+        # the client's address: the peer's, or a configured proxy's X-Forwarded-For (uvicorn, see serve)
+        address = request.client.host if request.client else ""
+        known = name in access.known_names(request.session)
+        wait = access.throttle.admit(name, address, known)  # counted before the slow check: parallel guesses see it
         if wait:
-            message = f"Too many failed sign-ins for {name}: try again in {wait / 60:.0f} min."
-            return page(_safe_next(str(form.get("next", ""))), message, 429) if browser else \
-                JSONResponse({"error": message}, status_code=429)
+            return refuse(f"Too many failed sign-ins: try again in {_in_words(wait)}.", 429,
+                          {"Retry-After": str(math.ceil(wait))})
         user = await asyncio.to_thread(access.users.check, name, password)  # scrypt: keep the event loop free
         if user is None:
-            access.throttle.failed(key)
-            message = "Wrong user name or password."
-            return page(_safe_next(str(form.get("next", ""))), message, 401) if browser else \
-                JSONResponse({"error": message}, status_code=401)
-        access.throttle.succeeded(key)
-        request.session.clear()
-        request.session["user"] = user.name
+            return refuse("Wrong user name or password.", 401)
+        access.throttle.succeeded(name, address)
+        await asyncio.to_thread(access.end_session, request.session)  # a session this browser had before
+        access.start_session(request.session, user)
         target = _safe_next(str(form.get("next", "")), user.role)
         # gradio_client signs in with this same form and counts only a 2xx answer as success.
         return RedirectResponse(target, status_code=303) if browser else \
             JSONResponse({"success": True, "user": user.name, "role": user.role})
 
-    async def sign_out(request: Request):
-        request.session.clear()
+    def sign_out(request: Request):  # plain def: FastAPI runs it in its thread pool, away from the event loop
+        access.end_session(request.session)  # also every copy of the cookie
         return RedirectResponse("/login" if access.enabled else "/", status_code=303)
 
     for path in ("/login", "/login/"):
@@ -265,16 +307,15 @@ def build_server(store: Store, access: Access | None = None):
     """The whole web process's ASGI app (see the module docstring)."""
     import gradio as gr
     from fastapi import FastAPI
-    from starlette.middleware.sessions import SessionMiddleware
 
     from studio.ui.app import build_app, build_rater_app
     from studio.ui.uploads import keep_files_in
 
     settings = store.settings
-    access = access or Access.from_settings(settings)
+    access = access or Access.from_settings(settings, store)
     server = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
     add_operations_routes(server, store)
-    add_sign_in_routes(server, access)
+    add_sign_in_routes(server, access, settings.public_url)
     # added first = innermost: the gate reads the session that the session middleware (added below) puts in scope
     server.add_middleware(AccessGate, access=access, metrics_token=settings.metrics_token)
     if access.oauth:
@@ -282,9 +323,9 @@ def build_server(store: Store, access: Access | None = None):
 
         attach_oauth(server)  # /login/huggingface, /login/callback and the (https, iframe-friendly) session
     else:
-        server.add_middleware(SessionMiddleware, secret_key=session_secret(store), session_cookie="studio_session",
-                              same_site="none" if settings.on_spaces else "lax", https_only=settings.on_spaces,
-                              max_age=7 * 24 * 3600)
+        server.add_middleware(SessionCookie, secret_key=session_secret(store), session_cookie="studio_session",
+                              same_site="none" if settings.on_spaces else "lax", max_age=SESSION_SECONDS,
+                              always_secure=settings.on_spaces or settings.public_url.startswith("https://"))
 
     def signed_in(request) -> str | None:
         who = access.role_of(request.session)
@@ -366,10 +407,14 @@ def serve(settings, block: bool = True):
     from studio.store import open_store
 
     store = open_store(settings)
-    access = Access.from_settings(settings)  # a broken users file stops the start here, with its reason
+    access = Access.from_settings(settings, store)  # a broken users file stops the start here, with its reason
     start_dispatcher(store)
     app = build_server(store, access)
+    # X-Forwarded-For/-Proto only from the configured proxies: by default uvicorn believes whatever a client
+    # connecting from 127.0.0.1 claims, so a claimed address would escape the sign-in throttle
+    proxies = settings.trusted_proxies.strip()
     server = uvicorn.Server(uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning",
+                                           proxy_headers=bool(proxies), forwarded_allow_ips=proxies or None,
                                            timeout_graceful_shutdown=5))  # open event streams must not hold a restart
     sign_in = "on" if access.enabled else "off (set STUDIO_USERS to turn it on)"
     print(f"Gen Studio at http://{settings.host}:{settings.port} (STUDIO_HOME {store.home}; sign-in {sign_in})",
