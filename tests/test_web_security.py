@@ -152,7 +152,7 @@ def test_the_studio_answers_only_its_own_host_names_and_pages(guarded):
                    editor.post("/gradio_api/upload", headers={"origin": "null"}, files={"files": ("b.txt", b"x")})):
         assert answer.status_code == 403, answer.text
         assert "access-control-allow-origin" not in answer.headers
-        assert "other web sites" in answer.json()["error"]
+        assert "another site's page" in answer.json()["error"]
 
 
 def test_host_names_are_loopback_the_bind_address_the_setting_and_the_space(monkeypatch):

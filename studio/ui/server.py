@@ -118,7 +118,7 @@ class SameSiteOnly:
             return None
         sent_from = urllib.parse.urlsplit(origin).netloc.lower()  # "" for "null" (sandboxed frames, files)
         if sent_from != host.lower() and not _listed(_host_name(sent_from), self.origins):
-            return 403, f"Requests from other web sites' pages ({origin}) are refused: use the studio's own page."
+            return 403, f"Requests sent from another site's page ({origin}) are refused: use the studio's own page."
         return None
 
     async def __call__(self, scope, receive, send):
