@@ -117,6 +117,11 @@ class Settings(BaseSettings):
     def on_spaces(self) -> bool:
         return bool(os.environ.get("SPACE_ID"))
 
+    def as_env(self) -> dict[str, str]:
+        """These settings as ``STUDIO_*`` variables, for a worker process to read the same ones (a flag given to
+        `studio serve` is in no environment otherwise)."""
+        return {f"STUDIO_{name.upper()}": str(value) for name, value in self if value is not None}
+
 
 def load_settings(**overrides) -> Settings:
     """Settings from the environment, with explicit (CLI) values taking precedence."""
