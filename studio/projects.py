@@ -14,7 +14,9 @@ from studio.generation.service import purge_set, reap_sets
 from studio.store import Store, list_actions, record_action
 from studio.store.projects import (ACTIVE_RUN_STATUSES, DEFAULT_PROJECT, DeleteRefused, ProjectError,
                                    check_project_name, ensure_project, find_project, remove_folders)
-from studio.store.tables import Dataset, DatasetVersion, Project, Run, SampleSet, Upload
+from studio.store.tables import Dataset, DatasetVersion, Project, Run, SampleSet, Task, Upload
+from studio.tasks.kinds import KINDS
+from studio.tasks.service import ACTIVE as ACTIVE_TASK_STATUSES, reap as reap_tasks
 from studio.training.jobs import purge_run, trained_from
 
 __all__ = ["DEFAULT_PROJECT", "DeleteRefused", "ProjectError", "create_project", "delete_project",
@@ -53,8 +55,8 @@ def create_project(store: Store, name: str, actor: str | None = None) -> dict:
 
 
 def _refuse_if_in_use(store: Store, session, project: Project) -> None:
-    """Refuses while a run is active or a set is generating (a set whose generating process died was marked
-    interrupted by ``reap_sets`` before this is asked)."""
+    """Refuses while a run is active, a set is generating or a background task is at work in it (sets and tasks
+    whose process died were marked so by ``reap_sets`` and ``reap_tasks`` before this is asked)."""
     busy = session.scalars(select(Run).where(Run.project_id == project.id, Run.status.in_(ACTIVE_RUN_STATUSES))
                            .order_by(Run.id)).first()
     if busy is not None:
@@ -65,6 +67,11 @@ def _refuse_if_in_use(store: Store, session, project: Project) -> None:
     if generating is not None:
         raise DeleteRefused(f"sample set {generating.id} in project '{project.name}' is still being generated: "
                             "cancel it first (Generate tab), then delete the project")
+    task = session.scalars(select(Task).where(Task.project == project.name, Task.status.in_(ACTIVE_TASK_STATUSES))
+                           .order_by(Task.id)).first()
+    if task is not None:
+        raise DeleteRefused(f"task {task.id} in project '{project.name}' ({KINDS[task.kind].label.lower()}) is "
+                            f"{task.status}: wait for it to end or cancel it, then delete the project")
     versions = select(DatasetVersion.id).join(Dataset).where(Dataset.project_id == project.id)
     outsider = session.scalars(select(Run).where(Run.dataset_version_id.in_(versions),
                                                  Run.project_id != project.id)).first()
@@ -100,12 +107,13 @@ def _purge_project(session, project: Project) -> dict:
 
 def delete_project(store: Store, name: str, actor: str | None = None) -> dict:
     """Delete the project and everything in it (rows and files). Refused for the default project, and while a
-    run in it is queued or running or a sample set is being generated."""
+    run in it is queued or running, a sample set is being generated or a background task is at work."""
     name = check_project_name(name)
     if name == DEFAULT_PROJECT:
         raise ProjectError(f"the '{DEFAULT_PROJECT}' project cannot be deleted (new work lands there); delete "
                            "what is in it one by one instead")
     reap_sets(store)
+    reap_tasks(store)
     with store.session() as session:
         project = find_project(session, name)
         if project is None:

@@ -170,6 +170,11 @@ class Settings(BaseSettings):
         names = ["localhost", "127.0.0.1", "::1", self.host] + [name.strip() for name in listed.split(",")]
         return list(dict.fromkeys(name.lower() for name in names if name.strip()))
 
+    def as_env(self) -> dict[str, str]:
+        """These settings as ``STUDIO_*`` variables, for a worker process to read the same ones (a flag given to
+        `studio serve` is in no environment otherwise)."""
+        return {f"STUDIO_{name.upper()}": str(value) for name, value in self if value is not None}
+
 
 def load_settings(**overrides) -> Settings:
     """Settings from the environment, with explicit (CLI) values taking precedence."""

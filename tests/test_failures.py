@@ -62,7 +62,7 @@ def test_gradio_passes_the_request_and_progress_to_every_handler_that_asks(store
 
     with_progress = [fn for fn in wrapped if any(isinstance(p.default, gr.Progress)
                                                  for p in inspect.signature(fn).parameters.values())]
-    assert len(with_progress) >= 4
+    assert len(with_progress) >= 3  # preflight and pushes (imports, exports, metrics: their task's status line)
     for fn in with_progress:
         assert special_args(fn, [None] * 12)[1] is not None, fn.__name__  # progress bars reach the page
 

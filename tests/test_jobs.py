@@ -17,6 +17,7 @@ from studio.store.tables import Run
 from studio.training import jobs
 from studio.training.config import TrainConfig
 from studio.training.runs import metric_rows, run_summary
+from leftovers import wait_until_exited, zombie_children
 
 FAST = dict(per_device_train_batch_size=4, eval_steps=2, save_steps=2, logging_steps=1, learning_rate=3e-3,
             warmup_steps=0, use_cpu=True)
@@ -65,6 +66,10 @@ def test_queue_runs_one_at_a_time_in_order(corpus_store):
         one, two = session.get(Run, first), session.get(Run, second)
         assert (one.status, two.status) == ("completed", "completed")
         assert two.started_at >= one.ended_at
+    for pid in (one.pid, two.pid):
+        wait_until_exited(pid)
+    jobs.dispatch(store)  # a round with no run active still collects the workers that ended by themselves
+    assert not {one.pid, two.pid} & set(zombie_children())
 
 
 def test_stop_saves_a_checkpoint_and_resume_continues_the_curve(corpus_store):

@@ -3,13 +3,17 @@ the card shown and a zip to download, push with the token and private by default
 
 from __future__ import annotations
 
+import os
 import zipfile
 from pathlib import Path
 
 import gradio as gr
 import pytest
+from sqlalchemy import select
 
 from hub_standin import HubStandIn, keep_the_client_local
+from studio.store.tables import Task
+from studio.training.export import export_checkpoint
 from studio.ui import export_tab
 from test_generation import lab  # noqa: F401 - a store with a tiny LoRA run (checkpoints at steps 2 and 4)
 from test_web_generate import home_with_run, pick  # noqa: F401 - a STUDIO_HOME with a tiny LoRA run
@@ -39,19 +43,30 @@ def handlers(store) -> dict:
     return {fn.name: fn.fn for fn in page.fns.values()}
 
 
+def export(page: dict, ref, fmt: str, license: str) -> tuple:
+    """The Share tab's export as the page shows it once its background task has ended: (export, status, zip,
+    card); the task was run by a worker process."""
+    *shown, task_id, cancel = list(page["on_export"](ref, fmt, license, "default", None))[-1]
+    assert task_id is None and cancel.visible is False  # nothing left to cancel
+    return tuple(shown)
+
+
 def test_export_shows_the_card_and_a_zip_then_pushes_privately(lab, hub_store):  # noqa: F811
     store, hub = hub_store
     run = lab["run"]
     assert (f"run {run} · lora · step 4 (last) · text · tiny-llama", f"{run}:4") in export_tab.checkpoint_choices(store)
     assert export_tab.checkpoint_choices(store, "another-project") == []  # the list follows the chosen project
     page = handlers(store)
-    found, status, download, card = page["on_export"](f"{run}:4", "peft", "mit", None)
+    found, status, download, card = export(page, f"{run}:4", "peft", "mit")
     assert status.startswith("Exported") and found["format"] == "peft"
     with zipfile.ZipFile(download) as zipped:
         assert {"README.md", "loss.png", "adapter_model.safetensors"} <= set(zipped.namelist())
     assert "```yaml" in card and "license: mit" in card and "---\n" not in card[:4]
     assert f"](/gradio_api/file={Path(found['path']) / 'loss.png'})" in card
     assert Path(found["path"]).is_relative_to(store.path("exports"))
+    with store.session() as session:
+        task = session.scalars(select(Task).where(Task.kind == "export")).one()
+    assert task.status == "completed" and task.pid not in (None, os.getpid())  # a worker process exported it
 
     pushed = page["on_push"](found, "ana/tiny", "hf_typed", True, None, None)
     assert pushed.startswith(f"Pushed {len(found['files'])} files to [ana/tiny]({hub.url}/ana/tiny) (private model")
@@ -62,11 +77,11 @@ def test_export_shows_the_card_and_a_zip_then_pushes_privately(lab, hub_store): 
 def test_the_tab_says_what_is_missing_or_wrong_in_words(lab, hub_store):  # noqa: F811
     store, hub = hub_store
     page = handlers(store)
-    assert page["on_export"](None, "merged", "other", None)[1].startswith("**Could not do it:** choose a run")
-    refused = page["on_export"](f"{lab['run']}:4", "diffusers-lora", "other", None)[1]
+    assert export(page, None, "merged", "other")[1].startswith("**Could not do it:** choose a run")
+    refused = export(page, f"{lab['run']}:4", "diffusers-lora", "other")[1]
     assert "diffusers-lora is for image LoRA runs" in refused
     assert "Export first" in page["on_push"](None, "ana/tiny", "hf_x", True, None, None)
-    found = export_tab.export_checkpoint(store, f"{lab['run']}:2", "peft", "other")
+    found = export_checkpoint(store, f"{lab['run']}:2", "peft", "other")
     assert "A token is needed" in page["on_push"](found, "ana/tiny", "", True, None, None)
     hub.mode = "401"
     failed = page["on_push"](found, "ana/tiny", "hf_bad", True, None, None)

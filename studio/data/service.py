@@ -15,6 +15,7 @@ import uuid
 from datetime import datetime
 from collections import Counter
 from contextlib import contextmanager
+from itertools import islice
 from pathlib import Path, PurePosixPath
 
 from sqlalchemy import func, select
@@ -99,6 +100,9 @@ def _build_version(store: Store, *, name: str, project: str, modality: str, stag
                    upload_id: int | None, problems: list[Problem], fractions, seed: int, steps: dict | None,
                    mapping: ColumnMapping | None, text_split: str, created_by: str | None,
                    progress: Progress | None, action: str) -> dict:
+    # ``progress`` may raise to cancel (studio.tasks): it is called only before anything is stored
+    if progress:
+        progress(0.0, f"reading {len(staged)} file(s)")
     read = _read_items(staged, modality, mapping, text_split, store.settings)
     problems = problems + read.problems
     if not read.items:
@@ -148,8 +152,6 @@ def _build_version(store: Store, *, name: str, project: str, modality: str, stag
             record_action(session, created_by, action, f"dataset:{dataset.id}", project=owner.name,
                           details={"name": name, "version": number, "items_kept": len(kept)})
             os.rename(version_dir, final)  # fails rather than overwrite an existing version folder
-    if progress:
-        progress(1.0, "done")
     return {"dataset_id": dataset.id, "version": number, "version_id": row.id, "name": name,
             "modality": modality, "items_in": items_in, "items_kept": len(kept), "removed": removed,
             "errors": report["errors"], "warnings": report["warnings"], "splits": splits, "path": str(final)}
@@ -326,10 +328,12 @@ def get_version(store: Store, ref: str) -> DatasetVersion:
         return found
 
 
-def read_manifest(store: Store, version: DatasetVersion, split: str | None = None) -> list[dict]:
+def read_manifest(store: Store, version: DatasetVersion, split: str | None = None,
+                  limit: int | None = None) -> list[dict]:
+    """The version's items (of ``split``); only the first ``limit`` are read when given (a page's preview)."""
     with open(store.path(version.path) / "manifest.jsonl", encoding="utf-8") as handle:
-        rows = [json.loads(line) for line in handle]
-    return [r for r in rows if split is None or r["split"] == split]
+        rows = (json.loads(line) for line in handle)
+        return list(islice((r for r in rows if split is None or r["split"] == split), limit))
 
 
 def inspect_upload(paths: list[str | Path]) -> dict:

@@ -370,11 +370,12 @@ def eval_path(store: Store, run_id: int, step: int) -> Path:
 
 def run_metrics(store: Store, ref: str, *, max_items: int = 64, prompts: int = 8, samples: int = 4,
                 max_new_tokens: int = 48, steps: int = 20, seed: int = 0, clip_model: str | None = None,
-                audio_model: str | None = None, force: bool = False, cache=None) -> dict:
+                audio_model: str | None = None, force: bool = False, cache=None, progress=None) -> dict:
     """The metrics of ``RUN_ID`` (its last checkpoint) or ``RUN_ID:STEP`` as a JSON-able dict, read from
     ``runs/<id>/eval/step-<N>.json`` when it was computed before with the same parameters, else computed (and
     written there). ``force`` computes again. The encoder folders default to the settings
-    (``clip_model_path``, ``audio_embedding_model_path``); an empty string turns them off."""
+    (``clip_model_path``, ``audio_embedding_model_path``); an empty string turns them off. ``progress(fraction,
+    message)`` is told before the computation starts, and may raise there to cancel it (studio.tasks)."""
     if parse_ref(ref) is None:
         raise MetricsError("metrics are measured for a run's checkpoint: give RUN_ID (its last checkpoint) or "
                            "RUN_ID:STEP, not 'base'")
@@ -394,6 +395,8 @@ def run_metrics(store: Store, ref: str, *, max_items: int = 64, prompts: int = 8
         run = session.get(Run, variant.run_id)
         version = session.get(DatasetVersion, run.dataset_version_id)
         model_ref, method = run.model_ref, run.method
+    if progress:
+        progress(0.05, f"loading {variant.label} and the held-out split, then sampling and scoring")
     shutil.rmtree(path.with_suffix(""), ignore_errors=True)  # the samples of an earlier computation
     result = evaluate_variant(store, variant, version, cache=cache, out_dir=path.with_suffix(""), **params)
     result = {**result, "model": model_ref, "method": method, "params": params, "computed_at": _now()}

@@ -310,7 +310,7 @@ def reap_sets(store: Store) -> list[int]:
     """Marks ``interrupted`` the sets still ``running`` whose generating process (the web studio or a `studio
     generate` on this machine) has died — a restart mid-generation — keeping what they made. Without this such a
     set would refuse deletion, and its project's, for good."""
-    from studio.training.jobs import process_alive
+    from studio.processes import process_alive
 
     host = socket.gethostname()
     with store.session() as session:

@@ -261,6 +261,29 @@ class Action(Base):
     details: Mapped[dict] = mapped_column(JSON, default=dict)
 
 
+class Task(Base):
+    """Work that runs in a background worker process rather than in the web process (migration 0008): a dataset
+    import or re-clean, an export, automatic metrics. The row is the control plane, as a run's is: the worker writes
+    its progress and result here, and reads ``cancel_requested``."""
+    __tablename__ = "tasks"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))                        # import | reclean | export | metrics
+    params: Mapped[dict] = mapped_column(JSON, default=dict)
+    project: Mapped[str | None] = mapped_column(String(200), nullable=True, index=True)  # by name, as actions
+    status: Mapped[str] = mapped_column(String(16), default="queued", index=True)
+    progress: Mapped[float] = mapped_column(Float, default=0.0)          # 0 … 1
+    message: Mapped[str | None] = mapped_column(Text, nullable=True)     # what it is doing now
+    result: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    pid: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_by: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
 class IdWatermark(Base):
     """The highest id ever given in a table (migration 0006): SQLite gives a deleted newest row's id to the next
     row, and a new run #5 would meet the old run #5's cached model and loss history, blind copies or activity."""

@@ -20,10 +20,15 @@ import dataclasses
 import json
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from studio.store import Store
 
+if TYPE_CHECKING:
+    from studio.data.clean import Progress
+
 FORMATS = ("peft", "diffusers-lora", "merged")
+NO_CHECKPOINT = "choose a run's checkpoint first (train a run in the Train tab if the list is empty)"
 STUDIO_FILES = ("studio_model.json",)
 
 
@@ -32,10 +37,10 @@ class ExportError(ValueError):
 
 
 def export_run(store: Store, ref: str, fmt: str, out: Path, make_zip: bool = False, license: str | None = None,
-               actor: str | None = None) -> dict:
+               actor: str | None = None, progress: Progress | None = None) -> dict:
     """Exports ``ref`` (``RUN_ID`` = its last checkpoint, or ``RUN_ID:STEP``) as ``fmt`` into ``out`` with its
     model card; returns ``{"run_id", "step", "format", "library", "path", "files", "card", "zip"}``. A failed
-    export leaves no half-written folder behind."""
+    export leaves no half-written folder behind (nor does a cancel: ``progress`` may raise, see studio.tasks)."""
     from studio.generation.variants import resolve_variants
     from studio.sharing.card import write_model_card
 
@@ -48,7 +53,11 @@ def export_run(store: Store, ref: str, fmt: str, out: Path, make_zip: bool = Fal
     _check_target(store, out, make_zip, f"export run {variant.run_id}")
     existed = out.exists()
     try:
+        if progress:
+            progress(0.05, f"writing the {fmt} files (a merge loads the base model too)")
         library = _write_format(variant, fmt, out, shard_bytes(store))
+        if progress:
+            progress(0.8, "writing the model card")
         card = write_model_card(store, variant, fmt, library, out, license=license, actor=actor)
     except BaseException:
         shutil.rmtree(out, ignore_errors=True)
@@ -60,6 +69,20 @@ def export_run(store: Store, ref: str, fmt: str, out: Path, make_zip: bool = Fal
     _record_export(store, variant, fmt, out, actor)
     return {"run_id": variant.run_id, "step": variant.step, "format": fmt, "library": library, "path": str(out),
             "files": files, "card": str(card), "zip": archive}
+
+
+def export_checkpoint(store: Store, ref: str | None, fmt: str, license: str | None = None, actor: str | None = None,
+                      progress: Progress | None = None) -> dict:
+    """Exports ``ref`` as ``fmt`` (with its card and a zip) into a new folder under ``STUDIO_HOME/exports`` (the
+    Share tab's export)."""
+    from datetime import datetime, timezone
+
+    if not ref:
+        raise ExportError(NO_CHECKPOINT)
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    out = store.path("exports") / f"run{ref.replace(':', '-step')}-{fmt}-{stamp}"
+    return export_run(store, ref, fmt, out, make_zip=True, license=(license or "").strip() or None, actor=actor,
+                      progress=progress)
 
 
 def _check_target(store: Store, out: Path, make_zip: bool, action: str) -> None:

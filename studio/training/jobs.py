@@ -8,17 +8,17 @@ primary key lets only one claim win, so two dispatchers never start two runs on 
 from __future__ import annotations
 
 import functools
-import os
 import shlex
 import subprocess
 import sys
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 
 from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 
+from studio import processes
 from studio.data.service import get_version
+from studio.processes import start_detached
 from studio.store import Store, record_action
 from studio.store.projects import check_project_name, project_name, remove_folders
 from studio.store.tables import Checkpoint, ControlFlag, DeviceLock, Metric, Run, RunSample
@@ -29,7 +29,6 @@ DEVICE_SET = "local"         # one device set per machine: one run at a time, th
 HEARTBEAT_TIMEOUT = timedelta(seconds=180)
 TERMINAL = ("completed", "failed", "stopped")
 ACTIVE = ("starting", "running")
-_children: dict[int, subprocess.Popen] = {}  # workers this process started (polled, so none is left a zombie)
 
 
 class RunError(ValueError):
@@ -163,49 +162,19 @@ def _claim(store: Store) -> Run | None:
 
 def _start_worker(store: Store, run: Run) -> None:
     config = TrainConfig.model_validate(run.config)
-    folder = store.path(run.output_dir)
-    folder.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "STUDIO_HOME": str(store.home), "PYTHONUNBUFFERED": "1"}
-    if store.settings.database_url:
-        env["STUDIO_DATABASE_URL"] = store.settings.database_url
-    if on_cpu(config):
-        env["ACCELERATE_USE_CPU"] = "1"
-    with open(folder / "train.log", "a") as log:
-        try:
-            # A new session: closing the browser, the studio or the CLI does not stop the run.
-            process = subprocess.Popen(launch_command(run.id, config), stdout=log, stderr=subprocess.STDOUT,
-                                       env=env, cwd=Path(__file__).resolve().parents[2], start_new_session=True)
-        except OSError as error:
-            _finish(store, run.id, "failed", f"could not start the worker: {error}")
-            return
-    _children[process.pid] = process
-    with store.session() as session:
-        session.execute(update(Run).where(Run.id == run.id).values(pid=process.pid, heartbeat_at=_now()))
-
-
-def process_alive(pid: int | None) -> bool:
-    """Whether process ``pid`` on this machine is still running (a zombie is not)."""
-    if not pid:
-        return False
-    if pid in _children:
-        return _children[pid].poll() is None
+    store.path(run.output_dir).mkdir(parents=True, exist_ok=True)
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie answers kill(0) but is dead
-        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
-    except OSError:
-        return True
+        pid = start_detached(launch_command(run.id, config), store.path(f"{run.output_dir}/train.log"), store.settings,
+                             **({"ACCELERATE_USE_CPU": "1"} if on_cpu(config) else {}))
+    except OSError as error:
+        _finish(store, run.id, "failed", f"could not start the worker: {error}")
+        return
+    with store.session() as session:
+        session.execute(update(Run).where(Run.id == run.id).values(pid=pid, heartbeat_at=_now()))
 
 
 def log_tail(store: Store, run_id: int, lines: int = 30) -> str:
-    path = store.path(f"runs/{run_id}/train.log")
-    if not path.exists():
-        return ""
-    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    return processes.log_tail(store.path(f"runs/{run_id}/train.log"), lines)
 
 
 def _finish(store: Store, run_id: int, status: str, error: str | None = None) -> None:
@@ -217,19 +186,16 @@ def _finish(store: Store, run_id: int, status: str, error: str | None = None) ->
 
 def reap(store: Store) -> list[int]:
     """Mark runs whose worker died (no process, or no heartbeat for long) as failed, with their log tail."""
+    processes.reap_children()  # workers that ended by themselves too: their runs are not looked at again below
     failed = []
     with store.session() as session:
         active = session.scalars(select(Run).where(Run.status.in_(ACTIVE))).all()
         locks = session.scalars(select(DeviceLock)).all()
     for run in active:
-        heartbeat = run.heartbeat_at.replace(tzinfo=run.heartbeat_at.tzinfo or timezone.utc) if run.heartbeat_at else None
-        stale = heartbeat is not None and _now() - heartbeat > HEARTBEAT_TIMEOUT
-        if run.pid is None and not stale:
-            continue  # claimed a moment ago by some dispatcher that is starting its worker right now
-        if not process_alive(run.pid) or stale:
-            alive = process_alive(run.pid)
-            reason = "the worker stopped sending heartbeats" if stale and alive else "the worker process died"
-            _finish(store, run.id, "failed", f"{reason}. Last lines of its log:\n{log_tail(store, run.id)}")
+        gone = processes.worker_gone(run.pid, run.heartbeat_at, HEARTBEAT_TIMEOUT,
+                                     store.path(f"runs/{run.id}/train.log"))
+        if gone:
+            _finish(store, run.id, "failed", gone)
             failed.append(run.id)
     for lock in locks:  # a lock whose run has ended (however) frees the device set
         with store.session() as session:

@@ -7,14 +7,14 @@ import html
 import json
 from pathlib import Path
 
-from studio.data.clean import StepsConfigError
 from studio.data.items import MODALITIES, ImportRefused
 from studio.data.mapping import ColumnMapping
-from studio.data.service import (delete_dataset, delete_version, get_version, import_dataset, inspect_upload,
-                                 read_manifest, reclean)
+from studio.data.service import delete_dataset, delete_version, get_version, inspect_upload, read_manifest
 from studio.data.steps import STEPS
 from studio.store import Store
 from studio.store.projects import DeleteRefused
+from studio.tasks.service import stage_files
+from studio.ui.background import BackgroundTask
 from studio.ui.confirm import NOT_CONFIRMED, confirmed, two_step_delete
 from studio.ui.forms import params_form
 from studio.ui.plots import dataset_figures
@@ -131,6 +131,7 @@ def build(store: Store, project, version) -> None:
         steps = StepsPanel()
     with gr.Row():
         import_button = gr.Button("Import and clean", variant="primary", elem_id="data-import", scale=3)
+        importing = BackgroundTask(store, "data-import-cancel")
         example = gr.Dropdown(example_choices(), label="…or try an example dataset (works offline)", scale=2,
                               elem_id="data-example")
     summary = gr.Markdown(elem_id="data-summary")
@@ -156,6 +157,7 @@ def build(store: Store, project, version) -> None:
     with gr.Row():
         export_button = gr.Button("Export as zip")
         reclean_button = gr.Button("Clean again with the steps above (new version)")
+        recleaning = BackgroundTask(store, "data-reclean-cancel")
         delete_version_button = gr.Button("Delete this version", variant="stop", elem_id="version-delete")
         delete_dataset_button = gr.Button("Delete the whole dataset", variant="stop", elem_id="dataset-delete")
     confirm_version, armed_version = two_step_delete(delete_version_button, version,
@@ -197,31 +199,42 @@ def build(store: Store, project, version) -> None:
             return None
         return ColumnMapping(format=fmt, **{k: v or None for k, v in columns.items()})
 
-    # request and progress stand before *rest: Gradio passes them only to positional parameters
-    def on_import(paths, modality_value, name_value, split_value, seed_value, project_value, fmt,
-                  request: gr.Request, progress=gr.Progress(), *rest):
-        columns = dict(zip(MAPPING_FIELDS, rest[:len(MAPPING_FIELDS)]))
-        step_values = rest[len(MAPPING_FIELDS):]
-        if not paths:
-            return "❌ Choose some files first.", None, gr.Gallery(visible=False), gr.Dropdown()
-        try:
-            result = import_dataset(store, paths, name=name_value or None, modality=modality_value,
-                                    split=split_value, seed=int(seed_value or 0),
-                                    steps=steps.config(modality_value, step_values),
-                                    mapping=chosen_mapping(fmt, columns), project=project_value or "default",
-                                    created_by=current_user(request), progress=lambda f, m: progress(f, desc=m))
-        except (ImportRefused, StepsConfigError, ValueError) as error:
-            return f"❌ **Nothing was imported.** {html.escape(str(error))}", None, gr.Gallery(visible=False), \
-                gr.Dropdown()
-        saved = get_version(store, f"{result['dataset_id']}:{result['version']}")
-        examples = removed_gallery(store.path(saved.path), saved.report)
+    def import_done(result: dict, project_value: str) -> tuple:
         ref = f"{result['dataset_id']}:{result['version']}"
+        saved = get_version(store, ref)
+        examples = removed_gallery(store.path(saved.path), saved.report)
         return (summary_markdown(result), report_rows(saved.report), gr.Gallery(value=examples, visible=bool(examples)),
                 gr.Dropdown(choices=version_choices(store, project_value), value=ref))
 
+    def import_refused(why: str) -> tuple:
+        return f"❌ **Nothing was imported.** {why}", None, gr.Gallery(visible=False), gr.Dropdown()
+
+    # request stands before *rest: Gradio passes it only to a positional parameter
+    def on_import(paths, modality_value, name_value, split_value, seed_value, project_value, fmt,
+                  request: gr.Request, *rest):
+        columns = dict(zip(MAPPING_FIELDS, rest[:len(MAPPING_FIELDS)]))
+        step_values = rest[len(MAPPING_FIELDS):]
+        if not paths:
+            yield "❌ Choose some files first.", None, gr.Gallery(visible=False), gr.Dropdown(), *importing.idle()
+            return
+        try:
+            mapping = chosen_mapping(fmt, columns)
+            params = {"name": name_value or None, "modality": modality_value, "split": split_value,
+                      "seed": int(seed_value or 0), "steps": steps.config(modality_value, step_values),
+                      "mapping": mapping.model_dump() if mapping else None, "project": project_value or "default"}
+        except ValueError as error:
+            yield *import_refused(html.escape(str(error))), *importing.idle()
+            return
+        # the worker reads copies under STUDIO_HOME: the upload cache is the web server's, not the worker's
+        params["paths"] = stage_files(store, paths)
+        yield from importing.run("import", params, project=params["project"], actor=current_user(request),
+                                 working=lambda text: (text, gr.skip(), gr.skip(), gr.skip()),
+                                 done=lambda result: import_done(result, params["project"]), failed=import_refused)
+
     import_inputs = [files, modality, name, split, seed, project, mapping_format, *mapping_columns.values(),
                      *steps.components]
-    import_button.click(on_import, import_inputs, [summary, report, removed, version])
+    import_button.click(on_import, import_inputs, [summary, report, removed, version, *importing.outputs],
+                        show_progress="minimal")
 
     def on_example(path):
         if not path:
@@ -239,7 +252,7 @@ def build(store: Store, project, version) -> None:
         except ImportRefused as error:
             return f"❌ {error}", None, None, None, *hidden, None
         folder, modality_value = store.path(found.path), found.dataset.modality
-        rows = read_manifest(store, found)
+        rows = read_manifest(store, found, limit=max(PREVIEW_ROWS, GALLERY_ITEMS, AUDIO_PLAYERS))  # a preview only
         fractions = found.splits.get("fractions")
         info = (f"**{html.escape(found.dataset.name)} v{found.version}** · {modality_value} · "
                 f"{found.items_kept} of {found.items_in} items kept · splits "
@@ -271,19 +284,27 @@ def build(store: Store, project, version) -> None:
 
     export_button.click(on_export, version, export_file)
 
-    def on_reclean(ref, project_value, request: gr.Request, progress=gr.Progress(), *step_values):
+    def on_reclean(ref, project_value, request: gr.Request, *step_values):
         if not ref:
-            return "Pick a dataset version first.", gr.Dropdown()
-        found = get_version(store, ref)
+            yield "Pick a dataset version first.", gr.Dropdown(), *recleaning.idle()
+            return
         try:
-            result = reclean(store, found.id, steps=steps.config(found.dataset.modality, step_values),
-                             created_by=current_user(request), progress=lambda f, m: progress(f, desc=m))
-        except (ImportRefused, StepsConfigError, ValueError) as error:
-            return f"❌ {html.escape(str(error))}", gr.Dropdown()
-        new_ref = f"{result['dataset_id']}:{result['version']}"
-        return summary_markdown(result), gr.Dropdown(choices=version_choices(store, project_value), value=new_ref)
+            found = get_version(store, ref)
+        except ImportRefused as error:
+            yield f"❌ {html.escape(str(error))}", gr.Dropdown(), *recleaning.idle()
+            return
 
-    reclean_button.click(on_reclean, [version, project, *steps.components], [reclean_status, version])
+        def done(result: dict) -> tuple:
+            new_ref = f"{result['dataset_id']}:{result['version']}"
+            return summary_markdown(result), gr.Dropdown(choices=version_choices(store, project_value), value=new_ref)
+
+        params = {"version_id": found.id, "steps": steps.config(found.dataset.modality, step_values)}
+        yield from recleaning.run("reclean", params, project=project_value, actor=current_user(request),
+                                  working=lambda text: (text, gr.skip()), done=done,
+                                  failed=lambda why: (f"❌ {why}", gr.Dropdown()))
+
+    reclean_button.click(on_reclean, [version, project, *steps.components],
+                         [reclean_status, version, *recleaning.outputs], show_progress="minimal")
 
     def delete_handler(delete, done_message):
         """The confirmed deletion of the selected version's ``delete(ref, actor)``; then the project's fresh list."""

@@ -3,8 +3,8 @@ a run's checkpoints, and automatic metrics on held-out data.
 
 The rating panel is also the whole of the rater-only page (``/rate``): a rater sees prompts and outputs
 labelled A and B, never variant names (those are revealed after each vote), and nothing to train or delete.
-Everything here calls ``studio.evaluation``; the web process does no model work except computing metrics on
-request (a generation-like, bounded job).
+Everything here calls ``studio.evaluation``; the web process does no model work: automatic metrics are computed by a
+background task (``studio.tasks``) in a process of its own.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import time
 
 from studio.store import Store
 from studio.store.projects import DEFAULT_PROJECT
+from studio.ui.background import BackgroundTask
 from studio.ui.state import current_user, on_page_load, on_project_or_load
 
 MIN_PLAY_SECONDS = 3.0  # an audio clip counts as heard after 3 s of playing, or when it ends sooner
@@ -293,7 +294,8 @@ def build(store: Store, project=None) -> None:
         with gr.Row():
             run = gr.Dropdown(run_choices(store, DEFAULT_PROJECT), value=None, label="Run")
             curve_button = gr.Button("Show human preference and metrics by step")
-            compute = gr.Button("Compute automatic metrics for the last checkpoint")
+            compute = gr.Button("Compute automatic metrics for the last checkpoint", elem_id="eval-compute")
+            computing = BackgroundTask(store, "eval-compute-cancel")
         curve_text = gr.Markdown()
         with gr.Row():
             curve_plot = gr.Plot(label="Human preference by step")
@@ -301,19 +303,17 @@ def build(store: Store, project=None) -> None:
         metric_table = gr.Dataframe(interactive=False, label="Automatic metrics per checkpoint")
     curve_button.click(lambda r: run_outputs(store, r), run, [curve_text, curve_plot, metric_plot, metric_table])
 
-    def on_compute(run_id, progress=gr.Progress()):
-        from studio.evaluation.metrics import run_metrics
-
+    def on_compute(run_id, project_value, request: gr.Request):
         if not run_id:
-            return "Choose a run.", None, None, None
-        progress(0.1, desc="loading the checkpoint and the held-out split")
-        try:
-            run_metrics(store, str(run_id))
-        except (ValueError, FileNotFoundError) as error:
-            return f"❌ {html.escape(str(error))}", None, None, None
-        return run_outputs(store, run_id)
+            yield "Choose a run.", None, None, None, *computing.idle()
+            return
+        yield from computing.run("metrics", {"ref": str(run_id)}, project=project_value, actor=current_user(request),
+                                 working=lambda text: (text, gr.skip(), gr.skip(), gr.skip()),
+                                 done=lambda _result: run_outputs(store, run_id),
+                                 failed=lambda why: (f"❌ {why}", None, None, None))
 
-    compute.click(on_compute, run, [curve_text, curve_plot, metric_plot, metric_table])
+    compute.click(on_compute, [run, project], [curve_text, curve_plot, metric_plot, metric_table, *computing.outputs],
+                  show_progress="minimal")
     register_api(store)
     gr.Button("↻ Refresh lists", size="sm").click(
         lambda name=None: (gr.Dropdown(choices=set_choices(store, name)),

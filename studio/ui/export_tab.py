@@ -1,19 +1,21 @@
 """Share tab: a run's checkpoint exported in a format other tools load (with its model card, shown here, and a zip
 to download), pushed to the Hugging Face Hub; and a dataset version pushed as a dataset repository.
 
-The page calls ``studio.training.export`` and ``studio.sharing.hub`` only; exports are written under
-``STUDIO_HOME/exports``. A token typed here is used for that push and never stored; the page does not fall
-back to the server's own HF_TOKEN (on a shared studio that would let anyone push as the server's owner).
+The page calls ``studio.training.export`` (in a background task: ``studio.tasks``) and ``studio.sharing.hub``
+only; exports are written under ``STUDIO_HOME/exports``. A token typed here is used for that push and never
+stored; the page does not fall back to the server's own HF_TOKEN (on a shared studio that would let anyone push
+as the server's owner).
 """
 
 from __future__ import annotations
 
 import gradio as gr  # at module level: a handler's "request: gr.Request" hint must resolve, or Gradio passes no request
 import re
-from datetime import datetime, timezone
 from pathlib import Path
 
 from studio.store import Store
+from studio.training.export import NO_CHECKPOINT
+from studio.ui.background import BackgroundTask
 from studio.ui.state import current_user, on_project_or_load
 
 FORMATS = [("merged: a full model (transformers / diffusers)", "merged"), ("PEFT adapter (LoRA runs)", "peft"),
@@ -47,18 +49,6 @@ def card_preview(export: dict) -> str:
     return text.replace("](loss.png)", f"](/gradio_api/file={plot})") if plot.is_file() else text
 
 
-def export_checkpoint(store: Store, ref: str | None, fmt: str, license: str | None,
-                      actor: str | None = None) -> dict:
-    """Exports ``ref`` as ``fmt`` (with its card and a zip) into a new folder under ``STUDIO_HOME/exports``."""
-    from studio.training.export import export_run
-
-    if not ref:
-        raise ValueError("choose a run's checkpoint first (train a run in the Train tab if the list is empty)")
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
-    out = store.path("exports") / f"run{ref.replace(':', '-step')}-{fmt}-{stamp}"
-    return export_run(store, ref, fmt, out, make_zip=True, license=(license or "").strip() or None, actor=actor)
-
-
 def push_export_status(store: Store, export: dict | None, repo_id: str, token: str, private: bool,
                        actor: str | None = None, progress=None) -> str:
     from studio.sharing.hub import push_export
@@ -90,7 +80,7 @@ def _pushed_text(pushed: dict) -> str:
             f"({'private' if pushed['private'] else 'public'} {pushed['repo_type']} repository).")
 
 
-def _failure(error: Exception) -> str:
+def _failure(error: Exception | str) -> str:
     return f"**Could not do it:** {error}"
 
 
@@ -116,7 +106,9 @@ def build(store: Store, project, version) -> None:
                               label="Licence (a Hub licence id; 'other': the base model's terms)",
                               elem_id="share-license")
         refresh = gr.Button("↻ Refresh", size="sm", scale=0)
-    export_button = gr.Button("Export", variant="primary", elem_id="share-export")
+    with gr.Row():
+        export_button = gr.Button("Export", variant="primary", elem_id="share-export", scale=4)
+        exporting = BackgroundTask(store, "share-export-cancel")
     export_status = gr.Markdown(elem_id="share-export-status")
     download = gr.File(label="The export as a zip", interactive=False, elem_id="share-download")
     with gr.Accordion("Model card (README.md)", open=True):
@@ -141,14 +133,22 @@ def build(store: Store, project, version) -> None:
     data_push = gr.Button("Push the dataset version", elem_id="share-data-push")
     data_status = gr.Markdown(elem_id="share-data-status")
 
-    def on_export(ref, chosen_format, chosen_license, request: gr.Request, progress=gr.Progress()):
-        progress(0.05, desc="exporting: loading the checkpoint (a merge loads its base model too) and writing the files")
-        try:
-            found = export_checkpoint(store, ref, chosen_format, chosen_license, current_user(request))
-        except (ValueError, OSError, NotImplementedError) as error:  # ExportError and VariantError are ValueErrors
-            return None, _failure(error), None, ""
-        status = f"Exported {len(found['files'])} files to `{found['path']}` ({found['format']}, {found['library']})."
-        return found, status, found["zip"], card_preview(found)
+    def on_export(ref, chosen_format, chosen_license, project_value, request: gr.Request):
+        def done(found: dict) -> tuple:
+            status = f"Exported {len(found['files'])} files to `{found['path']}` ({found['format']}, " \
+                     f"{found['library']})."
+            return found, status, found["zip"], card_preview(found)
+
+        def failed(why: str) -> tuple:
+            return None, _failure(why), None, ""
+
+        if not ref:
+            yield *failed(NO_CHECKPOINT), *exporting.idle()
+            return
+        params = {"ref": ref, "fmt": chosen_format, "license": chosen_license}
+        yield from exporting.run("export", params, project=project_value, actor=current_user(request),
+                                 working=lambda text: (gr.skip(), text, gr.skip(), gr.skip()), done=done,
+                                 failed=failed)
 
     def on_push(found, repo_id, typed_token, is_private, request: gr.Request, progress=gr.Progress()):
         from studio.sharing.hub import PushError
@@ -175,6 +175,7 @@ def build(store: Store, project, version) -> None:
 
     refresh.click(checkpoints, project, checkpoint)
     on_project_or_load(project, checkpoints, project, checkpoint)
-    export_button.click(on_export, [checkpoint, fmt, license], [export_state, export_status, download, card])
+    export_button.click(on_export, [checkpoint, fmt, license, project],
+                        [export_state, export_status, download, card, *exporting.outputs], show_progress="minimal")
     push_button.click(on_push, [export_state, repo, token, private], push_status)
     data_push.click(on_push_version, [version, data_repo, data_token, data_private, license], data_status)

@@ -379,21 +379,22 @@ def _mounted(server, path: str):
 
 
 def start_dispatcher(store: Store, every: float = 2.0) -> None:
-    """Queued runs start by themselves, and runs or sample sets whose process died are marked so: a daemon thread
-    does both every few seconds while the studio runs."""
+    """Queued runs and background tasks start by themselves, and runs, tasks or sample sets whose process died are
+    marked so: a daemon thread does that every few seconds while the studio runs."""
     import logging
     import time
 
     from studio.generation.service import reap_sets
-    from studio.training.jobs import dispatch
+    from studio.tasks.service import dispatch as dispatch_tasks
+    from studio.training.jobs import dispatch as dispatch_runs
 
     def loop() -> None:
         while True:
-            try:
-                dispatch(store)
-                reap_sets(store)  # sets a dead process was generating stop showing as running
-            except Exception:  # noqa: BLE001 - a failed round is logged and retried, never fatal to the UI
-                logging.getLogger("studio").exception("dispatch failed")
+            for step in (dispatch_runs, dispatch_tasks, reap_sets):  # reap_sets: a dead process's sets stop "running"
+                try:
+                    step(store)
+                except Exception:  # noqa: BLE001 - a failed step is logged and retried, never fatal to the UI
+                    logging.getLogger("studio").exception("dispatch failed: %s", step.__name__)
             time.sleep(every)
 
     threading.Thread(target=loop, name="dispatcher", daemon=True).start()

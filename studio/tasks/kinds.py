@@ -1,0 +1,70 @@
+"""What each kind of background task does: the service function it runs (the one the CLI calls too), the errors
+that are refusals (their message is all a person needs: a bad file, a wrong setting), and what the page calls it.
+
+A task's ``params`` are that function's keyword arguments as JSON; the worker turns them back into arguments here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable
+
+from studio.data.items import ImportRefused
+from studio.store import Store
+
+if TYPE_CHECKING:
+    from studio.data.clean import Progress
+
+
+@dataclass(frozen=True)
+class Kind:
+    label: str  # what the page says while it runs: "Importing"
+    run: Callable[[Store, dict, Progress, str | None], dict]  # (store, params, progress, actor) → JSON-ready result
+    refusals: tuple[type[Exception], ...]
+
+
+def _import(store: Store, params: dict, progress: Progress, actor: str | None) -> dict:
+    from studio.data.service import import_dataset
+
+    params = dict(params)
+    paths, mapping = [store.path(p) for p in params.pop("paths")], _mapping(params.pop("mapping", None))
+    return import_dataset(store, paths, **params, mapping=mapping, created_by=actor, progress=progress)
+
+
+def _reclean(store: Store, params: dict, progress: Progress, actor: str | None) -> dict:
+    from studio.data.service import reclean
+
+    params = dict(params)
+    version_id, mapping = params.pop("version_id"), _mapping(params.pop("mapping", None))
+    return reclean(store, version_id, **params, mapping=mapping, created_by=actor, progress=progress)
+
+
+def _mapping(found: dict | None):
+    from studio.data.mapping import ColumnMapping
+
+    return ColumnMapping(**found) if found else None
+
+
+def _export(store: Store, params: dict, progress: Progress, actor: str | None) -> dict:
+    from studio.training.export import export_checkpoint
+
+    return export_checkpoint(store, **params, actor=actor, progress=progress)
+
+
+def _metrics(store: Store, params: dict, progress: Progress, actor: str | None) -> dict:
+    from studio.evaluation.metrics import run_metrics
+
+    found = run_metrics(store, **params, progress=progress)
+    # the page reads the metrics from their file (runs/<id>/eval); the row keeps what was measured, and when
+    return {key: found.get(key) for key in ("ref", "run_id", "step", "cached", "computed_at", "seconds")}
+
+
+DATA_REFUSALS = (ImportRefused, ValueError)  # StepsConfigError, a bad split or mapping, ProjectError: ValueErrors
+
+KINDS = {
+    "import": Kind("Importing", _import, DATA_REFUSALS),
+    "reclean": Kind("Cleaning again", _reclean, DATA_REFUSALS),
+    # ExportError and VariantError are ValueErrors; OSError: the disk; NotImplementedError: a format a family lacks
+    "export": Kind("Exporting", _export, (ValueError, OSError, NotImplementedError)),
+    "metrics": Kind("Computing metrics", _metrics, (ValueError, FileNotFoundError)),  # MetricsError is a ValueError
+}

@@ -1,0 +1,171 @@
+"""Background tasks as rows: submit, start in a worker process, follow, cancel, and mark the ones whose worker died.
+
+The pattern is the training runs' (``studio.training.jobs``): the web process writes a queued row; its dispatcher
+starts ``python -m studio.tasks.worker TASK_ID`` detached (a few at a time; they never wait for the training device);
+the worker writes its heartbeat, progress and result to the row and reads ``cancel_requested`` from it; the page
+polls the row. Files uploaded through the page are staged under ``STUDIO_HOME/tasks/inputs`` first, so the worker
+reads them whatever becomes of the web server's upload cache; they go when the task ends.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import threading
+import uuid
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+from sqlalchemy import func, select, update
+
+from studio import processes
+from studio.store import Store
+from studio.store.tables import Task
+from studio.tasks.kinds import KINDS
+
+MAX_RUNNING = 2  # tasks at once: each is a process holding its data in memory, next to the web process and training
+HEARTBEAT_TIMEOUT = timedelta(seconds=120)
+ACTIVE = ("queued", "running")
+INPUTS = "tasks/inputs"
+_dispatching = threading.Lock()  # the dispatcher thread and a page that starts its task at once take turns
+
+
+class TaskError(ValueError):
+    """No such task, or it cannot be changed as asked; the message says why."""
+
+
+class Cancelled(Exception):
+    """Raised by a task's progress callback once someone asked to cancel it: the service stops where it stands and
+    cleans up as for any failure (services call progress only where stopping leaves nothing half-written)."""
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def log_path(store: Store, task_id: int) -> Path:
+    return store.path(f"tasks/{int(task_id)}.log")
+
+
+def stage_files(store: Store, paths: list[str | Path]) -> list[str]:
+    """Each file in a folder of its own under ``STUDIO_HOME/tasks/inputs/<random>`` (its name kept: it names the
+    dataset), linked when the upload cache is on the same disk, else copied; returns the paths relative to
+    STUDIO_HOME."""
+    folder = store.path(f"{INPUTS}/{uuid.uuid4().hex}")
+    staged = []
+    for number, raw in enumerate(paths):
+        source = Path(raw)
+        target = folder / str(number) / source.name
+        target.parent.mkdir(parents=True)
+        if source.is_dir():
+            shutil.copytree(source, target, symlinks=True)
+        else:
+            try:
+                os.link(source, target)
+            except OSError:
+                shutil.copyfile(source, target)
+        staged.append(str(target.relative_to(store.home)))
+    return staged
+
+
+def submit(store: Store, kind: str, params: dict, *, project: str | None = None,
+           created_by: str | None = None) -> int:
+    """A queued task of ``kind`` with ``params`` (the keyword arguments of its service function, JSON-ready)."""
+    if kind not in KINDS:
+        raise TaskError(f"kind must be one of {', '.join(KINDS)} (got '{kind}')")
+    with store.session() as session:
+        task = Task(kind=kind, params=params, project=project, status="queued", created_by=created_by)
+        session.add(task)
+    return task.id
+
+
+def dispatch(store: Store) -> list[int]:
+    """One round: mark tasks whose worker died, then start queued tasks, oldest first, while fewer than
+    ``MAX_RUNNING`` run. Returns the ids started."""
+    with _dispatching:
+        reap(store)
+        started = []
+        while (task := _claim(store)) is not None:
+            _start_worker(store, task)
+            started.append(task.id)
+        return started
+
+
+def _claim(store: Store) -> Task | None:
+    with store.session() as session:
+        if session.scalar(select(func.count(Task.id)).where(Task.status == "running")) >= MAX_RUNNING:
+            return None
+        task = session.scalars(select(Task).where(Task.status == "queued").order_by(Task.id)).first()
+        if task is None:
+            return None
+        claimed = session.execute(update(Task).where(Task.id == task.id, Task.status == "queued")
+                                  .values(status="running", started_at=_now(), heartbeat_at=_now())).rowcount
+    return task if claimed == 1 else None  # another dispatcher took it
+
+
+def _start_worker(store: Store, task: Task) -> None:
+    try:
+        pid = processes.start_detached([sys.executable, "-m", "studio.tasks.worker", str(task.id)],
+                                       log_path(store, task.id), store.settings)
+    except OSError as error:
+        finish(store, task.id, "failed", error=f"could not start the worker: {error}")
+        return
+    with store.session() as session:
+        session.execute(update(Task).where(Task.id == task.id).values(pid=pid))
+
+
+def finish(store: Store, task_id: int, status: str, *, result: dict | None = None, error: str | None = None,
+           was: tuple[str, ...] = ACTIVE) -> bool:
+    """Ends the task if its status is one of ``was`` (False when it is not: it ended already, or was claimed) and
+    then removes the files staged for it: the worker has copied what it kept into ``uploads/``."""
+    with store.session() as session:
+        ended = session.execute(update(Task).where(Task.id == task_id, Task.status.in_(was)).values(
+            status=status, result=result, error=error, ended_at=_now(),
+            **({"progress": 1.0} if status == "completed" else {}))).rowcount == 1
+        params = session.get(Task, task_id).params
+    if ended:
+        for folder in _staged_folders(params):
+            shutil.rmtree(store.path(folder), ignore_errors=True)
+    return ended
+
+
+def _staged_folders(params: dict) -> set[str]:
+    """The ``tasks/inputs/<random>`` folders of the files ``stage_files`` staged for a task."""
+    prefix = INPUTS + "/"
+    return {prefix + p[len(prefix):].split("/")[0] for p in params.get("paths", []) if p.startswith(prefix)}
+
+
+def reap(store: Store) -> list[int]:
+    """Marks failed the running tasks whose worker died or stopped sending heartbeats, with their log's end."""
+    processes.reap_children()  # workers that ended by themselves too: none stays a zombie of this process
+    with store.session() as session:
+        running = session.scalars(select(Task).where(Task.status == "running")).all()
+    failed = []
+    for task in running:
+        gone = processes.worker_gone(task.pid, task.heartbeat_at, HEARTBEAT_TIMEOUT, log_path(store, task.id))
+        if gone and finish(store, task.id, "failed", error=gone):
+            failed.append(task.id)
+    return failed
+
+
+def cancel(store: Store, task_id: int) -> str:
+    """Asks a task to stop: a queued one never starts; a running one stops at its next safe point, leaving nothing
+    half-written. Returns the task's status after the request."""
+    with store.session() as session:
+        if session.get(Task, task_id) is None:
+            raise TaskError(f"no task {task_id}")
+        session.execute(update(Task).where(Task.id == task_id, Task.status.in_(ACTIVE)).values(cancel_requested=True))
+    finish(store, task_id, "cancelled", was=("queued",))  # not if a dispatcher claimed it meanwhile: its worker stops
+    return view(store, task_id)["status"]
+
+
+def view(store: Store, task_id: int) -> dict:
+    """What a page shows of a task: kind, label, status, progress (0…1), message, result, error."""
+    with store.session() as session:
+        task = session.get(Task, task_id)
+        if task is None:
+            raise TaskError(f"no task {task_id}")
+        return {"task_id": task.id, "kind": task.kind, "label": KINDS[task.kind].label, "status": task.status,
+                "progress": task.progress, "message": task.message, "result": task.result, "error": task.error,
+                "cancel_requested": task.cancel_requested, "pid": task.pid}
