@@ -11,6 +11,7 @@ import sys
 import time
 
 import pytest
+from sqlalchemy import select
 
 from studio.data.service import import_dataset
 from studio.store.tables import Run
@@ -116,9 +117,12 @@ def test_resume_forgets_what_the_abandoned_attempt_recorded_after_its_checkpoint
     store, dataset = corpus_store
     run_id = jobs.create_run(store, dataset, "starter-text", "scratch", text_config(max_steps=400))
     record_attempt(store, run_id, range(0, 185))  # died at step 184, its last checkpoint at step 100
-    store.path(f"runs/{run_id}/checkpoints/step-0000100").mkdir(parents=True)
+    for step in (100, 150):  # resumed from 100 by choice: 150 is the abandoned attempt's too
+        store.path(f"runs/{run_id}/checkpoints/step-{step:07d}").mkdir(parents=True)
     with store.session() as session:
-        session.add(Checkpoint(run_id=run_id, step=100, path=f"runs/{run_id}/checkpoints/step-0000100", val_loss=0.5))
+        for step in (100, 150):
+            session.add(Checkpoint(run_id=run_id, step=step, path=f"runs/{run_id}/checkpoints/step-{step:07d}",
+                                   val_loss=0.5))
         run = session.get(Run, run_id)
         run.status, run.steps_done = "failed", 184
     page = MetricCache()
@@ -126,6 +130,9 @@ def test_resume_forgets_what_the_abandoned_attempt_recorded_after_its_checkpoint
 
     jobs.resume(store, run_id, checkpoint_step=100)
     assert run_summary(store, run_id)["steps"] == 100
+    with store.session() as session:  # a later resume must not start from the abandoned attempt's checkpoint
+        assert [c.step for c in session.scalars(select(Checkpoint).where(Checkpoint.run_id == run_id))] == [100]
+    assert not store.path(f"runs/{run_id}/checkpoints/step-0000150").exists()
     record_attempt(store, run_id, range(101, 161))  # the resumed attempt
     history, _ = metric_rows(store, run_id)
     for name in ("train_loss", "learning_rate", "val_loss"):
@@ -241,3 +248,22 @@ def test_preflight_measures_time_and_memory_in_a_child_process(corpus_store):
     assert result["peak_memory_bytes"] > 10 * 2**20 and result["verdict"] == "fits"
     with pytest.raises(RuntimeError, match="pre-flight failed"):
         preflight(store, dataset, "starter-text", "lora", text_config())
+
+
+def test_resume_from_an_earlier_checkpoint_is_refused_while_a_run_was_trained_from_a_later_one(corpus_store):
+    from studio.store.tables import Checkpoint
+
+    store, dataset = corpus_store
+    parent = jobs.create_run(store, dataset, "starter-text", "scratch", text_config(max_steps=400))
+    folders = {step: f"runs/{parent}/checkpoints/step-{step:07d}" for step in (100, 150)}
+    with store.session() as session:
+        for step, folder in folders.items():
+            store.path(folder).mkdir(parents=True)
+            session.add(Checkpoint(run_id=parent, step=step, path=folder))
+        session.get(Run, parent).status = "stopped"
+    child = jobs.create_run(store, dataset, str(store.path(folders[150]) / "model"), "full", text_config())
+    with pytest.raises(jobs.RunError, match=f"run {child} was trained from a later checkpoint of run {parent}"):
+        jobs.resume(store, parent, checkpoint_step=100)
+    assert store.path(folders[150]).exists()  # nothing changed
+    with store.session() as session:
+        assert session.get(Run, parent).status == "stopped"

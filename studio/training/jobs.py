@@ -12,6 +12,7 @@ import shlex
 import subprocess
 import sys
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
@@ -254,16 +255,29 @@ def resume(store: Store, run_id: int, checkpoint_step: int | None = None, actor:
             raise RunError(f"run {run_id} has no checkpoint{f' at step {checkpoint_step}' if checkpoint_step else ''} "
                            "to resume from")
         run.status, run.resume_from, run.error_tail, run.ended_at = "queued", checkpoint.path, None, None
-        forget_after(session, run, checkpoint)
+        abandoned = forget_after(store, session, run, checkpoint)
         record_run_action(session, actor, "run.resume", run, {"checkpoint_step": checkpoint.step})
+    remove_folders(store, abandoned)
 
 
-def forget_after(session, run: Run, checkpoint: Checkpoint) -> None:
+def forget_after(store: Store, session, run: Run, checkpoint: Checkpoint) -> list[str]:
     """Drop what the abandoned attempt recorded after ``checkpoint``: the resumed run trains those steps again,
-    and every step must have one value (the history would hold two and the loss plot draw both)."""
-    for table in (Metric, RunSample):
+    and every step must have one value (the history would hold two and the loss plot draw both). Its later
+    checkpoints go too: left in place, "the last checkpoint" of a later resume would be the abandoned attempt's,
+    and keeping the last K would delete the new attempt's checkpoints before them. Returns their folders, to
+    remove once the transaction is committed; refused while another run was trained from one of them."""
+    later = list(session.scalars(select(Checkpoint).where(Checkpoint.run_id == run.id,
+                                                          Checkpoint.step > checkpoint.step)))
+    folders = [store.path(c.path).resolve() for c in later]
+    for other in session.scalars(select(Run).where(Run.id != run.id)):
+        model = Path(other.model_ref).expanduser().resolve()
+        if any(model == folder or folder in model.parents for folder in folders):
+            raise RunError(f"run {other.id} was trained from a later checkpoint of run {run.id}: resume from the "
+                           f"last checkpoint, or delete run {other.id} first")
+    for table in (Metric, RunSample, Checkpoint):
         session.execute(delete(table).where(table.run_id == run.id, table.step > checkpoint.step))
     run.steps_done, run.best_val_loss = checkpoint.step, checkpoint.val_loss
+    return [c.path for c in later]
 
 
 def purge_run(session, run: Run) -> list[str]:
