@@ -40,6 +40,32 @@ def _fail(args, message: str, code: int = 2) -> int:
     return code
 
 
+def _details_log(args, error: BaseException):
+    """Appends ``error``'s traceback to the CLI's log (STUDIO_HOME/logs/cli.log; the temporary folder when the
+    settings themselves failed) and returns its path, so the terminal gets one line and the details stay."""
+    import tempfile
+    import traceback
+    from datetime import datetime
+    from pathlib import Path
+
+    try:
+        folder = _settings(args).home / "logs"
+        folder.mkdir(parents=True, exist_ok=True)
+    except Exception:  # noqa: BLE001 - wherever the settings point, the details must be written somewhere
+        folder = Path(tempfile.gettempdir())
+    path = folder / "cli.log"
+    # The command's name only: its arguments may hold a token.
+    heading = f"--- {datetime.now().isoformat(timespec='seconds')} {getattr(args.run, '__name__', 'studio')}\n"
+    with open(path, "a", encoding="utf-8") as log:
+        log.write(heading + "".join(traceback.format_exception(error)))
+    return path
+
+
+def _first_line(error: BaseException) -> str:
+    lines = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {lines[0] if lines else ''}".rstrip(": ")
+
+
 def _os_user() -> str | None:
     """Who runs the command, for the audit trail: the OS account (None when the system cannot tell)."""
     import getpass
@@ -250,6 +276,8 @@ def cmd_generate(args) -> int:
     from studio.generation.variants import resolve_variants
 
     store = _store(args)
+    started: list[int] = []  # the set's id once it exists: a failure after that still reports the set
+    failure = None
     try:
         prompts = read_prompts_file(Path(args.prompts_file)) if args.prompts_file else args.prompt
         modality = resolve_variants(store, args.variant, args.model)[0].modality
@@ -258,11 +286,15 @@ def cmd_generate(args) -> int:
                                                                              file=sys.stderr)
         set_id = generate_set(store, args.variant, prompts, args.seed, args.samples, settings,
                               base_model=args.model, source="cli", on_progress=progress, project=args.project,
-                              created_by=_os_user())
-    except (ValueError, ImportRefused, OSError) as error:
-        return _fail(args, str(error))
+                              created_by=_os_user(), on_start=started.append)
     except KeyboardInterrupt:
         return _fail(args, "interrupted: the samples made so far are kept (see `studio samples list`)", 130)
+    except Exception as error:  # noqa: BLE001 - a set that failed midway is reported below, with what failed
+        if not started and isinstance(error, (ValueError, ImportRefused, OSError)):
+            return _fail(args, str(error))  # a request refused before anything was made
+        if not started:
+            raise
+        set_id, failure = started[0], f"the details are in {_details_log(args, error)}"
     found = get_set(store, set_id)
     copies = export_set_folder(store, set_id, Path(args.out))
     samples = []
@@ -283,6 +315,9 @@ def cmd_generate(args) -> int:
     lines += [f"refused prompt {r['prompt_index'] + 1} (blocked: {', '.join(r['words'])})" for r in payload["refused"]]
     lines += [_sample_line(s) for s in samples]
     lines += [f"error: {e}" for e in payload["errors"]]
+    if failure:
+        payload["details"] = failure
+        lines.append(failure)
     _print(args, payload, "\n".join(lines))
     return 0 if found["status"] == "completed" and not payload["errors"] else 1
 
@@ -758,8 +793,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Runs a command; whatever it did not expect ends in one line with the reason and where the details are."""
+    from pydantic import ValidationError
+
+    from studio.fields import describe
+
     args = build_parser().parse_args(argv)
-    return args.run(args)
+    try:
+        return args.run(args)
+    except KeyboardInterrupt:
+        return _fail(args, "interrupted", 130)
+    except ValidationError as error:  # e.g. a STUDIO_* variable with a bad value
+        return _fail(args, describe(error, Settings if error.title == Settings.__name__ else None))
+    except Exception as error:  # noqa: BLE001 - the point: no raw traceback on the terminal
+        return _fail(args, f"{_first_line(error)} (unexpected: the details are in {_details_log(args, error)})", 1)
 
 
 if __name__ == "__main__":

@@ -11,9 +11,11 @@ import zipfile
 import pytest
 from PIL import Image
 
+from test_image_backend import tiny_pipeline  # noqa: F401 - a module-scoped fixture
 
-def studio(home, *args, check=True):
-    env = {**os.environ, "STUDIO_HOME": str(home)}
+
+def studio(home, *args, check=True, extra_env: dict | None = None):
+    env = {**os.environ, "STUDIO_HOME": str(home), **(extra_env or {})}
     done = subprocess.run([sys.executable, "-m", "studio.cli", *args], capture_output=True, text=True, env=env,
                           timeout=300)
     if check:
@@ -114,3 +116,78 @@ def test_every_setting_is_also_a_flag(tmp_path):
     assert result["items_kept"] == 1
     assert result["errors"][0]["file"] == "big.txt" and "STUDIO_MAX_UPLOAD_MB" in result["errors"][0]["reason"]
     assert (home / "studio.db").exists() and not (tmp_path / "env_home").exists()
+
+
+# ----------------------------------------------------------------------------- errors in one line
+
+def one_line_error(done) -> str:
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode != 0 and len(lines) == 1, done.stderr
+    assert "Traceback" not in done.stderr and "pydantic" not in done.stderr and "input_value" not in done.stderr
+    return lines[0]
+
+
+def test_a_bad_setting_is_one_line_naming_it_and_what_it_takes(tmp_path):
+    home = tmp_path / "home"
+    train = ["train", "--dataset", "1", "--model", "starter-text", "--method", "scratch"]
+    assert one_line_error(studio(home, *train, "--set", "learning_rate=abc", check=False)) == \
+        "error: learning rate (learning_rate): must be a number above 0 and at most 1 (got 'abc')"
+    assert one_line_error(studio(home, *train, "--set", "mixed_precision=fp8", check=False)) == \
+        "error: number precision (mixed_precision): must be one of no, fp16, bf16 (got 'fp8')"
+    done = studio(home, "data", "list", check=False, extra_env={"STUDIO_PORT": "abc"})
+    assert one_line_error(done) == "error: port: must be a whole number between 1 and 65535 (got 'abc')"
+
+
+def test_an_unexpected_error_is_one_line_saying_where_the_details_are(tmp_path):
+    home = tmp_path / "home"
+    done = studio(home, "data", "list", check=False, extra_env={"STUDIO_DATABASE_URL": "nosuchdb://somewhere"})
+    line = one_line_error(done)
+    assert line.startswith("error: NoSuchModuleError: Can't load plugin: sqlalchemy.dialects:nosuchdb")
+    log = home / "logs" / "cli.log"
+    assert line.endswith(f"(unexpected: the details are in {log})")
+    assert "Traceback" in log.read_text() and "cmd_data_list" in log.read_text()
+
+
+@pytest.fixture
+def plain_text_dataset(tmp_path):
+    corpus = tmp_path / "tales.txt"
+    corpus.write_text("\n\n".join(f"The {a} fox met the {b} hen." for a in ("red", "old", "quick")
+                                  for b in ("white", "brown", "tiny", "grey")))
+    home = tmp_path / "home"
+    return home, str(json.loads(studio(home, "data", "import", str(corpus), "--json").stdout)["dataset_id"])
+
+
+@pytest.mark.parametrize("setting, reason", [
+    ("text_format=chat", "text_format 'chat' needs prompt/response or messages rows"),
+    ("mixed_precision=fp16", "number precision fp16 needs a GPU"),
+])
+def test_settings_the_data_or_machine_cannot_run_are_refused_before_the_run_exists(plain_text_dataset, setting,
+                                                                                   reason):
+    from studio.training.jobs import on_cpu
+    from studio.training.config import TrainConfig
+
+    if setting.startswith("mixed_precision") and not on_cpu(TrainConfig()):
+        pytest.skip("a GPU runs fp16")
+    home, dataset = plain_text_dataset
+    done = studio(home, "train", "--dataset", dataset, "--model", "starter-text", "--method", "scratch",
+                  "--max-steps", "1", "--set", setting, "--json", check=False)
+    assert done.returncode == 2 and reason in json.loads(done.stdout)["error"]
+    assert json.loads(studio(home, "runs", "list", "--json").stdout)["runs"] == []
+
+
+def test_a_sample_set_that_fails_midway_says_what_failed(tmp_path, tiny_pipeline):
+    home = tmp_path / "home"
+    generate = ["generate", "--variant", "base", "--model", str(tiny_pipeline), "--prompt", "a red square",
+                "--out", str(tmp_path / "out"), "--json"]
+    assert one_line_error(studio(home, *generate, "--set", "guidance_scale=lots", check=False)) == \
+        "error: guidance scale (guidance_scale): must be a number between 0 and 50, or empty for the default " \
+        "(got 'lots')"
+    # The tiny pipeline's VAE halves the picture once: an odd width fails inside the model.
+    done = studio(home, *generate, "--set", "width=13", "--set", "steps=1", check=False)
+    result = json.loads(done.stdout)
+    assert done.returncode == 1 and result["status"] == "failed" and result["samples"] == []
+    [error] = result["errors"]
+    assert error.startswith("base (") and "height and width must be multiples of 2" in error
+    assert result["details"] == f"the details are in {home / 'logs' / 'cli.log'}"
+    [listed] = json.loads(studio(home, "samples", "list", "--json").stdout)["sample_sets"]
+    assert listed["status"] == "failed" and listed["errors"] == 1

@@ -80,3 +80,17 @@ def test_the_rater_app_is_wrapped_too(store):
     readable_failures(app)  # twice is harmless
     assert all(getattr(f.fn, "_readable_failures", False) for f in app.fns.values() if f.fn is not None
                and not inspect_async(f.fn))
+
+
+def test_a_validation_error_no_handler_caught_names_the_field_not_pydantic():
+    from studio.generation.options import ImageSettings
+
+    def unchecked(value):
+        return ImageSettings.model_validate({"guidance_scale": value})
+
+    with pytest.raises(gr.Error) as raised:
+        readable(unchecked)("lots")
+    message = raised.value.message
+    assert message.startswith("guidance scale: input should be a valid number, unable to parse string as a number "
+                              "(got 'lots'). ")
+    assert "input_value" not in message and "pydantic" not in message and "Nothing already stored was lost" in message

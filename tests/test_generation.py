@@ -377,7 +377,8 @@ def test_settings_models_parse_keys_and_refuse_bad_values():
     assert image.negative_prompt == "blurry, dark" and image.guidance_scale == 4.0
     assert parse_settings("image").backend_settings()["guidance_scale"] is None  # the model's default
     assert "guidance_scale" not in parse_settings("audio").backend_settings()
-    with pytest.raises(ValueError, match="max_new_tokens"):
+    with pytest.raises(ValueError, match=r"^max new tokens \(max_new_tokens\): must be a whole number between 1 "
+                                         r"and 4096 \(got 0\)$"):
         parse_settings("text", ["max_new_tokens=0"])
     with pytest.raises(ValueError, match="Known: steps, guidance_scale"):
         parse_settings("image", ["temperature=1"])

@@ -246,7 +246,7 @@ def test_preflight_measures_time_and_memory_in_a_child_process(corpus_store):
     assert result["seconds_per_step"] > 0 and result["total_steps"] > 0
     assert result["estimated_seconds"] == pytest.approx(result["seconds_per_step"] * result["total_steps"])
     assert result["peak_memory_bytes"] > 10 * 2**20 and result["verdict"] == "fits"
-    with pytest.raises(RuntimeError, match="pre-flight failed"):
+    with pytest.raises(jobs.RunError, match="starter models are trained from scratch"):  # refused before the child
         preflight(store, dataset, "starter-text", "lora", text_config())
 
 

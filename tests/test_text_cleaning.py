@@ -291,7 +291,7 @@ def test_length_of_a_chat_is_all_of_its_messages(ctx):
 def test_length_params_are_validated():
     with pytest.raises(StepsConfigError, match=r"cleaning step 'length'.*unit"):
         resolve_config("text", {"length": {"unit": "words"}})
-    with pytest.raises(StepsConfigError, match=r"min_length"):
+    with pytest.raises(StepsConfigError, match=r"min length \(min_length\): must be a whole number at least 0"):
         resolve_config("text", {"length": {"min_length": -1}})
 
 
@@ -423,7 +423,7 @@ def test_invalid_params_are_a_clear_error():
     with pytest.raises(StepsConfigError) as error:
         resolve_config("text", {"whitespace": {"keep_newlines": "sometimes"}})
     assert "cleaning step 'whitespace'" in str(error.value)
-    assert "keep_newlines" in str(error.value)
+    assert "keep newlines (keep_newlines): must be true or false" in str(error.value)
     assert isinstance(error.value, ValueError)
 
 

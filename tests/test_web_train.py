@@ -29,7 +29,7 @@ def test_train_tab_starts_a_run_and_the_loss_plot_updates(home_with_corpus, runn
     page.locator("li[data-testid=dropdown-option]").first.click()
     page.get_by_role("tab", name="Train").click()
     page.locator("#train-intro").get_by_text("tales v1").wait_for(timeout=20_000)
-    page.get_by_text("Training settings (TrainingArguments names)").click()
+    page.get_by_text("Training settings", exact=True).click()
     steps = page.get_by_label("max steps", exact=True)
     for _ in range(5):  # the model's recommended settings may still be arriving and overwrite a value typed early
         steps.fill("150")  # long enough (~10 s on an idle machine) to be seen running, not only completed

@@ -10,6 +10,7 @@ from typing import Callable
 from pydantic import BaseModel, ValidationError
 
 from studio.data.items import Item
+from studio.fields import describe
 from studio.data.steps import STEPS, Step, StepContext, StepOutcome
 
 EXAMPLES_PER_STEP = 6
@@ -39,8 +40,7 @@ def resolve_config(modality: str, config: dict[str, dict] | None) -> list[tuple[
         try:
             params = step.params(**settings)
         except ValidationError as error:
-            problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors())
-            raise StepsConfigError(f"cleaning step '{step.name}': {problems}") from None
+            raise StepsConfigError(f"cleaning step '{step.name}': {describe(error, step.params)}") from None
         resolved.append((step, enabled, params))
     return resolved
 

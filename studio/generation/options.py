@@ -9,6 +9,8 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
+from studio.fields import validated
+
 
 class GenerationSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -41,7 +43,9 @@ class ImageSettings(GenerationSettings):
     guidance_scale: float | None = Field(None, ge=0.0, le=50.0, description="classifier-free guidance; empty: the "
                                                                              "model's default (2 for starters, 7.5 "
                                                                              "for pretrained); 1 turns it off")
-    scheduler: Literal["ddim", "model"] = Field("ddim", description="ddim, or the model's own scheduler class")
+    scheduler: Literal["ddim", "model"] = Field(
+        "ddim", title="sampler", description="the scheduler that removes the noise: DDIM, or the model's own class",
+        json_schema_extra={"choices": {"ddim": "DDIM (the same image for a seed)", "model": "the model's own"}})
     width: int = Field(0, ge=0, le=2048, description="pixels; 0: the training resolution")
     height: int = Field(0, ge=0, le=2048, description="pixels; 0: the training resolution")
     negative_prompt: str = Field("", description="what guidance steers away from")
@@ -94,4 +98,4 @@ def parse_settings(modality: str, pairs: list[str] | None = None, values: dict |
     unknown = sorted(set(data) - set(model.model_fields))
     if unknown:
         raise ValueError(f"unknown {modality} generation setting '{unknown[0]}'. Known: {known}")
-    return model.model_validate(data)
+    return validated(model, data)

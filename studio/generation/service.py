@@ -193,7 +193,9 @@ def _generate(store: Store, set_id: int, variants: list[Variant], prompts: list[
                            "holds the GPU.")
             elif isinstance(error, LoadError):
                 message = f"{error} It was skipped (the other variants went on)."
-            else:
+            else:  # a failure nobody foresaw ends the set; its report still says what failed
+                report["errors"].append({"variant": variant.ref, "label": variant.label,
+                                         "message": f"{variant.label}: {type(error).__name__}: {error}"})
                 raise
             report["errors"].append({"variant": variant.ref, "label": variant.label, "message": message})
             done = (number + 1) * len(todo)

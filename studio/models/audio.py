@@ -22,9 +22,13 @@ from typing import Any, Callable
 
 import numpy as np
 
-from studio.models.base import Handle, Sample, pairs
+from studio.models.base import STARTER_SCRATCH_ONLY, Handle, Sample, pairs
 
 STARTER = "starter-audio"
+
+
+def other_rate(model_ref: str, rate: int) -> str:
+    return f"'{model_ref}' was trained on {rate} Hz audio; set sample_rate to 0 or {rate}"
 DEFAULT_RATE = 8000
 N_FFT, HOP, N_BINS, TOP_DB = 256, 128, 64, 80.0
 
@@ -197,8 +201,7 @@ class AudioBackend:
         options = config.audio
         if model_ref == STARTER:
             if method != "scratch":
-                raise ValueError("starter models are trained from scratch; use method 'scratch', or fine-tune a "
-                                 "finished run's model folder")
+                raise ValueError(STARTER_SCRATCH_ONLY)
             spec = spectrogram_settings(options.sample_rate or DEFAULT_RATE, options.clip_seconds)
             tokenizer = diffusion.word_tokenizer([row.get("caption") or "" for row in train_rows or []])
             text_encoder = diffusion.starter_text_encoder(tokenizer)
@@ -212,7 +215,7 @@ class AudioBackend:
             saved = _saved_spectrogram(model_ref)
             rate = saved["sample_rate"]
             if options.sample_rate and options.sample_rate != rate:
-                raise ValueError(f"'{model_ref}' was trained on {rate} Hz audio; set sample_rate to 0 or {rate}")
+                raise ValueError(other_rate(model_ref, rate))
             spec = spectrogram_settings(rate, options.clip_seconds)
             parts = diffusion.load_pipeline_parts(model_ref, method)
             tokenizer, text_encoder, unet = parts["tokenizer"], parts["text_encoder"], parts["unet"]

@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any, Callable, Protocol
 
 STARTERS = {"starter-text": "text", "starter-image": "image", "starter-audio": "audio"}
+STARTER_SCRATCH_ONLY = ("starter models are trained from scratch; use method 'scratch', or fine-tune a finished "
+                        "run's model folder")
 
 
 @dataclass

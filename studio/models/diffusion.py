@@ -258,7 +258,8 @@ def _sample_batch(module, tokenizer, prompts, seeds, shape, steps, guidance_scal
     sampler.set_timesteps(steps, device=device)
 
     noise = torch.stack([torch.randn(shape, generator=torch.Generator().manual_seed(int(seed))) for seed in seeds])
-    latents = noise.to(device=device, dtype=dtype) * sampler.init_noise_sigma
+    # Flow matching starts from pure noise (sigma 1) and its Euler scheduler has no init_noise_sigma.
+    latents = noise.to(device=device, dtype=dtype) * getattr(sampler, "init_noise_sigma", 1.0)
 
     text = module.encode_text(tokenize(tokenizer, prompts))
     guided = guidance_scale != 1.0

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from studio.models.base import Handle, Sample, pairs
+from studio.models.base import STARTER_SCRATCH_ONLY, Handle, Sample, pairs
 
 STARTER = "starter-image"
 
@@ -93,8 +93,7 @@ class ImageBackend:
         options = config.image
         if model_ref == STARTER:
             if method != "scratch":
-                raise ValueError("starter models are trained from scratch; use method 'scratch', or fine-tune a "
-                                 "finished run's model folder")
+                raise ValueError(STARTER_SCRATCH_ONLY)
             tokenizer = diffusion.word_tokenizer([row.get("caption") or "" for row in train_rows or []])
             text_encoder = diffusion.starter_text_encoder(tokenizer)
             unet = starter_unet(options.resolution, 3, text_encoder.config.hidden_size)

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from studio.models.base import Handle, Sample, pairs
+from studio.models.base import STARTER_SCRATCH_ONLY, Handle, Sample, pairs
 
 STARTER = "starter-text"
 MARKER = "studio_model.json"
@@ -27,6 +27,10 @@ STARTER_VOCAB = 3000  # an upper bound: BPE stops merging once the training text
 # Small enough to learn a 100 KB corpus in about a minute on two CPU cores.
 STARTER_SHAPE = {"hidden_size": 128, "intermediate_size": 384, "num_hidden_layers": 3, "num_attention_heads": 4}
 IGNORE = -100
+CHAT_NEEDS_CONVERSATIONS = ("text_format 'chat' needs prompt/response or messages rows; this dataset has plain text "
+                            "(use 'raw' or 'auto')")
+QLORA_NEEDS = ("QLoRA (load_in_4bit) needs a CUDA GPU and the bitsandbytes package (pip install bitsandbytes); turn "
+               "load_in_4bit off to train LoRA in full precision")
 
 # Role name on one line, the content on the next, each turn closed by the end-of-sequence token.
 # (transformers renders with trim_blocks, so every newline is written as an expression.)
@@ -209,8 +213,7 @@ def _quantization(config, method: str) -> dict:
     import torch
 
     if not torch.cuda.is_available() or config.use_cpu or importlib.util.find_spec("bitsandbytes") is None:
-        raise ValueError("QLoRA (load_in_4bit) needs a CUDA GPU and the bitsandbytes package "
-                         "(pip install bitsandbytes); turn load_in_4bit off to train LoRA in full precision")
+        raise ValueError(QLORA_NEEDS)
     from transformers import BitsAndBytesConfig
 
     compute = torch.bfloat16 if config.mixed_precision == "bf16" else torch.float16
@@ -396,8 +399,7 @@ class TextBackend:
         torch.manual_seed(config.seed)  # the same seed builds the same starting weights and LoRA matrices
         if model_ref == STARTER:
             if method != "scratch":
-                raise ValueError("starter models are trained from scratch; use method 'scratch', or fine-tune a "
-                                 "finished run's model folder")
+                raise ValueError(STARTER_SCRATCH_ONLY)
             tokenizer = train_tokenizer(_tokenizer_texts(train_rows or []))
             model, starter = build_starter(tokenizer, config.text.max_length), True
         else:
@@ -444,8 +446,7 @@ class TextBackend:
             messages = row_messages(row)
             if messages is None:
                 if options.text_format == "chat":
-                    raise ValueError("text_format 'chat' needs prompt/response or messages rows; this dataset "
-                                     "has plain text (use 'raw' or 'auto')")
+                    raise ValueError(CHAT_NEEDS_CONVERSATIONS)
                 texts.append(row.get("text") or "")
             elif options.text_format == "raw":  # the whole conversation is learned as running text
                 conversations.append(render_chat(tokenizer, messages))

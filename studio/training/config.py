@@ -13,7 +13,10 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from studio.fields import validated
+
 METHODS = ("lora", "full", "scratch")
+PRECISION_CHOICES = {"no": "full (32-bit)", "fp16": "half (fp16, GPU)", "bf16": "bfloat16 (bf16)"}
 
 
 class Section(BaseModel):
@@ -21,63 +24,93 @@ class Section(BaseModel):
 
 
 class LoraOptions(Section):
-    r: int = Field(8, ge=1, le=512, description="LoRA rank")
-    lora_alpha: int = Field(16, ge=1, description="LoRA scaling numerator (scale = alpha / r)")
-    lora_dropout: float = Field(0.05, ge=0.0, lt=1.0)
-    target_modules: str = Field("auto", description="'auto' (the family's preset: attention projections), "
-                                                    "'all-linear', or comma-separated module names")
-    load_in_4bit: bool = Field(False, description="QLoRA: keep the frozen base in 4-bit NF4 (needs a CUDA GPU and "
-                                                  "the bitsandbytes package)")
+    r: int = Field(8, ge=1, le=512, title="LoRA rank", description="size of the adapters: more learns more, "
+                                                                   "costs more memory")
+    lora_alpha: int = Field(16, ge=1, title="LoRA alpha", description="LoRA scaling numerator (scale = alpha / r)")
+    lora_dropout: float = Field(0.05, ge=0.0, lt=1.0, title="LoRA dropout")
+    target_modules: str = Field("auto", title="layers adapted",
+                                description="'auto' (the family's preset: attention projections), "
+                                            "'all-linear', or comma-separated module names")
+    load_in_4bit: bool = Field(False, title="4-bit base model",
+                               description="QLoRA: keep the frozen base in 4-bit NF4 (needs a CUDA GPU and "
+                                           "the bitsandbytes package)")
 
 
 class TextOptions(Section):
     text_format: Literal["auto", "raw", "chat"] = Field(
-        "auto", description="raw: plain language modelling; chat: prompt/response or messages through the chat template")
-    response_only_loss: bool = Field(True, description="chat format: learn only the responses, not the prompts")
-    max_length: int = Field(256, ge=8, le=32768, description="tokens per training sequence")
-    packing: bool = Field(True, description="pack several short examples into each sequence (raw format)")
+        "auto", title="text format",
+        json_schema_extra={"choices": {"auto": "auto (from the data)", "raw": "running text (raw)",
+                                       "chat": "conversations (chat)"}},
+        description="raw: plain language modelling; chat: prompt/response or messages through the chat template")
+    response_only_loss: bool = Field(True, title="learn only the responses",
+                                     description="chat format: the prompts are not learned (response-only loss)")
+    max_length: int = Field(256, ge=8, le=32768, title="tokens per sequence",
+                            description="tokens per training sequence (max length)")
+    packing: bool = Field(True, title="pack short examples together",
+                          description="pack several short examples into each sequence (raw format; packing)")
 
 
 class ImageOptions(Section):
-    resolution: int = Field(32, ge=8, le=2048, description="training resolution (square)")
-    caption_dropout: float = Field(0.1, ge=0.0, le=1.0, description="share of captions dropped (enables guidance)")
+    resolution: int = Field(32, ge=8, le=2048, description="training resolution in pixels (square)")
+    caption_dropout: float = Field(0.1, ge=0.0, le=1.0, title="captions left out",
+                                   description="share of captions dropped in training (enables guidance)")
     prediction_type: Literal["auto", "epsilon", "v_prediction", "flow_matching"] = Field(
-        "auto", description="auto: what the model's scheduler was trained with")
-    snr_gamma: float = Field(0.0, ge=0.0, description="min-SNR loss weighting gamma; 0 turns it off (5 is usual)")
-    random_flip: bool = Field(False, description="horizontal-flip augmentation")
+        "auto", title="what the model predicts",
+        json_schema_extra={"choices": {"auto": "auto (as the model was trained)", "epsilon": "the noise (epsilon)",
+                                       "v_prediction": "the velocity (v-prediction)",
+                                       "flow_matching": "the flow (flow matching)"}},
+        description="prediction type; auto: what the model's scheduler was trained with")
+    snr_gamma: float = Field(0.0, ge=0.0, title="loss weighting by noise level",
+                             description="min-SNR gamma: evens out how much each noise level counts; 0 turns it off "
+                                         "(5 is usual)")
+    random_flip: bool = Field(False, title="mirror images", description="horizontal-flip augmentation")
 
 
 class AudioOptions(Section):
     clip_seconds: float = Field(1.0, gt=0.0, le=60.0, description="length of training clips")
-    sample_rate: int = Field(0, ge=0, description="0: the model's sample rate")
+    sample_rate: int = Field(0, ge=0, description="in Hz; 0: the model's sample rate")
 
 
 class TrainConfig(Section):
     learning_rate: float = Field(1e-3, gt=0.0, le=1.0)
-    lr_scheduler_type: Literal["constant", "linear", "cosine"] = "cosine"
-    warmup_steps: int = Field(10, ge=0)
-    num_train_epochs: float = Field(3.0, gt=0.0)
-    max_steps: int = Field(-1, ge=-1, description="-1: run num_train_epochs")
-    per_device_train_batch_size: int = Field(8, ge=1)
-    gradient_accumulation_steps: int = Field(1, ge=1)
-    weight_decay: float = Field(0.0, ge=0.0)
-    max_grad_norm: float = Field(1.0, ge=0.0, description="gradient clipping; 0 turns it off")
-    optim: Literal["adamw", "sgd", "adafactor"] = "adamw"
-    mixed_precision: Literal["no", "fp16", "bf16"] = "no"
-    gradient_checkpointing: bool = False
+    lr_scheduler_type: Literal["constant", "linear", "cosine"] = Field(
+        "cosine", title="learning-rate schedule", description="how the learning rate changes after warm-up",
+        json_schema_extra={"choices": {"linear": "linear decay", "cosine": "cosine decay"}})
+    warmup_steps: int = Field(10, ge=0, title="warm-up steps",
+                              description="steps that raise the learning rate from 0")
+    num_train_epochs: float = Field(3.0, gt=0.0, title="epochs", description="passes over the training data")
+    max_steps: int = Field(-1, ge=-1, description="-1: run the epochs")
+    per_device_train_batch_size: int = Field(8, ge=1, title="batch size", description="examples per step on each "
+                                                                                      "device")
+    gradient_accumulation_steps: int = Field(1, ge=1, title="batches per update",
+                                             description="batches added up before each update (gradient "
+                                                         "accumulation)")
+    weight_decay: float = Field(0.0, ge=0.0, description="pulls weights towards 0 a little each update")
+    max_grad_norm: float = Field(1.0, ge=0.0, title="gradient clipping",
+                                 description="largest gradient norm; 0 turns clipping off")
+    optim: Literal["adamw", "sgd", "adafactor"] = Field(
+        "adamw", title="optimizer", json_schema_extra={"choices": {"adamw": "AdamW", "sgd": "SGD",
+                                                                   "adafactor": "Adafactor"}})
+    mixed_precision: Literal["no", "fp16", "bf16"] = Field(
+        "no", title="number precision", description="16-bit numbers save memory and time; fp16 needs a GPU",
+        json_schema_extra={"choices": PRECISION_CHOICES})
+    gradient_checkpointing: bool = Field(False, title="save memory, run slower",
+                                         description="recompute activations instead of keeping them "
+                                                     "(gradient checkpointing)")
     seed: int = 42
-    eval_steps: int = Field(50, ge=1, description="validate every N optimizer steps (and at step 0)")
+    eval_steps: int = Field(50, ge=1, title="validate every N steps", description="validate every N optimizer "
+                                                                                   "steps (and at step 0)")
     early_stopping_patience: int = Field(0, ge=0, description="stop after N evaluations without improvement; 0 off")
-    save_steps: int = Field(100, ge=1, description="checkpoint every N steps")
-    save_total_limit: int = Field(3, ge=1, description="keep the last K checkpoints")
-    logging_steps: int = Field(1, ge=1)
+    save_steps: int = Field(100, ge=1, title="checkpoint every N steps")
+    save_total_limit: int = Field(3, ge=1, title="checkpoints kept", description="keep the last K checkpoints")
+    logging_steps: int = Field(1, ge=1, title="log every N steps")
     sample_steps: int = Field(0, ge=0, description="generate the sample prompts every N steps; 0 off")
     sample_prompts: list[str] = Field(default_factory=list, description="prompts sampled during training")
-    num_processes: int = Field(1, ge=1, description="processes (GPUs) for accelerate launch")
-    use_cpu: bool = Field(False, description="train on the CPU even when a GPU is present")
+    num_processes: int = Field(1, ge=1, title="processes", description="processes (GPUs) for accelerate launch")
+    use_cpu: bool = Field(False, title="train on the CPU", description="even when a GPU is present")
     accelerate_config_file: str = Field("", description="an `accelerate config` YAML (DeepSpeed, FSDP, several "
                                                         "machines) passed to accelerate launch as --config_file")
-    report_to_tensorboard: bool = False
+    report_to_tensorboard: bool = Field(False, title="also log for TensorBoard")
     lora: LoraOptions = Field(default_factory=LoraOptions)
     text: TextOptions = Field(default_factory=TextOptions)
     image: ImageOptions = Field(default_factory=ImageOptions)
@@ -96,7 +129,7 @@ class TrainConfig(Section):
 
     @classmethod
     def from_yaml(cls, text: str) -> "TrainConfig":
-        return cls.model_validate(yaml.safe_load(text) or {})
+        return validated(cls, yaml.safe_load(text) or {})
 
 
 SECTIONS = {"lora": LoraOptions, "text": TextOptions, "image": ImageOptions, "audio": AudioOptions}
@@ -133,4 +166,4 @@ def apply_overrides(config: TrainConfig, pairs: list[str]) -> TrainConfig:
             value = [p.strip() for p in value.split("|") if p.strip()]
         section = keys[key]
         (data[section] if section else data)[key] = value
-    return TrainConfig.model_validate(data)
+    return validated(TrainConfig, data)

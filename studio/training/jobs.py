@@ -60,6 +60,7 @@ def create_run(store: Store, dataset_ref: str, model_ref: str, method: str, conf
         raise RunError(f"{model_ref} is a {model_modality} model but dataset '{version.dataset.name}' is {modality}")
     if version.splits.get("train", 0) == 0:
         raise RunError(f"dataset '{version.dataset.name}' v{version.version} has no training items")
+    check_possible(store, version, model_ref, method, config)
     with store.session() as session:
         owner = project_name(session, version.dataset.project_id)
         if project is not None and check_project_name(project) != owner:
@@ -76,6 +77,73 @@ def create_run(store: Store, dataset_ref: str, model_ref: str, method: str, conf
                                "method": method})
     store.path(f"runs/{run.id}").mkdir(parents=True, exist_ok=True)
     return run.id
+
+
+def check_possible(store: Store, version, model_ref: str, method: str, config: TrainConfig) -> None:
+    """Refuses, before a run exists, settings that this machine, the model or the dataset make impossible: each
+    would otherwise fail in the worker seconds after the run started, or (fp16 on a CPU) silently train as
+    something else. The message names every such setting and what to pick instead."""
+    import importlib.util
+
+    from studio.models.audio import other_rate
+    from studio.models.base import STARTER_SCRATCH_ONLY, STARTERS
+    from studio.models.text import CHAT_NEEDS_CONVERSATIONS, QLORA_NEEDS
+
+    modality = version.dataset.modality
+    reasons = []
+    if model_ref in STARTERS and method != "scratch":
+        reasons.append(STARTER_SCRATCH_ONLY)
+    if config.mixed_precision == "fp16" and on_cpu(config):
+        # accelerate turns fp16 off on a CPU without a word; bf16 it does run (CPU autocast).
+        reasons.append("number precision fp16 needs a GPU: on the CPU the run would be 32-bit while claiming fp16. "
+                       "Pick 'no' (32-bit) or 'bf16', which the CPU runs")
+    if config.lora.load_in_4bit:
+        if method != "lora" or modality != "text":
+            reasons.append("load_in_4bit (QLoRA) is for the LoRA method on text models; turn it off")
+        elif on_cpu(config) or importlib.util.find_spec("bitsandbytes") is None:
+            reasons.append(QLORA_NEEDS)
+    if modality == "text" and config.text.text_format == "chat" and _has_plain_text(store, version):
+        reasons.append(CHAT_NEEDS_CONVERSATIONS)
+    saved = _saved_model_marker(model_ref)
+    if saved.get("prediction_type") == "flow_matching" and config.image.prediction_type in ("epsilon",
+                                                                                              "v_prediction"):
+        reasons.append(f"'{model_ref}' was trained with flow matching: set prediction_type to 'auto' or "
+                       f"'flow_matching'")
+    rate = saved.get("sample_rate")
+    if modality == "audio" and rate and config.audio.sample_rate not in (0, rate):
+        reasons.append(other_rate(model_ref, rate))
+    if reasons:
+        raise RunError("; ".join(reasons))
+
+
+def _has_plain_text(store: Store, version) -> bool:
+    """Whether any training or validation row is plain text (not a conversation). The import's statistics
+    answer most versions without reading the manifest."""
+    from studio.data.service import read_manifest
+    from studio.models.text import row_messages
+
+    formats = ((version.report or {}).get("stats") or {}).get("formats")
+    if formats is not None and not formats.get("text"):
+        return False
+    if formats is not None and set(formats) == {"text"}:
+        return True
+    return any(row_messages(row) is None for row in read_manifest(store, version)
+               if row["split"] in ("train", "validation"))
+
+
+def _saved_model_marker(model_ref: str) -> dict:
+    """What a model folder saved by the studio says about itself (empty for anything else)."""
+    import json
+    from pathlib import Path
+
+    from studio.models.text import MARKER
+
+    marker = Path(model_ref).expanduser() / MARKER
+    try:
+        found = json.loads(marker.read_text()) if marker.is_file() else {}
+    except (OSError, ValueError):
+        return {}
+    return found if isinstance(found, dict) else {}
 
 
 def launch_command(run_id: int, config: TrainConfig, *, for_cluster: bool = False) -> list[str]:

@@ -74,7 +74,11 @@ def measure(spec: dict) -> dict:
 def preflight(store: Store, dataset_ref: str, model_ref: str, method: str, config: TrainConfig,
               timeout: int = 900) -> dict:
     """Measure in a child process (the caller never loads a model). Raises RuntimeError with the child's
-    last lines when it fails."""
+    last lines when it fails; settings that cannot run here raise ``RunError`` first, as creating the run would."""
+    from studio.data.service import get_version
+    from studio.training.jobs import check_possible
+
+    check_possible(store, get_version(store, dataset_ref), model_ref, method, config)
     env = {**os.environ, "STUDIO_HOME": str(store.home)}
     if store.settings.database_url:
         env["STUDIO_DATABASE_URL"] = store.settings.database_url

@@ -16,7 +16,7 @@ from studio.store.projects import DeleteRefused
 from studio.tasks.service import stage_files
 from studio.ui.background import BackgroundTask
 from studio.ui.confirm import NOT_CONFIRMED, confirmed, two_step_delete
-from studio.ui.forms import params_form
+from studio.ui.forms import form_values, params_form
 from studio.ui.plots import dataset_figures
 from studio.ui.state import current_user, version_choices
 
@@ -48,11 +48,14 @@ class StepsPanel:
         self.components.append(component)
 
     def config(self, modality: str, values) -> dict:
+        """The chosen modality's steps as ``{step: {"enabled": bool, **params}}``; an emptied field is its default."""
         config: dict[str, dict] = {}
         for (field_modality, step, param), value in zip(self.fields, values):
             if field_modality == modality:
                 config.setdefault(step, {})[param] = value
-        return config
+        params = {step.name: step.params for step in STEPS[modality]}
+        return {name: {"enabled": bool(given.pop("enabled")), **form_values(params[name], given)}
+                for name, given in config.items()}
 
     def visibility(self, modality: str) -> list:
         return [gr.Group(visible=m == modality) for m in MODALITIES]

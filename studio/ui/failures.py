@@ -13,11 +13,16 @@ import inspect
 import logging
 
 import gradio as gr
+from pydantic import ValidationError
+
+from studio.fields import describe
 
 log = logging.getLogger("studio")
 
 
 def failure_message(error: Exception) -> str:
+    if isinstance(error, ValidationError):  # settings no handler checked: their fields, never pydantic's dump
+        return f"{describe(error)}. Nothing already stored was lost: change the value and try again."
     return (f"Something went wrong: {type(error).__name__}: {error}. Nothing already stored was lost. Try again; if "
             "it happens again, the studio's log (the terminal running it) has the details to report.")
 

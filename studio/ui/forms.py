@@ -6,26 +6,40 @@ import typing
 
 from pydantic import BaseModel
 
+from studio.fields import choice_labels, label, unwrap_optional
+
+EMPTY_MEANS_DEFAULT = "empty: the default"
+
 
 def field_component(name: str, field, value):
-    """A Gradio input for one pydantic field: Checkbox, Dropdown (Literal), Number or Textbox."""
+    """A Gradio input for one pydantic field: Checkbox, Dropdown (Literal), Number or Textbox. The label is the
+    field's plain title; the help text ends with its technical name (the ``--set`` and YAML key) when the two
+    differ."""
     import gradio as gr
 
-    label = name.replace("_", " ")
+    shown = label(name, field)
     info = field.description
+    if shown.replace(" ", "_").lower() != name:
+        info = f"{info} · setting: {name}" if info else f"setting: {name}"
     # Always editable: a field that an event fills in (recommended values) must stay a field people edit.
     kwargs = {"interactive": True}
-    annotation = field.annotation
+    annotation, optional = unwrap_optional(field.annotation)
     if annotation is bool:
-        return gr.Checkbox(value=value, label=label, info=info, **kwargs)
+        return gr.Checkbox(value=value, label=shown, info=info, **kwargs)
     if typing.get_origin(annotation) is typing.Literal:
-        return gr.Dropdown(choices=list(typing.get_args(annotation)), value=value, label=label, info=info, **kwargs)
+        names = choice_labels(field)
+        choices = [(names.get(choice, choice), choice) for choice in typing.get_args(annotation)]
+        return gr.Dropdown(choices=choices, value=value, label=shown, info=info, **kwargs)
     if typing.get_origin(annotation) is list:
-        return gr.Textbox(value="\n".join(value), label=label, info=(info or "") + " (one per line)", lines=2,
+        return gr.Textbox(value="\n".join(value), label=shown, info=(info or "") + " (one per line)", lines=2,
                           **kwargs)
-    if annotation in (int, float):
-        return gr.Number(value=value, label=label, info=info, precision=0 if annotation is int else None, **kwargs)
-    return gr.Textbox(value=value, label=label, info=info, **kwargs)
+    if annotation in (int, float) and not optional:
+        # precision None: a whole-number field gets what was typed and the model says if it is not whole
+        # (precision 0 would round 2.7 to 3 silently).
+        return gr.Number(value=value, label=shown, info=info, **kwargs)
+    # Text, and numbers that may be left empty: Gradio's Number shows (and sends) 0 for "no value".
+    return gr.Textbox(value="" if value is None else str(value), label=shown, info=info,
+                      placeholder=EMPTY_MEANS_DEFAULT if optional else None, **kwargs)
 
 
 def params_form(model: type[BaseModel], values: BaseModel | None = None) -> dict[str, object]:
@@ -34,14 +48,24 @@ def params_form(model: type[BaseModel], values: BaseModel | None = None) -> dict
     return {name: field_component(name, field, getattr(values, name)) for name, field in model.model_fields.items()}
 
 
+def is_empty(value) -> bool:
+    return value is None or (isinstance(value, str) and not value.strip())
+
+
 def form_values(model: type[BaseModel], values: dict) -> dict:
-    """Form values back into the types ``model`` expects (numbers from gr.Number, lists from lines)."""
+    """Form values back into what ``model`` validates: lists from lines, whole numbers as int, and an emptied
+    field as the field's default (None where the field allows it, e.g. 'the model's default')."""
     result = {}
     for name, value in values.items():
-        annotation = model.model_fields[name].annotation
+        field = model.model_fields[name]
+        annotation, _ = unwrap_optional(field.annotation)
         if typing.get_origin(annotation) is list:
             value = [line.strip() for line in (value or "").splitlines() if line.strip()]
-        elif annotation is int and value is not None:
+        elif is_empty(value):
+            value = field.get_default(call_default_factory=True)
+        elif annotation is int and isinstance(value, float) and value.is_integer():
             value = int(value)
+        elif isinstance(value, str) and annotation in (int, float):
+            value = value.strip()
         result[name] = value
     return result

@@ -241,13 +241,15 @@ def build(store: Store, project, version) -> None:
                 load_prompts = gr.Button("Load", size="sm")
                 save_prompts = gr.Button("Save these prompts under this name", size="sm")
     with gr.Row():
-        seed = gr.Number(None, precision=0, label="Seed (empty: a random seed, shown after)", elem_id="gen-seed")
+        # A Textbox: Gradio's Number shows and sends 0 for "no value", which would make every seed 0.
+        seed = gr.Textbox("", label="Seed", placeholder="empty: a random seed, shown after", max_lines=1,
+                          elem_id="gen-seed")
         samples = gr.Slider(1, 8, value=1, step=1, label="Samples per prompt")
     forms: dict[str, dict] = {}
     groups = {}
-    with gr.Accordion("Settings", open=False):
+    with gr.Accordion("Settings", open=False, elem_id="gen-settings"):
         for modality in SETTINGS:
-            with gr.Group(visible=modality == "text") as group:
+            with gr.Group(visible=modality == "text", elem_id=f"gen-settings-{modality}") as group:
                 gr.Markdown(f"**{modality} settings**")
                 forms[modality] = params_form(settings_model(modality))
             groups[modality] = group
@@ -347,8 +349,13 @@ def build(store: Store, project, version) -> None:
         offset = sum(len(forms[m]) for m in list(SETTINGS)[:list(SETTINGS).index(modality)])
         settings = form_values(settings_model(modality), dict(zip(names, values[offset:offset + len(names)])))
         refs_list = [line for line in (text or "").splitlines() if line.strip()]
+        seed_text = str(seed_value or "").strip()
+        if seed_text and not seed_text.isdigit():
+            yield f"❌ seed: must be a whole number from 0 to 4294967295, or empty for a random one (got " \
+                  f"'{html.escape(seed_text[:40])}')", gr.HTML()
+            return
         request_args = dict(variants=(["base"] if with_base else []) + list(chosen or []), prompts=refs_list,
-                            seed=None if seed_value in (None, "") else int(seed_value),
+                            seed=int(seed_text) if seed_text else None,
                             samples_per_prompt=int(per_prompt or 1), settings=settings, base_model=model,
                             references=refs if refs and len(refs) == len(refs_list) else None,
                             project=project_value or None, created_by=current_user(request))

@@ -12,7 +12,7 @@ from studio.data.items import ImportRefused
 from studio.data.service import get_version
 from studio.models.catalog import availability, entries, find, fit_verdict, memory_estimate
 from studio.store import Store
-from studio.training.config import LoraOptions
+from studio.training.config import PRECISION_CHOICES, LoraOptions
 from studio.ui.forms import params_form
 
 OTHER = "other: a Hub id or a local folder"
@@ -79,7 +79,8 @@ def build(store: Store, version):
         with gr.Row():
             lora = params_form(LoraOptions)
     with gr.Row():
-        precision = gr.Dropdown(["no", "bf16", "fp16"], value="no", label="Precision (for the estimate)")
+        precision = gr.Dropdown([(words, value) for value, words in PRECISION_CHOICES.items()], value="no",
+                                label="Number precision (for the estimate)")
         batch = gr.Number(value=8, precision=0, label="Batch size (for the estimate)")
         sequence = gr.Number(value=256, precision=0, label="Tokens per sequence / latent pixels")
     estimate = gr.Markdown(estimate_markdown("starter-text", "scratch", 8, "no", 8, 256), elem_id="model-estimate")

@@ -13,6 +13,7 @@ from pydantic import ValidationError
 
 from studio.data.items import ImportRefused
 from studio.data.service import get_version
+from studio.fields import validated
 from studio.store import Store
 from studio.store.projects import DEFAULT_PROJECT
 from studio.training import jobs
@@ -153,7 +154,7 @@ def build(store: Store, project, version, model_ref, method, lora: dict) -> None
             data[section] = form_values(SECTIONS[section], dict(zip(names, rest[:len(names)])))
             rest = rest[len(names):]
         data["lora"] = form_values(SECTIONS["lora"], dict(zip(lora, rest[:len(lora)])))
-        return TrainConfig.model_validate(data)
+        return validated(TrainConfig, data)  # a bad value: one line naming the field and what it takes
 
     form_inputs = list(top_components.values()) + [c for s in MODALITY_SECTIONS for c in section_components[s].values()] \
         + list(lora.values())
@@ -316,7 +317,9 @@ def build(store: Store, project, version, model_ref, method, lora: dict) -> None
 def _top_form(defaults: TrainConfig) -> dict:
     """The top-level TrainConfig fields as form components, four to a row."""
     everything = {}
-    with gr.Accordion("Training settings (TrainingArguments names)", open=False):
+    with gr.Accordion("Training settings", open=False):
+        gr.Markdown("Each setting's help ends with its name in Hugging Face `TrainingArguments` terms where it "
+                    "differs: the key for `studio train --set` and the run's YAML.")
         for start in range(0, len(TOP_FIELDS), 4):
             with gr.Row():
                 for name in TOP_FIELDS[start:start + 4]:
