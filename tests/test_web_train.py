@@ -1,5 +1,5 @@
 """In a real browser: pick a dataset, start a starter-text run in the Train tab, and watch the loss plot
-and the progress update while the run trains in its own process."""
+and the progress update while the run trains in its own process, then stop it."""
 
 from __future__ import annotations
 
@@ -19,6 +19,31 @@ def home_with_corpus(web_home, tmp_path):
     import_dataset(store, [corpus], name="tales")
     store.close()
     return web_home
+
+
+PLOT_STATE = """() => {
+  const plot = (id) => {
+    const root = document.querySelector(id);
+    if (!root) return null;
+    return {
+      axes: [...root.querySelectorAll('[aria-label$="-axis"], [aria-label*="-axis titled"]')].map(a => a.getAttribute('aria-label')),
+      legend: [...root.querySelectorAll('.role-legend-label text')].map(t => t.textContent),
+      lines: [...root.querySelectorAll('.mark-line path')].map(p => (p.getAttribute('stroke') || '') !== '' && p.getAttribute('stroke') !== 'none'),
+    };
+  };
+  return {progress: document.querySelector('#train-progress')?.innerText || '', loss: plot('#loss-plot'), lr: plot('#lr-plot')};
+}"""
+
+
+def plots_while_running(page) -> dict:
+    """The loss and learning-rate plots as drawn (Vega's SVG: axis descriptions, legend, line colours), read in
+    one go with the progress line, once the run has logged a few steps and both plots have both axes."""
+    page.wait_for_function(f"""() => {{
+        const state = ({PLOT_STATE})();
+        return /running · step ([3-9]|[1-9][0-9])/.test(state.progress) && state.loss && state.lr
+            && state.loss.axes.length >= 2 && state.lr.axes.length >= 2;
+    }}""", timeout=180_000)
+    return page.evaluate(PLOT_STATE)
 
 
 @pytest.mark.browser
@@ -43,17 +68,22 @@ def test_train_tab_starts_a_run_and_the_loss_plot_updates(home_with_corpus, runn
     progress = page.locator("#train-progress")
     page.wait_for_function("/running · step [1-9]/.test(document.querySelector('#train-progress')?.innerText || '')",
                            timeout=180_000)
-    first = progress.inner_text()
-    plot_before = page.locator("#loss-plot").inner_html()
-    page.wait_for_function(f"(document.querySelector('#train-progress')?.innerText || '') !== {first!r}",
-                           timeout=120_000)
-    page.wait_for_timeout(2500)  # one more refresh tick for the plot
-    assert page.locator("#loss-plot").inner_html() != plot_before
-    assert page.locator("#loss-plot canvas, #loss-plot svg").count() > 0
-    page.wait_for_function("/completed/.test(document.querySelector('#train-progress')?.innerText || '')",
+    plots = plots_while_running(page)
+    assert "running" in plots["progress"], plots  # looked at while the run trains, not after
+    for axis in plots["loss"]["axes"] + plots["lr"]["axes"]:
+        assert "linear scale" in axis, plots  # steps and values on number lines, not one category per step
+    assert {"train", "validation"} <= set(plots["loss"]["legend"]), plots
+    assert plots["loss"]["lines"] and all(plots["loss"]["lines"]), plots  # every series drawn with a colour
+    assert plots["lr"]["lines"] and all(plots["lr"]["lines"]), plots
+    lines = "[...document.querySelectorAll('#loss-plot .mark-line path')].map(p => p.getAttribute('d')).join()"
+    drawn = page.evaluate(f"() => {lines}")
+    page.wait_for_function(f"() => {lines} !== {drawn!r}", timeout=120_000)  # the lines grow as the run trains
+    page.locator("#run-stop").click()  # seen what it came for: a loaded machine needs minutes for the whole run
+    page.wait_for_function("/stopped/.test(document.querySelector('#train-progress')?.innerText || '')",
                            timeout=240_000)
     assert "best validation loss" in progress.inner_text()
-    assert "checkpoint saved" in page.locator("#run-log textarea").input_value()
+    page.wait_for_function("/checkpoint saved/.test(document.querySelector('#run-log textarea')?.value || '')",
+                           timeout=30_000)
 
 
 @pytest.mark.browser

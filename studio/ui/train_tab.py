@@ -47,14 +47,28 @@ def loss_frame(history: list[dict], label: str = ""):
              for (s, _), v in zip(train, smoothed([v for _, v in train]))]
     rows += [{"step": h["step"], "loss": h["value"], "series": f"{prefix}validation"}
              for h in history if h["name"] == "val_loss"]
-    return pd.DataFrame(rows, columns=["step", "loss", "series"])
+    return pd.DataFrame(rows, columns=["step", "loss", "series"]).astype({"step": "int64", "loss": "float64"})
 
 
 def lr_frame(history: list[dict]):
     import pandas as pd
 
     return pd.DataFrame([{"step": h["step"], "learning rate": h["value"]} for h in history
-                         if h["name"] == "learning_rate"], columns=["step", "learning rate"])
+                         if h["name"] == "learning_rate"],
+                        columns=["step", "learning rate"]).astype({"step": "int64", "learning rate": "float64"})
+
+
+def live_plot(frame, drawn: tuple = (), total_steps: int = 0, **props) -> tuple:
+    """(a LinePlot update, the lines it draws) for ``frame``, which grows while a run trains. Gradio's plot builds
+    its Vega spec (the axes' types, which lines have a colour) when it first gets a value and afterwards only swaps
+    the data in, and props sent along reach it before the value does. So: no value while there are no points (an
+    empty frame's columns are untyped: the axes became categories, one label per step, for the whole run); and
+    when the set of lines differs from ``drawn`` (what the page shows), one refresh without a value, so that the
+    next draws the plot afresh (the training loss a step after the first validation, another run compared)."""
+    lines = tuple(sorted(set(frame["series"]))) if "series" in frame else ()
+    if frame.empty or (drawn and lines != drawn):
+        return gr.LinePlot(value=None, **props), ()
+    return gr.LinePlot(value=frame, x_lim=[0, total_steps] if total_steps else None, **props), lines or ("",)
 
 
 def last_value(history: list[dict], name: str) -> float | None:
@@ -127,7 +141,7 @@ def build(store: Store, project, version, model_ref, method, lora: dict) -> None
     progress = gr.HTML()
     with gr.Row():
         loss_plot = gr.LinePlot(x="step", y="loss", color="series", title="Loss", height=300, elem_id="loss-plot")
-        lr_plot = gr.LinePlot(x="step", y="learning rate", title="Learning rate", height=300)
+        lr_plot = gr.LinePlot(x="step", y="learning rate", title="Learning rate", height=300, elem_id="lr-plot")
     overlay_plot = gr.LinePlot(x="step", y="loss", color="series", title="Runs compared", height=300, visible=False)
     with gr.Row():
         stop_button = gr.Button("Stop (saves a checkpoint)", elem_id="run-stop")
@@ -248,32 +262,35 @@ def build(store: Store, project, version, model_ref, method, lora: dict) -> None
 
     command_button.click(on_command, selected, command_view)
 
-    def refresh(run_id, compared, project_value):
+    def refresh(run_id, compared, project_value, drawn):
         table_rows = runs_table(store, project_value)
         if not run_id:
-            return table_rows, "", None, None, gr.LinePlot(visible=False), "", gr.Gallery(visible=False), \
-                gr.Audio(visible=False), ""
+            return table_rows, "", None, None, gr.LinePlot(value=None, visible=False), "", gr.Gallery(visible=False), \
+                gr.Audio(visible=False), "", {}
         summary = run_summary(store, int(run_id))
         history = CACHE.history(store, int(run_id))
-        compare = gr.LinePlot(visible=False)
+        total = summary["total_steps"]
+        loss, loss_lines = live_plot(loss_frame(history), drawn.get("loss", ()), total)
+        compare, compare_lines = gr.LinePlot(value=None, visible=False), ()
         if compared:
             import pandas as pd
             frames = [loss_frame(CACHE.history(store, int(r)), f"#{r}") for r in compared]
-            compare = gr.LinePlot(value=pd.concat(frames), visible=True)
+            compare, compare_lines = live_plot(pd.concat(frames), drawn.get("compare", ()), visible=True)
         made = samples(store, int(run_id))
         text_samples = "\n\n".join(f"**step {s['step']}** · _{html.escape(s['prompt'])}_ → {html.escape(s['text'] or '')}"
                                    for s in made[-8:] if s["text"] is not None)
         images = [(s["path"], f"step {s['step']}: {s['prompt']}") for s in made if s["path"] and s["path"].endswith(".png")]
         clips = [s for s in made if s["path"] and s["path"].endswith(".wav")]
         error = f"\n\n❌ {html.escape(summary['error'].splitlines()[0])}" if summary.get("error") else ""
-        return (table_rows, progress_html(summary, history) + error, loss_frame(history), lr_frame(history), compare,
-                text_samples, gr.Gallery(value=images[-12:], visible=bool(images)),
+        return (table_rows, progress_html(summary, history) + error, loss, live_plot(lr_frame(history), (), total)[0],
+                compare, text_samples, gr.Gallery(value=images[-12:], visible=bool(images)),
                 gr.Audio(value=clips[-1]["path"] if clips else None, visible=bool(clips)),
-                jobs.log_tail(store, int(run_id), 40))
+                jobs.log_tail(store, int(run_id), 40), {"loss": loss_lines, "compare": compare_lines})
 
+    drawn_lines = gr.State({})  # the lines each plot on this page draws (see live_plot)
     refresh_outputs = [table, progress, loss_plot, lr_plot, overlay_plot, samples_view, sample_gallery, sample_audio,
-                       log_view]
-    refresh_inputs = [selected, overlay, project]
+                       log_view, drawn_lines]
+    refresh_inputs = [selected, overlay, project, drawn_lines]
     timer.tick(refresh, refresh_inputs, refresh_outputs, show_progress="hidden")
     selected.change(refresh, refresh_inputs, refresh_outputs)
     overlay.change(refresh, refresh_inputs, refresh_outputs)
