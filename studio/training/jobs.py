@@ -59,6 +59,7 @@ def create_run(store: Store, dataset_ref: str, model_ref: str, method: str, conf
         raise RunError(f"{model_ref} is a {model_modality} model but dataset '{version.dataset.name}' is {modality}")
     if version.splits.get("train", 0) == 0:
         raise RunError(f"dataset '{version.dataset.name}' v{version.version} has no training items")
+    config = with_sample_prompts(store, version, config)
     with store.session() as session:
         owner = project_name(session, version.dataset.project_id)
         if project is not None and check_project_name(project) != owner:
@@ -77,6 +78,20 @@ def create_run(store: Store, dataset_ref: str, model_ref: str, method: str, conf
     return run.id
 
 
+def with_sample_prompts(store: Store, version, config: TrainConfig, how_many: int = 3) -> TrainConfig:
+    """``config`` with a few prompts from the dataset's validation split (else its training split) when samples are
+    on and none were given: the samples made during training show what the model makes, not only its loss."""
+    from studio.data.service import read_manifest
+    from studio.generation.service import prompts_of
+
+    if not config.sample_steps or config.sample_prompts:
+        return config
+    folder = store.path(version.path)
+    prompts = (prompts_of(read_manifest(store, version, "validation", limit=50), folder, how_many)
+               or prompts_of(read_manifest(store, version, "train", limit=50), folder, how_many))
+    return config.model_copy(update={"sample_prompts": prompts})
+
+
 def launch_command(run_id: int, config: TrainConfig, *, for_cluster: bool = False) -> list[str]:
     """The exact ``accelerate launch`` command that runs this run's worker."""
     command = ["accelerate", "launch"] if for_cluster else [sys.executable, "-m", "accelerate.commands.launch"]
@@ -92,7 +107,20 @@ def launch_command(run_id: int, config: TrainConfig, *, for_cluster: bool = Fals
         command.append("--multi_gpu")
     elif on_cpu(config):
         command.append("--cpu")
+    if on_cpu(config) and not for_cluster:
+        command += ["--num_cpu_threads_per_process", str(cpu_threads_per_process(config.num_processes))]
     return command + ["-m", "studio.training.worker", str(run_id)]
+
+
+def cpu_threads_per_process(processes: int) -> int:
+    """What accelerate picks for CPU training when not told (OMP_NUM_THREADS, else the physical cores shared among
+    the processes), told: when it picks, it writes a warning at the top of every run's log."""
+    import os
+
+    import psutil
+
+    cores = psutil.cpu_count(logical=False) or os.cpu_count() or 1
+    return int(os.environ.get("OMP_NUM_THREADS") or 0) or max(1, cores // max(processes, 1))
 
 
 def on_cpu(config: TrainConfig) -> bool:
@@ -234,6 +262,8 @@ def request(store: Store, run_id: int, kind: str, actor: str | None = None) -> N
             return
         if run.status not in ACTIVE:
             raise RunError(f"run {run_id} is {run.status}, not running")
+        if kind == "sample" and not (run.config or {}).get("sample_prompts"):
+            raise RunError(f"run {run_id} has no sample prompts (give sample_prompts when starting a run)")
         session.add(ControlFlag(run_id=run_id, kind=kind))
         record_run_action(session, actor, f"run.{kind}", run)
 

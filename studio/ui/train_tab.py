@@ -17,7 +17,7 @@ from studio.store import Store
 from studio.store.projects import DEFAULT_PROJECT
 from studio.training import jobs
 from studio.training.config import SECTIONS, TrainConfig
-from studio.training.runs import list_runs, run_summary, samples
+from studio.training.runs import early_stop_note, list_runs, run_summary, samples
 from studio.ui.confirm import NOT_CONFIRMED, confirmed, two_step_delete
 from studio.ui.forms import field_component, form_values, params_form
 from studio.ui.state import MetricCache, current_user, on_project_or_load, run_choices
@@ -84,12 +84,15 @@ def progress_html(summary: dict, history: list[dict]) -> str:
     bits = [f"<b>{html.escape(summary['status'])}</b>", f"step {done} / {summary['total_steps'] or '?'}"]
     if eta is not None and summary["status"] == "running":
         bits.append(f"ETA {int(eta // 60)}m {int(eta % 60)}s")
+    at_end = "" if summary["status"] == "running" else " at the last step"  # not an average over stops and resumes
     if speed:
-        bits.append(f"{speed:,.1f} items/s")
+        bits.append(f"{speed:,.1f} items/s{at_end}")
     if tokens:
-        bits.append(f"{tokens:,.0f} tokens/s")
+        bits.append(f"{tokens:,.0f} tokens/s{at_end}")
     if summary["val_loss"]["best"] is not None:
         bits.append(f"best validation loss {summary['val_loss']['best']:.4f}")
+    if note := early_stop_note(summary):
+        bits.append(html.escape(note))
     return (f"<div id='train-progress'><div style='background:#e5e7eb;border-radius:6px;height:14px'>"
             f"<div style='background:#6366f1;height:14px;border-radius:6px;width:{share * 100:.1f}%'></div></div>"
             f"<div style='margin-top:4px'>{' · '.join(bits)}</div></div>")
