@@ -1,7 +1,9 @@
-"""In a real browser: pick a dataset, start a starter-text run in the Train tab, and watch the loss plot
-and the progress update while the run trains in its own process, then stop it."""
+"""In a real browser: pick a dataset, start a starter-text run in the Train tab, and watch the loss plot, the
+progress and the run's label update while the run trains in its own process; ask for samples, then stop it."""
 
 from __future__ import annotations
+
+import re
 
 import pytest
 
@@ -47,7 +49,7 @@ def plots_while_running(page) -> dict:
 
 
 @pytest.mark.browser
-def test_train_tab_starts_a_run_and_the_loss_plot_updates(home_with_corpus, running_studio, browser_page):
+def test_train_tab_follows_a_run_from_the_train_button_to_its_end(home_with_corpus, running_studio, browser_page):
     page = browser_page
     page.goto(running_studio)
     page.locator("#dataset-version input").click()
@@ -78,12 +80,25 @@ def test_train_tab_starts_a_run_and_the_loss_plot_updates(home_with_corpus, runn
     lines = "[...document.querySelectorAll('#loss-plot .mark-line path')].map(p => p.getAttribute('d')).join()"
     drawn = page.evaluate(f"() => {lines}")
     page.wait_for_function(f"() => {lines} !== {drawn!r}", timeout=120_000)  # the lines grow as the run trains
+
+    message = page.locator("#run-control-message")
+    page.locator("#run-sample").click()
+    message.get_by_text("Samples will be made after the current step").wait_for(timeout=30_000)
+    message.get_by_text(re.compile(r"Samples made at step \d+: see them below")).wait_for(timeout=120_000)
     page.locator("#run-stop").click()  # seen what it came for: a loaded machine needs minutes for the whole run
     page.wait_for_function("/stopped/.test(document.querySelector('#train-progress')?.innerText || '')",
                            timeout=240_000)
     assert "best validation loss" in progress.inner_text()
+    # What was asked from the page is answered once done, never left promising what will not come.
+    message.get_by_text(re.compile(r"Run #1 stopped at step \d+; its checkpoint was saved")).wait_for(timeout=30_000)
     page.wait_for_function("/checkpoint saved/.test(document.querySelector('#run-log textarea')?.value || '')",
                            timeout=30_000)
+    # The Run picker's label follows the run's status (it was "#1 queued" when the Train button made it).
+    page.wait_for_function("document.querySelector('#run-select input')?.value.startsWith('#1 stopped')",
+                           timeout=30_000)
+    page.locator("#run-select input").click()
+    option = page.locator("li[data-testid=dropdown-option]").filter(has_text="#1 ")
+    assert "#1 stopped ·" in option.inner_text() and "queued" not in option.inner_text(), option.inner_text()
 
 
 @pytest.mark.browser

@@ -13,7 +13,7 @@ import subprocess
 import sys
 from datetime import datetime, timedelta, timezone
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from studio import processes
@@ -248,8 +248,9 @@ def record_run_action(session, actor: str | None, action: str, run: Run, details
                   details=details)
 
 
-def request(store: Store, run_id: int, kind: str, actor: str | None = None) -> None:
-    """Ask a run to stop, save now or sample now. A queued run that is asked to stop never starts."""
+def request(store: Store, run_id: int, kind: str, actor: str | None = None) -> int:
+    """Ask a run to stop, save now or sample now; returns the steps it had done. A queued run that is asked to stop
+    never starts."""
     if kind not in ("stop", "save", "sample"):
         raise RunError("kind must be stop, save or sample")
     with store.session() as session:
@@ -259,13 +260,39 @@ def request(store: Store, run_id: int, kind: str, actor: str | None = None) -> N
         if kind == "stop" and run.status == "queued":
             run.status, run.ended_at = "stopped", _now()
             record_run_action(session, actor, "run.stop", run, {"was": "queued"})
-            return
+            return run.steps_done
         if run.status not in ACTIVE:
             raise RunError(f"run {run_id} is {run.status}, not running")
         if kind == "sample" and not (run.config or {}).get("sample_prompts"):
             raise RunError(f"run {run_id} has no sample prompts (give sample_prompts when starting a run)")
         session.add(ControlFlag(run_id=run_id, kind=kind))
         record_run_action(session, actor, f"run.{kind}", run)
+        return run.steps_done
+
+
+def request_outcome(store: Store, run_id: int, kind: str, since_step: int) -> str | None:
+    """What came of a ``request`` made when the run had done ``since_step`` steps: None while it waits, else a
+    sentence for the person who asked (the samples or checkpoint made since, or the run ended without them)."""
+    with store.session() as session:
+        run = session.get(Run, run_id)
+        if run is None:
+            return f"Run #{run_id} was deleted."
+        waiting = session.scalars(select(ControlFlag.id).where(ControlFlag.run_id == run_id, ControlFlag.kind == kind,
+                                                               ControlFlag.handled_at.is_(None))).first()
+        if waiting is not None and run.status in ACTIVE:
+            return None
+        made = {"sample": RunSample, "save": Checkpoint}.get(kind)
+        step = made and session.scalar(select(func.max(made.step)).where(made.run_id == run_id,
+                                                                          made.step >= since_step))
+        status, steps_done = run.status, run.steps_done
+    if kind == "stop":
+        return (f"Run #{run_id} stopped at step {steps_done}; its checkpoint was saved." if status == "stopped"
+                else f"Run #{run_id} ended ({status}) at step {steps_done} before it could stop.")
+    if step is not None:
+        return (f"Samples made at step {step}: see them below." if kind == "sample"
+                else f"Checkpoint saved at step {step}.")
+    return (f"Run #{run_id} ended ({status}) at step {steps_done} before making the "
+            f"{'samples' if kind == 'sample' else 'checkpoint'}.")
 
 
 def resume(store: Store, run_id: int, checkpoint_step: int | None = None, actor: str | None = None) -> None:

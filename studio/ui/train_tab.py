@@ -98,10 +98,10 @@ def progress_html(summary: dict, history: list[dict]) -> str:
             f"<div style='margin-top:4px'>{' · '.join(bits)}</div></div>")
 
 
-def runs_table(store: Store, project: str | None = None) -> list[list]:
+def runs_table(store: Store, project: str | None = None, runs: list[dict] | None = None) -> list[list]:
     return [[r["run_id"], r["status"], r["dataset_name"], r["model"], r["method"], f"{r['steps']}/{r['total_steps']}",
              "" if r["val_loss"]["best"] is None else round(r["val_loss"]["best"], 4), r["created_by"] or ""]
-            for r in list_runs(store, project)]
+            for r in (list_runs(store, project) if runs is None else runs)]
 
 
 def starting_config(model_ref: str) -> TrainConfig:
@@ -149,12 +149,12 @@ def build(store: Store, project, version, model_ref, method, lora: dict) -> None
     with gr.Row():
         stop_button = gr.Button("Stop (saves a checkpoint)", elem_id="run-stop")
         save_button = gr.Button("Save now")
-        sample_button = gr.Button("Sample now")
+        sample_button = gr.Button("Sample now", elem_id="run-sample")
         resume_button = gr.Button("Resume from last checkpoint")
         delete_button = gr.Button("Delete run", variant="stop")
     confirm_delete, armed_delete = two_step_delete(delete_button, selected,
                                                    lambda run_id: f"run #{run_id} and its files", "run-delete-yes")
-    control_message = gr.Markdown()
+    control_message = gr.Markdown(elem_id="run-control-message")
     samples_view = gr.Markdown(label="Samples")
     sample_gallery = gr.Gallery(label="Samples", columns=6, height=200, visible=False)
     sample_audio = gr.Audio(label="Latest sample", visible=False, interactive=False)
@@ -265,35 +265,52 @@ def build(store: Store, project, version, model_ref, method, lora: dict) -> None
 
     command_button.click(on_command, selected, command_view)
 
-    def refresh(run_id, compared, project_value, drawn):
-        table_rows = runs_table(store, project_value)
+    def refresh(run_id, compared, project_value, shown, pending):
+        """Everything about the runs that changes by itself: the table, the run pickers' labels (statuses), and the
+        picked run's progress, plots, samples and log; and what came of a stop / save / sample asked from here.
+        ``shown``: what this page shows of the plots and the pickers, so that only what changed is sent."""
+        runs = list_runs(store, project_value)
+        choices = run_choices(store, runs=runs)
+        out = {table: runs_table(store, runs=runs), shown_state: {**shown, "runs": choices}}
+        if choices != shown.get("runs"):
+            out.update({selected: gr.Dropdown(choices=choices), overlay: gr.Dropdown(choices=choices)})
+        if pending and (outcome := jobs.request_outcome(store, **pending)):
+            out.update({control_message: outcome, pending_request: None})
         if not run_id:
-            return table_rows, "", None, None, gr.LinePlot(value=None, visible=False), "", gr.Gallery(visible=False), \
-                gr.Audio(visible=False), "", {}
+            out.update({progress: "", loss_plot: None, lr_plot: None, samples_view: "", log_view: "",
+                        overlay_plot: gr.LinePlot(value=None, visible=False), sample_gallery: gr.Gallery(visible=False),
+                        sample_audio: gr.Audio(visible=False)})
+            out[shown_state].update(loss=(), compare=())
+            return out
         summary = run_summary(store, int(run_id))
         history = CACHE.history(store, int(run_id))
         total = summary["total_steps"]
-        loss, loss_lines = live_plot(loss_frame(history), drawn.get("loss", ()), total)
-        compare, compare_lines = gr.LinePlot(value=None, visible=False), ()
+        out[loss_plot], out[shown_state]["loss"] = live_plot(loss_frame(history), shown.get("loss", ()), total)
+        out[lr_plot] = live_plot(lr_frame(history), (), total)[0]
+        out[overlay_plot], out[shown_state]["compare"] = gr.LinePlot(value=None, visible=False), ()
         if compared:
             import pandas as pd
             frames = [loss_frame(CACHE.history(store, int(r)), f"#{r}") for r in compared]
-            compare, compare_lines = live_plot(pd.concat(frames), drawn.get("compare", ()), visible=True)
+            out[overlay_plot], out[shown_state]["compare"] = live_plot(pd.concat(frames), shown.get("compare", ()),
+                                                                        visible=True)
         made = samples(store, int(run_id))
-        text_samples = "\n\n".join(f"**step {s['step']}** · _{html.escape(s['prompt'])}_ → {html.escape(s['text'] or '')}"
-                                   for s in made[-8:] if s["text"] is not None)
         images = [(s["path"], f"step {s['step']}: {s['prompt']}") for s in made if s["path"] and s["path"].endswith(".png")]
         clips = [s for s in made if s["path"] and s["path"].endswith(".wav")]
         error = f"\n\n❌ {html.escape(summary['error'].splitlines()[0])}" if summary.get("error") else ""
-        return (table_rows, progress_html(summary, history) + error, loss, live_plot(lr_frame(history), (), total)[0],
-                compare, text_samples, gr.Gallery(value=images[-12:], visible=bool(images)),
-                gr.Audio(value=clips[-1]["path"] if clips else None, visible=bool(clips)),
-                jobs.log_tail(store, int(run_id), 40), {"loss": loss_lines, "compare": compare_lines})
+        out.update({
+            progress: progress_html(summary, history) + error,
+            samples_view: "\n\n".join(f"**step {s['step']}** · _{html.escape(s['prompt'])}_ → "
+                                       f"{html.escape(s['text'] or '')}" for s in made[-8:] if s["text"] is not None),
+            sample_gallery: gr.Gallery(value=images[-12:], visible=bool(images)),
+            sample_audio: gr.Audio(value=clips[-1]["path"] if clips else None, visible=bool(clips)),
+            log_view: jobs.log_tail(store, int(run_id), 40)})
+        return out
 
-    drawn_lines = gr.State({})  # the lines each plot on this page draws (see live_plot)
+    shown_state = gr.State({})  # what this page shows of the plots (see live_plot) and of the run pickers
+    pending_request = gr.State(None)  # the stop / save / sample asked from this page, until it is done
     refresh_outputs = [table, progress, loss_plot, lr_plot, overlay_plot, samples_view, sample_gallery, sample_audio,
-                       log_view, drawn_lines]
-    refresh_inputs = [selected, overlay, project, drawn_lines]
+                       log_view, shown_state, selected, overlay, control_message, pending_request]
+    refresh_inputs = [selected, overlay, project, shown_state, pending_request]
     timer.tick(refresh, refresh_inputs, refresh_outputs, show_progress="hidden")
     selected.change(refresh, refresh_inputs, refresh_outputs)
     overlay.change(refresh, refresh_inputs, refresh_outputs)
@@ -301,23 +318,25 @@ def build(store: Store, project, version, model_ref, method, lora: dict) -> None
     def control(kind):
         def handler(run_id, request: gr.Request = None):
             if not run_id:
-                return "Pick a run first."
+                return "Pick a run first.", None
             try:
                 if kind == "resume":
                     jobs.resume(store, int(run_id), actor=current_user(request))
-                    return f"Run #{run_id} queued again from its last checkpoint."
-                jobs.request(store, int(run_id), kind, actor=current_user(request))
+                    return f"Run #{run_id} queued again from its last checkpoint.", None
+                at_step = jobs.request(store, int(run_id), kind, actor=current_user(request))
             except jobs.RunError as error:
-                return f"❌ {html.escape(str(error))}"
-            return {"stop": "Stopping after the current step (a checkpoint is saved).",
-                    "save": "A checkpoint will be saved after the current step.",
-                    "sample": "Samples will be made after the current step."}[kind]
+                return f"❌ {html.escape(str(error))}", None
+            # the page's refresh replaces this with what came of it (see jobs.request_outcome)
+            return ({"stop": "Stopping after the current step (a checkpoint is saved).",
+                     "save": "A checkpoint will be saved after the current step.",
+                     "sample": "Samples will be made after the current step."}[kind],
+                    {"run_id": int(run_id), "kind": kind, "since_step": at_step})
         return handler
 
-    stop_button.click(control("stop"), selected, control_message)
-    save_button.click(control("save"), selected, control_message)
-    sample_button.click(control("sample"), selected, control_message)
-    resume_button.click(control("resume"), selected, control_message)
+    for button, kind in ((stop_button, "stop"), (save_button, "save"), (sample_button, "sample"),
+                         (resume_button, "resume")):
+        button.click(control(kind), selected, [control_message, pending_request])
+
     def on_delete(armed, run_id, project_value, request: gr.Request = None):
         if not confirmed(armed, run_id):
             return NOT_CONFIRMED, gr.Button(visible=False), gr.Dropdown(), None
