@@ -224,6 +224,10 @@ def test_early_stopping_after_the_warm_up_is_reported(corpus_store):
     shown = subprocess.run([sys.executable, "-m", "studio.cli", "runs", "show", str(result["run_id"])],
                            capture_output=True, text=True, env=env, timeout=60).stdout
     assert f"stopped early at step {result['steps']} because the validation loss did not improve" in shown
+    from studio.ui.train_tab import progress_html
+
+    page_line = progress_html(run_summary(store, result["run_id"]), [])
+    assert f"stopped early at step {result['steps']} because the validation loss did not improve" in page_line
     history, _ = metric_rows(store, result["run_id"])
     assert [h["value"] for h in history if h["name"] == "learning_rate"][0] == 0.0  # the rate step 1 ran at
 

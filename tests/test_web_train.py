@@ -27,14 +27,16 @@ PLOT_STATE = """() => {
   const plot = (id) => {
     const root = document.querySelector(id);
     if (!root) return null;
+    const all = (selector) => [...root.querySelectorAll(selector)];
     return {
-      axes: [...root.querySelectorAll('[aria-label$="-axis"], [aria-label*="-axis titled"]')].map(a => a.getAttribute('aria-label')),
-      legend: [...root.querySelectorAll('.role-legend-label text')].map(t => t.textContent),
-      lines: [...root.querySelectorAll('.mark-line path')].map(p => (p.getAttribute('stroke') || '') !== '' && p.getAttribute('stroke') !== 'none'),
+      axes: all('[aria-label*="-axis titled"]').map(a => a.getAttribute('aria-label')),
+      legend: all('.role-legend-label text').map(t => t.textContent),
+      lines: all('.mark-line path').map(p => !['', 'none'].includes(p.getAttribute('stroke') || '')),
     };
   };
-  return {progress: document.querySelector('#train-progress')?.innerText || '', loss: plot('#loss-plot'), lr: plot('#lr-plot')};
-}"""
+  const progress = document.querySelector('#train-progress')?.innerText || '';
+  return {progress, loss: plot('#loss-plot'), lr: plot('#lr-plot')};
+}"""  # Vega's SVG: its axes' descriptions ("X-axis titled 'step' for a linear scale ..."), legend, line colours
 
 
 def plots_while_running(page) -> dict:

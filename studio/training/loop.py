@@ -335,8 +335,8 @@ def train(backend: Backend, handle: Handle, rows: dict[str, list[dict]], root: P
                     record("eta_seconds", eta)
                 if step == first_step + 1 or step == total or now - said_at >= SAY_EVERY_SECONDS:
                     said_at = now
-                    say(f"step {step}/{total} · loss {window_loss / micro_steps:.4f} · learning rate {used_rate:.2e} · "
-                        f"{speed:,.1f} items/s" + (f" · about {eta:,.0f} s left" if eta else ""))
+                    say(f"step {step}/{total} · loss {window_loss / micro_steps:.4f} · learning rate "
+                        f"{used_rate:.2e} · {speed:,.1f} items/s" + (f" · about {eta:,.0f} s left" if eta else ""))
             window_loss, window_items, window_tokens = 0.0, 0, 0
             if main:
                 hooks.progress(step, total)
@@ -345,7 +345,8 @@ def train(backend: Backend, handle: Handle, rows: dict[str, list[dict]], root: P
                 run_validation()
             if config.early_stopping_patience and evals_without_gain >= config.early_stopping_patience:
                 record("early_stopped", evals_without_gain)
-                say(f"stopped early at step {step} because {early_stop_reason(evals_without_gain, best_val, best_step)}")
+                reason = early_stop_reason(evals_without_gain, best_val, best_step)
+                say(f"stopped early at step {step} because {reason}")
                 status = "completed"
                 total = step
                 if main:
