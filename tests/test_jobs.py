@@ -154,17 +154,23 @@ def test_a_killed_worker_marks_its_run_failed_with_its_log(corpus_store):
     assert wait_until(store, nxt, ended)["status"] == "completed"  # the device set was freed
 
 
+def cli_train(store, dataset: str, max_steps: int, *settings: str) -> dict:
+    """`studio train --json` of the starter-text from scratch, small and on the CPU, with ``settings`` (KEY=VALUE)."""
+    env = {**os.environ, "STUDIO_HOME": str(store.home)}
+    pairs = ["per_device_train_batch_size=4", "max_length=32", "use_cpu=true", *settings]
+    done = subprocess.run([sys.executable, "-m", "studio.cli", "train", "--dataset", dataset, "--model", "starter-text",
+                           "--method", "scratch", "--max-steps", str(max_steps), "--json"]
+                          + [arg for pair in pairs for arg in ("--set", pair)],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
 def test_train_cli_json_contract(corpus_store):
     store, dataset = corpus_store
     env = {**os.environ, "STUDIO_HOME": str(store.home)}
-    done = subprocess.run([sys.executable, "-m", "studio.cli", "train", "--dataset", dataset, "--model", "starter-text",
-                           "--method", "scratch", "--max-steps", "4", "--set", "per_device_train_batch_size=4",
-                           "--set", "max_length=32", "--set", "eval_steps=2", "--set", "learning_rate=3e-3",
-                           "--set", "use_cpu=true", "--set", "sample_prompts=The red fox", "--set", "sample_steps=2",
-                           "--json"],
-                          capture_output=True, text=True, env=env, timeout=300)
-    assert done.returncode == 0, done.stderr
-    result = json.loads(done.stdout)
+    result = cli_train(store, dataset, 4, "eval_steps=2", "learning_rate=3e-3", "sample_prompts=The red fox",
+                       "sample_steps=2")
     assert result["status"] == "completed" and result["steps"] == 4
     assert set(result["train_loss"]) == {"last", "best"} and result["val_loss"]["best"] <= result["val_loss"]["last"]
     assert result["checkpoints"] and all(os.path.isdir(p) for p in result["checkpoints"])
@@ -211,13 +217,8 @@ def test_early_stopping_after_the_warm_up_is_reported(corpus_store):
     store, dataset = corpus_store
     env = {**os.environ, "STUDIO_HOME": str(store.home)}
     # A rate far too high: once the warm-up (10 steps, the default) is over, the validation loss only gets worse.
-    done = subprocess.run([sys.executable, "-m", "studio.cli", "train", "--dataset", dataset, "--model", "starter-text",
-                           "--method", "scratch", "--max-steps", "40", "--set", "per_device_train_batch_size=4",
-                           "--set", "max_length=32", "--set", "eval_steps=1", "--set", "early_stopping_patience=1",
-                           "--set", "learning_rate=0.5", "--set", "use_cpu=true", "--set", "sample_steps=0", "--json"],
-                          capture_output=True, text=True, env=env, timeout=300)
-    assert done.returncode == 0, done.stderr
-    result = json.loads(done.stdout)
+    result = cli_train(store, dataset, 40, "eval_steps=1", "early_stopping_patience=1", "learning_rate=0.5",
+                       "sample_steps=0")
     assert result["status"] == "completed" and 10 < result["steps"] < 40  # not at step 1, which ran at rate 0
     assert result["stopped_early"]["step"] == result["steps"]
     assert result["stopped_early"]["reason"].startswith("the validation loss did not improve in 1 evaluation")
