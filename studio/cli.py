@@ -213,10 +213,14 @@ def cmd_train(args) -> int:
 
 
 def _run_text(summary: dict) -> str:
+    from studio.training.runs import early_stop_note
+
     loss = summary["val_loss"]["best"]
     text = (f"run {summary['run_id']}: {summary['status']} after {summary['steps']} steps "
             f"({summary['method']} {summary['model']} on {summary['dataset_name']})"
             + (f", best validation loss {loss:.4f}" if loss is not None else ""))
+    if note := early_stop_note(summary):
+        text += f"; {note}"
     if summary.get("error"):
         text += "\n" + summary["error"]
     return text

@@ -201,6 +201,25 @@ def test_a_run_still_training_uses_its_last_checkpoint_and_says_so(lab):
 
 # ----------------------------------------------------------------------------- filter, cancel, memory, streaming
 
+def test_a_run_from_scratch_is_compared_with_its_untrained_start(lab):
+    store, dataset = lab["store"], lab["dataset"]
+    config = TrainConfig(max_steps=4, save_steps=2, eval_steps=100, learning_rate=3e-3, warmup_steps=0,
+                         per_device_train_batch_size=4, seed=0, use_cpu=True, sample_steps=0, text={"max_length": 32})
+    run = run_in_process(store, dataset, "starter-text", "scratch", config)
+    offered = [c for c in variant_choices(store) if c["run_id"] == run]
+    assert [(c["step"], c["label"]) for c in offered][-1] == (0, f"run {run} · scratch · step 0 (untrained)")
+    # What Generate's "include the base model" asks for a starter's run: its step-0 checkpoint.
+    [base, trained] = resolve_variants(store, ["base", str(run)], base_model="starter-text")
+    assert (base.ref, base.step, base.run_id, base.slug) == ("base", 0, run, "base")
+    assert base.label == f"base (run {run} untrained, step 0)" and base.weights.endswith("step-0000000/model")
+    assert trained.ref == f"{run}:4"
+    found = get_set(store, generate_set(store, ["base", str(run)], PROMPTS, seed=1, settings=TEXT,
+                                        cache=ModelCache(BIG)))
+    assert found["status"] == "completed" and {s["variant"] for s in found["samples"]} == {"base", f"{run}:4"}
+    with pytest.raises(VariantError, match=f"'base' is run {run}'s untrained start, {run}:0, which is also listed"):
+        resolve_variants(store, ["base", f"{run}:0"])
+
+
 def test_blocklist_refuses_prompts_and_masks_outputs_and_says_so(lab):
     store, run = lab["store"], lab["run"]
     plain = get_set(store, generate_set(store, [str(run)], ["Once upon a time"], seed=11, settings=TEXT,

@@ -161,17 +161,23 @@ def test_a_killed_worker_marks_its_run_failed_with_its_log(corpus_store):
     assert wait_until(store, nxt, ended)["status"] == "completed"  # the device set was freed
 
 
+def cli_train(store, dataset: str, max_steps: int, *settings: str) -> dict:
+    """`studio train --json` of the starter-text from scratch, small and on the CPU, with ``settings`` (KEY=VALUE)."""
+    env = {**os.environ, "STUDIO_HOME": str(store.home)}
+    pairs = ["per_device_train_batch_size=4", "max_length=32", "use_cpu=true", *settings]
+    done = subprocess.run([sys.executable, "-m", "studio.cli", "train", "--dataset", dataset, "--model", "starter-text",
+                           "--method", "scratch", "--max-steps", str(max_steps), "--json"]
+                          + [arg for pair in pairs for arg in ("--set", pair)],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
 def test_train_cli_json_contract(corpus_store):
     store, dataset = corpus_store
     env = {**os.environ, "STUDIO_HOME": str(store.home)}
-    done = subprocess.run([sys.executable, "-m", "studio.cli", "train", "--dataset", dataset, "--model", "starter-text",
-                           "--method", "scratch", "--max-steps", "4", "--set", "per_device_train_batch_size=4",
-                           "--set", "max_length=32", "--set", "eval_steps=2", "--set", "learning_rate=3e-3",
-                           "--set", "use_cpu=true", "--set", "sample_prompts=The red fox", "--set", "sample_steps=2",
-                           "--json"],
-                          capture_output=True, text=True, env=env, timeout=300)
-    assert done.returncode == 0, done.stderr
-    result = json.loads(done.stdout)
+    result = cli_train(store, dataset, 4, "eval_steps=2", "learning_rate=3e-3", "sample_prompts=The red fox",
+                       "sample_steps=2")
     assert result["status"] == "completed" and result["steps"] == 4
     assert set(result["train_loss"]) == {"last", "best"} and result["val_loss"]["best"] <= result["val_loss"]["last"]
     assert result["checkpoints"] and all(os.path.isdir(p) for p in result["checkpoints"])
@@ -181,6 +187,11 @@ def test_train_cli_json_contract(corpus_store):
     assert shown["history"][0] == {"step": 0, "name": "val_loss", "value": shown["history"][0]["value"]}
     assert [(s["step"], s["prompt"]) for s in shown["samples"]] == [(2, "The red fox"), (4, "The red fox")]
     assert all(s["text"] for s in shown["samples"])  # samples during training, stored with the run
+    log = jobs.log_tail(store, result["run_id"], 200)
+    for line in ("step 1/4 · loss ", "step 4/4 · loss ", "checkpoint saved at step 4", "samples made at step 2"):
+        assert line in log, log  # what a person watching needs, a line each
+    for noise in ("were not passed to `accelerate launch`", "Removed shared tensor", "Writing model shards", "\r"):
+        assert noise not in log, log  # no warning about what is expected, no progress bars
     listed = json.loads(subprocess.run([sys.executable, "-m", "studio.cli", "runs", "list", "--json"],
                                        capture_output=True, text=True, env=env, timeout=60).stdout)
     assert [r["run_id"] for r in listed["runs"]] == [result["run_id"]]
@@ -189,6 +200,44 @@ def test_train_cli_json_contract(corpus_store):
                           "--method", "scratch", "--set", "learning_rat=1", "--json"],
                          capture_output=True, text=True, env=env, timeout=60)
     assert bad.returncode != 0 and "learning_rat" in json.loads(bad.stdout)["error"]
+
+
+def test_samples_are_on_by_default_with_prompts_from_the_validation_split(corpus_store):
+    from studio.data.service import get_version, read_manifest
+
+    store, dataset = corpus_store
+    run_id = jobs.create_run(store, dataset, "starter-text", "scratch", TrainConfig())
+    with store.session() as session:
+        config = TrainConfig.model_validate(session.get(Run, run_id).config)
+    validation = [r["text"] for r in read_manifest(store, get_version(store, dataset), "validation")]
+    assert config.sample_steps > 0 and len(config.sample_prompts) == 3
+    assert all(any(text.startswith(prompt) for text in validation) for prompt in config.sample_prompts)
+    # Without prompts there is nothing to sample: asking says so, rather than promising samples that never come.
+    quiet = jobs.create_run(store, dataset, "starter-text", "scratch", TrainConfig(sample_steps=0))
+    with store.session() as session:
+        session.get(Run, quiet).status = "running"
+    with pytest.raises(jobs.RunError, match="no sample prompts"):
+        jobs.request(store, quiet, "sample")
+
+
+def test_early_stopping_after_the_warm_up_is_reported(corpus_store):
+    store, dataset = corpus_store
+    env = {**os.environ, "STUDIO_HOME": str(store.home)}
+    # A rate far too high: once the warm-up (10 steps, the default) is over, the validation loss only gets worse.
+    result = cli_train(store, dataset, 40, "eval_steps=1", "early_stopping_patience=1", "learning_rate=0.5",
+                       "sample_steps=0")
+    assert result["status"] == "completed" and 10 < result["steps"] < 40  # not at step 1, which ran at rate 0
+    assert result["stopped_early"]["step"] == result["steps"]
+    assert result["stopped_early"]["reason"].startswith("the validation loss did not improve in 1 evaluation")
+    shown = subprocess.run([sys.executable, "-m", "studio.cli", "runs", "show", str(result["run_id"])],
+                           capture_output=True, text=True, env=env, timeout=60).stdout
+    assert f"stopped early at step {result['steps']} because the validation loss did not improve" in shown
+    from studio.ui.train_tab import progress_html
+
+    page_line = progress_html(run_summary(store, result["run_id"]), [])
+    assert f"stopped early at step {result['steps']} because the validation loss did not improve" in page_line
+    history, _ = metric_rows(store, result["run_id"])
+    assert [h["value"] for h in history if h["name"] == "learning_rate"][0] == 0.0  # the rate step 1 ran at
 
 
 def test_two_gloo_ranks_on_the_cpu(corpus_store):

@@ -29,9 +29,9 @@ def config(**changes) -> TrainConfig:
     return TrainConfig(**{**base, **changes})
 
 
-def run(tmp_path, backend=None, hooks=None, resume_from=None, **changes):
+def run(tmp_path, backend=None, hooks=None, resume_from=None, method="scratch", **changes):
     backend = backend or ToyBackend()
-    handle = backend.load("toy", "scratch", None)
+    handle = backend.load("toy", method, None)
     result = train(backend, handle, rows(), tmp_path, config(**changes), tmp_path / "out", hooks or Hooks(log=lambda m: None),
                    resume_from=resume_from)
     return result, backend, handle
@@ -54,10 +54,17 @@ def test_loss_falls_and_validation_starts_at_step_zero(tmp_path):
 def test_keeps_the_last_k_checkpoints_with_everything_needed_to_resume(tmp_path):
     result, _, _ = run(tmp_path)
     kept = sorted(p.name for p in (tmp_path / "out" / "checkpoints").iterdir())
-    assert kept == ["step-0000030", "step-0000040"]
+    assert kept == ["step-0000000", "step-0000030", "step-0000040"]  # and a run from scratch's untrained start
     last = tmp_path / "out" / "checkpoints" / "step-0000040"
     assert json.loads((last / "trainer_state.json").read_text())["step"] == 40
     assert (last / "model" / "model.safetensors").exists() and any((last / "state").iterdir())
+
+
+def test_only_a_run_from_scratch_keeps_its_untrained_start(tmp_path):
+    scratch, _, _ = run(tmp_path / "scratch", max_steps=3, save_steps=10)
+    tuned, _, _ = run(tmp_path / "full", max_steps=3, save_steps=10, method="full")
+    assert [Path(c).name for c in scratch.checkpoints] == ["step-0000000", "step-0000003"]
+    assert [Path(c).name for c in tuned.checkpoints] == ["step-0000003"]  # its base is the model it started from
 
 
 def test_resume_continues_the_step_count_and_the_curve(tmp_path):
@@ -89,7 +96,7 @@ def test_save_now_and_sample_now(tmp_path):
         log=lambda m: None, should_save=lambda: next(flags), should_sample=lambda: True,
         samples=lambda step, samples: seen.append((step, samples[0].text))))
     assert (tmp_path / "out" / "checkpoints").exists()
-    assert "step-0000003" in result.checkpoints[0]
+    assert "step-0000003" in result.checkpoints[1]  # after the untrained start
     assert len(seen) == 40 and seen[0][0] == 1
 
 
@@ -97,6 +104,33 @@ def test_early_stopping(tmp_path):
     result, _, _ = run(tmp_path, max_steps=400, eval_steps=1, early_stopping_patience=2, learning_rate=0.5,
                        optim="sgd")
     assert result.steps < 400
+
+
+def test_early_stopping_waits_for_the_warm_up_and_says_why(tmp_path):
+    logs = []
+    result, _, _ = run(tmp_path, hooks=Hooks(log=logs.append), max_steps=400, eval_steps=1, early_stopping_patience=1,
+                       warmup_steps=10, lr_scheduler_type="cosine")
+    # The first step runs at rate 0, so its validation cannot improve: that must not end the run.
+    assert 10 < result.steps < 400 and result.status == "completed"
+    assert [h["step"] for h in result.history if h["name"] == "early_stopped"] == [result.steps]
+    assert any(line.startswith(f"stopped early at step {result.steps} because the validation loss did not improve")
+               for line in logs), logs
+
+
+def test_the_logged_learning_rate_is_the_one_the_step_used(tmp_path):
+    result, _, _ = run(tmp_path, max_steps=6, warmup_steps=2, lr_scheduler_type="cosine")
+    rates = values(result.history, "learning_rate")
+    assert rates[:3] == [(1, 0.0), (2, pytest.approx(0.1)), (3, pytest.approx(0.2))]  # warm-up from 0 to the peak
+
+
+def test_speed_leaves_out_the_samples_and_the_eta_a_slow_first_step(tmp_path):
+    # Sampling after every step takes 1 s, and the first step 6 s more than the others (a few ms each).
+    result, _, _ = run(tmp_path, backend=ToyBackend(first_step_seconds=6.0, sample_seconds=1.0), max_steps=10,
+                       sample_steps=1, sample_prompts=["ab"], eval_steps=100, save_steps=100)
+    speeds = [v for step, v in values(result.history, "items_per_second") if step > 1]
+    assert min(speeds) > 50, speeds  # 8 items a step: the speed of training, not of training and sampling
+    eta = dict(values(result.history, "eta_seconds"))
+    assert 4 < eta[5] < 7.5, eta  # 5 steps of ~1 s (with their samples) left; not 5 x (6 s + 4 x 1 s) / 5
 
 
 def test_out_of_memory_halves_the_micro_batch_and_goes_on(tmp_path):

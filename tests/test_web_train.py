@@ -1,7 +1,9 @@
-"""In a real browser: pick a dataset, start a starter-text run in the Train tab, and watch the loss plot
-and the progress update while the run trains in its own process."""
+"""In a real browser: pick a dataset, start a starter-text run in the Train tab, and watch the loss plot, the
+progress and the run's label update while the run trains in its own process; ask for samples, then stop it."""
 
 from __future__ import annotations
+
+import re
 
 import pytest
 
@@ -21,8 +23,35 @@ def home_with_corpus(web_home, tmp_path):
     return web_home
 
 
+PLOT_STATE = """() => {
+  const plot = (id) => {
+    const root = document.querySelector(id);
+    if (!root) return null;
+    const all = (selector) => [...root.querySelectorAll(selector)];
+    return {
+      axes: all('[aria-label*="-axis titled"]').map(a => a.getAttribute('aria-label')),
+      legend: all('.role-legend-label text').map(t => t.textContent),
+      lines: all('.mark-line path').map(p => !['', 'none'].includes(p.getAttribute('stroke') || '')),
+    };
+  };
+  const progress = document.querySelector('#train-progress')?.innerText || '';
+  return {progress, loss: plot('#loss-plot'), lr: plot('#lr-plot')};
+}"""  # Vega's SVG: its axes' descriptions ("X-axis titled 'step' for a linear scale ..."), legend, line colours
+
+
+def plots_while_running(page) -> dict:
+    """The loss and learning-rate plots as drawn (Vega's SVG: axis descriptions, legend, line colours), read in
+    one go with the progress line, once the run has logged a few steps and both plots have both axes."""
+    page.wait_for_function(f"""() => {{
+        const state = ({PLOT_STATE})();
+        return /running · step ([3-9]|[1-9][0-9])/.test(state.progress) && state.loss && state.lr
+            && state.loss.axes.length >= 2 && state.lr.axes.length >= 2;
+    }}""", timeout=180_000)
+    return page.evaluate(PLOT_STATE)
+
+
 @pytest.mark.browser
-def test_train_tab_starts_a_run_and_the_loss_plot_updates(home_with_corpus, running_studio, browser_page):
+def test_train_tab_follows_a_run_from_the_train_button_to_its_end(home_with_corpus, running_studio, browser_page):
     page = browser_page
     page.goto(running_studio)
     page.locator("#dataset-version input").click()
@@ -43,17 +72,35 @@ def test_train_tab_starts_a_run_and_the_loss_plot_updates(home_with_corpus, runn
     progress = page.locator("#train-progress")
     page.wait_for_function("/running · step [1-9]/.test(document.querySelector('#train-progress')?.innerText || '')",
                            timeout=180_000)
-    first = progress.inner_text()
-    plot_before = page.locator("#loss-plot").inner_html()
-    page.wait_for_function(f"(document.querySelector('#train-progress')?.innerText || '') !== {first!r}",
-                           timeout=120_000)
-    page.wait_for_timeout(2500)  # one more refresh tick for the plot
-    assert page.locator("#loss-plot").inner_html() != plot_before
-    assert page.locator("#loss-plot canvas, #loss-plot svg").count() > 0
-    page.wait_for_function("/completed/.test(document.querySelector('#train-progress')?.innerText || '')",
+    plots = plots_while_running(page)
+    assert "running" in plots["progress"], plots  # looked at while the run trains, not after
+    for axis in plots["loss"]["axes"] + plots["lr"]["axes"]:
+        assert "linear scale" in axis, plots  # steps and values on number lines, not one category per step
+    assert {"train", "validation"} <= set(plots["loss"]["legend"]), plots
+    assert plots["loss"]["lines"] and all(plots["loss"]["lines"]), plots  # every series drawn with a colour
+    assert plots["lr"]["lines"] and all(plots["lr"]["lines"]), plots
+    lines = "[...document.querySelectorAll('#loss-plot .mark-line path')].map(p => p.getAttribute('d')).join()"
+    drawn = page.evaluate(f"() => {lines}")
+    page.wait_for_function(f"() => {lines} !== {drawn!r}", timeout=120_000)  # the lines grow as the run trains
+
+    message = page.locator("#run-control-message")
+    page.locator("#run-sample").click()
+    message.get_by_text("Samples will be made after the current step").wait_for(timeout=30_000)
+    message.get_by_text(re.compile(r"Samples made at step \d+: see them below")).wait_for(timeout=120_000)
+    page.locator("#run-stop").click()  # seen what it came for: a loaded machine needs minutes for the whole run
+    page.wait_for_function("/stopped/.test(document.querySelector('#train-progress')?.innerText || '')",
                            timeout=240_000)
     assert "best validation loss" in progress.inner_text()
-    assert "checkpoint saved" in page.locator("#run-log textarea").input_value()
+    # What was asked from the page is answered once done, never left promising what will not come.
+    message.get_by_text(re.compile(r"Run #1 stopped at step \d+; its checkpoint was saved")).wait_for(timeout=30_000)
+    page.wait_for_function("/checkpoint saved/.test(document.querySelector('#run-log textarea')?.value || '')",
+                           timeout=30_000)
+    # The Run picker's label follows the run's status (it was "#1 queued" when the Train button made it).
+    page.wait_for_function("document.querySelector('#run-select input')?.value.startsWith('#1 stopped')",
+                           timeout=30_000)
+    page.locator("#run-select input").click()
+    option = page.locator("li[data-testid=dropdown-option]").filter(has_text="#1 ")
+    assert "#1 stopped ·" in option.inner_text() and "queued" not in option.inner_text(), option.inner_text()
 
 
 @pytest.mark.browser

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 from studio.models.base import Handle, Sample
@@ -22,8 +23,11 @@ def make_rows(n: int, seed: int = 0) -> list[dict]:
 class ToyBackend:
     modality = "toy"
 
-    def __init__(self, oom_above_batch: int | None = None):
+    def __init__(self, oom_above_batch: int | None = None, first_step_seconds: float = 0.0,
+                 sample_seconds: float = 0.0):
         self.oom_above_batch = oom_above_batch
+        self.first_step_seconds = first_step_seconds  # the first training step's one-off cost (allocation, ...)
+        self.sample_seconds = sample_seconds  # what making samples costs
         self.saves = 0
 
     def load(self, model_ref, method, config, train_rows=None) -> Handle:
@@ -39,6 +43,9 @@ class ToyBackend:
             def forward(self, batch):
                 if self.training and backend.oom_above_batch and batch["x"].shape[0] > backend.oom_above_batch:
                     raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+                if self.training and backend.first_step_seconds:
+                    time.sleep(backend.first_step_seconds)
+                    backend.first_step_seconds = 0.0
                 return torch.nn.functional.mse_loss(self.linear(batch["x"]), batch["y"])
 
         return Handle(modality="toy", model_ref=model_ref, method=method, module=Regression())
@@ -55,6 +62,8 @@ class ToyBackend:
 
     def generate(self, handle, prompts, seeds, settings, out_dir: Path):
         import torch
+
+        time.sleep(self.sample_seconds)
 
         with torch.no_grad():
             return [Sample(prompt=p, seed=s, text=f"{handle.module.linear(torch.tensor([[float(len(p))]])).item():.3f}")

@@ -635,7 +635,8 @@ def run_preference(store: Store, run_id: int, include_flagged: bool = False, rou
     steps: dict[str, int] = {}
     for e in events:
         for side in (e["left"], e["right"]):
-            if side["run_id"] == int(run_id) and side["checkpoint_step"] is not None:
+            # "base" may be the run's own untrained start (step 0): it is the base point, not a checkpoint's
+            if side["run_id"] == int(run_id) and side["checkpoint_step"] is not None and side["variant"] != "base":
                 steps[side["variant"]] = side["checkpoint_step"]
     names = sorted({name for a, b, _r in rows for name in (a, b)} | set(steps))
     battles = Battles.of(names, rows)

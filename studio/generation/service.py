@@ -438,6 +438,11 @@ def prompts_from_test_split(store: Store, dataset_ref: str, n: int = 8) -> list[
     return prompts
 
 
+def prompts_of(rows: list[dict], folder: Path, n: int) -> list[str]:
+    """The prompts of the first ``n`` of ``rows`` that give one (as for the test split, above)."""
+    return [p["prompt"] for p in (_test_prompt(row, folder) for row in rows) if p][:n]
+
+
 def _test_prompt(row: dict, folder: Path) -> dict | None:
     if row.get("file"):
         caption = (row.get("caption") or "").strip()

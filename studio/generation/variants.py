@@ -4,7 +4,8 @@ Every variant is resolved to what the model cache needs to load it: a LoRA check
 run's base model (loaded once and shared), a full or from-scratch checkpoint is a model folder of its own.
 All variants must come from one base model: a run whose model is a folder saved by another run is followed
 back to that run's model, so a LoRA on a fine-tuned starter and the starter's own run compare fine, while
-adapters of two different bases do not.
+adapters of two different bases do not. Runs from scratch have no pretrained base: theirs is the untrained start
+(the step-0 checkpoint) of the first one given.
 
 No model library is imported here.
 """
@@ -48,7 +49,7 @@ class Variant:
     @property
     def slug(self) -> str:
         """A file-name-safe name: ``base`` or ``run3-step40``."""
-        return "base" if self.kind == "base" else f"run{self.run_id}-step{self.step}"
+        return "base" if self.ref == "base" else f"run{self.run_id}-step{self.step}"
 
 
 def parse_ref(ref: str) -> tuple[int, int | None] | None:
@@ -196,13 +197,12 @@ def _base_variant(store: Store, variants: list[Variant], base_model: str | None)
                                "variants fine-tuned from the same model, or leave 'base' out")
         base_ref = adapted[0].base_ref
     elif variants:
-        scratch = variants[0]
-        raise VariantError(f"run {scratch.run_id} was trained from scratch, so it has no base model to compare with. "
-                           f"Compare its checkpoints instead, e.g. --variant {scratch.run_id}:STEP "
-                           f"--variant {scratch.run_id}:ANOTHER_STEP")
+        return _untrained_start(store, variants)
     else:
         raise VariantError("'base' alone needs a base model: name it (--model NAME_OR_PATH), or add a run")
     if base_ref in STARTERS:
+        if variants:
+            return _untrained_start(store, variants)
         raise VariantError(f"'{base_ref}' is built from scratch: it has no pretrained base to generate with. "
                            "Compare the checkpoints of a run instead")
     from studio.models.registry import modality_of
@@ -214,6 +214,24 @@ def _base_variant(store: Store, variants: list[Variant], base_model: str | None)
     name = Path(base_ref).name if Path(base_ref).is_dir() else base_ref
     return Variant(ref="base", label=f"base ({name})", modality=modality, kind="base", base_ref=base_ref,
                    config=config, from_starter=origin(store, base_ref)[0] in STARTERS)
+
+
+def _untrained_start(store: Store, variants: list[Variant]) -> Variant:
+    """The base of runs from scratch: the first one's untrained start, its step-0 checkpoint."""
+    from studio.training.runs import checkpoints
+
+    scratch = next(v for v in variants if v.method == "scratch")
+    start = next((c for c in checkpoints(store, scratch.run_id) if c["step"] == 0), None)
+    if start is None or not Path(start["model_path"]).is_dir():
+        raise VariantError(f"run {scratch.run_id} was trained from scratch and kept no untrained start (runs made "
+                           "before the studio kept one), so it has no base to compare with. Compare its checkpoints "
+                           f"instead, e.g. --variant {scratch.run_id}:STEP --variant {scratch.run_id}:ANOTHER_STEP")
+    if any(v.step == 0 and v.run_id == scratch.run_id for v in variants):
+        raise VariantError(f"'base' is run {scratch.run_id}'s untrained start, {scratch.run_id}:0, which is also "
+                           "listed: give it once")
+    return Variant(ref="base", label=f"base (run {scratch.run_id} untrained, step 0)", modality=scratch.modality,
+                   kind="full", base_ref=scratch.base_ref, weights=start["model_path"], run_id=scratch.run_id, step=0,
+                   method="scratch", config=scratch.config, from_starter=scratch.from_starter)
 
 
 def variant_choices(store: Store, modality: str | None = None, project: str | None = None) -> list[dict]:
@@ -235,7 +253,8 @@ def variant_choices(store: Store, modality: str | None = None, project: str | No
         for checkpoint in reversed(saved):
             choices.append({"ref": f"{run.id}:{checkpoint['step']}", "run_id": run.id, "step": checkpoint["step"],
                             "label": f"run {run.id} · {run.method} · step {checkpoint['step']}"
-                                     + (" (last)" if checkpoint is saved[-1] else ""),
+                                     + (" (last)" if checkpoint is saved[-1] else "")
+                                     + (" (untrained)" if checkpoint["step"] == 0 else ""),
                             "last": checkpoint is saved[-1], "method": run.method, "modality": run.modality,
                             "model": model, "status": run.status})
     return choices

@@ -104,8 +104,9 @@ class TrainConfig(Section):
     save_steps: int = Field(100, ge=1, title="checkpoint every N steps")
     save_total_limit: int = Field(3, ge=1, title="checkpoints kept", description="keep the last K checkpoints")
     logging_steps: int = Field(1, ge=1, title="log every N steps")
-    sample_steps: int = Field(0, ge=0, description="generate the sample prompts every N steps; 0 off")
-    sample_prompts: list[str] = Field(default_factory=list, description="prompts sampled during training")
+    sample_steps: int = Field(50, ge=0, description="generate the sample prompts every N steps and at the end; 0 off")
+    sample_prompts: list[str] = Field(default_factory=list, description="prompts sampled during training; empty: a "
+                                                                        "few from the dataset's validation split")
     num_processes: int = Field(1, ge=1, title="processes", description="processes (GPUs) for accelerate launch")
     use_cpu: bool = Field(False, title="train on the CPU", description="even when a GPU is present")
     accelerate_config_file: str = Field("", description="an `accelerate config` YAML (DeepSpeed, FSDP, several "

@@ -14,7 +14,7 @@ import sys
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from studio import processes
@@ -61,6 +61,7 @@ def create_run(store: Store, dataset_ref: str, model_ref: str, method: str, conf
     if version.splits.get("train", 0) == 0:
         raise RunError(f"dataset '{version.dataset.name}' v{version.version} has no training items")
     check_possible(store, version, model_ref, method, config)
+    config = with_sample_prompts(store, version, config)
     with store.session() as session:
         owner = project_name(session, version.dataset.project_id)
         if project is not None and check_project_name(project) != owner:
@@ -146,6 +147,20 @@ def _saved_model_marker(model_ref: str) -> dict:
     return found if isinstance(found, dict) else {}
 
 
+def with_sample_prompts(store: Store, version, config: TrainConfig, how_many: int = 3) -> TrainConfig:
+    """``config`` with a few prompts from the dataset's validation split (else its training split) when samples are
+    on and none were given: the samples made during training show what the model makes, not only its loss."""
+    from studio.data.service import read_manifest
+    from studio.generation.service import prompts_of
+
+    if not config.sample_steps or config.sample_prompts:
+        return config
+    folder = store.path(version.path)
+    prompts = (prompts_of(read_manifest(store, version, "validation", limit=50), folder, how_many)
+               or prompts_of(read_manifest(store, version, "train", limit=50), folder, how_many))
+    return config.model_copy(update={"sample_prompts": prompts})
+
+
 def launch_command(run_id: int, config: TrainConfig, *, for_cluster: bool = False) -> list[str]:
     """The exact ``accelerate launch`` command that runs this run's worker."""
     command = ["accelerate", "launch"] if for_cluster else [sys.executable, "-m", "accelerate.commands.launch"]
@@ -161,7 +176,20 @@ def launch_command(run_id: int, config: TrainConfig, *, for_cluster: bool = Fals
         command.append("--multi_gpu")
     elif on_cpu(config):
         command.append("--cpu")
+    if on_cpu(config) and not for_cluster:
+        command += ["--num_cpu_threads_per_process", str(cpu_threads_per_process(config.num_processes))]
     return command + ["-m", "studio.training.worker", str(run_id)]
+
+
+def cpu_threads_per_process(processes: int) -> int:
+    """What accelerate picks for CPU training when not told (OMP_NUM_THREADS, else the physical cores shared among
+    the processes), told: when it picks, it writes a warning at the top of every run's log."""
+    import os
+
+    import psutil
+
+    cores = psutil.cpu_count(logical=False) or os.cpu_count() or 1
+    return int(os.environ.get("OMP_NUM_THREADS") or 0) or max(1, cores // max(processes, 1))
 
 
 def on_cpu(config: TrainConfig) -> bool:
@@ -289,8 +317,9 @@ def record_run_action(session, actor: str | None, action: str, run: Run, details
                   details=details)
 
 
-def request(store: Store, run_id: int, kind: str, actor: str | None = None) -> None:
-    """Ask a run to stop, save now or sample now. A queued run that is asked to stop never starts."""
+def request(store: Store, run_id: int, kind: str, actor: str | None = None) -> int:
+    """Ask a run to stop, save now or sample now; returns the steps it had done. A queued run that is asked to stop
+    never starts."""
     if kind not in ("stop", "save", "sample"):
         raise RunError("kind must be stop, save or sample")
     with store.session() as session:
@@ -300,11 +329,39 @@ def request(store: Store, run_id: int, kind: str, actor: str | None = None) -> N
         if kind == "stop" and run.status == "queued":
             run.status, run.ended_at = "stopped", _now()
             record_run_action(session, actor, "run.stop", run, {"was": "queued"})
-            return
+            return run.steps_done
         if run.status not in ACTIVE:
             raise RunError(f"run {run_id} is {run.status}, not running")
+        if kind == "sample" and not (run.config or {}).get("sample_prompts"):
+            raise RunError(f"run {run_id} has no sample prompts (give sample_prompts when starting a run)")
         session.add(ControlFlag(run_id=run_id, kind=kind))
         record_run_action(session, actor, f"run.{kind}", run)
+        return run.steps_done
+
+
+def request_outcome(store: Store, run_id: int, kind: str, since_step: int) -> str | None:
+    """What came of a ``request`` made when the run had done ``since_step`` steps: None while it waits, else a
+    sentence for the person who asked (the samples or checkpoint made since, or the run ended without them)."""
+    with store.session() as session:
+        run = session.get(Run, run_id)
+        if run is None:
+            return f"Run #{run_id} was deleted."
+        waiting = session.scalars(select(ControlFlag.id).where(ControlFlag.run_id == run_id, ControlFlag.kind == kind,
+                                                               ControlFlag.handled_at.is_(None))).first()
+        if waiting is not None and run.status in ACTIVE:
+            return None
+        made = {"sample": RunSample, "save": Checkpoint}.get(kind)
+        step = made and session.scalar(select(func.max(made.step)).where(made.run_id == run_id,
+                                                                          made.step >= since_step))
+        status, steps_done = run.status, run.steps_done
+    if kind == "stop":
+        return (f"Run #{run_id} stopped at step {steps_done}; its checkpoint was saved." if status == "stopped"
+                else f"Run #{run_id} ended ({status}) at step {steps_done} before it could stop.")
+    if step is not None:
+        return (f"Samples made at step {step}: see them below." if kind == "sample"
+                else f"Checkpoint saved at step {step}.")
+    return (f"Run #{run_id} ended ({status}) at step {steps_done} before making the "
+            f"{'samples' if kind == 'sample' else 'checkpoint'}.")
 
 
 def resume(store: Store, run_id: int, checkpoint_step: int | None = None, actor: str | None = None) -> None:

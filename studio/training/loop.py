@@ -50,6 +50,15 @@ class Result:
     best_val_loss: float | None = None
 
 
+SAY_EVERY_SECONDS = 2.0  # a step line in the log at most this often (and at the first and last step)
+UNTRAINED = "step-0000000"  # a run from scratch keeps its untrained start: what Generate compares with as its base
+
+
+def early_stop_reason(evaluations: int, best: float | None, best_step: int | None) -> str:
+    """Why early stopping ended a run (the log, `studio runs show` and the Train tab say the same)."""
+    since = f" since its best, {best:.4f} at step {best_step}" if best is not None and best_step is not None else ""
+    return f"the validation loss did not improve in {evaluations} evaluation(s){since} (early_stopping_patience)"
+
 # ----------------------------------------------------------------------------- building blocks
 
 def make_optimizer(params: list, config: TrainConfig):
@@ -150,7 +159,8 @@ def save_checkpoint(accelerator, backend: Backend, handle: Handle, output_dir: P
     if accelerator.is_main_process:
         backend.save(handle, folder / "model")
         (folder / "trainer_state.json").write_text(json.dumps({**state, "step": step}, indent=1))
-        for old in sorted((output_dir / "checkpoints").glob("step-*"))[:-keep]:
+        rotated = [f for f in sorted((output_dir / "checkpoints").glob("step-*")) if f.name != UNTRAINED]
+        for old in rotated[:-keep]:
             shutil.rmtree(old, ignore_errors=True)
     accelerator.wait_for_everyone()
     return folder
@@ -199,11 +209,15 @@ def train(backend: Backend, handle: Handle, rows: dict[str, list[dict]], root: P
     scheduler = accelerator.prepare(make_scheduler(optimizer.optimizer, config, total))
 
     step, epoch, skip_batches = 0, 0, 0
-    best_val, evals_without_gain = None, 0
+    best_val, best_step, evals_without_gain = None, None, 0
+    # Evaluations after warm-up steps do not count against the patience: the first step runs at rate 0, and a loss
+    # that has not improved yet while the rate is still rising says nothing about the run being done.
+    warmup = 0 if config.lr_scheduler_type == "constant" else min(config.warmup_steps, total)  # constant: none
     if resume_from is not None:
         accelerator.load_state(str(resume_from / "state"))
         saved = json.loads((resume_from / "trainer_state.json").read_text())
         step, epoch, best_val = saved["step"], saved.get("epoch", 0), saved.get("best_val")
+        best_step = saved.get("best_step")
         skip_batches = saved.get("batches_into_epoch", 0)
         say(f"resumed from {resume_from.name} at step {step}")
 
@@ -218,18 +232,19 @@ def train(backend: Backend, handle: Handle, rows: dict[str, list[dict]], root: P
                 accelerator.log({name: value}, step=step)
 
     def run_validation() -> None:
-        nonlocal best_val, evals_without_gain
+        nonlocal best_val, best_step, evals_without_gain
         val_loss = evaluate(accelerator, module, val_loader)
         if val_loss is None:
             return
         record("val_loss", val_loss)
         if best_val is None or val_loss < best_val:
-            best_val, evals_without_gain = val_loss, 0
-        else:
+            best_val, best_step, evals_without_gain = val_loss, step, 0
+        elif step > warmup:
             evals_without_gain += 1
+        say(f"validation loss {val_loss:.4f} at step {step} (best {best_val:.4f} at step {best_step})")
 
     def checkpoint(batches_into_epoch: int) -> None:
-        state = {"epoch": epoch, "best_val": best_val, "batches_into_epoch": batches_into_epoch,
+        state = {"epoch": epoch, "best_val": best_val, "best_step": best_step, "batches_into_epoch": batches_into_epoch,
                  "micro_batch": micro_batch, "gradient_accumulation_steps": accelerator.gradient_accumulation_steps}
         folder = save_checkpoint(accelerator, backend, handle, output_dir, step, state, config.save_total_limit)
         checkpoints.append(str(folder))
@@ -244,14 +259,21 @@ def train(backend: Backend, handle: Handle, rows: dict[str, list[dict]], root: P
                                        output_dir / "samples" / f"step-{step:07d}")
             module.train()
             hooks.samples(step, outputs)
+            say(f"samples made at step {step} ({len(outputs)} prompt(s))")
 
-    if step == 0:
+    if resume_from is None:
         run_validation()  # every curve starts at the untrained model
+        if handle.method == "scratch":
+            checkpoint(0)
     say(f"training {total} steps: {len(train_loader)} batches of {micro_batch} per epoch per process, "
         f"{accelerator.num_processes} process(es) on {accelerator.device}")
     module.train()
     started, first_step = time.perf_counter(), step
     window_loss, window_items, window_tokens, window_started = 0.0, 0, 0, time.perf_counter()
+    # The ETA is the mean time per step since this attempt's first step (which carries one-off costs), evaluations
+    # and checkpoints included: it neither starts far off nor jumps at each evaluation as the last step's time would.
+    paced_from: tuple[float, int] | None = None
+    said_at = 0.0
     status = "completed"
     while step < total and status == "completed":
         loader = accelerator.skip_first_batches(train_loader, skip_batches) if skip_batches else train_loader
@@ -266,6 +288,7 @@ def train(backend: Backend, handle: Handle, rows: dict[str, list[dict]], root: P
                     grad_norm = None
                     if accelerator.sync_gradients and config.max_grad_norm > 0:
                         grad_norm = accelerator.clip_grad_norm_(module.parameters(), config.max_grad_norm)
+                    used_rate = scheduler.get_last_lr()[0]  # the rate this step runs at (logged, not the next one)
                     optimizer.step()
                     if accelerator.sync_gradients and not accelerator.optimizer_step_was_skipped:
                         scheduler.step()
@@ -292,30 +315,43 @@ def train(backend: Backend, handle: Handle, rows: dict[str, list[dict]], root: P
             if not accelerator.sync_gradients:
                 continue
             step += 1
-            seconds = time.perf_counter() - window_started
+            now = time.perf_counter()
+            seconds = now - window_started  # training only: the last step's evaluation or samples are not in it
+            paced_from = paced_from or (now, step)
             if step % config.logging_steps == 0 or step == total:
                 micro_steps = accelerator.gradient_accumulation_steps
                 record("train_loss", window_loss / micro_steps)
-                record("learning_rate", scheduler.get_last_lr()[0])
+                record("learning_rate", used_rate)
                 if grad_norm is not None:
                     record("grad_norm", float(grad_norm))
-                record("items_per_second", window_items * accelerator.num_processes / max(seconds, 1e-9))
+                speed = window_items * accelerator.num_processes / max(seconds, 1e-9)
+                record("items_per_second", speed)
                 if window_tokens:
                     record("tokens_per_second", window_tokens * accelerator.num_processes / max(seconds, 1e-9))
-                elapsed = time.perf_counter() - started
-                record("elapsed_seconds", elapsed)
-                record("eta_seconds", elapsed / max(step - first_step, 1) * (total - step))
-            window_loss, window_items, window_tokens, window_started = 0.0, 0, 0, time.perf_counter()
+                record("elapsed_seconds", now - started)
+                eta = None
+                if step > paced_from[1] or step == total:
+                    eta = (now - paced_from[0]) / max(step - paced_from[1], 1) * (total - step)
+                    record("eta_seconds", eta)
+                if step == first_step + 1 or step == total or now - said_at >= SAY_EVERY_SECONDS:
+                    said_at = now
+                    say(f"step {step}/{total} · loss {window_loss / micro_steps:.4f} · learning rate "
+                        f"{used_rate:.2e} · {speed:,.1f} items/s" + (f" · about {eta:,.0f} s left" if eta else ""))
+            window_loss, window_items, window_tokens = 0.0, 0, 0
             if main:
                 hooks.progress(step, total)
             stop, save_now, sample_now = _shared_flags(accelerator, hooks)
             if step % config.eval_steps == 0 or step == total:
                 run_validation()
             if config.early_stopping_patience and evals_without_gain >= config.early_stopping_patience:
-                say(f"early stopping: no validation improvement in {evals_without_gain} evaluations")
+                record("early_stopped", evals_without_gain)
+                reason = early_stop_reason(evals_without_gain, best_val, best_step)
+                say(f"stopped early at step {step} because {reason}")
                 status = "completed"
                 total = step
-            if (config.sample_steps and step % config.sample_steps == 0) or sample_now:
+                if main:
+                    hooks.progress(step, total)  # the run's row ends at this step, not at the planned total
+            if (config.sample_steps and (step % config.sample_steps == 0 or step >= total)) or sample_now:
                 sample()
             if stop:
                 status = "stopped"
@@ -324,6 +360,7 @@ def train(backend: Backend, handle: Handle, rows: dict[str, list[dict]], root: P
                 checkpoint(batches_into_epoch)
             if step >= total or stop:
                 break
+            window_started = time.perf_counter()  # after this step's evaluation, samples and checkpoint
         else:
             epoch += 1  # the loader ran out: a new epoch (after an out-of-memory break, the same one goes on)
 

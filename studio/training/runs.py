@@ -13,6 +13,25 @@ def _loss_summary(values: list[float]) -> dict:
     return {"last": values[-1] if values else None, "best": min(values) if values else None}
 
 
+def stopped_early(history: list[dict], status: str, steps_done: int) -> dict | None:
+    """``{"step", "reason"}`` when early stopping ended the run (its last attempt), else None."""
+    from studio.training.loop import early_stop_reason
+
+    event = next((h for h in reversed(history) if h["name"] == "early_stopped"), None)
+    if event is None or status != "completed" or event["step"] != steps_done:
+        return None
+    validation = [h for h in history if h["name"] == "val_loss" and h["step"] <= event["step"]]
+    best = min(validation, key=lambda h: h["value"], default=None)
+    reason = early_stop_reason(int(event["value"]), best and best["value"], best and best["step"])
+    return {"step": event["step"], "reason": reason}
+
+
+def early_stop_note(summary: dict) -> str:
+    """``stopped early at step N because ...`` for a run that early stopping ended, else ""."""
+    early = summary.get("stopped_early")
+    return f"stopped early at step {early['step']} because {early['reason']}" if early else ""
+
+
 def metric_rows(store: Store, run_id: int, after_id: int = 0) -> tuple[list[dict], int]:
     """Metrics written since ``after_id`` (so a page polling every 2 s reads only what is new)."""
     with store.session() as session:
@@ -62,6 +81,7 @@ def run_summary(store: Store, run_id: int, with_history: bool = False) -> dict:
                "dataset": f"{dataset.id}:{version.version}", "dataset_name": dataset.name,
                "train_loss": _loss_summary(train), "val_loss": _loss_summary(val),
                "checkpoints": [c["path"] for c in saved], "error": run.error_tail,
+               "stopped_early": stopped_early(history, run.status, run.steps_done),
                "created_at": run.created_at.isoformat(), "created_by": run.created_by, "project": project,
                "output_dir": str(store.path(run.output_dir))}
     if run.method == "lora" and saved:

@@ -8,6 +8,7 @@ started detached by the dispatcher, so the web process never trains.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 import threading
@@ -127,6 +128,32 @@ def _finish(store: Store, run_id: int, status: str, error: str | None = None) ->
         session.query(DeviceLock).filter(DeviceLock.run_id == run_id).delete()
 
 
+class _SharedTensorNote(logging.Filter):
+    """Accelerate warns at every checkpoint of a model whose output layer shares the input embedding's weights that
+    it saved the shared tensor once; that is what such models need (loading ties them again), so the log says it
+    once, in plain words, instead."""
+
+    def __init__(self, say):
+        super().__init__()
+        self.say, self.said = say, False
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if "Removed shared tensor" not in record.getMessage():  # accelerate puts "[RANK 0] " before it
+            return True
+        if not self.said:
+            self.said = True
+            self.say("weights shared by two layers (the output layer reuses the embedding) are saved once in each "
+                     "checkpoint, as they should be")
+        return False
+
+
+def quiet_libraries(say) -> None:
+    """A log read by people, line by line: no progress bars (a checkpoint's "Writing model shards" bar is carriage
+    returns in a file), and no warning about what is expected."""
+    os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"  # read by huggingface_hub and by transformers when imported
+    logging.getLogger("accelerate.utils.other").addFilter(_SharedTensorNote(say))
+
+
 def run_worker(store: Store, run_id: int) -> str:
     from studio.models.registry import backend_for
 
@@ -143,8 +170,9 @@ def run_worker(store: Store, run_id: int) -> str:
                 status="running", started_at=_now(), heartbeat_at=_now()))
     config = TrainConfig.model_validate(run.config)
     rows = {split: read_manifest(store, version, split) for split in ("train", "validation")}
-    backend = backend_for(run.modality)
     hooks = StoreHooks(store, run_id) if main else Hooks(log=lambda m: None)
+    quiet_libraries(hooks.log)
+    backend = backend_for(run.modality)
     hooks.log(f"run {run_id}: {run.method} on {run.model_ref}, dataset {version.dataset.name} v{version.version} "
               f"({len(rows['train'])} train / {len(rows['validation'])} validation items)")
     handle = backend.load(run.model_ref, run.method, config, rows["train"])

@@ -284,10 +284,13 @@ def build(store: Store, project, version) -> None:
         choices = [(c["label"], c["ref"]) for c in found]
         latest = [c["ref"] for c in found if c["last"]][:2]
         modality = modality_of_base(model)
-        starter = is_starter(model)
-        note = gr.Checkbox(value=not starter, interactive=not starter,
-                           label="include the base model" + (" (a starter trained from scratch has none)"
-                                                             if starter else ""))
+        # A starter has no pretrained weights: its runs' base is their untrained start, the step-0 checkpoint.
+        has_base = not is_starter(model) or any(c["step"] == 0 and c["method"] == "scratch" for c in found)
+        label = "include the base model"
+        if is_starter(model):
+            label += (" (the first run's untrained start, step 0)" if has_base
+                      else " (these runs from scratch kept no untrained start)")
+        note = gr.Checkbox(value=has_base, interactive=has_base, label=label)
         return [gr.Dropdown(choices=choices, value=latest), note] + [gr.Group(visible=m == modality) for m in SETTINGS]
 
     base.change(on_base, [base, project], [variants, include_base] + list(groups.values()))

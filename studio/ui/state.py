@@ -52,12 +52,13 @@ class MetricCache:
             self._runs.pop(run_id, None)
 
 
-def run_choices(store: Store, project: str | None = None) -> list[tuple[str, int]]:
-    """(label, run id) for every run of ``project`` (every run when None), newest first."""
+def run_choices(store: Store, project: str | None = None, runs: list[dict] | None = None) -> list[tuple[str, int]]:
+    """(label, run id) for every run of ``project`` (every run when None), newest first; ``runs``: list_runs's
+    answer, when the caller has it already."""
     from studio.training.runs import list_runs
 
     return [(f"#{r['run_id']} {r['status']} · {r['method']} {r['model']} · {r['dataset_name']}", r["run_id"])
-            for r in list_runs(store, project)]
+            for r in (list_runs(store, project) if runs is None else runs)]
 
 
 def current_user(request) -> str | None:

@@ -18,7 +18,7 @@ from studio.store import Store
 from studio.store.projects import DEFAULT_PROJECT
 from studio.training import jobs
 from studio.training.config import SECTIONS, TrainConfig
-from studio.training.runs import list_runs, run_summary, samples
+from studio.training.runs import early_stop_note, list_runs, run_summary, samples
 from studio.ui.confirm import NOT_CONFIRMED, confirmed, two_step_delete
 from studio.ui.forms import field_component, form_values, params_form
 from studio.ui.state import MetricCache, current_user, on_project_or_load, run_choices
@@ -48,14 +48,28 @@ def loss_frame(history: list[dict], label: str = ""):
              for (s, _), v in zip(train, smoothed([v for _, v in train]))]
     rows += [{"step": h["step"], "loss": h["value"], "series": f"{prefix}validation"}
              for h in history if h["name"] == "val_loss"]
-    return pd.DataFrame(rows, columns=["step", "loss", "series"])
+    return pd.DataFrame(rows, columns=["step", "loss", "series"]).astype({"step": "int64", "loss": "float64"})
 
 
 def lr_frame(history: list[dict]):
     import pandas as pd
 
     return pd.DataFrame([{"step": h["step"], "learning rate": h["value"]} for h in history
-                         if h["name"] == "learning_rate"], columns=["step", "learning rate"])
+                         if h["name"] == "learning_rate"],
+                        columns=["step", "learning rate"]).astype({"step": "int64", "learning rate": "float64"})
+
+
+def live_plot(frame, drawn: tuple = (), total_steps: int = 0, **props) -> tuple:
+    """(a LinePlot update, the lines it draws) for ``frame``, which grows while a run trains. Gradio's plot builds
+    its Vega spec (the axes' types, which lines have a colour) when it first gets a value and afterwards only swaps
+    the data in, and props sent along reach it before the value does. So: no value while there are no points (an
+    empty frame's columns are untyped: the axes became categories, one label per step, for the whole run); and
+    when the set of lines differs from ``drawn`` (what the page shows), one refresh without a value, so that the
+    next draws the plot afresh (the training loss a step after the first validation, another run compared)."""
+    lines = tuple(sorted(set(frame["series"]))) if "series" in frame else ()
+    if frame.empty or (drawn and lines != drawn):
+        return gr.LinePlot(value=None, **props), ()
+    return gr.LinePlot(value=frame, x_lim=[0, total_steps] if total_steps else None, **props), lines or ("",)
 
 
 def last_value(history: list[dict], name: str) -> float | None:
@@ -71,21 +85,24 @@ def progress_html(summary: dict, history: list[dict]) -> str:
     bits = [f"<b>{html.escape(summary['status'])}</b>", f"step {done} / {summary['total_steps'] or '?'}"]
     if eta is not None and summary["status"] == "running":
         bits.append(f"ETA {int(eta // 60)}m {int(eta % 60)}s")
+    at_end = "" if summary["status"] == "running" else " at the last step"  # not an average over stops and resumes
     if speed:
-        bits.append(f"{speed:,.1f} items/s")
+        bits.append(f"{speed:,.1f} items/s{at_end}")
     if tokens:
-        bits.append(f"{tokens:,.0f} tokens/s")
+        bits.append(f"{tokens:,.0f} tokens/s{at_end}")
     if summary["val_loss"]["best"] is not None:
         bits.append(f"best validation loss {summary['val_loss']['best']:.4f}")
+    if note := early_stop_note(summary):
+        bits.append(html.escape(note))
     return (f"<div id='train-progress'><div style='background:#e5e7eb;border-radius:6px;height:14px'>"
             f"<div style='background:#6366f1;height:14px;border-radius:6px;width:{share * 100:.1f}%'></div></div>"
             f"<div style='margin-top:4px'>{' · '.join(bits)}</div></div>")
 
 
-def runs_table(store: Store, project: str | None = None) -> list[list]:
+def runs_table(store: Store, project: str | None = None, runs: list[dict] | None = None) -> list[list]:
     return [[r["run_id"], r["status"], r["dataset_name"], r["model"], r["method"], f"{r['steps']}/{r['total_steps']}",
              "" if r["val_loss"]["best"] is None else round(r["val_loss"]["best"], 4), r["created_by"] or ""]
-            for r in list_runs(store, project)]
+            for r in (list_runs(store, project) if runs is None else runs)]
 
 
 def starting_config(model_ref: str) -> TrainConfig:
@@ -128,17 +145,17 @@ def build(store: Store, project, version, model_ref, method, lora: dict) -> None
     progress = gr.HTML()
     with gr.Row():
         loss_plot = gr.LinePlot(x="step", y="loss", color="series", title="Loss", height=300, elem_id="loss-plot")
-        lr_plot = gr.LinePlot(x="step", y="learning rate", title="Learning rate", height=300)
+        lr_plot = gr.LinePlot(x="step", y="learning rate", title="Learning rate", height=300, elem_id="lr-plot")
     overlay_plot = gr.LinePlot(x="step", y="loss", color="series", title="Runs compared", height=300, visible=False)
     with gr.Row():
         stop_button = gr.Button("Stop (saves a checkpoint)", elem_id="run-stop")
         save_button = gr.Button("Save now")
-        sample_button = gr.Button("Sample now")
+        sample_button = gr.Button("Sample now", elem_id="run-sample")
         resume_button = gr.Button("Resume from last checkpoint")
         delete_button = gr.Button("Delete run", variant="stop")
     confirm_delete, armed_delete = two_step_delete(delete_button, selected,
                                                    lambda run_id: f"run #{run_id} and its files", "run-delete-yes")
-    control_message = gr.Markdown()
+    control_message = gr.Markdown(elem_id="run-control-message")
     samples_view = gr.Markdown(label="Samples")
     sample_gallery = gr.Gallery(label="Samples", columns=6, height=200, visible=False)
     sample_audio = gr.Audio(label="Latest sample", visible=False, interactive=False)
@@ -249,32 +266,52 @@ def build(store: Store, project, version, model_ref, method, lora: dict) -> None
 
     command_button.click(on_command, selected, command_view)
 
-    def refresh(run_id, compared, project_value):
-        table_rows = runs_table(store, project_value)
+    def refresh(run_id, compared, project_value, shown, pending):
+        """Everything about the runs that changes by itself: the table, the run pickers' labels (statuses), and the
+        picked run's progress, plots, samples and log; and what came of a stop / save / sample asked from here.
+        ``shown``: what this page shows of the plots and the pickers, so that only what changed is sent."""
+        runs = list_runs(store, project_value)
+        choices = run_choices(store, runs=runs)
+        out = {table: runs_table(store, runs=runs), shown_state: {**shown, "runs": choices}}
+        if choices != shown.get("runs"):
+            out.update({selected: gr.Dropdown(choices=choices), overlay: gr.Dropdown(choices=choices)})
+        if pending and (outcome := jobs.request_outcome(store, **pending)):
+            out.update({control_message: outcome, pending_request: None})
         if not run_id:
-            return table_rows, "", None, None, gr.LinePlot(visible=False), "", gr.Gallery(visible=False), \
-                gr.Audio(visible=False), ""
+            out.update({progress: "", loss_plot: None, lr_plot: None, samples_view: "", log_view: "",
+                        overlay_plot: gr.LinePlot(value=None, visible=False), sample_gallery: gr.Gallery(visible=False),
+                        sample_audio: gr.Audio(visible=False)})
+            out[shown_state].update(loss=(), compare=())
+            return out
         summary = run_summary(store, int(run_id))
         history = CACHE.history(store, int(run_id))
-        compare = gr.LinePlot(visible=False)
+        total = summary["total_steps"]
+        out[loss_plot], out[shown_state]["loss"] = live_plot(loss_frame(history), shown.get("loss", ()), total)
+        out[lr_plot] = live_plot(lr_frame(history), (), total)[0]
+        out[overlay_plot], out[shown_state]["compare"] = gr.LinePlot(value=None, visible=False), ()
         if compared:
             import pandas as pd
             frames = [loss_frame(CACHE.history(store, int(r)), f"#{r}") for r in compared]
-            compare = gr.LinePlot(value=pd.concat(frames), visible=True)
+            out[overlay_plot], out[shown_state]["compare"] = live_plot(pd.concat(frames), shown.get("compare", ()),
+                                                                        visible=True)
         made = samples(store, int(run_id))
-        text_samples = "\n\n".join(f"**step {s['step']}** · _{html.escape(s['prompt'])}_ → {html.escape(s['text'] or '')}"
-                                   for s in made[-8:] if s["text"] is not None)
         images = [(s["path"], f"step {s['step']}: {s['prompt']}") for s in made if s["path"] and s["path"].endswith(".png")]
         clips = [s for s in made if s["path"] and s["path"].endswith(".wav")]
         error = f"\n\n❌ {html.escape(summary['error'].splitlines()[0])}" if summary.get("error") else ""
-        return (table_rows, progress_html(summary, history) + error, loss_frame(history), lr_frame(history), compare,
-                text_samples, gr.Gallery(value=images[-12:], visible=bool(images)),
-                gr.Audio(value=clips[-1]["path"] if clips else None, visible=bool(clips)),
-                jobs.log_tail(store, int(run_id), 40))
+        out.update({
+            progress: progress_html(summary, history) + error,
+            samples_view: "\n\n".join(f"**step {s['step']}** · _{html.escape(s['prompt'])}_ → "
+                                       f"{html.escape(s['text'] or '')}" for s in made[-8:] if s["text"] is not None),
+            sample_gallery: gr.Gallery(value=images[-12:], visible=bool(images)),
+            sample_audio: gr.Audio(value=clips[-1]["path"] if clips else None, visible=bool(clips)),
+            log_view: jobs.log_tail(store, int(run_id), 40)})
+        return out
 
+    shown_state = gr.State({})  # what this page shows of the plots (see live_plot) and of the run pickers
+    pending_request = gr.State(None)  # the stop / save / sample asked from this page, until it is done
     refresh_outputs = [table, progress, loss_plot, lr_plot, overlay_plot, samples_view, sample_gallery, sample_audio,
-                       log_view]
-    refresh_inputs = [selected, overlay, project]
+                       log_view, shown_state, selected, overlay, control_message, pending_request]
+    refresh_inputs = [selected, overlay, project, shown_state, pending_request]
     timer.tick(refresh, refresh_inputs, refresh_outputs, show_progress="hidden")
     selected.change(refresh, refresh_inputs, refresh_outputs)
     overlay.change(refresh, refresh_inputs, refresh_outputs)
@@ -282,23 +319,25 @@ def build(store: Store, project, version, model_ref, method, lora: dict) -> None
     def control(kind):
         def handler(run_id, request: gr.Request = None):
             if not run_id:
-                return "Pick a run first."
+                return "Pick a run first.", None
             try:
                 if kind == "resume":
                     jobs.resume(store, int(run_id), actor=current_user(request))
-                    return f"Run #{run_id} queued again from its last checkpoint."
-                jobs.request(store, int(run_id), kind, actor=current_user(request))
+                    return f"Run #{run_id} queued again from its last checkpoint.", None
+                at_step = jobs.request(store, int(run_id), kind, actor=current_user(request))
             except jobs.RunError as error:
-                return f"❌ {html.escape(str(error))}"
-            return {"stop": "Stopping after the current step (a checkpoint is saved).",
-                    "save": "A checkpoint will be saved after the current step.",
-                    "sample": "Samples will be made after the current step."}[kind]
+                return f"❌ {html.escape(str(error))}", None
+            # the page's refresh replaces this with what came of it (see jobs.request_outcome)
+            return ({"stop": "Stopping after the current step (a checkpoint is saved).",
+                     "save": "A checkpoint will be saved after the current step.",
+                     "sample": "Samples will be made after the current step."}[kind],
+                    {"run_id": int(run_id), "kind": kind, "since_step": at_step})
         return handler
 
-    stop_button.click(control("stop"), selected, control_message)
-    save_button.click(control("save"), selected, control_message)
-    sample_button.click(control("sample"), selected, control_message)
-    resume_button.click(control("resume"), selected, control_message)
+    for button, kind in ((stop_button, "stop"), (save_button, "save"), (sample_button, "sample"),
+                         (resume_button, "resume")):
+        button.click(control(kind), selected, [control_message, pending_request])
+
     def on_delete(armed, run_id, project_value, request: gr.Request = None):
         if not confirmed(armed, run_id):
             return NOT_CONFIRMED, gr.Button(visible=False), gr.Dropdown(), None
