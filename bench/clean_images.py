@@ -204,7 +204,7 @@ def main() -> None:
         staged = [StagedFile(name=p.name, path=p) for p in sorted(folder.iterdir())]
 
         started = time.perf_counter()
-        read = read_media_files(staged, "image", Settings().max_image_pixels)
+        read = read_media_files(staged, "image", Settings())
         read_seconds = time.perf_counter() - started
         assert len(read.items) == args.count and not read.problems, read.problems
 

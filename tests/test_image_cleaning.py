@@ -488,3 +488,50 @@ def test_transparent_pixels_become_white_not_their_hidden_colour(tmp_path):
     rgb = open_rgb(Item(source="logo.png", path=path))
     assert rgb.getpixel((5, 5)) == (255, 255, 255)
     assert rgb.getpixel((0, 0)) == (200, 20, 40)
+
+
+def _small_shape_on_grey(colour, grey: int, box=(22, 20, 46, 44)) -> Image.Image:
+    """A 64x64 picture like the shapes example's: one small outlined circle on a grey background."""
+    image = Image.new("RGB", (64, 64), (grey, grey, grey))
+    ImageDraw.Draw(image).ellipse(box, fill=colour, outline=tuple(c // 3 for c in colour), width=2)
+    return image
+
+
+def test_a_small_shape_in_another_colour_on_grey_is_not_a_near_duplicate(tmp_path, scratch):
+    # The same circle in green and in blue on almost the same grey: pHash (grey levels) calls them one picture,
+    # and most of each picture is background, so only the coloured pixels can tell them apart.
+    paths = {name: save(_small_shape_on_grey(rgb, grey), tmp_path / f"{name}.png")
+             for name, rgb, grey in [("blue", (47, 67, 214), 153), ("green", (29, 164, 22), 165),
+                                     ("blue_again", (50, 70, 210), 158)]}
+    outcome = run_step("near_duplicates", [image_item(p) for p in paths.values()], "image", scratch)
+    assert sources(outcome.kept) == ["blue.png", "green.png"]
+    assert [(i.source, r.split(" (")[0]) for i, r in outcome.removed] == [("blue_again.png",
+                                                                          "near-duplicate of blue.png")]
+
+
+def test_the_same_shape_on_a_much_lighter_background_is_not_a_near_duplicate(tmp_path, scratch):
+    # Colour counts, and so do the grey tones: the shapes example varies its background to keep its images apart.
+    first = save(_small_shape_on_grey((30, 180, 40), 150), tmp_path / "dark_grey.png")
+    second = save(_small_shape_on_grey((30, 180, 40), 245), tmp_path / "light_grey.png")
+    outcome = run_step("near_duplicates", [image_item(first), image_item(second)], "image", scratch)
+    assert sources(outcome.kept) == ["dark_grey.png", "light_grey.png"]
+
+
+def test_the_shapes_example_loses_no_caption_to_near_duplicates(tmp_path, scratch):
+    # The shipped example's captions name a colour and a shape: an image may only be a near-duplicate of one with
+    # the same caption (a green circle is not a copy of a blue circle).
+    from pathlib import Path
+
+    from studio.data.archive import stage_inputs
+
+    shipped = Path(__file__).resolve().parents[1] / "assets/examples/shapes.zip"
+    staged, problems = stage_inputs([shipped], tmp_path / "staged", load_settings())
+    items = read_media_files(staged, "image", load_settings()).items
+    assert problems == [] and len(items) == 320
+    captions = {item.source: item.caption for item in items}
+    outcome = run_step("near_duplicates", items, "image", scratch)
+    crossed = [(item.source, reason) for item, reason in outcome.removed
+               if captions[reason.split("near-duplicate of ")[1].split(" (")[0]] != item.caption]
+    assert crossed == []
+    kept = {caption: sum(i.caption == caption for i in outcome.kept) for caption in set(captions.values())}
+    assert len(kept) == 8 and min(kept.values()) >= 35, kept
