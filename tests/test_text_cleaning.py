@@ -496,6 +496,24 @@ def test_run_cleaning_reports_progress_and_handles_no_items(tmp_path):
     assert calls[0][1] == "Repair encoding (0 items)"
 
 
+def test_only_a_step_that_removes_most_of_what_it_was_given_is_warned_about(tmp_path):
+    from studio.data.clean import removal_warnings
+
+    config = {"length": {"min_length": 4}, "near_duplicates": {"enabled": False}}
+    # length removes 2 of 4 (half: not most); exact duplicates then remove 1 of the 2 left (half again)
+    _, report = run_cleaning(texts("a b", "c d", "four words in here", "four words in here"), "text", config,
+                             tmp_path / "s", tmp_path / "v" / "r")
+    assert removal_warnings(report, "text") == []
+    # length removes 3 of 4
+    _, report = run_cleaning(texts("a b", "c d", "e f", "four words in here"), "text", config, tmp_path / "s",
+                             tmp_path / "v" / "r2")
+    assert removal_warnings(report, "text") == [{
+        "step": "length", "label": "Length bounds", "removed": 3, "of": 4,
+        "reason": "length removed 3 of 4 texts (75%). If they should stay, lower its min_length (now 4 tokens) or "
+                  "raise its max_length (now 100000), or turn the step off (--step length.enabled=false; on the Data "
+                  "tab: Cleaning steps → Length bounds)"}]
+
+
 # Short texts as people write prompts, captions and titles, and copies of each that differ only in letter case,
 # punctuation or spacing: the near-duplicate step compares a normalised form, so every copy goes.
 SHORT_TEXTS = ["Hello, world!", "A red circle on a grey background.", "Thank you very much.", "Good morning",

@@ -229,12 +229,15 @@ def resize_and_crop(items, params: ResizeParams, ctx: StepContext) -> StepOutcom
 
 IMAGE_STEPS = [
     MISSING_CAPTIONS,
-    Step("min_size", "Too small", "Removes images whose shorter side is below the minimum.", too_small, MinSizeParams),
-    Step("aspect_ratio", "Extreme aspect ratio", "Removes very long or very tall images.", extreme_aspect, AspectParams),
-    Step("blur", "Blurry", "Variance of the Laplacian below the threshold.", blurry, BlurParams),
+    Step("min_size", "Too small", "Removes images whose shorter side is below the minimum.", too_small, MinSizeParams,
+         keep_more="lower its min_side (now {min_side} pixels)"),
+    Step("aspect_ratio", "Extreme aspect ratio", "Removes very long or very tall images.", extreme_aspect, AspectParams,
+         keep_more="raise its max_ratio (now {max_ratio})"),
+    Step("blur", "Blurry", "Variance of the Laplacian below the threshold.", blurry, BlurParams,
+         keep_more="lower its threshold (now {threshold})"),
     Step("exact_duplicates", "Exact duplicates", "Identical pixels; keeps the first.", exact_image_duplicates),
     Step("near_duplicates", "Near-duplicates", "Perceptual hash (pHash) similarity and the same colours; keeps the "
-         "first.", near_image_duplicates, NearDuplicateImageParams),
+         "first.", near_image_duplicates, NearDuplicateImageParams, keep_more="raise its threshold (now {threshold})"),
     Step("to_rgb", "Convert to RGB", "Converts greyscale, palette and RGBA images to RGB.", to_rgb),
     Step("resize_crop", "Resize and centre-crop", "Scales and centre-crops to a square resolution.",
          resize_and_crop, ResizeParams, on_by_default=False),

@@ -217,8 +217,10 @@ TEXT_STEPS = [
          WhitespaceParams),
     Step("pii", "Scrub emails and phone numbers", "Replaces them with a mask and counts them.", scrub_pii,
          PiiParams, on_by_default=False),
-    Step("length", "Length bounds", "Removes texts (or responses) outside the bounds.", length_bounds, LengthParams),
+    Step("length", "Length bounds", "Removes texts (or responses) outside the bounds.", length_bounds, LengthParams,
+         keep_more="lower its min_length (now {min_length} {unit}) or raise its max_length (now {max_length})"),
     Step("exact_duplicates", "Exact duplicates", "Keeps the first of identical texts.", exact_text_duplicates),
     Step("near_duplicates", "Near-duplicates", "MinHash/LSH over word 3-grams of the text with case, punctuation "
-         "and spacing ignored (character 4-grams for short texts); keeps the first.", near_text_duplicates, NearDuplicateTextParams),
+         "and spacing ignored (character 4-grams for short texts); keeps the first.", near_text_duplicates,
+         NearDuplicateTextParams, keep_more="raise its threshold (now {threshold})"),
 ]
