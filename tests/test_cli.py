@@ -64,7 +64,7 @@ def test_import_of_nothing_usable_fails_with_a_clear_message(tmp_path):
     done = studio(tmp_path / "home", "data", "import", str(bad), "--json", check=False)
     assert done.returncode != 0
     assert "nothing usable" in json.loads(done.stdout)["error"]
-    assert "bad.png" in done.stderr
+    assert "bad.png is a text file, not an image" in done.stderr  # what it is, not "unreadable image"
 
 
 def _noise_images(folder, sides):

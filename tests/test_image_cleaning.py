@@ -384,6 +384,8 @@ def test_bad_images_are_reported_by_name_and_the_rest_is_imported(tmp_path, stor
     truncate(save(photo(128, seed=11), folder / "truncated.jpg", quality=90))
     write(folder / "empty.png", b"")
     write(folder / "notes_as.png", "this is just text, saved with the wrong name\n")
+    write(folder / "résumé.jpg", "Curriculum vitæ — “quoted”\r\n\tindented\n")
+    write(folder / "report.webp", b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n")
     write(folder / "header_only.png", b"\x89PNG\r\n\x1a\n" + b"\x00" * 20)
     save(photo(96, seed=3), folder / "anim.gif")
     result = import_dataset(store, [folder], steps={"missing_captions": {"action": "fill"}}, split="1,0,0")
@@ -392,11 +394,14 @@ def test_bad_images_are_reported_by_name_and_the_rest_is_imported(tmp_path, stor
     assert sorted(r["source"] for r in manifest(store, result)) == ["mixed/good0.png", "mixed/good1.png"]
     errors = errors_by_file(result)
     assert set(errors) == {"mixed/truncated.png", "mixed/truncated.jpg", "mixed/empty.png", "mixed/notes_as.png",
-                           "mixed/header_only.png", "mixed/anim.gif"}
+                           "mixed/résumé.jpg", "mixed/report.webp", "mixed/header_only.png", "mixed/anim.gif"}
     assert "truncated" in errors["mixed/truncated.png"]
     assert "truncated" in errors["mixed/truncated.jpg"]
     assert errors["mixed/empty.png"] == "empty file (0 bytes)"
-    assert errors["mixed/notes_as.png"].startswith("unreadable")
+    # a file of another kind says what it is, not that it is a broken image
+    assert errors["mixed/notes_as.png"] == "notes_as.png is a text file, not an image"
+    assert errors["mixed/résumé.jpg"] == "résumé.jpg is a text file, not an image"
+    assert errors["mixed/report.webp"] == "report.webp is a PDF document, not an image"
     assert errors["mixed/header_only.png"].startswith("unreadable")
     assert "not a supported image file" in errors["mixed/anim.gif"]
     report = json.loads((store.home / f"datasets/{result['dataset_id']}/v{result['version']}/report.json").read_text())
