@@ -142,18 +142,22 @@ def colour_signature(image) -> ColourSignature:
 
     thumbnail = image.copy()
     thumbnail.thumbnail((SIGNATURE_SIDE, SIGNATURE_SIDE), Image.Resampling.BOX)
-    pixels = np.asarray(thumbnail, dtype=np.float32).reshape(-1, 3) / 255
-    brightest, chroma = pixels.max(axis=1), np.ptp(pixels, axis=1)
+    # one array per channel: element-wise maxima of three arrays are several times quicker than max(axis=1)
+    red, green, blue = np.asarray(thumbnail, dtype=np.float32).reshape(-1, 3).T / 255
+    brightest = np.maximum(np.maximum(red, green), blue)
+    chroma = brightest - np.minimum(np.minimum(red, green), blue)
     coloured = chroma >= MIN_CHROMA / 255
+    share = np.count_nonzero(coloured) / coloured.size
     colours = grey = None
-    if coloured.mean() >= MIN_COLOURED_SHARE:
-        (red, green, blue), chroma, value = pixels[coloured].T, chroma[coloured], brightest[coloured]
-        hue = np.where(value == red, ((green - blue) / chroma) % 6,  # 0…6 round the wheel, as in HSV
-                       np.where(value == green, (blue - red) / chroma + 2, (red - green) / chroma + 4))
+    if share >= MIN_COLOURED_SHARE:
+        r, g, b, c, value = red[coloured], green[coloured], blue[coloured], chroma[coloured], brightest[coloured]
+        hue = np.where(value == r, ((g - b) / c) % 6,  # 0…6 round the wheel, as in HSV
+                       np.where(value == g, (b - r) / c + 2, (r - g) / c + 4))
         colours = _histogram([(hue / 6, HUE_STEPS, True), (value, BRIGHTNESS_STEPS, False),
-                              (chroma / value, SATURATION_STEPS, False)])
-    if (~coloured).mean() >= MIN_GREY_SHARE:
-        grey = _histogram([(pixels[~coloured].mean(axis=1), GREY_STEPS, False)])
+                              (c / value, SATURATION_STEPS, False)])
+    if 1 - share >= MIN_GREY_SHARE:
+        plain = ~coloured
+        grey = _histogram([((red[plain] + green[plain] + blue[plain]) / 3, GREY_STEPS, False)])
     return ColourSignature(colours, grey)
 
 
