@@ -11,6 +11,7 @@ prints seconds per step, what each step removed, and how many of the planted ima
     .venv/bin/python bench/clean_images.py                  # 2,000 images of 128x128
     .venv/bin/python bench/clean_images.py --count 500 --side 512
     .venv/bin/python bench/clean_images.py --resize 64       # also the resize-and-crop step (off by default)
+    .venv/bin/python bench/clean_images.py --shapes          # the shipped shapes example: colours kept apart?
 
 The images are generated from ``--seed``, so a run is repeatable; generation is not timed.
 """
@@ -186,6 +187,41 @@ def make_images(folder: Path, count: int, side: int, seed: int) -> dict[str, str
     return kinds
 
 
+def shapes_example() -> None:
+    """The near-duplicate step on the shipped shapes example, whose captions name a colour and a shape: how many it
+    removes, how many of those as copies of an image with another caption, and how far apart colours are."""
+    from itertools import combinations
+
+    from studio.data.archive import stage_inputs
+    from studio.data.steps import STEPS, StepContext
+    from studio.data.steps.image import colour_signature, open_rgb
+
+    step = next(s for s in STEPS["image"] if s.name == "near_duplicates")
+    with tempfile.TemporaryDirectory() as tmp:
+        zipped = Path(__file__).resolve().parents[1] / "assets/examples/shapes.zip"
+        staged, _ = stage_inputs([zipped], Path(tmp) / "staged", Settings())
+        items = read_media_files(staged, "image", Settings()).items
+        captions = {item.source: item.caption for item in items}
+        outcome = step.run(items, step.params(), StepContext("image", Path(tmp) / "scratch"))
+        signatures = {item.source: colour_signature(open_rgb(item)).coloured for item in items}
+    crossed = [(item.source, reason) for item, reason in outcome.removed
+               if captions[reason.split("near-duplicate of ")[1].split(" (")[0]] != item.caption]
+    print(f"shapes example: {len(items)} images; near_duplicates removed {len(outcome.removed)}, "
+          f"{len(crossed)} of them as a copy of an image with another caption")
+    for source, reason in crossed:
+        print(f"  {source}: {reason}")
+    colour = {source: caption.split()[1] for source, caption in captions.items()}
+    same, apart = 0.0, 1.0
+    for a, b in combinations(signatures, 2):
+        difference = float(np.abs(signatures[a] - signatures[b]).sum() / 2)
+        if colour[a] == colour[b]:
+            same = max(same, difference)
+        else:
+            apart = min(apart, difference)
+    print(f"colour difference: at most {same:.2f} between images of one colour, at least {apart:.2f} between "
+          f"images of two colours (max_colour_difference {step.params().max_colour_difference})")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--count", type=int, default=2000)
@@ -193,7 +229,11 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--resize", type=int, metavar="PIXELS",
                         help="also run the (off by default) resize-and-crop step, to this square side")
+    parser.add_argument("--shapes", action="store_true", help="only the shipped shapes example's near-duplicates")
     args = parser.parse_args()
+    if args.shapes:
+        shapes_example()
+        return
     config = {"resize_crop": {"enabled": True, "resolution": args.resize}} if args.resize else None
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -204,7 +244,7 @@ def main() -> None:
         staged = [StagedFile(name=p.name, path=p) for p in sorted(folder.iterdir())]
 
         started = time.perf_counter()
-        read = read_media_files(staged, "image", Settings().max_image_pixels)
+        read = read_media_files(staged, "image", Settings())
         read_seconds = time.perf_counter() - started
         assert len(read.items) == args.count and not read.problems, read.problems
 

@@ -8,9 +8,14 @@ few words of an earlier row replaced, true word-3-gram Jaccard about 0.85-0.95),
 a table: time per step, rows/s, and how many exact and near duplicates were removed, with the
 near-duplicate detector's recall on the planted near-duplicates.
 
+Then a second corpus, of short (2-9 words) and longer (10-60 words) rows, ~20% of them copies of an
+earlier row that differ only in letter case, punctuation or spacing: it prints the recall on those
+copies (short and longer apart) and the precision (how many distinct rows were removed with them).
+
     .venv/bin/python bench/clean_text.py                      # 10k, 30k and 100k rows
     .venv/bin/python bench/clean_text.py --sizes 1000 --seed 3
     .venv/bin/python bench/clean_text.py --sizes 30000 --num-perm 128   # near-dup step non-default
+    .venv/bin/python bench/clean_text.py --sizes 0 --variants 20000     # only the case/punctuation/spacing copies
 
 The data is generated from ``--seed``, so a run is repeatable; generation is not timed.
 """
@@ -18,6 +23,7 @@ The data is generated from ``--seed``, so a run is repeatable; generation is not
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import tempfile
 import time
@@ -34,7 +40,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from studio.data.clean import run_cleaning  # noqa: E402
 from studio.data.items import Item  # noqa: E402
-from studio.data.steps.text import NearDuplicateTextParams  # noqa: E402
+from studio.data.steps.text import NearDuplicateTextParams, shingle_hashes  # noqa: E402
+from studio.data.steps.text import jaccard as shingle_jaccard  # noqa: E402
 
 SYLLABLES = ["ka", "lo", "mi", "ne", "ru", "sa", "ti", "vo", "an", "el", "or", "un", "be", "da", "fe", "gi",
              "ha", "jo", "ku", "le", "ma", "no", "pe", "qu", "ri", "so", "tu", "we", "xi", "yo", "ze", "st"]
@@ -81,17 +88,9 @@ def peak_memory_mb() -> float:
         return float("nan")
 
 
-def shingle_set(text: str, n: int = 3) -> set[str]:
-    """The same word 3-grams the near-duplicate step compares (lower-cased, split on whitespace)."""
-    words = text.lower().split()
-    if len(words) < n:
-        return {" ".join(words)}
-    return {" ".join(words[i:i + n]) for i in range(len(words) - n + 1)}
-
-
 def jaccard(a: str, b: str) -> float:
-    sa, sb = shingle_set(a), shingle_set(b)
-    return len(sa & sb) / len(sa | sb)
+    """The similarity the near-duplicate step measures (its shingles of the normalised texts)."""
+    return shingle_jaccard(shingle_hashes(a), shingle_hashes(b))
 
 
 def make_corpus(rows: int, seed: int) -> Corpus:
@@ -193,20 +192,113 @@ def run(rows: int, seed: int, config: dict | None) -> dict:
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sizes", default="10000,30000,100000", help="comma-separated row counts")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--num-perm", type=int, help="MinHash permutations for the near-duplicate step "
-                        f"(default: the step's own, {NearDuplicateTextParams().num_perm})")
-    args = parser.parse_args()
-    config = {"near_duplicates": {"num_perm": args.num_perm}} if args.num_perm else None
+SPACED_PUNCTUATION = re.compile(r"\s*([,.;:!?])\s*")
 
-    results = []
-    for rows in (int(s) for s in args.sizes.split(",")):
-        print(f"generating and cleaning {rows:,} rows ...", file=sys.stderr, flush=True)
-        results.append(run(rows, args.seed, config))
 
+def restyle(text: str, rng: np.random.Generator) -> str:
+    """The same text in other letter case, punctuation or spacing: one to three of these, never the text itself."""
+    def swap_case(t: str) -> str:
+        return (t.lower, t.upper, t.title, t.capitalize)[int(rng.integers(4))]()
+
+    def punctuate(t: str) -> str:
+        roll = rng.random()
+        if roll < 0.4:
+            return re.sub(r"[^\w\s]", "", t)  # every mark gone
+        if roll < 0.7:
+            return t.rstrip(".?!") + ("!", "...", "?!", " !!")[int(rng.integers(4))]
+        return t.replace(",", ";").replace(".", "!")
+
+    def respace(t: str) -> str:
+        roll = rng.random()
+        if roll < 0.3:
+            return SPACED_PUNCTUATION.sub(r" \1 ", t).strip()  # "word , word ."
+        if roll < 0.6:
+            return SPACED_PUNCTUATION.sub(r"\1", t)  # "word,word."
+        if roll < 0.8:
+            return "  " + t.replace(" ", "  ") + " \n"
+        return t.replace(" ", "\n", int(rng.integers(1, 4)))
+
+    changes = (swap_case, punctuate, respace)
+    while True:
+        changed = text
+        for change in rng.choice(changes, size=int(rng.integers(1, 4)), replace=False):
+            changed = change(changed)
+        if changed != text:
+            return changed
+
+
+def normalised_key(text: str) -> str:
+    """Case, punctuation and spacing left out: two originals with the same key are not distinct texts."""
+    return " ".join(re.sub(r"[\W_]+", " ", text.casefold()).split())
+
+
+def make_variant_corpus(rows: int, seed: int) -> Corpus:
+    """Short and longer rows; ~20% are copies of an earlier row in other case, punctuation or spacing."""
+    rng = np.random.default_rng(seed + 1)
+    # The common words short, as in real languages ("the", "of", "a"): with the made-up words' random lengths, one
+    # 8-letter word made up a sixth of every text, and 2-word rows were often the same two long words in another
+    # order, whose character n-grams are mostly the same (no real corpus of short texts looks like that).
+    vocab = np.array(sorted(make_vocabulary(rng), key=len), dtype=object)
+    weights = 1.0 / np.arange(1, len(vocab) + 1) ** 1.1
+    weights /= weights.sum()
+    texts, kind, seen, originals = [], [], set(), []
+    while len(texts) < rows:
+        if rng.random() < 0.2 and originals:
+            texts.append(restyle(texts[originals[int(rng.integers(len(originals)))]], rng))
+            kind.append("variant")
+            continue
+        count = int(rng.integers(2, 10) if rng.random() < 0.5 else rng.integers(10, 61))
+        # a word at most once in a short row: "gi gi tü gi" is no title, caption or prompt
+        words = list(vocab[rng.choice(len(vocab), size=count, p=weights, replace=count >= 10)])
+        words[0] = words[0].capitalize()
+        text = "".join(w + (", " if rng.random() < 0.1 else " ") for w in words[:-1]) + words[-1] + "."
+        if normalised_key(text) in seen:  # the same words again: a copy, not a distinct text
+            continue
+        seen.add(normalised_key(text))
+        texts.append(text)
+        kind.append("short" if count < 10 else "long")
+        originals.append(len(texts) - 1)
+    return Corpus(texts, kind, {})
+
+
+def run_variants(rows: int, seed: int, config: dict | None) -> dict:
+    corpus = make_variant_corpus(rows, seed)
+    items = [Item(source=f"row{i}", text=text) for i, text in enumerate(corpus.texts)]
+    with tempfile.TemporaryDirectory() as tmp:
+        started = time.perf_counter()
+        kept, report = run_cleaning(items, "text", config, Path(tmp) / "scratch", Path(tmp) / "examples")
+        seconds = time.perf_counter() - started
+    kept_sources = {item.source for item in kept}
+    removed = [i for i in range(rows) if f"row{i}" not in kept_sources]
+    variants = [i for i, k in enumerate(corpus.kind) if k == "variant"]
+    words = [len(normalised_key(corpus.texts[i]).split()) for i in range(rows)]
+
+    def recall(rows_: list[int]) -> tuple[int, int]:
+        return sum(f"row{i}" not in kept_sources for i in rows_), len(rows_)
+
+    steps = {entry["step"]: entry["removed"] for entry in report}
+    return {"rows": rows, "seconds": seconds, "all": recall(variants),
+            "short": recall([i for i in variants if words[i] < 10]),
+            "long": recall([i for i in variants if words[i] >= 10]),
+            "distinct": sum(k != "variant" for k in corpus.kind),
+            "distinct_removed": sum(corpus.kind[i] != "variant" for i in removed),
+            "by_exact": steps["exact_duplicates"], "by_near": steps["near_duplicates"]}
+
+
+def print_variants(r: dict) -> None:
+    def share(pair: tuple[int, int]) -> str:
+        return f"{pair[0]:,} of {pair[1]:,} ({pair[0] / max(pair[1], 1):.1%})"
+
+    print(f"\ncopies differing only in case, punctuation or spacing ({r['rows']:,} rows, cleaned in "
+          f"{r['seconds']:.2f} s; removed by exact duplicates {r['by_exact']:,}, by near-duplicates {r['by_near']:,}):")
+    print(f"  recall: {share(r['all'])} copies removed; short rows (under 10 words) {share(r['short'])}, "
+          f"longer {share(r['long'])}")
+    kept = r["distinct"] - r["distinct_removed"]
+    print(f"  precision: {r['distinct_removed']:,} of {r['distinct']:,} distinct rows removed as duplicates "
+          f"({kept:,} kept); target: recall >= 95%, no distinct row removed")
+
+
+def print_sizes(results: list[dict]) -> None:
     step_names = [name for name, entry in results[0]["steps"].items() if entry["enabled"]]
     short = {"fix_encoding": "encoding", "normalize_unicode": "unicode", "whitespace": "space",
              "exact_duplicates": "exact", "near_duplicates": "near"}
@@ -238,6 +330,29 @@ def main() -> None:
         first, last = results[0], results[-1]
         print(f"growth {first['rows']:,} -> {last['rows']:,} rows: x{last['rows'] / first['rows']:.1f} rows, "
               f"x{last['total'] / first['total']:.1f} time")
+
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", default="10000,30000,100000", help="comma-separated row counts (0: none)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--num-perm", type=int, help="MinHash permutations for the near-duplicate step "
+                        f"(default: the step's own, {NearDuplicateTextParams().num_perm})")
+    parser.add_argument("--variants", type=int, default=10000,
+                        help="rows in the case/punctuation/spacing corpus (0: skip it)")
+    args = parser.parse_args()
+    config = {"near_duplicates": {"num_perm": args.num_perm}} if args.num_perm else None
+
+    results = []
+    for rows in (int(s) for s in args.sizes.split(",") if int(s) > 0):
+        print(f"generating and cleaning {rows:,} rows ...", file=sys.stderr, flush=True)
+        results.append(run(rows, args.seed, config))
+    if results:
+        print_sizes(results)
+    if args.variants:
+        print(f"generating and cleaning {args.variants:,} rows with restyled copies ...", file=sys.stderr, flush=True)
+        print_variants(run_variants(args.variants, args.seed, config))
 
 
 if __name__ == "__main__":

@@ -33,9 +33,10 @@ def _print(args, payload: dict, human: str) -> None:
     print(json.dumps(payload, indent=None if args.json else 1, default=str) if args.json else human)
 
 
-def _fail(args, message: str, code: int = 2) -> int:
+def _fail(args, message: str, code: int = 2, details: dict | None = None) -> int:
+    """``details``: what else a script needs to see why (a refused import's ``errors`` and ``removed``)."""
     if getattr(args, "json", False):
-        print(json.dumps({"error": message}))
+        print(json.dumps({"error": message, **(details or {})}, default=str))
     print(f"error: {message}", file=sys.stderr)
     return code
 
@@ -112,13 +113,14 @@ def cmd_data_import(args) -> int:
                                 text_split=args.text_split, project=args.project, created_by=_os_user(),
                                 progress=None if args.json else lambda f, m: print(f"[{f:4.0%}] {m}", file=sys.stderr))
     except (ImportRefused, StepsConfigError, ValueError) as error:
-        return _fail(args, str(error))
+        return _fail(args, str(error), details=getattr(error, "details", None))
     lines = [f"dataset {result['dataset_id']} '{result['name']}' version {result['version']} ({result['modality']}): "
              f"{result['items_kept']} of {result['items_in']} items kept",
              "removed: " + ", ".join(f"{k} {v}" for k, v in result["removed"].items() if v),
              "splits: " + ", ".join(f"{k} {v}" for k, v in result["splits"].items())]
     lines += [f"error: {e['file']}: {e['reason']}" for e in result["errors"]]
-    lines += [f"warning: {w['file']}: {w['reason']}" for w in result["warnings"]]
+    lines += [f"warning: {w['file']}: {w['reason']}" if "file" in w else f"warning: {w['reason']}"
+              for w in result["warnings"]]
     _print(args, result, "\n".join(lines))
     return 0
 

@@ -66,7 +66,53 @@ def test_import_of_nothing_usable_fails_with_a_clear_message(tmp_path):
     done = studio(tmp_path / "home", "data", "import", str(bad), "--json", check=False)
     assert done.returncode != 0
     assert "nothing usable" in json.loads(done.stdout)["error"]
-    assert "bad.png" in done.stderr
+    assert "bad.png is a text file, not an image" in done.stderr  # what it is, not "unreadable image"
+
+
+def _noise_images(folder, sides):
+    """Captioned squares of random pixels (sharp, and unlike each other) of the given sides."""
+    import numpy as np
+
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for n, side in enumerate(sides):
+        Image.fromarray(rng.integers(0, 256, (side, side, 3), dtype=np.uint8)).save(folder / f"img{n}.png")
+        (folder / f"img{n}.txt").write_text(f"picture {n}")
+    return folder
+
+
+def test_a_step_that_removes_most_items_is_a_warning_naming_it_and_its_setting(tmp_path):
+    folder = _noise_images(tmp_path / "mostly_small", [32, 40, 48, 56, 96, 128])
+    done = studio(tmp_path / "home", "data", "import", str(folder), "--json")
+    result = json.loads(done.stdout)
+    assert result["items_kept"] == 2 and result["removed"]["min_size"] == 4
+    step_warnings = [w for w in result["warnings"] if "step" in w]
+    assert [(w["step"], w["removed"], w["of"]) for w in step_warnings] == [("min_size", 4, 6)]
+    reason = step_warnings[0]["reason"]
+    assert reason.startswith("min_size removed 4 of 6 images (67%)")
+    assert "lower its min_side (now 64 pixels)" in reason and "--step min_size.enabled=false" in reason
+    # the same, in words, without --json
+    text = studio(tmp_path / "home", "data", "import", str(folder)).stdout
+    assert "warning: min_size removed 4 of 6 images" in text
+
+
+def test_a_failed_import_still_reports_its_errors_and_what_each_step_removed(tmp_path):
+    folder = _noise_images(tmp_path / "all_small", [24, 32, 40])
+    (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 30)
+    done = studio(tmp_path / "home", "data", "import", str(folder), "--json", check=False)
+    assert done.returncode != 0
+    refused = json.loads(done.stdout)
+    assert refused["error"].startswith("cleaning removed all 3 items (min_size: 3)")
+    assert "lower its min_side (now 64 pixels)" in refused["error"]
+    assert refused["removed"]["min_size"] == 3 and refused["items_in"] == 3
+    assert [e["file"] for e in refused["errors"]] == ["all_small/broken.png"]
+    assert [(w["step"], w["removed"], w["of"]) for w in refused["warnings"]] == [("min_size", 3, 3)]
+
+    nothing = tmp_path / "nothing.png"
+    nothing.write_bytes(b"")
+    refused = json.loads(studio(tmp_path / "home", "data", "import", str(nothing), "--json", check=False).stdout)
+    assert refused["errors"] == [{"file": "nothing.png", "reason": "empty file (0 bytes)"}]
+    assert refused["removed"] == {}
 
 
 def test_refused_archive_fails_and_writes_nothing_outside_home(tmp_path):

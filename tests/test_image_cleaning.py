@@ -384,6 +384,8 @@ def test_bad_images_are_reported_by_name_and_the_rest_is_imported(tmp_path, stor
     truncate(save(photo(128, seed=11), folder / "truncated.jpg", quality=90))
     write(folder / "empty.png", b"")
     write(folder / "notes_as.png", "this is just text, saved with the wrong name\n")
+    write(folder / "résumé.jpg", "Curriculum vitæ — “quoted”\r\n\tindented\n")
+    write(folder / "report.webp", b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n")
     write(folder / "header_only.png", b"\x89PNG\r\n\x1a\n" + b"\x00" * 20)
     save(photo(96, seed=3), folder / "anim.gif")
     result = import_dataset(store, [folder], steps={"missing_captions": {"action": "fill"}}, split="1,0,0")
@@ -392,11 +394,14 @@ def test_bad_images_are_reported_by_name_and_the_rest_is_imported(tmp_path, stor
     assert sorted(r["source"] for r in manifest(store, result)) == ["mixed/good0.png", "mixed/good1.png"]
     errors = errors_by_file(result)
     assert set(errors) == {"mixed/truncated.png", "mixed/truncated.jpg", "mixed/empty.png", "mixed/notes_as.png",
-                           "mixed/header_only.png", "mixed/anim.gif"}
+                           "mixed/résumé.jpg", "mixed/report.webp", "mixed/header_only.png", "mixed/anim.gif"}
     assert "truncated" in errors["mixed/truncated.png"]
     assert "truncated" in errors["mixed/truncated.jpg"]
     assert errors["mixed/empty.png"] == "empty file (0 bytes)"
-    assert errors["mixed/notes_as.png"].startswith("unreadable")
+    # a file of another kind says what it is, not that it is a broken image
+    assert errors["mixed/notes_as.png"] == "notes_as.png is a text file, not an image"
+    assert errors["mixed/résumé.jpg"] == "résumé.jpg is a text file, not an image"
+    assert errors["mixed/report.webp"] == "report.webp is a PDF document, not an image"
     assert errors["mixed/header_only.png"].startswith("unreadable")
     assert "not a supported image file" in errors["mixed/anim.gif"]
     report = json.loads((store.home / f"datasets/{result['dataset_id']}/v{result['version']}/report.json").read_text())
@@ -488,3 +493,50 @@ def test_transparent_pixels_become_white_not_their_hidden_colour(tmp_path):
     rgb = open_rgb(Item(source="logo.png", path=path))
     assert rgb.getpixel((5, 5)) == (255, 255, 255)
     assert rgb.getpixel((0, 0)) == (200, 20, 40)
+
+
+def _small_shape_on_grey(colour, grey: int, box=(22, 20, 46, 44)) -> Image.Image:
+    """A 64x64 picture like the shapes example's: one small outlined circle on a grey background."""
+    image = Image.new("RGB", (64, 64), (grey, grey, grey))
+    ImageDraw.Draw(image).ellipse(box, fill=colour, outline=tuple(c // 3 for c in colour), width=2)
+    return image
+
+
+def test_a_small_shape_in_another_colour_on_grey_is_not_a_near_duplicate(tmp_path, scratch):
+    # The same circle in green and in blue on almost the same grey: pHash (grey levels) calls them one picture,
+    # and most of each picture is background, so only the coloured pixels can tell them apart.
+    paths = {name: save(_small_shape_on_grey(rgb, grey), tmp_path / f"{name}.png")
+             for name, rgb, grey in [("blue", (47, 67, 214), 153), ("green", (29, 164, 22), 165),
+                                     ("blue_again", (50, 70, 210), 158)]}
+    outcome = run_step("near_duplicates", [image_item(p) for p in paths.values()], "image", scratch)
+    assert sources(outcome.kept) == ["blue.png", "green.png"]
+    assert [(i.source, r.split(" (")[0]) for i, r in outcome.removed] == [("blue_again.png",
+                                                                          "near-duplicate of blue.png")]
+
+
+def test_the_same_shape_on_a_much_lighter_background_is_not_a_near_duplicate(tmp_path, scratch):
+    # Colour counts, and so do the grey tones: the shapes example varies its background to keep its images apart.
+    first = save(_small_shape_on_grey((30, 180, 40), 150), tmp_path / "dark_grey.png")
+    second = save(_small_shape_on_grey((30, 180, 40), 245), tmp_path / "light_grey.png")
+    outcome = run_step("near_duplicates", [image_item(first), image_item(second)], "image", scratch)
+    assert sources(outcome.kept) == ["dark_grey.png", "light_grey.png"]
+
+
+def test_the_shapes_example_loses_no_caption_to_near_duplicates(tmp_path, scratch):
+    # The shipped example's captions name a colour and a shape: an image may only be a near-duplicate of one with
+    # the same caption (a green circle is not a copy of a blue circle).
+    from pathlib import Path
+
+    from studio.data.archive import stage_inputs
+
+    shipped = Path(__file__).resolve().parents[1] / "assets/examples/shapes.zip"
+    staged, problems = stage_inputs([shipped], tmp_path / "staged", load_settings())
+    items = read_media_files(staged, "image", load_settings()).items
+    assert problems == [] and len(items) == 320
+    captions = {item.source: item.caption for item in items}
+    outcome = run_step("near_duplicates", items, "image", scratch)
+    crossed = [(item.source, reason) for item, reason in outcome.removed
+               if captions[reason.split("near-duplicate of ")[1].split(" (")[0]] != item.caption]
+    assert crossed == []
+    kept = {caption: sum(i.caption == caption for i in outcome.kept) for caption in set(captions.values())}
+    assert len(kept) == 8 and min(kept.values()) >= 35, kept

@@ -494,3 +494,58 @@ def test_run_cleaning_reports_progress_and_handles_no_items(tmp_path):
     assert all(entry["removed"] == 0 for entry in report)
     assert [fraction for fraction, _ in calls] == [n / len(TEXT_STEP_NAMES) for n in range(len(TEXT_STEP_NAMES))]
     assert calls[0][1] == "Repair encoding (0 items)"
+
+
+def test_only_a_step_that_removes_most_of_what_it_was_given_is_warned_about(tmp_path):
+    from studio.data.clean import removal_warnings
+
+    config = {"length": {"min_length": 4}, "near_duplicates": {"enabled": False}}
+    # length removes 2 of 4 (half: not most); exact duplicates then remove 1 of the 2 left (half again)
+    _, report = run_cleaning(texts("a b", "c d", "four words in here", "four words in here"), "text", config,
+                             tmp_path / "s", tmp_path / "v" / "r")
+    assert removal_warnings(report, "text") == []
+    # length removes 3 of 4
+    _, report = run_cleaning(texts("a b", "c d", "e f", "four words in here"), "text", config, tmp_path / "s",
+                             tmp_path / "v" / "r2")
+    assert removal_warnings(report, "text") == [{
+        "step": "length", "label": "Length bounds", "removed": 3, "of": 4,
+        "reason": "length removed 3 of 4 texts (75%). If they should stay, lower its min_length (now 4 tokens) or "
+                  "raise its max_length (now 100000), or turn the step off (--step length.enabled=false; on the Data "
+                  "tab: Cleaning steps → Length bounds)"}]
+
+
+# Short texts as people write prompts, captions and titles, and copies of each that differ only in letter case,
+# punctuation or spacing: the near-duplicate step compares a normalised form, so every copy goes.
+SHORT_TEXTS = ["Hello, world!", "A red circle on a grey background.", "Thank you very much.", "Good morning",
+               "What time is it?", "The quick brown fox jumps over the lazy dog.", "Don't stop me now",
+               "Pasta with tomato sauce", "Dear diary, today was long.", "I have 2 cats"]
+RESTYLED = {"hello world": 0, "HELLO, WORLD": 0, "a red circle on a grey background": 1,
+            "Thank you very much!!!": 2, "good  morning.": 3, "What time is it ?": 4,
+            "the quick brown fox jumps over the lazy dog": 5, "Don’t stop me now!": 6, "pasta with tomato sauce.": 7,
+            "Dear diary,today was long": 8, "i have 2 cats.": 9}
+
+
+def test_near_duplicates_catch_short_copies_in_other_case_punctuation_or_spacing(ctx):
+    items = texts(*SHORT_TEXTS, *RESTYLED)
+    outcome = near_text_duplicates(items, NearDuplicateTextParams(), ctx)
+    assert sources(outcome.kept) == sources(items[:len(SHORT_TEXTS)])
+    assert [(item.text, reason) for item, reason in outcome.removed] == [
+        (copy, f"near-duplicate of doc{original}.txt (similarity 1.00)") for copy, original in RESTYLED.items()]
+
+
+def test_near_duplicates_keep_short_texts_that_differ_in_a_word(ctx):
+    # one word (or one number) apart is another text: the shapes example's captions, a count, an animal
+    distinct = ["a red circle", "a blue circle", "a red square", "I have 2 cats", "I have 3 cats",
+                "The quick brown fox jumps over the lazy dog.", "The quick brown fox jumps over the lazy cat.",
+                "Hope springs eternal", "Rope springs eternal", "dog bites man", "man bites dog", "!!!", "???"]
+    outcome = near_text_duplicates(texts(*distinct), NearDuplicateTextParams(), ctx)
+    assert outcome.removed == []
+
+
+def test_near_duplicates_of_long_texts_ignore_case_punctuation_and_spacing(ctx):
+    shouted = re.sub(r"[^\w\s]", "", PARAGRAPH).upper().replace(" ", "  ")
+    items = [Item(source="original.txt", text=PARAGRAPH), Item(source="bread.txt", text=OTHER_TOPIC),
+             Item(source="shouted.txt", text=shouted)]
+    outcome = near_text_duplicates(items, NearDuplicateTextParams(), ctx)
+    assert [(item.source, reason) for item, reason in outcome.removed] == [
+        ("shouted.txt", "near-duplicate of original.txt (similarity 1.00)")]

@@ -66,3 +66,31 @@ def test_upload_reports_duplicate_and_corrupt_file(running_studio, browser_page,
     row = cells.index("Exact duplicates")
     assert cells[row + 1:row + 3] == ["on", "1"]  # switched on, removed one item
     page.screenshot(path=str(tmp_path / "data_tab.png"), full_page=True)
+
+
+@pytest.mark.browser
+def test_an_import_that_loses_most_items_to_one_step_says_so_on_the_page(running_studio, browser_page, tmp_path):
+    import numpy as np
+
+    folder = tmp_path / "mostly_small"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for n, side in enumerate([24, 32, 40, 48, 56, 96, 128]):  # five under the 64-pixel minimum side
+        Image.fromarray(rng.integers(0, 256, (side, side, 3), dtype=np.uint8)).save(folder / f"img{n}.png")
+        (folder / f"img{n}.txt").write_text(f"picture {n}")
+    page = browser_page
+    page.goto(running_studio)
+    page.get_by_role("tab", name="Data").click()
+    page.locator("#data-upload input[type=file]").set_input_files([str(p) for p in sorted(folder.iterdir())])
+    page.wait_for_function("document.querySelector('#data-modality input[value=image]')?.checked === true",
+                           timeout=30_000)
+    page.locator("#data-import").click()
+    summary = page.locator("#data-summary")
+    summary.get_by_text("items kept").wait_for(timeout=90_000)  # the import ran in a background worker
+    text = summary.inner_text()
+    assert "2 of 7 items kept" in text
+    # a heading of its own, above the counts, with the step, the count and the setting that keeps them
+    assert summary.get_by_role("heading", name="Warning: cleaning removed most of the data").is_visible()
+    assert "min_size removed 5 of 7 images (71%)" in text
+    assert "lower its min_side (now 64 pixels)" in text and "Cleaning steps → Too small" in text
+    assert text.index("Warning: cleaning removed most") < text.index("2 of 7 items kept")

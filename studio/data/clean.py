@@ -14,6 +14,8 @@ from studio.fields import describe
 from studio.data.steps import STEPS, Step, StepContext, StepOutcome
 
 EXAMPLES_PER_STEP = 6
+MOST = 0.5  # a step that removes more than this share of the items it is given says so, loudly
+NOUNS = {"text": "texts", "image": "images", "audio": "clips"}
 Progress = Callable[[float, str], None]
 
 
@@ -58,9 +60,9 @@ def _removed_example(item: Item, reason: str, step: str, examples_dir: Path, n: 
 
 
 def _report_entry(step: Step, enabled: bool, params: BaseModel, outcome: StepOutcome | None,
-                  seconds: float, examples_dir: Path) -> dict:
+                  seconds: float, examples_dir: Path, items_in: int) -> dict:
     entry = {"step": step.name, "label": step.label, "enabled": enabled, "params": params.model_dump(),
-             "removed": 0, "changed": 0, "examples": [], "changed_examples": [], "detail": "",
+             "items_in": items_in, "removed": 0, "changed": 0, "examples": [], "changed_examples": [], "detail": "",
              "seconds": round(seconds, 3)}
     if outcome is None:
         return entry
@@ -81,9 +83,29 @@ def run_cleaning(items: list[Item], modality: str, config: dict[str, dict] | Non
     for number, (step, enabled, params) in enumerate(resolved):
         if progress:
             progress(number / len(resolved), f"{step.label} ({len(items)} items)")
-        outcome, started = None, time.perf_counter()
+        outcome, started, items_in = None, time.perf_counter(), len(items)
         if enabled and items:
             outcome = step.run(items, params, context)
             items = outcome.kept
-        report.append(_report_entry(step, enabled, params, outcome, time.perf_counter() - started, examples_dir))
+        report.append(_report_entry(step, enabled, params, outcome, time.perf_counter() - started, examples_dir,
+                                    items_in))
     return items, report
+
+
+def removal_warnings(report: list[dict], modality: str) -> list[dict]:
+    """A warning for each step that removed most of the items it was given, naming the step, the count and the
+    settings that keep them: a whole dataset can vanish into one step (takes of one sound that are near-duplicates
+    of each other, small images under min_size) and nobody should learn that from the item count alone."""
+    steps = {step.name: step for step in STEPS[modality]}
+    warnings = []
+    for entry in report:
+        removed, given = entry["removed"], entry["items_in"]
+        if not removed or removed <= MOST * given:
+            continue
+        step = steps[entry["step"]]
+        keep = f"{step.keep_more.format(**entry['params'])}, or " if step.keep_more else ""
+        reason = (f"{step.name} removed {removed} of {given} {NOUNS[modality]} ({removed / given:.0%}). If they "
+                  f"should stay, {keep}turn the step off (--step {step.name}.enabled=false; on the Data tab: Cleaning "
+                  f"steps → {step.label})")
+        warnings.append({"step": step.name, "label": step.label, "removed": removed, "of": given, "reason": reason})
+    return warnings

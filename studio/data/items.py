@@ -13,7 +13,12 @@ ARCHIVE_EXTENSIONS = {".zip"}
 
 
 class ImportRefused(Exception):
-    """Nothing can be imported (nothing usable, or the input itself was refused)."""
+    """Nothing can be imported (nothing usable, or the input itself was refused). ``details`` holds what was found
+    on the way (``errors``, ``removed``, ``warnings``), so the person sees why."""
+
+    def __init__(self, message: str, details: dict | None = None):
+        super().__init__(message)
+        self.details = details or {}
 
 
 @dataclass

@@ -13,7 +13,7 @@ from pathlib import Path, PurePosixPath
 from studio.data.archive import StagedFile
 from studio.data.items import AUDIO_EXTENSIONS, IMAGE_EXTENSIONS, Item, Problem
 from studio.data.read_text import BadFile, ReadResult
-from studio.data.sniff import extension_mismatch
+from studio.data.sniff import describe_content, extension_mismatch
 from studio.data.tables import TableFile
 from studio.data.text_lines import read_whole
 from studio.settings import Settings
@@ -176,6 +176,15 @@ def inspect_audio(path: Path, max_seconds: float) -> dict:
             "format": info.format}
 
 
+def _another_kind(staged: StagedFile, modality: str) -> str | None:
+    """For a file that did not read as ``modality``: "notes.png is a text file, not an image" when its content is
+    some other known kind (a damaged image stays "unreadable or truncated"); else None."""
+    kind = describe_content(staged.path)
+    if kind is None or kind.endswith(modality):  # "a PNG image" in an image import: damaged, not misnamed
+        return None
+    return f"{PurePosixPath(staged.name).name} is {kind}, not {'an image' if modality == 'image' else 'audio'}"
+
+
 def read_media_files(files: list[StagedFile], modality: str, settings: Settings) -> ReadResult:
     result = ReadResult()
     extensions = IMAGE_EXTENSIONS if modality == "image" else AUDIO_EXTENSIONS
@@ -194,7 +203,7 @@ def read_media_files(files: list[StagedFile], modality: str, settings: Settings)
             meta = inspect_image(staged.path, settings.max_image_pixels) if modality == "image" \
                 else inspect_audio(staged.path, settings.max_audio_seconds)
         except BadFile as bad:
-            result.problems.append(Problem(staged.name, str(bad)))
+            result.problems.append(Problem(staged.name, _another_kind(staged, modality) or str(bad)))
             continue
         if mismatch := extension_mismatch(staged.path, staged.name):
             result.warnings.append(Problem(staged.name, f"{mismatch}; read by its content and kept"))

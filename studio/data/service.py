@@ -21,7 +21,7 @@ from pathlib import Path, PurePosixPath
 from sqlalchemy import func, select
 
 from studio.data.archive import StagedFile, stage_inputs
-from studio.data.clean import Progress, resolve_config, run_cleaning
+from studio.data.clean import Progress, removal_warnings, resolve_config, run_cleaning
 from studio.data.items import (AUDIO_EXTENSIONS, IMAGE_EXTENSIONS, MODALITIES, ImportRefused, Item, Problem)
 from studio.data.mapping import ColumnMapping
 from studio.data.read_media import read_media_files
@@ -93,7 +93,8 @@ def _read_items(staged: list[StagedFile], modality: str, mapping: ColumnMapping 
 
 def _nothing_usable(problems: list[Problem]) -> ImportRefused:
     reasons = "; ".join(f"{p.file}: {p.reason}" for p in problems[:10]) or "no files were given"
-    return ImportRefused(f"nothing usable found ({reasons})")
+    return ImportRefused(f"nothing usable found ({reasons})",
+                         details={"errors": [p.as_dict() for p in problems], "removed": {}})
 
 
 def _build_version(store: Store, *, name: str, project: str, modality: str, staged: list[StagedFile],
@@ -114,16 +115,21 @@ def _build_version(store: Store, *, name: str, project: str, modality: str, stag
         kept, step_report = run_cleaning(read.items, modality, steps, work / "scratch", version_dir / "removed",
                                          progress)
         removed = {entry["step"]: entry["removed"] for entry in step_report if entry["enabled"]}
+        warnings = removal_warnings(step_report, modality) + [w.as_dict() for w in read.warnings]
+        errors = [p.as_dict() for p in problems]
         if not kept:
             raise ImportRefused(f"cleaning removed all {items_in} items ("
-                                + ", ".join(f"{k}: {v}" for k, v in removed.items() if v) + ")")
+                                + ", ".join(f"{k}: {v}" for k, v in removed.items() if v) + "). "
+                                + " ".join(w["reason"] + "." for w in warnings if "step" in w),
+                                details={"errors": errors, "removed": removed, "warnings": warnings,
+                                         "items_in": items_in})
         labels = assign_splits(len(kept), fractions, seed)
         if progress:
             progress(0.95, "writing the dataset version")
         _write_version_folder(version_dir, kept, labels, modality)
         splits = {s: labels.count(s) for s in SPLITS}
         report = {"steps": step_report, "removed": removed, "items_in": items_in, "items_kept": len(kept),
-                  "errors": [p.as_dict() for p in problems], "warnings": [w.as_dict() for w in read.warnings],
+                  "errors": errors, "warnings": warnings,
                   "notes": read.notes, "splits": splits, "stats": dataset_stats(kept, modality)}
         (version_dir / "report.json").write_text(json.dumps(report, ensure_ascii=False, indent=1))
         source = {"files": [s.name for s in staged], "mapping": mapping.model_dump() if mapping else None,

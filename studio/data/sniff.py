@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 from pathlib import Path
 
 _SIGNATURES = [
@@ -45,6 +46,31 @@ def sniff(head: bytes) -> str | None:
 def sniff_file(path: Path) -> str | None:
     with open(path, "rb") as handle:
         return sniff(handle.read(64))
+
+
+def _is_text(head: bytes) -> bool:
+    """Whether the first bytes of a file read as text: Unicode with a byte-order mark, or UTF-8 of printable
+    characters (a character cut at the end of ``head`` allowed)."""
+    if head.startswith((b"\xff\xfe", b"\xfe\xff", b"\xef\xbb\xbf")):
+        return True
+    try:
+        decoded = codecs.getincrementaldecoder("utf-8")().decode(head, final=False)
+    except UnicodeDecodeError:
+        return False
+    return bool(decoded) and all(ch.isprintable() or ch in "\t\n\r\f" for ch in decoded)
+
+
+def describe_content(path: Path) -> str | None:
+    """What a file holds by its first bytes, as a phrase for a message ("a text file", "a PDF document", "OGG
+    audio"); None for an empty file or bytes of no known kind."""
+    with open(path, "rb") as handle:
+        head = handle.read(4096)
+    kind = sniff(head[:64])
+    if kind is None:
+        return "a text file" if _is_text(head) else None
+    if kind == "binary data":
+        return None
+    return kind if kind.endswith("audio") else f"a {kind}"
 
 
 def extension_mismatch(path: Path, shown_name: str) -> str | None:

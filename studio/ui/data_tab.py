@@ -61,23 +61,37 @@ class StepsPanel:
         return [gr.Group(visible=m == modality) for m in MODALITIES]
 
 
+def _file_warnings(result: dict) -> list[dict]:
+    return [w for w in result.get("warnings", []) if "file" in w]
+
+
 def _problems_markdown(result: dict) -> str:
     lines = []
     if result["errors"]:
         lines.append(f"**{len(result['errors'])} file(s) could not be used** (the rest was imported):")
         lines += [f"- `{html.escape(e['file'])}`: {html.escape(e['reason'])}" for e in result["errors"]]
-    if result.get("warnings"):
-        lines.append(f"**{len(result['warnings'])} warning(s):**")
-        lines += [f"- `{html.escape(w['file'])}`: {html.escape(w['reason'])}" for w in result["warnings"][:20]]
+    if warnings := _file_warnings(result):
+        lines.append(f"**{len(warnings)} warning(s):**")
+        lines += [f"- `{html.escape(w['file'])}`: {html.escape(w['reason'])}" for w in warnings[:20]]
     return "\n".join(lines)
+
+
+def removal_warning_markdown(result: dict) -> str:
+    """A heading, not a line among the counts: the steps that removed most of the data, and what keeps it."""
+    steps = [w for w in result.get("warnings", []) if "step" in w]
+    if not steps:
+        return ""
+    return ("#### Warning: cleaning removed most of the data\n"
+            + "\n".join(f"- {html.escape(w['reason'])}." for w in steps) + "\n\n")
 
 
 def summary_markdown(result: dict) -> str:
     removed = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in result["removed"].items() if v) or "nothing"
     splits = " · ".join(f"{k} {v}" for k, v in result["splits"].items())
     head = (f"### ✅ {html.escape(result['name'])} v{result['version']} ({result['modality']})\n"
+            + removal_warning_markdown(result) +
             f"**{result['items_kept']} of {result['items_in']} items kept.** Removed: {removed}. Splits: {splits}.")
-    return head + ("\n\n" + _problems_markdown(result) if result["errors"] or result.get("warnings") else "")
+    return head + ("\n\n" + _problems_markdown(result) if result["errors"] or _file_warnings(result) else "")
 
 
 def report_rows(report: dict) -> list[list]:

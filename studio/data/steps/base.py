@@ -53,6 +53,9 @@ class Step:
     run: Callable[[list[Item], BaseModel, StepContext], StepOutcome]
     params: type[BaseModel] = NoParams
     on_by_default: bool = True
+    # For a step that removes items: the setting that keeps more of them, in words, with the params' values in braces
+    # ("raise its threshold (now {threshold})"); an import that loses most of its items to the step says it.
+    keep_more: str = ""
 
 
 def filter_items(items: list[Item], why_removed: Callable[[Item], str | None]) -> StepOutcome:

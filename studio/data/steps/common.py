@@ -38,7 +38,8 @@ def missing_captions(items: list[Item], params: CaptionParams, _ctx: StepContext
 
 MISSING_CAPTIONS = Step("missing_captions", "Missing captions",
                         "Items without a caption are dropped, or given one from a template.",
-                        missing_captions, CaptionParams)
+                        missing_captions, CaptionParams,
+                        keep_more="set its action to fill (captions from the file names, or a template)")
 
 
 def greedy_near_duplicates(items: list[Item], similar_to_kept: Callable[[int, list[int]], tuple[int, float] | None]
