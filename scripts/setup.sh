@@ -10,37 +10,50 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 started=$SECONDS
+did=0  # whether anything was installed
 say() { echo "[set-up] $*"; }
 # pip's own lines, less the noise: what it collects and downloads is the progress; a repeated install's
-# "Requirement already satisfied" lines and the file-index warnings of some machines are not.
+# "Requirement already satisfied" lines and the file-index warnings of some machines are not. (A shell loop, not
+# awk: mawk reads a pipe in blocks, so the lines would come in bursts.)
 pip_install() {
-  PYTHONUNBUFFERED=1 .venv/bin/python -m pip install --progress-bar on "$@" 2>&1 | awk '
-    /^Requirement already satisfied|^WARNING: Location|^Looking in (indexes|links)|^  Using cached|^Obtaining file/ { next }
-    /^Installing collected packages:/ { n = split($0, names, ", "); print "  unpacking " n " packages (no progress is shown for this part) ..."; fflush(); next }
-    /^Successfully installed/ { print "  installed " NF - 2 " packages"; fflush(); next }
-    { print; fflush() }'
+  PYTHONUNBUFFERED=1 .venv/bin/python -m pip install --progress-bar on "$@" 2>&1 | while IFS= read -r line; do
+    case "$line" in
+      "Requirement already satisfied"*|"WARNING: Location"*|"Looking in indexes"*|"Looking in links"*|"  Using cached"*|"Obtaining file"*) ;;
+      "Installing collected packages: "*)
+        names=${line#*: }; commas=${names//[^,]/}
+        echo "  unpacking $(( ${#commas} + 1 )) package(s) (no progress is shown for this part) ..." ;;
+      "Successfully installed "*)
+        set -- $line; echo "  installed $(( $# - 2 )) package(s)" ;;
+      *) echo "$line" ;;
+    esac
+  done
 }
+
+# torch's one large download: pip straight to the terminal, where it draws a live progress bar (piped, it does not)
+pip_install_live() { .venv/bin/python -m pip install "$@" 2> >(grep -v "^WARNING: Location" >&2); }
 
 PYTHON=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "Gen Studio needs Python 3.11 or newer" >&2; exit 1; }
-  say "first set-up: installing Gen Studio into .venv, about 3 minutes with a fast connection (~1.1 GB to download, ~2.5 GB on disk); later starts skip this"
+  say "first set-up: installing Gen Studio into .venv, SETUP_TIME (~460 MB to download, ~1.9 GB on disk); later starts skip this"
   say "1/3 creating .venv with $("$PYTHON" --version)"
   "$PYTHON" -m venv .venv
+  did=1
 fi
 
 if ! .venv/bin/python -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('torch') is None)"; then
   version=${STUDIO_TORCH_VERSION:-2.13.0}
+  did=1
   if [ -n "${STUDIO_TORCH_INDEX:-}" ]; then
     say "2/3 installing torch $version from $STUDIO_TORCH_INDEX"
-    pip_install "torch==$version" --index-url "$STUDIO_TORCH_INDEX"
+    pip_install_live "torch==$version" --index-url "$STUDIO_TORCH_INDEX"
   elif command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi >/dev/null 2>&1; then
     say "2/3 installing torch $version, the CUDA build for this machine's GPU (~3 GB with its NVIDIA libraries)"
-    pip_install "torch==$version"
+    pip_install_live "torch==$version"
   else
     # its few small dependencies come with the studio's, from the usual index
     say "2/3 installing torch $version, the CPU build (no GPU found; ~190 MB to download, ~1 min to unpack)"
-    pip_install "torch==$version" --no-deps --index-url https://download.pytorch.org/whl/cpu
+    pip_install_live "torch==$version" --no-deps --index-url https://download.pytorch.org/whl/cpu
   fi
 fi
 
@@ -53,7 +66,8 @@ installed="$(cat "$stamp" 2>/dev/null || true)"
 if [ "$installed" != "$hash$extras" ] && [ "$installed" != "$hash[test]" ]; then
   direct=$(.venv/bin/python -c "import tomllib; print(len(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))")
   say "3/3 installing the studio$([ -n "$extras" ] && echo ' with its test tools') and its $direct dependencies (gradio, transformers, diffusers, ...) with what they need (~100 packages in all on a first install)"
+  did=1
   pip_install -e ".$extras"
   echo "$hash$extras" > "$stamp"
 fi
-say "ready in $((SECONDS - started)) s"
+if [ "$did" = 1 ]; then say "ready in $((SECONDS - started)) s"; else say "everything is installed (.venv)"; fi
