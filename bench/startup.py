@@ -3,6 +3,7 @@
 
     .venv/bin/python bench/startup.py                  # 5 launches of each, then where the studio's time goes
     .venv/bin/python bench/startup.py --runs 3 --no-breakdown
+    .venv/bin/python bench/startup.py --before ../main   # also launch another checkout's studio, alternated
 
 1. Launches, alternated so that both see the same load: ``python studio_app.py`` (the same ``serve()`` as
    ``studio serve`` and ``scripts/serve.sh``) with an empty ``STUDIO_HOME`` on a free port, timed from the launch to
@@ -38,9 +39,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 TARGET_S = 4.0
-# Imported lazily by the studio (only when a model is loaded, a run trains or a metric is computed): start-up must not.
-LAZY = ("torch", "transformers", "diffusers", "peft", "accelerate", "datasketch", "ftfy", "scipy", "soundfile",
-        "matplotlib", "huggingface_hub.hf_api")
+sys.path.insert(0, str(ROOT / "tests"))
+from test_web import HEAVY  # noqa: E402 - what start-up must not import: the list tests/test_web.py checks
 HELLO = """
 import sys
 if sys.argv[1] == "studio-import":
@@ -70,18 +70,21 @@ def answered(url: str, expect: str = "") -> bool:
         return False
 
 
-def launch(kind: str) -> dict:
-    """Start one server (``studio``, ``gradio`` or ``gradio-studio-import``) and time its first answers."""
+def launch(kind: str, before: Path | None = None) -> dict:
+    """Start one server (``studio``, ``before`` (the studio of the checkout ``before``), ``gradio`` or
+    ``gradio-studio-import``) and time its first answers."""
     port = free_port()
+    root = before if kind == "before" else ROOT
     with tempfile.TemporaryDirectory() as home:
         env = {**os.environ, "STUDIO_HOME": home, "STUDIO_PORT": str(port), "GRADIO_ANALYTICS_ENABLED": "False",
-               "PYTHONPATH": str(ROOT)}
-        command = [sys.executable, "studio_app.py"] if kind == "studio" else \
+               "PYTHONPATH": str(root)}
+        studio = kind in ("studio", "before")
+        command = [sys.executable, "studio_app.py"] if studio else \
             [sys.executable, "-c", HELLO, "studio-import" if kind == "gradio-studio-import" else "plain", str(port)]
-        waits = {"/health": "", "/": "Gen Studio"} if kind == "studio" else {"/": "gradio"}
+        waits = {"/health": "", "/": "Gen Studio"} if studio else {"/": "gradio"}
         cpu_before = resource.getrusage(resource.RUSAGE_CHILDREN)
         started = time.perf_counter()
-        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        process = subprocess.Popen(command, cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         found: dict = {}
         try:
             for path, expect in waits.items():
@@ -102,19 +105,20 @@ def summary(values: list[float]) -> str:
     return f"{statistics.median(values):5.2f} ({min(values):.2f}–{max(values):.2f})"
 
 
-def measure_launches(runs: int) -> dict:
-    kinds = ("studio", "gradio", "gradio-studio-import")
+def measure_launches(runs: int, before: Path | None) -> dict:
+    kinds = ("studio", "gradio", "gradio-studio-import") + (("before",) if before else ())
     results: dict = {kind: [] for kind in kinds}
     for run in range(runs):
         for kind in kinds:
-            results[kind].append(launch(kind))
+            results[kind].append(launch(kind, before))
         print(f"  run {run + 1}/{runs}: studio {results['studio'][-1]['/']:.2f} s, bare Gradio "
               f"{results['gradio'][-1]['/']:.2f} s (load avg {loadavg()})", flush=True)
     return results
 
 
-def print_launches(results: dict) -> None:
+def print_launches(results: dict, before: Path | None) -> None:
     rows = [("studio: /health", "studio", "/health"), ("studio: /", "studio", "/"),
+            *([(f"the studio of {before}: /", "before", "/")] if before else []),
             ("bare gr.Blocks().launch(): /", "gradio", "/"),
             ("the same, Gradio imported as the studio does: /", "gradio-studio-import", "/")]
     print("\n| server: first 200 of | wall s, median (range) | CPU s, median (range) |\n| --- | ---: | ---: |")
@@ -193,7 +197,7 @@ def phases(launched_at: float) -> dict:
         time.sleep(0.01)
     lap("start uvicorn, answer the first /")
     server.should_exit = True
-    heavy = [name for name in LAZY if name in sys.modules]
+    heavy = [name for name in HEAVY if name in sys.modules]
     return {"times": times, "inside": dict(inside), "heavy": heavy, "pandas": "pandas" in sys.modules}
 
 
@@ -228,7 +232,7 @@ def print_phases(found: list[dict]) -> None:
         calls = int(found[0]["inside"][label + " calls"])
         print(f"  - {label}: {wall:.2f} s wall, {cpu:.2f} s CPU" + (f" ({calls} calls)" if calls > 1 else ""))
     heavy = found[0]["heavy"]
-    print(f"\nImported at start-up from {', '.join(LAZY)}: {', '.join(heavy) if heavy else 'none'}; "
+    print(f"\nImported at start-up from {', '.join(HEAVY)}: {', '.join(heavy) if heavy else 'none'}; "
           f"pandas {'imported (by Gradio itself: gradio.utils imports gradio.caching, which imports pandas)' if found[0]['pandas'] else 'not imported'}.")
 
 
@@ -254,6 +258,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--no-breakdown", action="store_true", help="time the launches only")
+    parser.add_argument("--before", type=Path, help="another checkout (e.g. the main branch) whose studio to launch "
+                        "too, alternated with this one's")
     parser.add_argument("--phases", help=argparse.SUPPRESS)  # internal: one breakdown run, launched at this time
     args = parser.parse_args()
     if args.phases:
@@ -262,7 +268,8 @@ def main() -> None:
     cores = len(os.sched_getaffinity(0))
     print(f"{cores} cores, Python {sys.version.split()[0]}, load avg {loadavg()} (1, 5, 15 min) at the start",
           flush=True)
-    print_launches(measure_launches(args.runs))
+    before = args.before.resolve() if args.before else None
+    print_launches(measure_launches(args.runs, before), before)
     if not args.no_breakdown:
         print_phases(run_phases(args.runs))
         import_shares()
