@@ -13,24 +13,32 @@ started=$SECONDS
 did=0  # whether anything was installed
 say() { echo "[set-up] $*"; }
 # pip's own lines, less the noise: what it collects and downloads is the progress; a repeated install's
-# "Requirement already satisfied" lines and the file-index warnings of some machines are not. (A shell loop, not
+# "Requirement already satisfied" lines and the file-index warnings of some machines are not. pip says nothing while
+# it unpacks (minutes, on a first install), so a ticker counts the packages it has unpacked so far. (A shell loop, not
 # awk: mawk reads a pipe in blocks, so the lines would come in bursts.)
+unpacked() { ls -d .venv/lib/python3*/site-packages/*.dist-info 2>/dev/null | wc -l; }
 pip_install() {
-  PYTHONUNBUFFERED=1 .venv/bin/python -m pip install --progress-bar on "$@" 2>&1 | while IFS= read -r line; do
-    case "$line" in
-      "Requirement already satisfied"*|"WARNING: Location"*|"Looking in indexes"*|"Looking in links"*|"  Using cached"*|"Obtaining file"*) ;;
-      "Installing collected packages: "*)
-        names=${line#*: }; commas=${names//[^,]/}
-        echo "  unpacking $(( ${#commas} + 1 )) package(s) (no progress is shown for this part) ..." ;;
-      "Successfully installed "*)
-        set -- $line; echo "  installed $(( $# - 2 )) package(s)" ;;
-      *) echo "$line" ;;
-    esac
-  done
+  PYTHONUNBUFFERED=1 .venv/bin/python -m pip install --progress-bar on "$@" 2>&1 | {
+    ticker=""
+    while IFS= read -r line; do
+      case "$line" in
+        "Requirement already satisfied"*|"WARNING: Location"*|"Looking in indexes"*|"Looking in links"*|"  Using cached"*|"Obtaining file"*) ;;
+        "Installing collected packages: "*)
+          names=${line#*: }; commas=${names//[^,]/}; total=$(( ${#commas} + 1 ))
+          echo "  unpacking $total package(s) ..."
+          ( before=$(unpacked); while sleep 15 </dev/null >/dev/null 2>&1; do echo "  ... $(( $(unpacked) - before )) of $total unpacked"; done ) &
+          ticker=$! ;;
+        "Successfully installed "*)
+          [ -z "$ticker" ] || { kill "$ticker" 2>/dev/null || true; ticker=""; }
+          set -- $line; echo "  installed $(( $# - 2 )) package(s)" ;;
+        *) echo "$line" ;;
+      esac
+    done
+    [ -z "$ticker" ] || kill "$ticker" 2>/dev/null || true  # pip stopped without finishing
+  }
 }
-
 # torch's one large download: pip straight to the terminal, where it draws a live progress bar (piped, it does not)
-pip_install_live() { .venv/bin/python -m pip install "$@" 2> >(grep -v "^WARNING: Location" >&2); }
+pip_install_live() { .venv/bin/python -m pip install "$@" 2> >(grep --line-buffered -v "^WARNING: Location" >&2); }
 
 PYTHON=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
