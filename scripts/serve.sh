@@ -3,4 +3,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+echo "[serve] starting Gen Studio (about 4 s; it prints its address when it answers) ..."
 exec .venv/bin/studio serve "$@"

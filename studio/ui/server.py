@@ -339,7 +339,6 @@ def build_server(store: Store, access: Access | None = None):
                   theme=gr.themes.Soft(), ssr_mode=False, show_error=True)
     refuse_rater_uploads(server)
     rater_app = build_rater_app(store)
-    rater_app.queue(default_concurrency_limit=4)
     # Raters see media only through the blind copies (names that do not give the variant away), never samples/.
     blind = store.home / "blind"
     gr.mount_gradio_app(server, rater_app, RATE, auth_dependency=signed_in if access.enabled else None,
@@ -348,7 +347,6 @@ def build_server(store: Store, access: Access | None = None):
     # and nothing from the folder the editors' uploads arrive in.
     keep_files_in(rater_app, _mounted(server, RATE), blind)
     studio_app = build_app(store)
-    studio_app.queue(default_concurrency_limit=4)
     keep = settings.upload_keep_hours * 3600
     studio_app.delete_cache = (min(keep, 3600), keep)  # Gradio's own sweep (every hour at most), also at shutdown
     gr.mount_gradio_app(server, studio_app, "/", auth_dependency=editor if access.enabled else None,
@@ -409,8 +407,8 @@ def serve(settings, block: bool = True):
 
     store = open_store(settings)
     access = Access.from_settings(settings, store)  # a broken users file stops the start here, with its reason
-    start_dispatcher(store)
     app = build_server(store, access)
+    start_dispatcher(store)  # after the build: its first round (and any run it starts) would only slow the build
     # X-Forwarded-For/-Proto only from the configured proxies: by default uvicorn believes whatever a client
     # connecting from 127.0.0.1 claims, so a claimed address would escape the sign-in throttle
     proxies = settings.trusted_proxies.strip()

@@ -17,6 +17,9 @@ import gradio as gr
 from gradio_client.utils import is_file_obj, traverse
 
 
+HANDLERS_AT_ONCE = 4  # Gradio's default is one: one person's slow handler would hold everybody's page
+
+
 class FileRefused(gr.Error):
     """A request named a file the studio does not take from browsers."""
 
@@ -47,11 +50,17 @@ def check_request_files(inputs, folder: Path | None) -> None:
 
 
 class StudioBlocks(gr.Blocks):
-    """``gr.Blocks`` whose handlers get only files uploaded to this app (``takes_files``), or no files at all."""
+    """``gr.Blocks`` whose handlers get only files uploaded to this app (``takes_files``), or no files at all, and
+    whose queue runs up to ``HANDLERS_AT_ONCE`` calls of each handler at once."""
 
     def __init__(self, *args, takes_files: bool, **kwargs):
         super().__init__(*args, **kwargs)
         self.takes_files = takes_files
+
+    def queue(self, *args, default_concurrency_limit: int | None = HANDLERS_AT_ONCE, **kwargs):
+        # Blocks.__init__ makes the queue by calling this; calling queue() again once the app is built would build
+        # its whole FastAPI app a second time (~0.1 s of start-up per app), as every queue() call does.
+        return super().queue(*args, default_concurrency_limit=default_concurrency_limit, **kwargs)
 
     async def preprocess_data(self, block_fn, inputs, state, explicit_call: bool = False):
         if not explicit_call:  # a request, not the studio's own code calling the Blocks
