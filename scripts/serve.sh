@@ -3,5 +3,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-echo "[serve] starting Gen Studio (about 4 s; it prints its address when it answers) ..."
+echo "[serve] starting Gen Studio (a few seconds; it prints its address when it is ready) ..."
 exec .venv/bin/studio serve "$@"

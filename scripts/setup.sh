@@ -22,7 +22,7 @@ pip_install() {
     ticker=""
     while IFS= read -r line; do
       case "$line" in
-        "Requirement already satisfied"*|"WARNING: Location"*|"Looking in indexes"*|"Looking in links"*|"  Using cached"*|"Obtaining file"*) ;;
+        "Requirement already satisfied"*|"WARNING: Location"*|"Looking in indexes"*|"Looking in links"*|"  Using cached"*|"Obtaining file"*|"  Created wheel for"*|"  Stored in directory"*) ;;
         "Installing collected packages: "*)
           names=${line#*: }; commas=${names//[^,]/}; total=$(( ${#commas} + 1 ))
           echo "  unpacking $total package(s) ..."
@@ -43,7 +43,7 @@ pip_install_live() { .venv/bin/python -m pip install "$@" 2> >(grep --line-buffe
 PYTHON=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "Gen Studio needs Python 3.11 or newer" >&2; exit 1; }
-  say "first set-up: installing Gen Studio into .venv, SETUP_TIME (~460 MB to download, ~1.9 GB on disk); later starts skip this"
+  say "first set-up: installing Gen Studio into .venv, 5 to 9 minutes on 2 cores plus downloading ~460 MB (~1.9 GB on disk); later starts skip this"
   say "1/3 creating .venv with $("$PYTHON" --version)"
   "$PYTHON" -m venv .venv
   did=1
@@ -73,7 +73,7 @@ installed="$(cat "$stamp" 2>/dev/null || true)"
 # an install with the test tools also serves the plain studio
 if [ "$installed" != "$hash$extras" ] && [ "$installed" != "$hash[test]" ]; then
   direct=$(.venv/bin/python -c "import tomllib; print(len(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))")
-  say "3/3 installing the studio$([ -n "$extras" ] && echo ' with its test tools') and its $direct dependencies (gradio, transformers, diffusers, ...) with what they need (~100 packages in all on a first install)"
+  say "3/3 installing the studio$([ -n "$extras" ] && echo ' with its test tools') and its $direct dependencies (gradio, transformers, diffusers, ...) with what they need (~110 packages in all on a first install)"
   did=1
   pip_install -e ".$extras"
   echo "$hash$extras" > "$stamp"
