@@ -534,10 +534,12 @@ def test_near_duplicates_catch_short_copies_in_other_case_punctuation_or_spacing
 
 
 def test_near_duplicates_keep_short_texts_that_differ_in_a_word(ctx):
-    # one word (or one number) apart is another text: the shapes example's captions, a count, an animal
+    # one word (or one number) apart is another text: the shapes example's captions, a count, an animal, an invoice
     distinct = ["a red circle", "a blue circle", "a red square", "I have 2 cats", "I have 3 cats",
                 "The quick brown fox jumps over the lazy dog.", "The quick brown fox jumps over the lazy cat.",
-                "Hope springs eternal", "Rope springs eternal", "dog bites man", "man bites dog", "!!!", "???"]
+                "Hope springs eternal", "Rope springs eternal", "dog bites man", "man bites dog", "!!!", "???",
+                "Good document number 16, kept whole.", "Good document number 17, kept whole.",
+                "Vacuum-insulated stainless steel", "Stainless steel vacuum-insulated"]
     outcome = near_text_duplicates(texts(*distinct), NearDuplicateTextParams(), ctx)
     assert outcome.removed == []
 

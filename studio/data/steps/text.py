@@ -17,8 +17,6 @@ from studio.data.steps.common import greedy_near_duplicates
 
 TOKEN = re.compile(r"\w+|[^\w\s]")
 NOT_A_WORD = re.compile(r"[\W_]+")  # punctuation, symbols and whitespace (\w is letters and digits of any script)
-SHORT_TEXT_WORDS = 10  # texts of fewer (normalised) words are compared by their character n-grams
-CHARACTER_GRAM = 4
 LSH_WEIGHTS = (0.1, 0.9)
 
 
@@ -127,8 +125,8 @@ def exact_text_duplicates(items, _params, _ctx) -> StepOutcome:
 
 
 class NearDuplicateTextParams(BaseModel):
-    threshold: float = Field(0.8, ge=0.3, le=1.0, description="Jaccard similarity of the normalised texts' word "
-                             f"3-grams (character {CHARACTER_GRAM}-grams under {SHORT_TEXT_WORDS} words)")
+    threshold: float = Field(0.8, ge=0.3, le=1.0, description="Jaccard similarity of the word 3-grams of the texts "
+                             "with case, punctuation and spacing ignored (under 3 words: the whole text)")
     num_perm: int = Field(64, ge=16, le=256, description="MinHash permutations (more: fewer near-duplicates missed, "
                                                          "slower)")
 
@@ -141,22 +139,19 @@ def normalised(text: str) -> str:
 
 
 def _shingles(text: str) -> set[str]:
-    """Word 3-grams of the normalised text; character n-grams of a short one, where a single changed word would
-    leave a 3-word text no 3-gram in common with its copy. A repeated shingle counts again ("misane beyoze beyoze"
-    is not "misane beyoze"): its second occurrence is a shingle of its own."""
+    """Word 3-grams of the normalised text (one shingle, the whole of it, under 3 words). A repeated 3-gram counts
+    again ("ha ha ha ha" is not "ha ha ha"): its second occurrence is a shingle of its own.
+
+    Not character n-grams, for short texts either: a short text one word or number away from another is another
+    text ("Invoice 16 paid", "Invoice 17 paid"), and their character 4-grams made 27 of 516 such rows of the bench
+    near-duplicates at 0.8 (bench/clean_text.py, docs/PERFORMANCE.md); copies that differ in case, punctuation or
+    spacing are caught by the normalising alone."""
     words = normalised(text).split()
     if not words:  # only punctuation or symbols ("!!!", "🙂"): compared as they are
         return {text.strip()}
-    if len(words) >= SHORT_TEXT_WORDS:
-        grams = [f"{a} {b} {c}" for a, b, c in zip(words, words[1:], words[2:])]
-    else:
-        # padded, so that the first and last letters are in as many n-grams as the others: unpadded, "lope
-        # qunotiwe" and "sope qunotiwe" share 9 of their 10 4-grams; padded, 12 of 16
-        edge = " " * (CHARACTER_GRAM - 1)
-        joined = edge + " ".join(words) + edge
-        grams = [joined[i:i + CHARACTER_GRAM] for i in range(len(joined) - CHARACTER_GRAM + 1)]
+    grams = [f"{a} {b} {c}" for a, b, c in zip(words, words[1:], words[2:])] or [" ".join(words)]
     shingles = set(grams)
-    if len(shingles) == len(grams):  # no repeats: most texts of some length
+    if len(shingles) == len(grams):  # no repeats: most texts
         return shingles
     shingles, counts = set(), Counter()
     for gram in grams:
@@ -221,6 +216,6 @@ TEXT_STEPS = [
          keep_more="lower its min_length (now {min_length} {unit}) or raise its max_length (now {max_length})"),
     Step("exact_duplicates", "Exact duplicates", "Keeps the first of identical texts.", exact_text_duplicates),
     Step("near_duplicates", "Near-duplicates", "MinHash/LSH over word 3-grams of the text with case, punctuation "
-         "and spacing ignored (character 4-grams for short texts); keeps the first.", near_text_duplicates,
+         "and spacing ignored; keeps the first.", near_text_duplicates,
          NearDuplicateTextParams, keep_more="raise its threshold (now {threshold})"),
 ]
