@@ -179,7 +179,7 @@ def test_the_data_tabs_reclean_runs_as_a_task_and_selects_the_new_version(store,
     on_reclean, defaults = page["on_reclean"]
     status, version, task_id, cancel_button = last(on_reclean(f"{first['dataset_id']}:1", "default", None,
                                                               *defaults[2:]))
-    assert status.startswith("### ✅ tales v2") and version.value == f"{first['dataset_id']}:2"
+    assert status.startswith("### Done: tales v2") and version.value == f"{first['dataset_id']}:2"
     assert task_id is None and cancel_button.visible is False
     with store.session() as session:
         [task] = session.scalars(select(Task)).all()
@@ -191,7 +191,7 @@ def test_automatic_metrics_run_as_a_task_and_their_table_shows(lab):  # noqa: F8
     store = lab["store"]
     on_compute, _ = handlers(store, lambda s, project, version: evaluate_tab.build(s, project))["on_compute"]
     shown = list(on_compute(lab["run"], "default", None))
-    assert shown[0][0].startswith("⏳ **Computing metrics**")  # progress first, in the status line
+    assert shown[0][0].startswith("**Computing metrics**")  # progress first, in the status line
     text, _curve, chart, table, task_id, _cancel = shown[-1]
     assert chart is not None and "perplexity" in table.headers and task_id is None
     with store.session() as session:

@@ -43,10 +43,10 @@ def handlers(store) -> dict:
     return {fn.name: fn.fn for fn in page.fns.values()}
 
 
-def export(page: dict, ref, fmt: str, license: str) -> tuple:
+def export(page: dict, ref, fmt: str, license: str, previous: dict | None = None) -> tuple:
     """The Share tab's export as the page shows it once its background task has ended: (export, status, zip,
     card); the task was run by a worker process."""
-    *shown, task_id, cancel = list(page["on_export"](ref, fmt, license, "default", None))[-1]
+    *shown, task_id, cancel = list(page["on_export"](ref, fmt, license, "default", previous, None))[-1]
     assert task_id is None and cancel.visible is False  # nothing left to cancel
     return tuple(shown)
 
@@ -86,7 +86,8 @@ def test_the_tab_says_what_is_missing_or_wrong_in_words(lab, hub_store):  # noqa
     hub.mode = "401"
     failed = page["on_push"](found, "ana/tiny", "hf_bad", True, None, None)
     assert "did not accept the token (HTTP 401" in failed and f"kept in {found['path']}" in failed
-    assert "Choose a dataset version" in page["on_push_version"](None, "ana/data", "hf_x", True, "other", None, None)
+    assert "Pick a dataset version first" in page["on_push_version"](None, "ana/data", "hf_x", True, "other", None,
+                                                                     None)
 
 
 def test_a_dataset_version_is_pushed_from_the_shared_selector(lab, hub_store):  # noqa: F811
@@ -135,3 +136,12 @@ def test_share_tab_exports_shows_the_card_and_pushes(home_with_run, studio_hub, 
     assert studio_hub.received.repos[0]["visibility"] == "private"
     assert "hf_typed" in studio_hub.received.tokens
     assert {"README.md", "adapter_model.safetensors", "loss.png"} <= set(studio_hub.received.files["models/ana/tiny"])
+
+    # A refused export says why beside the last good one, which stays to download (and is what a push sends).
+    pick(page, "share-format", "diffusers LoRA")
+    page.locator("#share-export").click()
+    status = page.locator("#share-export-status")
+    status.get_by_text("diffusers-lora is for image LoRA runs").wait_for(timeout=120_000)
+    assert "Could not do it" in status.inner_text() and "The last export is kept below" in status.inner_text()
+    assert ".zip" in page.locator("#share-download").inner_text()
+    assert "How to use" in page.locator("#share-card").inner_text()

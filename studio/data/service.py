@@ -24,7 +24,7 @@ from studio.data.archive import StagedFile, stage_inputs
 from studio.data.clean import Progress, removal_warnings, resolve_config, run_cleaning
 from studio.data.items import (AUDIO_EXTENSIONS, IMAGE_EXTENSIONS, MODALITIES, ImportRefused, Item, Problem)
 from studio.data.mapping import ColumnMapping
-from studio.data.read_media import read_media_files
+from studio.data.read_media import METADATA_NAMES, read_media_files
 from studio.data.read_text import read_text_files
 from studio.data.split import SPLITS, assign_splits, parse_fractions
 from studio.data.stats import dataset_stats
@@ -361,4 +361,19 @@ def inspect_upload(paths: list[str | Path]) -> dict:
             names.append(path.name)
     pseudo = [StagedFile(n, Path(n)) for n in names]
     loose = [StagedFile(Path(p).name, Path(p)) for p in paths if Path(p).is_file()]
-    return {"modality": detect_modality(pseudo), "files": len(names), "tables": preview_tables(loose)}
+    modality = detect_modality(pseudo)
+    return {"modality": modality, "files": len(names), "tables": preview_tables(loose),
+            **(media_counts(names, modality) if modality != "text" else {})}
+
+
+def media_counts(names: list[str], modality: str) -> dict:
+    """What an image or audio upload holds, by name alone, as the import will pair them: ``items`` (the media
+    files), ``captioned`` (those with a same-name ``.txt``), ``metadata`` (a metadata.jsonl/csv is there to caption
+    them) and ``other`` (files that are neither media, captions nor metadata)."""
+    extensions = IMAGE_EXTENSIONS if modality == "image" else AUDIO_EXTENSIONS
+    paths = [PurePosixPath(n) for n in names]
+    captions = {str(p.with_suffix("")) for p in paths if p.suffix.lower() == ".txt"}
+    media = [p for p in paths if p.suffix.lower() in extensions]
+    metadata = sum(p.name.lower() in METADATA_NAMES for p in paths)
+    return {"items": len(media), "captioned": sum(str(p.with_suffix("")) in captions for p in media),
+            "metadata": metadata > 0, "other": len(paths) - len(media) - len(captions) - metadata}

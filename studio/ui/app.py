@@ -13,9 +13,10 @@ GUIDE = """
 **Getting started.** 1. **Data**: drop files or a zip, check the guessed modality and columns, press
 *Import and clean*, and read what each cleaning step removed and why. Every import is a new, immutable
 dataset version with its own train/validation/test split. 2. **Model** → 3. **Train** → 4. **Generate** →
-5. **Evaluate** follow the same dataset version, and 6. **Share** exports a checkpoint (PEFT, diffusers LoRA or a
-merged model, with a model card) as a zip or to the Hugging Face Hub. Everything belongs to the project chosen
-above and is stored under `STUDIO_HOME`; the same actions are scriptable with the `studio` command (`studio --help`).
+5. **Evaluate** follow the same dataset version (picked above, or in the Model and Train tabs), and 6. **Share**
+exports a checkpoint (PEFT, diffusers LoRA or a merged model, with a model card) as a zip or to the Hugging Face
+Hub. Everything belongs to the project chosen above and is stored under `STUDIO_HOME`; the same actions are
+scriptable with the `studio` command (`studio --help`).
 Raters who should see nothing else use the rating page [/rate](/rate); how the studio is doing: [/status](/status).
 """
 
@@ -25,7 +26,8 @@ def build_app(store: Store):
         gr.Markdown("# Gen Studio")
         account_line(app)
         if store.settings.on_spaces and not str(store.home).startswith("/data"):
-            gr.Markdown("⚠️ This Space has no persistent storage: datasets and runs are lost when it restarts.")
+            gr.Markdown("**Warning:** this Space has no persistent storage: datasets and runs are lost when it "
+                        "restarts.")
         with gr.Accordion("Getting started", open=False):
             gr.Markdown(GUIDE)
         project, version = project_bar.build(store, app)  # the project row: selector, activity, deletion
@@ -33,7 +35,7 @@ def build_app(store: Store):
             with gr.Tab("Data", id="data"):
                 data_tab.build(store, project, version)
             with gr.Tab("Model", id="model"):
-                model_ref, method, lora = model_tab.build(store, version)
+                model_ref, method, lora = model_tab.build(store, project, version)
             with gr.Tab("Train", id="train"):
                 train_tab.build(store, project, version, model_ref, method, lora)
             with gr.Tab("Generate", id="generate"):
@@ -52,7 +54,7 @@ def build_rater_app(store: Store):
     with StudioBlocks(title="Gen Studio · rating", takes_files=False) as app:
         gr.Markdown("# Gen Studio · rating")
         account_line(app)
-        rater = evaluate_tab.build_rating(store, rater_only=True)
+        rater = evaluate_tab.build_rating(store)
         app.load(_signed_in_rater, None, rater, queue=False)
         evaluate_tab.register_api(store, include_leaderboard=False)  # the board names the variants: not for raters
     readable_failures(app)

@@ -17,7 +17,7 @@ POLL_SECONDS = 0.5
 
 def progress_text(found: dict) -> str:
     """The status line of a task that has not ended."""
-    head = f"⏳ **{found['label']}**"
+    head = f"**{found['label']}**"
     if found["status"] == "queued":
         return f"{head} · waiting for a free background worker"
     line = f"{head} · {html.escape(found['message'] or 'starting')} · {found['progress']:.0%}"

@@ -18,12 +18,15 @@ from studio.ui.background import BackgroundTask
 from studio.ui.confirm import NOT_CONFIRMED, confirmed, two_step_delete
 from studio.ui.forms import form_values, params_form
 from studio.ui.plots import dataset_figures
-from studio.ui.state import current_user, version_choices
+from studio.ui.state import PICK_VERSION_FIRST, clear_when_picked, current_user, not_done, version_choices
 
 PREVIEW_ROWS = 200
 GALLERY_ITEMS = 48
 AUDIO_PLAYERS = 6
 MAPPING_FIELDS = ("text", "prompt", "context", "response", "messages")
+REPORT_HEADERS = ["step", "", "removed", "changed", "detail", "examples"]
+# Left to the browser, the long examples take the width and short headers break into a letter per line.
+REPORT_WIDTHS = ["17%", "6%", "10%", "10%", "22%", "35%"]
 
 
 class StepsPanel:
@@ -85,10 +88,28 @@ def removal_warning_markdown(result: dict) -> str:
             + "\n".join(f"- {html.escape(w['reason'])}." for w in steps) + "\n\n")
 
 
+def upload_text(info: dict) -> str:
+    """What an upload holds, as people count it: "320 images with captions", not "640 file(s)" (the captions are
+    files too)."""
+    modality = info["modality"]
+    if modality == "text":
+        return f"{info['files']} file(s); looks like **text**."
+    count = info["items"]
+    things = f"{count} {'image' if modality == 'image' else 'audio clip'}{'' if count == 1 else 's'}"
+    if info["metadata"]:
+        captions = " with a metadata file for their captions"
+    elif info["captioned"] == count:
+        captions = " with captions"
+    else:
+        captions = f", {info['captioned']} with captions" if info["captioned"] else " without captions"
+    others = f"; {info['other']} other file(s)" if info["other"] else ""
+    return f"**{things}{captions}**{others}; looks like **{modality}**."
+
+
 def summary_markdown(result: dict) -> str:
     removed = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in result["removed"].items() if v) or "nothing"
     splits = " · ".join(f"{k} {v}" for k, v in result["splits"].items())
-    head = (f"### ✅ {html.escape(result['name'])} v{result['version']} ({result['modality']})\n"
+    head = (f"### Done: {html.escape(result['name'])} v{result['version']} ({result['modality']})\n"
             + removal_warning_markdown(result) +
             f"**{result['items_kept']} of {result['items_in']} items kept.** Removed: {removed}. Splits: {splits}.")
     return head + ("\n\n" + _problems_markdown(result) if result["errors"] or _file_warnings(result) else "")
@@ -152,7 +173,7 @@ def build(store: Store, project, version) -> None:
         example = gr.Dropdown(example_choices(), label="…or try an example dataset (works offline)", scale=2,
                               elem_id="data-example")
     summary = gr.Markdown(elem_id="data-summary")
-    report = gr.Dataframe(headers=["step", "", "removed", "changed", "detail", "examples"], label="What each step did",
+    report = gr.Dataframe(headers=REPORT_HEADERS, column_widths=REPORT_WIDTHS, label="What each step did",
                           interactive=False, wrap=True, elem_id="data-report")
     removed = gr.Gallery(label="Examples of removed images", columns=6, height=220, visible=False)
 
@@ -169,8 +190,8 @@ def build(store: Store, project, version) -> None:
         for _ in range(AUDIO_PLAYERS):
             players.append(gr.Audio(interactive=False, waveform_options=gr.WaveformOptions(show_recording_waveform=True),
                                     min_width=200))
-    version_report = gr.Dataframe(headers=["step", "", "removed", "changed", "detail", "examples"],
-                                  label="Cleaning report of this version", interactive=False, wrap=True)
+    version_report = gr.Dataframe(headers=REPORT_HEADERS, column_widths=REPORT_WIDTHS, interactive=False, wrap=True,
+                                  label="Cleaning report of this version", elem_id="version-report")
     with gr.Row():
         export_button = gr.Button("Export as zip")
         reclean_button = gr.Button("Clean again with the steps above (new version)")
@@ -190,7 +211,7 @@ def build(store: Store, project, version) -> None:
             return gr.Radio(), "", gr.Accordion(visible=False), None, gr.Radio(), *[gr.Dropdown()] * 5, \
                 *steps.visibility("text")
         info = inspect_upload(paths)
-        text = f"{info['files']} file(s); looks like **{info['modality']}**."
+        text = upload_text(info)
         tables = [t for t in info["tables"] if t["columns"] or t["problem"]]
         problems = "\n".join(f"- `{t['file']}`: {t['problem']}" for t in tables if t["problem"])
         columns = sorted({c for t in tables for c in t["columns"]})
@@ -224,7 +245,7 @@ def build(store: Store, project, version) -> None:
                 gr.Dropdown(choices=version_choices(store, project_value), value=ref))
 
     def import_refused(why: str) -> tuple:
-        return f"❌ **Nothing was imported.** {why}", None, gr.Gallery(visible=False), gr.Dropdown()
+        return f"**Nothing was imported.** {why}", None, gr.Gallery(visible=False), gr.Dropdown()
 
     # request stands before *rest: Gradio passes it only to a positional parameter
     def on_import(paths, modality_value, name_value, split_value, seed_value, project_value, fmt,
@@ -232,7 +253,7 @@ def build(store: Store, project, version) -> None:
         columns = dict(zip(MAPPING_FIELDS, rest[:len(MAPPING_FIELDS)]))
         step_values = rest[len(MAPPING_FIELDS):]
         if not paths:
-            yield "❌ Choose some files first.", None, gr.Gallery(visible=False), gr.Dropdown(), *importing.idle()
+            yield "Choose some files first.", None, gr.Gallery(visible=False), gr.Dropdown(), *importing.idle()
             return
         try:
             mapping = chosen_mapping(fmt, columns)
@@ -267,7 +288,7 @@ def build(store: Store, project, version) -> None:
         try:
             found = get_version(store, ref)
         except ImportRefused as error:
-            return f"❌ {error}", None, None, None, *hidden, None
+            return not_done(html.escape(str(error))), None, None, None, *hidden, None
         folder, modality_value = store.path(found.path), found.dataset.modality
         rows = read_manifest(store, found, limit=max(PREVIEW_ROWS, GALLERY_ITEMS, AUDIO_PLAYERS))  # a preview only
         fractions = found.splits.get("fractions")
@@ -303,12 +324,12 @@ def build(store: Store, project, version) -> None:
 
     def on_reclean(ref, project_value, request: gr.Request, *step_values):
         if not ref:
-            yield "Pick a dataset version first.", gr.Dropdown(), *recleaning.idle()
+            yield f"{PICK_VERSION_FIRST}.", gr.Dropdown(), *recleaning.idle()
             return
         try:
             found = get_version(store, ref)
         except ImportRefused as error:
-            yield f"❌ {html.escape(str(error))}", gr.Dropdown(), *recleaning.idle()
+            yield not_done(html.escape(str(error))), gr.Dropdown(), *recleaning.idle()
             return
 
         def done(result: dict) -> tuple:
@@ -318,10 +339,11 @@ def build(store: Store, project, version) -> None:
         params = {"version_id": found.id, "steps": steps.config(found.dataset.modality, step_values)}
         yield from recleaning.run("reclean", params, project=project_value, actor=current_user(request),
                                   working=lambda text: (text, gr.skip()), done=done,
-                                  failed=lambda why: (f"❌ {why}", gr.Dropdown()))
+                                  failed=lambda why: (not_done(why), gr.Dropdown()))
 
     reclean_button.click(on_reclean, [version, project, *steps.components],
                          [reclean_status, version, *recleaning.outputs], show_progress="minimal")
+    clear_when_picked(version, reclean_status)
 
     def delete_handler(delete, done_message):
         """The confirmed deletion of the selected version's ``delete(ref, actor)``; then the project's fresh list."""
@@ -332,7 +354,7 @@ def build(store: Store, project, version) -> None:
             try:
                 message = done_message(delete(ref, current_user(request)), ref)
             except (DeleteRefused, ImportRefused) as error:
-                return f"❌ Nothing was deleted: {html.escape(str(error))}", gr.Dropdown(), hidden, None
+                return f"**Nothing was deleted:** {html.escape(str(error))}", gr.Dropdown(), hidden, None
             return message, gr.Dropdown(choices=version_choices(store, project_value), value=None), hidden, None
         return handler
 

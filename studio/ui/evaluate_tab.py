@@ -16,7 +16,7 @@ import time
 from studio.store import Store
 from studio.store.projects import DEFAULT_PROJECT
 from studio.ui.background import BackgroundTask
-from studio.ui.state import current_user, on_page_load, on_project_or_load
+from studio.ui.state import current_user, follow, not_done
 
 MIN_PLAY_SECONDS = 3.0  # an audio clip counts as heard after 3 s of playing, or when it ends sooner
 
@@ -45,14 +45,6 @@ def run_choices(store: Store, project: str | None = None) -> list[tuple[str, int
             for r in list_runs(store, project)]
 
 
-def follow_project(store: Store, project, dropdown, choices) -> None:
-    """When another project is picked (and when a page loads), ``dropdown`` offers ``choices(store, project)``,
-    nothing selected."""
-    if project is not None:
-        on_project_or_load(project, lambda name: gr.Dropdown(choices=choices(store, name), value=None), project,
-                           dropdown)
-
-
 # ----------------------------------------------------------------------------- the rating panel
 
 def _side_updates(shown: dict | None, side: str):
@@ -74,8 +66,9 @@ def _prompt_markdown(shown: dict | None) -> str:
     return f"**Prompt** ({origin}; item {done + 1} of {total}):\n\n> {html.escape(shown['prompt'])}{extra}"
 
 
-def build_rating(store: Store, rater_only: bool = False, project=None):
-    """The blind rating panel; returns the rater-name box (filled with the signed-in name when sign-in is on)."""
+def build_rating(store: Store, project=None):
+    """The blind rating panel (every project's sets when ``project`` is None: the rater-only page); returns the
+    rater-name box (filled with the signed-in name when sign-in is on)."""
     gr.Markdown(RATER_INTRO)
     with gr.Row():
         rater = gr.Textbox(label="Your name", elem_id="rate-name", scale=2,
@@ -86,14 +79,12 @@ def build_rating(store: Store, rater_only: bool = False, project=None):
                         label="Mode", scale=2)
         start = gr.Button("Start", variant="primary", elem_id="rate-start", scale=1)
     prompt = gr.Markdown(elem_id="rate-prompt")
-    with gr.Row():
+    with gr.Row(elem_id="rate-sides"):  # each side named once, by its own label
         with gr.Column():
-            label_a = gr.Markdown("**A**", visible=False)
             text_a = gr.Textbox(label="A", interactive=False, lines=6, visible=False, elem_id="rate-a")
             image_a = gr.Image(label="A", interactive=False, visible=False, height=280)
             audio_a = gr.Audio(label="A", interactive=False, visible=False, elem_id="rate-audio-a")
         with gr.Column() as column_b:
-            label_b = gr.Markdown("**B**", visible=False)
             text_b = gr.Textbox(label="B", interactive=False, lines=6, visible=False, elem_id="rate-b")
             image_b = gr.Image(label="B", interactive=False, visible=False, height=280)
             audio_b = gr.Audio(label="B", interactive=False, visible=False, elem_id="rate-audio-b")
@@ -107,13 +98,13 @@ def build_rating(store: Store, rater_only: bool = False, project=None):
     current = gr.State(None)   # the presented pair or item, as the service returned it
     played = gr.State({})      # seconds each clip was played: {"a": 3.2, "b": 1.0}
     started = gr.State({})     # when each clip started playing
-    outputs = [current, played, started, prompt, label_a, text_a, image_a, audio_a, column_b, label_b, text_b,
-               image_b, audio_b, pair_buttons, score_row, score, score_button, *buttons]
+    outputs = [current, played, started, prompt, text_a, image_a, audio_a, column_b, text_b, image_b, audio_b,
+               pair_buttons, score_row, score, score_button, *buttons]
 
     def present(shown: dict | None, message: str = ""):
         """Every output of the panel for ``shown`` (None: nothing left to rate)."""
         if shown is None:
-            hidden = [gr.update(visible=False)] * 11
+            hidden = [gr.update(visible=False)] * 9
             return [None, {}, {}, message or "Nothing left for you to rate in this set — thank you!", *hidden,
                     gr.Radio(), gr.Button(interactive=False), *[gr.Button(interactive=False)] * len(buttons)]
         pairwise = shown["mode"] == "pairwise"
@@ -122,9 +113,8 @@ def build_rating(store: Store, rater_only: bool = False, project=None):
         side_a = _side_updates({**shown, "a": shown.get("a") or shown.get("sample")}, "a")
         side_b = _side_updates(shown if pairwise else None, "b")
         header = _prompt_markdown(shown) + (f"\n\n{message}" if message else "")
-        return [shown, {}, {}, header, gr.Markdown(visible=pairwise), *side_a, gr.Column(visible=pairwise),
-                gr.Markdown(visible=pairwise), *side_b, gr.Row(visible=pairwise), gr.Row(visible=not pairwise),
-                gr.Radio(choices=scale, value=None), gr.Button(interactive=ready),
+        return [shown, {}, {}, header, *side_a, gr.Column(visible=pairwise), *side_b, gr.Row(visible=pairwise),
+                gr.Row(visible=not pairwise), gr.Radio(choices=scale, value=None), gr.Button(interactive=ready),
                 *[gr.Button(interactive=ready) for _ in buttons]]
 
     def on_start(name, set_id, chosen_mode, request: gr.Request = None):
@@ -132,21 +122,22 @@ def build_rating(store: Store, rater_only: bool = False, project=None):
 
         name = current_user(request) or name
         if not set_id:
-            return present(None, "❌ Choose a sample set.")
+            return present(None, "Choose a sample set.")
         session = getattr(request, "session_hash", None)
         try:
             fetch = next_pair if chosen_mode == "pairwise" else next_item
             return present(fetch(store, int(set_id), name, session=session))
         except EvaluationError as error:
-            return present(None, f"❌ {html.escape(str(error))}")
+            return present(None, not_done(html.escape(str(error))))
 
     start.click(on_start, [rater, chosen_set, mode], outputs)
 
     def revealed_text(outcome: dict) -> str:
         sides = outcome.get("revealed") or {}
         names = ", ".join(f"**{side.upper()}** was {html.escape(info['label'])}" for side, info in sides.items())
-        flag = f" ⚠️ {html.escape('; '.join((outcome.get('flags') or {}).values()))}" if outcome.get("flags") else ""
-        return f"✅ {html.escape(outcome['message'])} {names}.{flag}"
+        flags = "; ".join((outcome.get("flags") or {}).values())
+        flag = f" **Warning:** {html.escape(flags)}" if flags else ""
+        return f"{html.escape(outcome['message'])} {names}.{flag}"
 
     def decide(choice):
         def handler(name, set_id, chosen_mode, shown, heard, note, value=None, request: gr.Request = None):
@@ -167,7 +158,7 @@ def build_rating(store: Store, rater_only: bool = False, project=None):
                 fetch = next_pair if shown["mode"] == "pairwise" else next_item
                 return [revealed_text(outcome), *present(fetch(store, int(shown["set_id"]), name, session=session))]
             except EvaluationError as error:
-                return [f"❌ {html.escape(str(error))}", *[gr.update()] * len(outputs)]
+                return [not_done(html.escape(str(error))), *[gr.update()] * len(outputs)]
         return handler
 
     common = [rater, chosen_set, mode, current, played, comment]
@@ -199,12 +190,7 @@ def build_rating(store: Store, rater_only: bool = False, project=None):
         player.pause(on_stop(side, False), [current, played, started], [played, started, score_button, *buttons])
         player.stop(on_stop(side, True), [current, played, started], [played, started, score_button, *buttons])
 
-    if rater_only:  # raters have no Refresh button: sets generated since start-up show when the page loads
-        on_page_load(lambda: gr.Dropdown(choices=set_choices(store)), None, chosen_set)
-    else:
-        gr.Button("↻ Refresh sets", size="sm").click(lambda name=None: gr.Dropdown(choices=set_choices(store, name)),
-                                                    project, chosen_set)
-        follow_project(store, project, chosen_set, set_choices)
+    follow(store, project, chosen_set, set_choices)  # sets generated since the page opened are offered at once
     return rater
 
 
@@ -219,7 +205,7 @@ def leaderboard_outputs(store: Store, set_id, include_flagged: bool):
     try:
         board = leaderboard(store, int(set_id), include_flagged=bool(include_flagged))
     except EvaluationError as error:
-        return f"❌ {html.escape(str(error))}", [], None, None, None, []
+        return not_done(html.escape(str(error))), [], None, None, None, []
     rows = [[v["rank"], v["label"], _round(v["strength"]), _round(v["ci_low"]), _round(v["ci_high"]), v["wins"],
              v["losses"], v["ties"], v["both_bad"], v["votes"], "preliminary" if v["preliminary"] else ""]
             for v in board["variants"]]
@@ -231,11 +217,21 @@ def leaderboard_outputs(store: Store, set_id, include_flagged: bool):
                + f"\n\nAgreement: {_agreement_text(agreement)}")
     mats = board["matrices"]
     strength = intervals(board["variants"], "Preference (Bradley-Terry strength, 95 % interval)", "strength")
-    wins = matrix(mats["win_rate"], mats["labels"], "Win rate (row against column)") if mats["variants"] else None
-    counts = matrix(mats["votes"], mats["labels"], "Votes (row against column)", "{:.0f}") if mats["variants"] else None
+    short = [short_label(ref) for ref in mats["variants"]]
+    wins = matrix(mats["win_rate"], short, "Win rate (row against column)", names=mats["labels"]) \
+        if mats["variants"] else None
+    counts = matrix(mats["votes"], short, "Votes (row against column)", "{:.0f}", names=mats["labels"]) \
+        if mats["variants"] else None
     scores = [[s["label"], _round(s.get("mean")), _round(s.get("ci_low")), _round(s.get("ci_high")), s.get("n"),
                "preliminary" if s["preliminary"] else ""] for s in board["scores"]["variants"]]
     return summary, rows, strength, wins, counts, scores
+
+
+def short_label(ref: str) -> str:
+    """A variant's name short enough for a chart's axis and still distinct: "base" or "run 3 step 40" (the method,
+    which cut the full names off at "run 1 · scratch ·", is the run's, so the run and step tell them apart)."""
+    run, _, step = str(ref).partition(":")
+    return f"run {run} step {step}" if step else str(ref)
 
 
 def _agreement_text(agreement: dict) -> str:
@@ -279,8 +275,9 @@ def build(store: Store, project=None) -> None:
                              ("preference pairs for DPO (JSONL)", "preferences")], value="events", label="Export")
             export = gr.Button("Export")
             exported = gr.File(visible=False)
-    show.click(lambda s, f: leaderboard_outputs(store, s, f), [board_set, flagged],
-               [board_summary, board_table, strength_plot, wins_plot, counts_plot, score_table])
+    board_outputs = [board_summary, board_table, strength_plot, wins_plot, counts_plot, score_table]
+    for trigger in (show.click, board_set.change, flagged.change):  # picking a set shows its board
+        trigger(lambda s, f: leaderboard_outputs(store, s, f), [board_set, flagged], board_outputs)
 
     def on_export(set_id, chosen):
         from studio.evaluation.service import export_votes
@@ -292,7 +289,7 @@ def build(store: Store, project=None) -> None:
     export.click(on_export, [board_set, kind], exported)
     with gr.Accordion("Across a run's checkpoints", open=False):
         with gr.Row():
-            run = gr.Dropdown(run_choices(store, DEFAULT_PROJECT), value=None, label="Run")
+            run = gr.Dropdown(run_choices(store, DEFAULT_PROJECT), value=None, label="Run", elem_id="eval-run")
             curve_button = gr.Button("Show human preference and metrics by step")
             compute = gr.Button("Compute automatic metrics for the last checkpoint", elem_id="eval-compute")
             computing = BackgroundTask(store, "eval-compute-cancel")
@@ -310,16 +307,13 @@ def build(store: Store, project=None) -> None:
         yield from computing.run("metrics", {"ref": str(run_id)}, project=project_value, actor=current_user(request),
                                  working=lambda text: (text, gr.skip(), gr.skip(), gr.skip()),
                                  done=lambda _result: run_outputs(store, run_id),
-                                 failed=lambda why: (f"❌ {why}", None, None, None))
+                                 failed=lambda why: (not_done(why), None, None, None))
 
     compute.click(on_compute, [run, project], [curve_text, curve_plot, metric_plot, metric_table, *computing.outputs],
                   show_progress="minimal")
     register_api(store)
-    gr.Button("↻ Refresh lists", size="sm").click(
-        lambda name=None: (gr.Dropdown(choices=set_choices(store, name)),
-                           gr.Dropdown(choices=run_choices(store, name))), project, [board_set, run])
-    follow_project(store, project, board_set, set_choices)
-    follow_project(store, project, run, run_choices)
+    follow(store, project, board_set, set_choices)
+    follow(store, project, run, run_choices)
 
 
 def run_outputs(store: Store, run_id):
@@ -334,7 +328,7 @@ def run_outputs(store: Store, run_id):
     try:
         preference = run_preference(store, int(run_id))
     except EvaluationError as error:
-        preference, lines = {"points": []}, [f"❌ {html.escape(str(error))}"]
+        preference, lines = {"points": []}, [not_done(html.escape(str(error)))]
     for point in preference["points"]:
         for against in ("vs_base", "vs_previous"):
             found = point.get(against)

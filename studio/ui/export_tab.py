@@ -16,7 +16,7 @@ from pathlib import Path
 from studio.store import Store
 from studio.training.export import NO_CHECKPOINT
 from studio.ui.background import BackgroundTask
-from studio.ui.state import current_user, on_project_or_load
+from studio.ui.state import PICK_VERSION_FIRST, clear_when_picked, current_user, follow, not_done
 
 FORMATS = [("merged: a full model (transformers / diffusers)", "merged"), ("PEFT adapter (LoRA runs)", "peft"),
            ("diffusers LoRA file (image LoRA runs)", "diffusers-lora")]
@@ -67,7 +67,7 @@ def push_version_status(store: Store, version_ref: str | None, repo_id: str, tok
     from studio.sharing.hub import push_dataset
 
     if not version_ref:
-        return "**Choose a dataset version** in the selector at the top of the page."
+        return f"**{PICK_VERSION_FIRST}** (the selector at the top of the page)."
     if not (token or "").strip():
         return "**A token is needed**: paste a Hugging Face access token with write access."
     pushed = push_dataset(store, version_ref, repo_id, private=private, token=token,
@@ -75,13 +75,19 @@ def push_version_status(store: Store, version_ref: str | None, repo_id: str, tok
     return _pushed_text(pushed)
 
 
+def exported_text(export: dict) -> str:
+    return f"Exported {len(export['files'])} files to `{export['path']}` ({export['format']}, {export['library']})."
+
+
+def refused_text(why: str, previous: dict | None) -> str:
+    """Why an export was refused, and that the last good one (if any) is still the one shown below."""
+    kept = f" The last export is kept below: {exported_text(previous)}" if previous else ""
+    return not_done(why) + kept
+
+
 def _pushed_text(pushed: dict) -> str:
     return (f"Pushed {len(pushed['files'])} files to [{pushed['repo_id']}]({pushed['url']}) "
             f"({'private' if pushed['private'] else 'public'} {pushed['repo_type']} repository).")
-
-
-def _failure(error: Exception | str) -> str:
-    return f"**Could not do it:** {error}"
 
 
 def _progress_callback(progress):
@@ -105,7 +111,6 @@ def build(store: Store, project, version) -> None:
         license = gr.Dropdown(LICENSES, value=DEFAULT_LICENSE, allow_custom_value=True, scale=1,
                               label="Licence (a Hub licence id; 'other': the base model's terms)",
                               elem_id="share-license")
-        refresh = gr.Button("↻ Refresh", size="sm", scale=0)
     with gr.Row():
         export_button = gr.Button("Export", variant="primary", elem_id="share-export", scale=4)
         exporting = BackgroundTask(store, "share-export-cancel")
@@ -133,14 +138,12 @@ def build(store: Store, project, version) -> None:
     data_push = gr.Button("Push the dataset version", elem_id="share-data-push")
     data_status = gr.Markdown(elem_id="share-data-status")
 
-    def on_export(ref, chosen_format, chosen_license, project_value, request: gr.Request):
+    def on_export(ref, chosen_format, chosen_license, project_value, previous, request: gr.Request):
         def done(found: dict) -> tuple:
-            status = f"Exported {len(found['files'])} files to `{found['path']}` ({found['format']}, " \
-                     f"{found['library']})."
-            return found, status, found["zip"], card_preview(found)
+            return found, exported_text(found), found["zip"], card_preview(found)
 
-        def failed(why: str) -> tuple:
-            return None, _failure(why), None, ""
+        def failed(why: str) -> tuple:  # the last good export stays below, to download or push
+            return gr.skip(), refused_text(why, previous), gr.skip(), gr.skip()
 
         if not ref:
             yield *failed(NO_CHECKPOINT), *exporting.idle()
@@ -157,7 +160,7 @@ def build(store: Store, project, version) -> None:
             return push_export_status(store, found, repo_id, typed_token, is_private, current_user(request),
                                       _progress_callback(progress))
         except PushError as error:
-            return _failure(error)
+            return not_done(error)
 
     def on_push_version(version_ref, repo_id, typed_token, is_private, chosen_license, request: gr.Request,
                         progress=gr.Progress()):
@@ -168,14 +171,11 @@ def build(store: Store, project, version) -> None:
             return push_version_status(store, version_ref, repo_id, typed_token, is_private, chosen_license,
                                        current_user(request), _progress_callback(progress))
         except (PushError, ImportRefused) as error:
-            return _failure(error)
+            return not_done(error)
 
-    def checkpoints(name):
-        return gr.Dropdown(choices=checkpoint_choices(store, name), value=None)
-
-    refresh.click(checkpoints, project, checkpoint)
-    on_project_or_load(project, checkpoints, project, checkpoint)
-    export_button.click(on_export, [checkpoint, fmt, license, project],
+    follow(store, project, checkpoint, checkpoint_choices)  # a checkpoint saved since is offered at once
+    export_button.click(on_export, [checkpoint, fmt, license, project, export_state],
                         [export_state, export_status, download, card, *exporting.outputs], show_progress="minimal")
     push_button.click(on_push, [export_state, repo, token, private], push_status)
     data_push.click(on_push_version, [version, data_repo, data_token, data_private, license], data_status)
+    clear_when_picked(version, data_status)

@@ -19,7 +19,8 @@ from studio.store import Store
 from studio.store.projects import DEFAULT_PROJECT
 from studio.ui.confirm import NOT_CONFIRMED, confirmed, two_step_delete
 from studio.ui.forms import form_values, params_form
-from studio.ui.state import current_user, on_project_or_load
+from studio.ui.state import (PICK_VERSION_FIRST, clear_when_picked, current_user, not_done, on_lists_change,
+                             on_project_or_load)
 
 MAX_VARIANTS = 4
 REFRESH = 0.3  # seconds between grid updates while generating
@@ -153,10 +154,11 @@ def grid_html(sample_set: dict, partials: dict | None = None) -> str:
 
 def report_html(sample_set: dict) -> str:
     report = sample_set.get("report") or {}
-    lines = [f"ℹ️ {html.escape(n)}" for n in report.get("notes", [])]
-    lines += [f"❌ {html.escape(e['message'])}" for e in report.get("errors", [])]
+    lines = [f"Note: {html.escape(n)}" for n in report.get("notes", [])]
+    lines += [f"<b>Failed:</b> {html.escape(e['message'])}" for e in report.get("errors", [])]
     if report.get("flagged"):
-        lines.append(f"⚠️ {len(report['flagged'])} output(s) contained blocked words: masked and marked below.")
+        lines.append(f"<b>Warning:</b> {len(report['flagged'])} output(s) contained blocked words: masked and "
+                     "marked below.")
     status = sample_set.get("status")
     head = (f"<p><b>Sample set #{sample_set['set_id']}</b> · {html.escape(sample_set['modality'])} · "
             f"{html.escape(str(status))}</p>")
@@ -224,9 +226,8 @@ def build(store: Store, project, version) -> None:
                            scale=2, elem_id="gen-base")
         variants = gr.Dropdown([], value=[], multiselect=True, max_choices=MAX_VARIANTS, scale=3,
                                label=f"Variants (up to {MAX_VARIANTS} runs or checkpoints)", elem_id="gen-variants")
-        with gr.Column(scale=1, min_width=160):
-            include_base = gr.Checkbox(True, label="include the base model", elem_id="gen-include-base")
-            refresh = gr.Button("↻ Refresh lists", size="sm")
+        include_base = gr.Checkbox(True, label="include the base model", elem_id="gen-include-base", scale=1,
+                                   min_width=160)
     prompts = gr.Textbox(lines=4, label="Prompts (one per line)", elem_id="gen-prompts",
                          placeholder="Once upon a time\nThe little fox")
     references = gr.State(None)
@@ -279,10 +280,13 @@ def build(store: Store, project, version) -> None:
         found = variants_of(store, model)
         return found[0]["modality"] if found else "text"
 
+    def variant_list(found: list[dict], keep: bool = False):
+        """The ``found`` variants offered: the picked ones kept, or (``keep`` False) the newest runs' last checkpoints."""
+        latest = {} if keep else {"value": [c["ref"] for c in found if c["last"]][:2]}
+        return gr.Dropdown(choices=[(c["label"], c["ref"]) for c in found], **latest)
+
     def on_base(model, project_value):
         found = variants_of(store, model, project_value)
-        choices = [(c["label"], c["ref"]) for c in found]
-        latest = [c["ref"] for c in found if c["last"]][:2]
         modality = modality_of_base(model)
         # A starter has no pretrained weights: its runs' base is their untrained start, the step-0 checkpoint.
         has_base = not is_starter(model) or any(c["step"] == 0 and c["method"] == "scratch" for c in found)
@@ -291,34 +295,43 @@ def build(store: Store, project, version) -> None:
             label += (" (the first run's untrained start, step 0)" if has_base
                       else " (these runs from scratch kept no untrained start)")
         note = gr.Checkbox(value=has_base, interactive=has_base, label=label)
-        return [gr.Dropdown(choices=choices, value=latest), note] + [gr.Group(visible=m == modality) for m in SETTINGS]
+        return [variant_list(found), note] + [gr.Group(visible=m == modality) for m in SETTINGS]
 
     base.change(on_base, [base, project], [variants, include_base] + list(groups.values()))
 
-    def lists(project_value, keep: bool = True):
-        """The project's base models and sample sets; another project's choice clears what was picked."""
-        picked = {} if keep else {"value": None}
-        return (gr.Dropdown(choices=base_choices(store, project_value), **picked),
-                gr.Dropdown(choices=set_choices(store, project_value), **picked), sets_table(store, project_value))
+    def lists(project_value, model=None, keep: bool = True):
+        """The project's base models (``model`` kept when still offered, else the newest run's; picking it fills
+        the variants) and sample sets; another project's choice clears the picked set."""
+        bases = base_choices(store, project_value)
+        offered = [ref for _, ref in bases]
+        chosen = model if model in offered else (offered[0] if offered else None)
+        # Another base's change event fills the variants; the same base has none, so they are refreshed here.
+        variants_update = variant_list(variants_of(store, chosen, project_value), keep) if chosen == model \
+            else gr.Dropdown()
+        return (gr.Dropdown(choices=bases, value=chosen), variants_update,
+                gr.Dropdown(choices=set_choices(store, project_value), **({} if keep else {"value": None})),
+                sets_table(store, project_value))
 
-    refresh.click(lists, project, [base, chosen_set, table])
-    on_project_or_load(project, lambda p: lists(p, keep=False), project, [base, chosen_set, table])
+    list_outputs = [base, variants, chosen_set, table]
+    on_project_or_load(project, lambda p, m: lists(p, m, keep=False), [project, base], list_outputs)
+    on_lists_change(store, lists, [project, base], list_outputs)  # a new run, checkpoint or set: listed at once
 
     def on_from_test(dataset_ref, count):
         from studio.generation.service import prompts_from_test_split
 
         if not dataset_ref:
-            return gr.Textbox(), None, "❌ Choose a dataset version at the top of the page first."
+            return gr.Textbox(), None, f"{PICK_VERSION_FIRST} (at the top of the page)."
         try:
             found = prompts_from_test_split(store, dataset_ref, int(count or 8))
         except ValueError as error:
-            return gr.Textbox(), None, f"❌ {html.escape(str(error))}"
+            return gr.Textbox(), None, not_done(html.escape(str(error)))
         text = "\n".join(item["prompt"].replace("\n", " ") for item in found)
         refs = [item.get("reference") for item in found]
         with_refs = sum(1 for r in refs if r)
         return text, refs, f"{len(found)} prompts from the test split ({with_refs} with a reference shown beside them)."
 
     from_test.click(on_from_test, [version, test_count], [prompts, references, status])
+    clear_when_picked(version, status)
     prompts.input(lambda: None, None, references)  # typed prompts no longer line up with the references
 
     def on_load(name):
@@ -327,7 +340,7 @@ def build(store: Store, project, version) -> None:
         try:
             return "\n".join(get_prompt_set(store, name)), None, f"Loaded prompt set '{html.escape(name)}'."
         except ValueError as error:
-            return gr.Textbox(), None, f"❌ {html.escape(str(error))}"
+            return gr.Textbox(), None, not_done(html.escape(str(error)))
 
     def on_save(name, text, request: gr.Request = None):
         from studio.generation.service import save_prompt_set
@@ -336,7 +349,7 @@ def build(store: Store, project, version) -> None:
         try:
             save_prompt_set(store, (name or "").strip(), lines, actor=current_user(request))
         except ValueError as error:
-            return gr.Dropdown(), f"❌ {html.escape(str(error))}"
+            return gr.Dropdown(), not_done(html.escape(str(error)))
         return gr.Dropdown(choices=_prompt_set_names(store), value=name), f"Saved {len(lines)} prompts as '{html.escape(name)}'."
 
     load_prompts.click(on_load, prompt_set, [prompts, references, status])
@@ -354,8 +367,8 @@ def build(store: Store, project, version) -> None:
         refs_list = [line for line in (text or "").splitlines() if line.strip()]
         seed_text = str(seed_value or "").strip()
         if seed_text and not seed_text.isdigit():
-            yield f"❌ seed: must be a whole number from 0 to 4294967295, or empty for a random one (got " \
-                  f"'{html.escape(seed_text[:40])}')", gr.HTML()
+            yield not_done("seed: must be a whole number from 0 to 4294967295, or empty for a random one (got "
+                           f"'{html.escape(seed_text[:40])}')"), gr.HTML()
             return
         request_args = dict(variants=(["base"] if with_base else []) + list(chosen or []), prompts=refs_list,
                             seed=int(seed_text) if seed_text else None,
@@ -363,7 +376,7 @@ def build(store: Store, project, version) -> None:
                             references=refs if refs and len(refs) == len(refs_list) else None,
                             project=project_value or None, created_by=current_user(request))
         if not request_args["variants"]:
-            yield "❌ Pick at least one variant (or include the base model).", gr.HTML()
+            yield "Pick at least one variant (or include the base model).", gr.HTML()
             return
         job = Generation()
         key = getattr(request, "session_hash", None) or "default"
@@ -374,16 +387,16 @@ def build(store: Store, project, version) -> None:
             time.sleep(REFRESH)
             done, total, message = job.progress
             if job.set_id is not None:
-                yield (f"⏳ {done} of {total} samples · {html.escape(message)}",
+                yield (f"Generating: {done} of {total} samples · {html.escape(message)}",
                        grid_html(get_set(store, job.set_id), dict(job.partials)))
         running.pop(key, None)
         if job.error is not None and job.set_id is None:
-            yield f"❌ {html.escape(str(job.error))}", gr.HTML()
+            yield not_done(html.escape(str(job.error))), gr.HTML()
             return
         final = get_set(store, job.set_id)
         seeds = sorted({s for row in final["seeds"] for s in row})
-        ending = {"completed": "✅ Done", "cancelled": "⏹ Cancelled (the samples made so far are kept)",
-                  "failed": "❌ Failed"}.get(final["status"], final["status"])
+        ending = {"completed": "Done", "cancelled": "Cancelled (the samples made so far are kept)",
+                  "failed": "Failed"}.get(final["status"], final["status"])
         error = f" — {html.escape(str(job.error))}" if job.error else ""
         yield (f"{ending}: sample set #{final['set_id']}, {len(final['samples'])} samples, seeds "
                f"{', '.join(map(str, seeds[:8]))}{'…' if len(seeds) > 8 else ''}{error}", grid_html(final))
@@ -397,7 +410,7 @@ def build(store: Store, project, version) -> None:
         if job is None:
             return "Nothing is being generated."
         job.cancel.set()
-        return "⏹ Cancelling after the current sample…"
+        return "Cancelling after the current sample…"
 
     stop.click(on_cancel, None, status, api_visibility="private")
 
@@ -405,11 +418,11 @@ def build(store: Store, project, version) -> None:
         from studio.generation.service import GenerationError, get_set
 
         if not set_id:
-            return "❌ Choose a sample set.", gr.HTML()
+            return "Choose a sample set.", gr.HTML()
         try:
             return f"Sample set #{set_id}", grid_html(get_set(store, int(set_id)))
         except GenerationError as error:
-            return f"❌ {html.escape(str(error))}", gr.HTML()
+            return not_done(html.escape(str(error))), gr.HTML()
 
     def on_download(set_id):
         from studio.generation.service import export_set_zip
@@ -427,7 +440,7 @@ def build(store: Store, project, version) -> None:
         try:
             delete_set(store, int(set_id), actor=current_user(request))
         except GenerationError as error:
-            return f"❌ Nothing was deleted: {html.escape(str(error))}", gr.Dropdown(), gr.Dataframe(), gr.HTML(), \
+            return f"**Nothing was deleted:** {html.escape(str(error))}", gr.Dropdown(), gr.Dataframe(), gr.HTML(), \
                 hidden, None
         return (f"Sample set #{set_id} deleted with its samples, files and ratings.",
                 gr.Dropdown(choices=set_choices(store, project_value), value=None), sets_table(store, project_value),

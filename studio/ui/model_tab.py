@@ -4,6 +4,7 @@ and see parameter counts and a memory estimate before training."""
 from __future__ import annotations
 
 import gradio as gr  # at module level: a handler's "request: gr.Request" hint must resolve, or Gradio passes no request
+import html
 import os
 import shutil
 import subprocess
@@ -14,6 +15,8 @@ from studio.models.catalog import availability, entries, find, fit_verdict, memo
 from studio.store import Store
 from studio.training.config import PRECISION_CHOICES, LoraOptions
 from studio.ui.forms import params_form
+from studio.ui.project_bar import dataset_picker
+from studio.ui.state import not_done
 
 OTHER = "other: a Hub id or a local folder"
 
@@ -49,8 +52,8 @@ def estimate_markdown(model_ref: str, method: str, rank: int, precision: str, ba
     device, available = device_memory()
     verdict = fit_verdict(memory["total"], available)
     parts = " + ".join(f"{k} {v / 2**30:.2f}" for k, v in memory.items() if k != "total")
-    warning = "" if verdict == "fits" else (f"\n\n⚠️ **{verdict}** on {device}: lower the batch size, use LoRA, "
-                                            "bf16, or gradient checkpointing.")
+    warning = "" if verdict == "fits" else (f"\n\n**Warning: {verdict}** on {device}: lower the batch size, use "
+                                            "LoRA, bf16, or gradient checkpointing.")
     return (f"**{entry.id}** · {entry.family} · {entry.note}\n\n"
             f"Trainable parameters: **{trainable / 1e6:,.2f} M** of {total / 1e6:,.1f} M "
             f"({100 * trainable / total:.2f} %)\n\n"
@@ -63,10 +66,27 @@ def model_choices(modality: str) -> list[tuple[str, str]]:
     return [(f"{e.id} · {e.params_m:g}M · {e.note}", e.id) for e in entries(modality)] + [(OTHER, OTHER)]
 
 
-def build(store: Store, version):
+def working_on(store: Store, ref: str | None) -> tuple[str, str]:
+    """The dataset version's modality ("text" when none is picked) and the line saying what the tab works on."""
+    if not ref:
+        return "text", ("No dataset version picked: text models are offered. Pick a version to see the models "
+                        "for its data.")
+    try:
+        found = get_version(store, ref)
+    except ImportRefused as error:
+        return "text", not_done(html.escape(str(error)))
+    modality = found.dataset.modality
+    return modality, (f"Working on **{html.escape(found.dataset.name)} v{found.version}** ({modality}, "
+                      f"{found.items_kept} items): the models below are for **{modality}** data.")
+
+
+def build(store: Store, project, version):
     """Lay out the Model tab; returns (model_ref, method, lora components) for the Train tab."""
     gr.Markdown("Pick the model to adapt and how. **Starters** work offline and learn from your data from "
                 "scratch; Hub models need their weights in the local Hugging Face cache (or a network).")
+    with gr.Row():
+        dataset_picker(store, project, version, "model-dataset")
+        dataset_line = gr.Markdown(working_on(store, None)[1], elem_id="model-working-on")
     with gr.Row():
         choice = gr.Radio(model_choices("text"), value="starter-text", label="Model", elem_id="model-choice", scale=3)
         with gr.Column(scale=2):
@@ -85,18 +105,11 @@ def build(store: Store, version):
         sequence = gr.Number(value=256, precision=0, label="Tokens per sequence / latent pixels")
     estimate = gr.Markdown(estimate_markdown("starter-text", "scratch", 8, "no", 8, 256), elem_id="model-estimate")
 
-    def modality_of_selected(ref: str | None) -> str:
-        try:
-            return get_version(store, ref).dataset.modality if ref else "text"
-        except ImportRefused:
-            return "text"
-
     def on_dataset(ref):
-        modality = modality_of_selected(ref)
-        starter = f"starter-{modality}"
-        return gr.Radio(choices=model_choices(modality), value=starter)
+        modality, line = working_on(store, ref)
+        return gr.Radio(choices=model_choices(modality), value=f"starter-{modality}"), line
 
-    version.change(on_dataset, version, choice)
+    version.change(on_dataset, version, [choice, dataset_line])
 
     def on_choice(picked, typed):
         ref = typed if picked == OTHER else picked

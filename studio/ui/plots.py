@@ -73,21 +73,27 @@ def intervals(rows: list[dict], title: str, xlabel: str, value: str = "strength"
     return figure
 
 
-def matrix(values: list[list], labels: list[str], title: str, fmt: str = "{:.2f}"):
-    """A heat map of a square matrix (row variant against column variant), each cell written out."""
+def matrix(values: list[list], labels: list[str], title: str, fmt: str = "{:.2f}", names: list[str] | None = None):
+    """A heat map of a square matrix (row variant against column variant), each cell written out. ``labels`` (short,
+    distinct) name the rows and columns; ``names``, their full names, are listed under the map where they differ."""
     import numpy as np
 
     figure, axes = _figure(title)
     grid = np.array([[np.nan if v is None else float(v) for v in row] for row in values], dtype=float)
     axes.imshow(grid, cmap="Blues", vmin=0)
-    short = [str(label)[:18] for label in labels]
-    axes.set_xticks(range(len(short)), short, rotation=30, ha="right", fontsize=8)
-    axes.set_yticks(range(len(short)), short, fontsize=8)
+    axes.set_xticks(range(len(labels)), labels, rotation=30, ha="right", fontsize=8)
+    axes.set_yticks(range(len(labels)), labels, fontsize=8)
     for i, row in enumerate(values):
         for j, v in enumerate(row):
             if v is not None and i != j:
                 axes.text(j, i, fmt.format(v), ha="center", va="center", fontsize=8)
-    figure.tight_layout()
+    legend = [f"{short}: {name}" for short, name in zip(labels, names or labels) if short != name]
+    below = 0.15 * len(legend) + 0.1 if legend else 0.0  # inches under the map for the legend, a line each
+    height = 3.2 + below
+    figure.set_size_inches(5.5, height)
+    figure.tight_layout(rect=(0, below / height, 1, 1))
+    if legend:
+        figure.text(0.02, 0.02, "\n".join(legend), fontsize=7, va="bottom", color="#444")
     return figure
 
 

@@ -9,7 +9,7 @@ import html
 from studio.projects import (DEFAULT_PROJECT, DeleteRefused, ProjectError, create_project, delete_project,
                              project_activity, project_names)
 from studio.store import Store
-from studio.ui.state import current_user, project_choices, version_choices
+from studio.ui.state import current_user, not_done, on_lists_change, project_choices, version_choices
 
 ACTIVITY_ROWS = 50
 ACTIVITY_HEADERS = ["when (UTC)", "who", "what", "on", "project", "details"]
@@ -36,7 +36,7 @@ def on_project_handler(store: Store):
                 name = create_project(store, name, actor=current_user(request))["name"]
                 message = f"Project **{html.escape(name)}** created."
             except ProjectError as error:
-                message, name = f"❌ {html.escape(str(error))}", DEFAULT_PROJECT
+                message, name = not_done(html.escape(str(error))), DEFAULT_PROJECT
         return (gr.Dropdown(choices=project_choices(store), value=name),
                 gr.Dropdown(choices=version_choices(store, name), value=None),
                 activity_rows(store, name, every_project), message)
@@ -52,7 +52,7 @@ def on_delete_handler(store: Store):
         try:
             gone = delete_project(store, name, actor=current_user(request))
         except (ProjectError, DeleteRefused) as error:
-            return f"❌ Nothing was deleted: {html.escape(str(error))}", gr.Dropdown(), gr.Textbox(), gr.Dataframe()
+            return f"**Nothing was deleted:** {html.escape(str(error))}", gr.Dropdown(), gr.Textbox(), gr.Dataframe()
         return (f"Project **{html.escape(name)}** deleted with its {gone['datasets']} dataset(s), {gone['versions']} "
                 f"version(s), {gone['runs']} run(s) and {gone['sample_sets']} sample set(s), files included.",
                 gr.Dropdown(choices=project_choices(store), value=DEFAULT_PROJECT), gr.Textbox(value=""),
@@ -96,4 +96,24 @@ def build(store: Store, app):
                 gr.Dropdown(choices=version_choices(store, DEFAULT_PROJECT)), activity_rows(store, DEFAULT_PROJECT))
 
     app.load(on_load, None, [project, version, activity], queue=False)
+
+    def on_lists(name):  # a version imported by anyone (the CLI too): offered at once, the selection kept
+        return gr.Dropdown(choices=project_choices(store)), gr.Dropdown(choices=version_choices(store, name))
+
+    on_lists_change(store, on_lists, project, [project, version])
     return project, version
+
+
+def dataset_picker(store: Store, project, version, elem_id: str):
+    """A tab's own view of the shared ``version`` selector, beside the tab's controls: it shows the version the tab
+    works on, and picking another here picks it at the top too (so every tab follows)."""
+    mirror = gr.Dropdown(version_choices(store, DEFAULT_PROJECT), value=None, elem_id=elem_id, scale=3,
+                         label="Dataset version (the same as at the top of the page: change it here or there)")
+
+    def shown(name, ref):
+        return gr.Dropdown(choices=version_choices(store, name), value=ref)
+
+    gr.on([version.change, project.change], shown, [project, version], mirror, show_progress="hidden")
+    on_lists_change(store, lambda name: gr.Dropdown(choices=version_choices(store, name)), project, mirror)
+    mirror.input(lambda ref: ref, mirror, version, show_progress="hidden")  # .input: people only, so no echo loop
+    return mirror

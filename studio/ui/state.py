@@ -67,6 +67,72 @@ def current_user(request) -> str | None:
     return getattr(request, "username", None) or None
 
 
+PICK_VERSION_FIRST = "Pick a dataset version first"
+LISTS_POLL_SECONDS = 3
+
+
+def not_done(why: str) -> str:
+    """A refusal or failure as a page shows it: in words (an emoji renders as an empty box where no emoji font is
+    installed)."""
+    return f"**Could not do it:** {why}"
+
+
+def clear_when_picked(version, message) -> None:
+    """Once a dataset version is picked, ``message`` stops asking for one (any other message stays)."""
+    import gradio as gr
+
+    def clear(ref, shown):
+        return "" if ref and PICK_VERSION_FIRST in (shown or "") else gr.skip()
+
+    version.change(clear, [version, message], message, show_progress="hidden", api_visibility="private")
+
+
+def on_lists_change(store: Store, fn, inputs, outputs) -> None:
+    """``fn`` whenever a run, checkpoint, sample set, dataset version or project was added or deleted, or a run or
+    set changed status — by this page, another one or the CLI. A timer on each page compares one small query's
+    answer (``listing_signature``) with the last one it saw; only a difference calls the handlers."""
+    _lists_signal(store).change(fn, inputs, outputs, show_progress="hidden", api_visibility="private")
+
+
+def follow(store: Store, project, dropdown, choices) -> None:
+    """``dropdown`` offers ``choices(store, project)``: afresh with nothing selected when another project is picked
+    and when a page loads, and with its selection kept when what it lists changes. ``project`` None: every
+    project's (the rater-only page)."""
+    import gradio as gr
+
+    def fresh(name=None):
+        return gr.Dropdown(choices=choices(store, name), value=None)
+
+    def refreshed(name=None):
+        return gr.Dropdown(choices=choices(store, name))
+
+    if project is None:
+        on_page_load(fresh, None, dropdown)
+        on_lists_change(store, refreshed, None, dropdown)
+    else:
+        on_project_or_load(project, fresh, project, dropdown)
+        on_lists_change(store, refreshed, project, dropdown)
+
+
+def _lists_signal(store: Store):
+    """The page's "lists changed" signal (one per app, made on first use): a State holding the store's listing
+    signature, updated by a timer; Gradio calls its change listeners only when the value differs."""
+    import gradio as gr
+    from gradio.context import Context
+
+    from studio.store.changes import listing_signature
+
+    root = Context.root_block
+    signal = getattr(root, "_studio_lists_signal", None)
+    if signal is None:
+        signal = gr.State(None)
+        timer = gr.Timer(LISTS_POLL_SECONDS)
+        # The page's plumbing, not an API (and a digest: the rater-only page polls it too)
+        timer.tick(lambda: listing_signature(store), None, signal, show_progress="hidden", api_visibility="private")
+        root._studio_lists_signal = signal
+    return signal
+
+
 def on_project_or_load(project, fn, inputs, outputs) -> None:
     """``fn`` when another project is picked and when a page loads: the app is built once, at start-up, so lists
     filled then would miss what anyone made since (a run, a sample set) until someone pressed Refresh."""

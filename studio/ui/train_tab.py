@@ -21,7 +21,9 @@ from studio.training.config import SECTIONS, TrainConfig
 from studio.training.runs import early_stop_note, list_runs, run_summary, samples
 from studio.ui.confirm import NOT_CONFIRMED, confirmed, two_step_delete
 from studio.ui.forms import field_component, form_values, params_form
-from studio.ui.state import MetricCache, current_user, on_project_or_load, run_choices
+from studio.ui.project_bar import dataset_picker
+from studio.ui.state import (PICK_VERSION_FIRST, MetricCache, clear_when_picked, current_user, not_done,
+                             on_project_or_load, run_choices)
 
 REFRESH_SECONDS = 2
 TOP_FIELDS = [name for name in TrainConfig.model_fields if name not in SECTIONS]
@@ -115,7 +117,9 @@ def starting_config(model_ref: str) -> TrainConfig:
 
 def build(store: Store, project, version, model_ref, method, lora: dict) -> None:
     """The Train tab; its run lists follow the shared ``project`` selector."""
-    intro = gr.Markdown(elem_id="train-intro")
+    with gr.Row():
+        dataset_picker(store, project, version, "train-dataset")
+        intro = gr.Markdown(elem_id="train-intro")
     # Built from TrainConfig, so the form, the CLI --set keys and the YAML never disagree.
     initial = starting_config("starter-text")
     top_components = _top_form(initial)
@@ -178,11 +182,12 @@ def build(store: Store, project, version, model_ref, method, lora: dict) -> None
 
     def describe(ref, model, chosen_method):
         if not ref:
-            return "Pick a dataset version above and a model in the Model tab.", *[gr.Accordion()] * 3
+            return "Pick a dataset version (here or at the top) and a model in the Model tab.", \
+                *[gr.Accordion()] * 3
         try:
             found = get_version(store, ref)
         except ImportRefused as error:
-            return f"❌ {error}", *[gr.Accordion()] * 3
+            return not_done(html.escape(str(error))), *[gr.Accordion()] * 3
         modality = found.dataset.modality
         text = (f"Dataset **{html.escape(found.dataset.name)} v{found.version}** ({modality}, "
                 f"{found.splits.get('train', 0)} train / {found.splits.get('validation', 0)} validation) · "
@@ -206,14 +211,14 @@ def build(store: Store, project, version, model_ref, method, lora: dict) -> None
     # request stands before *values: Gradio passes it only to a positional parameter
     def on_train(ref, model, chosen_method, project_value, request: gr.Request, *values):
         if not ref:
-            return ("❌ Pick a dataset version first (top of the page).", gr.Dropdown(),
+            return (f"{PICK_VERSION_FIRST} (here or at the top of the page).", gr.Dropdown(),
                     runs_table(store, project_value), gr.Dropdown())
         try:
             config = config_from(values)
             run_id = jobs.create_run(store, ref, model, chosen_method, config, project=project_value or None,
                                      created_by=current_user(request))  # the dispatcher thread starts it
         except (jobs.RunError, ImportRefused, ValidationError, ValueError) as error:
-            return f"❌ {html.escape(str(error))}", gr.Dropdown(), runs_table(store, project_value), gr.Dropdown()
+            return not_done(html.escape(str(error))), gr.Dropdown(), runs_table(store, project_value), gr.Dropdown()
         choices = run_choices(store, project_value)
         return (f"Run **#{run_id}** queued; it starts when the device is free and keeps going if you close the page.",
                 gr.Dropdown(choices=choices, value=run_id), runs_table(store, project_value),
@@ -228,6 +233,7 @@ def build(store: Store, project, version, model_ref, method, lora: dict) -> None
                 runs_table(store, project_value))
 
     on_project_or_load(project, on_project, project, [selected, overlay, table])
+    clear_when_picked(version, message)
 
     def on_yaml(*values):
         try:
@@ -241,12 +247,12 @@ def build(store: Store, project, version, model_ref, method, lora: dict) -> None
         from studio.training.preflight import preflight
 
         if not ref:
-            return "❌ Pick a dataset version first (top of the page)."
+            return f"{PICK_VERSION_FIRST} (here or at the top of the page)."
         progress(0.1, desc="measuring a few real steps in a separate process")
         try:
             result = preflight(store, ref, model, chosen_method, config_from(values))
         except (RuntimeError, ValidationError, ValueError) as error:
-            return f"❌ {html.escape(str(error))}"
+            return not_done(html.escape(str(error)))
         minutes = result["estimated_seconds"] / 60
         return (f"**{result['verdict']}** on {result['device']}: peak {result['peak_memory_bytes'] / 2**30:.2f} GiB of "
                 f"{result['device_memory_bytes'] / 2**30:.0f} GiB · {result['seconds_per_step']:.2f} s per step × "
@@ -297,7 +303,7 @@ def build(store: Store, project, version, model_ref, method, lora: dict) -> None
         made = samples(store, int(run_id))
         images = [(s["path"], f"step {s['step']}: {s['prompt']}") for s in made if s["path"] and s["path"].endswith(".png")]
         clips = [s for s in made if s["path"] and s["path"].endswith(".wav")]
-        error = f"\n\n❌ {html.escape(summary['error'].splitlines()[0])}" if summary.get("error") else ""
+        error = f"\n\n**Failed:** {html.escape(summary['error'].splitlines()[0])}" if summary.get("error") else ""
         out.update({
             progress: progress_html(summary, history) + error,
             samples_view: "\n\n".join(f"**step {s['step']}** · _{html.escape(s['prompt'])}_ → "
@@ -326,7 +332,7 @@ def build(store: Store, project, version, model_ref, method, lora: dict) -> None
                     return f"Run #{run_id} queued again from its last checkpoint.", None
                 at_step = jobs.request(store, int(run_id), kind, actor=current_user(request))
             except jobs.RunError as error:
-                return f"❌ {html.escape(str(error))}", None
+                return not_done(html.escape(str(error))), None
             # the page's refresh replaces this with what came of it (see jobs.request_outcome)
             return ({"stop": "Stopping after the current step (a checkpoint is saved).",
                      "save": "A checkpoint will be saved after the current step.",
@@ -344,7 +350,7 @@ def build(store: Store, project, version, model_ref, method, lora: dict) -> None
         try:
             jobs.delete_run(store, int(run_id), actor=current_user(request))
         except (jobs.RunError, TypeError, ValueError) as error:
-            return f"❌ {html.escape(str(error))}", gr.Button(visible=False), gr.Dropdown(), None
+            return not_done(html.escape(str(error))), gr.Button(visible=False), gr.Dropdown(), None
         CACHE.forget(int(run_id))
         return (f"Run #{run_id} and its files were deleted.", gr.Button(visible=False),
                 gr.Dropdown(choices=run_choices(store, project_value), value=None), None)
