@@ -190,7 +190,7 @@ def near_text_duplicates(items, params: NearDuplicateTextParams, _ctx) -> StepOu
 
     def similar_to_kept(index: int, _kept: list[int]):
         # The exact Jaccard of the two shingle sets, not MinHash's estimate: with 64 permutations that is off by
-        # ±0.05 typically, enough to merge distinct short texts at 0.77 or keep copies at 0.83.
+        # ±0.05 typically, enough to merge texts at 0.77 or keep ones at 0.83.
         best = None
         for other in lsh.query(signatures[index]):
             similarity = jaccard(hashes[index], hashes[other])
