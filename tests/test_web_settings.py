@@ -45,7 +45,7 @@ def test_image_generation_with_default_settings_and_a_readable_bad_value(image_r
     assert guidance.input_value() == ""  # empty: the model's default, not 0 (which would ignore the prompt)
     status = page.locator("#gen-status")
     page.locator("#gen-start").click()
-    page.wait_for_function("/Done|Failed|❌/.test(document.querySelector('#gen-status')?.innerText || '')",
+    page.wait_for_function("/Done|Failed|Could not do it/.test(document.querySelector('#gen-status')?.innerText || '')",
                            timeout=180_000)
     assert "Done" in status.inner_text(), status.inner_text()
     store = open_store(load_settings(home=image_run))
@@ -58,7 +58,7 @@ def test_image_generation_with_default_settings_and_a_readable_bad_value(image_r
     page.locator("#gen-start").click()
     page.wait_for_function("/must be/.test(document.querySelector('#gen-status')?.innerText || '')",
                            timeout=60_000)
-    assert status.inner_text().strip() == ("❌ guidance scale (guidance_scale): must be a number between 0 and 50, or "
+    assert status.inner_text().strip() == ("Could not do it: guidance scale (guidance_scale): must be a number between 0 and 50, or "
                                            "empty for the default (got 'lots')")
     body = page.locator("body").inner_text()
     assert "input_value" not in body and "pydantic" not in body
