@@ -34,7 +34,7 @@ def _corpus(folder, name: str = "notes.txt"):
 
 def _finished_run(store, dataset_ref: str, actor: str | None = None) -> int:
     """A run created like the Train tab does, then finished with one checkpoint on disk and a metric."""
-    run_id = jobs.create_run(store, dataset_ref, "starter-text", "lora", TrainConfig(max_steps=1), created_by=actor)
+    run_id = jobs.create_run(store, dataset_ref, "starter-text", "scratch", TrainConfig(max_steps=1), created_by=actor)
     checkpoint = store.path(f"runs/{run_id}/checkpoints/step-1/model")
     checkpoint.mkdir(parents=True)
     (checkpoint / "adapter_model.safetensors").write_bytes(b"weights")
@@ -129,7 +129,7 @@ def _delete_one_of_two_projects(store, tmp_path) -> None:
 
 def test_a_project_with_a_queued_or_running_run_is_not_deleted(store, tmp_path):
     imported = import_dataset(store, [_corpus(tmp_path)], name="notes", project="team")
-    run_id = jobs.create_run(store, f"{imported['dataset_id']}:1", "starter-text", "lora", TrainConfig(max_steps=1))
+    run_id = jobs.create_run(store, f"{imported['dataset_id']}:1", "starter-text", "scratch", TrainConfig(max_steps=1))
     for status in ("queued", "running"):
         with store.session() as session:
             session.get(Run, run_id).status = status
@@ -197,8 +197,8 @@ def test_run_and_set_lists_follow_the_selected_project(store, tmp_path):
 def test_a_run_stays_in_its_datasets_project(store, tmp_path):
     imported = import_dataset(store, [_corpus(tmp_path)], name="notes", project="team")
     with pytest.raises(jobs.RunError, match="is in project 'team', not 'other'"):
-        jobs.create_run(store, str(imported["dataset_id"]), "starter-text", "lora", TrainConfig(), project="other")
-    run_id = jobs.create_run(store, str(imported["dataset_id"]), "starter-text", "lora", TrainConfig(), project="team")
+        jobs.create_run(store, str(imported["dataset_id"]), "starter-text", "scratch", TrainConfig(), project="other")
+    run_id = jobs.create_run(store, str(imported["dataset_id"]), "starter-text", "scratch", TrainConfig(), project="team")
     assert list_runs(store, "team")[0]["run_id"] == run_id
 
 
@@ -206,7 +206,7 @@ def test_every_write_records_who_did_it(store, tmp_path):
     imported = import_dataset(store, [_corpus(tmp_path)], name="notes", project="team", created_by="ana")
     reclean(store, imported["version_id"], created_by="bo")
     ref = f"{imported['dataset_id']}:1"
-    queued = jobs.create_run(store, ref, "starter-text", "lora", TrainConfig(), created_by="ana")
+    queued = jobs.create_run(store, ref, "starter-text", "scratch", TrainConfig(), created_by="ana")
     jobs.request(store, queued, "stop", actor="bo")
     finished = _finished_run(store, ref, actor="cy")
     jobs.resume(store, finished, actor="cy")
