@@ -20,6 +20,8 @@ from studio.data.text_lines import BadFile, Skipped, TextLines
 from studio.settings import Settings, load_settings
 
 DOCUMENT_EXTENSIONS = {".txt", ".md"}
+# How a plain text file becomes documents (``documents``); "auto": one file is paragraphs, several a document each.
+TEXT_SPLITS = ("auto", "file", "blank_lines", "lines")
 
 
 @dataclass
