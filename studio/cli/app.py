@@ -1,0 +1,145 @@
+"""One way to declare a command and one way to run it.
+
+A command module makes a ``Commands`` and decorates each handler with ``commands.command("runs show", arg(...))``:
+the command's words, help and arguments sit beside the handler. ``build`` turns the modules' commands into one
+argparse parser; ``run`` calls the handler of the command given (``args.run``), which returns the exit code.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+from typing import Callable, Iterable
+
+from studio.cli.shared import details_log, fail
+from studio.settings import Settings
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+@dataclass(frozen=True)
+class Arg:
+    """One ``add_argument``: a positional name or flags, and argparse's keywords."""
+
+    names: tuple[str, ...]
+    options: dict
+
+    def add_to(self, parser) -> None:
+        parser.add_argument(*self.names, **self.options)
+
+
+def arg(*names: str, **options) -> Arg:
+    return Arg(names, options)
+
+
+@dataclass(frozen=True)
+class OneOf:
+    """Arguments of which exactly one is given."""
+
+    arguments: tuple[Arg, ...]
+
+    def add_to(self, parser) -> None:
+        group = parser.add_mutually_exclusive_group(required=True)
+        for argument in self.arguments:
+            argument.add_to(group)
+
+
+def one_of(*arguments: Arg) -> OneOf:
+    return OneOf(arguments)
+
+
+@dataclass(frozen=True)
+class Command:
+    words: tuple[str, ...]  # ("runs", "show"): a group and its command; ("train",): a command of its own
+    handler: Handler
+    arguments: tuple[Arg | OneOf, ...]
+    help: str | None
+    json: bool  # takes --json: the result as one JSON document on stdout
+    settings: bool  # takes a --<setting> flag per setting
+
+
+class Commands:
+    """One module's commands, in the order ``studio --help`` lists them, and the help of their groups."""
+
+    def __init__(self) -> None:
+        self.groups: dict[str, str] = {}
+        self.declared: list[Command] = []
+
+    def group(self, name: str, help: str) -> None:
+        self.groups[name] = help
+
+    def command(self, words: str, *arguments: Arg | OneOf, help: str | None = None, json: bool = True,
+                settings: bool = True) -> Callable[[Handler], Handler]:
+        def register(handler: Handler) -> Handler:
+            self.declared.append(Command(tuple(words.split()), handler, arguments, help, json, settings))
+            return handler
+
+        return register
+
+
+def add_settings_flags(parser: argparse.ArgumentParser, top_level: bool) -> None:
+    # One flag per settings field, generated from the model so the CLI and the settings never disagree.
+    # On subcommands an absent flag must not hide one given before the subcommand, hence SUPPRESS.
+    group = parser.add_argument_group("settings (each also an environment variable STUDIO_<NAME>)")
+    for name, field in Settings.model_fields.items():
+        group.add_argument(f"--{name.replace('_', '-')}", dest=name, metavar=name.upper(), help=field.description,
+                           default=None if top_level else argparse.SUPPRESS)
+
+
+def build(modules: Iterable[Commands]) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="studio", description="Gen Studio: adapt generative models without code.")
+    add_settings_flags(parser, top_level=True)
+    top = parser.add_subparsers(dest="command", required=True)
+    groups: dict[str, argparse._SubParsersAction] = {}
+    for module in modules:
+        for command in module.declared:
+            siblings = top
+            if len(command.words) == 2:
+                group = command.words[0]
+                if group not in groups:
+                    groups[group] = top.add_parser(group, help=module.groups[group]).add_subparsers(
+                        dest=f"{group}_command", required=True)
+                siblings = groups[group]
+            leaf = siblings.add_parser(command.words[-1], help=command.help)
+            for argument in command.arguments:
+                argument.add_to(leaf)
+            if command.json:
+                leaf.add_argument("--json", action="store_true")
+            if command.settings:
+                add_settings_flags(leaf, top_level=False)
+            leaf.set_defaults(run=command.handler)
+    return parser
+
+
+def _first_line(error: BaseException) -> str:
+    lines = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {lines[0] if lines else ''}".rstrip(": ")
+
+
+def run(parser: argparse.ArgumentParser, argv: list[str] | None) -> int:
+    """Runs a command; whatever it did not expect ends in one line with the reason and where the details are."""
+    from pydantic import ValidationError
+
+    from studio.fields import describe
+
+    args = parser.parse_args(argv)
+    try:
+        return args.run(args)
+    except KeyboardInterrupt:
+        return fail(args, "interrupted", 130)
+    except ValidationError as error:  # e.g. a STUDIO_* variable with a bad value
+        return fail(args, describe(error, Settings if error.title == Settings.__name__ else None))
+    except Exception as error:  # noqa: BLE001 - the point: no raw traceback on the terminal
+        return fail(args, f"{_first_line(error)} (unexpected: the details are in {details_log(args, error)})", 1)
+
+
+# Arguments that commands of several groups take.
+RUN_ID = arg("run_id", type=int)
+SET_ID = arg("set_id", type=int)
+
+
+def push_flags(repo_flag: str, repo_help: str, required: bool = False) -> tuple[Arg, ...]:
+    return (arg(repo_flag, metavar="REPO_ID", required=required, help=repo_help),
+            arg("--public", action="store_true", help="create the repository public (default: private)"),
+            arg("--token", help="a Hugging Face access token with write access (default: HF_TOKEN)"),
+            arg("--license", help="the card's licence (a Hub licence id, e.g. apache-2.0; default: other)"))

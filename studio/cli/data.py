@@ -1,0 +1,107 @@
+"""``studio data``: import, list, export and push datasets."""
+
+from __future__ import annotations
+
+import json
+
+from studio.cli.app import Commands, arg, push_flags
+from studio.cli.shared import export_file, fail, os_user, progress_printer, report, store_of
+from studio.data.items import MODALITIES
+from studio.data.read_text import TEXT_SPLITS
+
+commands = Commands()
+commands.group("data", "import, list and export datasets")
+
+DATASET = arg("dataset", help="DATASET_ID[:VERSION]")
+
+
+def _parse_steps(pairs: list[str]) -> dict:
+    """``--step length.min_length=5 --step pii.enabled=true`` → ``{"length": {"min_length": 5}, ...}``."""
+    steps: dict[str, dict] = {}
+    for pair in pairs:
+        key, _, raw = pair.partition("=")
+        step, _, param = key.partition(".")
+        if not param or not raw:
+            raise ValueError(f"--step takes STEP.PARAM=VALUE (got {pair!r})")
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        steps.setdefault(step, {})[param] = value
+    return steps
+
+
+@commands.command(
+    "data import",
+    arg("paths", nargs="+"),
+    arg("--name"),
+    arg("--modality", choices=MODALITIES),
+    arg("--split", default="0.8,0.1,0.1", help="train,validation,test fractions"),
+    arg("--seed", type=int, default=0),
+    arg("--step", action="append", default=[], metavar="STEP.PARAM=VALUE",
+        help="tune a cleaning step, e.g. length.min_length=5 or pii.enabled=true"),
+    arg("--mapping", help='column mapping as JSON, e.g. {"format":"pair","prompt":"q","response":"a"}'),
+    arg("--text-split", default="auto", choices=TEXT_SPLITS),
+    arg("--project", default="default", metavar="NAME", help="the project (created if new)"),
+    help="import files, folders or zips with the default cleaning steps")
+def cmd_data_import(args) -> int:
+    from studio.data.clean import StepsConfigError
+    from studio.data.items import ImportRefused
+    from studio.data.mapping import ColumnMapping
+    from studio.data.service import import_dataset
+
+    try:
+        mapping = ColumnMapping(**json.loads(args.mapping)) if args.mapping else None
+        result = import_dataset(store_of(args), args.paths, name=args.name, modality=args.modality, split=args.split,
+                                seed=args.seed, steps=_parse_steps(args.step), mapping=mapping,
+                                text_split=args.text_split, project=args.project, created_by=os_user(),
+                                progress=progress_printer(args))
+    except (ImportRefused, StepsConfigError, ValueError) as error:
+        return fail(args, str(error), details=getattr(error, "details", None))
+    lines = [f"dataset {result['dataset_id']} '{result['name']}' version {result['version']} ({result['modality']}): "
+             f"{result['items_kept']} of {result['items_in']} items kept",
+             "removed: " + ", ".join(f"{k} {v}" for k, v in result["removed"].items() if v),
+             "splits: " + ", ".join(f"{k} {v}" for k, v in result["splits"].items())]
+    lines += [f"error: {e['file']}: {e['reason']}" for e in result["errors"]]
+    lines += [f"warning: {w['file']}: {w['reason']}" if "file" in w else f"warning: {w['reason']}"
+              for w in result["warnings"]]
+    report(args, result, "\n".join(lines))
+    return 0
+
+
+@commands.command("data list", help="list datasets and their versions")
+def cmd_data_list(args) -> int:
+    from studio.data.service import list_datasets
+
+    datasets = list_datasets(store_of(args))
+    def versions(d: dict) -> str:
+        return ", ".join(f"v{v['version']} ({v['items_kept']} items)" for v in d["versions"])
+
+    human = "\n".join(f"{d['dataset_id']:>4}  {d['name']:<30} {d['modality']:<6} versions: {versions(d)}"
+                      for d in datasets) or "no datasets yet"
+    report(args, {"datasets": datasets}, human)
+    return 0
+
+
+@commands.command("data export", DATASET, arg("--out"), help="export a dataset version as a zip")
+def cmd_data_export(args) -> int:
+    from studio.data.export import export_zip
+    from studio.data.items import ImportRefused
+
+    return export_file(args, export_zip, args.dataset, ImportRefused)
+
+
+@commands.command("data push", DATASET, *push_flags("--repo", "the Hub dataset repository (OWNER/NAME)", required=True),
+                  help="push a dataset version (loader-ready files + dataset card) to the Hub")
+def cmd_data_push(args) -> int:
+    from studio.data.items import ImportRefused
+    from studio.sharing.hub import PushError, push_dataset
+
+    try:
+        pushed = push_dataset(store_of(args), args.dataset, args.repo, private=not args.public, token=args.token,
+                              license=args.license, progress=progress_printer(args), actor=os_user())
+    except (PushError, ImportRefused) as error:
+        return fail(args, str(error))
+    report(args, pushed, f"dataset {pushed['dataset']} pushed to {pushed['url']} "
+                         f"({'private' if pushed['private'] else 'public'}, {len(pushed['files'])} files)")
+    return 0
