@@ -164,6 +164,22 @@ def test_every_setting_is_also_a_flag(tmp_path):
     assert (home / "studio.db").exists() and not (tmp_path / "env_home").exists()
 
 
+def test_help_and_listing_runs_import_no_model_library(tmp_path):
+    """Every command is declared (and its choices read from the services) when the parser is built: that must
+    not load the model stack, nor may a command that only reads the store."""
+    from test_web import HEAVY
+
+    code = ("import contextlib, io, sys\n"
+            "from studio.cli import main\n"
+            "with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):\n"
+            "    main(['--help'])\n"
+            f"assert main(['runs', 'list', '--home', {str(tmp_path)!r}]) == 0\n"
+            f"print(','.join(m for m in {HEAVY!r} if m in sys.modules))\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[-1] == "", f"imported: {done.stdout.splitlines()[-1]}"
+
+
 # ----------------------------------------------------------------------------- errors in one line
 
 def one_line_error(done) -> str:
