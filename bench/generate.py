@@ -370,7 +370,7 @@ def latency(args, store, lab: dict) -> list[dict]:
             generate_set(store, variants, prompts[:1], seed=5, cache=cache, base_model=base_model)  # warm-up
             counted: list[int] = []
             if modality == "text":  # count the tokens each call really generates (text can end early)
-                model = handle.parts["model"]
+                model = handle.parts.model
                 original = model.generate
 
                 def counting(*a, _original=original, **k):
@@ -391,9 +391,9 @@ def latency(args, store, lab: dict) -> list[dict]:
                    "samples": len(seconds), "median_s": statistics.median(seconds), "min_s": min(seconds),
                    "max_s": max(seconds), "wall_per_sample_s": wall / len(seconds),
                    "cpu_per_sample_s": cpu / len(seconds), "settings": found["settings"]}
-            if handle.parts.get("family") == "musicgen":  # what MusicgenBackend.generate asks for
-                model = handle.parts["model"]
-                frames = math.ceil(handle.parts["clip_seconds"] * model.config.audio_encoder.frame_rate)
+            if handle.parts.family == "musicgen":  # what MusicgenBackend.generate asks for
+                model = handle.parts.model
+                frames = math.ceil(handle.parts.clip_seconds * model.config.audio_encoder.frame_rate)
                 row["decoder_steps"] = frames + model.decoder.num_codebooks - 1
             if modality == "text":
                 row["tokens"] = statistics.mean(counted)
@@ -657,7 +657,7 @@ def tokens_per_second(args, store, lab: dict) -> dict:
         variant = resolve_variants(store, refs)[-1]
         cache = ModelCache(BIG)
         handle = cache.handle_for(variant)
-        model, tokenizer = handle.parts["model"], handle.parts["tokenizer"]
+        model, tokenizer = handle.parts.model, handle.parts.tokenizer
         model.generation_config.min_new_tokens = tokens  # no early end-of-sequence on either path
         ids = torch.tensor([backend._prompt_ids(tokenizer, prompt, chat=False)])
         ask = dict(variants=[variant.ref], prompts=[prompt], seed=seed, settings=settings, cache=cache,

@@ -396,7 +396,7 @@ def packing_gain(args, folder: Path, rows_by_case: dict[str, list[dict]]) -> dic
         backend = TextBackend()
         config = make_config(args, total, packing=False)
         handle = backend.load(str(folder), "lora", config)
-        tokenizer = handle.parts["tokenizer"]
+        tokenizer = handle.parts.tokenizer
         lengths = [len(ids) + 1 for ids in tokenizer([r["text"] for r in rows])["input_ids"]]
         stats = {"docs": len(rows), "tokens": sum(lengths), "min": min(lengths), "median": statistics.median(lengths),
                  "max": max(lengths), "truncated": sum(max(0, n - args.seq) for n in lengths) / sum(lengths)}

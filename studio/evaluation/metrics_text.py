@@ -75,7 +75,7 @@ def perplexity(handle, dataset, collate, batch_size: int = 8) -> dict:
     import torch
     import torch.nn.functional as F
 
-    model = handle.parts["model"]
+    model = handle.parts.model
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()

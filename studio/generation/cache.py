@@ -15,13 +15,13 @@ import gc
 import json
 import re
 import threading
-import warnings
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from studio.generation.variants import Variant
 from studio.models.base import Handle
+from studio.models.common import activate_adapter, add_adapter
 
 
 class LoadError(RuntimeError):
@@ -37,52 +37,6 @@ class Entry:
 
 def weight_bytes(module) -> int:
     return sum(t.numel() * t.element_size() for t in [*module.parameters(), *module.buffers()])
-
-
-def adapter_target(handle: Handle):
-    """The module a backend's LoRA layers live in: the causal LM, the MusicGen model, or the diffusion UNet."""
-    if handle.parts.get("family") == "musicgen":
-        return handle.module.model
-    if handle.modality == "text":
-        return handle.parts["model"]
-    return handle.module.unet
-
-
-def add_adapter(target, folder: Path, name: str) -> None:
-    """Adds the PEFT LoRA adapter saved in ``folder`` (adapter_config.json + adapter_model.safetensors, as every
-    backend's ``save`` writes it) to ``target`` under ``name``, beside any adapters it has already."""
-    from peft import PeftConfig, inject_adapter_in_model, set_peft_model_state_dict
-    from safetensors.torch import load_file
-
-    weights = folder / "adapter_model.safetensors"
-    if not weights.is_file() or not (folder / "adapter_config.json").is_file():
-        raise FileNotFoundError(f"no LoRA adapter (adapter_config.json, adapter_model.safetensors) in {folder}")
-    config = PeftConfig.from_pretrained(str(folder))
-    config.inference_mode = True
-    known = dict(getattr(target, "peft_config", {}) or {})
-    try:
-        with warnings.catch_warnings():  # "already found a peft_config": several named adapters are the point
-            warnings.filterwarnings("ignore", message="Already found a `peft_config`")
-            inject_adapter_in_model(config, target, adapter_name=name)
-        target.peft_config = {**known, name: config}  # the injection keeps only the newest adapter's config
-        result = set_peft_model_state_dict(target, load_file(str(weights)), adapter_name=name)
-    except (RuntimeError, ValueError) as error:
-        raise ValueError(f"the adapter in {folder} does not fit its base model: {error}") from error
-    missing = [k for k in result.missing_keys if f".{name}." in k]
-    if result.unexpected_keys or missing:
-        raise ValueError(f"the adapter in {folder} does not fit its base model (unexpected: "
-                         f"{list(result.unexpected_keys)[:3]}, missing: {missing[:3]})")
-
-
-def activate_adapter(target, name: str | None) -> None:
-    """Switches every LoRA layer of ``target`` to adapter ``name``, or off (the base model) when None."""
-    from peft.tuners.tuners_utils import BaseTunerLayer
-
-    for module in target.modules():
-        if isinstance(module, BaseTunerLayer):
-            module.enable_adapters(name is not None)
-            if name is not None:
-                module.set_adapter(name)
 
 
 def _device() -> str:
@@ -144,7 +98,7 @@ class ModelCache:
             if variant.kind == "full":
                 self._evict(keep=key)
                 return entry.handle
-            target = adapter_target(entry.handle)
+            target = entry.handle.family.backend().lora_module(entry.handle)
             name = None
             if variant.kind == "lora":
                 folder = str(Path(variant.weights).resolve())
@@ -162,14 +116,10 @@ class ModelCache:
             return entry.handle
 
     def _load(self, variant: Variant) -> Entry:
-        from studio.models.registry import backend_for
-
-        backend = backend_for(variant.modality)
         config = load_config(variant.config)
-        source = variant.base_ref if variant.kind in ("base", "lora") else variant.weights
-        handle = backend.load(str(source), "full", config)
+        handle = variant.family.backend().load(str(variant.model_source), "full", config)
         if variant.from_starter:
-            handle.parts["starter"] = True  # the starters' generation defaults (e.g. milder guidance)
+            handle.parts.starter = True  # the starters' generation defaults (e.g. milder guidance)
         handle.module.requires_grad_(False)
         handle.module.eval()
         handle.module.to(self.device or _device())

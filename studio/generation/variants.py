@@ -12,11 +12,12 @@ No model library is imported here.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from studio.models.base import STARTERS
+from studio.models.registry import family_for, is_starter, modality_of
 from studio.store import Store
 from studio.store.projects import ACTIVE_RUN_STATUSES
 from studio.store.tables import Run
@@ -45,6 +46,17 @@ class Variant:
 
     def as_dict(self) -> dict:
         return {k: v for k, v in asdict(self).items() if k != "config"}
+
+    @property
+    def model_source(self) -> str:
+        """What loads this variant: its checkpoint's folder when it is a model of its own, else the base model
+        (a LoRA checkpoint's adapter goes on it)."""
+        return str(self.base_ref if self.kind in ("base", "lora") else self.weights)
+
+    @functools.cached_property
+    def family(self):
+        """The model family (``studio.models.registry.Family``) of what loads this variant, picked once."""
+        return family_for(self.model_source, self.modality)
 
     @property
     def slug(self) -> str:
@@ -152,7 +164,7 @@ def resolve_variants(store: Store, refs: list[str], base_model: str | None = Non
             modality=run.modality, kind="lora" if run.method == "lora" else "full",
             base_ref=normalise_model_ref(run.model_ref), weights=checkpoint["model_path"], run_id=run.id,
             step=checkpoint["step"], method=run.method, config=dict(run.config or {}), note=note,
-            from_starter=origin(store, run.model_ref)[0] in STARTERS)
+            from_starter=is_starter(origin(store, run.model_ref)[0]))
         if variant.ref in given:
             raise VariantError(f"'{ref}' and '{given[variant.ref]}' are the same checkpoint ({variant.ref})")
         given[variant.ref] = ref
@@ -200,20 +212,18 @@ def _base_variant(store: Store, variants: list[Variant], base_model: str | None)
         return _untrained_start(store, variants)
     else:
         raise VariantError("'base' alone needs a base model: name it (--model NAME_OR_PATH), or add a run")
-    if base_ref in STARTERS:
+    if is_starter(base_ref):
         if variants:
             return _untrained_start(store, variants)
         raise VariantError(f"'{base_ref}' is built from scratch: it has no pretrained base to generate with. "
                            "Compare the checkpoints of a run instead")
-    from studio.models.registry import modality_of
-
     modality = variants[0].modality if variants else modality_of(base_ref)
     if modality is None:
         raise VariantError(f"'{base_ref}' is not a model the studio knows (a catalog id or a local model folder)")
     config = next((v.config for v in adapted if v.base_ref == base_ref), {})
     name = Path(base_ref).name if Path(base_ref).is_dir() else base_ref
     return Variant(ref="base", label=f"base ({name})", modality=modality, kind="base", base_ref=base_ref,
-                   config=config, from_starter=origin(store, base_ref)[0] in STARTERS)
+                   config=config, from_starter=is_starter(origin(store, base_ref)[0]))
 
 
 def _untrained_start(store: Store, variants: list[Variant]) -> Variant:

@@ -6,25 +6,28 @@ the lowest 64 frequency bins, 0-2 kHz in 31 Hz steps; 64 frames ≈ 1 s), peak-n
 frequency detail that pitched sounds below 2 kHz do not need.) The shared diffusion code (``studio.models.diffusion``) learns and samples those pictures;
 Griffin-Lim (numpy/scipy) turns a sampled spectrogram back into a waveform.
 
-MusicGen models (a Hub id or a folder whose config.json says model_type 'musicgen', and the folders saved
-from MusicGen runs) are handed to ``studio.models.musicgen``; other Hub audio families (AudioLDM, Stable
-Audio) are not supported yet: ``load`` says so.
-torch, diffusers, transformers, scipy and soundfile are imported inside functions.
+``SpectrogramBackend`` is the backend of the ``starter-audio`` family (the starter and the folders its runs
+save). MusicGen is a family of its own (``studio.models.musicgen``); ``AudioBackend`` takes any audio model
+and hands it to its family's backend. Other Hub audio families (AudioLDM, Stable Audio) are not supported yet:
+``load`` says so. torch, diffusers, transformers, scipy and soundfile are imported inside functions.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
-from studio.models.base import STARTER_SCRATCH_ONLY, Handle, Sample, pairs
+from studio.models.base import Handle, Parts, Sample, pairs
+from studio.models.common import prologue, read_marker
+from studio.models.image import DiffusionBackend
+from studio.models.registry import STARTER_AUDIO, ModalityBackend, family_for
 
-STARTER = "starter-audio"
+STARTER = STARTER_AUDIO.starter
 
 
 def other_rate(model_ref: str, rate: int) -> str:
@@ -172,103 +175,82 @@ def _dataset_class():
     return CaptionedClips
 
 
-def _musicgen():
-    from studio.models.musicgen import MusicgenBackend
+@dataclass(kw_only=True)
+class SpectrogramParts(Parts):
+    tokenizer: Any     # the caption tokenizer (the text encoder, UNet and scheduler are in ``handle.module``)
+    spectrogram: dict  # the picture's geometry (``spectrogram_settings``): sample rate, FFT, bins, frames
 
-    return MusicgenBackend()
+    def marker_fields(self) -> dict:
+        return {"spectrogram": self.spectrogram, "sample_rate": self.spectrogram["sample_rate"]}
 
 
-def _is_musicgen(handle: Handle) -> bool:
-    return handle.parts.get("family") == "musicgen"
+class AudioBackend(ModalityBackend):
+    """Any audio model: the spectrogram starter's family here, MusicGen's in ``studio.models.musicgen``
+    (what ``backend_for('audio')`` gives)."""
+
+    def __init__(self):
+        super().__init__("audio")
 
 
-class AudioBackend:
-    """The spectrogram starter (and folders saved from it) here; MusicGen models in ``studio.models.musicgen``."""
+class SpectrogramBackend(DiffusionBackend):
+    """The ``starter-audio`` family: the spectrogram starter and the folders saved from its runs."""
     modality = "audio"
 
     # -- loading
 
     def load(self, model_ref: str, method: str, config=None, train_rows: list[dict] | None = None) -> Handle:
-        import torch
-
         from studio.models import diffusion
-        from studio.training.config import METHODS, TrainConfig
 
-        config = config or TrainConfig()
-        if method not in METHODS:
-            raise ValueError(f"method must be one of {', '.join(METHODS)} (got '{method}')")
-        torch.manual_seed(config.seed)
+        family = family_for(model_ref, self.modality)
+        config = prologue(family, model_ref, method, config)
         options = config.audio
         if model_ref == STARTER:
-            if method != "scratch":
-                raise ValueError(STARTER_SCRATCH_ONLY)
             spec = spectrogram_settings(options.sample_rate or DEFAULT_RATE, options.clip_seconds)
             tokenizer = diffusion.word_tokenizer([row.get("caption") or "" for row in train_rows or []])
             text_encoder = diffusion.starter_text_encoder(tokenizer)
             unet = starter_unet(spec, text_encoder.config.hidden_size)
             scheduler, starter = diffusion.starter_scheduler(), True
         else:
-            from studio.models.musicgen import is_musicgen
-
-            if is_musicgen(model_ref):
-                return _musicgen().load(model_ref, method, config, train_rows)
             saved = _saved_spectrogram(model_ref)
             rate = saved["sample_rate"]
             if options.sample_rate and options.sample_rate != rate:
                 raise ValueError(other_rate(model_ref, rate))
             spec = spectrogram_settings(rate, options.clip_seconds)
-            parts = diffusion.load_pipeline_parts(model_ref, method)
-            tokenizer, text_encoder, unet = parts["tokenizer"], parts["text_encoder"], parts["unet"]
-            scheduler, starter = parts["scheduler"], False
-        diffusion.set_trainable(unet, text_encoder, method, config.lora, train_text_encoder=starter)
-        if config.gradient_checkpointing:
-            unet.enable_gradient_checkpointing()
-        image = config.image  # the diffusion options (prediction type, min-SNR, caption dropout) are shared
-        module = diffusion.DiffusionModule(unet, text_encoder, scheduler, diffusion.tokenize(tokenizer, [""])[0],
-                                           prediction_type=image.prediction_type, snr_gamma=image.snr_gamma,
-                                           caption_dropout=image.caption_dropout)
-        return Handle(modality=self.modality, model_ref=model_ref, method=method, module=module,
-                      parts={"tokenizer": tokenizer, "spectrogram": spec, "starter": starter})
+            pipeline = diffusion.load_pipeline_parts(model_ref, method)
+            tokenizer, text_encoder, unet = pipeline["tokenizer"], pipeline["text_encoder"], pipeline["unet"]
+            scheduler, starter = pipeline["scheduler"], False
+        module = diffusion.trainable_module(family, unet, text_encoder, scheduler, tokenizer, None, method, config,
+                                            train_text_encoder=starter)
+        parts = SpectrogramParts(family=family.name, starter=starter, tokenizer=tokenizer, spectrogram=spec)
+        return Handle(modality=self.modality, model_ref=model_ref, method=method, module=module, parts=parts)
 
     # -- data
 
     def datasets(self, handle: Handle, rows: dict[str, list[dict]], root: Path, config) -> dict[str, Any]:
-        if _is_musicgen(handle):
-            return _musicgen().datasets(handle, rows, root, config)
         dataset = _dataset_class()
-        spec = handle.parts["spectrogram"]
-        return {split: dataset(rows.get(split) or [], root, handle.parts["tokenizer"], spec, split == "train")
+        spec = handle.parts.spectrogram
+        return {split: dataset(rows.get(split) or [], root, handle.parts.tokenizer, spec, split == "train")
                 for split in ("train", "validation")}
-
-    def collate(self, handle: Handle, config) -> Callable[[list], dict]:
-        if _is_musicgen(handle):
-            return _musicgen().collate(handle, config)
-        from studio.models.diffusion import collate_images
-
-        return collate_images
 
     # -- generation
 
     def generate(self, handle: Handle, prompts: list[str], seeds: list[int], settings: dict,
                  out_dir: Path) -> list[Sample]:
         """Settings: steps (30), guidance_scale (2.0 for starters, 7.5 for pretrained models), seconds (the training clip length),
-        negative_prompt (''), griffin_lim_iterations (48). Writes 16-bit WAV files. (MusicGen: see
-        ``MusicgenBackend.generate``.)"""
-        if _is_musicgen(handle):
-            return _musicgen().generate(handle, prompts, seeds, settings, out_dir)
+        negative_prompt (''), griffin_lim_iterations (48). Writes 16-bit WAV files."""
         import soundfile as sf
 
         from studio.models.diffusion import guidance_scale, sample
 
         settings = settings or {}
-        spec = dict(handle.parts["spectrogram"])
+        spec = dict(handle.parts.spectrogram)
         if settings.get("seconds"):
             spec = spectrogram_settings(spec["sample_rate"], float(settings["seconds"]))
         chosen = pairs(prompts, seeds)
         started = time.perf_counter()
-        images = sample(handle.module, handle.parts["tokenizer"], [p for p, _ in chosen], [s for _, s in chosen],
+        images = sample(handle.module, handle.parts.tokenizer, [p for p, _ in chosen], [s for _, s in chosen],
                         height=spec["n_bins"], width=spec["frames"], steps=int(settings.get("steps", 30)),
-                        guidance_scale=guidance_scale(settings, handle.parts["starter"]),
+                        guidance_scale=guidance_scale(settings, handle.parts.starter),
                         negative_prompt=str(settings.get("negative_prompt") or ""),
                         scheduler=str(settings.get("scheduler", "ddim")))
         out_dir = Path(out_dir)
@@ -283,33 +265,13 @@ class AudioBackend:
             samples.append(Sample(prompt=prompt, seed=seed, path=path, seconds=seconds))
         return samples
 
-    # -- saving
-
-    def save(self, handle: Handle, folder: Path) -> None:
-        if _is_musicgen(handle):
-            return _musicgen().save(handle, folder)
-        from studio.models.diffusion import save_model
-
-        spec = handle.parts["spectrogram"]
-        save_model(handle, folder, {"spectrogram": spec, "sample_rate": spec["sample_rate"]})
-
-    def load_weights(self, handle: Handle, folder: Path) -> None:
-        if _is_musicgen(handle):
-            return _musicgen().load_weights(handle, folder)
-        from studio.models.diffusion import load_model_weights
-
-        load_model_weights(handle, folder)
-
 
 def _saved_spectrogram(model_ref: str) -> dict:
     """The spectrogram settings a studio audio folder was trained with; anything else is not supported."""
-    from studio.models.diffusion import MARKER
-
-    marker = Path(model_ref).expanduser() / MARKER
-    if marker.is_file():
-        saved = json.loads(marker.read_text())
-        if saved.get("modality") == "audio" and saved.get("spectrogram") and (marker.parent / "unet").is_dir():
-            return saved["spectrogram"]
+    folder = Path(model_ref).expanduser()
+    saved = read_marker(folder) if folder.is_dir() else {}
+    if saved.get("modality") == "audio" and saved.get("spectrogram") and (folder / "unet").is_dir():
+        return saved["spectrogram"]
     raise NotImplementedError(
         f"'{model_ref}' is not a supported audio model. Audio supports '{STARTER}' (method 'scratch'), model "
         f"folders saved from starter-audio runs (lora, full or scratch), and MusicGen (transformers "

@@ -1,8 +1,9 @@
-"""What every modality backend offers the training loop and the Generate tab.
+"""What every model family's backend offers the training loop and the Generate tab.
 
 The loop is written once and knows nothing of modalities: it asks a backend for a ``Handle`` whose
 ``module`` is a ``torch.nn.Module`` with ``forward(batch) -> scalar loss`` (so Accelerate/DDP wrap one
-module whatever the modality), for the datasets and collate function, and for samples.
+module whatever the modality), for the datasets and collate function, and for samples. Which backend serves
+a model is its family's (``studio.models.registry``).
 
 Backends import torch, transformers, diffusers and peft inside their functions, never at module import.
 """
@@ -13,9 +14,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Protocol
 
-STARTERS = {"starter-text": "text", "starter-image": "image", "starter-audio": "audio"}
-STARTER_SCRATCH_ONLY = ("starter models are trained from scratch; use method 'scratch', or fine-tune a finished "
-                        "run's model folder")
+METHODS = ("lora", "full", "scratch")
+
+
+@dataclass(kw_only=True)
+class Parts:
+    """What a handle holds beside ``module``. Each family's backend declares its own subclass (tokenizer,
+    frozen encoders, ...); code outside ``studio.models`` asks the family's backend rather than reading them."""
+    family: str = ""       # the name of the family that loaded the model (``registry.FAMILIES``)
+    starter: bool = False  # it descends from a starter: generation uses the starters' defaults
+
+    def __getitem__(self, name: str) -> Any:
+        """``parts["tokenizer"]``: a declared part by name (an undeclared one is a KeyError)."""
+        if name not in self.__dataclass_fields__:
+            raise KeyError(name)
+        return getattr(self, name)
 
 
 @dataclass
@@ -25,7 +38,14 @@ class Handle:
     model_ref: str           # Hub id, local folder, or a starter name
     method: str              # lora | full | scratch
     module: Any              # torch.nn.Module: forward(batch) -> scalar loss; holds every trainable weight
-    parts: dict = field(default_factory=dict)  # tokenizer, noise scheduler, frozen encoders, ...
+    parts: Parts = field(default_factory=Parts)
+
+    @property
+    def family(self):
+        """The ``registry.Family`` that loaded this model (None for a backend outside the registry)."""
+        from studio.models.registry import FAMILIES
+
+        return FAMILIES.get(self.parts.family)
 
     def trainable_parameters(self) -> list:
         return [p for p in self.module.parameters() if p.requires_grad]
@@ -70,6 +90,17 @@ class Backend(Protocol):
         """Load weights saved by ``save`` into ``handle`` (for resume and for Generate)."""
 
 
+class FamilyBackend(Backend, Protocol):
+    """What a registered family's backend adds for generation and export."""
+
+    def lora_module(self, handle: Handle):
+        """The module the LoRA layers live in (where the Generate cache adds and switches named adapters)."""
+
+    def write_merged(self, base_ref: str, adapter: Path, config, out: Path, max_shard_bytes: int) -> None:
+        """The base model with the LoRA adapter saved in ``adapter`` folded in, written into ``out`` as a model
+        folder its library loads without the studio (a starter's: the studio's own folder)."""
+
+
 def pairs(prompts: list[str], seeds: list[int]) -> list[tuple[str, int]]:
     """Prompt i goes with seed i; a single prompt or a single seed goes with every one of the other list."""
     prompts, seeds = list(prompts), list(seeds)
@@ -80,8 +111,3 @@ def pairs(prompts: list[str], seeds: list[int]) -> list[tuple[str, int]]:
     if len(prompts) == 1:
         return [(prompts[0], s) for s in seeds]
     raise ValueError(f"{len(prompts)} prompts and {len(seeds)} seeds: give one seed per prompt, or one of either")
-
-
-def modality_of(model_ref: str) -> str | None:
-    """The modality of a starter name, or None (the catalog or the folder decides)."""
-    return STARTERS.get(model_ref)

@@ -14,8 +14,13 @@ the ``nn.Module``); diffusers is imported inside functions.
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import torch
 from torch import nn
+
+from studio.models.common import load_adapter, target_option, write_marker
 
 PREDICTION_TYPES = ("epsilon", "v_prediction", "flow_matching")
 
@@ -340,8 +345,6 @@ def starter_scheduler(prediction_type: str = "v_prediction"):
 
 # ----------------------------------------------------------------------------- model folders
 
-MARKER = "studio_model.json"
-LORA_PRESET = ["to_q", "to_k", "to_v", "to_out.0"]
 UNSUPPORTED = {"text_encoder_2": "SDXL-class pipelines (two text encoders) are not supported yet",
                "transformer": "transformer-based pipelines (SD3, Flux, ...) are not supported yet",
                "prior": "prior/decoder pipelines are not supported"}
@@ -349,9 +352,6 @@ UNSUPPORTED = {"text_encoder_2": "SDXL-class pipelines (two text encoders) are n
 
 def pipeline_components(model_ref: str) -> dict:
     """Which components a pipeline folder or Hub id has: model_index.json, or the subfolders present."""
-    import json
-    from pathlib import Path
-
     folder = Path(model_ref).expanduser()
     if folder.is_dir():
         if (folder / "model_index.json").exists():
@@ -411,16 +411,19 @@ def load_pipeline_parts(model_ref: str, method: str) -> dict:
             "scheduler": load_scheduler(model_ref)}
 
 
-def lora_targets(unet, option: str) -> list[str]:
-    """'auto' → the attention projections; 'all-linear' → every Linear layer; else comma-separated names."""
+def lora_targets(unet, option: str, preset: tuple[str, ...]) -> list[str]:
+    """'auto' → the family's ``preset`` (the attention projections); 'all-linear' → every Linear layer; else the
+    comma-separated names."""
+    option = target_option(option)
     if option == "auto":
-        return list(LORA_PRESET)
+        return list(preset)
     if option == "all-linear":
         return [name for name, layer in unet.named_modules() if isinstance(layer, nn.Linear)]
-    return [name.strip() for name in option.split(",") if name.strip()]
+    return option
 
 
-def set_trainable(unet, text_encoder, method: str, lora_options, train_text_encoder: bool = False) -> None:
+def set_trainable(unet, text_encoder, method: str, lora_options, preset: tuple[str, ...],
+                  train_text_encoder: bool = False) -> None:
     """lora: only the adapter trains; full/scratch: the whole UNet; the text encoder only for starters."""
     text_encoder.requires_grad_(train_text_encoder)
     unet.requires_grad_(method != "lora")
@@ -429,20 +432,32 @@ def set_trainable(unet, text_encoder, method: str, lora_options, train_text_enco
 
         unet.add_adapter(LoraConfig(r=lora_options.r, lora_alpha=lora_options.lora_alpha,
                                     lora_dropout=lora_options.lora_dropout, init_lora_weights="gaussian",
-                                    target_modules=lora_targets(unet, lora_options.target_modules)))
+                                    target_modules=lora_targets(unet, lora_options.target_modules, preset)))
 
 
-def save_model(handle, folder, extra_marker: dict | None = None) -> None:
+def trainable_module(family, unet, text_encoder, scheduler, tokenizer, vae, method: str, config,
+                     train_text_encoder: bool) -> DiffusionModule:
+    """The module of a loaded pipeline or starter, set up to train with ``method`` (the diffusion options of
+    ``config.image`` serve images and spectrograms alike). Starters train their text encoder with the UNet;
+    pretrained text encoders stay frozen."""
+    set_trainable(unet, text_encoder, method, config.lora, family.lora_targets, train_text_encoder)
+    if config.gradient_checkpointing:
+        unet.enable_gradient_checkpointing()
+    options = config.image
+    return DiffusionModule(unet, text_encoder, scheduler, tokenize(tokenizer, [""])[0], vae,
+                           prediction_type=options.prediction_type, snr_gamma=options.snr_gamma,
+                           caption_dropout=options.caption_dropout)
+
+
+def save_model(handle, folder) -> None:
     """LoRA: the PEFT adapter (adapter_model.safetensors + adapter_config.json) and the same weights as a
     diffusers LoRA file (pytorch_lora_weights.safetensors, for ``pipeline.load_lora_weights``).
     Otherwise every component in its own from_pretrained-loadable subfolder, plus model_index.json when there
-    is a VAE (then the folder is a StableDiffusionPipeline). Always ``studio_model.json``."""
-    import json
-    from pathlib import Path
-
+    is a VAE (then the folder is a StableDiffusionPipeline). Always ``studio_model.json``, with the handle's
+    ``parts.marker_fields()``."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    module, tokenizer = handle.module, handle.parts["tokenizer"]
+    module, tokenizer = handle.module, handle.parts.tokenizer
     if handle.method == "lora":
         from diffusers import StableDiffusionPipeline
         from diffusers.utils import convert_state_dict_to_diffusers
@@ -472,30 +487,16 @@ def save_model(handle, folder, extra_marker: dict | None = None) -> None:
                      "safety_checker": [None, None], "feature_extractor": [None, None],
                      "image_encoder": [None, None], "requires_safety_checker": False}
             (folder / "model_index.json").write_text(json.dumps(index, indent=2))
-    marker = {"modality": handle.modality, "base": handle.model_ref, "method": handle.method,
-              "prediction_type": module.prediction_type, "resolution": handle.parts.get("resolution"),
-              **(extra_marker or {})}
-    (folder / MARKER).write_text(json.dumps(marker, indent=1))
+    write_marker(handle, folder, prediction_type=module.prediction_type, **handle.parts.marker_fields())
 
 
 def load_model_weights(handle, folder) -> None:
     """Reverses ``save_model`` into ``handle``: parameters are loaded in place (an optimizer holding them
     stays valid); a component of another shape (a starter rebuilt with another vocabulary) is replaced."""
-    from pathlib import Path
-
-    from safetensors.torch import load_file
-
     folder = Path(folder)
     module = handle.module
     if handle.method == "lora":
-        from peft import set_peft_model_state_dict
-
-        path = folder / "adapter_model.safetensors"
-        if not path.exists():
-            raise FileNotFoundError(f"no LoRA adapter (adapter_model.safetensors) in {folder}")
-        result = set_peft_model_state_dict(module.unet, load_file(str(path)))
-        if getattr(result, "unexpected_keys", None):
-            raise ValueError(f"the adapter in {folder} does not fit this model: {', '.join(result.unexpected_keys[:5])}")
+        load_adapter(module.unet, folder)
         return
     from diffusers import UNet2DConditionModel
     from transformers import AutoTokenizer, CLIPTextModel
@@ -513,5 +514,35 @@ def load_model_weights(handle, folder) -> None:
             setattr(module, name, fresh.to(module.device))
     if (folder / "tokenizer").is_dir():
         tokenizer = AutoTokenizer.from_pretrained(str(folder / "tokenizer"))
-        handle.parts["tokenizer"] = tokenizer
+        handle.parts.tokenizer = tokenizer
         module.empty_ids = tokenize(tokenizer, [""])[0].to(module.device)
+
+
+def save_pipeline(handle, out, max_shard_bytes: int) -> None:
+    """A handle with a VAE as a complete StableDiffusionPipeline folder with the studio's sampler."""
+    from diffusers import StableDiffusionPipeline
+
+    module = handle.module
+    pipeline = StableDiffusionPipeline(vae=module.vae, text_encoder=module.text_encoder,
+                                       tokenizer=handle.parts.tokenizer, unet=module.unet,
+                                       scheduler=module.noise_scheduler, safety_checker=None, feature_extractor=None,
+                                       requires_safety_checker=False)
+    pipeline.save_pretrained(str(out), safe_serialization=True, max_shard_size=max_shard_bytes)
+    use_studio_sampler(out)
+
+
+def use_studio_sampler(folder) -> None:
+    """Makes a pipeline folder's scheduler the one the studio samples with (DDIM from the training schedule, eta
+    0; flow-matching models keep their Euler scheduler), so ``pipeline(prompt, generator=seed)`` reproduces the
+    studio's images."""
+    from diffusers import DDIMScheduler, DDPMScheduler
+
+    folder = Path(folder)
+    config = DDPMScheduler.load_config(str(folder), subfolder="scheduler")
+    if "FlowMatch" in config.get("_class_name", ""):
+        return
+    DDIMScheduler.from_config(config).save_pretrained(str(folder / "scheduler"))
+    index_path = folder / "model_index.json"
+    index = json.loads(index_path.read_text())
+    index["scheduler"] = ["diffusers", "DDIMScheduler"]
+    index_path.write_text(json.dumps(index, indent=2))

@@ -1,19 +1,24 @@
 """Text-to-image: the starter (a small pixel-space diffusion model trained from scratch) and
 Stable-Diffusion-class pipelines from the Hub or a local folder (LoRA, full fine-tuning, or a UNet from
-scratch). The diffusion itself lives in ``studio.models.diffusion``; this module adds images.
+scratch): the backend of the ``starter-image`` and ``sd-pipeline`` families. The diffusion itself lives in
+``studio.models.diffusion``; this module adds images.
 
 torch, diffusers, transformers and peft are imported inside functions.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from studio.models.base import STARTER_SCRATCH_ONLY, Handle, Sample, pairs
+from studio.models.base import Handle, Parts, Sample, pairs
+from studio.models.common import prologue
+from studio.models.registry import STARTER_IMAGE, family_for
 
-STARTER = "starter-image"
+STARTER = STARTER_IMAGE.starter
 
 
 def starter_unet(resolution: int, channels: int = 3, cross_attention_dim: int = 64):
@@ -75,56 +80,87 @@ def _dataset_class():
     return CaptionedImages
 
 
-class ImageBackend:
+@dataclass(kw_only=True)
+class ImageParts(Parts):
+    tokenizer: Any   # the caption tokenizer (the text encoder, UNet, VAE and scheduler are in ``handle.module``)
+    resolution: int  # the training resolution: what generation draws by default
+
+    def marker_fields(self) -> dict:
+        return {"resolution": self.resolution}
+
+
+class DiffusionBackend:
+    """What the image and spectrogram backends share: both train ``studio.models.diffusion``'s module, so they
+    collate, save, load weights and merge a LoRA alike."""
+
+    def collate(self, handle: Handle, config) -> Callable[[list], dict]:
+        from studio.models.diffusion import collate_images
+
+        return collate_images
+
+    def save(self, handle: Handle, folder: Path) -> None:
+        from studio.models.diffusion import save_model
+
+        save_model(handle, folder)
+
+    def load_weights(self, handle: Handle, folder: Path) -> None:
+        from studio.models.diffusion import load_model_weights
+
+        load_model_weights(handle, folder)
+
+    def lora_module(self, handle: Handle):
+        return handle.module.unet
+
+    def write_merged(self, base_ref: str, adapter: Path, config, out: Path, max_shard_bytes: int) -> None:
+        """The base loaded with the run's LoRA layout, the adapter loaded into it and fused into the UNet's
+        weights, the LoRA layers removed. A base with a VAE becomes a StableDiffusionPipeline folder; a
+        starter's (no VAE) the studio's own folder."""
+        from studio.models.diffusion import save_pipeline
+
+        handle = self.load(str(base_ref), "lora", config)
+        self.load_weights(handle, adapter)
+        handle.module.unet.fuse_lora(lora_scale=1.0)
+        handle.module.unet.unload_lora()
+        merged = dataclasses.replace(handle, method="full")
+        if handle.module.vae is None:
+            self.save(merged, out)
+        else:
+            save_pipeline(merged, out, max_shard_bytes)
+
+
+class ImageBackend(DiffusionBackend):
     modality = "image"
 
     # -- loading
 
     def load(self, model_ref: str, method: str, config=None, train_rows: list[dict] | None = None) -> Handle:
-        import torch
-
         from studio.models import diffusion
-        from studio.training.config import METHODS, TrainConfig
 
-        config = config or TrainConfig()
-        if method not in METHODS:
-            raise ValueError(f"method must be one of {', '.join(METHODS)} (got '{method}')")
-        torch.manual_seed(config.seed)  # the same seed builds the same starting weights and LoRA matrices
+        family = family_for(model_ref, self.modality)
+        config = prologue(family, model_ref, method, config)
         options = config.image
         if model_ref == STARTER:
-            if method != "scratch":
-                raise ValueError(STARTER_SCRATCH_ONLY)
             tokenizer = diffusion.word_tokenizer([row.get("caption") or "" for row in train_rows or []])
             text_encoder = diffusion.starter_text_encoder(tokenizer)
             unet = starter_unet(options.resolution, 3, text_encoder.config.hidden_size)
             scheduler, vae, starter = diffusion.starter_scheduler(), None, True
         else:
-            parts = diffusion.load_pipeline_parts(model_ref, method)
-            tokenizer, text_encoder, unet, vae = parts["tokenizer"], parts["text_encoder"], parts["unet"], parts["vae"]
-            scheduler, starter = parts["scheduler"], False
-        # Starters train their text encoder with the UNet; pretrained text encoders stay frozen.
-        diffusion.set_trainable(unet, text_encoder, method, config.lora, train_text_encoder=starter)
-        if config.gradient_checkpointing:
-            unet.enable_gradient_checkpointing()
-        module = diffusion.DiffusionModule(unet, text_encoder, scheduler, diffusion.tokenize(tokenizer, [""])[0], vae,
-                                           prediction_type=options.prediction_type, snr_gamma=options.snr_gamma,
-                                           caption_dropout=options.caption_dropout)
-        return Handle(modality=self.modality, model_ref=model_ref, method=method, module=module,
-                      parts={"tokenizer": tokenizer, "resolution": options.resolution, "starter": starter})
+            pipeline = diffusion.load_pipeline_parts(model_ref, method)
+            tokenizer, text_encoder, unet = pipeline["tokenizer"], pipeline["text_encoder"], pipeline["unet"]
+            scheduler, vae, starter = pipeline["scheduler"], pipeline["vae"], False
+        module = diffusion.trainable_module(family, unet, text_encoder, scheduler, tokenizer, vae, method, config,
+                                            train_text_encoder=starter)
+        parts = ImageParts(family=family.name, starter=starter, tokenizer=tokenizer, resolution=options.resolution)
+        return Handle(modality=self.modality, model_ref=model_ref, method=method, module=module, parts=parts)
 
     # -- data
 
     def datasets(self, handle: Handle, rows: dict[str, list[dict]], root: Path, config) -> dict[str, Any]:
         dataset = _dataset_class()
         resolution = config.image.resolution
-        return {split: dataset(rows.get(split) or [], root, handle.parts["tokenizer"], resolution,
+        return {split: dataset(rows.get(split) or [], root, handle.parts.tokenizer, resolution,
                                config.image.random_flip and split == "train")
                 for split in ("train", "validation")}
-
-    def collate(self, handle: Handle, config) -> Callable[[list], dict]:
-        from studio.models.diffusion import collate_images
-
-        return collate_images
 
     # -- generation
 
@@ -137,12 +173,12 @@ class ImageBackend:
         from studio.models.diffusion import guidance_scale, sample, to_uint8
 
         settings = settings or {}
-        resolution = handle.parts.get("resolution") or 32
+        resolution = handle.parts.resolution or 32
         chosen = pairs(prompts, seeds)
         started = time.perf_counter()
-        images = sample(handle.module, handle.parts["tokenizer"], [p for p, _ in chosen], [s for _, s in chosen],
+        images = sample(handle.module, handle.parts.tokenizer, [p for p, _ in chosen], [s for _, s in chosen],
                         height=int(settings.get("height") or resolution), width=int(settings.get("width") or resolution),
-                        steps=int(settings.get("steps", 30)), guidance_scale=guidance_scale(settings, handle.parts["starter"]),
+                        steps=int(settings.get("steps", 30)), guidance_scale=guidance_scale(settings, handle.parts.starter),
                         negative_prompt=str(settings.get("negative_prompt") or ""),
                         scheduler=str(settings.get("scheduler", "ddim")))
         seconds = (time.perf_counter() - started) / max(len(chosen), 1)
@@ -154,16 +190,4 @@ class ImageBackend:
             Image.fromarray(to_uint8(image)).save(path)
             samples.append(Sample(prompt=prompt, seed=seed, path=path, seconds=seconds))
         return samples
-
-    # -- saving
-
-    def save(self, handle: Handle, folder: Path) -> None:
-        from studio.models.diffusion import save_model
-
-        save_model(handle, folder)
-
-    def load_weights(self, handle: Handle, folder: Path) -> None:
-        from studio.models.diffusion import load_model_weights
-
-        load_model_weights(handle, folder)
 

@@ -19,15 +19,15 @@ decoder's config: a new decoder for the pretrained T5 and EnCodec). Weights are 
 ``from_pretrained(use_safetensors=True)`` and never with remote code. Mono MusicGen only (not the stereo
 checkpoints, nor MusicGen-Melody).
 
-This module needs torch at import time (the dataset and the ``nn.Module``); the audio backend imports it
-only when a MusicGen model is asked for. transformers and peft are imported inside functions.
+This module needs torch at import time (the dataset and the ``nn.Module``); the registry imports it only when
+a model of the ``musicgen`` family is loaded. transformers and peft are imported inside functions.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,46 +36,25 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from studio.models.base import Handle, Sample, pairs
+from studio.models.base import Handle, Parts, Sample, pairs
+from studio.models.common import adapter_base, load_adapter, merge_adapter, prologue, target_option, \
+    write_marker, write_pretrained
+from studio.models.registry import MUSICGEN
 
-FAMILY = "musicgen"
-MARKER = "studio_model.json"
 IGNORE = -100
-ATTENTION = ("q_proj", "k_proj", "v_proj", "out_proj")  # the decoder's self- and cross-attention projections
 MAX_CAPTION_TOKENS = 256
 
 
-# ----------------------------------------------------------------------------- which models are MusicGen
+@dataclass(kw_only=True)
+class MusicgenParts(Parts):
+    tokenizer: Any
+    feature_extractor: Any  # or None: only saved along, for other tools
+    model: Any              # what is saved: a PEFT model for LoRA, else the MusicgenForConditionalGeneration
+    sample_rate: int        # EnCodec's
+    clip_seconds: float     # the training clip length: what generation makes by default
 
-def _marker(folder: Path) -> dict:
-    path = folder / MARKER
-    return json.loads(path.read_text()) if path.is_file() else {}
-
-
-def is_musicgen(model_ref: str) -> bool:
-    """A studio MusicGen folder (its marker says so), a folder or Hub id whose config.json has model_type
-    'musicgen', or a catalog entry of the musicgen family."""
-    folder = Path(model_ref).expanduser()
-    if folder.is_dir():
-        marker = _marker(folder)
-        if marker:
-            return marker.get("family") == FAMILY
-        config = folder / "config.json"
-        return config.is_file() and json.loads(config.read_text()).get("model_type") == FAMILY
-    from studio.models.catalog import find
-
-    entry = find(model_ref)
-    if entry is not None:
-        return entry.family == FAMILY
-    if model_ref.startswith((".", "/", "~")) or model_ref.count("/") != 1:
-        return False  # not a Hub id
-    from transformers import PretrainedConfig
-
-    try:
-        config, _ = PretrainedConfig.get_config_dict(model_ref)
-    except OSError:  # not cached and offline, or no such repository
-        return False
-    return config.get("model_type") == FAMILY
+    def processors(self) -> list:
+        return [p for p in (self.tokenizer, self.feature_extractor) if p is not None]
 
 
 # ----------------------------------------------------------------------------- loading
@@ -96,15 +75,10 @@ def load_pretrained(model_ref: str) -> tuple[Any, Any, Any]:
     folder = Path(model_ref).expanduser()
     local = folder.is_dir()
     source = str(folder) if local else model_ref
-    if local and (folder / "adapter_config.json").is_file():
-        from peft import PeftModel
-
-        base = _marker(folder).get("base") or json.loads((folder / "adapter_config.json").read_text()).get(
-            "base_model_name_or_path")
-        if not base:
-            raise ValueError(f"'{model_ref}' holds a LoRA adapter but does not say which model it adapts")
+    base = adapter_base(folder, model_ref) if local else None
+    if base:
         tokenizer, feature_extractor, model = load_pretrained(base)
-        return tokenizer, feature_extractor, PeftModel.from_pretrained(model, source).merge_and_unload()
+        return tokenizer, feature_extractor, merge_adapter(model, folder)
     if local:
         _require_safetensors(folder)
     tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=False)
@@ -131,21 +105,17 @@ def fresh_decoder(model) -> None:
 
 
 def lora_targets(model, option: str) -> list[str]:
-    """The full names of the decoder's Linear layers LoRA adapts: 'auto' → the attention projections;
-    'all-linear' → all of them (the codebook heads too); else those whose name ends with one of the
-    comma-separated names. Never a layer of the frozen T5 or EnCodec."""
-    option = (option or "auto").strip()
-    if option == "auto":
-        wanted = set(ATTENTION)
-    elif option == "all-linear":
-        wanted = None
-    else:
-        wanted = {name.strip() for name in option.split(",") if name.strip()}
+    """The full names of the decoder's Linear layers LoRA adapts: 'auto' → the family's preset (the decoder's
+    self- and cross-attention projections); 'all-linear' → all of them (the codebook heads too); else those
+    whose name ends with one of the comma-separated names. Never a layer of the frozen T5 or EnCodec."""
+    preset = MUSICGEN.lora_targets
+    chosen = target_option(option)
+    wanted = set(preset) if chosen == "auto" else None if chosen == "all-linear" else set(chosen)
     targets = [f"decoder.{name}" for name, layer in model.decoder.named_modules()
                if isinstance(layer, nn.Linear) and (wanted is None or name.rsplit(".", 1)[-1] in wanted)]
     if not targets:
         raise ValueError(f"target_modules '{option}' names no Linear layer of the MusicGen decoder "
-                         f"(its attention layers are {', '.join(ATTENTION)})")
+                         f"(its attention layers are {', '.join(preset)})")
     return targets
 
 
@@ -278,16 +248,11 @@ def _musicgen(handle: Handle):
 
 
 class MusicgenBackend:
-    """The audio backend's MusicGen half (``studio.models.audio.AudioBackend`` hands MusicGen models here)."""
+    """The ``musicgen`` family."""
     modality = "audio"
 
     def load(self, model_ref: str, method: str, config=None, train_rows: list[dict] | None = None) -> Handle:
-        from studio.training.config import METHODS, TrainConfig
-
-        config = config or TrainConfig()
-        if method not in METHODS:
-            raise ValueError(f"method must be one of {', '.join(METHODS)} (got '{method}')")
-        torch.manual_seed(config.seed)  # the same seed builds the same new decoder and LoRA matrices
+        config = prologue(MUSICGEN, model_ref, method, config)  # seeded: the same new decoder and LoRA matrices
         tokenizer, feature_extractor, model = load_pretrained(model_ref)
         prepare_config(model, model_ref)
         rate = model.config.audio_encoder.sampling_rate
@@ -298,21 +263,21 @@ class MusicgenBackend:
         trained = set_trainable(model, method, config.lora)
         if config.gradient_checkpointing:
             model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        parts = MusicgenParts(family=MUSICGEN.name, tokenizer=tokenizer, feature_extractor=feature_extractor,
+                              model=trained, sample_rate=rate, clip_seconds=config.audio.clip_seconds)
         return Handle(modality=self.modality, model_ref=model_ref, method=method, module=MusicgenModule(model),
-                      parts={"tokenizer": tokenizer, "feature_extractor": feature_extractor, "model": trained,
-                             "family": FAMILY, "sample_rate": rate, "clip_seconds": config.audio.clip_seconds,
-                             "starter": False})
+                      parts=parts)
 
     # -- data
 
     def datasets(self, handle: Handle, rows: dict[str, list[dict]], root: Path, config) -> dict[str, Any]:
-        rate = handle.parts["sample_rate"]
+        rate = handle.parts.sample_rate
         samples = int(round(config.audio.clip_seconds * rate))
         return {split: CaptionedClips(rows.get(split) or [], root, rate, samples, split == "train")
                 for split in ("train", "validation")}
 
     def collate(self, handle: Handle, config) -> ClipCollator:
-        return ClipCollator(handle.parts["tokenizer"])
+        return ClipCollator(handle.parts.tokenizer)
 
     # -- generation
 
@@ -324,9 +289,9 @@ class MusicgenBackend:
         import soundfile as sf
 
         settings = settings or {}
-        model, tokenizer = _musicgen(handle), handle.parts["tokenizer"]
-        rate = handle.parts["sample_rate"]
-        seconds = float(settings.get("seconds") or handle.parts["clip_seconds"])
+        model, tokenizer = _musicgen(handle), handle.parts.tokenizer
+        rate = handle.parts.sample_rate
+        seconds = float(settings.get("seconds") or handle.parts.clip_seconds)
         frames = max(1, math.ceil(seconds * model.config.audio_encoder.frame_rate))
         books = model.decoder.num_codebooks
         temperature = float(settings.get("temperature", 1.0))
@@ -367,21 +332,16 @@ class MusicgenBackend:
         a model reference. Tokenizer and feature extractor go along; ``studio_model.json`` always."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        handle.parts["model"].save_pretrained(str(folder))
-        handle.parts["tokenizer"].save_pretrained(str(folder))
-        if handle.parts.get("feature_extractor") is not None:
-            handle.parts["feature_extractor"].save_pretrained(str(folder))
-        marker = {"modality": "audio", "base": handle.model_ref, "method": handle.method, "family": FAMILY,
-                  "sample_rate": handle.parts["sample_rate"]}
-        (folder / MARKER).write_text(json.dumps(marker, indent=1))
+        handle.parts.model.save_pretrained(str(folder))
+        for processor in handle.parts.processors():
+            processor.save_pretrained(str(folder))
+        write_marker(handle, folder, sample_rate=handle.parts.sample_rate)
 
     def load_weights(self, handle: Handle, folder: Path) -> None:
         """Reverses ``save`` into ``handle``, in place (an optimizer holding the parameters stays valid)."""
         folder = Path(folder)
         if handle.method == "lora":
-            from studio.models.text import load_adapter
-
-            load_adapter(handle.parts["model"], folder)
+            load_adapter(handle.parts.model, folder)
             return
         from transformers import MusicgenForConditionalGeneration
 
@@ -389,3 +349,12 @@ class MusicgenBackend:
         saved = MusicgenForConditionalGeneration.from_pretrained(str(folder), use_safetensors=True,
                                                                  trust_remote_code=False)
         _musicgen(handle).load_state_dict(saved.state_dict())
+
+    # -- for generation and export
+
+    def lora_module(self, handle: Handle):
+        return _musicgen(handle)
+
+    def write_merged(self, base_ref: str, adapter: Path, config, out: Path, max_shard_bytes: int) -> None:
+        """Loading the adapter's folder as 'full' folds it into its base (``merge_and_unload``)."""
+        write_pretrained(self.load(str(adapter), "full", config).parts, base_ref, out, max_shard_bytes)

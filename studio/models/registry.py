@@ -1,47 +1,245 @@
-"""Which backend serves a model: by starter name, by what a local folder holds, or by the catalog."""
+"""Model families, and which one serves a model.
+
+A family is a kind of model the studio trains one way: the causal LMs of transformers, Stable-Diffusion-class
+pipelines, MusicGen, and the three starters built here from a config. Each declares its modality, the methods
+and objectives it trains with, what LoRA adapts in it, what ``studio export`` can write of its runs, and the
+backend (``studio.models.base.FamilyBackend``) that loads, trains, samples and saves it. The family of a model
+is picked here, once, from its name (a starter), its folder (the studio's marker, else its config files) or
+the catalog; the handle a backend loads carries it (``Handle.family``), and code outside ``studio.models``
+asks the family rather than working it out again. ``docs/ARCHITECTURE.md`` says how to add one.
+
+Nothing here imports a model library; a family's backend module is imported when it is first asked for.
+"""
 
 from __future__ import annotations
 
+import functools
+import importlib
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
-from studio.models.base import STARTERS, Backend
+from studio.models.base import METHODS, Handle
+from studio.models.catalog import find
+from studio.models.common import ADAPTER_CONFIG, MARKER, read_marker
+
+STARTER_SCRATCH_ONLY = ("starter models are trained from scratch; use method 'scratch', or fine-tune a finished "
+                        "run's model folder")
 
 
-def backend_for(modality: str) -> Backend:
-    if modality == "text":
-        from studio.models.text import TextBackend
-        return TextBackend()
-    if modality == "image":
-        from studio.models.image import ImageBackend
-        return ImageBackend()
-    if modality == "audio":
-        from studio.models.audio import AudioBackend
-        return AudioBackend()
-    raise ValueError(f"no backend for modality '{modality}'")
+@dataclass(frozen=True)
+class Family:
+    name: str                      # as saved in studio_model.json: keep it stable
+    modality: str                  # text | image | audio
+    backend_path: str              # "module:Class" of its backend, imported on first use
+    lora_targets: tuple[str, ...]  # the layers target_modules 'auto' adapts
+    export_formats: tuple[str, ...]  # what `studio export` writes of its runs
+    library: str                   # the library that loads those exports: transformers | diffusers
+    model_class: str = ""          # the transformers class that loads its folders ("" for pipelines)
+    methods: tuple[str, ...] = METHODS
+    objectives: tuple[str, ...] = ("sft",)  # how a batch becomes a loss: supervised fine-tuning today
+    starter: str = ""              # the starter's name: built here from a config, so only 'scratch' trains it
+    standalone: bool = True        # its model folders load without the studio
+    claims: tuple[str, ...] = ()   # config.json model_type / catalog family values that belong to it
+    fallback: bool = False         # loads (or refuses, saying what is supported) what no family of its
+    #                                modality claims
 
+    def backend(self):
+        return _backend(self.backend_path)
+
+    def method_problem(self, model_ref: str, method: str) -> str | None:
+        """Why ``model_ref`` of this family cannot be trained with ``method``, or None."""
+        if method not in self.methods:
+            return f"method must be one of {', '.join(self.methods)} (got '{method}')"
+        if model_ref == self.starter and method != "scratch":
+            return STARTER_SCRATCH_ONLY
+        return None
+
+
+@functools.cache
+def _backend(path: str):
+    module, name = path.split(":")
+    return getattr(importlib.import_module(module), name)()
+
+
+FAMILIES: dict[str, Family] = {}
+
+
+def register(family: Family) -> Family:
+    """Adds a family (or replaces the one of that name)."""
+    FAMILIES[family.name] = family
+    return family
+
+
+_TRANSFORMERS_FORMATS = ("peft", "merged")
+_ATTENTION = ("q_proj", "k_proj", "v_proj", "o_proj")
+_UNET_ATTENTION = ("to_q", "to_k", "to_v", "to_out.0")
+CAUSAL_LM = register(Family("causal-lm", "text", "studio.models.text:TextBackend", _ATTENTION, _TRANSFORMERS_FORMATS,
+                            "transformers", "AutoModelForCausalLM", fallback=True))
+STARTER_TEXT = register(Family("starter-text", "text", "studio.models.text:TextBackend", _ATTENTION,
+                               _TRANSFORMERS_FORMATS, "transformers", "AutoModelForCausalLM", starter="starter-text"))
+SD_PIPELINE = register(Family("sd-pipeline", "image", "studio.models.image:ImageBackend", _UNET_ATTENTION,
+                              ("peft", "diffusers-lora", "merged"), "diffusers", fallback=True))
+STARTER_IMAGE = register(Family("starter-image", "image", "studio.models.image:ImageBackend", _UNET_ATTENTION,
+                                ("peft", "merged"), "diffusers", starter="starter-image", standalone=False))
+MUSICGEN = register(Family("musicgen", "audio", "studio.models.musicgen:MusicgenBackend",
+                           ("q_proj", "k_proj", "v_proj", "out_proj"), _TRANSFORMERS_FORMATS, "transformers",
+                           "MusicgenForConditionalGeneration", claims=("musicgen",)))
+STARTER_AUDIO = register(Family("starter-audio", "audio", "studio.models.audio:SpectrogramBackend", _UNET_ATTENTION,
+                                ("peft", "merged"), "diffusers", starter="starter-audio", standalone=False,
+                                fallback=True))
+
+
+# ----------------------------------------------------------------------------- which family
+
+def starter_family(model_ref: str | None) -> Family | None:
+    return next((f for f in FAMILIES.values() if f.starter and f.starter == model_ref), None)
+
+
+def is_starter(model_ref: str | None) -> bool:
+    """Whether ``model_ref`` names a starter (a model built here from a config, with no pretrained weights)."""
+    return starter_family(model_ref) is not None
+
+
+def _claimed(value: str | None, modality: str | None = None) -> Family | None:
+    return next((f for f in FAMILIES.values() if value and value in f.claims and modality in (None, f.modality)),
+                None)
+
+
+def _fallback(modality: str | None) -> Family | None:
+    return next((f for f in FAMILIES.values() if f.fallback and f.modality == modality), None)
+
+
+def family_of(model_ref: str) -> Family | None:
+    """The family of a starter name, a local folder or a catalog id; None for anything else (a Hub id the
+    catalog does not list: ``family_for`` asks the Hub when the modality needs it)."""
+    found = starter_family(model_ref)
+    if found is not None:
+        return found
+    folder = Path(model_ref).expanduser()
+    if folder.is_dir():
+        return _family_of_folder(folder)
+    entry = find(model_ref)
+    if entry is None:
+        return None
+    return _claimed(entry.family, entry.modality) or _fallback(entry.modality)
+
+
+def family_for(model_ref: str, modality: str) -> Family:
+    """The family that loads ``model_ref`` as a ``modality`` model: its own, or (when it has none of that
+    modality) the modality's fallback family, whose backend loads it or says what is supported."""
+    found = family_of(model_ref) or _family_on_hub(model_ref, modality)
+    if found is not None and found.modality == modality:
+        return found
+    fallback = _fallback(modality)
+    if fallback is None:
+        raise ValueError(f"no backend for modality '{modality}'")
+    return fallback
+
+
+def _family_of_folder(folder: Path) -> Family | None:
+    """A studio folder's family from its marker (folders saved before markers named it: from what the marker
+    and the folder hold); another folder's from its pipeline index or config.json."""
+    marker = read_marker(folder)
+    if marker.get("family") in FAMILIES:
+        return FAMILIES[marker["family"]]
+    if marker:
+        base = marker.get("base") if (folder / ADAPTER_CONFIG).is_file() else None
+        adapted = family_of(base) if base else None  # an adapter is of its base's family
+        if adapted is not None:
+            return adapted
+        if marker.get("modality") == "text":
+            starter = marker.get("starter") or marker.get("base") == STARTER_TEXT.starter
+            return STARTER_TEXT if starter else CAUSAL_LM
+        if marker.get("modality") == "image":
+            return SD_PIPELINE if (folder / "model_index.json").is_file() else STARTER_IMAGE
+        return STARTER_AUDIO if marker.get("modality") == "audio" else None
+    if (folder / "model_index.json").is_file():
+        return SD_PIPELINE if _pipeline_modality(folder) == "image" else None
+    if (folder / "config.json").is_file():
+        return _claimed(_model_type(folder)) or CAUSAL_LM
+    return None
+
+
+def _model_type(folder: Path) -> str:
+    return str(json.loads((folder / "config.json").read_text()).get("model_type", ""))
+
+
+def _pipeline_modality(folder: Path) -> str:
+    pipeline = json.loads((folder / "model_index.json").read_text()).get("_class_name", "")
+    return "audio" if "Audio" in pipeline or "Music" in pipeline else "image"
+
+
+def _family_on_hub(model_ref: str, modality: str) -> Family | None:
+    """For a Hub id the catalog does not list, a family of ``modality`` that claims its config's model_type
+    (asked only where a modality has such families: the Hub answers from its cache, or not at all offline)."""
+    if not any(f.claims for f in FAMILIES.values() if f.modality == modality):
+        return None
+    if model_ref.startswith((".", "/", "~")) or model_ref.count("/") != 1:
+        return None  # not a Hub id
+    from transformers import PretrainedConfig
+
+    try:
+        config, _ = PretrainedConfig.get_config_dict(model_ref)
+    except OSError:  # not cached and offline, or no such repository
+        return None
+    return _claimed(config.get("model_type"), modality)
+
+
+# ----------------------------------------------------------------------------- which modality
 
 def modality_of_folder(folder: Path) -> str | None:
     """A saved model folder's modality: starters and our runs write ``studio_model.json``; otherwise
     a diffusers pipeline (``model_index.json``) is image, a transformers causal LM (``config.json``) text."""
-    marker = folder / "studio_model.json"
-    if marker.exists():
-        return json.loads(marker.read_text()).get("modality")
+    if (folder / MARKER).exists():
+        return read_marker(folder).get("modality")
     if (folder / "model_index.json").exists():
-        pipeline = json.loads((folder / "model_index.json").read_text()).get("_class_name", "")
-        return "audio" if "Audio" in pipeline or "Music" in pipeline else "image"
+        return _pipeline_modality(folder)
     if (folder / "config.json").exists():
-        config = json.loads((folder / "config.json").read_text())
-        return "audio" if "musicgen" in str(config.get("model_type", "")).lower() else "text"
+        return (_claimed(_model_type(folder)) or CAUSAL_LM).modality
     return None
 
 
 def modality_of(model_ref: str) -> str | None:
-    if model_ref in STARTERS:
-        return STARTERS[model_ref]
+    found = starter_family(model_ref)
+    if found is not None:
+        return found.modality
     folder = Path(model_ref).expanduser()
     if folder.is_dir():
         return modality_of_folder(folder)
-    from studio.models.catalog import find
     entry = find(model_ref)
     return entry.modality if entry else None
+
+
+# ----------------------------------------------------------------------------- the backends
+
+class ModalityBackend:
+    """Any model of one modality: ``load`` picks the model's family once (``family_for``) and its backend loads
+    it; every other call goes to the backend of the handle's family."""
+
+    def __init__(self, modality: str):
+        if _fallback(modality) is None:
+            raise ValueError(f"no backend for modality '{modality}'")
+        self.modality = modality
+
+    def load(self, model_ref: str, method: str, config=None, train_rows: list[dict] | None = None) -> Handle:
+        return family_for(model_ref, self.modality).backend().load(model_ref, method, config, train_rows)
+
+    def datasets(self, handle: Handle, rows: dict[str, list[dict]], root: Path, config):
+        return handle.family.backend().datasets(handle, rows, root, config)
+
+    def collate(self, handle: Handle, config):
+        return handle.family.backend().collate(handle, config)
+
+    def generate(self, handle: Handle, prompts: list[str], seeds: list[int], settings: dict, out_dir: Path):
+        return handle.family.backend().generate(handle, prompts, seeds, settings, out_dir)
+
+    def save(self, handle: Handle, folder: Path) -> None:
+        handle.family.backend().save(handle, folder)
+
+    def load_weights(self, handle: Handle, folder: Path) -> None:
+        handle.family.backend().load_weights(handle, folder)
+
+
+def backend_for(modality: str) -> ModalityBackend:
+    return ModalityBackend(modality)

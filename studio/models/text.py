@@ -2,9 +2,10 @@
 ``starter-text`` model trained from scratch (a byte-level BPE tokenizer fitted on the training rows and a
 tiny Llama).
 
+The backend of two families (``studio.models.registry``): ``causal-lm`` and ``starter-text``.
 ``handle.module`` returns the causal-LM loss of a batch (``input_ids``, ``attention_mask``, ``labels`` with
--100 where nothing is learned); ``handle.parts`` holds ``tokenizer``, ``model`` (the transformers or PEFT
-model) and ``starter`` (whether the weights go back to the starter, which changes generation defaults).
+-100 where nothing is learned); ``handle.parts`` (``TextParts``) holds the tokenizer, the transformers or PEFT
+model, and whether the weights go back to the starter (which changes generation defaults).
 
 torch, transformers, peft and tokenizers are imported inside the functions that need them.
 """
@@ -15,13 +16,16 @@ import copy
 import functools
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from studio.models.base import STARTER_SCRATCH_ONLY, Handle, Sample, pairs
+from studio.models.base import Handle, Parts, Sample, pairs
+from studio.models.common import adapter_base, load_adapter, merge_adapter, prologue, target_option, \
+    write_marker, write_pretrained
+from studio.models.registry import STARTER_TEXT, family_for
 
-STARTER = "starter-text"
-MARKER = "studio_model.json"
+STARTER = STARTER_TEXT.starter
 PAD, BOS, EOS = "<pad>", "<s>", "</s>"
 STARTER_VOCAB = 3000  # an upper bound: BPE stops merging once the training text has no pair seen twice
 # Small enough to learn a 100 KB corpus in about a minute on two CPU cores.
@@ -38,14 +42,24 @@ CHAT_TEMPLATE = ("{{ bos_token or '' }}{% for message in messages %}"
                  "{{ message['role'] + '\n' + message['content'] + (eos_token or '') + '\n' }}"
                  "{% endfor %}{% if add_generation_prompt %}{{ 'assistant\n' }}{% endif %}")
 
-_ATTENTION = ["q_proj", "k_proj", "v_proj", "o_proj"]
-LORA_PRESETS = {family: _ATTENTION for family in
-                ("llama", "qwen2", "qwen3", "mistral", "mixtral", "smollm3", "gemma", "gemma2", "olmo", "olmo2")}
-LORA_PRESETS["gpt2"] = ["c_attn"]
+# Model types whose attention projections have the names of the family's LoRA preset (q_proj, ...); GPT-2 has its
+# own; LoRA 'auto' adapts every linear layer of any other.
+ATTENTION_NAMED_LIKE_LLAMA = ("llama", "qwen2", "qwen3", "mistral", "mixtral", "smollm3", "gemma", "gemma2", "olmo",
+                              "olmo2")
+OTHER_ATTENTION = {"gpt2": ["c_attn"]}
 
 
 class ModelUnavailable(OSError):
     """A Hub model that is neither in the local cache nor downloadable (offline)."""
+
+
+@dataclass(kw_only=True)
+class TextParts(Parts):
+    tokenizer: Any
+    model: Any  # the transformers (or PEFT) model inside ``handle.module``
+
+    def processors(self) -> list:
+        return [self.tokenizer]
 
 
 # ----------------------------------------------------------------------------- torch pieces
@@ -167,11 +181,6 @@ def build_starter(tokenizer, max_length: int):
 
 # ----------------------------------------------------------------------------- loading
 
-def _marker(folder: Path) -> dict:
-    path = folder / MARKER
-    return json.loads(path.read_text()) if path.exists() else {}
-
-
 def _looks_like_path(ref: str) -> bool:
     return ref.startswith((".", "/", "~")) or "\\" in ref or ref.count("/") > 1
 
@@ -222,8 +231,8 @@ def _quantization(config, method: str) -> dict:
             "device_map": {"": torch.cuda.current_device()}}
 
 
-def _from_pretrained(ref: str, method: str, config) -> tuple[Any, Any, bool]:
-    """(tokenizer, model, starter) for a Hub id or a local folder (ours or any transformers causal LM).
+def _from_pretrained(ref: str, method: str, config) -> tuple[Any, Any]:
+    """(tokenizer, model) for a Hub id or a local folder (ours or any transformers causal LM).
     A LoRA run's folder comes back as its base with the adapter merged in."""
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
@@ -232,19 +241,12 @@ def _from_pretrained(ref: str, method: str, config) -> tuple[Any, Any, bool]:
     if not local and _looks_like_path(ref):
         raise FileNotFoundError(f"no model folder at '{ref}'")
     source = str(folder) if local else ref
-    marker = _marker(folder) if local else {}
-    starter = bool(marker.get("starter")) or marker.get("base") == STARTER
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=False)
-        if local and (folder / "adapter_config.json").exists():
-            from peft import PeftModel
-
-            base = marker.get("base") or json.loads((folder / "adapter_config.json").read_text()).get(
-                "base_model_name_or_path")
-            if not base:
-                raise ValueError(f"'{ref}' holds a LoRA adapter but does not say which model it adapts")
-            _, model, starter = _from_pretrained(base, "full", config)
-            model = PeftModel.from_pretrained(model, str(folder)).merge_and_unload()
+        base = adapter_base(folder, ref) if local else None
+        if base:
+            _, model = _from_pretrained(base, "full", config)
+            model = merge_adapter(model, folder)
             if method == "scratch":
                 model = AutoModelForCausalLM.from_config(model.config, trust_remote_code=False)
         elif method == "scratch":
@@ -258,16 +260,19 @@ def _from_pretrained(ref: str, method: str, config) -> tuple[Any, Any, bool]:
         if local:
             raise
         raise _unavailable(ref, error) from error
-    return tokenizer, model, starter
+    return tokenizer, model
 
 
-def lora_targets(model, spec: str):
-    spec = (spec or "auto").strip()
-    if spec == "auto":
-        return LORA_PRESETS.get(getattr(model.config, "model_type", ""), "all-linear")
-    if spec == "all-linear":
-        return spec
-    return [name.strip() for name in spec.split(",") if name.strip()]
+def lora_targets(model, spec: str, preset: tuple[str, ...]):
+    """'auto' → the family's ``preset`` (attention projections) for Llama-like models, GPT-2's own, else every
+    linear layer; otherwise 'all-linear' or the names given."""
+    option = target_option(spec)
+    if option != "auto":
+        return option
+    model_type = getattr(model.config, "model_type", "")
+    if model_type in OTHER_ATTENTION:
+        return OTHER_ATTENTION[model_type]
+    return list(preset) if model_type in ATTENTION_NAMED_LIKE_LLAMA else "all-linear"
 
 
 # ----------------------------------------------------------------------------- turning rows into tokens
@@ -339,20 +344,6 @@ def chat_example(tokenizer, messages: list[dict], response_only: bool, max_lengt
     return {"input_ids": ids[:max_length], "labels": labels[:max_length]}
 
 
-def load_adapter(model, folder: Path) -> None:
-    """Loads a PEFT adapter saved with ``save_pretrained`` (adapter_model.safetensors) into ``model``, a PEFT
-    model with the same LoRA layers, in place."""
-    from peft import set_peft_model_state_dict
-    from safetensors.torch import load_file
-
-    path = Path(folder) / "adapter_model.safetensors"
-    if not path.exists():
-        raise FileNotFoundError(f"no LoRA adapter (adapter_model.safetensors) in {folder}")
-    result = set_peft_model_state_dict(model, load_file(str(path)))
-    if getattr(result, "unexpected_keys", None):
-        raise ValueError(f"the adapter in {folder} does not fit this model: {', '.join(result.unexpected_keys[:5])}")
-
-
 def _watchers(tokenizer, number: int, on_text, should_stop) -> dict:
     """A streamer that hands ``on_text(number, text so far)`` each new token's text, and a stopping criterion
     that ends generation when ``should_stop()`` says so (for cancelling); either may be absent."""
@@ -389,21 +380,13 @@ class TextBackend:
     modality = "text"
 
     def load(self, model_ref: str, method: str, config=None, train_rows: list[dict] | None = None) -> Handle:
-        import torch
-
-        from studio.training.config import METHODS, TrainConfig
-
-        config = config or TrainConfig()
-        if method not in METHODS:
-            raise ValueError(f"method must be one of {', '.join(METHODS)} (got '{method}')")
-        torch.manual_seed(config.seed)  # the same seed builds the same starting weights and LoRA matrices
+        family = family_for(model_ref, self.modality)
+        config = prologue(family, model_ref, method, config)
         if model_ref == STARTER:
-            if method != "scratch":
-                raise ValueError(STARTER_SCRATCH_ONLY)
             tokenizer = train_tokenizer(_tokenizer_texts(train_rows or []))
-            model, starter = build_starter(tokenizer, config.text.max_length), True
+            model = build_starter(tokenizer, config.text.max_length)
         else:
-            tokenizer, model, starter = _from_pretrained(model_ref, method, config)
+            tokenizer, model = _from_pretrained(model_ref, method, config)
         if tokenizer.pad_token is None:
             if tokenizer.eos_token is None:
                 raise ValueError(f"the tokenizer of '{model_ref}' has neither a pad nor an end-of-sequence token")
@@ -422,18 +405,20 @@ class TextBackend:
                 model = prepare_model_for_kbit_training(model, config.gradient_checkpointing)
             model = get_peft_model(model, LoraConfig(r=lora.r, lora_alpha=lora.lora_alpha,
                                                      lora_dropout=lora.lora_dropout, task_type="CAUSAL_LM",
-                                                     target_modules=lora_targets(model, lora.target_modules)))
+                                                     target_modules=lora_targets(model, lora.target_modules,
+                                                                                 family.lora_targets)))
         else:
             for parameter in model.parameters():
                 parameter.requires_grad_(True)
         module = _loss_module_class()(model)
-        return Handle(modality=self.modality, model_ref=model_ref, method=method, module=module,
-                      parts={"tokenizer": tokenizer, "model": model, "starter": starter})
+        # Weights that go back to the starter keep its generation defaults (no chat template).
+        parts = TextParts(family=family.name, starter=bool(family.starter), tokenizer=tokenizer, model=model)
+        return Handle(modality=self.modality, model_ref=model_ref, method=method, module=module, parts=parts)
 
     # -- data
 
     def datasets(self, handle: Handle, rows: dict[str, list[dict]], root: Path, config) -> dict[str, Any]:
-        return {split: self._dataset(handle.parts["tokenizer"], rows.get(split) or [], config)
+        return {split: self._dataset(handle.parts.tokenizer, rows.get(split) or [], config)
                 for split in ("train", "validation")}
 
     def _dataset(self, tokenizer, rows: list[dict], config) -> TokenDataset:
@@ -463,7 +448,7 @@ class TextBackend:
         return TokenDataset(useful, skipped=len(examples) - len(useful))
 
     def collate(self, handle: Handle, config) -> PadCollator:
-        return PadCollator(handle.parts["tokenizer"].pad_token_id)
+        return PadCollator(handle.parts.tokenizer.pad_token_id)
 
     # -- generation
 
@@ -487,11 +472,11 @@ class TextBackend:
         import torch
         from transformers import StoppingCriteriaList
 
-        tokenizer, model = handle.parts["tokenizer"], handle.parts["model"]
+        tokenizer, model = handle.parts.tokenizer, handle.parts.model
         settings = settings or {}
         chat = settings.get("chat_template")
         if chat is None:
-            chat = not handle.parts.get("starter") and bool(tokenizer.chat_template)
+            chat = not handle.parts.starter and bool(tokenizer.chat_template)
         temperature = float(settings.get("temperature", 0.8))
         generation = copy.deepcopy(model.generation_config)
         generation.max_new_tokens = int(settings.get("max_new_tokens", 64))
@@ -529,21 +514,19 @@ class TextBackend:
     def save(self, handle: Handle, folder: Path) -> None:
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        model = handle.parts["model"]
+        model = handle.parts.model
         if handle.method == "lora":
             model.save_pretrained(str(folder), safe_serialization=True, save_embedding_layers=False)
         else:
             model.save_pretrained(str(folder))  # transformers 5 writes safetensors only
-        handle.parts["tokenizer"].save_pretrained(str(folder))
-        marker = {"modality": "text", "base": handle.model_ref, "method": handle.method,
-                  "starter": bool(handle.parts.get("starter"))}
-        (folder / MARKER).write_text(json.dumps(marker, indent=1))
+        handle.parts.tokenizer.save_pretrained(str(folder))
+        write_marker(handle, folder, starter=handle.parts.starter)
 
     def load_weights(self, handle: Handle, folder: Path) -> None:
         from safetensors.torch import load_file
 
         folder = Path(folder)
-        model = handle.parts["model"]
+        model = handle.parts.model
         if handle.method == "lora":
             load_adapter(model, folder)
             return
@@ -564,3 +547,12 @@ class TextBackend:
         if really_missing or unexpected:
             raise ValueError(f"the weights in {folder} do not fit this model (missing: {really_missing[:5]}, "
                              f"unexpected: {unexpected[:5]})")
+
+    # -- for generation and export
+
+    def lora_module(self, handle: Handle):
+        return handle.parts.model
+
+    def write_merged(self, base_ref: str, adapter: Path, config, out: Path, max_shard_bytes: int) -> None:
+        """Loading the adapter's folder as 'full' folds it into its base (``merge_and_unload``)."""
+        write_pretrained(self.load(str(adapter), "full", config).parts, base_ref, out, max_shard_bytes)

@@ -106,8 +106,9 @@ def shareable_base(base: str | None) -> str:
     return base if is_hub_id(base) else f"path/to/{Path(base).name}"
 
 
-def _usage(fmt: str, library: str, modality: str, base: str, studio_folder: bool, on_starter: bool) -> str:
-    """How to load the export without the studio. ``base``: the model the adapter was trained on."""
+def _usage(fmt: str, library: str, family, base: str, studio_folder: bool, on_starter: bool) -> str:
+    """How to load the export of a model of ``family`` without the studio. ``base``: the model the adapter was
+    trained on."""
     if fmt == "peft" and on_starter:
         return ("A LoRA adapter for a model trained from a Gen Studio starter (no standard pipeline): its UNet loads "
                 "it with `PeftModel.from_pretrained(UNet2DConditionModel.from_pretrained(BASE, subfolder=\"unet\"), "
@@ -119,9 +120,9 @@ def _usage(fmt: str, library: str, modality: str, base: str, studio_folder: bool
                 "subfolder=\"unet\")` and `CLIPTextModel.from_pretrained(folder, subfolder=\"text_encoder\")`, and "
                 "Gen Studio samples it: give this folder as the model (Model tab, or `studio generate --model "
                 "FOLDER`).")
+    loader = family.model_class  # the transformers class, or none for a diffusers pipeline
     if fmt == "peft":
-        loader = {"text": "AutoModelForCausalLM", "audio": "MusicgenForConditionalGeneration"}.get(modality)
-        if loader is None:  # an image LoRA in PEFT form adapts the pipeline's UNet
+        if not loader:  # an image LoRA in PEFT form adapts the pipeline's UNet
             return ("```python\nfrom diffusers import StableDiffusionPipeline\nfrom peft import PeftModel\n\n"
                     f"pipeline = StableDiffusionPipeline.from_pretrained(\"{base}\")\n"
                     "pipeline.unet = PeftModel.from_pretrained(pipeline.unet, \"THIS_FOLDER\").merge_and_unload()\n```")
@@ -136,7 +137,6 @@ def _usage(fmt: str, library: str, modality: str, base: str, studio_folder: bool
                 "pipeline = DiffusionPipeline.from_pretrained(\"THIS_FOLDER\")\n"
                 "image = pipeline(\"a prompt\", generator=torch.Generator().manual_seed(0)).images[0]\n```\n\n"
                 "The scheduler is the DDIM sampler the studio uses, so a seed gives the studio's image.")
-    loader = "MusicgenForConditionalGeneration" if modality == "audio" else "AutoModelForCausalLM"
     return (f"```python\nfrom transformers import AutoTokenizer, {loader}\n\n"
             f"model = {loader}.from_pretrained(\"THIS_FOLDER\")\ntokenizer = AutoTokenizer.from_pretrained(\"THIS_FOLDER\")\n```")
 
@@ -258,15 +258,14 @@ def write_model_card(store: Store, variant, fmt: str, library: str, out: Path, l
                      actor: str | None = None) -> Path:
     """``out/README.md`` (and ``out/loss.png``) for an export of ``variant`` as ``fmt``; returns the card's path."""
     from studio.generation.variants import origin
-    from studio.models.base import STARTERS
-    from studio.training.export import is_studio_folder
+    from studio.models.registry import is_starter
 
     summary, version = _run_facts(store, variant.run_id)
     base = None if variant.method == "scratch" else origin(store, variant.base_ref)[0]
     dataset_name = version.dataset.name
     data = model_card_data(modality=variant.modality, fmt=fmt, library=library, method=variant.method,
                            base_model=base, dataset=dataset_name, license=license)
-    on_starter = base in STARTERS
+    on_starter = is_starter(base)
     base_text = ("none: trained from scratch" if base is None
                  else f"a model trained from the Gen Studio starter `{base}` (`{Path(variant.base_ref).name}`)"
                  if on_starter else f"`{base}`" if is_hub_id(base) else f"the local model folder `{Path(base).name}`")
@@ -282,8 +281,8 @@ A {variant.modality} model trained with **{variant.method}** on the dataset **{d
 
 ## How to use
 
-{_usage(fmt, library, variant.modality, shareable_base(variant.base_ref), is_studio_folder(Path(out)),
-        on_starter)}
+{_usage(fmt, library, variant.family, shareable_base(variant.base_ref),
+        fmt == "merged" and not variant.family.standalone, on_starter)}
 
 ## Training data
 

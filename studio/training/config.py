@@ -14,8 +14,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from studio.fields import validated
+from studio.models.base import METHODS  # noqa: F401 - the training methods, named beside the backends
 
-METHODS = ("lora", "full", "scratch")
 PRECISION_CHOICES = {"no": "full (32-bit)", "fp16": "half (fp16, GPU)", "bf16": "bfloat16 (bf16)"}
 
 

@@ -16,12 +16,12 @@ zipped; ``studio.sharing.hub`` pushes it to the Hub.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from studio.models.common import MARKER
 from studio.store import Store
 
 if TYPE_CHECKING:
@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 
 FORMATS = ("peft", "diffusers-lora", "merged")
 NO_CHECKPOINT = "choose a run's checkpoint first (train a run in the Train tab if the list is empty)"
-STUDIO_FILES = ("studio_model.json",)
+STUDIO_FILES = (MARKER,)
 
 
 class ExportError(ValueError):
@@ -124,7 +124,9 @@ def shard_bytes(store: Store) -> int:
 
 def _write_format(variant, fmt: str, out: Path, shard: int) -> str:
     """Writes ``fmt`` of ``variant`` into ``out``; returns the library that loads it (the card's library_name)."""
-    source = Path(variant.weights)
+    from studio.generation.cache import load_config
+
+    source, family = Path(variant.weights), variant.family
     if fmt == "peft":
         _export_peft(variant, source, out)
         return "peft"
@@ -132,30 +134,10 @@ def _write_format(variant, fmt: str, out: Path, shard: int) -> str:
         _export_diffusers_lora(variant, source, out)
         return "diffusers"
     if variant.kind != "lora":
-        _copy_model_folder(source, out)
-    elif is_diffusion(variant):
-        _merge_diffusion_lora(variant, source, out, shard)
+        _copy_model_folder(source, out, keep_marker=not family.standalone)
     else:
-        _merge_transformers_lora(variant, source, out, shard)
-    return "diffusers" if is_diffusion(variant) else "transformers"
-
-
-def is_diffusion(variant) -> bool:
-    """Image runs and starter-audio runs (spectrogram diffusion); MusicGen and text are transformers models."""
-    if variant.modality == "image":
-        return True
-    return variant.modality == "audio" and _family(variant) != "musicgen"
-
-
-def _family(variant) -> str | None:
-    from studio.models.musicgen import FAMILY, is_musicgen
-
-    return FAMILY if is_musicgen(str(variant.base_ref if variant.kind == "lora" else variant.weights)) else None
-
-
-def is_studio_folder(folder: Path) -> bool:
-    """A starter's own folder (a UNet and a text encoder, but no model_index.json): only the studio samples it."""
-    return (folder / "unet").is_dir() and not (folder / "model_index.json").is_file()
+        family.backend().write_merged(str(variant.base_ref), source, load_config(variant.config), out, shard)
+    return family.library
 
 
 def _require_lora(variant, fmt: str) -> None:
@@ -174,7 +156,7 @@ def _export_peft(variant, source: Path, out: Path) -> None:
     config = json.loads(config_path.read_text())
     config["base_model_name_or_path"] = variant.base_ref  # plain PEFT finds the base from here
     config_path.write_text(json.dumps(config, indent=2))
-    if is_diffusion(variant):
+    if variant.family.library == "diffusers":  # a UNet's LoRA
         _prefix_like_peft(out / "adapter_model.safetensors")
 
 
@@ -195,7 +177,7 @@ def _export_diffusers_lora(variant, source: Path, out: Path) -> None:
     if variant.modality != "image" or not weights.exists():
         raise ExportError("diffusers-lora is for image LoRA runs (a pytorch_lora_weights.safetensors file); "
                           f"run {variant.run_id} is a {variant.modality} run: use 'peft' or 'merged'")
-    if is_studio_folder(Path(variant.base_ref)):
+    if "diffusers-lora" not in variant.family.export_formats:
         raise ExportError(f"run {variant.run_id} adapts a Gen Studio starter, which is no diffusers pipeline for "
                           "load_lora_weights to load into: export it as 'merged' (the starter's folder with the LoRA "
                           "fused in) or 'peft'")
@@ -203,90 +185,12 @@ def _export_diffusers_lora(variant, source: Path, out: Path) -> None:
     shutil.copy2(weights, out / weights.name)
 
 
-def _copy_model_folder(source: Path, out: Path) -> None:
+def _copy_model_folder(source: Path, out: Path, keep_marker: bool) -> None:
     """A full or from-scratch checkpoint is a model folder already. A starter's folder keeps its
     studio_model.json (the studio needs it to load the folder again); a pipeline gets the studio's sampler."""
-    studio_only = is_studio_folder(source)
     shutil.copytree(source, out, dirs_exist_ok=True,
-                    ignore=None if studio_only else shutil.ignore_patterns(*STUDIO_FILES))
+                    ignore=None if keep_marker else shutil.ignore_patterns(*STUDIO_FILES))
     if (out / "model_index.json").is_file():
+        from studio.models.diffusion import use_studio_sampler
+
         use_studio_sampler(out)
-
-
-def _merge_transformers_lora(variant, source: Path, out: Path, shard: int) -> None:
-    """Text and MusicGen: loading a LoRA checkpoint as 'full' folds the adapter into its base (merge_and_unload);
-    the result is saved with save_pretrained (safetensors, sharded past ``shard`` bytes)."""
-    from studio.generation.cache import load_config
-    from studio.models.registry import backend_for
-
-    handle = backend_for(variant.modality).load(str(source), "full", load_config(variant.config))
-    model = handle.parts["model"]
-    published = published_dtype(str(variant.base_ref))
-    if published is not None:  # merged in float32; saved as the base was published (half the size for bf16)
-        model = model.to(published)
-    out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(str(out), max_shard_size=shard)
-    handle.parts["tokenizer"].save_pretrained(str(out))
-    if handle.parts.get("feature_extractor") is not None:  # MusicGen's preprocessor_config.json
-        handle.parts["feature_extractor"].save_pretrained(str(out))
-
-
-def published_dtype(model_ref: str):
-    """The half-precision dtype a transformers model's config.json says it was saved in, else None."""
-    import torch
-    from transformers import PretrainedConfig
-
-    try:
-        config, _ = PretrainedConfig.get_config_dict(model_ref)
-    except OSError:
-        return None
-    name = config.get("dtype") or config.get("torch_dtype")
-    return {"bfloat16": torch.bfloat16, "float16": torch.float16}.get(name) if isinstance(name, str) else None
-
-
-def _merge_diffusion_lora(variant, source: Path, out: Path, shard: int) -> None:
-    """The base loaded with the run's LoRA layout, the checkpoint's adapter loaded into it and fused into the
-    UNet's weights, the LoRA layers removed. A base with a VAE becomes a StableDiffusionPipeline folder; a
-    starter's base (no VAE) the studio's own folder."""
-    from studio.generation.cache import load_config
-    from studio.models.registry import backend_for
-
-    backend = backend_for(variant.modality)
-    handle = backend.load(str(variant.base_ref), "lora", load_config(variant.config))
-    backend.load_weights(handle, source)
-    unet = handle.module.unet
-    unet.fuse_lora(lora_scale=1.0)
-    unet.unload_lora()
-    merged = dataclasses.replace(handle, method="full")
-    if handle.module.vae is None:
-        backend.save(merged, out)
-        return
-    _save_pipeline(merged, out, shard)
-
-
-def _save_pipeline(handle, out: Path, shard: int) -> None:
-    from diffusers import StableDiffusionPipeline
-
-    module = handle.module
-    pipeline = StableDiffusionPipeline(vae=module.vae, text_encoder=module.text_encoder,
-                                       tokenizer=handle.parts["tokenizer"], unet=module.unet,
-                                       scheduler=module.noise_scheduler, safety_checker=None, feature_extractor=None,
-                                       requires_safety_checker=False)
-    pipeline.save_pretrained(str(out), safe_serialization=True, max_shard_size=shard)
-    use_studio_sampler(out)
-
-
-def use_studio_sampler(folder: Path) -> None:
-    """Makes a pipeline folder's scheduler the one the studio samples with (DDIM from the training schedule, eta
-    0; flow-matching models keep their Euler scheduler), so ``pipeline(prompt, generator=seed)`` reproduces the
-    studio's images."""
-    from diffusers import DDIMScheduler, DDPMScheduler
-
-    config = DDPMScheduler.load_config(str(folder), subfolder="scheduler")
-    if "FlowMatch" in config.get("_class_name", ""):
-        return
-    DDIMScheduler.from_config(config).save_pretrained(str(folder / "scheduler"))
-    index_path = folder / "model_index.json"
-    index = json.loads(index_path.read_text())
-    index["scheduler"] = ["diffusers", "DDIMScheduler"]
-    index_path.write_text(json.dumps(index, indent=2))

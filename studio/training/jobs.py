@@ -87,13 +87,14 @@ def check_possible(store: Store, version, model_ref: str, method: str, config: T
     import importlib.util
 
     from studio.models.audio import other_rate
-    from studio.models.base import STARTER_SCRATCH_ONLY, STARTERS
+    from studio.models.registry import family_of
     from studio.models.text import CHAT_NEEDS_CONVERSATIONS, QLORA_NEEDS
 
     modality = version.dataset.modality
     reasons = []
-    if model_ref in STARTERS and method != "scratch":
-        reasons.append(STARTER_SCRATCH_ONLY)
+    family = family_of(model_ref)
+    if family is not None and (problem := family.method_problem(model_ref, method)):
+        reasons.append(problem)
     if config.mixed_precision == "fp16" and on_cpu(config):
         # accelerate turns fp16 off on a CPU without a word; bf16 it does run (CPU autocast).
         reasons.append("number precision fp16 needs a GPU: on the CPU the run would be 32-bit while claiming fp16. "
@@ -134,17 +135,14 @@ def _has_plain_text(store: Store, version) -> bool:
 
 def _saved_model_marker(model_ref: str) -> dict:
     """What a model folder saved by the studio says about itself (empty for anything else)."""
-    import json
     from pathlib import Path
 
-    from studio.models.text import MARKER
+    from studio.models.common import read_marker
 
-    marker = Path(model_ref).expanduser() / MARKER
     try:
-        found = json.loads(marker.read_text()) if marker.is_file() else {}
-    except (OSError, ValueError):
+        return read_marker(Path(model_ref).expanduser())
+    except ValueError:
         return {}
-    return found if isinstance(found, dict) else {}
 
 
 def with_sample_prompts(store: Store, version, config: TrainConfig, how_many: int = 3) -> TrainConfig:

@@ -62,9 +62,9 @@ def variants_of(store: Store, base: str | None, project: str | None = None) -> l
 
 
 def is_starter(base: str | None) -> bool:
-    from studio.models.base import STARTERS
+    from studio.models.registry import is_starter as names_a_starter
 
-    return base in STARTERS
+    return names_a_starter(base)
 
 
 # ----------------------------------------------------------------------------- rendering

@@ -1,0 +1,165 @@
+"""What every family's backend does the same way: the load prologue, the ``studio_model.json`` marker, LoRA
+adapters (loading, adding named ones, folding one into its base) and saving a transformers model folder.
+
+Plain functions, no base class: a backend calls the ones it needs. torch, transformers, peft and safetensors
+are imported inside them.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+MARKER = "studio_model.json"  # what a folder saved by the studio says about itself
+ADAPTER_CONFIG, ADAPTER_WEIGHTS = "adapter_config.json", "adapter_model.safetensors"
+
+
+# ----------------------------------------------------------------------------- the prologue of every load
+
+def prologue(family, model_ref: str, method: str, config):
+    """The config to load with (the defaults when none), after refusing a method the family cannot train
+    ``model_ref`` with; torch is seeded, so the same seed builds the same starting weights and LoRA matrices."""
+    import torch
+
+    from studio.training.config import TrainConfig
+
+    config = config or TrainConfig()
+    problem = family.method_problem(model_ref, method)
+    if problem:
+        raise ValueError(problem)
+    torch.manual_seed(config.seed)
+    return config
+
+
+# ----------------------------------------------------------------------------- the marker
+
+def read_marker(folder: Path) -> dict:
+    """``folder/studio_model.json`` (empty when there is none); an unreadable one is a ValueError naming it."""
+    path = Path(folder) / MARKER
+    if not path.is_file():
+        return {}
+    try:
+        found = json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise ValueError(f"{path} cannot be read as the studio's model description: {error}") from error
+    if not isinstance(found, dict):
+        raise ValueError(f"{path} is not the studio's model description (a JSON object)")
+    return found
+
+
+def write_marker(handle, folder: Path, **fields) -> None:
+    """The marker of a model saved from ``handle``: its modality, family, base and method, and ``fields``."""
+    marker = {"modality": handle.modality, "family": handle.parts.family, "base": handle.model_ref,
+              "method": handle.method, **fields}
+    (Path(folder) / MARKER).write_text(json.dumps(marker, indent=1))
+
+
+# ----------------------------------------------------------------------------- LoRA adapters
+
+def target_option(option: str | None) -> str | list[str]:
+    """A ``target_modules`` option: 'auto' (the family's preset), 'all-linear', or the comma-separated names."""
+    option = (option or "auto").strip()
+    if option in ("auto", "all-linear"):
+        return option
+    return [name.strip() for name in option.split(",") if name.strip()]
+
+
+def adapter_base(folder: Path, model_ref: str) -> str | None:
+    """The model a LoRA folder adapts (its marker's base, else PEFT's ``base_model_name_or_path``); None when
+    ``folder`` holds no adapter."""
+    config = Path(folder) / ADAPTER_CONFIG
+    if not config.is_file():
+        return None
+    base = read_marker(folder).get("base") or json.loads(config.read_text()).get("base_model_name_or_path")
+    if not base:
+        raise ValueError(f"'{model_ref}' holds a LoRA adapter but does not say which model it adapts")
+    return base
+
+
+def merge_adapter(model, folder: Path):
+    """``model`` with the PEFT adapter saved in ``folder`` folded into its weights (the LoRA layers gone)."""
+    from peft import PeftModel
+
+    return PeftModel.from_pretrained(model, str(folder)).merge_and_unload()
+
+
+def _adapter_state(folder: Path, also: tuple[str, ...] = ()) -> dict:
+    missing = [name for name in (*also, ADAPTER_WEIGHTS) if not (Path(folder) / name).is_file()]
+    if missing:
+        raise FileNotFoundError(f"no LoRA adapter ({', '.join((*also, ADAPTER_WEIGHTS))}) in {folder}")
+    from safetensors.torch import load_file
+
+    return load_file(str(Path(folder) / ADAPTER_WEIGHTS))
+
+
+def load_adapter(model, folder: Path) -> None:
+    """Loads a PEFT adapter saved with ``save_pretrained`` into ``model`` (a model with the same LoRA layers),
+    in place."""
+    from peft import set_peft_model_state_dict
+
+    result = set_peft_model_state_dict(model, _adapter_state(folder))
+    if getattr(result, "unexpected_keys", None):
+        raise ValueError(f"the adapter in {folder} does not fit this model: {', '.join(result.unexpected_keys[:5])}")
+
+
+def add_adapter(target, folder: Path, name: str) -> None:
+    """Adds the PEFT LoRA adapter saved in ``folder`` (adapter_config.json + adapter_model.safetensors, as every
+    backend's ``save`` writes it) to ``target`` under ``name``, beside any adapters it has already."""
+    from peft import PeftConfig, inject_adapter_in_model, set_peft_model_state_dict
+
+    state = _adapter_state(folder, also=(ADAPTER_CONFIG,))
+    config = PeftConfig.from_pretrained(str(folder))
+    config.inference_mode = True
+    known = dict(getattr(target, "peft_config", {}) or {})
+    try:
+        with warnings.catch_warnings():  # "already found a peft_config": several named adapters are the point
+            warnings.filterwarnings("ignore", message="Already found a `peft_config`")
+            inject_adapter_in_model(config, target, adapter_name=name)
+        target.peft_config = {**known, name: config}  # the injection keeps only the newest adapter's config
+        result = set_peft_model_state_dict(target, state, adapter_name=name)
+    except (RuntimeError, ValueError) as error:
+        raise ValueError(f"the adapter in {folder} does not fit its base model: {error}") from error
+    missing = [k for k in result.missing_keys if f".{name}." in k]
+    if result.unexpected_keys or missing:
+        raise ValueError(f"the adapter in {folder} does not fit its base model (unexpected: "
+                         f"{list(result.unexpected_keys)[:3]}, missing: {missing[:3]})")
+
+
+def activate_adapter(target, name: str | None) -> None:
+    """Switches every LoRA layer of ``target`` to adapter ``name``, or off (the base model) when None."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    for module in target.modules():
+        if isinstance(module, BaseTunerLayer):
+            module.enable_adapters(name is not None)
+            if name is not None:
+                module.set_adapter(name)
+
+
+# ----------------------------------------------------------------------------- transformers folders
+
+def published_dtype(model_ref: str):
+    """The half-precision dtype a transformers model's config.json says it was saved in, else None."""
+    import torch
+    from transformers import PretrainedConfig
+
+    try:
+        config, _ = PretrainedConfig.get_config_dict(model_ref)
+    except OSError:
+        return None
+    name = config.get("dtype") or config.get("torch_dtype")
+    return {"bfloat16": torch.bfloat16, "float16": torch.float16}.get(name) if isinstance(name, str) else None
+
+
+def write_pretrained(parts, base_ref: str, out: Path, max_shard_bytes: int) -> None:
+    """A merged transformers model (``parts.model``, merged in float32) saved as ``base_ref`` was published
+    (half the size for bf16), sharded past ``max_shard_bytes``, with its tokenizer and processors."""
+    model = parts.model
+    published = published_dtype(str(base_ref))
+    if published is not None:
+        model = model.to(published)
+    Path(out).mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(str(out), max_shard_size=max_shard_bytes)
+    for processor in parts.processors():
+        processor.save_pretrained(str(out))
