@@ -32,8 +32,16 @@ def wait_for_board(page, votes: int) -> None:
                            " || '')", timeout=30_000)
 
 
+@pytest.fixture
+def quick_reading_studio(tmp_path, web_home):
+    """A studio that counts every vote, however fast (STUDIO_EVAL_MIN_DECISION_SECONDS=0): a test clicks sooner
+    than a person reads, and its votes are to count without the test waiting out the threshold."""
+    yield from studio_flagging_votes_under(0, tmp_path, web_home)
+
+
 @pytest.mark.browser
-def test_a_rater_votes_blind_and_the_leaderboard_changes(home_with_set, running_studio, browser_page):
+def test_a_rater_votes_blind_and_the_leaderboard_changes(home_with_set, quick_reading_studio, browser_page):
+    running_studio = quick_reading_studio
     page = browser_page
     page.goto(running_studio)
     page.get_by_role("tab", name="Evaluate").click()
@@ -43,6 +51,8 @@ def test_a_rater_votes_blind_and_the_leaderboard_changes(home_with_set, running_
 
     rater = page.context.browser.new_page()
     rater.goto(running_studio + "/rate")
+    rater.locator("#rate-start").wait_for(timeout=30_000)  # the page has rendered: what is not there now, it lacks
+    assert page.get_by_role("tab", name="Train").count() == 1  # (as the editors' page shows it)
     assert rater.get_by_role("tab", name="Train").count() == 0  # the rater page offers rating only
     rater.locator("#rate-name textarea, #rate-name input").first.fill("ana")
     rater.locator("#rate-set input").click()
@@ -52,7 +62,6 @@ def test_a_rater_votes_blind_and_the_leaderboard_changes(home_with_set, running_
     page_text = rater.locator("body").inner_text()
     assert "run 1" not in page_text and "base (" not in page_text  # no variant names before the vote
     for number in range(3):
-        rater.wait_for_timeout(1700)  # slower than the too-fast threshold, so the votes count
         rater.locator("#vote-a").click()
         rater.wait_for_function("/ was /.test(document.querySelector('#rate-result')?.innerText || '')",
                                 timeout=20_000)
@@ -64,15 +73,20 @@ def test_a_rater_votes_blind_and_the_leaderboard_changes(home_with_set, running_
     assert page.locator("#board-table").inner_text().count("run 1") >= 1
 
 
+def studio_flagging_votes_under(seconds: float, tmp_path, web_home):
+    """A studio (its URL yielded) that flags as too fast every vote decided in under ``seconds``."""
+    from conftest import StudioProcess
+
+    studio = StudioProcess(tmp_path / "studio.log", web_home, STUDIO_EVAL_MIN_DECISION_SECONDS=str(seconds))
+    yield studio.wait_until_up()
+    studio.stop()
+
+
 @pytest.fixture
 def slow_reading_studio(tmp_path, web_home):
     """A studio where every vote faster than a minute is flagged too fast: the API's votes are, however loaded
     the machine (at the default 1.5 s a busy CI machine let one through)."""
-    from conftest import StudioProcess
-
-    studio = StudioProcess(tmp_path / "studio.log", web_home, STUDIO_EVAL_MIN_DECISION_SECONDS="60")
-    yield studio.wait_until_up()
-    studio.stop()
+    yield from studio_flagging_votes_under(60, tmp_path, web_home)
 
 
 def test_many_raters_vote_through_the_api_each_vote_lands_once(home_with_set, slow_reading_studio):

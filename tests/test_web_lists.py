@@ -47,13 +47,17 @@ def assert_no_emoji(page) -> None:
     assert not found, f"emoji in the page: {found}"
 
 
-def wait_for_option(page, field: str, text: str, timeout: float = 60_000) -> None:
+def wait_for_option(page, field: str, text: str, timeout: float = 60_000) -> str:
     """Opens the ``field`` dropdown and waits until it offers an option containing ``text`` (the list updates while
-    open); closes it again (leaving the field, as a person does: Escape may leave it open, and the next click shut)."""
+    open); closes it again (leaving the field, as a person does: Escape may leave it open, and the next click shut).
+    Returns the text of every option then offered: what is missing from it is missing from the loaded list."""
     box = page.locator(f"#{field} input")
     box.click()
-    page.locator("li[data-testid=dropdown-option]").filter(has_text=text).first.wait_for(timeout=timeout)
+    options = page.locator("li[data-testid=dropdown-option]")
+    options.filter(has_text=text).first.wait_for(timeout=timeout)
+    offered = " ".join(options.all_inner_texts())
     box.blur()
+    return offered
 
 
 def image_zip(path: Path, count: int, copies: int) -> Path:
@@ -152,7 +156,9 @@ def test_an_image_import_is_counted_then_followed_by_the_model_and_train_tabs(ho
     page.locator("#data-summary").get_by_text("6 of 9 items kept").wait_for(timeout=120_000)
     page.wait_for_function("document.querySelector('#data-report')?.innerText.includes('Exact duplicates')",
                            timeout=30_000)
-    broken = [(text, lines) for text, lines in header_lines(page, "data-report") if text and lines > 1]
+    headers = header_lines(page, "data-report")
+    assert len([text for text, _ in headers if text]) >= 3, headers  # the table's headers are there to be measured
+    broken = [(text, lines) for text, lines in headers if text and lines > 1]
     assert not broken, f"headers broken over several lines: {broken}"
 
     page.get_by_role("tab", name="Model").click()

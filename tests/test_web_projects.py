@@ -33,26 +33,19 @@ def _pick_project(page, name: str) -> None:
     box.press("Enter")
 
 
-def _version_options(page) -> str:
-    page.locator("#dataset-version input").click()
-    page.wait_for_timeout(300)
-    text = " ".join(page.get_by_role("option").all_inner_texts())
-    page.keyboard.press("Escape")
-    return text
-
-
 @pytest.mark.browser
 def test_projects_are_created_followed_and_deleted_from_the_header(web_home_with_two_projects, running_studio,
                                                                    browser_page):
+    from test_web_lists import wait_for_option
+
     page = browser_page
     page.goto(running_studio)
     page.locator("#project input").wait_for(timeout=30_000)
-    assert "defaultnotes" in _version_options(page) and "teamnotes" not in _version_options(page)
+    # each list read once it shows the project's own dataset, so that the other's absence means something
+    assert "teamnotes" not in wait_for_option(page, "dataset-version", "defaultnotes")
 
     _pick_project(page, "team")
-    page.wait_for_timeout(1500)
-    options = _version_options(page)
-    assert "teamnotes" in options and "defaultnotes" not in options
+    assert "defaultnotes" not in wait_for_option(page, "dataset-version", "teamnotes")
 
     _pick_project(page, "lab")
     page.locator("#project-message").get_by_text("created").wait_for(timeout=30_000)
