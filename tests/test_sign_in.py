@@ -403,6 +403,91 @@ def test_parallel_wrong_passwords_are_counted_before_they_are_checked(signed_in_
     assert answers.count(401) == per_address and answers.count(429) == 30 - per_address, answers
 
 
+@pytest.fixture(scope="module")
+def studio_on_a_test_clock(tmp_path_factory):
+    """A signed-in studio served in this process, its sign-in throttle on a clock the test moves (no test waits
+    fifteen minutes), believing X-Forwarded-For from 127.0.0.1 so that each attempt can come from its own
+    address. ``fresh_throttle()`` gives each test an empty throttle and its clock."""
+    import socket
+    import threading
+    from types import SimpleNamespace
+
+    import uvicorn
+
+    from studio.settings import load_settings
+    from studio.store import open_store
+    from studio.ui.server import build_server
+
+    root = tmp_path_factory.mktemp("clock")
+    users = root / "users.txt"
+    for name, role in (("eda", "editor"), ("rita", "rater")):
+        write_user(users, name, role, PASSWORDS[name])
+    store = open_store(load_settings(home=root / "home"))
+    access = Access(Users(str(users)), store=store)
+    listening = socket.socket()
+    listening.bind(("127.0.0.1", 0))  # held from here until uvicorn serves on it: no other process can take it
+    server = uvicorn.Server(uvicorn.Config(build_server(store, access), log_level="warning", proxy_headers=True,
+                                           forwarded_allow_ips="127.0.0.1"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [listening]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "the studio did not start"
+        time.sleep(0.05)
+
+    def fresh_throttle() -> FakeClock:
+        clock = FakeClock()
+        access.throttle = LoginThrottle(clock=clock)
+        return clock
+
+    yield SimpleNamespace(url=f"http://127.0.0.1:{listening.getsockname()[1]}", fresh_throttle=fresh_throttle)
+    server.should_exit = True
+    thread.join(timeout=30)
+    store.close()
+
+
+def test_after_five_wrong_passwords_a_name_waits_a_doubling_back_off_of_at_most_a_minute(studio_on_a_test_clock):
+    url, clock = studio_on_a_test_clock.url, studio_on_a_test_clock.fresh_throttle()
+    addresses = (f"198.51.100.{number}" for number in range(1, 250))  # a new one each try: no address limit
+
+    def attempt(password: str = "wrong-password") -> httpx.Response:
+        return sign_in_post(url, "eda", password, **{"x-forwarded-for": next(addresses)})
+
+    assert [attempt().status_code for _ in range(5)] == [401] * 5
+    waits = []
+    for _ in range(9):
+        refused = attempt()
+        assert refused.status_code == 429 and "Too many failed sign-ins" in refused.json()["error"], refused.text
+        waits.append(int(refused.headers["retry-after"]))
+        clock.now += waits[-1] - 0.5
+        assert attempt().status_code == 429  # not yet
+        clock.now += 0.5
+        assert attempt().status_code == 401  # let in at the end of the back-off (and counted)
+    assert waits == [1, 2, 4, 8, 16, 32, 60, 60, 60]
+    refused = attempt(PASSWORDS["eda"])
+    assert refused.status_code == 429  # the right password waits its turn too...
+    clock.now += int(refused.headers["retry-after"])
+    assert attempt(PASSWORDS["eda"]).status_code == 200  # ...and then gets in: a back-off, never a lock
+
+
+def test_ten_failures_from_one_address_stop_it_for_fifteen_minutes(studio_on_a_test_clock):
+    url, clock = studio_on_a_test_clock.url, studio_on_a_test_clock.fresh_throttle()
+
+    def attempt(name: str, password: str, address: str) -> httpx.Response:
+        return sign_in_post(url, name, password, **{"x-forwarded-for": address})
+
+    for number in range(10):  # one wrong password for each of ten names: no name reaches its back-off
+        assert attempt(f"name{number}", "wrong-password", "192.0.2.1").status_code == 401
+    stopped = attempt("rita", PASSWORDS["rita"], "192.0.2.1")
+    assert stopped.status_code == 429 and stopped.headers["retry-after"] == "900"
+    assert "try again in 15 min" in stopped.json()["error"]
+    assert attempt("rita", PASSWORDS["rita"], "192.0.2.2").status_code == 200  # only that address is stopped
+    clock.now += 899
+    assert attempt("rita", PASSWORDS["rita"], "192.0.2.1").headers.get("retry-after") == "1"
+    clock.now += 1
+    assert attempt("rita", PASSWORDS["rita"], "192.0.2.1").status_code == 200
+
+
 @pytest.fixture
 def studio_with(tmp_path, web_home, users_file):
     """Starts a signed-in studio with extra settings (``studio_with(STUDIO_TRUSTED_PROXIES="127.0.0.1")``)."""
