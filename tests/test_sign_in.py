@@ -292,6 +292,58 @@ def test_a_rater_signs_in_in_a_browser_and_lands_on_the_rating_page(signed_in_st
     assert page.get_by_role("tab", name="Train").count() == 0
 
 
+@pytest.fixture
+def text_set(web_home) -> int:
+    """A sample set of one pair (two variants, one prompt) in the studio's home, made before the studio starts."""
+    from studio.settings import load_settings
+    from studio.store import open_store
+    from test_evaluation import make_set
+
+    store = open_store(load_settings(home=web_home))
+    set_id = make_set(store, variants=("base", "7:2"), prompts=1)
+    store.close()
+    return set_id
+
+
+@pytest.mark.browser
+def test_a_vote_cast_in_the_browser_goes_under_the_signed_in_name(text_set, signed_in_studio, browser_page, web_home):
+    from sqlalchemy import select
+
+    from studio.settings import load_settings
+    from studio.store import open_store
+    from studio.store.tables import RatingVote
+
+    page = browser_page
+    page.goto(signed_in_studio + "/rate/")
+    page.locator("#username").fill("rita")
+    page.locator("#password").fill(PASSWORDS["rita"])
+    page.locator("#sign-in").click()
+    name_box = page.locator("#rate-name input, #rate-name textarea").first
+    page.wait_for_function("document.querySelector('#rate-name textarea, #rate-name input')?.value === 'rita'",
+                           timeout=30_000)
+    assert name_box.is_disabled()  # the page offers no other name...
+    # ...and one edited in the page's code (as anyone can) is sent along, but not believed
+    name_box.evaluate("box => { box.disabled = false; box.value = 'mallory';"
+                      " box.dispatchEvent(new Event('input', {bubbles: true})); }")
+    page.locator("#rate-set input").click()
+    page.locator("li[data-testid=dropdown-option]").filter(has_text=f"#{text_set}").first.click()
+    page.locator("#rate-start").click()
+    page.get_by_text("item 1 of 1").wait_for(timeout=30_000)
+    with page.expect_request(lambda r: "/queue/join" in r.url and r.method == "POST") as sent:
+        page.locator("#vote-a").click()
+    assert '"mallory"' in sent.value.post_data  # the vote's request named someone else
+    result = page.locator("#rate-result")
+    page.wait_for_function("/ was |Could not do it/.test(document.querySelector('#rate-result')?.innerText || '')",
+                           timeout=30_000)  # recorded (the variants revealed) or refused
+    assert " was " in result.inner_text(), result.inner_text()
+    store = open_store(load_settings(home=web_home))
+    try:
+        with store.session() as session:
+            assert session.scalars(select(RatingVote.rater)).all() == ["rita"]
+    finally:
+        store.close()
+
+
 def test_studio_users_commands_write_a_file_the_server_reads(tmp_path, monkeypatch, capsys):
     import io
     import json
