@@ -107,6 +107,34 @@ class StudioProcess:
         self._log.close()
 
 
+class ServedHere:
+    """An ASGI app (``studio.ui.server.build_server``'s) served from this process by uvicorn in a thread, for a test
+    that reaches into the running studio (a clock it moves, a handler it slows). Its port is held from binding to
+    serving, so no other process can take it in between. ``url``; ``stop()``."""
+
+    def __init__(self, app, **uvicorn_options):
+        import socket
+        import threading
+        import time
+
+        import uvicorn
+
+        listening = socket.socket()
+        listening.bind(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{listening.getsockname()[1]}"
+        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", **uvicorn_options))
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [listening]}, daemon=True)
+        self.thread.start()
+        deadline = time.monotonic() + 60
+        while not self.server.started:
+            assert self.thread.is_alive() and time.monotonic() < deadline, "the studio did not start"
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=30)
+
+
 @pytest.fixture
 def running_studio(tmp_path, web_home):
     """`python studio_app.py` in a subprocess on a free port with its own STUDIO_HOME; yields its URL."""

@@ -460,12 +460,9 @@ def studio_on_a_test_clock(tmp_path_factory):
     """A signed-in studio served in this process, its sign-in throttle on a clock the test moves (no test waits
     fifteen minutes), believing X-Forwarded-For from 127.0.0.1 so that each attempt can come from its own
     address. ``fresh_throttle()`` gives each test an empty throttle and its clock."""
-    import socket
-    import threading
     from types import SimpleNamespace
 
-    import uvicorn
-
+    from conftest import ServedHere
     from studio.settings import load_settings
     from studio.store import open_store
     from studio.ui.server import build_server
@@ -476,25 +473,15 @@ def studio_on_a_test_clock(tmp_path_factory):
         write_user(users, name, role, PASSWORDS[name])
     store = open_store(load_settings(home=root / "home"))
     access = Access(Users(str(users)), store=store)
-    listening = socket.socket()
-    listening.bind(("127.0.0.1", 0))  # held from here until uvicorn serves on it: no other process can take it
-    server = uvicorn.Server(uvicorn.Config(build_server(store, access), log_level="warning", proxy_headers=True,
-                                           forwarded_allow_ips="127.0.0.1"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [listening]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "the studio did not start"
-        time.sleep(0.05)
+    served = ServedHere(build_server(store, access), proxy_headers=True, forwarded_allow_ips="127.0.0.1")
 
     def fresh_throttle() -> FakeClock:
         clock = FakeClock()
         access.throttle = LoginThrottle(clock=clock)
         return clock
 
-    yield SimpleNamespace(url=f"http://127.0.0.1:{listening.getsockname()[1]}", fresh_throttle=fresh_throttle)
-    server.should_exit = True
-    thread.join(timeout=30)
+    yield SimpleNamespace(url=served.url, fresh_throttle=fresh_throttle)
+    served.stop()
     store.close()
 
 
