@@ -66,9 +66,10 @@ def web_home(tmp_path):
 
 class StudioProcess:
     """`python studio_app.py` in a subprocess on a free port with its own STUDIO_HOME (and any extra
-    environment, e.g. ``STUDIO_USERS``); ``url`` once it answers."""
+    environment, e.g. ``STUDIO_USERS``); ``url`` once it answers. ``own_session``: in a process group of its own, as
+    a studio started from a terminal is, so that a test can kill it with everything in its group."""
 
-    def __init__(self, log_path, home, **env):
+    def __init__(self, log_path, home, own_session: bool = False, **env):
         import os
         import subprocess
         import sys
@@ -80,7 +81,8 @@ class StudioProcess:
         self._log = open(log_path, "w")
         full_env = {**os.environ, "STUDIO_HOME": str(home), "STUDIO_PORT": str(self.port), **env}
         self.process = subprocess.Popen([sys.executable, "studio_app.py"], cwd=Path(__file__).parent.parent,
-                                        env=full_env, stdout=self._log, stderr=subprocess.STDOUT)
+                                        env=full_env, stdout=self._log, stderr=subprocess.STDOUT,
+                                        start_new_session=own_session)
 
     def wait_until_up(self, seconds: float = 60) -> str:
         import time
