@@ -66,9 +66,10 @@ def web_home(tmp_path):
 
 class StudioProcess:
     """`python studio_app.py` in a subprocess on a free port with its own STUDIO_HOME (and any extra
-    environment, e.g. ``STUDIO_USERS``); ``url`` once it answers."""
+    environment, e.g. ``STUDIO_USERS``); ``url`` once it answers. ``own_session``: in a process group of its own, as
+    a studio started from a terminal is, so that a test can kill it with everything in its group."""
 
-    def __init__(self, log_path, home, **env):
+    def __init__(self, log_path, home, own_session: bool = False, **env):
         import os
         import subprocess
         import sys
@@ -80,7 +81,8 @@ class StudioProcess:
         self._log = open(log_path, "w")
         full_env = {**os.environ, "STUDIO_HOME": str(home), "STUDIO_PORT": str(self.port), **env}
         self.process = subprocess.Popen([sys.executable, "studio_app.py"], cwd=Path(__file__).parent.parent,
-                                        env=full_env, stdout=self._log, stderr=subprocess.STDOUT)
+                                        env=full_env, stdout=self._log, stderr=subprocess.STDOUT,
+                                        start_new_session=own_session)
 
     def wait_until_up(self, seconds: float = 60) -> str:
         import time
@@ -105,6 +107,34 @@ class StudioProcess:
         self.process.terminate()
         self.process.wait(timeout=20)
         self._log.close()
+
+
+class ServedHere:
+    """An ASGI app (``studio.ui.server.build_server``'s) served from this process by uvicorn in a thread, for a test
+    that reaches into the running studio (a clock it moves, a handler it slows). Its port is held from binding to
+    serving, so no other process can take it in between. ``url``; ``stop()``."""
+
+    def __init__(self, app, **uvicorn_options):
+        import socket
+        import threading
+        import time
+
+        import uvicorn
+
+        listening = socket.socket()
+        listening.bind(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{listening.getsockname()[1]}"
+        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", **uvicorn_options))
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [listening]}, daemon=True)
+        self.thread.start()
+        deadline = time.monotonic() + 60
+        while not self.server.started:
+            assert self.thread.is_alive() and time.monotonic() < deadline, "the studio did not start"
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=30)
 
 
 @pytest.fixture

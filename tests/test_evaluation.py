@@ -29,6 +29,7 @@ from studio.store import open_store
 from studio.store.tables import (Dataset, DatasetVersion, GeneratedSample, Project, RatingAssignment,
                                  RatingVote, Run, SampleSet)
 
+from media_factory import tone, write_audio
 from test_generation import lab  # noqa: F401 - a module-scoped fixture: a store with a tiny LoRA run
 from test_text_backend import rows, tiny_folder  # noqa: F401 - what it needs
 
@@ -41,11 +42,13 @@ def long_ago() -> datetime:
 
 
 def make_set(store, variants=("base", "7:2", "7:4"), prompts: int = 3, samples: int = 1, references=None,
-             run_id: int | None = None, media: bool = False) -> int:
+             run_id: int | None = None, media: bool = False, audio_seconds: float | None = None) -> int:
     """A completed sample set with one text (or file) sample per variant, prompt and seed; a sample's text names its
-    variant so simulated raters know what they judge (real raters never see it: the pair shows no names)."""
+    variant so simulated raters know what they judge (real raters never see it: the pair shows no names). ``media``:
+    image files (bytes naming the variant); ``audio_seconds``: playable WAV clips of that length."""
+    modality = "audio" if audio_seconds else "image" if media else "text"
     with store.session() as db:
-        row = SampleSet(modality="image" if media else "text", base_model="tiny",
+        row = SampleSet(modality=modality, base_model="tiny",
                         variants=[{"ref": v, "label": f"label of {v}"} for v in variants],
                         prompts=[f"prompt number {i}" for i in range(prompts)],
                         references=references or [None] * prompts, settings={"temperature": 0.7},
@@ -58,16 +61,20 @@ def make_set(store, variants=("base", "7:2", "7:4"), prompts: int = 3, samples: 
             for i in range(prompts):
                 for k in range(samples):
                     path = None
-                    if media:
+                    if modality != "text":
                         slug = "base" if variant == "base" else f"run{run}-step{step}"
-                        file = store.path(f"samples/{row.id}/{slug}/p{i:03d}-s{k:02d}.png")
+                        file = store.path(f"samples/{row.id}/{slug}/p{i:03d}-s{k:02d}"
+                                          + (".wav" if audio_seconds else ".png"))
                         file.parent.mkdir(parents=True, exist_ok=True)
-                        file.write_bytes(f"{variant} {i} {k}".encode())
+                        if audio_seconds:
+                            write_audio(file, tone(seconds=audio_seconds))
+                        else:
+                            file.write_bytes(f"{variant} {i} {k}".encode())
                         path = str(file.relative_to(store.home))
                     db.add(GeneratedSample(set_id=row.id, variant=variant, run_id=run_id if run else None,
                                            checkpoint_step=step, prompt_index=i, prompt=f"prompt number {i}",
                                            sample_index=k, seed=100 + i * 10 + k,
-                                           text=None if media else f"{variant}|{i}|{k}", path=path))
+                                           text=None if path else f"{variant}|{i}|{k}", path=path))
         return row.id
 
 

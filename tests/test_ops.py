@@ -5,13 +5,19 @@ from __future__ import annotations
 
 import json
 import os
+import socket
+import threading
 import urllib.request
 
+import httpx
+
+from conftest import StudioProcess
 from studio import ops
 from studio.data.service import import_dataset
 from studio.examples.text import make_corpus
 from studio.training import jobs
 from studio.training.config import TrainConfig
+from test_store import POSTGRES, empty_postgres
 
 
 def queued_run(store, tmp_path) -> int:
@@ -72,3 +78,71 @@ def test_the_running_studio_serves_health_metrics_and_status(running_studio):
     assert "Runs queued" in status
     # with sign-in off there is nothing to sign in to: the form sends people to the studio
     assert urllib.request.urlopen(f"{running_studio}/login", timeout=10).geturl() == f"{running_studio}/"
+
+
+class TcpRelay:
+    """A local port that forwards to ``target`` (host, port) until ``cut()``: a database server's only way in, so
+    that a test can make it stop answering — open connections reset, new ones refused — and ``restore()`` it."""
+
+    def __init__(self, target: tuple[str, int]):
+        self.target = target
+        self._sockets: list[socket.socket] = []
+        self._listen(0)
+
+    def _listen(self, port: int) -> None:
+        self._listener = socket.create_server(("127.0.0.1", port))
+        self.port = self._listener.getsockname()[1]
+        threading.Thread(target=self._accept, args=(self._listener,), daemon=True).start()
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return  # cut
+            upstream = socket.create_connection(self.target)
+            self._sockets += [client, upstream]
+            for source, sink in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
+
+    @staticmethod
+    def _pump(source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+
+    def cut(self) -> None:
+        for each in [self._listener] + self._sockets:
+            try:
+                each.shutdown(socket.SHUT_RDWR)  # (close alone does not wake a thread blocked in accept or recv)
+            except OSError:
+                pass
+            each.close()
+        self._sockets = []
+
+    def restore(self) -> None:
+        self._listen(self.port)
+
+
+@POSTGRES
+def test_health_answers_503_over_http_while_the_database_does_not_answer(tmp_path, web_home):
+    from sqlalchemy.engine import make_url
+
+    url = make_url(empty_postgres())
+    relay = TcpRelay((url.host or "127.0.0.1", url.port or 5432))
+    through_relay = url.set(host="127.0.0.1", port=relay.port).render_as_string(hide_password=False)
+    studio = StudioProcess(tmp_path / "studio.log", web_home, STUDIO_DATABASE_URL=through_relay)
+    try:
+        base = studio.wait_until_up()
+        assert httpx.get(f"{base}/health", timeout=30).json()["database"] == "ok"
+        relay.cut()  # the database server is gone: its connections reset, new ones refused
+        down = httpx.get(f"{base}/health", timeout=30)
+        assert down.status_code == 503, down.text
+        assert down.json()["status"] == "down" and down.json()["database"].startswith("unreachable"), down.text
+        relay.restore()  # and back: the studio answers ok again without a restart
+        assert httpx.get(f"{base}/health", timeout=30).status_code == 200
+    finally:
+        studio.stop()
+        relay.cut()

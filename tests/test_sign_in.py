@@ -292,6 +292,58 @@ def test_a_rater_signs_in_in_a_browser_and_lands_on_the_rating_page(signed_in_st
     assert page.get_by_role("tab", name="Train").count() == 0
 
 
+@pytest.fixture
+def text_set(web_home) -> int:
+    """A sample set of one pair (two variants, one prompt) in the studio's home, made before the studio starts."""
+    from studio.settings import load_settings
+    from studio.store import open_store
+    from test_evaluation import make_set
+
+    store = open_store(load_settings(home=web_home))
+    set_id = make_set(store, variants=("base", "7:2"), prompts=1)
+    store.close()
+    return set_id
+
+
+@pytest.mark.browser
+def test_a_vote_cast_in_the_browser_goes_under_the_signed_in_name(text_set, signed_in_studio, browser_page, web_home):
+    from sqlalchemy import select
+
+    from studio.settings import load_settings
+    from studio.store import open_store
+    from studio.store.tables import RatingVote
+
+    page = browser_page
+    page.goto(signed_in_studio + "/rate/")
+    page.locator("#username").fill("rita")
+    page.locator("#password").fill(PASSWORDS["rita"])
+    page.locator("#sign-in").click()
+    name_box = page.locator("#rate-name input, #rate-name textarea").first
+    page.wait_for_function("document.querySelector('#rate-name textarea, #rate-name input')?.value === 'rita'",
+                           timeout=30_000)
+    assert name_box.is_disabled()  # the page offers no other name...
+    # ...and one edited in the page's code (as anyone can) is sent along, but not believed
+    name_box.evaluate("box => { box.disabled = false; box.value = 'mallory';"
+                      " box.dispatchEvent(new Event('input', {bubbles: true})); }")
+    page.locator("#rate-set input").click()
+    page.locator("li[data-testid=dropdown-option]").filter(has_text=f"#{text_set}").first.click()
+    page.locator("#rate-start").click()
+    page.get_by_text("item 1 of 1").wait_for(timeout=30_000)
+    with page.expect_request(lambda r: "/queue/join" in r.url and r.method == "POST") as sent:
+        page.locator("#vote-a").click()
+    assert '"mallory"' in sent.value.post_data  # the vote's request named someone else
+    result = page.locator("#rate-result")
+    page.wait_for_function("/ was |Could not do it/.test(document.querySelector('#rate-result')?.innerText || '')",
+                           timeout=30_000)  # recorded (the variants revealed) or refused
+    assert " was " in result.inner_text(), result.inner_text()
+    store = open_store(load_settings(home=web_home))
+    try:
+        with store.session() as session:
+            assert session.scalars(select(RatingVote.rater)).all() == ["rita"]
+    finally:
+        store.close()
+
+
 def test_studio_users_commands_write_a_file_the_server_reads(tmp_path, monkeypatch, capsys):
     import io
     import json
@@ -401,6 +453,78 @@ def test_parallel_wrong_passwords_are_counted_before_they_are_checked(signed_in_
         answers = list(pool.map(guess, range(30)))
     per_address = LoginThrottle().per_address
     assert answers.count(401) == per_address and answers.count(429) == 30 - per_address, answers
+
+
+@pytest.fixture(scope="module")
+def studio_on_a_test_clock(tmp_path_factory):
+    """A signed-in studio served in this process, its sign-in throttle on a clock the test moves (no test waits
+    fifteen minutes), believing X-Forwarded-For from 127.0.0.1 so that each attempt can come from its own
+    address. ``fresh_throttle()`` gives each test an empty throttle and its clock."""
+    from types import SimpleNamespace
+
+    from conftest import ServedHere
+    from studio.settings import load_settings
+    from studio.store import open_store
+    from studio.ui.server import build_server
+
+    root = tmp_path_factory.mktemp("clock")
+    users = root / "users.txt"
+    for name, role in (("eda", "editor"), ("rita", "rater")):
+        write_user(users, name, role, PASSWORDS[name])
+    store = open_store(load_settings(home=root / "home"))
+    access = Access(Users(str(users)), store=store)
+    served = ServedHere(build_server(store, access), proxy_headers=True, forwarded_allow_ips="127.0.0.1")
+
+    def fresh_throttle() -> FakeClock:
+        clock = FakeClock()
+        access.throttle = LoginThrottle(clock=clock)
+        return clock
+
+    yield SimpleNamespace(url=served.url, fresh_throttle=fresh_throttle)
+    served.stop()
+    store.close()
+
+
+def test_after_five_wrong_passwords_a_name_waits_a_doubling_back_off_of_at_most_a_minute(studio_on_a_test_clock):
+    url, clock = studio_on_a_test_clock.url, studio_on_a_test_clock.fresh_throttle()
+    addresses = (f"198.51.100.{number}" for number in range(1, 250))  # a new one each try: no address limit
+
+    def attempt(password: str = "wrong-password") -> httpx.Response:
+        return sign_in_post(url, "eda", password, **{"x-forwarded-for": next(addresses)})
+
+    assert [attempt().status_code for _ in range(5)] == [401] * 5
+    waits = []
+    for _ in range(9):
+        refused = attempt()
+        assert refused.status_code == 429 and "Too many failed sign-ins" in refused.json()["error"], refused.text
+        waits.append(int(refused.headers["retry-after"]))
+        clock.now += waits[-1] - 0.5
+        assert attempt().status_code == 429  # not yet
+        clock.now += 0.5
+        assert attempt().status_code == 401  # let in at the end of the back-off (and counted)
+    assert waits == [1, 2, 4, 8, 16, 32, 60, 60, 60]
+    refused = attempt(PASSWORDS["eda"])
+    assert refused.status_code == 429  # the right password waits its turn too...
+    clock.now += int(refused.headers["retry-after"])
+    assert attempt(PASSWORDS["eda"]).status_code == 200  # ...and then gets in: a back-off, never a lock
+
+
+def test_ten_failures_from_one_address_stop_it_for_fifteen_minutes(studio_on_a_test_clock):
+    url, clock = studio_on_a_test_clock.url, studio_on_a_test_clock.fresh_throttle()
+
+    def attempt(name: str, password: str, address: str) -> httpx.Response:
+        return sign_in_post(url, name, password, **{"x-forwarded-for": address})
+
+    for number in range(10):  # one wrong password for each of ten names: no name reaches its back-off
+        assert attempt(f"name{number}", "wrong-password", "192.0.2.1").status_code == 401
+    stopped = attempt("rita", PASSWORDS["rita"], "192.0.2.1")
+    assert stopped.status_code == 429 and stopped.headers["retry-after"] == "900"
+    assert "try again in 15 min" in stopped.json()["error"]
+    assert attempt("rita", PASSWORDS["rita"], "192.0.2.2").status_code == 200  # only that address is stopped
+    clock.now += 899
+    assert attempt("rita", PASSWORDS["rita"], "192.0.2.1").headers.get("retry-after") == "1"
+    clock.now += 1
+    assert attempt("rita", PASSWORDS["rita"], "192.0.2.1").status_code == 200
 
 
 @pytest.fixture

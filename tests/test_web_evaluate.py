@@ -4,7 +4,9 @@ endpoints of the Gradio API used by several raters at once. The sample set is re
 
 from __future__ import annotations
 
+import functools
 import threading
+import time
 
 import pytest
 
@@ -12,6 +14,7 @@ from studio.generation.cache import ModelCache
 from studio.generation.service import generate_set
 from studio.settings import load_settings
 from studio.store import open_store
+from test_evaluation import make_set
 from test_text_backend import rows, tiny_folder  # noqa: F401 - module-scoped fixtures
 from test_web_generate import home_with_run  # noqa: F401 - a fixture
 
@@ -145,3 +148,57 @@ def test_a_set_generated_after_start_up_is_offered_on_the_rating_page(home_with_
     rater.goto(running_studio + "/rate")
     rater.locator("#rate-set input").click()
     rater.locator("li[data-testid=dropdown-option]").filter(has_text=f"#{set_id}").first.wait_for(timeout=20_000)
+
+
+def answer_late(blocks, event: str, seconds: float) -> None:
+    """Every handler of ``event`` in ``blocks`` answers ``seconds`` late, as on a busy server."""
+    def late(handler):
+        @functools.wraps(handler)
+        def answer(*args):
+            done = handler(*args)
+            time.sleep(seconds)  # after the work: the answer is late, not the time it measured
+            return done
+        return answer
+
+    for function in blocks.fns.values():
+        if any(name == event for _, name in function.targets):
+            function.fn = late(function.fn)
+
+
+@pytest.mark.browser
+def test_voting_on_audio_opens_once_both_clips_were_played_to_their_end(tmp_path, browser_page):
+    """The listen gate: the vote buttons stay shut until each clip has played 3 s or to its end (these are 1 s).
+    At a clip's end the player reports a pause and an end at once; here the pause is answered late, as on a busy
+    server, and must not undo what the end did."""
+    from playwright.sync_api import expect
+
+    from conftest import ServedHere
+    from studio.ui.server import RATE, _mounted, build_server
+
+    store = open_store(load_settings(home=tmp_path / "home"))
+    make_set(store, variants=("base", "7:2"), prompts=1, audio_seconds=1.0)
+    server = build_server(store)
+    answer_late(_mounted(server, RATE).get_blocks(), "pause", seconds=2)
+    served = ServedHere(server)
+    try:
+        page = browser_page
+        page.goto(served.url + "/rate/")
+        page.locator("#rate-name textarea, #rate-name input").first.fill("ana")
+        page.locator("#rate-set input").click()
+        page.locator("li[data-testid=dropdown-option]").first.click()
+        page.locator("#rate-start").click()
+        page.get_by_text("item 1 of 1").wait_for(timeout=30_000)
+        votes = page.locator("#vote-a, #vote-b, #vote-tie, #vote-both_bad")
+        players = [page.locator(f"#rate-audio-{side} .play-pause-button") for side in "ab"]
+        players[1].wait_for(timeout=30_000)  # both clips shown: the pair's buttons came in the same answer
+        for number in range(votes.count()):
+            expect(votes.nth(number)).to_be_disabled()
+        for player in players:
+            player.click()
+            expect(player).to_have_attribute("aria-label", "Pause")  # playing...
+            expect(player).to_have_attribute("aria-label", "Play", timeout=30_000)  # ...to its end
+        for number in range(votes.count()):
+            expect(votes.nth(number)).to_be_enabled(timeout=30_000)
+    finally:
+        served.stop()
+        store.close()

@@ -185,10 +185,15 @@ def build_rating(store: Store, project=None):
             return [heard, when, gr.Button(interactive=ready)] + [gr.Button(interactive=ready) for _ in buttons]
         return handler
 
+    # One at a time, in the order they came: at a clip's end the player reports a pause and an end together, and
+    # two handlers reading `played` at once would each write back their own view, the later undoing the other.
+    in_turn = dict(concurrency_id="listen-gate", concurrency_limit=1)
     for side, player in (("a", audio_a), ("b", audio_b)):
-        player.play(on_play(side), started, started)
-        player.pause(on_stop(side, False), [current, played, started], [played, started, score_button, *buttons])
-        player.stop(on_stop(side, True), [current, played, started], [played, started, score_button, *buttons])
+        player.play(on_play(side), started, started, **in_turn)
+        player.pause(on_stop(side, False), [current, played, started], [played, started, score_button, *buttons],
+                     **in_turn)
+        player.stop(on_stop(side, True), [current, played, started], [played, started, score_button, *buttons],
+                    **in_turn)
 
     follow(store, project, chosen_set, set_choices)  # sets generated since the page opened are offered at once
     return rater
