@@ -263,12 +263,12 @@ def build(store: Store, project=None) -> None:
             show = gr.Button("Show / refresh", elem_id="board-show")
         board_summary = gr.Markdown(elem_id="board-summary")
         board_table = gr.Dataframe(headers=["rank", "variant", "strength", "95% low", "95% high", "wins", "losses",
-                                            "ties", "both bad", "votes", ""], interactive=False, elem_id="board-table")
+                                            "ties", "both bad", "votes", "note"], interactive=False, elem_id="board-table")
         with gr.Row():
             strength_plot = gr.Plot(label="Strength")
             wins_plot = gr.Plot(label="Win rate")
             counts_plot = gr.Plot(label="Votes")
-        score_table = gr.Dataframe(headers=["variant", "mean score", "95% low", "95% high", "scores", ""],
+        score_table = gr.Dataframe(headers=["variant", "mean score", "95% low", "95% high", "scores", "note"],
                                    interactive=False, label="1-5 scores")
         with gr.Row():
             kind = gr.Radio([("vote events (JSONL)", "events"), ("battles (CSV)", "battles"),
