@@ -223,10 +223,10 @@ class AudioBackend:
         diffusion.set_trainable(unet, text_encoder, method, config.lora, train_text_encoder=starter)
         if config.gradient_checkpointing:
             unet.enable_gradient_checkpointing()
-        image = config.image  # the diffusion options (prediction type, min-SNR, caption dropout) are shared
+        learning = config.diffusion
         module = diffusion.DiffusionModule(unet, text_encoder, scheduler, diffusion.tokenize(tokenizer, [""])[0],
-                                           prediction_type=image.prediction_type, snr_gamma=image.snr_gamma,
-                                           caption_dropout=image.caption_dropout)
+                                           prediction_type=learning.prediction_type, snr_gamma=learning.snr_gamma,
+                                           caption_dropout=learning.caption_dropout)
         return Handle(modality=self.modality, model_ref=model_ref, method=method, module=module,
                       parts={"tokenizer": tokenizer, "spectrogram": spec, "starter": starter})
 

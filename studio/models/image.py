@@ -106,9 +106,10 @@ class ImageBackend:
         diffusion.set_trainable(unet, text_encoder, method, config.lora, train_text_encoder=starter)
         if config.gradient_checkpointing:
             unet.enable_gradient_checkpointing()
+        learning = config.diffusion
         module = diffusion.DiffusionModule(unet, text_encoder, scheduler, diffusion.tokenize(tokenizer, [""])[0], vae,
-                                           prediction_type=options.prediction_type, snr_gamma=options.snr_gamma,
-                                           caption_dropout=options.caption_dropout)
+                                           prediction_type=learning.prediction_type, snr_gamma=learning.snr_gamma,
+                                           caption_dropout=learning.caption_dropout)
         return Handle(modality=self.modality, model_ref=model_ref, method=method, module=module,
                       parts={"tokenizer": tokenizer, "resolution": options.resolution, "starter": starter})
 
