@@ -92,7 +92,9 @@ class DiffusionModule(nn.Module):
             return self.text_encoder(input_ids.to(self.device))[0]
 
     def vae_scale(self) -> int:
-        return 2 ** (len(self.vae.config.block_out_channels) - 1) if self.vae is not None else 1
+        from studio.models.image import vae_scale_factor
+
+        return vae_scale_factor(self.vae.config.block_out_channels) if self.vae is not None else 1
 
     @torch.no_grad()
     def to_latents(self, pixels: torch.Tensor, mean: bool = False) -> torch.Tensor:
