@@ -229,7 +229,8 @@ def leaderboard_outputs(store: Store, set_id, include_flagged: bool):
                   f"{board['min_votes']} votes.* " if board["preliminary"] else "")
                + f"\n\nAgreement: {_agreement_text(agreement)}")
     mats = board["matrices"]
-    strength = intervals(board["variants"], "Preference (Bradley-Terry strength, 95 % interval)", "strength")
+    strength = intervals(board["variants"], "Preference (Bradley-Terry strength, 95 % interval)", "strength",
+                         short=lambda variant: short_label(variant["variant"]))
     short = [short_label(ref) for ref in mats["variants"]]
     wins = matrix(mats["win_rate"], short, "Win rate (row against column)", names=mats["labels"]) \
         if mats["variants"] else None
