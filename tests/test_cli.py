@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -244,12 +245,31 @@ def test_a_sample_set_that_fails_midway_says_what_failed(tmp_path, tiny_pipeline
     assert one_line_error(studio(home, *generate, "--set", "guidance_scale=lots", check=False)) == \
         "error: guidance scale (guidance_scale): must be a number between 0 and 50, or empty for the default " \
         "(got 'lots')"
-    # The tiny pipeline's VAE halves the picture once: an odd width fails inside the model.
-    done = studio(home, *generate, "--set", "width=13", "--set", "steps=1", check=False)
+    # A model that fails inside: its scheduler was saved with a timestep spacing diffusers does not know.
+    broken = tmp_path / "broken-sd"
+    shutil.copytree(tiny_pipeline, broken)
+    scheduler = broken / "scheduler" / "scheduler_config.json"
+    scheduler.write_text(json.dumps({**json.loads(scheduler.read_text()), "timestep_spacing": "sideways"}))
+    generate[generate.index(str(tiny_pipeline))] = str(broken)
+    done = studio(home, *generate, "--set", "steps=1", check=False)
     result = json.loads(done.stdout)
     assert done.returncode == 1 and result["status"] == "failed" and result["samples"] == []
     [error] = result["errors"]
-    assert error.startswith("base (") and "height and width must be multiples of 2" in error
+    assert error.startswith("base (broken-sd): ValueError: sideways is not supported"), error
     assert result["details"] == f"the details are in {home / 'logs' / 'cli.log'}"
     [listed] = json.loads(studio(home, "samples", "list", "--json").stdout)["sample_sets"]
     assert listed["status"] == "failed" and listed["errors"] == 1
+
+
+def test_an_image_size_the_model_cannot_draw_is_refused_before_anything_is_made(tmp_path, tiny_pipeline):
+    """The tiny pipeline's VAE halves the picture once (an SD-class one divides by 8): an odd width would fail
+    inside the model, halfway through the set; it is refused first, naming the field and what it takes."""
+    home = tmp_path / "home"
+    generate = ["generate", "--variant", "base", "--model", str(tiny_pipeline), "--prompt", "a red square",
+                "--out", str(tmp_path / "out"), "--set", "steps=1"]
+    assert one_line_error(studio(home, *generate, "--set", "width=13", check=False)) == \
+        "error: width: must be a multiple of 2 for base (tiny-sd), whose VAE draws in blocks of 2 pixels: 12 or 14, " \
+        "or 0 for the training resolution (got 13)"
+    assert json.loads(studio(home, "samples", "list", "--json").stdout)["sample_sets"] == []  # nothing was made
+    made = json.loads(studio(home, *generate, "--set", "width=12", "--set", "height=14", "--json").stdout)
+    assert made["status"] == "completed" and Image.open(made["samples"][0]["path"]).size == (12, 14)

@@ -22,7 +22,7 @@ from studio.settings import load_settings
 from studio.store import open_store
 from studio.store.tables import Run
 from studio.training import jobs, worker
-from studio.training.config import SECTIONS, TrainConfig, apply_overrides, flat_keys
+from studio.training.config import MODALITY_SECTIONS, SECTIONS, TrainConfig, apply_overrides, flat_keys
 from studio.training.runs import run_summary, samples
 from test_text_backend import rows, tiny_folder  # noqa: F401 - module-scoped fixtures
 
@@ -46,11 +46,12 @@ def values_of(field) -> list:
 
 def training_options() -> list[tuple[str, str, object]]:
     """(modality, key, value) for each non-default value of each choice and switch of the Train form; the
-    defaults are what the default runs use. Image options are the diffusion options audio shares too."""
+    defaults are what the default runs use. Each section's options on each modality that trains with them (the
+    diffusion options on image and audio); the top-level and LoRA options on text."""
     cases = []
     for key, section in flat_keys().items():
         field = (SECTIONS[section] if section else TrainConfig).model_fields[key]
-        modalities = {"image": ("image", "audio"), "audio": ("audio",)}.get(section, ("text",))
+        modalities = [modality for modality, used in MODALITY_SECTIONS.items() if section in used] or ["text"]
         cases += [(modality, key, value) for value in values_of(field) if value != field.default
                   for modality in modalities]
     return cases

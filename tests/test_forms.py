@@ -41,3 +41,15 @@ def test_a_number_that_may_be_empty_shows_empty_and_whole_numbers_stay_whole():
     assert form_values(ImageSettings, {"guidance_scale": " 4.5 ", "steps": 12.0}) == {"guidance_scale": "4.5",
                                                                                     "steps": 12}
     assert ImageSettings.model_validate(form_values(ImageSettings, {"guidance_scale": " 4.5 "})).guidance_scale == 4.5
+
+
+def test_a_run_saved_with_the_diffusion_options_under_image_loads_with_them_in_their_own_section():
+    """Runs stored before the diffusion options (shared by image and audio models) had a section kept them under
+    ``image``: their configs still load (resume, generation, the model card), with the values kept."""
+    saved = TrainConfig(image={"resolution": 16}).model_dump()
+    saved["image"].update(prediction_type="flow_matching", snr_gamma=5.0)
+    del saved["diffusion"]
+    config = TrainConfig.model_validate(saved)
+    assert (config.diffusion.prediction_type, config.diffusion.snr_gamma, config.image.resolution) == \
+        ("flow_matching", 5.0, 16)
+    assert TrainConfig.from_yaml(config.to_yaml()) == config

@@ -202,3 +202,13 @@ def test_sdxl_class_pipelines_are_refused_plainly(tiny_pipeline, tmp_path):
     (folder / "model_index.json").write_text(json.dumps(index))
     with pytest.raises(NotImplementedError, match="SDXL"):
         ImageBackend().load(str(folder), "lora", config())
+
+
+def test_the_size_an_image_must_be_a_multiple_of_is_read_from_the_vae_config_without_loading(tiny_pipeline, tmp_path):
+    from studio.models.image import size_multiple
+
+    assert size_multiple(str(tiny_pipeline)) == 2  # two VAE levels: one halving (SD-class: four levels, 8)
+    assert size_multiple("starter-image") == 1  # pixel space: the UNet takes any size
+    (tmp_path / "unet").mkdir()
+    assert size_multiple(str(tmp_path)) == 1  # a saved starter: no VAE
+    assert size_multiple("nobody/not-downloaded-model") is None  # only a download would tell: left to the load

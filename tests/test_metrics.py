@@ -276,7 +276,7 @@ def test_heldout_loss_of_a_latent_pipeline_does_not_depend_on_the_batch(tiny_pip
 
     images = make_shapes(tmp_path, 1, 0)[:5]
     held = [{"file": p.name, "caption": p.with_suffix(".txt").read_text().strip()} for p in images]
-    config = TrainConfig.model_validate({"image": {"resolution": 16, "prediction_type": prediction_type}})
+    config = TrainConfig.model_validate({"image": {"resolution": 16}, "diffusion": {"prediction_type": prediction_type}})
     backend = backend_for("image")
     handle = backend.load(str(tiny_pipeline), "full", config)  # with a VAE: latents from its posterior mean
     data = backend.datasets(handle, {"validation": held}, tmp_path, config)["validation"]

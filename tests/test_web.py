@@ -114,3 +114,23 @@ def test_an_import_that_loses_most_items_to_one_step_says_so_on_the_page(running
     assert "min_size removed 5 of 7 images (71%)" in text
     assert "lower its min_side (now 64 pixels)" in text and "Cleaning steps → Too small" in text
     assert text.index("Warning: cleaning removed most") < text.index("2 of 7 items kept")
+
+
+# The heading of every column of every table on the page (hidden tabs too: Gradio renders them), by table.
+TABLE_HEADINGS = """() => [...document.querySelectorAll('table.header-table')].map(
+    table => [...table.querySelectorAll('th[role=columnheader] .header-content')].map(th => th.innerText.trim()))"""
+
+
+@pytest.mark.browser
+def test_every_table_column_has_a_heading(running_studio, browser_page):
+    page = browser_page
+    page.goto(running_studio)
+    for tab, table in (("Data", "data-report"), ("Evaluate", "board-table")):  # the cleaning reports; the
+        page.get_by_role("tab", name=tab).click()                               # leaderboard and the 1-5 scores
+        page.locator(f"#{table} th[role=columnheader]").first.wait_for(timeout=60_000)
+        headings = page.evaluate(TABLE_HEADINGS)
+        assert len(headings) >= 3 and all(all(row) for row in headings), headings
+    page.get_by_role("tab", name="Data").click()
+    report = page.locator("#data-report th[role=columnheader] .header-content")
+    report.first.wait_for(timeout=30_000)
+    assert report.all_inner_texts()[:2] == ["step", "on/off"]  # the column that says whether the step ran

@@ -202,3 +202,42 @@ def test_voting_on_audio_opens_once_both_clips_were_played_to_their_end(tmp_path
     finally:
         served.stop()
         store.close()
+
+
+# Each visible piece of text under an element (hidden components left out), counted: a label shown twice counts 2.
+VISIBLE_TEXTS = """(root) => {
+    const counts = {};
+    const walker = document.createTreeWalker(document.querySelector(root), NodeFilter.SHOW_TEXT);
+    while (walker.nextNode()) {
+        const text = walker.currentNode.textContent.trim();
+        const parent = walker.currentNode.parentElement;
+        if (text && parent && parent.checkVisibility({visibilityProperty: true})) counts[text] = (counts[text] || 0) + 1;
+    }
+    return counts;
+}"""
+
+
+@pytest.mark.browser
+def test_each_output_is_named_once_a_and_b_in_pairs_and_output_n_when_scoring(home_with_set, running_studio,
+                                                                            browser_page):
+    rater = browser_page
+    rater.goto(running_studio + "/rate")
+    rater.locator("#rate-name textarea, #rate-name input").first.fill("ana")
+    rater.locator("#rate-set input").click()
+    rater.locator("li[data-testid=dropdown-option]").first.click()
+    rater.locator("#rate-start").click()
+    rater.get_by_text("item 1 of 3").wait_for(timeout=20_000)
+    shown = rater.evaluate(VISIBLE_TEXTS, "#rate-sides")
+    assert shown.get("A") == 1 and shown.get("B") == 1, shown  # each side named once, by its label
+
+    rater.get_by_label("1-5 scores").check()
+    rater.locator("#rate-start").click()
+    rater.locator("#rate-sides").get_by_text("Output 1", exact=True).wait_for(timeout=20_000)
+    shown = rater.evaluate(VISIBLE_TEXTS, "#rate-sides")
+    assert shown.get("Output 1") == 1 and "A" not in shown and "B" not in shown, shown  # one output, one name
+    rater.locator("#rate-score label").filter(has_text="4").first.click()
+    rater.locator("#vote-score").click()
+    rater.wait_for_function("/ was /.test(document.querySelector('#rate-result')?.innerText || '')", timeout=20_000)
+    result = rater.locator("#rate-result").inner_text()
+    assert "Output 1 was " in result and "SAMPLE" not in result, result  # revealed under the name it had
+    rater.locator("#rate-sides").get_by_text("Output 2", exact=True).wait_for(timeout=20_000)

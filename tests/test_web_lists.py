@@ -218,6 +218,36 @@ def test_leaderboard_matrices_name_each_variant_distinctly_with_the_full_names_i
     assert all(f"{s}: {n}" in legend for s, n in zip(short, names))
 
 
+def test_the_strength_chart_names_each_variant_distinctly_with_the_full_names_in_a_legend():
+    from studio.ui.evaluate_tab import short_label
+    from studio.ui.plots import intervals
+
+    rows = [{"variant": f"12:{step}", "label": f"run 12 · scratch · step {step}", "strength": float(n),
+             "ci_low": n - 0.5, "ci_high": n + 0.5} for n, step in enumerate((12000, 12001))]
+    figure = intervals(rows, "Preference", "strength", short=lambda row: short_label(row["variant"]))
+    ticks = [label.get_text() for label in figure.axes[0].get_yticklabels()]
+    assert ticks == ["run 12 step 12001", "run 12 step 12000"]  # best on top; distinct, whole (not cut at 28)
+    legend = " ".join(text.get_text() for text in figure.texts)
+    assert "run 12 step 12000: run 12 · scratch · step 12000" in legend
+
+
+# Beyond ASCII, the pages' text uses only punctuation and signs that every text font has (WGL4): no icon drawn with
+# a character (↻ ✓ ⚠), which needs a font that has it and is an empty box where none does. Words say it.
+PAGE_CHARACTERS = set("·—–…→×≈’▌")
+
+
+def test_the_pages_say_things_in_words_and_plain_punctuation():
+    import tokenize
+
+    found = []
+    for path in sorted((STUDIO / "ui").rglob("*.py")):
+        with open(path, "rb") as source:
+            found += [f"{path.name}:{token.start[0]}: {sorted(odd)}" for token in tokenize.tokenize(source.readline)
+                      if token.type == tokenize.STRING
+                      and (odd := {c for c in token.string if ord(c) > 127} - PAGE_CHARACTERS)]
+    assert not found, f"symbols in: {found}"
+
+
 def test_no_message_the_studio_writes_uses_an_emoji():
     """The browser tests see the messages their steps show; this reads every string the pages can show (the string
     literals of the studio's code, f-strings included; comments may say what they like)."""

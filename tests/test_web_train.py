@@ -112,3 +112,41 @@ def test_a_run_made_after_the_studio_started_is_listed_when_a_page_loads(home_wi
     page.get_by_role("tab", name="Train").click()
     page.locator("#run-select input").click()
     page.locator("li[data-testid=dropdown-option]").filter(has_text=f"#{run} ").first.wait_for(timeout=20_000)
+
+
+@pytest.mark.browser
+def test_an_audio_dataset_gets_the_audio_and_diffusion_options_in_the_train_form(web_home, tmp_path, running_studio,
+                                                                               browser_page):
+    from playwright.sync_api import expect
+
+    from studio.examples.tones import make_tones
+    from test_web_generate import pick
+
+    make_tones(tmp_path / "tones", 2, 0)
+    store = open_store(load_settings(home=web_home))
+    import_dataset(store, [tmp_path / "tones"], name="tones")
+    store.close()
+    page = browser_page
+    page.goto(running_studio)
+    page.get_by_role("tab", name="Train").click()
+    pick(page, "train-dataset", "tones v1")
+    page.locator("#train-intro").get_by_text("audio").first.wait_for(timeout=30_000)
+    # Only what trains an audio model: its own options and the diffusion ones (prediction type, ...) it shares
+    # with image models; no block of another modality's.
+    for block, shown in (("audio options", True), ("diffusion options", True), ("image options", False),
+                         ("text options", False)):
+        heading = page.get_by_role("button", name=block)
+        expect(heading).to_be_visible(timeout=30_000) if shown else expect(heading).to_be_hidden(timeout=30_000)
+    page.get_by_role("button", name="audio options").click()
+    clip = page.get_by_label("clip seconds")
+    expect(clip).to_have_value("0.5", timeout=30_000)  # the audio starter's settings have arrived: edit after them
+    page.get_by_label("sample rate").fill("8000")
+    page.get_by_role("button", name="diffusion options").click()
+    page.get_by_label("what the model predicts").click()
+    page.locator("li[data-testid=dropdown-option]").filter(has_text="flow matching").first.click()
+    page.get_by_role("button", name="Show config as YAML").click()
+    config = page.locator(".cm-content")
+    expect(config).to_contain_text("learning_rate", timeout=30_000)
+    config.evaluate("element => element.scrollIntoView({block: 'end'})")  # the editor draws the lines in view
+    expect(config).to_contain_text("prediction_type: flow_matching", timeout=30_000)
+    expect(config).to_contain_text("sample_rate: 8000")

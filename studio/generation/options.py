@@ -46,8 +46,10 @@ class ImageSettings(GenerationSettings):
     scheduler: Literal["ddim", "model"] = Field(
         "ddim", title="sampler", description="the scheduler that removes the noise: DDIM, or the model's own class",
         json_schema_extra={"choices": {"ddim": "DDIM (the same image for a seed)", "model": "the model's own"}})
-    width: int = Field(0, ge=0, le=2048, description="pixels; 0: the training resolution")
-    height: int = Field(0, ge=0, le=2048, description="pixels; 0: the training resolution")
+    width: int = Field(0, ge=0, le=2048, description="pixels, a multiple of 8 for SD-class models; 0: the training "
+                                                      "resolution")
+    height: int = Field(0, ge=0, le=2048, description="pixels, a multiple of 8 for SD-class models; 0: the training "
+                                                       "resolution")
     negative_prompt: str = Field("", description="what guidance steers away from")
 
 

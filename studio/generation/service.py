@@ -72,6 +72,26 @@ def choose_seeds(prompts: int, samples: int, seed: int | list[int] | None) -> li
     return [[start + k for k in range(samples)] for start in starts]
 
 
+def check_image_size(variants: list[Variant], options: GenerationSettings) -> None:
+    """A width or height that a variant's model cannot make, refused before anything is stored (in the model it
+    would fail halfway through the set): SD-class models draw in their VAE's blocks of 8 pixels."""
+    if variants[0].modality != "image":
+        return
+    from studio.fields import label
+    from studio.models.image import size_multiple
+
+    for variant in variants:
+        multiple = size_multiple(variant.weights if variant.kind == "full" else variant.base_ref)
+        for name in ("width", "height"):
+            value = getattr(options, name)
+            if multiple and value % multiple:
+                below = value // multiple * multiple
+                nearest = " or ".join(str(size) for size in (below, below + multiple) if size)
+                raise GenerationError(f"{label(name, type(options).model_fields[name])}: must be a multiple of "
+                                      f"{multiple} for {variant.label}, whose VAE draws in blocks of {multiple} "
+                                      f"pixels: {nearest}, or 0 for the training resolution (got {value})")
+
+
 # ----------------------------------------------------------------------------- generating
 
 def generate_set(store: Store, variants: list[str], prompts: list[str], seed: int | list[int] | None = None,
@@ -102,6 +122,7 @@ def generate_set(store: Store, variants: list[str], prompts: list[str], seed: in
     modality = chosen[0].modality
     values = settings.model_dump() if isinstance(settings, GenerationSettings) else settings
     options = parse_settings(modality, values=values)
+    check_image_size(chosen, options)
     blocklist = load_blocklist(store.settings.blocklist)
     refused = [{"prompt_index": i, "prompt": p, "words": blocklist.found(p)} for i, p in enumerate(prompts)
                if blocklist.found(p)]

@@ -97,7 +97,9 @@ class DiffusionModule(nn.Module):
             return self.text_encoder(input_ids.to(self.device))[0]
 
     def vae_scale(self) -> int:
-        return 2 ** (len(self.vae.config.block_out_channels) - 1) if self.vae is not None else 1
+        from studio.models.image import vae_scale_factor
+
+        return vae_scale_factor(self.vae.config.block_out_channels) if self.vae is not None else 1
 
     @torch.no_grad()
     def to_latents(self, pixels: torch.Tensor, mean: bool = False) -> torch.Tensor:
@@ -437,13 +439,13 @@ def set_trainable(unet, text_encoder, method: str, lora_options, preset: tuple[s
 
 def trainable_module(family, unet, text_encoder, scheduler, tokenizer, vae, method: str, config,
                      train_text_encoder: bool) -> DiffusionModule:
-    """The module of a loaded pipeline or starter, set up to train with ``method`` (the diffusion options of
-    ``config.image`` serve images and spectrograms alike). Starters train their text encoder with the UNet;
+    """The module of a loaded pipeline or starter, set up to train with ``method`` (``config.diffusion``, the
+    diffusion options, serve images and spectrograms alike). Starters train their text encoder with the UNet;
     pretrained text encoders stay frozen."""
     set_trainable(unet, text_encoder, method, config.lora, family.lora_targets, train_text_encoder)
     if config.gradient_checkpointing:
         unet.enable_gradient_checkpointing()
-    options = config.image
+    options = config.diffusion
     return DiffusionModule(unet, text_encoder, scheduler, tokenize(tokenizer, [""])[0], vae,
                            prediction_type=options.prediction_type, snr_gamma=options.snr_gamma,
                            caption_dropout=options.caption_dropout)

@@ -36,6 +36,39 @@ def starter_unet(resolution: int, channels: int = 3, cross_attention_dim: int = 
         addition_embed_type="text", addition_embed_type_num_heads=8)
 
 
+def vae_scale_factor(block_out_channels) -> int:
+    """How many pixels one latent stands for along each side, as diffusers' pipelines compute it: 8 for SD-class
+    VAEs."""
+    return 2 ** (len(block_out_channels) - 1)
+
+
+def size_multiple(model_ref: str) -> int | None:
+    """What a generated image's width and height must be a multiple of for ``model_ref`` (a model folder or a Hub
+    id), read from its VAE's config without loading anything: the VAE's scale factor (8 for SD-class pipelines), 1
+    for pixel-space models (the starters: their UNet takes any size). None when only a download would tell (a Hub
+    model that is not in the cache yet)."""
+    import json
+
+    folder = Path(model_ref).expanduser()
+    if model_ref == STARTER:
+        return 1
+    if folder.is_dir():
+        config = folder / "vae" / "config.json"
+        if not config.is_file():
+            return 1
+    else:
+        from huggingface_hub import try_to_load_from_cache
+
+        found = try_to_load_from_cache(model_ref, "vae/config.json")
+        if not isinstance(found, str):
+            return None
+        config = Path(found)
+    try:
+        return vae_scale_factor(json.loads(config.read_text())["block_out_channels"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # the model's own loading says what is wrong with it
+
+
 def load_image(path: Path, resolution: int, flip: bool):
     """RGB, scaled so the shorter side is ``resolution`` and centre-cropped, optionally mirrored;
     returned as a (3, H, W) float tensor in [-1, 1]."""

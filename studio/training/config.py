@@ -52,6 +52,11 @@ class TextOptions(Section):
 
 class ImageOptions(Section):
     resolution: int = Field(32, ge=8, le=2048, description="training resolution in pixels (square)")
+    random_flip: bool = Field(False, title="mirror images", description="horizontal-flip augmentation")
+
+
+class DiffusionOptions(Section):
+    """How a diffusion model learns: image models and spectrogram audio models alike."""
     caption_dropout: float = Field(0.1, ge=0.0, le=1.0, title="captions left out",
                                    description="share of captions dropped in training (enables guidance)")
     prediction_type: Literal["auto", "epsilon", "v_prediction", "flow_matching"] = Field(
@@ -63,7 +68,6 @@ class ImageOptions(Section):
     snr_gamma: float = Field(0.0, ge=0.0, title="loss weighting by noise level",
                              description="min-SNR gamma: evens out how much each noise level counts; 0 turns it off "
                                          "(5 is usual)")
-    random_flip: bool = Field(False, title="mirror images", description="horizontal-flip augmentation")
 
 
 class AudioOptions(Section):
@@ -116,6 +120,19 @@ class TrainConfig(Section):
     text: TextOptions = Field(default_factory=TextOptions)
     image: ImageOptions = Field(default_factory=ImageOptions)
     audio: AudioOptions = Field(default_factory=AudioOptions)
+    diffusion: DiffusionOptions = Field(default_factory=DiffusionOptions)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _diffusion_options_under_image(cls, data):
+        """Runs saved before the diffusion options had a section of their own kept them under ``image``."""
+        image = data.get("image") if isinstance(data, dict) else None
+        moved = {k: image[k] for k in DiffusionOptions.model_fields if k in image} if isinstance(image, dict) else {}
+        if not moved:
+            return data
+        given = data.get("diffusion") or {}
+        given = given.model_dump() if isinstance(given, BaseModel) else dict(given)
+        return {**data, "image": {k: v for k, v in image.items() if k not in moved}, "diffusion": {**moved, **given}}
 
     @model_validator(mode="after")
     def _sane(self):
@@ -133,7 +150,10 @@ class TrainConfig(Section):
         return validated(cls, yaml.safe_load(text) or {})
 
 
-SECTIONS = {"lora": LoraOptions, "text": TextOptions, "image": ImageOptions, "audio": AudioOptions}
+SECTIONS = {"lora": LoraOptions, "text": TextOptions, "image": ImageOptions, "audio": AudioOptions,
+            "diffusion": DiffusionOptions}
+# The sections a dataset of each modality trains with (beside the top-level settings and, for LoRA, ``lora``).
+MODALITY_SECTIONS = {"text": ("text",), "image": ("image", "diffusion"), "audio": ("audio", "diffusion")}
 
 
 def flat_keys() -> dict[str, str | None]:

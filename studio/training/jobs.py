@@ -107,8 +107,8 @@ def check_possible(store: Store, version, model_ref: str, method: str, config: T
     if modality == "text" and config.text.text_format == "chat" and _has_plain_text(store, version):
         reasons.append(CHAT_NEEDS_CONVERSATIONS)
     saved = _saved_model_marker(model_ref)
-    if saved.get("prediction_type") == "flow_matching" and config.image.prediction_type in ("epsilon",
-                                                                                              "v_prediction"):
+    if saved.get("prediction_type") == "flow_matching" and config.diffusion.prediction_type in ("epsilon",
+                                                                                                  "v_prediction"):
         reasons.append(f"'{model_ref}' was trained with flow matching: set prediction_type to 'auto' or "
                        f"'flow_matching'")
     rate = saved.get("sample_rate")

@@ -24,9 +24,9 @@ PREVIEW_ROWS = 200
 GALLERY_ITEMS = 48
 AUDIO_PLAYERS = 6
 MAPPING_FIELDS = ("text", "prompt", "context", "response", "messages")
-REPORT_HEADERS = ["step", "", "removed", "changed", "detail", "examples"]
+REPORT_HEADERS = ["step", "on/off", "removed", "changed", "detail", "examples"]
 # Left to the browser, the long examples take the width and short headers break into a letter per line.
-REPORT_WIDTHS = ["17%", "6%", "10%", "10%", "22%", "35%"]
+REPORT_WIDTHS = ["17%", "8%", "10%", "10%", "22%", "33%"]
 
 
 class StepsPanel:

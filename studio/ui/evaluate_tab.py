@@ -23,8 +23,8 @@ MIN_PLAY_SECONDS = 3.0  # an audio clip counts as heard after 3 s of playing, or
 RATER_INTRO = """### Rate outputs
 Type your name, pick a sample set and a mode, and press **Start**. You see one prompt and two outputs,
 **A** and **B** (which is which changes every time); choose the better one, or *tie*, *both bad*, or *can't
-judge*. The model names appear only after your vote. Audio: play each clip (3 seconds or to its end) before
-voting."""
+judge*. In *1-5 scores* mode you see one output at a time and give it a score. The model names appear only
+after your vote. Audio: play each clip (3 seconds or to its end) before voting."""
 
 CHOICES = [("A is better", "a"), ("B is better", "b"), ("Tie", "tie"), ("Both bad", "both_bad"),
            ("Can't judge", "skip")]
@@ -47,13 +47,25 @@ def run_choices(store: Store, project: str | None = None) -> list[tuple[str, int
 
 # ----------------------------------------------------------------------------- the rating panel
 
+def output_name(shown: dict | None, side: str) -> str:
+    """What the page calls an output: "A" or "B" in a pair; in 1-5 scoring, where one output is shown at a time,
+    "Output N" (N: the item's number, as the prompt line counts them). Blind either way: never the variant."""
+    if side == "sample" or (shown or {}).get("mode") == "absolute":
+        return f"Output {(shown or {}).get('progress', {}).get('done', 0) + 1}"
+    return side.upper()
+
+
 def _side_updates(shown: dict | None, side: str):
-    """(text, image, audio) updates for side ``a`` or ``b`` of a presented pair (or one scored sample)."""
+    """(text, image, audio) updates for side ``a`` or ``b`` of a presented pair (or one scored sample), each
+    labelled with the output's name."""
     content = (shown or {}).get(side) or {}
     modality = (shown or {}).get("modality")
-    return (gr.Textbox(value=content.get("text") or "", visible=modality == "text"),
-            gr.Image(value=content.get("path") if modality == "image" else None, visible=modality == "image"),
-            gr.Audio(value=content.get("path") if modality == "audio" else None, visible=modality == "audio"))
+    name = output_name(shown, side)
+    return (gr.Textbox(value=content.get("text") or "", visible=modality == "text", label=name),
+            gr.Image(value=content.get("path") if modality == "image" else None, visible=modality == "image",
+                     label=name),
+            gr.Audio(value=content.get("path") if modality == "audio" else None, visible=modality == "audio",
+                     label=name))
 
 
 def _prompt_markdown(shown: dict | None) -> str:
@@ -132,9 +144,10 @@ def build_rating(store: Store, project=None):
 
     start.click(on_start, [rater, chosen_set, mode], outputs)
 
-    def revealed_text(outcome: dict) -> str:
+    def revealed_text(outcome: dict, shown: dict) -> str:
         sides = outcome.get("revealed") or {}
-        names = ", ".join(f"**{side.upper()}** was {html.escape(info['label'])}" for side, info in sides.items())
+        names = ", ".join(f"**{output_name(shown, side)}** was {html.escape(info['label'])}"
+                          for side, info in sides.items())
         flags = "; ".join((outcome.get("flags") or {}).values())
         flag = f" **Warning:** {html.escape(flags)}" if flags else ""
         return f"{html.escape(outcome['message'])} {names}.{flag}"
@@ -156,7 +169,7 @@ def build_rating(store: Store, project=None):
                                          note, session=session, shown_at=shown.get("shown_at"), played=heard or None,
                                          set_id=shown["set_id"])
                 fetch = next_pair if shown["mode"] == "pairwise" else next_item
-                return [revealed_text(outcome), *present(fetch(store, int(shown["set_id"]), name, session=session))]
+                return [revealed_text(outcome, shown), *present(fetch(store, int(shown["set_id"]), name, session=session))]
             except EvaluationError as error:
                 return [not_done(html.escape(str(error))), *[gr.update()] * len(outputs)]
         return handler
@@ -221,7 +234,8 @@ def leaderboard_outputs(store: Store, set_id, include_flagged: bool):
                   f"{board['min_votes']} votes.* " if board["preliminary"] else "")
                + f"\n\nAgreement: {_agreement_text(agreement)}")
     mats = board["matrices"]
-    strength = intervals(board["variants"], "Preference (Bradley-Terry strength, 95 % interval)", "strength")
+    strength = intervals(board["variants"], "Preference (Bradley-Terry strength, 95 % interval)", "strength",
+                         short=lambda variant: short_label(variant["variant"]))
     short = [short_label(ref) for ref in mats["variants"]]
     wins = matrix(mats["win_rate"], short, "Win rate (row against column)", names=mats["labels"]) \
         if mats["variants"] else None
@@ -268,12 +282,12 @@ def build(store: Store, project=None) -> None:
             show = gr.Button("Show / refresh", elem_id="board-show")
         board_summary = gr.Markdown(elem_id="board-summary")
         board_table = gr.Dataframe(headers=["rank", "variant", "strength", "95% low", "95% high", "wins", "losses",
-                                            "ties", "both bad", "votes", ""], interactive=False, elem_id="board-table")
+                                            "ties", "both bad", "votes", "note"], interactive=False, elem_id="board-table")
         with gr.Row():
             strength_plot = gr.Plot(label="Strength")
             wins_plot = gr.Plot(label="Win rate")
             counts_plot = gr.Plot(label="Votes")
-        score_table = gr.Dataframe(headers=["variant", "mean score", "95% low", "95% high", "scores", ""],
+        score_table = gr.Dataframe(headers=["variant", "mean score", "95% low", "95% high", "scores", "note"],
                                    interactive=False, label="1-5 scores")
         with gr.Row():
             kind = gr.Radio([("vote events (JSONL)", "events"), ("battles (CSV)", "battles"),

@@ -58,8 +58,9 @@ def dataset_figures(stats: dict, modality: str) -> tuple:
     return first, bars([tuple(p) for p in stats.get("top_words", [])], words_title)
 
 
-def intervals(rows: list[dict], title: str, xlabel: str, value: str = "strength"):
-    """One horizontal bar per row: ``value`` with its 95 % interval (``ci_low``..``ci_high``), best on top."""
+def intervals(rows: list[dict], title: str, xlabel: str, value: str = "strength", short=None):
+    """One horizontal bar per row: ``value`` with its 95 % interval (``ci_low``..``ci_high``), best on top. ``short``
+    (row → a short, distinct name) names the bars, with the full names (``label``) listed under the plot."""
     figure, axes = _figure(title)
     shown = [r for r in rows if r.get(value) is not None][::-1]
     for y, row in enumerate(shown):
@@ -67,10 +68,11 @@ def intervals(rows: list[dict], title: str, xlabel: str, value: str = "strength"
         if low is not None and high is not None:
             axes.plot([low, high], [y, y], color="#4c78a8", linewidth=3, alpha=0.5)
         axes.plot([row[value]], [y], "o", color="#4c78a8")
-    axes.set_yticks(range(len(shown)), [str(r.get("label") or r.get("variant"))[:28] for r in shown])
+    names = [str(r.get("label") or r.get("variant")) for r in shown]
+    labels = [short(r) for r in shown] if short else names
+    axes.set_yticks(range(len(shown)), labels, fontsize=8)
     axes.set_xlabel(xlabel)
-    figure.tight_layout()
-    return figure
+    return _names_below(figure, labels, names)
 
 
 def matrix(values: list[list], labels: list[str], title: str, fmt: str = "{:.2f}", names: list[str] | None = None):
@@ -87,8 +89,13 @@ def matrix(values: list[list], labels: list[str], title: str, fmt: str = "{:.2f}
         for j, v in enumerate(row):
             if v is not None and i != j:
                 axes.text(j, i, fmt.format(v), ha="center", va="center", fontsize=8)
+    return _names_below(figure, labels, names)
+
+
+def _names_below(figure, labels: list[str], names: list[str] | None):
+    """The figure with "short: full name" listed under it for each label that is not its full name."""
     legend = [f"{short}: {name}" for short, name in zip(labels, names or labels) if short != name]
-    below = 0.15 * len(legend) + 0.1 if legend else 0.0  # inches under the map for the legend, a line each
+    below = 0.15 * len(legend) + 0.1 if legend else 0.0  # inches under the plot for the legend, a line each
     height = 3.2 + below
     figure.set_size_inches(5.5, height)
     figure.tight_layout(rect=(0, below / height, 1, 1))

@@ -75,7 +75,7 @@ def build(store: Store, app):
             every_project = gr.Checkbox(False, label="every project")
             activity = gr.Dataframe(activity_rows(store, DEFAULT_PROJECT), headers=ACTIVITY_HEADERS,
                                     interactive=False, wrap=True, max_height=300, elem_id="project-activity")
-            refresh = gr.Button("↻ Refresh", size="sm")
+            refresh = gr.Button("Refresh", size="sm")
         with gr.Accordion("Delete this project", open=False):
             gr.Markdown("Deletes the selected project with **everything in it**: datasets and their versions and "
                         "uploads, runs and their checkpoints, sample sets, samples and ratings — and their files. "

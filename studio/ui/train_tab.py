@@ -17,7 +17,7 @@ from studio.fields import validated
 from studio.store import Store
 from studio.store.projects import DEFAULT_PROJECT
 from studio.training import jobs
-from studio.training.config import SECTIONS, TrainConfig
+from studio.training.config import MODALITY_SECTIONS, SECTIONS, TrainConfig
 from studio.training.runs import early_stop_note, list_runs, run_summary, samples
 from studio.ui.confirm import NOT_CONFIRMED, confirmed, two_step_delete
 from studio.ui.forms import field_component, form_values, params_form
@@ -27,7 +27,7 @@ from studio.ui.state import (PICK_VERSION_FIRST, MetricCache, clear_when_picked,
 
 REFRESH_SECONDS = 2
 TOP_FIELDS = [name for name in TrainConfig.model_fields if name not in SECTIONS]
-MODALITY_SECTIONS = ("text", "image", "audio")
+FORM_SECTIONS = [s for s in SECTIONS if s != "lora"]  # LoRA's options are in the Model tab
 CACHE = MetricCache()
 
 
@@ -124,8 +124,8 @@ def build(store: Store, project, version, model_ref, method, lora: dict) -> None
     initial = starting_config("starter-text")
     top_components = _top_form(initial)
     section_groups, section_components = {}, {}
-    for section in MODALITY_SECTIONS:
-        with gr.Accordion(f"{section} options", open=False, visible=section == "text") as group:
+    for section in FORM_SECTIONS:  # shown for the modalities that train with them (MODALITY_SECTIONS)
+        with gr.Accordion(f"{section} options", open=False, visible=section in MODALITY_SECTIONS["text"]) as group:
             with gr.Row():
                 section_components[section] = params_form(SECTIONS[section], getattr(initial, section))
         section_groups[section] = group
@@ -170,29 +170,29 @@ def build(store: Store, project, version, model_ref, method, lora: dict) -> None
         top_values = dict(zip(top_components, values[:len(top_components)]))
         rest = list(values[len(top_components):])
         data = form_values(TrainConfig, top_values)
-        for section in MODALITY_SECTIONS:
+        for section in FORM_SECTIONS:
             names = list(section_components[section])
             data[section] = form_values(SECTIONS[section], dict(zip(names, rest[:len(names)])))
             rest = rest[len(names):]
         data["lora"] = form_values(SECTIONS["lora"], dict(zip(lora, rest[:len(lora)])))
         return validated(TrainConfig, data)  # a bad value: one line naming the field and what it takes
 
-    form_inputs = list(top_components.values()) + [c for s in MODALITY_SECTIONS for c in section_components[s].values()] \
+    form_inputs = list(top_components.values()) + [c for s in FORM_SECTIONS for c in section_components[s].values()] \
         + list(lora.values())
 
     def describe(ref, model, chosen_method):
         if not ref:
             return "Pick a dataset version (here or at the top) and a model in the Model tab.", \
-                *[gr.Accordion()] * 3
+                *[gr.Accordion()] * len(FORM_SECTIONS)
         try:
             found = get_version(store, ref)
         except ImportRefused as error:
-            return not_done(html.escape(str(error))), *[gr.Accordion()] * 3
+            return not_done(html.escape(str(error))), *[gr.Accordion()] * len(FORM_SECTIONS)
         modality = found.dataset.modality
         text = (f"Dataset **{html.escape(found.dataset.name)} v{found.version}** ({modality}, "
                 f"{found.splits.get('train', 0)} train / {found.splits.get('validation', 0)} validation) · "
                 f"model **{html.escape(model or '?')}** · method **{chosen_method}**")
-        return text, *[gr.Accordion(visible=s == modality) for s in MODALITY_SECTIONS]
+        return text, *[gr.Accordion(visible=s in MODALITY_SECTIONS[modality]) for s in FORM_SECTIONS]
 
     for source in (version, model_ref, method):
         source.change(describe, [version, model_ref, method], [intro, *section_groups.values()])
@@ -201,7 +201,7 @@ def build(store: Store, project, version, model_ref, method, lora: dict) -> None
         """The form filled with what suits the chosen model (starters: settings measured to learn)."""
         config = starting_config(model or "")
         values = [getattr(config, name) for name in top_components]
-        values += [getattr(getattr(config, section), name) for section in MODALITY_SECTIONS
+        values += [getattr(getattr(config, section), name) for section in FORM_SECTIONS
                    for name in section_components[section]]
         values += [getattr(config.lora, name) for name in lora]
         return ["\n".join(v) if isinstance(v, list) else v for v in values]
