@@ -155,7 +155,7 @@ class Users:
     def __init__(self, source: str):
         self.source = source.strip()
         self._lock = threading.Lock()
-        self._stamp: float | None = None
+        self._content: bytes | None = None
         self._users: dict[str, User] = {}
         self.reload()
 
@@ -178,10 +178,12 @@ class Users:
             if not self.path.exists():
                 raise AuthError(f"STUDIO_USERS names {self.path}, which does not exist: create it with "
                                 f"`studio users add NAME --role editor --file {self.path}`")
-            stamp = self.path.stat().st_mtime
-            if stamp != self._stamp:
-                self._users = parse_users(self.path.read_text(), origin=str(self.path))
-                self._stamp = stamp
+            # Compared by content, not modification time: two writes within one timestamp tick leave the time as
+            # it was, and the second would never be read. The file is a few lines: reading it costs nothing.
+            content = self.path.read_bytes()
+            if content != self._content:
+                self._users = parse_users(content.decode("utf-8"), origin=str(self.path))
+                self._content = content
 
     def get(self, name: str | None) -> User | None:
         if not name:

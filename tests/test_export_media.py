@@ -19,7 +19,7 @@ from studio.store import open_store
 from studio.training.config import TrainConfig
 from studio.training.export import ExportError, export_run
 from test_generation import run_in_process
-from test_image_backend import tiny_pipeline  # noqa: F401 - a module-scoped fixture
+from test_image_backend import plain_diffusers_image, tiny_pipeline  # noqa: F401 - a module-scoped fixture
 from test_musicgen import CLIP, tiny_folder  # noqa: F401 - a module-scoped fixture: a tiny MusicGen
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -82,8 +82,26 @@ def test_merged_image_lora_is_a_plain_pipeline_that_draws_the_studios_image(medi
     ours = drawn[f"{run}:2"]
     assert np.abs(np.asarray(plain).astype(int) - ours).max() <= 1  # the same image (rounding aside)
     assert np.abs(drawn["base"] - ours).max() > 1  # and the training shows in it
+
+
+def test_diffusers_lora_file_draws_the_studios_image_in_a_plain_pipeline(media, tiny_pipeline, tmp_path):  # noqa: F811
+    from diffusers import StableDiffusionPipeline
+    from safetensors.torch import load_file, save_file
+
+    from studio.generation.variants import resolve_variants
+
+    store, run = media["store"], media["image"]
+    [variant] = resolve_variants(store, [f"{run}:2"])
+    saved = Path(variant.weights) / "pytorch_lora_weights.safetensors"
+    save_file(load_file(str(saved)), str(saved))  # as the studio wrote it before: no adapter config
     lora_only = export_run(store, f"{run}:2", "diffusers-lora", tmp_path / "lora")
     assert lora_only["files"] == ["README.md", "loss.png", "pytorch_lora_weights.safetensors"]
+    pipeline = StableDiffusionPipeline.from_pretrained(tiny_pipeline, use_safetensors=True)  # as the card says
+    pipeline.load_lora_weights(tmp_path / "lora")
+    theirs = plain_diffusers_image(pipeline, "a red circle", seed=5, steps=4)
+    drawn = studio_images(store, ["base", f"{run}:2"], "a red circle", 5)
+    assert np.abs(theirs - drawn[f"{run}:2"]).max() <= 1  # the same image (rounding aside)
+    assert np.abs(theirs - drawn["base"]).max() > 1
 
 
 def test_merged_image_export_shards_past_the_setting(media, tmp_path):

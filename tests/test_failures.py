@@ -73,13 +73,18 @@ def inspect_async(fn) -> bool:
     return inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn)
 
 
-def test_the_rater_app_is_wrapped_too(store):
-    from studio.ui.app import build_rater_app
+def test_every_handler_the_server_serves_is_wrapped(store):
+    """The apps exactly as ``build_server`` mounts them (the studio at ``/``, the rating page at ``/rate``), with
+    every handler added up to then: none may reach people raw, whatever its kind (an async one included)."""
+    from studio.ui.server import RATE, _mounted, build_server
 
-    app = build_rater_app(store)
-    readable_failures(app)  # twice is harmless
-    assert all(getattr(f.fn, "_readable_failures", False) for f in app.fns.values() if f.fn is not None
-               and not inspect_async(f.fn))
+    server = build_server(store)
+    for path in ("", RATE):
+        handlers = [f.fn for f in _mounted(server, path).get_blocks().fns.values() if f.fn is not None]
+        assert len(handlers) > 10, path
+        unwrapped = [fn.__name__ for fn in handlers if not getattr(fn, "_readable_failures", False)]
+        assert unwrapped == [], f"{path or '/'}: {unwrapped}"
+        assert all(readable(fn) is fn for fn in handlers)  # wrapping again changes nothing
 
 
 def test_a_validation_error_no_handler_caught_names_the_field_not_pydantic():

@@ -275,7 +275,9 @@ def test_missing_captions_filled_from_the_template(tmp_path, scratch):
 
 
 def test_missing_captions_rejects_an_unknown_action(tmp_path, scratch):
-    with pytest.raises(Exception, match="action"):
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match=r"action\n  Input should be 'drop' or 'fill'"):
         run_step("missing_captions", [], "image", scratch, action="guess")
 
 

@@ -14,7 +14,7 @@ import pytest
 
 from studio.training.config import TrainConfig
 from studio.training.loop import Hooks, train
-from toy_backend import ToyBackend, make_rows
+from toy_backend import FakeClock, ToyBackend, make_rows
 
 
 def rows():
@@ -100,10 +100,26 @@ def test_save_now_and_sample_now(tmp_path):
     assert len(seen) == 40 and seen[0][0] == 1
 
 
+def stopped_on_a_plateau(history: list[dict], patience: int, stopped_at: int) -> str:
+    """Checks that the run stopped at the evaluation ending ``patience`` evaluations that improved on none before
+    them; returns the reason it must give, with the best validation loss before those and its step."""
+    val = values(history, "val_loss")
+    assert val[-1][0] == stopped_at  # the evaluation that ended it was the last
+    before, plateau = val[:-patience], val[-patience:]
+    best_step, best = min(before, key=lambda step_loss: step_loss[1])  # the first of equals, as the loop keeps
+    assert all(loss >= best for _, loss in plateau), val
+    return (f"the validation loss did not improve in {patience} evaluation(s) since its best, {best:.4f} at step "
+            f"{best_step} (early_stopping_patience)")
+
+
 def test_early_stopping(tmp_path):
-    result, _, _ = run(tmp_path, max_steps=400, eval_steps=1, early_stopping_patience=2, learning_rate=0.5,
-                       optim="sgd")
-    assert result.steps < 400
+    logs = []
+    result, _, _ = run(tmp_path, hooks=Hooks(log=logs.append), max_steps=400, eval_steps=1, early_stopping_patience=2,
+                       learning_rate=0.5, optim="sgd")
+    assert result.status == "completed" and result.steps < 400
+    reason = stopped_on_a_plateau(result.history, 2, result.steps)
+    assert f"stopped early at step {result.steps} because {reason}" in logs
+    assert values(result.history, "early_stopped") == [(result.steps, 2)]
 
 
 def test_early_stopping_waits_for_the_warm_up_and_says_why(tmp_path):
@@ -113,8 +129,8 @@ def test_early_stopping_waits_for_the_warm_up_and_says_why(tmp_path):
     # The first step runs at rate 0, so its validation cannot improve: that must not end the run.
     assert 10 < result.steps < 400 and result.status == "completed"
     assert [h["step"] for h in result.history if h["name"] == "early_stopped"] == [result.steps]
-    assert any(line.startswith(f"stopped early at step {result.steps} because the validation loss did not improve")
-               for line in logs), logs
+    reason = stopped_on_a_plateau(result.history, 1, result.steps)
+    assert f"stopped early at step {result.steps} because {reason}" in logs
 
 
 def test_the_logged_learning_rate_is_the_one_the_step_used(tmp_path):
@@ -123,14 +139,18 @@ def test_the_logged_learning_rate_is_the_one_the_step_used(tmp_path):
     assert rates[:3] == [(1, 0.0), (2, pytest.approx(0.1)), (3, pytest.approx(0.2))]  # warm-up from 0 to the peak
 
 
-def test_speed_leaves_out_the_samples_and_the_eta_a_slow_first_step(tmp_path):
-    # Sampling after every step takes 1 s, and the first step 6 s more than the others (a few ms each).
-    result, _, _ = run(tmp_path, backend=ToyBackend(first_step_seconds=6.0, sample_seconds=1.0), max_steps=10,
-                       sample_steps=1, sample_prompts=["ab"], eval_steps=100, save_steps=100)
+def test_speed_leaves_out_the_samples_and_the_eta_a_slow_first_step(tmp_path, monkeypatch):
+    # On a clock that moves only by what the work takes: a step 0.01 s, the first 6 s more, sampling after every
+    # step 1 s.
+    clock = FakeClock()
+    monkeypatch.setattr("studio.training.loop.time", clock)
+    backend = ToyBackend(first_step_seconds=6.0, step_seconds=0.01, sample_seconds=1.0, clock=clock)
+    result, _, _ = run(tmp_path, backend=backend, max_steps=10, sample_steps=1, sample_prompts=["ab"], eval_steps=100,
+                       save_steps=100)
     speeds = [v for step, v in values(result.history, "items_per_second") if step > 1]
-    assert min(speeds) > 50, speeds  # 8 items a step: the speed of training, not of training and sampling
+    assert speeds == [pytest.approx(800)] * 9  # 8 items in 0.01 s: the speed of training, not of training and sampling
     eta = dict(values(result.history, "eta_seconds"))
-    assert 4 < eta[5] < 7.5, eta  # 5 steps of ~1 s (with their samples) left; not 5 x (6 s + 4 x 1 s) / 5
+    assert eta[5] == pytest.approx(5 * 1.01), eta  # 5 steps of 1.01 s (with their samples) left; not 5 x 10.05 s / 5
 
 
 def test_out_of_memory_halves_the_micro_batch_and_goes_on(tmp_path):

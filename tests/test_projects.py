@@ -397,7 +397,7 @@ def test_a_set_left_running_by_a_dead_process_is_marked_interrupted_and_no_longe
         assert session.get(SampleSet, left_behind).status == "interrupted"
         assert "samples it made are kept" in session.get(SampleSet, left_behind).note
         assert session.get(SampleSet, alive).status == "running"  # its process (this test) still works on it
-    with pytest.raises(Exception, match="still being generated"):
+    with pytest.raises(DeleteRefused, match=f"sample set {alive} in project 'lab' is still being generated"):
         delete_project(store, "lab")
     with store.session() as session:
         session.get(SampleSet, alive).report = {"owner": {"pid": int(dead), "host": socket.gethostname()}}

@@ -4,6 +4,8 @@ who is not signed in reaches anything but the sign-in form and /health)."""
 
 from __future__ import annotations
 
+import os
+import re
 import time
 
 import httpx
@@ -11,7 +13,7 @@ import pytest
 
 from conftest import StudioProcess
 from studio.auth import (Access, AuthError, LoginThrottle, Users, hash_password, parse_users, verify_password,
-                         write_user)
+                         write_private, write_user)
 from test_text_backend import rows, tiny_folder  # noqa: F401 - module-scoped fixtures
 from test_web_evaluate import home_with_set  # noqa: F401 - a fixture
 from test_web_generate import home_with_run  # noqa: F401 - a fixture
@@ -49,11 +51,24 @@ def test_users_file_changes_apply_without_a_restart(tmp_path):
     assert users.check("eda", "editor-pass-1").role == "editor"
     assert users.check("eda", "rater-pass-1") is None and users.check("nobody", "editor-pass-1") is None
     assert oct(path.stat().st_mode & 0o777) == "0o600"
-    time.sleep(0.01)
     write_user(path, "rita", "editor", "new-pass-123")  # replaces rita's line, keeps eda's
     assert users.get("rita").role == "editor" and users.check("rita", "new-pass-123")
     assert users.check("eda", "editor-pass-1")
     assert path.read_text().count("rita:") == 1
+
+
+def test_two_writes_within_one_timestamp_tick_are_both_seen(tmp_path):
+    path = tmp_path / "users.txt"
+    write_user(path, "eda", "editor", "editor-pass-1")
+    write_user(path, "rita", "rater", "rater-pass-1")
+    users = Users(str(path))
+    assert users.get("eda").role == "editor"
+    before = path.stat()
+    # The roles swapped: a file of the same size, given the same modification time (a second write in one tick).
+    write_private(path, path.read_text().replace("eda:editor:", "eda:rater:").replace("rita:rater:", "rita:editor:"))
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert (path.stat().st_size, path.stat().st_mtime_ns) == (before.st_size, before.st_mtime_ns)
+    assert (users.get("eda").role, users.get("rita").role) == ("rater", "editor")
 
 
 def test_hugging_face_accounts_get_their_role_from_the_editor_list(monkeypatch):
@@ -238,12 +253,19 @@ def test_a_rater_reaches_the_rating_page_only(signed_in_studio, web_home):
 
 def test_gradio_client_signs_in_and_a_rater_can_use_only_the_rating_api(signed_in_studio):
     from gradio_client import Client
+    from gradio_client.exceptions import AppError
 
     rater = Client(signed_in_studio + "/rate/", auth=("rita", PASSWORDS["rita"]), verbose=False)
-    with pytest.raises(Exception, match="no sample set 999"):
+    with pytest.raises(AppError, match="no sample set 999"):
         rater.predict(999, "rita", api_name="/rating_next_pair")  # reached the service: the set is unknown
-    with pytest.raises(Exception):
-        Client(signed_in_studio, auth=("rita", PASSWORDS["rita"]), verbose=False)  # the studio itself: refused
+    # The studio itself: the sign-in succeeds (no AuthenticationError, a ValueError's subclass) but its
+    # configuration is refused, which gradio_client reports as a plain ValueError.
+    with pytest.raises(ValueError, match="Could not fetch config for " + re.escape(signed_in_studio)) as refused:
+        Client(signed_in_studio, auth=("rita", PASSWORDS["rita"]), verbose=False)
+    assert type(refused.value) is ValueError
+    answer = signed_in(signed_in_studio, "rita").get("/config")  # what the client was told
+    assert answer.status_code == 403
+    assert answer.json() == {"error": "rita is a rater: raters can use the rating page /rate/ only"}
     editor = Client(signed_in_studio, auth=("eda", PASSWORDS["eda"]), verbose=False)
     assert "/generate" in editor.view_api(print_info=False, return_format="dict")["named_endpoints"]
 
@@ -596,7 +618,6 @@ def test_signing_out_or_a_changed_password_or_role_ends_copies_of_a_session(sign
     rater_before = copy_of(signed_in(signed_in_studio, "rita"))
     editor_before = httpx.Client(base_url=signed_in_studio, timeout=30)
     assert editor_before.post("/login", data={"username": "eda", "password": "a-new-password-1"}).status_code == 200
-    time.sleep(0.01)  # the users file's modification time must differ for the change to be seen
     lines = users_file.read_text().replace("eda:editor:", "eda:rater:").replace("rita:rater:", "rita:editor:")
     users_file.write_text(lines)
     assert editor_before.get("/config").status_code == 401  # not merely a rater now: signed out

@@ -78,6 +78,8 @@ def test_dataset_survives_a_restart(home, tmp_path):
     assert [d["name"] for d in datasets] == ["notes"]
     version = get_version(reopened, f"{result['dataset_id']}:1")
     assert len(read_manifest(reopened, version)) == result["items_kept"] == 12
+    assert sorted(r["text"] for r in read_manifest(reopened, version)) == sorted(
+        _corpus(tmp_path).read_text().split("\n\n"))  # the items themselves, not just as many
     assert _schema_drift(reopened.engine) == []
 
 

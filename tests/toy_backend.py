@@ -20,14 +20,30 @@ def make_rows(n: int, seed: int = 0) -> list[dict]:
     return rows
 
 
+class FakeClock:
+    """Time that passes only when the toy backend says its work took some: in place of the training loop's
+    ``time`` module, the loop's timings come out exact whatever else the machine is doing."""
+
+    def __init__(self):
+        self.now = 1000.0
+
+    def perf_counter(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
 class ToyBackend:
     modality = "toy"
 
     def __init__(self, oom_above_batch: int | None = None, first_step_seconds: float = 0.0,
-                 sample_seconds: float = 0.0):
+                 sample_seconds: float = 0.0, step_seconds: float = 0.0, clock: FakeClock | None = None):
         self.oom_above_batch = oom_above_batch
         self.first_step_seconds = first_step_seconds  # the first training step's one-off cost (allocation, ...)
+        self.step_seconds = step_seconds  # what every training step costs
         self.sample_seconds = sample_seconds  # what making samples costs
+        self.sleep = clock.sleep if clock else time.sleep
         self.saves = 0
 
     def load(self, model_ref, method, config, train_rows=None) -> Handle:
@@ -43,8 +59,8 @@ class ToyBackend:
             def forward(self, batch):
                 if self.training and backend.oom_above_batch and batch["x"].shape[0] > backend.oom_above_batch:
                     raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
-                if self.training and backend.first_step_seconds:
-                    time.sleep(backend.first_step_seconds)
+                if self.training:
+                    backend.sleep(backend.first_step_seconds + backend.step_seconds)
                     backend.first_step_seconds = 0.0
                 return torch.nn.functional.mse_loss(self.linear(batch["x"]), batch["y"])
 
@@ -63,7 +79,7 @@ class ToyBackend:
     def generate(self, handle, prompts, seeds, settings, out_dir: Path):
         import torch
 
-        time.sleep(self.sample_seconds)
+        self.sleep(self.sample_seconds)
 
         with torch.no_grad():
             return [Sample(prompt=p, seed=s, text=f"{handle.module.linear(torch.tensor([[float(len(p))]])).item():.3f}")

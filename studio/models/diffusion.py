@@ -451,6 +451,22 @@ def trainable_module(family, unet, text_encoder, scheduler, tokenizer, vae, meth
                            caption_dropout=options.caption_dropout)
 
 
+def save_diffusers_lora(state: dict, config: dict, folder) -> None:
+    """``pytorch_lora_weights.safetensors`` in ``folder``, for ``pipeline.load_lora_weights``, from a UNet's PEFT
+    adapter (``state``, keys relative to the UNet) and its LoraConfig as a dict.
+
+    The config goes into the file: without it diffusers takes alpha to be the rank, scaling the adapter by 1
+    rather than alpha / rank, and draws other images than the studio. Its dropout is written as 0: dropout only
+    matters in training, and diffusers leaves the layers it adds in training mode, so a plain pipeline would
+    drop activations at random while it draws."""
+    from diffusers import StableDiffusionPipeline
+    from diffusers.utils import convert_state_dict_to_diffusers
+
+    StableDiffusionPipeline.save_lora_weights(str(folder), unet_lora_layers=convert_state_dict_to_diffusers(state),
+                                              safe_serialization=True,
+                                              unet_lora_adapter_metadata={**config, "lora_dropout": 0.0})
+
+
 def save_model(handle, folder) -> None:
     """LoRA: the PEFT adapter (adapter_model.safetensors + adapter_config.json) and the same weights as a
     diffusers LoRA file (pytorch_lora_weights.safetensors, for ``pipeline.load_lora_weights``).
@@ -461,16 +477,13 @@ def save_model(handle, folder) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     module, tokenizer = handle.module, handle.parts.tokenizer
     if handle.method == "lora":
-        from diffusers import StableDiffusionPipeline
-        from diffusers.utils import convert_state_dict_to_diffusers
         from peft.utils import get_peft_model_state_dict
         from safetensors.torch import save_file
 
         state = {k: v.detach().contiguous().cpu() for k, v in get_peft_model_state_dict(module.unet).items()}
         save_file(state, str(folder / "adapter_model.safetensors"), metadata={"format": "pt"})
         module.unet.peft_config["default"].save_pretrained(str(folder))
-        StableDiffusionPipeline.save_lora_weights(str(folder), unet_lora_layers=convert_state_dict_to_diffusers(state),
-                                                  safe_serialization=True)
+        save_diffusers_lora(state, module.unet.peft_config["default"].to_dict(), folder)
     else:
         module.unet.save_pretrained(str(folder / "unet"), safe_serialization=True)
         module.text_encoder.save_pretrained(str(folder / "text_encoder"), safe_serialization=True)

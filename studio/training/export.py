@@ -181,8 +181,15 @@ def _export_diffusers_lora(variant, source: Path, out: Path) -> None:
         raise ExportError(f"run {variant.run_id} adapts a Gen Studio starter, which is no diffusers pipeline for "
                           "load_lora_weights to load into: export it as 'merged' (the starter's folder with the LoRA "
                           "fused in) or 'peft'")
+    # Written again from the PEFT adapter rather than copied: checkpoints saved before the file carried the
+    # adapter's config give diffusers a wrong scale (see save_diffusers_lora).
+    from safetensors.torch import load_file
+
+    from studio.models.diffusion import save_diffusers_lora
+
     out.mkdir(parents=True, exist_ok=True)
-    shutil.copy2(weights, out / weights.name)
+    config = json.loads((source / "adapter_config.json").read_text())
+    save_diffusers_lora(load_file(str(source / "adapter_model.safetensors")), config, out)
 
 
 def _copy_model_folder(source: Path, out: Path, keep_marker: bool) -> None:
