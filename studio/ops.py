@@ -18,6 +18,7 @@ from pathlib import Path
 
 from sqlalchemy import func, select, text
 
+from studio.status import RunStatus
 from studio.store import Store
 from studio.store.tables import Run
 
@@ -71,8 +72,7 @@ def gpu_memory() -> list[dict]:
 def run_counts(store: Store) -> dict[str, int]:
     with store.session() as session:
         found = dict(session.execute(select(Run.status, func.count()).group_by(Run.status)).all())
-    return {status: found.get(status, 0)
-            for status in ("queued", "starting", "running", "completed", "failed", "stopped")}
+    return {status.value: found.get(status, 0) for status in RunStatus}
 
 
 def collect(store: Store) -> dict:

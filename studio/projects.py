@@ -11,12 +11,13 @@ from sqlalchemy import func, select
 
 from studio.data.service import purge_versions
 from studio.generation.service import purge_set, reap_sets
+from studio.status import RUN_ACTIVE, TASK_ACTIVE, SetStatus
 from studio.store import Store, list_actions, record_action
-from studio.store.projects import (ACTIVE_RUN_STATUSES, DEFAULT_PROJECT, DeleteRefused, ProjectError,
-                                   check_project_name, ensure_project, find_project, remove_folders)
+from studio.store.projects import (DEFAULT_PROJECT, DeleteRefused, ProjectError, check_project_name, ensure_project,
+                                   find_project, remove_folders)
 from studio.store.tables import Dataset, DatasetVersion, Project, Run, SampleSet, Task, Upload
 from studio.tasks.kinds import KINDS
-from studio.tasks.service import ACTIVE as ACTIVE_TASK_STATUSES, reap as reap_tasks
+from studio.tasks.service import reap as reap_tasks
 from studio.training.jobs import purge_run, trained_from
 
 __all__ = ["DEFAULT_PROJECT", "DeleteRefused", "ProjectError", "create_project", "delete_project",
@@ -57,17 +58,17 @@ def create_project(store: Store, name: str, actor: str | None = None) -> dict:
 def _refuse_if_in_use(store: Store, session, project: Project) -> None:
     """Refuses while a run is active, a set is generating or a background task is at work in it (sets and tasks
     whose process died were marked so by ``reap_sets`` and ``reap_tasks`` before this is asked)."""
-    busy = session.scalars(select(Run).where(Run.project_id == project.id, Run.status.in_(ACTIVE_RUN_STATUSES))
+    busy = session.scalars(select(Run).where(Run.project_id == project.id, Run.status.in_(RUN_ACTIVE))
                            .order_by(Run.id)).first()
     if busy is not None:
         raise DeleteRefused(f"run {busy.id} in project '{project.name}' is {busy.status}: stop it first (Train tab, "
                             f"or `studio runs stop {busy.id}`), then delete the project")
     generating = session.scalars(select(SampleSet).where(SampleSet.project_id == project.id,
-                                                         SampleSet.status == "running")).first()
+                                                         SampleSet.status == SetStatus.RUNNING)).first()
     if generating is not None:
         raise DeleteRefused(f"sample set {generating.id} in project '{project.name}' is still being generated: "
                             "cancel it first (Generate tab), then delete the project")
-    task = session.scalars(select(Task).where(Task.project == project.name, Task.status.in_(ACTIVE_TASK_STATUSES))
+    task = session.scalars(select(Task).where(Task.project == project.name, Task.status.in_(TASK_ACTIVE))
                            .order_by(Task.id)).first()
     if task is not None:
         raise DeleteRefused(f"task {task.id} in project '{project.name}' ({KINDS[task.kind].label.lower()}) is "

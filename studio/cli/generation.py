@@ -6,6 +6,7 @@ import sys
 
 from studio.cli.app import SET_ID, Commands, arg, one_of
 from studio.cli.shared import details_log, export_file, fail, os_user, report, store_of
+from studio.status import SetStatus
 
 commands = Commands()
 commands.group("samples", "list, show and export sample sets")
@@ -86,7 +87,7 @@ def cmd_generate(args) -> int:
         payload["details"] = failure
         lines.append(failure)
     report(args, payload, "\n".join(lines))
-    return 0 if found["status"] == "completed" and not payload["errors"] else 1
+    return 0 if found["status"] == SetStatus.COMPLETED and not payload["errors"] else 1
 
 
 @commands.command("samples list", arg("--project", metavar="NAME", help="only this project's sample sets"))

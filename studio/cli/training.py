@@ -6,6 +6,7 @@ import sys
 
 from studio.cli.app import RUN_ID, Commands, arg
 from studio.cli.shared import fail, os_user, report, store_of
+from studio.status import RUN_ENDED, RunStatus
 from studio.training.config import METHODS
 
 commands = Commands()
@@ -31,7 +32,7 @@ def _wait_for(store, run_id: int, quiet: bool) -> dict:
     """Dispatch until this run has ended (it may wait in the queue behind others)."""
     import time
 
-    from studio.training.jobs import TERMINAL, dispatch
+    from studio.training.jobs import dispatch
     from studio.training.runs import run_summary
 
     last = None
@@ -43,7 +44,7 @@ def _wait_for(store, run_id: int, quiet: bool) -> dict:
             loss = summary["train_loss"]["last"]
             print(f"run {run_id}: {summary['status']} step {summary['steps']}/{summary['total_steps']}"
                   + (f" train loss {loss:.4f}" if loss is not None else ""), file=sys.stderr)
-        if summary["status"] in TERMINAL:
+        if summary["status"] in RUN_ENDED:
             return summary
         time.sleep(1)
 
@@ -52,7 +53,7 @@ def _report_when_ended(args, store, run_id: int) -> int:
     """Waits for the run to end and reports it; a run that failed is exit code 1."""
     summary = _wait_for(store, run_id, quiet=args.json)
     report(args, summary, _run_text(summary))
-    return 0 if summary["status"] in ("completed", "stopped") else 1
+    return 1 if summary["status"] == RunStatus.FAILED else 0
 
 
 def _run_text(summary: dict) -> str:

@@ -31,8 +31,8 @@ from studio.data.stats import dataset_stats
 from studio.settings import Settings
 from studio.store import Store
 from studio.store.audit import record_action
-from studio.store.projects import (ACTIVE_RUN_STATUSES, DEFAULT_PROJECT, DeleteRefused, ensure_project,
-                                   project_name, remove_folders)
+from studio.status import RUN_ACTIVE
+from studio.store.projects import DEFAULT_PROJECT, DeleteRefused, ensure_project, project_name, remove_folders
 from studio.store.tables import Dataset, DatasetVersion, Project, Run, Upload
 
 
@@ -251,7 +251,7 @@ def refuse_if_trained_on(session, versions: list[DatasetVersion], what: str) -> 
     """Raise DeleteRefused when a run uses one of ``versions``: its config and resume need the data."""
     runs = session.scalars(select(Run).where(Run.dataset_version_id.in_([v.id for v in versions]))
                            .order_by(Run.id)).all()
-    active = [r for r in runs if r.status in ACTIVE_RUN_STATUSES]
+    active = [r for r in runs if r.status in RUN_ACTIVE]
     if active:
         raise DeleteRefused(f"{what} is used by run {active[0].id}, which is {active[0].status}: stop it first "
                             f"(Train tab, or `studio runs stop {active[0].id}`), then delete the run")

@@ -28,6 +28,7 @@ from studio.generation.blocklist import load_blocklist
 from studio.generation.cache import LoadError, ModelCache, shared_cache
 from studio.generation.options import GenerationSettings, parse_settings
 from studio.generation.variants import Variant, VariantError, resolve_variants
+from studio.status import SetStatus
 from studio.store import Store, record_action
 from studio.store.projects import DEFAULT_PROJECT, ensure_project, project_name, remove_folders
 from studio.store.tables import GeneratedSample, Project, PromptSet, RatingAssignment, RatingVote, Run, SampleSet
@@ -139,7 +140,7 @@ def generate_set(store: Store, variants: list[str], prompts: list[str], seed: in
         row = SampleSet(name=name, modality=modality, base_model=base, variants=[v.as_dict() for v in chosen],
                         prompts=prompts, references=list(references or [None] * len(prompts)),
                         settings=options.model_dump(), seeds=seeds, samples_per_prompt=samples_per_prompt,
-                        source=source, status="running", report=report, created_by=created_by,
+                        source=source, status=SetStatus.RUNNING, report=report, created_by=created_by,
                         project_id=owner.id)
         session.add(row)
         session.flush()
@@ -154,7 +155,7 @@ def generate_set(store: Store, variants: list[str], prompts: list[str], seed: in
                            should_cancel, on_text)
     except BaseException as error:
         interrupted = isinstance(error, KeyboardInterrupt)
-        _finish(store, set_id, "cancelled" if interrupted else "failed", report,
+        _finish(store, set_id, SetStatus.CANCELLED if interrupted else SetStatus.FAILED, report,
                 "interrupted" if interrupted else f"{type(error).__name__}: {error}")
         raise
     _finish(store, set_id, status, report)
@@ -171,7 +172,7 @@ def _owning_project(session, project: str | None, variants: list[Variant], actor
 
 def _generate(store: Store, set_id: int, variants: list[Variant], prompts: list[str], seeds: list[list[int]],
               options: GenerationSettings, blocklist, report: dict, cache: ModelCache, on_progress, should_cancel,
-              on_text) -> str:
+              on_text) -> SetStatus:
     from studio.models.registry import backend_for
 
     refused = {r["prompt_index"] for r in report["refused"]}
@@ -182,7 +183,7 @@ def _generate(store: Store, set_id: int, variants: list[Variant], prompts: list[
     backend = backend_for(variants[0].modality)
     for number, variant in enumerate(variants):
         if cancelled():
-            return "cancelled"
+            return SetStatus.CANCELLED
         say(done, total, f"loading {variant.label}")
         folder = store.path(f"samples/{set_id}/{variant.slug}")
         try:
@@ -190,7 +191,7 @@ def _generate(store: Store, set_id: int, variants: list[Variant], prompts: list[
                 handle = cache.handle_for(variant)
                 for prompt_index, sample_index in todo:
                     if cancelled():
-                        return "cancelled"
+                        return SetStatus.CANCELLED
                     say(done, total, f"{variant.label}: prompt {prompt_index + 1}, sample {sample_index + 1}")
                     seed = seeds[prompt_index][sample_index]
                     runtime = {**options.backend_settings(), "should_stop": cancelled}
@@ -200,7 +201,7 @@ def _generate(store: Store, set_id: int, variants: list[Variant], prompts: list[
                              "text": blocklist.mask(text)})
                     [sample] = backend.generate(handle, [prompts[prompt_index]], [seed], runtime, folder)
                     if cancelled() and sample.text is not None:
-                        return "cancelled"  # the text was cut short: not a sample of these settings
+                        return SetStatus.CANCELLED  # the text was cut short: not a sample of these settings
                     _store_sample(store, set_id, variant, prompt_index, sample_index, sample, folder, blocklist,
                                   report)
                     done, made = done + 1, made + 1
@@ -222,7 +223,7 @@ def _generate(store: Store, set_id: int, variants: list[Variant], prompts: list[
             done = (number + 1) * len(todo)
             _save_report(store, set_id, report)
     say(total, total, "done")
-    return "failed" if made == 0 and report["errors"] else "completed"
+    return SetStatus.FAILED if made == 0 and report["errors"] else SetStatus.COMPLETED
 
 
 def _store_sample(store: Store, set_id: int, variant: Variant, prompt_index: int, sample_index: int, sample,
@@ -252,7 +253,7 @@ def _save_report(store: Store, set_id: int, report: dict) -> None:
         session.get(SampleSet, set_id).report = json.loads(json.dumps(report))
 
 
-def _finish(store: Store, set_id: int, status: str, report: dict, note: str | None = None) -> None:
+def _finish(store: Store, set_id: int, status: SetStatus, report: dict, note: str | None = None) -> None:
     with store.session() as session:
         row = session.get(SampleSet, set_id)
         row.status, row.ended_at, row.report = status, _now(), json.loads(json.dumps(report))
@@ -337,12 +338,12 @@ def reap_sets(store: Store) -> list[int]:
 
     host = socket.gethostname()
     with store.session() as session:
-        running = session.scalars(select(SampleSet).where(SampleSet.status == "running")).all()
+        running = session.scalars(select(SampleSet).where(SampleSet.status == SetStatus.RUNNING)).all()
     reaped = []
     for row in running:
         owner = (row.report or {}).get("owner") or {}
         if owner.get("host") == host and not process_alive(owner.get("pid")):
-            _finish(store, row.id, "interrupted", row.report or {},
+            _finish(store, row.id, SetStatus.INTERRUPTED, row.report or {},
                     note="the process generating it stopped (the studio restarted?); the samples it made are kept")
             reaped.append(row.id)
     return reaped
@@ -355,7 +356,7 @@ def delete_set(store: Store, set_id: int, actor: str | None = None) -> None:
         row = session.get(SampleSet, int(set_id))
         if row is None:
             raise GenerationError(f"no sample set {set_id}")
-        if row.status == "running":
+        if row.status == SetStatus.RUNNING:
             raise GenerationError(f"sample set {set_id} is still being generated: cancel it first")
         record_action(session, actor, "samples.delete", f"sample_set:{row.id}",
                       project=project_name(session, row.project_id), details={"prompts": len(row.prompts)})

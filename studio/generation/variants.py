@@ -18,8 +18,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from studio.models.registry import family_for, is_starter, modality_of
+from studio.status import RUN_ACTIVE, RunStatus
 from studio.store import Store
-from studio.store.projects import ACTIVE_RUN_STATUSES
 from studio.store.tables import Run
 
 MAX_VARIANTS = 5  # the base and up to four trained variants, side by side
@@ -125,16 +125,16 @@ def _resolve_run(store: Store, run_id: int, step: int | None) -> tuple[Run, dict
                                + (f"; its checkpoints are at steps {steps}" if saved else "; it has no checkpoint yet"))
         return run, chosen, None
     if not saved:
-        if run.status in ACTIVE_RUN_STATUSES:
+        if run.status in RUN_ACTIVE:
             raise VariantError(f"run {run_id} is {run.status} and has not saved a checkpoint yet; wait for its first "
                                f"checkpoint (every save_steps steps) or ask it to save now")
         raise VariantError(f"run {run_id} ({run.status}) has no checkpoint to generate with")
     chosen = saved[-1]
     note = None
-    if run.status in ACTIVE_RUN_STATUSES:
+    if run.status in RUN_ACTIVE:
         note = (f"run {run_id} is still training ({run.status}): using its last checkpoint so far (step "
                 f"{chosen['step']}; {run.steps_done} of {run.total_steps} steps done)")
-    elif run.status == "failed":
+    elif run.status == RunStatus.FAILED:
         note = f"run {run_id} failed: using its last checkpoint (step {chosen['step']})"
     return run, chosen, note
 

@@ -19,8 +19,6 @@ DEFAULT_PROJECT = "default"
 NAME_MAX = 200  # the column width
 
 
-ACTIVE_RUN_STATUSES = ("queued", "starting", "running")  # a run in one of these still needs its data and folder
-
 
 class ProjectError(ValueError):
     """A project cannot be created, found or deleted as asked; the message says why and what to do."""

@@ -11,6 +11,8 @@ from datetime import datetime, timezone
 from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Integer, String, Text, UniqueConstraint, event
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
+from studio.status import RunStatus, SetStatus, TaskStatus
+
 
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)
@@ -82,7 +84,7 @@ class Run(Base):
     method: Mapped[str] = mapped_column(String(16))
     modality: Mapped[str] = mapped_column(String(16))
     config: Mapped[dict] = mapped_column(JSON, default=dict)
-    status: Mapped[str] = mapped_column(String(16), default="queued", index=True)
+    status: Mapped[str] = mapped_column(String(16), default=RunStatus.QUEUED, index=True)
     pid: Mapped[int | None] = mapped_column(Integer, nullable=True)
     heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
@@ -170,7 +172,7 @@ class SampleSet(Base):
     seeds: Mapped[list] = mapped_column(JSON, default=list)        # per prompt, one seed per sample index
     samples_per_prompt: Mapped[int] = mapped_column(Integer, default=1)
     source: Mapped[str | None] = mapped_column(String(200), nullable=True)  # e.g. the dataset of test prompts
-    status: Mapped[str] = mapped_column(String(16), default="running", index=True)
+    status: Mapped[str] = mapped_column(String(16), default=SetStatus.RUNNING, index=True)
     report: Mapped[dict] = mapped_column(JSON, default=dict)       # notes, per-variant errors, refused prompts
     note: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_by: Mapped[str | None] = mapped_column(String(200), nullable=True)
@@ -270,7 +272,7 @@ class Task(Base):
     kind: Mapped[str] = mapped_column(String(16))                        # import | reclean | export | metrics
     params: Mapped[dict] = mapped_column(JSON, default=dict)
     project: Mapped[str | None] = mapped_column(String(200), nullable=True, index=True)  # by name, as actions
-    status: Mapped[str] = mapped_column(String(16), default="queued", index=True)
+    status: Mapped[str] = mapped_column(String(16), default=TaskStatus.QUEUED, index=True)
     progress: Mapped[float] = mapped_column(Float, default=0.0)          # 0 … 1
     message: Mapped[str | None] = mapped_column(Text, nullable=True)     # what it is doing now
     result: Mapped[dict | None] = mapped_column(JSON, nullable=True)

@@ -20,13 +20,13 @@ from pathlib import Path
 from sqlalchemy import func, select, update
 
 from studio import processes
+from studio.status import TASK_ACTIVE, TaskStatus
 from studio.store import Store
 from studio.store.tables import Task
 from studio.tasks.kinds import KINDS
 
 MAX_RUNNING = 2  # tasks at once: each is a process holding its data in memory, next to the web process and training
 HEARTBEAT_TIMEOUT = timedelta(seconds=120)
-ACTIVE = ("queued", "running")
 INPUTS = "tasks/inputs"
 _dispatching = threading.Lock()  # the dispatcher thread and a page that starts its task at once take turns
 
@@ -75,7 +75,7 @@ def submit(store: Store, kind: str, params: dict, *, project: str | None = None,
     if kind not in KINDS:
         raise TaskError(f"kind must be one of {', '.join(KINDS)} (got '{kind}')")
     with store.session() as session:
-        task = Task(kind=kind, params=params, project=project, status="queued", created_by=created_by)
+        task = Task(kind=kind, params=params, project=project, status=TaskStatus.QUEUED, created_by=created_by)
         session.add(task)
     return task.id
 
@@ -94,13 +94,13 @@ def dispatch(store: Store) -> list[int]:
 
 def _claim(store: Store) -> Task | None:
     with store.session() as session:
-        if session.scalar(select(func.count(Task.id)).where(Task.status == "running")) >= MAX_RUNNING:
+        if session.scalar(select(func.count(Task.id)).where(Task.status == TaskStatus.RUNNING)) >= MAX_RUNNING:
             return None
-        task = session.scalars(select(Task).where(Task.status == "queued").order_by(Task.id)).first()
+        task = session.scalars(select(Task).where(Task.status == TaskStatus.QUEUED).order_by(Task.id)).first()
         if task is None:
             return None
-        claimed = session.execute(update(Task).where(Task.id == task.id, Task.status == "queued")
-                                  .values(status="running", started_at=_now(), heartbeat_at=_now())).rowcount
+        claimed = session.execute(update(Task).where(Task.id == task.id, Task.status == TaskStatus.QUEUED)
+                                  .values(status=TaskStatus.RUNNING, started_at=_now(), heartbeat_at=_now())).rowcount
     return task if claimed == 1 else None  # another dispatcher took it
 
 
@@ -109,20 +109,20 @@ def _start_worker(store: Store, task: Task) -> None:
         pid = processes.start_detached([sys.executable, "-m", "studio.tasks.worker", str(task.id)],
                                        log_path(store, task.id), store.settings)
     except OSError as error:
-        finish(store, task.id, "failed", error=f"could not start the worker: {error}")
+        finish(store, task.id, TaskStatus.FAILED, error=f"could not start the worker: {error}")
         return
     with store.session() as session:
         session.execute(update(Task).where(Task.id == task.id).values(pid=pid))
 
 
-def finish(store: Store, task_id: int, status: str, *, result: dict | None = None, error: str | None = None,
-           was: tuple[str, ...] = ACTIVE) -> bool:
+def finish(store: Store, task_id: int, status: TaskStatus, *, result: dict | None = None, error: str | None = None,
+           was: tuple[TaskStatus, ...] = TASK_ACTIVE) -> bool:
     """Ends the task if its status is one of ``was`` (False when it is not: it ended already, or was claimed) and
     then removes the files staged for it: the worker has copied what it kept into ``uploads/``."""
     with store.session() as session:
         ended = session.execute(update(Task).where(Task.id == task_id, Task.status.in_(was)).values(
             status=status, result=result, error=error, ended_at=_now(),
-            **({"progress": 1.0} if status == "completed" else {}))).rowcount == 1
+            **({"progress": 1.0} if status == TaskStatus.COMPLETED else {}))).rowcount == 1
         params = session.get(Task, task_id).params
     if ended:
         for folder in _staged_folders(params):
@@ -140,11 +140,11 @@ def reap(store: Store) -> list[int]:
     """Marks failed the running tasks whose worker died or stopped sending heartbeats, with their log's end."""
     processes.reap_children()  # workers that ended by themselves too: none stays a zombie of this process
     with store.session() as session:
-        running = session.scalars(select(Task).where(Task.status == "running")).all()
+        running = session.scalars(select(Task).where(Task.status == TaskStatus.RUNNING)).all()
     failed = []
     for task in running:
         gone = processes.worker_gone(task.pid, task.heartbeat_at, HEARTBEAT_TIMEOUT, log_path(store, task.id))
-        if gone and finish(store, task.id, "failed", error=gone):
+        if gone and finish(store, task.id, TaskStatus.FAILED, error=gone):
             failed.append(task.id)
     return failed
 
@@ -155,8 +155,8 @@ def cancel(store: Store, task_id: int) -> str:
     with store.session() as session:
         if session.get(Task, task_id) is None:
             raise TaskError(f"no task {task_id}")
-        session.execute(update(Task).where(Task.id == task_id, Task.status.in_(ACTIVE)).values(cancel_requested=True))
-    finish(store, task_id, "cancelled", was=("queued",))  # not if a dispatcher claimed it meanwhile: its worker stops
+        session.execute(update(Task).where(Task.id == task_id, Task.status.in_(TASK_ACTIVE)).values(cancel_requested=True))
+    finish(store, task_id, TaskStatus.CANCELLED, was=(TaskStatus.QUEUED,))  # not if a dispatcher claimed it meanwhile: its worker stops
     return view(store, task_id)["status"]
 
 

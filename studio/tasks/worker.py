@@ -16,6 +16,7 @@ from datetime import datetime, timezone
 from sqlalchemy import update
 
 from studio.settings import load_settings
+from studio.status import TaskStatus
 from studio.store import Store, open_store
 from studio.store.tables import Task
 from studio.tasks.kinds import KINDS
@@ -54,13 +55,13 @@ class Beat:
 
     def write(self) -> None:
         with self.store.session() as session:
-            session.execute(update(Task).where(Task.id == self.task_id, Task.status == "running").values(
+            session.execute(update(Task).where(Task.id == self.task_id, Task.status == TaskStatus.RUNNING).values(
                 heartbeat_at=datetime.now(timezone.utc), progress=self.progress, message=self.message))
             if session.get(Task, self.task_id).cancel_requested:
                 self.cancel_requested.set()
 
 
-def run_task(store: Store, task_id: int) -> str:
+def run_task(store: Store, task_id: int) -> TaskStatus:
     """Runs the task and ends its row; returns the status it ended with."""
     with store.session() as session:
         task = session.get(Task, task_id)
@@ -72,15 +73,15 @@ def run_task(store: Store, task_id: int) -> str:
     try:
         result = kind.run(store, params, beat.report, actor)
     except Cancelled:
-        status, outcome = "cancelled", {}
+        status, outcome = TaskStatus.CANCELLED, {}
     except kind.refusals as refused:  # a bad file, a wrong setting: the message says it all
-        status, outcome = "failed", {"error": str(refused)}
+        status, outcome = TaskStatus.FAILED, {"error": str(refused)}
     except BaseException as error:  # noqa: BLE001 - whatever stops the task is written down for the person
         traceback.print_exc()
-        status, outcome = "failed", {"error": f"{type(error).__name__}: {error} (the details are in "
+        status, outcome = TaskStatus.FAILED, {"error": f"{type(error).__name__}: {error} (the details are in "
                                               f"{log_path(store, task_id)})"}
     else:
-        status, outcome = "completed", {"result": result}
+        status, outcome = TaskStatus.COMPLETED, {"result": result}
     finally:
         beat.stop()
     finish(store, task_id, status, **outcome)
@@ -93,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     status = run_task(open_store(load_settings()), args.task_id)
     print(f"task {args.task_id} {status}", flush=True)
-    return 0 if status != "failed" else 1
+    return 0 if status != TaskStatus.FAILED else 1
 
 
 if __name__ == "__main__":

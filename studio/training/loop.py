@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Callable
 
 from studio.models.base import Backend, Handle, Sample
+from studio.status import RunStatus
 from studio.training.config import TrainConfig
 
 
@@ -43,7 +44,7 @@ class Hooks:
 
 @dataclass
 class Result:
-    status: str                      # completed | stopped
+    status: RunStatus                # COMPLETED | STOPPED
     steps: int
     history: list[dict] = field(default_factory=list)
     checkpoints: list[str] = field(default_factory=list)
@@ -274,8 +275,8 @@ def train(backend: Backend, handle: Handle, rows: dict[str, list[dict]], root: P
     # and checkpoints included: it neither starts far off nor jumps at each evaluation as the last step's time would.
     paced_from: tuple[float, int] | None = None
     said_at = 0.0
-    status = "completed"
-    while step < total and status == "completed":
+    status = RunStatus.COMPLETED
+    while step < total and status == RunStatus.COMPLETED:
         loader = accelerator.skip_first_batches(train_loader, skip_batches) if skip_batches else train_loader
         batches_into_epoch = skip_batches
         skip_batches = 0
@@ -347,14 +348,14 @@ def train(backend: Backend, handle: Handle, rows: dict[str, list[dict]], root: P
                 record("early_stopped", evals_without_gain)
                 reason = early_stop_reason(evals_without_gain, best_val, best_step)
                 say(f"stopped early at step {step} because {reason}")
-                status = "completed"
+                status = RunStatus.COMPLETED
                 total = step
                 if main:
                     hooks.progress(step, total)  # the run's row ends at this step, not at the planned total
             if (config.sample_steps and (step % config.sample_steps == 0 or step >= total)) or sample_now:
                 sample()
             if stop:
-                status = "stopped"
+                status = RunStatus.STOPPED
                 say(f"stop requested: stopping after step {step}")
             if step % config.save_steps == 0 or save_now or stop or step >= total:
                 checkpoint(batches_into_epoch)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import func, select
 
+from studio.status import RunStatus
 from studio.store import Store
 from studio.store.projects import project_name
 from studio.store.tables import Checkpoint, Dataset, DatasetVersion, Metric, Project, Run, RunSample
@@ -18,7 +19,7 @@ def stopped_early(history: list[dict], status: str, steps_done: int) -> dict | N
     from studio.training.loop import early_stop_reason
 
     event = next((h for h in reversed(history) if h["name"] == "early_stopped"), None)
-    if event is None or status != "completed" or event["step"] != steps_done:
+    if event is None or status != RunStatus.COMPLETED or event["step"] != steps_done:
         return None
     validation = [h for h in history if h["name"] == "val_loss" and h["step"] <= event["step"]]
     best = min(validation, key=lambda h: h["value"], default=None)

@@ -9,6 +9,7 @@ import html
 import time
 from typing import Callable, Iterator
 
+from studio.status import TASK_ENDED_WITHOUT_RESULT, TaskStatus
 from studio.store import Store
 from studio.tasks.service import cancel, dispatch, submit, view
 
@@ -18,7 +19,7 @@ POLL_SECONDS = 0.5
 def progress_text(found: dict) -> str:
     """The status line of a task that has not ended."""
     head = f"**{found['label']}**"
-    if found["status"] == "queued":
+    if found["status"] == TaskStatus.QUEUED:
         return f"{head} · waiting for a free background worker"
     line = f"{head} · {html.escape(found['message'] or 'starting')} · {found['progress']:.0%}"
     if found["cancel_requested"]:
@@ -28,7 +29,7 @@ def progress_text(found: dict) -> str:
 
 def ended_text(found: dict) -> str:
     """Why a task ended without a result."""
-    return "Cancelled: nothing was changed." if found["status"] == "cancelled" else html.escape(found["error"] or "")
+    return "Cancelled: nothing was changed." if found["status"] == TaskStatus.CANCELLED else html.escape(found["error"] or "")
 
 
 class BackgroundTask:
@@ -61,10 +62,10 @@ class BackgroundTask:
         shown = None
         while True:
             found = view(self.store, task_id)
-            if found["status"] == "completed":
+            if found["status"] == TaskStatus.COMPLETED:
                 yield *done(found["result"]), *self.idle()
                 return
-            if found["status"] in ("failed", "cancelled"):
+            if found["status"] in TASK_ENDED_WITHOUT_RESULT:
                 yield *failed(ended_text(found)), *self.idle()
                 return
             text = progress_text(found)

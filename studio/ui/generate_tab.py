@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 from studio.generation.options import SETTINGS, settings_model
+from studio.status import SetStatus
 from studio.store import Store
 from studio.store.projects import DEFAULT_PROJECT
 from studio.ui.confirm import NOT_CONFIRMED, confirmed, two_step_delete
@@ -395,8 +396,8 @@ def build(store: Store, project, version) -> None:
             return
         final = get_set(store, job.set_id)
         seeds = sorted({s for row in final["seeds"] for s in row})
-        ending = {"completed": "Done", "cancelled": "Cancelled (the samples made so far are kept)",
-                  "failed": "Failed"}.get(final["status"], final["status"])
+        ending = {SetStatus.COMPLETED: "Done", SetStatus.CANCELLED: "Cancelled (the samples made so far are kept)",
+                  SetStatus.FAILED: "Failed"}.get(final["status"], final["status"])
         error = f" — {html.escape(str(job.error))}" if job.error else ""
         yield (f"{ending}: sample set #{final['set_id']}, {len(final['samples'])} samples, seeds "
                f"{', '.join(map(str, seeds[:8]))}{'…' if len(seeds) > 8 else ''}{error}", grid_html(final))

@@ -14,6 +14,7 @@ from pydantic import ValidationError
 from studio.data.items import ImportRefused
 from studio.data.service import get_version
 from studio.fields import validated
+from studio.status import RunStatus
 from studio.store import Store
 from studio.store.projects import DEFAULT_PROJECT
 from studio.training import jobs
@@ -85,9 +86,9 @@ def progress_html(summary: dict, history: list[dict]) -> str:
     speed = last_value(history, "items_per_second")
     tokens = last_value(history, "tokens_per_second")
     bits = [f"<b>{html.escape(summary['status'])}</b>", f"step {done} / {summary['total_steps'] or '?'}"]
-    if eta is not None and summary["status"] == "running":
+    if eta is not None and summary["status"] == RunStatus.RUNNING:
         bits.append(f"ETA {int(eta // 60)}m {int(eta % 60)}s")
-    at_end = "" if summary["status"] == "running" else " at the last step"  # not an average over stops and resumes
+    at_end = "" if summary["status"] == RunStatus.RUNNING else " at the last step"  # not an average over stops and resumes
     if speed:
         bits.append(f"{speed:,.1f} items/s{at_end}")
     if tokens:
