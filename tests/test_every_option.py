@@ -111,7 +111,7 @@ def train_and_generate(lab, modality: str, overrides: list[str], dataset: str | 
     config = apply_overrides(TrainConfig(), SHORT + [f"sample_prompts={PROMPTS[modality]}"] + overrides)
     fresh_accelerate()
     run = jobs.create_run(store, lab["datasets"][dataset or modality], model, method, config)
-    worker._finish(store, run, worker.run_worker(store, run))
+    jobs.finish_run(store, run, worker.run_worker(store, run))
     summary = run_summary(store, run)
     assert summary["status"] == "completed", summary.get("error")
     assert [s["step"] for s in samples(store, run)] == [1]  # the in-training sample at step 1

@@ -42,7 +42,7 @@ BIG = 2**34
 def run_in_process(store, dataset: str, model_ref: str, method: str, config: TrainConfig) -> int:
     """A run created like `studio train` does and trained by the worker's own code, in this process."""
     run_id = jobs.create_run(store, dataset, model_ref, method, config)
-    worker._finish(store, run_id, worker.run_worker(store, run_id))
+    jobs.finish_run(store, run_id, worker.run_worker(store, run_id))
     return run_id
 
 

@@ -14,6 +14,7 @@ import pytest
 from sqlalchemy import select
 
 from studio.data.service import import_dataset
+from studio.status import RUN_ENDED
 from studio.store.tables import Run
 from studio.training import jobs
 from studio.training.config import TrainConfig
@@ -54,7 +55,7 @@ def wait_until(store, run_id, predicate, timeout=240):
 
 
 def ended(summary):
-    return summary["status"] in jobs.TERMINAL
+    return summary["status"] in RUN_ENDED
 
 
 def test_queue_runs_one_at_a_time_in_order(corpus_store):

@@ -20,6 +20,7 @@ from sqlalchemy.exc import IntegrityError
 from studio import processes
 from studio.data.service import get_version
 from studio.processes import start_detached
+from studio.status import RUN_ACTIVE, RUN_ENDED, RUN_WORKING, RunStatus
 from studio.store import Store, record_action
 from studio.store.projects import check_project_name, project_name, remove_folders
 from studio.store.tables import Checkpoint, ControlFlag, DeviceLock, Metric, Run, RunSample
@@ -28,8 +29,6 @@ from studio.training.config import METHODS, TrainConfig
 
 DEVICE_SET = "local"         # one device set per machine: one run at a time, the rest wait in order
 HEARTBEAT_TIMEOUT = timedelta(seconds=180)
-TERMINAL = ("completed", "failed", "stopped")
-ACTIVE = ("starting", "running")
 
 
 class RunError(ValueError):
@@ -68,7 +67,7 @@ def create_run(store: Store, dataset_ref: str, model_ref: str, method: str, conf
             raise RunError(f"dataset '{version.dataset.name}' is in project '{owner}', not '{project}': pick a "
                            f"dataset version of '{project}' (or train in '{owner}')")
         run = Run(project_id=version.dataset.project_id, dataset_version_id=version.id, model_ref=model_ref,
-                  method=method, modality=modality, config=config.model_dump(), status="queued",
+                  method=method, modality=modality, config=config.model_dump(), status=RunStatus.QUEUED,
                   created_by=created_by)
         session.add(run)
         session.flush()
@@ -237,7 +236,7 @@ def _claim(store: Store) -> Run | None:
     with store.session() as session:
         if session.get(DeviceLock, DEVICE_SET) is not None:
             return None
-        run = session.scalars(select(Run).where(Run.status == "queued").order_by(Run.created_at, Run.id)).first()
+        run = session.scalars(select(Run).where(Run.status == RunStatus.QUEUED).order_by(Run.created_at, Run.id)).first()
         if run is None:
             return None
         run_id = run.id
@@ -245,8 +244,8 @@ def _claim(store: Store) -> Run | None:
         with store.session() as session:
             session.add(DeviceLock(device_set=DEVICE_SET, run_id=run_id))
             session.flush()
-            claimed = session.execute(update(Run).where(Run.id == run_id, Run.status == "queued")
-                                      .values(status="starting", pid=None, heartbeat_at=_now())).rowcount
+            claimed = session.execute(update(Run).where(Run.id == run_id, Run.status == RunStatus.QUEUED)
+                                      .values(status=RunStatus.STARTING, pid=None, heartbeat_at=_now())).rowcount
             if claimed != 1:
                 raise IntegrityError("run already taken", None, Exception())
     except IntegrityError:
@@ -262,7 +261,7 @@ def _start_worker(store: Store, run: Run) -> None:
         pid = start_detached(launch_command(run.id, config), store.path(f"{run.output_dir}/train.log"), store.settings,
                              **({"ACCELERATE_USE_CPU": "1"} if on_cpu(config) else {}))
     except OSError as error:
-        _finish(store, run.id, "failed", f"could not start the worker: {error}")
+        finish_run(store, run.id, RunStatus.FAILED, f"could not start the worker: {error}")
         return
     with store.session() as session:
         session.execute(update(Run).where(Run.id == run.id).values(pid=pid, heartbeat_at=_now()))
@@ -272,10 +271,19 @@ def log_tail(store: Store, run_id: int, lines: int = 30) -> str:
     return processes.log_tail(store.path(f"runs/{run_id}/train.log"), lines)
 
 
-def _finish(store: Store, run_id: int, status: str, error: str | None = None) -> None:
+def finish_run(store: Store, run_id: int, status: RunStatus, error: str | None = None, *,
+               was: tuple[RunStatus, ...] | None = RUN_ACTIVE) -> None:
+    """Ends the run as ``status`` (with ``error``, the reason a person reads) if its status is one of ``was``: a
+    dispatcher that gave up on a worker, or could not start one, ends only a run that has not ended meanwhile. Its
+    own worker passes None, since what it says happened is what happened, even after a dispatcher gave up on it (a
+    heartbeat held up by a long checkpoint write). An ended run answers no more requests, and frees the device."""
     with store.session() as session:
-        session.execute(update(Run).where(Run.id == run_id, Run.status.in_(("queued",) + ACTIVE))
-                        .values(status=status, ended_at=_now(), error_tail=error))
+        ending = update(Run).where(Run.id == run_id)
+        if was is not None:
+            ending = ending.where(Run.status.in_(was))
+        session.execute(ending.values(status=status, ended_at=_now(), error_tail=error))
+        session.execute(update(ControlFlag).where(ControlFlag.run_id == run_id, ControlFlag.handled_at.is_(None))
+                        .values(handled_at=_now()))
         session.execute(delete(DeviceLock).where(DeviceLock.run_id == run_id))
 
 
@@ -284,18 +292,18 @@ def reap(store: Store) -> list[int]:
     processes.reap_children()  # workers that ended by themselves too: their runs are not looked at again below
     failed = []
     with store.session() as session:
-        active = session.scalars(select(Run).where(Run.status.in_(ACTIVE))).all()
+        active = session.scalars(select(Run).where(Run.status.in_(RUN_WORKING))).all()
         locks = session.scalars(select(DeviceLock)).all()
     for run in active:
         gone = processes.worker_gone(run.pid, run.heartbeat_at, HEARTBEAT_TIMEOUT,
                                      store.path(f"runs/{run.id}/train.log"))
         if gone:
-            _finish(store, run.id, "failed", gone)
+            finish_run(store, run.id, RunStatus.FAILED, gone)
             failed.append(run.id)
     for lock in locks:  # a lock whose run has ended (however) frees the device set
         with store.session() as session:
             run = session.get(Run, lock.run_id)
-            if run is None or run.status in TERMINAL or run.status == "queued":
+            if run is None or run.status not in RUN_WORKING:
                 session.execute(delete(DeviceLock).where(DeviceLock.device_set == lock.device_set))
     return failed
 
@@ -324,11 +332,11 @@ def request(store: Store, run_id: int, kind: str, actor: str | None = None) -> i
         run = session.get(Run, run_id)
         if run is None:
             raise RunError(f"no run {run_id}")
-        if kind == "stop" and run.status == "queued":
-            run.status, run.ended_at = "stopped", _now()
-            record_run_action(session, actor, "run.stop", run, {"was": "queued"})
+        if kind == "stop" and run.status == RunStatus.QUEUED:
+            run.status, run.ended_at = RunStatus.STOPPED, _now()
+            record_run_action(session, actor, "run.stop", run, {"was": RunStatus.QUEUED})
             return run.steps_done
-        if run.status not in ACTIVE:
+        if run.status not in RUN_WORKING:
             raise RunError(f"run {run_id} is {run.status}, not running")
         if kind == "sample" and not (run.config or {}).get("sample_prompts"):
             raise RunError(f"run {run_id} has no sample prompts (give sample_prompts when starting a run)")
@@ -346,14 +354,14 @@ def request_outcome(store: Store, run_id: int, kind: str, since_step: int) -> st
             return f"Run #{run_id} was deleted."
         waiting = session.scalars(select(ControlFlag.id).where(ControlFlag.run_id == run_id, ControlFlag.kind == kind,
                                                                ControlFlag.handled_at.is_(None))).first()
-        if waiting is not None and run.status in ACTIVE:
+        if waiting is not None and run.status in RUN_WORKING:
             return None
         made = {"sample": RunSample, "save": Checkpoint}.get(kind)
         step = made and session.scalar(select(func.max(made.step)).where(made.run_id == run_id,
                                                                           made.step >= since_step))
         status, steps_done = run.status, run.steps_done
     if kind == "stop":
-        return (f"Run #{run_id} stopped at step {steps_done}; its checkpoint was saved." if status == "stopped"
+        return (f"Run #{run_id} stopped at step {steps_done}; its checkpoint was saved." if status == RunStatus.STOPPED
                 else f"Run #{run_id} ended ({status}) at step {steps_done} before it could stop.")
     if step is not None:
         return (f"Samples made at step {step}: see them below." if kind == "sample"
@@ -368,7 +376,7 @@ def resume(store: Store, run_id: int, checkpoint_step: int | None = None, actor:
         run = session.get(Run, run_id)
         if run is None:
             raise RunError(f"no run {run_id}")
-        if run.status not in TERMINAL:
+        if run.status not in RUN_ENDED:
             raise RunError(f"run {run_id} is {run.status}; only a finished run can be resumed")
         query = select(Checkpoint).where(Checkpoint.run_id == run_id)
         if checkpoint_step is not None:
@@ -377,7 +385,7 @@ def resume(store: Store, run_id: int, checkpoint_step: int | None = None, actor:
         if checkpoint is None or not store.path(checkpoint.path).exists():
             raise RunError(f"run {run_id} has no checkpoint{f' at step {checkpoint_step}' if checkpoint_step else ''} "
                            "to resume from")
-        run.status, run.resume_from, run.error_tail, run.ended_at = "queued", checkpoint.path, None, None
+        run.status, run.resume_from, run.error_tail, run.ended_at = RunStatus.QUEUED, checkpoint.path, None, None
         abandoned = forget_after(store, session, run, checkpoint)
         record_run_action(session, actor, "run.resume", run, {"checkpoint_step": checkpoint.step})
     remove_folders(store, abandoned)
@@ -429,7 +437,7 @@ def delete_run(store: Store, run_id: int, actor: str | None = None) -> None:
         run = session.get(Run, run_id)
         if run is None:
             raise RunError(f"no run {run_id}")
-        if run.status in ACTIVE:
+        if run.status in RUN_WORKING:
             raise RunError(f"run {run_id} is {run.status}: stop it first")
         if child := trained_from(store, session, {run_id}):
             raise RunError(f"run {child[0]} was trained from a checkpoint of run {run_id}: delete run {child[0]} "

@@ -21,9 +21,11 @@ from sqlalchemy import select, update
 
 from studio.data.service import read_manifest
 from studio.settings import load_settings
+from studio.status import RunStatus
 from studio.store import Store, open_store
-from studio.store.tables import Checkpoint, ControlFlag, DatasetVersion, DeviceLock, Metric, Run, RunSample
+from studio.store.tables import Checkpoint, ControlFlag, DatasetVersion, Metric, Run, RunSample
 from studio.training.config import TrainConfig
+from studio.training.jobs import finish_run
 from studio.training.loop import Hooks, train
 
 HEARTBEAT_SECONDS = 5
@@ -120,14 +122,6 @@ def _heartbeat(store: Store, run_id: int, stop: threading.Event) -> None:
             session.execute(update(Run).where(Run.id == run_id).values(heartbeat_at=_now()))
 
 
-def _finish(store: Store, run_id: int, status: str, error: str | None = None) -> None:
-    with store.session() as session:
-        session.execute(update(Run).where(Run.id == run_id).values(status=status, ended_at=_now(), error_tail=error))
-        session.query(ControlFlag).filter(ControlFlag.run_id == run_id, ControlFlag.handled_at.is_(None)) \
-            .update({"handled_at": _now()})
-        session.query(DeviceLock).filter(DeviceLock.run_id == run_id).delete()
-
-
 class _SharedTensorNote(logging.Filter):
     """Accelerate warns at every checkpoint of a model whose output layer shares the input embedding's weights that
     it saved the shared tensor once; that is what such models need (loading ties them again), so the log says it
@@ -154,7 +148,7 @@ def quiet_libraries(say) -> None:
     logging.getLogger("accelerate.utils.other").addFilter(_SharedTensorNote(say))
 
 
-def run_worker(store: Store, run_id: int) -> str:
+def run_worker(store: Store, run_id: int) -> RunStatus:
     from studio.models.registry import backend_for
 
     main = _rank() == 0
@@ -167,7 +161,7 @@ def run_worker(store: Store, run_id: int) -> str:
     if main:
         with store.session() as session:
             session.execute(update(Run).where(Run.id == run_id).values(
-                status="running", started_at=_now(), heartbeat_at=_now()))
+                status=RunStatus.RUNNING, started_at=_now(), heartbeat_at=_now()))
     config = TrainConfig.model_validate(run.config)
     rows = {split: read_manifest(store, version, split) for split in ("train", "validation")}
     hooks = StoreHooks(store, run_id) if main else Hooks(log=lambda m: None)
@@ -204,12 +198,12 @@ def main(argv: list[str] | None = None) -> int:
         tail = "".join(traceback.format_exception(error))[-4000:]
         print(tail, file=sys.stderr, flush=True)
         if main_process:
-            _finish(store, args.run_id, "failed", f"{type(error).__name__}: {error}\n\n{tail}")
+            finish_run(store, args.run_id, RunStatus.FAILED, f"{type(error).__name__}: {error}\n\n{tail}", was=None)
         return 1
     finally:
         stop_heartbeat.set()
     if main_process:
-        _finish(store, args.run_id, status)
+        finish_run(store, args.run_id, status, was=None)
     return 0
 
 
