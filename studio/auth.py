@@ -31,10 +31,10 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
+from studio.roles import ROLES, Role
 from studio.store.engine import Store
 from studio.store.sessions import end_session, ended_sessions
 
-ROLES = ("editor", "rater")
 # A sign-in lasts a week at most (also when its cookie is copied): after that, sign in again.
 SESSION_SECONDS = 7 * 24 * 3600
 KNOWN_NAMES = 5  # names a browser is remembered to have signed in under (a shared computer)
@@ -401,5 +401,5 @@ class Access:
             name = (info.get("userinfo") or {}).get("preferred_username")
             if name:
                 editor = "*" in self.oauth_editors or name in self.oauth_editors
-                return name, "editor" if editor else "rater"
+                return name, Role.EDITOR if editor else Role.RATER
         return None

@@ -193,6 +193,19 @@ def test_help_and_listing_runs_import_no_model_library(tmp_path):
     assert done.stdout.splitlines()[-1] == "", f"imported: {done.stdout.splitlines()[-1]}"
 
 
+def test_help_loads_no_database_library():
+    """The choices the parser is built with (export formats, roles, rating choices, statuses) live in modules that
+    import nothing: ``studio --help`` does not wait for SQLAlchemy (0.6 s) to load."""
+    code = ("import contextlib, io, sys\n"
+            "from studio.cli import main\n"
+            "with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):\n"
+            "    main(['--help'])\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'sqlalchemy')[:3])\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]", f"imported: {done.stdout.strip()}"
+
+
 # ----------------------------------------------------------------------------- errors in one line
 
 def one_line_error(done) -> str:

@@ -6,7 +6,7 @@ import json
 
 from studio.cli.app import RUN_ID, SET_ID, Commands, arg
 from studio.cli.shared import export_file, fail, report, store_of
-from studio.evaluation.service import CHOICES, EXPORT_KINDS
+from studio.evaluation.choices import CHOICES, EXPORT_KINDS
 
 commands = Commands()
 commands.group("eval", "blind human rating of sample sets, leaderboards, metrics")

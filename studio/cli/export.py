@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from studio.cli.app import Commands, arg, push_flags
 from studio.cli.shared import fail, os_user, progress_printer, report, store_of
-from studio.training.export import FORMATS
+from studio.models.formats import FORMATS
 
 commands = Commands()
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import sys
 
-from studio.auth import ROLES
 from studio.cli.app import Commands, arg
 from studio.cli.shared import fail, report, settings_of
+from studio.roles import ROLES
 
 commands = Commands()
 commands.group("users", "sign-in: add, remove and list the people of a users file")

@@ -32,11 +32,11 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from studio.evaluation import pairs as choosing
+from studio.evaluation.choices import EXPORT_KINDS
 from studio.store import Store
 from studio.store.tables import GeneratedSample, RatingAssignment, RatingVote, Run, SampleSet
 
 PAIRWISE, ABSOLUTE = "pairwise", "absolute"
-CHOICES = ("a", "b", "tie", "both_bad", "skip")
 _CHOICE_ALIASES = {"a": "a", "left": "a", "b": "b", "right": "b", "tie": "tie", "both_bad": "both_bad",
                    "bothbad": "both_bad", "both bad": "both_bad", "both-bad": "both_bad", "skip": "skip",
                    "cant_judge": "skip", "can't judge": "skip", "cannot_judge": "skip"}
@@ -664,9 +664,6 @@ def _strength(row: dict) -> dict:
 
 
 # ----------------------------------------------------------------------------- export
-
-EXPORT_KINDS = {"events": "jsonl", "battles": "csv", "preferences": "jsonl"}
-
 
 def export_votes(store: Store, set_id: int, kind: str = "events", out: Path | None = None) -> Path:
     """Writes the set's votes: ``events`` (every vote as recorded, JSONL), ``battles`` (one tidy CSV row per pairwise

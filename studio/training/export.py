@@ -22,12 +22,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from studio.models.common import MARKER
+from studio.models.formats import FORMATS
 from studio.store import Store
 
 if TYPE_CHECKING:
     from studio.data.clean import Progress
 
-FORMATS = ("peft", "diffusers-lora", "merged")
 NO_CHECKPOINT = "choose a run's checkpoint first (train a run in the Train tab if the list is empty)"
 STUDIO_FILES = (MARKER,)
 

@@ -24,6 +24,7 @@ from starlette.requests import Request  # at module level: FastAPI resolves the 
 from starlette.responses import JSONResponse
 
 from studio.auth import SESSION_SECONDS, Access
+from studio.roles import Role
 from studio.store import Store
 
 RATE = "/rate"
@@ -65,7 +66,7 @@ class AccessGate:
             target = path + ("?" + scope["query_string"].decode() if scope.get("query_string") else "")
             return await self._refuse(scope, receive, send, 401, "sign in first",
                                       "/login?" + urllib.parse.urlencode({"next": target}))
-        if who[1] == "rater" and not _under(path, RATE):
+        if who[1] == Role.RATER and not _under(path, RATE):
             return await self._refuse(scope, receive, send, 403,
                                       f"{who[0]} is a rater: raters can use the rating page {RATE}/ only", RATE + "/")
         return await self.app(scope, receive, send)
@@ -191,10 +192,10 @@ cursor:pointer;display:block;text-align:center;text-decoration:none;box-sizing:b
 
 def _safe_next(target: str | None, role: str | None = None) -> str:
     """Only a path on this site (never ``//elsewhere`` or a full URL): sign-in must not redirect off-site."""
-    home = RATE + "/" if role == "rater" else "/"
+    home = RATE + "/" if role == Role.RATER else "/"
     if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
         return home
-    if role == "rater" and not _under(urllib.parse.urlparse(target).path, RATE):
+    if role == Role.RATER and not _under(urllib.parse.urlparse(target).path, RATE):
         return home
     return target
 
@@ -333,7 +334,7 @@ def build_server(store: Store, access: Access | None = None):
 
     def editor(request) -> str | None:
         who = access.role_of(request.session)
-        return who[0] if who and who[1] == "editor" else None
+        return who[0] if who and who[1] == Role.EDITOR else None
 
     common = dict(max_file_size=f"{settings.max_upload_mb}mb", blocked_paths=private_files(store),
                   theme=gr.themes.Soft(), ssr_mode=False, show_error=True)
