@@ -16,6 +16,7 @@ import threading
 import uuid
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import TypedDict
 
 from sqlalchemy import func, select, update
 
@@ -29,6 +30,20 @@ MAX_RUNNING = 2  # tasks at once: each is a process holding its data in memory, 
 HEARTBEAT_TIMEOUT = timedelta(seconds=120)
 INPUTS = "tasks/inputs"
 _dispatching = threading.Lock()  # the dispatcher thread and a page that starts its task at once take turns
+
+
+class TaskView(TypedDict):
+    """What a page shows of a task."""
+    task_id: int
+    kind: str
+    label: str  # what the page says while it runs: "Importing"
+    status: str  # a TaskStatus's word
+    progress: float  # 0 … 1
+    message: str | None  # what it is doing now
+    result: dict | None  # a completed task's: its service function's JSON-ready result
+    error: str | None  # a failed task's, for the person
+    cancel_requested: bool
+    pid: int | None
 
 
 class TaskError(ValueError):
@@ -155,17 +170,18 @@ def cancel(store: Store, task_id: int) -> str:
     with store.session() as session:
         if session.get(Task, task_id) is None:
             raise TaskError(f"no task {task_id}")
-        session.execute(update(Task).where(Task.id == task_id, Task.status.in_(TASK_ACTIVE)).values(cancel_requested=True))
-    finish(store, task_id, TaskStatus.CANCELLED, was=(TaskStatus.QUEUED,))  # not if a dispatcher claimed it meanwhile: its worker stops
+        session.execute(update(Task).where(Task.id == task_id, Task.status.in_(TASK_ACTIVE))
+                        .values(cancel_requested=True))
+    # not if a dispatcher claimed it meanwhile: its worker stops
+    finish(store, task_id, TaskStatus.CANCELLED, was=(TaskStatus.QUEUED,))
     return view(store, task_id)["status"]
 
 
-def view(store: Store, task_id: int) -> dict:
-    """What a page shows of a task: kind, label, status, progress (0…1), message, result, error."""
+def view(store: Store, task_id: int) -> TaskView:
     with store.session() as session:
         task = session.get(Task, task_id)
         if task is None:
             raise TaskError(f"no task {task_id}")
-        return {"task_id": task.id, "kind": task.kind, "label": KINDS[task.kind].label, "status": task.status,
-                "progress": task.progress, "message": task.message, "result": task.result, "error": task.error,
-                "cancel_requested": task.cancel_requested, "pid": task.pid}
+        return TaskView(task_id=task.id, kind=task.kind, label=KINDS[task.kind].label, status=task.status,
+                        progress=task.progress, message=task.message, result=task.result, error=task.error,
+                        cancel_requested=task.cancel_requested, pid=task.pid)

@@ -236,7 +236,8 @@ def _claim(store: Store) -> Run | None:
     with store.session() as session:
         if session.get(DeviceLock, DEVICE_SET) is not None:
             return None
-        run = session.scalars(select(Run).where(Run.status == RunStatus.QUEUED).order_by(Run.created_at, Run.id)).first()
+        run = session.scalars(select(Run).where(Run.status == RunStatus.QUEUED)
+                              .order_by(Run.created_at, Run.id)).first()
         if run is None:
             return None
         run_id = run.id

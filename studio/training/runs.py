@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import NotRequired, TypedDict
+
 from sqlalchemy import func, select
 
 from studio.status import RunStatus
@@ -10,11 +12,47 @@ from studio.store.projects import project_name
 from studio.store.tables import Checkpoint, Dataset, DatasetVersion, Metric, Project, Run, RunSample
 
 
-def _loss_summary(values: list[float]) -> dict:
+class LossSummary(TypedDict):
+    last: float | None
+    best: float | None
+
+
+class EarlyStop(TypedDict):
+    step: int
+    reason: str  # in people's words, as the log says it
+
+
+class RunSummary(TypedDict):
+    """A run as `studio train --json`, `studio runs show` and `runs list` print it and the pages read it."""
+    run_id: int
+    status: str  # a RunStatus's word
+    steps: int  # done so far
+    total_steps: int
+    model: str
+    method: str
+    modality: str
+    dataset: str  # DATASET_ID:VERSION
+    dataset_name: str
+    train_loss: LossSummary
+    val_loss: LossSummary
+    checkpoints: list[str]  # their folders, oldest first
+    error: str | None  # why it failed, with its log's last lines
+    stopped_early: EarlyStop | None
+    created_at: str  # ISO 8601
+    created_by: str | None
+    project: str
+    output_dir: str
+    adapter_path: NotRequired[str]  # a LoRA run with a checkpoint: its last adapter
+    config: NotRequired[dict]  # with_history: the TrainConfig as saved
+    history: NotRequired[list[dict]]  # with_history: every metric, {"step", "name", "value"}
+    samples: NotRequired[list[dict]]  # with_history: the samples made during training
+
+
+def _loss_summary(values: list[float]) -> LossSummary:
     return {"last": values[-1] if values else None, "best": min(values) if values else None}
 
 
-def stopped_early(history: list[dict], status: str, steps_done: int) -> dict | None:
+def stopped_early(history: list[dict], status: str, steps_done: int) -> EarlyStop | None:
     """``{"step", "reason"}`` when early stopping ended the run (its last attempt), else None."""
     from studio.training.loop import early_stop_reason
 
@@ -27,7 +65,7 @@ def stopped_early(history: list[dict], status: str, steps_done: int) -> dict | N
     return {"step": event["step"], "reason": reason}
 
 
-def early_stop_note(summary: dict) -> str:
+def early_stop_note(summary: RunSummary) -> str:
     """``stopped early at step N because ...`` for a run that early stopping ended, else ""."""
     early = summary.get("stopped_early")
     return f"stopped early at step {early['step']} because {early['reason']}" if early else ""
@@ -64,8 +102,8 @@ def samples(store: Store, run_id: int) -> list[dict]:
              "path": str(store.path(s.path)) if s.path else None} for s in found]
 
 
-def run_summary(store: Store, run_id: int, with_history: bool = False) -> dict:
-    """What `studio train --json` and `studio runs show` print."""
+def run_summary(store: Store, run_id: int, with_history: bool = False) -> RunSummary:
+    """The run's ``RunSummary``: with its config, metrics and samples when ``with_history``."""
     with store.session() as session:
         run = session.get(Run, run_id)
         if run is None:
@@ -77,14 +115,14 @@ def run_summary(store: Store, run_id: int, with_history: bool = False) -> dict:
     train = [h["value"] for h in history if h["name"] == "train_loss"]
     val = [h["value"] for h in history if h["name"] == "val_loss"]
     saved = checkpoints(store, run_id)
-    summary = {"run_id": run.id, "status": run.status, "steps": run.steps_done, "total_steps": run.total_steps,
-               "model": run.model_ref, "method": run.method, "modality": run.modality,
-               "dataset": f"{dataset.id}:{version.version}", "dataset_name": dataset.name,
-               "train_loss": _loss_summary(train), "val_loss": _loss_summary(val),
-               "checkpoints": [c["path"] for c in saved], "error": run.error_tail,
-               "stopped_early": stopped_early(history, run.status, run.steps_done),
-               "created_at": run.created_at.isoformat(), "created_by": run.created_by, "project": project,
-               "output_dir": str(store.path(run.output_dir))}
+    summary = RunSummary(run_id=run.id, status=run.status, steps=run.steps_done, total_steps=run.total_steps,
+                         model=run.model_ref, method=run.method, modality=run.modality,
+                         dataset=f"{dataset.id}:{version.version}", dataset_name=dataset.name,
+                         train_loss=_loss_summary(train), val_loss=_loss_summary(val),
+                         checkpoints=[c["path"] for c in saved], error=run.error_tail,
+                         stopped_early=stopped_early(history, run.status, run.steps_done),
+                         created_at=run.created_at.isoformat(), created_by=run.created_by, project=project,
+                         output_dir=str(store.path(run.output_dir)))
     if run.method == "lora" and saved:
         summary["adapter_path"] = saved[-1]["model_path"]
     if with_history:
@@ -106,6 +144,6 @@ def run_ids(store: Store, project: str | None = None) -> list[int]:
         return list(session.scalars(query).all())
 
 
-def list_runs(store: Store, project: str | None = None) -> list[dict]:
+def list_runs(store: Store, project: str | None = None) -> list[RunSummary]:
     ids = run_ids(store, project)
     return [run_summary(store, run_id) for run_id in ids]

@@ -11,12 +11,12 @@ from typing import Callable, Iterator
 
 from studio.status import TASK_ENDED_WITHOUT_RESULT, TaskStatus
 from studio.store import Store
-from studio.tasks.service import cancel, dispatch, submit, view
+from studio.tasks.service import TaskView, cancel, dispatch, submit, view
 
 POLL_SECONDS = 0.5
 
 
-def progress_text(found: dict) -> str:
+def progress_text(found: TaskView) -> str:
     """The status line of a task that has not ended."""
     head = f"**{found['label']}**"
     if found["status"] == TaskStatus.QUEUED:
@@ -27,9 +27,11 @@ def progress_text(found: dict) -> str:
     return line + " · in a background process: the studio stays usable meanwhile"
 
 
-def ended_text(found: dict) -> str:
+def ended_text(found: TaskView) -> str:
     """Why a task ended without a result."""
-    return "Cancelled: nothing was changed." if found["status"] == TaskStatus.CANCELLED else html.escape(found["error"] or "")
+    if found["status"] == TaskStatus.CANCELLED:
+        return "Cancelled: nothing was changed."
+    return html.escape(found["error"] or "")
 
 
 class BackgroundTask:

@@ -88,7 +88,8 @@ def progress_html(summary: dict, history: list[dict]) -> str:
     bits = [f"<b>{html.escape(summary['status'])}</b>", f"step {done} / {summary['total_steps'] or '?'}"]
     if eta is not None and summary["status"] == RunStatus.RUNNING:
         bits.append(f"ETA {int(eta // 60)}m {int(eta % 60)}s")
-    at_end = "" if summary["status"] == RunStatus.RUNNING else " at the last step"  # not an average over stops and resumes
+    # not an average over stops and resumes
+    at_end = "" if summary["status"] == RunStatus.RUNNING else " at the last step"
     if speed:
         bits.append(f"{speed:,.1f} items/s{at_end}")
     if tokens:
