@@ -15,8 +15,10 @@ import uuid
 from datetime import datetime
 from collections import Counter
 from contextlib import contextmanager
+from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path, PurePosixPath
+from typing import TypedDict
 
 from sqlalchemy import func, select
 
@@ -34,6 +36,43 @@ from studio.store.audit import record_action
 from studio.status import RUN_ACTIVE
 from studio.store.projects import DEFAULT_PROJECT, DeleteRefused, ensure_project, project_name, remove_folders
 from studio.store.tables import Dataset, DatasetVersion, Project, Run, Upload
+
+
+class ImportResult(TypedDict):
+    """A new dataset version, as `studio data import --json` prints it, the import task stores it and the Data tab
+    shows it."""
+    dataset_id: int
+    version: int
+    version_id: int
+    name: str
+    modality: str
+    items_in: int  # items read from the files
+    items_kept: int  # after cleaning
+    removed: dict[str, int]  # per enabled cleaning step, the items it removed
+    errors: list[dict]  # files not used: {"file", "reason"}
+    warnings: list[dict]  # a step that removed most of its items (with the setting that keeps more), a reader's note
+    splits: dict[str, int]  # items per split
+    path: str  # the version's folder
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How a version is made of its upload: cleaning ``steps``, the table columns' ``mapping``, how plain text
+    becomes documents (``text_split``), and the split ``fractions`` with their ``seed``. A version stores it, and
+    cleaning again starts from the stored one."""
+    steps: dict | None
+    mapping: ColumnMapping | None
+    text_split: str
+    fractions: tuple[float, ...]
+    seed: int
+
+
+@dataclass(frozen=True)
+class StagedUpload:
+    """The files of an ``Upload`` row, ready to read, and those refused while staging them."""
+    upload_id: int
+    files: list[StagedFile]
+    refused: list[Problem]
 
 
 def detect_modality(files: list[StagedFile]) -> str:
@@ -97,23 +136,21 @@ def _nothing_usable(problems: list[Problem]) -> ImportRefused:
                          details={"errors": [p.as_dict() for p in problems], "removed": {}})
 
 
-def _build_version(store: Store, *, name: str, project: str, modality: str, staged: list[StagedFile],
-                   upload_id: int | None, problems: list[Problem], fractions, seed: int, steps: dict | None,
-                   mapping: ColumnMapping | None, text_split: str, created_by: str | None,
-                   progress: Progress | None, action: str) -> dict:
+def _build_version(store: Store, upload: StagedUpload, recipe: Recipe, *, name: str, project: str, modality: str,
+                   created_by: str | None, progress: Progress | None, action: str) -> ImportResult:
     # ``progress`` may raise to cancel (studio.tasks): it is called only before anything is stored
     if progress:
-        progress(0.0, f"reading {len(staged)} file(s)")
-    read = _read_items(staged, modality, mapping, text_split, store.settings)
-    problems = problems + read.problems
+        progress(0.0, f"reading {len(upload.files)} file(s)")
+    read = _read_items(upload.files, modality, recipe.mapping, recipe.text_split, store.settings)
+    problems = upload.refused + read.problems
     if not read.items:
         raise _nothing_usable(problems)
     items_in = len(read.items)
     with _workspace(store) as work:
         version_dir = work / "version"
         version_dir.mkdir()
-        kept, step_report = run_cleaning(read.items, modality, steps, work / "scratch", version_dir / "removed",
-                                         progress)
+        kept, step_report = run_cleaning(read.items, modality, recipe.steps, work / "scratch",
+                                         version_dir / "removed", progress)
         removed = {entry["step"]: entry["removed"] for entry in step_report if entry["enabled"]}
         warnings = removal_warnings(step_report, modality) + [w.as_dict() for w in read.warnings]
         errors = [p.as_dict() for p in problems]
@@ -123,7 +160,7 @@ def _build_version(store: Store, *, name: str, project: str, modality: str, stag
                                 + " ".join(w["reason"] + "." for w in warnings if "step" in w),
                                 details={"errors": errors, "removed": removed, "warnings": warnings,
                                          "items_in": items_in})
-        labels = assign_splits(len(kept), fractions, seed)
+        labels = assign_splits(len(kept), recipe.fractions, recipe.seed)
         if progress:
             progress(0.95, "writing the dataset version")
         _write_version_folder(version_dir, kept, labels, modality)
@@ -132,8 +169,9 @@ def _build_version(store: Store, *, name: str, project: str, modality: str, stag
                   "errors": errors, "warnings": warnings,
                   "notes": read.notes, "splits": splits, "stats": dataset_stats(kept, modality)}
         (version_dir / "report.json").write_text(json.dumps(report, ensure_ascii=False, indent=1))
-        source = {"files": [s.name for s in staged], "mapping": mapping.model_dump() if mapping else None,
-                  "text_split": text_split, "upload_id": upload_id}
+        source = {"files": [s.name for s in upload.files],
+                  "mapping": recipe.mapping.model_dump() if recipe.mapping else None,
+                  "text_split": recipe.text_split, "upload_id": upload.upload_id}
         with store.session() as session:
             owner = ensure_project(session, project, created_by)
             dataset = session.scalar(select(Dataset).where(Dataset.project_id == owner.id, Dataset.name == name))
@@ -147,9 +185,10 @@ def _build_version(store: Store, *, name: str, project: str, modality: str, stag
             number = (session.scalar(select(func.max(DatasetVersion.version))
                                      .where(DatasetVersion.dataset_id == dataset.id)) or 0) + 1
             relative = f"datasets/{dataset.id}/v{number}"
-            row = DatasetVersion(dataset_id=dataset.id, version=number, upload_id=upload_id, source=source,
+            row = DatasetVersion(dataset_id=dataset.id, version=number, upload_id=upload.upload_id, source=source,
                                  steps=[{"step": e["step"], "enabled": e["enabled"], **e["params"]} for e in step_report],
-                                 report=report, splits={"fractions": list(fractions), "seed": seed, **splits},
+                                 report=report,
+                                 splits={"fractions": list(recipe.fractions), "seed": recipe.seed, **splits},
                                  path=relative, items_in=items_in, items_kept=len(kept), created_by=created_by)
             session.add(row)
             session.flush()  # the unique (dataset, version) constraint speaks before the folder moves
@@ -158,16 +197,16 @@ def _build_version(store: Store, *, name: str, project: str, modality: str, stag
             record_action(session, created_by, action, f"dataset:{dataset.id}", project=owner.name,
                           details={"name": name, "version": number, "items_kept": len(kept)})
             os.rename(version_dir, final)  # fails rather than overwrite an existing version folder
-    return {"dataset_id": dataset.id, "version": number, "version_id": row.id, "name": name,
-            "modality": modality, "items_in": items_in, "items_kept": len(kept), "removed": removed,
-            "errors": report["errors"], "warnings": report["warnings"], "splits": splits, "path": str(final)}
+    return ImportResult(dataset_id=dataset.id, version=number, version_id=row.id, name=name, modality=modality,
+                        items_in=items_in, items_kept=len(kept), removed=removed, errors=report["errors"],
+                        warnings=report["warnings"], splits=splits, path=str(final))
 
 
 def import_dataset(store: Store, paths: list[str | Path], *, name: str | None = None, modality: str | None = None,
                    split="0.8,0.1,0.1", seed: int = 0, steps: dict | None = None,
                    mapping: ColumnMapping | None = None, text_split: str = "auto",
                    project: str = DEFAULT_PROJECT, created_by: str | None = None,
-                   progress: Progress | None = None) -> dict:
+                   progress: Progress | None = None) -> ImportResult:
     """Import files, folders or zips as a new dataset version (JSON-ready summary returned).
 
     Raises ImportRefused when nothing usable was found; bad files otherwise only land in ``errors``.
@@ -198,10 +237,9 @@ def import_dataset(store: Store, paths: list[str | Path], *, name: str | None = 
         session.add(upload)
     name = name or default_name(paths)
     try:
-        return _build_version(store, name=name, project=project, modality=modality, staged=staged,
-                              upload_id=upload.id, problems=problems, fractions=fractions, seed=seed, steps=steps,
-                              mapping=mapping, text_split=text_split, created_by=created_by, progress=progress,
-                              action="dataset.import")
+        return _build_version(store, StagedUpload(upload.id, staged, problems),
+                              Recipe(steps, mapping, text_split, fractions, seed), name=name, project=project,
+                              modality=modality, created_by=created_by, progress=progress, action="dataset.import")
     except Exception:
         with store.session() as session:  # an upload no version uses is of no value to anyone
             session.delete(session.get(Upload, upload.id))
@@ -211,7 +249,7 @@ def import_dataset(store: Store, paths: list[str | Path], *, name: str | None = 
 
 def reclean(store: Store, version_id: int, *, steps: dict | None = None, split=None, seed: int | None = None,
             mapping: ColumnMapping | None = None, created_by: str | None = None,
-            progress: Progress | None = None) -> dict:
+            progress: Progress | None = None) -> ImportResult:
     """A new version of the same dataset from the same upload, with other cleaning settings."""
     with store.session() as session:
         old = session.get(DatasetVersion, version_id)
@@ -227,11 +265,10 @@ def reclean(store: Store, version_id: int, *, steps: dict | None = None, split=N
     fractions = parse_fractions(split) if split is not None else tuple(old.splits["fractions"])
     stored_mapping = old.source.get("mapping")
     mapping = mapping or (ColumnMapping(**stored_mapping) if stored_mapping else None)
-    problems = [Problem(**p) for p in upload.refused]
-    return _build_version(store, name=dataset.name, project=project, modality=dataset.modality, staged=staged,
-                          upload_id=upload.id, problems=problems, fractions=fractions,
-                          seed=old.splits["seed"] if seed is None else seed, steps=steps, mapping=mapping,
-                          text_split=old.source.get("text_split", "auto"), created_by=created_by,
+    recipe = Recipe(steps, mapping, old.source.get("text_split", "auto"), fractions,
+                    old.splits["seed"] if seed is None else seed)
+    return _build_version(store, StagedUpload(upload.id, staged, [Problem(**p) for p in upload.refused]), recipe,
+                          name=dataset.name, project=project, modality=dataset.modality, created_by=created_by,
                           progress=progress, action="dataset.reclean")
 
 
