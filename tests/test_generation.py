@@ -21,8 +21,9 @@ from studio.data.service import import_dataset
 from studio.examples.text import make_corpus
 from studio.generation.cache import ModelCache
 from studio.generation.options import parse_settings
-from studio.generation.service import (GenerationError, export_set_zip, generate_set, get_set, list_sets,
-                                       prompts_from_test_split, save_prompt_set, get_prompt_set, list_prompt_sets)
+from studio.generation.service import (GenerationError, GenerationHooks, export_set_zip, generate_set, get_set,
+                                       list_sets, prompts_from_test_split, save_prompt_set, get_prompt_set,
+                                       list_prompt_sets)
 from studio.generation.variants import VariantError, resolve_variants, variant_choices
 from studio.settings import load_settings
 from studio.store import open_store
@@ -230,7 +231,8 @@ def test_blocklist_refuses_prompts_and_masks_outputs_and_says_so(lab):
     heard = []
     try:
         found = get_set(filtered, generate_set(filtered, [str(run)], ["Once upon a time", "the Dragon flew"],
-                                               seed=11, settings=TEXT, cache=ModelCache(BIG), on_text=heard.append))
+                                               seed=11, settings=TEXT, cache=ModelCache(BIG),
+                                               hooks=GenerationHooks(on_text=heard.append)))
         assert heard[-1]["text"] == found["samples"][0]["text"]  # what streams is filtered too
         assert found["report"]["refused"] == [{"prompt_index": 1, "prompt": "the Dragon flew", "words": ["dragon"]}]
         assert found["grid"][1]["refused"] == ["dragon"] and found["grid"][1]["cells"][f"{run}:4"] == []
@@ -254,8 +256,9 @@ def test_a_cancel_keeps_the_finished_samples(lab):
     store, run = lab["store"], lab["run"]
     progress = []
     found_id = generate_set(store, ["base", str(run)], PROMPTS, seed=5, settings=TEXT, cache=ModelCache(BIG),
-                            on_progress=lambda done, total, message: progress.append((done, total, message)),
-                            should_cancel=lambda: progress[-1][0] >= 1 if progress else False)
+                            hooks=GenerationHooks(
+                                progress=lambda done, total, message: progress.append((done, total, message)),
+                                should_cancel=lambda: progress[-1][0] >= 1 if progress else False))
     found = get_set(store, found_id)
     assert found["status"] == "cancelled"
     assert [(s["variant"], s["prompt_index"]) for s in found["samples"]] == [("base", 0)]
@@ -309,7 +312,7 @@ def test_text_streams_as_it_is_generated(lab):
     store, run = lab["store"], lab["run"]
     heard = []
     found = get_set(store, generate_set(store, [str(run)], ["Once upon a time"], seed=4, settings=TEXT,
-                                        cache=ModelCache(BIG), on_text=heard.append))
+                                        cache=ModelCache(BIG), hooks=GenerationHooks(on_text=heard.append)))
     [sample] = found["samples"]
     assert len(heard) > 3 and all(e["variant"] == f"{run}:4" and e["prompt_index"] == 0 for e in heard)
     assert heard[-1]["text"] == sample["text"]

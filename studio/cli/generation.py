@@ -40,7 +40,7 @@ def cmd_generate(args) -> int:
 
     from studio.data.items import ImportRefused
     from studio.generation.options import parse_settings
-    from studio.generation.service import export_set_folder, generate_set, get_set, read_prompts_file
+    from studio.generation.service import GenerationHooks, export_set_folder, generate_set, get_set, read_prompts_file
     from studio.generation.variants import resolve_variants
 
     store = store_of(args)
@@ -50,11 +50,12 @@ def cmd_generate(args) -> int:
         prompts = read_prompts_file(Path(args.prompts_file)) if args.prompts_file else args.prompt
         modality = resolve_variants(store, args.variant, args.model)[0].modality
         settings = parse_settings(modality, args.set)
-        progress = None if args.json else lambda done, total, message: print(f"[{done}/{total}] {message}",
-                                                                             file=sys.stderr)
+        hooks = GenerationHooks(on_start=started.append)
+        if not args.json:
+            hooks.progress = lambda done, total, message: print(f"[{done}/{total}] {message}", file=sys.stderr)
         set_id = generate_set(store, args.variant, prompts, args.seed, args.samples, settings,
-                              base_model=args.model, source="cli", on_progress=progress, project=args.project,
-                              created_by=os_user(), on_start=started.append)
+                              base_model=args.model, source="cli", hooks=hooks, project=args.project,
+                              created_by=os_user())
     except KeyboardInterrupt:
         return fail(args, "interrupted: the samples made so far are kept (see `studio samples list`)", 130)
     except Exception as error:  # noqa: BLE001 - a set that failed midway is reported below, with what failed

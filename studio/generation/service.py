@@ -18,6 +18,7 @@ import secrets
 import shutil
 import socket
 import zipfile
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
@@ -39,6 +40,26 @@ Progress = Callable[[int, int, str], None]  # (samples done, samples in all, wha
 
 class GenerationError(ValueError):
     """A request that cannot be generated as asked; the message says why."""
+
+
+def _noop(*_args) -> None:
+    return None
+
+
+def _never() -> bool:
+    return False
+
+
+@dataclass
+class GenerationHooks:
+    """How a caller follows and steers ``generate_set`` (as the training loop's ``Hooks``): ``progress(done, total,
+    message)`` hears each step; ``should_cancel()`` is asked before each sample and while text is generated (a
+    cancel keeps the samples made so far); ``on_text({"variant", "prompt_index", "sample_index", "text"})``, when
+    given, hears text as it is generated; ``on_start(set_id)`` hears the new set's id before the first sample."""
+    progress: Progress = _noop
+    should_cancel: Callable[[], bool] = _never
+    on_text: Callable[[dict], None] | None = None
+    on_start: Callable[[int], None] = _noop
 
 
 def _now() -> datetime:
@@ -98,18 +119,14 @@ def check_image_size(variants: list[Variant], options: GenerationSettings) -> No
 def generate_set(store: Store, variants: list[str], prompts: list[str], seed: int | list[int] | None = None,
                  samples_per_prompt: int = 1, settings: GenerationSettings | dict | None = None, *,
                  references: list | None = None, base_model: str | None = None, name: str | None = None,
-                 source: str | None = None, cache: ModelCache | None = None, on_progress: Progress | None = None,
-                 should_cancel: Callable[[], bool] | None = None, on_text: Callable[[dict], None] | None = None,
-                 created_by: str | None = None, on_start: Callable[[int], None] | None = None,
-                 project: str | None = None) -> int:
+                 source: str | None = None, cache: ModelCache | None = None, hooks: GenerationHooks | None = None,
+                 created_by: str | None = None, project: str | None = None) -> int:
     """Generates ``samples_per_prompt`` samples of every prompt with every variant; returns the sample set's id.
 
     ``variants``: ``"base"``, ``"RUN_ID"`` (its last checkpoint) or ``"RUN_ID:STEP"``; ``base_model`` names the
     base when no run does. ``references``: per prompt, ``{"text": ...}`` or ``{"path": ...}`` or None (see
-    ``prompts_from_test_split``). ``on_progress(done, total, message)`` hears each step; ``should_cancel()``
-    is asked before each sample (and during text generation): a cancel keeps the samples made so far and marks
-    the set cancelled. ``on_text({"variant", "prompt_index", "sample_index", "text"})`` hears text as it is
-    generated; ``on_start(set_id)`` hears the new set's id before the first sample. The set belongs to ``project``
+    ``prompts_from_test_split``). ``hooks`` follow and may cancel it: a cancel keeps the samples made so far and
+    marks the set cancelled. The set belongs to ``project``
     (default: the first run variant's project, else the default project). Bad input raises
     ``GenerationError``/``VariantError`` before anything is stored; an
     out-of-memory error stops only its variant, and is reported in the set."""
@@ -147,12 +164,11 @@ def generate_set(store: Store, variants: list[str], prompts: list[str], seed: in
         record_action(session, created_by, "samples.generate", f"sample_set:{row.id}", project=owner.name,
                       details={"variants": [v.ref for v in chosen], "prompts": len(prompts), "source": source})
     set_id = row.id
-    if on_start is not None:  # a page can now follow the set's samples as they are stored
-        on_start(set_id)
+    hooks = hooks or GenerationHooks()
+    hooks.on_start(set_id)  # a page can now follow the set's samples as they are stored
     try:
         status = _generate(store, set_id, chosen, prompts, seeds, options, blocklist, report,
-                           cache if cache is not None else shared_cache(store.settings), on_progress,
-                           should_cancel, on_text)
+                           cache if cache is not None else shared_cache(store.settings), hooks)
     except BaseException as error:
         interrupted = isinstance(error, KeyboardInterrupt)
         _finish(store, set_id, SetStatus.CANCELLED if interrupted else SetStatus.FAILED, report,
@@ -171,15 +187,14 @@ def _owning_project(session, project: str | None, variants: list[Variant], actor
 
 
 def _generate(store: Store, set_id: int, variants: list[Variant], prompts: list[str], seeds: list[list[int]],
-              options: GenerationSettings, blocklist, report: dict, cache: ModelCache, on_progress, should_cancel,
-              on_text) -> SetStatus:
+              options: GenerationSettings, blocklist, report: dict, cache: ModelCache,
+              hooks: GenerationHooks) -> SetStatus:
     from studio.models.registry import backend_for
 
     refused = {r["prompt_index"] for r in report["refused"]}
     todo = [(i, k) for i in range(len(prompts)) if i not in refused for k in range(len(seeds[i]))]
     total, done, made = len(todo) * len(variants), 0, 0
-    say = on_progress or (lambda *_: None)
-    cancelled = should_cancel or (lambda: False)
+    say, cancelled, on_text = hooks.progress, hooks.should_cancel, hooks.on_text
     backend = backend_for(variants[0].modality)
     for number, variant in enumerate(variants):
         if cancelled():
@@ -524,6 +539,6 @@ def delete_prompt_set(store: Store, name: str, actor: str | None = None) -> None
         record_action(session, actor, "prompts.delete", f"prompt_set:{name}")
 
 
-__all__ = ["GenerationError", "VariantError", "check_prompts", "choose_seeds", "delete_prompt_set", "delete_set",
+__all__ = ["GenerationError", "GenerationHooks", "VariantError", "check_prompts", "choose_seeds", "delete_prompt_set", "delete_set",
            "export_set_folder", "export_set_zip", "generate_set", "get_prompt_set", "get_set", "list_prompt_sets",
            "list_sets", "prompts_from_test_split", "read_prompts_file", "resolve_variants", "save_prompt_set"]

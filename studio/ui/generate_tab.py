@@ -194,7 +194,7 @@ class Generation:
         self.done = threading.Event()
 
     def run(self, store: Store, **request) -> None:
-        from studio.generation.service import generate_set
+        from studio.generation.service import GenerationHooks, generate_set
 
         def on_text(event: dict) -> None:
             self.partials[(event["variant"], event["prompt_index"], event["sample_index"])] = event["text"]
@@ -206,8 +206,9 @@ class Generation:
             self.progress = (done, max(total, 1), message)
 
         try:
-            generate_set(store, **request, on_text=on_text, on_start=on_start, on_progress=on_progress,
-                         should_cancel=self.cancel.is_set, source="ui")
+            hooks = GenerationHooks(progress=on_progress, should_cancel=self.cancel.is_set, on_text=on_text,
+                                    on_start=on_start)
+            generate_set(store, **request, hooks=hooks, source="ui")
         except Exception as error:  # noqa: BLE001 - shown in the page; the set keeps what was made
             self.error = error
         finally:
