@@ -12,7 +12,7 @@ import pytest
 
 from studio.data.service import get_version, import_dataset, read_manifest
 from studio.evaluation import metrics_media as media
-from studio.evaluation.metrics import (MetricsError, check_contamination, eval_path, evaluate_variant,
+from studio.evaluation.metrics import (MetricsError, MetricsParams, check_contamination, eval_path, evaluate_variant,
                                        metric_rank_agreement, metrics_table, run_metrics)
 from studio.evaluation.metrics_text import distinct_n, reference_scores, self_bleu
 from studio.generation.cache import ModelCache, load_config
@@ -135,8 +135,8 @@ def test_a_trained_checkpoint_has_lower_perplexity_than_its_base(lab):  # noqa: 
     store, run = lab["store"], lab["run"]
     base, trained = resolve_variants(store, ["base", f"{run}:4"])
     cache = ModelCache(2**34)
-    before = evaluate_variant(store, base, _version(store, run), max_items=8, prompts=0, cache=cache)
-    after = evaluate_variant(store, trained, _version(store, run), max_items=8, prompts=0, cache=cache)
+    before = evaluate_variant(store, base, _version(store, run), MetricsParams(max_items=8, prompts=0), cache=cache)
+    after = evaluate_variant(store, trained, _version(store, run), MetricsParams(max_items=8, prompts=0), cache=cache)
     assert cache.loads == 1  # the base and its adapter: one model
     ppl_before, ppl_after = before["metrics"]["perplexity"]["value"], after["metrics"]["perplexity"]["value"]
     assert math.isfinite(ppl_after) and 1 < ppl_after < ppl_before
@@ -147,7 +147,7 @@ def test_a_trained_checkpoint_has_lower_perplexity_than_its_base(lab):  # noqa: 
 
 def test_run_metrics_of_text_are_cached_per_checkpoint_and_recomputed_when_asked(lab):  # noqa: F811
     store, run = lab["store"], lab["run"]
-    first = run_metrics(store, str(run), max_new_tokens=8, **SMALL)  # RUN_ID: its last checkpoint
+    first = run_metrics(store, str(run), MetricsParams(max_new_tokens=8, **SMALL))  # RUN_ID: its last checkpoint
     assert (first["ref"], first["step"], first["cached"]) == (f"{run}:4", 4, False)
     found = first["metrics"]
     for name in ("perplexity", "distinct_1", "distinct_2", "self_bleu", "bleu", "chrf", "rouge_l"):
@@ -160,12 +160,12 @@ def test_run_metrics_of_text_are_cached_per_checkpoint_and_recomputed_when_asked
     assert json.loads(saved.read_text())["metrics"] == found
     json.dumps(first)
 
-    again = run_metrics(store, f"{run}:4", max_new_tokens=8, **SMALL)
+    again = run_metrics(store, f"{run}:4", MetricsParams(max_new_tokens=8, **SMALL))
     assert again["cached"] is True and again["metrics"] == found
-    forced = run_metrics(store, f"{run}:4", max_new_tokens=8, force=True, **SMALL)
+    forced = run_metrics(store, f"{run}:4", MetricsParams(max_new_tokens=8, **SMALL), force=True)
     assert forced["cached"] is False and forced["computed_at"] != first["computed_at"]
     assert forced["metrics"] == found  # fixed seeds: the same numbers
-    other = run_metrics(store, f"{run}:2", max_new_tokens=8, **SMALL)
+    other = run_metrics(store, f"{run}:2", MetricsParams(max_new_tokens=8, **SMALL))
     assert other["cached"] is False and other["step"] == 2
 
     table = metrics_table(store, run)
@@ -294,10 +294,10 @@ def test_prompt_score_and_frechet_distance_with_a_tiny_local_encoder(media_lab, 
     captions = [r["caption"] for r in read_manifest(store, get_version(store, lab_run["dataset"]))]
     folder = (tiny_clip if modality == "image" else tiny_clap)(tmp_path / "encoder", captions)
     score, distance = ("clip_score", "fid") if modality == "image" else ("clap_score", "fad")
-    plain = run_metrics(store, str(lab_run["run"]), steps=3, clip_model="", audio_model="", **SMALL)
+    plain = run_metrics(store, str(lab_run["run"]), MetricsParams(steps=3, clip_model="", audio_model="", **SMALL))
     assert score not in plain["metrics"] and any(score.split("_")[0].upper() in n for n in plain["notes"])
     kind = {"clip_model": str(folder)} if modality == "image" else {"audio_model": str(folder)}
-    found = run_metrics(store, str(lab_run["run"]), steps=3, **SMALL, **kind)
+    found = run_metrics(store, str(lab_run["run"]), MetricsParams(steps=3, **SMALL, **kind))
     assert found["cached"] is False  # another encoder: measured again
     metrics = found["metrics"]
     for name in ("heldout_loss", "diversity", score, distance):
@@ -311,6 +311,6 @@ def test_prompt_score_and_frechet_distance_with_a_tiny_local_encoder(media_lab, 
     assert media.frechet_distance(features, features) == pytest.approx(0, abs=1e-6)
     assert np.allclose(features, embed(encoder, [s["path"] for s in found["samples"]]))  # seeded crops
     assert metrics_table(store, lab_run["run"])[-1][distance] == metrics[distance]["value"]
-    wrong = run_metrics(store, str(lab_run["run"]), steps=3, **SMALL,
-                        **({"clip_model": str(tmp_path)} if modality == "image" else {"audio_model": str(tmp_path)}))
+    wrong = run_metrics(store, str(lab_run["run"]), MetricsParams(
+        steps=3, **SMALL, **({"clip_model": str(tmp_path)} if modality == "image" else {"audio_model": str(tmp_path)})))
     assert distance not in wrong["metrics"] and any("could not be used" in n for n in wrong["notes"])

@@ -76,7 +76,7 @@ def test_model_card_metadata_names_a_hub_base_but_not_a_local_folder(tmp_path):
 def test_the_card_parses_and_holds_the_runs_real_numbers(lab, quick_votes, tmp_path):  # noqa: F811
     from huggingface_hub import ModelCard, metadata_load
 
-    from studio.evaluation.metrics import run_metrics
+    from studio.evaluation.metrics import MetricsParams, run_metrics
     from studio.evaluation.service import leaderboard
     from studio.training.runs import run_summary
 
@@ -91,7 +91,7 @@ def test_the_card_parses_and_holds_the_runs_real_numbers(lab, quick_votes, tmp_p
     assert "No sample set with this run has been rated yet" in card
     assert found["card"] == str(tmp_path / "before" / "README.md")
 
-    metrics = run_metrics(store, f"{run}:2", max_items=8, prompts=2, samples=1, max_new_tokens=6)
+    metrics = run_metrics(store, f"{run}:2", MetricsParams(max_items=8, prompts=2, samples=1, max_new_tokens=6))
     set_id = rated_set(store, run)
     export_run(store, f"{run}:2", "merged", tmp_path / "after", license="apache-2.0", actor="ana")
     path = tmp_path / "after" / "README.md"

@@ -29,6 +29,7 @@ import math
 import os
 import shutil
 import time
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -69,6 +70,31 @@ WORDS_PER_TOKEN = 0.75  # about what subword tokenizers give on English prose
 
 class MetricsError(ValueError):
     """Metrics cannot be computed as asked; the message says why."""
+
+
+@dataclass(frozen=True)
+class MetricsParams:
+    """What a computation measures on: at most ``max_items`` held-out items; ``prompts`` of their prompts, each
+    sampled with seeds ``seed`` … ``seed + samples - 1``, with ``max_new_tokens`` (text) or ``steps`` (image, audio);
+    the local encoder folders for CLIP / CLAP scores and FID / FAD (``""``: none; None: the settings' folders).
+    Stored with the result as its ``params``: a stored result is reused only for the same ones."""
+    max_items: int = 64
+    prompts: int = 8
+    samples: int = 4
+    max_new_tokens: int = 48
+    steps: int = 20
+    seed: int = 0
+    clip_model: str | None = None
+    audio_model: str | None = None
+
+    def resolved(self, settings) -> MetricsParams:
+        """Whole numbers, and the settings' encoder folders where none were given."""
+        return replace(self, max_items=int(self.max_items), prompts=int(self.prompts), samples=int(self.samples),
+                       max_new_tokens=int(self.max_new_tokens), steps=int(self.steps), seed=int(self.seed),
+                       clip_model=getattr(settings, "clip_model_path", "") if self.clip_model is None
+                       else self.clip_model,
+                       audio_model=getattr(settings, "audio_embedding_model_path", "") if self.audio_model is None
+                       else self.audio_model)
 
 
 def entry(name: str, value: float | None, **details) -> dict:
@@ -199,13 +225,11 @@ def _held_out(rows: list[dict], max_items: int) -> tuple[list[dict], str, list[s
     return [], "none", ["the dataset has neither test nor validation items: nothing held out to measure on"]
 
 
-def evaluate_variant(store: Store, variant: Variant, version: DatasetVersion, *, max_items: int = 64,
-                     prompts: int = 8, samples: int = 4, max_new_tokens: int = 48, steps: int = 20, seed: int = 0,
-                     clip_model: str = "", audio_model: str = "", out_dir: Path | None = None,
-                     cache=None) -> dict:
+def evaluate_variant(store: Store, variant: Variant, version: DatasetVersion, params: MetricsParams, *,
+                     out_dir: Path | None = None, cache=None) -> dict:
     """Every metric of one variant (``base`` included) on ``version``'s held-out split; see the module's
-    docstring. ``prompts`` test prompts, each sampled with seeds ``seed`` … ``seed + samples - 1``; media
-    samples are written to ``out_dir`` (when None, to a temporary folder, and their paths are left out)."""
+    docstring. Encoder folders left None are not used. Media samples are written to ``out_dir`` (when None, to a
+    temporary folder, and their paths are left out)."""
     import tempfile
 
     from studio.data.service import read_manifest
@@ -215,7 +239,7 @@ def evaluate_variant(store: Store, variant: Variant, version: DatasetVersion, *,
     started = time.perf_counter()
     root = store.path(version.path)
     rows = read_manifest(store, version)
-    held, split, notes = _held_out(rows, max(1, int(max_items)))
+    held, split, notes = _held_out(rows, max(1, int(params.max_items)))
     train_rows = [r for r in rows if r.get("split") == "train"]
     result = {"ref": variant.ref, "label": variant.label, "modality": variant.modality, "run_id": variant.run_id,
               "step": variant.step, "dataset": f"{version.dataset_id}:{version.version}", "split": split,
@@ -231,11 +255,9 @@ def evaluate_variant(store: Store, variant: Variant, version: DatasetVersion, *,
         with tempfile.TemporaryDirectory() as scratch:
             folder = Path(out_dir) if out_dir is not None else Path(scratch)
             if variant.modality == "text":
-                _text_metrics(result, backend, handle, data, collate, held, root, prompts, samples, max_new_tokens,
-                              seed)
+                _text_metrics(result, backend, handle, data, collate, held, root, params)
             else:
-                _media_metrics(result, backend, handle, data, collate, held, root, prompts, samples, steps, seed,
-                               folder, clip_model, audio_model)
+                _media_metrics(result, backend, handle, data, collate, held, root, folder, params)
     if out_dir is None:  # the samples' files went with the temporary folder
         result["samples"] = [{k: v for k, v in sample.items() if k != "path"} for sample in result.get("samples", [])]
     result["seconds"] = round(time.perf_counter() - started, 2)
@@ -247,11 +269,12 @@ def _seeded_pairs(texts: list[str], samples: int, seed: int) -> tuple[list[str],
     return [p for p, _ in chosen], [s for _, s in chosen]
 
 
-def _text_metrics(result, backend, handle, data, collate, held, root, prompts, samples, max_new_tokens, seed):
+def _text_metrics(result, backend, handle, data, collate, held, root, params: MetricsParams):
     from studio.evaluation.metrics_text import distinct_n, perplexity, reference_scores, self_bleu
     from studio.generation.options import parse_settings
     from studio.generation.service import _test_prompt
 
+    prompts, samples, max_new_tokens = params.prompts, params.samples, params.max_new_tokens
     metrics = result["metrics"]
     found = perplexity(handle, data, collate)
     counts = {"tokens": found["tokens"], "sequences": found["examples"]}  # packed sequences, not items
@@ -278,7 +301,7 @@ def _text_metrics(result, backend, handle, data, collate, held, root, prompts, s
         result["notes"].append("no held-out item gives a prompt: nothing was generated")
         return
     settings = parse_settings("text", values={"max_new_tokens": int(max_new_tokens)}).backend_settings()
-    texts, seeds = _seeded_pairs([a["prompt"] for a in asked], samples, seed)
+    texts, seeds = _seeded_pairs([a["prompt"] for a in asked], samples, params.seed)
     made = backend.generate(handle, texts, seeds, settings, root)
     outputs = [s.text or "" for s in made]
     references = [a["reference"]["text"] for a in asked for _ in range(max(1, int(samples)))]
@@ -297,13 +320,13 @@ def _text_metrics(result, backend, handle, data, collate, held, root, prompts, s
                          for s, r in zip(made, references)]
 
 
-def _media_metrics(result, backend, handle, data, collate, held, root, prompts, samples, steps, seed, folder,
-                   clip_model, audio_model):
+def _media_metrics(result, backend, handle, data, collate, held, root, folder, params: MetricsParams):
     from studio.evaluation import metrics_media as media
     from studio.generation.options import parse_settings
 
+    prompts, samples = params.prompts, params.samples
     metrics, modality = result["metrics"], result["modality"]
-    loss = media.heldout_loss(handle, data, collate, seed=seed)
+    loss = media.heldout_loss(handle, data, collate, seed=params.seed)
     metrics["heldout_loss"] = entry("heldout_loss", loss["loss"], items=loss["items"], kind=loss["kind"],
                                     **({"by_noise_level": loss["by_fraction"]} if "by_fraction" in loss else {}))
     if int(prompts) <= 0:
@@ -313,8 +336,8 @@ def _media_metrics(result, backend, handle, data, collate, held, root, prompts, 
     if not captions:
         result["notes"].append("the held-out items have no captions to prompt with: nothing was generated")
         return
-    settings = parse_settings(modality, values={"steps": int(steps)}).backend_settings()
-    texts, seeds = _seeded_pairs(captions, samples, seed)
+    settings = parse_settings(modality, values={"steps": int(params.steps)}).backend_settings()
+    texts, seeds = _seeded_pairs(captions, samples, params.seed)
     made = backend.generate(handle, texts, seeds, settings, folder)
     read = media.image_pixels if modality == "image" else media.audio_picture
     groups = [[read(s.path) for s in made if s.prompt == caption] for caption in captions]
@@ -322,7 +345,7 @@ def _media_metrics(result, backend, handle, data, collate, held, root, prompts, 
                                  samples_per_prompt=max(1, int(samples)))
     result["generation"] = {**settings, "seeds": sorted(set(seeds))}
     result["samples"] = [{"prompt": s.prompt, "seed": s.seed, "path": str(s.path)} for s in made]
-    encoder_folder = clip_model if modality == "image" else audio_model
+    encoder_folder = params.clip_model if modality == "image" else params.audio_model
     if not encoder_folder:
         setting = "STUDIO_CLIP_MODEL_PATH" if modality == "image" else "STUDIO_AUDIO_EMBEDDING_MODEL_PATH"
         result["notes"].append(f"no local {'CLIP' if modality == 'image' else 'CLAP'} folder ({setting}): "
@@ -368,11 +391,10 @@ def eval_path(store: Store, run_id: int, step: int) -> Path:
     return store.path(f"runs/{int(run_id)}/eval/step-{int(step)}.json")
 
 
-def run_metrics(store: Store, ref: str, *, max_items: int = 64, prompts: int = 8, samples: int = 4,
-                max_new_tokens: int = 48, steps: int = 20, seed: int = 0, clip_model: str | None = None,
-                audio_model: str | None = None, force: bool = False, cache=None, progress=None) -> dict:
+def run_metrics(store: Store, ref: str, params: MetricsParams = MetricsParams(), *, force: bool = False, cache=None,
+                progress=None) -> dict:
     """The metrics of ``RUN_ID`` (its last checkpoint) or ``RUN_ID:STEP`` as a JSON-able dict, read from
-    ``runs/<id>/eval/step-<N>.json`` when it was computed before with the same parameters, else computed (and
+    ``runs/<id>/eval/step-<N>.json`` when it was computed before with the same ``params``, else computed (and
     written there). ``force`` computes again. The encoder folders default to the settings
     (``clip_model_path``, ``audio_embedding_model_path``); an empty string turns them off. ``progress(fraction,
     message)`` is told before the computation starts, and may raise there to cancel it (studio.tasks)."""
@@ -380,16 +402,11 @@ def run_metrics(store: Store, ref: str, *, max_items: int = 64, prompts: int = 8
         raise MetricsError("metrics are measured for a run's checkpoint: give RUN_ID (its last checkpoint) or "
                            "RUN_ID:STEP, not 'base'")
     [variant] = resolve_variants(store, [ref])
-    settings = store.settings
-    params = {"max_items": int(max_items), "prompts": int(prompts), "samples": int(samples),
-              "max_new_tokens": int(max_new_tokens), "steps": int(steps), "seed": int(seed),
-              "clip_model": getattr(settings, "clip_model_path", "") if clip_model is None else clip_model,
-              "audio_model": getattr(settings, "audio_embedding_model_path", "") if audio_model is None
-              else audio_model}
+    params = params.resolved(store.settings)
     path = eval_path(store, variant.run_id, variant.step)
     if path.is_file() and not force:
         saved = json.loads(path.read_text(encoding="utf-8"))
-        if saved.get("params") == params:
+        if saved.get("params") == asdict(params):
             return {**saved, "cached": True}
     with store.session() as session:
         run = session.get(Run, variant.run_id)
@@ -398,8 +415,8 @@ def run_metrics(store: Store, ref: str, *, max_items: int = 64, prompts: int = 8
     if progress:
         progress(0.05, f"loading {variant.label} and the held-out split, then sampling and scoring")
     shutil.rmtree(path.with_suffix(""), ignore_errors=True)  # the samples of an earlier computation
-    result = evaluate_variant(store, variant, version, cache=cache, out_dir=path.with_suffix(""), **params)
-    result = {**result, "model": model_ref, "method": method, "params": params, "computed_at": _now()}
+    result = evaluate_variant(store, variant, version, params, cache=cache, out_dir=path.with_suffix(""))
+    result = {**result, "model": model_ref, "method": method, "params": asdict(params), "computed_at": _now()}
     if variant.note:
         result["notes"].insert(0, variant.note)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -426,5 +443,5 @@ def metrics_table(store: Store, run_id: int) -> list[dict]:
     return sorted(rows, key=lambda r: (r["step"] is None, r["step"] or 0))
 
 
-__all__ = ["METRICS", "MetricsError", "VariantError", "check_contamination", "entry", "eval_path",
+__all__ = ["METRICS", "MetricsError", "MetricsParams", "VariantError", "check_contamination", "entry", "eval_path",
            "evaluate_variant", "metric_rank_agreement", "metrics_table", "normalise", "run_metrics"]

@@ -52,9 +52,11 @@ def _export(store: Store, params: dict, progress: Progress, actor: str | None) -
 
 
 def _metrics(store: Store, params: dict, progress: Progress, actor: str | None) -> dict:
-    from studio.evaluation.metrics import run_metrics
+    from studio.evaluation.metrics import MetricsParams, run_metrics
 
-    found = run_metrics(store, **params, progress=progress)
+    params = dict(params)
+    ref = params.pop("ref")
+    found = run_metrics(store, ref, MetricsParams(**params), progress=progress)
     # the page reads the metrics from their file (runs/<id>/eval); the row keeps what was measured, and when
     return {key: found.get(key) for key in ("ref", "run_id", "step", "cached", "computed_at", "seconds")}
 
