@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import select
 
 from studio.data.service import import_dataset
-from studio.status import RUN_ENDED
+from studio.status import RUN_ENDED, RunStatus
 from studio.store.tables import Run
 from studio.training import jobs
 from studio.training.config import TrainConfig
@@ -167,6 +167,25 @@ def test_a_killed_worker_marks_its_run_failed_with_its_log(corpus_store):
     assert last_log_line and last_log_line in failed["error"]  # the log tail rides along
     nxt = jobs.create_run(store, dataset, "starter-text", "scratch", text_config(max_steps=1))
     assert wait_until(store, nxt, ended)["status"] == "completed"  # the device set was freed
+
+
+def test_a_run_the_dispatcher_ended_leaves_no_request_for_the_worker_of_its_resume(corpus_store):
+    """Ending a run is one function, however it ends: a request its dead worker never handled is closed, or the
+    worker a resume starts would obey it (a stop asked of the run that died would stop the resumed run at once)."""
+    from datetime import datetime, timedelta, timezone
+
+    from studio.store.tables import ControlFlag
+
+    store, dataset = corpus_store
+    run_id = jobs.create_run(store, dataset, "starter-text", "scratch", text_config(max_steps=5))
+    with store.session() as session:  # a worker that went silent an hour ago
+        run = session.get(Run, run_id)
+        run.status, run.heartbeat_at = RunStatus.RUNNING, datetime.now(timezone.utc) - timedelta(hours=1)
+    jobs.request(store, run_id, "stop")
+    assert jobs.reap(store) == [run_id]
+    assert run_summary(store, run_id)["status"] == "failed"
+    with store.session() as session:
+        assert [f.handled_at is not None for f in session.scalars(select(ControlFlag))] == [True]
 
 
 def cli_train(store, dataset: str, max_steps: int, *settings: str) -> dict:
