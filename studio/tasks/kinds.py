@@ -55,7 +55,7 @@ def _metrics(store: Store, params: dict, progress: Progress, actor: str | None) 
     from studio.evaluation.metrics import MetricsParams, run_metrics
 
     params = dict(params)
-    ref = params.pop("ref")
+    ref = params.pop("ref")  # the rest, if any: MetricsParams fields
     found = run_metrics(store, ref, MetricsParams(**params), progress=progress)
     # the page reads the metrics from their file (runs/<id>/eval); the row keeps what was measured, and when
     return {key: found.get(key) for key in ("ref", "run_id", "step", "cached", "computed_at", "seconds")}
