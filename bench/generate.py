@@ -266,7 +266,7 @@ def run_in_process(store, dataset: str, model_ref: str, method: str, config) -> 
     said = io.StringIO()
     with contextlib.redirect_stdout(said), contextlib.redirect_stderr(said):  # the worker's log lines
         status = worker.run_worker(store, run_id)
-    worker._finish(store, run_id, status)
+    jobs.finish_run(store, run_id, status)
     if status != "completed":
         raise SystemExit(f"set-up run {run_id} ({method} on {model_ref}) ended {status}:\n{said.getvalue()[-3000:]}")
     return run_id
@@ -638,7 +638,7 @@ def tokens_per_second(args, store, lab: dict) -> dict:
 
     from studio.generation.cache import ModelCache
     from studio.generation.options import TextSettings
-    from studio.generation.service import generate_set, get_set
+    from studio.generation.service import GenerationHooks, generate_set, get_set
     from studio.generation.variants import resolve_variants
     from studio.models.text import TextBackend
 
@@ -684,7 +684,7 @@ def tokens_per_second(args, store, lab: dict) -> dict:
             name = "generate_set" + (" + streaming" if on_text else "")
 
             def call():
-                made[name] = generate_set(store, on_text=on_text, **ask)
+                made[name] = generate_set(store, hooks=GenerationHooks(on_text=on_text), **ask)
             return call
 
         paths = {"plain (A/A check)": plain, "TextBackend.generate": studio_backend, "generate_set": service(),
