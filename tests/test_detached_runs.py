@@ -17,6 +17,7 @@ import pytest
 from conftest import StudioProcess
 from studio import processes
 from studio.settings import load_settings
+from studio.status import RUN_ENDED
 from studio.store import open_store
 from studio.store.tables import Run
 from studio.training import jobs
@@ -61,7 +62,7 @@ def mid_run(summary: dict) -> bool:
 
 
 def ended(summary: dict) -> bool:
-    return summary["status"] in jobs.TERMINAL
+    return summary["status"] in RUN_ENDED
 
 
 @contextmanager
