@@ -35,9 +35,9 @@ def build_app(store: Store):
             with gr.Tab("Data", id="data"):
                 data_tab.build(store, project, version)
             with gr.Tab("Model", id="model"):
-                model_ref, method, lora = model_tab.build(store, project, version)
+                model = model_tab.build(store, project, version)
             with gr.Tab("Train", id="train"):
-                train_tab.build(store, project, version, model_ref, method, lora)
+                train_tab.build(store, project, version, model)
             with gr.Tab("Generate", id="generate"):
                 generate_tab.build(store, project, version)
             with gr.Tab("Evaluate", id="evaluate"):

@@ -18,7 +18,7 @@ from studio.ui.background import BackgroundTask
 from studio.ui.confirm import NOT_CONFIRMED, confirmed, two_step_delete
 from studio.ui.forms import form_values, params_form
 from studio.ui.plots import dataset_figures
-from studio.ui.state import PICK_VERSION_FIRST, clear_when_picked, current_user, not_done, version_choices
+from studio.ui.state import PICK_VERSION_FIRST, clear_when_picked, current_user, error_message, version_choices
 
 PREVIEW_ROWS = 200
 GALLERY_ITEMS = 48
@@ -288,7 +288,7 @@ def build(store: Store, project, version) -> None:
         try:
             found = get_version(store, ref)
         except ImportRefused as error:
-            return not_done(html.escape(str(error))), None, None, None, *hidden, None
+            return error_message(error), None, None, None, *hidden, None
         folder, modality_value = store.path(found.path), found.dataset.modality
         rows = read_manifest(store, found, limit=max(PREVIEW_ROWS, GALLERY_ITEMS, AUDIO_PLAYERS))  # a preview only
         fractions = found.splits.get("fractions")
@@ -329,7 +329,7 @@ def build(store: Store, project, version) -> None:
         try:
             found = get_version(store, ref)
         except ImportRefused as error:
-            yield not_done(html.escape(str(error))), gr.Dropdown(), *recleaning.idle()
+            yield error_message(error), gr.Dropdown(), *recleaning.idle()
             return
 
         def done(result: dict) -> tuple:
@@ -339,7 +339,7 @@ def build(store: Store, project, version) -> None:
         params = {"version_id": found.id, "steps": steps.config(found.dataset.modality, step_values)}
         yield from recleaning.run("reclean", params, project=project_value, actor=current_user(request),
                                   working=lambda text: (text, gr.skip()), done=done,
-                                  failed=lambda why: (not_done(why), gr.Dropdown()))
+                                  failed=lambda why: (error_message(why), gr.Dropdown()))
 
     reclean_button.click(on_reclean, [version, project, *steps.components],
                          [reclean_status, version, *recleaning.outputs], show_progress="minimal")

@@ -16,7 +16,7 @@ import time
 from studio.store import Store
 from studio.store.projects import DEFAULT_PROJECT
 from studio.ui.background import BackgroundTask
-from studio.ui.state import current_user, follow, not_done
+from studio.ui.state import current_user, follow, error_message
 
 MIN_PLAY_SECONDS = 3.0  # an audio clip counts as heard after 3 s of playing, or when it ends sooner
 
@@ -140,7 +140,7 @@ def build_rating(store: Store, project=None):
             fetch = next_pair if chosen_mode == "pairwise" else next_item
             return present(fetch(store, int(set_id), name, session=session))
         except EvaluationError as error:
-            return present(None, not_done(html.escape(str(error))))
+            return present(None, error_message(error))
 
     start.click(on_start, [rater, chosen_set, mode], outputs)
 
@@ -171,7 +171,7 @@ def build_rating(store: Store, project=None):
                 fetch = next_pair if shown["mode"] == "pairwise" else next_item
                 return [revealed_text(outcome, shown), *present(fetch(store, int(shown["set_id"]), name, session=session))]
             except EvaluationError as error:
-                return [not_done(html.escape(str(error))), *[gr.update()] * len(outputs)]
+                return [error_message(error), *[gr.update()] * len(outputs)]
         return handler
 
     common = [rater, chosen_set, mode, current, played, comment]
@@ -223,7 +223,7 @@ def leaderboard_outputs(store: Store, set_id, include_flagged: bool):
     try:
         board = leaderboard(store, int(set_id), include_flagged=bool(include_flagged))
     except EvaluationError as error:
-        return not_done(html.escape(str(error))), [], None, None, None, []
+        return error_message(error), [], None, None, None, []
     rows = [[v["rank"], v["label"], _round(v["strength"]), _round(v["ci_low"]), _round(v["ci_high"]), v["wins"],
              v["losses"], v["ties"], v["both_bad"], v["votes"], "preliminary" if v["preliminary"] else ""]
             for v in board["variants"]]
@@ -326,7 +326,7 @@ def build(store: Store, project=None) -> None:
         yield from computing.run("metrics", {"ref": str(run_id)}, project=project_value, actor=current_user(request),
                                  working=lambda text: (text, gr.skip(), gr.skip(), gr.skip()),
                                  done=lambda _result: run_outputs(store, run_id),
-                                 failed=lambda why: (not_done(why), None, None, None))
+                                 failed=lambda why: (error_message(why), None, None, None))
 
     compute.click(on_compute, [run, project], [curve_text, curve_plot, metric_plot, metric_table, *computing.outputs],
                   show_progress="minimal")
@@ -347,7 +347,7 @@ def run_outputs(store: Store, run_id):
     try:
         preference = run_preference(store, int(run_id))
     except EvaluationError as error:
-        preference, lines = {"points": []}, [not_done(html.escape(str(error)))]
+        preference, lines = {"points": []}, [error_message(error)]
     for point in preference["points"]:
         for against in ("vs_base", "vs_previous"):
             found = point.get(against)

@@ -16,7 +16,7 @@ from pathlib import Path
 from studio.store import Store
 from studio.training.export import NO_CHECKPOINT
 from studio.ui.background import BackgroundTask
-from studio.ui.state import PICK_VERSION_FIRST, clear_when_picked, current_user, follow, not_done
+from studio.ui.state import PICK_VERSION_FIRST, clear_when_picked, current_user, follow, error_message
 
 FORMATS = [("merged: a full model (transformers / diffusers)", "merged"), ("PEFT adapter (LoRA runs)", "peft"),
            ("diffusers LoRA file (image LoRA runs)", "diffusers-lora")]
@@ -82,7 +82,7 @@ def exported_text(export: dict) -> str:
 def refused_text(why: str, previous: dict | None) -> str:
     """Why an export was refused, and that the last good one (if any) is still the one shown below."""
     kept = f" The last export is kept below: {exported_text(previous)}" if previous else ""
-    return not_done(why) + kept
+    return error_message(why) + kept
 
 
 def _pushed_text(pushed: dict) -> str:
@@ -160,7 +160,7 @@ def build(store: Store, project, version) -> None:
             return push_export_status(store, found, repo_id, typed_token, is_private, current_user(request),
                                       _progress_callback(progress))
         except PushError as error:
-            return not_done(error)
+            return error_message(error)
 
     def on_push_version(version_ref, repo_id, typed_token, is_private, chosen_license, request: gr.Request,
                         progress=gr.Progress()):
@@ -171,7 +171,7 @@ def build(store: Store, project, version) -> None:
             return push_version_status(store, version_ref, repo_id, typed_token, is_private, chosen_license,
                                        current_user(request), _progress_callback(progress))
         except (PushError, ImportRefused) as error:
-            return not_done(error)
+            return error_message(error)
 
     follow(store, project, checkpoint, checkpoint_choices)  # a checkpoint saved since is offered at once
     export_button.click(on_export, [checkpoint, fmt, license, project, export_state],

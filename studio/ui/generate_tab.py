@@ -19,7 +19,7 @@ from studio.store import Store
 from studio.store.projects import DEFAULT_PROJECT
 from studio.ui.confirm import NOT_CONFIRMED, confirmed, two_step_delete
 from studio.ui.forms import form_values, params_form
-from studio.ui.state import (PICK_VERSION_FIRST, clear_when_picked, current_user, not_done, on_lists_change,
+from studio.ui.state import (PICK_VERSION_FIRST, clear_when_picked, current_user, error_message, on_lists_change,
                              on_project_or_load)
 
 MAX_VARIANTS = 4
@@ -324,7 +324,7 @@ def build(store: Store, project, version) -> None:
         try:
             found = prompts_from_test_split(store, dataset_ref, int(count or 8))
         except ValueError as error:
-            return gr.Textbox(), None, not_done(html.escape(str(error)))
+            return gr.Textbox(), None, error_message(error)
         text = "\n".join(item["prompt"].replace("\n", " ") for item in found)
         refs = [item.get("reference") for item in found]
         with_refs = sum(1 for r in refs if r)
@@ -340,7 +340,7 @@ def build(store: Store, project, version) -> None:
         try:
             return "\n".join(get_prompt_set(store, name)), None, f"Loaded prompt set '{html.escape(name)}'."
         except ValueError as error:
-            return gr.Textbox(), None, not_done(html.escape(str(error)))
+            return gr.Textbox(), None, error_message(error)
 
     def on_save(name, text, request: gr.Request = None):
         from studio.generation.service import save_prompt_set
@@ -349,7 +349,7 @@ def build(store: Store, project, version) -> None:
         try:
             save_prompt_set(store, (name or "").strip(), lines, actor=current_user(request))
         except ValueError as error:
-            return gr.Dropdown(), not_done(html.escape(str(error)))
+            return gr.Dropdown(), error_message(error)
         return gr.Dropdown(choices=_prompt_set_names(store), value=name), f"Saved {len(lines)} prompts as '{html.escape(name)}'."
 
     load_prompts.click(on_load, prompt_set, [prompts, references, status])
@@ -367,8 +367,8 @@ def build(store: Store, project, version) -> None:
         refs_list = [line for line in (text or "").splitlines() if line.strip()]
         seed_text = str(seed_value or "").strip()
         if seed_text and not seed_text.isdigit():
-            yield not_done("seed: must be a whole number from 0 to 4294967295, or empty for a random one (got "
-                           f"'{html.escape(seed_text[:40])}')"), gr.HTML()
+            yield error_message("seed: must be a whole number from 0 to 4294967295, or empty for a random one (got "
+                                f"'{seed_text[:40]}')"), gr.HTML()
             return
         request_args = dict(variants=(["base"] if with_base else []) + list(chosen or []), prompts=refs_list,
                             seed=int(seed_text) if seed_text else None,
@@ -391,7 +391,7 @@ def build(store: Store, project, version) -> None:
                        grid_html(get_set(store, job.set_id), dict(job.partials)))
         running.pop(key, None)
         if job.error is not None and job.set_id is None:
-            yield not_done(html.escape(str(job.error))), gr.HTML()
+            yield error_message(job.error), gr.HTML()
             return
         final = get_set(store, job.set_id)
         seeds = sorted({s for row in final["seeds"] for s in row})
@@ -422,7 +422,7 @@ def build(store: Store, project, version) -> None:
         try:
             return f"Sample set #{set_id}", grid_html(get_set(store, int(set_id)))
         except GenerationError as error:
-            return not_done(html.escape(str(error))), gr.HTML()
+            return error_message(error), gr.HTML()
 
     def on_download(set_id):
         from studio.generation.service import export_set_zip

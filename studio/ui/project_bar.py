@@ -9,7 +9,7 @@ import html
 from studio.projects import (DEFAULT_PROJECT, DeleteRefused, ProjectError, create_project, delete_project,
                              project_activity, project_names)
 from studio.store import Store
-from studio.ui.state import current_user, not_done, on_lists_change, project_choices, version_choices
+from studio.ui.state import current_user, error_message, on_lists_change, project_choices, version_choices
 
 ACTIVITY_ROWS = 50
 ACTIVITY_HEADERS = ["when (UTC)", "who", "what", "on", "project", "details"]
@@ -36,7 +36,7 @@ def on_project_handler(store: Store):
                 name = create_project(store, name, actor=current_user(request))["name"]
                 message = f"Project **{html.escape(name)}** created."
             except ProjectError as error:
-                message, name = not_done(html.escape(str(error))), DEFAULT_PROJECT
+                message, name = error_message(error), DEFAULT_PROJECT
         return (gr.Dropdown(choices=project_choices(store), value=name),
                 gr.Dropdown(choices=version_choices(store, name), value=None),
                 activity_rows(store, name, every_project), message)

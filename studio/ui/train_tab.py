@@ -20,9 +20,10 @@ from studio.training import jobs
 from studio.training.config import MODALITY_SECTIONS, SECTIONS, TrainConfig
 from studio.training.runs import early_stop_note, list_runs, run_summary, samples
 from studio.ui.confirm import NOT_CONFIRMED, confirmed, two_step_delete
-from studio.ui.forms import field_component, form_values, params_form
+from studio.ui.forms import form_values, params_form
+from studio.ui.model_tab import ModelTab
 from studio.ui.project_bar import dataset_picker
-from studio.ui.state import (PICK_VERSION_FIRST, MetricCache, clear_when_picked, current_user, not_done,
+from studio.ui.state import (PICK_VERSION_FIRST, MetricCache, clear_when_picked, current_user, error_message,
                              on_project_or_load, run_choices)
 
 REFRESH_SECONDS = 2
@@ -115,8 +116,10 @@ def starting_config(model_ref: str) -> TrainConfig:
     return apply_overrides(TrainConfig(), recommended_overrides(model_ref))
 
 
-def build(store: Store, project, version, model_ref, method, lora: dict) -> None:
-    """The Train tab; its run lists follow the shared ``project`` selector."""
+def build(store: Store, project, version, model: ModelTab) -> None:
+    """The Train tab; its run lists follow the shared ``project`` selector, and it trains the model, method and
+    LoRA settings chosen in the Model tab (``model``)."""
+    model_ref, method, lora = model.model_ref, model.method, model.lora
     with gr.Row():
         dataset_picker(store, project, version, "train-dataset")
         intro = gr.Markdown(elem_id="train-intro")
@@ -187,7 +190,7 @@ def build(store: Store, project, version, model_ref, method, lora: dict) -> None
         try:
             found = get_version(store, ref)
         except ImportRefused as error:
-            return not_done(html.escape(str(error))), *[gr.Accordion()] * len(FORM_SECTIONS)
+            return error_message(error), *[gr.Accordion()] * len(FORM_SECTIONS)
         modality = found.dataset.modality
         text = (f"Dataset **{html.escape(found.dataset.name)} v{found.version}** ({modality}, "
                 f"{found.splits.get('train', 0)} train / {found.splits.get('validation', 0)} validation) · "
@@ -218,7 +221,7 @@ def build(store: Store, project, version, model_ref, method, lora: dict) -> None
             run_id = jobs.create_run(store, ref, model, chosen_method, config, project=project_value or None,
                                      created_by=current_user(request))  # the dispatcher thread starts it
         except (jobs.RunError, ImportRefused, ValidationError, ValueError) as error:
-            return not_done(html.escape(str(error))), gr.Dropdown(), runs_table(store, project_value), gr.Dropdown()
+            return error_message(error), gr.Dropdown(), runs_table(store, project_value), gr.Dropdown()
         choices = run_choices(store, project_value)
         return (f"Run **#{run_id}** queued; it starts when the device is free and keeps going if you close the page.",
                 gr.Dropdown(choices=choices, value=run_id), runs_table(store, project_value),
@@ -252,7 +255,7 @@ def build(store: Store, project, version, model_ref, method, lora: dict) -> None
         try:
             result = preflight(store, ref, model, chosen_method, config_from(values))
         except (RuntimeError, ValidationError, ValueError) as error:
-            return not_done(html.escape(str(error)))
+            return error_message(error)
         minutes = result["estimated_seconds"] / 60
         return (f"**{result['verdict']}** on {result['device']}: peak {result['peak_memory_bytes'] / 2**30:.2f} GiB of "
                 f"{result['device_memory_bytes'] / 2**30:.0f} GiB · {result['seconds_per_step']:.2f} s per step × "
@@ -332,7 +335,7 @@ def build(store: Store, project, version, model_ref, method, lora: dict) -> None
                     return f"Run #{run_id} queued again from its last checkpoint.", None
                 at_step = jobs.request(store, int(run_id), kind, actor=current_user(request))
             except jobs.RunError as error:
-                return not_done(html.escape(str(error))), None
+                return error_message(error), None
             # the page's refresh replaces this with what came of it (see jobs.request_outcome)
             return ({"stop": "Stopping after the current step (a checkpoint is saved).",
                      "save": "A checkpoint will be saved after the current step.",
@@ -350,7 +353,7 @@ def build(store: Store, project, version, model_ref, method, lora: dict) -> None
         try:
             jobs.delete_run(store, int(run_id), actor=current_user(request))
         except (jobs.RunError, TypeError, ValueError) as error:
-            return not_done(html.escape(str(error))), gr.Button(visible=False), gr.Dropdown(), None
+            return error_message(error), gr.Button(visible=False), gr.Dropdown(), None
         CACHE.forget(int(run_id))
         return (f"Run #{run_id} and its files were deleted.", gr.Button(visible=False),
                 gr.Dropdown(choices=run_choices(store, project_value), value=None), None)
@@ -361,12 +364,7 @@ def build(store: Store, project, version, model_ref, method, lora: dict) -> None
 
 def _top_form(defaults: TrainConfig) -> dict:
     """The top-level TrainConfig fields as form components, four to a row."""
-    everything = {}
     with gr.Accordion("Training settings", open=False):
         gr.Markdown("Each setting's help ends with its name in Hugging Face `TrainingArguments` terms where it "
                     "differs: the key for `studio train --set` and the run's YAML.")
-        for start in range(0, len(TOP_FIELDS), 4):
-            with gr.Row():
-                for name in TOP_FIELDS[start:start + 4]:
-                    everything[name] = field_component(name, TrainConfig.model_fields[name], getattr(defaults, name))
-    return everything
+        return params_form(TrainConfig, defaults, only=TOP_FIELDS, per_row=4)
