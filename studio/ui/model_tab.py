@@ -148,9 +148,7 @@ def wire(store: Store, tab: ModelTab, version) -> None:
     tab.other.change(on_choice, [tab.choice, tab.other], [tab.other, tab.method, tab.model_ref])
     tab.method.change(lambda m: gr.Accordion(visible=m == "lora"), tab.method, tab.lora_box)
 
-    def on_estimate_input(ref, method, rank, precision, batch, sequence):
-        return estimate_markdown(ref, method, int(rank or 8), precision, int(batch or 1), int(sequence or 1))
-
     inputs = [tab.model_ref, tab.method, tab.lora["r"], tab.precision, tab.batch, tab.sequence]
     for component in inputs:
-        component.change(on_estimate_input, inputs, tab.estimate)
+        component.change(lambda ref, m, r, p, b, s: estimate_markdown(ref, m, int(r or 8), p, int(b or 1), int(s or 1)),
+                         inputs, tab.estimate)
