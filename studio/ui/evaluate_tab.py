@@ -30,7 +30,7 @@ CHOICES = [("A is better", "a"), ("B is better", "b"), ("Tie", "tie"), ("Both ba
            ("Can't judge", "skip")]
 
 
-def set_choices(store: Store, project: str | None = None) -> list[tuple[str, int]]:
+def rateable_set_choices(store: Store, project: str | None = None) -> list[tuple[str, int]]:
     """The sample sets with samples (of ``project``; every project's on the rater-only page)."""
     from studio.generation.service import list_sets
 
@@ -38,7 +38,9 @@ def set_choices(store: Store, project: str | None = None) -> list[tuple[str, int
             for s in list_sets(store, project) if s["samples"]]
 
 
-def run_choices(store: Store, project: str | None = None) -> list[tuple[str, int]]:
+def metrics_run_choices(store: Store, project: str | None = None) -> list[tuple[str, int]]:
+    """The runs to compute automatic metrics for (labelled by what was trained; the Train tab's picker, which names
+    the dataset, is ``state.run_choices``)."""
     from studio.training.runs import list_runs
 
     return [(f"#{r['run_id']} {r['method']} {r['model']} · {r['status']}", r["run_id"])
@@ -85,8 +87,8 @@ def build_rating(store: Store, project=None):
     with gr.Row():
         rater = gr.Textbox(label="Your name", elem_id="rate-name", scale=2,
                            info="With sign-in on, votes go under your signed-in name.")
-        chosen_set = gr.Dropdown(set_choices(store, DEFAULT_PROJECT if project is not None else None), value=None,
-                                 label="Sample set", elem_id="rate-set", scale=3)
+        chosen_set = gr.Dropdown(rateable_set_choices(store, DEFAULT_PROJECT if project is not None else None),
+                                 value=None, label="Sample set", elem_id="rate-set", scale=3)
         mode = gr.Radio([("A/B comparison", "pairwise"), ("1-5 scores", "absolute")], value="pairwise",
                         label="Mode", scale=2)
         start = gr.Button("Start", variant="primary", elem_id="rate-start", scale=1)
@@ -208,7 +210,7 @@ def build_rating(store: Store, project=None):
         player.stop(on_stop(side, True), [current, played, started], [played, started, score_button, *buttons],
                     **in_turn)
 
-    follow(store, project, chosen_set, set_choices)  # sets generated since the page opened are offered at once
+    follow(store, project, chosen_set, rateable_set_choices)  # sets generated since the page opened are offered at once
     return rater
 
 
@@ -276,7 +278,7 @@ def build(store: Store, project=None) -> None:
         gr.Markdown("Raters who should see nothing else can use the rater-only page: **/rate** on this server.")
     with gr.Accordion("Leaderboard", open=True):
         with gr.Row():
-            board_set = gr.Dropdown(set_choices(store, DEFAULT_PROJECT), value=None, label="Sample set",
+            board_set = gr.Dropdown(rateable_set_choices(store, DEFAULT_PROJECT), value=None, label="Sample set",
                                     elem_id="board-set")
             flagged = gr.Checkbox(False, label="include votes flagged as too fast")
             show = gr.Button("Show / refresh", elem_id="board-show")
@@ -308,7 +310,7 @@ def build(store: Store, project=None) -> None:
     export.click(on_export, [board_set, kind], exported)
     with gr.Accordion("Across a run's checkpoints", open=False):
         with gr.Row():
-            run = gr.Dropdown(run_choices(store, DEFAULT_PROJECT), value=None, label="Run", elem_id="eval-run")
+            run = gr.Dropdown(metrics_run_choices(store, DEFAULT_PROJECT), value=None, label="Run", elem_id="eval-run")
             curve_button = gr.Button("Show human preference and metrics by step")
             compute = gr.Button("Compute automatic metrics for the last checkpoint", elem_id="eval-compute")
             computing = BackgroundTask(store, "eval-compute-cancel")
@@ -331,8 +333,8 @@ def build(store: Store, project=None) -> None:
     compute.click(on_compute, [run, project], [curve_text, curve_plot, metric_plot, metric_table, *computing.outputs],
                   show_progress="minimal")
     register_api(store)
-    follow(store, project, board_set, set_choices)
-    follow(store, project, run, run_choices)
+    follow(store, project, board_set, rateable_set_choices)
+    follow(store, project, run, metrics_run_choices)
 
 
 def run_outputs(store: Store, run_id):

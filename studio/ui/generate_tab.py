@@ -172,7 +172,8 @@ def sets_table(store: Store, project: str | None = None) -> list[list]:
              s["samples"], s["created_at"][:19].replace("T", " ")] for s in list_sets(store, project)]
 
 
-def set_choices(store: Store, project: str | None = None) -> list[tuple[str, int]]:
+def sample_set_choices(store: Store, project: str | None = None) -> list[tuple[str, int]]:
+    """Every sample set of ``project`` with its status (the Evaluate tab offers only ``rateable_set_choices``)."""
     from studio.generation.service import list_sets
 
     return [(f"#{s['set_id']} {s['modality']} · {s['prompts']} prompts · {s['status']}", s["set_id"])
@@ -263,7 +264,7 @@ def build(store: Store, project, version) -> None:
         table = gr.Dataframe(sets_table(store, DEFAULT_PROJECT), interactive=False,
                              headers=["set", "status", "modality", "base", "variants", "prompts", "samples", "created"])
         with gr.Row():
-            chosen_set = gr.Dropdown(set_choices(store, DEFAULT_PROJECT), value=None, label="Sample set",
+            chosen_set = gr.Dropdown(sample_set_choices(store, DEFAULT_PROJECT), value=None, label="Sample set",
                                      elem_id="gen-set")
             reopen = gr.Button("Reopen")
             download = gr.Button("Download as zip")
@@ -309,7 +310,7 @@ def build(store: Store, project, version) -> None:
         variants_update = variant_list(variants_of(store, chosen, project_value), keep) if chosen == model \
             else gr.Dropdown()
         return (gr.Dropdown(choices=bases, value=chosen), variants_update,
-                gr.Dropdown(choices=set_choices(store, project_value), **({} if keep else {"value": None})),
+                gr.Dropdown(choices=sample_set_choices(store, project_value), **({} if keep else {"value": None})),
                 sets_table(store, project_value))
 
     list_outputs = [base, variants, chosen_set, table]
@@ -403,7 +404,8 @@ def build(store: Store, project, version) -> None:
 
     start.click(on_generate, [base, variants, include_base, prompts, references, seed, samples, project] + form_inputs,
                 [status, grid], api_visibility="private").then(
-        lambda p: (gr.Dropdown(choices=set_choices(store, p)), sets_table(store, p)), project, [chosen_set, table])
+        lambda p: (gr.Dropdown(choices=sample_set_choices(store, p)), sets_table(store, p)), project,
+        [chosen_set, table])
 
     def on_cancel(request: gr.Request = None):
         job = running.get(getattr(request, "session_hash", None) or "default")
@@ -443,8 +445,8 @@ def build(store: Store, project, version) -> None:
             return f"**Nothing was deleted:** {html.escape(str(error))}", gr.Dropdown(), gr.Dataframe(), gr.HTML(), \
                 hidden, None
         return (f"Sample set #{set_id} deleted with its samples, files and ratings.",
-                gr.Dropdown(choices=set_choices(store, project_value), value=None), sets_table(store, project_value),
-                gr.HTML(value=""), hidden, None)
+                gr.Dropdown(choices=sample_set_choices(store, project_value), value=None),
+                sets_table(store, project_value), gr.HTML(value=""), hidden, None)
 
     reopen.click(on_reopen, chosen_set, [status, grid])
     download.click(on_download, chosen_set, zip_file)
