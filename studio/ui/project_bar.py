@@ -52,7 +52,7 @@ def on_delete_handler(store: Store):
         try:
             gone = delete_project(store, name, actor=current_user(request))
         except (ProjectError, DeleteRefused) as error:
-            return f"**Nothing was deleted:** {html.escape(str(error))}", gr.Dropdown(), gr.Textbox(), gr.Dataframe()
+            return error_message(error, "Nothing was deleted:"), gr.Dropdown(), gr.Textbox(), gr.Dataframe()
         return (f"Project **{html.escape(name)}** deleted with its {gone['datasets']} dataset(s), {gone['versions']} "
                 f"version(s), {gone['runs']} run(s) and {gone['sample_sets']} sample set(s), files included.",
                 gr.Dropdown(choices=project_choices(store), value=DEFAULT_PROJECT), gr.Textbox(value=""),

@@ -73,11 +73,11 @@ PICK_VERSION_FIRST = "Pick a dataset version first"
 LISTS_POLL_SECONDS = 3
 
 
-def error_message(why) -> str:
-    """A refusal or failure (an exception or its words) as every page shows it: in words (an emoji renders as an
-    empty box where no emoji font is installed), escaped, since the reason may quote a file name, a typed value or
-    a server's answer holding HTML or Markdown."""
-    return f"**Could not do it:** {html.escape(str(why))}"
+def error_message(why, lead: str = "Could not do it:") -> str:
+    """A refusal or failure (an exception or its words) as every page shows it: ``lead`` in bold, then the reason
+    in words (an emoji renders as an empty box where no emoji font is installed), escaped, since the reason may
+    quote a file name, a typed value or a server's answer holding HTML or Markdown."""
+    return f"**{lead}** {html.escape(str(why))}"
 
 
 def clear_when_picked(version, message) -> None:
