@@ -54,8 +54,8 @@ def build_rater_app(store: Store):
     with StudioBlocks(title="Gen Studio · rating", takes_files=False) as app:
         gr.Markdown("# Gen Studio · rating")
         account_line(app)
-        rater = evaluate_tab.build_rating(store)
-        app.load(_signed_in_rater, None, rater, queue=False)
+        rating = evaluate_tab.build_rating(store)
+        app.load(_signed_in_rater, None, rating.rater, queue=False)
         evaluate_tab.register_api(store, include_leaderboard=False)  # the board names the variants: not for raters
     readable_failures(app)
     return app
