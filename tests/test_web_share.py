@@ -90,6 +90,13 @@ def test_the_tab_says_what_is_missing_or_wrong_in_words(lab, hub_store):  # noqa
                                                                      None)
 
 
+def test_a_refused_push_shows_what_was_typed_as_text_not_html(lab, hub_store):  # noqa: F811
+    store, _hub = hub_store
+    found = export_checkpoint(store, f"{lab['run']}:2", "peft", "other")
+    refused = handlers(store)["on_push"](found, "<img src=x onerror=alert(1)>", "hf_x", True, None, None)
+    assert "is not a Hub repository id" in refused and "&lt;img src=x" in refused and "<img" not in refused
+
+
 def test_a_dataset_version_is_pushed_from_the_shared_selector(lab, hub_store):  # noqa: F811
     store, hub = hub_store
     page = handlers(store)

@@ -35,9 +35,9 @@ def build_app(store: Store):
             with gr.Tab("Data", id="data"):
                 data_tab.build(store, project, version)
             with gr.Tab("Model", id="model"):
-                model_ref, method, lora = model_tab.build(store, project, version)
+                model = model_tab.build(store, project, version)
             with gr.Tab("Train", id="train"):
-                train_tab.build(store, project, version, model_ref, method, lora)
+                train_tab.build(store, project, version, model)
             with gr.Tab("Generate", id="generate"):
                 generate_tab.build(store, project, version)
             with gr.Tab("Evaluate", id="evaluate"):
@@ -54,8 +54,8 @@ def build_rater_app(store: Store):
     with StudioBlocks(title="Gen Studio · rating", takes_files=False) as app:
         gr.Markdown("# Gen Studio · rating")
         account_line(app)
-        rater = evaluate_tab.build_rating(store)
-        app.load(_signed_in_rater, None, rater, queue=False)
+        rating = evaluate_tab.build_rating(store)
+        app.load(_signed_in_rater, None, rating.rater, queue=False)
         evaluate_tab.register_api(store, include_leaderboard=False)  # the board names the variants: not for raters
     readable_failures(app)
     return app

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gradio as gr  # at module level: a handler's "request: gr.Request" hint must resolve, or Gradio passes no request
 import html
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 from studio.data.items import MODALITIES, ImportRefused
@@ -18,7 +19,7 @@ from studio.ui.background import BackgroundTask
 from studio.ui.confirm import NOT_CONFIRMED, confirmed, two_step_delete
 from studio.ui.forms import form_values, params_form
 from studio.ui.plots import dataset_figures
-from studio.ui.state import PICK_VERSION_FIRST, clear_when_picked, current_user, not_done, version_choices
+from studio.ui.state import PICK_VERSION_FIRST, clear_when_picked, current_user, error_message, version_choices
 
 PREVIEW_ROWS = 200
 GALLERY_ITEMS = 48
@@ -145,8 +146,55 @@ def example_choices() -> list[tuple[str, str]]:
     return [(path.name, str(path)) for path in sorted(EXAMPLES.glob("*")) if path.suffix in (".txt", ".zip")]
 
 
-def build(store: Store, project, version) -> None:
-    """Lay out the Data tab. ``project`` and ``version`` are the shared selectors above the tabs."""
+@dataclass
+class DataTab:
+    """The Data tab's components."""
+    files: object
+    modality: object
+    name: object
+    split: object
+    seed: object
+    inspection: object
+    mapping_box: object
+    mapping_table: object
+    mapping_format: object
+    mapping_columns: dict
+    steps: StepsPanel
+    import_button: object
+    importing: BackgroundTask
+    example: object
+    summary: object
+    report: object
+    removed: object
+    version_info: object
+    size_plot: object
+    words_plot: object
+    table: object
+    gallery: object
+    players: list
+    audio_row: object
+    version_report: object
+    export_button: object
+    reclean_button: object
+    recleaning: BackgroundTask
+    delete_version_button: object
+    delete_dataset_button: object
+    confirm_version: object
+    armed_version: object
+    confirm_dataset: object
+    armed_dataset: object
+    export_file: object
+    reclean_status: object
+
+
+def build(store: Store, project, version) -> DataTab:
+    """The Data tab. ``project`` and ``version`` are the shared selectors above the tabs."""
+    tab = layout(store, version)
+    wire(store, tab, project, version)
+    return tab
+
+
+def layout(store: Store, version) -> DataTab:
     gr.Markdown("Upload text, images or audio (several files, folders as a zip). Captions for images and audio "
                 "come from same-name `.txt` files or a `metadata.jsonl`/`metadata.csv` with `file_name`.")
     with gr.Row():
@@ -205,11 +253,23 @@ def build(store: Store, project, version) -> None:
                                                                  "and upload of it", "dataset-delete-yes")
     export_file = gr.File(label="Download", visible=False)
     reclean_status = gr.Markdown(elem_id="data-reclean-status")
+    return DataTab(files=files, modality=modality, name=name, split=split, seed=seed, inspection=inspection,
+                   mapping_box=mapping_box, mapping_table=mapping_table, mapping_format=mapping_format,
+                   mapping_columns=mapping_columns, steps=steps, import_button=import_button, importing=importing,
+                   example=example, summary=summary, report=report, removed=removed, version_info=version_info,
+                   size_plot=size_plot, words_plot=words_plot, table=table, gallery=gallery, players=players,
+                   audio_row=audio_row, version_report=version_report, export_button=export_button,
+                   reclean_button=reclean_button, recleaning=recleaning, delete_version_button=delete_version_button,
+                   delete_dataset_button=delete_dataset_button, confirm_version=confirm_version,
+                   armed_version=armed_version, confirm_dataset=confirm_dataset, armed_dataset=armed_dataset,
+                   export_file=export_file, reclean_status=reclean_status)
 
+
+def wire(store: Store, tab: DataTab, project, version) -> None:
     def on_files(paths):
         if not paths:
             return gr.Radio(), "", gr.Accordion(visible=False), None, gr.Radio(), *[gr.Dropdown()] * 5, \
-                *steps.visibility("text")
+                *tab.steps.visibility("text")
         info = inspect_upload(paths)
         text = upload_text(info)
         tables = [t for t in info["tables"] if t["columns"] or t["problem"]]
@@ -226,11 +286,12 @@ def build(store: Store, project, version) -> None:
         dropdowns = [gr.Dropdown(choices=[""] + columns, value=guess.get(f) or "") for f in MAPPING_FIELDS]
         return (gr.Radio(value=info["modality"]), text, gr.Accordion(visible=bool(tables), open=bool(problems)),
                 {"headers": columns, "data": frame} if columns else None,
-                gr.Radio(value=guess.get("format", "text")), *dropdowns, *steps.visibility(info["modality"]))
+                gr.Radio(value=guess.get("format", "text")), *dropdowns, *tab.steps.visibility(info["modality"]))
 
-    files.change(on_files, files, [modality, inspection, mapping_box, mapping_table, mapping_format,
-                                   *mapping_columns.values(), *steps.groups.values()])
-    modality.change(lambda m: steps.visibility(m), modality, list(steps.groups.values()))
+    tab.files.change(on_files, tab.files, [tab.modality, tab.inspection, tab.mapping_box, tab.mapping_table,
+                                           tab.mapping_format, *tab.mapping_columns.values(),
+                                           *tab.steps.groups.values()])
+    tab.modality.change(lambda m: tab.steps.visibility(m), tab.modality, list(tab.steps.groups.values()))
 
     def chosen_mapping(fmt, columns: dict) -> ColumnMapping | None:
         if not any(columns.values()):
@@ -244,8 +305,8 @@ def build(store: Store, project, version) -> None:
         return (summary_markdown(result), report_rows(saved.report), gr.Gallery(value=examples, visible=bool(examples)),
                 gr.Dropdown(choices=version_choices(store, project_value), value=ref))
 
-    def import_refused(why: str) -> tuple:
-        return f"**Nothing was imported.** {why}", None, gr.Gallery(visible=False), gr.Dropdown()
+    def import_refused(why) -> tuple:
+        return error_message(why, "Nothing was imported."), None, gr.Gallery(visible=False), gr.Dropdown()
 
     # request stands before *rest: Gradio passes it only to a positional parameter
     def on_import(paths, modality_value, name_value, split_value, seed_value, project_value, fmt,
@@ -253,33 +314,34 @@ def build(store: Store, project, version) -> None:
         columns = dict(zip(MAPPING_FIELDS, rest[:len(MAPPING_FIELDS)]))
         step_values = rest[len(MAPPING_FIELDS):]
         if not paths:
-            yield "Choose some files first.", None, gr.Gallery(visible=False), gr.Dropdown(), *importing.idle()
+            yield "Choose some files first.", None, gr.Gallery(visible=False), gr.Dropdown(), *tab.importing.idle()
             return
         try:
             mapping = chosen_mapping(fmt, columns)
             params = {"name": name_value or None, "modality": modality_value, "split": split_value,
-                      "seed": int(seed_value or 0), "steps": steps.config(modality_value, step_values),
+                      "seed": int(seed_value or 0), "steps": tab.steps.config(modality_value, step_values),
                       "mapping": mapping.model_dump() if mapping else None, "project": project_value or "default"}
         except ValueError as error:
-            yield *import_refused(html.escape(str(error))), *importing.idle()
+            yield *import_refused(error), *tab.importing.idle()
             return
         # the worker reads copies under STUDIO_HOME: the upload cache is the web server's, not the worker's
         params["paths"] = stage_files(store, paths)
-        yield from importing.run("import", params, project=params["project"], actor=current_user(request),
-                                 working=lambda text: (text, gr.skip(), gr.skip(), gr.skip()),
-                                 done=lambda result: import_done(result, params["project"]), failed=import_refused)
+        yield from tab.importing.run("import", params, project=params["project"], actor=current_user(request),
+                                     working=lambda text: (text, gr.skip(), gr.skip(), gr.skip()),
+                                     done=lambda result: import_done(result, params["project"]), failed=import_refused)
 
-    import_inputs = [files, modality, name, split, seed, project, mapping_format, *mapping_columns.values(),
-                     *steps.components]
-    import_button.click(on_import, import_inputs, [summary, report, removed, version, *importing.outputs],
-                        show_progress="minimal")
+    import_inputs = [tab.files, tab.modality, tab.name, tab.split, tab.seed, project, tab.mapping_format,
+                     *tab.mapping_columns.values(), *tab.steps.components]
+    tab.import_button.click(on_import, import_inputs,
+                            [tab.summary, tab.report, tab.removed, version, *tab.importing.outputs],
+                            show_progress="minimal")
 
     def on_example(path):
         if not path:
             return [gr.File()] * 1 + [gr.Textbox()]
         return gr.File(value=[path]), gr.Textbox(value=Path(path).stem)
 
-    example.change(on_example, example, [files, name])
+    tab.example.change(on_example, tab.example, [tab.files, tab.name])
 
     def on_version(ref):
         hidden = [gr.Gallery(visible=False), gr.Row(visible=False)] + [gr.Audio(value=None)] * AUDIO_PLAYERS
@@ -288,7 +350,7 @@ def build(store: Store, project, version) -> None:
         try:
             found = get_version(store, ref)
         except ImportRefused as error:
-            return not_done(html.escape(str(error))), None, None, None, *hidden, None
+            return error_message(error), None, None, None, *hidden, None
         folder, modality_value = store.path(found.path), found.dataset.modality
         rows = read_manifest(store, found, limit=max(PREVIEW_ROWS, GALLERY_ITEMS, AUDIO_PLAYERS))  # a preview only
         fractions = found.splits.get("fractions")
@@ -310,8 +372,8 @@ def build(store: Store, project, version) -> None:
                 [gr.Audio(value=None)] * (AUDIO_PLAYERS - len(clips))
         return info, first, second, preview_rows(rows), *media, report_rows(found.report)
 
-    version.change(on_version, version, [version_info, size_plot, words_plot, table, gallery, audio_row, *players,
-                                         version_report])
+    version.change(on_version, version, [tab.version_info, tab.size_plot, tab.words_plot, tab.table, tab.gallery,
+                                         tab.audio_row, *tab.players, tab.version_report])
 
     def on_export(ref):
         from studio.data.export import export_zip
@@ -320,30 +382,30 @@ def build(store: Store, project, version) -> None:
             return gr.File(visible=False)
         return gr.File(value=str(export_zip(store, ref)), visible=True)
 
-    export_button.click(on_export, version, export_file)
+    tab.export_button.click(on_export, version, tab.export_file)
 
     def on_reclean(ref, project_value, request: gr.Request, *step_values):
         if not ref:
-            yield f"{PICK_VERSION_FIRST}.", gr.Dropdown(), *recleaning.idle()
+            yield f"{PICK_VERSION_FIRST}.", gr.Dropdown(), *tab.recleaning.idle()
             return
         try:
             found = get_version(store, ref)
         except ImportRefused as error:
-            yield not_done(html.escape(str(error))), gr.Dropdown(), *recleaning.idle()
+            yield error_message(error), gr.Dropdown(), *tab.recleaning.idle()
             return
 
         def done(result: dict) -> tuple:
             new_ref = f"{result['dataset_id']}:{result['version']}"
             return summary_markdown(result), gr.Dropdown(choices=version_choices(store, project_value), value=new_ref)
 
-        params = {"version_id": found.id, "steps": steps.config(found.dataset.modality, step_values)}
-        yield from recleaning.run("reclean", params, project=project_value, actor=current_user(request),
-                                  working=lambda text: (text, gr.skip()), done=done,
-                                  failed=lambda why: (not_done(why), gr.Dropdown()))
+        params = {"version_id": found.id, "steps": tab.steps.config(found.dataset.modality, step_values)}
+        yield from tab.recleaning.run("reclean", params, project=project_value, actor=current_user(request),
+                                      working=lambda text: (text, gr.skip()), done=done,
+                                      failed=lambda why: (error_message(why), gr.Dropdown()))
 
-    reclean_button.click(on_reclean, [version, project, *steps.components],
-                         [reclean_status, version, *recleaning.outputs], show_progress="minimal")
-    clear_when_picked(version, reclean_status)
+    tab.reclean_button.click(on_reclean, [version, project, *tab.steps.components],
+                             [tab.reclean_status, version, *tab.recleaning.outputs], show_progress="minimal")
+    clear_when_picked(version, tab.reclean_status)
 
     def delete_handler(delete, done_message):
         """The confirmed deletion of the selected version's ``delete(ref, actor)``; then the project's fresh list."""
@@ -354,7 +416,7 @@ def build(store: Store, project, version) -> None:
             try:
                 message = done_message(delete(ref, current_user(request)), ref)
             except (DeleteRefused, ImportRefused) as error:
-                return f"**Nothing was deleted:** {html.escape(str(error))}", gr.Dropdown(), hidden, None
+                return error_message(error, "Nothing was deleted:"), gr.Dropdown(), hidden, None
             return message, gr.Dropdown(choices=version_choices(store, project_value), value=None), hidden, None
         return handler
 
@@ -365,8 +427,10 @@ def build(store: Store, project, version) -> None:
     def dataset_gone(gone: dict, _ref: str) -> str:
         return f"Dataset '{html.escape(gone['name'])}' ({gone['versions']} version(s)) and its files were deleted."
 
-    confirm_version.click(delete_handler(lambda ref, actor: delete_version(store, ref, actor=actor), version_gone),
-                          [armed_version, version, project], [reclean_status, version, confirm_version, armed_version])
-    confirm_dataset.click(delete_handler(lambda ref, actor: delete_dataset(store, int(str(ref).split(":")[0]),
-                                                                           actor=actor), dataset_gone),
-                          [armed_dataset, version, project], [reclean_status, version, confirm_dataset, armed_dataset])
+    tab.confirm_version.click(delete_handler(lambda ref, actor: delete_version(store, ref, actor=actor), version_gone),
+                              [tab.armed_version, version, project],
+                              [tab.reclean_status, version, tab.confirm_version, tab.armed_version])
+    tab.confirm_dataset.click(delete_handler(lambda ref, actor: delete_dataset(store, int(str(ref).split(":")[0]),
+                                                                               actor=actor), dataset_gone),
+                              [tab.armed_dataset, version, project],
+                              [tab.reclean_status, version, tab.confirm_dataset, tab.armed_dataset])

@@ -12,11 +12,12 @@ from __future__ import annotations
 import gradio as gr  # at module level: a handler's "request: gr.Request" hint must resolve, or Gradio passes no request
 import html
 import time
+from dataclasses import dataclass
 
 from studio.store import Store
 from studio.store.projects import DEFAULT_PROJECT
 from studio.ui.background import BackgroundTask
-from studio.ui.state import current_user, follow, not_done
+from studio.ui.state import current_user, follow, error_message
 
 MIN_PLAY_SECONDS = 3.0  # an audio clip counts as heard after 3 s of playing, or when it ends sooner
 
@@ -30,7 +31,7 @@ CHOICES = [("A is better", "a"), ("B is better", "b"), ("Tie", "tie"), ("Both ba
            ("Can't judge", "skip")]
 
 
-def set_choices(store: Store, project: str | None = None) -> list[tuple[str, int]]:
+def rateable_set_choices(store: Store, project: str | None = None) -> list[tuple[str, int]]:
     """The sample sets with samples (of ``project``; every project's on the rater-only page)."""
     from studio.generation.service import list_sets
 
@@ -38,7 +39,9 @@ def set_choices(store: Store, project: str | None = None) -> list[tuple[str, int
             for s in list_sets(store, project) if s["samples"]]
 
 
-def run_choices(store: Store, project: str | None = None) -> list[tuple[str, int]]:
+def metrics_run_choices(store: Store, project: str | None = None) -> list[tuple[str, int]]:
+    """The runs to compute automatic metrics for (labelled by what was trained; the Train tab's picker, which names
+    the dataset, is ``state.run_choices``)."""
     from studio.training.runs import list_runs
 
     return [(f"#{r['run_id']} {r['method']} {r['model']} · {r['status']}", r["run_id"])
@@ -78,15 +81,48 @@ def _prompt_markdown(shown: dict | None) -> str:
     return f"**Prompt** ({origin}; item {done + 1} of {total}):\n\n> {html.escape(shown['prompt'])}{extra}"
 
 
-def build_rating(store: Store, project=None):
-    """The blind rating panel (every project's sets when ``project`` is None: the rater-only page); returns the
-    rater-name box (filled with the signed-in name when sign-in is on)."""
+@dataclass
+class RatingPanel:
+    """The blind rating panel's components."""
+    rater: object
+    chosen_set: object
+    mode: object
+    start: object
+    prompt: object
+    text_a: object
+    image_a: object
+    audio_a: object
+    column_b: object
+    text_b: object
+    image_b: object
+    audio_b: object
+    pair_buttons: object
+    buttons: list  # one per CHOICES, in its order
+    score_row: object
+    score: object
+    score_button: object
+    comment: object
+    result: object
+    current: object  # State: the presented pair or item
+    played: object  # State: seconds each clip was played
+    started: object  # State: when each clip started
+
+
+def build_rating(store: Store, project=None) -> RatingPanel:
+    """The blind rating panel (every project's sets when ``project`` is None: the rater-only page); its ``rater``
+    box is filled with the signed-in name when sign-in is on."""
+    panel = rating_layout(store, every_project=project is None)
+    wire_rating(store, panel, project)
+    return panel
+
+
+def rating_layout(store: Store, every_project: bool) -> RatingPanel:
     gr.Markdown(RATER_INTRO)
     with gr.Row():
         rater = gr.Textbox(label="Your name", elem_id="rate-name", scale=2,
                            info="With sign-in on, votes go under your signed-in name.")
-        chosen_set = gr.Dropdown(set_choices(store, DEFAULT_PROJECT if project is not None else None), value=None,
-                                 label="Sample set", elem_id="rate-set", scale=3)
+        chosen_set = gr.Dropdown(rateable_set_choices(store, None if every_project else DEFAULT_PROJECT),
+                                 value=None, label="Sample set", elem_id="rate-set", scale=3)
         mode = gr.Radio([("A/B comparison", "pairwise"), ("1-5 scores", "absolute")], value="pairwise",
                         label="Mode", scale=2)
         start = gr.Button("Start", variant="primary", elem_id="rate-start", scale=1)
@@ -110,15 +146,24 @@ def build_rating(store: Store, project=None):
     current = gr.State(None)   # the presented pair or item, as the service returned it
     played = gr.State({})      # seconds each clip was played: {"a": 3.2, "b": 1.0}
     started = gr.State({})     # when each clip started playing
-    outputs = [current, played, started, prompt, text_a, image_a, audio_a, column_b, text_b, image_b, audio_b,
-               pair_buttons, score_row, score, score_button, *buttons]
+    return RatingPanel(rater=rater, chosen_set=chosen_set, mode=mode, start=start, prompt=prompt, text_a=text_a,
+                       image_a=image_a, audio_a=audio_a, column_b=column_b, text_b=text_b, image_b=image_b,
+                       audio_b=audio_b, pair_buttons=pair_buttons, buttons=buttons, score_row=score_row, score=score,
+                       score_button=score_button, comment=comment, result=result, current=current, played=played,
+                       started=started)
+
+
+def wire_rating(store: Store, tab: RatingPanel, project) -> None:
+    outputs = [tab.current, tab.played, tab.started, tab.prompt, tab.text_a, tab.image_a, tab.audio_a, tab.column_b,
+               tab.text_b, tab.image_b, tab.audio_b, tab.pair_buttons, tab.score_row, tab.score, tab.score_button,
+               *tab.buttons]
 
     def present(shown: dict | None, message: str = ""):
         """Every output of the panel for ``shown`` (None: nothing left to rate)."""
         if shown is None:
             hidden = [gr.update(visible=False)] * 9
             return [None, {}, {}, message or "Nothing left for you to rate in this set — thank you!", *hidden,
-                    gr.Radio(), gr.Button(interactive=False), *[gr.Button(interactive=False)] * len(buttons)]
+                    gr.Radio(), gr.Button(interactive=False), *[gr.Button(interactive=False)] * len(tab.buttons)]
         pairwise = shown["mode"] == "pairwise"
         ready = shown["modality"] != "audio"  # text and images are both on screen at once: vote right away
         scale = [(f"{s['value']} — {s['label']}: {s['meaning']}", s["value"]) for s in shown.get("scale") or []]
@@ -127,7 +172,7 @@ def build_rating(store: Store, project=None):
         header = _prompt_markdown(shown) + (f"\n\n{message}" if message else "")
         return [shown, {}, {}, header, *side_a, gr.Column(visible=pairwise), *side_b, gr.Row(visible=pairwise),
                 gr.Row(visible=not pairwise), gr.Radio(choices=scale, value=None), gr.Button(interactive=ready),
-                *[gr.Button(interactive=ready) for _ in buttons]]
+                *[gr.Button(interactive=ready) for _ in tab.buttons]]
 
     def on_start(name, set_id, chosen_mode, request: gr.Request = None):
         from studio.evaluation.service import EvaluationError, next_item, next_pair
@@ -140,9 +185,9 @@ def build_rating(store: Store, project=None):
             fetch = next_pair if chosen_mode == "pairwise" else next_item
             return present(fetch(store, int(set_id), name, session=session))
         except EvaluationError as error:
-            return present(None, not_done(html.escape(str(error))))
+            return present(None, error_message(error))
 
-    start.click(on_start, [rater, chosen_set, mode], outputs)
+    tab.start.click(on_start, [tab.rater, tab.chosen_set, tab.mode], outputs)
 
     def revealed_text(outcome: dict, shown: dict) -> str:
         sides = outcome.get("revealed") or {}
@@ -171,14 +216,14 @@ def build_rating(store: Store, project=None):
                 fetch = next_pair if shown["mode"] == "pairwise" else next_item
                 return [revealed_text(outcome, shown), *present(fetch(store, int(shown["set_id"]), name, session=session))]
             except EvaluationError as error:
-                return [not_done(html.escape(str(error))), *[gr.update()] * len(outputs)]
+                return [error_message(error), *[gr.update()] * len(outputs)]
         return handler
 
-    common = [rater, chosen_set, mode, current, played, comment]
-    for button, (_, value) in zip(buttons, CHOICES):
+    common = [tab.rater, tab.chosen_set, tab.mode, tab.current, tab.played, tab.comment]
+    for button, (_, value) in zip(tab.buttons, CHOICES):
         # concurrency_limit=1 per button and the service's unique (pair, rater) vote: a double click votes once
-        button.click(decide(value), common, [result, *outputs], concurrency_limit=1)
-    score_button.click(decide("score"), common + [score], [result, *outputs], concurrency_limit=1)
+        button.click(decide(value), common, [tab.result, *outputs], concurrency_limit=1)
+    tab.score_button.click(decide("score"), common + [tab.score], [tab.result, *outputs], concurrency_limit=1)
 
     # Audio: voting opens once each clip has played 3 s (or to its end); the play time goes with the vote.
     def on_play(side):
@@ -195,21 +240,21 @@ def build_rating(store: Store, project=None):
                 heard[side] = max(heard.get(side, 0.0), MIN_PLAY_SECONDS)
             ready = bool(shown) and all(heard.get(s, 0.0) >= MIN_PLAY_SECONDS
                                         for s in (("a", "b") if shown.get("mode") == "pairwise" else ("a",)))
-            return [heard, when, gr.Button(interactive=ready)] + [gr.Button(interactive=ready) for _ in buttons]
+            return [heard, when, gr.Button(interactive=ready)] + [gr.Button(interactive=ready) for _ in tab.buttons]
         return handler
 
     # One at a time, in the order they came: at a clip's end the player reports a pause and an end together, and
     # two handlers reading `played` at once would each write back their own view, the later undoing the other.
     in_turn = dict(concurrency_id="listen-gate", concurrency_limit=1)
-    for side, player in (("a", audio_a), ("b", audio_b)):
-        player.play(on_play(side), started, started, **in_turn)
-        player.pause(on_stop(side, False), [current, played, started], [played, started, score_button, *buttons],
-                     **in_turn)
-        player.stop(on_stop(side, True), [current, played, started], [played, started, score_button, *buttons],
-                    **in_turn)
+    for side, player in (("a", tab.audio_a), ("b", tab.audio_b)):
+        player.play(on_play(side), tab.started, tab.started, **in_turn)
+        player.pause(on_stop(side, False), [tab.current, tab.played, tab.started],
+                     [tab.played, tab.started, tab.score_button, *tab.buttons], **in_turn)
+        player.stop(on_stop(side, True), [tab.current, tab.played, tab.started],
+                    [tab.played, tab.started, tab.score_button, *tab.buttons], **in_turn)
 
-    follow(store, project, chosen_set, set_choices)  # sets generated since the page opened are offered at once
-    return rater
+    # sets generated since the page opened are offered at once
+    follow(store, project, tab.chosen_set, rateable_set_choices)
 
 
 # ----------------------------------------------------------------------------- results (editors only)
@@ -223,7 +268,7 @@ def leaderboard_outputs(store: Store, set_id, include_flagged: bool):
     try:
         board = leaderboard(store, int(set_id), include_flagged=bool(include_flagged))
     except EvaluationError as error:
-        return not_done(html.escape(str(error))), [], None, None, None, []
+        return error_message(error), [], None, None, None, []
     rows = [[v["rank"], v["label"], _round(v["strength"]), _round(v["ci_low"]), _round(v["ci_high"]), v["wins"],
              v["losses"], v["ties"], v["both_bad"], v["votes"], "preliminary" if v["preliminary"] else ""]
             for v in board["variants"]]
@@ -269,14 +314,46 @@ def _round(value):
     return None if value is None else round(float(value), 3)
 
 
-def build(store: Store, project=None) -> None:
+@dataclass
+class EvaluateTab:
+    """The Evaluate tab's components: the rating panel, the leaderboard and the run's curves."""
+    rating: RatingPanel
+    board_set: object
+    flagged: object
+    show: object
+    board_summary: object
+    board_table: object
+    strength_plot: object
+    wins_plot: object
+    counts_plot: object
+    score_table: object
+    kind: object
+    export: object
+    exported: object
+    run: object
+    curve_button: object
+    compute: object
+    computing: BackgroundTask
+    curve_text: object
+    curve_plot: object
+    metric_plot: object
+    metric_table: object
+
+
+def build(store: Store, project=None) -> EvaluateTab:
     """The Evaluate tab; its sample-set and run lists follow the shared ``project`` selector."""
+    tab = layout(store, project)
+    wire(store, tab, project)
+    return tab
+
+
+def layout(store: Store, project) -> EvaluateTab:
     with gr.Accordion("Rate (blind)", open=True):
-        build_rating(store, project=project)
+        rating = rating_layout(store, every_project=project is None)
         gr.Markdown("Raters who should see nothing else can use the rater-only page: **/rate** on this server.")
     with gr.Accordion("Leaderboard", open=True):
         with gr.Row():
-            board_set = gr.Dropdown(set_choices(store, DEFAULT_PROJECT), value=None, label="Sample set",
+            board_set = gr.Dropdown(rateable_set_choices(store, DEFAULT_PROJECT), value=None, label="Sample set",
                                     elem_id="board-set")
             flagged = gr.Checkbox(False, label="include votes flagged as too fast")
             show = gr.Button("Show / refresh", elem_id="board-show")
@@ -294,21 +371,9 @@ def build(store: Store, project=None) -> None:
                              ("preference pairs for DPO (JSONL)", "preferences")], value="events", label="Export")
             export = gr.Button("Export")
             exported = gr.File(visible=False)
-    board_outputs = [board_summary, board_table, strength_plot, wins_plot, counts_plot, score_table]
-    for trigger in (show.click, board_set.change, flagged.change):  # picking a set shows its board
-        trigger(lambda s, f: leaderboard_outputs(store, s, f), [board_set, flagged], board_outputs)
-
-    def on_export(set_id, chosen):
-        from studio.evaluation.service import export_votes
-
-        if not set_id:
-            return gr.File(visible=False)
-        return gr.File(value=str(export_votes(store, int(set_id), chosen)), visible=True)
-
-    export.click(on_export, [board_set, kind], exported)
     with gr.Accordion("Across a run's checkpoints", open=False):
         with gr.Row():
-            run = gr.Dropdown(run_choices(store, DEFAULT_PROJECT), value=None, label="Run", elem_id="eval-run")
+            run = gr.Dropdown(metrics_run_choices(store, DEFAULT_PROJECT), value=None, label="Run", elem_id="eval-run")
             curve_button = gr.Button("Show human preference and metrics by step")
             compute = gr.Button("Compute automatic metrics for the last checkpoint", elem_id="eval-compute")
             computing = BackgroundTask(store, "eval-compute-cancel")
@@ -317,22 +382,48 @@ def build(store: Store, project=None) -> None:
             curve_plot = gr.Plot(label="Human preference by step")
             metric_plot = gr.Plot(label="Automatic metrics by step")
         metric_table = gr.Dataframe(interactive=False, label="Automatic metrics per checkpoint")
-    curve_button.click(lambda r: run_outputs(store, r), run, [curve_text, curve_plot, metric_plot, metric_table])
+    return EvaluateTab(rating=rating, board_set=board_set, flagged=flagged, show=show, board_summary=board_summary,
+                       board_table=board_table, strength_plot=strength_plot, wins_plot=wins_plot,
+                       counts_plot=counts_plot, score_table=score_table, kind=kind, export=export, exported=exported,
+                       run=run, curve_button=curve_button, compute=compute, computing=computing,
+                       curve_text=curve_text, curve_plot=curve_plot, metric_plot=metric_plot,
+                       metric_table=metric_table)
+
+
+def wire(store: Store, tab: EvaluateTab, project) -> None:
+    wire_rating(store, tab.rating, project)
+    board_outputs = [tab.board_summary, tab.board_table, tab.strength_plot, tab.wins_plot, tab.counts_plot,
+                     tab.score_table]
+    for trigger in (tab.show.click, tab.board_set.change, tab.flagged.change):  # picking a set shows its board
+        trigger(lambda s, f: leaderboard_outputs(store, s, f), [tab.board_set, tab.flagged], board_outputs)
+
+    def on_export(set_id, chosen):
+        from studio.evaluation.service import export_votes
+
+        if not set_id:
+            return gr.File(visible=False)
+        return gr.File(value=str(export_votes(store, int(set_id), chosen)), visible=True)
+
+    tab.export.click(on_export, [tab.board_set, tab.kind], tab.exported)
+    tab.curve_button.click(lambda r: run_outputs(store, r), tab.run,
+                           [tab.curve_text, tab.curve_plot, tab.metric_plot, tab.metric_table])
 
     def on_compute(run_id, project_value, request: gr.Request):
         if not run_id:
-            yield "Choose a run.", None, None, None, *computing.idle()
+            yield "Choose a run.", None, None, None, *tab.computing.idle()
             return
-        yield from computing.run("metrics", {"ref": str(run_id)}, project=project_value, actor=current_user(request),
-                                 working=lambda text: (text, gr.skip(), gr.skip(), gr.skip()),
-                                 done=lambda _result: run_outputs(store, run_id),
-                                 failed=lambda why: (not_done(why), None, None, None))
+        yield from tab.computing.run("metrics", {"ref": str(run_id)}, project=project_value,
+                                     actor=current_user(request),
+                                     working=lambda text: (text, gr.skip(), gr.skip(), gr.skip()),
+                                     done=lambda _result: run_outputs(store, run_id),
+                                     failed=lambda why: (error_message(why), None, None, None))
 
-    compute.click(on_compute, [run, project], [curve_text, curve_plot, metric_plot, metric_table, *computing.outputs],
-                  show_progress="minimal")
+    tab.compute.click(on_compute, [tab.run, project],
+                      [tab.curve_text, tab.curve_plot, tab.metric_plot, tab.metric_table, *tab.computing.outputs],
+                      show_progress="minimal")
     register_api(store)
-    follow(store, project, board_set, set_choices)
-    follow(store, project, run, run_choices)
+    follow(store, project, tab.board_set, rateable_set_choices)
+    follow(store, project, tab.run, metrics_run_choices)
 
 
 def run_outputs(store: Store, run_id):
@@ -347,7 +438,7 @@ def run_outputs(store: Store, run_id):
     try:
         preference = run_preference(store, int(run_id))
     except EvaluationError as error:
-        preference, lines = {"points": []}, [not_done(html.escape(str(error)))]
+        preference, lines = {"points": []}, [error_message(error)]
     for point in preference["points"]:
         for against in ("vs_base", "vs_previous"):
             found = point.get(against)

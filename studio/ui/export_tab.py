@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import gradio as gr  # at module level: a handler's "request: gr.Request" hint must resolve, or Gradio passes no request
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 from studio.store import Store
 from studio.training.export import NO_CHECKPOINT
 from studio.ui.background import BackgroundTask
-from studio.ui.state import PICK_VERSION_FIRST, clear_when_picked, current_user, follow, not_done
+from studio.ui.state import PICK_VERSION_FIRST, clear_when_picked, current_user, follow, error_message
 
 FORMATS = [("merged: a full model (transformers / diffusers)", "merged"), ("PEFT adapter (LoRA runs)", "peft"),
            ("diffusers LoRA file (image LoRA runs)", "diffusers-lora")]
@@ -82,7 +83,7 @@ def exported_text(export: dict) -> str:
 def refused_text(why: str, previous: dict | None) -> str:
     """Why an export was refused, and that the last good one (if any) is still the one shown below."""
     kept = f" The last export is kept below: {exported_text(previous)}" if previous else ""
-    return not_done(why) + kept
+    return error_message(why) + kept
 
 
 def _pushed_text(pushed: dict) -> str:
@@ -96,9 +97,39 @@ def _progress_callback(progress):
 
 # ----------------------------------------------------------------------------- the page
 
-def build(store: Store, project, version) -> None:
+@dataclass
+class ShareTab:
+    """The Share tab's components."""
+    export_state: object  # the last good export (a dict), what a push sends
+    checkpoint: object
+    fmt: object
+    license: object
+    export_button: object
+    exporting: BackgroundTask
+    export_status: object
+    download: object
+    card: object
+    repo: object
+    token: object
+    private: object
+    push_button: object
+    push_status: object
+    data_repo: object
+    data_token: object
+    data_private: object
+    data_push: object
+    data_status: object
+
+
+def build(store: Store, project, version) -> ShareTab:
     """The Share tab; ``project`` and ``version`` are the shared selectors (the checkpoints listed are the project's;
     the version is what a dataset push sends)."""
+    tab = layout(store)
+    wire(store, tab, project, version)
+    return tab
+
+
+def layout(store: Store) -> ShareTab:
     from studio.data.service import DEFAULT_PROJECT
     from studio.sharing.card import DEFAULT_LICENSE
 
@@ -137,6 +168,13 @@ def build(store: Store, project, version) -> None:
         data_private = gr.Checkbox(True, label="private repository", scale=1, elem_id="share-data-private")
     data_push = gr.Button("Push the dataset version", elem_id="share-data-push")
     data_status = gr.Markdown(elem_id="share-data-status")
+    return ShareTab(export_state, checkpoint, fmt, license, export_button, exporting, export_status, download, card,
+                    repo, token, private, push_button, push_status, data_repo, data_token, data_private, data_push,
+                    data_status)
+
+
+def wire(store: Store, tab: ShareTab, project, version) -> None:
+    exporting = tab.exporting
 
     def on_export(ref, chosen_format, chosen_license, project_value, previous, request: gr.Request):
         def done(found: dict) -> tuple:
@@ -160,7 +198,7 @@ def build(store: Store, project, version) -> None:
             return push_export_status(store, found, repo_id, typed_token, is_private, current_user(request),
                                       _progress_callback(progress))
         except PushError as error:
-            return not_done(error)
+            return error_message(error)
 
     def on_push_version(version_ref, repo_id, typed_token, is_private, chosen_license, request: gr.Request,
                         progress=gr.Progress()):
@@ -171,11 +209,13 @@ def build(store: Store, project, version) -> None:
             return push_version_status(store, version_ref, repo_id, typed_token, is_private, chosen_license,
                                        current_user(request), _progress_callback(progress))
         except (PushError, ImportRefused) as error:
-            return not_done(error)
+            return error_message(error)
 
-    follow(store, project, checkpoint, checkpoint_choices)  # a checkpoint saved since is offered at once
-    export_button.click(on_export, [checkpoint, fmt, license, project, export_state],
-                        [export_state, export_status, download, card, *exporting.outputs], show_progress="minimal")
-    push_button.click(on_push, [export_state, repo, token, private], push_status)
-    data_push.click(on_push_version, [version, data_repo, data_token, data_private, license], data_status)
-    clear_when_picked(version, data_status)
+    follow(store, project, tab.checkpoint, checkpoint_choices)  # a checkpoint saved since is offered at once
+    tab.export_button.click(on_export, [tab.checkpoint, tab.fmt, tab.license, project, tab.export_state],
+                            [tab.export_state, tab.export_status, tab.download, tab.card, *exporting.outputs],
+                            show_progress="minimal")
+    tab.push_button.click(on_push, [tab.export_state, tab.repo, tab.token, tab.private], tab.push_status)
+    tab.data_push.click(on_push_version, [version, tab.data_repo, tab.data_token, tab.data_private, tab.license],
+                        tab.data_status)
+    clear_when_picked(version, tab.data_status)

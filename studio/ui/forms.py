@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import typing
 
 from pydantic import BaseModel
@@ -42,10 +43,21 @@ def field_component(name: str, field, value):
                       placeholder=EMPTY_MEANS_DEFAULT if optional else None, **kwargs)
 
 
-def params_form(model: type[BaseModel], values: BaseModel | None = None) -> dict[str, object]:
-    """One component per field of ``model``, showing ``values`` (default: the model's defaults)."""
+def params_form(model: type[BaseModel], values: BaseModel | None = None, *, only: list[str] | None = None,
+                per_row: int | None = None) -> dict[str, object]:
+    """The one way a settings form is built: a component per field of ``model`` (or of its fields named in
+    ``only``), showing ``values`` (default: the model's defaults), in the caller's container, or ``per_row`` to a
+    row."""
+    import gradio as gr
+
     values = values if values is not None else model()
-    return {name: field_component(name, field, getattr(values, name)) for name, field in model.model_fields.items()}
+    names = list(only if only is not None else model.model_fields)
+    form = {}
+    for start in range(0, len(names), per_row or len(names) or 1):
+        with gr.Row() if per_row else contextlib.nullcontext():
+            for name in names[start:start + (per_row or len(names))]:
+                form[name] = field_component(name, model.model_fields[name], getattr(values, name))
+    return form
 
 
 def is_empty(value) -> bool:

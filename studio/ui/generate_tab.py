@@ -12,6 +12,7 @@ import gradio as gr  # at module level: a handler's "request: gr.Request" hint m
 import html
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from studio.generation.options import SETTINGS, settings_model
@@ -20,7 +21,7 @@ from studio.store import Store
 from studio.store.projects import DEFAULT_PROJECT
 from studio.ui.confirm import NOT_CONFIRMED, confirmed, two_step_delete
 from studio.ui.forms import form_values, params_form
-from studio.ui.state import (PICK_VERSION_FIRST, clear_when_picked, current_user, not_done, on_lists_change,
+from studio.ui.state import (PICK_VERSION_FIRST, clear_when_picked, current_user, error_message, on_lists_change,
                              on_project_or_load)
 
 MAX_VARIANTS = 4
@@ -173,7 +174,8 @@ def sets_table(store: Store, project: str | None = None) -> list[list]:
              s["samples"], s["created_at"][:19].replace("T", " ")] for s in list_sets(store, project)]
 
 
-def set_choices(store: Store, project: str | None = None) -> list[tuple[str, int]]:
+def sample_set_choices(store: Store, project: str | None = None) -> list[tuple[str, int]]:
+    """Every sample set of ``project`` with its status (the Evaluate tab offers only ``rateable_set_choices``)."""
     from studio.generation.service import list_sets
 
     return [(f"#{s['set_id']} {s['modality']} · {s['prompts']} prompts · {s['status']}", s["set_id"])
@@ -217,10 +219,45 @@ class Generation:
 
 # ----------------------------------------------------------------------------- the tab
 
-def build(store: Store, project, version) -> None:
-    """The Generate tab; its run and sample-set lists follow the shared ``project`` selector."""
-    running: dict[str, Generation] = {}  # one per browser session (gr.Request.session_hash)
+@dataclass
+class GenerateTab:
+    """The Generate tab's components."""
+    base: object
+    variants: object
+    include_base: object
+    prompts: object
+    references: object
+    test_count: object
+    from_test: object
+    prompt_set: object
+    load_prompts: object
+    save_prompts: object
+    seed: object
+    samples: object
+    forms: dict  # modality -> {setting name: component}
+    groups: dict  # modality -> its settings group
+    start: object
+    stop: object
+    status: object
+    grid: object
+    table: object
+    chosen_set: object
+    reopen: object
+    download: object
+    delete: object
+    confirm_delete: object
+    armed_delete: object
+    zip_file: object
 
+
+def build(store: Store, project, version) -> GenerateTab:
+    """The Generate tab; its run and sample-set lists follow the shared ``project`` selector."""
+    tab = layout(store)
+    wire(store, tab, project, version)
+    return tab
+
+
+def layout(store: Store) -> GenerateTab:
     gr.Markdown(INTRO)
     gr.HTML(f"<style>{CSS}</style>")
     with gr.Row():
@@ -265,7 +302,7 @@ def build(store: Store, project, version) -> None:
         table = gr.Dataframe(sets_table(store, DEFAULT_PROJECT), interactive=False,
                              headers=["set", "status", "modality", "base", "variants", "prompts", "samples", "created"])
         with gr.Row():
-            chosen_set = gr.Dropdown(set_choices(store, DEFAULT_PROJECT), value=None, label="Sample set",
+            chosen_set = gr.Dropdown(sample_set_choices(store, DEFAULT_PROJECT), value=None, label="Sample set",
                                      elem_id="gen-set")
             reopen = gr.Button("Reopen")
             download = gr.Button("Download as zip")
@@ -275,8 +312,18 @@ def build(store: Store, project, version) -> None:
             "gen-set-delete-yes")
         zip_file = gr.File(label="zip", visible=False)
         gr.Markdown("A stored set is what the Evaluate tab asks raters to judge: pick it there by its number.")
+    return GenerateTab(base=base, variants=variants, include_base=include_base, prompts=prompts,
+                       references=references, test_count=test_count, from_test=from_test, prompt_set=prompt_set,
+                       load_prompts=load_prompts, save_prompts=save_prompts, seed=seed, samples=samples, forms=forms,
+                       groups=groups, start=start, stop=stop, status=status, grid=grid, table=table,
+                       chosen_set=chosen_set, reopen=reopen, download=download, delete=delete,
+                       confirm_delete=confirm_delete, armed_delete=armed_delete, zip_file=zip_file)
 
-    form_inputs = [c for modality in SETTINGS for c in forms[modality].values()]
+
+def wire(store: Store, tab: GenerateTab, project, version) -> None:
+    running: dict[str, Generation] = {}  # one per browser session (gr.Request.session_hash)
+
+    form_inputs = [c for modality in SETTINGS for c in tab.forms[modality].values()]
 
     def modality_of_base(model: str | None) -> str:
         found = variants_of(store, model)
@@ -299,7 +346,7 @@ def build(store: Store, project, version) -> None:
         note = gr.Checkbox(value=has_base, interactive=has_base, label=label)
         return [variant_list(found), note] + [gr.Group(visible=m == modality) for m in SETTINGS]
 
-    base.change(on_base, [base, project], [variants, include_base] + list(groups.values()))
+    tab.base.change(on_base, [tab.base, project], [tab.variants, tab.include_base] + list(tab.groups.values()))
 
     def lists(project_value, model=None, keep: bool = True):
         """The project's base models (``model`` kept when still offered, else the newest run's; picking it fills
@@ -311,12 +358,12 @@ def build(store: Store, project, version) -> None:
         variants_update = variant_list(variants_of(store, chosen, project_value), keep) if chosen == model \
             else gr.Dropdown()
         return (gr.Dropdown(choices=bases, value=chosen), variants_update,
-                gr.Dropdown(choices=set_choices(store, project_value), **({} if keep else {"value": None})),
+                gr.Dropdown(choices=sample_set_choices(store, project_value), **({} if keep else {"value": None})),
                 sets_table(store, project_value))
 
-    list_outputs = [base, variants, chosen_set, table]
-    on_project_or_load(project, lambda p, m: lists(p, m, keep=False), [project, base], list_outputs)
-    on_lists_change(store, lists, [project, base], list_outputs)  # a new run, checkpoint or set: listed at once
+    list_outputs = [tab.base, tab.variants, tab.chosen_set, tab.table]
+    on_project_or_load(project, lambda p, m: lists(p, m, keep=False), [project, tab.base], list_outputs)
+    on_lists_change(store, lists, [project, tab.base], list_outputs)  # a new run, checkpoint or set: listed at once
 
     def on_from_test(dataset_ref, count):
         from studio.generation.service import prompts_from_test_split
@@ -326,15 +373,15 @@ def build(store: Store, project, version) -> None:
         try:
             found = prompts_from_test_split(store, dataset_ref, int(count or 8))
         except ValueError as error:
-            return gr.Textbox(), None, not_done(html.escape(str(error)))
+            return gr.Textbox(), None, error_message(error)
         text = "\n".join(item["prompt"].replace("\n", " ") for item in found)
         refs = [item.get("reference") for item in found]
         with_refs = sum(1 for r in refs if r)
         return text, refs, f"{len(found)} prompts from the test split ({with_refs} with a reference shown beside them)."
 
-    from_test.click(on_from_test, [version, test_count], [prompts, references, status])
-    clear_when_picked(version, status)
-    prompts.input(lambda: None, None, references)  # typed prompts no longer line up with the references
+    tab.from_test.click(on_from_test, [version, tab.test_count], [tab.prompts, tab.references, tab.status])
+    clear_when_picked(version, tab.status)
+    tab.prompts.input(lambda: None, None, tab.references)  # typed prompts no longer line up with the references
 
     def on_load(name):
         from studio.generation.service import get_prompt_set
@@ -342,7 +389,7 @@ def build(store: Store, project, version) -> None:
         try:
             return "\n".join(get_prompt_set(store, name)), None, f"Loaded prompt set '{html.escape(name)}'."
         except ValueError as error:
-            return gr.Textbox(), None, not_done(html.escape(str(error)))
+            return gr.Textbox(), None, error_message(error)
 
     def on_save(name, text, request: gr.Request = None):
         from studio.generation.service import save_prompt_set
@@ -351,11 +398,11 @@ def build(store: Store, project, version) -> None:
         try:
             save_prompt_set(store, (name or "").strip(), lines, actor=current_user(request))
         except ValueError as error:
-            return gr.Dropdown(), not_done(html.escape(str(error)))
+            return gr.Dropdown(), error_message(error)
         return gr.Dropdown(choices=_prompt_set_names(store), value=name), f"Saved {len(lines)} prompts as '{html.escape(name)}'."
 
-    load_prompts.click(on_load, prompt_set, [prompts, references, status])
-    save_prompts.click(on_save, [prompt_set, prompts], [prompt_set, status])
+    tab.load_prompts.click(on_load, tab.prompt_set, [tab.prompts, tab.references, tab.status])
+    tab.save_prompts.click(on_save, [tab.prompt_set, tab.prompts], [tab.prompt_set, tab.status])
 
     # request stands before *values: Gradio passes it only to a positional parameter
     def on_generate(model, chosen, with_base, text, refs, seed_value, per_prompt, project_value,
@@ -363,14 +410,14 @@ def build(store: Store, project, version) -> None:
         from studio.generation.service import get_set
 
         modality = modality_of_base(model)
-        names = list(forms[modality])
-        offset = sum(len(forms[m]) for m in list(SETTINGS)[:list(SETTINGS).index(modality)])
+        names = list(tab.forms[modality])
+        offset = sum(len(tab.forms[m]) for m in list(SETTINGS)[:list(SETTINGS).index(modality)])
         settings = form_values(settings_model(modality), dict(zip(names, values[offset:offset + len(names)])))
         refs_list = [line for line in (text or "").splitlines() if line.strip()]
         seed_text = str(seed_value or "").strip()
         if seed_text and not seed_text.isdigit():
-            yield not_done("seed: must be a whole number from 0 to 4294967295, or empty for a random one (got "
-                           f"'{html.escape(seed_text[:40])}')"), gr.HTML()
+            yield error_message("seed: must be a whole number from 0 to 4294967295, or empty for a random one (got "
+                                f"'{seed_text[:40]}')"), gr.HTML()
             return
         request_args = dict(variants=(["base"] if with_base else []) + list(chosen or []), prompts=refs_list,
                             seed=int(seed_text) if seed_text else None,
@@ -393,7 +440,7 @@ def build(store: Store, project, version) -> None:
                        grid_html(get_set(store, job.set_id), dict(job.partials)))
         running.pop(key, None)
         if job.error is not None and job.set_id is None:
-            yield not_done(html.escape(str(job.error))), gr.HTML()
+            yield error_message(job.error), gr.HTML()
             return
         final = get_set(store, job.set_id)
         seeds = sorted({s for row in final["seeds"] for s in row})
@@ -403,9 +450,11 @@ def build(store: Store, project, version) -> None:
         yield (f"{ending}: sample set #{final['set_id']}, {len(final['samples'])} samples, seeds "
                f"{', '.join(map(str, seeds[:8]))}{'…' if len(seeds) > 8 else ''}{error}", grid_html(final))
 
-    start.click(on_generate, [base, variants, include_base, prompts, references, seed, samples, project] + form_inputs,
-                [status, grid], api_visibility="private").then(
-        lambda p: (gr.Dropdown(choices=set_choices(store, p)), sets_table(store, p)), project, [chosen_set, table])
+    generate_inputs = [tab.base, tab.variants, tab.include_base, tab.prompts, tab.references, tab.seed, tab.samples,
+                       project]
+    tab.start.click(on_generate, generate_inputs + form_inputs, [tab.status, tab.grid], api_visibility="private").then(
+        lambda p: (gr.Dropdown(choices=sample_set_choices(store, p)), sets_table(store, p)), project,
+        [tab.chosen_set, tab.table])
 
     def on_cancel(request: gr.Request = None):
         job = running.get(getattr(request, "session_hash", None) or "default")
@@ -414,7 +463,7 @@ def build(store: Store, project, version) -> None:
         job.cancel.set()
         return "Cancelling after the current sample…"
 
-    stop.click(on_cancel, None, status, api_visibility="private")
+    tab.stop.click(on_cancel, None, tab.status, api_visibility="private")
 
     def on_reopen(set_id):
         from studio.generation.service import GenerationError, get_set
@@ -424,7 +473,7 @@ def build(store: Store, project, version) -> None:
         try:
             return f"Sample set #{set_id}", grid_html(get_set(store, int(set_id)))
         except GenerationError as error:
-            return not_done(html.escape(str(error))), gr.HTML()
+            return error_message(error), gr.HTML()
 
     def on_download(set_id):
         from studio.generation.service import export_set_zip
@@ -445,13 +494,13 @@ def build(store: Store, project, version) -> None:
             return f"**Nothing was deleted:** {html.escape(str(error))}", gr.Dropdown(), gr.Dataframe(), gr.HTML(), \
                 hidden, None
         return (f"Sample set #{set_id} deleted with its samples, files and ratings.",
-                gr.Dropdown(choices=set_choices(store, project_value), value=None), sets_table(store, project_value),
-                gr.HTML(value=""), hidden, None)
+                gr.Dropdown(choices=sample_set_choices(store, project_value), value=None),
+                sets_table(store, project_value), gr.HTML(value=""), hidden, None)
 
-    reopen.click(on_reopen, chosen_set, [status, grid])
-    download.click(on_download, chosen_set, zip_file)
-    confirm_delete.click(on_delete, [armed_delete, chosen_set, project],
-                         [status, chosen_set, table, grid, confirm_delete, armed_delete])
+    tab.reopen.click(on_reopen, tab.chosen_set, [tab.status, tab.grid])
+    tab.download.click(on_download, tab.chosen_set, tab.zip_file)
+    tab.confirm_delete.click(on_delete, [tab.armed_delete, tab.chosen_set, project],
+                             [tab.status, tab.chosen_set, tab.table, tab.grid, tab.confirm_delete, tab.armed_delete])
 
     gr.api(api_generate(store), api_name="generate")
 

@@ -8,6 +8,7 @@ import html
 import os
 import shutil
 import subprocess
+from dataclasses import dataclass
 
 from studio.data.items import ImportRefused
 from studio.data.service import get_version
@@ -16,7 +17,7 @@ from studio.store import Store
 from studio.training.config import PRECISION_CHOICES, LoraOptions
 from studio.ui.forms import params_form
 from studio.ui.project_bar import dataset_picker
-from studio.ui.state import not_done
+from studio.ui.state import error_message
 
 OTHER = "other: a Hub id or a local folder"
 
@@ -74,14 +75,36 @@ def working_on(store: Store, ref: str | None) -> tuple[str, str]:
     try:
         found = get_version(store, ref)
     except ImportRefused as error:
-        return "text", not_done(html.escape(str(error)))
+        return "text", error_message(error)
     modality = found.dataset.modality
     return modality, (f"Working on **{html.escape(found.dataset.name)} v{found.version}** ({modality}, "
                       f"{found.items_kept} items): the models below are for **{modality}** data.")
 
 
-def build(store: Store, project, version):
-    """Lay out the Model tab; returns (model_ref, method, lora components) for the Train tab."""
+@dataclass
+class ModelTab:
+    """The Model tab's components; the Train tab reads the chosen model, method and LoRA settings from it."""
+    dataset_line: object
+    choice: object
+    other: object
+    method: object
+    model_ref: object
+    lora_box: object
+    lora: dict  # LoraOptions field name -> component
+    precision: object
+    batch: object
+    sequence: object
+    estimate: object
+
+
+def build(store: Store, project, version) -> ModelTab:
+    """The Model tab, laid out and wired to the shared ``project`` and ``version`` selectors."""
+    tab = layout(store, project, version)
+    wire(store, tab, version)
+    return tab
+
+
+def layout(store: Store, project, version) -> ModelTab:
     gr.Markdown("Pick the model to adapt and how. **Starters** work offline and learn from your data from "
                 "scratch; Hub models need their weights in the local Hugging Face cache (or a network).")
     with gr.Row():
@@ -104,12 +127,16 @@ def build(store: Store, project, version):
         batch = gr.Number(value=8, precision=0, label="Batch size (for the estimate)")
         sequence = gr.Number(value=256, precision=0, label="Tokens per sequence / latent pixels")
     estimate = gr.Markdown(estimate_markdown("starter-text", "scratch", 8, "no", 8, 256), elem_id="model-estimate")
+    return ModelTab(dataset_line, choice, other, method, model_ref, lora_box, lora, precision, batch, sequence,
+                    estimate)
 
+
+def wire(store: Store, tab: ModelTab, version) -> None:
     def on_dataset(ref):
         modality, line = working_on(store, ref)
         return gr.Radio(choices=model_choices(modality), value=f"starter-{modality}"), line
 
-    version.change(on_dataset, version, [choice, dataset_line])
+    version.change(on_dataset, version, [tab.choice, tab.dataset_line])
 
     def on_choice(picked, typed):
         ref = typed if picked == OTHER else picked
@@ -117,12 +144,11 @@ def build(store: Store, project, version):
         methods = ["scratch"] if entry is not None and entry.starter else ["lora", "full", "scratch"]
         return (gr.Textbox(visible=picked == OTHER), gr.Radio(choices=methods, value=methods[0]), ref or "")
 
-    choice.change(on_choice, [choice, other], [other, method, model_ref])
-    other.change(on_choice, [choice, other], [other, method, model_ref])
-    method.change(lambda m: gr.Accordion(visible=m == "lora"), method, lora_box)
+    tab.choice.change(on_choice, [tab.choice, tab.other], [tab.other, tab.method, tab.model_ref])
+    tab.other.change(on_choice, [tab.choice, tab.other], [tab.other, tab.method, tab.model_ref])
+    tab.method.change(lambda m: gr.Accordion(visible=m == "lora"), tab.method, tab.lora_box)
 
-    inputs = [model_ref, method, lora["r"], precision, batch, sequence]
+    inputs = [tab.model_ref, tab.method, tab.lora["r"], tab.precision, tab.batch, tab.sequence]
     for component in inputs:
         component.change(lambda ref, m, r, p, b, s: estimate_markdown(ref, m, int(r or 8), p, int(b or 1), int(s or 1)),
-                         inputs, estimate)
-    return model_ref, method, lora
+                         inputs, tab.estimate)

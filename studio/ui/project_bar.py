@@ -9,7 +9,7 @@ import html
 from studio.projects import (DEFAULT_PROJECT, DeleteRefused, ProjectError, create_project, delete_project,
                              project_activity, project_names)
 from studio.store import Store
-from studio.ui.state import current_user, not_done, on_lists_change, project_choices, version_choices
+from studio.ui.state import current_user, error_message, on_lists_change, project_choices, version_choices
 
 ACTIVITY_ROWS = 50
 ACTIVITY_HEADERS = ["when (UTC)", "who", "what", "on", "project", "details"]
@@ -36,7 +36,7 @@ def on_project_handler(store: Store):
                 name = create_project(store, name, actor=current_user(request))["name"]
                 message = f"Project **{html.escape(name)}** created."
             except ProjectError as error:
-                message, name = not_done(html.escape(str(error))), DEFAULT_PROJECT
+                message, name = error_message(error), DEFAULT_PROJECT
         return (gr.Dropdown(choices=project_choices(store), value=name),
                 gr.Dropdown(choices=version_choices(store, name), value=None),
                 activity_rows(store, name, every_project), message)
@@ -52,7 +52,7 @@ def on_delete_handler(store: Store):
         try:
             gone = delete_project(store, name, actor=current_user(request))
         except (ProjectError, DeleteRefused) as error:
-            return f"**Nothing was deleted:** {html.escape(str(error))}", gr.Dropdown(), gr.Textbox(), gr.Dataframe()
+            return error_message(error, "Nothing was deleted:"), gr.Dropdown(), gr.Textbox(), gr.Dataframe()
         return (f"Project **{html.escape(name)}** deleted with its {gone['datasets']} dataset(s), {gone['versions']} "
                 f"version(s), {gone['runs']} run(s) and {gone['sample_sets']} sample set(s), files included.",
                 gr.Dropdown(choices=project_choices(store), value=DEFAULT_PROJECT), gr.Textbox(value=""),

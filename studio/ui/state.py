@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import html
+
 from studio.data.service import list_datasets
 from studio.store import Store
 
@@ -71,10 +73,11 @@ PICK_VERSION_FIRST = "Pick a dataset version first"
 LISTS_POLL_SECONDS = 3
 
 
-def not_done(why: str) -> str:
-    """A refusal or failure as a page shows it: in words (an emoji renders as an empty box where no emoji font is
-    installed)."""
-    return f"**Could not do it:** {why}"
+def error_message(why, lead: str = "Could not do it:") -> str:
+    """A refusal or failure (an exception or its words) as every page shows it: ``lead`` in bold, then the reason
+    in words (an emoji renders as an empty box where no emoji font is installed), escaped, since the reason may
+    quote a file name, a typed value or a server's answer holding HTML or Markdown."""
+    return f"**{lead}** {html.escape(str(why))}"
 
 
 def clear_when_picked(version, message) -> None:

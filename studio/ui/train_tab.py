@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gradio as gr  # at module level: a handler's "request: gr.Request" hint must resolve, or Gradio passes no request
 import html
+from dataclasses import dataclass
 
 from pydantic import ValidationError
 
@@ -21,9 +22,10 @@ from studio.training import jobs
 from studio.training.config import MODALITY_SECTIONS, SECTIONS, TrainConfig
 from studio.training.runs import early_stop_note, list_runs, run_summary, samples
 from studio.ui.confirm import NOT_CONFIRMED, confirmed, two_step_delete
-from studio.ui.forms import field_component, form_values, params_form
+from studio.ui.forms import form_values, params_form
+from studio.ui.model_tab import ModelTab
 from studio.ui.project_bar import dataset_picker
-from studio.ui.state import (PICK_VERSION_FIRST, MetricCache, clear_when_picked, current_user, not_done,
+from studio.ui.state import (PICK_VERSION_FIRST, MetricCache, clear_when_picked, current_user, error_message,
                              on_project_or_load, run_choices)
 
 REFRESH_SECONDS = 2
@@ -117,8 +119,53 @@ def starting_config(model_ref: str) -> TrainConfig:
     return apply_overrides(TrainConfig(), recommended_overrides(model_ref))
 
 
-def build(store: Store, project, version, model_ref, method, lora: dict) -> None:
-    """The Train tab; its run lists follow the shared ``project`` selector."""
+@dataclass
+class TrainTab:
+    """The Train tab's components (the settings form as TrainConfig's fields, by section)."""
+    intro: object
+    top_components: dict
+    section_groups: dict
+    section_components: dict
+    train_button: object
+    preflight_button: object
+    yaml_button: object
+    command_button: object
+    message: object
+    yaml_view: object
+    command_view: object
+    table: object
+    selected: object
+    overlay: object
+    progress: object
+    loss_plot: object
+    lr_plot: object
+    overlay_plot: object
+    stop_button: object
+    save_button: object
+    sample_button: object
+    resume_button: object
+    delete_button: object
+    confirm_delete: object
+    armed_delete: object
+    control_message: object
+    samples_view: object
+    sample_gallery: object
+    sample_audio: object
+    log_view: object
+    timer: object
+    shown_state: object
+    pending_request: object
+
+
+def build(store: Store, project, version, model: ModelTab) -> TrainTab:
+    """The Train tab; its run lists follow the shared ``project`` selector, and it trains the model, method and
+    LoRA settings chosen in the Model tab (``model``)."""
+    tab = layout(store, project, version)
+    wire(store, tab, project, version, model)
+    return tab
+
+
+def layout(store: Store, project, version) -> TrainTab:
     with gr.Row():
         dataset_picker(store, project, version, "train-dataset")
         intro = gr.Markdown(elem_id="train-intro")
@@ -167,20 +214,36 @@ def build(store: Store, project, version, model_ref, method, lora: dict) -> None
     sample_audio = gr.Audio(label="Latest sample", visible=False, interactive=False)
     log_view = gr.Textbox(label="Log (last lines)", lines=10, max_lines=10, autoscroll=True, elem_id="run-log")
     timer = gr.Timer(REFRESH_SECONDS)
+    shown_state = gr.State({})  # what this page shows of the plots (see live_plot) and of the run pickers
+    pending_request = gr.State(None)  # the stop / save / sample asked from this page, until it is done
+    return TrainTab(intro=intro, top_components=top_components, section_groups=section_groups,
+                    section_components=section_components, train_button=train_button,
+                    preflight_button=preflight_button, yaml_button=yaml_button, command_button=command_button,
+                    message=message, yaml_view=yaml_view, command_view=command_view, table=table, selected=selected,
+                    overlay=overlay, progress=progress, loss_plot=loss_plot, lr_plot=lr_plot,
+                    overlay_plot=overlay_plot, stop_button=stop_button, save_button=save_button,
+                    sample_button=sample_button, resume_button=resume_button, delete_button=delete_button,
+                    confirm_delete=confirm_delete, armed_delete=armed_delete, control_message=control_message,
+                    samples_view=samples_view, sample_gallery=sample_gallery, sample_audio=sample_audio,
+                    log_view=log_view, timer=timer, shown_state=shown_state, pending_request=pending_request)
+
+
+def wire(store: Store, tab: TrainTab, project, version, model_tab: ModelTab) -> None:
+    model_ref, method, lora = model_tab.model_ref, model_tab.method, model_tab.lora  # what the Model tab chose
 
     def config_from(values) -> TrainConfig:
-        top_values = dict(zip(top_components, values[:len(top_components)]))
-        rest = list(values[len(top_components):])
+        top_values = dict(zip(tab.top_components, values[:len(tab.top_components)]))
+        rest = list(values[len(tab.top_components):])
         data = form_values(TrainConfig, top_values)
         for section in FORM_SECTIONS:
-            names = list(section_components[section])
+            names = list(tab.section_components[section])
             data[section] = form_values(SECTIONS[section], dict(zip(names, rest[:len(names)])))
             rest = rest[len(names):]
         data["lora"] = form_values(SECTIONS["lora"], dict(zip(lora, rest[:len(lora)])))
         return validated(TrainConfig, data)  # a bad value: one line naming the field and what it takes
 
-    form_inputs = list(top_components.values()) + [c for s in FORM_SECTIONS for c in section_components[s].values()] \
-        + list(lora.values())
+    form_inputs = list(tab.top_components.values()) \
+        + [c for s in FORM_SECTIONS for c in tab.section_components[s].values()] + list(lora.values())
 
     def describe(ref, model, chosen_method):
         if not ref:
@@ -189,7 +252,7 @@ def build(store: Store, project, version, model_ref, method, lora: dict) -> None
         try:
             found = get_version(store, ref)
         except ImportRefused as error:
-            return not_done(html.escape(str(error))), *[gr.Accordion()] * len(FORM_SECTIONS)
+            return error_message(error), *[gr.Accordion()] * len(FORM_SECTIONS)
         modality = found.dataset.modality
         text = (f"Dataset **{html.escape(found.dataset.name)} v{found.version}** ({modality}, "
                 f"{found.splits.get('train', 0)} train / {found.splits.get('validation', 0)} validation) · "
@@ -197,14 +260,14 @@ def build(store: Store, project, version, model_ref, method, lora: dict) -> None
         return text, *[gr.Accordion(visible=s in MODALITY_SECTIONS[modality]) for s in FORM_SECTIONS]
 
     for source in (version, model_ref, method):
-        source.change(describe, [version, model_ref, method], [intro, *section_groups.values()])
+        source.change(describe, [version, model_ref, method], [tab.intro, *tab.section_groups.values()])
 
     def recommended_values(model):
         """The form filled with what suits the chosen model (starters: settings measured to learn)."""
         config = starting_config(model or "")
-        values = [getattr(config, name) for name in top_components]
+        values = [getattr(config, name) for name in tab.top_components]
         values += [getattr(getattr(config, section), name) for section in FORM_SECTIONS
-                   for name in section_components[section]]
+                   for name in tab.section_components[section]]
         values += [getattr(config.lora, name) for name in lora]
         return ["\n".join(v) if isinstance(v, list) else v for v in values]
 
@@ -220,22 +283,22 @@ def build(store: Store, project, version, model_ref, method, lora: dict) -> None
             run_id = jobs.create_run(store, ref, model, chosen_method, config, project=project_value or None,
                                      created_by=current_user(request))  # the dispatcher thread starts it
         except (jobs.RunError, ImportRefused, ValidationError, ValueError) as error:
-            return not_done(html.escape(str(error))), gr.Dropdown(), runs_table(store, project_value), gr.Dropdown()
+            return error_message(error), gr.Dropdown(), runs_table(store, project_value), gr.Dropdown()
         choices = run_choices(store, project_value)
         return (f"Run **#{run_id}** queued; it starts when the device is free and keeps going if you close the page.",
                 gr.Dropdown(choices=choices, value=run_id), runs_table(store, project_value),
                 gr.Dropdown(choices=choices))
 
-    train_button.click(on_train, [version, model_ref, method, project, *form_inputs],
-                       [message, selected, table, overlay])
+    tab.train_button.click(on_train, [version, model_ref, method, project, *form_inputs],
+                           [tab.message, tab.selected, tab.table, tab.overlay])
 
     def on_project(project_value):
         choices = run_choices(store, project_value)
         return (gr.Dropdown(choices=choices, value=None), gr.Dropdown(choices=choices, value=[]),
                 runs_table(store, project_value))
 
-    on_project_or_load(project, on_project, project, [selected, overlay, table])
-    clear_when_picked(version, message)
+    on_project_or_load(project, on_project, project, [tab.selected, tab.overlay, tab.table])
+    clear_when_picked(version, tab.message)
 
     def on_yaml(*values):
         try:
@@ -243,7 +306,7 @@ def build(store: Store, project, version, model_ref, method, lora: dict) -> None
         except (ValidationError, ValueError) as error:
             return gr.Code(value=f"# invalid settings:\n# {error}", visible=True)
 
-    yaml_button.click(on_yaml, form_inputs, yaml_view)
+    tab.yaml_button.click(on_yaml, form_inputs, tab.yaml_view)
 
     def on_preflight(ref, model, chosen_method, progress=gr.Progress(), *values):  # progress: positional, as above
         from studio.training.preflight import preflight
@@ -254,14 +317,14 @@ def build(store: Store, project, version, model_ref, method, lora: dict) -> None
         try:
             result = preflight(store, ref, model, chosen_method, config_from(values))
         except (RuntimeError, ValidationError, ValueError) as error:
-            return not_done(html.escape(str(error)))
+            return error_message(error)
         minutes = result["estimated_seconds"] / 60
         return (f"**{result['verdict']}** on {result['device']}: peak {result['peak_memory_bytes'] / 2**30:.2f} GiB of "
                 f"{result['device_memory_bytes'] / 2**30:.0f} GiB · {result['seconds_per_step']:.2f} s per step × "
                 f"{result['total_steps']} steps ≈ **{minutes:.1f} min** · "
                 f"{result['trainable_parameters']:,} trainable of {result['total_parameters']:,} parameters")
 
-    preflight_button.click(on_preflight, [version, model_ref, method, *form_inputs], message)
+    tab.preflight_button.click(on_preflight, [version, model_ref, method, *form_inputs], tab.message)
 
     def on_command(run_id):
         if not run_id:
@@ -272,7 +335,7 @@ def build(store: Store, project, version, model_ref, method, lora: dict) -> None
         return gr.Textbox(value=f"{secrets}# this machine\n{commands['single_node']}\n\n# several machines (set the "
                                 f"variables on each)\n{commands['multi_node']}", visible=True)
 
-    command_button.click(on_command, selected, command_view)
+    tab.command_button.click(on_command, tab.selected, tab.command_view)
 
     def refresh(run_id, compared, project_value, shown, pending):
         """Everything about the runs that changes by itself: the table, the run pickers' labels (statuses), and the
@@ -280,49 +343,50 @@ def build(store: Store, project, version, model_ref, method, lora: dict) -> None
         ``shown``: what this page shows of the plots and the pickers, so that only what changed is sent."""
         runs = list_runs(store, project_value)
         choices = run_choices(store, runs=runs)
-        out = {table: runs_table(store, runs=runs), shown_state: {**shown, "runs": choices}}
+        out = {tab.table: runs_table(store, runs=runs), tab.shown_state: {**shown, "runs": choices}}
         if choices != shown.get("runs"):
-            out.update({selected: gr.Dropdown(choices=choices), overlay: gr.Dropdown(choices=choices)})
+            out.update({tab.selected: gr.Dropdown(choices=choices), tab.overlay: gr.Dropdown(choices=choices)})
         if pending and (outcome := jobs.request_outcome(store, **pending)):
-            out.update({control_message: outcome, pending_request: None})
+            out.update({tab.control_message: outcome, tab.pending_request: None})
         if not run_id:
-            out.update({progress: "", loss_plot: None, lr_plot: None, samples_view: "", log_view: "",
-                        overlay_plot: gr.LinePlot(value=None, visible=False), sample_gallery: gr.Gallery(visible=False),
-                        sample_audio: gr.Audio(visible=False)})
-            out[shown_state].update(loss=(), compare=())
+            out.update({tab.progress: "", tab.loss_plot: None, tab.lr_plot: None, tab.samples_view: "",
+                        tab.log_view: "", tab.overlay_plot: gr.LinePlot(value=None, visible=False),
+                        tab.sample_gallery: gr.Gallery(visible=False), tab.sample_audio: gr.Audio(visible=False)})
+            out[tab.shown_state].update(loss=(), compare=())
             return out
         summary = run_summary(store, int(run_id))
         history = CACHE.history(store, int(run_id))
         total = summary["total_steps"]
-        out[loss_plot], out[shown_state]["loss"] = live_plot(loss_frame(history), shown.get("loss", ()), total)
-        out[lr_plot] = live_plot(lr_frame(history), (), total)[0]
-        out[overlay_plot], out[shown_state]["compare"] = gr.LinePlot(value=None, visible=False), ()
+        out[tab.loss_plot], out[tab.shown_state]["loss"] = live_plot(loss_frame(history), shown.get("loss", ()),
+                                                                      total)
+        out[tab.lr_plot] = live_plot(lr_frame(history), (), total)[0]
+        out[tab.overlay_plot], out[tab.shown_state]["compare"] = gr.LinePlot(value=None, visible=False), ()
         if compared:
             import pandas as pd
             frames = [loss_frame(CACHE.history(store, int(r)), f"#{r}") for r in compared]
-            out[overlay_plot], out[shown_state]["compare"] = live_plot(pd.concat(frames), shown.get("compare", ()),
-                                                                        visible=True)
+            out[tab.overlay_plot], out[tab.shown_state]["compare"] = live_plot(pd.concat(frames),
+                                                                                shown.get("compare", ()), visible=True)
         made = samples(store, int(run_id))
         images = [(s["path"], f"step {s['step']}: {s['prompt']}") for s in made if s["path"] and s["path"].endswith(".png")]
         clips = [s for s in made if s["path"] and s["path"].endswith(".wav")]
         error = f"\n\n**Failed:** {html.escape(summary['error'].splitlines()[0])}" if summary.get("error") else ""
         out.update({
-            progress: progress_html(summary, history) + error,
-            samples_view: "\n\n".join(f"**step {s['step']}** · _{html.escape(s['prompt'])}_ → "
-                                       f"{html.escape(s['text'] or '')}" for s in made[-8:] if s["text"] is not None),
-            sample_gallery: gr.Gallery(value=images[-12:], visible=bool(images)),
-            sample_audio: gr.Audio(value=clips[-1]["path"] if clips else None, visible=bool(clips)),
-            log_view: jobs.log_tail(store, int(run_id), 40)})
+            tab.progress: progress_html(summary, history) + error,
+            tab.samples_view: "\n\n".join(f"**step {s['step']}** · _{html.escape(s['prompt'])}_ → "
+                                           f"{html.escape(s['text'] or '')}"
+                                           for s in made[-8:] if s["text"] is not None),
+            tab.sample_gallery: gr.Gallery(value=images[-12:], visible=bool(images)),
+            tab.sample_audio: gr.Audio(value=clips[-1]["path"] if clips else None, visible=bool(clips)),
+            tab.log_view: jobs.log_tail(store, int(run_id), 40)})
         return out
 
-    shown_state = gr.State({})  # what this page shows of the plots (see live_plot) and of the run pickers
-    pending_request = gr.State(None)  # the stop / save / sample asked from this page, until it is done
-    refresh_outputs = [table, progress, loss_plot, lr_plot, overlay_plot, samples_view, sample_gallery, sample_audio,
-                       log_view, shown_state, selected, overlay, control_message, pending_request]
-    refresh_inputs = [selected, overlay, project, shown_state, pending_request]
-    timer.tick(refresh, refresh_inputs, refresh_outputs, show_progress="hidden")
-    selected.change(refresh, refresh_inputs, refresh_outputs)
-    overlay.change(refresh, refresh_inputs, refresh_outputs)
+    refresh_outputs = [tab.table, tab.progress, tab.loss_plot, tab.lr_plot, tab.overlay_plot, tab.samples_view,
+                       tab.sample_gallery, tab.sample_audio, tab.log_view, tab.shown_state, tab.selected, tab.overlay,
+                       tab.control_message, tab.pending_request]
+    refresh_inputs = [tab.selected, tab.overlay, project, tab.shown_state, tab.pending_request]
+    tab.timer.tick(refresh, refresh_inputs, refresh_outputs, show_progress="hidden")
+    tab.selected.change(refresh, refresh_inputs, refresh_outputs)
+    tab.overlay.change(refresh, refresh_inputs, refresh_outputs)
 
     def control(kind):
         def handler(run_id, request: gr.Request = None):
@@ -334,7 +398,7 @@ def build(store: Store, project, version, model_ref, method, lora: dict) -> None
                     return f"Run #{run_id} queued again from its last checkpoint.", None
                 at_step = jobs.request(store, int(run_id), kind, actor=current_user(request))
             except jobs.RunError as error:
-                return not_done(html.escape(str(error))), None
+                return error_message(error), None
             # the page's refresh replaces this with what came of it (see jobs.request_outcome)
             return ({"stop": "Stopping after the current step (a checkpoint is saved).",
                      "save": "A checkpoint will be saved after the current step.",
@@ -342,9 +406,9 @@ def build(store: Store, project, version, model_ref, method, lora: dict) -> None
                     {"run_id": int(run_id), "kind": kind, "since_step": at_step})
         return handler
 
-    for button, kind in ((stop_button, "stop"), (save_button, "save"), (sample_button, "sample"),
-                         (resume_button, "resume")):
-        button.click(control(kind), selected, [control_message, pending_request])
+    for button, kind in ((tab.stop_button, "stop"), (tab.save_button, "save"), (tab.sample_button, "sample"),
+                         (tab.resume_button, "resume")):
+        button.click(control(kind), tab.selected, [tab.control_message, tab.pending_request])
 
     def on_delete(armed, run_id, project_value, request: gr.Request = None):
         if not confirmed(armed, run_id):
@@ -352,23 +416,18 @@ def build(store: Store, project, version, model_ref, method, lora: dict) -> None
         try:
             jobs.delete_run(store, int(run_id), actor=current_user(request))
         except (jobs.RunError, TypeError, ValueError) as error:
-            return not_done(html.escape(str(error))), gr.Button(visible=False), gr.Dropdown(), None
+            return error_message(error), gr.Button(visible=False), gr.Dropdown(), None
         CACHE.forget(int(run_id))
         return (f"Run #{run_id} and its files were deleted.", gr.Button(visible=False),
                 gr.Dropdown(choices=run_choices(store, project_value), value=None), None)
 
-    confirm_delete.click(on_delete, [armed_delete, selected, project],
-                         [control_message, confirm_delete, selected, armed_delete])
+    tab.confirm_delete.click(on_delete, [tab.armed_delete, tab.selected, project],
+                             [tab.control_message, tab.confirm_delete, tab.selected, tab.armed_delete])
 
 
 def _top_form(defaults: TrainConfig) -> dict:
     """The top-level TrainConfig fields as form components, four to a row."""
-    everything = {}
     with gr.Accordion("Training settings", open=False):
         gr.Markdown("Each setting's help ends with its name in Hugging Face `TrainingArguments` terms where it "
                     "differs: the key for `studio train --set` and the run's YAML.")
-        for start in range(0, len(TOP_FIELDS), 4):
-            with gr.Row():
-                for name in TOP_FIELDS[start:start + 4]:
-                    everything[name] = field_component(name, TrainConfig.model_fields[name], getattr(defaults, name))
-    return everything
+        return params_form(TrainConfig, defaults, only=TOP_FIELDS, per_row=4)
