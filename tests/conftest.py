@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import re
+
 import pytest
 
 from studio.settings import load_settings
@@ -50,14 +53,6 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
                  "--disable-sync", "--no-first-run"]
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture
 def web_home(tmp_path):
     """The STUDIO_HOME of ``running_studio``; request it first to put data there before the studio starts."""
@@ -65,41 +60,52 @@ def web_home(tmp_path):
 
 
 class StudioProcess:
-    """`python studio_app.py` in a subprocess on a free port with its own STUDIO_HOME (and any extra
-    environment, e.g. ``STUDIO_USERS``); ``url`` once it answers."""
+    """`python studio_app.py` in a subprocess with its own STUDIO_HOME (and any extra environment, e.g.
+    ``STUDIO_USERS``); ``url`` once it answers. It binds port 0 and announces the port the system gave it: a free
+    port chosen here and released for the studio could be taken by another process in between."""
+
+    ANNOUNCED = re.compile(r"^Gen Studio at http://\S+:(\d+) ", re.M)
 
     def __init__(self, log_path, home, **env):
-        import os
         import subprocess
         import sys
         from pathlib import Path
 
-        self.port = _free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.port: int | None = None
+        self.url: str | None = None
         self.log_path = log_path
         self._log = open(log_path, "w")
-        full_env = {**os.environ, "STUDIO_HOME": str(home), "STUDIO_PORT": str(self.port), **env}
+        full_env = {**os.environ, "STUDIO_HOME": str(home), "STUDIO_PORT": "0", **env}
         self.process = subprocess.Popen([sys.executable, "studio_app.py"], cwd=Path(__file__).parent.parent,
                                         env=full_env, stdout=self._log, stderr=subprocess.STDOUT)
 
     def wait_until_up(self, seconds: float = 60) -> str:
         import time
-        import urllib.error
-        import urllib.request
 
         deadline = time.time() + seconds
         while time.time() < deadline:
-            try:
-                urllib.request.urlopen(f"{self.url}/health", timeout=2)
+            if self.url is None and (announced := self.ANNOUNCED.search(self.log_path.read_text())):
+                self.port = int(announced.group(1))
+                self.url = f"http://127.0.0.1:{self.port}"
+            if self.url and self._answers():
                 return self.url
-            except urllib.error.HTTPError:
-                return self.url  # it answers, even if not with 200
-            except OSError:
-                if self.process.poll() is not None:
-                    raise RuntimeError(self.log_path.read_text())
-                time.sleep(0.2)
+            if self.process.poll() is not None:
+                raise RuntimeError(self.log_path.read_text())
+            time.sleep(0.2)
         self.stop()
         raise RuntimeError(f"the studio did not answer within {seconds:.0f} s:\n" + self.log_path.read_text())
+
+    def _answers(self) -> bool:
+        import urllib.error
+        import urllib.request
+
+        try:
+            urllib.request.urlopen(f"{self.url}/health", timeout=2)
+        except urllib.error.HTTPError:
+            return True  # it answers, even if not with 200
+        except OSError:
+            return False
+        return True
 
     def stop(self) -> None:
         self.process.terminate()
@@ -109,7 +115,7 @@ class StudioProcess:
 
 @pytest.fixture
 def running_studio(tmp_path, web_home):
-    """`python studio_app.py` in a subprocess on a free port with its own STUDIO_HOME; yields its URL."""
+    """`python studio_app.py` in a subprocess with its own STUDIO_HOME; yields its URL."""
     studio = StudioProcess(tmp_path / "studio.log", web_home)
     yield studio.wait_until_up()
     studio.stop()

@@ -181,7 +181,7 @@ def test_a_bad_setting_is_one_line_naming_it_and_what_it_takes(tmp_path):
     assert one_line_error(studio(home, *train, "--set", "mixed_precision=fp8", check=False)) == \
         "error: number precision (mixed_precision): must be one of no, fp16, bf16 (got 'fp8')"
     done = studio(home, "data", "list", check=False, extra_env={"STUDIO_PORT": "abc"})
-    assert one_line_error(done) == "error: port: must be a whole number between 1 and 65535 (got 'abc')"
+    assert one_line_error(done) == "error: port: must be a whole number between 0 and 65535 (got 'abc')"
 
 
 def test_an_unexpected_error_is_one_line_saying_where_the_details_are(tmp_path):
