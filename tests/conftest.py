@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 
@@ -48,9 +49,62 @@ def store(home):
     opened.close()
 
 
-CHROMIUM = "/usr/bin/chromium"
+def service_missing(what: str, how: str):
+    """A service some tests need (a browser, a database) is missing: locally they skip, saying how to get it; with
+    ``CI`` set (as CI systems set it, and .ci/run) they fail, so a CI run cannot go green by skipping them."""
+    if os.environ.get("CI"):
+        pytest.fail(f"{what}, and CI is set: CI must run these tests ({how})", pytrace=False)
+    pytest.skip(f"{what}: {how}")
+
+
+SERVICES = "run `bash scripts/test_services.sh` as root (scripts/test.sh does)"
+CHROMIUM = os.environ.get("STUDIO_TEST_CHROMIUM") or "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run"]
+
+
+def postgres_server() -> str:
+    """STUDIO_TEST_POSTGRES_URL, the test PostgreSQL server, once it names a database that is clearly a test one."""
+    from sqlalchemy.engine import make_url
+
+    url = os.environ.get("STUDIO_TEST_POSTGRES_URL")
+    if not url:
+        service_missing("no PostgreSQL server (STUDIO_TEST_POSTGRES_URL is not set)",
+                        f"{SERVICES}, or point STUDIO_TEST_POSTGRES_URL at a test database of your server")
+    database = make_url(url).database or ""
+    if "test" not in database.lower():
+        pytest.fail(f"STUDIO_TEST_POSTGRES_URL names the database {database!r}: the PostgreSQL tests refuse a "
+                    "database whose name does not say it is a test one (no 'test' in it)", pytrace=False)
+    return url
+
+
+@contextlib.contextmanager
+def throwaway_postgres():
+    """A database on the test PostgreSQL server, created here and dropped on leaving; its URL. The database
+    STUDIO_TEST_POSTGRES_URL names is only connected to, never changed."""
+    import secrets
+
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    server = make_url(postgres_server())
+    name = f"studio_test_{secrets.token_hex(6)}"
+    admin = create_engine(server, isolation_level="AUTOCOMMIT")  # CREATE/DROP DATABASE refuse a transaction
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield server.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as connection:  # FORCE: a connection a failed test left open must not keep it
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture
+def postgres_url():
+    """A throwaway database on the test PostgreSQL server for this test (see ``throwaway_postgres``); its URL."""
+    with throwaway_postgres() as url:
+        yield url
 
 
 @pytest.fixture
@@ -123,11 +177,10 @@ def running_studio(tmp_path, web_home):
 
 @pytest.fixture
 def browser_page():
-    """A Playwright page in Debian's chromium (playwright cannot download browsers here)."""
-    import os
-
-    if not os.path.exists(CHROMIUM):
-        pytest.skip("chromium is not installed (scripts/test.sh installs it with apt-get)")
+    """A Playwright page in Debian's chromium (playwright cannot download browsers here), or the chromium that
+    STUDIO_TEST_CHROMIUM names."""
+    if not os.access(CHROMIUM, os.X_OK):
+        service_missing(f"no chromium at {CHROMIUM}", f"{SERVICES}, or set STUDIO_TEST_CHROMIUM to a chromium")
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:

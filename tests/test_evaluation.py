@@ -10,14 +10,13 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
 import random
 import threading
 from datetime import datetime, timedelta, timezone
 
 import numpy as np
 import pytest
-from sqlalchemy import func, select, text
+from sqlalchemy import func, select
 
 from studio.evaluation import pairs as choosing
 from studio.evaluation.agreement import krippendorff_alpha, raw_agreement, units_from_matrix
@@ -438,16 +437,8 @@ def test_twenty_raters_voting_at_once_all_land_exactly_once_on_sqlite(rating_sto
     _concurrent_raters_land_exactly_once(rating_store)
 
 
-@pytest.mark.skipif(not os.environ.get("STUDIO_TEST_POSTGRES_URL"), reason="no PostgreSQL server "
-                    "(scripts/test.sh starts one and sets STUDIO_TEST_POSTGRES_URL when it can)")
-def test_twenty_raters_voting_at_once_all_land_exactly_once_on_postgresql(tmp_path):
-    settings = load_settings(home=tmp_path / "home", database_url=os.environ["STUDIO_TEST_POSTGRES_URL"], **SLOW)
-    store = open_store(settings)
-    with store.engine.begin() as connection:  # start from an empty schema: the test owns this database
-        connection.execute(text("DROP SCHEMA public CASCADE"))
-        connection.execute(text("CREATE SCHEMA public"))
-    store.close()
-    store = open_store(settings)
+def test_twenty_raters_voting_at_once_all_land_exactly_once_on_postgresql(tmp_path, postgres_url):
+    store = open_store(load_settings(home=tmp_path / "home", database_url=postgres_url, **SLOW))
     try:
         _concurrent_raters_land_exactly_once(store)
     finally:
