@@ -204,6 +204,7 @@ def test_the_next_pair_is_the_least_settled_comparison():
     assert {choosing.choose_pair(items, uncertainty, votes, rng).prompt_index for _ in range(20)} == {2}
 
 
+@pytest.mark.slow
 def test_simulated_raters_with_known_preferences_rank_the_better_variant_first(rating_store):
     choosing._random.seed(11)
     set_id = make_set(rating_store, prompts=8, samples=2)  # 16 items per variant pair, 48 pairs
@@ -465,6 +466,7 @@ def test_a_restart_in_the_middle_keeps_every_vote(stores):
 
 # ----------------------------------------------------------------------------- training, export
 
+@pytest.mark.slow
 def test_preference_against_training_step_and_significance(rating_store):
     choosing._random.seed(7)
     run = fake_run(rating_store)
@@ -535,6 +537,7 @@ def test_deleting_a_sample_set_deletes_its_ratings(rating_store):
 # ----------------------------------------------------------------------------- a real set, through the CLI
 
 @pytest.mark.usefixtures("one_torch_thread")
+@pytest.mark.slow
 def test_a_real_generated_set_end_to_end(lab):  # noqa: F811
     from studio.generation.cache import ModelCache
     from studio.generation.service import generate_set

@@ -85,6 +85,7 @@ def test_postgresql_tests_get_a_database_of_their_own_dropped_afterwards():
     assert left == []
 
 
+@pytest.mark.slow
 def test_a_studio_on_port_0_binds_a_free_port_and_says_which(tmp_path):
     studio = StudioProcess(tmp_path / "studio.log", tmp_path / "home")  # STUDIO_PORT=0
     try:

@@ -123,6 +123,7 @@ def test_the_logged_learning_rate_is_the_one_the_step_used(tmp_path):
     assert rates[:3] == [(1, 0.0), (2, pytest.approx(0.1)), (3, pytest.approx(0.2))]  # warm-up from 0 to the peak
 
 
+@pytest.mark.slow
 def test_speed_leaves_out_the_samples_and_the_eta_a_slow_first_step(tmp_path):
     # Sampling after every step takes 1 s, and the first step 6 s more than the others (a few ms each).
     result, _, _ = run(tmp_path, backend=ToyBackend(first_step_seconds=6.0, sample_seconds=1.0), max_steps=10,
@@ -168,6 +169,7 @@ def run_in_two_ranks(tmp_path, **changes) -> dict:
     return json.loads((tmp_path / "history.json").read_text())
 
 
+@pytest.mark.slow  # two accelerate ranks in two processes
 @pytest.mark.parametrize("changes", [
     dict(max_steps=12, warmup_steps=4, lr_scheduler_type="linear"),
     dict(max_steps=-1, num_train_epochs=3, gradient_accumulation_steps=2, warmup_steps=3, lr_scheduler_type="cosine"),

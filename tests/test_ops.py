@@ -7,6 +7,8 @@ import json
 import os
 import urllib.request
 
+import pytest
+
 from studio import ops
 from studio.data.service import import_dataset
 from studio.examples.text import make_corpus
@@ -63,6 +65,7 @@ def test_health_says_degraded_when_the_disk_guard_would_refuse_and_down_without_
     assert found["status"] == "down" and found["database"].startswith("unreachable")
 
 
+@pytest.mark.slow
 def test_the_running_studio_serves_health_metrics_and_status(running_studio):
     health = json.loads(urllib.request.urlopen(f"{running_studio}/health", timeout=10).read())
     assert health == {"status": "ok", "database": "ok", "disk": "ok"} or health["status"] == "degraded"

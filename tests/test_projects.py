@@ -301,6 +301,7 @@ def test_the_ui_deletes_runs_sets_and_versions_only_after_the_second_button(stor
 
 # ----------------------------------------------------------------------------- the command line
 
+@pytest.mark.slow
 def test_cli_projects_create_import_activity_and_delete_with_yes(tmp_path):
     import getpass
     import json
@@ -326,6 +327,7 @@ def test_cli_projects_create_import_activity_and_delete_with_yes(tmp_path):
     assert json.loads(studio(home, "projects", "list", "--json").stdout)["projects"] == []
 
 
+@pytest.mark.slow
 def test_a_generated_set_belongs_to_its_runs_project_or_the_one_asked_and_records_who_made_it(lab):
     store = lab["store"]
     made = generate_set(store, ["base", str(lab["run"])], ["Once upon a time"], seed=1,

@@ -24,6 +24,8 @@ from test_text_backend import rows, tiny_folder  # noqa: F401 - module-scoped fi
 from test_web_generate import home_with_run, pick  # noqa: F401 - a STUDIO_HOME with a tiny LoRA run
 from test_web_train import home_with_corpus  # noqa: F401 - a STUDIO_HOME with the "tales" text dataset
 
+pytestmark = pytest.mark.slow  # browser walkthroughs, studio processes: -m "not slow" leaves them out
+
 STUDIO = Path(__file__).resolve().parents[1] / "studio"
 # Emoji and pictographs: U+2300-23FF (⏳ ⏹), U+2600-27BF (⚠ ✅ ❌), U+2B00-2BFF, U+1F000-1FAFF and the emoji
 # variation selector. Plain arrows, dots and block elements (→ · ▌) are in every font and allowed.
