@@ -39,7 +39,8 @@ class Settings(BaseSettings):
         description="SQLAlchemy URL. Default: SQLite file studio.db under STUDIO_HOME. "
                     "PostgreSQL: postgresql+psycopg2://user:pass@host/db")
     host: str = Field(default_factory=_default_host, description="Interface the web studio listens on: 127.0.0.1, or 0.0.0.0 on a Space.")
-    port: int = Field(default=7860, ge=1, le=65535, description="Port of the web studio.")
+    port: int = Field(default=7860, ge=0, le=65535,
+                      description="Port of the web studio; 0: a free port the system picks, printed at start-up.")
     allowed_hosts: str = Field(
         default="",
         description="Host names the web studio answers to besides localhost, 127.0.0.1, the bind address and a "

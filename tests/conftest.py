@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import re
+
 import pytest
 
 from studio.settings import load_settings
@@ -45,17 +49,62 @@ def store(home):
     opened.close()
 
 
-CHROMIUM = "/usr/bin/chromium"
+def service_missing(what: str, how: str):
+    """A service some tests need (a browser, a database) is missing: locally they skip, saying how to get it; with
+    ``CI`` set (as CI systems set it, and .ci/run) they fail, so a CI run cannot go green by skipping them."""
+    if os.environ.get("CI"):
+        pytest.fail(f"{what}, and CI is set: CI must run these tests ({how})", pytrace=False)
+    pytest.skip(f"{what}: {how}")
+
+
+SERVICES = "run `bash scripts/test_services.sh` as root (scripts/test.sh does)"
+CHROMIUM = os.environ.get("STUDIO_TEST_CHROMIUM") or "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run"]
 
 
-def _free_port() -> int:
-    import socket
+def postgres_server() -> str:
+    """STUDIO_TEST_POSTGRES_URL, the test PostgreSQL server, once it names a database that is clearly a test one."""
+    from sqlalchemy.engine import make_url
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    url = os.environ.get("STUDIO_TEST_POSTGRES_URL")
+    if not url:
+        service_missing("no PostgreSQL server (STUDIO_TEST_POSTGRES_URL is not set)",
+                        f"{SERVICES}, or point STUDIO_TEST_POSTGRES_URL at a test database of your server")
+    database = make_url(url).database or ""
+    if "test" not in database.lower():
+        pytest.fail(f"STUDIO_TEST_POSTGRES_URL names the database {database!r}: the PostgreSQL tests refuse a "
+                    "database whose name does not say it is a test one (no 'test' in it)", pytrace=False)
+    return url
+
+
+@contextlib.contextmanager
+def throwaway_postgres():
+    """A database on the test PostgreSQL server, created here and dropped on leaving; its URL. The database
+    STUDIO_TEST_POSTGRES_URL names is only connected to, never changed."""
+    import secrets
+
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    server = make_url(postgres_server())
+    name = f"studio_test_{secrets.token_hex(6)}"
+    admin = create_engine(server, isolation_level="AUTOCOMMIT")  # CREATE/DROP DATABASE refuse a transaction
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield server.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as connection:  # FORCE: a connection a failed test left open must not keep it
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture
+def postgres_url():
+    """A throwaway database on the test PostgreSQL server for this test (see ``throwaway_postgres``); its URL."""
+    with throwaway_postgres() as url:
+        yield url
 
 
 @pytest.fixture
@@ -65,43 +114,55 @@ def web_home(tmp_path):
 
 
 class StudioProcess:
-    """`python studio_app.py` in a subprocess on a free port with its own STUDIO_HOME (and any extra
-    environment, e.g. ``STUDIO_USERS``); ``url`` once it answers. ``own_session``: in a process group of its own, as
-    a studio started from a terminal is, so that a test can kill it with everything in its group."""
+    """`python studio_app.py` in a subprocess with its own STUDIO_HOME (and any extra environment, e.g.
+    ``STUDIO_USERS``); ``url`` once it answers. It binds port 0 and announces the port the system gave it: a free
+    port chosen here and released for the studio could be taken by another process in between. ``own_session``: in
+    a process group of its own, as a studio started from a terminal is, so that a test can kill it with everything
+    in its group."""
+
+    ANNOUNCED = re.compile(r"^Gen Studio at http://\S+:(\d+) ", re.M)
 
     def __init__(self, log_path, home, own_session: bool = False, **env):
-        import os
         import subprocess
         import sys
         from pathlib import Path
 
-        self.port = _free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.port: int | None = None
+        self.url: str | None = None
         self.log_path = log_path
         self._log = open(log_path, "w")
-        full_env = {**os.environ, "STUDIO_HOME": str(home), "STUDIO_PORT": str(self.port), **env}
+        full_env = {**os.environ, "STUDIO_HOME": str(home), "STUDIO_PORT": "0", **env}
         self.process = subprocess.Popen([sys.executable, "studio_app.py"], cwd=Path(__file__).parent.parent,
                                         env=full_env, stdout=self._log, stderr=subprocess.STDOUT,
                                         start_new_session=own_session)
 
     def wait_until_up(self, seconds: float = 60) -> str:
         import time
-        import urllib.error
-        import urllib.request
 
         deadline = time.time() + seconds
         while time.time() < deadline:
-            try:
-                urllib.request.urlopen(f"{self.url}/health", timeout=2)
+            if self.url is None and (announced := self.ANNOUNCED.search(self.log_path.read_text())):
+                self.port = int(announced.group(1))
+                self.url = f"http://127.0.0.1:{self.port}"
+            if self.url and self._answers():
                 return self.url
-            except urllib.error.HTTPError:
-                return self.url  # it answers, even if not with 200
-            except OSError:
-                if self.process.poll() is not None:
-                    raise RuntimeError(self.log_path.read_text())
-                time.sleep(0.2)
+            if self.process.poll() is not None:
+                raise RuntimeError(self.log_path.read_text())
+            time.sleep(0.2)
         self.stop()
         raise RuntimeError(f"the studio did not answer within {seconds:.0f} s:\n" + self.log_path.read_text())
+
+    def _answers(self) -> bool:
+        import urllib.error
+        import urllib.request
+
+        try:
+            urllib.request.urlopen(f"{self.url}/health", timeout=2)
+        except urllib.error.HTTPError:
+            return True  # it answers, even if not with 200
+        except OSError:
+            return False
+        return True
 
     def stop(self) -> None:
         self.process.terminate()
@@ -139,7 +200,7 @@ class ServedHere:
 
 @pytest.fixture
 def running_studio(tmp_path, web_home):
-    """`python studio_app.py` in a subprocess on a free port with its own STUDIO_HOME; yields its URL."""
+    """`python studio_app.py` in a subprocess with its own STUDIO_HOME; yields its URL."""
     studio = StudioProcess(tmp_path / "studio.log", web_home)
     yield studio.wait_until_up()
     studio.stop()
@@ -147,11 +208,10 @@ def running_studio(tmp_path, web_home):
 
 @pytest.fixture
 def browser_page():
-    """A Playwright page in Debian's chromium (playwright cannot download browsers here)."""
-    import os
-
-    if not os.path.exists(CHROMIUM):
-        pytest.skip("chromium is not installed (scripts/test.sh installs it with apt-get)")
+    """A Playwright page in Debian's chromium (playwright cannot download browsers here), or the chromium that
+    STUDIO_TEST_CHROMIUM names."""
+    if not os.access(CHROMIUM, os.X_OK):
+        service_missing(f"no chromium at {CHROMIUM}", f"{SERVICES}, or set STUDIO_TEST_CHROMIUM to a chromium")
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:

@@ -42,6 +42,7 @@ def image_folder(tmp_path):
     return folder
 
 
+@pytest.mark.slow
 def test_import_json_contract(tmp_path, image_folder):
     home = tmp_path / "home"
     done = studio(home, "data", "import", str(image_folder), "--name", "shapes", "--split", "0.5,0.25,0.25",
@@ -82,6 +83,7 @@ def _noise_images(folder, sides):
     return folder
 
 
+@pytest.mark.slow
 def test_a_step_that_removes_most_items_is_a_warning_naming_it_and_its_setting(tmp_path):
     folder = _noise_images(tmp_path / "mostly_small", [32, 40, 48, 56, 96, 128])
     done = studio(tmp_path / "home", "data", "import", str(folder), "--json")
@@ -97,6 +99,7 @@ def test_a_step_that_removes_most_items_is_a_warning_naming_it_and_its_setting(t
     assert "warning: min_size removed 4 of 6 images" in text
 
 
+@pytest.mark.slow
 def test_a_failed_import_still_reports_its_errors_and_what_each_step_removed(tmp_path):
     folder = _noise_images(tmp_path / "all_small", [24, 32, 40])
     (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 30)
@@ -128,6 +131,7 @@ def test_refused_archive_fails_and_writes_nothing_outside_home(tmp_path):
     assert not list(tmp_path.rglob("escaped.txt"))
 
 
+@pytest.mark.slow
 def test_step_settings_from_the_command_line(tmp_path):
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("short one\n\nthis paragraph is a good deal longer than the first one is\n\n"
@@ -143,6 +147,7 @@ def test_step_settings_from_the_command_line(tmp_path):
     assert done.returncode != 0 and "nosuchstep" in done.stderr
 
 
+@pytest.mark.slow
 def test_export_then_reimport_gives_the_same_items(tmp_path, image_folder):
     home = tmp_path / "home"
     first = json.loads(studio(home, "data", "import", str(image_folder), "--json").stdout)
@@ -163,6 +168,7 @@ def stored_items(home, imported: dict) -> list[tuple[str, str]]:
                   for r in rows)
 
 
+@pytest.mark.slow
 def test_every_setting_is_also_a_flag(tmp_path):
     big = tmp_path / "big.txt"
     big.write_text("word " * 500_000)  # about 2.4 MB
@@ -215,6 +221,7 @@ def one_line_error(done) -> str:
     return lines[0]
 
 
+@pytest.mark.slow
 def test_a_bad_setting_is_one_line_naming_it_and_what_it_takes(tmp_path):
     home = tmp_path / "home"
     train = ["train", "--dataset", "1", "--model", "starter-text", "--method", "scratch"]
@@ -223,7 +230,7 @@ def test_a_bad_setting_is_one_line_naming_it_and_what_it_takes(tmp_path):
     assert one_line_error(studio(home, *train, "--set", "mixed_precision=fp8", check=False)) == \
         "error: number precision (mixed_precision): must be one of no, fp16, bf16 (got 'fp8')"
     done = studio(home, "data", "list", check=False, extra_env={"STUDIO_PORT": "abc"})
-    assert one_line_error(done) == "error: port: must be a whole number between 1 and 65535 (got 'abc')"
+    assert one_line_error(done) == "error: port: must be a whole number between 0 and 65535 (got 'abc')"
 
 
 def test_an_unexpected_error_is_one_line_saying_where_the_details_are(tmp_path):
@@ -249,6 +256,7 @@ def plain_text_dataset(tmp_path):
     ("text_format=chat", "text_format 'chat' needs prompt/response or messages rows"),
     ("mixed_precision=fp16", "number precision fp16 needs a GPU"),
 ])
+@pytest.mark.slow
 def test_settings_the_data_or_machine_cannot_run_are_refused_before_the_run_exists(plain_text_dataset, setting,
                                                                                    reason):
     from studio.training.jobs import on_cpu
@@ -263,6 +271,7 @@ def test_settings_the_data_or_machine_cannot_run_are_refused_before_the_run_exis
     assert json.loads(studio(home, "runs", "list", "--json").stdout)["runs"] == []
 
 
+@pytest.mark.slow
 def test_a_sample_set_that_fails_midway_says_what_failed(tmp_path, tiny_pipeline):
     home = tmp_path / "home"
     generate = ["generate", "--variant", "base", "--model", str(tiny_pipeline), "--prompt", "a red square",

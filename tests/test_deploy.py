@@ -10,6 +10,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -29,6 +30,7 @@ def test_the_spaces_requirements_are_the_projects_dependencies():
     assert listed == pyproject_dependencies()
 
 
+@pytest.mark.slow
 def test_gradio_analytics_and_hub_telemetry_are_off_without_being_asked(tmp_path):
     import os
 
@@ -133,6 +135,7 @@ OAUTH_SCRIPT = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_hugging_face_sign_in_on_a_space_makes_the_owner_an_editor_and_others_raters(tmp_path):
     done = subprocess.run([sys.executable, "-c", OAUTH_SCRIPT, str(tmp_path / "home")], capture_output=True,
                           text=True, timeout=180, cwd=ROOT)

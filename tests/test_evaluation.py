@@ -10,14 +10,13 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
 import random
 import threading
 from datetime import datetime, timedelta, timezone
 
 import numpy as np
 import pytest
-from sqlalchemy import func, select, text
+from sqlalchemy import func, select
 
 from studio.evaluation import pairs as choosing
 from studio.evaluation.agreement import krippendorff_alpha, raw_agreement, units_from_matrix
@@ -217,6 +216,7 @@ def test_the_next_pair_is_the_least_settled_comparison():
     assert {choosing.choose_pair(items, uncertainty, votes, rng).prompt_index for _ in range(20)} == {2}
 
 
+@pytest.mark.slow
 def test_simulated_raters_with_known_preferences_rank_the_better_variant_first(rating_store, monkeypatch):
     seed_choices(monkeypatch, 11)
     set_id = make_set(rating_store, prompts=8, samples=2)  # 16 items per variant pair, 48 pairs
@@ -451,16 +451,8 @@ def test_twenty_raters_voting_at_once_all_land_exactly_once_on_sqlite(rating_sto
     _concurrent_raters_land_exactly_once(rating_store)
 
 
-@pytest.mark.skipif(not os.environ.get("STUDIO_TEST_POSTGRES_URL"), reason="no PostgreSQL server "
-                    "(scripts/test.sh starts one and sets STUDIO_TEST_POSTGRES_URL when it can)")
-def test_twenty_raters_voting_at_once_all_land_exactly_once_on_postgresql(tmp_path):
-    settings = load_settings(home=tmp_path / "home", database_url=os.environ["STUDIO_TEST_POSTGRES_URL"], **SLOW)
-    store = open_store(settings)
-    with store.engine.begin() as connection:  # start from an empty schema: the test owns this database
-        connection.execute(text("DROP SCHEMA public CASCADE"))
-        connection.execute(text("CREATE SCHEMA public"))
-    store.close()
-    store = open_store(settings)
+def test_twenty_raters_voting_at_once_all_land_exactly_once_on_postgresql(tmp_path, postgres_url):
+    store = open_store(load_settings(home=tmp_path / "home", database_url=postgres_url, **SLOW))
     try:
         _concurrent_raters_land_exactly_once(store)
     finally:
@@ -487,6 +479,7 @@ def test_a_restart_in_the_middle_keeps_every_vote(stores):
 
 # ----------------------------------------------------------------------------- training, export
 
+@pytest.mark.slow
 def test_preference_against_training_step_and_significance(rating_store, monkeypatch):
     seed_choices(monkeypatch, 7)
     run = fake_run(rating_store)
@@ -557,6 +550,7 @@ def test_deleting_a_sample_set_deletes_its_ratings(rating_store):
 # ----------------------------------------------------------------------------- a real set, through the CLI
 
 @pytest.mark.usefixtures("one_torch_thread")
+@pytest.mark.slow
 def test_a_real_generated_set_end_to_end(lab):  # noqa: F811
     from studio.generation.cache import ModelCache
     from studio.generation.service import generate_set

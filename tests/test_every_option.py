@@ -26,7 +26,7 @@ from studio.training.config import MODALITY_SECTIONS, SECTIONS, TrainConfig, app
 from studio.training.runs import run_summary, samples
 from test_text_backend import rows, tiny_folder  # noqa: F401 - module-scoped fixtures
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
+pytestmark = [pytest.mark.usefixtures("one_torch_thread"), pytest.mark.slow]  # the sweep: minutes
 
 BIG = 2**34
 PROMPTS = {"text": "Once upon a time", "image": "a red circle", "audio": "low hum"}

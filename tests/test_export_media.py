@@ -62,6 +62,7 @@ def studio_images(store, refs: list[str], prompt: str, seed: int) -> dict[str, n
     return {s["variant"]: np.asarray(Image.open(s["path"]).convert("RGB")).astype(int) for s in found["samples"]}
 
 
+@pytest.mark.slow
 def test_merged_image_lora_is_a_plain_pipeline_that_draws_the_studios_image(media, tmp_path):
     import torch
     from diffusers import DiffusionPipeline, StableDiffusionPipeline
@@ -177,6 +178,7 @@ def test_a_starter_run_exports_as_the_studios_own_folder_and_its_card_says_so(me
     assert json.loads((tmp_path / "starter" / "studio_model.json").read_text())["modality"] == "image"
 
 
+@pytest.mark.slow
 def test_a_lora_on_a_starters_folder_merges_into_a_folder_the_studio_loads_as_a_model(media, tmp_path):
     from studio.models.image import ImageBackend
     from studio.training.runs import checkpoints
@@ -215,6 +217,7 @@ def test_a_lora_on_a_starters_folder_merges_into_a_folder_the_studio_loads_as_a_
     assert all(np.allclose(adapted[k].numpy(), fused[k].numpy(), atol=1e-6) for k in fused)  # the card's recipe
 
 
+@pytest.mark.slow
 def test_a_full_image_run_exports_as_its_pipeline_with_the_studios_sampler(media, tiny_pipeline, tmp_path):  # noqa: F811
     import torch
     from diffusers import DDIMScheduler, DiffusionPipeline

@@ -418,6 +418,7 @@ def test_generation_modules_import_no_model_library():
 
 # ----------------------------------------------------------------------------- images
 
+@pytest.mark.slow
 def test_image_checkpoints_side_by_side_seeded(tmp_path, tiny_pipeline):  # noqa: F811
     from studio.examples.shapes import make_shapes
 

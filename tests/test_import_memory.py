@@ -23,6 +23,8 @@ import pytest
 
 from media_factory import flac_without_length, make_zip, photo, save, tone, write, write_audio
 
+pytestmark = pytest.mark.slow  # capped child processes, each after a warm-up import
+
 REPO = Path(__file__).resolve().parents[1]
 MB = 1024 * 1024
 CAP_MB = 250  # over the warmed-up child: well above what a bounded import needs, well below one of these files

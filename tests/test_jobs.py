@@ -58,6 +58,7 @@ def ended(summary):
     return summary["status"] in RUN_ENDED
 
 
+@pytest.mark.slow
 def test_queue_runs_one_at_a_time_in_order(corpus_store):
     store, dataset = corpus_store
     first = jobs.create_run(store, dataset, "starter-text", "scratch", text_config(max_steps=2))
@@ -75,6 +76,7 @@ def test_queue_runs_one_at_a_time_in_order(corpus_store):
     assert not {one.pid, two.pid} & set(zombie_children())
 
 
+@pytest.mark.slow
 def test_stop_saves_a_checkpoint_and_resume_continues_the_curve(corpus_store):
     store, dataset = corpus_store
     run_id = jobs.create_run(store, dataset, "starter-text", "scratch", text_config(max_steps=400))
@@ -153,6 +155,7 @@ def test_resume_forgets_what_the_abandoned_attempt_recorded_after_its_checkpoint
     assert list(train["step"]) == list(range(0, 161))
 
 
+@pytest.mark.slow
 def test_a_killed_worker_marks_its_run_failed_with_its_log(corpus_store):
     store, dataset = corpus_store
     run_id = jobs.create_run(store, dataset, "starter-text", "scratch", text_config(max_steps=5000))
@@ -200,6 +203,7 @@ def cli_train(store, dataset: str, max_steps: int, *settings: str) -> dict:
     return json.loads(done.stdout)
 
 
+@pytest.mark.slow
 def test_train_cli_json_contract(corpus_store):
     store, dataset = corpus_store
     env = {**os.environ, "STUDIO_HOME": str(store.home)}
@@ -247,6 +251,7 @@ def test_samples_are_on_by_default_with_prompts_from_the_validation_split(corpus
         jobs.request(store, quiet, "sample")
 
 
+@pytest.mark.slow
 def test_early_stopping_after_the_warm_up_is_reported(corpus_store):
     store, dataset = corpus_store
     env = {**os.environ, "STUDIO_HOME": str(store.home)}
@@ -267,6 +272,7 @@ def test_early_stopping_after_the_warm_up_is_reported(corpus_store):
     assert [h["value"] for h in history if h["name"] == "learning_rate"][0] == 0.0  # the rate step 1 ran at
 
 
+@pytest.mark.slow
 def test_two_gloo_ranks_on_the_cpu(corpus_store):
     store, dataset = corpus_store
     run_id = jobs.create_run(store, dataset, "starter-text", "scratch", text_config(max_steps=3, num_processes=2))
@@ -314,6 +320,7 @@ def test_deepspeed_or_fsdp_config_is_passed_to_accelerate(corpus_store, tmp_path
         text_config(accelerate_config_file=str(tmp_path / "missing.yaml"))
 
 
+@pytest.mark.slow
 def test_preflight_measures_time_and_memory_in_a_child_process(corpus_store):
     from studio.training.preflight import preflight
 

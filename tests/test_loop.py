@@ -188,6 +188,7 @@ def run_in_two_ranks(tmp_path, **changes) -> dict:
     return json.loads((tmp_path / "history.json").read_text())
 
 
+@pytest.mark.slow  # two accelerate ranks in two processes
 @pytest.mark.parametrize("changes", [
     dict(max_steps=12, warmup_steps=4, lr_scheduler_type="linear"),
     dict(max_steps=-1, num_train_epochs=3, gradient_accumulation_steps=2, warmup_steps=3, lr_scheduler_type="cosine"),

@@ -15,6 +15,7 @@ from studio.training.loop import train_in_process
 
 
 @pytest.mark.parametrize("modality", ["image", "audio"])
+@pytest.mark.slow
 def test_starter_trains_through_the_loop_and_generates_seeded_files(store, tmp_path, modality):
     if modality == "image":
         from studio.examples.shapes import make_shapes as make

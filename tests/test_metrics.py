@@ -251,6 +251,7 @@ def media_lab(tmp_path_factory):
     store.close()
 
 
+@pytest.mark.slow
 def test_image_heldout_loss_repeats_exactly_and_training_lowers_it(media_lab):
     store, image = media_lab["store"], media_lab["image"]
     version = get_version(store, image["dataset"])
@@ -289,6 +290,7 @@ def test_heldout_loss_of_a_latent_pipeline_does_not_depend_on_the_batch(tiny_pip
 
 
 @pytest.mark.parametrize("modality", ["image", "audio"])
+@pytest.mark.slow
 def test_prompt_score_and_frechet_distance_with_a_tiny_local_encoder(media_lab, tmp_path, modality):
     store, lab_run = media_lab["store"], media_lab[modality]
     captions = [r["caption"] for r in read_manifest(store, get_version(store, lab_run["dataset"]))]

@@ -10,6 +10,7 @@ import threading
 import urllib.request
 
 import httpx
+import pytest
 
 from conftest import StudioProcess
 from studio import ops
@@ -69,6 +70,7 @@ def test_health_says_degraded_when_the_disk_guard_would_refuse_and_down_without_
     assert found["status"] == "down" and found["database"].startswith("unreachable")
 
 
+@pytest.mark.slow
 def test_the_running_studio_serves_health_metrics_and_status(running_studio):
     health = json.loads(urllib.request.urlopen(f"{running_studio}/health", timeout=10).read())
     assert health == {"status": "ok", "database": "ok", "disk": "ok"} or health["status"] == "degraded"

@@ -20,7 +20,6 @@ from studio.training.config import TrainConfig
 from studio.training.runs import list_runs
 from studio.ui.state import run_choices, version_choices
 
-from test_store import POSTGRES, empty_postgres
 from test_generation import lab  # noqa: F401 - a module-scoped fixture: a store with a tiny LoRA run
 from test_text_backend import rows, tiny_folder  # noqa: F401 - what it needs
 
@@ -101,9 +100,8 @@ def test_deleting_a_project_removes_its_rows_and_files_and_leaves_other_projects
     _delete_one_of_two_projects(store, tmp_path)
 
 
-@POSTGRES
-def test_deleting_a_project_on_postgresql(tmp_path):
-    store = open_store(load_settings(home=tmp_path / "home", database_url=empty_postgres()))
+def test_deleting_a_project_on_postgresql(tmp_path, postgres_url):
+    store = open_store(load_settings(home=tmp_path / "home", database_url=postgres_url))
     _delete_one_of_two_projects(store, tmp_path)
     store.close()
 
@@ -303,6 +301,7 @@ def test_the_ui_deletes_runs_sets_and_versions_only_after_the_second_button(stor
 
 # ----------------------------------------------------------------------------- the command line
 
+@pytest.mark.slow
 def test_cli_projects_create_import_activity_and_delete_with_yes(tmp_path):
     import getpass
     import json
@@ -328,6 +327,7 @@ def test_cli_projects_create_import_activity_and_delete_with_yes(tmp_path):
     assert json.loads(studio(home, "projects", "list", "--json").stdout)["projects"] == []
 
 
+@pytest.mark.slow
 def test_a_generated_set_belongs_to_its_runs_project_or_the_one_asked_and_records_who_made_it(lab):
     store = lab["store"]
     made = generate_set(store, ["base", str(lab["run"])], ["Once upon a time"], seed=1,

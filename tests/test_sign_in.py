@@ -205,6 +205,7 @@ def join(client: httpx.Client, prefix: str, index: int, data: list) -> httpx.Res
                        json={"fn_index": index, "data": data, "session_hash": "test", "event_data": None})
 
 
+@pytest.mark.slow
 def test_nobody_reaches_the_studio_without_signing_in(signed_in_studio):
     anonymous = httpx.Client(base_url=signed_in_studio, timeout=30)
     page = anonymous.get("/", headers={"accept": "text/html"})
@@ -223,6 +224,7 @@ def test_nobody_reaches_the_studio_without_signing_in(signed_in_studio):
     assert wrong.status_code == 401 and "Wrong user name or password" in wrong.text
 
 
+@pytest.mark.slow
 def test_a_rater_reaches_the_rating_page_only(signed_in_studio, web_home):
     from studio.settings import load_settings
     from studio.store import open_store
@@ -251,6 +253,7 @@ def test_a_rater_reaches_the_rating_page_only(signed_in_studio, web_home):
     store.close()
 
 
+@pytest.mark.slow
 def test_gradio_client_signs_in_and_a_rater_can_use_only_the_rating_api(signed_in_studio):
     from gradio_client import Client
     from gradio_client.exceptions import AppError
@@ -270,6 +273,7 @@ def test_gradio_client_signs_in_and_a_rater_can_use_only_the_rating_api(signed_i
     assert "/generate" in editor.view_api(print_info=False, return_format="dict")["named_endpoints"]
 
 
+@pytest.mark.slow
 def test_votes_go_under_the_signed_in_name_whatever_the_call_says(home_with_set, tmp_path, web_home, users_file):
     from gradio_client import Client
 
@@ -295,6 +299,7 @@ def test_votes_go_under_the_signed_in_name_whatever_the_call_says(home_with_set,
 
 
 @pytest.mark.browser
+@pytest.mark.slow
 def test_a_rater_signs_in_in_a_browser_and_lands_on_the_rating_page(signed_in_studio, browser_page):
     page = browser_page
     page.goto(signed_in_studio + "/")
@@ -390,6 +395,7 @@ def test_studio_users_commands_write_a_file_the_server_reads(tmp_path, monkeypat
 
 
 @pytest.mark.browser
+@pytest.mark.slow
 def test_an_import_in_the_browser_records_the_signed_in_editor(signed_in_studio, browser_page, web_home, tmp_path):
     from studio.settings import load_settings
     from studio.store import list_actions, open_store
@@ -416,6 +422,7 @@ def test_an_import_in_the_browser_records_the_signed_in_editor(signed_in_studio,
         store.close()
 
 
+@pytest.mark.slow
 def test_raters_get_media_only_through_the_blind_copies(tmp_path, web_home, users_file):
     from PIL import Image
 
@@ -457,6 +464,7 @@ def owner_gets_in_after_the_back_off(url: str, **headers) -> httpx.Response:
     return answer
 
 
+@pytest.mark.slow
 def test_a_stranger_sharing_the_owners_address_does_not_lock_the_owner_out(signed_in_studio):
     free = LoginThrottle().free_per_name
     answers = [sign_in_post(signed_in_studio, "eda", "wrong-password").status_code for _ in range(free + 1)]
@@ -465,6 +473,7 @@ def test_a_stranger_sharing_the_owners_address_does_not_lock_the_owner_out(signe
     assert owner_gets_in_after_the_back_off(signed_in_studio).status_code == 200
 
 
+@pytest.mark.slow
 def test_parallel_wrong_passwords_are_counted_before_they_are_checked(signed_in_studio):
     from concurrent.futures import ThreadPoolExecutor
 
@@ -564,6 +573,7 @@ def studio_with(tmp_path, web_home, users_file):
         studio.stop()
 
 
+@pytest.mark.slow
 def test_forwarded_headers_are_believed_only_from_a_configured_proxy(studio_with):
     per_address = LoginThrottle().per_address
     for proxies in ("", "127.0.0.1"):
@@ -583,6 +593,7 @@ def test_forwarded_headers_are_believed_only_from_a_configured_proxy(studio_with
     assert "secure" in sign_in_post(public, "rita", PASSWORDS["rita"]).headers["set-cookie"].lower()
 
 
+@pytest.mark.slow
 def test_a_stranger_failing_for_a_name_does_not_keep_its_owner_out(studio_with):
     url = studio_with(STUDIO_TRUSTED_PROXIES="127.0.0.1")
     stranger, owner = {"x-forwarded-for": "203.0.113.50"}, {"x-forwarded-for": "198.51.100.7"}
@@ -599,6 +610,7 @@ def test_a_stranger_failing_for_a_name_does_not_keep_its_owner_out(studio_with):
     assert owner_gets_in_after_the_back_off(url, **owner).status_code == 200
 
 
+@pytest.mark.slow
 def test_signing_out_or_a_changed_password_or_role_ends_copies_of_a_session(signed_in_studio, users_file):
     def copy_of(client: httpx.Client) -> httpx.Client:
         return httpx.Client(base_url=signed_in_studio, timeout=30, cookies=dict(client.cookies))
@@ -625,6 +637,7 @@ def test_signing_out_or_a_changed_password_or_role_ends_copies_of_a_session(sign
     assert rater_before.get("/rate/config").status_code == 401
 
 
+@pytest.mark.slow
 def test_a_sign_in_posted_from_another_site_is_refused(signed_in_studio):
     credentials = {"username": "eda", "password": PASSWORDS["eda"]}
     for headers in ({"origin": "https://elsewhere.example"}, {"referer": "https://elsewhere.example/page"},

@@ -103,11 +103,8 @@ def test_version_folders_are_never_overwritten(store, tmp_path):
     assert [v["version"] for v in list_datasets(store)[0]["versions"]] == [1]
 
 
-@pytest.mark.skipif(not os.environ.get("STUDIO_TEST_POSTGRES_URL"), reason="no PostgreSQL server "
-                    "(scripts/test.sh starts one and sets STUDIO_TEST_POSTGRES_URL when it can)")
-def test_postgresql_store_imports_and_survives_reopen(tmp_path):
-    url = empty_postgres()  # the test owns this database: start from an empty schema
-    settings = load_settings(home=tmp_path / "home", database_url=url)
+def test_postgresql_store_imports_and_survives_reopen(tmp_path, postgres_url):
+    settings = load_settings(home=tmp_path / "home", database_url=postgres_url)
     store = open_store(settings)
     assert {"datasets", "dataset_versions"} <= set(inspect(store.engine).get_table_names())
     assert _schema_drift(store.engine) == []
@@ -162,23 +159,6 @@ def _fill_a_0004_database(connection) -> None:
             sample_index=0, seed=1, text="hello", seconds=0.1, created_at=at)
 
 
-POSTGRES = pytest.mark.skipif(not os.environ.get("STUDIO_TEST_POSTGRES_URL"), reason="no PostgreSQL server "
-                              "(scripts/test.sh starts one and sets STUDIO_TEST_POSTGRES_URL when it can)")
-
-
-def empty_postgres() -> str:
-    """The test PostgreSQL database, emptied (the tests own it); its URL."""
-    from sqlalchemy import create_engine
-
-    url = os.environ["STUDIO_TEST_POSTGRES_URL"]
-    engine = create_engine(url)
-    with engine.begin() as connection:
-        connection.execute(text("DROP SCHEMA public CASCADE"))
-        connection.execute(text("CREATE SCHEMA public"))
-    engine.dispose()
-    return url
-
-
 def _store_upgraded_from_0004(home, fill, database_url: str | None = None):
     """A database made by the 0004 release, filled by ``fill(connection)``, opened by today's studio."""
     from studio.store.engine import make_engine, upgrade_schema
@@ -193,11 +173,11 @@ def _store_upgraded_from_0004(home, fill, database_url: str | None = None):
     return open_store(settings)
 
 
-@pytest.mark.parametrize("database", ["sqlite", pytest.param("postgresql", marks=POSTGRES)])
-def test_upgrading_from_0004_gives_each_sample_set_a_project_and_keeps_every_row(home, database):
+@pytest.mark.parametrize("database", ["sqlite", "postgresql"])
+def test_upgrading_from_0004_gives_each_sample_set_a_project_and_keeps_every_row(home, database, request):
     from studio.store.tables import GeneratedSample, SampleSet
 
-    url = empty_postgres() if database == "postgresql" else None
+    url = request.getfixturevalue("postgres_url") if database == "postgresql" else None
     store = _store_upgraded_from_0004(home, _fill_a_0004_database, url)
     with store.session() as session:
         projects = {s.id: s.project_id for s in session.query(SampleSet)}

@@ -187,6 +187,7 @@ def test_the_data_tabs_reclean_runs_as_a_task_and_selects_the_new_version(store,
     assert task.pid not in (None, os.getpid())
 
 
+@pytest.mark.slow
 def test_automatic_metrics_run_as_a_task_and_their_table_shows(lab):  # noqa: F811
     store = lab["store"]
     on_compute, _ = handlers(store, lambda s, project, version: evaluate_tab.build(s, project))["on_compute"]

@@ -357,6 +357,7 @@ def test_example_corpus_is_deterministic_and_shipped():
     assert len(re.split(r"\n\s*\n", text.strip())) > 150
 
 
+@pytest.mark.slow  # trains the starter until it learns (minutes)
 def test_the_starter_learns_the_stories():
     """Trained with the studio's loop for well under a minute of CPU time, the starter beats a unigram model
     by far on held-out stories and writes in the corpus's words."""

@@ -10,6 +10,8 @@ import urllib.request
 import pytest
 from PIL import Image
 
+pytestmark = pytest.mark.slow  # browser walkthroughs, studio processes: -m "not slow" leaves them out
+
 # Libraries the studio imports only when a model loads, a run trains, data is cleaned or a metric is computed. (pandas
 # is not among them: Gradio itself imports it, gradio.utils -> gradio.caching -> pandas.)
 HEAVY = ("torch", "transformers", "diffusers", "peft", "accelerate", "tokenizers", "safetensors", "datasketch", "ftfy",

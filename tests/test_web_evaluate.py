@@ -18,6 +18,8 @@ from test_evaluation import make_set
 from test_text_backend import rows, tiny_folder  # noqa: F401 - module-scoped fixtures
 from test_web_generate import home_with_run  # noqa: F401 - a fixture
 
+pytestmark = pytest.mark.slow  # browser walkthroughs, studio processes: -m "not slow" leaves them out
+
 
 @pytest.fixture
 def home_with_set(web_home, home_with_run):

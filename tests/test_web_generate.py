@@ -13,6 +13,8 @@ from studio.training.config import TrainConfig
 from test_generation import run_in_process
 from test_text_backend import rows, tiny_folder  # noqa: F401 - module-scoped fixtures
 
+pytestmark = pytest.mark.slow  # browser walkthroughs, studio processes: -m "not slow" leaves them out
+
 
 @pytest.fixture
 def home_with_run(web_home, tmp_path, tiny_folder):  # noqa: F811

@@ -20,10 +20,11 @@ from studio.store import open_store
 from studio.training.config import TrainConfig
 from studio.training.runs import run_summary
 from test_generation import add_run, run_in_process
-from test_store import POSTGRES, empty_postgres
 from test_text_backend import rows, tiny_folder  # noqa: F401 - module-scoped fixtures
 from test_web_generate import home_with_run, pick  # noqa: F401 - a STUDIO_HOME with a tiny LoRA run
 from test_web_train import home_with_corpus  # noqa: F401 - a STUDIO_HOME with the "tales" text dataset
+
+pytestmark = pytest.mark.slow  # browser walkthroughs, studio processes: -m "not slow" leaves them out
 
 STUDIO = Path(__file__).resolve().parents[1] / "studio"
 # Emoji and pictographs: U+2300-23FF (⏳ ⏹), U+2600-27BF (⚠ ✅ ❌), U+2B00-2BFF, U+1F000-1FAFF and the emoji
@@ -261,13 +262,14 @@ def test_no_message_the_studio_writes_uses_an_emoji():
     assert not found, f"emoji in: {found}"
 
 
-@pytest.mark.parametrize("database", ["sqlite", pytest.param("postgresql", marks=POSTGRES)])
-def test_the_listing_signature_changes_with_what_the_lists_show_and_only_then(home, tmp_path, database):
+@pytest.mark.parametrize("database", ["sqlite", "postgresql"])
+def test_the_listing_signature_changes_with_what_the_lists_show_and_only_then(home, tmp_path, database, request):
     from studio.store.changes import listing_signature
     from studio.store.tables import Checkpoint, Run, SampleSet
     from studio.training import jobs
 
-    store = open_store(load_settings(home=home, database_url=empty_postgres() if database == "postgresql" else None))
+    url = request.getfixturevalue("postgres_url") if database == "postgresql" else None
+    store = open_store(load_settings(home=home, database_url=url))
     seen = [listing_signature(store)]
 
     def changed() -> bool:

@@ -10,6 +10,8 @@ from studio.projects import create_project, list_projects
 from studio.settings import load_settings
 from studio.store import list_actions, open_store
 
+pytestmark = pytest.mark.slow  # browser walkthroughs, studio processes: -m "not slow" leaves them out
+
 
 def _notes(folder, name):
     path = folder / f"{name}.txt"

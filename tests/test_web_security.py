@@ -20,6 +20,8 @@ from studio.store import open_store
 from test_evaluation import fake_run, make_set
 from test_sign_in import PASSWORDS, signed_in
 
+pytestmark = pytest.mark.slow  # browser walkthroughs, studio processes: -m "not slow" leaves them out
+
 FILE_META = {"_type": "gradio.FileData"}
 
 

@@ -13,6 +13,8 @@ from studio.training.config import TrainConfig
 from test_generation import run_in_process
 from test_web_generate import pick
 
+pytestmark = pytest.mark.slow  # browser walkthroughs, studio processes: -m "not slow" leaves them out
+
 
 @pytest.fixture
 def image_run(web_home, tmp_path):

@@ -19,7 +19,7 @@ from test_generation import lab  # noqa: F401 - a store with a tiny LoRA run (ch
 from test_web_generate import home_with_run, pick  # noqa: F401 - a STUDIO_HOME with a tiny LoRA run
 from test_text_backend import rows, tiny_folder  # noqa: F401 - module-scoped fixtures
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
+pytestmark = [pytest.mark.usefixtures("one_torch_thread"), pytest.mark.slow]  # slow: a real-browser walkthrough
 
 
 @pytest.fixture

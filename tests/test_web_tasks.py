@@ -19,7 +19,7 @@ from studio.settings import load_settings
 from studio.store import open_store
 from studio.store.tables import Task
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.slow]  # slow: real-browser walkthroughs
 
 
 def big_corpus(path: Path, paragraphs: int = 100_000) -> Path:

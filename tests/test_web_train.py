@@ -11,6 +11,8 @@ from studio.data.service import import_dataset
 from studio.settings import load_settings
 from studio.store import open_store
 
+pytestmark = pytest.mark.slow  # browser walkthroughs, studio processes: -m "not slow" leaves them out
+
 
 @pytest.fixture
 def home_with_corpus(web_home, tmp_path):

@@ -399,6 +399,20 @@ def start_dispatcher(store: Store, every: float = 2.0) -> None:
     threading.Thread(target=loop, name="dispatcher", daemon=True).start()
 
 
+def _announcing_server(config, announce):
+    """A uvicorn server that calls ``announce(port)`` once it listens, with the port it bound: with port 0 (a free
+    port the system picks) only the bound socket knows it."""
+    import uvicorn
+
+    class AnnouncingServer(uvicorn.Server):
+        async def startup(self, sockets=None):
+            await super().startup(sockets=sockets)
+            if not self.should_exit:
+                announce(self.servers[0].sockets[0].getsockname()[1])
+
+    return AnnouncingServer(config)
+
+
 def serve(settings, block: bool = True):
     """Open the store and serve the studio. ``block=False`` (tests, benchmarks) returns the running uvicorn
     server; call ``server.should_exit = True`` to stop it."""
@@ -413,12 +427,13 @@ def serve(settings, block: bool = True):
     # X-Forwarded-For/-Proto only from the configured proxies: by default uvicorn believes whatever a client
     # connecting from 127.0.0.1 claims, so a claimed address would escape the sign-in throttle
     proxies = settings.trusted_proxies.strip()
-    server = uvicorn.Server(uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning",
-                                           proxy_headers=bool(proxies), forwarded_allow_ips=proxies or None,
-                                           timeout_graceful_shutdown=5))  # open event streams must not hold a restart
     sign_in = "on" if access.enabled else "off (set STUDIO_USERS to turn it on)"
-    print(f"Gen Studio at http://{settings.host}:{settings.port} (STUDIO_HOME {store.home}; sign-in {sign_in})",
-          flush=True)
+    server = _announcing_server(
+        uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning",
+                       proxy_headers=bool(proxies), forwarded_allow_ips=proxies or None,
+                       timeout_graceful_shutdown=5),  # open event streams must not hold a restart
+        lambda port: print(f"Gen Studio at http://{settings.host}:{port} (STUDIO_HOME {store.home}; sign-in {sign_in})",
+                           flush=True))
     if block:
         server.run()
         return server
