@@ -18,7 +18,6 @@ from studio.data.service import import_dataset
 from studio.examples.text import make_corpus
 from studio.training import jobs
 from studio.training.config import TrainConfig
-from test_store import POSTGRES, empty_postgres
 
 
 def queued_run(store, tmp_path) -> int:
@@ -128,11 +127,10 @@ class TcpRelay:
         self._listen(self.port)
 
 
-@POSTGRES
-def test_health_answers_503_over_http_while_the_database_does_not_answer(tmp_path, web_home):
+def test_health_answers_503_over_http_while_the_database_does_not_answer(tmp_path, web_home, postgres_url):
     from sqlalchemy.engine import make_url
 
-    url = make_url(empty_postgres())
+    url = make_url(postgres_url)
     relay = TcpRelay((url.host or "127.0.0.1", url.port or 5432))
     through_relay = url.set(host="127.0.0.1", port=relay.port).render_as_string(hide_password=False)
     studio = StudioProcess(tmp_path / "studio.log", web_home, STUDIO_DATABASE_URL=through_relay)
