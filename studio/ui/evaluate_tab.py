@@ -14,9 +14,10 @@ import html
 import time
 
 from studio.store import Store
+from studio.store.changes import votes_signature
 from studio.store.projects import DEFAULT_PROJECT
 from studio.ui.background import BackgroundTask
-from studio.ui.state import current_user, follow, not_done
+from studio.ui.state import LISTS_POLL_SECONDS, current_user, follow, not_done
 
 MIN_PLAY_SECONDS = 3.0  # an audio clip counts as heard after 3 s of playing, or when it ends sooner
 
@@ -276,8 +277,23 @@ def build(store: Store, project=None) -> None:
             export = gr.Button("Export")
             exported = gr.File(visible=False)
     board_outputs = [board_summary, board_table, strength_plot, wins_plot, counts_plot, score_table]
+    drawn_votes = gr.State(None)  # the votes the board on show counts (votes_signature)
+
+    def board(set_id, include_flagged):
+        drawn = votes_signature(store, int(set_id)) if set_id else None  # before: a vote cast meanwhile is drawn next
+        return *leaderboard_outputs(store, set_id, include_flagged), drawn
+
     for trigger in (show.click, board_set.change, flagged.change):  # picking a set shows its board
-        trigger(lambda s, f: leaderboard_outputs(store, s, f), [board_set, flagged], board_outputs)
+        trigger(board, [board_set, flagged], board_outputs + [drawn_votes])
+
+    def follow_votes(set_id, include_flagged, drawn):
+        """The board drawn again once votes were cast on its set (here, on the rater page or through the API)."""
+        if not set_id or votes_signature(store, int(set_id)) == drawn:
+            return [gr.skip()] * (len(board_outputs) + 1)
+        return board(set_id, include_flagged)
+
+    gr.Timer(LISTS_POLL_SECONDS).tick(follow_votes, [board_set, flagged, drawn_votes], board_outputs + [drawn_votes],
+                                      show_progress="hidden", api_visibility="private")
 
     def on_export(set_id, chosen):
         from studio.evaluation.service import export_votes
