@@ -251,6 +251,15 @@ def test_samples_are_on_by_default_with_prompts_from_the_validation_split(corpus
         jobs.request(store, quiet, "sample")
 
 
+def test_the_sample_prompts_differ_when_captions_repeat(tmp_path):
+    from studio.generation.service import prompts_of
+
+    # The shapes example's validation split starts with three blue circles: three samples of one prompt showed it.
+    captions = ["a blue circle"] * 3 + ["a blue square", "a green circle", "a red square"]
+    rows = [{"file": f"{number}.png", "caption": caption} for number, caption in enumerate(captions)]
+    assert prompts_of(rows, tmp_path, 3) == ["a blue circle", "a blue square", "a green circle"]
+
+
 @pytest.mark.slow
 def test_early_stopping_after_the_warm_up_is_reported(corpus_store):
     store, dataset = corpus_store

@@ -475,8 +475,10 @@ def prompts_from_test_split(store: Store, dataset_ref: str, n: int = 8) -> list[
 
 
 def prompts_of(rows: list[dict], folder: Path, n: int) -> list[str]:
-    """The prompts of the first ``n`` of ``rows`` that give one (as for the test split, above)."""
-    return [p["prompt"] for p in (_test_prompt(row, folder) for row in rows) if p][:n]
+    """The first ``n`` different prompts that ``rows`` give (as for the test split, above): images of one class
+    share a caption, and the same prompt thrice shows nothing more than once."""
+    found = (p["prompt"] for p in (_test_prompt(row, folder) for row in rows) if p)
+    return list(dict.fromkeys(found))[:n]
 
 
 def _test_prompt(row: dict, folder: Path) -> dict | None:

@@ -8,7 +8,7 @@ import hashlib
 from sqlalchemy import func, literal, select, union_all
 
 from studio.store.engine import Store
-from studio.store.tables import Checkpoint, DatasetVersion, Project, Run, SampleSet
+from studio.store.tables import Checkpoint, DatasetVersion, Project, RatingVote, Run, SampleSet
 
 
 def listing_signature(store: Store) -> str:
@@ -27,3 +27,12 @@ def listing_signature(store: Store) -> str:
         rows = session.execute(query).all()
     text = ";".join(sorted(f"{kind}/{status}/{count}/{last}" for kind, status, count, last in rows))
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def votes_signature(store: Store, set_id: int) -> str:
+    """Changes whenever a vote or score is cast on sample set ``set_id`` (votes go only with their set): the count
+    and the highest id, so that a board on show can follow the votes by polling."""
+    query = select(func.count(), func.max(RatingVote.id)).where(RatingVote.set_id == set_id)
+    with store.session() as session:
+        count, last = session.execute(query).one()
+    return f"{count}/{last}"

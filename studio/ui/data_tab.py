@@ -218,8 +218,10 @@ def layout(store: Store, version) -> DataTab:
     with gr.Row():
         import_button = gr.Button("Import and clean", variant="primary", elem_id="data-import", scale=3)
         importing = BackgroundTask(store, "data-import-cancel")
-        example = gr.Dropdown(example_choices(), label="…or try an example dataset (works offline)", scale=2,
-                              elem_id="data-example")
+        # value=None: a Dropdown otherwise shows its first choice as picked, with nothing loaded, and picking
+        # that choice then changes nothing, so nothing loads
+        example = gr.Dropdown(example_choices(), value=None, label="…or try an example dataset (works offline)",
+                              scale=2, elem_id="data-example")
     summary = gr.Markdown(elem_id="data-summary")
     report = gr.Dataframe(headers=REPORT_HEADERS, column_widths=REPORT_WIDTHS, label="What each step did",
                           interactive=False, wrap=True, elem_id="data-report")

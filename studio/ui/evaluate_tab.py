@@ -15,9 +15,10 @@ import time
 from dataclasses import dataclass
 
 from studio.store import Store
+from studio.store.changes import votes_signature
 from studio.store.projects import DEFAULT_PROJECT
 from studio.ui.background import BackgroundTask
-from studio.ui.state import current_user, follow, error_message
+from studio.ui.state import LISTS_POLL_SECONDS, current_user, error_message, follow
 
 MIN_PLAY_SECONDS = 3.0  # an audio clip counts as heard after 3 s of playing, or when it ends sooner
 
@@ -394,8 +395,23 @@ def wire(store: Store, tab: EvaluateTab, project) -> None:
     wire_rating(store, tab.rating, project)
     board_outputs = [tab.board_summary, tab.board_table, tab.strength_plot, tab.wins_plot, tab.counts_plot,
                      tab.score_table]
+    drawn_votes = gr.State(None)  # the votes the board on show counts (votes_signature)
+
+    def board(set_id, include_flagged):
+        drawn = votes_signature(store, int(set_id)) if set_id else None  # before: a vote cast meanwhile is drawn next
+        return *leaderboard_outputs(store, set_id, include_flagged), drawn
+
     for trigger in (tab.show.click, tab.board_set.change, tab.flagged.change):  # picking a set shows its board
-        trigger(lambda s, f: leaderboard_outputs(store, s, f), [tab.board_set, tab.flagged], board_outputs)
+        trigger(board, [tab.board_set, tab.flagged], board_outputs + [drawn_votes])
+
+    def follow_votes(set_id, include_flagged, drawn):
+        """The board drawn again once votes were cast on its set (here, on the rater page or through the API)."""
+        if not set_id or votes_signature(store, int(set_id)) == drawn:
+            return [gr.skip()] * (len(board_outputs) + 1)
+        return board(set_id, include_flagged)
+
+    gr.Timer(LISTS_POLL_SECONDS).tick(follow_votes, [tab.board_set, tab.flagged, drawn_votes],
+                                      board_outputs + [drawn_votes], show_progress="hidden", api_visibility="private")
 
     def on_export(set_id, chosen):
         from studio.evaluation.service import export_votes
