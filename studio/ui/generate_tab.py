@@ -329,10 +329,18 @@ def wire(store: Store, tab: GenerateTab, project, version) -> None:
         found = variants_of(store, model)
         return found[0]["modality"] if found else "text"
 
-    def variant_list(found: list[dict], keep: bool = False):
-        """The ``found`` variants offered: the picked ones kept, or (``keep`` False) the newest runs' last checkpoints."""
-        latest = {} if keep else {"value": [c["ref"] for c in found if c["last"]][:2]}
-        return gr.Dropdown(choices=[(c["label"], c["ref"]) for c in found], **latest)
+    # The variants this page picked by itself. They follow the runs (a run picked while training had only its
+    # untrained start) until the person picks others, which stay.
+    auto_picked = gr.State(None)
+
+    def variant_list(found: list[dict], picked: list | None = None, auto: list | None = None) -> tuple:
+        """(the ``found`` variants offered, what the page picked): the person's ``picked`` kept, or (None, or what the
+        page had picked) the newest runs' last trained checkpoints (a step 0 is the base, not a variant)."""
+        offered = [(c["label"], c["ref"]) for c in found]
+        if picked is not None and sorted(picked) != sorted(auto or []):
+            return gr.Dropdown(choices=offered), auto
+        latest = [c["ref"] for c in found if c["last"] and c["step"]][:2]
+        return gr.Dropdown(choices=offered, value=latest), latest
 
     def on_base(model, project_value):
         found = variants_of(store, model, project_value)
@@ -344,26 +352,29 @@ def wire(store: Store, tab: GenerateTab, project, version) -> None:
             label += (" (the first run's untrained start, step 0)" if has_base
                       else " (these runs from scratch kept no untrained start)")
         note = gr.Checkbox(value=has_base, interactive=has_base, label=label)
-        return [variant_list(found), note] + [gr.Group(visible=m == modality) for m in SETTINGS]
+        return [*variant_list(found), note] + [gr.Group(visible=m == modality) for m in SETTINGS]
 
-    tab.base.change(on_base, [tab.base, project], [tab.variants, tab.include_base] + list(tab.groups.values()))
+    tab.base.change(on_base, [tab.base, project],
+                    [tab.variants, auto_picked, tab.include_base] + list(tab.groups.values()))
 
-    def lists(project_value, model=None, keep: bool = True):
+    def lists(project_value, model=None, picked=None, auto=None, keep: bool = True):
         """The project's base models (``model`` kept when still offered, else the newest run's; picking it fills
         the variants) and sample sets; another project's choice clears the picked set."""
         bases = base_choices(store, project_value)
         offered = [ref for _, ref in bases]
         chosen = model if model in offered else (offered[0] if offered else None)
         # Another base's change event fills the variants; the same base has none, so they are refreshed here.
-        variants_update = variant_list(variants_of(store, chosen, project_value), keep) if chosen == model \
-            else gr.Dropdown()
-        return (gr.Dropdown(choices=bases, value=chosen), variants_update,
+        found = variants_of(store, chosen, project_value)
+        variants_update = variant_list(found, picked if keep else None, auto) if chosen == model \
+            else (gr.Dropdown(), auto)
+        return (gr.Dropdown(choices=bases, value=chosen), *variants_update,
                 gr.Dropdown(choices=sample_set_choices(store, project_value), **({} if keep else {"value": None})),
                 sets_table(store, project_value))
 
-    list_outputs = [tab.base, tab.variants, tab.chosen_set, tab.table]
+    list_outputs = [tab.base, tab.variants, auto_picked, tab.chosen_set, tab.table]
     on_project_or_load(project, lambda p, m: lists(p, m, keep=False), [project, tab.base], list_outputs)
-    on_lists_change(store, lists, [project, tab.base], list_outputs)  # a new run, checkpoint or set: listed at once
+    # a new run, checkpoint or set: listed at once
+    on_lists_change(store, lists, [project, tab.base, tab.variants, auto_picked], list_outputs)
 
     def on_from_test(dataset_ref, count):
         from studio.generation.service import prompts_from_test_split
