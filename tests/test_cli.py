@@ -295,6 +295,7 @@ def test_a_sample_set_that_fails_midway_says_what_failed(tmp_path, tiny_pipeline
     assert listed["status"] == "failed" and listed["errors"] == 1
 
 
+@pytest.mark.slow
 def test_an_image_size_the_model_cannot_draw_is_refused_before_anything_is_made(tmp_path, tiny_pipeline):
     """The tiny pipeline's VAE halves the picture once (an SD-class one divides by 8): an odd width would fail
     inside the model, halfway through the set; it is refused first, naming the field and what it takes."""

@@ -127,6 +127,7 @@ class TcpRelay:
         self._listen(self.port)
 
 
+@pytest.mark.slow
 def test_health_answers_503_over_http_while_the_database_does_not_answer(tmp_path, web_home, postgres_url):
     from sqlalchemy.engine import make_url
 

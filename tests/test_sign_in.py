@@ -332,6 +332,7 @@ def text_set(web_home) -> int:
     return set_id
 
 
+@pytest.mark.slow
 @pytest.mark.browser
 def test_a_vote_cast_in_the_browser_goes_under_the_signed_in_name(text_set, signed_in_studio, browser_page, web_home):
     from sqlalchemy import select
