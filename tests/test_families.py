@@ -11,7 +11,7 @@ import pytest
 from studio.models.base import METHODS
 from studio.models.common import MARKER
 from studio.models.registry import FAMILIES, STARTER_SCRATCH_ONLY, family_for, family_of, modality_of
-from studio.training.export import FORMATS
+from studio.models.registry import EXPORT_FORMATS as FORMATS
 
 
 def folder_with(tmp_path: Path, name: str, files: dict[str, dict], subfolders: tuple[str, ...] = ()) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from studio.cli.app import Commands, arg, push_flags
 from studio.cli.shared import fail, os_user, progress_printer, report, store_of
-from studio.training.export import FORMATS
+from studio.models.registry import EXPORT_FORMATS
 
 commands = Commands()
 
@@ -12,7 +12,7 @@ commands = Commands()
 @commands.command(
     "export",
     arg("ref", metavar="RUN_ID[:CHECKPOINT]"),
-    arg("--format", required=True, choices=FORMATS),
+    arg("--format", required=True, choices=EXPORT_FORMATS),
     arg("--out", required=True, metavar="DIR", help="a new or empty folder"),
     arg("--zip", action="store_true", help="also write DIR.zip"),
     *push_flags("--push", "also push the export to this Hub model repository (OWNER/NAME)"),
@@ -20,8 +20,8 @@ commands = Commands()
          "studio")
 def cmd_export(args) -> int:
     from studio.generation.variants import VariantError
+    from studio.sharing.export import ExportError, export_run
     from studio.sharing.hub import PushError, push_export
-    from studio.training.export import ExportError, export_run
 
     store = store_of(args)
     try:

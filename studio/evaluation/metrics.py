@@ -32,7 +32,14 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+from studio.data.prompts import prompt_and_reference
+from studio.data.service import read_manifest
+from studio.evaluation import metrics_media as media
+from studio.evaluation.metrics_text import distinct_n, perplexity, reference_scores, self_bleu
+from studio.generation.cache import ModelCache, load_config
+from studio.generation.options import parse_settings
 from studio.generation.variants import Variant, VariantError, parse_ref, resolve_variants
+from studio.models.registry import backend_for
 from studio.store import Store
 from studio.store.tables import DatasetVersion, Run
 
@@ -208,10 +215,6 @@ def evaluate_variant(store: Store, variant: Variant, version: DatasetVersion, *,
     samples are written to ``out_dir`` (when None, to a temporary folder, and their paths are left out)."""
     import tempfile
 
-    from studio.data.service import read_manifest
-    from studio.generation.cache import ModelCache, load_config
-    from studio.models.registry import backend_for
-
     started = time.perf_counter()
     root = store.path(version.path)
     rows = read_manifest(store, version)
@@ -248,10 +251,6 @@ def _seeded_pairs(texts: list[str], samples: int, seed: int) -> tuple[list[str],
 
 
 def _text_metrics(result, backend, handle, data, collate, held, root, prompts, samples, max_new_tokens, seed):
-    from studio.evaluation.metrics_text import distinct_n, perplexity, reference_scores, self_bleu
-    from studio.generation.options import parse_settings
-    from studio.generation.service import _test_prompt
-
     metrics = result["metrics"]
     found = perplexity(handle, data, collate)
     counts = {"tokens": found["tokens"], "sequences": found["examples"]}  # packed sequences, not items
@@ -265,7 +264,7 @@ def _text_metrics(result, backend, handle, data, collate, held, root, prompts, s
         return
     asked = []
     for row in held:
-        question = _test_prompt(row, root)
+        question = prompt_and_reference(row, root)
         if question is None:
             continue
         if row.get("prompt") is None and not row.get("messages"):  # plain text: the reference is the rest of it,
@@ -299,9 +298,6 @@ def _text_metrics(result, backend, handle, data, collate, held, root, prompts, s
 
 def _media_metrics(result, backend, handle, data, collate, held, root, prompts, samples, steps, seed, folder,
                    clip_model, audio_model):
-    from studio.evaluation import metrics_media as media
-    from studio.generation.options import parse_settings
-
     metrics, modality = result["metrics"], result["modality"]
     loss = media.heldout_loss(handle, data, collate, seed=seed)
     metrics["heldout_loss"] = entry("heldout_loss", loss["loss"], items=loss["items"], kind=loss["kind"],

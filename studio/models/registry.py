@@ -19,10 +19,11 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from studio.models.base import METHODS, Handle
+from studio.models.base import METHODS, BackendConfig, Handle
 from studio.models.catalog import find
 from studio.models.common import ADAPTER_CONFIG, MARKER, read_marker
 
+EXPORT_FORMATS = ("peft", "diffusers-lora", "merged")  # what `studio export` writes; each family names its own
 STARTER_SCRATCH_ONLY = ("starter models are trained from scratch; use method 'scratch', or fine-tune a finished "
                         "run's model folder")
 
@@ -33,7 +34,7 @@ class Family:
     modality: str                  # text | image | audio
     backend_path: str              # "module:Class" of its backend, imported on first use
     lora_targets: tuple[str, ...]  # the layers target_modules 'auto' adapts
-    export_formats: tuple[str, ...]  # what `studio export` writes of its runs
+    export_formats: tuple[str, ...]  # what `studio export` writes of its runs (of EXPORT_FORMATS)
     library: str                   # the library that loads those exports: transformers | diffusers
     model_class: str = ""          # the transformers class that loads its folders ("" for pipelines)
     methods: tuple[str, ...] = METHODS
@@ -222,7 +223,8 @@ class ModalityBackend:
             raise ValueError(f"no backend for modality '{modality}'")
         self.modality = modality
 
-    def load(self, model_ref: str, method: str, config=None, train_rows: list[dict] | None = None) -> Handle:
+    def load(self, model_ref: str, method: str, config: BackendConfig,
+             train_rows: list[dict] | None = None) -> Handle:
         return family_for(model_ref, self.modality).backend().load(model_ref, method, config, train_rows)
 
     def datasets(self, handle: Handle, rows: dict[str, list[dict]], root: Path, config):

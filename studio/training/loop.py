@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Callable
 
 from studio.models.base import Backend, Handle, Sample
+from studio.models.common import is_out_of_memory
 from studio.training.config import TrainConfig
 
 
@@ -126,12 +127,6 @@ def batch_size_of(batch) -> int:
 def tokens_in(batch) -> int:
     mask = batch.get("attention_mask") if isinstance(batch, dict) else None
     return int(mask.sum()) if mask is not None else 0
-
-
-def is_out_of_memory(error: BaseException) -> bool:
-    import torch
-
-    return isinstance(error, torch.OutOfMemoryError) or "out of memory" in str(error).lower()
 
 
 def _shared_flags(accelerator, hooks: Hooks) -> tuple[bool, bool, bool]:

@@ -7,6 +7,7 @@ import html
 import json
 from pathlib import Path
 
+from studio.data.export import export_zip
 from studio.data.items import MODALITIES, ImportRefused
 from studio.data.mapping import ColumnMapping
 from studio.data.service import delete_dataset, delete_version, get_version, inspect_upload, read_manifest
@@ -314,8 +315,6 @@ def build(store: Store, project, version) -> None:
                                          version_report])
 
     def on_export(ref):
-        from studio.data.export import export_zip
-
         if not ref:
             return gr.File(visible=False)
         return gr.File(value=str(export_zip(store, ref)), visible=True)
