@@ -38,7 +38,8 @@ class Family:
     library: str                   # the library that loads those exports: transformers | diffusers
     model_class: str = ""          # the transformers class that loads its folders ("" for pipelines)
     methods: tuple[str, ...] = METHODS
-    objectives: tuple[str, ...] = ("sft",)  # how a batch becomes a loss: supervised fine-tuning today
+    objectives: tuple[str, ...] = ("sft",)  # what a training step does (training/objectives.py): the first is
+    #                                          the default; supervised fine-tuning today
     starter: str = ""              # the starter's name: built here from a config, so only 'scratch' trains it
     standalone: bool = True        # its model folders load without the studio
     claims: tuple[str, ...] = ()   # config.json model_type / catalog family values that belong to it
