@@ -27,6 +27,7 @@ from sqlalchemy import delete, func, select
 from studio.data.items import ImportRefused
 from studio.data.prompts import prompt_and_reference
 from studio.data.service import get_version, read_manifest
+from studio.fields import label
 from studio.generation.blocklist import load_blocklist
 from studio.generation.cache import LoadError, ModelCache, shared_cache
 from studio.generation.options import GenerationSettings, parse_settings
@@ -83,8 +84,7 @@ def check_image_size(variants: list[Variant], options: GenerationSettings) -> No
     would fail halfway through the set): SD-class models draw in their VAE's blocks of 8 pixels."""
     if variants[0].modality != "image":
         return
-    from studio.fields import label
-    from studio.models.image import size_multiple
+    from studio.models.image import size_multiple  # a backend module: imported when first needed
 
     for variant in variants:
         multiple = size_multiple(variant.weights if variant.kind == "full" else variant.base_ref)
