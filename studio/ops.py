@@ -20,6 +20,7 @@ from sqlalchemy import func, select, text
 
 from studio.status import RunStatus
 from studio.store import Store
+from studio.store.disk import low_space
 from studio.store.tables import Run
 
 DISK_WALK_SECONDS = 60.0
@@ -77,8 +78,6 @@ def run_counts(store: Store) -> dict[str, int]:
 
 def collect(store: Store) -> dict:
     """Every figure of ``/metrics`` and ``/status``."""
-    from studio.store.disk import low_space
-
     usage = shutil.disk_usage(store.home)
     return {"runs": run_counts(store),
             "disk": {"home": str(store.home),
@@ -93,8 +92,6 @@ def collect(store: Store) -> dict:
 def health(store: Store) -> dict:
     """``ok``; ``degraded`` when the disk guard would refuse new work; ``down`` when the database does not
     answer (the endpoint then says 503, so a load balancer or Docker's HEALTHCHECK sees it)."""
-    from studio.store.disk import low_space
-
     try:
         with store.engine.connect() as connection:
             connection.execute(text("SELECT 1"))

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from studio import cli
-from studio.training.export import ExportError, export_run
+from studio.sharing.export import ExportError, export_run
 from test_generation import lab  # noqa: F401 - the store with a tiny LoRA run (checkpoints at steps 2 and 4)
 from test_text_backend import rows, tiny_folder  # noqa: F401 - module-scoped fixtures
 

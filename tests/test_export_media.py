@@ -17,7 +17,7 @@ from studio.generation.service import generate_set, get_set
 from studio.settings import load_settings
 from studio.store import open_store
 from studio.training.config import TrainConfig
-from studio.training.export import ExportError, export_run
+from studio.sharing.export import ExportError, export_run
 from test_generation import run_in_process
 from test_image_backend import plain_diffusers_image, tiny_pipeline  # noqa: F401 - a module-scoped fixture
 from test_musicgen import CLIP, tiny_folder  # noqa: F401 - a module-scoped fixture: a tiny MusicGen

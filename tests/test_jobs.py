@@ -252,7 +252,7 @@ def test_samples_are_on_by_default_with_prompts_from_the_validation_split(corpus
 
 
 def test_the_sample_prompts_differ_when_captions_repeat(tmp_path):
-    from studio.generation.service import prompts_of
+    from studio.data.prompts import prompts_of
 
     # The shapes example's validation split starts with three blue circles: three samples of one prompt showed it.
     captions = ["a blue circle"] * 3 + ["a blue square", "a green circle", "a red square"]

@@ -15,7 +15,7 @@ from PIL import Image
 from studio import cli
 from studio.settings import load_settings
 from studio.store import open_store
-from studio.training.export import export_run
+from studio.sharing.export import export_run
 from hub_standin import HubStandIn, keep_the_client_local
 from test_generation import lab  # noqa: F401 - the store with a tiny LoRA run (checkpoints at steps 2 and 4)
 from test_text_backend import rows, tiny_folder  # noqa: F401 - module-scoped fixtures

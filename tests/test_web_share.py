@@ -13,7 +13,7 @@ from sqlalchemy import select
 
 from hub_standin import HubStandIn, keep_the_client_local
 from studio.store.tables import Task
-from studio.training.export import export_checkpoint
+from studio.sharing.export import export_checkpoint
 from studio.ui import export_tab
 from test_generation import lab  # noqa: F401 - a store with a tiny LoRA run (checkpoints at steps 2 and 4)
 from test_web_generate import home_with_run, pick  # noqa: F401 - a STUDIO_HOME with a tiny LoRA run

@@ -20,8 +20,8 @@ commands = Commands()
          "studio")
 def cmd_export(args) -> int:
     from studio.generation.variants import VariantError
+    from studio.sharing.export import ExportError, export_run
     from studio.sharing.hub import PushError, push_export
-    from studio.training.export import ExportError, export_run
 
     store = store_of(args)
     try:

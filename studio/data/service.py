@@ -27,13 +27,14 @@ from studio.data.clean import Progress, removal_warnings, resolve_config, run_cl
 from studio.data.items import (AUDIO_EXTENSIONS, IMAGE_EXTENSIONS, MODALITIES, ImportRefused, Item, Problem)
 from studio.data.mapping import ColumnMapping
 from studio.data.read_media import METADATA_NAMES, read_media_files
-from studio.data.read_text import read_text_files
+from studio.data.read_text import preview_tables, read_text_files
 from studio.data.split import SPLITS, assign_splits, parse_fractions
 from studio.data.stats import dataset_stats
 from studio.settings import Settings
 from studio.store import Store
 from studio.store.audit import record_action
 from studio.status import RUN_ACTIVE
+from studio.store.disk import low_space
 from studio.store.projects import DEFAULT_PROJECT, DeleteRefused, ensure_project, project_name, remove_folders
 from studio.store.tables import Dataset, DatasetVersion, Project, Run, Upload
 
@@ -212,8 +213,6 @@ def import_dataset(store: Store, paths: list[str | Path], *, name: str | None = 
     Raises ImportRefused when nothing usable was found; bad files otherwise only land in ``errors``.
     """
     fractions = parse_fractions(split)
-    from studio.store.disk import low_space
-
     if message := low_space(store, "import a dataset"):
         raise ImportRefused(message)
     if modality is not None and modality not in MODALITIES:
@@ -383,8 +382,6 @@ def inspect_upload(paths: list[str | Path]) -> dict:
     """Before importing: the likely modality and, for loose tables, their columns, guessed mapping and first
     rows (only those are read). Zips are only listed (not extracted) here, so this stays quick for big uploads."""
     import zipfile
-
-    from studio.data.read_text import preview_tables
 
     names: list[str] = []
     for raw in paths:

@@ -33,7 +33,14 @@ from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
+from studio.data.prompts import prompt_and_reference
+from studio.data.service import read_manifest
+from studio.evaluation import metrics_media as media
+from studio.evaluation.metrics_text import distinct_n, perplexity, reference_scores, self_bleu
+from studio.generation.cache import ModelCache, load_config
+from studio.generation.options import parse_settings
 from studio.generation.variants import Variant, VariantError, parse_ref, resolve_variants
+from studio.models.registry import backend_for
 from studio.store import Store
 from studio.store.tables import DatasetVersion, Run
 
@@ -232,10 +239,6 @@ def evaluate_variant(store: Store, variant: Variant, version: DatasetVersion, pa
     temporary folder, and their paths are left out)."""
     import tempfile
 
-    from studio.data.service import read_manifest
-    from studio.generation.cache import ModelCache, load_config
-    from studio.models.registry import backend_for
-
     started = time.perf_counter()
     root = store.path(version.path)
     rows = read_manifest(store, version)
@@ -270,10 +273,6 @@ def _seeded_pairs(texts: list[str], samples: int, seed: int) -> tuple[list[str],
 
 
 def _text_metrics(result, backend, handle, data, collate, held, root, params: MetricsParams):
-    from studio.evaluation.metrics_text import distinct_n, perplexity, reference_scores, self_bleu
-    from studio.generation.options import parse_settings
-    from studio.generation.service import _test_prompt
-
     prompts, samples, max_new_tokens = params.prompts, params.samples, params.max_new_tokens
     metrics = result["metrics"]
     found = perplexity(handle, data, collate)
@@ -288,7 +287,7 @@ def _text_metrics(result, backend, handle, data, collate, held, root, params: Me
         return
     asked = []
     for row in held:
-        question = _test_prompt(row, root)
+        question = prompt_and_reference(row, root)
         if question is None:
             continue
         if row.get("prompt") is None and not row.get("messages"):  # plain text: the reference is the rest of it,
@@ -321,9 +320,6 @@ def _text_metrics(result, backend, handle, data, collate, held, root, params: Me
 
 
 def _media_metrics(result, backend, handle, data, collate, held, root, folder, params: MetricsParams):
-    from studio.evaluation import metrics_media as media
-    from studio.generation.options import parse_settings
-
     prompts, samples = params.prompts, params.samples
     metrics, modality = result["metrics"], result["modality"]
     loss = media.heldout_loss(handle, data, collate, seed=params.seed)

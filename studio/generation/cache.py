@@ -21,7 +21,8 @@ from pathlib import Path
 
 from studio.generation.variants import Variant
 from studio.models.base import Handle
-from studio.models.common import activate_adapter, add_adapter
+from studio.models.common import activate_adapter, add_adapter, is_out_of_memory
+from studio.training.config import TrainConfig
 
 
 class LoadError(RuntimeError):
@@ -48,8 +49,6 @@ def _device() -> str:
 def load_config(run_config: dict | None):
     """The TrainConfig to load a model for generation: the run's own (resolution, clip length, ...) without what
     only training needs (gradient checkpointing, a 4-bit base, an accelerate config file)."""
-    from studio.training.config import TrainConfig
-
     data = json.loads(json.dumps(run_config or {}))
     data.update(gradient_checkpointing=False, accelerate_config_file="")
     data.setdefault("lora", {})["load_in_4bit"] = False
@@ -81,8 +80,6 @@ class ModelCache:
         try:
             return self._handle_for(variant)
         except Exception as error:  # noqa: BLE001 - files on disk can fail in many ways; say which variant
-            from studio.training.loop import is_out_of_memory
-
             if is_out_of_memory(error):
                 raise
             raise LoadError(f"{variant.label} could not be loaded ({type(error).__name__}: {error}).") from error

@@ -25,10 +25,17 @@ from typing import Callable
 
 from sqlalchemy import delete, func, select
 
+from studio.data.items import ImportRefused
+from studio.data.prompts import prompt_and_reference
+from studio.data.service import get_version, read_manifest
+from studio.fields import label
 from studio.generation.blocklist import load_blocklist
 from studio.generation.cache import LoadError, ModelCache, shared_cache
 from studio.generation.options import GenerationSettings, parse_settings
 from studio.generation.variants import Variant, VariantError, resolve_variants
+from studio.models.common import is_out_of_memory
+from studio.models.registry import backend_for
+from studio.processes import process_alive
 from studio.status import SetStatus
 from studio.store import Store, record_action
 from studio.store.projects import DEFAULT_PROJECT, ensure_project, project_name, remove_folders
@@ -99,8 +106,7 @@ def check_image_size(variants: list[Variant], options: GenerationSettings) -> No
     would fail halfway through the set): SD-class models draw in their VAE's blocks of 8 pixels."""
     if variants[0].modality != "image":
         return
-    from studio.fields import label
-    from studio.models.image import size_multiple
+    from studio.models.image import size_multiple  # a backend module: imported when first needed
 
     for variant in variants:
         multiple = size_multiple(variant.weights if variant.kind == "full" else variant.base_ref)
@@ -188,8 +194,6 @@ def _owning_project(session, project: str | None, variants: list[Variant], actor
 def _generate(store: Store, set_id: int, variants: list[Variant], prompts: list[str], seeds: list[list[int]],
               options: GenerationSettings, blocklist, report: dict, cache: ModelCache,
               hooks: GenerationHooks) -> SetStatus:
-    from studio.models.registry import backend_for
-
     refused = {r["prompt_index"] for r in report["refused"]}
     todo = [(i, k) for i in range(len(prompts)) if i not in refused for k in range(len(seeds[i]))]
     total, done, made = len(todo) * len(variants), 0, 0
@@ -220,8 +224,7 @@ def _generate(store: Store, set_id: int, variants: list[Variant], prompts: list[
                                   report)
                     done, made = done + 1, made + 1
         except Exception as error:  # noqa: BLE001 - a model that fails to load or runs out of memory stops
-            from studio.training.loop import is_out_of_memory  # only its variant; anything else is raised
-
+            # only its variant; anything else is raised
             if is_out_of_memory(error):
                 cache.clear()
                 message = (f"{variant.label}: out of memory, so it was skipped (the other variants went on). Try "
@@ -348,8 +351,6 @@ def reap_sets(store: Store) -> list[int]:
     """Marks ``interrupted`` the sets still ``running`` whose generating process (the web studio or a `studio
     generate` on this machine) has died — a restart mid-generation — keeping what they made. Without this such a
     set would refuse deletion, and its project's, for good."""
-    from studio.processes import process_alive
-
     host = socket.gethostname()
     with store.session() as session:
         running = session.scalars(select(SampleSet).where(SampleSet.status == SetStatus.RUNNING)).all()
@@ -456,9 +457,6 @@ def prompts_from_test_split(store: Store, dataset_ref: str, n: int = 8) -> list[
     """The first ``n`` items of a dataset version's held-out test split as ``{"prompt", "reference"}``: a
     prompt/response pair or a conversation gives its prompt and the reference answer; plain text its first
     words and the rest as the reference continuation; images and audio their caption and the file."""
-    from studio.data.items import ImportRefused
-    from studio.data.service import get_version, read_manifest
-
     try:
         version = get_version(store, dataset_ref)
     except ImportRefused as error:
@@ -468,37 +466,11 @@ def prompts_from_test_split(store: Store, dataset_ref: str, n: int = 8) -> list[
     if not rows:
         raise GenerationError(f"dataset {name} has no test items; import it again with a test share "
                               "(e.g. split 0.8,0.1,0.1)")
-    prompts = [p for p in (_test_prompt(row, store.path(version.path)) for row in rows) if p][:max(1, int(n))]
+    folder = store.path(version.path)
+    prompts = [p for p in (prompt_and_reference(row, folder) for row in rows) if p][:max(1, int(n))]
     if not prompts:
         raise GenerationError(f"the test items of dataset {name} have no text to prompt with (captions or text)")
     return prompts
-
-
-def prompts_of(rows: list[dict], folder: Path, n: int) -> list[str]:
-    """The first ``n`` different prompts that ``rows`` give (as for the test split, above): images of one class
-    share a caption, and the same prompt thrice shows nothing more than once."""
-    found = (p["prompt"] for p in (_test_prompt(row, folder) for row in rows) if p)
-    return list(dict.fromkeys(found))[:n]
-
-
-def _test_prompt(row: dict, folder: Path) -> dict | None:
-    if row.get("file"):
-        caption = (row.get("caption") or "").strip()
-        return {"prompt": caption, "reference": {"path": str(folder / row["file"])}} if caption else None
-    if row.get("messages"):
-        turns = row["messages"]
-        last = max((i for i, m in enumerate(turns) if m.get("role") == "assistant"), default=None)
-        users = [m for m in turns[:last] if m.get("role") == "user"] if last is not None else []
-        if users:
-            return {"prompt": users[-1]["content"], "reference": {"text": turns[last]["content"]}}
-        return None
-    if row.get("prompt"):
-        return {"prompt": row["prompt"], "reference": {"text": row.get("response") or ""}}
-    words = (row.get("text") or "").split()
-    if len(words) < 2:
-        return None
-    cut = min(8, max(1, len(words) // 3))
-    return {"prompt": " ".join(words[:cut]), "reference": {"text": " ".join(words[cut:])}}
 
 
 def save_prompt_set(store: Store, name: str, prompts: list[str], actor: str | None = None) -> int:

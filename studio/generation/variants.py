@@ -21,6 +21,7 @@ from studio.models.registry import family_for, is_starter, modality_of
 from studio.status import RUN_ACTIVE, RunStatus
 from studio.store import Store
 from studio.store.tables import Run
+from studio.training.runs import checkpoints, in_project, run_of_folder
 
 MAX_VARIANTS = 5  # the base and up to four trained variants, side by side
 
@@ -81,16 +82,6 @@ def normalise_model_ref(ref: str) -> str:
     return str(folder.resolve()) if folder.is_dir() else ref
 
 
-def run_of_folder(store: Store, model_ref: str) -> int | None:
-    """The run that saved ``model_ref``, when it is a folder under ``STUDIO_HOME/runs/<id>/``."""
-    try:
-        relative = Path(model_ref).expanduser().resolve().relative_to(store.path("runs").resolve())
-    except ValueError:
-        return None
-    first = relative.parts[0] if relative.parts else ""
-    return int(first) if first.isdigit() else None
-
-
 def origin(store: Store, model_ref: str, seen: frozenset = frozenset()) -> tuple[str, list[int]]:
     """The model a reference ultimately comes from, following folders saved by runs back to those runs'
     models; with the runs passed on the way."""
@@ -110,8 +101,6 @@ def _describe(model_ref: str, via: list[int]) -> str:
 
 
 def _resolve_run(store: Store, run_id: int, step: int | None) -> tuple[Run, dict, str | None]:
-    from studio.training.runs import checkpoints
-
     with store.session() as session:
         run = session.get(Run, run_id)
     if run is None:
@@ -228,8 +217,6 @@ def _base_variant(store: Store, variants: list[Variant], base_model: str | None)
 
 def _untrained_start(store: Store, variants: list[Variant]) -> Variant:
     """The base of runs from scratch: the first one's untrained start, its step-0 checkpoint."""
-    from studio.training.runs import checkpoints
-
     scratch = next(v for v in variants if v.method == "scratch")
     start = next((c for c in checkpoints(store, scratch.run_id) if c["step"] == 0), None)
     if start is None or not Path(start["model_path"]).is_dir():
@@ -250,8 +237,6 @@ def variant_choices(store: Store, modality: str | None = None, project: str | No
     alone means). ``model`` is where the run comes from, so a page can offer only runs of one base. ``project``:
     only that project's runs."""
     from sqlalchemy import select
-
-    from studio.training.runs import checkpoints, in_project
 
     query = in_project(select(Run).order_by(Run.id.desc()), project)
     with store.session() as session:

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from studio.models.base import Handle, Parts, Sample, pairs
+from studio.models.base import BackendConfig, Handle, Parts, Sample, pairs
 from studio.models.common import prologue, read_marker
 from studio.models.image import DiffusionBackend
 from studio.models.registry import STARTER_AUDIO, ModalityBackend, family_for
@@ -198,11 +198,12 @@ class SpectrogramBackend(DiffusionBackend):
 
     # -- loading
 
-    def load(self, model_ref: str, method: str, config=None, train_rows: list[dict] | None = None) -> Handle:
+    def load(self, model_ref: str, method: str, config: BackendConfig,
+             train_rows: list[dict] | None = None) -> Handle:
         from studio.models import diffusion
 
         family = family_for(model_ref, self.modality)
-        config = prologue(family, model_ref, method, config)
+        prologue(family, model_ref, method, config)
         options = config.audio
         if model_ref == STARTER:
             spec = spectrogram_settings(options.sample_rate or DEFAULT_RATE, options.clip_seconds)

@@ -14,7 +14,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Protocol
 
+from studio.models.options import AudioOptions, DiffusionOptions, ImageOptions, LoraOptions, TextOptions
+
 METHODS = ("lora", "full", "scratch")
+
+
+class BackendConfig(Protocol):
+    """What a backend reads of a run's training config (``studio.training.config.TrainConfig`` is one): the
+    training package builds on the models, never the other way."""
+    seed: int
+    mixed_precision: str             # no | fp16 | bf16
+    use_cpu: bool
+    gradient_checkpointing: bool
+    lora: LoraOptions
+    text: TextOptions
+    image: ImageOptions
+    audio: AudioOptions
+    diffusion: DiffusionOptions
 
 
 @dataclass(kw_only=True)
@@ -68,14 +84,16 @@ class Sample:
 class Backend(Protocol):
     modality: str
 
-    def load(self, model_ref: str, method: str, config, train_rows: list[dict] | None = None) -> Handle:
+    def load(self, model_ref: str, method: str, config: BackendConfig,
+             train_rows: list[dict] | None = None) -> Handle:
         """Load (or, for starters with method 'scratch', build from a config) the model. ``train_rows`` are the
         training split's manifest rows: starters train their tokenizer on them."""
 
-    def datasets(self, handle: Handle, rows: dict[str, list[dict]], root: Path, config) -> dict[str, Any]:
+    def datasets(self, handle: Handle, rows: dict[str, list[dict]], root: Path,
+                 config: BackendConfig) -> dict[str, Any]:
         """torch Datasets for 'train' and 'validation' from manifest rows; media files are relative to ``root``."""
 
-    def collate(self, handle: Handle, config) -> Callable[[list], dict]:
+    def collate(self, handle: Handle, config: BackendConfig) -> Callable[[list], dict]:
         """Turns a list of dataset items into the batch ``handle.module`` takes."""
 
     def generate(self, handle: Handle, prompts: list[str], seeds: list[int], settings: dict,
@@ -96,7 +114,8 @@ class FamilyBackend(Backend, Protocol):
     def lora_module(self, handle: Handle):
         """The module the LoRA layers live in (where the Generate cache adds and switches named adapters)."""
 
-    def write_merged(self, base_ref: str, adapter: Path, config, out: Path, max_shard_bytes: int) -> None:
+    def write_merged(self, base_ref: str, adapter: Path, config: BackendConfig, out: Path,
+                     max_shard_bytes: int) -> None:
         """The base model with the LoRA adapter saved in ``adapter`` folded in, written into ``out`` as a model
         folder its library loads without the studio (a starter's: the studio's own folder)."""
 

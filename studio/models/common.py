@@ -1,5 +1,6 @@
 """What every family's backend does the same way: the load prologue, the ``studio_model.json`` marker, LoRA
-adapters (loading, adding named ones, folding one into its base) and saving a transformers model folder.
+adapters (loading, adding named ones, folding one into its base) and saving a transformers model folder; and
+telling an out-of-memory error apart, which training and generation both recover from.
 
 Plain functions, no base class: a backend calls the ones it needs. torch, transformers, peft and safetensors
 are imported inside them.
@@ -11,25 +12,30 @@ import json
 import warnings
 from pathlib import Path
 
+from studio.models.base import BackendConfig
+
 MARKER = "studio_model.json"  # what a folder saved by the studio says about itself
 ADAPTER_CONFIG, ADAPTER_WEIGHTS = "adapter_config.json", "adapter_model.safetensors"
 
 
 # ----------------------------------------------------------------------------- the prologue of every load
 
-def prologue(family, model_ref: str, method: str, config):
-    """The config to load with (the defaults when none), after refusing a method the family cannot train
-    ``model_ref`` with; torch is seeded, so the same seed builds the same starting weights and LoRA matrices."""
+def prologue(family, model_ref: str, method: str, config: BackendConfig) -> None:
+    """Refuses a method the family cannot train ``model_ref`` with, then seeds torch, so the same seed builds the
+    same starting weights and LoRA matrices."""
     import torch
 
-    from studio.training.config import TrainConfig
-
-    config = config or TrainConfig()
     problem = family.method_problem(model_ref, method)
     if problem:
         raise ValueError(problem)
     torch.manual_seed(config.seed)
-    return config
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    """The device ran out of memory (the loop halves its micro-batch, generation skips the variant)."""
+    import torch
+
+    return isinstance(error, torch.OutOfMemoryError) or "out of memory" in str(error).lower()
 
 
 # ----------------------------------------------------------------------------- the marker

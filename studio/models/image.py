@@ -14,7 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from studio.models.base import Handle, Parts, Sample, pairs
+from studio.data.items import Item
+from studio.data.steps.image import open_rgb
+from studio.models.base import BackendConfig, Handle, Parts, Sample, pairs
 from studio.models.common import prologue
 from studio.models.registry import STARTER_IMAGE, family_for
 
@@ -75,9 +77,6 @@ def load_image(path: Path, resolution: int, flip: bool):
     import numpy as np
     import torch
     from PIL import Image, ImageOps
-
-    from studio.data.steps.image import open_rgb
-    from studio.data.items import Item
 
     image = open_rgb(Item(source=str(path), path=Path(path)))
     image = ImageOps.fit(image, (resolution, resolution), Image.Resampling.LANCZOS)
@@ -166,11 +165,12 @@ class ImageBackend(DiffusionBackend):
 
     # -- loading
 
-    def load(self, model_ref: str, method: str, config=None, train_rows: list[dict] | None = None) -> Handle:
+    def load(self, model_ref: str, method: str, config: BackendConfig,
+             train_rows: list[dict] | None = None) -> Handle:
         from studio.models import diffusion
 
         family = family_for(model_ref, self.modality)
-        config = prologue(family, model_ref, method, config)
+        prologue(family, model_ref, method, config)
         options = config.image
         if model_ref == STARTER:
             tokenizer = diffusion.word_tokenizer([row.get("caption") or "" for row in train_rows or []])

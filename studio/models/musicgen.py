@@ -36,7 +36,8 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from studio.models.base import Handle, Parts, Sample, pairs
+from studio.models.audio import fit_clip, read_mono
+from studio.models.base import BackendConfig, Handle, Parts, Sample, pairs
 from studio.models.common import adapter_base, load_adapter, merge_adapter, prologue, target_option, \
     write_marker, write_pretrained
 from studio.models.registry import MUSICGEN
@@ -218,8 +219,6 @@ class CaptionedClips(Dataset):
         return len(self.paths)
 
     def __getitem__(self, index: int) -> dict:
-        from studio.models.audio import fit_clip, read_mono
-
         if index not in self.waves:
             self.waves[index] = read_mono(self.paths[index], self.sample_rate)
         wave, length = fit_clip(self.waves[index], self.samples, self.random_crop)
@@ -251,8 +250,9 @@ class MusicgenBackend:
     """The ``musicgen`` family."""
     modality = "audio"
 
-    def load(self, model_ref: str, method: str, config=None, train_rows: list[dict] | None = None) -> Handle:
-        config = prologue(MUSICGEN, model_ref, method, config)  # seeded: the same new decoder and LoRA matrices
+    def load(self, model_ref: str, method: str, config: BackendConfig,
+             train_rows: list[dict] | None = None) -> Handle:
+        prologue(MUSICGEN, model_ref, method, config)  # seeded: the same new decoder and LoRA matrices
         tokenizer, feature_extractor, model = load_pretrained(model_ref)
         prepare_config(model, model_ref)
         rate = model.config.audio_encoder.sampling_rate

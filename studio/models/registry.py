@@ -19,7 +19,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from studio.models.base import METHODS, Handle
+from studio.models.base import METHODS, BackendConfig, Handle
 from studio.models.catalog import find
 from studio.models.common import ADAPTER_CONFIG, MARKER, read_marker
 
@@ -33,11 +33,12 @@ class Family:
     modality: str                  # text | image | audio
     backend_path: str              # "module:Class" of its backend, imported on first use
     lora_targets: tuple[str, ...]  # the layers target_modules 'auto' adapts
-    export_formats: tuple[str, ...]  # what `studio export` writes of its runs
+    export_formats: tuple[str, ...]  # what `studio export` writes of its runs (of models.formats.FORMATS)
     library: str                   # the library that loads those exports: transformers | diffusers
     model_class: str = ""          # the transformers class that loads its folders ("" for pipelines)
     methods: tuple[str, ...] = METHODS
-    objectives: tuple[str, ...] = ("sft",)  # how a batch becomes a loss: supervised fine-tuning today
+    objectives: tuple[str, ...] = ("sft",)  # what a training step does (training/objectives.py): the first is
+    #                                          the default; supervised fine-tuning today
     starter: str = ""              # the starter's name: built here from a config, so only 'scratch' trains it
     standalone: bool = True        # its model folders load without the studio
     claims: tuple[str, ...] = ()   # config.json model_type / catalog family values that belong to it
@@ -222,7 +223,8 @@ class ModalityBackend:
             raise ValueError(f"no backend for modality '{modality}'")
         self.modality = modality
 
-    def load(self, model_ref: str, method: str, config=None, train_rows: list[dict] | None = None) -> Handle:
+    def load(self, model_ref: str, method: str, config: BackendConfig,
+             train_rows: list[dict] | None = None) -> Handle:
         return family_for(model_ref, self.modality).backend().load(model_ref, method, config, train_rows)
 
     def datasets(self, handle: Handle, rows: dict[str, list[dict]], root: Path, config):

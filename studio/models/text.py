@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from studio.models.base import Handle, Parts, Sample, pairs
+from studio.models.base import BackendConfig, Handle, Parts, Sample, pairs
 from studio.models.common import adapter_base, load_adapter, merge_adapter, prologue, target_option, \
     write_marker, write_pretrained
 from studio.models.registry import STARTER_TEXT, family_for
@@ -379,9 +379,10 @@ def _watchers(tokenizer, number: int, on_text, should_stop) -> dict:
 class TextBackend:
     modality = "text"
 
-    def load(self, model_ref: str, method: str, config=None, train_rows: list[dict] | None = None) -> Handle:
+    def load(self, model_ref: str, method: str, config: BackendConfig,
+             train_rows: list[dict] | None = None) -> Handle:
         family = family_for(model_ref, self.modality)
-        config = prologue(family, model_ref, method, config)
+        prologue(family, model_ref, method, config)
         if model_ref == STARTER:
             tokenizer = train_tokenizer(_tokenizer_texts(train_rows or []))
             model = build_starter(tokenizer, config.text.max_length)

@@ -16,7 +16,14 @@ import json
 from datetime import datetime, timezone
 from pathlib import Path
 
+from studio.data.service import get_version
+from studio.evaluation.metrics import eval_path
+from studio.evaluation.service import EvaluationError, leaderboard, run_preference
+from studio.generation.variants import origin
+from studio.models.registry import is_starter
 from studio.store import Store
+from studio.training.config import TrainConfig
+from studio.training.runs import checkpoints, run_summary
 
 TASKS = {"text": "text-generation", "image": "text-to-image", "audio": "text-to-audio"}
 DEFAULT_LICENSE = "other"  # a fine-tune inherits its base model's terms: the studio cannot choose them for you
@@ -169,8 +176,6 @@ def loss_plot(history: list[dict], path: Path) -> bool:
 
 def metrics_section(store: Store, run_id: int, step: int) -> str:
     """The automatic metrics already computed for this checkpoint (never computed here: that takes minutes)."""
-    from studio.evaluation.metrics import eval_path
-
     path = eval_path(store, run_id, step)
     saved = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
     if not saved or not saved.get("metrics"):
@@ -187,8 +192,6 @@ def metrics_section(store: Store, run_id: int, step: int) -> str:
 
 def human_section(store: Store, run_id: int) -> str:
     """The leaderboard of every rated sample set that includes a checkpoint of this run."""
-    from studio.evaluation.service import EvaluationError, leaderboard, run_preference
-
     try:
         sets = run_preference(store, run_id)["sets"]
     except EvaluationError:
@@ -217,16 +220,11 @@ def human_section(store: Store, run_id: int) -> str:
 
 def _run_facts(store: Store, run_id: int) -> tuple[dict, object]:
     """The run's summary with its history and config, and its dataset version."""
-    from studio.data.service import get_version
-    from studio.training.runs import run_summary
-
     summary = run_summary(store, run_id, with_history=True)
     return summary, get_version(store, summary["dataset"])
 
 
 def _checkpoint_loss(store: Store, variant) -> str:
-    from studio.training.runs import checkpoints
-
     found = next((c for c in checkpoints(store, variant.run_id) if c["step"] == variant.step), None)
     loss = found and found.get("val_loss")
     return f" (validation loss {_number(loss)} when it was saved)" if loss is not None else ""
@@ -242,8 +240,6 @@ def data_section(version) -> str:
 
 def _training_section(store: Store, variant, summary: dict, out: Path) -> str:
     """Steps and losses, the loss curve (written beside the card) and the config as YAML."""
-    from studio.training.config import TrainConfig
-
     train, val = summary["train_loss"], summary["val_loss"]
     plotted = loss_plot(summary["history"], out / LOSS_PLOT)
     config = TrainConfig.model_validate(summary.get("config") or {}).to_yaml().strip()
@@ -257,9 +253,6 @@ def _training_section(store: Store, variant, summary: dict, out: Path) -> str:
 def write_model_card(store: Store, variant, fmt: str, library: str, out: Path, license: str | None = None,
                      actor: str | None = None) -> Path:
     """``out/README.md`` (and ``out/loss.png``) for an export of ``variant`` as ``fmt``; returns the card's path."""
-    from studio.generation.variants import origin
-    from studio.models.registry import is_starter
-
     summary, version = _run_facts(store, variant.run_id)
     base = None if variant.method == "scratch" else origin(store, variant.base_ref)[0]
     dataset_name = version.dataset.name

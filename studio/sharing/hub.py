@@ -15,7 +15,12 @@ import zipfile
 from pathlib import Path
 from typing import Callable
 
+from studio.data.export import export_zip
+from studio.data.service import get_version
+from studio.sharing.card import dataset_card_text
+from studio.sharing.export import run_project
 from studio.store import Store, record_action
+from studio.store.projects import project_name
 
 REPO_ID = re.compile(r"[A-Za-z0-9][\w.-]{0,95}/[A-Za-z0-9][\w.-]{0,95}")
 TOKENS_PAGE = "https://huggingface.co/settings/tokens"
@@ -123,9 +128,7 @@ def _explain(error: Exception, endpoint: str, repo_id: str) -> str | None:
 
 def push_export(store: Store, export: dict, repo_id: str, *, private: bool = True, token: str | None = None,
                 progress: Progress | None = None, actor: str | None = None) -> dict:
-    """Pushes an export (what ``studio.training.export.export_run`` returned) as a model repository."""
-    from studio.training.export import run_project
-
+    """Pushes an export (what ``studio.sharing.export.export_run`` returned) as a model repository."""
     with store.session() as session:
         project = run_project(session, export["run_id"])
     return push_folder(store, Path(export["path"]), repo_id, private=private, token=token, progress=progress,
@@ -150,12 +153,6 @@ def push_dataset(store: Store, ref: str, repo_id: str, *, private: bool = True, 
     """Pushes dataset version ``ref`` (``DATASET_ID[:VERSION]``) as a dataset repository: the files in the layout
     ``studio data export`` writes (which the ``datasets`` loaders read), its cleaning report without the removed
     or changed items' text, and a dataset card (README.md)."""
-    from studio.data.export import export_zip
-    from studio.data.service import get_version
-    from studio.sharing.card import dataset_card_text
-
-    from studio.store.projects import project_name
-
     version = get_version(store, ref)
     with store.session() as session:
         project = project_name(session, version.dataset.project_id)

@@ -2,6 +2,7 @@
 that are refusals (their message is all a person needs: a bad file, a wrong setting), and what the page calls it.
 
 A task's ``params`` are that function's keyword arguments as JSON; the worker turns them back into arguments here.
+Each kind imports its service when it runs, so a worker loads what its own task needs and no more.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ def _mapping(found: dict | None):
 
 
 def _export(store: Store, params: dict, progress: Progress, actor: str | None) -> dict:
-    from studio.training.export import export_checkpoint
+    from studio.sharing.export import export_checkpoint
 
     return export_checkpoint(store, **params, actor=actor, progress=progress)
 

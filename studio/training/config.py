@@ -11,68 +11,14 @@ from __future__ import annotations
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, Field, model_validator
 
 from studio.fields import validated
 from studio.models.base import METHODS  # noqa: F401 - the training methods, named beside the backends
+from studio.models.options import AudioOptions, DiffusionOptions, ImageOptions, LoraOptions, Section, \
+    TextOptions
 
 PRECISION_CHOICES = {"no": "full (32-bit)", "fp16": "half (fp16, GPU)", "bf16": "bfloat16 (bf16)"}
-
-
-class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class LoraOptions(Section):
-    r: int = Field(8, ge=1, le=512, title="LoRA rank", description="size of the adapters: more learns more, "
-                                                                   "costs more memory")
-    lora_alpha: int = Field(16, ge=1, title="LoRA alpha", description="LoRA scaling numerator (scale = alpha / r)")
-    lora_dropout: float = Field(0.05, ge=0.0, lt=1.0, title="LoRA dropout")
-    target_modules: str = Field("auto", title="layers adapted",
-                                description="'auto' (the family's preset: attention projections), "
-                                            "'all-linear', or comma-separated module names")
-    load_in_4bit: bool = Field(False, title="4-bit base model",
-                               description="QLoRA: keep the frozen base in 4-bit NF4 (needs a CUDA GPU and "
-                                           "the bitsandbytes package)")
-
-
-class TextOptions(Section):
-    text_format: Literal["auto", "raw", "chat"] = Field(
-        "auto", title="text format",
-        json_schema_extra={"choices": {"auto": "auto (from the data)", "raw": "running text (raw)",
-                                       "chat": "conversations (chat)"}},
-        description="raw: plain language modelling; chat: prompt/response or messages through the chat template")
-    response_only_loss: bool = Field(True, title="learn only the responses",
-                                     description="chat format: the prompts are not learned (response-only loss)")
-    max_length: int = Field(256, ge=8, le=32768, title="tokens per sequence",
-                            description="tokens per training sequence (max length)")
-    packing: bool = Field(True, title="pack short examples together",
-                          description="pack several short examples into each sequence (raw format; packing)")
-
-
-class ImageOptions(Section):
-    resolution: int = Field(32, ge=8, le=2048, description="training resolution in pixels (square)")
-    random_flip: bool = Field(False, title="mirror images", description="horizontal-flip augmentation")
-
-
-class DiffusionOptions(Section):
-    """How a diffusion model learns: image models and spectrogram audio models alike."""
-    caption_dropout: float = Field(0.1, ge=0.0, le=1.0, title="captions left out",
-                                   description="share of captions dropped in training (enables guidance)")
-    prediction_type: Literal["auto", "epsilon", "v_prediction", "flow_matching"] = Field(
-        "auto", title="what the model predicts",
-        json_schema_extra={"choices": {"auto": "auto (as the model was trained)", "epsilon": "the noise (epsilon)",
-                                       "v_prediction": "the velocity (v-prediction)",
-                                       "flow_matching": "the flow (flow matching)"}},
-        description="prediction type; auto: what the model's scheduler was trained with")
-    snr_gamma: float = Field(0.0, ge=0.0, title="loss weighting by noise level",
-                             description="min-SNR gamma: evens out how much each noise level counts; 0 turns it off "
-                                         "(5 is usual)")
-
-
-class AudioOptions(Section):
-    clip_seconds: float = Field(1.0, gt=0.0, le=60.0, description="length of training clips")
-    sample_rate: int = Field(0, ge=0, description="in Hz; 0: the model's sample rate")
 
 
 class TrainConfig(Section):

@@ -18,14 +18,19 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from studio import processes
-from studio.data.service import get_version
+from studio.data.prompts import prompts_of
+from studio.data.service import get_version, read_manifest
+from studio.models.common import read_marker
+from studio.models.registry import family_of, modality_of
 from studio.processes import start_detached
 from studio.status import RUN_ACTIVE, RUN_ENDED, RUN_WORKING, RunStatus
 from studio.store import Store, record_action
+from studio.store.disk import low_space
 from studio.store.projects import check_project_name, project_name, remove_folders
 from studio.store.tables import Checkpoint, ControlFlag, DeviceLock, Metric, Run, RunSample
 from studio.settings import secret_variables
 from studio.training.config import METHODS, TrainConfig
+from studio.training.runs import run_of_folder
 
 DEVICE_SET = "local"         # one device set per machine: one run at a time, the rest wait in order
 HEARTBEAT_TIMEOUT = timedelta(seconds=180)
@@ -44,10 +49,6 @@ def create_run(store: Store, dataset_ref: str, model_ref: str, method: str, conf
     """A queued run, after checking the dataset, the method and that the model fits the data. The run belongs to
     its dataset's project; ``project``, when given, must be that project (a run never crosses projects, so
     deleting one project never breaks another)."""
-    from studio.models.registry import modality_of
-
-    from studio.store.disk import low_space
-
     if method not in METHODS:
         raise RunError(f"method must be one of {', '.join(METHODS)}")
     if message := low_space(store, "start a training run"):
@@ -86,7 +87,6 @@ def check_possible(store: Store, version, model_ref: str, method: str, config: T
     import importlib.util
 
     from studio.models.audio import other_rate
-    from studio.models.registry import family_of
     from studio.models.text import CHAT_NEEDS_CONVERSATIONS, QLORA_NEEDS
 
     modality = version.dataset.modality
@@ -120,7 +120,6 @@ def check_possible(store: Store, version, model_ref: str, method: str, config: T
 def _has_plain_text(store: Store, version) -> bool:
     """Whether any training or validation row is plain text (not a conversation). The import's statistics
     answer most versions without reading the manifest."""
-    from studio.data.service import read_manifest
     from studio.models.text import row_messages
 
     formats = ((version.report or {}).get("stats") or {}).get("formats")
@@ -134,10 +133,6 @@ def _has_plain_text(store: Store, version) -> bool:
 
 def _saved_model_marker(model_ref: str) -> dict:
     """What a model folder saved by the studio says about itself (empty for anything else)."""
-    from pathlib import Path
-
-    from studio.models.common import read_marker
-
     try:
         return read_marker(Path(model_ref).expanduser())
     except ValueError:
@@ -147,9 +142,6 @@ def _saved_model_marker(model_ref: str) -> dict:
 def with_sample_prompts(store: Store, version, config: TrainConfig, how_many: int = 3) -> TrainConfig:
     """``config`` with a few prompts from the dataset's validation split (else its training split) when samples are
     on and none were given: the samples made during training show what the model makes, not only its loss."""
-    from studio.data.service import read_manifest
-    from studio.generation.service import prompts_of
-
     if not config.sample_steps or config.sample_prompts:
         return config
     folder = store.path(version.path)
@@ -424,8 +416,6 @@ def purge_run(session, run: Run) -> list[str]:
 def trained_from(store: Store, session, run_ids: set[int]) -> tuple[int, int] | None:
     """``(child, parent)`` when a run outside ``run_ids`` was trained from a checkpoint folder of one inside:
     deleting the parent's folder would take the child's model away."""
-    from studio.generation.variants import run_of_folder
-
     for other in session.scalars(select(Run).where(Run.id.not_in(run_ids))):
         parent = run_of_folder(store, other.model_ref)
         if parent in run_ids:

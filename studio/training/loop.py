@@ -1,8 +1,9 @@
 """The training loop, written once for every modality (nanoGPT-style: read it top to bottom).
 
 The backend supplies the model (``handle.module(batch) -> loss``), datasets, collate function and
-samples; Accelerate supplies devices, mixed precision, gradient accumulation and multi-process
-training. The outside world (the worker, or a test) listens through ``Hooks``.
+samples; the objective (``objectives.py``) what a step does with a batch (SFT: the module's loss, one optimizer
+step); Accelerate supplies devices, mixed precision, gradient accumulation and multi-process training. The
+outside world (the worker, or a test) listens through ``Hooks``.
 """
 
 from __future__ import annotations
@@ -16,8 +17,10 @@ from pathlib import Path
 from typing import Callable
 
 from studio.models.base import Backend, Handle, Sample
+from studio.models.common import is_out_of_memory
 from studio.status import RunStatus
 from studio.training.config import TrainConfig
+from studio.training.objectives import Objective, Optimizing, objective_for
 
 
 def _noop(*_args, **_kwargs):
@@ -101,8 +104,8 @@ def make_loader(dataset, collate, batch_size: int, seed: int, shuffle: bool):
                       drop_last=False)
 
 
-def evaluate(accelerator, module, loader) -> float | None:
-    """Mean validation loss over every process's share of the validation set."""
+def evaluate(accelerator, module, loader, loss_of: Callable) -> float | None:
+    """Mean validation loss (``loss_of(module, batch)``) over every process's share of the validation set."""
     import torch
 
     if loader is None or len(loader) == 0:
@@ -111,7 +114,7 @@ def evaluate(accelerator, module, loader) -> float | None:
     losses = []
     with torch.no_grad():
         for batch in loader:
-            loss = module(batch)
+            loss = loss_of(module, batch)
             losses.append(accelerator.gather_for_metrics(loss.detach().float().reshape(1)))
     module.train()
     return float(torch.cat(losses).mean())
@@ -127,12 +130,6 @@ def batch_size_of(batch) -> int:
 def tokens_in(batch) -> int:
     mask = batch.get("attention_mask") if isinstance(batch, dict) else None
     return int(mask.sum()) if mask is not None else 0
-
-
-def is_out_of_memory(error: BaseException) -> bool:
-    import torch
-
-    return isinstance(error, torch.OutOfMemoryError) or "out of memory" in str(error).lower()
 
 
 def _shared_flags(accelerator, hooks: Hooks) -> tuple[bool, bool, bool]:
@@ -170,7 +167,9 @@ def save_checkpoint(accelerator, backend: Backend, handle: Handle, output_dir: P
 # ----------------------------------------------------------------------------- the loop
 
 def train(backend: Backend, handle: Handle, rows: dict[str, list[dict]], root: Path, config: TrainConfig,
-          output_dir: Path, hooks: Hooks | None = None, resume_from: Path | None = None) -> Result:
+          output_dir: Path, hooks: Hooks | None = None, resume_from: Path | None = None,
+          objective: Objective | None = None) -> Result:
+    """Trains ``handle`` with ``objective`` (by default its family's first, SFT)."""
     import torch
     from accelerate import Accelerator
     from accelerate.utils import set_seed
@@ -199,15 +198,17 @@ def train(backend: Backend, handle: Handle, rows: dict[str, list[dict]], root: P
     has_validation = val_set is not None and len(val_set) > 0
     val_loader = make_loader(val_set, collate, micro_batch, config.seed, shuffle=False) if has_validation else None
 
+    objective = objective or objective_for(handle)
     module = handle.module
-    optimizer = make_optimizer(handle.trainable_parameters(), config)
-    module, optimizer, train_loader = accelerator.prepare(module, optimizer, train_loader)
+    optimizers = [make_optimizer(group, config) for group in objective.parameter_groups(handle)]
+    module, *optimizers, train_loader = accelerator.prepare(module, *optimizers, train_loader)
     if val_loader is not None:
         val_loader = accelerator.prepare(val_loader)
     # Counted after prepare: each process goes through its own share of an epoch, in batches of ``micro_batch``
     # (the batch size is per process; one optimizer step takes micro_batch x processes x accumulation items).
     total = total_steps_for(config, len(train_loader))
-    scheduler = accelerator.prepare(make_scheduler(optimizer.optimizer, config, total))
+    schedulers = [accelerator.prepare(make_scheduler(optimizer.optimizer, config, total)) for optimizer in optimizers]
+    optimizing = Optimizing(accelerator, module, optimizers, schedulers, config.max_grad_norm)
 
     step, epoch, skip_batches = 0, 0, 0
     best_val, best_step, evals_without_gain = None, None, 0
@@ -234,7 +235,7 @@ def train(backend: Backend, handle: Handle, rows: dict[str, list[dict]], root: P
 
     def run_validation() -> None:
         nonlocal best_val, best_step, evals_without_gain
-        val_loss = evaluate(accelerator, module, val_loader)
+        val_loss = evaluate(accelerator, module, val_loader, objective.loss)
         if val_loss is None:
             return
         record("val_loss", val_loss)
@@ -284,20 +285,12 @@ def train(backend: Backend, handle: Handle, rows: dict[str, list[dict]], root: P
             batches_into_epoch += 1
             try:
                 with accelerator.accumulate(module):
-                    loss = module(batch)
-                    accelerator.backward(loss)
-                    grad_norm = None
-                    if accelerator.sync_gradients and config.max_grad_norm > 0:
-                        grad_norm = accelerator.clip_grad_norm_(module.parameters(), config.max_grad_norm)
-                    used_rate = scheduler.get_last_lr()[0]  # the rate this step runs at (logged, not the next one)
-                    optimizer.step()
-                    if accelerator.sync_gradients and not accelerator.optimizer_step_was_skipped:
-                        scheduler.step()
-                    optimizer.zero_grad()
+                    taken = objective.step(optimizing, batch)  # forward, backward, optimizer and schedule steps
             except Exception as error:  # noqa: BLE001 - only out-of-memory is handled, the rest re-raised
                 if not is_out_of_memory(error) or micro_batch == 1:
                     raise
-                optimizer.zero_grad()
+                for optimizer in optimizers:
+                    optimizer.zero_grad()
                 if torch.cuda.is_available():
                     torch.cuda.empty_cache()
                 micro_batch //= 2
@@ -310,7 +303,7 @@ def train(backend: Backend, handle: Handle, rows: dict[str, list[dict]], root: P
                     val_loader = accelerator.prepare(make_loader(val_set, collate, micro_batch, config.seed,
                                                                  shuffle=False))
                 break
-            window_loss += loss.detach().float().item()
+            window_loss += taken.loss.detach().float().item()
             window_items += batch_size_of(batch)
             window_tokens += tokens_in(batch)
             if not accelerator.sync_gradients:
@@ -322,9 +315,9 @@ def train(backend: Backend, handle: Handle, rows: dict[str, list[dict]], root: P
             if step % config.logging_steps == 0 or step == total:
                 micro_steps = accelerator.gradient_accumulation_steps
                 record("train_loss", window_loss / micro_steps)
-                record("learning_rate", used_rate)
-                if grad_norm is not None:
-                    record("grad_norm", float(grad_norm))
+                record("learning_rate", taken.learning_rate)
+                if taken.grad_norm is not None:
+                    record("grad_norm", float(taken.grad_norm))
                 speed = window_items * accelerator.num_processes / max(seconds, 1e-9)
                 record("items_per_second", speed)
                 if window_tokens:
@@ -337,7 +330,8 @@ def train(backend: Backend, handle: Handle, rows: dict[str, list[dict]], root: P
                 if step == first_step + 1 or step == total or now - said_at >= SAY_EVERY_SECONDS:
                     said_at = now
                     say(f"step {step}/{total} · loss {window_loss / micro_steps:.4f} · learning rate "
-                        f"{used_rate:.2e} · {speed:,.1f} items/s" + (f" · about {eta:,.0f} s left" if eta else ""))
+                        f"{taken.learning_rate:.2e} · {speed:,.1f} items/s"
+                        + (f" · about {eta:,.0f} s left" if eta else ""))
             window_loss, window_items, window_tokens = 0.0, 0, 0
             if main:
                 hooks.progress(step, total)

@@ -14,9 +14,14 @@ import sys
 import tempfile
 from pathlib import Path
 
+from studio.data.service import get_version, read_manifest
 from studio.models.catalog import fit_verdict
-from studio.store import Store
+from studio.models.registry import backend_for
+from studio.settings import load_settings
+from studio.store import Store, open_store
 from studio.training.config import TrainConfig
+from studio.training.jobs import check_possible
+from studio.training.loop import Hooks, make_loader, total_steps_for, train
 
 MEASURED_STEPS = 4
 
@@ -36,12 +41,6 @@ def _peak_memory() -> tuple[str, float, float]:
 
 def measure(spec: dict) -> dict:
     """Runs in the child process: load, train MEASURED_STEPS steps, report."""
-    from studio.data.service import get_version, read_manifest
-    from studio.models.registry import backend_for
-    from studio.settings import load_settings
-    from studio.store import open_store
-    from studio.training.loop import Hooks, make_loader, total_steps_for, train
-
     store = open_store(load_settings())
     version = get_version(store, spec["dataset"])
     config = TrainConfig.model_validate(spec["config"])
@@ -75,9 +74,6 @@ def preflight(store: Store, dataset_ref: str, model_ref: str, method: str, confi
               timeout: int = 900) -> dict:
     """Measure in a child process (the caller never loads a model). Raises RuntimeError with the child's
     last lines when it fails; settings that cannot run here raise ``RunError`` first, as creating the run would."""
-    from studio.data.service import get_version
-    from studio.training.jobs import check_possible
-
     check_possible(store, get_version(store, dataset_ref), model_ref, method, config)
     env = {**os.environ, "STUDIO_HOME": str(store.home)}
     if store.settings.database_url:

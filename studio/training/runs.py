@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import NotRequired, TypedDict
 
 from sqlalchemy import func, select
@@ -135,6 +136,16 @@ def run_summary(store: Store, run_id: int, with_history: bool = False) -> RunSum
 def in_project(query, project: str | None):
     """``query`` over runs narrowed to ``project``'s runs when one is given."""
     return query.join(Project, Project.id == Run.project_id).where(Project.name == project) if project else query
+
+
+def run_of_folder(store: Store, model_ref: str) -> int | None:
+    """The run that saved ``model_ref``, when it is a folder under ``STUDIO_HOME/runs/<id>/``."""
+    try:
+        relative = Path(model_ref).expanduser().resolve().relative_to(store.path("runs").resolve())
+    except ValueError:
+        return None
+    first = relative.parts[0] if relative.parts else ""
+    return int(first) if first.isdigit() else None
 
 
 def run_ids(store: Store, project: str | None = None) -> list[int]:

@@ -20,6 +20,7 @@ from pathlib import Path
 from sqlalchemy import select, update
 
 from studio.data.service import read_manifest
+from studio.models.registry import backend_for
 from studio.settings import load_settings
 from studio.status import RunStatus
 from studio.store import Store, open_store
@@ -149,8 +150,6 @@ def quiet_libraries(say) -> None:
 
 
 def run_worker(store: Store, run_id: int) -> RunStatus:
-    from studio.models.registry import backend_for
-
     main = _rank() == 0
     with store.session() as session:
         run = session.get(Run, run_id)

@@ -7,6 +7,7 @@ import gradio as gr  # at module level: a handler's "request: gr.Request" hint m
 from studio.store import Store
 from studio.ui import data_tab, evaluate_tab, export_tab, generate_tab, model_tab, project_bar, train_tab
 from studio.ui.failures import readable_failures
+from studio.ui.state import current_user
 from studio.ui.uploads import StudioBlocks
 
 GUIDE = """
@@ -62,16 +63,12 @@ def build_rater_app(store: Store):
 
 
 def _signed_in_rater(request: gr.Request):
-    from studio.ui.state import current_user
-
     name = current_user(request)
     return gr.Textbox(value=name, interactive=False) if name else gr.Textbox()
 
 
 def account_line(app) -> None:
     """"Signed in as NAME · Sign out" when sign-in is on (filled when the page loads; empty otherwise)."""
-    from studio.ui.state import current_user
-
     line = gr.Markdown(elem_id="account")
 
     def who(request: gr.Request):

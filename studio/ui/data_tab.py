@@ -8,6 +8,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from studio.data.export import export_zip
 from studio.data.items import MODALITIES, ImportRefused
 from studio.data.mapping import ColumnMapping
 from studio.data.service import delete_dataset, delete_version, get_version, inspect_upload, read_manifest
@@ -378,8 +379,6 @@ def wire(store: Store, tab: DataTab, project, version) -> None:
                                          tab.audio_row, *tab.players, tab.version_report])
 
     def on_export(ref):
-        from studio.data.export import export_zip
-
         if not ref:
             return gr.File(visible=False)
         return gr.File(value=str(export_zip(store, ref)), visible=True)

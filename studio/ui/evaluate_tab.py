@@ -14,10 +14,16 @@ import html
 import time
 from dataclasses import dataclass
 
+from studio.evaluation.metrics import METRICS, metric_rank_agreement, metrics_table
+from studio.evaluation.service import EvaluationError, cast_score, cast_vote, export_votes, leaderboard, next_item, \
+    next_pair, run_preference
+from studio.generation.service import list_sets
 from studio.store import Store
 from studio.store.changes import votes_signature
 from studio.store.projects import DEFAULT_PROJECT
+from studio.training.runs import list_runs
 from studio.ui.background import BackgroundTask
+from studio.ui.plots import by_step, intervals, matrix
 from studio.ui.state import LISTS_POLL_SECONDS, current_user, error_message, follow
 
 MIN_PLAY_SECONDS = 3.0  # an audio clip counts as heard after 3 s of playing, or when it ends sooner
@@ -34,8 +40,6 @@ CHOICES = [("A is better", "a"), ("B is better", "b"), ("Tie", "tie"), ("Both ba
 
 def rateable_set_choices(store: Store, project: str | None = None) -> list[tuple[str, int]]:
     """The sample sets with samples (of ``project``; every project's on the rater-only page)."""
-    from studio.generation.service import list_sets
-
     return [(f"#{s['set_id']} {s['modality']} · {s['prompts']} prompts · {len(s['variants'])} variants", s["set_id"])
             for s in list_sets(store, project) if s["samples"]]
 
@@ -43,8 +47,6 @@ def rateable_set_choices(store: Store, project: str | None = None) -> list[tuple
 def metrics_run_choices(store: Store, project: str | None = None) -> list[tuple[str, int]]:
     """The runs to compute automatic metrics for (labelled by what was trained; the Train tab's picker, which names
     the dataset, is ``state.run_choices``)."""
-    from studio.training.runs import list_runs
-
     return [(f"#{r['run_id']} {r['method']} {r['model']} · {r['status']}", r["run_id"])
             for r in list_runs(store, project)]
 
@@ -176,8 +178,6 @@ def wire_rating(store: Store, tab: RatingPanel, project) -> None:
                 *[gr.Button(interactive=ready) for _ in tab.buttons]]
 
     def on_start(name, set_id, chosen_mode, request: gr.Request = None):
-        from studio.evaluation.service import EvaluationError, next_item, next_pair
-
         name = current_user(request) or name
         if not set_id:
             return present(None, "Choose a sample set.")
@@ -200,8 +200,6 @@ def wire_rating(store: Store, tab: RatingPanel, project) -> None:
 
     def decide(choice):
         def handler(name, set_id, chosen_mode, shown, heard, note, value=None, request: gr.Request = None):
-            from studio.evaluation.service import EvaluationError, cast_score, cast_vote, next_item, next_pair
-
             if not shown:
                 return [gr.Markdown(), *present(None, "Press Start first.")]
             name = current_user(request) or name
@@ -261,9 +259,6 @@ def wire_rating(store: Store, tab: RatingPanel, project) -> None:
 # ----------------------------------------------------------------------------- results (editors only)
 
 def leaderboard_outputs(store: Store, set_id, include_flagged: bool):
-    from studio.evaluation.service import EvaluationError, leaderboard
-    from studio.ui.plots import intervals, matrix
-
     if not set_id:
         return "Choose a sample set.", [], None, None, None, []
     try:
@@ -414,8 +409,6 @@ def wire(store: Store, tab: EvaluateTab, project) -> None:
                                       board_outputs + [drawn_votes], show_progress="hidden", api_visibility="private")
 
     def on_export(set_id, chosen):
-        from studio.evaluation.service import export_votes
-
         if not set_id:
             return gr.File(visible=False)
         return gr.File(value=str(export_votes(store, int(set_id), chosen)), visible=True)
@@ -444,10 +437,6 @@ def wire(store: Store, tab: EvaluateTab, project) -> None:
 
 def run_outputs(store: Store, run_id):
     """Human preference and automatic metrics against the training step for one run."""
-    from studio.evaluation.metrics import metrics_table
-    from studio.evaluation.service import EvaluationError, run_preference
-    from studio.ui.plots import by_step
-
     if not run_id:
         return "Choose a run.", None, None, None
     lines = []
@@ -481,22 +470,18 @@ def register_api(store: Store, include_leaderboard: bool = True) -> None:
     on, the rater is the signed-in account whatever name the call gives: nobody votes for someone else."""
     def rating_next_pair(set_id: int, rater: str, request: gr.Request) -> dict:
         """The next pair this rater should judge in the sample set (null when none is left)."""
-        from studio.evaluation.service import next_pair
-
         return next_pair(store, int(set_id), current_user(request) or rater, session="api") or {}
 
     def rating_vote(set_id: int, rater: str, pair_id: int, choice: str, comment: str = "",
                     request: gr.Request = None) -> dict:
         """Cast a vote: choice a | b | tie | both_bad | skip. A second vote on the same pair changes nothing."""
-        from studio.evaluation.service import cast_vote
-
         return cast_vote(store, int(pair_id), current_user(request) or rater, choice, comment or None,
                          session="api", set_id=int(set_id))
 
     def leaderboard(set_id: int, include_flagged: bool = False) -> dict:
         """The sample set's Bradley-Terry leaderboard with 95 % intervals and agreement (votes flagged as too
         fast are left out unless ``include_flagged``)."""
-        from studio.evaluation.service import leaderboard as board
+        from studio.evaluation.service import leaderboard as board  # this function is the API's ``leaderboard``
 
         found = board(store, int(set_id), include_flagged=bool(include_flagged))
         return {"variants": found["variants"], "agreement": found["agreement"], "votes": found["votes"]}
@@ -509,8 +494,6 @@ def register_api(store: Store, include_leaderboard: bool = True) -> None:
 
 def agreement_lines(points: list[dict], rows: list[dict]) -> list[str]:
     """How well each automatic metric orders the run's checkpoints the way people do (rank correlation)."""
-    from studio.evaluation.metrics import METRICS, metric_rank_agreement
-
     human = {str(p["step"]): p["strength"] for p in points if p.get("strength") is not None and p.get("step")}
     lines = []
     for name, (_, higher_is_better, _) in METRICS.items():

@@ -1,7 +1,7 @@
 """Share tab: a run's checkpoint exported in a format other tools load (with its model card, shown here, and a zip
 to download), pushed to the Hugging Face Hub; and a dataset version pushed as a dataset repository.
 
-The page calls ``studio.training.export`` (in a background task: ``studio.tasks``) and ``studio.sharing.hub``
+The page calls ``studio.sharing.export`` (in a background task: ``studio.tasks``) and ``studio.sharing.hub``
 only; exports are written under ``STUDIO_HOME/exports``. A token typed here is used for that push and never
 stored; the page does not fall back to the server's own HF_TOKEN (on a shared studio that would let anyone push
 as the server's owner).
@@ -14,8 +14,13 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from studio.data.items import ImportRefused
+from studio.data.service import DEFAULT_PROJECT
+from studio.generation.variants import variant_choices
+from studio.sharing.card import DEFAULT_LICENSE
+from studio.sharing.export import NO_CHECKPOINT
+from studio.sharing.hub import PushError, push_dataset, push_export
 from studio.store import Store
-from studio.training.export import NO_CHECKPOINT
 from studio.ui.background import BackgroundTask
 from studio.ui.state import PICK_VERSION_FIRST, clear_when_picked, current_user, follow, error_message
 
@@ -34,8 +39,6 @@ Face Hub (a private repository unless you untick it). Dataset versions can be pu
 
 def checkpoint_choices(store: Store, project: str | None = None) -> list[tuple[str, str]]:
     """(label, ``RUN_ID:STEP``) of every saved checkpoint (of ``project``'s runs), newest run first."""
-    from studio.generation.variants import variant_choices
-
     return [(f"{c['label']} · {c['modality']} · {Path(c['model']).name}", c["ref"])
             for c in variant_choices(store, project=project)]
 
@@ -52,8 +55,6 @@ def card_preview(export: dict) -> str:
 
 def push_export_status(store: Store, export: dict | None, repo_id: str, token: str, private: bool,
                        actor: str | None = None, progress=None) -> str:
-    from studio.sharing.hub import push_export
-
     if not export:
         return "**Export first**, then push: the push sends the export shown above."
     if not (token or "").strip():
@@ -65,8 +66,6 @@ def push_export_status(store: Store, export: dict | None, repo_id: str, token: s
 
 def push_version_status(store: Store, version_ref: str | None, repo_id: str, token: str, private: bool,
                         license: str | None, actor: str | None = None, progress=None) -> str:
-    from studio.sharing.hub import push_dataset
-
     if not version_ref:
         return f"**{PICK_VERSION_FIRST}** (the selector at the top of the page)."
     if not (token or "").strip():
@@ -130,9 +129,6 @@ def build(store: Store, project, version) -> ShareTab:
 
 
 def layout(store: Store) -> ShareTab:
-    from studio.data.service import DEFAULT_PROJECT
-    from studio.sharing.card import DEFAULT_LICENSE
-
     gr.Markdown(INTRO)
     export_state = gr.State(None)
     with gr.Row():
@@ -192,8 +188,6 @@ def wire(store: Store, tab: ShareTab, project, version) -> None:
                                  failed=failed)
 
     def on_push(found, repo_id, typed_token, is_private, request: gr.Request, progress=gr.Progress()):
-        from studio.sharing.hub import PushError
-
         try:
             return push_export_status(store, found, repo_id, typed_token, is_private, current_user(request),
                                       _progress_callback(progress))
@@ -202,9 +196,6 @@ def wire(store: Store, tab: ShareTab, project, version) -> None:
 
     def on_push_version(version_ref, repo_id, typed_token, is_private, chosen_license, request: gr.Request,
                         progress=gr.Progress()):
-        from studio.data.items import ImportRefused
-        from studio.sharing.hub import PushError
-
         try:
             return push_version_status(store, version_ref, repo_id, typed_token, is_private, chosen_license,
                                        current_user(request), _progress_callback(progress))

@@ -16,6 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from studio.generation.options import SETTINGS, settings_model
+from studio.generation.service import GenerationError, GenerationHooks, delete_set, export_set_zip, generate_set, \
+    get_prompt_set, get_set, list_prompt_sets, list_sets, prompts_from_test_split, save_prompt_set
+from studio.generation.variants import variant_choices
+from studio.models.registry import is_starter as names_a_starter
 from studio.status import SetStatus
 from studio.store import Store
 from studio.store.projects import DEFAULT_PROJECT
@@ -49,8 +53,6 @@ CSS = """
 
 def base_choices(store: Store, project: str | None = None) -> list[tuple[str, str]]:
     """The base models the runs (of ``project``) came from (label, model ref), newest first."""
-    from studio.generation.variants import variant_choices
-
     seen: dict[str, str] = {}
     for choice in variant_choices(store, project=project):
         seen.setdefault(choice["model"], f"{choice['model']} · {choice['modality']}")
@@ -58,14 +60,10 @@ def base_choices(store: Store, project: str | None = None) -> list[tuple[str, st
 
 
 def variants_of(store: Store, base: str | None, project: str | None = None) -> list[dict]:
-    from studio.generation.variants import variant_choices
-
     return [c for c in variant_choices(store, project=project) if c["model"] == base] if base else []
 
 
 def is_starter(base: str | None) -> bool:
-    from studio.models.registry import is_starter as names_a_starter
-
     return names_a_starter(base)
 
 
@@ -168,16 +166,12 @@ def report_html(sample_set: dict) -> str:
 
 
 def sets_table(store: Store, project: str | None = None) -> list[list]:
-    from studio.generation.service import list_sets
-
     return [[s["set_id"], s["status"], s["modality"], s["base_model"], ", ".join(s["variants"]), s["prompts"],
              s["samples"], s["created_at"][:19].replace("T", " ")] for s in list_sets(store, project)]
 
 
 def sample_set_choices(store: Store, project: str | None = None) -> list[tuple[str, int]]:
     """Every sample set of ``project`` with its status (the Evaluate tab offers only ``rateable_set_choices``)."""
-    from studio.generation.service import list_sets
-
     return [(f"#{s['set_id']} {s['modality']} · {s['prompts']} prompts · {s['status']}", s["set_id"])
             for s in list_sets(store, project)]
 
@@ -196,8 +190,6 @@ class Generation:
         self.done = threading.Event()
 
     def run(self, store: Store, **request) -> None:
-        from studio.generation.service import GenerationHooks, generate_set
-
         def on_text(event: dict) -> None:
             self.partials[(event["variant"], event["prompt_index"], event["sample_index"])] = event["text"]
 
@@ -377,8 +369,6 @@ def wire(store: Store, tab: GenerateTab, project, version) -> None:
     on_lists_change(store, lists, [project, tab.base, tab.variants, auto_picked], list_outputs)
 
     def on_from_test(dataset_ref, count):
-        from studio.generation.service import prompts_from_test_split
-
         if not dataset_ref:
             return gr.Textbox(), None, f"{PICK_VERSION_FIRST} (at the top of the page)."
         try:
@@ -395,16 +385,12 @@ def wire(store: Store, tab: GenerateTab, project, version) -> None:
     tab.prompts.input(lambda: None, None, tab.references)  # typed prompts no longer line up with the references
 
     def on_load(name):
-        from studio.generation.service import get_prompt_set
-
         try:
             return "\n".join(get_prompt_set(store, name)), None, f"Loaded prompt set '{html.escape(name)}'."
         except ValueError as error:
             return gr.Textbox(), None, error_message(error)
 
     def on_save(name, text, request: gr.Request = None):
-        from studio.generation.service import save_prompt_set
-
         lines = [line for line in (text or "").splitlines() if line.strip()]
         try:
             save_prompt_set(store, (name or "").strip(), lines, actor=current_user(request))
@@ -418,8 +404,6 @@ def wire(store: Store, tab: GenerateTab, project, version) -> None:
     # request stands before *values: Gradio passes it only to a positional parameter
     def on_generate(model, chosen, with_base, text, refs, seed_value, per_prompt, project_value,
                     request: gr.Request, *values):
-        from studio.generation.service import get_set
-
         modality = modality_of_base(model)
         names = list(tab.forms[modality])
         offset = sum(len(tab.forms[m]) for m in list(SETTINGS)[:list(SETTINGS).index(modality)])
@@ -477,8 +461,6 @@ def wire(store: Store, tab: GenerateTab, project, version) -> None:
     tab.stop.click(on_cancel, None, tab.status, api_visibility="private")
 
     def on_reopen(set_id):
-        from studio.generation.service import GenerationError, get_set
-
         if not set_id:
             return "Choose a sample set.", gr.HTML()
         try:
@@ -487,15 +469,11 @@ def wire(store: Store, tab: GenerateTab, project, version) -> None:
             return error_message(error), gr.HTML()
 
     def on_download(set_id):
-        from studio.generation.service import export_set_zip
-
         if not set_id:
             return gr.File(visible=False)
         return gr.File(value=str(export_set_zip(store, int(set_id))), visible=True)
 
     def on_delete(armed, set_id, project_value, request: gr.Request = None):
-        from studio.generation.service import GenerationError, delete_set
-
         hidden = gr.Button(visible=False)
         if not confirmed(armed, set_id):
             return NOT_CONFIRMED, gr.Dropdown(), gr.Dataframe(), gr.HTML(), hidden, None
@@ -517,8 +495,6 @@ def wire(store: Store, tab: GenerateTab, project, version) -> None:
 
 
 def _prompt_set_names(store: Store) -> list[str]:
-    from studio.generation.service import list_prompt_sets
-
     return [p["name"] for p in list_prompt_sets(store)]
 
 
@@ -529,8 +505,6 @@ def api_generate(store: Store):
                  settings: dict | None = None, base_model: str | None = None, request: gr.Request = None) -> dict:
         """Generate every prompt with every variant ("base", "RUN_ID" or "RUN_ID:STEP") using the same seeds;
         returns {"sample_set_id", "samples": [{variant, prompt, seed, text | path}]}."""
-        from studio.generation.service import generate_set, get_set
-
         set_id = generate_set(store, variants, prompts, seed, samples_per_prompt, settings or {},
                               base_model=base_model, source="api", created_by=current_user(request))
         made = get_set(store, set_id)

@@ -13,8 +13,9 @@ from dataclasses import dataclass
 from studio.data.items import ImportRefused
 from studio.data.service import get_version
 from studio.models.catalog import availability, entries, find, fit_verdict, memory_estimate
+from studio.models.options import LoraOptions
 from studio.store import Store
-from studio.training.config import PRECISION_CHOICES, LoraOptions
+from studio.training.config import PRECISION_CHOICES
 from studio.ui.forms import params_form
 from studio.ui.project_bar import dataset_picker
 from studio.ui.state import error_message

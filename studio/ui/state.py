@@ -5,13 +5,14 @@ from __future__ import annotations
 import html
 
 from studio.data.service import list_datasets
+from studio.projects import project_names
 from studio.store import Store
+from studio.store.changes import listing_signature
+from studio.training.runs import list_runs, metric_count, metric_rows
 
 
 def project_choices(store: Store) -> list[str]:
     """The projects table's names (and the default project, which always exists for new work)."""
-    from studio.projects import project_names
-
     return project_names(store)
 
 
@@ -38,8 +39,6 @@ class MetricCache:
         self._runs: dict[int, tuple[int, list[dict]]] = {}
 
     def history(self, store: Store, run_id: int) -> list[dict]:
-        from studio.training.runs import metric_count, metric_rows
-
         with self._lock:
             last_id, rows = self._runs.get(run_id, (0, []))
             if rows and metric_count(store, run_id, last_id) != len(rows):
@@ -57,8 +56,6 @@ class MetricCache:
 def run_choices(store: Store, project: str | None = None, runs: list[dict] | None = None) -> list[tuple[str, int]]:
     """(label, run id) for every run of ``project`` (every run when None), newest first; ``runs``: list_runs's
     answer, when the caller has it already."""
-    from studio.training.runs import list_runs
-
     return [(f"#{r['run_id']} {r['status']} · {r['method']} {r['model']} · {r['dataset_name']}", r["run_id"])
             for r in (list_runs(store, project) if runs is None else runs)]
 
@@ -122,8 +119,6 @@ def _lists_signal(store: Store):
     signature, updated by a timer; Gradio calls its change listeners only when the value differs."""
     import gradio as gr
     from gradio.context import Context
-
-    from studio.store.changes import listing_signature
 
     root = Context.root_block
     signal = getattr(root, "_studio_lists_signal", None)

@@ -15,11 +15,13 @@ from pydantic import ValidationError
 from studio.data.items import ImportRefused
 from studio.data.service import get_version
 from studio.fields import validated
+from studio.models.catalog import recommended_overrides
 from studio.status import RunStatus
 from studio.store import Store
 from studio.store.projects import DEFAULT_PROJECT
 from studio.training import jobs
-from studio.training.config import MODALITY_SECTIONS, SECTIONS, TrainConfig
+from studio.training.config import MODALITY_SECTIONS, SECTIONS, TrainConfig, apply_overrides
+from studio.training.preflight import preflight
 from studio.training.runs import early_stop_note, list_runs, run_summary, samples
 from studio.ui.confirm import NOT_CONFIRMED, confirmed, two_step_delete
 from studio.ui.forms import form_values, params_form
@@ -113,9 +115,6 @@ def runs_table(store: Store, project: str | None = None, runs: list[dict] | None
 
 def starting_config(model_ref: str) -> TrainConfig:
     """The defaults, with what suits ``model_ref`` on top (starters: settings measured to learn)."""
-    from studio.models.catalog import recommended_overrides
-    from studio.training.config import apply_overrides
-
     return apply_overrides(TrainConfig(), recommended_overrides(model_ref))
 
 
@@ -309,8 +308,6 @@ def wire(store: Store, tab: TrainTab, project, version, model_tab: ModelTab) -> 
     tab.yaml_button.click(on_yaml, form_inputs, tab.yaml_view)
 
     def on_preflight(ref, model, chosen_method, progress=gr.Progress(), *values):  # progress: positional, as above
-        from studio.training.preflight import preflight
-
         if not ref:
             return f"{PICK_VERSION_FIRST} (here or at the top of the page)."
         progress(0.1, desc="measuring a few real steps in a separate process")

@@ -18,12 +18,20 @@ from __future__ import annotations
 
 import json
 import shutil
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from studio.generation.cache import load_config
+from studio.generation.variants import resolve_variants
 from studio.models.common import MARKER
 from studio.models.formats import FORMATS
+from studio.sharing.card import write_model_card
 from studio.store import Store
+from studio.store.disk import low_space
+from studio.store.projects import project_name
+from studio.store.tables import Run
+from studio.training.jobs import record_run_action
 
 if TYPE_CHECKING:
     from studio.data.clean import Progress
@@ -41,9 +49,6 @@ def export_run(store: Store, ref: str, fmt: str, out: Path, make_zip: bool = Fal
     """Exports ``ref`` (``RUN_ID`` = its last checkpoint, or ``RUN_ID:STEP``) as ``fmt`` into ``out`` with its
     model card; returns ``{"run_id", "step", "format", "library", "path", "files", "card", "zip"}``. A failed
     export leaves no half-written folder behind (nor does a cancel: ``progress`` may raise, see studio.tasks)."""
-    from studio.generation.variants import resolve_variants
-    from studio.sharing.card import write_model_card
-
     if fmt not in FORMATS:
         raise ExportError(f"format must be one of {', '.join(FORMATS)} (got '{fmt}')")
     if str(ref).strip() == "base":
@@ -75,8 +80,6 @@ def export_checkpoint(store: Store, ref: str | None, fmt: str, license: str | No
                       progress: Progress | None = None) -> dict:
     """Exports ``ref`` as ``fmt`` (with its card and a zip) into a new folder under ``STUDIO_HOME/exports`` (the
     Share tab's export)."""
-    from datetime import datetime, timezone
-
     if not ref:
         raise ExportError(NO_CHECKPOINT)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
@@ -87,8 +90,6 @@ def export_checkpoint(store: Store, ref: str | None, fmt: str, license: str | No
 
 def _check_target(store: Store, out: Path, make_zip: bool, action: str) -> None:
     """Nothing is overwritten, and a folder under STUDIO_HOME is not filled past the disk guard."""
-    from studio.store.disk import low_space
-
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ExportError(f"{out} is not an empty folder: choose a new folder (nothing is overwritten)")
     archive = out.with_name(out.name + ".zip")
@@ -100,17 +101,11 @@ def _check_target(store: Store, out: Path, make_zip: bool, action: str) -> None:
 
 def run_project(session, run_id: int) -> str | None:
     """The name of the project a run belongs to (for the audit trail)."""
-    from studio.store.projects import project_name
-    from studio.store.tables import Run
-
     run = session.get(Run, int(run_id))
     return project_name(session, run.project_id) if run is not None else None
 
 
 def _record_export(store: Store, variant, fmt: str, out: Path, actor: str | None) -> None:
-    from studio.store.tables import Run
-    from studio.training.jobs import record_run_action
-
     with store.session() as session:
         record_run_action(session, actor, "run.export", session.get(Run, variant.run_id),
                           {"step": variant.step, "format": fmt, "path": str(out)})
@@ -124,8 +119,6 @@ def shard_bytes(store: Store) -> int:
 
 def _write_format(variant, fmt: str, out: Path, shard: int) -> str:
     """Writes ``fmt`` of ``variant`` into ``out``; returns the library that loads it (the card's library_name)."""
-    from studio.generation.cache import load_config
-
     source, family = Path(variant.weights), variant.family
     if fmt == "peft":
         _export_peft(variant, source, out)
