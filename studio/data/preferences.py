@@ -1,0 +1,35 @@
+"""What a manifest row teaches: an example to imitate, a preference between two answers, or a thumbs up/down.
+
+The one place the shapes of preference rows are written down, for the importers and the vote conversion that
+write them and the training objectives that read them (a row of each shape, beside ``id``, ``split``, ``source``):
+
+- an example (``sft``): ``text`` | ``prompt`` + ``response`` | ``messages``, or ``file`` + ``caption``;
+- a preference pair (``dpo``, ``orpo``, Diffusion-DPO): the example's fields hold the *chosen* answer, and the
+  rejected one stands beside it — ``rejected`` (text: ``prompt`` + ``response`` + ``rejected``, or ``messages``
+  ending with the chosen assistant turn + ``rejected``, that turn's rejected content) or ``rejected_file`` (images
+  and audio: ``caption`` + ``file`` + ``rejected_file``). A pair is still an example of its chosen answer, so SFT
+  trains on a preference dataset as it is;
+- a thumbs up/down (``kto``): an example plus ``label`` (true: a good answer, false: a bad one).
+"""
+
+from __future__ import annotations
+
+EXAMPLE, PAIR, THUMBS = "example", "pair", "thumbs"
+REJECTED_FIELDS = ("rejected", "rejected_file")
+
+
+def row_kind(row: dict) -> str:
+    """``pair``, ``thumbs`` or ``example`` (see the module's docstring)."""
+    if any(row.get(field) is not None for field in REJECTED_FIELDS):
+        return PAIR
+    if isinstance(row.get("label"), bool):
+        return THUMBS
+    return EXAMPLE
+
+
+def count_kinds(rows) -> dict[str, int]:
+    """How many rows of each kind ``rows`` holds (every kind named, zeros included)."""
+    counts = {EXAMPLE: 0, PAIR: 0, THUMBS: 0}
+    for row in rows:
+        counts[row_kind(row)] += 1
+    return counts
