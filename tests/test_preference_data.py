@@ -292,3 +292,27 @@ def test_read_manifest_of_a_votes_version(rated):
     result = preference_dataset(store, set_id)
     rows = read_manifest(store, get_version(store, str(result["dataset_id"])))
     assert all(r["split"] == "train" and r["source"].startswith(f"set {set_id} pair ") for r in rows)
+
+
+def test_preference_versions_export_and_import_back_whole(stores, tmp_path):
+    from studio.data.export import export_zip
+
+    store = stores()
+    folder = _pair_folder(tmp_path)
+    media = import_dataset(store, [folder], name="pairs", split="1,0,0")
+    chat = [{"chosen": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}],
+             "rejected": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "go away"}]}]
+    thumbs = [{"prompt": "2+2?", "completion": "4", "label": True}, {"prompt": "2+2?", "completion": "5", "label": False}]
+    write(tmp_path / "chat.jsonl", json.dumps(chat[0]) + "\n")
+    write(tmp_path / "kto.jsonl", "".join(json.dumps(line) + "\n" for line in thumbs))
+    for result in (media, import_dataset(store, [tmp_path / "chat.jsonl"], split="1,0,0"),
+                   import_dataset(store, [tmp_path / "kto.jsonl"], split="1,0,0", steps=NO_STEPS)):
+        before = manifest(store, result)
+        steps = NO_STEPS if result["modality"] == "text" else None
+        again = import_dataset(store, [export_zip(store, str(result["dataset_id"]))], split="1,0,0", steps=steps)
+        after = manifest(store, again)
+        fields = ("caption", "messages", "prompt", "response", "rejected", "label")
+        assert [{k: r.get(k) for k in fields} for r in after] == [{k: r.get(k) for k in fields} for r in before]
+        if result is media:
+            old, new = store.path(media["path"]), store.path(again["path"])
+            assert [digest(new / r["rejected_file"]) for r in after] == [digest(old / r["rejected_file"]) for r in before]

@@ -73,12 +73,10 @@ def guess_mapping(columns: list[str]) -> ColumnMapping | None:
 
 
 def complete_mapping(mapping: ColumnMapping, columns: list[str]) -> ColumnMapping:
-    """``mapping`` with the preference columns it leaves unset filled from the table's own: ``rejected`` when a
-    'rejected' column stands beside a 'chosen' response, ``label`` when a thumbs column stands beside a pair or
-    chat."""
+    """``mapping`` with the preference columns it leaves unset filled from the table's own: ``rejected`` and
+    ``label`` (a thumbs column) when such a column stands beside a pair or chat."""
     found = {}
-    answer = mapping.messages if mapping.format == "chat" else mapping.response
-    if mapping.format != "text" and mapping.rejected is None and str(answer).lower() == "chosen":
+    if mapping.format != "text" and mapping.rejected is None:
         found["rejected"] = _find(columns, ("rejected",))
     if mapping.format != "text" and mapping.label is None:
         found["label"] = _find(columns, LABEL_NAMES)
@@ -170,6 +168,17 @@ def _conversation_pair(prompt, chosen, rejected) -> dict:
     return {"messages": chosen_turns, "rejected": rejected_turns[-1]["content"]}
 
 
+def _chat_fields(messages, rejected) -> dict:
+    """A chat row; with ``rejected``, a preference: two conversations (TRL's form), or the studio's own form (the
+    chosen conversation + the rejected answer's text)."""
+    if rejected is None:
+        return {"messages": normalise_messages(messages)}
+    if _is_conversation(rejected):
+        return _conversation_pair(None, messages, rejected)
+    chosen = normalise_messages(messages)
+    return _conversation_pair(chosen[:-1], chosen[-1:], [{"role": "assistant", "content": _as_text(rejected)}])
+
+
 def _pair_fields(row: dict, mapping: ColumnMapping) -> dict:
     if mapping.rejected and _is_conversation(row.get(mapping.response)):
         return _conversation_pair(row.get(mapping.prompt), row.get(mapping.response), row.get(mapping.rejected))
@@ -189,8 +198,7 @@ def _pair_fields(row: dict, mapping: ColumnMapping) -> dict:
 def row_fields(row: dict, mapping: ColumnMapping) -> dict:
     """The Item fields for one table row under ``mapping`` (ValueError: the row cannot be used, and why)."""
     if mapping.format == "chat":
-        fields = _conversation_pair(None, row.get(mapping.messages), row.get(mapping.rejected)) if mapping.rejected \
-            else {"messages": normalise_messages(row.get(mapping.messages))}
+        fields = _chat_fields(row.get(mapping.messages), row.get(mapping.rejected) if mapping.rejected else None)
     elif mapping.format == "pair":
         fields = _pair_fields(row, mapping)
     else:
