@@ -90,6 +90,7 @@ def test_a_set_with_no_usable_pair_is_refused_saying_why(stores):
     set_id = make_set(store, variants=("base", "7:2"), prompts=4)
     with pytest.raises(EvaluationError, match="no rated pair yet"):
         preference_dataset(store, set_id)
+    assert preference_summary(store, set_id)["winner"] is None
     vote_by_prompt(store, set_id, "ann", {0: "tie", 1: "tie", 2: "tie"})
     vote_by_prompt(store, set_id, "bob", {3: "base"}, fast=True)
     with pytest.raises(EvaluationError, match=r"no usable preference pair \(3 ties, 1 flagged\)"):
@@ -268,7 +269,7 @@ def test_media_cleaning_checks_the_rejected_file_and_keeps_pairs_whole(stores, t
     assert [r["caption"] for r in rows] == ["red over blue", "red over green"]
     assert result["removed"]["min_size"] == 1 and result["removed"]["exact_duplicates"] == 1
     report = {e["step"]: e for e in get_version(store, str(result["dataset_id"])).report["steps"]}
-    assert report["min_size"]["pairs_removed"] == 1
+    assert report["min_size"]["pairs_removed"] == 1 and report["min_size"]["detail"] == "1 preference pair removed whole"
     assert report["min_size"]["examples"][0]["reason"].startswith("rejected file too small")
     stored = store.path(f"datasets/{result['dataset_id']}/v1")
     from PIL import Image

@@ -67,8 +67,10 @@ def _report_entry(step: Step, enabled: bool, params: BaseModel, outcome: StepOut
              "seconds": round(seconds, 3)}
     if outcome is None:
         return entry
-    entry.update(removed=len(outcome.removed), changed=len(outcome.changed), detail=outcome.detail,
-                 pairs_removed=sum(item.is_pair for item, _ in outcome.removed))
+    pairs = sum(item.is_pair for item, _ in outcome.removed)
+    said = f"{pairs} preference pair{'s' if pairs != 1 else ''} removed whole" if pairs else ""
+    entry.update(removed=len(outcome.removed), changed=len(outcome.changed), pairs_removed=pairs,
+                 detail="; ".join(d for d in (outcome.detail, said) if d))
     entry["examples"] = [_removed_example(item, reason, step.name, examples_dir, n)
                          for n, (item, reason) in enumerate(outcome.removed[:EXAMPLES_PER_STEP])]
     entry["changed_examples"] = [{"source": item.source, "before": before[:300], "after": after[:300]}
