@@ -154,10 +154,11 @@ def test_text_preference_tables_import_as_pairs_and_a_row_without_an_answer_is_n
         got = manifest(store, result)
         assert [(r["prompt"], r["response"], r["rejected"]) for r in got] == \
             [(r["prompt"], r["chosen"], r["rejected"]) for r in rows], name
-    warnings = {w["file"]: w["reason"] for w in import_dataset(store, [tmp_path / "p.jsonl"], split="1,0,0")["warnings"]}
-    assert "rejected answer is missing or empty" in warnings["p.jsonl#5"]
-    warnings = {w["file"]: w["reason"] for w in import_dataset(store, [tmp_path / "p.csv"], split="1,0,0")["warnings"]}
-    assert "chosen answer is missing or empty" in warnings["p.csv#5"]
+    def warnings(name: str) -> dict[str, str]:
+        return {w["file"]: w["reason"] for w in import_dataset(store, [tmp_path / name], split="1,0,0")["warnings"]}
+
+    assert "rejected answer is missing or empty" in warnings("p.jsonl")["p.jsonl#5"]
+    assert "chosen answer is missing or empty" in warnings("p.csv")["p.csv#5"]
     assert list_datasets(store)[0]["versions"][0]["kinds"] == {EXAMPLE: 0, PAIR: 4, THUMBS: 0}
 
 
@@ -212,7 +213,8 @@ def test_audio_pairs_and_thumbs_from_metadata(stores, tmp_path):
     folder = tmp_path / "clips"
     for name in ("a", "b", "c"):
         write_audio(folder / f"{name}.wav", tone(freq=220 * (ord(name) - 96), seconds=1.0))
-    write(folder / "metadata.csv", "file_name,caption,label\na.wav,a low hum,👍\nb.wav,a hum,down\nc.wav,a high hum,maybe\n")
+    write(folder / "metadata.csv",
+          "file_name,caption,label\na.wav,a low hum,👍\nb.wav,a hum,down\nc.wav,a high hum,maybe\n")
     result = import_dataset(store, [folder], split="1,0,0")
     rows = manifest(store, result)
     assert [(r["caption"], r["label"]) for r in rows] == [("a low hum", True), ("a hum", False)]
@@ -269,7 +271,8 @@ def test_media_cleaning_checks_the_rejected_file_and_keeps_pairs_whole(stores, t
     assert [r["caption"] for r in rows] == ["red over blue", "red over green"]
     assert result["removed"]["min_size"] == 1 and result["removed"]["exact_duplicates"] == 1
     report = {e["step"]: e for e in get_version(store, str(result["dataset_id"])).report["steps"]}
-    assert report["min_size"]["pairs_removed"] == 1 and report["min_size"]["detail"] == "1 preference pair removed whole"
+    assert report["min_size"]["pairs_removed"] == 1
+    assert report["min_size"]["detail"] == "1 preference pair removed whole"
     assert report["min_size"]["examples"][0]["reason"].startswith("rejected file too small")
     stored = store.path(f"datasets/{result['dataset_id']}/v1")
     from PIL import Image
@@ -303,7 +306,8 @@ def test_preference_versions_export_and_import_back_whole(stores, tmp_path):
     media = import_dataset(store, [folder], name="pairs", split="1,0,0")
     chat = [{"chosen": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}],
              "rejected": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "go away"}]}]
-    thumbs = [{"prompt": "2+2?", "completion": "4", "label": True}, {"prompt": "2+2?", "completion": "5", "label": False}]
+    thumbs = [{"prompt": "2+2?", "completion": "4", "label": True},
+              {"prompt": "2+2?", "completion": "5", "label": False}]
     write(tmp_path / "chat.jsonl", json.dumps(chat[0]) + "\n")
     write(tmp_path / "kto.jsonl", "".join(json.dumps(line) + "\n" for line in thumbs))
     for result in (media, import_dataset(store, [tmp_path / "chat.jsonl"], split="1,0,0"),
@@ -316,4 +320,5 @@ def test_preference_versions_export_and_import_back_whole(stores, tmp_path):
         assert [{k: r.get(k) for k in fields} for r in after] == [{k: r.get(k) for k in fields} for r in before]
         if result is media:
             old, new = store.path(media["path"]), store.path(again["path"])
-            assert [digest(new / r["rejected_file"]) for r in after] == [digest(old / r["rejected_file"]) for r in before]
+            assert [digest(new / r["rejected_file"]) for r in after] == \
+                [digest(old / r["rejected_file"]) for r in before]

@@ -154,10 +154,10 @@ def _conversation_pair(prompt, chosen, rejected) -> dict:
     """TRL's conversational preference forms → ``messages`` ending with the chosen assistant turn + ``rejected``
     (the rejected turn's content). ``prompt``: the shared turns (a list of messages, a plain question, or None
     when both conversations carry them)."""
-    if prompt is None or _as_text(prompt) == "":
-        prefix = []
+    if _is_conversation(prompt):
+        prefix = normalise_messages(prompt)
     else:
-        prefix = normalise_messages(prompt) if _is_conversation(prompt) else [{"role": "user", "content": _as_text(prompt)}]
+        prefix = [{"role": "user", "content": _as_text(prompt)}] if _as_text(prompt) else []
     chosen_turns, rejected_turns = prefix + normalise_messages(chosen), prefix + normalise_messages(rejected)
     if chosen_turns[:-1] != rejected_turns[:-1]:
         turn = next(n for n, (a, b) in enumerate(zip(chosen_turns, rejected_turns), 1) if a != b)

@@ -231,9 +231,10 @@ def _checkpoint_loss(store: Store, variant) -> str:
 
 
 def data_section(version) -> str:
-    """A dataset version for people: source files, items per split, what each cleaning step removed and why."""
+    """A dataset version for people: its source (files, or votes), items per split, what each cleaning step removed and why."""
     return (f"Dataset **{version.dataset.name}** version {version.version} ({version.dataset.modality}); source: "
-            f"{describe_source(version.source, most=1000)}.\nItems per split: {_splits_line(version.splits or {})}.\n\n### Cleaning\n\n"
+            f"{describe_source(version.source, most=1000)}.\nItems per split: {_splits_line(version.splits or {})}."
+            "\n\n### Cleaning\n\n"
             + cleaning_section(version.report or {}))
 
 
