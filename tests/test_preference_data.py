@@ -322,3 +322,18 @@ def test_preference_versions_export_and_import_back_whole(stores, tmp_path):
             old, new = store.path(media["path"]), store.path(again["path"])
             assert [digest(new / r["rejected_file"]) for r in after] == \
                 [digest(old / r["rejected_file"]) for r in before]
+
+
+@pytest.mark.slow
+def test_the_data_tab_says_a_version_holds_pairs(running_studio, browser_page, tmp_path):
+    rows = [{"prompt": f"question {i}?", "chosen": f"a good answer {i}", "rejected": f"a poor answer {i}"}
+            for i in range(4)]
+    path = write(tmp_path / "prefs.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+    page = browser_page
+    page.goto(running_studio)
+    page.get_by_role("tab", name="Data").click()
+    page.locator("#data-upload input[type=file]").set_input_files([str(path)])
+    page.locator("#data-import").click()
+    page.wait_for_function("/prefs v1/.test(document.querySelector('#version-info')?.innerText || '')",
+                           timeout=120_000)
+    assert "4 pairs" in page.locator("#version-info").inner_text()
