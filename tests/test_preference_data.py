@@ -128,12 +128,18 @@ def test_an_image_set_gives_pairs_of_copied_files_that_outlive_the_set(stores):
 
 
 def test_an_audio_set_gives_pairs_of_clips(stores):
+    from studio.store.projects import ensure_project
+    from studio.store.tables import SampleSet
+
     store = stores(eval_min_decision_seconds=0, eval_repeat_share=0)
     set_id = make_set(store, variants=("base", "7:2"), prompts=2, audio_seconds=0.5)
+    with store.session() as session:  # the set belongs to a project: the dataset lands there
+        session.get(SampleSet, set_id).project_id = ensure_project(session, "sounds", None).id
     vote_left(store, set_id)
     result = preference_dataset(store, set_id, name="liked clips")
     rows = manifest(store, result)
     assert result["name"] == "liked clips" and len(rows) == 2
+    assert list_datasets(store)[0]["project"] == "sounds"
     assert all(row["file"].endswith(".wav") and row["rejected_file"].endswith(".wav") for row in rows)
 
 

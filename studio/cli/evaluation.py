@@ -109,12 +109,13 @@ def cmd_eval_export(args) -> int:
                   help="turn a rated set's votes into a preference dataset version (pairs for DPO)")
 def cmd_eval_preferences(args) -> int:
     from studio.cli.data import import_text
+    from studio.data.items import ImportRefused
     from studio.evaluation.service import EvaluationError, preference_dataset
 
     try:
         result = preference_dataset(store_of(args), args.set_id, include_flagged=args.include_flagged,
                                     name=args.name, actor=os_user())
-    except EvaluationError as error:
+    except (EvaluationError, ImportRefused) as error:  # ImportRefused: e.g. --name is a dataset of another kind
         return fail(args, str(error))
     report(args, result, import_text(result))
     return 0

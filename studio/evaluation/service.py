@@ -27,6 +27,7 @@ import shutil
 from collections import Counter, defaultdict
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -35,6 +36,9 @@ from studio.evaluation import pairs as choosing
 from studio.evaluation.choices import EXPORT_KINDS
 from studio.store import Store
 from studio.store.tables import GeneratedSample, RatingAssignment, RatingVote, Run, SampleSet
+
+if TYPE_CHECKING:
+    from studio.data.service import ImportResult
 
 PAIRWISE, ABSOLUTE = "pairwise", "absolute"
 _CHOICE_ALIASES = {"a": "a", "left": "a", "b": "b", "right": "b", "tie": "tie", "both_bad": "both_bad",
@@ -738,7 +742,7 @@ def _pair_item(store: Store, pair: dict, samples: dict, modality: str):
 
 
 def preference_dataset(store: Store, set_id: int, include_flagged: bool = False, name: str | None = None,
-                       actor: str | None = None):
+                       actor: str | None = None) -> ImportResult:
     """A new version of dataset ``name`` (default ``votes-set-<id>``, in the set's project) holding the set's
     decided pairs as preference rows (studio.data.preferences): text ``prompt``/``response``/``rejected``, images
     and audio ``caption``/``file``/``rejected_file`` with both files copied in. Its ``source`` names the set and
