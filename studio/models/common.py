@@ -132,6 +132,28 @@ def add_adapter(target, folder: Path, name: str) -> None:
                          f"{list(result.unexpected_keys)[:3]}, missing: {missing[:3]})")
 
 
+class adapters_off:
+    """``with adapters_off(module):`` every LoRA layer inside ``module`` passes its input through the frozen base
+    weights alone, then switches back: the reference of a preference objective with LoRA, the same weights
+    without a second copy (PEFT's ``disable_adapter()``, for any module that holds LoRA layers)."""
+
+    def __init__(self, module):
+        from peft.tuners.tuners_utils import BaseTunerLayer
+
+        self.layers = [m for m in module.modules() if isinstance(m, BaseTunerLayer)]
+
+    def __enter__(self):
+        self.were_on = [not layer.disable_adapters for layer in self.layers]
+        for layer in self.layers:
+            layer.enable_adapters(False)
+        return self
+
+    def __exit__(self, *exc):
+        for layer, was_on in zip(self.layers, self.were_on):
+            layer.enable_adapters(was_on)
+        return False
+
+
 def activate_adapter(target, name: str | None) -> None:
     """Switches every LoRA layer of ``target`` to adapter ``name``, or off (the base model) when None."""
     from peft.tuners.tuners_utils import BaseTunerLayer

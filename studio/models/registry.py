@@ -38,7 +38,7 @@ class Family:
     model_class: str = ""          # the transformers class that loads its folders ("" for pipelines)
     methods: tuple[str, ...] = METHODS
     objectives: tuple[str, ...] = ("sft",)  # what a training step does (training/objectives.py): the first is
-    #                                          the default; supervised fine-tuning today
+    #                                          the default (supervised fine-tuning)
     starter: str = ""              # the starter's name: built here from a config, so only 'scratch' trains it
     standalone: bool = True        # its model folders load without the studio
     claims: tuple[str, ...] = ()   # config.json model_type / catalog family values that belong to it
@@ -73,22 +73,28 @@ def register(family: Family) -> Family:
 
 
 _TRANSFORMERS_FORMATS = ("peft", "merged")
+# Language models score an answer by its log-probability, so every preference objective fits them; a diffusion
+# model's score is its denoising error, which Diffusion-DPO compares between two pictures (no ORPO or KTO for it).
+_LANGUAGE_OBJECTIVES, _DIFFUSION_OBJECTIVES = ("sft", "dpo", "orpo", "kto"), ("sft", "dpo")
 _ATTENTION = ("q_proj", "k_proj", "v_proj", "o_proj")
 _UNET_ATTENTION = ("to_q", "to_k", "to_v", "to_out.0")
 CAUSAL_LM = register(Family("causal-lm", "text", "studio.models.text:TextBackend", _ATTENTION, _TRANSFORMERS_FORMATS,
-                            "transformers", "AutoModelForCausalLM", fallback=True))
+                            "transformers", "AutoModelForCausalLM", objectives=_LANGUAGE_OBJECTIVES, fallback=True))
 STARTER_TEXT = register(Family("starter-text", "text", "studio.models.text:TextBackend", _ATTENTION,
-                               _TRANSFORMERS_FORMATS, "transformers", "AutoModelForCausalLM", starter="starter-text"))
+                               _TRANSFORMERS_FORMATS, "transformers", "AutoModelForCausalLM", starter="starter-text",
+                               objectives=_LANGUAGE_OBJECTIVES))
 SD_PIPELINE = register(Family("sd-pipeline", "image", "studio.models.image:ImageBackend", _UNET_ATTENTION,
-                              ("peft", "diffusers-lora", "merged"), "diffusers", fallback=True))
+                              ("peft", "diffusers-lora", "merged"), "diffusers", objectives=_DIFFUSION_OBJECTIVES,
+                              fallback=True))
 STARTER_IMAGE = register(Family("starter-image", "image", "studio.models.image:ImageBackend", _UNET_ATTENTION,
-                                ("peft", "merged"), "diffusers", starter="starter-image", standalone=False))
+                                ("peft", "merged"), "diffusers", starter="starter-image", standalone=False,
+                                objectives=_DIFFUSION_OBJECTIVES))
 MUSICGEN = register(Family("musicgen", "audio", "studio.models.musicgen:MusicgenBackend",
                            ("q_proj", "k_proj", "v_proj", "out_proj"), _TRANSFORMERS_FORMATS, "transformers",
                            "MusicgenForConditionalGeneration", claims=("musicgen",)))
 STARTER_AUDIO = register(Family("starter-audio", "audio", "studio.models.audio:SpectrogramBackend", _UNET_ATTENTION,
                                 ("peft", "merged"), "diffusers", starter="starter-audio", standalone=False,
-                                fallback=True))
+                                objectives=_DIFFUSION_OBJECTIVES, fallback=True))
 
 
 # ----------------------------------------------------------------------------- which family
