@@ -231,7 +231,16 @@ class ModalityBackend:
 
     def load(self, model_ref: str, method: str, config: BackendConfig,
              train_rows: list[dict] | None = None) -> Handle:
-        return family_for(model_ref, self.modality).backend().load(model_ref, method, config, train_rows)
+        """A LoRA run's folder trained further with LoRA goes on with its adapter (``continue_adapter``): its base
+        gets LoRA layers of the adapter's own shape and the adapter's weights, so what is saved stays one adapter
+        on that base. Otherwise the family's backend loads ``model_ref`` (a LoRA folder: merged into its base)."""
+        backend = family_for(model_ref, self.modality).backend()
+        base = continued_adapter_base(model_ref, method, config)
+        if base is None:
+            return backend.load(model_ref, method, config, train_rows)
+        handle = backend.load(base, "lora", with_adapter_shape(config, Path(model_ref)), train_rows)
+        backend.load_weights(handle, Path(model_ref))
+        return handle
 
     def datasets(self, handle: Handle, rows: dict[str, list[dict]], root: Path, config):
         return handle.family.backend().datasets(handle, rows, root, config)
@@ -247,6 +256,27 @@ class ModalityBackend:
 
     def load_weights(self, handle: Handle, folder: Path) -> None:
         handle.family.backend().load_weights(handle, folder)
+
+
+def continued_adapter_base(model_ref: str, method: str, config) -> str | None:
+    """The base a LoRA folder adapts, when ``model_ref`` is one and its adapter is to be trained further."""
+    from studio.models.common import adapter_base
+
+    folder = Path(model_ref).expanduser()
+    if method != "lora" or config is None or not config.lora.continue_adapter or not folder.is_dir():
+        return None
+    return adapter_base(folder, model_ref)
+
+
+def with_adapter_shape(config, folder: Path):
+    """``config`` with the LoRA settings of the adapter saved in ``folder`` (its rank, alpha, dropout and layers)."""
+    saved = json.loads((folder / ADAPTER_CONFIG).read_text())
+    targets = saved.get("target_modules") or config.lora.target_modules
+    lora = config.lora.model_copy(update={
+        "r": saved.get("r", config.lora.r), "lora_alpha": saved.get("lora_alpha", config.lora.lora_alpha),
+        "lora_dropout": saved.get("lora_dropout", config.lora.lora_dropout),
+        "target_modules": targets if isinstance(targets, str) else ",".join(sorted(targets))})
+    return config.model_copy(update={"lora": lora})
 
 
 def backend_for(modality: str) -> ModalityBackend:
