@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from studio.models.base import METHODS, BackendConfig, Handle
-from studio.models.catalog import find
+from studio.models.catalog import find, recommended_overrides
 from studio.models.common import ADAPTER_CONFIG, MARKER, read_marker
 
 STARTER_SCRATCH_ONLY = ("starter models are trained from scratch; use method 'scratch', or fine-tune a finished "
@@ -191,6 +191,13 @@ def _family_on_hub(model_ref: str, modality: str) -> Family | None:
     except OSError:  # not cached and offline, or no such repository
         return None
     return _claimed(config.get("model_type"), modality)
+
+
+def recommended_for(model_ref: str, objective: str = "sft") -> list[str]:
+    """``--set`` pairs that suit training ``model_ref`` with ``objective`` (catalog.recommended_overrides), what the
+    Train form and `studio train` start from."""
+    family = family_of(model_ref) if model_ref else None
+    return recommended_overrides(model_ref, objective, family.name if family else None)
 
 
 # ----------------------------------------------------------------------------- which modality
