@@ -91,7 +91,7 @@ STARTER_IMAGE = register(Family("starter-image", "image", "studio.models.image:I
                                 objectives=_DIFFUSION_OBJECTIVES))
 MUSICGEN = register(Family("musicgen", "audio", "studio.models.musicgen:MusicgenBackend",
                            ("q_proj", "k_proj", "v_proj", "out_proj"), _TRANSFORMERS_FORMATS, "transformers",
-                           "MusicgenForConditionalGeneration", claims=("musicgen",)))
+                           "MusicgenForConditionalGeneration", claims=("musicgen",), objectives=_LANGUAGE_OBJECTIVES))
 STARTER_AUDIO = register(Family("starter-audio", "audio", "studio.models.audio:SpectrogramBackend", _UNET_ATTENTION,
                                 ("peft", "merged"), "diffusers", starter="starter-audio", standalone=False,
                                 objectives=_DIFFUSION_OBJECTIVES, fallback=True))
