@@ -97,11 +97,11 @@ def origin(store: Store, model_ref: str, seen: frozenset = frozenset()) -> tuple
 
 
 def adapted_model(folder: str, run: Run) -> str:
-    """What a checkpoint's weights go on: for a LoRA checkpoint, the model its adapter adapts as its folder says
-    (a run that went on with its start's adapter adapts the start's base, not the start), else the run's model."""
-    from studio.models.common import adapter_base
+    """What a checkpoint's weights go on: the run's model, except for a LoRA run that started from a LoRA
+    checkpoint, whose adapter adapts what its folder says (its start's base, when it went on with that adapter)."""
+    from studio.models.common import ADAPTER_CONFIG, adapter_base
 
-    if run.method != "lora":
+    if run.method != "lora" or not (Path(run.model_ref).expanduser() / ADAPTER_CONFIG).is_file():
         return run.model_ref
     try:
         return adapter_base(Path(folder), run.model_ref) or run.model_ref
