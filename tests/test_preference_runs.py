@@ -9,6 +9,7 @@ import math
 from pathlib import Path
 
 import pytest
+from safetensors.torch import load_file
 
 from studio.data.service import import_dataset
 from studio.generation.cache import ModelCache
@@ -68,10 +69,14 @@ def test_a_dpo_run_starts_from_a_lora_runs_checkpoint_and_sits_beside_it_in_gene
             "train_loss", "val_loss"} <= names
     base, begun, tuned = resolve_variants(store, ["base", f"{lab['sft']}:4", str(dpo)])
     assert base.base_ref == begun.base_ref == tuned.base_ref == str(Path(tiny_folder).resolve())
-    # It went on with the start's adapter (one adapter on the same base): at step 0 the model is the start, not
-    # the base (a new adapter would score exactly as the reference: a DPO loss of log 2).
+    # It went on with the start's adapter, one adapter on the same base, compared with the start itself (a frozen
+    # copy of its adapter): at step 0 the model is its reference (a DPO loss of log 2), and it ends near its start.
     first_loss = next(h["value"] for h in summary["history"] if h["name"] == "val_loss")
-    assert tuned.kind == "lora" and abs(first_loss - math.log(2)) > 1e-3
+    assert tuned.kind == "lora" and first_loss == pytest.approx(math.log(2), abs=1e-5)
+    ended, begun_with = (load_file(str(Path(v.weights) / "adapter_model.safetensors")) for v in (tuned, begun))
+    assert ended.keys() == begun_with.keys() and not (Path(tuned.weights) / "reference").exists()
+    moved = sum(float((ended[k] - begun_with[k]).norm()) for k in ended)
+    assert 0 < moved < 0.5 * sum(float(v.norm()) for v in begun_with.values())
     made = get_set(store, generate_set(store, ["base", f"{lab['sft']}:4", str(dpo)], ["Is 4 even?"], seed=3,
                                        settings={"max_new_tokens": 6}, cache=ModelCache(2**34)))
     assert len(made["samples"]) == 3 and all(sample["text"] is not None for sample in made["samples"]), made

@@ -132,25 +132,37 @@ def add_adapter(target, folder: Path, name: str) -> None:
                          f"{list(result.unexpected_keys)[:3]}, missing: {missing[:3]})")
 
 
-class adapters_off:
-    """``with adapters_off(module):`` every LoRA layer inside ``module`` passes its input through the frozen base
-    weights alone, then switches back: the reference of a preference objective with LoRA, the same weights
-    without a second copy (PEFT's ``disable_adapter()``, for any module that holds LoRA layers)."""
+REFERENCE = "reference"  # the name of a frozen copy of the start's LoRA adapter (preference objectives)
+
+
+class reference_weights:
+    """``with reference_weights(module):`` the LoRA layers inside ``module`` give what a preference objective
+    compares with, then go back: the adapter named ``REFERENCE`` where there is one (a run going on with its start's
+    adapter keeps a frozen copy of it, as TRL's "ref" adapter), else the frozen base weights alone, every adapter
+    off (PEFT's ``disable_adapter()``). Either way the same weights, without a second copy of the model."""
 
     def __init__(self, module):
         from peft.tuners.tuners_utils import BaseTunerLayer
 
         self.layers = [m for m in module.modules() if isinstance(m, BaseTunerLayer)]
+        self.named = any(REFERENCE in getattr(layer, name) for layer in self.layers
+                         for name in layer.adapter_layer_names)
 
     def __enter__(self):
-        self.were_on = [not layer.disable_adapters for layer in self.layers]
+        self.before = [(list(layer.active_adapters), not layer.disable_adapters) for layer in self.layers]
         for layer in self.layers:
-            layer.enable_adapters(False)
+            if self.named:
+                layer.set_adapter(REFERENCE, inference_mode=True)
+            else:
+                layer.enable_adapters(False)
         return self
 
     def __exit__(self, *exc):
-        for layer, was_on in zip(self.layers, self.were_on):
-            layer.enable_adapters(was_on)
+        for layer, (active, enabled) in zip(self.layers, self.before):
+            if self.named:
+                layer.set_adapter(active)  # the trained adapter again, trainable
+            else:
+                layer.enable_adapters(enabled)
         return False
 
 

@@ -348,7 +348,8 @@ class MusicgenBackend:
         a model reference. Tokenizer and feature extractor go along; ``studio_model.json`` always."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        handle.parts.model.save_pretrained(str(folder))
+        lora = {"selected_adapters": ["default"]} if handle.method == "lora" else {}  # not a preference run's reference
+        handle.parts.model.save_pretrained(str(folder), **lora)
         for processor in handle.parts.processors():
             processor.save_pretrained(str(folder))
         write_marker(handle, folder, sample_rate=handle.parts.sample_rate)

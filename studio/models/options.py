@@ -28,8 +28,9 @@ class LoraOptions(Section):
     continue_adapter: bool = Field(True, title="go on with the start's adapter",
                                    description="starting from a LoRA run's checkpoint: train that adapter further "
                                                "(default: nothing is folded or lost, the result is still one adapter "
-                                               "on the original base, and a preference objective's reference is the "
-                                               "start itself); off: fold it into the weights and train a new adapter")
+                                               "on the original base, and a preference objective compares with the "
+                                               "start itself, a frozen copy of its adapter); off: fold it into the "
+                                               "weights and train a new adapter")
 
 
 class TextOptions(Section):

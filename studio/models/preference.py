@@ -23,6 +23,7 @@ from studio.data.preferences import PAIR, THUMBS, row_kind
 
 SCORE, PAIRS, LABEL = "score_seed", "pairs", "label"
 PAIRED_OBJECTIVES, THUMBS_OBJECTIVES = ("dpo", "orpo"), ("kto",)
+REFERENCE_OBJECTIVES = ("dpo", "kto")  # those that compare the model with a reference (ORPO does not)
 
 
 def rejected_of(row: dict) -> dict:

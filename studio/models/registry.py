@@ -21,7 +21,8 @@ from pathlib import Path
 
 from studio.models.base import METHODS, BackendConfig, Handle
 from studio.models.catalog import find, recommended_overrides
-from studio.models.common import ADAPTER_CONFIG, MARKER, read_marker
+from studio.models.common import ADAPTER_CONFIG, MARKER, REFERENCE, activate_adapter, add_adapter, read_marker
+from studio.models.preference import REFERENCE_OBJECTIVES
 
 STARTER_SCRATCH_ONLY = ("starter models are trained from scratch; use method 'scratch', or fine-tune a finished "
                         "run's model folder")
@@ -247,6 +248,10 @@ class ModalityBackend:
             return backend.load(model_ref, method, config, train_rows)
         handle = backend.load(base, "lora", with_adapter_shape(config, Path(model_ref)), train_rows)
         backend.load_weights(handle, Path(model_ref))
+        if config.objective in REFERENCE_OBJECTIVES:  # the start is the reference: its adapter, frozen, beside
+            target = backend.lora_module(handle)
+            add_adapter(target, Path(model_ref), REFERENCE)
+            activate_adapter(target, "default")  # the one that trains (adding made the new one active)
         return handle
 
     def datasets(self, handle: Handle, rows: dict[str, list[dict]], root: Path, config):

@@ -547,7 +547,8 @@ class TextBackend:
         folder.mkdir(parents=True, exist_ok=True)
         model = handle.parts.model
         if handle.method == "lora":
-            model.save_pretrained(str(folder), safe_serialization=True, save_embedding_layers=False)
+            model.save_pretrained(str(folder), safe_serialization=True, save_embedding_layers=False,
+                                  selected_adapters=["default"])  # not a preference run's frozen reference
         else:
             model.save_pretrained(str(folder))  # transformers 5 writes safetensors only
         handle.parts.tokenizer.save_pretrained(str(folder))

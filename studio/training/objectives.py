@@ -12,7 +12,8 @@ The preference objectives (``dpo``, ``orpo``, ``kto``) are one class over every 
 scores each example (``studio.models.preference``: a language model's log-probability of the answer, a diffusion
 model's minus its denoising error), and the loss is TRL's formula over the policy's and the reference's scores,
 so Diffusion-DPO is DPO over diffusion scores. The reference is the same weights with the LoRA adapters switched
-off, or (full fine-tuning) a frozen copy made once, before any step or resume.
+off (or, going on with a start's adapter, a frozen copy of that adapter), or (full fine-tuning) a frozen copy made
+once, before any step or resume.
 
 Adding one: a class with ``name``, ``parameter_groups``, ``loss`` and ``step`` (``Objective``) in ``OBJECTIVES``
 (a function of the run's preference options that makes it), and its name in the ``objectives`` of the families
@@ -132,7 +133,8 @@ class PreferenceObjective(SupervisedFineTuning):
 
     def start(self, handle: Handle, accelerator) -> None:
         """Before the first step (and before a resume loads its state): with full fine-tuning and a reference to
-        compare with, a frozen copy of the start; with LoRA the adapters switched off are the reference."""
+        compare with, a frozen copy of the start; with LoRA the reference is in the LoRA layers
+        (``common.reference_weights``)."""
         import copy
 
         if self.name == ORPO or handle.method == "lora":
@@ -143,13 +145,13 @@ class PreferenceObjective(SupervisedFineTuning):
         import torch
         from accelerate.utils import extract_model_from_parallel
 
-        from studio.models.common import adapters_off
+        from studio.models.common import reference_weights
 
         with torch.no_grad():
             if self.frozen is not None:
                 return self.frozen(batch)
             inner = extract_model_from_parallel(module)
-            with adapters_off(inner):
+            with reference_weights(inner):
                 return inner(batch)
 
     def loss(self, module, batch) -> Step:
