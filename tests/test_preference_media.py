@@ -148,3 +148,31 @@ def test_the_audio_starter_takes_diffusion_dpo_steps_and_its_frozen_reference_st
     saved = dict(starter.module.named_parameters())
     assert all(torch.equal(saved[n], p) for n, p in objective.frozen.named_parameters())  # the start, unchanged
     assert any(not torch.equal(saved[n], p) for n, p in handle.module.named_parameters())
+
+
+def test_an_image_lora_start_goes_on_with_its_adapter_and_folding_it_is_refused(store, tiny_pipeline,  # noqa: F811
+                                                                               tmp_path):
+    from studio.data.service import import_dataset
+    from studio.examples.shapes import make_shapes
+    from studio.training import jobs
+
+    make_shapes(tmp_path / "shapes", 1, 0)
+    dataset = str(import_dataset(store, [tmp_path / "shapes"], name="shapes")["dataset_id"])
+    backend = ImageBackend()
+    backend.save(backend.load(str(tiny_pipeline), "lora", image_config()), tmp_path / "adapter")
+    start = str(tmp_path / "adapter")
+    for method, changes in (("full", {}), ("lora", {"lora": {"continue_adapter": False}})):
+        with pytest.raises(jobs.RunError, match="LoRA adapter of an image or audio model: train it further with "
+                                                "method 'lora' and continue_adapter on"):
+            jobs.create_run(store, dataset, start, method, image_config(**changes))
+    assert jobs.create_run(store, dataset, start, "lora", image_config())  # goes on with the adapter
+    from safetensors.torch import load_file
+
+    from studio.models.registry import backend_for
+
+    handle = backend_for("image").load(start, "lora", image_config(objective="dpo"))
+    saved = load_file(str(tmp_path / "adapter" / "adapter_model.safetensors"))
+    names = {n for n, _ in handle.module.unet.named_parameters()}
+    assert handle.model_ref == str(tiny_pipeline) and any(".reference." in n for n in names)  # the start, frozen
+    trained = {n: p for n, p in handle.module.unet.named_parameters() if p.requires_grad}
+    assert trained and all(".default." in n for n in trained) and len(trained) == len(saved)

@@ -22,7 +22,7 @@ from studio import processes
 from studio.data.preferences import EXAMPLE, PAIR, THUMBS, count_kinds
 from studio.data.prompts import prompts_of
 from studio.data.service import get_version, read_manifest
-from studio.models.common import read_marker
+from studio.models.common import adapter_base, read_marker
 from studio.models.preference import needs as preference_needs, usable
 from studio.models.registry import family_of, modality_of
 from studio.processes import start_detached
@@ -128,6 +128,10 @@ def check_possible(store: Store, version, model_ref: str, method: str, config: T
     family = family_of(model_ref)
     if family is not None and (problem := family.method_problem(model_ref, method)):
         reasons.append(problem)
+    if family is not None and family.library == "diffusers" and adapter_base(Path(model_ref).expanduser(), model_ref) \
+            and not (method == "lora" and config.lora.continue_adapter):
+        reasons.append(f"'{model_ref}' is a LoRA adapter of an image or audio model: train it further with method "
+                       f"'lora' and continue_adapter on (folding it into the weights is not supported for these yet)")
     if family is not None and config.objective not in family.objectives:
         reasons.append(f"objective '{config.objective}' is not one the {family.name} family trains with: "
                        f"{', '.join(family.objectives)}")
