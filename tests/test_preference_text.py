@@ -43,8 +43,15 @@ def test_the_recommended_settings_are_the_measured_ones(base, objective):
 
 @pytest.fixture(scope="module")
 def base(tmp_path_factory):
+    import torch
+
     folder = tmp_path_factory.mktemp("base") / "model"
-    build_base(folder)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # set up before the tests' one_torch_thread: one thread is several times faster here
+    try:
+        build_base(folder)
+    finally:
+        torch.set_num_threads(threads)
     return folder
 
 
