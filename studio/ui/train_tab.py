@@ -15,7 +15,7 @@ from pydantic import ValidationError
 from studio.data.items import ImportRefused
 from studio.data.service import get_version
 from studio.fields import validated
-from studio.models.catalog import recommended_overrides
+from studio.models.registry import recommended_for
 from studio.status import RunStatus
 from studio.store import Store
 from studio.store.projects import DEFAULT_PROJECT
@@ -56,6 +56,17 @@ def loss_frame(history: list[dict], label: str = ""):
     rows += [{"step": h["step"], "loss": h["value"], "series": f"{prefix}validation"}
              for h in history if h["name"] == "val_loss"]
     return pd.DataFrame(rows, columns=["step", "loss", "series"]).astype({"step": "int64", "loss": "float64"})
+
+
+def rewards_frame(history: list[dict]):
+    """A preference run's reward curves as TRL names them (``rewards/chosen``, ...; validation's with ``val_``);
+    empty for any other run."""
+    import pandas as pd
+
+    rows = [{"step": h["step"], "reward": h["value"],
+             "series": ("validation " if h["name"].startswith("val_") else "") + h["name"].rsplit("/", 1)[1]}
+            for h in history if h["name"].startswith(("rewards/", "val_rewards/"))]
+    return pd.DataFrame(rows, columns=["step", "reward", "series"]).astype({"step": "int64", "reward": "float64"})
 
 
 def lr_frame(history: list[dict]):
@@ -113,9 +124,9 @@ def runs_table(store: Store, project: str | None = None, runs: list[dict] | None
             for r in (list_runs(store, project) if runs is None else runs)]
 
 
-def starting_config(model_ref: str) -> TrainConfig:
-    """The defaults, with what suits ``model_ref`` on top (starters: settings measured to learn)."""
-    return apply_overrides(TrainConfig(), recommended_overrides(model_ref))
+def starting_config(model_ref: str, objective: str = "sft") -> TrainConfig:
+    """The defaults, with what suits ``model_ref`` and ``objective`` on top (settings measured to learn)."""
+    return apply_overrides(TrainConfig(), recommended_for(model_ref, objective) + [f"objective={objective}"])
 
 
 @dataclass
@@ -138,6 +149,7 @@ class TrainTab:
     progress: object
     loss_plot: object
     lr_plot: object
+    rewards_plot: object
     overlay_plot: object
     stop_button: object
     save_button: object
@@ -198,6 +210,8 @@ def layout(store: Store, project, version) -> TrainTab:
     with gr.Row():
         loss_plot = gr.LinePlot(x="step", y="loss", color="series", title="Loss", height=300, elem_id="loss-plot")
         lr_plot = gr.LinePlot(x="step", y="learning rate", title="Learning rate", height=300, elem_id="lr-plot")
+    rewards_plot = gr.LinePlot(x="step", y="reward", color="series", title="Rewards (preference runs)", height=300,
+                               visible=False, elem_id="rewards-plot")
     overlay_plot = gr.LinePlot(x="step", y="loss", color="series", title="Runs compared", height=300, visible=False)
     with gr.Row():
         stop_button = gr.Button("Stop (saves a checkpoint)", elem_id="run-stop")
@@ -220,7 +234,7 @@ def layout(store: Store, project, version) -> TrainTab:
                     preflight_button=preflight_button, yaml_button=yaml_button, command_button=command_button,
                     message=message, yaml_view=yaml_view, command_view=command_view, table=table, selected=selected,
                     overlay=overlay, progress=progress, loss_plot=loss_plot, lr_plot=lr_plot,
-                    overlay_plot=overlay_plot, stop_button=stop_button, save_button=save_button,
+                    rewards_plot=rewards_plot, overlay_plot=overlay_plot, stop_button=stop_button, save_button=save_button,
                     sample_button=sample_button, resume_button=resume_button, delete_button=delete_button,
                     confirm_delete=confirm_delete, armed_delete=armed_delete, control_message=control_message,
                     samples_view=samples_view, sample_gallery=sample_gallery, sample_audio=sample_audio,
@@ -261,16 +275,18 @@ def wire(store: Store, tab: TrainTab, project, version, model_tab: ModelTab) -> 
     for source in (version, model_ref, method):
         source.change(describe, [version, model_ref, method], [tab.intro, *tab.section_groups.values()])
 
-    def recommended_values(model):
-        """The form filled with what suits the chosen model (starters: settings measured to learn)."""
-        config = starting_config(model or "")
+    def recommended_values(model, objective):
+        """The form filled with what suits the chosen model and objective (settings measured to learn)."""
+        config = starting_config(model or "", objective or "sft")
         values = [getattr(config, name) for name in tab.top_components]
         values += [getattr(getattr(config, section), name) for section in FORM_SECTIONS
                    for name in tab.section_components[section]]
         values += [getattr(config.lora, name) for name in lora]
         return ["\n".join(v) if isinstance(v, list) else v for v in values]
 
-    model_ref.change(recommended_values, model_ref, form_inputs)
+    objective = tab.top_components["objective"]
+    model_ref.change(recommended_values, [model_ref, objective], form_inputs)
+    objective.input(recommended_values, [model_ref, objective], form_inputs)
 
     # request stands before *values: Gradio passes it only to a positional parameter
     def on_train(ref, model, chosen_method, project_value, request: gr.Request, *values):
@@ -348,8 +364,9 @@ def wire(store: Store, tab: TrainTab, project, version, model_tab: ModelTab) -> 
         if not run_id:
             out.update({tab.progress: "", tab.loss_plot: None, tab.lr_plot: None, tab.samples_view: "",
                         tab.log_view: "", tab.overlay_plot: gr.LinePlot(value=None, visible=False),
-                        tab.sample_gallery: gr.Gallery(visible=False), tab.sample_audio: gr.Audio(visible=False)})
-            out[tab.shown_state].update(loss=(), compare=())
+                        tab.sample_gallery: gr.Gallery(visible=False), tab.sample_audio: gr.Audio(visible=False),
+                        tab.rewards_plot: gr.LinePlot(value=None, visible=False)})
+            out[tab.shown_state].update(loss=(), compare=(), rewards=())
             return out
         summary = run_summary(store, int(run_id))
         history = CACHE.history(store, int(run_id))
@@ -357,6 +374,10 @@ def wire(store: Store, tab: TrainTab, project, version, model_tab: ModelTab) -> 
         out[tab.loss_plot], out[tab.shown_state]["loss"] = live_plot(loss_frame(history), shown.get("loss", ()),
                                                                       total)
         out[tab.lr_plot] = live_plot(lr_frame(history), (), total)[0]
+        rewards = rewards_frame(history)  # a second plot, only for a run that has reward curves
+        out[tab.rewards_plot], out[tab.shown_state]["rewards"] = (
+            live_plot(rewards, shown.get("rewards", ()), total, visible=True) if not rewards.empty
+            else (gr.LinePlot(value=None, visible=False), ()))
         out[tab.overlay_plot], out[tab.shown_state]["compare"] = gr.LinePlot(value=None, visible=False), ()
         if compared:
             import pandas as pd
@@ -377,8 +398,8 @@ def wire(store: Store, tab: TrainTab, project, version, model_tab: ModelTab) -> 
             tab.log_view: jobs.log_tail(store, int(run_id), 40)})
         return out
 
-    refresh_outputs = [tab.table, tab.progress, tab.loss_plot, tab.lr_plot, tab.overlay_plot, tab.samples_view,
-                       tab.sample_gallery, tab.sample_audio, tab.log_view, tab.shown_state, tab.selected, tab.overlay,
+    refresh_outputs = [tab.table, tab.progress, tab.loss_plot, tab.lr_plot, tab.rewards_plot, tab.overlay_plot,
+                       tab.samples_view, tab.sample_gallery, tab.sample_audio, tab.log_view, tab.shown_state, tab.selected, tab.overlay,
                        tab.control_message, tab.pending_request]
     refresh_inputs = [tab.selected, tab.overlay, project, tab.shown_state, tab.pending_request]
     tab.timer.tick(refresh, refresh_inputs, refresh_outputs, show_progress="hidden")
