@@ -34,8 +34,8 @@ statistics because torch keeps no CPU allocation statistics (``torch.cuda.max_me
 twin), and RSS also counts what is not a tensor (TRL's datasets, autograd's bookkeeping). Each run is a fresh
 process so that nothing freed by an earlier run is reused.
 
-    .venv/bin/python bench/dpo.py            # full: 6 runs x 3 rounds + 2 lockstep runs, 30 timed steps (~12 min here)
-    .venv/bin/python bench/dpo.py --quick    # smoke run: smaller model, sft/dpo/trl, 4 steps, 1 round (about a minute)
+    .venv/bin/python bench/dpo.py            # full: 6 runs x 3 rounds + 2 lockstep runs, 30 timed steps (~13 min here)
+    .venv/bin/python bench/dpo.py --quick    # smoke run: smaller model, sft/dpo + 1 lockstep run, 4 steps (about 40 s)
     .venv/bin/python bench/dpo.py --variants dpo trl --rounds 5
 
 TRL is not a dependency of the studio; the bench needs it: ``pip install trl==1.16.0`` (or
