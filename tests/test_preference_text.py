@@ -112,6 +112,31 @@ def test_with_lora_the_reference_is_the_base_with_the_adapter_off_and_no_copy(ba
     assert sum(p.numel() for p in handle.module.parameters()) == base_count + lora_count  # one copy of the weights
 
 
+def test_a_dpo_loss_scores_the_reference_first_and_keeps_no_key_value_cache(base):
+    """The reference's no-grad pass runs before the policy's activations are held for backward, not on top of
+    them, and neither pass keeps a generation cache: both lower a DPO step's peak memory (docs/PERFORMANCE.md)."""
+    import torch
+
+    backend = TextBackend()
+    config = base_config(objective="dpo")
+    handle = backend.load(str(base), "lora", config)
+    objective = objective_for(handle, "dpo", config.preference)
+    objective.start(handle, None)
+    passes = []
+    causal_lm = handle.module.model.get_base_model()
+    hook = causal_lm.register_forward_hook(
+        lambda module, args, output: passes.append((torch.is_grad_enabled(), output.past_key_values)))
+    collate = backend.collate(handle, config)
+    batch = collate([backend.datasets(handle, split_rows("pair"), Path("."), config)["train"][i] for i in range(4)])
+    try:
+        handle.module.train()
+        objective.loss(handle.module, batch).loss.backward()
+    finally:
+        hook.remove()
+    assert [grad for grad, _ in passes] == [False, True]  # the reference, then the policy
+    assert all(cache is None for _, cache in passes)
+
+
 def test_with_full_fine_tuning_the_reference_is_a_frozen_copy_that_stays(base, tmp_path):
     import torch
 

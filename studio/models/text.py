@@ -81,7 +81,7 @@ def _loss_module_class():
             if SCORE in batch:
                 return answer_log_probabilities(self.model, batch)
             return self.model(input_ids=batch["input_ids"], attention_mask=batch.get("attention_mask"),
-                              labels=batch["labels"]).loss
+                              labels=batch["labels"], use_cache=False).loss  # training keeps no key/value cache
 
     CausalLMLoss.__module__, CausalLMLoss.__qualname__ = __name__, "CausalLMLoss"
     return CausalLMLoss
@@ -92,7 +92,8 @@ def answer_log_probabilities(model, batch: dict):
     preference objective compares (TRL's ``logps``)."""
     import torch
 
-    logits = model(input_ids=batch["input_ids"], attention_mask=batch.get("attention_mask")).logits[:, :-1].float()
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch.get("attention_mask"),
+                   use_cache=False).logits[:, :-1].float()  # as in training: no key/value cache kept
     labels = batch["labels"][:, 1:]
     learned = labels != IGNORE
     chosen = logits.gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)

@@ -160,8 +160,10 @@ class PreferenceObjective(SupervisedFineTuning):
         # Policy and reference draw the same noise (diffusion); validation the same every time, so it compares.
         seed = int(torch.randint(0, 2 ** 31 - 1, ())) if module.training else 0
         scored = {**batch, SCORE: seed}
-        scores, counts = module(scored)
+        # The reference first: its no-grad pass then runs before the policy's activations are held for backward,
+        # not on top of them (a lower peak).
         reference = (None, None) if self.name == ORPO else self.reference_scores(module, scored)
+        scores, counts = module(scored)
         if self.name == KTO:
             return self._kto(scores, reference[0], batch[LABEL].to(scores.device))
         if not batch.get(PAIRS):
