@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from pydantic import ValidationError
 
 from studio.data.items import ImportRefused
-from studio.data.service import get_version
+from studio.data.preferences import PAIR, row_kind
+from studio.data.service import get_version, read_manifest
 from studio.fields import validated
 from studio.models.catalog import recommended_overrides
 from studio.status import RunStatus
@@ -28,7 +29,7 @@ from studio.ui.forms import form_values, params_form
 from studio.ui.model_tab import ModelTab
 from studio.ui.project_bar import dataset_picker
 from studio.ui.state import (PICK_VERSION_FIRST, MetricCache, clear_when_picked, current_user, error_message,
-                             on_project_or_load, run_choices)
+                             model_in_words, on_project_or_load, root_model, run_choices, run_start)
 
 REFRESH_SECONDS = 2
 TOP_FIELDS = [name for name in TrainConfig.model_fields if name not in SECTIONS]
@@ -116,6 +117,45 @@ def runs_table(store: Store, project: str | None = None, runs: list[dict] | None
 def starting_config(model_ref: str) -> TrainConfig:
     """The defaults, with what suits ``model_ref`` on top (starters: settings measured to learn)."""
     return apply_overrides(TrainConfig(), recommended_overrides(model_ref))
+
+
+def proposed_config(store: Store, model_ref: str | None, dataset_ref: str | None) -> TrainConfig:
+    """What the form proposes for ``model_ref`` on ``dataset_ref``: ``starting_config``; a run's checkpoint as the
+    model keeps that run's sections (its LoRA adapter, how its data was read) on the settings that suit the model it
+    came from; a version of preference pairs trains with DPO (the objective's recommended settings)."""
+    start = run_start(store, model_ref)
+    config = starting_config(root_model(store, model_ref) or "")
+    if start is not None:
+        saved = run_summary(store, start["run_id"], with_history=True).get("config") or {}
+        config = config.model_copy(update={s: getattr(TrainConfig.model_validate(saved), s) for s in SECTIONS})
+    if dataset_ref and holds_pairs(store, dataset_ref):
+        config = apply_overrides(config, ["objective=dpo"])
+    return config
+
+
+def holds_pairs(store: Store, dataset_ref: str) -> bool:
+    """Whether the dataset version is preference pairs (a version is of one kind: its first row says which)."""
+    try:
+        first = read_manifest(store, get_version(store, dataset_ref), limit=1)
+    except (ImportRefused, OSError):
+        return False
+    return bool(first) and row_kind(first[0]) == PAIR
+
+
+def form_inputs(tab: "TrainTab", lora: dict) -> list:
+    """The settings form's components in the order ``config_values`` fills them: the top fields, the sections',
+    then the Model tab's LoRA settings (``lora``)."""
+    return list(tab.top_components.values()) \
+        + [c for s in FORM_SECTIONS for c in tab.section_components[s].values()] + list(lora.values())
+
+
+def config_values(tab: "TrainTab", lora: dict, config: TrainConfig) -> list:
+    """``config`` as the values of ``form_inputs(tab, lora)``."""
+    values = [getattr(config, name) for name in tab.top_components]
+    values += [getattr(getattr(config, section), name) for section in FORM_SECTIONS
+               for name in tab.section_components[section]]
+    values += [getattr(config.lora, name) for name in lora]
+    return ["\n".join(v) if isinstance(v, list) else v for v in values]
 
 
 @dataclass
@@ -241,8 +281,7 @@ def wire(store: Store, tab: TrainTab, project, version, model_tab: ModelTab) -> 
         data["lora"] = form_values(SECTIONS["lora"], dict(zip(lora, rest[:len(lora)])))
         return validated(TrainConfig, data)  # a bad value: one line naming the field and what it takes
 
-    form_inputs = list(tab.top_components.values()) \
-        + [c for s in FORM_SECTIONS for c in tab.section_components[s].values()] + list(lora.values())
+    inputs = form_inputs(tab, lora)
 
     def describe(ref, model, chosen_method):
         if not ref:
@@ -255,22 +294,17 @@ def wire(store: Store, tab: TrainTab, project, version, model_tab: ModelTab) -> 
         modality = found.dataset.modality
         text = (f"Dataset **{html.escape(found.dataset.name)} v{found.version}** ({modality}, "
                 f"{found.splits.get('train', 0)} train / {found.splits.get('validation', 0)} validation) · "
-                f"model **{html.escape(model or '?')}** · method **{chosen_method}**")
+                f"model **{html.escape(model_in_words(store, model) or '?')}** · method **{chosen_method}**")
         return text, *[gr.Accordion(visible=s in MODALITY_SECTIONS[modality]) for s in FORM_SECTIONS]
 
     for source in (version, model_ref, method):
         source.change(describe, [version, model_ref, method], [tab.intro, *tab.section_groups.values()])
 
-    def recommended_values(model):
-        """The form filled with what suits the chosen model (starters: settings measured to learn)."""
-        config = starting_config(model or "")
-        values = [getattr(config, name) for name in tab.top_components]
-        values += [getattr(getattr(config, section), name) for section in FORM_SECTIONS
-                   for name in tab.section_components[section]]
-        values += [getattr(config.lora, name) for name in lora]
-        return ["\n".join(v) if isinstance(v, list) else v for v in values]
+    def recommended_values(model, ref):
+        """The form filled with what suits the chosen model and data (starters: settings measured to learn)."""
+        return config_values(tab, lora, proposed_config(store, model, ref))
 
-    model_ref.change(recommended_values, model_ref, form_inputs)
+    model_ref.change(recommended_values, [model_ref, version], inputs)
 
     # request stands before *values: Gradio passes it only to a positional parameter
     def on_train(ref, model, chosen_method, project_value, request: gr.Request, *values):
@@ -288,7 +322,7 @@ def wire(store: Store, tab: TrainTab, project, version, model_tab: ModelTab) -> 
                 gr.Dropdown(choices=choices, value=run_id), runs_table(store, project_value),
                 gr.Dropdown(choices=choices))
 
-    tab.train_button.click(on_train, [version, model_ref, method, project, *form_inputs],
+    tab.train_button.click(on_train, [version, model_ref, method, project, *inputs],
                            [tab.message, tab.selected, tab.table, tab.overlay])
 
     def on_project(project_value):
@@ -305,7 +339,7 @@ def wire(store: Store, tab: TrainTab, project, version, model_tab: ModelTab) -> 
         except (ValidationError, ValueError) as error:
             return gr.Code(value=f"# invalid settings:\n# {error}", visible=True)
 
-    tab.yaml_button.click(on_yaml, form_inputs, tab.yaml_view)
+    tab.yaml_button.click(on_yaml, inputs, tab.yaml_view)
 
     def on_preflight(ref, model, chosen_method, progress=gr.Progress(), *values):  # progress: positional, as above
         if not ref:
@@ -321,7 +355,7 @@ def wire(store: Store, tab: TrainTab, project, version, model_tab: ModelTab) -> 
                 f"{result['total_steps']} steps ≈ **{minutes:.1f} min** · "
                 f"{result['trainable_parameters']:,} trainable of {result['total_parameters']:,} parameters")
 
-    tab.preflight_button.click(on_preflight, [version, model_ref, method, *form_inputs], tab.message)
+    tab.preflight_button.click(on_preflight, [version, model_ref, method, *inputs], tab.message)
 
     def on_command(run_id):
         if not run_id:
