@@ -13,7 +13,8 @@ STRENGTHS = {"base": 0.0, "1:0": 0.0, "1:60": 1.5, "1:30": 0.5, "1:4": 1.0, "2:2
 
 
 def runs(store, *rows: tuple[int, str, str, str | None]) -> None:
-    """Run rows ``(id, model_ref, method, objective)`` in one text project (the first also makes the project)."""
+    """Run rows ``(id, model, method, objective)`` in one text project (the first also makes the project); a model
+    ``RUN_ID:STEP`` is that checkpoint's folder, as a run started from it records it."""
     with store.session() as db:
         if db.get(Project, 1) is None:
             for row in (Project(id=1, name="p"), Dataset(id=1, project_id=1, name="d", modality="text"),
@@ -21,6 +22,9 @@ def runs(store, *rows: tuple[int, str, str, str | None]) -> None:
                 db.add(row)
                 db.flush()
         for run_id, model, method, objective in rows:
+            if ":" in model:
+                start, step = model.split(":")
+                model = str(store.path(f"runs/{start}/checkpoints/step-{int(step):07d}/model"))
             db.add(Run(id=run_id, project_id=1, dataset_version_id=1, model_ref=model, method=method,
                        modality="text", status="completed", config={"objective": objective} if objective else {}))
             db.flush()

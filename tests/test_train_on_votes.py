@@ -71,3 +71,21 @@ def test_a_set_without_a_usable_pair_shuts_the_button_and_says_why(rating_store)
     outputs = page(store)["handlers"]["on_train_on_votes"](set_id, False, "default", None)
     assert "Nothing to train on yet" in outputs[0]
     assert all(o == gr.skip() for o in outputs[1:])  # nothing else changes
+
+
+def test_a_runs_checkpoint_as_a_model_is_named_in_words_back_to_the_model_the_line_came_from(rating_store):
+    from studio.training.runs import checkpoint_of_folder
+    from studio.ui.state import model_in_words, root_model
+    from test_generation import add_run
+
+    store = rating_store
+    run = fake_run(store)  # run 7, a LoRA on "tiny"
+    start = str(store.path(f"runs/{run}/checkpoints/step-0000004/model"))  # as create_run records a start
+    later = add_run(store, run, model_ref=start)
+    assert checkpoint_of_folder(store, start) == (run, 4)
+    assert checkpoint_of_folder(store, str(store.path(f"runs/{run}"))) is None
+    assert model_in_words(store, f"{later}:2") == f"run #{later} at step 2 (lora)"
+    assert model_in_words(store, start) == f"run #{run} at step 4 (lora)"
+    assert model_in_words(store, str(later)) == f"run #{later} at its last checkpoint (lora)"
+    assert model_in_words(store, "tiny") == "tiny" and model_in_words(store, "99:1") == "99:1"  # no run 99
+    assert root_model(store, f"{later}:2") == root_model(store, start) == "tiny"

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import hmac
 import os
-import re
 import secrets
 import shutil
 from collections import Counter, defaultdict
@@ -36,6 +35,7 @@ from studio.evaluation import pairs as choosing
 from studio.evaluation.choices import EXPORT_KINDS
 from studio.store import Store
 from studio.store.tables import GeneratedSample, RatingAssignment, RatingVote, Run, SampleSet
+from studio.training.runs import checkpoint_of_folder
 
 PAIRWISE, ABSOLUTE = "pairwise", "absolute"
 _CHOICE_ALIASES = {"a": "a", "left": "a", "b": "b", "right": "b", "tie": "tie", "both_bad": "both_bad",
@@ -673,7 +673,7 @@ def preference_rounds(store: Store, run_id: int, include_flagged: bool = False, 
     with store.session() as db:
         if db.get(Run, int(run_id)) is None:
             raise EvaluationError(f"no run {run_id} (see `studio runs list`)")
-        line = _line_of(db, int(run_id))  # [(run, the step the next one started from, or None)], oldest first
+        line = _line_of(store, db, int(run_id))  # [(run, the step the next one started from, or None)], oldest
         runs = [run.id for run, _ in line]
         set_ids = sorted(set(db.scalars(select(GeneratedSample.set_id).where(GeneratedSample.run_id.in_(runs)))))
         events = _events(db, set_ids, PAIRWISE, include_flagged) if set_ids else []
@@ -713,23 +713,17 @@ def _checkpoint_key(side: dict) -> str:
     return "base"
 
 
-def _line_of(db, run_id: int) -> list[tuple[Run, int | None]]:
+def _line_of(store: Store, db, run_id: int) -> list[tuple[Run, int | None]]:
     """The runs that led to ``run_id``, oldest first, each with the step of its checkpoint the next one started
     from (None for ``run_id`` itself)."""
     line, step, run = [], None, db.get(Run, run_id)
     while run is not None and all(run.id != seen.id for seen, _ in line):
         line.insert(0, (run, step))
-        start = _started_from(run)
+        start = checkpoint_of_folder(store, run.model_ref)  # a run that started from a checkpoint: its model
         if start is None:
             break
         run, step = db.get(Run, start[0]), start[1]
     return line
-
-
-def _started_from(run: Run) -> tuple[int, int] | None:
-    """The run and step whose checkpoint ``run`` started from, when it started from one (``RUN_ID:STEP``)."""
-    found = re.fullmatch(r"(\d+):(\d+)", str(run.model_ref or "").strip())
-    return (int(found.group(1)), int(found.group(2))) if found else None
 
 
 def _strength(row: dict) -> dict:

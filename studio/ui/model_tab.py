@@ -176,5 +176,5 @@ def start_markdown(store: Store, ref: str | None) -> str | None:
     if start is None:
         return None
     return (f"Starting from **{html.escape(model_in_words(store, ref))}**, trained from "
-            f"{html.escape(start['model'])}: the new run continues from that checkpoint's weights. Its memory is "
-            "measured when the run starts (see the run's log).")
+            f"{html.escape(model_in_words(store, start['model']))}: the new run continues from that checkpoint's "
+            "weights. Its memory is measured when the run starts (see the run's log).")

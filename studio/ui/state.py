@@ -5,11 +5,11 @@ from __future__ import annotations
 import html
 
 from studio.data.service import list_datasets
-from studio.generation.variants import VariantError, parse_ref
+from studio.generation.variants import VariantError, origin, parse_ref
 from studio.projects import project_names
 from studio.store import Store
 from studio.store.changes import listing_signature
-from studio.training.runs import list_runs, metric_count, metric_rows, run_summary
+from studio.training.runs import checkpoint_of_folder, list_runs, metric_count, metric_rows, run_summary
 
 
 def project_choices(store: Store) -> list[str]:
@@ -80,18 +80,18 @@ def run_start(store: Store, ref: str | None) -> dict | None:
 
 
 def root_model(store: Store, ref: str | None) -> str | None:
-    """The model a line of runs came from: ``ref`` itself, or for a run's checkpoint that run's model, followed back
-    through the checkpoints the runs started from."""
-    seen = set()
-    while (start := run_start(store, ref)) is not None and start["run_id"] not in seen:
-        seen.add(start["run_id"])
-        ref = start["model"]
-    return ref
+    """The model a line of runs came from: ``ref`` itself, or for a run's checkpoint (``RUN_ID:STEP`` or its folder)
+    the model of the first run, followed back through the checkpoints the runs started from."""
+    start = run_start(store, ref)
+    return origin(store, start["model"] if start else ref)[0] if ref else ref
 
 
 def model_in_words(store: Store, ref: str | None) -> str:
-    """What a model reference is, for people: "run #12 at step 40 (lora)" for a run's checkpoint, else ``ref``."""
+    """What a model reference is, for people: "run #12 at step 40 (lora)" for a run's checkpoint (``RUN_ID:STEP``
+    or its folder), else ``ref``."""
     start = run_start(store, ref)
+    if start is None and ref and (saved := checkpoint_of_folder(store, ref)):
+        start = run_start(store, f"{saved[0]}:{saved[1]}")
     if start is None:
         return ref or ""
     at = f"at step {start['step']}" if start["step"] is not None else "at its last checkpoint"
