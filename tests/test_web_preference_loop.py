@@ -182,6 +182,8 @@ def round_trip(page, url: str) -> None:
     press(page, "#train-on-votes")
     wait_for_text(page, "#train-message", "Press Train", MINUTES)
     assert "dpo" in page.locator("#train-message").inner_text()
+    intro = wait_for_text(page, "#train-intro", f"run #1 at step {SFT_STEPS}", MINUTES)
+    assert "method full" in intro, intro  # the starter's trained weights go on (scratch would start anew)
     train(page, 2, {}, DPO_STEPS)
     wait_until_completed(page, 2, DPO_STEPS)
 

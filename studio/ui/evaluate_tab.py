@@ -25,7 +25,7 @@ from studio.store.changes import votes_signature
 from studio.store.projects import DEFAULT_PROJECT
 from studio.training.runs import list_runs
 from studio.ui.background import BackgroundTask
-from studio.ui.model_tab import OTHER, ModelTab
+from studio.ui.model_tab import OTHER, ModelTab, start_methods
 from studio.ui.plots import by_step, intervals, matrix, rounds_chart
 from studio.ui.state import LISTS_POLL_SECONDS, current_user, error_message, follow, model_in_words, run_start, \
     version_choices
@@ -561,14 +561,14 @@ def wire_train_on_votes(store: Store, tab: EvaluateTab, project, pages: Training
             return error_message(error), *unchanged
         ref = f"{made['dataset_id']}:{made['version']}"
         begun = run_start(store, start)
-        method = begun["method"] if begun else "lora"  # a pretrained base: a LoRA on it
+        methods = start_methods(begun["method"]) if begun else ["lora", "full"]  # a pretrained base: a LoRA on it
         config = proposed_config(store, start, ref)
         words = html.escape(model_in_words(store, start))
         return (f"Made **{html.escape(made['name'])} v{made['version']}** ({made['items_kept']} pairs) and opened "
                 "the Train tab.", gr.Tabs(selected="train"),
                 gr.Dropdown(choices=version_choices(store, project_value), value=ref),
                 gr.Radio(value=OTHER), gr.Textbox(value=start, visible=True),
-                gr.Radio(choices=[method], value=method), start,
+                gr.Radio(choices=methods, value=methods[0]), start,
                 f"Dataset version **{html.escape(made['name'])} v{made['version']}**: {made['items_kept']} preference "
                 f"pairs from the votes on sample set #{int(set_id)}. Model: **{words}**; objective "
                 f"**{config.objective}** with its recommended settings. Press **Train** to start.",

@@ -140,6 +140,14 @@ def model_modality(store: Store, ref: str | None) -> str | None:
     return start["modality"] if start else modality_of(ref) if ref else None
 
 
+def start_methods(method: str) -> list[str]:
+    """The methods that go on from a checkpoint of a run trained with ``method``, the one that continues it first: a
+    LoRA run's adapter trained further, a full or from-scratch run's weights all trained further ("scratch" would
+    start anew, throwing the checkpoint's training away)."""
+    first = "lora" if method == "lora" else "full"
+    return [first, "full" if first == "lora" else "lora"]
+
+
 def wire(store: Store, tab: ModelTab, version) -> None:
     def on_dataset(ref, picked, typed):
         """The models for the version's data; the one chosen stays when it suits that data (another version of the
@@ -156,8 +164,8 @@ def wire(store: Store, tab: ModelTab, version) -> None:
         entry = find(ref) if ref else None
         start = run_start(store, ref)
         methods = ["scratch"] if entry is not None and entry.starter else ["lora", "full", "scratch"]
-        if start is not None:  # a run's checkpoint: trained on the way that run was (a LoRA continues its adapter)
-            methods = [start["method"]]
+        if start is not None:
+            methods = start_methods(start["method"])
         return (gr.Textbox(visible=picked == OTHER), gr.Radio(choices=methods, value=methods[0]), ref or "")
 
     tab.choice.change(on_choice, [tab.choice, tab.other], [tab.other, tab.method, tab.model_ref])
