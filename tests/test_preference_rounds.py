@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from studio.evaluation.service import EvaluationError, preference_rounds
+from studio.evaluation.service import EvaluationError, cast_vote, next_pair, preference_rounds
+from studio.generation.service import get_set
 from studio.store.tables import Dataset, DatasetVersion, GeneratedSample, Project, Run, SampleSet
-from test_evaluation import SLOW, simulate
+from test_evaluation import SLOW, long_ago, simulate
 
 STRENGTHS = {"base": 0.0, "1:0": 0.0, "1:60": 1.5, "1:30": 0.5, "1:4": 1.0, "2:20": 3.0, "3:10": 4.5, "9:0": 0.0, "9:5": 9.0}
 
@@ -51,6 +52,20 @@ def rated_set(store, variants: dict[str, str], prompts: int = 6) -> int:
         set_id = row.id
     simulate(store, set_id, ["ann", "bob", "cy"], STRENGTHS)
     return set_id
+
+
+def prefer(store, set_id: int, winner: str, rater: str) -> int:
+    """``rater`` votes every pair of a generated set for variant ``winner``'s sample (a tie when both read the
+    same); returns the votes cast."""
+    made = get_set(store, set_id)["samples"]
+    cast = 0
+    while (shown := next_pair(store, set_id, rater)) is not None:
+        sides = {side: {s["variant"] for s in made if s["prompt_index"] == shown["prompt_index"]
+                        and s["text"] == shown[side]["text"]} for side in "ab"}
+        choice = "tie" if winner in sides["a"] & sides["b"] else "a" if winner in sides["a"] else "b"
+        cast_vote(store, shown["pair_id"], rater, choice, shown_at=long_ago())
+        cast += 1
+    return cast
 
 
 @pytest.fixture

@@ -8,11 +8,9 @@ import contextlib
 
 import pytest
 
-from studio.evaluation.service import cast_vote, next_pair
-from studio.generation.service import get_set
 from studio.settings import load_settings
 from studio.store import open_store
-from test_evaluation import long_ago
+from test_preference_rounds import prefer
 from test_text_backend import rows, tiny_folder  # noqa: F401 - module-scoped fixtures
 from test_web_evaluate import home_with_set  # noqa: F401 - a fixture: base against a tiny LoRA run, rated here
 from test_web_generate import home_with_run, pick  # noqa: F401 - a fixture
@@ -41,19 +39,6 @@ def counting_studio(tmp_path, web_home):
                            STUDIO_EVAL_REPEAT_SHARE="0")
     yield studio.wait_until_up()
     studio.stop()
-
-
-def prefer(store, set_id: int, winner: str, rater: str) -> int:
-    """``rater`` votes every pair of the set for variant ``winner``'s sample (a tie when both read the same)."""
-    made = get_set(store, set_id)["samples"]
-    cast = 0
-    while (shown := next_pair(store, set_id, rater)) is not None:
-        sides = {side: {s["variant"] for s in made if s["prompt_index"] == shown["prompt_index"]
-                        and s["text"] == shown[side]["text"]} for side in "ab"}
-        choice = "tie" if winner in sides["a"] & sides["b"] else "a" if winner in sides["a"] else "b"
-        cast_vote(store, shown["pair_id"], rater, choice, shown_at=long_ago())
-        cast += 1
-    return cast
 
 
 def test_train_on_these_votes_opens_the_train_tab_filled_in(home_with_set, counting_studio, web_home,
