@@ -308,3 +308,28 @@ def test_an_image_size_the_model_cannot_draw_is_refused_before_anything_is_made(
     assert json.loads(studio(home, "samples", "list", "--json").stdout)["sample_sets"] == []  # nothing was made
     made = json.loads(studio(home, *generate, "--set", "width=12", "--set", "height=14", "--json").stdout)
     assert made["status"] == "completed" and Image.open(made["samples"][0]["path"]).size == (12, 14)
+
+
+def test_eval_preferences_prints_the_import_object_and_refuses_a_set_without_pairs(tmp_path):
+    from media_factory import StoreOpener
+    from test_evaluation import make_set
+    from test_preference_data import vote_by_prompt
+
+    home = tmp_path / "home"
+    opener = StoreOpener(tmp_path)
+    store = opener(eval_min_decision_seconds=0, eval_repeat_share=0)
+    rated, unrated = make_set(store, variants=("base", "7:2"), prompts=3), make_set(store, variants=("base", "7:2"))
+    vote_by_prompt(store, rated, "ann", {0: "7:2", 1: "base", 2: "tie"})
+    opener.close()
+
+    result = json.loads(studio(home, "eval", "preferences", str(rated), "--json").stdout)
+    assert {"dataset_id", "version", "items_in", "items_kept", "removed", "errors", "splits"} <= set(result)
+    assert result["name"] == f"votes-set-{rated}" and result["items_kept"] == 2 and result["removed"] == {"tie": 1}
+    again = json.loads(studio(home, "eval", "preferences", str(rated), "--name", "round 1", "--json").stdout)
+    assert again["name"] == "round 1" and again["version"] == 1
+    listed = json.loads(studio(home, "data", "list", "--json").stdout)["datasets"]
+    assert listed[0]["versions"][0]["kinds"] == {"example": 0, "pair": 2, "thumbs": 0}
+    assert "2 pairs" in studio(home, "data", "list").stdout
+
+    refused = studio(home, "eval", "preferences", str(unrated), check=False)
+    assert refused.returncode == 2 and f"sample set {unrated} has no rated pair yet" in refused.stderr

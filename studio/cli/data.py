@@ -58,6 +58,12 @@ def cmd_data_import(args) -> int:
                                 progress=progress_printer(args))
     except (ImportRefused, StepsConfigError, ValueError) as error:
         return fail(args, str(error), details=getattr(error, "details", None))
+    report(args, result, import_text(result))
+    return 0
+
+
+def import_text(result: dict) -> str:
+    """A new dataset version (studio.data.service.ImportResult) in lines for people."""
     lines = [f"dataset {result['dataset_id']} '{result['name']}' version {result['version']} ({result['modality']}): "
              f"{result['items_kept']} of {result['items_in']} items kept",
              "removed: " + ", ".join(f"{k} {v}" for k, v in result["removed"].items() if v),
@@ -65,17 +71,18 @@ def cmd_data_import(args) -> int:
     lines += [f"error: {e['file']}: {e['reason']}" for e in result["errors"]]
     lines += [f"warning: {w['file']}: {w['reason']}" if "file" in w else f"warning: {w['reason']}"
               for w in result["warnings"]]
-    report(args, result, "\n".join(lines))
-    return 0
+    return "\n".join(lines)
 
 
 @commands.command("data list", help="list datasets and their versions")
 def cmd_data_list(args) -> int:
+    from studio.data.preferences import describe_kinds
     from studio.data.service import list_datasets
 
     datasets = list_datasets(store_of(args))
     def versions(d: dict) -> str:
-        return ", ".join(f"v{v['version']} ({v['items_kept']} items)" for v in d["versions"])
+        return ", ".join(f"v{v['version']} ({describe_kinds(v['kinds']) or str(v['items_kept']) + ' items'})"
+                         for v in d["versions"])
 
     human = "\n".join(f"{d['dataset_id']:>4}  {d['name']:<30} {d['modality']:<6} versions: {versions(d)}"
                       for d in datasets) or "no datasets yet"

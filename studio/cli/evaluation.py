@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from studio.cli.app import RUN_ID, SET_ID, Commands, arg
-from studio.cli.shared import export_file, fail, report, store_of
+from studio.cli.shared import export_file, fail, os_user, report, store_of
 from studio.evaluation.choices import CHOICES, EXPORT_KINDS
 
 commands = Commands()
@@ -102,6 +102,23 @@ def cmd_eval_export(args) -> int:
 
     return export_file(args, lambda store, set_id, out: export_votes(store, set_id, args.kind, out), args.set_id,
                        EvaluationError)
+
+
+@commands.command("eval preferences", SET_ID, arg("--include-flagged", action="store_true"),
+                  arg("--name", help="the dataset to add the version to (default votes-set-SET_ID)"),
+                  help="turn a rated set's votes into a preference dataset version (pairs for DPO)")
+def cmd_eval_preferences(args) -> int:
+    from studio.cli.data import import_text
+    from studio.data.items import ImportRefused
+    from studio.evaluation.service import EvaluationError, preference_dataset
+
+    try:
+        result = preference_dataset(store_of(args), args.set_id, include_flagged=args.include_flagged,
+                                    name=args.name, actor=os_user())
+    except (EvaluationError, ImportRefused) as error:  # ImportRefused: e.g. --name is a dataset of another kind
+        return fail(args, str(error))
+    report(args, result, import_text(result))
+    return 0
 
 
 @commands.command("eval preference", RUN_ID, arg("--include-flagged", action="store_true"),

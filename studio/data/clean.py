@@ -62,16 +62,47 @@ def _removed_example(item: Item, reason: str, step: str, examples_dir: Path, n: 
 def _report_entry(step: Step, enabled: bool, params: BaseModel, outcome: StepOutcome | None,
                   seconds: float, examples_dir: Path, items_in: int) -> dict:
     entry = {"step": step.name, "label": step.label, "enabled": enabled, "params": params.model_dump(),
-             "items_in": items_in, "removed": 0, "changed": 0, "examples": [], "changed_examples": [], "detail": "",
+             "items_in": items_in, "removed": 0, "pairs_removed": 0, "changed": 0, "examples": [],
+             "changed_examples": [], "detail": "",
              "seconds": round(seconds, 3)}
     if outcome is None:
         return entry
-    entry.update(removed=len(outcome.removed), changed=len(outcome.changed), detail=outcome.detail)
+    pairs = sum(item.is_pair for item, _ in outcome.removed)
+    said = f"{pairs} preference pair{'s' if pairs != 1 else ''} removed whole" if pairs else ""
+    entry.update(removed=len(outcome.removed), changed=len(outcome.changed), pairs_removed=pairs,
+                 detail="; ".join(d for d in (outcome.detail, said) if d))
     entry["examples"] = [_removed_example(item, reason, step.name, examples_dir, n)
                          for n, (item, reason) in enumerate(outcome.removed[:EXAMPLES_PER_STEP])]
     entry["changed_examples"] = [{"source": item.source, "before": before[:300], "after": after[:300]}
                                  for item, before, after in outcome.changed[:3]]
     return entry
+
+
+def _run_step(step: Step, items: list[Item], params: BaseModel, context: StepContext) -> StepOutcome:
+    """``step`` on ``items``, a media pair's rejected file checked and changed the way its chosen file is: a pair
+    stays whole or goes whole (text pairs are one item already: their rejected answer is part of the content)."""
+    outcome = step.run(items, params, context)
+    pairs = [item for item in items if item.rejected_path is not None]
+    if not pairs:
+        return outcome
+    halves = [pair.rejected_half() for pair in pairs]
+    owner = {id(half): pair for half, pair in zip(halves, pairs)}
+    second = step.run(halves, params, context)
+    for half, before, after in second.changed:
+        pair = owner[id(half)]
+        pair.rejected_path, pair.rejected_meta = half.path, half.meta
+        outcome.changed.append((pair, f"rejected: {before}", f"rejected: {after}"))
+    rejected_gone = {id(owner[id(half)]): reason for half, reason in second.removed}
+    if step.compares_items:  # a pair repeats another only when both of its files do
+        removed = [(item, reason) for item, reason in outcome.removed
+                   if item.rejected_path is None or id(item) in rejected_gone]
+    else:
+        chosen_gone = {id(item) for item, _ in outcome.removed}
+        removed = outcome.removed + [(pair, f"rejected file {rejected_gone[id(pair)]}") for pair in pairs
+                                     if id(pair) in rejected_gone and id(pair) not in chosen_gone]
+    gone = {id(item) for item, _ in removed}
+    return StepOutcome(kept=[item for item in items if id(item) not in gone], removed=removed,
+                       changed=outcome.changed, detail=outcome.detail)
 
 
 def run_cleaning(items: list[Item], modality: str, config: dict[str, dict] | None, scratch: Path,
@@ -85,7 +116,7 @@ def run_cleaning(items: list[Item], modality: str, config: dict[str, dict] | Non
             progress(number / len(resolved), f"{step.label} ({len(items)} items)")
         outcome, started, items_in = None, time.perf_counter(), len(items)
         if enabled and items:
-            outcome = step.run(items, params, context)
+            outcome = _run_step(step, items, params, context)
             items = outcome.kept
         report.append(_report_entry(step, enabled, params, outcome, time.perf_counter() - started, examples_dir,
                                     items_in))

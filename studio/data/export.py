@@ -13,12 +13,29 @@ from studio.data.service import get_version, read_manifest
 from studio.data.split import SPLITS
 from studio.store import Store
 
-TEXT_FIELDS = ("text", "prompt", "response", "messages")
+TEXT_FIELDS = ("text", "prompt", "response", "messages", "rejected", "label")  # a pair or thumb keeps its field
+
+
+def _media_entry(archive: zipfile.ZipFile, folder: Path, split: str, row: dict) -> dict:
+    """Writes a media row's file(s) into ``split/``; returns its metadata line (a pair's names its ``chosen`` and
+    ``rejected`` files, as the importer reads pairs; a thumb keeps its ``label``)."""
+    names = {}
+    for field in ("file", "rejected_file"):
+        if row.get(field):
+            names[field] = PurePosixPath(row[field]).name
+            archive.write(folder / row[field], f"{split}/{names[field]}")
+    entry = {"file_name": names["file"], "text": row.get("caption", "")}
+    if "rejected_file" in names:
+        entry.update(chosen=names["file"], rejected=names["rejected_file"])
+    if "label" in row:
+        entry["label"] = row["label"]
+    return entry
 
 
 def export_zip(store: Store, ref: str, out: Path | None = None) -> Path:
     """Write ``<name>_v<N>.zip``: per split, ``<split>.jsonl`` (text) or ``<split>/`` with the files and a
-    ``metadata.jsonl`` of ``file_name`` and ``text`` (media). Returns the zip's path."""
+    ``metadata.jsonl`` of ``file_name`` and ``text`` (media), preference pairs and thumbs with their fields.
+    Returns the zip's path."""
     version = get_version(store, ref)
     folder = store.path(version.path)
     rows_by_split: dict[str, list[dict]] = defaultdict(list)
@@ -37,9 +54,7 @@ def export_zip(store: Store, ref: str, out: Path | None = None) -> Path:
                 continue
             metadata = []
             for row in rows:
-                name = PurePosixPath(row["file"]).name
-                archive.write(folder / row["file"], f"{split}/{name}")
-                metadata.append(json.dumps({"file_name": name, "text": row.get("caption", "")}, ensure_ascii=False))
+                metadata.append(json.dumps(_media_entry(archive, folder, split, row), ensure_ascii=False))
             archive.writestr(f"{split}/metadata.jsonl", "\n".join(metadata) + "\n")
         # a hidden folder: the importer skips it, so the zip imports back cleanly
         archive.writestr(".studio/report.json", (folder / "report.json").read_text(encoding="utf-8"))

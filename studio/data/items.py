@@ -43,6 +43,20 @@ class Item:
     path: Path | None = None
     caption: str | None = None
     meta: dict = field(default_factory=dict)
+    # A media preference pair: ``path`` is the chosen file, ``rejected_path`` the rejected one (with its own meta).
+    rejected_path: Path | None = None
+    rejected_meta: dict = field(default_factory=dict)
+    label: bool | None = None  # a thumbs up (True) or down (False): see studio.data.preferences
+
+    @property
+    def is_pair(self) -> bool:
+        return self.rejected is not None or self.rejected_path is not None
+
+    def rejected_half(self) -> "Item":
+        """The rejected file of a media pair as an item of its own, for the cleaning steps to check it the way
+        they check the chosen one."""
+        return Item(source=f"{self.source} (rejected)", path=self.rejected_path, caption=self.caption,
+                    meta=self.rejected_meta)
 
     @property
     def text_format(self) -> str:
@@ -55,7 +69,8 @@ class Item:
     def content(self) -> str:
         """All the words of a text item, for length limits and duplicate detection."""
         if self.messages is not None:
-            return "\n".join(f"{m['role']}: {m['content']}" for m in self.messages)
+            chat = "\n".join(f"{m['role']}: {m['content']}" for m in self.messages)
+            return chat + (f"\nrejected: {self.rejected}" if self.rejected is not None else "")
         if self.prompt is not None:
             return f"{self.prompt}\n{self.response or ''}" + (f"\n{self.rejected}" if self.rejected is not None else "")
         return self.text or ""
@@ -81,5 +96,7 @@ class Item:
             value = getattr(self, key)
             if value is not None:
                 row[key] = value
+        if self.label is not None:
+            row["label"] = self.label
         row["source"] = self.source
         return row

@@ -10,12 +10,21 @@ write them and the training objectives that read them (a row of each shape, besi
   and audio: ``caption`` + ``file`` + ``rejected_file``). A pair is still an example of its chosen answer, so SFT
   trains on a preference dataset as it is;
 - a thumbs up/down (``kto``): an example plus ``label`` (true: a good answer, false: a bad one).
+
+Importers read a thumb generously (``thumb``): true/false, 1/0, yes/no, up/down, good/bad, +1/-1, and the
+thumbs-up and thumbs-down emoji (any case).
 """
 
 from __future__ import annotations
 
 EXAMPLE, PAIR, THUMBS = "example", "pair", "thumbs"
 REJECTED_FIELDS = ("rejected", "rejected_file")
+# written as escapes: no string of the studio's holds an emoji (tests/test_web_lists.py)
+THUMBS_UP_EMOJI, THUMBS_DOWN_EMOJI = "\U0001F44D", "\U0001F44E"
+THUMBS_UP = {"true", "1", "1.0", "yes", "y", "up", "thumbs up", "thumbs_up", "thumbsup", "good", "+1",
+             THUMBS_UP_EMOJI}
+THUMBS_DOWN = {"false", "0", "0.0", "no", "n", "down", "thumbs down", "thumbs_down", "thumbsdown", "bad", "-1",
+               THUMBS_DOWN_EMOJI}
 
 
 def row_kind(row: dict) -> str:
@@ -33,3 +42,22 @@ def count_kinds(rows) -> dict[str, int]:
     for row in rows:
         counts[row_kind(row)] += 1
     return counts
+
+
+def thumb(value) -> bool:
+    """A thumbs up (True) or down (False) from the ways people write one; ValueError for anything else."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower().replace("\ufe0f", "")  # an emoji's variation selector
+    if text in THUMBS_UP:
+        return True
+    if text in THUMBS_DOWN:
+        return False
+    raise ValueError(f"label {str(value)[:40]!r} is not a thumbs up or down (use true/false, 1/0, yes/no, "
+                     "up/down, good/bad, or the thumbs-up and thumbs-down emoji)")
+
+
+def describe_kinds(kinds: dict | None) -> str:
+    """``count_kinds``' counts in words ("12 pairs, 3 examples"); the kinds a version has none of are left out."""
+    nouns = {PAIR: ("pair", "pairs"), THUMBS: ("thumb up/down", "thumbs up/down"), EXAMPLE: ("example", "examples")}
+    return ", ".join(f"{count} {nouns[kind][count != 1]}" for kind, count in (kinds or {}).items() if count)

@@ -8,10 +8,12 @@ to ``cat.png``. A sidecar wins over metadata when both exist.
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from studio.data.archive import StagedFile
 from studio.data.items import AUDIO_EXTENSIONS, IMAGE_EXTENSIONS, Item, Problem
+from studio.data.preferences import thumb
 from studio.data.read_text import BadFile, ReadResult
 from studio.data.sniff import describe_content, extension_mismatch
 from studio.data.tables import TableFile
@@ -26,29 +28,72 @@ def _folder(name: str) -> PurePosixPath:
     return PurePosixPath(name).parent
 
 
-def _metadata_captions(files: list[StagedFile], settings: Settings, result: ReadResult) -> dict[str, str]:
-    captions: dict[str, str] = {}
+@dataclass
+class Metadata:
+    """What metadata tables say: captions and thumbs by file key (folder/name), and preference pairs."""
+    captions: dict[str, str] = field(default_factory=dict)
+    labels: dict[str, bool] = field(default_factory=dict)
+    pairs: list[dict] = field(default_factory=list)  # {"where", "caption", "chosen", "rejected"} (file keys)
+
+
+def _caption_column(columns: list[str], thumbs: bool) -> str | None:
+    # 'label' is a caption (a class name) unless it holds the thumbs and another column holds the caption
+    return next((c for c in CAPTION_COLUMNS if c in columns and not (thumbs and c == "label")), None)
+
+
+def _read_metadata_table(staged: StagedFile, settings: Settings) -> tuple[Metadata, str, list[Problem]]:
+    """One metadata table's rows, a note saying what they hold, and the rows skipped; BadFile when the table is
+    unusable."""
+    found = Metadata()
+    table = TableFile(staged.path, staged.name, settings)
+    pairs = "chosen" in table.columns and "rejected" in table.columns
+    thumbs = "label" in table.columns and _caption_column(table.columns, True) is not None
+    column = _caption_column(table.columns, thumbs)
+    if column is None or not (pairs or "file_name" in table.columns):
+        raise BadFile("metadata needs a 'file_name' column (or 'chosen' and 'rejected' for preference pairs) and "
+                      f"a caption column ({', '.join(CAPTION_COLUMNS)}). "
+                      f"Columns found: {', '.join(table.columns) or '(none)'}")
+    folder, count = _folder(staged.name), 0
+    wanted = ["chosen", "rejected", column] if pairs else ["file_name", column] + (["label"] if thumbs else [])
+    for number, row in table.rows(wanted):
+        caption = "" if row.get(column) is None else str(row[column])
+        where = f"{staged.name}#{number}"
+        if pairs:
+            if not row.get("chosen") or not row.get("rejected"):
+                table.skipped.add(where, "row skipped: the chosen or the rejected file is missing or empty")
+                continue
+            found.pairs.append({"where": where, "caption": caption, "chosen": str(folder / str(row["chosen"])),
+                                "rejected": str(folder / str(row["rejected"]))})
+        elif row.get("file_name"):
+            key = str(folder / str(row["file_name"]))
+            if thumbs:
+                try:
+                    found.labels[key] = thumb(row.get("label"))
+                except ValueError as error:
+                    table.skipped.add(where, f"row skipped: {error}")
+                    continue
+            found.captions[key] = caption
+        count += 1
+    found_what = "preference pairs" if pairs else "thumbs up/down and captions" if thumbs else "captions"
+    return found, f"{staged.name}: {found_what} for {count} rows from column '{column}'", table.skipped.warnings()
+
+
+def _metadata(files: list[StagedFile], settings: Settings, result: ReadResult) -> Metadata:
+    found = Metadata()
     for staged in files:
         if PurePosixPath(staged.name).name.lower() not in METADATA_NAMES:
             continue
         try:
-            table = TableFile(staged.path, staged.name, settings)
-            column = next((c for c in CAPTION_COLUMNS if c in table.columns), None)
-            if "file_name" not in table.columns or column is None:
-                raise BadFile("metadata needs a 'file_name' column and a caption column "
-                              f"({', '.join(CAPTION_COLUMNS)}). Columns found: {', '.join(table.columns) or '(none)'}")
-            found = {}
-            for _, row in table.rows(["file_name", column]):
-                if row.get("file_name"):
-                    key = str(_folder(staged.name) / str(row["file_name"]))
-                    found[key] = "" if row.get(column) is None else str(row[column])
+            table, note, skipped = _read_metadata_table(staged, settings)
         except BadFile as bad:
             result.problems.append(Problem(staged.name, str(bad)))
             continue
-        captions.update(found)
-        result.notes.append(f"{staged.name}: captions for {len(found)} files from column '{column}'")
-        result.warnings.extend(table.skipped.warnings())
-    return captions
+        found.captions.update(table.captions)
+        found.labels.update(table.labels)
+        found.pairs.extend(table.pairs)
+        result.notes.append(note)
+        result.warnings.extend(skipped)
+    return found
 
 
 def _sidecar_captions(files: list[StagedFile], settings: Settings, result: ReadResult) -> dict[str, str]:
@@ -185,28 +230,61 @@ def _another_kind(staged: StagedFile, modality: str) -> str | None:
     return f"{PurePosixPath(staged.name).name} is {kind}, not {'an image' if modality == 'image' else 'audio'}"
 
 
+def _inspect(staged: StagedFile, modality: str, settings: Settings, result: ReadResult) -> dict | None:
+    """The file's meta when it reads as ``modality`` (a problem naming it otherwise, and None)."""
+    try:
+        meta = inspect_image(staged.path, settings.max_image_pixels) if modality == "image" \
+            else inspect_audio(staged.path, settings.max_audio_seconds)
+    except BadFile as bad:
+        result.problems.append(Problem(staged.name, _another_kind(staged, modality) or str(bad)))
+        return None
+    if mismatch := extension_mismatch(staged.path, staged.name):
+        result.warnings.append(Problem(staged.name, f"{mismatch}; read by its content and kept"))
+    return meta
+
+
+def _pair_items(pairs: list[dict], by_name: dict[str, StagedFile], modality: str, settings: Settings,
+                result: ReadResult) -> None:
+    """Media preference pairs: both files go through the checks every media file does; a pair with a missing
+    or unusable file is left out, named with its metadata row."""
+    for pair in pairs:
+        halves = []
+        for side in ("chosen", "rejected"):
+            staged = by_name.get(pair[side])
+            if staged is None:
+                result.problems.append(Problem(pair["where"], f"{side} file '{pair[side]}' not found"))
+                break
+            meta = _inspect(staged, modality, settings, result)
+            if meta is None:
+                result.problems.append(Problem(pair["where"], f"{side} file '{pair[side]}' is unusable"))
+                break
+            halves.append((staged, meta))
+        if len(halves) == 2:
+            (chosen, meta), (rejected, rejected_meta) = halves
+            result.items.append(Item(source=pair["where"], path=chosen.path, caption=pair["caption"], meta=meta,
+                                     rejected_path=rejected.path, rejected_meta=rejected_meta))
+
+
 def read_media_files(files: list[StagedFile], modality: str, settings: Settings) -> ReadResult:
     result = ReadResult()
     extensions = IMAGE_EXTENSIONS if modality == "image" else AUDIO_EXTENSIONS
-    captions = _metadata_captions(files, settings, result)
-    captions.update(_sidecar_captions(files, settings, result))
+    metadata = _metadata(files, settings, result)
+    captions = {**metadata.captions, **_sidecar_captions(files, settings, result)}
+    _pair_items(metadata.pairs, {f.name: f for f in files}, modality, settings, result)
+    in_pairs = {pair[side] for pair in metadata.pairs for side in ("chosen", "rejected")}
     for staged in files:
         name = PurePosixPath(staged.name)
         suffix = name.suffix.lower()
-        if suffix == ".txt" or name.name.lower() in METADATA_NAMES:
+        if suffix == ".txt" or name.name.lower() in METADATA_NAMES or staged.name in in_pairs:
             continue
         if suffix not in extensions:
             result.problems.append(Problem(staged.name, f"'{suffix or 'no extension'}' is not a supported "
                                            f"{modality} file ({' '.join(sorted(extensions))})"))
             continue
-        try:
-            meta = inspect_image(staged.path, settings.max_image_pixels) if modality == "image" \
-                else inspect_audio(staged.path, settings.max_audio_seconds)
-        except BadFile as bad:
-            result.problems.append(Problem(staged.name, _another_kind(staged, modality) or str(bad)))
+        meta = _inspect(staged, modality, settings, result)
+        if meta is None:
             continue
-        if mismatch := extension_mismatch(staged.path, staged.name):
-            result.warnings.append(Problem(staged.name, f"{mismatch}; read by its content and kept"))
         caption = captions.get(str(name.with_suffix("")), captions.get(str(name)))
-        result.items.append(Item(source=staged.name, path=staged.path, caption=caption, meta=meta))
+        result.items.append(Item(source=staged.name, path=staged.path, caption=caption, meta=meta,
+                                 label=metadata.labels.get(str(name))))
     return result

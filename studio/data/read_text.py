@@ -14,7 +14,8 @@ from typing import Iterable, Iterator
 
 from studio.data.archive import StagedFile
 from studio.data.items import Item, Problem
-from studio.data.mapping import ColumnMapping, guess_mapping, mapping_problem, row_fields, used_columns
+from studio.data.mapping import (ColumnMapping, complete_mapping, guess_mapping, mapping_problem, row_fields,
+                                 used_columns)
 from studio.data.tables import TABLE_EXTENSIONS, TableFile
 from studio.data.text_lines import BadFile, Skipped, TextLines
 from studio.settings import Settings, load_settings
@@ -77,7 +78,7 @@ def _document_items(staged: StagedFile, mode: str, settings: Settings, result: R
 def _table_items(staged: StagedFile, mapping: ColumnMapping | None, settings: Settings,
                  result: ReadResult) -> None:
     table = TableFile(staged.path, staged.name, settings)
-    chosen = mapping or guess_mapping(table.columns)
+    chosen = complete_mapping(mapping, table.columns) if mapping else guess_mapping(table.columns)
     if problem := mapping_problem(staged.name, chosen, table.columns):
         raise BadFile(problem)
     items = []

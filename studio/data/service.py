@@ -27,7 +27,8 @@ from studio.data.clean import Progress, removal_warnings, resolve_config, run_cl
 from studio.data.items import (AUDIO_EXTENSIONS, IMAGE_EXTENSIONS, MODALITIES, ImportRefused, Item, Problem)
 from studio.data.mapping import ColumnMapping
 from studio.data.read_media import METADATA_NAMES, read_media_files
-from studio.data.read_text import preview_tables, read_text_files
+from studio.data.preferences import count_kinds
+from studio.data.read_text import ReadResult, preview_tables, read_text_files
 from studio.data.split import SPLITS, assign_splits, parse_fractions
 from studio.data.stats import dataset_stats
 from studio.settings import Settings
@@ -49,7 +50,7 @@ class ImportResult(TypedDict):
     modality: str
     items_in: int  # items read from the files
     items_kept: int  # after cleaning
-    removed: dict[str, int]  # per enabled cleaning step, the items it removed
+    removed: dict[str, int]  # per enabled cleaning step, the items it removed (and what was set aside before)
     errors: list[dict]  # files not used: {"file", "reason"}
     warnings: list[dict]  # a step that removed most of its items (with the setting that keeps more), a reader's note
     splits: dict[str, int]  # items per split
@@ -108,20 +109,29 @@ def _workspace(store: Store):
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def _write_version_folder(folder: Path, items: list[Item], labels: list[str], modality: str) -> None:
+def _copy_into(folder: Path, source: Path, name: str) -> str:
+    relative = f"files/{name}{source.suffix.lower()}"
+    (folder / "files").mkdir(exist_ok=True)
+    shutil.copyfile(source, folder / relative)
+    return relative
+
+
+def _write_version_folder(folder: Path, items: list[Item], labels: list[str], modality: str) -> list[dict]:
+    """Writes the manifest (and copies the media files in); returns its rows."""
     rows = []
     for number, (item, split) in enumerate(zip(items, labels)):
         row = {"id": number, "split": split, **item.manifest_row()}
         if item.path is not None:
-            relative = f"files/{number:06d}_{_safe_stem(item.source)}{item.path.suffix.lower()}"
-            (folder / "files").mkdir(exist_ok=True)
-            shutil.copyfile(item.path, folder / relative)
-            row["file"] = relative
+            row["file"] = _copy_into(folder, item.path, f"{number:06d}_{_safe_stem(item.source)}")
             row.update({k: v for k, v in item.meta.items() if k in ("width", "height", "duration", "sample_rate")})
+        if item.rejected_path is not None:
+            row["rejected_file"] = _copy_into(folder, item.rejected_path,
+                                              f"{number:06d}_{_safe_stem(item.source)}_rejected")
         rows.append(row)
     with open(folder / "manifest.jsonl", "w", encoding="utf-8") as out:
         for row in rows:
             out.write(json.dumps(row, ensure_ascii=False) + "\n")
+    return rows
 
 
 def _read_items(staged: list[StagedFile], modality: str, mapping: ColumnMapping | None, text_split: str,
@@ -143,18 +153,42 @@ def _build_version(store: Store, upload: StagedUpload, recipe: Recipe, *, name: 
     if progress:
         progress(0.0, f"reading {len(upload.files)} file(s)")
     read = _read_items(upload.files, modality, recipe.mapping, recipe.text_split, store.settings)
-    problems = upload.refused + read.problems
+    read.problems[:0] = upload.refused
     if not read.items:
-        raise _nothing_usable(problems)
-    items_in = len(read.items)
+        raise _nothing_usable(read.problems)
+    source = {"files": [s.name for s in upload.files],
+              "mapping": recipe.mapping.model_dump() if recipe.mapping else None,
+              "text_split": recipe.text_split, "upload_id": upload.upload_id}
+    return store_version(store, read, recipe, VersionOrigin(source, action, upload.upload_id), name=name,
+                         project=project, modality=modality, created_by=created_by, progress=progress)
+
+
+@dataclass(frozen=True)
+class VersionOrigin:
+    """Where a version's items came from: its stored ``source``, the ``action`` the activity log records, the
+    ``upload`` it was read from (None: items made by the studio, such as votes), and what was ``set_aside``
+    before cleaning (reason → count; it joins the steps' counts in ``removed``)."""
+    source: dict
+    action: str
+    upload_id: int | None = None
+    set_aside: dict | None = None
+
+
+def store_version(store: Store, read: ReadResult, recipe: Recipe, origin: VersionOrigin, *, name: str,
+                  project: str, modality: str, created_by: str | None,
+                  progress: Progress | None = None) -> ImportResult:
+    """Cleans ``read.items`` by ``recipe``, splits them and stores them as the next version of dataset ``name``
+    in ``project`` (created when new); ImportRefused when cleaning leaves nothing."""
+    set_aside = dict(origin.set_aside or {})
+    items_in = len(read.items) + sum(set_aside.values())
     with _workspace(store) as work:
         version_dir = work / "version"
         version_dir.mkdir()
         kept, step_report = run_cleaning(read.items, modality, recipe.steps, work / "scratch",
                                          version_dir / "removed", progress)
-        removed = {entry["step"]: entry["removed"] for entry in step_report if entry["enabled"]}
+        removed = {**set_aside, **{entry["step"]: entry["removed"] for entry in step_report if entry["enabled"]}}
         warnings = removal_warnings(step_report, modality) + [w.as_dict() for w in read.warnings]
-        errors = [p.as_dict() for p in problems]
+        errors = [p.as_dict() for p in read.problems]
         if not kept:
             raise ImportRefused(f"cleaning removed all {items_in} items ("
                                 + ", ".join(f"{k}: {v}" for k, v in removed.items() if v) + "). "
@@ -164,15 +198,12 @@ def _build_version(store: Store, upload: StagedUpload, recipe: Recipe, *, name: 
         labels = assign_splits(len(kept), recipe.fractions, recipe.seed)
         if progress:
             progress(0.95, "writing the dataset version")
-        _write_version_folder(version_dir, kept, labels, modality)
+        rows = _write_version_folder(version_dir, kept, labels, modality)
         splits = {s: labels.count(s) for s in SPLITS}
         report = {"steps": step_report, "removed": removed, "items_in": items_in, "items_kept": len(kept),
-                  "errors": errors, "warnings": warnings,
-                  "notes": read.notes, "splits": splits, "stats": dataset_stats(kept, modality)}
+                  "errors": errors, "warnings": warnings, "notes": read.notes, "splits": splits,
+                  "stats": {**dataset_stats(kept, modality), "kinds": count_kinds(rows)}}
         (version_dir / "report.json").write_text(json.dumps(report, ensure_ascii=False, indent=1))
-        source = {"files": [s.name for s in upload.files],
-                  "mapping": recipe.mapping.model_dump() if recipe.mapping else None,
-                  "text_split": recipe.text_split, "upload_id": upload.upload_id}
         with store.session() as session:
             owner = ensure_project(session, project, created_by)
             dataset = session.scalar(select(Dataset).where(Dataset.project_id == owner.id, Dataset.name == name))
@@ -186,7 +217,8 @@ def _build_version(store: Store, upload: StagedUpload, recipe: Recipe, *, name: 
             number = (session.scalar(select(func.max(DatasetVersion.version))
                                      .where(DatasetVersion.dataset_id == dataset.id)) or 0) + 1
             relative = f"datasets/{dataset.id}/v{number}"
-            row = DatasetVersion(dataset_id=dataset.id, version=number, upload_id=upload.upload_id, source=source,
+            row = DatasetVersion(dataset_id=dataset.id, version=number, upload_id=origin.upload_id,
+                                 source=origin.source,
                                  steps=[{"step": e["step"], "enabled": e["enabled"], **e["params"]} for e in step_report],
                                  report=report,
                                  splits={"fractions": list(recipe.fractions), "seed": recipe.seed, **splits},
@@ -195,8 +227,9 @@ def _build_version(store: Store, upload: StagedUpload, recipe: Recipe, *, name: 
             session.flush()  # the unique (dataset, version) constraint speaks before the folder moves
             final = store.path(relative)
             final.parent.mkdir(parents=True, exist_ok=True)
-            record_action(session, created_by, action, f"dataset:{dataset.id}", project=owner.name,
-                          details={"name": name, "version": number, "items_kept": len(kept)})
+            record_action(session, created_by, origin.action, f"dataset:{dataset.id}", project=owner.name,
+                          details={"name": name, "version": number, "items_kept": len(kept),
+                                   **({} if origin.upload_id else {"source": origin.source})})
             os.rename(version_dir, final)  # fails rather than overwrite an existing version folder
     return ImportResult(dataset_id=dataset.id, version=number, version_id=row.id, name=name, modality=modality,
                         items_in=items_in, items_kept=len(kept), removed=removed, errors=report["errors"],
@@ -271,6 +304,19 @@ def reclean(store: Store, version_id: int, *, steps: dict | None = None, split=N
                           progress=progress, action="dataset.reclean")
 
 
+def describe_source(source: dict | None, most: int = 8) -> str:
+    """Where a version came from, for people (the card, the Data tab): its files, or the votes it was made of."""
+    source = source or {}
+    if "sample_set" in source:
+        raters = source.get("raters")
+        return (f"the votes of sample set {source['sample_set']}: {source.get('votes', 0)} votes"
+                + (f" by {raters} rater{'s' if raters != 1 else ''}" if raters else "")
+                + f" deciding {source.get('pairs', 0)} pairs"
+                + (" (flagged votes included)" if source.get("include_flagged") else ""))
+    files = source.get("files", [])
+    return ", ".join(f"`{f}`" for f in files[:most]) + (" …" if len(files) > most else "") or "not recorded"
+
+
 def list_datasets(store: Store) -> list[dict]:
     with store.session() as session:
         datasets = session.scalars(select(Dataset).order_by(Dataset.id)).all()
@@ -278,6 +324,7 @@ def list_datasets(store: Store) -> list[dict]:
         return [{"dataset_id": d.id, "name": d.name, "modality": d.modality, "project": projects[d.project_id],
                  "versions": [{"version": v.version, "version_id": v.id, "items_in": v.items_in,
                                "items_kept": v.items_kept, "splits": {s: v.splits.get(s, 0) for s in SPLITS},
+                               "kinds": (v.report or {}).get("stats", {}).get("kinds"),
                                "created_at": v.created_at.isoformat(), "path": v.path}
                               for v in d.versions]}
                 for d in datasets]

@@ -61,30 +61,47 @@ def write_battles(events: list[dict], out: Path) -> Path:
     return out
 
 
-def preference_rows(events: list[dict], content: dict[int, str]) -> list[dict]:
-    """One ``{prompt, chosen, rejected}`` row per pair with a majority among its counted decisive votes (pairs whose
-    raters split evenly are left out). ``content``: sample id → text (or file path for images and audio)."""
-    tally: dict[str, Counter] = {}
-    first: dict[str, dict] = {}
+# Why a rated pair gives no preference row (``decide_pairs``), in the words a count of them reads with ("3 ties").
+LEFT_OUT = {"tie": "ties", "both_bad": "both bad", "no_majority": "without a majority", "flagged": "flagged",
+            "skipped": "skipped"}
+
+
+def decide_pairs(events: list[dict]) -> tuple[list[dict], Counter]:
+    """Each rated pair's preference, from its counted votes (repeats, skips, and flagged votes unless they were read
+    with ``include_flagged``, do not count): ``{item_key, prompt, chosen, rejected, votes}`` (sample ids) for a
+    pair whose winner has more than half of its votes; the others are counted by why they are left out:
+    ``tie`` / ``both_bad`` (most of its votes said so), ``no_majority`` (raters split), ``flagged`` (its only
+    votes were flagged), ``skipped`` (every vote was "can't judge")."""
+    votes_of: dict[str, list[dict]] = {}
     for event in events:
-        if event["mode"] != "pairwise" or not event["counted"] or event["choice"] not in ("a", "b"):
+        if event["mode"] == "pairwise" and not event["repeat"]:
+            votes_of.setdefault(event["item_key"], []).append(event)
+    decided, left_out = [], Counter()
+    for key, votes in votes_of.items():
+        counted = [e for e in votes if e["counted"]]
+        if not counted:
+            left_out["flagged" if any(e["flags"] and e["choice"] != "skip" for e in votes) else "skipped"] += 1
             continue
-        key = event["item_key"]
-        side = event["left"] if event["choice"] == "a" else event["right"]
-        tally.setdefault(key, Counter())[side["sample_id"]] += 1
-        first.setdefault(key, event)
-    rows = []
-    for key, counts in tally.items():
-        ranked = counts.most_common()
-        if len(ranked) > 1 and ranked[0][1] == ranked[1][1]:
-            continue
-        event = first[key]
-        chosen = ranked[0][0]
-        rejected = event["right"]["sample_id"] if event["left"]["sample_id"] == chosen else event["left"]["sample_id"]
-        if content.get(chosen) is None or content.get(rejected) is None:
-            continue
-        rows.append({"prompt": event["prompt"], "chosen": content[chosen], "rejected": content[rejected]})
-    return rows
+        outcomes = Counter(e["winner_sample_id"] if e["choice"] in ("a", "b") else e["choice"] for e in counted)
+        top, most = outcomes.most_common(1)[0]
+        if top not in LEFT_OUT and most * 2 > len(counted):
+            shown = counted[0]
+            rejected = ({shown["left"]["sample_id"], shown["right"]["sample_id"]} - {top}).pop()
+            decided.append({"item_key": key, "prompt": shown["prompt"], "chosen": top, "rejected": rejected,
+                            "votes": len(counted)})
+        else:
+            alone = sum(count == most for count in outcomes.values()) == 1
+            left_out[top if alone and top in ("tie", "both_bad") else "no_majority"] += 1
+    return decided, left_out
+
+
+def preference_rows(events: list[dict], content: dict[int, str]) -> list[dict]:
+    """One ``{prompt, chosen, rejected}`` row per pair with a majority (``decide_pairs``). ``content``: sample id →
+    text (or file path for images and audio)."""
+    decided, _ = decide_pairs(events)
+    return [{"prompt": pair["prompt"], "chosen": content[pair["chosen"]], "rejected": content[pair["rejected"]]}
+            for pair in decided
+            if content.get(pair["chosen"]) is not None and content.get(pair["rejected"]) is not None]
 
 
 def write_preferences(rows: list[dict], out: Path) -> Path:

@@ -27,6 +27,7 @@ import shutil
 from collections import Counter, defaultdict
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -36,6 +37,9 @@ from studio.evaluation.choices import EXPORT_KINDS
 from studio.store import Store
 from studio.store.tables import GeneratedSample, RatingAssignment, RatingVote, Run, SampleSet
 from studio.training.runs import checkpoint_of_folder
+
+if TYPE_CHECKING:
+    from studio.data.service import ImportResult
 
 PAIRWISE, ABSOLUTE = "pairwise", "absolute"
 _CHOICE_ALIASES = {"a": "a", "left": "a", "b": "b", "right": "b", "tie": "tie", "both_bad": "both_bad",
@@ -728,6 +732,118 @@ def _line_of(store: Store, db, run_id: int) -> list[tuple[Run, int | None]]:
 
 def _strength(row: dict) -> dict:
     return {k: row[k] for k in ("strength", "ci_low", "ci_high", "votes", "wins", "losses", "ties")}
+
+
+# ----------------------------------------------------------------------------- training on the votes
+
+MIN_PAIRS_TO_VALIDATE = 20  # fewer pairs all go to train: a validation split of one or two pairs measures nothing
+VALIDATION_SHARE = 0.1
+
+
+def _decided_pairs(store: Store, set_id, include_flagged: bool):
+    from studio.evaluation.export import decide_pairs
+
+    with store.session() as db:
+        set_row = _set(db, set_id)
+        events = _events(db, set_row.id, PAIRWISE, include_flagged)
+        samples = {s.id: s for s in _samples(db, set_row.id)}
+    decided, left_out = decide_pairs(events)
+    return set_row, decided, left_out, samples, events
+
+
+def _why_none(set_id: int, left_out: Counter) -> str:
+    from studio.evaluation.export import LEFT_OUT
+
+    if not left_out:
+        return f"sample set {set_id} has no rated pair yet: rate some pairs first"
+    reasons = ", ".join(f"{count} {LEFT_OUT.get(reason, reason)}" for reason, count in left_out.most_common())
+    return f"sample set {set_id} has no usable preference pair ({reasons})"
+
+
+def _winner(store: Store, set_row: SampleSet, include_flagged: bool) -> dict | None:
+    """The leaderboard's first variant: ``{variant, label, start}``; ``start`` is its ``RUN_ID:STEP`` (None for
+    the base model)."""
+    board = leaderboard(store, set_row.id, include_flagged=include_flagged, rounds=100)
+    ranked = [v for v in board["variants"] if v["rank"] is not None]
+    if not ranked:
+        return None
+    top = ranked[0]["variant"]
+    resolved = next((v for v in set_row.variants if v["ref"] == top), {})
+    run, step = resolved.get("run"), resolved.get("step")
+    start = f"{run}:{step}" if run is not None and step is not None else (None if top == "base" else top)
+    return {"variant": top, "label": ranked[0]["label"], "start": start}
+
+
+def preference_summary(store: Store, set_id: int, include_flagged: bool = False) -> dict:
+    """What training on a set's votes would use, without writing anything: ``pairs`` (usable), ``votes`` (behind
+    them), ``removed`` (pairs left out by reason, see ``export.decide_pairs``), ``winner`` (the leaderboard's first
+    variant, whose ``start`` is the run checkpoint to start from, None for the base) and ``message`` (why there is
+    nothing to train on, or None)."""
+    set_row, decided, left_out, _samples_by_id, _events = _decided_pairs(store, set_id, include_flagged)
+    return {"set_id": set_row.id, "modality": set_row.modality, "pairs": len(decided),
+            "votes": sum(pair["votes"] for pair in decided), "removed": dict(left_out),
+            "winner": _winner(store, set_row, include_flagged), "include_flagged": bool(include_flagged),
+            "message": None if decided else _why_none(set_row.id, left_out)}
+
+
+def _pair_item(store: Store, pair: dict, samples: dict, modality: str):
+    """A decided pair as a data item; None when a sample's file is gone or unreadable."""
+    from studio.data.items import Item
+    from studio.data.read_media import inspect_audio, inspect_image
+    from studio.data.text_lines import BadFile
+
+    chosen, rejected = samples[pair["chosen"]], samples[pair["rejected"]]
+    source = f"set {chosen.set_id} pair {pair['item_key']}"
+    if modality == "text":
+        return Item(source=source, prompt=pair["prompt"], response=chosen.text or "", rejected=rejected.text or "")
+    paths = [store.path(s.path) if s.path else None for s in (chosen, rejected)]
+    try:
+        meta = [inspect_image(p, store.settings.max_image_pixels) if modality == "image"
+                else inspect_audio(p, store.settings.max_audio_seconds) for p in paths if p and p.is_file()]
+    except BadFile:
+        return None
+    if len(meta) < 2:
+        return None
+    return Item(source=source, caption=pair["prompt"], path=paths[0], meta=meta[0], rejected_path=paths[1],
+                rejected_meta=meta[1])
+
+
+def preference_dataset(store: Store, set_id: int, include_flagged: bool = False, name: str | None = None,
+                       actor: str | None = None) -> ImportResult:
+    """A new version of dataset ``name`` (default ``votes-set-<id>``, in the set's project) holding the set's
+    decided pairs as preference rows (studio.data.preferences): text ``prompt``/``response``/``rejected``, images
+    and audio ``caption``/``file``/``rejected_file`` with both files copied in. Its ``source`` names the set and
+    the votes behind it; ``removed`` counts the pairs left out by reason (plus ``missing_sample``: a sample's file
+    is gone or unreadable). No cleaning step runs: every pair is a human judgement of the studio's own outputs.
+    Returns the import's summary (studio.data.service.ImportResult); EvaluationError when no pair is usable."""
+    from studio.data.clean import default_config
+    from studio.data.read_text import ReadResult
+    from studio.data.service import Recipe, VersionOrigin, store_version
+    from studio.store.projects import DEFAULT_PROJECT, project_name
+
+    set_row, decided, left_out, samples, events = _decided_pairs(store, set_id, include_flagged)
+    items, used = [], []
+    for pair in decided:
+        item = _pair_item(store, pair, samples, set_row.modality)
+        if item is None:
+            left_out["missing_sample"] += 1
+        else:
+            items.append(item)
+            used.append(pair)
+    if not items:
+        raise EvaluationError(_why_none(set_row.id, left_out))
+    with store.session() as db:
+        project = project_name(db, set_row.project_id) or DEFAULT_PROJECT
+    voters = {e["rater"] for e in events if e["item_key"] in {pair["item_key"] for pair in used} and e["counted"]}
+    source = {"sample_set": set_row.id, "set_name": set_row.name, "votes": sum(pair["votes"] for pair in used),
+              "raters": len(voters), "pairs": len(items), "include_flagged": bool(include_flagged)}
+    validation = VALIDATION_SHARE if len(items) >= MIN_PAIRS_TO_VALIDATE else 0.0
+    recipe = Recipe({step: {"enabled": False} for step in default_config(set_row.modality)}, None, "auto",
+                    (1.0 - validation, validation, 0.0), 0)
+    read = ReadResult(items=items, notes=[f"{len(items)} preference pairs from the votes of sample set {set_row.id}"])
+    return store_version(store, read, recipe, VersionOrigin(source, "dataset.from_votes", set_aside=dict(left_out)),
+                         name=name or f"votes-set-{set_row.id}", project=project, modality=set_row.modality,
+                         created_by=actor)
 
 
 # ----------------------------------------------------------------------------- export

@@ -16,7 +16,7 @@ import json
 from datetime import datetime, timezone
 from pathlib import Path
 
-from studio.data.service import get_version
+from studio.data.service import describe_source, get_version
 from studio.evaluation.metrics import eval_path
 from studio.evaluation.service import EvaluationError, leaderboard, run_preference
 from studio.generation.variants import origin
@@ -231,10 +231,10 @@ def _checkpoint_loss(store: Store, variant) -> str:
 
 
 def data_section(version) -> str:
-    """A dataset version for people: source files, items per split, what each cleaning step removed and why."""
-    files = ", ".join(f"`{f}`" for f in (version.source or {}).get("files", [])) or "not recorded"
-    return (f"Dataset **{version.dataset.name}** version {version.version} ({version.dataset.modality}); source "
-            f"files: {files}.\nItems per split: {_splits_line(version.splits or {})}.\n\n### Cleaning\n\n"
+    """A dataset version for people: its source (files, or votes), items per split, what each cleaning step removed and why."""
+    return (f"Dataset **{version.dataset.name}** version {version.version} ({version.dataset.modality}); source: "
+            f"{describe_source(version.source, most=1000)}.\nItems per split: {_splits_line(version.splits or {})}."
+            "\n\n### Cleaning\n\n"
             + cleaning_section(version.report or {}))
 
 

@@ -11,7 +11,9 @@ from pathlib import Path
 from studio.data.export import export_zip
 from studio.data.items import MODALITIES, ImportRefused
 from studio.data.mapping import ColumnMapping
-from studio.data.service import delete_dataset, delete_version, get_version, inspect_upload, read_manifest
+from studio.data.preferences import describe_kinds
+from studio.data.service import (delete_dataset, delete_version, describe_source, get_version, inspect_upload,
+                                 read_manifest)
 from studio.data.steps import STEPS
 from studio.store import Store
 from studio.store.projects import DeleteRefused
@@ -361,8 +363,8 @@ def wire(store: Store, tab: DataTab, project, version) -> None:
                 f"{found.items_kept} of {found.items_in} items kept · splits "
                 + " · ".join(f"{s} {found.splits.get(s, 0)}" for s in ("train", "validation", "test"))
                 + f" (fractions {fractions}, seed {found.splits.get('seed')}) · made {found.created_at:%Y-%m-%d %H:%M}"
-                + f"\n\nSource: {', '.join(found.source.get('files', [])[:8])}"
-                + (" …" if len(found.source.get("files", [])) > 8 else ""))
+                + ((" · " + describe_kinds(kinds)) if (kinds := found.report.get("stats", {}).get("kinds")) else "")
+                + f"\n\nSource: {describe_source(found.source)}")
         first, second = dataset_figures(found.report.get("stats", {}), modality_value)
         media = hidden
         if modality_value == "image":

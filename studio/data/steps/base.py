@@ -56,6 +56,9 @@ class Step:
     # For a step that removes items: the setting that keeps more of them, in words, with the params' values in braces
     # ("raise its threshold (now {threshold})"); an import that loses most of its items to the step says it.
     keep_more: str = ""
+    # A step that compares items with each other (duplicates): a media pair goes only when both of its files repeat
+    # others (one chosen image against two different rejected ones is two judgements, not a duplicate).
+    compares_items: bool = False
 
 
 def filter_items(items: list[Item], why_removed: Callable[[Item], str | None]) -> StepOutcome:

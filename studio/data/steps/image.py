@@ -239,9 +239,11 @@ IMAGE_STEPS = [
          keep_more="raise its max_ratio (now {max_ratio})"),
     Step("blur", "Blurry", "Variance of the Laplacian below the threshold.", blurry, BlurParams,
          keep_more="lower its threshold (now {threshold})"),
-    Step("exact_duplicates", "Exact duplicates", "Identical pixels; keeps the first.", exact_image_duplicates),
+    Step("exact_duplicates", "Exact duplicates", "Identical pixels; keeps the first.", exact_image_duplicates,
+         compares_items=True),
     Step("near_duplicates", "Near-duplicates", "Perceptual hash (pHash) similarity and the same colours; keeps the "
-         "first.", near_image_duplicates, NearDuplicateImageParams, keep_more="raise its threshold (now {threshold})"),
+         "first.", near_image_duplicates, NearDuplicateImageParams, keep_more="raise its threshold (now {threshold})",
+         compares_items=True),
     Step("to_rgb", "Convert to RGB", "Converts greyscale, palette and RGBA images to RGB.", to_rgb),
     Step("resize_crop", "Resize and centre-crop", "Scales and centre-crops to a square resolution.",
          resize_and_crop, ResizeParams, on_by_default=False),
