@@ -73,6 +73,27 @@ def test_train_on_these_votes_opens_the_train_tab_filled_in(home_with_set, count
     assert_calm(page, "Train on these votes")
 
 
+def test_generate_picks_a_run_beside_the_checkpoint_it_started_from(home_with_run, web_home, running_studio,
+                                                                    browser_page):
+    from test_generation import add_run
+    from studio.training.runs import checkpoints
+
+    store = open_store(load_settings(home=web_home))
+    try:  # a run that went on from the first run's step 2, not its last checkpoint (as create_run records a start)
+        run = home_with_run["run"]
+        later = add_run(store, run, model_ref=next(c for c in checkpoints(store, run) if c["step"] == 2)["model_path"])
+    finally:
+        store.close()
+    page = browser_page
+    page.goto(running_studio)
+    page.get_by_role("tab", name="Generate").click()
+    pick(page, "gen-base", "tiny-llama")
+    picked = page.locator("#gen-variants")
+    picked.get_by_text(f"run {run} · lora · step 2").wait_for(timeout=MINUTES)  # its start, beside it
+    picked.get_by_text(f"run {later} · lora · step 4").wait_for(timeout=MINUTES)
+    assert f"run {run} · lora · step 4" not in picked.inner_text()
+
+
 def grid_outputs(page) -> dict[tuple[str, str], list[str]]:
     """The Generate grid's outputs: for each (prompt, text) (whitespace folded), the headers of the columns that
     wrote it."""
