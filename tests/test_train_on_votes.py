@@ -52,7 +52,7 @@ def test_train_on_these_votes_makes_the_pairs_a_version_and_opens_train_filled_i
     rows = read_manifest(store, found)
     assert rows and all(row.get("rejected") is not None for row in rows)  # preference pairs
     assert (choice.value, other.value, model_ref) == (OTHER, f"{run}:4", f"{run}:4")
-    assert method.value == "lora" and [c for c, _ in method.choices] == ["lora", "full"]  # its adapter goes on
+    assert method.value == "lora" and [c for c, _ in method.choices] == ["lora", "full", "scratch"]  # it goes on
     form = dict(zip(train_tab.form_inputs(built["train"], built["model"].lora), settings))
     assert form[built["train"].top_components["objective"]] == "dpo"
     assert f"run #{run} at step 4 (lora)" in train_message and "dpo" in train_message
@@ -94,5 +94,6 @@ def test_a_runs_checkpoint_as_a_model_is_named_in_words_back_to_the_model_the_li
 def test_a_checkpoint_goes_on_as_its_run_trained_and_a_starters_never_starts_anew():
     from studio.ui.model_tab import start_methods
 
-    assert start_methods("lora") == ["lora", "full"]  # the adapter trained further
-    assert start_methods("full") == start_methods("scratch") == ["full", "lora"]  # "scratch" would drop the training
+    assert start_methods("lora") == ["lora", "full", "scratch"]  # the adapter trained further
+    # a starter's weights trained further: "scratch" would drop its training, so it is last, never the default
+    assert start_methods("full") == start_methods("scratch") == ["full", "lora", "scratch"]

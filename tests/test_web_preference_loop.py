@@ -168,6 +168,7 @@ def test_the_preference_loop_round_trip_in_a_browser(counting_studio, browser_pa
 
 
 def round_trip(page, url: str) -> None:
+    page.set_default_timeout(2 * MINUTES)  # a click waits for a page that is busy following three runs on two cores
     page.goto(url)
     page.get_by_role("tab", name="Data").wait_for(timeout=MINUTES)
     import_example(page, "stories.txt", "looks like text", r"Done: stories v1 \(text\)")

@@ -141,11 +141,11 @@ def model_modality(store: Store, ref: str | None) -> str | None:
 
 
 def start_methods(method: str) -> list[str]:
-    """The methods that go on from a checkpoint of a run trained with ``method``, the one that continues it first: a
-    LoRA run's adapter trained further, a full or from-scratch run's weights all trained further ("scratch" would
-    start anew, throwing the checkpoint's training away)."""
+    """The methods offered for a checkpoint of a run trained with ``method``, the one that continues it first: a LoRA
+    run's adapter trained further, a full or from-scratch run's weights all trained further ("scratch", last, starts
+    a new model of its shape, leaving the checkpoint's training behind)."""
     first = "lora" if method == "lora" else "full"
-    return [first, "full" if first == "lora" else "lora"]
+    return [first, "full" if first == "lora" else "lora", "scratch"]
 
 
 def wire(store: Store, tab: ModelTab, version) -> None:
