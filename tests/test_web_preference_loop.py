@@ -115,11 +115,13 @@ def grid_outputs(page) -> dict[tuple[str, str], list[str]]:
     return outputs
 
 
-def generate(page, base: str, set_id: int, with_base: bool) -> dict[tuple[str, str], list[str]]:
-    """Generates ``PROMPTS`` with the variants the page picked for ``base`` (the base too when ``with_base``) as
-    sample set ``set_id``; returns ``grid_outputs``."""
+def generate(page, base: str, set_id: int, with_base: bool, picked: list[str]) -> dict[tuple[str, str], list[str]]:
+    """Generates ``PROMPTS`` as sample set ``set_id`` with the variants the page picked for ``base``, once they are
+    ``picked`` (parts of their labels), and the base too when ``with_base``; returns ``grid_outputs``."""
     page.get_by_role("tab", name="Generate").click()
     pick(page, "gen-base", base)
+    for label in picked:
+        page.locator("#gen-variants").get_by_text(label).first.wait_for(timeout=MINUTES)
     include = page.locator("#gen-include-base input")
     if include.is_checked() != with_base:
         include.click()
@@ -180,7 +182,7 @@ def round_trip(page, url: str) -> None:
     wait_until_completed(page, 1, SFT_STEPS)
 
     # Round 1: the untrained start against the SFT run, rated for the run.
-    outputs = generate(page, "starter-text", 1, with_base=True)
+    outputs = generate(page, "starter-text", 1, with_base=True, picked=[f"run 1 · scratch · step {SFT_STEPS}"])
     assert any(f"step {SFT_STEPS}" in header for headers in outputs.values() for header in headers), outputs
     assert rate_preferring(page, 1, f"run 1 · scratch · step {SFT_STEPS}", outputs, "ann") >= 2
     pick(page, "board-set", "#1 text")
@@ -195,7 +197,8 @@ def round_trip(page, url: str) -> None:
     wait_until_completed(page, 2, DPO_STEPS)
 
     # Round 2: the new run beside the checkpoint it started from, rated for the new run.
-    outputs = generate(page, "starter-text", 2, with_base=False)
+    outputs = generate(page, "starter-text", 2, with_base=False,  # the new run beside its start, picked by the page
+                       picked=[f"run 2 · full · step {DPO_STEPS}", f"run 1 · scratch · step {SFT_STEPS}"])
     headers = {header for found in outputs.values() for header in found}
     assert any(f"run 2 · " in h for h in headers) and any(f"run 1 · scratch · step {SFT_STEPS}" in h
                                                          for h in headers), headers
