@@ -205,8 +205,8 @@ def round_trip(page, url: str) -> None:
     assert rate_preferring(page, 2, "run 2 · ", outputs, "ann") >= 2
     pick(page, "board-set", "#2 text")
     wait_for_text(page, "#board-summary", r"\b[1-9]\d* counted votes", MINUTES)
-    first = page.locator("#board-table tbody tr").first.inner_text()
-    assert "run 2" in first, page.locator("#board-table").inner_text()  # the new run leads
+    board = page.locator("#board-table").inner_text()  # its rows in the order of their rank
+    assert "run 2 · " in board and board.index("run 2 · ") < board.index("run 1 · scratch"), board  # the new run leads
 
     # The rounds on one chart: base → SFT → round 1.
     page.get_by_text("Across a run's checkpoints").click()
