@@ -18,6 +18,7 @@ from studio.data.service import import_dataset
 from studio.generation.cache import ModelCache
 from studio.generation.options import SETTINGS
 from studio.generation.service import generate_set, get_set
+from studio.models.options import PreferenceOptions
 from studio.settings import load_settings
 from studio.store import open_store
 from studio.store.tables import Run
@@ -35,6 +36,9 @@ SHORT = ["max_steps=1", "warmup_steps=0", "eval_steps=1", "save_steps=1", "per_d
          "sample_steps=1", "max_length=32", "resolution=16", "clip_seconds=0.25"]
 GENERATE = {"text": {"max_new_tokens": 4}, "image": {"steps": 2}, "audio": {"steps": 2, "seconds": 0.25}}
 CONVERSATION_OPTIONS = ("text_format", "response_only_loss")  # what they change shows on conversations only
+# A preference objective's options: swept with DPO on preference pairs (text; the importer takes media pairs from
+# the votes of a rated set, so the media datasets here have none, and the run is refused for want of them).
+PREFERENCE_OPTIONS = ("objective", *PreferenceOptions.model_fields)
 
 
 def values_of(field) -> list:
@@ -62,7 +66,7 @@ def generation_options() -> list[tuple[str, str, object]]:
             for key, field in model.model_fields.items() for value in values_of(field) if value != field.default]
 
 
-def impossible_here(key: str, value, config: TrainConfig) -> str | None:
+def impossible_here(key: str, value, config: TrainConfig, modality: str = "text") -> str | None:
     """What a refusal must say for a value this machine cannot run, or None."""
     import importlib.util
 
@@ -70,6 +74,8 @@ def impossible_here(key: str, value, config: TrainConfig) -> str | None:
         return "fp16 needs a GPU"
     if key == "load_in_4bit" and value and (jobs.on_cpu(config) or importlib.util.find_spec("bitsandbytes") is None):
         return "QLoRA"
+    if key in PREFERENCE_OPTIONS and modality != "text":
+        return "learns from preference pairs"
     return None
 
 
@@ -86,11 +92,13 @@ def lab(tmp_path_factory, tiny_folder):  # noqa: F811
     pairs = [{"prompt": f"What colour is fox number {n}?", "response": f"Fox {n} is {c}."}
              for n, c in enumerate(["red", "brown", "grey", "white"] * 5)]
     (root / "pairs.jsonl").write_text("\n".join(json.dumps(p) for p in pairs))
+    (root / "prefs.jsonl").write_text("\n".join(json.dumps({"prompt": p["prompt"], "chosen": p["response"],
+                                                            "rejected": "I do not know."}) for p in pairs))
     make_shapes(root / "shapes", 1, 0)
     make_tones(root / "tones", 2, 0)
     datasets = {name: str(import_dataset(store, [root / path], name=name)["dataset_id"])
-                for name, path in (("text", "stories.txt"), ("chat", "pairs.jsonl"), ("image", "shapes"),
-                                   ("audio", "tones"))}
+                for name, path in (("text", "stories.txt"), ("chat", "pairs.jsonl"), ("prefs", "prefs.jsonl"),
+                                   ("image", "shapes"), ("audio", "tones"))}
     yield {"store": store, "datasets": datasets, "tiny": str(tiny_folder)}
     store.close()
 
@@ -141,18 +149,21 @@ def default_runs(lab):
                          ids=lambda v: json.dumps(v) if isinstance(v, bool) else str(v))
 def test_each_training_option_trains_and_generates_or_is_refused_first(lab, default_runs, modality, key, value):
     store = lab["store"]
-    setting = f"{key}={json.dumps(value) if isinstance(value, bool) else value}"
+    settings = [f"{key}={json.dumps(value) if isinstance(value, bool) else value}"]
     dataset = "chat" if key in CONVERSATION_OPTIONS else None
-    refusal = impossible_here(key, value, apply_overrides(TrainConfig(), SHORT + [setting]))
+    if key in PREFERENCE_OPTIONS:
+        settings, dataset = ([] if key == "objective" else ["objective=dpo"]) + settings, \
+            "prefs" if modality == "text" else None
+    refusal = impossible_here(key, value, apply_overrides(TrainConfig(), SHORT + settings), modality)
     if refusal:
         with store.session() as session:
             before = session.query(Run).count()
         with pytest.raises(jobs.RunError, match=refusal):
-            train_and_generate(lab, modality, [setting], dataset)
+            train_and_generate(lab, modality, settings, dataset)
         with store.session() as session:
             assert session.query(Run).count() == before  # refused before the run existed
         return
-    run, _ = train_and_generate(lab, modality, [setting], dataset)
+    run, _ = train_and_generate(lab, modality, settings, dataset)
     generated(lab, run, modality, {})
 
 

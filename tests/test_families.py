@@ -80,7 +80,10 @@ def test_only_the_starters_name_is_scratch_only():
 def test_every_family_declares_what_the_studio_asks_and_its_backend_offers_it(name):
     family = FAMILIES[name]
     assert family.modality in ("text", "image", "audio")
-    assert set(family.methods) <= set(METHODS) and family.objectives == ("sft",)
+    assert set(family.methods) <= set(METHODS) and family.objectives[0] == "sft"  # SFT: every family's default
+    # a language model's answers have a log-probability (every preference objective); a diffusion model's pictures a
+    # denoising error (Diffusion-DPO)
+    assert family.objectives == (("sft", "dpo", "orpo", "kto") if family.library == "transformers" else ("sft", "dpo"))
     assert family.lora_targets and set(family.export_formats) <= set(FORMATS) and "merged" in family.export_formats
     assert family.library in ("transformers", "diffusers")
     assert bool(family.model_class) == (family.library == "transformers")

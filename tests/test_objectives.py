@@ -76,7 +76,10 @@ def test_the_objective_is_the_familys_and_one_it_does_not_declare_is_refused():
     toy = Handle(modality="toy", model_ref="toy", method="scratch", module=None)
     text = Handle(modality="text", model_ref="starter-text", method="scratch", module=None,
                   parts=Parts(family="starter-text"))
-    assert objective_for(toy) is objective_for(text) is OBJECTIVES[SFT]
+    assert objective_for(toy) is objective_for(text) is OBJECTIVES[SFT](None)
     assert all(set(family.objectives) <= set(OBJECTIVES) for family in FAMILIES.values())
-    with pytest.raises(ValueError, match=r"the starter-text family trains with: sft \(got 'dpo'\)"):
-        objective_for(text, "dpo")
+    image = Handle(modality="image", model_ref="starter-image", method="scratch", module=None,
+                   parts=Parts(family="starter-image"))
+    assert objective_for(image, "dpo").name == "dpo"  # Diffusion-DPO
+    with pytest.raises(ValueError, match=r"the starter-image family trains with: sft, dpo \(got 'kto'\)"):
+        objective_for(image, "kto")

@@ -46,7 +46,7 @@ def test_train_on_these_votes_makes_the_pairs_a_version_and_opens_train_filled_i
 
     built = page(store)
     outputs = built["handlers"]["on_train_on_votes"](set_id, False, "default", None)
-    message, tabs, version, choice, other, method, model_ref, train_message, *settings = outputs
+    message, tabs, version, choice, other, method, model_ref, train_message, filled, *settings = outputs
     assert message.startswith("Made **votes-set-") and tabs.selected == "train"
     found = get_version(store, version.value)
     rows = read_manifest(store, found)
@@ -56,6 +56,7 @@ def test_train_on_these_votes_makes_the_pairs_a_version_and_opens_train_filled_i
     form = dict(zip(train_tab.form_inputs(built["train"], built["model"].lora), settings))
     assert form[built["train"].top_components["objective"]] == "dpo"
     assert f"run #{run} at step 4 (lora)" in train_message and "dpo" in train_message
+    assert filled == [f"{run}:4", "dpo"]  # the model's change event, answered later, leaves the form as filled
 
 
 def test_a_set_without_a_usable_pair_shuts_the_button_and_says_why(rating_store):

@@ -152,3 +152,41 @@ def test_an_audio_dataset_gets_the_audio_and_diffusion_options_in_the_train_form
     config.evaluate("element => element.scrollIntoView({block: 'end'})")  # the editor draws the lines in view
     expect(config).to_contain_text("prediction_type: flow_matching", timeout=30_000)
     expect(config).to_contain_text("sample_rate: 8000")
+
+
+@pytest.fixture
+def home_with_preference_run(home_with_corpus):
+    """A finished DPO run with its losses and TRL's reward curves, recorded before the studio starts."""
+    from studio.status import RunStatus
+    from studio.store.tables import Metric
+    from studio.training import jobs
+    from studio.training.config import TrainConfig
+
+    store = open_store(load_settings(home=home_with_corpus))
+    run = jobs.create_run(store, "1", "starter-text", "scratch", TrainConfig(max_steps=3))
+    jobs.finish_run(store, run, RunStatus.COMPLETED)
+    curves = {"train_loss": 0.6, "val_loss": 0.65, "rewards/chosen": 0.2, "rewards/rejected": -0.3,
+              "rewards/accuracies": 0.8, "rewards/margins": 0.5, "val_rewards/margins": 0.4}
+    with store.session() as session:
+        session.add_all([Metric(run_id=run, step=step, name=name, value=value * step)
+                         for step in (1, 2, 3) for name, value in curves.items()])
+    store.close()
+    return run
+
+
+@pytest.mark.browser
+def test_a_preference_run_shows_its_reward_curves_under_the_loss(home_with_preference_run, running_studio,
+                                                                 browser_page):
+    from test_web_generate import pick
+
+    page = browser_page
+    page.goto(running_studio)
+    page.get_by_role("tab", name="Train").click()
+    assert not page.locator("#rewards-plot").is_visible()  # no run picked: no reward curves
+    pick(page, "run-select", f"#{home_with_preference_run} ")
+    page.wait_for_function("""() => {
+        const names = [...document.querySelectorAll('#rewards-plot .role-legend-label text')].map(t => t.textContent);
+        return ['chosen', 'rejected', 'accuracies', 'margins', 'validation margins'].every(n => names.includes(n));
+    }""", timeout=60_000)
+    state = page.evaluate(PLOT_STATE)
+    assert {"train", "validation"} <= set(state["loss"]["legend"]), state  # the loss plot as for any run

@@ -13,19 +13,23 @@ commands = Commands()
 commands.group("runs", "list, show, stop and resume training runs")
 
 
-def _train_config(args):
+def _train_config(args, model_ref: str):
+    """(the run's config, the recommended settings it started from): a YAML file as it is, else the settings
+    recommended for the model and the objective (``--set objective=...``); then ``--set``."""
     from pathlib import Path
 
+    from studio.models.registry import recommended_for
     from studio.training.config import TrainConfig, apply_overrides
 
-    from studio.models.catalog import recommended_overrides
-
+    objective = next((value.strip() for key, _, value in (p.partition("=") for p in args.set)
+                      if key.strip() == "objective"), "sft")
+    recommended = [] if args.config else recommended_for(model_ref, objective)
     config = TrainConfig.from_yaml(Path(args.config).read_text()) if args.config else \
-        apply_overrides(TrainConfig(), recommended_overrides(args.model))  # a YAML file is taken as it is
+        apply_overrides(TrainConfig(), recommended)  # a YAML file is taken as it is
     pairs = list(args.set)
     if args.max_steps is not None:
         pairs.append(f"max_steps={args.max_steps}")
-    return apply_overrides(config, pairs)
+    return apply_overrides(config, pairs), recommended
 
 
 def _wait_for(store, run_id: int, quiet: bool) -> dict:
@@ -73,7 +77,8 @@ def _run_text(summary: dict) -> str:
 @commands.command(
     "train",
     arg("--dataset", required=True, help="DATASET_ID[:VERSION]"),
-    arg("--model", required=True, help="starter-text|starter-image|starter-audio, a Hub id or a folder"),
+    arg("--model", required=True, help="starter-text|starter-image|starter-audio, a Hub id, a folder, or RUN_ID[:STEP] "
+                                       "(a run's checkpoint: its last without STEP)"),
     arg("--method", required=True, choices=METHODS),
     arg("--config", help="a YAML training config (as shown with every run)"),
     arg("--max-steps", type=int),
@@ -86,16 +91,23 @@ def cmd_train(args) -> int:
     from pydantic import ValidationError
 
     from studio.data.items import ImportRefused
-    from studio.training.jobs import RunError, create_run
+    from studio.data.service import get_version
+    from studio.training.jobs import START, RunError, create_run, start_folder
 
     store = store_of(args)
     try:
-        config = _train_config(args)
+        model_ref = args.model  # a run's checkpoint (RUN_ID[:STEP]) recommends what suits its model
+        if START.fullmatch(model_ref):
+            model_ref = start_folder(store, model_ref, get_version(store, args.dataset).dataset.modality)
+        config, recommended = _train_config(args, model_ref)
         run_id = create_run(store, args.dataset, args.model, args.method, config, project=args.project,
                             created_by=os_user())
     except (RunError, ImportRefused, ValueError, ValidationError, OSError) as error:
         return fail(args, str(error))
     if not args.json:
+        if recommended:
+            print(f"started from the settings recommended for {args.model} ({config.objective}), under your --set: "
+                  f"{' '.join(recommended)}", file=sys.stderr)
         print(f"run {run_id} queued; it goes on if this command is interrupted (studio runs show {run_id})",
               file=sys.stderr)
     return _report_when_ended(args, store, run_id)

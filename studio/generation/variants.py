@@ -96,6 +96,19 @@ def origin(store: Store, model_ref: str, seen: frozenset = frozenset()) -> tuple
     return found, [run_id, *via]
 
 
+def adapted_model(folder: str, run: Run) -> str:
+    """What a checkpoint's weights go on: the run's model, except for a LoRA run that started from a LoRA
+    checkpoint, whose adapter adapts what its folder says (its start's base, when it went on with that adapter)."""
+    from studio.models.common import ADAPTER_CONFIG, adapter_base
+
+    if run.method != "lora" or not (Path(run.model_ref).expanduser() / ADAPTER_CONFIG).is_file():
+        return run.model_ref
+    try:
+        return adapter_base(Path(folder), run.model_ref) or run.model_ref
+    except (OSError, ValueError):
+        return run.model_ref
+
+
 def _describe(model_ref: str, via: list[int]) -> str:
     return f"'{model_ref}'" + (f" (through run {', run '.join(map(str, via))})" if via else "")
 
@@ -151,7 +164,8 @@ def resolve_variants(store: Store, refs: list[str], base_model: str | None = Non
         variant = Variant(
             ref=f"{run.id}:{checkpoint['step']}", label=f"run {run.id} · {run.method} · step {checkpoint['step']}",
             modality=run.modality, kind="lora" if run.method == "lora" else "full",
-            base_ref=normalise_model_ref(run.model_ref), weights=checkpoint["model_path"], run_id=run.id,
+            base_ref=normalise_model_ref(adapted_model(checkpoint["model_path"], run)), weights=checkpoint["model_path"],
+            run_id=run.id,
             step=checkpoint["step"], method=run.method, config=dict(run.config or {}), note=note,
             from_starter=is_starter(origin(store, run.model_ref)[0]))
         if variant.ref in given:

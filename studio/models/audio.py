@@ -25,6 +25,7 @@ import numpy as np
 from studio.models.base import BackendConfig, Handle, Parts, Sample, pairs
 from studio.models.common import prologue, read_marker
 from studio.models.image import DiffusionBackend
+from studio.models.preference import datasets_for
 from studio.models.registry import STARTER_AUDIO, ModalityBackend, family_for
 
 STARTER = STARTER_AUDIO.starter
@@ -230,8 +231,8 @@ class SpectrogramBackend(DiffusionBackend):
     def datasets(self, handle: Handle, rows: dict[str, list[dict]], root: Path, config) -> dict[str, Any]:
         dataset = _dataset_class()
         spec = handle.parts.spectrogram
-        return {split: dataset(rows.get(split) or [], root, handle.parts.tokenizer, spec, split == "train")
-                for split in ("train", "validation")}
+        return datasets_for(config.objective, rows, lambda given, split: dataset(
+            given, root, handle.parts.tokenizer, spec, split == "train"))
 
     # -- generation
 

@@ -23,6 +23,7 @@ class BackendConfig(Protocol):
     """What a backend reads of a run's training config (``studio.training.config.TrainConfig`` is one): the
     training package builds on the models, never the other way."""
     seed: int
+    objective: str                   # sft | dpo | orpo | kto: which rows the datasets hold (models.preference)
     mixed_precision: str             # no | fp16 | bf16
     use_cpu: bool
     gradient_checkpointing: bool
@@ -53,7 +54,8 @@ class Handle:
     modality: str
     model_ref: str           # Hub id, local folder, or a starter name
     method: str              # lora | full | scratch
-    module: Any              # torch.nn.Module: forward(batch) -> scalar loss; holds every trainable weight
+    module: Any              # torch.nn.Module: forward(batch) -> scalar loss (per-example scores when asked:
+    #                          models.preference.SCORE); holds every trainable weight
     parts: Parts = field(default_factory=Parts)
 
     @property
@@ -91,10 +93,12 @@ class Backend(Protocol):
 
     def datasets(self, handle: Handle, rows: dict[str, list[dict]], root: Path,
                  config: BackendConfig) -> dict[str, Any]:
-        """torch Datasets for 'train' and 'validation' from manifest rows; media files are relative to ``root``."""
+        """torch Datasets for 'train' and 'validation' from manifest rows; media files are relative to ``root``.
+        A preference objective's are ``models.preference.datasets_for``'s, of the family's examples."""
 
     def collate(self, handle: Handle, config: BackendConfig) -> Callable[[list], dict]:
-        """Turns a list of dataset items into the batch ``handle.module`` takes."""
+        """Turns a list of dataset items into the batch ``handle.module`` takes (``models.preference.collate_for``
+        teaches it the preference items)."""
 
     def generate(self, handle: Handle, prompts: list[str], seeds: list[int], settings: dict,
                  out_dir: Path) -> list[Sample]:

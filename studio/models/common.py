@@ -132,6 +132,40 @@ def add_adapter(target, folder: Path, name: str) -> None:
                          f"{list(result.unexpected_keys)[:3]}, missing: {missing[:3]})")
 
 
+REFERENCE = "reference"  # the name of a frozen copy of the start's LoRA adapter (preference objectives)
+
+
+class reference_weights:
+    """``with reference_weights(module):`` the LoRA layers inside ``module`` give what a preference objective
+    compares with, then go back: the adapter named ``REFERENCE`` where there is one (a run going on with its start's
+    adapter keeps a frozen copy of it, as TRL's "ref" adapter), else the frozen base weights alone, every adapter
+    off (PEFT's ``disable_adapter()``). Either way the same weights, without a second copy of the model."""
+
+    def __init__(self, module):
+        from peft.tuners.tuners_utils import BaseTunerLayer
+
+        self.layers = [m for m in module.modules() if isinstance(m, BaseTunerLayer)]
+        self.named = any(REFERENCE in getattr(layer, name) for layer in self.layers
+                         for name in layer.adapter_layer_names)
+
+    def __enter__(self):
+        self.before = [(list(layer.active_adapters), not layer.disable_adapters) for layer in self.layers]
+        for layer in self.layers:
+            if self.named:
+                layer.set_adapter(REFERENCE, inference_mode=True)
+            else:
+                layer.enable_adapters(False)
+        return self
+
+    def __exit__(self, *exc):
+        for layer, (active, enabled) in zip(self.layers, self.before):
+            if self.named:
+                layer.set_adapter(active)  # the trained adapter again, trainable
+            else:
+                layer.enable_adapters(enabled)
+        return False
+
+
 def activate_adapter(target, name: str | None) -> None:
     """Switches every LoRA layer of ``target`` to adapter ``name``, or off (the base model) when None."""
     from peft.tuners.tuners_utils import BaseTunerLayer

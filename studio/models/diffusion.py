@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from studio.models.common import load_adapter, target_option, write_marker
+from studio.models.preference import PAIRS, SCORE
 
 PREDICTION_TYPES = ("epsilon", "v_prediction", "flow_matching")
 
@@ -129,6 +130,8 @@ class DiffusionModule(nn.Module):
     # -- the loss
 
     def forward(self, batch: dict) -> torch.Tensor:
+        if SCORE in batch:
+            return self.preference_scores(batch)
         # Validation draws the same noise and timesteps every time, so its loss is comparable across evaluations.
         generator = None if self.training else torch.Generator().manual_seed(0)
         latents = self.to_latents(batch["pixel_values"].to(self.device))
@@ -152,6 +155,27 @@ class DiffusionModule(nn.Module):
         if self.snr_gamma > 0 and self.prediction_type != "flow_matching":
             loss = loss * self.min_snr_weights(timesteps)
         return loss.mean()
+
+    def preference_scores(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """(minus half the denoising error of each picture, 1 each): Diffusion-DPO's score (Wallace et al. 2023;
+        diffusers' examples/research_projects/diffusion_dpo/train_diffusion_dpo.py), so that DPO's beta is its
+        ``beta_dpo``. Noise and timesteps come from ``batch[SCORE]`` (the policy and its reference see the same) and
+        the two pictures of a pair share them; latents are the VAE's posterior mean, no caption is dropped."""
+        generator = torch.Generator().manual_seed(int(batch[SCORE]))
+        latents = self.to_latents(batch["pixel_values"].to(self.device), mean=True).to(self.unet.dtype)
+        text = self.encode_text(batch["input_ids"].to(self.device))
+        size = latents.shape[0]
+        drawn = size // 2 if batch.get(PAIRS) else size
+        noise = torch.randn((drawn, *latents.shape[1:]), generator=generator).to(latents)
+        steps = self.noise_scheduler.config.num_train_timesteps
+        if self.prediction_type == "flow_matching":
+            timesteps = (torch.rand(drawn, generator=generator) * steps).to(self.device)
+        else:
+            timesteps = torch.randint(0, steps, (drawn,), generator=generator).to(self.device)
+        if drawn != size:
+            noise, timesteps = torch.cat([noise, noise]), torch.cat([timesteps, timesteps])
+        error = self.prediction_error(latents, text, noise, timesteps)
+        return -0.5 * error, torch.ones_like(error)
 
     def prediction_error(self, latents: torch.Tensor, text: torch.Tensor, noise: torch.Tensor,
                          timesteps: torch.Tensor) -> torch.Tensor:

@@ -18,6 +18,7 @@ from studio.data.items import Item
 from studio.data.steps.image import open_rgb
 from studio.models.base import BackendConfig, Handle, Parts, Sample, pairs
 from studio.models.common import prologue
+from studio.models.preference import collate_for, datasets_for
 from studio.models.registry import STARTER_IMAGE, family_for
 
 STARTER = STARTER_IMAGE.starter
@@ -128,7 +129,7 @@ class DiffusionBackend:
     def collate(self, handle: Handle, config) -> Callable[[list], dict]:
         from studio.models.diffusion import collate_images
 
-        return collate_images
+        return collate_for(collate_images)  # pairs for Diffusion-DPO; no thumbs (kto) for diffusion
 
     def save(self, handle: Handle, folder: Path) -> None:
         from studio.models.diffusion import save_model
@@ -191,9 +192,8 @@ class ImageBackend(DiffusionBackend):
     def datasets(self, handle: Handle, rows: dict[str, list[dict]], root: Path, config) -> dict[str, Any]:
         dataset = _dataset_class()
         resolution = config.image.resolution
-        return {split: dataset(rows.get(split) or [], root, handle.parts.tokenizer, resolution,
-                               config.image.random_flip and split == "train")
-                for split in ("train", "validation")}
+        return datasets_for(config.objective, rows, lambda given, split: dataset(
+            given, root, handle.parts.tokenizer, resolution, config.image.random_flip and split == "train"))
 
     # -- generation
 

@@ -40,6 +40,7 @@ from studio.models.audio import fit_clip, read_mono
 from studio.models.base import BackendConfig, Handle, Parts, Sample, pairs
 from studio.models.common import adapter_base, load_adapter, merge_adapter, prologue, target_option, \
     write_marker, write_pretrained
+from studio.models.preference import SCORE, collate_for, datasets_for
 from studio.models.registry import MUSICGEN
 
 IGNORE = -100
@@ -180,7 +181,8 @@ def delayed_labels(model, codes: torch.Tensor) -> torch.Tensor:
 class MusicgenModule(nn.Module):
     """``forward(batch) -> loss``: caption through the frozen T5, clip through the frozen EnCodec, and
     transformers' per-codebook cross-entropy of the decoder on the delayed codes. ``batch`` holds
-    ``caption_ids``/``caption_mask`` (B, L), ``input_values`` (B, 1, samples) and ``lengths`` (B,)."""
+    ``caption_ids``/``caption_mask`` (B, L), ``input_values`` (B, 1, samples) and ``lengths`` (B,). Asked for scores
+    (``SCORE``): each clip's summed log-probability of its codes, and how many codes that is."""
 
     def __init__(self, model):
         super().__init__()
@@ -200,7 +202,19 @@ class MusicgenModule(nn.Module):
             text = model.text_encoder(input_ids=batch["caption_ids"].to(device), attention_mask=mask)
         codes = audio_codes(model, batch["input_values"].to(device), batch["lengths"])
         labels = delayed_labels(model, codes)
-        return model(encoder_outputs=text, attention_mask=mask, labels=labels, use_cache=False).loss
+        out = model(encoder_outputs=text, attention_mask=mask, labels=labels, use_cache=False)
+        return code_log_probabilities(out.logits, labels) if SCORE in batch else out.loss
+
+
+def code_log_probabilities(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(summed log-probability of each clip's codes, their count) from the decoder's logits (B * K, T, vocab) and
+    the delayed labels (B, T, K), -100 where a codebook has nothing; as transformers lines them up for its loss."""
+    batch, steps, books = labels.shape
+    logits = logits.reshape(batch, books, -1, logits.shape[-1])[:, :, -steps:].float()
+    targets = labels.transpose(1, 2)
+    known = targets != IGNORE
+    chosen = logits.gather(-1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)
+    return (chosen * known).sum(dim=(1, 2)), known.sum(dim=(1, 2))
 
 
 # ----------------------------------------------------------------------------- data
@@ -273,11 +287,13 @@ class MusicgenBackend:
     def datasets(self, handle: Handle, rows: dict[str, list[dict]], root: Path, config) -> dict[str, Any]:
         rate = handle.parts.sample_rate
         samples = int(round(config.audio.clip_seconds * rate))
-        return {split: CaptionedClips(rows.get(split) or [], root, rate, samples, split == "train")
-                for split in ("train", "validation")}
+        return datasets_for(config.objective, rows, lambda given, split: CaptionedClips(
+            given, root, rate, samples, split == "train"))
 
-    def collate(self, handle: Handle, config) -> ClipCollator:
-        return ClipCollator(handle.parts.tokenizer)
+    def collate(self, handle: Handle, config):
+        # KTO's mismatched examples: a clip heard with another row's caption
+        return collate_for(ClipCollator(handle.parts.tokenizer), lambda prompt, answer: {**answer,
+                                                                                          "caption": prompt["caption"]})
 
     # -- generation
 
@@ -332,7 +348,8 @@ class MusicgenBackend:
         a model reference. Tokenizer and feature extractor go along; ``studio_model.json`` always."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        handle.parts.model.save_pretrained(str(folder))
+        lora = {"selected_adapters": ["default"]} if handle.method == "lora" else {}  # not a preference run's reference
+        handle.parts.model.save_pretrained(str(folder), **lora)
         for processor in handle.parts.processors():
             processor.save_pretrained(str(folder))
         write_marker(handle, folder, sample_rate=handle.parts.sample_rate)

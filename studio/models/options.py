@@ -25,6 +25,12 @@ class LoraOptions(Section):
     load_in_4bit: bool = Field(False, title="4-bit base model",
                                description="QLoRA: keep the frozen base in 4-bit NF4 (needs a CUDA GPU and "
                                            "the bitsandbytes package)")
+    continue_adapter: bool = Field(True, title="go on with the start's adapter",
+                                   description="starting from a LoRA run's checkpoint: train that adapter further "
+                                               "(default: nothing is folded or lost, the result is still one adapter "
+                                               "on the original base, and a preference objective compares with the "
+                                               "start itself, a frozen copy of its adapter); off: fold it into the "
+                                               "weights and train a new adapter")
 
 
 class TextOptions(Section):
@@ -64,3 +70,23 @@ class DiffusionOptions(Section):
 class AudioOptions(Section):
     clip_seconds: float = Field(1.0, gt=0.0, le=60.0, description="length of training clips")
     sample_rate: int = Field(0, ge=0, description="in Hz; 0: the model's sample rate")
+
+
+class PreferenceOptions(Section):
+    """How a preference objective learns (``training/objectives.py``); names as TRL's DPOConfig / KTOConfig /
+    ORPOConfig call them."""
+    beta: float = Field(0.1, gt=0.0, title="preference strength (beta)",
+                        description="DPO/KTO: how far the model may move from the reference (higher: less far); "
+                                    "ORPO: the weight of the odds-ratio term (lambda); Diffusion-DPO: its beta (much "
+                                    "larger: thousands)")
+    loss_type: Literal["sigmoid", "ipo", "hinge"] = Field(
+        "sigmoid", title="DPO loss", json_schema_extra={"choices": {"sigmoid": "sigmoid (DPO)", "ipo": "IPO",
+                                                                    "hinge": "hinge (SLiC)"}},
+        description="the DPO loss type, as TRL names it")
+    label_smoothing: float = Field(0.0, ge=0.0, lt=0.5, title="share of flipped preferences",
+                                   description="DPO sigmoid loss: how many preferences may be wrong (cDPO label "
+                                               "smoothing); 0 trusts every vote")
+    desirable_weight: float = Field(1.0, gt=0.0, title="weight of thumbs up",
+                                    description="KTO: how much a good answer counts")
+    undesirable_weight: float = Field(1.0, gt=0.0, title="weight of thumbs down",
+                                      description="KTO: how much a bad answer counts")

@@ -20,8 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from studio.models.base import METHODS, BackendConfig, Handle
-from studio.models.catalog import find
-from studio.models.common import ADAPTER_CONFIG, MARKER, read_marker
+from studio.models.catalog import find, recommended_overrides
+from studio.models.common import ADAPTER_CONFIG, MARKER, REFERENCE, activate_adapter, add_adapter, read_marker
+from studio.models.preference import REFERENCE_OBJECTIVES
 
 STARTER_SCRATCH_ONLY = ("starter models are trained from scratch; use method 'scratch', or fine-tune a finished "
                         "run's model folder")
@@ -38,7 +39,7 @@ class Family:
     model_class: str = ""          # the transformers class that loads its folders ("" for pipelines)
     methods: tuple[str, ...] = METHODS
     objectives: tuple[str, ...] = ("sft",)  # what a training step does (training/objectives.py): the first is
-    #                                          the default; supervised fine-tuning today
+    #                                          the default (supervised fine-tuning)
     starter: str = ""              # the starter's name: built here from a config, so only 'scratch' trains it
     standalone: bool = True        # its model folders load without the studio
     claims: tuple[str, ...] = ()   # config.json model_type / catalog family values that belong to it
@@ -73,22 +74,28 @@ def register(family: Family) -> Family:
 
 
 _TRANSFORMERS_FORMATS = ("peft", "merged")
+# Language models score an answer by its log-probability, so every preference objective fits them; a diffusion
+# model's score is its denoising error, which Diffusion-DPO compares between two pictures (no ORPO or KTO for it).
+_LANGUAGE_OBJECTIVES, _DIFFUSION_OBJECTIVES = ("sft", "dpo", "orpo", "kto"), ("sft", "dpo")
 _ATTENTION = ("q_proj", "k_proj", "v_proj", "o_proj")
 _UNET_ATTENTION = ("to_q", "to_k", "to_v", "to_out.0")
 CAUSAL_LM = register(Family("causal-lm", "text", "studio.models.text:TextBackend", _ATTENTION, _TRANSFORMERS_FORMATS,
-                            "transformers", "AutoModelForCausalLM", fallback=True))
+                            "transformers", "AutoModelForCausalLM", objectives=_LANGUAGE_OBJECTIVES, fallback=True))
 STARTER_TEXT = register(Family("starter-text", "text", "studio.models.text:TextBackend", _ATTENTION,
-                               _TRANSFORMERS_FORMATS, "transformers", "AutoModelForCausalLM", starter="starter-text"))
+                               _TRANSFORMERS_FORMATS, "transformers", "AutoModelForCausalLM", starter="starter-text",
+                               objectives=_LANGUAGE_OBJECTIVES))
 SD_PIPELINE = register(Family("sd-pipeline", "image", "studio.models.image:ImageBackend", _UNET_ATTENTION,
-                              ("peft", "diffusers-lora", "merged"), "diffusers", fallback=True))
+                              ("peft", "diffusers-lora", "merged"), "diffusers", objectives=_DIFFUSION_OBJECTIVES,
+                              fallback=True))
 STARTER_IMAGE = register(Family("starter-image", "image", "studio.models.image:ImageBackend", _UNET_ATTENTION,
-                                ("peft", "merged"), "diffusers", starter="starter-image", standalone=False))
+                                ("peft", "merged"), "diffusers", starter="starter-image", standalone=False,
+                                objectives=_DIFFUSION_OBJECTIVES))
 MUSICGEN = register(Family("musicgen", "audio", "studio.models.musicgen:MusicgenBackend",
                            ("q_proj", "k_proj", "v_proj", "out_proj"), _TRANSFORMERS_FORMATS, "transformers",
-                           "MusicgenForConditionalGeneration", claims=("musicgen",)))
+                           "MusicgenForConditionalGeneration", claims=("musicgen",), objectives=_LANGUAGE_OBJECTIVES))
 STARTER_AUDIO = register(Family("starter-audio", "audio", "studio.models.audio:SpectrogramBackend", _UNET_ATTENTION,
                                 ("peft", "merged"), "diffusers", starter="starter-audio", standalone=False,
-                                fallback=True))
+                                objectives=_DIFFUSION_OBJECTIVES, fallback=True))
 
 
 # ----------------------------------------------------------------------------- which family
@@ -187,6 +194,13 @@ def _family_on_hub(model_ref: str, modality: str) -> Family | None:
     return _claimed(config.get("model_type"), modality)
 
 
+def recommended_for(model_ref: str, objective: str = "sft") -> list[str]:
+    """``--set`` pairs that suit training ``model_ref`` with ``objective`` (catalog.recommended_overrides), what the
+    Train form and `studio train` start from."""
+    family = family_of(model_ref) if model_ref else None
+    return recommended_overrides(model_ref, objective, family.name if family else None)
+
+
 # ----------------------------------------------------------------------------- which modality
 
 def modality_of_folder(folder: Path) -> str | None:
@@ -225,7 +239,20 @@ class ModalityBackend:
 
     def load(self, model_ref: str, method: str, config: BackendConfig,
              train_rows: list[dict] | None = None) -> Handle:
-        return family_for(model_ref, self.modality).backend().load(model_ref, method, config, train_rows)
+        """A LoRA run's folder trained further with LoRA goes on with its adapter (``continue_adapter``): its base
+        gets LoRA layers of the adapter's own shape and the adapter's weights, so what is saved stays one adapter
+        on that base. Otherwise the family's backend loads ``model_ref`` (a LoRA folder: merged into its base)."""
+        backend = family_for(model_ref, self.modality).backend()
+        base = continued_adapter_base(model_ref, method, config)
+        if base is None:
+            return backend.load(model_ref, method, config, train_rows)
+        handle = backend.load(base, "lora", with_adapter_shape(config, Path(model_ref)), train_rows)
+        backend.load_weights(handle, Path(model_ref))
+        if config.objective in REFERENCE_OBJECTIVES:  # the start is the reference: its adapter, frozen, beside
+            target = backend.lora_module(handle)
+            add_adapter(target, Path(model_ref), REFERENCE)
+            activate_adapter(target, "default")  # the one that trains (adding made the new one active)
+        return handle
 
     def datasets(self, handle: Handle, rows: dict[str, list[dict]], root: Path, config):
         return handle.family.backend().datasets(handle, rows, root, config)
@@ -241,6 +268,27 @@ class ModalityBackend:
 
     def load_weights(self, handle: Handle, folder: Path) -> None:
         handle.family.backend().load_weights(handle, folder)
+
+
+def continued_adapter_base(model_ref: str, method: str, config) -> str | None:
+    """The base a LoRA folder adapts, when ``model_ref`` is one and its adapter is to be trained further."""
+    from studio.models.common import adapter_base
+
+    folder = Path(model_ref).expanduser()
+    if method != "lora" or config is None or not config.lora.continue_adapter or not folder.is_dir():
+        return None
+    return adapter_base(folder, model_ref)
+
+
+def with_adapter_shape(config, folder: Path):
+    """``config`` with the LoRA settings of the adapter saved in ``folder`` (its rank, alpha, dropout and layers)."""
+    saved = json.loads((folder / ADAPTER_CONFIG).read_text())
+    targets = saved.get("target_modules") or config.lora.target_modules
+    lora = config.lora.model_copy(update={
+        "r": saved.get("r", config.lora.r), "lora_alpha": saved.get("lora_alpha", config.lora.lora_alpha),
+        "lora_dropout": saved.get("lora_dropout", config.lora.lora_dropout),
+        "target_modules": targets if isinstance(targets, str) else ",".join(sorted(targets))})
+    return config.model_copy(update={"lora": lora})
 
 
 def backend_for(modality: str) -> ModalityBackend:

@@ -23,6 +23,7 @@ from typing import Any
 from studio.models.base import BackendConfig, Handle, Parts, Sample, pairs
 from studio.models.common import adapter_base, load_adapter, merge_adapter, prologue, target_option, \
     write_marker, write_pretrained
+from studio.models.preference import SCORE, collate_for, datasets_for
 from studio.models.registry import STARTER_TEXT, family_for
 
 STARTER = STARTER_TEXT.starter
@@ -69,18 +70,33 @@ def _loss_module_class():
     import torch
 
     class CausalLMLoss(torch.nn.Module):
-        """``forward(batch) -> loss``: the causal-LM loss of a transformers (or PEFT) model."""
+        """``forward(batch) -> loss``: the causal-LM loss of a transformers (or PEFT) model; asked for scores
+        (``SCORE`` in the batch), each example's summed log-probability of its learned tokens and their count."""
 
         def __init__(self, model):
             super().__init__()
             self.model = model
 
         def forward(self, batch: dict):
+            if SCORE in batch:
+                return answer_log_probabilities(self.model, batch)
             return self.model(input_ids=batch["input_ids"], attention_mask=batch.get("attention_mask"),
                               labels=batch["labels"]).loss
 
     CausalLMLoss.__module__, CausalLMLoss.__qualname__ = __name__, "CausalLMLoss"
     return CausalLMLoss
+
+
+def answer_log_probabilities(model, batch: dict):
+    """(summed log-probability of each example's learned tokens (labels not -100), their count): what a
+    preference objective compares (TRL's ``logps``)."""
+    import torch
+
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch.get("attention_mask")).logits[:, :-1].float()
+    labels = batch["labels"][:, 1:]
+    learned = labels != IGNORE
+    chosen = logits.gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)
+    return (chosen * learned).sum(-1), learned.sum(-1)
 
 
 def __getattr__(name: str):  # the torch class is defined on first use, and stays picklable by name
@@ -123,6 +139,17 @@ class PadCollator:
             attention_mask[row, :length] = 1
             labels[row, :length] = torch.as_tensor(item.get("labels", item["input_ids"]), dtype=torch.long)
         return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+
+
+def mismatched_answer(prompt_item: dict, answer_item: dict) -> dict:
+    """``prompt_item``'s prompt (its tokens before the first learned one) with ``answer_item``'s answer: KTO's
+    estimate of the KL term compares the model on such mismatched pairs."""
+    def answer_start(item):
+        return next((n for n, label in enumerate(item["labels"]) if label != IGNORE), len(item["labels"]))
+
+    prompt, answer = answer_start(prompt_item), answer_start(answer_item)
+    return {"input_ids": list(prompt_item["input_ids"][:prompt]) + list(answer_item["input_ids"][answer:]),
+            "labels": [IGNORE] * prompt + list(answer_item["labels"][answer:])}
 
 
 # ----------------------------------------------------------------------------- the starter
@@ -419,8 +446,11 @@ class TextBackend:
     # -- data
 
     def datasets(self, handle: Handle, rows: dict[str, list[dict]], root: Path, config) -> dict[str, Any]:
-        return {split: self._dataset(handle.parts.tokenizer, rows.get(split) or [], config)
-                for split in ("train", "validation")}
+        tokenizer = handle.parts.tokenizer
+        if config.objective != "sft":  # one conversation per row, answer learned: what is scored
+            return datasets_for(config.objective, rows, lambda given, split: TokenDataset(
+                [chat_example(tokenizer, row_messages(row), True, config.text.max_length) for row in given]))
+        return {split: self._dataset(tokenizer, rows.get(split) or [], config) for split in ("train", "validation")}
 
     def _dataset(self, tokenizer, rows: list[dict], config) -> TokenDataset:
         options = config.text
@@ -448,8 +478,8 @@ class TextBackend:
         useful = [e for e in examples if any(label != IGNORE for label in e["labels"][1:])]
         return TokenDataset(useful, skipped=len(examples) - len(useful))
 
-    def collate(self, handle: Handle, config) -> PadCollator:
-        return PadCollator(handle.parts.tokenizer.pad_token_id)
+    def collate(self, handle: Handle, config):
+        return collate_for(PadCollator(handle.parts.tokenizer.pad_token_id), mismatched_answer)
 
     # -- generation
 
@@ -517,7 +547,8 @@ class TextBackend:
         folder.mkdir(parents=True, exist_ok=True)
         model = handle.parts.model
         if handle.method == "lora":
-            model.save_pretrained(str(folder), safe_serialization=True, save_embedding_layers=False)
+            model.save_pretrained(str(folder), safe_serialization=True, save_embedding_layers=False,
+                                  selected_adapters=["default"])  # not a preference run's frozen reference
         else:
             model.save_pretrained(str(folder))  # transformers 5 writes safetensors only
         handle.parts.tokenizer.save_pretrained(str(folder))

@@ -15,13 +15,22 @@ from pydantic import BaseModel, Field, model_validator
 
 from studio.fields import validated
 from studio.models.base import METHODS  # noqa: F401 - the training methods, named beside the backends
-from studio.models.options import AudioOptions, DiffusionOptions, ImageOptions, LoraOptions, Section, \
-    TextOptions
+from studio.models.options import AudioOptions, DiffusionOptions, ImageOptions, LoraOptions, PreferenceOptions, \
+    Section, TextOptions
 
 PRECISION_CHOICES = {"no": "full (32-bit)", "fp16": "half (fp16, GPU)", "bf16": "bfloat16 (bf16)"}
 
 
+OBJECTIVE_CHOICES = {"sft": "imitate the examples (SFT)", "dpo": "prefer the chosen answer (DPO)",
+                     "orpo": "prefer the chosen answer, no reference (ORPO)", "kto": "thumbs up / down (KTO)"}
+
+
 class TrainConfig(Section):
+    objective: Literal["sft", "dpo", "orpo", "kto"] = Field(
+        "sft", title="what is learned", json_schema_extra={"choices": OBJECTIVE_CHOICES},
+        description="sft: imitate the examples; dpo: prefer the chosen answer of each pair over the rejected one "
+                    "(Diffusion-DPO for image and audio diffusion models); orpo: the same without a reference model; "
+                    "kto: from answers marked good or bad")
     learning_rate: float = Field(1e-3, gt=0.0, le=1.0)
     lr_scheduler_type: Literal["constant", "linear", "cosine"] = Field(
         "cosine", title="learning-rate schedule", description="how the learning rate changes after warm-up",
@@ -67,6 +76,7 @@ class TrainConfig(Section):
     image: ImageOptions = Field(default_factory=ImageOptions)
     audio: AudioOptions = Field(default_factory=AudioOptions)
     diffusion: DiffusionOptions = Field(default_factory=DiffusionOptions)
+    preference: PreferenceOptions = Field(default_factory=PreferenceOptions)
 
     @model_validator(mode="before")
     @classmethod
@@ -97,9 +107,10 @@ class TrainConfig(Section):
 
 
 SECTIONS = {"lora": LoraOptions, "text": TextOptions, "image": ImageOptions, "audio": AudioOptions,
-            "diffusion": DiffusionOptions}
+            "diffusion": DiffusionOptions, "preference": PreferenceOptions}
 # The sections a dataset of each modality trains with (beside the top-level settings and, for LoRA, ``lora``).
-MODALITY_SECTIONS = {"text": ("text",), "image": ("image", "diffusion"), "audio": ("audio", "diffusion")}
+MODALITY_SECTIONS = {"text": ("text", "preference"), "image": ("image", "diffusion", "preference"),
+                     "audio": ("audio", "diffusion", "preference")}
 
 
 def flat_keys() -> dict[str, str | None]:

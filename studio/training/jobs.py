@@ -8,6 +8,7 @@ primary key lets only one claim win, so two dispatchers never start two runs on 
 from __future__ import annotations
 
 import functools
+import re
 import shlex
 import subprocess
 import sys
@@ -18,9 +19,11 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from studio import processes
+from studio.data.preferences import EXAMPLE, PAIR, THUMBS, count_kinds
 from studio.data.prompts import prompts_of
 from studio.data.service import get_version, read_manifest
-from studio.models.common import read_marker
+from studio.models.common import adapter_base, read_marker
+from studio.models.preference import needs as preference_needs, usable
 from studio.models.registry import family_of, modality_of
 from studio.processes import start_detached
 from studio.status import RUN_ACTIVE, RUN_ENDED, RUN_WORKING, RunStatus
@@ -30,8 +33,9 @@ from studio.store.projects import check_project_name, project_name, remove_folde
 from studio.store.tables import Checkpoint, ControlFlag, DeviceLock, Metric, Run, RunSample
 from studio.settings import secret_variables
 from studio.training.config import METHODS, TrainConfig
-from studio.training.runs import run_of_folder
+from studio.training.runs import checkpoints, run_of_folder
 
+KIND_WORDS = {EXAMPLE: "examples", PAIR: "preference pairs", THUMBS: "thumbs up/down"}
 DEVICE_SET = "local"         # one device set per machine: one run at a time, the rest wait in order
 HEARTBEAT_TIMEOUT = timedelta(seconds=180)
 
@@ -55,6 +59,7 @@ def create_run(store: Store, dataset_ref: str, model_ref: str, method: str, conf
         raise RunError(message)
     version = get_version(store, dataset_ref)
     modality = version.dataset.modality
+    start, model_ref = model_ref, start_folder(store, model_ref, modality)
     model_modality = modality_of(model_ref)
     if model_modality and model_modality != modality:
         raise RunError(f"{model_ref} is a {model_modality} model but dataset '{version.dataset.name}' is {modality}")
@@ -75,9 +80,38 @@ def create_run(store: Store, dataset_ref: str, model_ref: str, method: str, conf
         run.output_dir = f"runs/{run.id}"
         record_action(session, created_by, "run.create", f"run:{run.id}", project=owner,
                       details={"dataset": f"{version.dataset_id}:{version.version}", "model": model_ref,
-                               "method": method})
+                               "method": method, "objective": config.objective,
+                               **({"start": start} if start != model_ref else {})})
     store.path(f"runs/{run.id}").mkdir(parents=True, exist_ok=True)
     return run.id
+
+
+START = re.compile(r"(\d+)(?::(\d+))?")
+
+
+def start_folder(store: Store, model_ref: str, modality: str) -> str:
+    """``RUN_ID[:STEP]`` → that run's checkpoint's model folder (its last checkpoint without a step), refused unless
+    the run trained a model of ``modality``; anything else is returned as it is. The run's ``model_ref`` is that
+    folder: Generate follows it back to the start's run (``generation.variants.origin``)."""
+    found = START.fullmatch(model_ref.strip())
+    if found is None or Path(model_ref).expanduser().is_dir():
+        return model_ref
+    run_id, step = int(found.group(1)), found.group(2) and int(found.group(2))
+    with store.session() as session:
+        run = session.get(Run, run_id)
+        run_modality = run and run.modality
+    if run is None:
+        raise RunError(f"no run {run_id} to start from (see `studio runs list`)")
+    if run_modality != modality:
+        raise RunError(f"run {run_id} trained a {run_modality} model, which cannot learn from a {modality} dataset: "
+                       f"start from a run of the same kind of model, or from a {modality} model")
+    saved = [c for c in checkpoints(store, run_id) if Path(c["model_path"]).is_dir()]
+    chosen = next((c for c in saved if c["step"] == step), None) if step is not None else (saved or [None])[-1]
+    if chosen is None:
+        steps = ", ".join(str(c["step"]) for c in saved) or "none yet"
+        raise RunError(f"run {run_id} has no checkpoint{f' at step {step}' if step is not None else ''} to start "
+                       f"from (its checkpoints: {steps})")
+    return chosen["model_path"]
 
 
 def check_possible(store: Store, version, model_ref: str, method: str, config: TrainConfig) -> None:
@@ -94,6 +128,19 @@ def check_possible(store: Store, version, model_ref: str, method: str, config: T
     family = family_of(model_ref)
     if family is not None and (problem := family.method_problem(model_ref, method)):
         reasons.append(problem)
+    if family is not None and family.library == "diffusers" and adapter_base(Path(model_ref).expanduser(), model_ref) \
+            and not (method == "lora" and config.lora.continue_adapter):
+        reasons.append(f"'{model_ref}' is a LoRA adapter of an image or audio model: train it further with method "
+                       f"'lora' and continue_adapter on (folding it into the weights is not supported for these yet)")
+    if family is not None and config.objective not in family.objectives:
+        reasons.append(f"objective '{config.objective}' is not one the {family.name} family trains with: "
+                       f"{', '.join(family.objectives)}")
+    elif needed := preference_needs(config.objective):
+        counts = count_kinds(read_manifest(store, version, "train"))
+        if not usable(config.objective, counts):
+            has = ", ".join(f"{n} {KIND_WORDS[kind]}" for kind, n in counts.items())
+            reasons.append(f"objective '{config.objective}' learns from {needed}; the training split of dataset "
+                           f"'{version.dataset.name}' v{version.version} has {has}")
     if config.mixed_precision == "fp16" and on_cpu(config):
         # accelerate turns fp16 off on a CPU without a word; bf16 it does run (CPU autocast).
         reasons.append("number precision fp16 needs a GPU: on the CPU the run would be 32-bit while claiming fp16. "

@@ -20,7 +20,7 @@ from studio.models.base import Backend, Handle, Sample
 from studio.models.common import is_out_of_memory
 from studio.status import RunStatus
 from studio.training.config import TrainConfig
-from studio.training.objectives import Objective, Optimizing, objective_for
+from studio.training.objectives import Objective, Optimizing, Step, objective_for
 
 
 def _noop(*_args, **_kwargs):
@@ -104,20 +104,25 @@ def make_loader(dataset, collate, batch_size: int, seed: int, shuffle: bool):
                       drop_last=False)
 
 
-def evaluate(accelerator, module, loader, loss_of: Callable) -> float | None:
-    """Mean validation loss (``loss_of(module, batch)``) over every process's share of the validation set."""
+def evaluate(accelerator, module, loader, loss_of: Callable) -> tuple[float | None, dict[str, float]]:
+    """Mean validation loss (``loss_of(module, batch)``) over every process's share of the validation set, and the
+    mean of each metric the objective reports beside it (a ``Step``'s), over the batches that have it."""
     import torch
 
     if loader is None or len(loader) == 0:
-        return None
+        return None, {}
     module.eval()
-    losses = []
+    losses, metrics = [], {}
     with torch.no_grad():
         for batch in loader:
-            loss = loss_of(module, batch)
+            found = loss_of(module, batch)
+            loss = found.loss if isinstance(found, Step) else found
             losses.append(accelerator.gather_for_metrics(loss.detach().float().reshape(1)))
+            for name, value in (found.metrics if isinstance(found, Step) else {}).items():
+                metrics.setdefault(name, []).append(accelerator.gather_for_metrics(
+                    torch.tensor([value], device=accelerator.device)))
     module.train()
-    return float(torch.cat(losses).mean())
+    return float(torch.cat(losses).mean()), {name: float(torch.cat(v).nanmean()) for name, v in metrics.items()}
 
 
 def batch_size_of(batch) -> int:
@@ -198,7 +203,7 @@ def train(backend: Backend, handle: Handle, rows: dict[str, list[dict]], root: P
     has_validation = val_set is not None and len(val_set) > 0
     val_loader = make_loader(val_set, collate, micro_batch, config.seed, shuffle=False) if has_validation else None
 
-    objective = objective or objective_for(handle)
+    objective = objective or objective_for(handle, config.objective, config.preference)
     module = handle.module
     optimizers = [make_optimizer(group, config) for group in objective.parameter_groups(handle)]
     module, *optimizers, train_loader = accelerator.prepare(module, *optimizers, train_loader)
@@ -209,6 +214,8 @@ def train(backend: Backend, handle: Handle, rows: dict[str, list[dict]], root: P
     total = total_steps_for(config, len(train_loader))
     schedulers = [accelerator.prepare(make_scheduler(optimizer.optimizer, config, total)) for optimizer in optimizers]
     optimizing = Optimizing(accelerator, module, optimizers, schedulers, config.max_grad_norm)
+    if hasattr(objective, "start"):  # before a resume loads its state: a reference is made of the start
+        objective.start(handle, accelerator)
 
     step, epoch, skip_batches = 0, 0, 0
     best_val, best_step, evals_without_gain = None, None, 0
@@ -235,10 +242,13 @@ def train(backend: Backend, handle: Handle, rows: dict[str, list[dict]], root: P
 
     def run_validation() -> None:
         nonlocal best_val, best_step, evals_without_gain
-        val_loss = evaluate(accelerator, module, val_loader, objective.loss)
+        val_loss, val_metrics = evaluate(accelerator, module, val_loader, objective.loss)
         if val_loss is None:
             return
         record("val_loss", val_loss)
+        for name, value in val_metrics.items():
+            if not math.isnan(value):
+                record(f"val_{name}", value)
         if best_val is None or val_loss < best_val:
             best_val, best_step, evals_without_gain = val_loss, step, 0
         elif step > warmup:
@@ -272,6 +282,7 @@ def train(backend: Backend, handle: Handle, rows: dict[str, list[dict]], root: P
     module.train()
     started, first_step = time.perf_counter(), step
     window_loss, window_items, window_tokens, window_started = 0.0, 0, 0, time.perf_counter()
+    window_metrics: dict[str, list[float]] = {}
     # The ETA is the mean time per step since this attempt's first step (which carries one-off costs), evaluations
     # and checkpoints included: it neither starts far off nor jumps at each evaluation as the last step's time would.
     paced_from: tuple[float, int] | None = None
@@ -304,6 +315,8 @@ def train(backend: Backend, handle: Handle, rows: dict[str, list[dict]], root: P
                                                                  shuffle=False))
                 break
             window_loss += taken.loss.detach().float().item()
+            for name, value in taken.metrics.items():
+                window_metrics.setdefault(name, []).append(value)
             window_items += batch_size_of(batch)
             window_tokens += tokens_in(batch)
             if not accelerator.sync_gradients:
@@ -315,6 +328,10 @@ def train(backend: Backend, handle: Handle, rows: dict[str, list[dict]], root: P
             if step % config.logging_steps == 0 or step == total:
                 micro_steps = accelerator.gradient_accumulation_steps
                 record("train_loss", window_loss / micro_steps)
+                for name, values in window_metrics.items():  # a preference objective's rewards
+                    known = [v for v in values if not math.isnan(v)]  # (NaN: a batch without such answers)
+                    if known:
+                        record(name, sum(known) / len(known))
                 record("learning_rate", taken.learning_rate)
                 if taken.grad_norm is not None:
                     record("grad_norm", float(taken.grad_norm))
@@ -332,7 +349,7 @@ def train(backend: Backend, handle: Handle, rows: dict[str, list[dict]], root: P
                     say(f"step {step}/{total} · loss {window_loss / micro_steps:.4f} · learning rate "
                         f"{taken.learning_rate:.2e} · {speed:,.1f} items/s"
                         + (f" · about {eta:,.0f} s left" if eta else ""))
-            window_loss, window_items, window_tokens = 0.0, 0, 0
+            window_loss, window_items, window_tokens, window_metrics = 0.0, 0, 0, {}
             if main:
                 hooks.progress(step, total)
             stop, save_now, sample_now = _shared_flags(accelerator, hooks)

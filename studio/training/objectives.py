@@ -8,18 +8,29 @@ rejected answer against a frozen reference; an adversarial one (a GAN's) has an 
 alternates them. A family declares the objectives it trains with (``Family.objectives``); ``objective_for``
 refuses any other.
 
-Adding one: a class with ``name``, ``parameter_groups``, ``loss`` and ``step`` (``Objective``) in ``OBJECTIVES``,
-and its name in the ``objectives`` of the families that train with it.
+The preference objectives (``dpo``, ``orpo``, ``kto``) are one class over every family: the family's module
+scores each example (``studio.models.preference``: a language model's log-probability of the answer, a diffusion
+model's minus its denoising error), and the loss is TRL's formula over the policy's and the reference's scores,
+so Diffusion-DPO is DPO over diffusion scores. The reference is the same weights with the LoRA adapters switched
+off (or, going on with a start's adapter, a frozen copy of that adapter), or (full fine-tuning) a frozen copy made
+once, before any step or resume.
+
+Adding one: a class with ``name``, ``parameter_groups``, ``loss`` and ``step`` (``Objective``) in ``OBJECTIVES``
+(a function of the run's preference options that makes it), and its name in the ``objectives`` of the families
+that train with it.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Protocol
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable, Protocol
 
 from studio.models.base import Handle
+from studio.models.options import PreferenceOptions
+from studio.models.preference import LABEL, PAIRS, SCORE
 
-SFT = "sft"
+SFT, DPO, ORPO, KTO = "sft", "dpo", "orpo", "kto"
 
 
 @dataclass
@@ -36,10 +47,13 @@ class Optimizing:
 @dataclass
 class Step:
     """What a step reports: the micro-batch's loss (a tensor, logged as train_loss), the learning rate it ran at,
-    and the gradient norm before clipping when it clipped."""
+    the gradient norm before clipping when it clipped, and metrics of the batch to log beside the loss (a
+    preference objective's rewards, named as TRL names them). ``loss`` may return one too: its metrics are logged
+    for validation, ``val_`` before their names."""
     loss: Any
-    learning_rate: float
+    learning_rate: float = 0.0
     grad_norm: Any = None
+    metrics: dict[str, float] = field(default_factory=dict)
 
 
 class Objective(Protocol):
@@ -49,7 +63,7 @@ class Objective(Protocol):
         """The weights of each optimizer: one group for SFT (every trainable weight), one per network for a GAN."""
 
     def loss(self, module, batch):
-        """The loss of a batch: what validation averages."""
+        """The loss of a batch: what validation averages (a tensor, or a ``Step`` with metrics)."""
 
     def step(self, run: Optimizing, batch) -> Step:
         """One micro-batch inside ``accelerator.accumulate``: forward, backward and the optimizer steps (which
@@ -67,7 +81,8 @@ class SupervisedFineTuning:
 
     def step(self, run: Optimizing, batch) -> Step:
         accelerator, [optimizer], [scheduler] = run.accelerator, run.optimizers, run.schedulers
-        loss = self.loss(run.module, batch)
+        found = self.loss(run.module, batch)
+        loss, metrics = (found.loss, found.metrics) if isinstance(found, Step) else (found, {})
         accelerator.backward(loss)
         grad_norm = None
         if accelerator.sync_gradients and run.max_grad_norm > 0:
@@ -77,19 +92,147 @@ class SupervisedFineTuning:
         if accelerator.sync_gradients and not accelerator.optimizer_step_was_skipped:
             scheduler.step()
         optimizer.zero_grad()
-        return Step(loss, used_rate, grad_norm)
+        return Step(loss, used_rate, grad_norm, metrics)
 
 
-OBJECTIVES: dict[str, Objective] = {SFT: SupervisedFineTuning()}
+# ----------------------------------------------------------------------------- preferences
+
+def log1mexp(x):
+    """log(1 - exp(x)) for x < 0, accurate at both ends (as TRL's ORPO computes it)."""
+    import torch
+
+    return torch.where(x > -math.log(2), torch.log(-torch.expm1(x)), torch.log1p(-torch.exp(x)))
 
 
-def objective_for(handle: Handle, name: str | None = None) -> Objective:
+def dpo_losses(options: PreferenceOptions, chosen_logratios, rejected_logratios, chosen_counts, rejected_counts):
+    """Per-pair DPO loss from the policy's minus the reference's scores, as TRL's ``DPOTrainer._compute_loss``
+    (trl/trainer/dpo_trainer.py, 1.16) writes them: ``sigmoid`` (with label smoothing as TRL 0.x's cDPO),
+    ``hinge``, and ``ipo`` on length-normalised scores (TRL 1.16's extra per-sequence probability weighting of
+    IPO is left out)."""
+    import torch
+    import torch.nn.functional as F
+
+    beta = options.beta
+    delta = chosen_logratios - rejected_logratios
+    if options.loss_type == "hinge":
+        return torch.relu(1 - beta * delta)
+    if options.loss_type == "ipo":
+        normalised = chosen_logratios / chosen_counts.clamp(min=1) - rejected_logratios / rejected_counts.clamp(min=1)
+        return (normalised - 1 / (2 * beta)) ** 2
+    smoothing = options.label_smoothing
+    return -F.logsigmoid(beta * delta) * (1 - smoothing) - F.logsigmoid(-beta * delta) * smoothing
+
+
+class PreferenceObjective(SupervisedFineTuning):
+    """DPO, ORPO or KTO over any family's per-example scores (see the module's docstring): SFT's step and
+    optimizer, with this loss."""
+
+    def __init__(self, name: str, options: PreferenceOptions):
+        self.name, self.options = name, options
+        self.frozen = None  # full fine-tuning: the reference, a frozen copy of the start
+
+    def start(self, handle: Handle, accelerator) -> None:
+        """Before the first step (and before a resume loads its state): with full fine-tuning and a reference to
+        compare with, a frozen copy of the start; with LoRA the reference is in the LoRA layers
+        (``common.reference_weights``)."""
+        import copy
+
+        if self.name == ORPO or handle.method == "lora":
+            return
+        self.frozen = copy.deepcopy(handle.module).requires_grad_(False).eval().to(accelerator.device)
+
+    def reference_scores(self, module, batch):
+        import torch
+        from accelerate.utils import extract_model_from_parallel
+
+        from studio.models.common import reference_weights
+
+        with torch.no_grad():
+            if self.frozen is not None:
+                return self.frozen(batch)
+            inner = extract_model_from_parallel(module)
+            with reference_weights(inner):
+                return inner(batch)
+
+    def loss(self, module, batch) -> Step:
+        import torch
+
+        # Policy and reference draw the same noise (diffusion); validation the same every time, so it compares.
+        seed = int(torch.randint(0, 2 ** 31 - 1, ())) if module.training else 0
+        scored = {**batch, SCORE: seed}
+        scores, counts = module(scored)
+        reference = (None, None) if self.name == ORPO else self.reference_scores(module, scored)
+        if self.name == KTO:
+            return self._kto(scores, reference[0], batch[LABEL].to(scores.device))
+        if not batch.get(PAIRS):
+            raise ValueError(f"{self.name} learns from preference pairs; this batch has none")
+        chosen, rejected = scores.chunk(2)
+        chosen_counts, rejected_counts = counts.float().chunk(2)
+        if self.name == ORPO:
+            return self._orpo(chosen, rejected, chosen_counts, rejected_counts)
+        reference_chosen, reference_rejected = reference[0].chunk(2)
+        chosen_logratios, rejected_logratios = chosen - reference_chosen, rejected - reference_rejected
+        losses = dpo_losses(self.options, chosen_logratios, rejected_logratios, chosen_counts, rejected_counts)
+        beta = self.options.beta
+        return Step(losses.mean(), metrics=pair_metrics(beta * chosen_logratios, beta * rejected_logratios))
+
+    def _orpo(self, chosen, rejected, chosen_counts, rejected_counts) -> Step:
+        """ORPO (Hong et al. 2024) as TRL's ``ORPOTrainer.odds_ratio_loss`` (trl/experimental/orpo/orpo_trainer.py):
+        the chosen answers' negative log-likelihood per token minus beta times the log-sigmoid of the log odds
+        ratio of the length-normalised log-probabilities; rewards are beta times those."""
+        import torch.nn.functional as F
+
+        nll = -chosen.sum() / chosen_counts.sum().clamp(min=1)
+        chosen_mean, rejected_mean = (chosen / chosen_counts.clamp(min=1)).float(),             (rejected / rejected_counts.clamp(min=1)).float()
+        log_odds = (chosen_mean - rejected_mean) - (log1mexp(chosen_mean) - log1mexp(rejected_mean))
+        beta = self.options.beta
+        loss = nll - beta * F.logsigmoid(log_odds).mean()
+        return Step(loss, metrics=pair_metrics(beta * chosen_mean.detach(), beta * rejected_mean.detach()))
+
+    def _kto(self, scores, reference, labels) -> Step:
+        """KTO (Ethayarajh et al. 2024) as TRL's ``KTOTrainer`` (trl/trainer/kto_trainer.py, loss_type 'kto'): the
+        batch's second half (each prompt with another row's answer) estimates the KL term, detached and clamped
+        at 0 (over this process's batch: TRL also averages it over processes)."""
+        import torch
+
+        logratios = scores - reference
+        matched, mismatched = logratios.chunk(2)
+        kl = mismatched.mean().detach().clamp(min=0)
+        beta, options = self.options.beta, self.options
+        chosen, rejected = matched[labels], matched[~labels]
+        losses = torch.cat([options.desirable_weight * (1 - torch.sigmoid(beta * (chosen - kl))),
+                            options.undesirable_weight * (1 - torch.sigmoid(beta * (kl - rejected)))])
+        # Every batch names every metric (NaN where it has no such answers): processes gather them in step.
+        nan = float("nan")
+        metrics = {"kl": float(kl),
+                   "rewards/chosen": float(beta * chosen.detach().mean()) if len(chosen) else nan,
+                   "rewards/rejected": float(beta * rejected.detach().mean()) if len(rejected) else nan}
+        metrics["rewards/margins"] = metrics["rewards/chosen"] - metrics["rewards/rejected"]
+        return Step(losses.mean(), metrics=metrics)
+
+
+def pair_metrics(chosen_rewards, rejected_rewards) -> dict[str, float]:
+    """TRL's reward metrics of a batch of pairs."""
+    chosen_rewards, rejected_rewards = chosen_rewards.detach().float(), rejected_rewards.detach().float()
+    return {"rewards/chosen": float(chosen_rewards.mean()), "rewards/rejected": float(rejected_rewards.mean()),
+            "rewards/accuracies": float((chosen_rewards > rejected_rewards).float().mean()),
+            "rewards/margins": float((chosen_rewards - rejected_rewards).mean())}
+
+
+SUPERVISED = SupervisedFineTuning()
+OBJECTIVES: dict[str, Callable[[PreferenceOptions], Objective]] = {
+    SFT: lambda options: SUPERVISED,
+    **{name: (lambda options, name=name: PreferenceObjective(name, options)) for name in (DPO, ORPO, KTO)},
+}
+
+
+def objective_for(handle: Handle, name: str | None = None, options: PreferenceOptions | None = None) -> Objective:
     """The objective ``name`` (by default the first of the handle's family: 'sft'), refused when the family does not
-    train with it."""
+    train with it; a preference objective learns with ``options``."""
     family = handle.family
     declared = family.objectives if family is not None else (SFT,)
     name = name or declared[0]
     if name not in declared or name not in OBJECTIVES:
         owner = f"the {family.name} family" if family is not None else f"'{handle.model_ref}'"
         raise ValueError(f"objective must be one that {owner} trains with: {', '.join(declared)} (got '{name}')")
-    return OBJECTIVES[name]
+    return OBJECTIVES[name](options or PreferenceOptions())

@@ -31,6 +31,7 @@ class RunSummary(TypedDict):
     total_steps: int
     model: str
     method: str
+    objective: str  # sft | dpo | orpo | kto (training/objectives.py)
     modality: str
     dataset: str  # DATASET_ID:VERSION
     dataset_name: str
@@ -117,7 +118,8 @@ def run_summary(store: Store, run_id: int, with_history: bool = False) -> RunSum
     val = [h["value"] for h in history if h["name"] == "val_loss"]
     saved = checkpoints(store, run_id)
     summary = RunSummary(run_id=run.id, status=run.status, steps=run.steps_done, total_steps=run.total_steps,
-                         model=run.model_ref, method=run.method, modality=run.modality,
+                         model=run.model_ref, method=run.method,
+                         objective=(run.config or {}).get("objective", "sft"), modality=run.modality,
                          dataset=f"{dataset.id}:{version.version}", dataset_name=dataset.name,
                          train_loss=_loss_summary(train), val_loss=_loss_summary(val),
                          checkpoints=[c["path"] for c in saved], error=run.error_tail,

@@ -166,7 +166,7 @@ def run_worker(store: Store, run_id: int) -> RunStatus:
     hooks = StoreHooks(store, run_id) if main else Hooks(log=lambda m: None)
     quiet_libraries(hooks.log)
     backend = backend_for(run.modality)
-    hooks.log(f"run {run_id}: {run.method} on {run.model_ref}, dataset {version.dataset.name} v{version.version} "
+    hooks.log(f"run {run_id}: {run.method} ({config.objective}) on {run.model_ref}, dataset {version.dataset.name} v{version.version} "
               f"({len(rows['train'])} train / {len(rows['validation'])} validation items)")
     handle = backend.load(run.model_ref, run.method, config, rows["train"])
     trainable, total = handle.parameter_counts()

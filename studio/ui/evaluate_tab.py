@@ -544,7 +544,7 @@ def wire_train_on_votes(store: Store, tab: EvaluateTab, project, pages: Training
     model, train = pages.model, pages.train
     settings = form_inputs(train, model.lora)
     outputs = [tab.votes_line, pages.tabs, pages.version, model.choice, model.other, model.method, model.model_ref,
-               train.message, *settings]
+               train.message, train.filled_for, *settings]
 
     def on_train_on_votes(set_id, include_flagged, project_value, request: gr.Request = None):
         unchanged = [gr.skip()] * (len(outputs) - 1)
@@ -562,7 +562,7 @@ def wire_train_on_votes(store: Store, tab: EvaluateTab, project, pages: Training
         ref = f"{made['dataset_id']}:{made['version']}"
         begun = run_start(store, start)
         methods = start_methods(begun["method"]) if begun else ["lora", "full"]  # a pretrained base: a LoRA on it
-        config = proposed_config(store, start, ref)
+        config = proposed_config(store, start, "dpo")
         words = html.escape(model_in_words(store, start))
         return (f"Made **{html.escape(made['name'])} v{made['version']}** ({made['items_kept']} pairs) and opened "
                 "the Train tab.", gr.Tabs(selected="train"),
@@ -572,7 +572,7 @@ def wire_train_on_votes(store: Store, tab: EvaluateTab, project, pages: Training
                 f"Dataset version **{html.escape(made['name'])} v{made['version']}**: {made['items_kept']} preference "
                 f"pairs from the votes on sample set #{int(set_id)}. Model: **{words}**; objective "
                 f"**{config.objective}** with its recommended settings. Press **Train** to start.",
-                *config_values(train, model.lora, config))
+                [start, config.objective], *config_values(train, model.lora, config))
 
     tab.train_on_votes.click(on_train_on_votes, [tab.board_set, tab.flagged, project], outputs)
 

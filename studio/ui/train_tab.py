@@ -13,10 +13,9 @@ from dataclasses import dataclass
 from pydantic import ValidationError
 
 from studio.data.items import ImportRefused
-from studio.data.preferences import PAIR, row_kind
-from studio.data.service import get_version, read_manifest
+from studio.data.service import get_version
 from studio.fields import validated
-from studio.models.catalog import recommended_overrides
+from studio.models.registry import recommended_for
 from studio.status import RunStatus
 from studio.store import Store
 from studio.store.projects import DEFAULT_PROJECT
@@ -29,7 +28,7 @@ from studio.ui.forms import form_values, params_form
 from studio.ui.model_tab import ModelTab
 from studio.ui.project_bar import dataset_picker
 from studio.ui.state import (PICK_VERSION_FIRST, MetricCache, clear_when_picked, current_user, error_message,
-                             model_in_words, on_project_or_load, root_model, run_choices, run_start)
+                             model_in_words, on_project_or_load, root_model, run_choices)
 
 REFRESH_SECONDS = 2
 TOP_FIELDS = [name for name in TrainConfig.model_fields if name not in SECTIONS]
@@ -57,6 +56,17 @@ def loss_frame(history: list[dict], label: str = ""):
     rows += [{"step": h["step"], "loss": h["value"], "series": f"{prefix}validation"}
              for h in history if h["name"] == "val_loss"]
     return pd.DataFrame(rows, columns=["step", "loss", "series"]).astype({"step": "int64", "loss": "float64"})
+
+
+def rewards_frame(history: list[dict]):
+    """A preference run's reward curves as TRL names them (``rewards/chosen``, ...; validation's with ``val_``);
+    empty for any other run."""
+    import pandas as pd
+
+    rows = [{"step": h["step"], "reward": h["value"],
+             "series": ("validation " if h["name"].startswith("val_") else "") + h["name"].rsplit("/", 1)[1]}
+            for h in history if h["name"].startswith(("rewards/", "val_rewards/"))]
+    return pd.DataFrame(rows, columns=["step", "reward", "series"]).astype({"step": "int64", "reward": "float64"})
 
 
 def lr_frame(history: list[dict]):
@@ -114,32 +124,15 @@ def runs_table(store: Store, project: str | None = None, runs: list[dict] | None
             for r in (list_runs(store, project) if runs is None else runs)]
 
 
-def starting_config(model_ref: str) -> TrainConfig:
-    """The defaults, with what suits ``model_ref`` on top (starters: settings measured to learn)."""
-    return apply_overrides(TrainConfig(), recommended_overrides(model_ref))
+def starting_config(model_ref: str, objective: str = "sft") -> TrainConfig:
+    """The defaults, with what suits ``model_ref`` and ``objective`` on top (settings measured to learn)."""
+    return apply_overrides(TrainConfig(), recommended_for(model_ref, objective) + [f"objective={objective}"])
 
 
-def proposed_config(store: Store, model_ref: str | None, dataset_ref: str | None) -> TrainConfig:
-    """What the form proposes for ``model_ref`` on ``dataset_ref``: ``starting_config``; a run's checkpoint as the
-    model keeps that run's sections (its LoRA adapter, how its data was read) on the settings that suit the model it
-    came from; a version of preference pairs trains with DPO (the objective's recommended settings)."""
-    start = run_start(store, model_ref)
-    config = starting_config(root_model(store, model_ref) or "")
-    if start is not None:
-        saved = run_summary(store, start["run_id"], with_history=True).get("config") or {}
-        config = config.model_copy(update={s: getattr(TrainConfig.model_validate(saved), s) for s in SECTIONS})
-    if dataset_ref and holds_pairs(store, dataset_ref):
-        config = apply_overrides(config, ["objective=dpo"])
-    return config
-
-
-def holds_pairs(store: Store, dataset_ref: str) -> bool:
-    """Whether the dataset version is preference pairs (a version is of one kind: its first row says which)."""
-    try:
-        first = read_manifest(store, get_version(store, dataset_ref), limit=1)
-    except (ImportRefused, OSError):
-        return False
-    return bool(first) and row_kind(first[0]) == PAIR
+def proposed_config(store: Store, model_ref: str | None, objective: str | None) -> TrainConfig:
+    """``starting_config`` for ``model_ref``; for a run's checkpoint (``RUN_ID:STEP``), for the model its line of runs
+    came from (its family's measured settings)."""
+    return starting_config(root_model(store, model_ref) or "", objective or "sft")
 
 
 def form_inputs(tab: "TrainTab", lora: dict) -> list:
@@ -178,6 +171,7 @@ class TrainTab:
     progress: object
     loss_plot: object
     lr_plot: object
+    rewards_plot: object
     overlay_plot: object
     stop_button: object
     save_button: object
@@ -194,6 +188,7 @@ class TrainTab:
     timer: object
     shown_state: object
     pending_request: object
+    filled_for: object
 
 
 def build(store: Store, project, version, model: ModelTab) -> TrainTab:
@@ -238,6 +233,8 @@ def layout(store: Store, project, version) -> TrainTab:
     with gr.Row():
         loss_plot = gr.LinePlot(x="step", y="loss", color="series", title="Loss", height=300, elem_id="loss-plot")
         lr_plot = gr.LinePlot(x="step", y="learning rate", title="Learning rate", height=300, elem_id="lr-plot")
+    rewards_plot = gr.LinePlot(x="step", y="reward", color="series", title="Rewards (preference runs)", height=300,
+                               visible=False, elem_id="rewards-plot")
     overlay_plot = gr.LinePlot(x="step", y="loss", color="series", title="Runs compared", height=300, visible=False)
     with gr.Row():
         stop_button = gr.Button("Stop (saves a checkpoint)", elem_id="run-stop")
@@ -255,16 +252,18 @@ def layout(store: Store, project, version) -> TrainTab:
     timer = gr.Timer(REFRESH_SECONDS)
     shown_state = gr.State({})  # what this page shows of the plots (see live_plot) and of the run pickers
     pending_request = gr.State(None)  # the stop / save / sample asked from this page, until it is done
+    filled_for = gr.State(None)  # [model, objective] the settings form was filled for
     return TrainTab(intro=intro, top_components=top_components, section_groups=section_groups,
                     section_components=section_components, train_button=train_button,
                     preflight_button=preflight_button, yaml_button=yaml_button, command_button=command_button,
                     message=message, yaml_view=yaml_view, command_view=command_view, table=table, selected=selected,
                     overlay=overlay, progress=progress, loss_plot=loss_plot, lr_plot=lr_plot,
-                    overlay_plot=overlay_plot, stop_button=stop_button, save_button=save_button,
+                    rewards_plot=rewards_plot, overlay_plot=overlay_plot, stop_button=stop_button, save_button=save_button,
                     sample_button=sample_button, resume_button=resume_button, delete_button=delete_button,
                     confirm_delete=confirm_delete, armed_delete=armed_delete, control_message=control_message,
                     samples_view=samples_view, sample_gallery=sample_gallery, sample_audio=sample_audio,
-                    log_view=log_view, timer=timer, shown_state=shown_state, pending_request=pending_request)
+                    log_view=log_view, timer=timer, shown_state=shown_state, pending_request=pending_request,
+                    filled_for=filled_for)
 
 
 def wire(store: Store, tab: TrainTab, project, version, model_tab: ModelTab) -> None:
@@ -300,11 +299,17 @@ def wire(store: Store, tab: TrainTab, project, version, model_tab: ModelTab) -> 
     for source in (version, model_ref, method):
         source.change(describe, [version, model_ref, method], [tab.intro, *tab.section_groups.values()])
 
-    def recommended_values(model, ref):
-        """The form filled with what suits the chosen model and data (starters: settings measured to learn)."""
-        return config_values(tab, lora, proposed_config(store, model, ref))
+    def recommended_values(model, objective, filled):
+        """The form filled with what suits the chosen model and objective (settings measured to learn), unless it
+        holds them already: "Train on these votes" fills it with the model, and the model's change event, answered
+        later, would fill it again over what was typed since."""
+        if filled == [model, objective]:
+            return [gr.skip()] * (len(inputs) + 1)
+        return *config_values(tab, lora, proposed_config(store, model, objective)), [model, objective]
 
-    model_ref.change(recommended_values, [model_ref, version], inputs)
+    objective = tab.top_components["objective"]
+    model_ref.change(recommended_values, [model_ref, objective, tab.filled_for], [*inputs, tab.filled_for])
+    objective.input(recommended_values, [model_ref, objective, tab.filled_for], [*inputs, tab.filled_for])
 
     # request stands before *values: Gradio passes it only to a positional parameter
     def on_train(ref, model, chosen_method, project_value, request: gr.Request, *values):
@@ -382,8 +387,9 @@ def wire(store: Store, tab: TrainTab, project, version, model_tab: ModelTab) -> 
         if not run_id:
             out.update({tab.progress: "", tab.loss_plot: None, tab.lr_plot: None, tab.samples_view: "",
                         tab.log_view: "", tab.overlay_plot: gr.LinePlot(value=None, visible=False),
-                        tab.sample_gallery: gr.Gallery(visible=False), tab.sample_audio: gr.Audio(visible=False)})
-            out[tab.shown_state].update(loss=(), compare=())
+                        tab.sample_gallery: gr.Gallery(visible=False), tab.sample_audio: gr.Audio(visible=False),
+                        tab.rewards_plot: gr.LinePlot(value=None, visible=False)})
+            out[tab.shown_state].update(loss=(), compare=(), rewards=())
             return out
         summary = run_summary(store, int(run_id))
         history = CACHE.history(store, int(run_id))
@@ -391,6 +397,10 @@ def wire(store: Store, tab: TrainTab, project, version, model_tab: ModelTab) -> 
         out[tab.loss_plot], out[tab.shown_state]["loss"] = live_plot(loss_frame(history), shown.get("loss", ()),
                                                                       total)
         out[tab.lr_plot] = live_plot(lr_frame(history), (), total)[0]
+        rewards = rewards_frame(history)  # a second plot, only for a run that has reward curves
+        out[tab.rewards_plot], out[tab.shown_state]["rewards"] = (
+            live_plot(rewards, shown.get("rewards", ()), total, visible=True) if not rewards.empty
+            else (gr.LinePlot(value=None, visible=False), ()))
         out[tab.overlay_plot], out[tab.shown_state]["compare"] = gr.LinePlot(value=None, visible=False), ()
         if compared:
             import pandas as pd
@@ -411,8 +421,8 @@ def wire(store: Store, tab: TrainTab, project, version, model_tab: ModelTab) -> 
             tab.log_view: jobs.log_tail(store, int(run_id), 40)})
         return out
 
-    refresh_outputs = [tab.table, tab.progress, tab.loss_plot, tab.lr_plot, tab.overlay_plot, tab.samples_view,
-                       tab.sample_gallery, tab.sample_audio, tab.log_view, tab.shown_state, tab.selected, tab.overlay,
+    refresh_outputs = [tab.table, tab.progress, tab.loss_plot, tab.lr_plot, tab.rewards_plot, tab.overlay_plot,
+                       tab.samples_view, tab.sample_gallery, tab.sample_audio, tab.log_view, tab.shown_state, tab.selected, tab.overlay,
                        tab.control_message, tab.pending_request]
     refresh_inputs = [tab.selected, tab.overlay, project, tab.shown_state, tab.pending_request]
     tab.timer.tick(refresh, refresh_inputs, refresh_outputs, show_progress="hidden")
