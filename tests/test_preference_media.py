@@ -176,3 +176,65 @@ def test_an_image_lora_start_goes_on_with_its_adapter_and_folding_it_is_refused(
     assert handle.model_ref == str(tiny_pipeline) and any(".reference." in n for n in names)  # the start, frozen
     trained = {n: p for n, p in handle.module.unet.named_parameters() if p.requires_grad}
     assert trained and all(".default." in n for n in trained) and len(trained) == len(saved)
+
+
+def tone_clip(folder: Path, name: str, hz: float, seed: int, rate: int = 8000, seconds: float = 0.25) -> str:
+    import soundfile as sf
+
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(rate * seconds)) / rate
+    wave = 0.5 * np.sin(2 * np.pi * hz * t + rng.uniform(0, 2 * np.pi)) + rng.normal(0, 0.01, t.size)
+    sf.write(str(folder / name), wave.astype(np.float32), rate)
+    return name
+
+
+def pitch_rows(folder: Path, count: int, seed: int, kind: str) -> list[dict]:
+    """'sft': a low (220 Hz) or high (880 Hz) tone at random; 'pair': a high tone chosen over a low one."""
+    pick = random.Random(seed)
+    rows = []
+    for n in range(count):
+        key = seed * 1000 + n
+        if kind == "sft":
+            rows.append({"caption": "a tone", "file": tone_clip(folder, f"t{key}.wav", pick.choice([LOW, HIGH]), key)})
+        else:
+            rows.append({"caption": "a tone", "file": tone_clip(folder, f"h{key}.wav", HIGH, key),
+                         "rejected_file": tone_clip(folder, f"l{key}.wav", LOW, key + 500)})
+    return rows
+
+
+LOW, HIGH = 220.0, 880.0
+
+
+def high_share(backend, handle, out: Path) -> float:
+    import soundfile as sf
+
+    from studio.models.audio import dominant_frequency
+
+    made = backend.generate(handle, ["a tone"], list(range(20)), {"steps": 10}, out)
+    pitches = [dominant_frequency(*sf.read(str(sample.path))) for sample in made]
+    return sum(abs(hz - HIGH) < abs(hz - LOW) for hz in pitches) / len(pitches)
+
+
+@pytest.mark.slow  # a starter trained first, then 30 Diffusion-DPO steps
+def test_diffusion_dpo_makes_the_audio_starter_sing_the_pitch_the_pairs_prefer(tmp_path):
+    backend = SpectrogramBackend()
+    sft = {"train": pitch_rows(tmp_path, 128, 0, "sft"), "validation": pitch_rows(tmp_path, 16, 1, "sft")}
+    base = dict(use_cpu=True, audio={"clip_seconds": 0.25, "sample_rate": 8000}, save_steps=1000, sample_steps=0,
+                lr_scheduler_type="constant")
+    config = TrainConfig.model_validate({**base, "learning_rate": 3e-3, "per_device_train_batch_size": 16,
+                                         "max_steps": 120, "warmup_steps": 10, "eval_steps": 1000})
+    handle = backend.load("starter-audio", "scratch", config, sft["train"])
+    train_in_process(backend, handle, sft, tmp_path, config)
+    backend.save(handle, tmp_path / "base")
+    before = high_share(backend, handle, tmp_path / "before")
+    pairs = {"train": pitch_rows(tmp_path, 64, 2, "pair"), "validation": pitch_rows(tmp_path, 16, 3, "pair")}
+    dpo = TrainConfig.model_validate({**base, "objective": "dpo", "learning_rate": 1e-3, "warmup_steps": 0,
+                                      "per_device_train_batch_size": 8, "max_steps": 30, "eval_steps": 10,
+                                      "preference": {"beta": 1000}})
+    tuned = backend.load(str(tmp_path / "base"), "full", dpo)
+    result = train_in_process(backend, tuned, pairs, tmp_path, dpo)
+    after = high_share(backend, tuned, tmp_path / "after")
+    print(f"high-pitched clips: {before:.0%} before Diffusion-DPO, {after:.0%} after")
+    assert 0.2 <= before <= 0.8 and after >= 0.8, (before, after)
+    accuracy = [h["value"] for h in result["history"] if h["name"] == "val_rewards/accuracies"]
+    assert accuracy[-1] >= 0.8  # held-out pairs: the high tone's reward beats the low one's
