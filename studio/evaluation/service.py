@@ -36,6 +36,7 @@ from studio.evaluation import pairs as choosing
 from studio.evaluation.choices import EXPORT_KINDS
 from studio.store import Store
 from studio.store.tables import GeneratedSample, RatingAssignment, RatingVote, Run, SampleSet
+from studio.training.runs import checkpoint_of_folder
 
 if TYPE_CHECKING:
     from studio.data.service import ImportResult
@@ -661,6 +662,72 @@ def run_preference(store: Store, run_id: int, include_flagged: bool = False, rou
         previous = name
     return {"run_id": int(run_id), "sets": set_ids, "votes": len(rows), "points": points,
             "preliminary": any(p["votes"] < store.settings.eval_preliminary_votes for p in points) or not points}
+
+
+def preference_rounds(store: Store, run_id: int, include_flagged: bool = False, rounds: int = 200,
+                      seed: int = 0) -> dict:
+    """Human preference across the rounds that led to run ``run_id`` (base → SFT → round 1 → round 2 ...): the
+    base model, then the checkpoint each run of the line started from, back to front, then the run's newest rated
+    checkpoint. One Bradley-Terry fit over every counted pairwise vote between two of them, in whichever sample
+    sets they met, puts every round on one scale. ``points`` oldest first, each with ``variant`` (``base`` or
+    ``RUN_ID:STEP``), ``run_id``, ``step``, ``objective``, ``round`` (how many preference runs led to it) and
+    strength, interval, votes, wins, losses, ties; only what was rated."""
+    from studio.evaluation.ranking import Battles, rank
+
+    with store.session() as db:
+        if db.get(Run, int(run_id)) is None:
+            raise EvaluationError(f"no run {run_id} (see `studio runs list`)")
+        line = _line_of(store, db, int(run_id))  # [(run, the step the next one started from, or None)], oldest
+        runs = [run.id for run, _ in line]
+        set_ids = sorted(set(db.scalars(select(GeneratedSample.set_id).where(GeneratedSample.run_id.in_(runs)))))
+        events = _events(db, set_ids, PAIRWISE, include_flagged) if set_ids else []
+    last_rated = max((side["checkpoint_step"] for e in events for side in (e["left"], e["right"])
+                      if side["run_id"] == int(run_id) and side["checkpoint_step"]), default=None)
+    steps = [step for _, step in line[:-1]] + [last_rated]
+    root = line[0][0]
+    wanted = {"base": None} if root.method != "scratch" else {f"{root.id}:0": None}  # a starter's base: its step 0
+    objectives = [(run.config or {}).get("objective") or "sft" for run, _ in line]
+    for position, ((run, _), step) in enumerate(zip(line, steps)):
+        if step is not None:
+            wanted[f"{run.id}:{step}"] = position
+    rows = []
+    for e in events:
+        a, b = _checkpoint_key(e["left"]), _checkpoint_key(e["right"])
+        if a in wanted and b in wanted and a != b:
+            rows.append((a, b, {"a": 1.0, "b": 0.0}.get(e["choice"], OUTCOME_OF_SCORE)))
+    names = [name for name in wanted if any(name in row[:2] for row in rows)]
+    fitted = {v["variant"]: v for v in rank(Battles.of(names, rows), int(rounds), seed)["variants"]} if rows else {}
+    points = []
+    for name in names:
+        position = wanted[name]
+        run, _ = line[position] if position is not None else (None, None)
+        objective = objectives[position] if position is not None else None
+        points.append({"variant": name, "run_id": run.id if run else None,
+                       "step": int(name.split(":")[1]) if ":" in name else 0, "objective": objective,
+                       "round": sum(o != "sft" for o in objectives[:position + 1]) if position is not None else 0,
+                       **_strength(fitted[name])})
+    return {"run_id": int(run_id), "runs": runs, "sets": set_ids, "votes": len(rows), "points": points}
+
+
+def _checkpoint_key(side: dict) -> str:
+    """What a voted sample was made with, the same in every set: ``RUN_ID:STEP`` (a starter's base is its run's
+    step 0), or ``base`` (a pretrained model)."""
+    if side.get("run_id") is not None and side.get("checkpoint_step") is not None:
+        return f"{side['run_id']}:{side['checkpoint_step']}"
+    return "base"
+
+
+def _line_of(store: Store, db, run_id: int) -> list[tuple[Run, int | None]]:
+    """The runs that led to ``run_id``, oldest first, each with the step of its checkpoint the next one started
+    from (None for ``run_id`` itself)."""
+    line, step, run = [], None, db.get(Run, run_id)
+    while run is not None and all(run.id != seen.id for seen, _ in line):
+        line.insert(0, (run, step))
+        start = checkpoint_of_folder(store, run.model_ref)  # a run that started from a checkpoint: its model
+        if start is None:
+            break
+        run, step = db.get(Run, start[0]), start[1]
+    return line
 
 
 def _strength(row: dict) -> dict:

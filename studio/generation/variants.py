@@ -21,7 +21,7 @@ from studio.models.registry import family_for, is_starter, modality_of
 from studio.status import RUN_ACTIVE, RunStatus
 from studio.store import Store
 from studio.store.tables import Run
-from studio.training.runs import checkpoints, in_project, run_of_folder
+from studio.training.runs import checkpoint_of_folder, checkpoints, in_project, run_of_folder
 
 MAX_VARIANTS = 5  # the base and up to four trained variants, side by side
 
@@ -247,9 +247,10 @@ def _untrained_start(store: Store, variants: list[Variant]) -> Variant:
 
 def variant_choices(store: Store, modality: str | None = None, project: str | None = None) -> list[dict]:
     """What can be picked, newest run first: each run's checkpoints as ``{"ref": "RUN_ID:STEP", "label", "run_id",
-    "step", "last", "method", "modality", "model", "status"}`` (``last``: its newest checkpoint, what ``RUN_ID``
-    alone means). ``model`` is where the run comes from, so a page can offer only runs of one base. ``project``:
-    only that project's runs."""
+    "step", "last", "method", "modality", "model", "status", "start"}`` (``last``: its newest checkpoint, what
+    ``RUN_ID`` alone means). ``model`` is where the run comes from, so a page can offer only runs of one base;
+    ``start``, the checkpoint (``RUN_ID:STEP``) the run started from, if it did. ``project``: only that project's
+    runs."""
     from sqlalchemy import select
 
     query = in_project(select(Run).order_by(Run.id.desc()), project)
@@ -259,11 +260,13 @@ def variant_choices(store: Store, modality: str | None = None, project: str | No
     for run in runs:
         saved = [c for c in checkpoints(store, run.id) if Path(c["model_path"]).is_dir()]
         model = origin(store, run.model_ref)[0]
+        start = checkpoint_of_folder(store, run.model_ref)
         for checkpoint in reversed(saved):
             choices.append({"ref": f"{run.id}:{checkpoint['step']}", "run_id": run.id, "step": checkpoint["step"],
                             "label": f"run {run.id} · {run.method} · step {checkpoint['step']}"
                                      + (" (last)" if checkpoint is saved[-1] else "")
                                      + (" (untrained)" if checkpoint["step"] == 0 else ""),
                             "last": checkpoint is saved[-1], "method": run.method, "modality": run.modality,
-                            "model": model, "status": run.status})
+                            "model": model, "status": run.status,
+                            "start": f"{start[0]}:{start[1]}" if start else None})
     return choices

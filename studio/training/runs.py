@@ -150,6 +150,19 @@ def run_of_folder(store: Store, model_ref: str) -> int | None:
     return int(first) if first.isdigit() else None
 
 
+def checkpoint_of_folder(store: Store, model_ref: str) -> tuple[int, int] | None:
+    """The run and step whose checkpoint ``model_ref`` is (``runs/<id>/checkpoints/step-N/model`` under
+    STUDIO_HOME): where a run that started from a checkpoint started."""
+    try:
+        parts = Path(model_ref).expanduser().resolve().relative_to(store.path("runs").resolve()).parts
+    except ValueError:
+        return None
+    if len(parts) == 4 and parts[0].isdigit() and parts[1] == "checkpoints" and parts[2].startswith("step-") \
+            and parts[2][5:].isdigit() and parts[3] == "model":
+        return int(parts[0]), int(parts[2][5:])
+    return None
+
+
 def run_ids(store: Store, project: str | None = None) -> list[int]:
     """Every run's id (of ``project`` when given), newest first."""
     query = in_project(select(Run.id).order_by(Run.id.desc()), project)

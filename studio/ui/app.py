@@ -32,17 +32,17 @@ def build_app(store: Store):
         with gr.Accordion("Getting started", open=False):
             gr.Markdown(GUIDE)
         project, version = project_bar.build(store, app)  # the project row: selector, activity, deletion
-        with gr.Tabs():
+        with gr.Tabs() as tabs:
             with gr.Tab("Data", id="data"):
                 data_tab.build(store, project, version)
             with gr.Tab("Model", id="model"):
                 model = model_tab.build(store, project, version)
             with gr.Tab("Train", id="train"):
-                train_tab.build(store, project, version, model)
+                train = train_tab.build(store, project, version, model)
             with gr.Tab("Generate", id="generate"):
                 generate_tab.build(store, project, version)
-            with gr.Tab("Evaluate", id="evaluate"):
-                evaluate_tab.build(store, project)
+            with gr.Tab("Evaluate", id="evaluate"):  # "Train on these votes" opens the Train tab, filled in
+                evaluate_tab.build(store, project, evaluate_tab.TrainingPages(tabs, version, model, train))
             with gr.Tab("Share", id="share"):
                 export_tab.build(store, project, version)
     readable_failures(app)

@@ -14,17 +14,22 @@ import html
 import time
 from dataclasses import dataclass
 
+from studio.evaluation.export import LEFT_OUT
 from studio.evaluation.metrics import METRICS, metric_rank_agreement, metrics_table
+from studio.data.items import ImportRefused
 from studio.evaluation.service import EvaluationError, cast_score, cast_vote, export_votes, leaderboard, next_item, \
-    next_pair, run_preference
-from studio.generation.service import list_sets
+    next_pair, preference_dataset, preference_rounds, preference_summary, run_preference
+from studio.generation.service import get_set, list_sets
 from studio.store import Store
 from studio.store.changes import votes_signature
 from studio.store.projects import DEFAULT_PROJECT
 from studio.training.runs import list_runs
 from studio.ui.background import BackgroundTask
-from studio.ui.plots import by_step, intervals, matrix
-from studio.ui.state import LISTS_POLL_SECONDS, current_user, error_message, follow
+from studio.ui.model_tab import OTHER, ModelTab, start_methods
+from studio.ui.plots import by_step, intervals, matrix, rounds_chart
+from studio.ui.state import LISTS_POLL_SECONDS, current_user, error_message, follow, model_in_words, run_start, \
+    version_choices
+from studio.ui.train_tab import TrainTab, config_values, form_inputs, proposed_config
 
 MIN_PLAY_SECONDS = 3.0  # an audio clip counts as heard after 3 s of playing, or when it ends sooner
 
@@ -287,6 +292,39 @@ def leaderboard_outputs(store: Store, set_id, include_flagged: bool):
     return summary, rows, strength, wins, counts, scores
 
 
+def votes_to_train(store: Store, set_id, include_flagged: bool):
+    """(the line under the board: usable pairs, why the others are not, the proposed start; the "Train on these
+    votes" button, shut when there is nothing to train on)."""
+    if not set_id:
+        return "", gr.Button(interactive=False)
+    try:
+        found = preference_summary(store, int(set_id), include_flagged=bool(include_flagged))
+    except EvaluationError as error:
+        return error_message(error), gr.Button(interactive=False)
+    if not found["pairs"]:
+        return f"**Nothing to train on yet:** {html.escape(found['message'])}.", gr.Button(interactive=False)
+    left_out = ", ".join(f"{count} {LEFT_OUT.get(reason, reason)}" for reason, count in found["removed"].items()
+                         if count)
+    why = f" Pairs left out: {left_out}." if left_out else ""
+    start = proposed_start(store, int(set_id), found["winner"])
+    return (f"**{found['pairs']} usable preference pairs** in these votes.{why} Proposed start: "
+            f"**{html.escape(model_in_words(store, start))}**, the leaderboard's first. *Train on these votes* keeps "
+            "the pairs as a new dataset version and opens the Train tab set to train on them (DPO) from there.",
+            gr.Button(interactive=True))
+
+
+def proposed_start(store: Store, set_id: int, winner: dict | None) -> str:
+    """Where a run on the set's votes starts: the leaderboard's winner (its ``start``, ``RUN_ID:STEP``); when the
+    base leads, the base: a starter's untrained start (its run's step 0), or the pretrained model."""
+    if winner and winner.get("start"):
+        return winner["start"]
+    found = get_set(store, set_id)
+    base = next((s for s in found["samples"] if s["variant"] == "base"), None)
+    if base and base["run_id"] is not None:
+        return f"{base['run_id']}:{base['checkpoint_step']}"
+    return found["base_model"]
+
+
 def short_label(ref: str) -> str:
     """A variant's name short enough for a chart's axis and still distinct: "base" or "run 3 step 40" (the method,
     which cut the full names off at "run 1 · scratch ·", is the run's, so the run and step tell them apart)."""
@@ -323,6 +361,8 @@ class EvaluateTab:
     wins_plot: object
     counts_plot: object
     score_table: object
+    votes_line: object
+    train_on_votes: object
     kind: object
     export: object
     exported: object
@@ -332,14 +372,28 @@ class EvaluateTab:
     computing: BackgroundTask
     curve_text: object
     curve_plot: object
+    rounds_plot: object
     metric_plot: object
     metric_table: object
 
 
-def build(store: Store, project=None) -> EvaluateTab:
-    """The Evaluate tab; its sample-set and run lists follow the shared ``project`` selector."""
+@dataclass
+class TrainingPages:
+    """What "Train on these votes" fills in and opens: the page's tabs, the shared dataset version, the Model tab
+    (the start) and the Train tab (its settings)."""
+    tabs: object
+    version: object
+    model: ModelTab
+    train: TrainTab
+
+
+def build(store: Store, project=None, training: TrainingPages | None = None) -> EvaluateTab:
+    """The Evaluate tab; its sample-set and run lists follow the shared ``project`` selector; "Train on these votes"
+    opens the ``training`` pages."""
     tab = layout(store, project)
     wire(store, tab, project)
+    if training is not None:
+        wire_train_on_votes(store, tab, project, training)
     return tab
 
 
@@ -360,6 +414,10 @@ def layout(store: Store, project) -> EvaluateTab:
             strength_plot = gr.Plot(label="Strength")
             wins_plot = gr.Plot(label="Win rate")
             counts_plot = gr.Plot(label="Votes")
+        with gr.Row():
+            votes_line = gr.Markdown(elem_id="votes-to-train")
+            train_on_votes = gr.Button("Train on these votes", interactive=False, elem_id="train-on-votes", scale=0,
+                                       min_width=200)
         score_table = gr.Dataframe(headers=["variant", "mean score", "95% low", "95% high", "scores", "note"],
                                    interactive=False, label="1-5 scores")
         with gr.Row():
@@ -376,25 +434,28 @@ def layout(store: Store, project) -> EvaluateTab:
         curve_text = gr.Markdown()
         with gr.Row():
             curve_plot = gr.Plot(label="Human preference by step")
+            rounds_plot = gr.Plot(label="Human preference across rounds", elem_id="eval-rounds")
             metric_plot = gr.Plot(label="Automatic metrics by step")
         metric_table = gr.Dataframe(interactive=False, label="Automatic metrics per checkpoint")
     return EvaluateTab(rating=rating, board_set=board_set, flagged=flagged, show=show, board_summary=board_summary,
                        board_table=board_table, strength_plot=strength_plot, wins_plot=wins_plot,
-                       counts_plot=counts_plot, score_table=score_table, kind=kind, export=export, exported=exported,
+                       counts_plot=counts_plot, votes_line=votes_line, train_on_votes=train_on_votes,
+                       score_table=score_table, kind=kind, export=export, exported=exported,
                        run=run, curve_button=curve_button, compute=compute, computing=computing,
-                       curve_text=curve_text, curve_plot=curve_plot, metric_plot=metric_plot,
+                       curve_text=curve_text, curve_plot=curve_plot, rounds_plot=rounds_plot, metric_plot=metric_plot,
                        metric_table=metric_table)
 
 
 def wire(store: Store, tab: EvaluateTab, project) -> None:
     wire_rating(store, tab.rating, project)
     board_outputs = [tab.board_summary, tab.board_table, tab.strength_plot, tab.wins_plot, tab.counts_plot,
-                     tab.score_table]
+                     tab.score_table, tab.votes_line, tab.train_on_votes]
     drawn_votes = gr.State(None)  # the votes the board on show counts (votes_signature)
 
     def board(set_id, include_flagged):
         drawn = votes_signature(store, int(set_id)) if set_id else None  # before: a vote cast meanwhile is drawn next
-        return *leaderboard_outputs(store, set_id, include_flagged), drawn
+        return (*leaderboard_outputs(store, set_id, include_flagged), *votes_to_train(store, set_id, include_flagged),
+                drawn)
 
     for trigger in (tab.show.click, tab.board_set.change, tab.flagged.change):  # picking a set shows its board
         trigger(board, [tab.board_set, tab.flagged], board_outputs + [drawn_votes])
@@ -416,6 +477,8 @@ def wire(store: Store, tab: EvaluateTab, project) -> None:
     tab.export.click(on_export, [tab.board_set, tab.kind], tab.exported)
     tab.curve_button.click(lambda r: run_outputs(store, r), tab.run,
                            [tab.curve_text, tab.curve_plot, tab.metric_plot, tab.metric_table])
+    for trigger in (tab.curve_button.click, tab.run.change):
+        trigger(lambda r: rounds_figure(store, r), tab.run, tab.rounds_plot)
 
     def on_compute(run_id, project_value, request: gr.Request):
         if not run_id:
@@ -462,6 +525,56 @@ def run_outputs(store: Store, run_id):
                     value="value") if first else None
     return ("\n\n".join(lines) or "No votes on this run's checkpoints yet.", curve, chart,
             gr.Dataframe(value=table, headers=["step"] + numbers) if rows else None)
+
+
+def rounds_figure(store: Store, run_id):
+    """The rounds that led to the run (base → SFT → round 1 ...) on one chart, once two of them were rated."""
+    if not run_id:
+        return None
+    try:
+        points = preference_rounds(store, int(run_id))["points"]
+    except EvaluationError:
+        return None
+    return rounds_chart(points) if len(points) > 1 else None
+
+
+def wire_train_on_votes(store: Store, tab: EvaluateTab, project, pages: TrainingPages) -> None:
+    """"Train on these votes": the board's set's preference pairs as a new dataset version, then the Train tab with
+    that version, the proposed start as the model (its run's method) and DPO's settings: one click on Train."""
+    model, train = pages.model, pages.train
+    settings = form_inputs(train, model.lora)
+    outputs = [tab.votes_line, pages.tabs, pages.version, model.choice, model.other, model.method, model.model_ref,
+               train.message, train.filled_for, *settings]
+
+    def on_train_on_votes(set_id, include_flagged, project_value, request: gr.Request = None):
+        unchanged = [gr.skip()] * (len(outputs) - 1)
+        if not set_id:
+            return "Choose a sample set.", *unchanged
+        try:
+            found = preference_summary(store, int(set_id), include_flagged=bool(include_flagged))
+            if not found["pairs"]:
+                return votes_to_train(store, set_id, include_flagged)[0], *unchanged
+            start = proposed_start(store, int(set_id), found["winner"])
+            made = preference_dataset(store, int(set_id), include_flagged=bool(include_flagged),
+                                      actor=current_user(request))
+        except (EvaluationError, ImportRefused) as error:
+            return error_message(error), *unchanged
+        ref = f"{made['dataset_id']}:{made['version']}"
+        begun = run_start(store, start)
+        methods = start_methods(begun["method"]) if begun else ["lora", "full"]  # a pretrained base: a LoRA on it
+        config = proposed_config(store, start, "dpo")
+        words = html.escape(model_in_words(store, start))
+        return (f"Made **{html.escape(made['name'])} v{made['version']}** ({made['items_kept']} pairs) and opened "
+                "the Train tab.", gr.Tabs(selected="train"),
+                gr.Dropdown(choices=version_choices(store, project_value), value=ref),
+                gr.Radio(value=OTHER), gr.Textbox(value=start, visible=True),
+                gr.Radio(choices=methods, value=methods[0]), start,
+                f"Dataset version **{html.escape(made['name'])} v{made['version']}**: {made['items_kept']} preference "
+                f"pairs from the votes on sample set #{int(set_id)}. Model: **{words}**; objective "
+                f"**{config.objective}** with its recommended settings. Press **Train** to start.",
+                [start, config.objective], *config_values(train, model.lora, config))
+
+    tab.train_on_votes.click(on_train_on_votes, [tab.board_set, tab.flagged, project], outputs)
 
 
 def register_api(store: Store, include_leaderboard: bool = True) -> None:

@@ -327,11 +327,14 @@ def wire(store: Store, tab: GenerateTab, project, version) -> None:
 
     def variant_list(found: list[dict], picked: list | None = None, auto: list | None = None) -> tuple:
         """(the ``found`` variants offered, what the page picked): the person's ``picked`` kept, or (None, or what the
-        page had picked) the newest runs' last trained checkpoints (a step 0 is the base, not a variant)."""
+        page had picked) the newest runs' last trained checkpoints (a step 0 is the base, not a variant) — the newest
+        beside the checkpoint it started from, when it started from one."""
         offered = [(c["label"], c["ref"]) for c in found]
         if picked is not None and sorted(picked) != sorted(auto or []):
             return gr.Dropdown(choices=offered), auto
-        latest = [c["ref"] for c in found if c["last"] and c["step"]][:2]
+        latest = [c for c in found if c["last"] and c["step"]]
+        start = latest[0]["start"] if latest else None
+        latest = [latest[0]["ref"], start] if start in {ref for _, ref in offered} else [c["ref"] for c in latest[:2]]
         return gr.Dropdown(choices=offered, value=latest), latest
 
     def on_base(model, project_value):

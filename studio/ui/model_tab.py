@@ -14,13 +14,14 @@ from studio.data.items import ImportRefused
 from studio.data.service import get_version
 from studio.models.catalog import availability, entries, find, fit_verdict, memory_estimate
 from studio.models.options import LoraOptions
+from studio.models.registry import modality_of
 from studio.store import Store
 from studio.training.config import PRECISION_CHOICES
 from studio.ui.forms import params_form
 from studio.ui.project_bar import dataset_picker
-from studio.ui.state import error_message
+from studio.ui.state import error_message, model_in_words, run_start
 
-OTHER = "other: a Hub id or a local folder"
+OTHER = "other: a Hub id, a local folder or a run's checkpoint"
 
 
 def device_memory() -> tuple[str, float]:
@@ -114,8 +115,9 @@ def layout(store: Store, project, version) -> ModelTab:
     with gr.Row():
         choice = gr.Radio(model_choices("text"), value="starter-text", label="Model", elem_id="model-choice", scale=3)
         with gr.Column(scale=2):
-            other = gr.Textbox(label="Hub id or local folder", visible=False,
-                               placeholder="HuggingFaceTB/SmolLM2-135M-Instruct or /path/to/model")
+            other = gr.Textbox(label="Hub id, local folder or a run's checkpoint (RUN_ID:STEP)", visible=False,
+                               placeholder="HuggingFaceTB/SmolLM2-135M-Instruct, /path/to/model or 12:40",
+                               elem_id="model-other")
             method = gr.Radio(["scratch"], value="scratch", label="Method", elem_id="model-method",
                               info="LoRA: small adapters on a frozen model · full: every weight · scratch: a new model")
             model_ref = gr.Textbox(value="starter-text", label="Chosen model", interactive=False, elem_id="model-ref")
@@ -132,17 +134,38 @@ def layout(store: Store, project, version) -> ModelTab:
                     estimate)
 
 
-def wire(store: Store, tab: ModelTab, version) -> None:
-    def on_dataset(ref):
-        modality, line = working_on(store, ref)
-        return gr.Radio(choices=model_choices(modality), value=f"starter-{modality}"), line
+def model_modality(store: Store, ref: str | None) -> str | None:
+    """The modality of a model reference: a run's checkpoint's, a catalog model's or a folder's; None: unknown."""
+    start = run_start(store, ref)
+    return start["modality"] if start else modality_of(ref) if ref else None
 
-    version.change(on_dataset, version, [tab.choice, tab.dataset_line])
+
+def start_methods(method: str) -> list[str]:
+    """The methods offered for a checkpoint of a run trained with ``method``, the one that continues it first: a LoRA
+    run's adapter trained further, a full or from-scratch run's weights all trained further ("scratch", last, starts
+    a new model of its shape, leaving the checkpoint's training behind)."""
+    first = "lora" if method == "lora" else "full"
+    return [first, "full" if first == "lora" else "lora", "scratch"]
+
+
+def wire(store: Store, tab: ModelTab, version) -> None:
+    def on_dataset(ref, picked, typed):
+        """The models for the version's data; the one chosen stays when it suits that data (another version of the
+        same kind, or a start the Evaluate tab proposed with the version it made)."""
+        modality, line = working_on(store, ref)
+        chosen = typed if picked == OTHER else picked
+        kept = {} if model_modality(store, chosen) == modality else {"value": f"starter-{modality}"}
+        return gr.Radio(choices=model_choices(modality), **kept), line
+
+    version.change(on_dataset, [version, tab.choice, tab.other], [tab.choice, tab.dataset_line])
 
     def on_choice(picked, typed):
         ref = typed if picked == OTHER else picked
         entry = find(ref) if ref else None
+        start = run_start(store, ref)
         methods = ["scratch"] if entry is not None and entry.starter else ["lora", "full", "scratch"]
+        if start is not None:
+            methods = start_methods(start["method"])
         return (gr.Textbox(visible=picked == OTHER), gr.Radio(choices=methods, value=methods[0]), ref or "")
 
     tab.choice.change(on_choice, [tab.choice, tab.other], [tab.other, tab.method, tab.model_ref])
@@ -151,5 +174,15 @@ def wire(store: Store, tab: ModelTab, version) -> None:
 
     inputs = [tab.model_ref, tab.method, tab.lora["r"], tab.precision, tab.batch, tab.sequence]
     for component in inputs:
-        component.change(lambda ref, m, r, p, b, s: estimate_markdown(ref, m, int(r or 8), p, int(b or 1), int(s or 1)),
-                         inputs, tab.estimate)
+        component.change(lambda ref, m, r, p, b, s: start_markdown(store, ref)
+                         or estimate_markdown(ref, m, int(r or 8), p, int(b or 1), int(s or 1)), inputs, tab.estimate)
+
+
+def start_markdown(store: Store, ref: str | None) -> str | None:
+    """What a run's checkpoint as the model means (None when ``ref`` is not one): the new run starts from it."""
+    start = run_start(store, ref)
+    if start is None:
+        return None
+    return (f"Starting from **{html.escape(model_in_words(store, ref))}**, trained from "
+            f"{html.escape(model_in_words(store, start['model']))}: the new run continues from that checkpoint's "
+            "weights. Its memory is measured when the run starts (see the run's log).")

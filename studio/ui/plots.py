@@ -117,3 +117,36 @@ def by_step(points: list[dict], title: str, ylabel: str, value: str = "strength"
     axes.set_ylabel(ylabel)
     figure.tight_layout()
     return figure
+
+
+def round_name(point: dict) -> str:
+    """A round as people say it: "base" (a starter's: "(untrained)"), "SFT", "round 2 · dpo"; then which
+    checkpoint."""
+    if point.get("objective") is None:
+        return "base\n(untrained)" if point.get("run_id") is not None else "base"
+    kind = "SFT" if not point.get("round") else f"round {point['round']} · {point['objective']}"
+    return f"{kind}\nrun {point['run_id']} step {point['step']}"
+
+
+def rounds_chart(points: list[dict], title: str = "Human preference across rounds"):
+    """Strength (with its 95 % interval) of each round of the preference loop, oldest on the left, on one
+    Bradley-Terry scale: a line that should climb. The most preferred round stands out; each says its votes."""
+    figure, axes = _figure(title)
+    xs = list(range(len(points)))
+    strengths = [p["strength"] for p in points]
+    best = max(xs, key=lambda i: strengths[i]) if points else None
+    axes.plot(xs, strengths, "-", color="#4c78a8", alpha=0.6, zorder=1)
+    for x, point in zip(xs, points):
+        colour = "#e45756" if x == best else "#4c78a8"
+        if point.get("ci_low") is not None and point.get("ci_high") is not None:
+            axes.plot([x, x], [point["ci_low"], point["ci_high"]], color=colour, linewidth=6, alpha=0.3,
+                      solid_capstyle="round", zorder=2)
+        axes.plot([x], [point["strength"]], "o", color=colour, markersize=9, zorder=3)
+        axes.annotate(f"{point['votes']} votes", (x, point["strength"]), textcoords="offset points", xytext=(8, -3),
+                      fontsize=7, color="#666")
+    axes.set_xticks(xs, [round_name(p) for p in points], fontsize=8)
+    axes.set_xlim(-0.5, len(points) - 0.5)
+    axes.set_ylabel("preference (strength)")
+    axes.axhline(0, color="#ccc", linewidth=0.8, zorder=0)
+    figure.tight_layout()
+    return figure

@@ -5,10 +5,11 @@ from __future__ import annotations
 import html
 
 from studio.data.service import list_datasets
+from studio.generation.variants import VariantError, origin, parse_ref
 from studio.projects import project_names
 from studio.store import Store
 from studio.store.changes import listing_signature
-from studio.training.runs import list_runs, metric_count, metric_rows
+from studio.training.runs import checkpoint_of_folder, list_runs, metric_count, metric_rows, run_summary
 
 
 def project_choices(store: Store) -> list[str]:
@@ -58,6 +59,43 @@ def run_choices(store: Store, project: str | None = None, runs: list[dict] | Non
     answer, when the caller has it already."""
     return [(f"#{r['run_id']} {r['status']} · {r['method']} {r['model']} · {r['dataset_name']}", r["run_id"])
             for r in (list_runs(store, project) if runs is None else runs)]
+
+
+def run_start(store: Store, ref: str | None) -> dict | None:
+    """The run's checkpoint that ``ref`` names as a new run's model (``RUN_ID:STEP``, or ``RUN_ID``: its last):
+    ``{"run_id", "step" (None: the last), "method", "modality", "model" (what that run trained)}``; None when ``ref``
+    names a model (a catalog id, a Hub id, a folder) or no run."""
+    try:
+        found = parse_ref(ref) if ref else None
+    except VariantError:
+        return None
+    if found is None:
+        return None
+    try:
+        run = run_summary(store, found[0])
+    except ValueError:
+        return None
+    return {"run_id": found[0], "step": found[1], "method": run["method"], "modality": run["modality"],
+            "model": run["model"]}
+
+
+def root_model(store: Store, ref: str | None) -> str | None:
+    """The model a line of runs came from: ``ref`` itself, or for a run's checkpoint (``RUN_ID:STEP`` or its folder)
+    the model of the first run, followed back through the checkpoints the runs started from."""
+    start = run_start(store, ref)
+    return origin(store, start["model"] if start else ref)[0] if ref else ref
+
+
+def model_in_words(store: Store, ref: str | None) -> str:
+    """What a model reference is, for people: "run #12 at step 40 (lora)" for a run's checkpoint (``RUN_ID:STEP``
+    or its folder), else ``ref``."""
+    start = run_start(store, ref)
+    if start is None and ref and (saved := checkpoint_of_folder(store, ref)):
+        start = run_start(store, f"{saved[0]}:{saved[1]}")
+    if start is None:
+        return ref or ""
+    at = f"at step {start['step']}" if start["step"] is not None else "at its last checkpoint"
+    return f"run #{start['run_id']} {at} ({start['method']})"
 
 
 def current_user(request) -> str | None:

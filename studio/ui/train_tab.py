@@ -28,7 +28,7 @@ from studio.ui.forms import form_values, params_form
 from studio.ui.model_tab import ModelTab
 from studio.ui.project_bar import dataset_picker
 from studio.ui.state import (PICK_VERSION_FIRST, MetricCache, clear_when_picked, current_user, error_message,
-                             on_project_or_load, run_choices)
+                             model_in_words, on_project_or_load, root_model, run_choices)
 
 REFRESH_SECONDS = 2
 TOP_FIELDS = [name for name in TrainConfig.model_fields if name not in SECTIONS]
@@ -129,6 +129,28 @@ def starting_config(model_ref: str, objective: str = "sft") -> TrainConfig:
     return apply_overrides(TrainConfig(), recommended_for(model_ref, objective) + [f"objective={objective}"])
 
 
+def proposed_config(store: Store, model_ref: str | None, objective: str | None) -> TrainConfig:
+    """``starting_config`` for ``model_ref``; for a run's checkpoint (``RUN_ID:STEP``), for the model its line of runs
+    came from (its family's measured settings)."""
+    return starting_config(root_model(store, model_ref) or "", objective or "sft")
+
+
+def form_inputs(tab: "TrainTab", lora: dict) -> list:
+    """The settings form's components in the order ``config_values`` fills them: the top fields, the sections',
+    then the Model tab's LoRA settings (``lora``)."""
+    return list(tab.top_components.values()) \
+        + [c for s in FORM_SECTIONS for c in tab.section_components[s].values()] + list(lora.values())
+
+
+def config_values(tab: "TrainTab", lora: dict, config: TrainConfig) -> list:
+    """``config`` as the values of ``form_inputs(tab, lora)``."""
+    values = [getattr(config, name) for name in tab.top_components]
+    values += [getattr(getattr(config, section), name) for section in FORM_SECTIONS
+               for name in tab.section_components[section]]
+    values += [getattr(config.lora, name) for name in lora]
+    return ["\n".join(v) if isinstance(v, list) else v for v in values]
+
+
 @dataclass
 class TrainTab:
     """The Train tab's components (the settings form as TrainConfig's fields, by section)."""
@@ -166,6 +188,7 @@ class TrainTab:
     timer: object
     shown_state: object
     pending_request: object
+    filled_for: object
 
 
 def build(store: Store, project, version, model: ModelTab) -> TrainTab:
@@ -229,6 +252,7 @@ def layout(store: Store, project, version) -> TrainTab:
     timer = gr.Timer(REFRESH_SECONDS)
     shown_state = gr.State({})  # what this page shows of the plots (see live_plot) and of the run pickers
     pending_request = gr.State(None)  # the stop / save / sample asked from this page, until it is done
+    filled_for = gr.State(None)  # [model, objective] the settings form was filled for
     return TrainTab(intro=intro, top_components=top_components, section_groups=section_groups,
                     section_components=section_components, train_button=train_button,
                     preflight_button=preflight_button, yaml_button=yaml_button, command_button=command_button,
@@ -238,7 +262,8 @@ def layout(store: Store, project, version) -> TrainTab:
                     sample_button=sample_button, resume_button=resume_button, delete_button=delete_button,
                     confirm_delete=confirm_delete, armed_delete=armed_delete, control_message=control_message,
                     samples_view=samples_view, sample_gallery=sample_gallery, sample_audio=sample_audio,
-                    log_view=log_view, timer=timer, shown_state=shown_state, pending_request=pending_request)
+                    log_view=log_view, timer=timer, shown_state=shown_state, pending_request=pending_request,
+                    filled_for=filled_for)
 
 
 def wire(store: Store, tab: TrainTab, project, version, model_tab: ModelTab) -> None:
@@ -255,8 +280,7 @@ def wire(store: Store, tab: TrainTab, project, version, model_tab: ModelTab) -> 
         data["lora"] = form_values(SECTIONS["lora"], dict(zip(lora, rest[:len(lora)])))
         return validated(TrainConfig, data)  # a bad value: one line naming the field and what it takes
 
-    form_inputs = list(tab.top_components.values()) \
-        + [c for s in FORM_SECTIONS for c in tab.section_components[s].values()] + list(lora.values())
+    inputs = form_inputs(tab, lora)
 
     def describe(ref, model, chosen_method):
         if not ref:
@@ -269,24 +293,23 @@ def wire(store: Store, tab: TrainTab, project, version, model_tab: ModelTab) -> 
         modality = found.dataset.modality
         text = (f"Dataset **{html.escape(found.dataset.name)} v{found.version}** ({modality}, "
                 f"{found.splits.get('train', 0)} train / {found.splits.get('validation', 0)} validation) · "
-                f"model **{html.escape(model or '?')}** · method **{chosen_method}**")
+                f"model **{html.escape(model_in_words(store, model) or '?')}** · method **{chosen_method}**")
         return text, *[gr.Accordion(visible=s in MODALITY_SECTIONS[modality]) for s in FORM_SECTIONS]
 
     for source in (version, model_ref, method):
         source.change(describe, [version, model_ref, method], [tab.intro, *tab.section_groups.values()])
 
-    def recommended_values(model, objective):
-        """The form filled with what suits the chosen model and objective (settings measured to learn)."""
-        config = starting_config(model or "", objective or "sft")
-        values = [getattr(config, name) for name in tab.top_components]
-        values += [getattr(getattr(config, section), name) for section in FORM_SECTIONS
-                   for name in tab.section_components[section]]
-        values += [getattr(config.lora, name) for name in lora]
-        return ["\n".join(v) if isinstance(v, list) else v for v in values]
+    def recommended_values(model, objective, filled):
+        """The form filled with what suits the chosen model and objective (settings measured to learn), unless it
+        holds them already: "Train on these votes" fills it with the model, and the model's change event, answered
+        later, would fill it again over what was typed since."""
+        if filled == [model, objective]:
+            return [gr.skip()] * (len(inputs) + 1)
+        return *config_values(tab, lora, proposed_config(store, model, objective)), [model, objective]
 
     objective = tab.top_components["objective"]
-    model_ref.change(recommended_values, [model_ref, objective], form_inputs)
-    objective.input(recommended_values, [model_ref, objective], form_inputs)
+    model_ref.change(recommended_values, [model_ref, objective, tab.filled_for], [*inputs, tab.filled_for])
+    objective.input(recommended_values, [model_ref, objective, tab.filled_for], [*inputs, tab.filled_for])
 
     # request stands before *values: Gradio passes it only to a positional parameter
     def on_train(ref, model, chosen_method, project_value, request: gr.Request, *values):
@@ -304,7 +327,7 @@ def wire(store: Store, tab: TrainTab, project, version, model_tab: ModelTab) -> 
                 gr.Dropdown(choices=choices, value=run_id), runs_table(store, project_value),
                 gr.Dropdown(choices=choices))
 
-    tab.train_button.click(on_train, [version, model_ref, method, project, *form_inputs],
+    tab.train_button.click(on_train, [version, model_ref, method, project, *inputs],
                            [tab.message, tab.selected, tab.table, tab.overlay])
 
     def on_project(project_value):
@@ -321,7 +344,7 @@ def wire(store: Store, tab: TrainTab, project, version, model_tab: ModelTab) -> 
         except (ValidationError, ValueError) as error:
             return gr.Code(value=f"# invalid settings:\n# {error}", visible=True)
 
-    tab.yaml_button.click(on_yaml, form_inputs, tab.yaml_view)
+    tab.yaml_button.click(on_yaml, inputs, tab.yaml_view)
 
     def on_preflight(ref, model, chosen_method, progress=gr.Progress(), *values):  # progress: positional, as above
         if not ref:
@@ -337,7 +360,7 @@ def wire(store: Store, tab: TrainTab, project, version, model_tab: ModelTab) -> 
                 f"{result['total_steps']} steps ≈ **{minutes:.1f} min** · "
                 f"{result['trainable_parameters']:,} trainable of {result['total_parameters']:,} parameters")
 
-    tab.preflight_button.click(on_preflight, [version, model_ref, method, *form_inputs], tab.message)
+    tab.preflight_button.click(on_preflight, [version, model_ref, method, *inputs], tab.message)
 
     def on_command(run_id):
         if not run_id:
