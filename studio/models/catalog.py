@@ -146,8 +146,9 @@ _MEASURED_TEXT = ("learning_rate=5e-4", "beta=0.5", "per_device_train_batch_size
                   "lr_scheduler_type=constant", "eval_steps=10")
 OBJECTIVE_RECOMMENDED: dict[tuple[str, str], tuple[str, ...]] = {
     **{("starter-text", objective): _MEASURED_TEXT for objective in ("dpo", "orpo", "kto")},
-    ("starter-image", "dpo"): ("learning_rate=1e-3", "beta=1000", "per_device_train_batch_size=8", "max_steps=30",
-                               "warmup_steps=0", "lr_scheduler_type=constant", "eval_steps=10"),
+    **{(family, "dpo"): ("learning_rate=1e-3", "beta=1000", "per_device_train_batch_size=8", "max_steps=30",
+                         "warmup_steps=0", "lr_scheduler_type=constant", "eval_steps=10")
+       for family in ("starter-image", "starter-audio")},  # the audio starter: measured by the pitch test
 }
 
 
