@@ -23,6 +23,7 @@ from test_image_backend import tiny_pipeline  # noqa: F401 - the fixture
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 DARK, BRIGHT = 60, 190
+LOW, HIGH = 220.0, 880.0  # Hz
 
 
 def flat_picture(folder: Path, name: str, level: int, seed: int) -> str:
@@ -31,19 +32,25 @@ def flat_picture(folder: Path, name: str, level: int, seed: int) -> str:
     return name
 
 
-def brightness_rows(folder: Path, count: int, seed: int, kind: str) -> list[dict]:
-    """'sft': pictures dark or bright at random; 'pair': a bright one chosen over a dark one."""
+def media_rows(folder: Path, count: int, seed: int, kind: str, make, caption: str, suffix: str, worse,
+               better) -> list[dict]:
+    """'sft': files made at the ``worse`` or ``better`` level at random; 'pair': a ``better`` one chosen over a
+    ``worse`` one. ``make(folder, name, level, seed)`` writes a file and gives back its name."""
     pick = random.Random(seed)
     rows = []
     for n in range(count):
         key = seed * 1000 + n
         if kind == "sft":
-            rows.append({"caption": "a picture", "file": flat_picture(folder, f"s{key}.png",
-                                                                      pick.choice([DARK, BRIGHT]), key)})
+            rows.append({"caption": caption, "file": make(folder, f"s{key}{suffix}", pick.choice([worse, better]), key)})
         else:
-            rows.append({"caption": "a picture", "file": flat_picture(folder, f"b{key}.png", BRIGHT, key),
-                         "rejected_file": flat_picture(folder, f"d{key}.png", DARK, key + 500)})
+            rows.append({"caption": caption, "file": make(folder, f"c{key}{suffix}", better, key),
+                         "rejected_file": make(folder, f"r{key}{suffix}", worse, key + 500)})
     return rows
+
+
+def brightness_rows(folder: Path, count: int, seed: int, kind: str) -> list[dict]:
+    """'sft': pictures dark or bright at random; 'pair': a bright one chosen over a dark one."""
+    return media_rows(folder, count, seed, kind, flat_picture, "a picture", ".png", DARK, BRIGHT)
 
 
 def bright_share(backend, handle, out: Path) -> float:
@@ -190,19 +197,8 @@ def tone_clip(folder: Path, name: str, hz: float, seed: int, rate: int = 8000, s
 
 def pitch_rows(folder: Path, count: int, seed: int, kind: str) -> list[dict]:
     """'sft': a low (220 Hz) or high (880 Hz) tone at random; 'pair': a high tone chosen over a low one."""
-    pick = random.Random(seed)
-    rows = []
-    for n in range(count):
-        key = seed * 1000 + n
-        if kind == "sft":
-            rows.append({"caption": "a tone", "file": tone_clip(folder, f"t{key}.wav", pick.choice([LOW, HIGH]), key)})
-        else:
-            rows.append({"caption": "a tone", "file": tone_clip(folder, f"h{key}.wav", HIGH, key),
-                         "rejected_file": tone_clip(folder, f"l{key}.wav", LOW, key + 500)})
-    return rows
+    return media_rows(folder, count, seed, kind, tone_clip, "a tone", ".wav", LOW, HIGH)
 
-
-LOW, HIGH = 220.0, 880.0
 
 
 def high_share(backend, handle, out: Path) -> float:
