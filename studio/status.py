@@ -43,3 +43,14 @@ class SetStatus(StrEnum):
     FAILED = "failed"            # nothing was made, or an error nobody foresaw ended it
     CANCELLED = "cancelled"      # someone cancelled it (or interrupted `studio generate`)
     INTERRUPTED = "interrupted"  # the process generating it died (a restart mid-generation)
+
+
+class DeployStatus(StrEnum):
+    """A deployment's (issue 15): its serving process is started by the studio and runs detached, as a worker."""
+    STARTING = "starting"  # its process was started; it has not answered yet (loading models, quantising)
+    RUNNING = "running"    # it answers on its url
+    STOPPED = "stopped"    # someone stopped it; a restart of the studio leaves it stopped
+    FAILED = "failed"      # its process exited or never answered; ``error`` holds its log's last lines
+
+
+DEPLOY_ACTIVE = (DeployStatus.STARTING, DeployStatus.RUNNING)  # brought back after a studio restart

@@ -11,7 +11,7 @@ from datetime import datetime, timezone
 from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Integer, String, Text, UniqueConstraint, event
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-from studio.status import RunStatus, SetStatus, TaskStatus
+from studio.status import DeployStatus, RunStatus, SetStatus, TaskStatus
 
 
 def utcnow() -> datetime:
@@ -319,3 +319,67 @@ class EndedSession(Base):
     __tablename__ = "ended_sessions"
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     until: Mapped[float] = mapped_column(Float, index=True)
+
+
+class Deployment(Base):
+    """A serving process (migration 0009): one base model and any number of its family's checkpoints, each under a
+    name, behind an OpenAI-compatible API. The row is the control plane, as a run's is: the studio starts the
+    process, the process writes its url and status, and a studio restart brings back the ones that were active."""
+    __tablename__ = "deployments"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    project: Mapped[str | None] = mapped_column(String(200), nullable=True, index=True)  # by name, as actions
+    models: Mapped[list] = mapped_column(JSON, default=list)       # [{"name": served name, "ref": "RUN[:STEP]"|base}]
+    quantize: Mapped[str] = mapped_column(String(16), default="none")  # none | int8 | nf4
+    host: Mapped[str] = mapped_column(String(200), default="127.0.0.1")
+    port: Mapped[int | None] = mapped_column(Integer, nullable=True)    # asked for; None: a free one
+    url: Mapped[str | None] = mapped_column(String(300), nullable=True)  # where it answers, once it does
+    settings: Mapped[dict] = mapped_column(JSON, default=dict)     # batching window, cache size, limits, retention
+    report: Mapped[dict] = mapped_column(JSON, default=dict)       # weight bytes before/after, quality check
+    status: Mapped[str] = mapped_column(String(16), default=DeployStatus.STARTING, index=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)  # a failed one's reason and log tail
+    pid: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    created_by: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    stopped_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class ApiKey(Base):
+    """A Bearer token for the deployments' API, made by an editor (migration 0009). Only its SHA-256 is kept: the
+    key itself is shown once. A revoked key stays listed (who had it) but opens nothing."""
+    __tablename__ = "api_keys"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    prefix: Mapped[str] = mapped_column(String(16))                # the key's first characters, to recognise it
+    rate_per_minute: Mapped[int | None] = mapped_column(Integer, nullable=True)  # None: the deployment's default
+    created_by: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class ServedRequest(Base):
+    """One request a deployment answered, its response and what a user said of it (migration 0009): the source of
+    the quality panel and of the datasets made from feedback. Kept for the deployment's retention period."""
+    __tablename__ = "served_requests"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    response_id: Mapped[str] = mapped_column(String(64), unique=True)  # the id the API returned (chatcmpl-..., ...)
+    deployment_id: Mapped[int] = mapped_column(ForeignKey("deployments.id", ondelete="CASCADE"), index=True)
+    model: Mapped[str] = mapped_column(String(200))                 # the served name asked for
+    route: Mapped[str] = mapped_column(String(64))                  # /v1/chat/completions, ...
+    key_name: Mapped[str | None] = mapped_column(String(200), nullable=True)  # None: a local request without a key
+    prompt: Mapped[str] = mapped_column(Text)                       # the input as text (a chat: its last user turn)
+    request: Mapped[dict] = mapped_column(JSON, default=dict)       # the request's parameters (messages, seed, ...)
+    outputs: Mapped[list] = mapped_column(JSON, default=list)       # one per choice: {"text"} or {"path"} (relative)
+    status_code: Mapped[int] = mapped_column(Integer, default=200)
+    cache_hit: Mapped[bool] = mapped_column(Boolean, default=False)
+    latency_ms: Mapped[float] = mapped_column(Float, default=0.0)
+    tokens: Mapped[int] = mapped_column(Integer, default=0)         # generated tokens (text)
+    blocklist_hits: Mapped[int] = mapped_column(Integer, default=0)
+    rating: Mapped[str | None] = mapped_column(String(8), nullable=True)   # up | down
+    comment: Mapped[str | None] = mapped_column(Text, nullable=True)
+    rated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
