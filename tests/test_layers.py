@@ -15,6 +15,7 @@ STUDIO = ROOT / "studio"
 LAYERS: tuple[tuple[str, tuple[tuple[str, ...], ...]], ...] = (
     ("entry points", (("cli", "ui"),)),
     ("services", (("projects",),        # a project holds everything the services below make
+                  ("serving",),         # deployments: checkpoints behind an OpenAI-compatible API
                   ("tasks",),           # imports, exports and metrics in a worker process
                   ("sharing",),         # exports, model and dataset cards, Hub pushes
                   ("evaluation",),      # metrics and human ratings of sample sets
