@@ -313,3 +313,33 @@ def test_the_try_it_page_escapes_what_it_shows(served):
     assert "default-src 'self'" in page.headers["Content-Security-Policy"]
     hostile = try_it_page(1, ['"><script>alert(1)</script>'], "</script><script>alert(2)")
     assert "<script>alert(1)" not in hostile and "</script><script>alert(2)" not in hostile
+
+
+def test_a_quantised_deployment_reports_weights_and_quality_before_and_after(served, monkeypatch):
+    """The contract with studio.serving.quantize (another part of the work): quality checked, every loaded model
+    quantised in place, quality checked again, all of it in the deployment's report."""
+    import sys
+    import types
+
+    calls = []
+    module = types.ModuleType("studio.serving.quantize")
+    module.quantize_handle = lambda handle, mode: calls.append(("quantize", mode)) or {
+        "mode": mode, "weight_bytes_before": 1000, "weight_bytes_after": 400}
+    module.quality_check = lambda store, handle, variant, dataset, **kw: calls.append(("check", dataset)) or {
+        "metric": "perplexity", "value": 10.0 + len(calls), "rows": 3}
+    monkeypatch.setitem(sys.modules, "studio.serving.quantize", module)
+    store = served["store"]
+    with store.session() as session:
+        models = session.get(Deployment, served["id"]).models
+        row = Deployment(name="stories-int8", models=models, quantize="int8")
+        session.add(row)
+        session.flush()
+        deployment_id = row.id
+    app = create_app(store, deployment_id)
+    app.state.server.close()
+    assert [c[0] for c in calls] == ["check", "quantize", "quantize", "check"]  # the base (with adapters), the full
+    with store.session() as session:
+        report = session.get(Deployment, deployment_id).report
+    assert report["quantize"] == {"mode": "int8", "weight_bytes_before": 2000, "weight_bytes_after": 800}
+    assert report["quality"] == {"metric": "perplexity", "before": 11.0, "after": 14.0, "rows": 3,
+                                 "dataset": calls[0][1]}
