@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import json
+import re
 
 import httpx
 import openai
@@ -343,3 +344,26 @@ def test_a_quantised_deployment_reports_weights_and_quality_before_and_after(ser
     assert report["quantize"] == {"mode": "int8", "weight_bytes_before": 2000, "weight_bytes_after": 800}
     assert report["quality"] == {"metric": "perplexity", "before": 11.0, "after": 14.0, "rows": 3,
                                  "dataset": calls[0][1]}
+
+
+@pytest.mark.slow
+def test_the_try_it_page_generates_and_records_a_thumb(served, browser_page):
+    from playwright.sync_api import expect
+
+    page = browser_page
+    page.goto(served["url"] + "/")
+    page.select_option("#model", "lora")
+    page.fill("#prompt", "Tom <b>and</b> Mia")
+    page.fill("#seed", "7")
+    page.click("#go")
+    page.wait_for_selector("#rate:not([hidden])", timeout=120_000)
+    assert page.locator("#status").text_content() == ""
+    page.fill("#comment", "nice")
+    page.click("#up")
+    expect(page.locator("#status")).to_have_text(re.compile("^thanks"), timeout=60_000)  # the page's CSP: no eval
+    with served["store"].session() as session:
+        row = session.scalar(select(ServedRequest).where(ServedRequest.rating.is_not(None),
+                                                         ServedRequest.comment == "nice"))
+    assert (row.model, row.route, row.prompt, row.rating) == ("lora", "/v1/chat/completions", "Tom <b>and</b> Mia",
+                                                              "up")
+    assert page.locator("#output").text_content() == row.outputs[0]["text"]  # shown as text, not HTML
