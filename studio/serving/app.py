@@ -28,7 +28,7 @@ from studio.serving.engine import Engine, ServingError
 from studio.serving.page import try_it_page
 from studio.serving.server import Call, Server, serving_settings
 from studio.store import Store
-from studio.store.tables import Deployment, Run, ServedRequest
+from studio.store.tables import DatasetVersion, Deployment, Run, ServedRequest
 
 ANSWERS = {  # route → (request model, response id prefix, how it is answered)
     "/v1/completions": (CompletionRequest, "cmpl", completions.answer),
@@ -88,8 +88,6 @@ def _dataset_of(store: Store, variant) -> str | None:
     """The dataset version (DATASET_ID:VERSION) the variant's run trained on."""
     if variant is None:
         return None
-    from studio.store.tables import DatasetVersion
-
     with store.session() as session:
         version = session.get(DatasetVersion, session.get(Run, variant.run_id).dataset_version_id)
         return f"{version.dataset_id}:{version.version}" if version else None
@@ -133,7 +131,7 @@ def build(server: Server, created: int) -> FastAPI:
     @app.post("/v1/feedback")
     async def feedback(request: Request):
         async def answer(call):
-            asked = parse(FeedbackRequest, json.loads(await _body(server, request) or b"null"))
+            asked = parse(FeedbackRequest, json.loads(await server.body(request) or b"null"))
             found = await run_in_threadpool(rate, server, asked)
             return JSONResponse({"id": call.response_id, "object": "feedback", "response_id": asked.id,
                                  "rating": found["rating"], "comment": found["comment"]})
@@ -155,20 +153,13 @@ def _endpoint(server: Server, route: str, model, prefix: str, answer):
     return endpoint
 
 
-async def _body(server: Server, request: Request) -> bytes:
-    from studio.serving.limits import read_body
-
-    return await read_body(request, server.settings["serve_max_request_bytes"])
-
-
 async def guarded(server: Server, request: Request, call: Call, answer, admitted: bool = False,
                   logged: bool = True) -> Response:
     """``answer(call)``, let in as ``server.admit`` does (unless ``admitted``: the route admits itself), every
     refusal as OpenAI's error shape, each failure written down (``logged``: in the request log too)."""
     try:
         if not admitted:
-            call.key = await run_in_threadpool(_authorise, server, request)
-            server.limiter.check(call.key)
+            await server.let_in(request, call)
         response = await answer(call)
     except ApiError as error:
         return await _refused(server, call, error, logged)
@@ -182,14 +173,6 @@ async def guarded(server: Server, request: Request, call: Call, answer, admitted
     if not logged:  # the logged routes count as they write their row
         server.metrics.answered(call.model or "-", call.route, response.status_code, call.seconds())
     return response
-
-
-def _authorise(server: Server, request: Request):
-    from studio.serving.limits import authorise
-
-    return authorise(server.store, request.headers.get("authorization"),
-                     request.client.host if request.client else None, request.headers.get("host"),
-                     request.headers.get("origin"))
 
 
 async def _refused(server: Server, call: Call, error: ApiError, logged: bool) -> JSONResponse:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from studio.serving.api import ApiError, ChatRequest, CompletionRequest, TextRequest
+from studio.serving.api import ApiError, ChatRequest, TextRequest
 from studio.serving.cache import cache_header, cache_key
 from studio.serving.engine import Row, RowResult, random_seed
 from studio.serving.server import Call, Server
@@ -185,5 +185,3 @@ def _delta(sent: list[str], index: int, visible: str) -> str:
     delta, sent[index] = visible[len(sent[index]):], visible
     return delta
 
-
-__all__ = ["ChatRequest", "CompletionRequest", "answer"]

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import secrets
 import threading
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -228,10 +227,6 @@ class Engine:
     def generate_media(self, name: str, prompt: str, seeds: list[int], settings: dict, folder: Path) -> list:
         """The backend's samples (``Sample.path``: a .png or .wav in ``folder``), one per seed."""
         folder.mkdir(parents=True, exist_ok=True)
-        started = time.perf_counter()
         with self.lock:
             handle = self.models.handle_for(self.variants[name])
-            samples = self.backend.generate(handle, [prompt] * len(seeds), seeds, settings, folder)
-        for sample in samples:
-            sample.seconds = sample.seconds or time.perf_counter() - started
-        return samples
+            return self.backend.generate(handle, [prompt] * len(seeds), seeds, settings, folder)

@@ -80,11 +80,8 @@ class Server:
     async def admit(self, request, call: Call, model: type[Request]) -> Request:
         """The request's parameters once it may be served: its key checked (401), its rate (429), its size (413),
         its JSON and fields (400), its model (404) and the model's modality for this route (400)."""
-        call.key = await run_in_threadpool(authorise, self.store, request.headers.get("authorization"),
-                                           request.client.host if request.client else None,
-                                           request.headers.get("host"), request.headers.get("origin"))
-        self.limiter.check(call.key)
-        body = await read_body(request, self.settings["serve_max_request_bytes"])
+        await self.let_in(request, call)
+        body = await self.body(request)
         try:
             data = json.loads(body or b"null")
         except (json.JSONDecodeError, UnicodeDecodeError) as error:
@@ -95,6 +92,16 @@ class Server:
         call.request = asked.model_dump(exclude_none=True)
         self.check_model(asked.model, call.route)
         return asked
+
+    async def let_in(self, request, call: Call) -> None:
+        """The caller's key checked (401, or None for a local caller without one) and counted against its rate."""
+        call.key = await run_in_threadpool(authorise, self.store, request.headers.get("authorization"),
+                                           request.client.host if request.client else None,
+                                           request.headers.get("host"), request.headers.get("origin"))
+        self.limiter.check(call.key)
+
+    async def body(self, request) -> bytes:
+        return await read_body(request, self.settings["serve_max_request_bytes"])
 
     def check_model(self, name: str, route: str) -> None:
         if name not in self.engine.variants:
