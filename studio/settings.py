@@ -83,6 +83,11 @@ class Settings(BaseSettings):
     blocklist: str = Field(default="",
                            description="Output filter for text prompts and outputs: comma-separated words or "
                                        "phrases, or the path of a file with one per line. Empty: off.")
+    served_keep_days: float = Field(
+        default=30, ge=0,
+        description="Deployments: each request a deployment served, its outputs and the feedback on it are deleted "
+                    "this many days after it was served (make a dataset of the feedback before then). 0: kept "
+                    "forever.")
     eval_min_decision_seconds: float = Field(
         default=1.5, ge=0,
         description="Human rating: a vote decided faster than this (seconds after the item was shown) is flagged: "
