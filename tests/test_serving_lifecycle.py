@@ -1,5 +1,5 @@
 """Deployments' lifecycle: a real serving process per deployment (a LoRA checkpoint of the tiny Llama trained by the
-studio's worker code), answering over HTTP once running, stopped cleanly, marked failed with its log's end when it
+studio's worker code, test_generation's ``lab``), answering over HTTP once running, stopped cleanly, marked failed with its log's end when it
 dies, brought back by a new studio start, and driven by `studio deploy ... --json`."""
 
 from __future__ import annotations
@@ -15,8 +15,6 @@ import pytest
 from sqlalchemy import func, select
 
 from studio.cli import main as cli_main
-from studio.data.service import import_dataset
-from studio.examples.text import make_corpus
 from studio.processes import process_alive
 from studio.serving import process as serving_process
 from studio.serving.service import (DeployError, delete_deployment, get_deployment, list_deployments,
@@ -26,30 +24,19 @@ from studio.settings import load_settings
 from studio.status import DeployStatus
 from studio.store import list_actions, open_store
 from studio.store.tables import Deployment
-from studio.training.config import TrainConfig
-from test_generation import run_in_process
+from test_generation import lab  # noqa: F401 - a module-scoped fixture: a LoRA run of the tiny Llama (steps 2, 4)
 from test_text_backend import rows, tiny_folder  # noqa: F401 - module-scoped fixtures
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-@pytest.fixture(scope="module")
-def lab(tmp_path_factory, tiny_folder):  # noqa: F811
-    """A store with a LoRA run of the tiny Llama (one checkpoint, at step 2), in project 'lab'."""
-    root = tmp_path_factory.mktemp("serving")
-    corpus = root / "stories.txt"
-    corpus.write_text(make_corpus(size_kb=6, seed=3))
-    home = root / "home"
-    store = open_store(load_settings(home=home))
-    dataset = str(import_dataset(store, [corpus], name="stories", project="lab")["dataset_id"])
-    config = TrainConfig(max_steps=2, save_steps=2, eval_steps=100, warmup_steps=0, per_device_train_batch_size=2,
-                         seed=0, use_cpu=True, text={"max_length": 32})
-    run = run_in_process(store, dataset, str(tiny_folder), "lora", config)
-    yield {"store": store, "home": home, "run": run}
-    for view in list_deployments(store):  # a test that failed half-way leaves no process behind
+@pytest.fixture(scope="module", autouse=True)
+def no_process_left(lab):
+    """A test that failed half-way leaves no serving process behind."""
+    yield
+    for view in list_deployments(lab["store"]):
         if view["status"] in (DeployStatus.STARTING, DeployStatus.RUNNING):
-            stop_deployment(store, view["deployment_id"], grace=2)
-    store.close()
+            stop_deployment(lab["store"], view["deployment_id"], grace=2)
 
 
 def get_json(url: str) -> dict:
@@ -68,10 +55,10 @@ def test_a_deployment_answers_over_http_once_running_and_stops_cleanly(lab):
     view = start_deployment(store, [str(run)], actor="ana")
 
     assert view["status"] == DeployStatus.RUNNING and view["url"].startswith("http://127.0.0.1:")
-    assert view["name"] == f"run-{run}" and view["project"] == "lab"
-    assert view["models"] == [{"name": f"run-{run}-step-2", "ref": f"{run}:2"}]  # the last checkpoint, pinned
+    assert view["name"] == f"run-{run}" and view["project"] == "default"
+    assert view["models"] == [{"name": f"run-{run}-step-4", "ref": f"{run}:4"}]  # the last checkpoint, pinned
     assert get_json(f"{view['url']}/health")["status"] == "ok"
-    assert [m["id"] for m in get_json(f"{view['url']}/v1/models")["data"]] == [f"run-{run}-step-2"]
+    assert [m["id"] for m in get_json(f"{view['url']}/v1/models")["data"]] == [f"run-{run}-step-4"]
     pid = view["pid"]
     assert process_alive(pid)
 
@@ -81,7 +68,7 @@ def test_a_deployment_answers_over_http_once_running_and_stops_cleanly(lab):
     assert not process_alive(pid)
     with pytest.raises(OSError):
         urllib.request.urlopen(f"{view['url']}/health", timeout=2)
-    assert [a["action"] for a in list_actions(store, project="lab")[:2]] == ["deployment.stop", "deployment.start"]
+    assert [a["action"] for a in list_actions(store, project="default")[:2]] == ["deployment.stop", "deployment.start"]
     assert get_deployment(store, view["deployment_id"])["status"] == DeployStatus.STOPPED  # the process wrote nothing
     with pytest.raises(DeployError, match="stopped already"):
         stop_deployment(store, view["deployment_id"])
@@ -92,7 +79,7 @@ def test_a_bad_reference_or_setting_is_a_clear_error_and_leaves_no_row(lab):
     before = count_deployments(store)
     with pytest.raises(DeployError, match="no run 999"):
         start_deployment(store, ["999"])
-    with pytest.raises(DeployError, match="no checkpoint at step 7; its checkpoints are at steps 2"):
+    with pytest.raises(DeployError, match="no checkpoint at step 7; its checkpoints are at steps 2, 4"):
         start_deployment(store, [f"{run}:7"])
     with pytest.raises(DeployError, match="quantize"):
         start_deployment(store, [str(run)], quantize="fp3")
@@ -105,7 +92,7 @@ def test_a_bad_reference_or_setting_is_a_clear_error_and_leaves_no_row(lab):
 
 def test_a_killed_process_is_failed_with_its_log_tail_and_can_be_restarted(lab):
     store, run = lab["store"], lab["run"]
-    view = start_deployment(store, [f"{run}:2"], name="to-kill")
+    view = start_deployment(store, [f"{run}:2", f"{run}:4"], name="to-kill")
     os.kill(view["pid"], signal.SIGKILL)
     deadline = time.monotonic() + 20
     while process_alive(view["pid"]) and time.monotonic() < deadline:
@@ -132,7 +119,7 @@ def test_the_studio_starting_again_brings_back_what_served_and_fails_what_never_
     while process_alive(served["pid"]):
         time.sleep(0.1)
     with store.session() as session:  # a start the restart interrupted before it answered
-        stuck = Deployment(name="stuck", project="lab", models=served["models"], status=DeployStatus.STARTING,
+        stuck = Deployment(name="stuck", project="default", models=served["models"], status=DeployStatus.STARTING,
                            pid=served["pid"])
         session.add(stuck)
     studio = open_store(load_settings(home=lab["home"]))  # a new studio process opens the store
@@ -166,7 +153,7 @@ def test_a_port_in_use_fails_the_start_with_the_reason(lab):
 def test_an_error_building_the_application_fails_the_deployment_with_the_message(lab, monkeypatch):
     store, run = lab["store"], lab["run"]
     with store.session() as session:
-        row = Deployment(name="broken", project="lab", models=[{"name": "base", "ref": "base"}],
+        row = Deployment(name="broken", project="default", models=[{"name": "base", "ref": "base"}],
                          status=DeployStatus.STARTING)
         session.add(row)
 
@@ -235,3 +222,19 @@ def test_a_process_whose_row_was_stopped_elsewhere_ends_by_itself(lab):
         time.sleep(0.2)
     assert not process_alive(view["pid"])
     assert get_deployment(store, view["deployment_id"])["status"] == DeployStatus.STOPPED
+
+
+def test_cli_deploy_keys_add_list_revoke(store, capsys):
+    """The key functions are h-serve's (studio.serving.keys): skipped on a branch without them."""
+    pytest.importorskip("studio.serving.keys")
+    code, added = cli(capsys, store.home, "deploy", "keys", "add", "newsroom")
+    assert code == 0 and set(added) == {"name", "key"} and added["key"].startswith("gs-")
+    code, listed = cli(capsys, store.home, "deploy", "keys", "list")
+    assert code == 0 and [k["name"] for k in listed["keys"]] == ["newsroom"]
+    assert added["key"] not in json.dumps(listed) and "key_hash" not in listed["keys"][0]
+    code, refused = cli(capsys, store.home, "deploy", "keys", "add", "newsroom")
+    assert code == 2 and "newsroom" in refused["error"]
+    code, revoked = cli(capsys, store.home, "deploy", "keys", "revoke", "newsroom")
+    assert code == 0 and revoked == {"name": "newsroom", "revoked": True}
+    code, refused = cli(capsys, store.home, "deploy", "keys", "revoke", "nobody")
+    assert code == 2 and "nobody" in refused["error"]

@@ -35,7 +35,7 @@ def _recent(store: Store, deployment_id: int, *conditions, limit: int | None = N
         if session.get(Deployment, int(deployment_id)) is None:
             raise DeployError(f"no deployment {deployment_id} (see `studio deploy list`)")
         query = (select(ServedRequest).where(ServedRequest.deployment_id == int(deployment_id), *conditions)
-                 .order_by(ServedRequest.id.desc()))
+                 .order_by(ServedRequest.created_at.desc(), ServedRequest.id.desc()))
         return list(session.scalars(query.limit(limit) if limit else query))
 
 
