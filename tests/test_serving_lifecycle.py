@@ -1,6 +1,6 @@
 """Deployments' lifecycle: a real serving process per deployment (a LoRA checkpoint of the tiny Llama trained by the
-studio's worker code, test_generation's ``lab``), answering over HTTP once running, stopped cleanly, marked failed with its log's end when it
-dies, brought back by a new studio start, and driven by `studio deploy ... --json`."""
+studio's worker code: test_generation's ``lab``), answering over HTTP once running, stopped cleanly, marked failed
+with its log's end when it dies, brought back by a new studio start, and driven by `studio deploy ... --json`."""
 
 from __future__ import annotations
 
