@@ -96,6 +96,11 @@ class Settings(BaseSettings):
     serve_rate_per_minute: int = Field(default=600, ge=1,
                                        description="Deployments: requests per minute per API key, for keys without a "
                                                    "rate of their own (local requests without a key are not limited).")
+    served_keep_days: float = Field(
+        default=30, ge=0,
+        description="Deployments: each request a deployment served, its outputs and the feedback on it are deleted "
+                    "this many days after it was served (make a dataset of the feedback before then). 0: kept "
+                    "forever.")
     eval_min_decision_seconds: float = Field(
         default=1.5, ge=0,
         description="Human rating: a vote decided faster than this (seconds after the item was shown) is flagged: "
