@@ -367,3 +367,20 @@ def test_the_try_it_page_generates_and_records_a_thumb(served, browser_page):
     assert (row.model, row.route, row.prompt, row.rating) == ("lora", "/v1/chat/completions", "Tom <b>and</b> Mia",
                                                               "up")
     assert page.locator("#output").text_content() == row.outputs[0]["text"]  # shown as text, not HTML
+
+
+def test_streamed_text_never_shows_part_of_a_blocked_phrase_and_never_takes_anything_back():
+    from studio.generation.blocklist import Blocklist
+
+    blocklist = Blocklist(["bad thing", "bad"])
+    finished = "so very bad things, a badge and a bad thing."
+    masked = blocklist.mask(finished)
+    shown = [blocklist.settled(finished[:n]) for n in range(len(finished) + 1)]
+    for before, now in zip(shown, shown[1:]):
+        assert now.startswith(before) and masked.startswith(now)  # only ever grows, towards the masked text
+    import re
+    assert not any(re.search(r"\bbad\b", step) for step in shown)  # no step shows the word alone, nor half the phrase
+    assert shown[-1] == masked  # the finished text ("." last) shows whole
+    multi = Blocklist(["very bad thing"])
+    assert multi.settled("it was very bad") == "it was "  # "very bad" may yet become the phrase
+    assert multi.settled("it was very bad luck") == "it was very bad luck"

@@ -28,6 +28,20 @@ class Blocklist:
     def mask(self, text: str) -> str:
         return self.pattern.sub(MASK, text) if self.pattern else text
 
+    def settled(self, text: str) -> str:
+        """What of a text still being written can be shown now, masked: everything before a tail that could yet
+        become (or complete) a blocked word or phrase: "so ba" waits for "bad", "very bad" for "very bad thing",
+        and a complete "bad" for what follows (it may be "badge"). What it returns is always the start of the
+        masked finished text, so streamed pieces never need taking back."""
+        if not self.pattern:
+            return text
+        lowered = text.lower()
+        for start in (m.start() for m in re.finditer(r"(?<!\w)\w", lowered)):  # word starts, earliest first
+            tail = lowered[start:]
+            if any(word.startswith(tail) for word in self.words):
+                return self.mask(text[:start])
+        return self.mask(text)
+
 
 def load_blocklist(value: str) -> Blocklist:
     """``value``: comma-separated words, or the path of a file with one word or phrase per line (``#`` starts a

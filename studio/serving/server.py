@@ -7,7 +7,6 @@ panel read) and counts in the metrics."""
 from __future__ import annotations
 
 import json
-import re
 import time
 from dataclasses import dataclass, field
 
@@ -135,8 +134,6 @@ class Server:
         return [self.blocklist.mask(t) for t in texts], sum(len(self.blocklist.found(t)) for t in texts)
 
     def visible(self, text: str) -> str:
-        """Streamed text that may be shown now: masked, and without a last word that may still grow into a
-        blocked one."""
-        if self.blocklist:
-            text = re.sub(r"\w+$", "", text)
-        return self.blocklist.mask(text)
+        """Streamed text that may be shown now: masked, without a tail that may still grow into a blocked word or
+        phrase."""
+        return self.blocklist.settled(text)
