@@ -27,8 +27,10 @@ def test_a_sample_sums_the_counters_and_leaves_out_the_watching_itself():
     metrics = ServingMetrics()
     served(metrics, [("/v1/completions", 200, 0.02)] * 3 + [("/v1/chat/completions", 400, 0.001),
                                                            ("/metrics", 200, 0.001)], hits=2, misses=1)
+    metrics.batch("base", size=3, tokens=24, seconds=0.5)
     sample = parse_metrics(metrics.text().decode(), at=100.0)
     assert (sample.requests, sample.errors, sample.cache_hits, sample.cache_misses) == (4, 1, 2, 1)
+    assert sample.batches == 1
     assert sample.latency[-1] == (float("inf"), 4)  # cumulative buckets, the /metrics call left out
     assert dict(sample.latency)[0.025] == 4 and dict(sample.latency)[0.01] == 1
 

@@ -39,6 +39,19 @@ def test_memory_and_quality_are_shown_once_the_deployment_reported_them():
     assert deploy_tab.quality_text(int8) == "perplexity 31.20 → 31.46 (12 rows)"
 
 
+def test_the_quality_panel_says_its_numbers_and_what_it_cannot_tell_yet():
+    counts = {"requests": 6, "answered": 5, "errors": 1, "cache_hits": 2, "rated": 4, "up": 3, "down": 1}
+    text = deploy_tab.panel_markdown({"window": 6, "counts": counts, "blocklist_share": 0.2, "thumbs_down_share": 0.25,
+                                      "diversity": {"distinct_1": 0.5, "distinct_2": None, "outputs": 5}})
+    assert "6 requests, 5 answered, 1 refused or failed, 2 from the cache" in text
+    assert "distinct-1 0.50, distinct-2 –" in text and "blocklist hits: 20% of the answers" in text
+    assert "thumbs down: 25% of 4 rated (3 up, 1 down)" in text
+    media = deploy_tab.panel_markdown({"window": 0, "counts": {**counts, "rated": 0, "up": 0, "down": 0},
+                                       "blocklist_share": None, "thumbs_down_share": None,
+                                       "diversity": {"pairwise_distance": 0.1234, "outputs": 2}})
+    assert "mean pairwise distance 0.123" in media and "thumbs down: – of 0 rated" in media
+
+
 def test_nf4_is_offered_only_with_a_gpu():
     assert [value for _, value in deploy_tab.quantize_choices(False)] == ["none", "int8"]
     assert [value for _, value in deploy_tab.quantize_choices(True)] == ["none", "int8", "nf4"]
@@ -90,6 +103,25 @@ def wait_for_lines(page, plot: str, names: list[str]) -> None:
     }}""", timeout=MINUTE)
 
 
+@pytest.fixture
+def no_deployment_left(web_home):
+    """Whatever the test does, every deployment it started is stopped at its end: their processes run detached and
+    would outlive the studio and the test."""
+    yield
+    from studio.serving.service import list_deployments, stop_deployment
+    from studio.settings import load_settings
+    from studio.status import DEPLOY_ACTIVE
+    from studio.store import open_store
+
+    store = open_store(load_settings(home=web_home))
+    try:
+        for found in list_deployments(store):
+            if found["status"] in DEPLOY_ACTIVE:
+                stop_deployment(store, found["deployment_id"])
+    finally:
+        store.close()
+
+
 def post_feedback(url: str, key: str, response_id: str, rating: str) -> dict:
     request = urllib.request.Request(f"{url}/v1/feedback", method="POST",
                                      data=json.dumps({"id": response_id, "rating": rating}).encode(),
@@ -100,7 +132,7 @@ def post_feedback(url: str, key: str, response_id: str, rating: str) -> dict:
 
 @pytest.mark.slow
 @pytest.mark.browser
-@pytest.mark.usefixtures("one_torch_thread")
+@pytest.mark.usefixtures("one_torch_thread", "no_deployment_left")
 def test_deploy_tab_serves_a_checkpoint_watches_it_and_turns_its_feedback_into_data(home_with_run, running_studio,
                                                                                  browser_page):
     from openai import AuthenticationError, OpenAI

@@ -22,6 +22,7 @@ LATENCY = "studio_serving_request_seconds"
 CACHE_HITS = "studio_serving_cache_hits"
 CACHE_MISSES = "studio_serving_cache_misses"
 QUEUE = "studio_serving_queue_length"
+BATCHES = "studio_serving_batches"
 UNCOUNTED_ROUTES = {"/metrics"}  # the watching itself: counted by the deployment, but nobody's traffic
 LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1", "0.0.0.0", "::", ""}  # reachable here on loopback
 FETCH_TIMEOUT = 2.0     # seconds: a deployment that does not answer this fast is shown as not answering
@@ -43,6 +44,7 @@ class Sample:
     cache_hits: float = 0.0
     cache_misses: float = 0.0
     queue: float = 0.0
+    batches: float = 0.0  # text batches run
     latency: tuple = ()  # (upper bound in seconds, requests at most that slow so far), bounds ascending, +Inf last
 
 
@@ -63,7 +65,7 @@ def parse_metrics(text: str, at: float | None = None) -> Sample:
     """The ``Sample`` that Prometheus exposition ``text`` holds; a ValueError when it is not that format."""
     from prometheus_client.parser import text_string_to_metric_families
 
-    totals = {"requests": 0.0, "errors": 0.0, "cache_hits": 0.0, "cache_misses": 0.0, "queue": 0.0}
+    totals = {"requests": 0.0, "errors": 0.0, "cache_hits": 0.0, "cache_misses": 0.0, "queue": 0.0, "batches": 0.0}
     buckets: dict[float, float] = {}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
@@ -79,6 +81,8 @@ def parse_metrics(text: str, at: float | None = None) -> Sample:
                 totals["cache_misses"] += sample.value
             elif sample.name == QUEUE:
                 totals["queue"] += sample.value
+            elif sample.name == f"{BATCHES}_total":
+                totals["batches"] += sample.value
             elif sample.name == f"{LATENCY}_bucket":
                 bound = float(sample.labels["le"])
                 buckets[bound] = buckets.get(bound, 0.0) + sample.value

@@ -10,6 +10,7 @@ The page calls ``studio.serving`` only: ``service`` (start without waiting, stop
 from __future__ import annotations
 
 import gradio as gr  # at module level: a handler's "request: gr.Request" hint must resolve, or Gradio passes no request
+import functools
 import html
 import importlib.util
 from dataclasses import dataclass
@@ -171,15 +172,17 @@ def _share_text(share: float | None) -> str:
     return "–" if share is None else f"{share:.0%}"
 
 
+def _number(value: float | None, digits: int = 2) -> str:
+    return "–" if value is None else f"{value:.{digits}f}"
+
+
 def panel_markdown(panel: dict) -> str:
     """The quality panel over the deployment's last requests, from the store."""
     counts, diversity = panel["counts"], panel["diversity"]
-    if "distinct_1" in diversity:
-        varied = (f"distinct-1 {_share_text(diversity['distinct_1'])}, distinct-2 {_share_text(diversity['distinct_2'])}"
-                  if diversity["outputs"] else "–")
+    if "distinct_1" in diversity:  # the share of the answers' words (pairs of words) that are distinct
+        varied = f"distinct-1 {_number(diversity['distinct_1'])}, distinct-2 {_number(diversity['distinct_2'])}"
     else:
-        distance = diversity.get("pairwise_distance")
-        varied = "–" if distance is None else f"mean pairwise distance {distance:.3f}"
+        varied = f"mean pairwise distance {_number(diversity.get('pairwise_distance'), 3)}"
     return (f"**Quality over the last {panel['window']} requests** (from the store): {counts['requests']} requests, "
             f"{counts['answered']} answered, {counts['errors']} refused or failed, {counts['cache_hits']} from the "
             f"cache · diversity of the answers: {varied} · blocklist hits: {_share_text(panel['blocklist_share'])} "
@@ -385,10 +388,9 @@ def wire(store: Store, tab: DeployTab, project) -> None:
                                        project=project_value or None, actor=current_user(request), wait=False)
         except ValueError as error:  # DeployError, and the quantisation's own refusal
             return error_message(error), gr.skip(), gr.skip()
-        table, picker = lists(project_value)
         return (f"Deployment **#{started['deployment_id']} {html.escape(started['name'])}** is starting in its own "
                 "process: it is listed below and shows *running* (or why it failed) by itself.",
-                table, gr.Dropdown(choices=picker.choices, value=started["deployment_id"]))
+                *lists(project_value, started["deployment_id"]))  # picked: its details follow it
 
     tab.deploy.click(on_deploy, [tab.checkpoint, tab.variants, tab.name, tab.quantize, tab.host, tab.port, project],
                      [tab.message, tab.table, tab.picked])
@@ -437,13 +439,11 @@ def wire(store: Store, tab: DeployTab, project) -> None:
             return done.format(id=deployment_id), *lists(project_value, int(deployment_id))
         return handler
 
-    def restart_now(store_, deployment_id, actor=None):
-        return restart_deployment(store_, deployment_id, actor=actor, wait=False)
-
     controls = [tab.control_message, tab.table, tab.picked]
     tab.stop.click(control(stop_deployment, "Deployment #{id} stopped."), [tab.picked, project], controls)
-    tab.restart.click(control(restart_now, "Deployment #{id} is starting again: it shows *running* by itself."),
-                      [tab.picked, project], controls)
+    restart = control(functools.partial(restart_deployment, wait=False),  # the list follows it to running
+                      "Deployment #{id} is starting again: it shows *running* by itself.")
+    tab.restart.click(restart, [tab.picked, project], controls)
 
     def on_delete(armed, deployment_id, project_value, request: gr.Request = None):
         if not confirmed(armed, deployment_id):
