@@ -82,3 +82,17 @@ def log_tail(path: Path, lines: int = 30, most_bytes: int = 64 * 1024) -> str:
     with open(path, "rb") as log:
         log.seek(max(0, log.seek(0, os.SEEK_END) - most_bytes))
         return "\n".join(log.read().decode(errors="replace").splitlines()[-lines:])
+
+
+def announcing_server(config, announce):
+    """A uvicorn server that calls ``announce(port)`` once it listens, with the port it bound: with port 0 (a free
+    port the system picks) only the bound socket knows it. The web studio and the deployments' processes use it."""
+    import uvicorn
+
+    class AnnouncingServer(uvicorn.Server):
+        async def startup(self, sockets=None):
+            await super().startup(sockets=sockets)
+            if not self.should_exit:
+                announce(self.servers[0].sockets[0].getsockname()[1])
+
+    return AnnouncingServer(config)

@@ -11,11 +11,12 @@ from sqlalchemy import func, select
 
 from studio.data.service import purge_versions
 from studio.generation.service import purge_set, reap_sets
+from studio.serving.service import purge_deployments, stop_project_deployments
 from studio.status import RUN_ACTIVE, TASK_ACTIVE, SetStatus
 from studio.store import Store, list_actions, record_action
 from studio.store.projects import (DEFAULT_PROJECT, DeleteRefused, ProjectError, check_project_name, ensure_project,
                                    find_project, remove_folders)
-from studio.store.tables import Dataset, DatasetVersion, Project, Run, SampleSet, Task, Upload
+from studio.store.tables import Dataset, DatasetVersion, Deployment, Project, Run, SampleSet, Task, Upload
 from studio.tasks.kinds import KINDS
 from studio.tasks.service import reap as reap_tasks
 from studio.training.jobs import purge_run, trained_from
@@ -92,6 +93,8 @@ def _purge_project(session, project: Project) -> dict:
     datasets = session.scalars(select(Dataset).where(Dataset.project_id == project.id)).all()
     folders = [folder for row in sets for folder in purge_set(session, row)]
     folders += [folder for run in runs for folder in purge_run(session, run)]
+    deployments = session.scalars(select(Deployment).where(Deployment.project == project.name)).all()
+    folders += purge_deployments(session, deployments)
     session.flush()  # the runs go before the dataset versions they point at
     versions = [v for d in datasets for v in d.versions]
     folders += purge_versions(session, versions)
@@ -103,12 +106,13 @@ def _purge_project(session, project: Project) -> dict:
         session.delete(upload)
     session.delete(project)
     return {"datasets": len(datasets), "versions": len(versions), "runs": len(runs), "sample_sets": len(sets),
-            "folders": folders}
+            "deployments": len(deployments), "folders": folders}
 
 
 def delete_project(store: Store, name: str, actor: str | None = None) -> dict:
-    """Delete the project and everything in it (rows and files). Refused for the default project, and while a
-    run in it is queued or running, a sample set is being generated or a background task is at work."""
+    """Delete the project and everything in it (rows and files; its deployments are stopped first). Refused for the
+    default project, and while a run in it is queued or running, a sample set is being generated or a background
+    task is at work."""
     name = check_project_name(name)
     if name == DEFAULT_PROJECT:
         raise ProjectError(f"the '{DEFAULT_PROJECT}' project cannot be deleted (new work lands there); delete "
@@ -120,6 +124,7 @@ def delete_project(store: Store, name: str, actor: str | None = None) -> dict:
         if project is None:
             raise ProjectError(f"no project named '{name}' (see `studio projects list`)")
         _refuse_if_in_use(store, session, project)
+        stop_project_deployments(store, name, actor)  # their processes end before their rows go
         removed = _purge_project(session, project)
         folders = removed.pop("folders")
         record_action(session, actor, "project.delete", f"project:{name}", project=name, details=removed)

@@ -83,6 +83,24 @@ class Settings(BaseSettings):
     blocklist: str = Field(default="",
                            description="Output filter for text prompts and outputs: comma-separated words or "
                                        "phrases, or the path of a file with one per line. Empty: off.")
+    serve_batch_window_ms: float = Field(default=10.0, ge=0, le=1000,
+                                         description="Deployments: how long concurrent text requests are collected "
+                                                     "into one batch (ms; 0: each runs as it comes).")
+    serve_max_batch: int = Field(default=32, ge=1, le=1024,
+                                 description="Deployments: most sequences generated in one text batch.")
+    serve_cache_entries: int = Field(default=1024, ge=0,
+                                     description="Deployments: responses to seeded requests kept to answer the same "
+                                                 "request again without the model (0: no cache).")
+    serve_max_request_bytes: int = Field(default=1_048_576, ge=1024,
+                                         description="Deployments: largest request body (bytes); bigger ones get 413.")
+    serve_rate_per_minute: int = Field(default=600, ge=1,
+                                       description="Deployments: requests per minute per API key, for keys without a "
+                                                   "rate of their own (local requests without a key are not limited).")
+    served_keep_days: float = Field(
+        default=30, ge=0,
+        description="Deployments: each request a deployment served, its outputs and the feedback on it are deleted "
+                    "this many days after it was served (make a dataset of the feedback before then). 0: kept "
+                    "forever.")
     eval_min_decision_seconds: float = Field(
         default=1.5, ge=0,
         description="Human rating: a vote decided faster than this (seconds after the item was shown) is flagged: "

@@ -114,7 +114,7 @@ def _delete_one_of_two_projects(store, tmp_path) -> None:
 
     removed = delete_project(store, "team", actor="ana")
 
-    assert removed == {"name": "team", "datasets": 1, "versions": 2, "runs": 1, "sample_sets": 1}
+    assert removed == {"name": "team", "datasets": 1, "versions": 2, "runs": 1, "sample_sets": 1, "deployments": 0}
     assert set(_rows(store, team).values()) == {0}
     assert not any(store.path(folder).exists() for folder in team["folders"])
     assert _rows(store, other) == before

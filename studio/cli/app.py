@@ -50,7 +50,8 @@ def one_of(*arguments: Arg) -> OneOf:
 
 @dataclass(frozen=True)
 class Command:
-    words: tuple[str, ...]  # ("runs", "show"): a group and its command; ("train",): a command of its own
+    words: tuple[str, ...]  # ("runs", "show"): a group and its command; ("train",): a command of its own;
+    # ("deploy", "keys", "add"): a command of a group in a group
     handler: Handler
     arguments: tuple[Arg | OneOf, ...]
     help: str | None
@@ -82,25 +83,29 @@ def add_settings_flags(parser: argparse.ArgumentParser, top_level: bool) -> None
     # On subcommands an absent flag must not hide one given before the subcommand, hence SUPPRESS.
     group = parser.add_argument_group("settings (each also an environment variable STUDIO_<NAME>)")
     for name, field in Settings.model_fields.items():
-        group.add_argument(f"--{name.replace('_', '-')}", dest=name, metavar=name.upper(), help=field.description,
+        flag = f"--{name.replace('_', '-')}"
+        if flag in parser._option_string_actions:  # the command's own flag (`deploy start --port`: the deployment's)
+            continue
+        group.add_argument(flag, dest=name, metavar=name.upper(), help=field.description,
                            default=None if top_level else argparse.SUPPRESS)
 
 
 def build(modules: Iterable[Commands]) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="studio", description="Gen Studio: adapt generative models without code.")
     add_settings_flags(parser, top_level=True)
-    top = parser.add_subparsers(dest="command", required=True)
-    groups: dict[str, argparse._SubParsersAction] = {}
+    groups: dict[tuple[str, ...], argparse._SubParsersAction] = {
+        (): parser.add_subparsers(dest="command", required=True)}
+
+    def siblings(path: tuple[str, ...], helps: dict[str, str]) -> argparse._SubParsersAction:
+        """The subcommands of group ``path`` (("deploy", "keys") for `deploy keys add`), made on first use."""
+        if path not in groups:
+            groups[path] = siblings(path[:-1], helps).add_parser(path[-1], help=helps[" ".join(path)]) \
+                .add_subparsers(dest=f"{'_'.join(path)}_command", required=True)
+        return groups[path]
+
     for module in modules:
         for command in module.declared:
-            siblings = top
-            if len(command.words) == 2:
-                group = command.words[0]
-                if group not in groups:
-                    groups[group] = top.add_parser(group, help=module.groups[group]).add_subparsers(
-                        dest=f"{group}_command", required=True)
-                siblings = groups[group]
-            leaf = siblings.add_parser(command.words[-1], help=command.help)
+            leaf = siblings(command.words[:-1], module.groups).add_parser(command.words[-1], help=command.help)
             for argument in command.arguments:
                 argument.add_to(leaf)
             if command.json:

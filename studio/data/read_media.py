@@ -230,11 +230,18 @@ def _another_kind(staged: StagedFile, modality: str) -> str | None:
     return f"{PurePosixPath(staged.name).name} is {kind}, not {'an image' if modality == 'image' else 'audio'}"
 
 
+def media_meta(path: Path, modality: str, settings: Settings) -> dict:
+    """``inspect_image`` or ``inspect_audio`` of ``path`` by ``modality``, within the settings' limits; BadFile when
+    it is not a readable file of that kind."""
+    if modality == "image":
+        return inspect_image(path, settings.max_image_pixels)
+    return inspect_audio(path, settings.max_audio_seconds)
+
+
 def _inspect(staged: StagedFile, modality: str, settings: Settings, result: ReadResult) -> dict | None:
     """The file's meta when it reads as ``modality`` (a problem naming it otherwise, and None)."""
     try:
-        meta = inspect_image(staged.path, settings.max_image_pixels) if modality == "image" \
-            else inspect_audio(staged.path, settings.max_audio_seconds)
+        meta = media_meta(staged.path, modality, settings)
     except BadFile as bad:
         result.problems.append(Problem(staged.name, _another_kind(staged, modality) or str(bad)))
         return None

@@ -789,7 +789,7 @@ def preference_summary(store: Store, set_id: int, include_flagged: bool = False)
 def _pair_item(store: Store, pair: dict, samples: dict, modality: str):
     """A decided pair as a data item; None when a sample's file is gone or unreadable."""
     from studio.data.items import Item
-    from studio.data.read_media import inspect_audio, inspect_image
+    from studio.data.read_media import media_meta
     from studio.data.text_lines import BadFile
 
     chosen, rejected = samples[pair["chosen"]], samples[pair["rejected"]]
@@ -798,8 +798,7 @@ def _pair_item(store: Store, pair: dict, samples: dict, modality: str):
         return Item(source=source, prompt=pair["prompt"], response=chosen.text or "", rejected=rejected.text or "")
     paths = [store.path(s.path) if s.path else None for s in (chosen, rejected)]
     try:
-        meta = [inspect_image(p, store.settings.max_image_pixels) if modality == "image"
-                else inspect_audio(p, store.settings.max_audio_seconds) for p in paths if p and p.is_file()]
+        meta = [media_meta(p, modality, store.settings) for p in paths if p and p.is_file()]
     except BadFile:
         return None
     if len(meta) < 2:
@@ -816,9 +815,7 @@ def preference_dataset(store: Store, set_id: int, include_flagged: bool = False,
     the votes behind it; ``removed`` counts the pairs left out by reason (plus ``missing_sample``: a sample's file
     is gone or unreadable). No cleaning step runs: every pair is a human judgement of the studio's own outputs.
     Returns the import's summary (studio.data.service.ImportResult); EvaluationError when no pair is usable."""
-    from studio.data.clean import default_config
-    from studio.data.read_text import ReadResult
-    from studio.data.service import Recipe, VersionOrigin, store_version
+    from studio.data.service import VersionOrigin
     from studio.store.projects import DEFAULT_PROJECT, project_name
 
     set_row, decided, left_out, samples, events = _decided_pairs(store, set_id, include_flagged)
@@ -837,13 +834,26 @@ def preference_dataset(store: Store, set_id: int, include_flagged: bool = False,
     voters = {e["rater"] for e in events if e["item_key"] in {pair["item_key"] for pair in used} and e["counted"]}
     source = {"sample_set": set_row.id, "set_name": set_row.name, "votes": sum(pair["votes"] for pair in used),
               "raters": len(voters), "pairs": len(items), "include_flagged": bool(include_flagged)}
+    origin = VersionOrigin(source, "dataset.from_votes", set_aside=dict(left_out))
+    return store_judged(store, items, origin, f"{len(items)} preference pairs from the votes of sample set "
+                        f"{set_row.id}", name=name or f"votes-set-{set_row.id}", project=project,
+                        modality=set_row.modality, actor=actor)
+
+
+def store_judged(store: Store, items: list, origin, note: str, *, name: str, project: str, modality: str,
+                 actor: str | None) -> ImportResult:
+    """People's judgements of the studio's own outputs (``items``: votes made pairs, a deployment's feedback) as the
+    next version of dataset ``name``: no cleaning step runs (every item is a judgement, kept as made), and a tenth
+    is held out for validation once there are ``MIN_PAIRS_TO_VALIDATE`` items (all train below)."""
+    from studio.data.clean import default_config
+    from studio.data.read_text import ReadResult
+    from studio.data.service import Recipe, store_version
+
     validation = VALIDATION_SHARE if len(items) >= MIN_PAIRS_TO_VALIDATE else 0.0
-    recipe = Recipe({step: {"enabled": False} for step in default_config(set_row.modality)}, None, "auto",
+    recipe = Recipe({step: {"enabled": False} for step in default_config(modality)}, None, "auto",
                     (1.0 - validation, validation, 0.0), 0)
-    read = ReadResult(items=items, notes=[f"{len(items)} preference pairs from the votes of sample set {set_row.id}"])
-    return store_version(store, read, recipe, VersionOrigin(source, "dataset.from_votes", set_aside=dict(left_out)),
-                         name=name or f"votes-set-{set_row.id}", project=project, modality=set_row.modality,
-                         created_by=actor)
+    return store_version(store, ReadResult(items=items, notes=[note]), recipe, origin, name=name, project=project,
+                         modality=modality, created_by=actor)
 
 
 # ----------------------------------------------------------------------------- export

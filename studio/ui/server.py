@@ -378,18 +378,26 @@ def _mounted(server, path: str):
 
 
 def start_dispatcher(store: Store, every: float = 2.0) -> None:
-    """Queued runs and background tasks start by themselves, and runs, tasks or sample sets whose process died are
-    marked so: a daemon thread does that every few seconds while the studio runs."""
+    """Queued runs and background tasks start by themselves, and runs, tasks, sample sets or deployments whose
+    process died are marked so: a daemon thread does that every few seconds while the studio runs (after bringing
+    back the deployments that served before the studio restarted)."""
     import logging
     import time
 
     from studio.generation.service import reap_sets
+    from studio.serving.retention import housekeeping
+    from studio.serving.service import recover_deployments
     from studio.tasks.service import dispatch as dispatch_tasks
     from studio.training.jobs import dispatch as dispatch_runs
 
     def loop() -> None:
+        try:
+            recover_deployments(store)  # the deployments that served before the restart serve again
+        except Exception:  # noqa: BLE001 - logged; the studio itself must start
+            logging.getLogger("studio").exception("recovering the deployments failed")
         while True:
-            for step in (dispatch_runs, dispatch_tasks, reap_sets):  # reap_sets: a dead process's sets stop "running"
+            # reap_sets: a dead process's sets stop "running"; housekeeping: the same for deployments, and retention
+            for step in (dispatch_runs, dispatch_tasks, reap_sets, housekeeping):
                 try:
                     step(store)
                 except Exception:  # noqa: BLE001 - a failed step is logged and retried, never fatal to the UI
@@ -399,25 +407,12 @@ def start_dispatcher(store: Store, every: float = 2.0) -> None:
     threading.Thread(target=loop, name="dispatcher", daemon=True).start()
 
 
-def _announcing_server(config, announce):
-    """A uvicorn server that calls ``announce(port)`` once it listens, with the port it bound: with port 0 (a free
-    port the system picks) only the bound socket knows it."""
-    import uvicorn
-
-    class AnnouncingServer(uvicorn.Server):
-        async def startup(self, sockets=None):
-            await super().startup(sockets=sockets)
-            if not self.should_exit:
-                announce(self.servers[0].sockets[0].getsockname()[1])
-
-    return AnnouncingServer(config)
-
-
 def serve(settings, block: bool = True):
     """Open the store and serve the studio. ``block=False`` (tests, benchmarks) returns the running uvicorn
     server; call ``server.should_exit = True`` to stop it."""
     import uvicorn
 
+    from studio.processes import announcing_server
     from studio.store import open_store
 
     store = open_store(settings)
@@ -428,7 +423,7 @@ def serve(settings, block: bool = True):
     # connecting from 127.0.0.1 claims, so a claimed address would escape the sign-in throttle
     proxies = settings.trusted_proxies.strip()
     sign_in = "on" if access.enabled else "off (set STUDIO_USERS to turn it on)"
-    server = _announcing_server(
+    server = announcing_server(
         uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning",
                        proxy_headers=bool(proxies), forwarded_allow_ips=proxies or None,
                        timeout_graceful_shutdown=5),  # open event streams must not hold a restart
