@@ -221,7 +221,9 @@ def metric_rank_agreement(metric_values: dict, human_strengths: dict, higher_is_
 
 # ----------------------------------------------------------------------------- one variant
 
-def _held_out(rows: list[dict], max_items: int) -> tuple[list[dict], str, list[str]]:
+def held_out_rows(rows: list[dict], max_items: int) -> tuple[list[dict], str, list[str]]:
+    """The first ``max_items`` test rows (validation ones when the test split is empty), the split's name and notes
+    for people on what was used."""
     test = [r for r in rows if r.get("split") == "test"]
     if test:
         return test[:max_items], "test", []
@@ -242,7 +244,7 @@ def evaluate_variant(store: Store, variant: Variant, version: DatasetVersion, pa
     started = time.perf_counter()
     root = store.path(version.path)
     rows = read_manifest(store, version)
-    held, split, notes = _held_out(rows, max(1, int(params.max_items)))
+    held, split, notes = held_out_rows(rows, max(1, int(params.max_items)))
     train_rows = [r for r in rows if r.get("split") == "train"]
     result = {"ref": variant.ref, "label": variant.label, "modality": variant.modality, "run_id": variant.run_id,
               "step": variant.step, "dataset": f"{version.dataset_id}:{version.version}", "split": split,
@@ -250,11 +252,9 @@ def evaluate_variant(store: Store, variant: Variant, version: DatasetVersion, pa
               "contamination": check_contamination(held, train_rows, root)}
     cache = cache if cache is not None else ModelCache(BIG)
     backend = backend_for(variant.modality)
-    config = load_config(variant.config)
     with cache.lock:
         handle = cache.handle_for(variant)
-        data = backend.datasets(handle, {"validation": held}, root, config)["validation"]
-        collate = backend.collate(handle, config)
+        data, collate = held_out_examples(handle, variant, held, root)
         with tempfile.TemporaryDirectory() as scratch:
             folder = Path(out_dir) if out_dir is not None else Path(scratch)
             if variant.modality == "text":
@@ -265,6 +265,15 @@ def evaluate_variant(store: Store, variant: Variant, version: DatasetVersion, pa
         result["samples"] = [{k: v for k, v in sample.items() if k != "path"} for sample in result.get("samples", [])]
     result["seconds"] = round(time.perf_counter() - started, 2)
     return result
+
+
+def held_out_examples(handle, variant: Variant, held: list[dict], root: Path) -> tuple:
+    """(dataset, collate) of the rows ``held`` as the variant's backend builds validation examples for ``handle``
+    (the run's own config: text tokenised as in training, images at its resolution), what the held-out perplexity
+    and loss are measured on."""
+    backend = backend_for(variant.modality)
+    config = load_config(variant.config)
+    return backend.datasets(handle, {"validation": held}, root, config)["validation"], backend.collate(handle, config)
 
 
 def _seeded_pairs(texts: list[str], samples: int, seed: int) -> tuple[list[str], list[int]]:

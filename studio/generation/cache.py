@@ -36,8 +36,18 @@ class Entry:
     adapters: dict[str, str] = field(default_factory=dict)  # weights folder → adapter name
 
 
+def tensor_bytes(tensor) -> int:
+    """The memory a tensor's data takes. A quantised tensor subclass (torchao's int8 weights) reports its float
+    dtype's size per element, so it is counted by the plain tensors it holds (int8 data, scales) instead."""
+    if hasattr(tensor, "__tensor_flatten__"):
+        names, _ = tensor.__tensor_flatten__()
+        return sum(tensor_bytes(getattr(tensor, name)) for name in names)
+    return tensor.numel() * tensor.element_size()
+
+
 def weight_bytes(module) -> int:
-    return sum(t.numel() * t.element_size() for t in [*module.parameters(), *module.buffers()])
+    """The memory of a module's weights: parameters (a tied one once) and buffers."""
+    return sum(tensor_bytes(t) for t in [*module.parameters(), *module.buffers()])
 
 
 def _device() -> str:

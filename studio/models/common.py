@@ -9,6 +9,7 @@ are imported inside them.
 from __future__ import annotations
 
 import json
+import logging
 import warnings
 from pathlib import Path
 
@@ -36,6 +37,15 @@ def is_out_of_memory(error: BaseException) -> bool:
     import torch
 
     return isinstance(error, torch.OutOfMemoryError) or "out of memory" in str(error).lower()
+
+
+def quiet_import_noise() -> None:
+    """torchao (which transformers and peft import whenever it is installed; int8 deployments use it) logs a
+    warning at import for each optional compiled kernel it cannot load on the machine (float8 / CUTLASS kernels the
+    studio does not use), and torch a deprecation notice for each of torchao's pytree registrations: lines in a log
+    people read that ask nothing of them. Errors still show."""
+    for name in ("torchao", "torch.utils._pytree"):
+        logging.getLogger(name).setLevel(logging.ERROR)
 
 
 # ----------------------------------------------------------------------------- the marker

@@ -17,6 +17,7 @@ with the same noise and timestep.
 
 from __future__ import annotations
 
+import json
 from typing import Callable
 
 from studio.data.preferences import PAIR, THUMBS, row_kind
@@ -38,19 +39,33 @@ def rejected_of(row: dict) -> dict:
     return {**row, "response": row["rejected"]}
 
 
+def _answer_key(row: dict) -> str:
+    """What makes an answer the same answer: its prompt and what was answered (text or file)."""
+    return json.dumps([row.get(name) for name in ("prompt", "messages", "response", "file")], sort_keys=True,
+                      default=str)
+
+
 def thumbs_of(rows: list[dict]) -> tuple[list[dict], list[bool]]:
     """KTO's examples: each thumbs row with its label, and each pair as two (chosen: good, rejected: bad), as TRL's
-    ``unpair_preference_dataset`` does."""
-    examples, labels = [], []
+    ``unpair_preference_dataset`` does. An answer given both ways (a rated answer that is also one side of a pair,
+    as a deployment's feedback makes them) counts once: KTO weighs each answer, not each row that names it."""
+    examples, labels, seen = [], [], set()
     for row in rows:
         kind = row_kind(row)
-        if kind == THUMBS:
-            examples.append(row)
-            labels.append(row["label"])
-        elif kind == PAIR:
-            examples += [row, rejected_of(row)]
-            labels += [True, False]
+        answers = [(row, row["label"])] if kind == THUMBS else [(row, True), (rejected_of(row), False)] \
+            if kind == PAIR else []
+        for answer, label in answers:
+            key = (_answer_key(answer), label)
+            if key not in seen:
+                seen.add(key)
+                examples.append(answer)
+                labels.append(label)
     return examples, labels
+
+
+def imitable(row: dict) -> bool:
+    """Whether supervised fine-tuning may learn to say ``row``'s answer: not an answer people marked bad."""
+    return not (row_kind(row) == THUMBS and row["label"] is False)
 
 
 def needs(objective: str) -> str | None:
@@ -68,7 +83,7 @@ def usable(objective: str, counts: dict[str, int]) -> int:
         return counts.get(PAIR, 0)
     if objective in THUMBS_OBJECTIVES:
         return counts.get(THUMBS, 0) + counts.get(PAIR, 0)
-    return sum(counts.values())
+    return sum(counts.values())  # a thumbs-down row is left out of SFT (``imitable``): counted here all the same
 
 
 class Paired:
@@ -109,8 +124,8 @@ def datasets_for(objective: str, rows: dict[str, list[dict]], make: Callable[[li
         elif objective in THUMBS_OBJECTIVES:
             examples, labels = thumbs_of(given)
             found[split] = Labelled(make(examples, split), labels)
-        else:
-            found[split] = make(given, split)
+        else:  # a pair's chosen answer is its response; a thumbs-down answer is what not to say
+            found[split] = make([row for row in given if imitable(row)], split)
     return found
 
 

@@ -149,8 +149,10 @@ def _build_and_serve(store: Store, deployment_id: int, host: str, port: int, bea
     import uvicorn
 
     from studio.processes import announcing_server
+    from studio.models.common import quiet_import_noise
     from studio.serving.app import create_app
 
+    quiet_import_noise()  # the deployment's log is read by people: no warnings about GPU kernels it does not use
     try:
         app = create_app(store, deployment_id)
     except Exception as error:  # noqa: BLE001 - whatever stops the start is written down for the person

@@ -20,6 +20,7 @@ from pathlib import Path
 from sqlalchemy import select, update
 
 from studio.data.service import read_manifest
+from studio.models.common import quiet_import_noise
 from studio.models.registry import backend_for
 from studio.settings import load_settings
 from studio.status import RunStatus
@@ -147,6 +148,7 @@ def quiet_libraries(say) -> None:
     returns in a file), and no warning about what is expected."""
     os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"  # read by huggingface_hub and by transformers when imported
     logging.getLogger("accelerate.utils.other").addFilter(_SharedTensorNote(say))
+    quiet_import_noise()
 
 
 def run_worker(store: Store, run_id: int) -> RunStatus:
