@@ -86,6 +86,15 @@ def test_the_example_calls_the_first_model_with_a_key_from_the_environment():
         compile(python, "example.py", "exec")
 
 
+def test_the_studio_has_a_deploy_tab_after_share(store):
+    import gradio as gr
+
+    from studio.ui.app import build_app
+
+    tabs = [block.label for block in build_app(store).blocks.values() if isinstance(block, gr.Tab)]
+    assert tabs.index("Deploy") == tabs.index("Share") + 1
+
+
 # ----------------------------------------------------------------------------- in a real browser
 
 def live_count(page) -> int:
