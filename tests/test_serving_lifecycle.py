@@ -238,3 +238,19 @@ def test_cli_deploy_keys_add_list_revoke(store, capsys):
     assert code == 0 and revoked == {"name": "newsroom", "revoked": True}
     code, refused = cli(capsys, store.home, "deploy", "keys", "revoke", "nobody")
     assert code == 2 and "nobody" in refused["error"]
+
+
+def test_a_deployment_serves_more_checkpoints_than_generate_compares(lab):
+    """Generate compares at most five variants side by side; a deployment serves a base and any number of its
+    family's checkpoints (here the base and six LoRA runs, each an adapter on the one base)."""
+    from test_generation import add_run
+
+    store, run = lab["store"], lab["run"]
+    runs = [run] + [add_run(store, like=run) for _ in range(5)]
+    view = start_deployment(store, ["base"] + [str(r) for r in runs], name="many", wait=False)
+    try:
+        assert [m["ref"] for m in view["models"]] == ["base"] + [f"{r}:4" for r in runs]
+        assert len({m["name"] for m in view["models"]}) == 7
+    finally:
+        stop_deployment(store, view["deployment_id"], grace=2)
+        delete_deployment(store, view["deployment_id"])

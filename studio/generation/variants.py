@@ -141,7 +141,8 @@ def _resolve_run(store: Store, run_id: int, step: int | None) -> tuple[Run, dict
     return run, chosen, note
 
 
-def resolve_variants(store: Store, refs: list[str], base_model: str | None = None) -> list[Variant]:
+def resolve_variants(store: Store, refs: list[str], base_model: str | None = None,
+                     most: int | None = MAX_VARIANTS) -> list[Variant]:
     """Resolves ``base`` / ``RUN_ID`` / ``RUN_ID:STEP`` references (in the order given), checking that they can
     be compared.
 
@@ -150,8 +151,8 @@ def resolve_variants(store: Store, refs: list[str], base_model: str | None = Non
     refs = [str(r).strip() for r in refs if str(r).strip()]
     if not refs:
         raise VariantError("choose at least one variant: base, RUN_ID or RUN_ID:STEP")
-    if len(refs) > MAX_VARIANTS:
-        raise VariantError(f"{len(refs)} variants: compare at most {MAX_VARIANTS} (the base and four trained ones)")
+    if most is not None and len(refs) > most:  # side by side; a deployment (most=None) serves any number
+        raise VariantError(f"{len(refs)} variants: compare at most {most} (the base and four trained ones)")
     parsed = [parse_ref(r) for r in refs]
     if parsed.count(None) > 1:
         raise VariantError("'base' is given more than once")

@@ -165,7 +165,7 @@ class Engine:
         if len(set(names)) != len(names):
             raise ServingError(f"the deployment serves two models under one name ({', '.join(names)})")
         try:
-            variants = resolve_variants(store, [m["ref"] for m in models], base_model)
+            variants = resolve_variants(store, [m["ref"] for m in models], base_model, most=None)
         except ValueError as error:
             raise ServingError(str(error)) from error
         by_ref = {v.ref: v for v in variants}

@@ -67,7 +67,7 @@ def served_name(variant) -> str:
 
 def _resolve(store: Store, refs: list[str]) -> list:
     try:
-        return resolve_variants(store, [str(ref) for ref in refs])
+        return resolve_variants(store, [str(ref) for ref in refs], most=None)
     except VariantError as error:
         raise DeployError(str(error)) from None
 
@@ -76,10 +76,7 @@ def _check_quantize(quantize: str) -> str:
     quantize = str(quantize or "none").strip().lower()
     if quantize == "none":
         return quantize
-    try:  # quantisation's own module says which modes there are (and imports no model library on import)
-        from studio.serving.quantize import QUANTIZE_MODES
-    except ImportError:
-        raise DeployError(f"quantize '{quantize}' is not available in this studio: pick none") from None
+    from studio.serving.quantize import QUANTIZE_MODES  # which modes there are; imports no model library
     if quantize not in QUANTIZE_MODES:
         raise DeployError(f"quantize must be one of {', '.join(QUANTIZE_MODES)} (got '{quantize}')")
     return quantize
