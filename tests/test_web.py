@@ -127,8 +127,9 @@ TABLE_HEADINGS = """() => [...document.querySelectorAll('table.header-table')].m
 def test_every_table_column_has_a_heading(running_studio, browser_page):
     page = browser_page
     page.goto(running_studio)
-    for tab, table in (("Data", "data-report"), ("Evaluate", "board-table")):  # the cleaning reports; the
-        page.get_by_role("tab", name=tab).click()                               # leaderboard and the 1-5 scores
+    for tab, table in (("Data", "data-report"), ("Evaluate", "board-table"),  # the cleaning reports; the
+                       ("Deploy", "deploy-table")):                         # leaderboard and the 1-5 scores
+        page.get_by_role("tab", name=tab).click()
         page.locator(f"#{table} th[role=columnheader]").first.wait_for(timeout=60_000)
         headings = page.evaluate(TABLE_HEADINGS)
         assert len(headings) >= 3 and all(all(row) for row in headings), headings

@@ -265,7 +265,11 @@ def test_no_message_the_studio_writes_uses_an_emoji():
 @pytest.mark.parametrize("database", ["sqlite", "postgresql"])
 def test_the_listing_signature_changes_with_what_the_lists_show_and_only_then(home, tmp_path, database, request):
     from studio.store.changes import listing_signature
-    from studio.store.tables import Checkpoint, Run, SampleSet
+    from datetime import datetime, timezone
+
+    from sqlalchemy import select
+
+    from studio.store.tables import Checkpoint, Deployment, Run, SampleSet
     from studio.training import jobs
 
     url = request.getfixturevalue("postgres_url") if database == "postgresql" else None
@@ -296,5 +300,14 @@ def test_the_listing_signature_changes_with_what_the_lists_show_and_only_then(ho
         with store.session() as session:
             session.add(SampleSet(modality="text", base_model="starter-text"))
         assert changed()
+        with store.session() as session:  # the Deploy tab's list follows a deployment from starting to running
+            session.add(Deployment(name="run-1", models=[{"name": "base", "ref": "base"}], status="starting"))
+        assert changed()
+        with store.session() as session:
+            session.scalars(select(Deployment)).one().status = "running"
+        assert changed()
+        with store.session() as session:
+            session.scalars(select(Deployment)).one().heartbeat_at = datetime.now(timezone.utc)
+        assert not changed()  # a heartbeat is not a list's business
     finally:
         store.close()

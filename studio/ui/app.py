@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import gradio as gr  # at module level: a handler's "request: gr.Request" hint must resolve, or Gradio passes no request
 from studio.store import Store
-from studio.ui import data_tab, evaluate_tab, export_tab, generate_tab, model_tab, project_bar, train_tab
+from studio.ui import data_tab, deploy_tab, evaluate_tab, export_tab, generate_tab, model_tab, project_bar, train_tab
 from studio.ui.failures import readable_failures
 from studio.ui.state import current_user
 from studio.ui.uploads import StudioBlocks
@@ -16,7 +16,8 @@ GUIDE = """
 dataset version with its own train/validation/test split. 2. **Model** → 3. **Train** → 4. **Generate** →
 5. **Evaluate** follow the same dataset version (picked above, or in the Model and Train tabs), and 6. **Share**
 exports a checkpoint (PEFT, diffusers LoRA or a merged model, with a model card) as a zip or to the Hugging Face
-Hub. Everything belongs to the project chosen above and is stored under `STUDIO_HOME`; the same actions are
+Hub; 7. **Deploy** serves it behind an OpenAI-compatible API, watched, with feedback that becomes the next dataset
+version. Everything belongs to the project chosen above and is stored under `STUDIO_HOME`; the same actions are
 scriptable with the `studio` command (`studio --help`).
 Raters who should see nothing else use the rating page [/rate](/rate); how the studio is doing: [/status](/status).
 """
@@ -45,6 +46,8 @@ def build_app(store: Store):
                 evaluate_tab.build(store, project, evaluate_tab.TrainingPages(tabs, version, model, train))
             with gr.Tab("Share", id="share"):
                 export_tab.build(store, project, version)
+            with gr.Tab("Deploy", id="deploy"):
+                deploy_tab.build(store, project)
     readable_failures(app)
     return app
 
