@@ -34,6 +34,8 @@ STARTER_SHAPE = {"hidden_size": 128, "intermediate_size": 384, "num_hidden_layer
 IGNORE = -100
 CHAT_NEEDS_CONVERSATIONS = ("text_format 'chat' needs prompt/response or messages rows; this dataset has plain text "
                             "(use 'raw' or 'auto')")
+FLASH_ATTENTION_NEEDS = ("attn_implementation 'flash_attention_2' needs a CUDA GPU and the flash-attn package (pip "
+                         "install flash-attn); pick 'sdpa', which packs documents apart just as well")
 QLORA_NEEDS = ("QLoRA (load_in_4bit) needs a CUDA GPU and the bitsandbytes package (pip install bitsandbytes); turn "
                "load_in_4bit off to train LoRA in full precision")
 
@@ -80,11 +82,24 @@ def _loss_module_class():
         def forward(self, batch: dict):
             if SCORE in batch:
                 return answer_log_probabilities(self.model, batch)
-            return self.model(input_ids=batch["input_ids"], attention_mask=batch.get("attention_mask"),
-                              labels=batch["labels"], use_cache=False).loss  # training keeps no key/value cache
+            return self.model(**model_inputs(self.model, batch, "labels")).loss
 
     CausalLMLoss.__module__, CausalLMLoss.__qualname__ = __name__, "CausalLMLoss"
     return CausalLMLoss
+
+
+def model_inputs(model, batch: dict, *also: str) -> dict:
+    """The model's keyword arguments for a forward pass over ``batch`` (and the entries named in ``also``), without a
+    key/value cache (nothing is generated). Packed documents kept apart come with ``position_ids`` and without the
+    padding mask: transformers then reads a new document wherever the positions restart and keeps attention within
+    each (it does so only with neither a 2D mask nor a cache; the padding, at a row's end, is a document of its own
+    that nothing learns from). FlashAttention-2 reads packed documents from a single row only, so there the rows are
+    laid end to end: each row starts a document and no label crosses rows."""
+    names = ("input_ids", "position_ids") if "position_ids" in batch else ("input_ids", "attention_mask")
+    inputs = {name: batch.get(name) for name in (*names, *also)}
+    if "position_ids" in batch and "flash" in str(getattr(model.config, "_attn_implementation", "")):
+        inputs = {name: value.reshape(1, -1) for name, value in inputs.items()}
+    return {**inputs, "use_cache": False}
 
 
 def answer_log_probabilities(model, batch: dict):
@@ -122,7 +137,8 @@ class TokenDataset:
 
 class PadCollator:
     """Pads a list of examples to the longest: ``input_ids`` with the pad token, ``attention_mask`` 0 and
-    ``labels`` -100 on the padding."""
+    ``labels`` -100 on the padding; packed examples' ``position_ids`` go on counting from 0 there (the padding is a
+    document of its own)."""
 
     def __init__(self, pad_token_id: int):
         self.pad_token_id = pad_token_id
@@ -139,7 +155,11 @@ class PadCollator:
             input_ids[row, :length] = torch.as_tensor(item["input_ids"], dtype=torch.long)
             attention_mask[row, :length] = 1
             labels[row, :length] = torch.as_tensor(item.get("labels", item["input_ids"]), dtype=torch.long)
-        return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+        batch = {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+        if "position_ids" in items[0]:
+            batch["position_ids"] = torch.stack([torch.as_tensor(item["position_ids"] + list(
+                range(width - len(item["position_ids"]))), dtype=torch.long) for item in items])
+        return batch
 
 
 def mismatched_answer(prompt_item: dict, answer_item: dict) -> dict:
@@ -291,6 +311,25 @@ def _from_pretrained(ref: str, method: str, config) -> tuple[Any, Any]:
     return tokenizer, model
 
 
+def flash_attention_missing(config) -> bool:
+    """FlashAttention-2 was asked for where it cannot run: no CUDA GPU (or the run is on the CPU), or no flash-attn."""
+    import importlib.util
+
+    if config.text.attn_implementation != "flash_attention_2":
+        return False
+    import torch
+
+    return config.use_cpu or not torch.cuda.is_available() or importlib.util.find_spec("flash_attn") is None
+
+
+def use_attention(model, config) -> None:
+    """The attention implementation asked for (``attn_implementation``); 'auto' keeps what transformers chose."""
+    if flash_attention_missing(config):
+        raise ValueError(FLASH_ATTENTION_NEEDS)
+    if config.text.attn_implementation != "auto":
+        model.set_attn_implementation(config.text.attn_implementation)
+
+
 def lora_targets(model, spec: str, preset: tuple[str, ...]):
     """'auto' → the family's ``preset`` (attention projections) for Llama-like models, GPT-2's own, else every
     linear layer; otherwise 'all-linear' or the names given."""
@@ -316,6 +355,30 @@ def _documents_ids(tokenizer, texts: list[str], rendered: bool = False, chunk: i
                 ids.append(eos)
             documents.append(ids)
     return documents
+
+
+def pack_documents(documents: list[list[int]], max_length: int, separate: bool) -> list[dict]:
+    """The documents as one stream cut into blocks of ``max_length`` tokens (only the last may be shorter).
+    ``separate``: each block also has ``position_ids`` that restart at every document and at the block's start
+    (where a document cut by the block before goes on), which keeps attention within each document
+    (``model_inputs``); the first token of each document is not learned, since what precedes it is another document
+    (as transformers' DataCollatorWithFlattening does)."""
+    stream = [token for doc in documents for token in doc]
+    starts = range(0, len(stream), max_length)
+    if not separate:
+        return [{"input_ids": block, "labels": list(block)} for block in (stream[i:i + max_length] for i in starts)
+                if len(block) > 1]
+    in_document = [n for doc in documents for n in range(len(doc))]
+    examples = []
+    for start in starts:
+        block, counted = stream[start:start + max_length], in_document[start:start + max_length]
+        # The block's first document may have begun in the block before: it counts from 0 here too.
+        second = next((k for k in range(1, len(counted)) if counted[k] == 0), len(counted))
+        positions = list(range(second)) + counted[second:]
+        if len(block) > 1:
+            examples.append({"input_ids": block, "position_ids": positions,
+                             "labels": [IGNORE if n == 0 else token for token, n in zip(block, positions)]})
+    return examples
 
 
 def _chat_template_arg(tokenizer):
@@ -416,6 +479,7 @@ class TextBackend:
             model = build_starter(tokenizer, config.text.max_length)
         else:
             tokenizer, model = _from_pretrained(model_ref, method, config)
+        use_attention(model, config)
         if tokenizer.pad_token is None:
             if tokenizer.eos_token is None:
                 raise ValueError(f"the tokenizer of '{model_ref}' has neither a pad nor an end-of-sequence token")
@@ -471,9 +535,7 @@ class TextBackend:
                 examples.append(chat_example(tokenizer, messages, options.response_only_loss, max_length))
         documents = _documents_ids(tokenizer, texts) + _documents_ids(tokenizer, conversations, rendered=True)
         if options.packing:  # one stream cut into full blocks; only the last may be shorter
-            stream = [token for doc in documents for token in doc]
-            blocks = [stream[i:i + max_length] for i in range(0, len(stream), max_length)]
-            examples += [{"input_ids": b, "labels": list(b)} for b in blocks if len(b) > 1]
+            examples += pack_documents(documents, max_length, options.separate_documents)
         else:
             examples += [{"input_ids": doc[:max_length], "labels": doc[:max_length]} for doc in documents]
         useful = [e for e in examples if any(label != IGNORE for label in e["labels"][1:])]

@@ -121,7 +121,8 @@ def check_possible(store: Store, version, model_ref: str, method: str, config: T
     import importlib.util
 
     from studio.models.audio import other_rate
-    from studio.models.text import CHAT_NEEDS_CONVERSATIONS, QLORA_NEEDS
+    from studio.models.text import CHAT_NEEDS_CONVERSATIONS, FLASH_ATTENTION_NEEDS, QLORA_NEEDS, \
+        flash_attention_missing
 
     modality = version.dataset.modality
     reasons = []
@@ -152,6 +153,8 @@ def check_possible(store: Store, version, model_ref: str, method: str, config: T
             reasons.append(QLORA_NEEDS)
     if modality == "text" and config.text.text_format == "chat" and _has_plain_text(store, version):
         reasons.append(CHAT_NEEDS_CONVERSATIONS)
+    if modality == "text" and flash_attention_missing(config):
+        reasons.append(FLASH_ATTENTION_NEEDS)
     saved = _saved_model_marker(model_ref)
     if saved.get("prediction_type") == "flow_matching" and config.diffusion.prediction_type in ("epsilon",
                                                                                                   "v_prediction"):
