@@ -290,10 +290,13 @@ def _from_pretrained(ref: str, method: str, config) -> tuple[Any, Any]:
         raise FileNotFoundError(f"no model folder at '{ref}'")
     source = str(folder) if local else ref
     try:
-        tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=False)
         base = adapter_base(folder, ref) if local else None
+        # An adapter folder as PEFT saves it has no tokenizer: its base's is the one.
+        own_tokenizer = not base or any(folder.glob("tokenizer*"))
+        tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=False) if own_tokenizer else None
         if base:
-            _, model = _from_pretrained(base, "full", config)
+            base_tokenizer, model = _from_pretrained(base, "full", config)
+            tokenizer = tokenizer or base_tokenizer
             model = merge_adapter(model, folder)
             if method == "scratch":
                 model = AutoModelForCausalLM.from_config(model.config, trust_remote_code=False)
