@@ -156,3 +156,23 @@ def test_packing_documents_apart_learns_as_well_as_packing_them_together(rows): 
         assert result["steps"] == 40 and sum(losses[-5:]) < 0.7 * sum(losses[:5])
         assert held_out[separate] < untrained - 1.0
     assert held_out[True] <= 1.03 * held_out[False]
+
+
+def test_a_model_that_would_mix_packed_documents_is_refused(rows):  # noqa: F811
+    """An attention implementation that ignores the restarting positions (plain causal attention, no mask) would
+    let packed documents see each other; the backend finds out before building the data, and says what to set."""
+    from transformers import AttentionInterface
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    def causal_only(module, query, key, value, attention_mask, **kwargs):
+        return sdpa_attention_forward(module, query, key, value, None, **kwargs)
+
+    AttentionInterface.register("causal_only", causal_only)
+    backend, config = TextBackend(), small_config(text={"max_length": 64})
+    handle = backend.load("starter-text", "scratch", config, rows["train"])
+    assert len(backend.datasets(handle, rows, Path("."), config)["train"]) > 0
+    handle.parts.model.set_attn_implementation("causal_only")
+    with pytest.raises(ValueError, match="'llama' models do not keep packed documents apart.*separate_documents=false"):
+        backend.datasets(handle, rows, Path("."), config)
+    shared = small_config(text={"max_length": 64, "separate_documents": False})
+    assert len(backend.datasets(handle, rows, Path("."), shared)["train"]) > 0

@@ -36,6 +36,8 @@ CHAT_NEEDS_CONVERSATIONS = ("text_format 'chat' needs prompt/response or message
                             "(use 'raw' or 'auto')")
 FLASH_ATTENTION_NEEDS = ("attn_implementation 'flash_attention_2' needs a CUDA GPU and the flash-attn package (pip "
                          "install flash-attn); pick 'sdpa', which packs documents apart just as well")
+DOCUMENTS_MIX = ("'{model_type}' models do not keep packed documents apart (a packed document's logits change with the "
+                 "one before it): set separate_documents=false to pack documents that see each other, or packing=false")
 QLORA_NEEDS = ("QLoRA (load_in_4bit) needs a CUDA GPU and the bitsandbytes package (pip install bitsandbytes); turn "
                "load_in_4bit off to train LoRA in full precision")
 
@@ -100,6 +102,26 @@ def model_inputs(model, batch: dict, *also: str) -> dict:
     if "position_ids" in batch and "flash" in str(getattr(model.config, "_attn_implementation", "")):
         inputs = {name: value.reshape(1, -1) for name, value in inputs.items()}
     return {**inputs, "use_cache": False}
+
+
+def keeps_documents_apart(model) -> bool:
+    """Whether ``model`` keeps packed documents apart as ``model_inputs`` asks it to: a second document's logits must
+    not change with the first's tokens. transformers' models that build their mask from the positions do; a model or
+    attention implementation that ignores them would mix documents without a word."""
+    import torch
+
+    device = next(model.parameters()).device
+    positions = torch.tensor([[0, 1, 2, 0, 1, 2]], device=device)
+    was_training = model.training
+    model.eval()  # no dropout: the same document must give the same logits
+    try:
+        with torch.no_grad():
+            second = [model(**model_inputs(model, {"input_ids": torch.tensor([first + [6, 7, 8]], device=device),
+                                                   "position_ids": positions})).logits[0, 3:].float()
+                      for first in ([3, 4, 5], [9, 10, 11])]
+    finally:
+        model.train(was_training)
+    return bool((second[0] - second[1]).abs().max() <= 1e-4 + 1e-3 * second[0].abs().max())
 
 
 def answer_log_probabilities(model, batch: dict):
@@ -518,6 +540,9 @@ class TextBackend:
         if config.objective != "sft":  # one conversation per row, answer learned: what is scored
             return datasets_for(config.objective, rows, lambda given, split: TokenDataset(
                 [chat_example(tokenizer, row_messages(row), True, config.text.max_length) for row in given]))
+        options, model = config.text, handle.parts.model
+        if options.packing and options.separate_documents and not keeps_documents_apart(model):
+            raise ValueError(DOCUMENTS_MIX.format(model_type=getattr(model.config, "model_type", handle.model_ref)))
         return {split: self._dataset(tokenizer, rows.get(split) or [], config) for split in ("train", "validation")}
 
     def _dataset(self, tokenizer, rows: list[dict], config) -> TokenDataset:
