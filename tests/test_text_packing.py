@@ -176,3 +176,23 @@ def test_a_model_that_would_mix_packed_documents_is_refused(rows):  # noqa: F811
         backend.datasets(handle, rows, Path("."), config)
     shared = small_config(text={"max_length": 64, "separate_documents": False})
     assert len(backend.datasets(handle, rows, Path("."), shared)["train"]) > 0
+
+
+def test_plain_texts_and_conversations_packed_in_one_dataset_collate_together(rows):  # noqa: F811
+    """text_format auto with plain-text rows and conversation rows: packed blocks and chat examples share batches;
+    each chat example is one document of its own."""
+    import torch
+
+    backend, config = TextBackend(), small_config(text={"max_length": 64})
+    handle = backend.load("starter-text", "scratch", config, rows["train"])
+    mixed = [{"prompt": "Who is Mia?", "response": "A girl with a red ball."}] + rows["train"][:6]
+    data = backend.datasets(handle, {"train": mixed}, Path("."), config)["train"]
+    chat, packed = data[0], data[1]
+    assert "position_ids" not in chat and "position_ids" in packed
+    for items in ([chat, packed], [packed, chat]):
+        batch = backend.collate(handle, config)(items)
+        row = [n for n, item in enumerate(items) if item is chat][0]
+        length = len(chat["input_ids"])
+        assert batch["position_ids"][row, :length].tolist() == list(range(length))
+        assert float(handle.module(batch).detach()) > 0
+    assert torch.equal(backend.collate(handle, config)([chat])["input_ids"][0], torch.tensor(chat["input_ids"]))

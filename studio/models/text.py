@@ -159,8 +159,8 @@ class TokenDataset:
 
 class PadCollator:
     """Pads a list of examples to the longest: ``input_ids`` with the pad token, ``attention_mask`` 0 and
-    ``labels`` -100 on the padding; packed examples' ``position_ids`` go on counting from 0 there (the padding is a
-    document of its own)."""
+    ``labels`` -100 on the padding; with packed examples, ``position_ids`` for all (each unpacked example one
+    document), counting from 0 again on the padding (a document of its own)."""
 
     def __init__(self, pad_token_id: int):
         self.pad_token_id = pad_token_id
@@ -178,9 +178,10 @@ class PadCollator:
             attention_mask[row, :length] = 1
             labels[row, :length] = torch.as_tensor(item.get("labels", item["input_ids"]), dtype=torch.long)
         batch = {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
-        if "position_ids" in items[0]:
-            batch["position_ids"] = torch.stack([torch.as_tensor(item["position_ids"] + list(
-                range(width - len(item["position_ids"]))), dtype=torch.long) for item in items])
+        if any("position_ids" in item for item in items):  # an example without them is one document (a chat)
+            batch["position_ids"] = torch.stack([torch.as_tensor(
+                item.get("position_ids", list(range(len(item["input_ids"])))) + list(
+                    range(width - len(item["input_ids"]))), dtype=torch.long) for item in items])
         return batch
 
 
