@@ -176,6 +176,8 @@ def test_a_model_that_would_mix_packed_documents_is_refused(rows):  # noqa: F811
         backend.datasets(handle, rows, Path("."), config)
     shared = small_config(text={"max_length": 64, "separate_documents": False})
     assert len(backend.datasets(handle, rows, Path("."), shared)["train"]) > 0
+    chats = [{"prompt": "Who is Mia?", "response": "A girl with a red ball."}] * 3  # nothing packed: nothing refused
+    assert len(backend.datasets(handle, {"train": chats}, Path("."), config)["train"]) == 3
 
 
 def test_plain_texts_and_conversations_packed_in_one_dataset_collate_together(rows):  # noqa: F811

@@ -541,12 +541,17 @@ class TextBackend:
         if config.objective != "sft":  # one conversation per row, answer learned: what is scored
             return datasets_for(config.objective, rows, lambda given, split: TokenDataset(
                 [chat_example(tokenizer, row_messages(row), True, config.text.max_length) for row in given]))
-        options, model = config.text, handle.parts.model
-        if options.packing and options.separate_documents and not keeps_documents_apart(model):
-            raise ValueError(DOCUMENTS_MIX.format(model_type=getattr(model.config, "model_type", handle.model_ref)))
-        return {split: self._dataset(tokenizer, rows.get(split) or [], config) for split in ("train", "validation")}
+        model = handle.parts.model
 
-    def _dataset(self, tokenizer, rows: list[dict], config) -> TokenDataset:
+        @functools.cache
+        def check_documents_apart() -> None:  # asked once, and only where documents are packed
+            if not keeps_documents_apart(model):
+                raise ValueError(DOCUMENTS_MIX.format(model_type=getattr(model.config, "model_type", handle.model_ref)))
+
+        return {split: self._dataset(tokenizer, rows.get(split) or [], config, check_documents_apart)
+                for split in ("train", "validation")}
+
+    def _dataset(self, tokenizer, rows: list[dict], config, check_documents_apart) -> TokenDataset:
         options = config.text
         max_length = options.max_length
         texts: list[str] = []
@@ -564,6 +569,8 @@ class TextBackend:
                 examples.append(chat_example(tokenizer, messages, options.response_only_loss, max_length))
         documents = _documents_ids(tokenizer, texts) + _documents_ids(tokenizer, conversations, rendered=True)
         if options.packing:  # one stream cut into full blocks; only the last may be shorter
+            if documents and options.separate_documents:
+                check_documents_apart()
             examples += pack_documents(documents, max_length, options.separate_documents)
         else:
             examples += [{"input_ids": doc[:max_length], "labels": doc[:max_length]} for doc in documents]
