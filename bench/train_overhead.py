@@ -22,10 +22,13 @@ packing buys over padding.
    uniformly drawn set as a second case), ``config.text.packing`` True vs False through TextBackend's
    datasets and collate, trained by the studio's loop with the same model and batch settings; useful
    (non-padding) tokens per second = the attention-mask sum of the batches of the timed steps / their time.
+   Packing runs twice: documents kept apart (``separate_documents``, the default: positions restart and
+   attention stays within each document) and documents that see each other, which prices the mask.
 
     .venv/bin/python bench/train_overhead.py            # full: 60 timed steps per run (about 20 min on 2 busy cores)
     .venv/bin/python bench/train_overhead.py --quick    # smoke run: smaller model, 6 steps, 1 round (under a minute)
     .venv/bin/python bench/train_overhead.py --only overhead --threads 2 --rounds 3
+    .venv/bin/python bench/train_overhead.py --only mask --steps 40   # what keeping packed documents apart costs
 
 torch runs on ``--threads`` threads (1 by default: for models this small, two OpenMP threads on a busy
 two-core machine mostly wait for each other). Setting up (tokenizer, model folder, datasets) is not timed.
@@ -49,6 +52,8 @@ os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 TARGET_OVERHEAD = 0.05   # the studio loop within 5 % of the minimal loop
 TARGET_PACKING = 1.5     # packing: at least 1.5x the useful tokens/s of padding
+# packing: documents kept apart (the default); shared: packed documents see each other (separate_documents off)
+PACKING_MODES = ["packing", "shared", "padding"]
 
 
 def _noop(*_args, **_kwargs):
@@ -110,7 +115,7 @@ def build_model_folder(folder: Path, tokenizer, hidden: int, layers: int, seq: i
     return folder
 
 
-def make_config(args, total_steps: int, packing: bool):
+def make_config(args, total_steps: int, packing: bool, separate: bool = True):
     from studio.training.config import TrainConfig
 
     never = 10 ** 9
@@ -119,7 +124,8 @@ def make_config(args, total_steps: int, packing: bool):
                        optim="adamw", mixed_precision="no", seed=0, eval_steps=never, save_steps=never,
                        save_total_limit=1, logging_steps=1, sample_steps=0, use_cpu=True,
                        lora={"r": 8, "lora_alpha": 16, "lora_dropout": 0.05, "target_modules": "auto"},
-                       text={"text_format": "raw", "max_length": args.seq, "packing": packing})
+                       text={"text_format": "raw", "max_length": args.seq, "packing": packing,
+                             "separate_documents": separate})
 
 
 # ----------------------------------------------------------------------------- timing
@@ -371,11 +377,11 @@ def packing_gain(args, folder: Path, rows_by_case: dict[str, list[dict]]) -> dic
     total = args.warmup + args.steps
     out = {}
     for case, rows in rows_by_case.items():
-        per_mode: dict[str, list[dict]] = {"packing": [], "padding": []}
+        per_mode: dict[str, list[dict]] = {mode: [] for mode in PACKING_MODES}
         for round_ in range(args.packing_rounds):
-            order = ["packing", "padding"] if round_ % 2 == 0 else ["padding", "packing"]
+            order = PACKING_MODES[round_ % 3:] + PACKING_MODES[:round_ % 3]
             for mode in order:
-                config = make_config(args, total, packing=mode == "packing")
+                config = make_config(args, total, packing=mode != "padding", separate=mode == "packing")
                 clock = Clock()
                 with tempfile.TemporaryDirectory() as scratch:
                     started_load = loadavg()
@@ -400,8 +406,35 @@ def packing_gain(args, folder: Path, rows_by_case: dict[str, list[dict]]) -> dic
         lengths = [len(ids) + 1 for ids in tokenizer([r["text"] for r in rows])["input_ids"]]
         stats = {"docs": len(rows), "tokens": sum(lengths), "min": min(lengths), "median": statistics.median(lengths),
                  "max": max(lengths), "truncated": sum(max(0, n - args.seq) for n in lengths) / sum(lengths)}
-        out[case] = {"modes": per_mode, "stats": stats}
+        out[case] = {"modes": per_mode, "stats": stats, "mask": mask_cost(args, folder, rows)}
     return out
+
+
+def mask_cost(args, folder: Path, rows: list[dict]) -> dict:
+    """What keeping packed documents apart costs a step, measured in lockstep: one LoRA model, the same packed
+    tokens collated both ways (with restarting ``position_ids``, and without), forward + backward on each in turn
+    (no optimizer step: the weights stay put), so both see the same moment-to-moment load."""
+    from studio.models.text import TextBackend
+
+    backend = TextBackend()
+    handle = backend.load(str(folder), "lora", make_config(args, 1, True))
+    batches = {}
+    for separate in (True, False):
+        config = make_config(args, 1, True, separate=separate)
+        data = backend.datasets(handle, {"train": rows}, Path("."), config)["train"]
+        collate = backend.collate(handle, config)
+        batches[separate] = [collate([data[i] for i in range(k, k + args.batch)])
+                             for k in range(0, 8 * args.batch, args.batch)]
+    times: dict[bool, list[float]] = {True: [], False: []}
+    handle.module.train()
+    for step in range(args.warmup + args.steps):
+        for separate in ((True, False) if step % 2 == 0 else (False, True)):
+            started = time.perf_counter()
+            handle.module(batches[separate][step % 8]).backward()
+            if step >= args.warmup:
+                times[separate].append(time.perf_counter() - started)
+    return {"apart_ms": 1000 * med(times[True]), "shared_ms": 1000 * med(times[False]),
+            "ratio": med(a / b for a, b in zip(times[True], times[False]))}
 
 
 # ----------------------------------------------------------------------------- report
@@ -468,7 +501,7 @@ def print_report(args, info: dict, overhead: dict | None, packing: dict | None) 
             s = found["stats"]
             label = f"{case} ({s['docs']} docs)"
             base = med(r["useful_tok_s"] for r in found["modes"]["padding"])
-            for mode in ("packing", "padding"):
+            for mode in PACKING_MODES:
                 rows = found["modes"][mode]
                 rate = med(r["useful_tok_s"] for r in rows)
                 print(f"{label:26s} {mode:8s} {rate:12.0f} {med(r['steps_s'] for r in rows):8.3f} "
@@ -480,6 +513,12 @@ def print_report(args, info: dict, overhead: dict | None, packing: dict | None) 
             print(f"   {case}: token lengths {s['min']}-{s['max']} (median {s['median']:.0f}), {s['tokens']:,} "
                   f"tokens; padding truncates {s['truncated']:.0%} of them away. Packing gain (paired) {gain:.2f}x "
                   f"-> target >= {TARGET_PACKING}x: {'MET' if gain >= TARGET_PACKING else 'NOT MET'}")
+            apart = med(a["steps_s"] / b["steps_s"] for a, b in zip(pk, found["modes"]["shared"]))
+            print(f"   keeping packed documents apart (positions restart, attention within each document): "
+                  f"{apart:.3f}x the steps/s of packing that lets them see each other (paired separate runs)")
+            cost = found["mask"]
+            print(f"   lockstep forward+backward: {cost['apart_ms']:.1f} ms apart vs {cost['shared_ms']:.1f} ms "
+                  f"seeing each other a step (median ratio {cost['ratio']:.3f})")
 
 
 def main(argv=None) -> None:
@@ -497,7 +536,8 @@ def main(argv=None) -> None:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--seq", type=int, default=128)
     parser.add_argument("--docs", type=int, default=None, help="documents per mixed-length set (default 1000)")
-    parser.add_argument("--only", choices=["overhead", "packing"], default=None)
+    parser.add_argument("--only", choices=["overhead", "packing", "mask"], default=None,
+                        help="mask: only the lockstep cost of keeping packed documents apart")
     parser.add_argument("--no-store", action="store_true", help="leave out the studio+db (SQLite StoreHooks) variant")
     parser.add_argument("--no-uniform", action="store_true", help="packing: only the log-uniform documents")
     args = parser.parse_args(argv)
@@ -544,6 +584,11 @@ def main(argv=None) -> None:
         if args.only in (None, "packing"):
             print("2. packing vs padding", flush=True)
             packing = packing_gain(args, folder, cases)
+        if args.only == "mask":
+            cost = mask_cost(args, folder, cases["log-uniform 10-400"])
+            print(f"keeping packed documents apart, lockstep forward+backward ({args.steps} steps each): "
+                  f"{cost['apart_ms']:.1f} ms vs {cost['shared_ms']:.1f} ms a step when they see each other "
+                  f"(median ratio {cost['ratio']:.3f})")
         assert torch.get_num_threads() == args.threads, "something changed torch's thread count during the runs"
     info["load_after"] = loadavg()
     print_report(args, info, overhead, packing)

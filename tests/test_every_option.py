@@ -19,6 +19,7 @@ from studio.generation.cache import ModelCache
 from studio.generation.options import SETTINGS
 from studio.generation.service import generate_set, get_set
 from studio.models.options import PreferenceOptions
+from studio.models.text import flash_attention_missing
 from studio.settings import load_settings
 from studio.store import open_store
 from studio.store.tables import Run
@@ -76,6 +77,8 @@ def impossible_here(key: str, value, config: TrainConfig, modality: str = "text"
         return "QLoRA"
     if key in PREFERENCE_OPTIONS and modality != "text":
         return "learns from preference pairs"
+    if key == "attn_implementation" and flash_attention_missing(config):
+        return "flash_attention_2' needs a CUDA GPU and the flash-attn package"
     return None
 
 

@@ -75,6 +75,8 @@ def perplexity(handle, dataset, collate, batch_size: int = 8) -> dict:
     import torch
     import torch.nn.functional as F
 
+    from studio.models.text import model_inputs
+
     model = handle.parts.model
     device = next(model.parameters()).device
     was_training = model.training
@@ -84,8 +86,8 @@ def perplexity(handle, dataset, collate, batch_size: int = 8) -> dict:
         with torch.no_grad():
             for start in range(0, len(dataset), batch_size):
                 batch = collate([dataset[i] for i in range(start, min(start + batch_size, len(dataset)))])
-                logits = model(input_ids=batch["input_ids"].to(device),
-                               attention_mask=batch["attention_mask"].to(device)).logits.float()
+                batch = {name: value.to(device) for name, value in batch.items()}
+                logits = model(**model_inputs(model, batch)).logits.float().view(*batch["input_ids"].shape, -1)
                 labels = batch["labels"][:, 1:].to(device)
                 total += F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), labels.reshape(-1),
                                          ignore_index=IGNORE, reduction="sum").item()

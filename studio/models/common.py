@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import warnings
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from studio.models.base import BackendConfig
 
 MARKER = "studio_model.json"  # what a folder saved by the studio says about itself
 ADAPTER_CONFIG, ADAPTER_WEIGHTS = "adapter_config.json", "adapter_model.safetensors"
+HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")  # owner/name
 
 
 # ----------------------------------------------------------------------------- the prologue of every load
@@ -91,6 +93,21 @@ def adapter_base(folder: Path, model_ref: str) -> str | None:
     if not base:
         raise ValueError(f"'{model_ref}' holds a LoRA adapter but does not say which model it adapts")
     return base
+
+
+def hub_adapter(model_ref: str) -> str:
+    """``model_ref`` itself, or for a LoRA adapter on the Hub (a repository holding adapter_config.json) its local copy,
+    downloaded once into the Hugging Face cache as from_pretrained does: a Hub adapter then loads exactly as a local
+    adapter folder does (trained further, or folded into its base)."""
+    if not HUB_ID.match(model_ref) or Path(model_ref).expanduser().exists():
+        return model_ref
+    from huggingface_hub import hf_hub_download, snapshot_download
+
+    try:
+        hf_hub_download(model_ref, ADAPTER_CONFIG)
+    except Exception:  # noqa: BLE001 - no adapter, no such repository or no Hub: it loads (or is refused) as a model
+        return model_ref
+    return snapshot_download(model_ref)
 
 
 def merge_adapter(model, folder: Path):

@@ -45,6 +45,16 @@ class TextOptions(Section):
                             description="tokens per training sequence (max length)")
     packing: bool = Field(True, title="pack short examples together",
                           description="pack several short examples into each sequence (raw format; packing)")
+    separate_documents: bool = Field(True, title="packed texts do not see each other",
+                                     description="packing: each text attends only to itself (positions restart at "
+                                                 "every text, attention stays within it, as TRL's padding-free "
+                                                 "packing); off: a text also sees the texts packed before it")
+    attn_implementation: Literal["auto", "sdpa", "eager", "flash_attention_2"] = Field(
+        "auto", title="attention implementation",
+        json_schema_extra={"choices": {"auto": "auto (the model's default)", "sdpa": "PyTorch SDPA",
+                                       "eager": "eager (plain PyTorch)",
+                                       "flash_attention_2": "FlashAttention-2 (CUDA, flash-attn package)"}},
+        description="how attention is computed; flash_attention_2 needs a CUDA GPU and the flash-attn package")
 
 
 class ImageOptions(Section):

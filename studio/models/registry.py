@@ -21,7 +21,8 @@ from pathlib import Path
 
 from studio.models.base import METHODS, BackendConfig, Handle
 from studio.models.catalog import find, recommended_overrides
-from studio.models.common import ADAPTER_CONFIG, MARKER, REFERENCE, activate_adapter, add_adapter, read_marker
+from studio.models.common import ADAPTER_CONFIG, MARKER, REFERENCE, activate_adapter, add_adapter, hub_adapter, \
+    read_marker
 from studio.models.preference import REFERENCE_OBJECTIVES
 
 STARTER_SCRATCH_ONLY = ("starter models are trained from scratch; use method 'scratch', or fine-tune a finished "
@@ -241,7 +242,9 @@ class ModalityBackend:
              train_rows: list[dict] | None = None) -> Handle:
         """A LoRA run's folder trained further with LoRA goes on with its adapter (``continue_adapter``): its base
         gets LoRA layers of the adapter's own shape and the adapter's weights, so what is saved stays one adapter
-        on that base. Otherwise the family's backend loads ``model_ref`` (a LoRA folder: merged into its base)."""
+        on that base. Otherwise the family's backend loads ``model_ref`` (a LoRA folder: merged into its base).
+        A LoRA adapter on the Hub is its downloaded folder."""
+        model_ref = hub_adapter(model_ref)
         backend = family_for(model_ref, self.modality).backend()
         base = continued_adapter_base(model_ref, method, config)
         if base is None:

@@ -34,6 +34,10 @@ STARTER_SHAPE = {"hidden_size": 128, "intermediate_size": 384, "num_hidden_layer
 IGNORE = -100
 CHAT_NEEDS_CONVERSATIONS = ("text_format 'chat' needs prompt/response or messages rows; this dataset has plain text "
                             "(use 'raw' or 'auto')")
+FLASH_ATTENTION_NEEDS = ("attn_implementation 'flash_attention_2' needs a CUDA GPU and the flash-attn package (pip "
+                         "install flash-attn); pick 'sdpa', which packs documents apart just as well")
+DOCUMENTS_MIX = ("'{model_type}' models do not keep packed documents apart (a packed document's logits change with the "
+                 "one before it): set separate_documents=false to pack documents that see each other, or packing=false")
 QLORA_NEEDS = ("QLoRA (load_in_4bit) needs a CUDA GPU and the bitsandbytes package (pip install bitsandbytes); turn "
                "load_in_4bit off to train LoRA in full precision")
 
@@ -80,11 +84,44 @@ def _loss_module_class():
         def forward(self, batch: dict):
             if SCORE in batch:
                 return answer_log_probabilities(self.model, batch)
-            return self.model(input_ids=batch["input_ids"], attention_mask=batch.get("attention_mask"),
-                              labels=batch["labels"], use_cache=False).loss  # training keeps no key/value cache
+            return self.model(**model_inputs(self.model, batch, "labels")).loss
 
     CausalLMLoss.__module__, CausalLMLoss.__qualname__ = __name__, "CausalLMLoss"
     return CausalLMLoss
+
+
+def model_inputs(model, batch: dict, *also: str) -> dict:
+    """The model's keyword arguments for a forward pass over ``batch`` (and the entries named in ``also``), without a
+    key/value cache (nothing is generated). Packed documents kept apart come with ``position_ids`` and without the
+    padding mask: transformers then reads a new document wherever the positions restart and keeps attention within
+    each (it does so only with neither a 2D mask nor a cache; the padding, at a row's end, is a document of its own
+    that nothing learns from). FlashAttention-2 reads packed documents from a single row only, so there the rows are
+    laid end to end: each row starts a document and no label crosses rows."""
+    names = ("input_ids", "position_ids") if "position_ids" in batch else ("input_ids", "attention_mask")
+    inputs = {name: batch.get(name) for name in (*names, *also)}
+    if "position_ids" in batch and "flash" in str(getattr(model.config, "_attn_implementation", "")):
+        inputs = {name: value.reshape(1, -1) for name, value in inputs.items()}
+    return {**inputs, "use_cache": False}
+
+
+def keeps_documents_apart(model) -> bool:
+    """Whether ``model`` keeps packed documents apart as ``model_inputs`` asks it to: a second document's logits must
+    not change with the first's tokens. transformers' models that build their mask from the positions do; a model or
+    attention implementation that ignores them would mix documents without a word."""
+    import torch
+
+    device = next(model.parameters()).device
+    positions = torch.tensor([[0, 1, 2, 0, 1, 2]], device=device)
+    was_training = model.training
+    model.eval()  # no dropout: the same document must give the same logits
+    try:
+        with torch.no_grad():
+            second = [model(**model_inputs(model, {"input_ids": torch.tensor([first + [6, 7, 8]], device=device),
+                                                   "position_ids": positions})).logits[0, 3:].float()
+                      for first in ([3, 4, 5], [9, 10, 11])]
+    finally:
+        model.train(was_training)
+    return bool((second[0] - second[1]).abs().max() <= 1e-4 + 1e-3 * second[0].abs().max())
 
 
 def answer_log_probabilities(model, batch: dict):
@@ -122,7 +159,8 @@ class TokenDataset:
 
 class PadCollator:
     """Pads a list of examples to the longest: ``input_ids`` with the pad token, ``attention_mask`` 0 and
-    ``labels`` -100 on the padding."""
+    ``labels`` -100 on the padding; with packed examples, ``position_ids`` for all (each unpacked example one
+    document), counting from 0 again on the padding (a document of its own)."""
 
     def __init__(self, pad_token_id: int):
         self.pad_token_id = pad_token_id
@@ -139,7 +177,12 @@ class PadCollator:
             input_ids[row, :length] = torch.as_tensor(item["input_ids"], dtype=torch.long)
             attention_mask[row, :length] = 1
             labels[row, :length] = torch.as_tensor(item.get("labels", item["input_ids"]), dtype=torch.long)
-        return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+        batch = {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+        if any("position_ids" in item for item in items):  # an example without them is one document (a chat)
+            batch["position_ids"] = torch.stack([torch.as_tensor(
+                item.get("position_ids", list(range(len(item["input_ids"])))) + list(
+                    range(width - len(item["input_ids"]))), dtype=torch.long) for item in items])
+        return batch
 
 
 def mismatched_answer(prompt_item: dict, answer_item: dict) -> dict:
@@ -270,10 +313,13 @@ def _from_pretrained(ref: str, method: str, config) -> tuple[Any, Any]:
         raise FileNotFoundError(f"no model folder at '{ref}'")
     source = str(folder) if local else ref
     try:
-        tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=False)
         base = adapter_base(folder, ref) if local else None
+        # An adapter folder as PEFT saves it has no tokenizer: its base's is the one.
+        own_tokenizer = not base or any(folder.glob("tokenizer*"))
+        tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=False) if own_tokenizer else None
         if base:
-            _, model = _from_pretrained(base, "full", config)
+            base_tokenizer, model = _from_pretrained(base, "full", config)
+            tokenizer = tokenizer or base_tokenizer
             model = merge_adapter(model, folder)
             if method == "scratch":
                 model = AutoModelForCausalLM.from_config(model.config, trust_remote_code=False)
@@ -289,6 +335,25 @@ def _from_pretrained(ref: str, method: str, config) -> tuple[Any, Any]:
             raise
         raise _unavailable(ref, error) from error
     return tokenizer, model
+
+
+def flash_attention_missing(config) -> bool:
+    """FlashAttention-2 was asked for where it cannot run: no CUDA GPU (or the run is on the CPU), or no flash-attn."""
+    import importlib.util
+
+    if config.text.attn_implementation != "flash_attention_2":
+        return False
+    import torch
+
+    return config.use_cpu or not torch.cuda.is_available() or importlib.util.find_spec("flash_attn") is None
+
+
+def use_attention(model, config) -> None:
+    """The attention implementation asked for (``attn_implementation``); 'auto' keeps what transformers chose."""
+    if flash_attention_missing(config):
+        raise ValueError(FLASH_ATTENTION_NEEDS)
+    if config.text.attn_implementation != "auto":
+        model.set_attn_implementation(config.text.attn_implementation)
 
 
 def lora_targets(model, spec: str, preset: tuple[str, ...]):
@@ -316,6 +381,30 @@ def _documents_ids(tokenizer, texts: list[str], rendered: bool = False, chunk: i
                 ids.append(eos)
             documents.append(ids)
     return documents
+
+
+def pack_documents(documents: list[list[int]], max_length: int, separate: bool) -> list[dict]:
+    """The documents as one stream cut into blocks of ``max_length`` tokens (only the last may be shorter).
+    ``separate``: each block also has ``position_ids`` that restart at every document and at the block's start
+    (where a document cut by the block before goes on), which keeps attention within each document
+    (``model_inputs``); the first token of each document is not learned, since what precedes it is another document
+    (as transformers' DataCollatorWithFlattening does)."""
+    stream = [token for doc in documents for token in doc]
+    starts = range(0, len(stream), max_length)
+    if not separate:
+        return [{"input_ids": block, "labels": list(block)} for block in (stream[i:i + max_length] for i in starts)
+                if len(block) > 1]
+    in_document = [n for doc in documents for n in range(len(doc))]
+    examples = []
+    for start in starts:
+        block, counted = stream[start:start + max_length], in_document[start:start + max_length]
+        # The block's first document may have begun in the block before: it counts from 0 here too.
+        second = next((k for k in range(1, len(counted)) if counted[k] == 0), len(counted))
+        positions = list(range(second)) + counted[second:]
+        if len(block) > 1:
+            examples.append({"input_ids": block, "position_ids": positions,
+                             "labels": [IGNORE if n == 0 else token for token, n in zip(block, positions)]})
+    return examples
 
 
 def _chat_template_arg(tokenizer):
@@ -416,6 +505,7 @@ class TextBackend:
             model = build_starter(tokenizer, config.text.max_length)
         else:
             tokenizer, model = _from_pretrained(model_ref, method, config)
+        use_attention(model, config)
         if tokenizer.pad_token is None:
             if tokenizer.eos_token is None:
                 raise ValueError(f"the tokenizer of '{model_ref}' has neither a pad nor an end-of-sequence token")
@@ -451,9 +541,17 @@ class TextBackend:
         if config.objective != "sft":  # one conversation per row, answer learned: what is scored
             return datasets_for(config.objective, rows, lambda given, split: TokenDataset(
                 [chat_example(tokenizer, row_messages(row), True, config.text.max_length) for row in given]))
-        return {split: self._dataset(tokenizer, rows.get(split) or [], config) for split in ("train", "validation")}
+        model = handle.parts.model
 
-    def _dataset(self, tokenizer, rows: list[dict], config) -> TokenDataset:
+        @functools.cache
+        def check_documents_apart() -> None:  # asked once, and only where documents are packed
+            if not keeps_documents_apart(model):
+                raise ValueError(DOCUMENTS_MIX.format(model_type=getattr(model.config, "model_type", handle.model_ref)))
+
+        return {split: self._dataset(tokenizer, rows.get(split) or [], config, check_documents_apart)
+                for split in ("train", "validation")}
+
+    def _dataset(self, tokenizer, rows: list[dict], config, check_documents_apart) -> TokenDataset:
         options = config.text
         max_length = options.max_length
         texts: list[str] = []
@@ -471,9 +569,9 @@ class TextBackend:
                 examples.append(chat_example(tokenizer, messages, options.response_only_loss, max_length))
         documents = _documents_ids(tokenizer, texts) + _documents_ids(tokenizer, conversations, rendered=True)
         if options.packing:  # one stream cut into full blocks; only the last may be shorter
-            stream = [token for doc in documents for token in doc]
-            blocks = [stream[i:i + max_length] for i in range(0, len(stream), max_length)]
-            examples += [{"input_ids": b, "labels": list(b)} for b in blocks if len(b) > 1]
+            if documents and options.separate_documents:
+                check_documents_apart()
+            examples += pack_documents(documents, max_length, options.separate_documents)
         else:
             examples += [{"input_ids": doc[:max_length], "labels": doc[:max_length]} for doc in documents]
         useful = [e for e in examples if any(label != IGNORE for label in e["labels"][1:])]

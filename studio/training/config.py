@@ -32,11 +32,25 @@ class TrainConfig(Section):
                     "(Diffusion-DPO for image and audio diffusion models); orpo: the same without a reference model; "
                     "kto: from answers marked good or bad")
     learning_rate: float = Field(1e-3, gt=0.0, le=1.0)
-    lr_scheduler_type: Literal["constant", "linear", "cosine"] = Field(
-        "cosine", title="learning-rate schedule", description="how the learning rate changes after warm-up",
-        json_schema_extra={"choices": {"linear": "linear decay", "cosine": "cosine decay"}})
+    lr_scheduler_type: Literal["constant", "constant_with_warmup", "linear", "cosine", "cosine_with_restarts",
+                               "polynomial"] = Field(
+        "cosine", title="learning-rate schedule",
+        description="how the learning rate changes after warm-up; constant has no warm-up (a run asking for both is "
+                    "refused: pick constant_with_warmup)",
+        json_schema_extra={"choices": {"constant": "constant, no warm-up", "constant_with_warmup":
+                                       "constant after warm-up", "linear": "linear decay", "cosine": "cosine decay",
+                                       "cosine_with_restarts": "cosine decay with restarts",
+                                       "polynomial": "polynomial decay"}})
     warmup_steps: int = Field(10, ge=0, title="warm-up steps",
                               description="steps that raise the learning rate from 0")
+    warmup_ratio: float = Field(0.0, ge=0.0, lt=1.0, title="warm-up share",
+                                description="share of the run's steps spent warming up; above 0 it takes the place "
+                                            "of warmup_steps")
+    num_cycles: int = Field(1, ge=1, title="cosine restarts",
+                            description="cosine_with_restarts: how many times the cosine decay runs (restarting "
+                                        "from the full learning rate)")
+    power: float = Field(1.0, gt=0.0, title="polynomial power",
+                         description="polynomial: the power of the decay (1 is linear)")
     num_train_epochs: float = Field(3.0, gt=0.0, title="epochs", description="passes over the training data")
     max_steps: int = Field(-1, ge=-1, description="-1: run the epochs")
     per_device_train_batch_size: int = Field(8, ge=1, title="batch size", description="examples per step on each "

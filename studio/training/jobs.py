@@ -36,6 +36,10 @@ from studio.training.config import METHODS, TrainConfig
 from studio.training.runs import checkpoints, run_of_folder
 
 KIND_WORDS = {EXAMPLE: "examples", PAIR: "preference pairs", THUMBS: "thumbs up/down"}
+# Hugging Face's 'constant' has no warm-up; running it with one anyway would change what the name means for configs
+# carried over, and ignoring the warm-up asked for was the old, silent behaviour: the run is refused instead.
+CONSTANT_HAS_NO_WARMUP = ("lr_scheduler_type 'constant' has no warm-up, but warmup_steps or warmup_ratio asks for one: "
+                          "pick 'constant_with_warmup', or set warmup_steps=0 and warmup_ratio=0")
 DEVICE_SET = "local"         # one device set per machine: one run at a time, the rest wait in order
 HEARTBEAT_TIMEOUT = timedelta(seconds=180)
 
@@ -121,7 +125,8 @@ def check_possible(store: Store, version, model_ref: str, method: str, config: T
     import importlib.util
 
     from studio.models.audio import other_rate
-    from studio.models.text import CHAT_NEEDS_CONVERSATIONS, QLORA_NEEDS
+    from studio.models.text import CHAT_NEEDS_CONVERSATIONS, FLASH_ATTENTION_NEEDS, QLORA_NEEDS, \
+        flash_attention_missing
 
     modality = version.dataset.modality
     reasons = []
@@ -152,6 +157,10 @@ def check_possible(store: Store, version, model_ref: str, method: str, config: T
             reasons.append(QLORA_NEEDS)
     if modality == "text" and config.text.text_format == "chat" and _has_plain_text(store, version):
         reasons.append(CHAT_NEEDS_CONVERSATIONS)
+    if modality == "text" and flash_attention_missing(config):
+        reasons.append(FLASH_ATTENTION_NEEDS)
+    if config.lr_scheduler_type == "constant" and (config.warmup_steps or config.warmup_ratio):
+        reasons.append(CONSTANT_HAS_NO_WARMUP)
     saved = _saved_model_marker(model_ref)
     if saved.get("prediction_type") == "flow_matching" and config.diffusion.prediction_type in ("epsilon",
                                                                                                   "v_prediction"):

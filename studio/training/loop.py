@@ -82,8 +82,19 @@ def make_scheduler(optimizer, config: TrainConfig, total_steps: int):
     many processes there are (warm-up and decay then take the same steps with 1 process or 8)."""
     from transformers import get_scheduler
 
-    return get_scheduler(config.lr_scheduler_type, optimizer, num_warmup_steps=min(config.warmup_steps, total_steps),
-                         num_training_steps=total_steps)
+    shape = {"cosine_with_restarts": {"num_cycles": config.num_cycles},
+             "polynomial": {"power": config.power}}.get(config.lr_scheduler_type)
+    return get_scheduler(config.lr_scheduler_type, optimizer, num_warmup_steps=warmup_steps_for(config, total_steps),
+                         num_training_steps=total_steps, scheduler_specific_kwargs=shape)
+
+
+def warmup_steps_for(config: TrainConfig, total_steps: int) -> int:
+    """Optimizer steps of warm-up: ``warmup_ratio`` of the run where it is set, else ``warmup_steps``; none for the
+    'constant' schedule (runs saved before the studio refused constant with warm-up keep running as they did)."""
+    if config.lr_scheduler_type == "constant":
+        return 0
+    wanted = math.ceil(config.warmup_ratio * total_steps) if config.warmup_ratio > 0 else config.warmup_steps
+    return min(wanted, total_steps)
 
 
 def total_steps_for(config: TrainConfig, batches_per_epoch: int) -> int:
@@ -221,7 +232,7 @@ def train(backend: Backend, handle: Handle, rows: dict[str, list[dict]], root: P
     best_val, best_step, evals_without_gain = None, None, 0
     # Evaluations after warm-up steps do not count against the patience: the first step runs at rate 0, and a loss
     # that has not improved yet while the rate is still rising says nothing about the run being done.
-    warmup = 0 if config.lr_scheduler_type == "constant" else min(config.warmup_steps, total)  # constant: none
+    warmup = warmup_steps_for(config, total)
     if resume_from is not None:
         accelerator.load_state(str(resume_from / "state"))
         saved = json.loads((resume_from / "trainer_state.json").read_text())
