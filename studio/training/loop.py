@@ -99,6 +99,9 @@ def make_loader(dataset, collate, batch_size: int, seed: int, shuffle: bool):
     import torch
     from torch.utils.data import DataLoader
 
+    batches = dataset.batches(batch_size, seed, shuffle) if hasattr(dataset, "batches") else None
+    if batches is not None:  # the dataset groups its items itself (images bucketed by shape)
+        return DataLoader(dataset, batch_sampler=batches, collate_fn=collate)
     generator = torch.Generator().manual_seed(seed)
     return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, collate_fn=collate, generator=generator,
                       drop_last=False)
