@@ -205,3 +205,13 @@ def test_two_processes_follow_the_one_process_learning_rate_curve(tmp_path, chan
     assert [v for _, v in two_curve] == pytest.approx([v for _, v in one_curve])
     assert max(v for _, v in one_curve) == pytest.approx(0.2, rel=0.1)  # the warm-up reaches the peak ...
     assert one_curve[-1][1] < 0.05  # ... and the decay runs to the end, not half-way
+
+
+def test_8bit_adamw_off_cuda_says_what_it_needs():
+    import torch
+
+    from studio.training.loop import make_optimizer
+
+    config = TrainConfig(optim="adamw_8bit", use_cpu=True)
+    with pytest.raises(ValueError, match=r"8-bit AdamW \(optim adamw_8bit\) needs a CUDA GPU and the bitsandbytes"):
+        make_optimizer([torch.nn.Parameter(torch.zeros(2))], config)

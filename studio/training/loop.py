@@ -65,9 +65,21 @@ def early_stop_reason(evaluations: int, best: float | None, best_step: int | Non
 
 # ----------------------------------------------------------------------------- building blocks
 
+ADAMW_8BIT_NEEDS = ("8-bit AdamW (optim adamw_8bit) needs a CUDA GPU and the bitsandbytes package (pip install "
+                    "bitsandbytes); pick adamw")
+
+
 def make_optimizer(params: list, config: TrainConfig):
+    import importlib.util
+
     import torch
 
+    if config.optim == "adamw_8bit":  # bitsandbytes' 8-bit states live on CUDA only (the job refuses it elsewhere)
+        if config.use_cpu or not torch.cuda.is_available() or importlib.util.find_spec("bitsandbytes") is None:
+            raise ValueError(ADAMW_8BIT_NEEDS)
+        import bitsandbytes
+
+        return bitsandbytes.optim.AdamW8bit(params, lr=config.learning_rate, weight_decay=config.weight_decay)
     if config.optim == "sgd":
         return torch.optim.SGD(params, lr=config.learning_rate, momentum=0.9, weight_decay=config.weight_decay)
     if config.optim == "adafactor":
