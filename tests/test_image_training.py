@@ -165,3 +165,28 @@ def test_uncaptioned_photos_with_a_trigger_word_import_and_train(tmp_path, store
     out = train_in_process(backend, handle, rows, store.path(version.path), train_config)
     assert out["status"] == "completed" and out["steps"] == 2
     assert all(math.isfinite(h["value"]) for h in out["history"] if h["name"].endswith("loss"))
+
+
+def test_a_kohya_folder_repeats_its_pictures_and_captions_them(tmp_path, stores):
+    from studio.data.service import get_version, import_dataset, read_manifest
+
+    store = stores()
+    folder = tmp_path / "train"
+    for number in range(2):
+        save(photo(64, seed=number), folder / "10_sks dog" / f"{number}.png")
+    save(photo(64, seed=5), folder / "1_dog" / "5.png")
+    (folder / "1_dog" / "5.txt").write_text("a dog on the grass")
+    save(photo(64, seed=6), folder / "dogs" / "6.png")
+    (folder / "dogs" / "6.txt").write_text("a dog asleep")
+    result = import_dataset(store, [folder], split="1,0,0")
+    assert result["items_kept"] == 4
+    rows = read_manifest(store, get_version(store, str(result["dataset_id"])), "train")
+    assert sorted((row["source"], row["caption"], row.get("repeats")) for row in rows) == [
+        ("train/10_sks dog/0.png", "sks dog", 10), ("train/10_sks dog/1.png", "sks dog", 10),
+        ("train/1_dog/5.png", "a dog on the grass", 1), ("train/dogs/6.png", "a dog asleep", None)]
+
+    backend = ImageBackend()
+    handle = backend.load("starter-image", "scratch", config(), rows)
+    datasets = backend.datasets(handle, {"train": rows, "validation": rows}, store.path(
+        get_version(store, str(result["dataset_id"])).path), config())
+    assert (len(datasets["train"]), len(datasets["validation"])) == (2 * 10 + 1 + 1, 4)  # validation: once each

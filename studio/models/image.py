@@ -348,13 +348,16 @@ class ImageBackend(DiffusionBackend):
     # -- data
 
     def datasets(self, handle: Handle, rows: dict[str, list[dict]], root: Path, config) -> dict[str, Any]:
-        """Examples bucketed by shape when ``aspect_buckets`` (pairs stay square: both pictures of a pair go in one
+        """Training rows as many times as their folder repeats them; examples bucketed by shape when
+        ``aspect_buckets`` (pairs stay square: both pictures of a pair go in one
         batch); encoded once into ``root``'s ``.cache/latents`` when ``cache_latents``."""
         options = config.image
         bucketed = options.aspect_buckets and config.objective == "sft"
         sizes = bucket_sizes(options.resolution, bucket_step(handle.module)) if bucketed else None
 
         def make(given: list[dict], split: str):
+            if split == "train":  # a kohya_ss folder's repeats (studio.data.read_media.kohya_folder)
+                given = [row for row in given for _ in range(int(row.get("repeats") or 1))]
             shapes = [bucket_for(*picture_size(row, Path(root) / row["file"]), sizes) for row in given] if bucketed \
                 else [(options.resolution, options.resolution)] * len(given)
             made = _dataset_class()(given, root, handle.parts.tokenizer, shapes,
