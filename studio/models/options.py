@@ -72,6 +72,10 @@ class DiffusionOptions(Section):
                                        "v_prediction": "the velocity (v-prediction)",
                                        "flow_matching": "the flow (flow matching)"}},
         description="prediction type; auto: what the model's scheduler was trained with")
+    ema_decay: float = Field(0.0, ge=0.0, lt=1.0, title="EMA weights",
+                             description="keep an exponential moving average of the weights with this decay (0 off; "
+                                         "0.999 usual for long runs, ramped up over the first steps); validation, "
+                                         "samples and saved checkpoints use it (diffusers' --use_ema)")
     noise_offset: float = Field(0.0, ge=0.0, le=1.0, title="noise offset",
                                 description="adds this much of one random shift per picture and channel to the noise, "
                                             "so the model learns very dark and very bright pictures (0 off; 0.05 to "

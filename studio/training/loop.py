@@ -12,6 +12,7 @@ import json
 import math
 import shutil
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -20,6 +21,7 @@ from studio.models.base import Backend, Handle, Sample
 from studio.models.common import is_out_of_memory
 from studio.status import RunStatus
 from studio.training.config import TrainConfig
+from studio.training.ema import ExponentialAverage
 from studio.training.objectives import Objective, Optimizing, Step, objective_for
 
 
@@ -169,13 +171,15 @@ def _shared_flags(accelerator, hooks: Hooks) -> tuple[bool, bool, bool]:
 # ----------------------------------------------------------------------------- checkpoints
 
 def save_checkpoint(accelerator, backend: Backend, handle: Handle, output_dir: Path, step: int, state: dict,
-                    keep: int) -> Path:
+                    keep: int, ema: ExponentialAverage | None = None) -> Path:
     """``checkpoints/step-N/``: Accelerate state (model, optimizer, scheduler, RNG) for resuming, the
-    backend's own model folder for generating, and trainer_state.json. Keeps the last ``keep``."""
+    backend's own model folder for generating (the EMA weights when averaging), and trainer_state.json. Keeps the
+    last ``keep``."""
     folder = output_dir / "checkpoints" / f"step-{step:07d}"
     accelerator.save_state(str(folder / "state"))
     if accelerator.is_main_process:
-        backend.save(handle, folder / "model")
+        with ema.applied() if ema else nullcontext():
+            backend.save(handle, folder / "model")
         (folder / "trainer_state.json").write_text(json.dumps({**state, "step": step}, indent=1))
         rotated = [f for f in sorted((output_dir / "checkpoints").glob("step-*")) if f.name != UNTRAINED]
         for old in rotated[:-keep]:
@@ -229,6 +233,11 @@ def train(backend: Backend, handle: Handle, rows: dict[str, list[dict]], root: P
     total = total_steps_for(config, len(train_loader))
     schedulers = [accelerator.prepare(make_scheduler(optimizer.optimizer, config, total)) for optimizer in optimizers]
     optimizing = Optimizing(accelerator, module, optimizers, schedulers, config.max_grad_norm)
+    ema = None
+    if config.diffusion.ema_decay > 0:  # registered before a resume loads the state it is part of
+        ema = ExponentialAverage([p for p in module.parameters() if p.requires_grad], config.diffusion.ema_decay)
+        accelerator.register_for_checkpointing(ema)
+    averaged = ema.applied if ema else nullcontext  # what validation, samples and saved models see
     if hasattr(objective, "start"):  # before a resume loads its state: a reference is made of the start
         objective.start(handle, accelerator)
 
@@ -257,7 +266,8 @@ def train(backend: Backend, handle: Handle, rows: dict[str, list[dict]], root: P
 
     def run_validation() -> None:
         nonlocal best_val, best_step, evals_without_gain
-        val_loss, val_metrics = evaluate(accelerator, module, val_loader, objective.loss)
+        with averaged():
+            val_loss, val_metrics = evaluate(accelerator, module, val_loader, objective.loss)
         if val_loss is None:
             return
         record("val_loss", val_loss)
@@ -273,7 +283,7 @@ def train(backend: Backend, handle: Handle, rows: dict[str, list[dict]], root: P
     def checkpoint(batches_into_epoch: int) -> None:
         state = {"epoch": epoch, "best_val": best_val, "best_step": best_step, "batches_into_epoch": batches_into_epoch,
                  "micro_batch": micro_batch, "gradient_accumulation_steps": accelerator.gradient_accumulation_steps}
-        folder = save_checkpoint(accelerator, backend, handle, output_dir, step, state, config.save_total_limit)
+        folder = save_checkpoint(accelerator, backend, handle, output_dir, step, state, config.save_total_limit, ema)
         checkpoints.append(str(folder))
         if main:
             hooks.checkpoint(step, folder, best_val)
@@ -282,8 +292,9 @@ def train(backend: Backend, handle: Handle, rows: dict[str, list[dict]], root: P
     def sample() -> None:
         if main and config.sample_prompts:
             module.eval()
-            outputs = backend.generate(handle, config.sample_prompts, [config.seed] * len(config.sample_prompts), {},
-                                       output_dir / "samples" / f"step-{step:07d}")
+            with averaged():
+                outputs = backend.generate(handle, config.sample_prompts, [config.seed] * len(config.sample_prompts),
+                                           {}, output_dir / "samples" / f"step-{step:07d}")
             module.train()
             hooks.samples(step, outputs)
             say(f"samples made at step {step} ({len(outputs)} prompt(s))")
@@ -337,6 +348,8 @@ def train(backend: Backend, handle: Handle, rows: dict[str, list[dict]], root: P
             if not accelerator.sync_gradients:
                 continue
             step += 1
+            if ema is not None:
+                ema.update()
             now = time.perf_counter()
             seconds = now - window_started  # training only: the last step's evaluation or samples are not in it
             paced_from = paced_from or (now, step)
