@@ -190,3 +190,16 @@ def test_a_kohya_folder_repeats_its_pictures_and_captions_them(tmp_path, stores)
     datasets = backend.datasets(handle, {"train": rows, "validation": rows}, store.path(
         get_version(store, str(result["dataset_id"])).path), config())
     assert (len(datasets["train"]), len(datasets["validation"])) == (2 * 10 + 1 + 1, 4)  # validation: once each
+
+
+def test_heldout_loss_of_a_bucketed_run_batches_by_bucket(mixed_shapes):
+    from studio.evaluation.metrics_media import heldout_loss
+
+    by_split, root = mixed_shapes
+    backend = ImageBackend()
+    train_config = config(image={"aspect_buckets": True})
+    handle = backend.load("starter-image", "scratch", train_config, by_split["train"])
+    data = backend.datasets(handle, {"validation": by_split["train"]}, root, train_config)["validation"]
+    collate = backend.collate(handle, train_config)
+    together, alone = heldout_loss(handle, data, collate), heldout_loss(handle, data, collate, batch_size=1)
+    assert together["items"] == 6 and together["loss"] == pytest.approx(alone["loss"], rel=1e-5)
