@@ -188,10 +188,10 @@ def _dataset_class():
             return {"pixel_values": load_image(self.paths[index], self.sizes[index], flip),
                     "input_ids": self.input_ids[index]}
 
-        def cache(self, module, folder: Path) -> int:
+        def cache(self, module, folder: Path, use_cpu: bool = True) -> int:
             """Encodes each item once into ``folder`` (kept across runs: a file is named by what it was made of);
-            returns how many were encoded now."""
-            self.cached, made = cache_items(self, module, Path(folder))
+            returns how many were encoded now. Unless ``use_cpu``, on the GPU when there is one."""
+            self.cached, made = cache_items(self, module, Path(folder), use_cpu)
             return made
 
     return CaptionedImages
@@ -217,7 +217,7 @@ def encoders_fingerprint(module) -> str:
     return digest.hexdigest()[:16]
 
 
-def cache_items(dataset, module, folder: Path) -> tuple[list[Path], int]:
+def cache_items(dataset, module, folder: Path, use_cpu: bool = True) -> tuple[list[Path], int]:
     """One safetensors file per item in ``folder``: its posterior (and its mirror image's, when flipping) and, for a
     frozen text encoder, its caption's features. Files already there are reused; a new one is written under a
     temporary name and renamed, so a run stopped half-way leaves no broken file. The global random state is left
@@ -228,6 +228,9 @@ def cache_items(dataset, module, folder: Path) -> tuple[list[Path], int]:
     import torch
     from safetensors.torch import save_file
 
+    if module.device.type == "cpu" and not use_cpu and torch.cuda.is_available():
+        # where the run trains (Accelerate would move it there next), not on the CPU it was loaded on
+        module.to(torch.device("cuda", torch.cuda.current_device()))
     texts = not any(p.requires_grad for p in module.text_encoder.parameters())
     fingerprint = encoders_fingerprint(module)
     folder.mkdir(parents=True, exist_ok=True)
@@ -363,7 +366,7 @@ class ImageBackend(DiffusionBackend):
             made = _dataset_class()(given, root, handle.parts.tokenizer, shapes,
                                     options.random_flip and split == "train", bucketed)
             if options.cache_latents and given:
-                made.cache(handle.module, Path(root) / ".cache" / "latents")
+                made.cache(handle.module, Path(root) / ".cache" / "latents", config.use_cpu)
             return made
 
         return datasets_for(config.objective, rows, make)
