@@ -75,6 +75,9 @@ def impossible_here(key: str, value, config: TrainConfig, modality: str = "text"
         return "fp16 needs a GPU"
     if key == "load_in_4bit" and value and (jobs.on_cpu(config) or importlib.util.find_spec("bitsandbytes") is None):
         return "QLoRA"
+    if key == "optim" and value == "adamw_8bit" and (jobs.on_cpu(config)
+                                                     or importlib.util.find_spec("bitsandbytes") is None):
+        return "8-bit AdamW"
     if key in PREFERENCE_OPTIONS and modality != "text":
         return "learns from preference pairs"
     if key == "attn_implementation" and flash_attention_missing(config):

@@ -274,6 +274,22 @@ def test_missing_captions_filled_from_the_template(tmp_path, scratch):
     assert [(i.source, a) for i, _, a in outcome.changed] == [(bare.source, "a photo of red circle")]
 
 
+def test_trigger_word_captions_uncaptioned_items_and_leads_the_others(tmp_path, scratch):
+    path = save(circle(64), tmp_path / "shape.png")
+    items = [image_item(path, caption=None), image_item(path, caption="on the beach"),
+             image_item(path, caption="a photo of SKS dog asleep")]
+    for n, item in enumerate(items):
+        item.source = f"item{n}.png"
+    outcome = run_step("missing_captions", items, "image", scratch, trigger_word=" sks dog ")
+    assert outcome.removed == []
+    assert [i.caption for i in outcome.kept] == ["sks dog", "sks dog, on the beach", "a photo of SKS dog asleep"]
+    assert [(i.source, b, a) for i, b, a in outcome.changed] == [("item0.png", "", "sks dog"),
+                                                                 ("item1.png", "on the beach", "sks dog, on the beach")]
+    [filled] = run_step("missing_captions", [image_item(path, caption=None)], "image", scratch, action="fill",
+                        template="a photo of {trigger}", trigger_word="sks dog").kept
+    assert filled.caption == "a photo of sks dog"
+
+
 def test_missing_captions_rejects_an_unknown_action(tmp_path, scratch):
     from pydantic import ValidationError
 

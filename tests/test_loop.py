@@ -205,3 +205,48 @@ def test_two_processes_follow_the_one_process_learning_rate_curve(tmp_path, chan
     assert [v for _, v in two_curve] == pytest.approx([v for _, v in one_curve])
     assert max(v for _, v in one_curve) == pytest.approx(0.2, rel=0.1)  # the warm-up reaches the peak ...
     assert one_curve[-1][1] < 0.05  # ... and the decay runs to the end, not half-way
+
+
+def test_8bit_adamw_off_cuda_says_what_it_needs():
+    import torch
+
+    from studio.training.loop import make_optimizer
+
+    config = TrainConfig(optim="adamw_8bit", use_cpu=True)
+    with pytest.raises(ValueError, match=r"8-bit AdamW \(optim adamw_8bit\) needs a CUDA GPU and the bitsandbytes"):
+        make_optimizer([torch.nn.Parameter(torch.zeros(2))], config)
+
+
+def test_ema_weights_are_saved_validated_and_resumed_while_training_goes_on_raw(tmp_path):
+    from safetensors.torch import load_file
+
+    trained = []  # the raw weights after each step, as training has them
+
+    def progress(step, total):
+        trained.append(torch.cat([p.detach().flatten().clone() for p in handle.module.parameters()]))
+
+    import torch
+
+    backend = ToyBackend()
+    handle = backend.load("toy", "scratch", None)
+    start = torch.cat([p.detach().flatten().clone() for p in handle.module.parameters()])
+    settings = config(max_steps=6, save_steps=3, eval_steps=3, diffusion={"ema_decay": 0.8})
+    result = train(backend, handle, rows(), tmp_path, settings, tmp_path / "out", Hooks(log=lambda m: None,
+                                                                                          progress=progress))
+    average = start.clone()
+    for n, weights in enumerate(trained):
+        decay = min(0.8, (1 + n) / (10 + n))
+        average = decay * average + (1 - decay) * weights
+    saved = load_file(str(tmp_path / "out" / "checkpoints" / "step-0000006" / "model" / "model.safetensors"))
+    assert torch.allclose(torch.cat([saved["linear.weight"].flatten(), saved["linear.bias"]]), average, atol=1e-6)
+    assert torch.allclose(torch.cat([p.detach().flatten() for p in handle.module.parameters()]), trained[-1])
+    assert not torch.allclose(average, trained[-1], atol=1e-3)  # the average is not the last weights
+    xs = [r["x"] for r in rows()["validation"]]
+    loss_with = lambda w: float(sum(((3 * x + 0.5) - float(w[0] * x + w[1])) ** 2 for x in xs) / len(xs))  # noqa: E731
+    assert dict(values(result.history, "val_loss"))[6] == pytest.approx(loss_with(average), rel=1e-4)
+
+    resumed = train(backend, backend.load("toy", "scratch", None), rows(), tmp_path, settings, tmp_path / "again",
+                    Hooks(log=lambda m: None), resume_from=tmp_path / "out" / "checkpoints" / "step-0000003")
+    assert resumed.steps == 6
+    again = load_file(str(tmp_path / "again" / "checkpoints" / "step-0000006" / "model" / "model.safetensors"))
+    assert all(torch.allclose(again[k], saved[k], atol=1e-6) for k in saved)

@@ -2,11 +2,13 @@
 
 Captions follow the Hugging Face imagefolder/audiofolder convention: ``metadata.jsonl`` or
 ``metadata.csv`` with a ``file_name`` column (relative to the metadata file), or ``cat.txt`` next
-to ``cat.png``. A sidecar wins over metadata when both exist.
+to ``cat.png``. A sidecar wins over metadata when both exist. A folder named as kohya_ss names them,
+``10_sks dog/``, repeats its files 10 times an epoch and captions those without a caption "sks dog".
 """
 
 from __future__ import annotations
 
+import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -26,6 +28,15 @@ METADATA_NAMES = {"metadata.jsonl", "metadata.csv"}
 
 def _folder(name: str) -> PurePosixPath:
     return PurePosixPath(name).parent
+
+
+KOHYA_FOLDER = re.compile(r"^(\d{1,4})_(.*\S.*)$")
+
+
+def kohya_folder(name: PurePosixPath) -> tuple[int, str] | None:
+    """(repeats, caption) of a file in a kohya_ss dataset folder (``10_sks dog/``), else None."""
+    found = KOHYA_FOLDER.match(name.parent.name)
+    return (int(found[1]), found[2].strip()) if found and int(found[1]) > 0 else None
 
 
 @dataclass
@@ -292,6 +303,9 @@ def read_media_files(files: list[StagedFile], modality: str, settings: Settings)
         if meta is None:
             continue
         caption = captions.get(str(name.with_suffix("")), captions.get(str(name)))
+        if modality == "image" and (kohya := kohya_folder(name)):
+            meta["repeats"], words = kohya
+            caption = caption if caption and caption.strip() else words
         result.items.append(Item(source=staged.name, path=staged.path, caption=caption, meta=meta,
                                  label=metadata.labels.get(str(name))))
     return result

@@ -123,7 +123,8 @@ def _write_version_folder(folder: Path, items: list[Item], labels: list[str], mo
         row = {"id": number, "split": split, **item.manifest_row()}
         if item.path is not None:
             row["file"] = _copy_into(folder, item.path, f"{number:06d}_{_safe_stem(item.source)}")
-            row.update({k: v for k, v in item.meta.items() if k in ("width", "height", "duration", "sample_rate")})
+            row.update({k: v for k, v in item.meta.items() if k in ("width", "height", "duration", "sample_rate",
+                                                                          "repeats")})
         if item.rejected_path is not None:
             row["rejected_file"] = _copy_into(folder, item.rejected_path,
                                               f"{number:06d}_{_safe_stem(item.source)}_rejected")

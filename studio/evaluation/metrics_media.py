@@ -31,12 +31,15 @@ def heldout_loss(handle, dataset, collate, *, fractions=FRACTIONS, seed: int = 0
     if not hasattr(module, "loss_at"):  # MusicGen: the loss has no noise
         return _plain_loss(module, dataset, collate, batch_size)
     sums = [0.0] * len(fractions)
+    # a run trained with aspect-ratio buckets has its pictures batched by bucket (one shape per batch)
+    bucketed = dataset.batches(batch_size, seed, shuffle=False) if hasattr(dataset, "batches") else None
+    groups = list(bucketed) if bucketed is not None else [range(start, min(start + batch_size, len(dataset)))
+                                                          for start in range(0, len(dataset), batch_size)]
     was_training = module.training
     module.eval()
     try:
         with torch.no_grad():
-            for start in range(0, len(dataset), batch_size):
-                indices = range(start, min(start + batch_size, len(dataset)))
+            for indices in groups:
                 batch = collate([dataset[i] for i in indices])
                 for k, fraction in enumerate(fractions):
                     losses = module.loss_at(batch, fraction, [seed + 1000 * k + i for i in indices])

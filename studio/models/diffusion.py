@@ -24,6 +24,9 @@ from studio.models.common import load_adapter, target_option, write_marker
 from studio.models.preference import PAIRS, SCORE
 
 PREDICTION_TYPES = ("epsilon", "v_prediction", "flow_matching")
+# A batch from a cache (studio.models.image): the VAE's posterior of each picture in place of its pixels, and the
+# frozen text encoder's features of each caption in place of its token ids.
+CACHED_POSTERIOR, TEXT_FEATURES = "cached_posterior", "text_features"
 
 
 # ----------------------------------------------------------------------------- prediction types
@@ -67,12 +70,13 @@ def training_scheduler(prediction_type: str, scheduler):
 class DiffusionModule(nn.Module):
     """UNet + text encoder (+ frozen VAE) + noise scheduler; ``forward(batch) -> loss``.
 
-    ``batch`` holds ``pixel_values`` (B, C, H, W) in [-1, 1] and ``input_ids`` (B, L).
-    ``empty_ids`` (L,) is the empty caption, used for caption dropout and for unconditional guidance.
+    ``batch`` holds ``pixel_values`` (B, C, H, W) in [-1, 1] and ``input_ids`` (B, L), or what a cache holds in
+    their place (``CACHED_POSTERIOR``, ``TEXT_FEATURES``). ``empty_ids`` (L,) is the empty caption, used for caption
+    dropout and for unconditional guidance.
     """
 
     def __init__(self, unet, text_encoder, noise_scheduler, empty_ids, vae=None, *, prediction_type: str = "auto",
-                 snr_gamma: float = 0.0, caption_dropout: float = 0.0):
+                 snr_gamma: float = 0.0, caption_dropout: float = 0.0, noise_offset: float = 0.0):
         super().__init__()
         self.unet = unet
         self.text_encoder = text_encoder
@@ -83,7 +87,9 @@ class DiffusionModule(nn.Module):
         self.noise_scheduler = training_scheduler(self.prediction_type, noise_scheduler)
         self.snr_gamma = float(snr_gamma)
         self.caption_dropout = float(caption_dropout)
+        self.noise_offset = float(noise_offset)
         self.register_buffer("empty_ids", torch.as_tensor(empty_ids, dtype=torch.long), persistent=False)
+        self.empty_features = None  # the empty caption's text features, set by a text-feature cache
 
     # -- the pieces
 
@@ -103,14 +109,45 @@ class DiffusionModule(nn.Module):
         return vae_scale_factor(self.vae.config.block_out_channels) if self.vae is not None else 1
 
     @torch.no_grad()
-    def to_latents(self, pixels: torch.Tensor, mean: bool = False) -> torch.Tensor:
-        """Pixels → the UNet's space: a sample of the VAE's posterior, or its mean when ``mean`` (deterministic)."""
+    def posterior(self, pixels: torch.Tensor) -> torch.Tensor:
+        """What the VAE makes of pixels, before any sampling (its mean and log-variance, diffusers'
+        ``latent_dist.parameters``): what a latent cache keeps. A pixel-space model's are the pixels."""
         if self.vae is None:
             return pixels
-        posterior = self.vae.encode(pixels.to(self.vae.dtype)).latent_dist
+        return self.vae.encode(pixels.to(self.vae.dtype)).latent_dist.parameters
+
+    @torch.no_grad()
+    def from_posterior(self, parameters: torch.Tensor, mean: bool = False) -> torch.Tensor:
+        """The UNet's latents: a sample of the posterior, or its mean when ``mean`` (deterministic)."""
+        from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
+
+        if self.vae is None:
+            return parameters
+        posterior = DiagonalGaussianDistribution(parameters)
         latents = posterior.mode() if mean else posterior.sample()
         shift = self.vae.config.get("shift_factor") or 0.0
         return (latents - shift) * self.vae.config.scaling_factor
+
+    def to_latents(self, pixels: torch.Tensor, mean: bool = False) -> torch.Tensor:
+        """Pixels → the UNet's space (see ``from_posterior``)."""
+        return self.from_posterior(self.posterior(pixels), mean)
+
+    def latents_of(self, batch: dict, mean: bool = False) -> torch.Tensor:
+        """The batch's latents, from its pixels or its cached posterior: drawn alike, so a cache changes no loss."""
+        if CACHED_POSTERIOR in batch:
+            cached = batch[CACHED_POSTERIOR].to(self.device)
+            return self.from_posterior(cached.to(self.vae.dtype) if self.vae is not None else cached, mean)
+        return self.to_latents(batch["pixel_values"].to(self.device), mean)
+
+    def text_of(self, batch: dict, dropped: torch.Tensor | None = None) -> torch.Tensor:
+        """The batch's text features, from its token ids or cached; ``dropped`` (B,) items get the empty caption's."""
+        if TEXT_FEATURES in batch:
+            text = batch[TEXT_FEATURES].to(self.device)
+            return text if dropped is None else torch.where(dropped[:, None, None], self.empty_features[None], text)
+        input_ids = batch["input_ids"].to(self.device)
+        if dropped is not None:
+            input_ids = torch.where(dropped[:, None], self.empty_ids[None, :], input_ids)
+        return self.encode_text(input_ids)
 
     @torch.no_grad()
     def to_pixels(self, latents: torch.Tensor) -> torch.Tensor:
@@ -134,18 +171,23 @@ class DiffusionModule(nn.Module):
             return self.preference_scores(batch)
         # Validation draws the same noise and timesteps every time, so its loss is comparable across evaluations.
         generator = None if self.training else torch.Generator().manual_seed(0)
-        latents = self.to_latents(batch["pixel_values"].to(self.device))
-        latents = latents.to(self.unet.dtype)
+        latents = self.latents_of(batch).to(self.unet.dtype)
         size = latents.shape[0]
 
-        input_ids = batch["input_ids"].to(self.device)
+        dropped = None
         if self.training and self.caption_dropout > 0:  # teaches the unconditional model guidance needs
             dropped = torch.rand(size, device=self.device) < self.caption_dropout
-            input_ids = torch.where(dropped[:, None], self.empty_ids[None, :], input_ids)
-        text = self.encode_text(input_ids)
+        text = self.text_of(batch, dropped)
 
+        # Drawn by shape, not ``randn_like``: that follows the latents' memory layout (the VAE's is channels-last,
+        # a cached posterior's contiguous), and the same random numbers would land on other elements.
         noise = torch.randn(latents.shape, generator=generator).to(latents) if generator is not None \
-            else torch.randn_like(latents)
+            else torch.randn(latents.shape, device=latents.device, dtype=latents.dtype)
+        if self.noise_offset > 0:  # one shift per picture and channel: learns overall brightness (Guttenberg 2023)
+            shape = (size, latents.shape[1], *[1] * (latents.dim() - 2))
+            offset = torch.randn(shape, generator=generator).to(latents) if generator is not None \
+                else torch.randn(shape, device=latents.device, dtype=latents.dtype)
+            noise = noise + self.noise_offset * offset
         steps = self.noise_scheduler.config.num_train_timesteps
         if self.prediction_type == "flow_matching":  # sigma in [0, 1): how far along the line to noise
             timesteps = torch.rand(size, generator=generator).to(self.device) * steps
@@ -162,8 +204,8 @@ class DiffusionModule(nn.Module):
         ``beta_dpo``. Noise and timesteps come from ``batch[SCORE]`` (the policy and its reference see the same) and
         the two pictures of a pair share them; latents are the VAE's posterior mean, no caption is dropped."""
         generator = torch.Generator().manual_seed(int(batch[SCORE]))
-        latents = self.to_latents(batch["pixel_values"].to(self.device), mean=True).to(self.unet.dtype)
-        text = self.encode_text(batch["input_ids"].to(self.device))
+        latents = self.latents_of(batch, mean=True).to(self.unet.dtype)
+        text = self.text_of(batch)
         size = latents.shape[0]
         drawn = size // 2 if batch.get(PAIRS) else size
         noise = torch.randn((drawn, *latents.shape[1:]), generator=generator).to(latents)
@@ -198,8 +240,8 @@ class DiffusionModule(nn.Module):
         """Per-item prediction error (unweighted) at one fixed point of the noise schedule, ``fraction`` of the
         way from data (0) to noise (1), each item's noise drawn from its own seed and latents from the VAE's
         posterior mean: the same batch, fraction and seeds give the same losses (held-out evaluation)."""
-        latents = self.to_latents(batch["pixel_values"].to(self.device), mean=True).to(self.unet.dtype)
-        text = self.encode_text(batch["input_ids"].to(self.device))
+        latents = self.latents_of(batch, mean=True).to(self.unet.dtype)
+        text = self.text_of(batch)
         noise = torch.stack([torch.randn(latents.shape[1:], generator=torch.Generator().manual_seed(int(seed)))
                              for seed in seeds]).to(latents)
         steps = self.noise_scheduler.config.num_train_timesteps
@@ -219,9 +261,8 @@ def tokenize(tokenizer, captions: list[str]) -> torch.Tensor:
 
 
 def collate_images(items: list[dict]) -> dict:
-    """Stacks dataset items ({pixel_values, input_ids}) into a batch."""
-    return {"pixel_values": torch.stack([i["pixel_values"] for i in items]),
-            "input_ids": torch.stack([i["input_ids"] for i in items])}
+    """Stacks dataset items ({pixel_values, input_ids}, or what a cache holds in their place) into a batch."""
+    return {key: torch.stack([i[key] for i in items]) for key in items[0]}
 
 
 
@@ -472,7 +513,7 @@ def trainable_module(family, unet, text_encoder, scheduler, tokenizer, vae, meth
     options = config.diffusion
     return DiffusionModule(unet, text_encoder, scheduler, tokenize(tokenizer, [""])[0], vae,
                            prediction_type=options.prediction_type, snr_gamma=options.snr_gamma,
-                           caption_dropout=options.caption_dropout)
+                           caption_dropout=options.caption_dropout, noise_offset=options.noise_offset)
 
 
 def save_diffusers_lora(state: dict, config: dict, folder) -> None:

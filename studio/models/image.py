@@ -72,45 +72,206 @@ def size_multiple(model_ref: str) -> int | None:
         return None  # the model's own loading says what is wrong with it
 
 
-def load_image(path: Path, resolution: int, flip: bool):
-    """RGB, scaled so the shorter side is ``resolution`` and centre-cropped, optionally mirrored;
+def bucket_sizes(resolution: int, step: int) -> list[tuple[int, int]]:
+    """The buckets of aspect-ratio bucketing, as kohya_ss makes them: (width, height) pairs of at most
+    ``resolution``² pixels, each side a multiple of ``step`` between half and twice ``resolution``."""
+    low = max(step, resolution // 2 // step * step)
+    high = max(low, resolution * 2 // step * step)
+    sizes = set()
+    for width in range(low, high + 1, step):
+        height = min(high, resolution * resolution // width // step * step)
+        if height >= low:
+            sizes |= {(width, height), (height, width)}
+    return sorted(sizes) or [(low, low)]
+
+
+def bucket_for(width: int, height: int, sizes: list[tuple[int, int]]) -> tuple[int, int]:
+    """The bucket whose shape is nearest a ``width`` x ``height`` picture's (the larger one on a tie): the least
+    of the picture is cropped."""
+    import math
+
+    shape = math.log(width / height)
+    return min(sizes, key=lambda size: (abs(math.log(size[0] / size[1]) - shape), -size[0] * size[1]))
+
+
+def bucket_step(module) -> int:
+    """What a bucket's sides must be multiples of for ``module`` (a DiffusionModule): the VAE's scale times each
+    halving in the UNet (64 pixels for SD-class pipelines, 4 for the starter)."""
+    return module.vae_scale() * 2 ** (len(module.unet.config.block_out_channels) - 1)
+
+
+def load_image(path: Path, size: int | tuple[int, int], flip: bool):
+    """RGB, scaled to cover ``size`` (width, height; one number: a square) and centre-cropped, optionally mirrored;
     returned as a (3, H, W) float tensor in [-1, 1]."""
     import numpy as np
     import torch
     from PIL import Image, ImageOps
 
     image = open_rgb(Item(source=str(path), path=Path(path)))
-    image = ImageOps.fit(image, (resolution, resolution), Image.Resampling.LANCZOS)
+    image = ImageOps.fit(image, size if isinstance(size, tuple) else (size, size), Image.Resampling.LANCZOS)
     if flip:
         image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
     array = np.asarray(image, dtype=np.float32) / 127.5 - 1.0
     return torch.from_numpy(array).permute(2, 0, 1).contiguous()
 
 
+def picture_size(row: dict, path: Path) -> tuple[int, int]:
+    """(width, height) of a manifest row's picture: as the import recorded it, else from the file's header."""
+    if row.get("width") and row.get("height"):
+        return int(row["width"]), int(row["height"])
+    from PIL import Image
+
+    with Image.open(path) as image:
+        return image.size
+
+
+class BucketBatches:
+    """Batches of one bucket each (aspect-ratio bucketing): a DataLoader's ``batch_sampler``. The order of the
+    pictures is shuffled, then each bucket's are batched in that order and the batches shuffled, anew each epoch."""
+
+    def __init__(self, buckets: list, batch_size: int, seed: int, shuffle: bool):
+        import torch
+
+        self.buckets, self.batch_size, self.shuffle = buckets, batch_size, shuffle
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def _batches(self, order: list[int]) -> list[list[int]]:
+        grouped: dict = {}
+        for index in order:
+            grouped.setdefault(self.buckets[index], []).append(index)
+        return [group[start:start + self.batch_size] for group in grouped.values()
+                for start in range(0, len(group), self.batch_size)]
+
+    def __iter__(self):
+        import torch
+
+        if not self.shuffle:
+            yield from self._batches(list(range(len(self.buckets))))
+            return
+        batches = self._batches(torch.randperm(len(self.buckets), generator=self.generator).tolist())
+        yield from (batches[i] for i in torch.randperm(len(batches), generator=self.generator).tolist())
+
+    def __len__(self) -> int:
+        return len(self._batches(list(range(len(self.buckets)))))
+
+
 def _dataset_class():
     from torch.utils.data import Dataset
 
     class CaptionedImages(Dataset):
-        """Manifest rows → {pixel_values, input_ids}; captions are tokenized once, images read per item."""
+        """Manifest rows → {pixel_values, input_ids}; captions are tokenized once, images read per item. Each item
+        has its ``sizes`` (width, height): the square of the resolution, or its bucket when bucketing. Once
+        ``cache`` has run, items are read from the cache instead (``studio.models.diffusion.CACHED_POSTERIOR``)."""
 
-        def __init__(self, rows: list[dict], root: Path, tokenizer, resolution: int, random_flip: bool):
+        def __init__(self, rows: list[dict], root: Path, tokenizer, sizes: list[tuple[int, int]], random_flip: bool,
+                     bucketed: bool = False):
             from studio.models.diffusion import tokenize
 
             self.paths = [Path(root) / row["file"] for row in rows]
             self.input_ids = tokenize(tokenizer, [row.get("caption") or "" for row in rows]) if rows else None
-            self.resolution, self.random_flip = resolution, random_flip
+            self.sizes, self.random_flip, self.bucketed = sizes, random_flip, bucketed
+            self.cached: list[Path] | None = None
 
         def __len__(self) -> int:
             return len(self.paths)
+
+        def batches(self, batch_size: int, seed: int, shuffle: bool) -> BucketBatches | None:
+            """The loop's batches (``training.loop.make_loader``): one bucket each when bucketing."""
+            return BucketBatches(self.sizes, batch_size, seed, shuffle) if self.bucketed else None
 
         def __getitem__(self, index: int) -> dict:
             import torch
 
             flip = self.random_flip and bool(torch.rand(()) < 0.5)
-            return {"pixel_values": load_image(self.paths[index], self.resolution, flip),
+            if self.cached is not None:
+                return read_cached(self.cached[index], flip)
+            return {"pixel_values": load_image(self.paths[index], self.sizes[index], flip),
                     "input_ids": self.input_ids[index]}
 
+        def cache(self, module, folder: Path, use_cpu: bool = True) -> int:
+            """Encodes each item once into ``folder`` (kept across runs: a file is named by what it was made of);
+            returns how many were encoded now. Unless ``use_cpu``, on the GPU when there is one."""
+            self.cached, made = cache_items(self, module, Path(folder), use_cpu)
+            return made
+
     return CaptionedImages
+
+
+# ----------------------------------------------------------------------------- the latent cache
+
+def encoders_fingerprint(module) -> str:
+    """A digest of the weights a cache depends on: the VAE's, and the text encoder's when it is frozen (a trained
+    one's features are not cached). Hashing them takes about a second for SD-class pipelines."""
+    import hashlib
+
+    import torch
+
+    digest = hashlib.sha256()
+    parts = [module.vae] if module.vae is not None else []
+    if not any(p.requires_grad for p in module.text_encoder.parameters()):
+        parts.append(module.text_encoder)
+    for part in parts:
+        for name, tensor in sorted(part.state_dict().items()):
+            digest.update(name.encode())
+            digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy())
+    return digest.hexdigest()[:16]
+
+
+def cache_items(dataset, module, folder: Path, use_cpu: bool = True) -> tuple[list[Path], int]:
+    """One safetensors file per item in ``folder``: its posterior (and its mirror image's, when flipping) and, for a
+    frozen text encoder, its caption's features. Files already there are reused; a new one is written under a
+    temporary name and renamed, so a run stopped half-way leaves no broken file. The global random state is left
+    as it was: a cached run draws the same noise as an uncached one."""
+    import hashlib
+    import os
+
+    import torch
+    from safetensors.torch import save_file
+
+    if module.device.type == "cpu" and not use_cpu and torch.cuda.is_available():
+        # where the run trains (Accelerate would move it there next), not on the CPU it was loaded on
+        module.to(torch.device("cuda", torch.cuda.current_device()))
+    texts = not any(p.requires_grad for p in module.text_encoder.parameters())
+    fingerprint = encoders_fingerprint(module)
+    folder.mkdir(parents=True, exist_ok=True)
+    files, made = [], 0
+    with torch.random.fork_rng(devices=[]), torch.no_grad():
+        if texts:
+            module.empty_features = module.encode_text(module.empty_ids[None])[0]
+        for index, path in enumerate(dataset.paths):
+            key = [fingerprint, str(path.resolve()), path.stat().st_size, dataset.sizes[index], dataset.random_flip,
+                   dataset.input_ids[index].tolist(), texts]
+            target = folder / f"{hashlib.sha256(repr(key).encode()).hexdigest()[:32]}.safetensors"
+            files.append(target)
+            if target.is_file():
+                continue
+            pixels = load_image(path, dataset.sizes[index], False)[None]
+            tensors = {"posterior": module.posterior(pixels.to(module.device))[0]}
+            if dataset.random_flip:
+                tensors["posterior_flipped"] = module.posterior(pixels.flip(-1).to(module.device))[0]
+            tensors["input_ids"] = dataset.input_ids[index]
+            if texts:
+                tensors["text_features"] = module.encode_text(dataset.input_ids[index][None])[0]
+            partial = target.with_suffix(f".{os.getpid()}.partial")
+            save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(partial))
+            os.replace(partial, target)
+            made += 1
+    return files, made
+
+
+def read_cached(file: Path, flip: bool) -> dict:
+    """A cached item as the module takes it (``DiffusionModule.latents_of`` / ``text_of``)."""
+    from safetensors.torch import load_file
+
+    from studio.models.diffusion import CACHED_POSTERIOR, TEXT_FEATURES
+
+    tensors = load_file(str(file))
+    item = {CACHED_POSTERIOR: tensors["posterior_flipped" if flip else "posterior"]}
+    if "text_features" in tensors:
+        item[TEXT_FEATURES] = tensors["text_features"]
+    else:
+        item["input_ids"] = tensors["input_ids"]
+    return item
 
 
 @dataclass(kw_only=True)
@@ -190,10 +351,25 @@ class ImageBackend(DiffusionBackend):
     # -- data
 
     def datasets(self, handle: Handle, rows: dict[str, list[dict]], root: Path, config) -> dict[str, Any]:
-        dataset = _dataset_class()
-        resolution = config.image.resolution
-        return datasets_for(config.objective, rows, lambda given, split: dataset(
-            given, root, handle.parts.tokenizer, resolution, config.image.random_flip and split == "train"))
+        """Training rows as many times as their folder repeats them; examples bucketed by shape when
+        ``aspect_buckets`` (pairs stay square: both pictures of a pair go in one
+        batch); encoded once into ``root``'s ``.cache/latents`` when ``cache_latents``."""
+        options = config.image
+        bucketed = options.aspect_buckets and config.objective == "sft"
+        sizes = bucket_sizes(options.resolution, bucket_step(handle.module)) if bucketed else None
+
+        def make(given: list[dict], split: str):
+            if split == "train":  # a kohya_ss folder's repeats (studio.data.read_media.kohya_folder)
+                given = [row for row in given for _ in range(int(row.get("repeats") or 1))]
+            shapes = [bucket_for(*picture_size(row, Path(root) / row["file"]), sizes) for row in given] if bucketed \
+                else [(options.resolution, options.resolution)] * len(given)
+            made = _dataset_class()(given, root, handle.parts.tokenizer, shapes,
+                                    options.random_flip and split == "train", bucketed)
+            if options.cache_latents and given:
+                made.cache(handle.module, Path(root) / ".cache" / "latents", config.use_cpu)
+            return made
+
+        return datasets_for(config.objective, rows, make)
 
     # -- generation
 

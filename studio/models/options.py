@@ -60,6 +60,16 @@ class TextOptions(Section):
 class ImageOptions(Section):
     resolution: int = Field(32, ge=8, le=2048, description="training resolution in pixels (square)")
     random_flip: bool = Field(False, title="mirror images", description="horizontal-flip augmentation")
+    aspect_buckets: bool = Field(False, title="keep each picture's shape",
+                                 description="aspect-ratio bucketing (kohya_ss's enable_bucket): each picture is scaled "
+                                             "to the bucket nearest its shape, about resolution x resolution pixels, "
+                                             "instead of a centre-cropped square, and a batch holds one bucket "
+                                             "(examples; preference pairs stay square)")
+    cache_latents: bool = Field(False, title="cache latents",
+                                description="encode each picture with the VAE once, before training, and keep it on "
+                                            "disk beside the dataset, with the frozen text encoder's features of "
+                                            "each caption (kohya_ss's cache_latents_to_disk and "
+                                            "cache_text_encoder_outputs); the same loss, less work per step")
 
 
 class DiffusionOptions(Section):
@@ -72,6 +82,14 @@ class DiffusionOptions(Section):
                                        "v_prediction": "the velocity (v-prediction)",
                                        "flow_matching": "the flow (flow matching)"}},
         description="prediction type; auto: what the model's scheduler was trained with")
+    ema_decay: float = Field(0.0, ge=0.0, lt=1.0, title="EMA weights",
+                             description="keep an exponential moving average of the weights with this decay (0 off; "
+                                         "0.999 usual for long runs, ramped up over the first steps); validation, "
+                                         "samples and saved checkpoints use it (diffusers' --use_ema)")
+    noise_offset: float = Field(0.0, ge=0.0, le=1.0, title="noise offset",
+                                description="adds this much of one random shift per picture and channel to the noise, "
+                                            "so the model learns very dark and very bright pictures (0 off; 0.05 to "
+                                            "0.1 is usual)")
     snr_gamma: float = Field(0.0, ge=0.0, title="loss weighting by noise level",
                              description="min-SNR gamma: evens out how much each noise level counts; 0 turns it off "
                                          "(5 is usual)")

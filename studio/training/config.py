@@ -61,9 +61,12 @@ class TrainConfig(Section):
     weight_decay: float = Field(0.0, ge=0.0, description="pulls weights towards 0 a little each update")
     max_grad_norm: float = Field(1.0, ge=0.0, title="gradient clipping",
                                  description="largest gradient norm; 0 turns clipping off")
-    optim: Literal["adamw", "sgd", "adafactor"] = Field(
+    optim: Literal["adamw", "sgd", "adafactor", "adamw_8bit"] = Field(
         "adamw", title="optimizer", json_schema_extra={"choices": {"adamw": "AdamW", "sgd": "SGD",
-                                                                   "adafactor": "Adafactor"}})
+                                                                   "adafactor": "Adafactor",
+                                                                   "adamw_8bit": "AdamW 8-bit (CUDA, bitsandbytes)"}},
+        description="adamw_8bit: AdamW with its moments in 8 bits (bitsandbytes), a quarter of AdamW's optimizer "
+                    "memory; needs a CUDA GPU")
     mixed_precision: Literal["no", "fp16", "bf16"] = Field(
         "no", title="number precision", description="16-bit numbers save memory and time; fp16 needs a GPU",
         json_schema_extra={"choices": PRECISION_CHOICES})

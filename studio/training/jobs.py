@@ -155,6 +155,10 @@ def check_possible(store: Store, version, model_ref: str, method: str, config: T
             reasons.append("load_in_4bit (QLoRA) is for the LoRA method on text models; turn it off")
         elif on_cpu(config) or importlib.util.find_spec("bitsandbytes") is None:
             reasons.append(QLORA_NEEDS)
+    if config.optim == "adamw_8bit" and (on_cpu(config) or importlib.util.find_spec("bitsandbytes") is None):
+        from studio.training.loop import ADAMW_8BIT_NEEDS
+
+        reasons.append(ADAMW_8BIT_NEEDS)
     if modality == "text" and config.text.text_format == "chat" and _has_plain_text(store, version):
         reasons.append(CHAT_NEEDS_CONVERSATIONS)
     if modality == "text" and flash_attention_missing(config):

@@ -12,6 +12,7 @@ import json
 import math
 import shutil
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -20,6 +21,7 @@ from studio.models.base import Backend, Handle, Sample
 from studio.models.common import is_out_of_memory
 from studio.status import RunStatus
 from studio.training.config import TrainConfig
+from studio.training.ema import ExponentialAverage
 from studio.training.objectives import Objective, Optimizing, Step, objective_for
 
 
@@ -65,9 +67,21 @@ def early_stop_reason(evaluations: int, best: float | None, best_step: int | Non
 
 # ----------------------------------------------------------------------------- building blocks
 
+ADAMW_8BIT_NEEDS = ("8-bit AdamW (optim adamw_8bit) needs a CUDA GPU and the bitsandbytes package (pip install "
+                    "bitsandbytes); pick adamw")
+
+
 def make_optimizer(params: list, config: TrainConfig):
+    import importlib.util
+
     import torch
 
+    if config.optim == "adamw_8bit":  # bitsandbytes' 8-bit states live on CUDA only (the job refuses it elsewhere)
+        if config.use_cpu or not torch.cuda.is_available() or importlib.util.find_spec("bitsandbytes") is None:
+            raise ValueError(ADAMW_8BIT_NEEDS)
+        import bitsandbytes
+
+        return bitsandbytes.optim.AdamW8bit(params, lr=config.learning_rate, weight_decay=config.weight_decay)
     if config.optim == "sgd":
         return torch.optim.SGD(params, lr=config.learning_rate, momentum=0.9, weight_decay=config.weight_decay)
     if config.optim == "adafactor":
@@ -110,6 +124,9 @@ def make_loader(dataset, collate, batch_size: int, seed: int, shuffle: bool):
     import torch
     from torch.utils.data import DataLoader
 
+    batches = dataset.batches(batch_size, seed, shuffle) if hasattr(dataset, "batches") else None
+    if batches is not None:  # the dataset groups its items itself (images bucketed by shape)
+        return DataLoader(dataset, batch_sampler=batches, collate_fn=collate)
     generator = torch.Generator().manual_seed(seed)
     return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, collate_fn=collate, generator=generator,
                       drop_last=False)
@@ -165,13 +182,15 @@ def _shared_flags(accelerator, hooks: Hooks) -> tuple[bool, bool, bool]:
 # ----------------------------------------------------------------------------- checkpoints
 
 def save_checkpoint(accelerator, backend: Backend, handle: Handle, output_dir: Path, step: int, state: dict,
-                    keep: int) -> Path:
+                    keep: int, ema: ExponentialAverage | None = None) -> Path:
     """``checkpoints/step-N/``: Accelerate state (model, optimizer, scheduler, RNG) for resuming, the
-    backend's own model folder for generating, and trainer_state.json. Keeps the last ``keep``."""
+    backend's own model folder for generating (the EMA weights when averaging), and trainer_state.json. Keeps the
+    last ``keep``."""
     folder = output_dir / "checkpoints" / f"step-{step:07d}"
     accelerator.save_state(str(folder / "state"))
     if accelerator.is_main_process:
-        backend.save(handle, folder / "model")
+        with ema.applied() if ema else nullcontext():
+            backend.save(handle, folder / "model")
         (folder / "trainer_state.json").write_text(json.dumps({**state, "step": step}, indent=1))
         rotated = [f for f in sorted((output_dir / "checkpoints").glob("step-*")) if f.name != UNTRAINED]
         for old in rotated[:-keep]:
@@ -225,6 +244,11 @@ def train(backend: Backend, handle: Handle, rows: dict[str, list[dict]], root: P
     total = total_steps_for(config, len(train_loader))
     schedulers = [accelerator.prepare(make_scheduler(optimizer.optimizer, config, total)) for optimizer in optimizers]
     optimizing = Optimizing(accelerator, module, optimizers, schedulers, config.max_grad_norm)
+    ema = None
+    if config.diffusion.ema_decay > 0:  # registered before a resume loads the state it is part of
+        ema = ExponentialAverage([p for p in module.parameters() if p.requires_grad], config.diffusion.ema_decay)
+        accelerator.register_for_checkpointing(ema)
+    averaged = ema.applied if ema else nullcontext  # what validation, samples and saved models see
     if hasattr(objective, "start"):  # before a resume loads its state: a reference is made of the start
         objective.start(handle, accelerator)
 
@@ -253,7 +277,8 @@ def train(backend: Backend, handle: Handle, rows: dict[str, list[dict]], root: P
 
     def run_validation() -> None:
         nonlocal best_val, best_step, evals_without_gain
-        val_loss, val_metrics = evaluate(accelerator, module, val_loader, objective.loss)
+        with averaged():
+            val_loss, val_metrics = evaluate(accelerator, module, val_loader, objective.loss)
         if val_loss is None:
             return
         record("val_loss", val_loss)
@@ -269,7 +294,7 @@ def train(backend: Backend, handle: Handle, rows: dict[str, list[dict]], root: P
     def checkpoint(batches_into_epoch: int) -> None:
         state = {"epoch": epoch, "best_val": best_val, "best_step": best_step, "batches_into_epoch": batches_into_epoch,
                  "micro_batch": micro_batch, "gradient_accumulation_steps": accelerator.gradient_accumulation_steps}
-        folder = save_checkpoint(accelerator, backend, handle, output_dir, step, state, config.save_total_limit)
+        folder = save_checkpoint(accelerator, backend, handle, output_dir, step, state, config.save_total_limit, ema)
         checkpoints.append(str(folder))
         if main:
             hooks.checkpoint(step, folder, best_val)
@@ -278,8 +303,9 @@ def train(backend: Backend, handle: Handle, rows: dict[str, list[dict]], root: P
     def sample() -> None:
         if main and config.sample_prompts:
             module.eval()
-            outputs = backend.generate(handle, config.sample_prompts, [config.seed] * len(config.sample_prompts), {},
-                                       output_dir / "samples" / f"step-{step:07d}")
+            with averaged():
+                outputs = backend.generate(handle, config.sample_prompts, [config.seed] * len(config.sample_prompts),
+                                           {}, output_dir / "samples" / f"step-{step:07d}")
             module.train()
             hooks.samples(step, outputs)
             say(f"samples made at step {step} ({len(outputs)} prompt(s))")
@@ -333,6 +359,8 @@ def train(backend: Backend, handle: Handle, rows: dict[str, list[dict]], root: P
             if not accelerator.sync_gradients:
                 continue
             step += 1
+            if ema is not None:
+                ema.update()
             now = time.perf_counter()
             seconds = now - window_started  # training only: the last step's evaluation or samples are not in it
             paced_from = paced_from or (now, step)

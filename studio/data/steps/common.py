@@ -14,7 +14,11 @@ from studio.data.steps.base import Step, StepContext, StepOutcome
 
 class CaptionParams(BaseModel):
     action: Literal["drop", "fill"] = Field("drop", description="drop the item, or fill from the template")
-    template: str = Field("{name}", description="caption for 'fill'; {name} is the file name in words")
+    template: str = Field("{name}", description="caption for 'fill'; {name} is the file name in words, {trigger} "
+                                                "the trigger word")
+    trigger_word: str = Field("", description="the word a LoRA learns the subject by (e.g. 'sks dog'), as kohya_ss and "
+                                              "ai-toolkit call it: the caption of an item without one (with action "
+                                              "'drop' too), and put before each caption that lacks it")
 
 
 def _name_in_words(item: Item) -> str:
@@ -22,24 +26,38 @@ def _name_in_words(item: Item) -> str:
     return re.sub(r"\s+", " ", re.sub(r"[_\-\d]+", " ", stem)).strip() or stem
 
 
+def _with_trigger(caption: str, trigger: str) -> str:
+    """``caption`` led by the trigger word, unless it already holds it (as ai-toolkit adds it)."""
+    return caption if trigger.lower() in caption.lower() else f"{trigger}, {caption}"
+
+
 def missing_captions(items: list[Item], params: CaptionParams, _ctx: StepContext) -> StepOutcome:
+    """A folder of uncaptioned photos of one subject (the usual image LoRA) trains with the trigger word alone as
+    each caption; captioned items keep theirs, led by the trigger word."""
     outcome = StepOutcome(kept=[])
+    trigger = params.trigger_word.strip()
     for item in items:
-        if item.caption and item.caption.strip():
-            outcome.kept.append(item)
+        before = item.caption or ""
+        if before.strip():
+            item.caption = _with_trigger(before, trigger) if trigger else before
         elif params.action == "fill":
-            item.caption = params.template.format(name=_name_in_words(item))
-            outcome.changed.append((item, "", item.caption))
-            outcome.kept.append(item)
+            item.caption = params.template.format(name=_name_in_words(item), trigger=trigger).strip()
+        elif trigger:
+            item.caption = trigger
         else:
             outcome.removed.append((item, "no caption (no sidecar .txt and no metadata row)"))
+            continue
+        if item.caption != before:
+            outcome.changed.append((item, before, item.caption))
+        outcome.kept.append(item)
     return outcome
 
 
 MISSING_CAPTIONS = Step("missing_captions", "Missing captions",
-                        "Items without a caption are dropped, or given one from a template.",
+                        "Items without a caption are dropped, or given one from a template or the trigger word.",
                         missing_captions, CaptionParams,
-                        keep_more="set its action to fill (captions from the file names, or a template)")
+                        keep_more="give it a trigger_word (uncaptioned photos of one subject), or set its action to "
+                                  "fill (captions from the file names, or a template)")
 
 
 def greedy_near_duplicates(items: list[Item], similar_to_kept: Callable[[int, list[int]], tuple[int, float] | None]
