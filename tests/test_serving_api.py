@@ -96,11 +96,11 @@ def test_models_and_completions_with_the_openai_client(served, client):
     assert first.choices[0].text != first.choices[1].text  # choice k uses seed + k
     assert 0 < first.usage.completion_tokens <= 16 and first.usage.prompt_tokens > 0
     assert first.usage.total_tokens == first.usage.prompt_tokens + first.usage.completion_tokens
-    base = client.completions.create(model="base", prompt=PROMPT, max_tokens=8, n=2, seed=3, temperature=1.0)
-    full = client.completions.create(model="full", prompt=PROMPT, max_tokens=8, n=2, seed=3, temperature=1.0)
-    texts = {name: [c.text for c in found.choices] for name, found in
-             (("lora", first), ("base", base), ("full", full))}
-    assert texts["base"] != texts["lora"] and texts["base"] != texts["full"]  # each served model is its own
+    # each served model is its own: greedy, since a tiny model's near-even logits let one seed's noise pick the same
+    # tokens whatever the weights
+    texts = {name: client.completions.create(model=name, prompt=PROMPT, max_tokens=8, temperature=0).choices[0].text
+             for name in ("lora", "base", "full")}
+    assert texts["base"] != texts["lora"] and texts["base"] != texts["full"], texts
     alone = client.completions.create(model="lora", prompt=PROMPT, max_tokens=8, seed=4, temperature=1.0)
     assert alone.choices[0].text == first.choices[1].text  # choice 1 of seed 3 is seed 4's
 
@@ -136,6 +136,7 @@ def test_stop_strings_cut_the_text_and_say_stop(served, client, no_cache):
 def test_a_burst_runs_in_few_batches_and_a_seed_gives_the_same_text_batched_or_alone(served, client, no_cache):
     server = served["server"]
     alone = client.completions.create(model="lora", prompt="Mia", max_tokens=10, seed=5, temperature=1.0)
+    base_alone = client.completions.create(model="base", prompt="Mia", max_tokens=10, seed=5, temperature=1.0)
     window = server.batcher.window_s
     server.batcher.window_s = 1.0  # every request of the burst arrives within the window
     before = server.batcher.batches
@@ -148,7 +149,7 @@ def test_a_burst_runs_in_few_batches_and_a_seed_gives_the_same_text_batched_or_a
         server.batcher.window_s = window
     assert server.batcher.batches - before == 2  # one batch per served model, not one per request
     assert found[0].choices[0].text == alone.choices[0].text  # padded among others, the same text
-    assert found[4].choices[0].text != alone.choices[0].text  # the base, not the adapter, in the other batch
+    assert found[4].choices[0].text == base_alone.choices[0].text  # the base's own batch, its own text
     assert 'studio_serving_batches_total{model="lora"}' in httpx.get(served["url"] + "/metrics").text
 
 
