@@ -24,7 +24,7 @@ from studio.training.config import MODALITY_SECTIONS, SECTIONS, TrainConfig, app
 from studio.training.preflight import preflight
 from studio.training.runs import early_stop_note, list_runs, run_summary, samples
 from studio.ui.confirm import NOT_CONFIRMED, confirmed, two_step_delete
-from studio.ui.forms import form_values, params_form
+from studio.ui.forms import form_value, form_values, params_form
 from studio.ui.model_tab import ModelTab
 from studio.ui.project_bar import dataset_picker
 from studio.ui.state import (PICK_VERSION_FIRST, MetricCache, clear_when_picked, current_user, error_message,
@@ -144,11 +144,10 @@ def form_inputs(tab: "TrainTab", lora: dict) -> list:
 
 def config_values(tab: "TrainTab", lora: dict, config: TrainConfig) -> list:
     """``config`` as the values of ``form_inputs(tab, lora)``."""
-    values = [getattr(config, name) for name in tab.top_components]
-    values += [getattr(getattr(config, section), name) for section in FORM_SECTIONS
-               for name in tab.section_components[section]]
-    values += [getattr(config.lora, name) for name in lora]
-    return ["\n".join(v) if isinstance(v, list) else v for v in values]
+    values = [form_value(TrainConfig.model_fields[name], getattr(config, name)) for name in tab.top_components]
+    values += [form_value(SECTIONS[section].model_fields[name], getattr(getattr(config, section), name))
+               for section in FORM_SECTIONS for name in tab.section_components[section]]
+    return values + [form_value(SECTIONS["lora"].model_fields[name], getattr(config.lora, name)) for name in lora]
 
 
 @dataclass
