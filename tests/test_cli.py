@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 import zipfile
+from pathlib import Path
 
 import pytest
 from PIL import Image
@@ -333,3 +334,29 @@ def test_eval_preferences_prints_the_import_object_and_refuses_a_set_without_pai
 
     refused = studio(home, "eval", "preferences", str(unrated), check=False)
     assert refused.returncode == 2 and f"sample set {unrated} has no rated pair yet" in refused.stderr
+
+
+@pytest.mark.slow
+def test_a_job_file_trains_as_written_and_set_overrides_it(plain_text_dataset, tmp_path):
+    """``studio train job.yaml``: dataset, model, method and every setting from the file (the catalog's
+    recommended values are not laid over it), ``--set`` on top; a file that is not a job says so in one line."""
+    from studio.training.config import TrainConfig
+    from studio.training.job_file import job_yaml
+
+    home, dataset = plain_text_dataset
+    written = TrainConfig(learning_rate=0.003, warmup_steps=0, eval_steps=1, sample_steps=0, text={"max_length": 32},
+                          per_device_train_batch_size=2, seed=7, report_to=["tensorboard"])
+    job = tmp_path / "job.yaml"
+    job.write_text(job_yaml(f"{dataset}:1", "starter-text", "scratch", written))
+    done = studio(home, "train", str(job), "--set", "max_steps=2", "--json")
+    result = json.loads(done.stdout)
+    assert result["status"] == "completed" and result["steps"] == 2, result
+    assert (result["dataset"], result["model"], result["method"]) == (f"{dataset}:1", "starter-text", "scratch")
+    shown = json.loads(studio(home, "runs", "show", str(result["run_id"]), "--json").stdout)
+    assert shown["config"] == {**written.model_dump(), "max_steps": 2}
+    assert "recommended" not in done.stderr
+    assert list((Path(result["output_dir"]) / "tensorboard").rglob("events.out.tfevents.*"))  # report_to, in the worker
+
+    job.write_text(f"dataset: '{dataset}:1'\nmodel: starter-text\nlearning_rate: 0.003\n")
+    assert one_line_error(studio(home, "train", str(job), check=False)) == \
+        f"error: {job}: method missing (a job file names the dataset version, the model and the method)"

@@ -167,9 +167,41 @@ def test_config_rejects_bad_values():
 
 
 def test_tensorboard_logging_through_accelerate(tmp_path):
-    result, _, _ = run(tmp_path, report_to_tensorboard=True, max_steps=5)
-    events = list((tmp_path / "out").rglob("events.out.tfevents.*"))
+    result, _, _ = run(tmp_path, report_to=["tensorboard"], max_steps=5)
+    events = list((tmp_path / "out" / "tensorboard").rglob("events.out.tfevents.*"))
     assert result.status == "completed" and events and events[0].stat().st_size > 0
+
+
+def test_a_run_saved_with_the_tensorboard_switch_still_reads():
+    assert TrainConfig.model_validate({"report_to_tensorboard": True}).report_to == ["tensorboard"]
+    assert TrainConfig.model_validate({"report_to_tensorboard": False}).report_to == []
+    assert TrainConfig.from_yaml("report_to: wandb, trackio").report_to == ["wandb", "trackio"]
+    assert TrainConfig.from_yaml("report_to: none").report_to == []
+
+
+def test_wandb_and_trackio_offline_write_their_files_with_the_whole_config(tmp_path):
+    """No network, no account: wandb goes offline without WANDB_API_KEY; trackio writes its local database. In a
+    process of its own, as a run's worker: trackio reads TRACKIO_DIR when Accelerate imports it."""
+    pytest.importorskip("wandb")
+    pytest.importorskip("trackio")
+    import sqlite3
+
+    env = {k: v for k, v in os.environ.items() if k not in ("WANDB_MODE", "WANDB_API_KEY", "TRACKIO_SPACE_ID")}
+    env.update(TRACKIO_DIR=str(tmp_path / "trackio"), WANDB_SILENT="true")
+    done = subprocess.run([sys.executable, str(Path(__file__).with_name("loop_in_ranks.py")),
+                           config(report_to=["wandb", "trackio"], max_steps=3).model_dump_json(), str(tmp_path)],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    offline = list((tmp_path / "out" / "wandb").glob("offline-run-*/run-*.wandb"))
+    assert offline, list((tmp_path / "out").rglob("*"))
+    written = offline[0].read_bytes()
+    assert b"train_loss" in written and b"lora.r" in written  # the metrics, and the whole config (sections flat)
+    databases = list((tmp_path / "trackio").glob("*.db"))
+    assert [d.name for d in databases] == ["gen-studio.db"], list((tmp_path / "trackio").rglob("*"))
+    with sqlite3.connect(databases[0]) as db:
+        tables = [row[0] for row in db.execute("select name from sqlite_master where type='table'")]
+        rows_written = [str(row) for table in tables for row in db.execute(f"select * from {table}")]
+    assert any("train_loss" in row for row in rows_written) and any("lora.r" in row for row in rows_written), tables
 
 
 def run_in_two_ranks(tmp_path, **changes) -> dict:

@@ -190,3 +190,71 @@ def test_a_preference_run_shows_its_reward_curves_under_the_loss(home_with_prefe
     }""", timeout=60_000)
     state = page.evaluate(PLOT_STATE)
     assert {"train", "validation"} <= set(state["loss"]["legend"]), state  # the loss plot as for any run
+
+
+@pytest.mark.browser
+def test_a_job_file_round_trips_through_the_train_tab(home_with_corpus, running_studio, browser_page, tmp_path):
+    """"Show config as YAML" downloads the job file `studio train` reads (dataset version, model, method and every
+    setting); "Load a job file" fills the page with one, and showing it again gives the very same file."""
+    from playwright.sync_api import expect
+
+    from studio.training.job_file import job_yaml, read_job
+
+    page = browser_page
+    page.goto(running_studio)
+    page.locator("#dataset-version input").click()
+    page.locator("li[data-testid=dropdown-option]").first.click()
+    page.get_by_role("tab", name="Model").click()  # as a person choosing the model would (the tab draws its radios)
+    expect(page.locator("#model-method input[value=scratch]")).to_be_checked(timeout=30_000)
+    page.get_by_role("tab", name="Train").click()
+    page.locator("#train-intro").get_by_text("tales v1").wait_for(timeout=20_000)
+    page.get_by_text("Training settings", exact=True).click()
+    page.get_by_label("max steps", exact=True).fill("7")
+
+    def shown_job() -> str:
+        page.locator("#train-show-yaml").click()
+        download = page.locator("#train-download-job")
+        expect(download).to_be_visible(timeout=30_000)
+        with page.expect_download() as started:
+            download.click()
+        return open(started.value.path(), encoding="utf-8").read()
+
+    job = read_job(shown_job(), "job.yaml")
+    assert (job.dataset, job.model, job.method) == ("1:1", "starter-text", "scratch")
+    assert job.config.max_steps == 7  # what was typed, over the starter's recommended values
+
+    edited = job.config.model_copy(update={"learning_rate": 0.0042, "max_steps": 9, "seed": 5,
+                                           "report_to": ["tensorboard"]})
+    text = job_yaml("1:1", "starter-text", "scratch", edited)
+    path = tmp_path / "my-job.yaml"
+    path.write_text(text)
+    with page.expect_file_chooser() as chooser:
+        page.locator("#train-load-job").click()
+    chooser.value.set_files(str(path))
+    page.locator("#train-message").get_by_text("Loaded my-job.yaml").wait_for(timeout=30_000)
+    expect(page.get_by_label("max steps", exact=True)).to_have_value("9", timeout=30_000)
+    expect(page.get_by_label("seed", exact=True)).to_have_value("5")
+    assert shown_job() == text  # the page holds exactly the file: every setting came through the form and back
+
+    # Another model and a method it does not propose first (a Hub model proposes lora): the Model tab shows both,
+    # and the model's settings as written, not the ones recommended for it.
+    hub = job_yaml("1:1", "HuggingFaceTB/SmolLM2-135M-Instruct", "full", edited)
+    path.write_text(hub)
+    with page.expect_file_chooser() as chooser:
+        page.locator("#train-load-job").click()
+    chooser.value.set_files(str(path))
+    page.locator("#train-message").get_by_text("SmolLM2-135M-Instruct").wait_for(timeout=30_000)
+    expect(page.locator("#train-intro")).to_contain_text("SmolLM2-135M-Instruct", timeout=30_000)
+    page.get_by_role("tab", name="Model").click()
+    expect(page.locator("#model-ref textarea, #model-ref input").first).to_have_value(
+        "HuggingFaceTB/SmolLM2-135M-Instruct", timeout=30_000)
+    expect(page.locator("#model-method input[value=full]")).to_be_checked(timeout=30_000)
+    page.get_by_role("tab", name="Train").click()
+    assert shown_job() == hub
+
+    path.write_text(text.replace("method: scratch\n", ""))  # a file that is not a job changes nothing
+    with page.expect_file_chooser() as chooser:
+        page.locator("#train-load-job").click()
+    chooser.value.set_files(str(path))
+    page.locator("#train-message").get_by_text("my-job.yaml: method missing").wait_for(timeout=30_000)
+    expect(page.get_by_label("max steps", exact=True)).to_have_value("9")

@@ -13,9 +13,9 @@ commands = Commands()
 commands.group("runs", "list, show, stop and resume training runs")
 
 
-def _train_config(args, model_ref: str):
-    """(the run's config, the recommended settings it started from): a YAML file as it is, else the settings
-    recommended for the model and the objective (``--set objective=...``); then ``--set``."""
+def _train_config(args, model_ref: str, job=None):
+    """(the run's config, the recommended settings it started from): a job file's or a YAML file's settings as they
+    are, else the settings recommended for the model and the objective (``--set objective=...``); then ``--set``."""
     from pathlib import Path
 
     from studio.models.registry import recommended_for
@@ -23,13 +23,36 @@ def _train_config(args, model_ref: str):
 
     objective = next((value.strip() for key, _, value in (p.partition("=") for p in args.set)
                       if key.strip() == "objective"), "sft")
-    recommended = [] if args.config else recommended_for(model_ref, objective)
-    config = TrainConfig.from_yaml(Path(args.config).read_text()) if args.config else \
-        apply_overrides(TrainConfig(), recommended)  # a YAML file is taken as it is
+    recommended = [] if args.config or job else recommended_for(model_ref, objective)
+    if job is not None:
+        config = job.config  # a file is taken as it is
+    else:
+        config = TrainConfig.from_yaml(Path(args.config).read_text()) if args.config else \
+            apply_overrides(TrainConfig(), recommended)
     pairs = list(args.set)
     if args.max_steps is not None:
         pairs.append(f"max_steps={args.max_steps}")
     return apply_overrides(config, pairs), recommended
+
+
+def _job_of(args):
+    """``args``' job file read (None without one), with ``--dataset``, ``--model`` and ``--method`` filled from it
+    where not given; one of the three missing everywhere is an error naming it."""
+    from pathlib import Path
+
+    from studio.training.job_file import read_job
+
+    job = None
+    if args.job:
+        if args.config:
+            raise ValueError("a job file holds the settings: give it or --config, not both")
+        job = read_job(Path(args.job).expanduser().read_text(), args.job)
+        args.dataset, args.model, args.method = (args.dataset or job.dataset, args.model or job.model,
+                                                 args.method or job.method)
+    missing = [f"--{name}" for name in ("dataset", "model", "method") if not getattr(args, name)]
+    if missing:
+        raise ValueError(f"{', '.join(missing)} missing: give them, or a job file (studio train job.yaml)")
+    return job
 
 
 def _wait_for(store, run_id: int, quiet: bool) -> dict:
@@ -76,10 +99,12 @@ def _run_text(summary: dict) -> str:
 
 @commands.command(
     "train",
-    arg("--dataset", required=True, help="DATASET_ID[:VERSION]"),
-    arg("--model", required=True, help="starter-text|starter-image|starter-audio, a Hub id, a folder, or RUN_ID[:STEP] "
-                                       "(a run's checkpoint: its last without STEP)"),
-    arg("--method", required=True, choices=METHODS),
+    arg("job", nargs="?", metavar="JOB_YAML", help="a job file: dataset, model, method and every setting (the Train "
+                                                  "tab's 'Show config as YAML'); the options below override it"),
+    arg("--dataset", help="DATASET_ID[:VERSION]"),
+    arg("--model", help="starter-text|starter-image|starter-audio, a Hub id, a folder, or RUN_ID[:STEP] "
+                    "(a run's checkpoint: its last without STEP)"),
+    arg("--method", choices=METHODS),
     arg("--config", help="a YAML training config (as shown with every run)"),
     arg("--max-steps", type=int),
     arg("--project", metavar="NAME", help="check that the dataset is in this project (a run always belongs to its "
@@ -96,10 +121,11 @@ def cmd_train(args) -> int:
 
     store = store_of(args)
     try:
+        job = _job_of(args)
         model_ref = args.model  # a run's checkpoint (RUN_ID[:STEP]) recommends what suits its model
         if START.fullmatch(model_ref):
             model_ref = start_folder(store, model_ref, get_version(store, args.dataset).dataset.modality)
-        config, recommended = _train_config(args, model_ref)
+        config, recommended = _train_config(args, model_ref, job)
         run_id = create_run(store, args.dataset, args.model, args.method, config, project=args.project,
                             created_by=os_user())
     except (RunError, ImportRefused, ValueError, ValidationError, OSError) as error:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 
 from studio.fields import validated
 from studio.models.base import METHODS  # noqa: F401 - the training methods, named beside the backends
@@ -87,7 +87,10 @@ class TrainConfig(Section):
     use_cpu: bool = Field(False, title="train on the CPU", description="even when a GPU is present")
     accelerate_config_file: str = Field("", description="an `accelerate config` YAML (DeepSpeed, FSDP, several "
                                                         "machines) passed to accelerate launch as --config_file")
-    report_to_tensorboard: bool = Field(False, title="also log for TensorBoard")
+    report_to: list[Literal["tensorboard", "wandb", "trackio", "mlflow"]] = Field(
+        default_factory=list, title="also log to",
+        description="experiment trackers, each on this machine unless set up to upload (wandb offline without "
+                    "WANDB_API_KEY); --set report_to=wandb,tensorboard; none: []")
     lora: LoraOptions = Field(default_factory=LoraOptions)
     text: TextOptions = Field(default_factory=TextOptions)
     image: ImageOptions = Field(default_factory=ImageOptions)
@@ -106,6 +109,25 @@ class TrainConfig(Section):
         given = data.get("diffusion") or {}
         given = given.model_dump() if isinstance(given, BaseModel) else dict(given)
         return {**data, "image": {k: v for k, v in image.items() if k not in moved}, "diffusion": {**moved, **given}}
+
+    @field_validator("report_to", mode="before")
+    @classmethod
+    def _trackers_as_words(cls, value):
+        """``--set report_to=wandb,trackio`` and TrainingArguments' ``"none"``, as well as a list."""
+        if isinstance(value, str):
+            return [name.strip() for name in value.split(",") if name.strip() and name.strip() != "none"]
+        return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _tensorboard_switch(cls, data):
+        """Runs saved when TensorBoard was the one tracker had ``report_to_tensorboard``."""
+        if not (isinstance(data, dict) and "report_to_tensorboard" in data):
+            return data
+        data = dict(data)
+        if data.pop("report_to_tensorboard") and "report_to" not in data:
+            data["report_to"] = ["tensorboard"]
+        return data
 
     @model_validator(mode="after")
     def _sane(self):

@@ -33,6 +33,7 @@ from studio.store.projects import check_project_name, project_name, remove_folde
 from studio.store.tables import Checkpoint, ControlFlag, DeviceLock, Metric, Run, RunSample
 from studio.settings import secret_variables
 from studio.training.config import METHODS, TrainConfig
+from studio.training import trackers
 from studio.training.runs import checkpoints, run_of_folder
 
 KIND_WORDS = {EXAMPLE: "examples", PAIR: "preference pairs", THUMBS: "thumbs up/down"}
@@ -159,6 +160,7 @@ def check_possible(store: Store, version, model_ref: str, method: str, config: T
         from studio.training.loop import ADAMW_8BIT_NEEDS
 
         reasons.append(ADAMW_8BIT_NEEDS)
+    reasons += trackers.missing_packages(config.report_to)
     if modality == "text" and config.text.text_format == "chat" and _has_plain_text(store, version):
         reasons.append(CHAT_NEEDS_CONVERSATIONS)
     if modality == "text" and flash_attention_missing(config):

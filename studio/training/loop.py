@@ -21,6 +21,7 @@ from studio.models.base import Backend, Handle, Sample
 from studio.models.common import is_out_of_memory
 from studio.status import RunStatus
 from studio.training.config import TrainConfig
+from studio.training import trackers
 from studio.training.ema import ExponentialAverage
 from studio.training.objectives import Objective, Optimizing, Step, objective_for
 
@@ -217,13 +218,11 @@ def train(backend: Backend, handle: Handle, rows: dict[str, list[dict]], root: P
     accelerator = Accelerator(mixed_precision=config.mixed_precision, cpu=config.use_cpu,
                               gradient_accumulation_steps=config.gradient_accumulation_steps,
                               step_scheduler_with_optimizer=False,
-                              log_with="tensorboard" if config.report_to_tensorboard else None,
-                              project_dir=str(output_dir))
+                              log_with=config.report_to or None, project_dir=str(output_dir / "tensorboard"))
     main = accelerator.is_main_process
     say = hooks.log if main else _noop
     set_seed(config.seed)
-    if config.report_to_tensorboard:
-        accelerator.init_trackers("tensorboard")
+    trackers.start(accelerator, config.report_to, config.model_dump(), output_dir, say)
 
     datasets = backend.datasets(handle, rows, root, config)
     collate = backend.collate(handle, config)
@@ -272,7 +271,7 @@ def train(backend: Backend, handle: Handle, rows: dict[str, list[dict]], root: P
         if main:
             history.append({"step": step, "name": name, "value": value})
             hooks.metric(step, name, value)
-            if config.report_to_tensorboard:
+            if config.report_to:
                 accelerator.log({name: value}, step=step)
 
     def run_validation() -> None:

@@ -52,7 +52,7 @@ def measure(spec: dict) -> dict:
                               config.seed, shuffle=False))
     total = total_steps_for(config, math.ceil(batches / config.num_processes))  # each process has its share
     trial = config.model_copy(update={"max_steps": MEASURED_STEPS, "eval_steps": 10**6, "save_steps": 10**6,
-                                      "sample_steps": 0, "report_to_tensorboard": False})
+                                      "sample_steps": 0, "report_to": []})
     seen: list[dict] = []
     with tempfile.TemporaryDirectory() as scratch:
         rows_no_validation = {"train": rows["train"], "validation": []}  # measure training, not evaluation

@@ -12,6 +12,17 @@ from studio.fields import choice_labels, label, unwrap_optional
 EMPTY_MEANS_DEFAULT = "empty: the default"
 
 
+def is_choice_list(annotation) -> bool:
+    """A list of fixed choices (``list[Literal[...]]``): shown as checkboxes, not as lines of text."""
+    return typing.get_origin(annotation) is list and typing.get_origin(typing.get_args(annotation)[0]) is typing.Literal
+
+
+def form_value(field, value):
+    """``value`` as ``field``'s form component shows it: a list of free text as lines."""
+    annotation, _ = unwrap_optional(field.annotation)
+    return "\n".join(value) if typing.get_origin(annotation) is list and not is_choice_list(annotation) else value
+
+
 def field_component(name: str, field, value):
     """A Gradio input for one pydantic field: Checkbox, Dropdown (Literal), Number or Textbox. The label is the
     field's plain title; the help text ends with its technical name (the ``--set`` and YAML key) when the two
@@ -31,8 +42,11 @@ def field_component(name: str, field, value):
         names = choice_labels(field)
         choices = [(names.get(choice, choice), choice) for choice in typing.get_args(annotation)]
         return gr.Dropdown(choices=choices, value=value, label=shown, info=info, **kwargs)
+    if is_choice_list(annotation):
+        return gr.CheckboxGroup(choices=list(typing.get_args(typing.get_args(annotation)[0])), value=value,
+                                label=shown, info=info, **kwargs)
     if typing.get_origin(annotation) is list:
-        return gr.Textbox(value="\n".join(value), label=shown, info=(info or "") + " (one per line)", lines=2,
+        return gr.Textbox(value=form_value(field, value), label=shown, info=(info or "") + " (one per line)", lines=2,
                           **kwargs)
     if annotation in (int, float) and not optional:
         # precision None: a whole-number field gets what was typed and the model says if it is not whole
@@ -71,7 +85,9 @@ def form_values(model: type[BaseModel], values: dict) -> dict:
     for name, value in values.items():
         field = model.model_fields[name]
         annotation, _ = unwrap_optional(field.annotation)
-        if typing.get_origin(annotation) is list:
+        if is_choice_list(annotation):
+            value = list(value or [])  # a checkbox group's ticks
+        elif typing.get_origin(annotation) is list:
             value = [line.strip() for line in (value or "").splitlines() if line.strip()]
         elif is_empty(value):
             value = field.get_default(call_default_factory=True)

@@ -148,6 +148,24 @@ def start_methods(method: str) -> list[str]:
     return [first, "full" if first == "lora" else "lora", "scratch"]
 
 
+def methods_for(store: Store, ref: str | None) -> list[str]:
+    """The methods offered for the model ``ref``, the one proposed first: a starter is trained from scratch, a run's
+    checkpoint goes on as its run did (``start_methods``)."""
+    entry = find(ref) if ref else None
+    start = run_start(store, ref)
+    if start is not None:
+        return start_methods(start["method"])
+    return ["scratch"] if entry is not None and entry.starter else ["lora", "full", "scratch"]
+
+
+def model_picked(store: Store, ref: str, modality: str) -> tuple:
+    """The Model tab's (choice, other) showing ``ref`` as the chosen model: a catalog entry of ``modality`` picked
+    in the list, anything else typed under "other"."""
+    listed = ref in {value for _, value in model_choices(modality)}
+    return (gr.Radio(choices=model_choices(modality), value=ref if listed else OTHER),
+            gr.Textbox(value="" if listed else ref, visible=not listed))
+
+
 def wire(store: Store, tab: ModelTab, version) -> None:
     def on_dataset(ref, picked, typed):
         """The models for the version's data; the one chosen stays when it suits that data (another version of the
@@ -159,17 +177,17 @@ def wire(store: Store, tab: ModelTab, version) -> None:
 
     version.change(on_dataset, [version, tab.choice, tab.other], [tab.choice, tab.dataset_line])
 
-    def on_choice(picked, typed):
+    def on_choice(picked, typed, chosen_ref, chosen_method):
+        """The methods for the picked model, the first chosen; unless the model is the one chosen already (a job
+        file loaded in the Train tab set the model and its method together), whose method stays."""
         ref = typed if picked == OTHER else picked
-        entry = find(ref) if ref else None
-        start = run_start(store, ref)
-        methods = ["scratch"] if entry is not None and entry.starter else ["lora", "full", "scratch"]
-        if start is not None:
-            methods = start_methods(start["method"])
-        return (gr.Textbox(visible=picked == OTHER), gr.Radio(choices=methods, value=methods[0]), ref or "")
+        methods = methods_for(store, ref)
+        kept = chosen_method if ref == chosen_ref and chosen_method in methods else methods[0]
+        return gr.Textbox(visible=picked == OTHER), gr.Radio(choices=methods, value=kept), ref or ""
 
-    tab.choice.change(on_choice, [tab.choice, tab.other], [tab.other, tab.method, tab.model_ref])
-    tab.other.change(on_choice, [tab.choice, tab.other], [tab.other, tab.method, tab.model_ref])
+    for source in (tab.choice, tab.other):
+        source.change(on_choice, [tab.choice, tab.other, tab.model_ref, tab.method],
+                      [tab.other, tab.method, tab.model_ref])
     tab.method.change(lambda m: gr.Accordion(visible=m == "lora"), tab.method, tab.lora_box)
 
     inputs = [tab.model_ref, tab.method, tab.lora["r"], tab.precision, tab.batch, tab.sequence]

@@ -7,8 +7,10 @@ Nothing here trains: runs are queued in the store and a detached worker picks th
 from __future__ import annotations
 
 import gradio as gr  # at module level: a handler's "request: gr.Request" hint must resolve, or Gradio passes no request
+import hashlib
 import html
 from dataclasses import dataclass
+from pathlib import Path
 
 from pydantic import ValidationError
 
@@ -21,14 +23,15 @@ from studio.store import Store
 from studio.store.projects import DEFAULT_PROJECT
 from studio.training import jobs
 from studio.training.config import MODALITY_SECTIONS, SECTIONS, TrainConfig, apply_overrides
+from studio.training.job_file import job_yaml, read_job
 from studio.training.preflight import preflight
 from studio.training.runs import early_stop_note, list_runs, run_summary, samples
 from studio.ui.confirm import NOT_CONFIRMED, confirmed, two_step_delete
-from studio.ui.forms import form_values, params_form
-from studio.ui.model_tab import ModelTab
+from studio.ui.forms import form_value, form_values, params_form
+from studio.ui.model_tab import ModelTab, methods_for, model_picked
 from studio.ui.project_bar import dataset_picker
 from studio.ui.state import (PICK_VERSION_FIRST, MetricCache, clear_when_picked, current_user, error_message,
-                             model_in_words, on_project_or_load, root_model, run_choices)
+                             model_in_words, on_project_or_load, root_model, run_choices, version_choices)
 
 REFRESH_SECONDS = 2
 TOP_FIELDS = [name for name in TrainConfig.model_fields if name not in SECTIONS]
@@ -135,6 +138,23 @@ def proposed_config(store: Store, model_ref: str | None, objective: str | None) 
     return starting_config(root_model(store, model_ref) or "", objective or "sft")
 
 
+def recommended_note(store: Store, model_ref: str | None, objective: str | None) -> str:
+    """Which values ``proposed_config`` laid over the defaults, in words ("" when none)."""
+    pairs = recommended_for(root_model(store, model_ref) or "", objective or "sft")
+    if not pairs:
+        return ""
+    return (f"Settings filled with the values recommended for **{html.escape(model_ref or '')}** ({objective or 'sft'}) "
+            f"over the defaults: `{html.escape(' '.join(pairs))}`.")
+
+
+def saved_job(store: Store, text: str) -> Path:
+    """``text`` as a ``job.yaml`` to download, in a folder named by its content (two pages never share a file)."""
+    folder = store.home / "exports" / "jobs" / hashlib.sha256(text.encode()).hexdigest()[:16]
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "job.yaml").write_text(text, encoding="utf-8")
+    return folder / "job.yaml"
+
+
 def form_inputs(tab: "TrainTab", lora: dict) -> list:
     """The settings form's components in the order ``config_values`` fills them: the top fields, the sections',
     then the Model tab's LoRA settings (``lora``)."""
@@ -144,11 +164,10 @@ def form_inputs(tab: "TrainTab", lora: dict) -> list:
 
 def config_values(tab: "TrainTab", lora: dict, config: TrainConfig) -> list:
     """``config`` as the values of ``form_inputs(tab, lora)``."""
-    values = [getattr(config, name) for name in tab.top_components]
-    values += [getattr(getattr(config, section), name) for section in FORM_SECTIONS
-               for name in tab.section_components[section]]
-    values += [getattr(config.lora, name) for name in lora]
-    return ["\n".join(v) if isinstance(v, list) else v for v in values]
+    values = [form_value(TrainConfig.model_fields[name], getattr(config, name)) for name in tab.top_components]
+    values += [form_value(SECTIONS[section].model_fields[name], getattr(getattr(config, section), name))
+               for section in FORM_SECTIONS for name in tab.section_components[section]]
+    return values + [form_value(SECTIONS["lora"].model_fields[name], getattr(config.lora, name)) for name in lora]
 
 
 @dataclass
@@ -161,9 +180,11 @@ class TrainTab:
     train_button: object
     preflight_button: object
     yaml_button: object
+    load_button: object
     command_button: object
     message: object
     yaml_view: object
+    yaml_download: object
     command_view: object
     table: object
     selected: object
@@ -215,10 +236,13 @@ def layout(store: Store, project, version) -> TrainTab:
     with gr.Row():
         train_button = gr.Button("Train", variant="primary", elem_id="train-start")
         preflight_button = gr.Button("Pre-flight check (a few real steps)", elem_id="train-preflight")
-        yaml_button = gr.Button("Show config as YAML")
+        yaml_button = gr.Button("Show config as YAML", elem_id="train-show-yaml")
+        load_button = gr.UploadButton("Load a job file (YAML)", file_types=[".yaml", ".yml"], type="filepath",
+                                      elem_id="train-load-job")
         command_button = gr.Button("Copy the launch command")
     message = gr.Markdown(elem_id="train-message")
-    yaml_view = gr.Code(language="yaml", label="Config", visible=False)
+    yaml_view = gr.Code(language="yaml", label="Job file (studio train job.yaml)", visible=False)
+    yaml_download = gr.DownloadButton("Download job.yaml", visible=False, elem_id="train-download-job")
     command_view = gr.Textbox(label="Run the same config outside the studio", visible=False, lines=3,
                               buttons=["copy"])
 
@@ -255,8 +279,9 @@ def layout(store: Store, project, version) -> TrainTab:
     filled_for = gr.State(None)  # [model, objective] the settings form was filled for
     return TrainTab(intro=intro, top_components=top_components, section_groups=section_groups,
                     section_components=section_components, train_button=train_button,
-                    preflight_button=preflight_button, yaml_button=yaml_button, command_button=command_button,
-                    message=message, yaml_view=yaml_view, command_view=command_view, table=table, selected=selected,
+                    preflight_button=preflight_button, yaml_button=yaml_button, load_button=load_button,
+                    command_button=command_button, message=message, yaml_view=yaml_view, yaml_download=yaml_download,
+                    command_view=command_view, table=table, selected=selected,
                     overlay=overlay, progress=progress, loss_plot=loss_plot, lr_plot=lr_plot,
                     rewards_plot=rewards_plot, overlay_plot=overlay_plot, stop_button=stop_button, save_button=save_button,
                     sample_button=sample_button, resume_button=resume_button, delete_button=delete_button,
@@ -304,12 +329,14 @@ def wire(store: Store, tab: TrainTab, project, version, model_tab: ModelTab) -> 
         holds them already: "Train on these votes" fills it with the model, and the model's change event, answered
         later, would fill it again over what was typed since."""
         if filled == [model, objective]:
-            return [gr.skip()] * (len(inputs) + 1)
-        return *config_values(tab, lora, proposed_config(store, model, objective)), [model, objective]
+            return [gr.skip()] * (len(inputs) + 2)
+        return (*config_values(tab, lora, proposed_config(store, model, objective)), [model, objective],
+                recommended_note(store, model, objective) or gr.skip())
 
     objective = tab.top_components["objective"]
-    model_ref.change(recommended_values, [model_ref, objective, tab.filled_for], [*inputs, tab.filled_for])
-    objective.input(recommended_values, [model_ref, objective, tab.filled_for], [*inputs, tab.filled_for])
+    filled = [*inputs, tab.filled_for, tab.message]
+    model_ref.change(recommended_values, [model_ref, objective, tab.filled_for], filled)
+    objective.input(recommended_values, [model_ref, objective, tab.filled_for], filled)
 
     # request stands before *values: Gradio passes it only to a positional parameter
     def on_train(ref, model, chosen_method, project_value, request: gr.Request, *values):
@@ -338,13 +365,43 @@ def wire(store: Store, tab: TrainTab, project, version, model_tab: ModelTab) -> 
     on_project_or_load(project, on_project, project, [tab.selected, tab.overlay, tab.table])
     clear_when_picked(version, tab.message)
 
-    def on_yaml(*values):
+    def on_yaml(ref, model, chosen_method, *values):
+        """The job file of what the page would train: exactly what ``studio train job.yaml`` and "Load a job file"
+        read, shown and as a download."""
+        if not ref:
+            return gr.Code(value=f"# {PICK_VERSION_FIRST}: a job file names it.", visible=True), gr.DownloadButton()
         try:
-            return gr.Code(value=config_from(values).to_yaml(), visible=True)
+            text = job_yaml(ref, model, chosen_method, config_from(values))
         except (ValidationError, ValueError) as error:
-            return gr.Code(value=f"# invalid settings:\n# {error}", visible=True)
+            return gr.Code(value=f"# invalid settings:\n# {error}", visible=True), gr.DownloadButton(visible=False)
+        return gr.Code(value=text, visible=True), gr.DownloadButton(value=str(saved_job(store, text)), visible=True)
 
-    tab.yaml_button.click(on_yaml, inputs, tab.yaml_view)
+    tab.yaml_button.click(on_yaml, [version, model_ref, method, *inputs], [tab.yaml_view, tab.yaml_download])
+
+    def on_load_job(path, project_value):
+        """A job file fills the page: the dataset version, the Model tab's model and method, and every setting."""
+        unchanged = [gr.skip()] * 6
+        try:
+            job = read_job(Path(path).read_text(encoding="utf-8"), Path(path).name)
+            found = get_version(store, job.dataset)
+        except (ImportRefused, ValueError, OSError, UnicodeDecodeError) as error:
+            return error_message(error), *unchanged, *[gr.skip()] * len(inputs)
+        ref = f"{found.dataset.id}:{found.version}"
+        choices = version_choices(store, project_value)
+        if ref not in {value for _, value in choices}:
+            return (f"Dataset **{html.escape(found.dataset.name)} v{found.version}** is not in this project: pick its "
+                    "project at the top first.", *unchanged, *[gr.skip()] * len(inputs))
+        choice, other = model_picked(store, job.model, found.dataset.modality)
+        return (f"Loaded **{html.escape(Path(path).name)}**: dataset **{html.escape(found.dataset.name)} "
+                f"v{found.version}**, model **{html.escape(job.model)}** ({job.method}) and its settings, as written "
+                "(no recommended values laid over them).",
+                gr.Dropdown(choices=choices, value=ref), choice, other,
+                gr.Radio(choices=methods_for(store, job.model), value=job.method), job.model,
+                [job.model, job.config.objective], *config_values(tab, lora, job.config))
+
+    tab.load_button.upload(on_load_job, [tab.load_button, project],
+                           [tab.message, version, model_tab.choice, model_tab.other, model_tab.method, model_ref,
+                            tab.filled_for, *inputs])
 
     def on_preflight(ref, model, chosen_method, progress=gr.Progress(), *values):  # progress: positional, as above
         if not ref:
