@@ -58,7 +58,8 @@ def test_generate_api_endpoint_through_gradio_client(home_with_run, running_stud
 
     client = Client(running_studio, verbose=False)
     result = client.predict(["base", str(home_with_run["run"])], ["Once upon a time"], 3, 2,
-                            {"max_new_tokens": 8}, None, api_name="/generate")
+                            {"max_new_tokens": 8, "temperature": 0}, None, api_name="/generate")  # greedy: a tiny model's
+    # near-even logits let one seed's sampling noise pick the same tokens, trained or not
     assert result["status"] == "completed" and result["sample_set_id"] == 1
     run = str(home_with_run["run"])
     by_variant = {}
