@@ -152,3 +152,18 @@ def test_share_tab_exports_shows_the_card_and_pushes(home_with_run, studio_hub, 
     assert "Could not do it" in status.inner_text() and "The last export is kept below" in status.inner_text()
     assert ".zip" in page.locator("#share-download").inner_text()
     assert "How to use" in page.locator("#share-card").inner_text()
+
+
+def test_two_exports_of_one_checkpoint_within_a_second_get_two_folders(lab, hub_store, monkeypatch):  # noqa: F811
+    import datetime as real
+
+    class Frozen(real.datetime):  # both exports in the same second, as a fast machine makes them
+        @classmethod
+        def now(cls, tz=None):
+            return real.datetime(2026, 12, 3, 23, 0, 0, tzinfo=tz)
+
+    monkeypatch.setattr("studio.sharing.export.datetime", Frozen)
+    store, _hub = hub_store
+    first = export_checkpoint(store, f"{lab['run']}:2", "peft", "other")
+    second = export_checkpoint(store, f"{lab['run']}:2", "peft", "other")
+    assert first["path"] != second["path"] and Path(first["path"]).is_dir() and Path(second["path"]).is_dir()

@@ -83,7 +83,10 @@ def export_checkpoint(store: Store, ref: str | None, fmt: str, license: str | No
     if not ref:
         raise ExportError(NO_CHECKPOINT)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
-    out = store.path("exports") / f"run{ref.replace(':', '-step')}-{fmt}-{stamp}"
+    name = f"run{ref.replace(':', '-step')}-{fmt}-{stamp}"
+    out, again = store.path("exports") / name, 2
+    while out.exists() or out.with_name(out.name + ".zip").exists():  # two exports within one second: a new name
+        out, again = store.path("exports") / f"{name}-{again}", again + 1
     return export_run(store, ref, fmt, out, make_zip=True, license=(license or "").strip() or None, actor=actor,
                       progress=progress)
 
