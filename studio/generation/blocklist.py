@@ -36,7 +36,10 @@ class Blocklist:
         if not self.pattern:
             return text
         lowered = text.lower()
-        for start in (m.start() for m in re.finditer(r"(?<!\w)\w", lowered)):  # word starts, earliest first
+        # only a tail no longer than the longest blocked word can still become one: each streamed token scans that
+        # much, not the whole text so far
+        near_end = max(len(lowered) - len(self.words[0]), 0)
+        for start in (m.start() for m in re.compile(r"(?<!\w)\w").finditer(lowered, near_end)):  # earliest first
             tail = lowered[start:]
             if any(word.startswith(tail) for word in self.words):
                 return self.mask(text[:start])
