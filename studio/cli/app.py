@@ -126,8 +126,10 @@ def run(parser: argparse.ArgumentParser, argv: list[str] | None) -> int:
     from pydantic import ValidationError
 
     from studio.fields import describe
+    from studio.models.common import quiet_import_noise
 
     args = parser.parse_args(argv)
+    quiet_import_noise()  # `generate`, `eval metrics` ... load models here: no warnings about kernels never used
     try:
         return args.run(args)
     except KeyboardInterrupt:

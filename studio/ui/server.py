@@ -412,9 +412,11 @@ def serve(settings, block: bool = True):
     server; call ``server.should_exit = True`` to stop it."""
     import uvicorn
 
+    from studio.models.common import quiet_import_noise
     from studio.processes import announcing_server
     from studio.store import open_store
 
+    quiet_import_noise()  # generation imports transformers (and with it torchao) in this process: no kernel warnings
     store = open_store(settings)
     access = Access.from_settings(settings, store)  # a broken users file stops the start here, with its reason
     app = build_server(store, access)
