@@ -159,12 +159,6 @@ def rate_preferring(page, set_id: int, preferred: str, outputs: dict, rater: str
                                timeout=MINUTES)
 
 
-# OPEN DEFECT (session 7, after the issue-16 merges): this round trip failed twice on the merged main — once its rater
-# found no pair where the preference-trained run's text differed from its start's (`assert 0 >= 2`), once the rating
-# panel's text boxes never came (timeout). Suspected: the documents-apart packing trains the tiny runs less far, so
-# seeded sampling gives the same text (as in three tests fixed this session). Skipped so CI finishes; the next session
-# fixes it and removes this skip (see the closing note of session 7).
-@pytest.mark.skip(reason="open defect after the issue-16 merges: the round trip's rater finds no differing pair; see note")
 @pytest.mark.timeout(3600)
 def test_the_preference_loop_round_trip_in_a_browser(counting_studio, browser_page):
     try:
