@@ -145,6 +145,11 @@ def rate_preferring(page, set_id: int, preferred: str, outputs: dict, rater: str
     votes = 0
     while True:
         shown = wait_for_text(page, "#rate-prompt", r"item \d+ of|Nothing left", MINUTES)
+        if "Nothing left" not in shown:  # the last vote's reply may still be on its way: wait for both outputs
+            page.wait_for_function("() => /Nothing left/.test(document.querySelector('#rate-prompt')?.innerText || '')"
+                                   " || document.querySelectorAll('#rate-a textarea, #rate-b textarea').length === 2",
+                                   timeout=MINUTES)
+            shown = page.locator("#rate-prompt").inner_text()
         if "Nothing left" in shown:
             return votes
         [prompt] = [p for p in PROMPTS if p in shown]
