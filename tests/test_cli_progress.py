@@ -69,14 +69,19 @@ def test_not_a_terminal_gets_plain_lines_at_most_every_few_seconds_and_the_last(
     assert "\r" not in stream.getvalue()
 
 
-def test_fractions_are_percentages():
+def test_fractions_are_percentages_ending_at_100_when_the_work_returns():
     stream = io.StringIO()
-    with Progress(flags(), label="import", unit="%", stream=stream, every=0) as shown:
+    with Progress(flags(), label="import", unit="%", stream=stream, every=3600) as shown:
         report = shown.fraction()
         report(0.0, "reading file 1 of 2: a.txt (0 items so far)")
-        report(1.2, "writing the dataset version")  # out of range: held to 100 %
+        report(1.2, "cleaning")  # out of range: held to 100 %, and the last is always said
+        report(0.95, "writing the dataset version")
     assert stream.getvalue().splitlines() == ["import: reading file 1 of 2: a.txt (0 items so far) 0%",
-                                              "import: writing the dataset version 100%"]
+                                              "import: cleaning 100%", "import: writing the dataset version 100%"]
+    with pytest.raises(KeyError), Progress(flags(), label="push", unit="%", stream=(failed := io.StringIO())) as shown:
+        shown.fraction()(0.5, "uploading")
+        raise KeyError("no token")
+    assert failed.getvalue().splitlines() == ["push: uploading 50%"]  # not said to be done
 
 
 def test_a_terminal_gets_a_bar_with_the_worker_lines_above_it():

@@ -16,6 +16,7 @@ from typing import Callable, Iterable, TextIO
 LINE_SECONDS = 5.0  # a progress line at most this often when stderr is not a terminal
 BAR_FORMAT = "{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} [{elapsed}{postfix}]"
 NO_TOTAL_FORMAT = "{desc} [{elapsed}{postfix}]"  # before the total is known (a model loading): no "0/?" bar
+PERCENT_FORMAT = "{desc}: {percentage:3.0f}%|{bar}| [{elapsed}{postfix}]"  # a fraction: no "40/100" beside it
 
 
 class Progress:
@@ -34,6 +35,7 @@ class Progress:
         else:
             self.form = "bar" if _is_terminal(self.stream) else "lines"
         self.bar = None
+        self.shown: tuple | None = None  # the last update: (done, total, what, details)
         self.lined_at: float | None = None  # when the last plain progress line was written
         self.last_line = ""
 
@@ -42,6 +44,7 @@ class Progress:
     def update(self, done: int, total: int | None, what: str, details: Iterable[str] = ()) -> None:
         """``done`` of ``total`` (None or 0: not known yet, e.g. while a model loads); ``what`` it is doing."""
         details = [d for d in details if d]
+        self.shown = (done, total, what, details)
         if self.form == "bar":
             self._draw(done, total, what, details)
         elif self.form == "lines":
@@ -75,7 +78,9 @@ class Progress:
     def __enter__(self) -> "Progress":
         return self
 
-    def __exit__(self, *_exc) -> None:
+    def __exit__(self, error_type, *_exc) -> None:
+        if error_type is None and self.unit == "%" and self.shown and self.shown[0] < 100:
+            self.update(100, 100, *self.shown[2:])  # the service returned: its work is done, whatever it last said
         self.close()
 
     # ------------------------------------------------------------------ how
@@ -88,7 +93,7 @@ class Progress:
         return f"{self._prefix()}{what}{counted}" + "".join(f" · {d}" for d in details)
 
     def _draw(self, done: int, total: int | None, what: str, details: list[str]) -> None:
-        shape = BAR_FORMAT if total else NO_TOTAL_FORMAT
+        shape = (PERCENT_FORMAT if self.unit == "%" else BAR_FORMAT) if total else NO_TOTAL_FORMAT
         if self.bar is None:
             from tqdm import tqdm  # only on a terminal: `studio --help` and scripted runs never import it
 
