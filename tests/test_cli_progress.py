@@ -97,6 +97,37 @@ def test_a_terminal_gets_a_bar_with_the_worker_lines_above_it():
     assert "\r[12:00:00] preparing the data\n" in drawn  # the bar cleared, the line written, the bar again
 
 
+def test_train_says_what_the_run_does_until_its_first_step_then_step_loss_and_time_left():
+    from studio.cli.training import _Following
+
+    stream = io.StringIO()
+    following = _Following(0, 0)
+
+    def look(status, steps, total, lines=(), metrics=()):
+        found = {"status": status, "steps": steps, "total_steps": total, "metrics": list(metrics),
+                 "last_metric": 0, "log_offset": 0, "log_lines": list(lines)}
+        for line in following.take(found):
+            shown.say(line)
+        following.update(shown, found)
+
+    with Progress(flags(), label="run 4", stream=stream, every=0) as shown:
+        look("queued", 0, 0)
+        look("running", 30, 40, ["[12:00:00] loading the model (gpt2)", "a library's own warning"])  # a resume
+        look("running", 0, 0, ["[12:00:09] training 40 steps: 10 batches of 4 per epoch per process, 1 process(es) "
+                               "on cpu", "[12:00:10] step 1/40 · loss 2.0000 · learning rate 1.00e-03"])
+        look("running", 1, 40)  # no loss yet (logging_steps): the bar counts steps all the same
+        look("running", 20, 40, metrics=[{"step": 20, "name": "train_loss", "value": 1.5},
+                                          {"step": 20, "name": "eta_seconds", "value": 95.0}])
+    assert stream.getvalue().splitlines() == [
+        "run 4: waiting in the queue",
+        "[12:00:00] loading the model (gpt2)",
+        "run 4: loading the model (gpt2)",
+        "[12:00:09] training 40 steps: 10 batches of 4 per epoch per process, 1 process(es) on cpu",
+        "run 4: training 40 steps: 10 batches of 4 per epoch per process, 1…",  # one line, shortened
+        "run 4: step 1/40",
+        "run 4: step 20/40 · loss 1.5000 · about 2 min left"]
+
+
 # ----------------------------------------------------------------------------- reading a run incrementally
 
 @pytest.fixture

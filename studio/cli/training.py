@@ -60,6 +60,7 @@ def _job_of(args):
 
 WORKER_LINE = re.compile(r"\[\d\d:\d\d:\d\d\] (?P<message>.*)")  # what the worker itself logs (hooks.log)
 STEP_LINE = re.compile(r"step \d+/\d+ · ")  # the worker's step lines: the bar says the same
+TRAINING_STARTS = "training "  # loop.py's line before the first step
 WAITING = {RunStatus.QUEUED: "waiting in the queue", RunStatus.STARTING: "starting the worker"}
 
 
@@ -94,13 +95,17 @@ class _Following:
             if said and not STEP_LINE.match(said["message"]):
                 shown.append(line)
                 self.doing = said["message"]
+                # the loop's "training N steps: ..." comes just before the first step (a loss may come only every
+                # logging_steps)
+                self.training = self.training or self.doing.startswith(TRAINING_STARTS)
         return shown
 
     def update(self, shown, found: dict) -> None:
         status = found["status"]
-        if status in WAITING or not self.training:  # until its first step: what the worker says it does
+        # Until this attempt's first step (the row's steps may still be an earlier attempt's): what the worker says
+        if status in WAITING or not (self.training and found["total_steps"]):
             what = WAITING.get(status) or (self.doing if status == RunStatus.RUNNING else status)
-            shown.update(found["steps"], None, textwrap.shorten(what or "starting", 70, placeholder="…"))
+            shown.update(0, None, textwrap.shorten(what or "starting", 70, placeholder="…"))
             return
         details = [f"loss {self.loss:.4f}" if self.loss is not None else "",
                    f"about {_duration(self.eta)} left" if self.eta and found["steps"] < found["total_steps"] else ""]
