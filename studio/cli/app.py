@@ -57,6 +57,7 @@ class Command:
     help: str | None
     json: bool  # takes --json: the result as one JSON document on stdout
     settings: bool  # takes a --<setting> flag per setting
+    progress: bool  # shows progress on stderr (cli/progress.py), so takes -q/--quiet
 
 
 class Commands:
@@ -70,9 +71,9 @@ class Commands:
         self.groups[name] = help
 
     def command(self, words: str, *arguments: Arg | OneOf, help: str | None = None, json: bool = True,
-                settings: bool = True) -> Callable[[Handler], Handler]:
+                settings: bool = True, progress: bool = False) -> Callable[[Handler], Handler]:
         def register(handler: Handler) -> Handler:
-            self.declared.append(Command(tuple(words.split()), handler, arguments, help, json, settings))
+            self.declared.append(Command(tuple(words.split()), handler, arguments, help, json, settings, progress))
             return handler
 
         return register
@@ -110,6 +111,10 @@ def build(modules: Iterable[Commands]) -> argparse.ArgumentParser:
                 argument.add_to(leaf)
             if command.json:
                 leaf.add_argument("--json", action="store_true")
+            if command.progress:
+                leaf.add_argument("-q", "--quiet", action="store_true",
+                                  help="no progress on stderr (a bar on a terminal, else a line every few seconds); "
+                                       "errors are still said")
             if command.settings:
                 add_settings_flags(leaf, top_level=False)
             leaf.set_defaults(run=command.handler)

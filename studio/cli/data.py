@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 
 from studio.cli.app import Commands, arg, push_flags
-from studio.cli.shared import export_file, fail, os_user, progress_printer, report, store_of
+from studio.cli.progress import Progress
+from studio.cli.shared import export_file, fail, os_user, report, store_of
 from studio.data.items import MODALITIES
 from studio.data.read_text import TEXT_SPLITS
 
@@ -43,7 +44,7 @@ def _parse_steps(pairs: list[str]) -> dict:
     arg("--mapping", help='column mapping as JSON, e.g. {"format":"pair","prompt":"q","response":"a"}'),
     arg("--text-split", default="auto", choices=TEXT_SPLITS),
     arg("--project", default="default", metavar="NAME", help="the project (created if new)"),
-    help="import files, folders or zips with the default cleaning steps")
+    help="import files, folders or zips with the default cleaning steps", progress=True)
 def cmd_data_import(args) -> int:
     from studio.data.clean import StepsConfigError
     from studio.data.items import ImportRefused
@@ -52,10 +53,11 @@ def cmd_data_import(args) -> int:
 
     try:
         mapping = ColumnMapping(**json.loads(args.mapping)) if args.mapping else None
-        result = import_dataset(store_of(args), args.paths, name=args.name, modality=args.modality, split=args.split,
-                                seed=args.seed, steps=_parse_steps(args.step), mapping=mapping,
-                                text_split=args.text_split, project=args.project, created_by=os_user(),
-                                progress=progress_printer(args))
+        with Progress(args, label="import", unit="%") as shown:  # each file read (items so far), each step
+            result = import_dataset(store_of(args), args.paths, name=args.name, modality=args.modality,
+                                    split=args.split, seed=args.seed, steps=_parse_steps(args.step), mapping=mapping,
+                                    text_split=args.text_split, project=args.project, created_by=os_user(),
+                                    progress=shown.fraction())
     except (ImportRefused, StepsConfigError, ValueError) as error:
         return fail(args, str(error), details=getattr(error, "details", None))
     report(args, result, import_text(result))
@@ -99,14 +101,15 @@ def cmd_data_export(args) -> int:
 
 
 @commands.command("data push", DATASET, *push_flags("--repo", "the Hub dataset repository (OWNER/NAME)", required=True),
-                  help="push a dataset version (loader-ready files + dataset card) to the Hub")
+                  help="push a dataset version (loader-ready files + dataset card) to the Hub", progress=True)
 def cmd_data_push(args) -> int:
     from studio.data.items import ImportRefused
     from studio.sharing.hub import PushError, push_dataset
 
     try:
-        pushed = push_dataset(store_of(args), args.dataset, args.repo, private=not args.public, token=args.token,
-                              license=args.license, progress=progress_printer(args), actor=os_user())
+        with Progress(args, label="push", unit="%") as shown:
+            pushed = push_dataset(store_of(args), args.dataset, args.repo, private=not args.public, token=args.token,
+                                  license=args.license, progress=shown.fraction(), actor=os_user())
     except (PushError, ImportRefused) as error:
         return fail(args, str(error))
     report(args, pushed, f"dataset {pushed['dataset']} pushed to {pushed['url']} "

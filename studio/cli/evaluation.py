@@ -147,12 +147,14 @@ def cmd_eval_preference(args) -> int:
 
 
 @commands.command("eval metrics", arg("ref", metavar="RUN_ID[:CHECKPOINT]"),
-                  help="automatic metrics of a run's checkpoint")
+                  help="automatic metrics of a run's checkpoint", progress=True)
 def cmd_eval_metrics(args) -> int:
+    from studio.cli.progress import Progress
     from studio.evaluation.metrics import run_metrics
 
     try:
-        result = run_metrics(store_of(args), args.ref)
+        with Progress(args, label=f"metrics of {args.ref}", unit="%") as shown:  # each metric as it starts
+            result = run_metrics(store_of(args), args.ref, progress=shown.fraction())
     except (ValueError, OSError) as error:
         return fail(args, str(error))
     report(args, result, json.dumps(result, indent=1, default=str))

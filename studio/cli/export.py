@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from studio.cli.app import Commands, arg, push_flags
-from studio.cli.shared import fail, os_user, progress_printer, report, store_of
+from studio.cli.progress import Progress
+from studio.cli.shared import fail, os_user, report, store_of
 from studio.models.formats import FORMATS
 
 commands = Commands()
@@ -17,7 +18,7 @@ commands = Commands()
     arg("--zip", action="store_true", help="also write DIR.zip"),
     *push_flags("--push", "also push the export to this Hub model repository (OWNER/NAME)"),
     help="a run or checkpoint as a PEFT adapter, a diffusers LoRA file or a merged full model, loadable without the "
-         "studio")
+         "studio", progress=True)
 def cmd_export(args) -> int:
     from studio.generation.variants import VariantError
     from studio.sharing.export import ExportError, export_run
@@ -33,8 +34,9 @@ def cmd_export(args) -> int:
              + (f" (and {found['zip']})" if found["zip"] else ""))
     if args.push:
         try:
-            found["pushed"] = push_export(store, found, args.push, private=not args.public, token=args.token,
-                                          progress=progress_printer(args), actor=os_user())
+            with Progress(args, label="push", unit="%") as shown:
+                found["pushed"] = push_export(store, found, args.push, private=not args.public, token=args.token,
+                                              progress=shown.fraction(), actor=os_user())
         except PushError as error:
             return fail(args, str(error))
         human += f"\npushed to {found['pushed']['url']} ({'private' if not args.public else 'public'})"

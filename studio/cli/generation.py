@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import sys
-
 from studio.cli.app import SET_ID, Commands, arg, one_of
 from studio.cli.shared import details_log, export_file, fail, os_user, report, store_of
 from studio.status import SetStatus
@@ -34,10 +32,11 @@ def _sample_line(sample: dict) -> str:
     arg("--project", metavar="NAME", help="the project the sample set belongs to (default: the first run's project, "
                                           "else 'default')"),
     help="generate with the base model and trained variants side by side (the same prompts, seeds and settings "
-         "for each)")
+         "for each)", progress=True)
 def cmd_generate(args) -> int:
     from pathlib import Path
 
+    from studio.cli.progress import Progress
     from studio.data.items import ImportRefused
     from studio.generation.options import parse_settings
     from studio.generation.service import GenerationHooks, export_set_folder, generate_set, get_set, read_prompts_file
@@ -50,12 +49,12 @@ def cmd_generate(args) -> int:
         prompts = read_prompts_file(Path(args.prompts_file)) if args.prompts_file else args.prompt
         modality = resolve_variants(store, args.variant, args.model)[0].modality
         settings = parse_settings(modality, args.set)
-        hooks = GenerationHooks(on_start=started.append)
-        if not args.json:
-            hooks.progress = lambda done, total, message: print(f"[{done}/{total}] {message}", file=sys.stderr)
-        set_id = generate_set(store, args.variant, prompts, args.seed, args.samples, settings,
-                              base_model=args.model, source="cli", hooks=hooks, project=args.project,
-                              created_by=os_user())
+        with Progress(args, label="generate", unit="sample") as shown:  # per variant, prompt and sample
+            hooks = GenerationHooks(on_start=started.append, progress=lambda done, total, message:
+                                    shown.update(done, total, message))
+            set_id = generate_set(store, args.variant, prompts, args.seed, args.samples, settings,
+                                  base_model=args.model, source="cli", hooks=hooks, project=args.project,
+                                  created_by=os_user())
     except KeyboardInterrupt:
         return fail(args, "interrupted: the samples made so far are kept (see `studio samples list`)", 130)
     except Exception as error:  # noqa: BLE001 - a set that failed midway is reported below, with what failed

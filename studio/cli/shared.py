@@ -63,10 +63,6 @@ def os_user() -> str | None:
         return None
 
 
-def progress_printer(args):
-    return None if args.json else lambda fraction, message: print(f"[{fraction:4.0%}] {message}", file=sys.stderr)
-
-
 def export_file(args, export, ref, refused: type[Exception]) -> int:
     """``export(store, ref, out or None) -> path`` for the ``export`` commands; ``refused`` is its clear error."""
     from pathlib import Path

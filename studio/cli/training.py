@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import re
 import sys
+import textwrap
+from dataclasses import dataclass
 
 from studio.cli.app import RUN_ID, Commands, arg
 from studio.cli.shared import fail, os_user, report, store_of
@@ -55,30 +58,86 @@ def _job_of(args):
     return job
 
 
-def _wait_for(store, run_id: int, quiet: bool) -> dict:
-    """Dispatch until this run has ended (it may wait in the queue behind others)."""
+WORKER_LINE = re.compile(r"\[\d\d:\d\d:\d\d\] (?P<message>.*)")  # what the worker itself logs (hooks.log)
+STEP_LINE = re.compile(r"step \d+/\d+ · ")  # the worker's step lines: the bar says the same
+TRAINING_STARTS = "training "  # loop.py's line before the first step
+WAITING = {RunStatus.QUEUED: "waiting in the queue", RunStatus.STARTING: "starting the worker"}
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.0f} min" if seconds < 90 * 60 else f"{seconds // 3600:.0f} h {seconds % 3600 / 60:.0f} min"
+
+
+@dataclass
+class _Following:
+    """What ``studio train`` knows of its run between two looks: where its reading of the metrics and the log
+    stopped, the last loss and time left, what the worker said it does, and whether a step of this attempt came."""
+    last_metric: int
+    log_offset: int
+    loss: float | None = None
+    eta: float | None = None
+    doing: str = ""
+    training: bool = False
+
+    def take(self, found: dict) -> list[str]:
+        """Notes what ``run_progress`` found; returns the worker's lines to show (its step lines left to the bar)."""
+        self.last_metric, self.log_offset = found["last_metric"], found["log_offset"]
+        for metric in found["metrics"]:
+            if metric["name"] == "train_loss":
+                self.loss, self.training = metric["value"], True
+            elif metric["name"] == "eta_seconds":
+                self.eta = metric["value"]
+        shown = []
+        for line in found["log_lines"]:
+            said = WORKER_LINE.match(line)
+            if said and not STEP_LINE.match(said["message"]):
+                shown.append(line)
+                self.doing = said["message"]
+                # the loop's "training N steps: ..." comes just before the first step (a loss may come only every
+                # logging_steps)
+                self.training = self.training or self.doing.startswith(TRAINING_STARTS)
+        return shown
+
+    def update(self, shown, found: dict) -> None:
+        status = found["status"]
+        # Until this attempt's first step (the row's steps may still be an earlier attempt's): what the worker says
+        if status in WAITING or not (self.training and found["total_steps"]):
+            what = WAITING.get(status) or (self.doing if status == RunStatus.RUNNING else status)
+            shown.update(0, None, textwrap.shorten(what or "starting", 70, placeholder="…"))
+            return
+        details = [f"loss {self.loss:.4f}" if self.loss is not None else "",
+                   f"about {_duration(self.eta)} left" if self.eta and found["steps"] < found["total_steps"] else ""]
+        shown.update(found["steps"], found["total_steps"], "step", details)
+
+
+def _wait_for(args, store, run_id: int) -> dict:
+    """Dispatch until this run has ended (it may wait in the queue behind others), showing its progress (a bar on a
+    terminal: step, loss, time left) and the worker's own lines (resumed, out of memory, stopped early) as they
+    come; the metrics and the log are read from where the last look stopped."""
     import time
 
+    from studio.cli.progress import Progress
     from studio.training.jobs import dispatch
-    from studio.training.runs import run_summary
+    from studio.training.runs import progress_marks, run_progress, run_summary
 
-    last = None
-    while True:
-        dispatch(store)
-        summary = run_summary(store, run_id)
-        if not quiet and (summary["status"], summary["steps"]) != last:
-            last = (summary["status"], summary["steps"])
-            loss = summary["train_loss"]["last"]
-            print(f"run {run_id}: {summary['status']} step {summary['steps']}/{summary['total_steps']}"
-                  + (f" train loss {loss:.4f}" if loss is not None else ""), file=sys.stderr)
-        if summary["status"] in RUN_ENDED:
-            return summary
-        time.sleep(1)
+    following = _Following(*progress_marks(store, run_id))  # a resumed run's earlier attempt is not shown again
+    with Progress(args, label=f"run {run_id}", unit="step") as shown:
+        while True:
+            dispatch(store)
+            found = run_progress(store, run_id, following.last_metric, following.log_offset)
+            for line in following.take(found):
+                shown.say(line)
+            following.update(shown, found)
+            if found["status"] in RUN_ENDED:
+                return run_summary(store, run_id)
+            time.sleep(1)
 
 
 def _report_when_ended(args, store, run_id: int) -> int:
     """Waits for the run to end and reports it; a run that failed is exit code 1."""
-    summary = _wait_for(store, run_id, quiet=args.json)
+    summary = _wait_for(args, store, run_id)
     report(args, summary, _run_text(summary))
     return 1 if summary["status"] == RunStatus.FAILED else 0
 
@@ -111,7 +170,7 @@ def _run_text(summary: dict) -> str:
                                           "dataset's project)"),
     arg("--set", action="append", default=[], metavar="KEY=VALUE",
         help="a config value by its TrainingArguments/PEFT name, e.g. learning_rate=1e-4 r=16"),
-    help="train a model on a dataset version (waits until the run ends)")
+    help="train a model on a dataset version (waits until the run ends)", progress=True)
 def cmd_train(args) -> int:
     from pydantic import ValidationError
 
@@ -130,7 +189,7 @@ def cmd_train(args) -> int:
                             created_by=os_user())
     except (RunError, ImportRefused, ValueError, ValidationError, OSError) as error:
         return fail(args, str(error))
-    if not args.json:
+    if not (args.json or args.quiet):
         if recommended:
             print(f"started from the settings recommended for {args.model} ({config.objective}), under your --set: "
                   f"{' '.join(recommended)}", file=sys.stderr)
@@ -178,7 +237,7 @@ def cmd_runs_stop(args) -> int:
 
 @commands.command("runs resume", RUN_ID,
                   arg("--checkpoint", type=int, help="the step of the checkpoint (default: the last)"),
-                  arg("--wait", action="store_true", help="wait until the run ends"))
+                  arg("--wait", action="store_true", help="wait until the run ends"), progress=True)
 def cmd_runs_resume(args) -> int:
     from studio.training.jobs import RunError, resume
 

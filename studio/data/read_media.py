@@ -16,7 +16,7 @@ from pathlib import Path, PurePosixPath
 from studio.data.archive import StagedFile
 from studio.data.items import AUDIO_EXTENSIONS, IMAGE_EXTENSIONS, Item, Problem
 from studio.data.preferences import thumb
-from studio.data.read_text import BadFile, ReadResult
+from studio.data.read_text import BadFile, Progress, ReadResult, each_file
 from studio.data.sniff import describe_content, extension_mismatch
 from studio.data.tables import TableFile
 from studio.data.text_lines import read_whole
@@ -283,14 +283,15 @@ def _pair_items(pairs: list[dict], by_name: dict[str, StagedFile], modality: str
                                      rejected_path=rejected.path, rejected_meta=rejected_meta))
 
 
-def read_media_files(files: list[StagedFile], modality: str, settings: Settings) -> ReadResult:
+def read_media_files(files: list[StagedFile], modality: str, settings: Settings,
+                     progress: Progress | None = None) -> ReadResult:
     result = ReadResult()
     extensions = IMAGE_EXTENSIONS if modality == "image" else AUDIO_EXTENSIONS
     metadata = _metadata(files, settings, result)
     captions = {**metadata.captions, **_sidecar_captions(files, settings, result)}
     _pair_items(metadata.pairs, {f.name: f for f in files}, modality, settings, result)
     in_pairs = {pair[side] for pair in metadata.pairs for side in ("chosen", "rejected")}
-    for staged in files:
+    for staged in each_file(files, result, progress):
         name = PurePosixPath(staged.name)
         suffix = name.suffix.lower()
         if suffix == ".txt" or name.name.lower() in METADATA_NAMES or staged.name in in_pairs:

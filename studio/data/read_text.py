@@ -10,7 +10,7 @@ import io
 import json
 from dataclasses import dataclass, field
 from itertools import islice
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 from studio.data.archive import StagedFile
 from studio.data.items import Item, Problem
@@ -92,8 +92,20 @@ def _table_items(staged: StagedFile, mapping: ColumnMapping | None, settings: Se
     result.warnings.extend(table.skipped.warnings())
 
 
+Progress = Callable[[float, str], None]  # (fraction of the files read, what is read now)
+
+
+def each_file(files: list[StagedFile], result: ReadResult, progress: Progress | None) -> Iterator[StagedFile]:
+    """``files`` one by one, telling ``progress`` (when given) which one is read and how many items came so far."""
+    for number, staged in enumerate(files):
+        if progress:
+            progress(number / len(files), f"reading file {number + 1} of {len(files)}: {staged.name} "
+                                          f"({len(result.items)} items so far)")
+        yield staged
+
+
 def read_text_files(files: list[StagedFile], mapping: ColumnMapping | None = None, text_split: str = "auto",
-                    settings: Settings | None = None) -> ReadResult:
+                    settings: Settings | None = None, progress: Progress | None = None) -> ReadResult:
     """Every usable text item in ``files``; each unusable file becomes a Problem, the rest go on."""
     settings = settings or load_settings()
     result = ReadResult()
@@ -102,7 +114,7 @@ def read_text_files(files: list[StagedFile], mapping: ColumnMapping | None = Non
     mode = text_split if text_split != "auto" else ("blank_lines" if len(document_files) == 1 else "file")
     if document_files:
         result.notes.append(f"{len(document_files)} text file(s), split: {mode}")
-    for staged in files:
+    for staged in each_file(files, result, progress):
         suffix = staged.path.suffix.lower()
         try:
             if suffix in DOCUMENT_EXTENSIONS:

@@ -136,10 +136,18 @@ def _write_version_folder(folder: Path, items: list[Item], labels: list[str], mo
 
 
 def _read_items(staged: list[StagedFile], modality: str, mapping: ColumnMapping | None, text_split: str,
-                settings: Settings):
+                settings: Settings, progress: Progress | None = None):
     if modality == "text":
-        return read_text_files(staged, mapping, text_split, settings)
-    return read_media_files(staged, modality, settings)
+        return read_text_files(staged, mapping, text_split, settings, progress)
+    return read_media_files(staged, modality, settings, progress)
+
+
+READING_SHARE = 0.3  # of an import's progress: reading the files; cleaning and writing the version take the rest
+
+
+def _part(progress: Progress | None, start: float, end: float) -> Progress | None:
+    """``progress`` for one part of the work: its fractions 0..1 told as ``start``..``end``."""
+    return progress and (lambda fraction, message: progress(start + (end - start) * fraction, message))
 
 
 def _nothing_usable(problems: list[Problem]) -> ImportRefused:
@@ -153,7 +161,8 @@ def _build_version(store: Store, upload: StagedUpload, recipe: Recipe, *, name: 
     # ``progress`` may raise to cancel (studio.tasks): it is called only before anything is stored
     if progress:
         progress(0.0, f"reading {len(upload.files)} file(s)")
-    read = _read_items(upload.files, modality, recipe.mapping, recipe.text_split, store.settings)
+    read = _read_items(upload.files, modality, recipe.mapping, recipe.text_split, store.settings,
+                       _part(progress, 0.0, READING_SHARE))
     read.problems[:0] = upload.refused
     if not read.items:
         raise _nothing_usable(read.problems)
@@ -161,7 +170,8 @@ def _build_version(store: Store, upload: StagedUpload, recipe: Recipe, *, name: 
               "mapping": recipe.mapping.model_dump() if recipe.mapping else None,
               "text_split": recipe.text_split, "upload_id": upload.upload_id}
     return store_version(store, read, recipe, VersionOrigin(source, action, upload.upload_id), name=name,
-                         project=project, modality=modality, created_by=created_by, progress=progress)
+                         project=project, modality=modality, created_by=created_by,
+                         progress=_part(progress, READING_SHARE, 1.0))
 
 
 @dataclass(frozen=True)

@@ -234,12 +234,19 @@ def held_out_rows(rows: list[dict], max_items: int) -> tuple[list[dict], str, li
     return [], "none", ["the dataset has neither test nor validation items: nothing held out to measure on"]
 
 
+def _quiet(_fraction: float, _message: str) -> None:
+    return None
+
+
 def evaluate_variant(store: Store, variant: Variant, version: DatasetVersion, params: MetricsParams, *,
-                     out_dir: Path | None = None, cache=None) -> dict:
+                     out_dir: Path | None = None, cache=None, progress=None) -> dict:
     """Every metric of one variant (``base`` included) on ``version``'s held-out split; see the module's
     docstring. Encoder folders left None are not used. Media samples are written to ``out_dir`` (when None, to a
-    temporary folder, and their paths are left out)."""
+    temporary folder, and their paths are left out). ``progress(fraction, message)`` is told each metric as it
+    starts."""
     import tempfile
+
+    say = progress or _quiet
 
     started = time.perf_counter()
     root = store.path(version.path)
@@ -253,14 +260,15 @@ def evaluate_variant(store: Store, variant: Variant, version: DatasetVersion, pa
     cache = cache if cache is not None else ModelCache(BIG)
     backend = backend_for(variant.modality)
     with cache.lock:
+        say(0.05, f"loading {variant.label}")
         handle = cache.handle_for(variant)
         data, collate = held_out_examples(handle, variant, held, root)
         with tempfile.TemporaryDirectory() as scratch:
             folder = Path(out_dir) if out_dir is not None else Path(scratch)
             if variant.modality == "text":
-                _text_metrics(result, backend, handle, data, collate, held, root, params)
+                _text_metrics(result, backend, handle, data, collate, held, root, params, say)
             else:
-                _media_metrics(result, backend, handle, data, collate, held, root, folder, params)
+                _media_metrics(result, backend, handle, data, collate, held, root, folder, params, say)
     if out_dir is None:  # the samples' files went with the temporary folder
         result["samples"] = [{k: v for k, v in sample.items() if k != "path"} for sample in result.get("samples", [])]
     result["seconds"] = round(time.perf_counter() - started, 2)
@@ -281,9 +289,10 @@ def _seeded_pairs(texts: list[str], samples: int, seed: int) -> tuple[list[str],
     return [p for p, _ in chosen], [s for _, s in chosen]
 
 
-def _text_metrics(result, backend, handle, data, collate, held, root, params: MetricsParams):
+def _text_metrics(result, backend, handle, data, collate, held, root, params: MetricsParams, say=_quiet):
     prompts, samples, max_new_tokens = params.prompts, params.samples, params.max_new_tokens
     metrics = result["metrics"]
+    say(0.2, f"perplexity on {len(held)} held-out items")
     found = perplexity(handle, data, collate)
     counts = {"tokens": found["tokens"], "sequences": found["examples"]}  # packed sequences, not items
     metrics["perplexity"] = entry("perplexity", found["perplexity"], **counts)
@@ -310,7 +319,9 @@ def _text_metrics(result, backend, handle, data, collate, held, root, params: Me
         return
     settings = parse_settings("text", values={"max_new_tokens": int(max_new_tokens)}).backend_settings()
     texts, seeds = _seeded_pairs([a["prompt"] for a in asked], samples, params.seed)
+    say(0.4, f"generating {len(texts)} samples for distinct-n, self-BLEU, BLEU, chrF and ROUGE-L")
     made = backend.generate(handle, texts, seeds, settings, root)
+    say(0.85, "scoring the samples")
     outputs = [s.text or "" for s in made]
     references = [a["reference"]["text"] for a in asked for _ in range(max(1, int(samples)))]
     metrics["distinct_1"] = entry("distinct_1", distinct_n(outputs, 1), samples=len(outputs))
@@ -328,9 +339,10 @@ def _text_metrics(result, backend, handle, data, collate, held, root, params: Me
                          for s, r in zip(made, references)]
 
 
-def _media_metrics(result, backend, handle, data, collate, held, root, folder, params: MetricsParams):
+def _media_metrics(result, backend, handle, data, collate, held, root, folder, params: MetricsParams, say=_quiet):
     prompts, samples = params.prompts, params.samples
     metrics, modality = result["metrics"], result["modality"]
+    say(0.2, f"held-out loss on {len(held)} items")
     loss = media.heldout_loss(handle, data, collate, seed=params.seed)
     metrics["heldout_loss"] = entry("heldout_loss", loss["loss"], items=loss["items"], kind=loss["kind"],
                                     **({"by_noise_level": loss["by_fraction"]} if "by_fraction" in loss else {}))
@@ -343,7 +355,9 @@ def _media_metrics(result, backend, handle, data, collate, held, root, folder, p
         return
     settings = parse_settings(modality, values={"steps": int(params.steps)}).backend_settings()
     texts, seeds = _seeded_pairs(captions, samples, params.seed)
+    say(0.35, f"generating {len(texts)} samples for diversity")
     made = backend.generate(handle, texts, seeds, settings, folder)
+    say(0.7, "diversity")
     read = media.image_pixels if modality == "image" else media.audio_picture
     groups = [[read(s.path) for s in made if s.prompt == caption] for caption in captions]
     metrics["diversity"] = entry("diversity", media.diversity(groups), prompts=len(captions),
@@ -356,6 +370,7 @@ def _media_metrics(result, backend, handle, data, collate, held, root, folder, p
         result["notes"].append(f"no local {'CLIP' if modality == 'image' else 'CLAP'} folder ({setting}): "
                                f"{'CLIP score and FID' if modality == 'image' else 'CLAP score and FAD'} were skipped")
         return
+    say(0.8, "CLIP score and FID" if modality == "image" else "CLAP score and FAD")
     _encoder_metrics(result, media, modality, encoder_folder, made, held, root)
 
 
@@ -402,7 +417,8 @@ def run_metrics(store: Store, ref: str, params: MetricsParams = MetricsParams(),
     ``runs/<id>/eval/step-<N>.json`` when it was computed before with the same ``params``, else computed (and
     written there). ``force`` computes again. The encoder folders default to the settings
     (``clip_model_path``, ``audio_embedding_model_path``); an empty string turns them off. ``progress(fraction,
-    message)`` is told before the computation starts, and may raise there to cancel it (studio.tasks)."""
+    message)`` is told each metric as it starts, and may raise to cancel (studio.tasks): what the computation had
+    written goes with it."""
     if parse_ref(ref) is None:
         raise MetricsError("metrics are measured for a run's checkpoint: give RUN_ID (its last checkpoint) or "
                            "RUN_ID:STEP, not 'base'")
@@ -418,9 +434,14 @@ def run_metrics(store: Store, ref: str, params: MetricsParams = MetricsParams(),
         version = session.get(DatasetVersion, run.dataset_version_id)
         model_ref, method = run.model_ref, run.method
     if progress:
-        progress(0.05, f"loading {variant.label} and the held-out split, then sampling and scoring")
+        progress(0.0, f"reading the held-out split of {variant.label}")
     shutil.rmtree(path.with_suffix(""), ignore_errors=True)  # the samples of an earlier computation
-    result = evaluate_variant(store, variant, version, params, cache=cache, out_dir=path.with_suffix(""))
+    try:
+        result = evaluate_variant(store, variant, version, params, cache=cache, out_dir=path.with_suffix(""),
+                                  progress=progress)
+    except BaseException:  # a cancel (or a failure) midway: no half-made samples folder stays behind
+        shutil.rmtree(path.with_suffix(""), ignore_errors=True)
+        raise
     result = {**result, "model": model_ref, "method": method, "params": asdict(params), "computed_at": _now()}
     if variant.note:
         result["notes"].insert(0, variant.note)

@@ -34,7 +34,7 @@ from studio.store.tables import Checkpoint, ControlFlag, DeviceLock, Metric, Run
 from studio.settings import secret_variables
 from studio.training.config import METHODS, TrainConfig
 from studio.training import trackers
-from studio.training.runs import checkpoints, run_of_folder
+from studio.training.runs import checkpoints, log_path, run_of_folder
 
 KIND_WORDS = {EXAMPLE: "examples", PAIR: "preference pairs", THUMBS: "thumbs up/down"}
 # Hugging Face's 'constant' has no warm-up; running it with one anyway would change what the name means for configs
@@ -313,7 +313,7 @@ def _start_worker(store: Store, run: Run) -> None:
     config = TrainConfig.model_validate(run.config)
     store.path(run.output_dir).mkdir(parents=True, exist_ok=True)
     try:
-        pid = start_detached(launch_command(run.id, config), store.path(f"{run.output_dir}/train.log"), store.settings,
+        pid = start_detached(launch_command(run.id, config), log_path(store, run.id), store.settings,
                              **({"ACCELERATE_USE_CPU": "1"} if on_cpu(config) else {}))
     except OSError as error:
         finish_run(store, run.id, RunStatus.FAILED, f"could not start the worker: {error}")
@@ -323,7 +323,7 @@ def _start_worker(store: Store, run: Run) -> None:
 
 
 def log_tail(store: Store, run_id: int, lines: int = 30) -> str:
-    return processes.log_tail(store.path(f"runs/{run_id}/train.log"), lines)
+    return processes.log_tail(log_path(store, run_id), lines)
 
 
 def finish_run(store: Store, run_id: int, status: RunStatus, error: str | None = None, *,
@@ -351,7 +351,7 @@ def reap(store: Store) -> list[int]:
         locks = session.scalars(select(DeviceLock)).all()
     for run in active:
         gone = processes.worker_gone(run.pid, run.heartbeat_at, HEARTBEAT_TIMEOUT,
-                                     store.path(f"runs/{run.id}/train.log"))
+                                     log_path(store, run.id))
         if gone:
             finish_run(store, run.id, RunStatus.FAILED, gone)
             failed.append(run.id)

@@ -224,6 +224,7 @@ def train(backend: Backend, handle: Handle, rows: dict[str, list[dict]], root: P
     set_seed(config.seed)
     trackers.start(accelerator, config.report_to, config.model_dump(), output_dir, say)
 
+    say("preparing the data")  # tokenising, or caching latents, can take a while before the first step
     datasets = backend.datasets(handle, rows, root, config)
     collate = backend.collate(handle, config)
     micro_batch = config.per_device_train_batch_size

@@ -90,6 +90,90 @@ def metric_count(store: Store, run_id: int, up_to_id: int) -> int:
                               .where(Metric.run_id == run_id, Metric.id <= up_to_id))
 
 
+SUMMARY_METRICS = ("val_loss", "early_stopped")  # what a summary reads row by row: one per evaluation at most
+
+
+def _summary_rows(store: Store, run_id: int) -> list[dict]:
+    """The rows a summary needs (validation losses, early stopping), not the whole history: the Train tab lists
+    every run's summary every 2 s, and a long run has a row per metric per step."""
+    with store.session() as session:
+        rows = session.execute(select(Metric.step, Metric.name, Metric.value)
+                               .where(Metric.run_id == run_id, Metric.name.in_(SUMMARY_METRICS))
+                               .order_by(Metric.id)).all()
+    return [{"step": step, "name": name, "value": value} for step, name, value in rows]
+
+
+def _train_loss(store: Store, run_id: int, history: list[dict]) -> LossSummary:
+    """The last and lowest training loss: from ``history`` when it is the whole history, else two small queries."""
+    if any(h["name"] == "train_loss" for h in history):
+        return _loss_summary([h["value"] for h in history if h["name"] == "train_loss"])
+    losses = (Metric.run_id == run_id, Metric.name == "train_loss")
+    with store.session() as session:
+        last = session.scalar(select(Metric.value).where(*losses).order_by(Metric.id.desc()).limit(1))
+        best = session.scalar(select(func.min(Metric.value)).where(*losses))
+    return {"last": last, "best": best}
+
+
+class RunProgress(TypedDict):
+    """What changed in a run since a reader last looked (``run_progress``): its state now, the metrics written
+    after ``after_metric`` and the complete log lines after ``log_offset``, with the marks to pass next time."""
+    status: str
+    steps: int
+    total_steps: int
+    metrics: list[dict]  # {"step", "name", "value"}, oldest first
+    last_metric: int  # the id of the last metric read: the next call's ``after_metric``
+    log_lines: list[str]
+    log_offset: int  # the byte where the next call's log reading starts
+
+
+LOG_READ_MOST = 1024 * 1024  # one call reads at most this much of the log; the rest comes with the next
+
+
+def log_path(store: Store, run_id: int) -> Path:
+    """The run's worker log (``runs/<id>/train.log``): what the worker and the libraries it runs wrote."""
+    return store.path(f"runs/{int(run_id)}/train.log")
+
+
+def new_log_lines(path: Path, offset: int) -> tuple[list[str], int]:
+    """The complete lines of ``path`` after byte ``offset`` and the offset after them; a line still being written
+    waits for the next call. A log shorter than ``offset`` (a new one) is read from its start."""
+    try:
+        with open(path, "rb") as log:
+            size = log.seek(0, 2)
+            offset = 0 if size < offset else offset
+            log.seek(offset)
+            chunk = log.read(min(size - offset, LOG_READ_MOST))
+    except FileNotFoundError:  # the worker has not started yet
+        return [], offset
+    end = chunk.rfind(b"\n") + 1
+    if end == 0 and len(chunk) == LOG_READ_MOST:  # one line longer than a whole read: take it as it is
+        end = len(chunk)
+    return chunk[:end].decode(errors="replace").splitlines(), offset + end
+
+
+def progress_marks(store: Store, run_id: int) -> tuple[int, int]:
+    """``(after_metric, log_offset)`` for a ``run_progress`` that shows only what comes from now on: the run's last
+    metric id and its log's size (0, 0 for a run that has not started)."""
+    with store.session() as session:
+        last = session.scalar(select(func.max(Metric.id)).where(Metric.run_id == run_id)) or 0
+    path = log_path(store, run_id)
+    return last, path.stat().st_size if path.is_file() else 0
+
+
+def run_progress(store: Store, run_id: int, after_metric: int = 0, log_offset: int = 0) -> RunProgress:
+    """A run followed incrementally (``studio train``): its row, and only the metrics and log lines that are new
+    since the marks a previous call returned."""
+    with store.session() as session:
+        run = session.get(Run, run_id)
+        if run is None:
+            raise ValueError(f"no run {run_id} (see `studio runs list`)")
+        status, steps, total = run.status, run.steps_done, run.total_steps
+    metrics, last_metric = metric_rows(store, run_id, after_metric)
+    lines, log_offset = new_log_lines(log_path(store, run_id), log_offset)
+    return RunProgress(status=status, steps=steps, total_steps=total, metrics=metrics, last_metric=last_metric,
+                       log_lines=lines, log_offset=log_offset)
+
+
 def checkpoints(store: Store, run_id: int) -> list[dict]:
     with store.session() as session:
         found = session.scalars(select(Checkpoint).where(Checkpoint.run_id == run_id).order_by(Checkpoint.step)).all()
@@ -113,15 +197,14 @@ def run_summary(store: Store, run_id: int, with_history: bool = False) -> RunSum
         version = session.get(DatasetVersion, run.dataset_version_id)
         dataset = session.get(Dataset, version.dataset_id)
         project = project_name(session, run.project_id)
-    history, _ = metric_rows(store, run_id)
-    train = [h["value"] for h in history if h["name"] == "train_loss"]
+    history = metric_rows(store, run_id)[0] if with_history else _summary_rows(store, run_id)
     val = [h["value"] for h in history if h["name"] == "val_loss"]
     saved = checkpoints(store, run_id)
     summary = RunSummary(run_id=run.id, status=run.status, steps=run.steps_done, total_steps=run.total_steps,
                          model=run.model_ref, method=run.method,
                          objective=(run.config or {}).get("objective", "sft"), modality=run.modality,
                          dataset=f"{dataset.id}:{version.version}", dataset_name=dataset.name,
-                         train_loss=_loss_summary(train), val_loss=_loss_summary(val),
+                         train_loss=_train_loss(store, run_id, history), val_loss=_loss_summary(val),
                          checkpoints=[c["path"] for c in saved], error=run.error_tail,
                          stopped_early=stopped_early(history, run.status, run.steps_done),
                          created_at=run.created_at.isoformat(), created_by=run.created_by, project=project,

@@ -170,6 +170,7 @@ def run_worker(store: Store, run_id: int) -> RunStatus:
     backend = backend_for(run.modality)
     hooks.log(f"run {run_id}: {run.method} ({config.objective}) on {run.model_ref}, dataset {version.dataset.name} v{version.version} "
               f"({len(rows['train'])} train / {len(rows['validation'])} validation items)")
+    hooks.log(f"loading the model ({run.model_ref})")  # what `studio train` shows until the first step
     handle = backend.load(run.model_ref, run.method, config, rows["train"])
     trainable, total = handle.parameter_counts()
     hooks.log(f"parameters: {trainable:,} trainable of {total:,}")
