@@ -211,7 +211,9 @@ def _dataset_class():
 
             super().__init__(rows, root, spec["sample_rate"], clip_seconds, random_crop, bucketed)
             self.input_ids = tokenize(tokenizer, [row.get("caption") or "" for row in rows]) if rows else None
-            self.specs = {seconds: spectrogram_settings(spec["sample_rate"], seconds) for seconds in set(self.seconds)}
+            # the model's own geometry for whole clips; a shorter bucket's, as wide as its length
+            self.specs = {seconds: spec if seconds == clip_seconds else
+                          spectrogram_settings(spec["sample_rate"], seconds) for seconds in set(self.seconds)}
 
         def __getitem__(self, index: int) -> dict:
             spec = self.specs[self.seconds[index]]
