@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from studio.models.base import BackendConfig, Handle, Parts, Sample, pairs
-from studio.models.common import prologue, read_marker
+from studio.models.common import BucketBatches, prologue, read_marker
 from studio.models.image import DiffusionBackend
 from studio.models.preference import datasets_for
 from studio.models.registry import STARTER_AUDIO, ModalityBackend, family_for
@@ -129,6 +129,57 @@ def dominant_frequency(wave: np.ndarray, sample_rate: int) -> float:
     return float(np.argmax(spectrum) * sample_rate / len(wave))
 
 
+# ----------------------------------------------------------------------------- clips, by length
+
+BUCKET_SHARES = (0.25, 0.5, 0.75, 1.0)  # the lengths of length bucketing, as shares of clip_seconds
+
+
+def length_bucket(seconds: float, clip_seconds: float) -> float:
+    """What a clip of ``seconds`` is cut to with length bucketing: the shortest of 1/4, 1/2, 3/4 or all of
+    ``clip_seconds`` that holds it (all of it for a longer clip, of which a window is taken)."""
+    return next((clip_seconds * share for share in BUCKET_SHARES if seconds <= clip_seconds * share + 1e-6),
+                clip_seconds)
+
+
+def clip_duration(row: dict, path: Path) -> float:
+    """A manifest row's clip length in seconds: as the import recorded it, else from the file's header."""
+    if row.get("duration"):
+        return float(row["duration"])
+    import soundfile as sf
+
+    return float(sf.info(str(path)).duration)
+
+
+class Clips:
+    """What both audio backends' datasets share: a split's files, each decoded once at ``sample_rate`` and kept in
+    memory; the length each clip is cut to (``seconds``: clip_seconds, or with ``bucketed`` its length bucket's,
+    ``length_bucket``) and the loop's batches (``training.loop.make_loader``: one length each when bucketed).
+    Training takes a random window of a longer file (``random_crop``), validation its start."""
+
+    def __init__(self, rows: list[dict], root: Path, sample_rate: int, clip_seconds: float, random_crop: bool,
+                 bucketed: bool = False):
+        self.paths = [Path(root) / row["file"] for row in rows]
+        self.sample_rate, self.random_crop, self.bucketed = sample_rate, random_crop, bucketed
+        self.seconds = [length_bucket(clip_duration(row, path), clip_seconds) if bucketed else clip_seconds
+                        for row, path in zip(rows, self.paths)]
+        self.waves: dict[int, np.ndarray] = {}
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def wave(self, index: int) -> np.ndarray:
+        if index not in self.waves:
+            self.waves[index] = read_mono(self.paths[index], self.sample_rate)
+        return self.waves[index]
+
+    def window(self, index: int, samples: int) -> tuple[np.ndarray, int]:
+        """(``samples`` samples of the clip, how many of them are the file's): ``fit_clip``."""
+        return fit_clip(self.wave(index), samples, self.random_crop)
+
+    def batches(self, batch_size: int, seed: int, shuffle: bool) -> BucketBatches | None:
+        return BucketBatches(self.seconds, batch_size, seed, shuffle) if self.bucketed else None
+
+
 # ----------------------------------------------------------------------------- the starter
 
 def starter_unet(spec: dict, cross_attention_dim: int = 64):
@@ -150,27 +201,24 @@ def _dataset_class():
     import torch
     from torch.utils.data import Dataset
 
-    class CaptionedClips(Dataset):
-        """Manifest rows → {pixel_values: (1, n_bins, frames) spectrogram, input_ids}. Training takes a random
-        clip-length window of each file; validation the start. Decoded audio is kept in memory."""
+    class CaptionedClips(Clips, Dataset):
+        """Manifest rows → {pixel_values: (1, n_bins, frames) spectrogram, input_ids}, ``frames`` those of the
+        clip's length (``Clips``)."""
 
-        def __init__(self, rows: list[dict], root: Path, tokenizer, spec: dict, random_crop: bool):
+        def __init__(self, rows: list[dict], root: Path, tokenizer, spec: dict, clip_seconds: float,
+                     random_crop: bool, bucketed: bool = False):
             from studio.models.diffusion import tokenize
 
-            self.paths = [Path(root) / row["file"] for row in rows]
+            super().__init__(rows, root, spec["sample_rate"], clip_seconds, random_crop, bucketed)
             self.input_ids = tokenize(tokenizer, [row.get("caption") or "" for row in rows]) if rows else None
-            self.spec, self.random_crop = spec, random_crop
-            self.length = (spec["frames"] - 1) * spec["hop"]
-            self.waves: dict[int, np.ndarray] = {}
-
-        def __len__(self) -> int:
-            return len(self.paths)
+            # the model's own geometry for whole clips; a shorter bucket's, as wide as its length
+            self.specs = {seconds: spec if seconds == clip_seconds else
+                          spectrogram_settings(spec["sample_rate"], seconds) for seconds in set(self.seconds)}
 
         def __getitem__(self, index: int) -> dict:
-            if index not in self.waves:
-                self.waves[index] = read_mono(self.paths[index], self.spec["sample_rate"])
-            wave, _ = fit_clip(self.waves[index], self.length, self.random_crop)
-            image = torch.from_numpy(to_spectrogram(wave, self.spec))[None]
+            spec = self.specs[self.seconds[index]]
+            wave, _ = self.window(index, (spec["frames"] - 1) * spec["hop"])
+            image = torch.from_numpy(to_spectrogram(wave, spec))[None]
             return {"pixel_values": image, "input_ids": self.input_ids[index]}
 
     return CaptionedClips
@@ -229,10 +277,12 @@ class SpectrogramBackend(DiffusionBackend):
     # -- data
 
     def datasets(self, handle: Handle, rows: dict[str, list[dict]], root: Path, config) -> dict[str, Any]:
+        """Clips batched by length when ``length_buckets`` (examples only: a pair's two clips go in one batch)."""
         dataset = _dataset_class()
-        spec = handle.parts.spectrogram
+        spec, options = handle.parts.spectrogram, config.audio
+        bucketed = options.length_buckets and config.objective == "sft"
         return datasets_for(config.objective, rows, lambda given, split: dataset(
-            given, root, handle.parts.tokenizer, spec, split == "train"))
+            given, root, handle.parts.tokenizer, spec, options.clip_seconds, split == "train", bucketed))
 
     # -- generation
 

@@ -230,3 +230,83 @@ def write_pretrained(parts, base_ref: str, out: Path, max_shard_bytes: int) -> N
     model.save_pretrained(str(out), max_shard_size=max_shard_bytes)
     for processor in parts.processors():
         processor.save_pretrained(str(out))
+
+
+# ----------------------------------------------------------------------------- batches and caches that backends share
+
+class BucketBatches:
+    """Batches of one bucket each (an image's aspect-ratio bucket, a clip's length bucket): a DataLoader's
+    ``batch_sampler``. The order of the items is shuffled, then each bucket's are batched in that order and the
+    batches shuffled, anew each epoch."""
+
+    def __init__(self, buckets: list, batch_size: int, seed: int, shuffle: bool):
+        import torch
+
+        self.buckets, self.batch_size, self.shuffle = buckets, batch_size, shuffle
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def _batches(self, order: list[int]) -> list[list[int]]:
+        grouped: dict = {}
+        for index in order:
+            grouped.setdefault(self.buckets[index], []).append(index)
+        return [group[start:start + self.batch_size] for group in grouped.values()
+                for start in range(0, len(group), self.batch_size)]
+
+    def __iter__(self):
+        import torch
+
+        if not self.shuffle:
+            yield from self._batches(list(range(len(self.buckets))))
+            return
+        batches = self._batches(torch.randperm(len(self.buckets), generator=self.generator).tolist())
+        yield from (batches[i] for i in torch.randperm(len(batches), generator=self.generator).tolist())
+
+    def __len__(self) -> int:
+        return len(self._batches(list(range(len(self.buckets)))))
+
+
+def weights_fingerprint(modules, *extra) -> str:
+    """A digest of what a cache of encoder outputs depends on: the weights of ``modules`` (frozen encoders) and
+    ``extra`` (their configs, ...). Hashing them takes about a second for an SD-class VAE."""
+    import hashlib
+
+    import torch
+
+    digest = hashlib.sha256(repr(extra).encode())
+    for module in modules:
+        for name, tensor in sorted(module.state_dict().items()):
+            digest.update(name.encode())
+            digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy())
+    return digest.hexdigest()[:16]
+
+
+def cache_file(folder: Path, key: list) -> Path:
+    """The file in ``folder`` for what ``key`` lists (everything the cached tensors were made of): a new key, a new
+    file, so a changed encoder or input is never read from an old one."""
+    import hashlib
+
+    return Path(folder) / f"{hashlib.sha256(repr(key).encode()).hexdigest()[:32]}.safetensors"
+
+
+def write_cached(target: Path, tensors: dict) -> None:
+    """``tensors`` saved to ``target`` under a temporary name, then renamed: a run stopped half-way (or another
+    process writing the same file) leaves no broken file."""
+    import os
+
+    from safetensors.torch import save_file
+
+    partial = target.with_suffix(f".{os.getpid()}.partial")
+    save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(partial))
+    os.replace(partial, target)
+
+
+def to_training_device(module, use_cpu: bool):
+    """``module`` moved to the GPU a run will train on (Accelerate would move it there next) unless ``use_cpu`` or
+    there is none, so that a cache is encoded there rather than on the CPU it was loaded on; returns its device."""
+    import torch
+
+    device = next(module.parameters()).device
+    if device.type == "cpu" and not use_cpu and torch.cuda.is_available():
+        device = torch.device("cuda", torch.cuda.current_device())
+        module.to(device)
+    return device

@@ -17,7 +17,8 @@ from typing import Any, Callable
 from studio.data.items import Item
 from studio.data.steps.image import open_rgb
 from studio.models.base import BackendConfig, Handle, Parts, Sample, pairs
-from studio.models.common import prologue
+from studio.models.common import BucketBatches, cache_file, prologue, to_training_device, weights_fingerprint, \
+    write_cached
 from studio.models.preference import collate_for, datasets_for
 from studio.models.registry import STARTER_IMAGE, family_for
 
@@ -125,36 +126,6 @@ def picture_size(row: dict, path: Path) -> tuple[int, int]:
         return image.size
 
 
-class BucketBatches:
-    """Batches of one bucket each (aspect-ratio bucketing): a DataLoader's ``batch_sampler``. The order of the
-    pictures is shuffled, then each bucket's are batched in that order and the batches shuffled, anew each epoch."""
-
-    def __init__(self, buckets: list, batch_size: int, seed: int, shuffle: bool):
-        import torch
-
-        self.buckets, self.batch_size, self.shuffle = buckets, batch_size, shuffle
-        self.generator = torch.Generator().manual_seed(seed)
-
-    def _batches(self, order: list[int]) -> list[list[int]]:
-        grouped: dict = {}
-        for index in order:
-            grouped.setdefault(self.buckets[index], []).append(index)
-        return [group[start:start + self.batch_size] for group in grouped.values()
-                for start in range(0, len(group), self.batch_size)]
-
-    def __iter__(self):
-        import torch
-
-        if not self.shuffle:
-            yield from self._batches(list(range(len(self.buckets))))
-            return
-        batches = self._batches(torch.randperm(len(self.buckets), generator=self.generator).tolist())
-        yield from (batches[i] for i in torch.randperm(len(batches), generator=self.generator).tolist())
-
-    def __len__(self) -> int:
-        return len(self._batches(list(range(len(self.buckets)))))
-
-
 def _dataset_class():
     from torch.utils.data import Dataset
 
@@ -201,20 +172,11 @@ def _dataset_class():
 
 def encoders_fingerprint(module) -> str:
     """A digest of the weights a cache depends on: the VAE's, and the text encoder's when it is frozen (a trained
-    one's features are not cached). Hashing them takes about a second for SD-class pipelines."""
-    import hashlib
-
-    import torch
-
-    digest = hashlib.sha256()
+    one's features are not cached)."""
     parts = [module.vae] if module.vae is not None else []
     if not any(p.requires_grad for p in module.text_encoder.parameters()):
         parts.append(module.text_encoder)
-    for part in parts:
-        for name, tensor in sorted(part.state_dict().items()):
-            digest.update(name.encode())
-            digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy())
-    return digest.hexdigest()[:16]
+    return weights_fingerprint(parts)
 
 
 def cache_items(dataset, module, folder: Path, use_cpu: bool = True) -> tuple[list[Path], int]:
@@ -222,15 +184,9 @@ def cache_items(dataset, module, folder: Path, use_cpu: bool = True) -> tuple[li
     frozen text encoder, its caption's features. Files already there are reused; a new one is written under a
     temporary name and renamed, so a run stopped half-way leaves no broken file. The global random state is left
     as it was: a cached run draws the same noise as an uncached one."""
-    import hashlib
-    import os
-
     import torch
-    from safetensors.torch import save_file
 
-    if module.device.type == "cpu" and not use_cpu and torch.cuda.is_available():
-        # where the run trains (Accelerate would move it there next), not on the CPU it was loaded on
-        module.to(torch.device("cuda", torch.cuda.current_device()))
+    to_training_device(module, use_cpu)
     texts = not any(p.requires_grad for p in module.text_encoder.parameters())
     fingerprint = encoders_fingerprint(module)
     folder.mkdir(parents=True, exist_ok=True)
@@ -241,7 +197,7 @@ def cache_items(dataset, module, folder: Path, use_cpu: bool = True) -> tuple[li
         for index, path in enumerate(dataset.paths):
             key = [fingerprint, str(path.resolve()), path.stat().st_size, dataset.sizes[index], dataset.random_flip,
                    dataset.input_ids[index].tolist(), texts]
-            target = folder / f"{hashlib.sha256(repr(key).encode()).hexdigest()[:32]}.safetensors"
+            target = cache_file(folder, key)
             files.append(target)
             if target.is_file():
                 continue
@@ -252,9 +208,7 @@ def cache_items(dataset, module, folder: Path, use_cpu: bool = True) -> tuple[li
             tensors["input_ids"] = dataset.input_ids[index]
             if texts:
                 tensors["text_features"] = module.encode_text(dataset.input_ids[index][None])[0]
-            partial = target.with_suffix(f".{os.getpid()}.partial")
-            save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(partial))
-            os.replace(partial, target)
+            write_cached(target, tensors)
             made += 1
     return files, made
 

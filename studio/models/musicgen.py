@@ -36,15 +36,18 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from studio.models.audio import fit_clip, read_mono
+from studio.models.audio import Clips, fit_clip, read_mono
 from studio.models.base import BackendConfig, Handle, Parts, Sample, pairs
-from studio.models.common import adapter_base, load_adapter, merge_adapter, prologue, target_option, \
-    write_marker, write_pretrained
+from studio.models.common import adapter_base, cache_file, load_adapter, merge_adapter, prologue, target_option, \
+    to_training_device, weights_fingerprint, write_cached, write_marker, write_pretrained
 from studio.models.preference import SCORE, collate_for, datasets_for
 from studio.models.registry import MUSICGEN
 
 IGNORE = -100
 MAX_CAPTION_TOKENS = 256
+# A batch from the code cache (``cache_codes``): each clip's EnCodec codes in place of its samples, and the frozen
+# T5's features of each caption in place of its token ids.
+CODES, TEXT_FEATURES = "codes", "text_features"
 
 
 @dataclass(kw_only=True)
@@ -181,7 +184,8 @@ def delayed_labels(model, codes: torch.Tensor) -> torch.Tensor:
 class MusicgenModule(nn.Module):
     """``forward(batch) -> loss``: caption through the frozen T5, clip through the frozen EnCodec, and
     transformers' per-codebook cross-entropy of the decoder on the delayed codes. ``batch`` holds
-    ``caption_ids``/``caption_mask`` (B, L), ``input_values`` (B, 1, samples) and ``lengths`` (B,). Asked for scores
+    ``caption_ids``/``caption_mask`` (B, L), ``input_values`` (B, 1, samples) and ``lengths`` (B,), or what the code
+    cache holds in place of the first and the last two (``TEXT_FEATURES``, ``CODES``). Asked for scores
     (``SCORE``): each clip's summed log-probability of its codes, and how many codes that is."""
 
     def __init__(self, model):
@@ -198,9 +202,13 @@ class MusicgenModule(nn.Module):
         model = self.model
         device = next(model.decoder.parameters()).device
         mask = batch["caption_mask"].to(device)
-        with torch.no_grad():
-            text = model.text_encoder(input_ids=batch["caption_ids"].to(device), attention_mask=mask)
-        codes = audio_codes(model, batch["input_values"].to(device), batch["lengths"])
+        if TEXT_FEATURES in batch:  # from the code cache (``cache_codes``)
+            text = (batch[TEXT_FEATURES].to(device),)
+        else:
+            with torch.no_grad():
+                text = model.text_encoder(input_ids=batch["caption_ids"].to(device), attention_mask=mask)
+        codes = batch[CODES].to(device) if CODES in batch else \
+            audio_codes(model, batch["input_values"].to(device), batch["lengths"])
         labels = delayed_labels(model, codes)
         out = model(encoder_outputs=text, attention_mask=mask, labels=labels, use_cache=False)
         return code_log_probabilities(out.logits, labels) if SCORE in batch else out.loss
@@ -219,38 +227,132 @@ def code_log_probabilities(logits: torch.Tensor, labels: torch.Tensor) -> tuple[
 
 # ----------------------------------------------------------------------------- data
 
-class CaptionedClips(Dataset):
-    """Manifest rows → {input_values: (samples,) float32 at the model's rate, length: real samples, caption}.
-    Training takes a random clip-length window of each file; validation the start. Audio is kept in memory."""
+class CaptionedClips(Clips, Dataset):
+    """Manifest rows → {input_values: (samples,) float32 at the model's rate, length: real samples, caption}, as many
+    samples as the clip's length (``Clips``). Once ``cache`` has run: {codes, length, text_features, caption} read from
+    the cache, a training clip one of its file's fixed windows (``tiles``) at random."""
 
-    def __init__(self, rows: list[dict], root: Path, sample_rate: int, samples: int, random_crop: bool):
-        self.paths = [Path(root) / row["file"] for row in rows]
+    def __init__(self, rows: list[dict], root: Path, sample_rate: int, clip_seconds: float, random_crop: bool,
+                 bucketed: bool = False):
+        super().__init__(rows, root, sample_rate, clip_seconds, random_crop, bucketed)
         self.captions = [row.get("caption") or "" for row in rows]
-        self.sample_rate, self.samples, self.random_crop = sample_rate, samples, random_crop
-        self.waves: dict[int, np.ndarray] = {}
+        self.cached: list[list[Path]] | None = None  # each clip's windows' files
 
-    def __len__(self) -> int:
-        return len(self.paths)
+    def samples(self, index: int) -> int:
+        return int(round(self.seconds[index] * self.sample_rate))
 
     def __getitem__(self, index: int) -> dict:
-        if index not in self.waves:
-            self.waves[index] = read_mono(self.paths[index], self.sample_rate)
-        wave, length = fit_clip(self.waves[index], self.samples, self.random_crop)
+        if self.cached is not None:
+            files = self.cached[index]
+            chosen = int(torch.randint(0, len(files), ())) if self.random_crop and len(files) > 1 else 0
+            return {**read_cached_codes(files[chosen]), "caption": self.captions[index]}
+        wave, length = self.window(index, self.samples(index))
         return {"input_values": torch.from_numpy(wave), "length": length, "caption": self.captions[index]}
+
+    def cache(self, model, tokenizer, folder: Path, use_cpu: bool = True) -> int:
+        """Encodes each clip's windows once into ``folder`` (kept across runs: a file is named by what it was made
+        of); returns how many were encoded now. Unless ``use_cpu``, on the GPU when there is one."""
+        self.cached, made = cache_codes(self, model, tokenizer, Path(folder), use_cpu)
+        return made
 
 
 class ClipCollator:
-    """Stacks the clips (B, 1, samples) and tokenises the captions, padded to the longest."""
+    """Stacks the clips (B, 1, samples) and tokenises the captions, padded to the longest; cached items' codes
+    (B, K, frames) and caption features (B, L, d: zeros past each caption, where the mask is 0) instead."""
 
     def __init__(self, tokenizer):
         self.tokenizer = tokenizer
 
     def __call__(self, items: list[dict]) -> dict:
+        if CODES in items[0]:
+            features = [item[TEXT_FEATURES] for item in items]
+            longest = max(len(f) for f in features)
+            return {TEXT_FEATURES: torch.stack([nn.functional.pad(f, (0, 0, 0, longest - len(f))) for f in features]),
+                    "caption_mask": torch.tensor([[1] * len(f) + [0] * (longest - len(f)) for f in features]),
+                    CODES: torch.stack([item[CODES] for item in items])}
         text = self.tokenizer([item["caption"] for item in items], padding=True, truncation=True,
                               max_length=MAX_CAPTION_TOKENS, return_tensors="pt")
         return {"caption_ids": text["input_ids"], "caption_mask": text["attention_mask"],
                 "input_values": torch.stack([item["input_values"] for item in items])[:, None],
                 "lengths": torch.tensor([item["length"] for item in items], dtype=torch.long)}
+
+
+def mismatched(prompt: dict, answer: dict) -> dict:
+    """KTO's mismatched example: a clip heard with another row's caption (its features, when cached)."""
+    return {**answer, **{key: prompt[key] for key in ("caption", TEXT_FEATURES) if key in prompt}}
+
+
+# ----------------------------------------------------------------------------- the code cache
+
+def tiles(total: int, samples: int) -> list[int]:
+    """The starts of the fixed windows a cached file of ``total`` samples is cut into: clip-length tiles from its
+    start, the last one ending at its end (one window at 0 for a file no longer than a clip)."""
+    spare = total - samples
+    if spare <= 0:
+        return [0]
+    starts = list(range(0, spare + 1, samples))
+    return starts if starts[-1] == spare else [*starts, spare]
+
+
+def resampled_length(path: Path, sample_rate: int) -> int:
+    """How many samples ``read_mono`` makes of ``path`` at ``sample_rate``, from its header (``resample_poly``'s
+    output length)."""
+    import soundfile as sf
+
+    info = sf.info(str(path))
+    factor = math.gcd(info.samplerate, sample_rate)
+    up, down = sample_rate // factor, info.samplerate // factor
+    return -(-info.frames * up // down)
+
+
+def codec_fingerprint(model) -> str:
+    """A digest of what the cached codes and caption features depend on: EnCodec's and T5's weights and configs
+    (leaving out where they were loaded from)."""
+    configs = [{k: v for k, v in part.config.to_dict().items() if not k.startswith("_") and k != "transformers_version"}
+               for part in (model.audio_encoder, model.text_encoder)]
+    return weights_fingerprint([model.audio_encoder, model.text_encoder], configs)
+
+
+def cache_codes(dataset: CaptionedClips, model, tokenizer, folder: Path, use_cpu: bool = True) -> tuple[list, int]:
+    """For each clip, one safetensors file per window (``tiles`` of its length in samples) in ``folder``: the
+    window's EnCodec codes (-100 past the file's end), its real length and the caption's T5 features. Files already
+    there are reused (``common.cache_file``: keyed by the codec and T5, the rate, the file, the window and the
+    caption, so a change of any recomputes) and written whole or not at all (``common.write_cached``)."""
+    device = to_training_device(model, use_cpu)
+    model.audio_encoder.eval()
+    model.text_encoder.eval()
+    fingerprint, rate = codec_fingerprint(model), dataset.sample_rate
+    folder.mkdir(parents=True, exist_ok=True)
+    files, made = [], 0
+    for index, path in enumerate(dataset.paths):
+        samples, wave = dataset.samples(index), None
+        caption = tokenizer(dataset.captions[index], truncation=True, max_length=MAX_CAPTION_TOKENS,
+                            return_tensors="pt").to(device)
+        windows = []
+        for start in tiles(resampled_length(path, rate), samples):
+            target = cache_file(folder, [fingerprint, rate, str(path.resolve()), path.stat().st_size, start, samples,
+                                         caption["input_ids"][0].tolist()])
+            windows.append(target)
+            if target.is_file():
+                continue
+            wave = read_mono(path, rate) if wave is None else wave
+            window, length = fit_clip(wave[start:start + samples], samples, False)
+            with torch.no_grad():
+                codes = audio_codes(model, torch.from_numpy(window)[None, None].to(device), torch.tensor([length]))
+                text = model.text_encoder(input_ids=caption["input_ids"],
+                                          attention_mask=caption["attention_mask"]).last_hidden_state
+            write_cached(target, {CODES: codes[0].int(), "length": torch.tensor(length), TEXT_FEATURES: text[0]})
+            made += 1
+        files.append(windows)
+    return files, made
+
+
+def read_cached_codes(file: Path) -> dict:
+    """A cached window as ``ClipCollator`` takes it."""
+    from safetensors.torch import load_file
+
+    tensors = load_file(str(file))
+    return {CODES: tensors[CODES].long(), "length": int(tensors["length"]), TEXT_FEATURES: tensors[TEXT_FEATURES]}
 
 
 # ----------------------------------------------------------------------------- the backend
@@ -285,15 +387,22 @@ class MusicgenBackend:
     # -- data
 
     def datasets(self, handle: Handle, rows: dict[str, list[dict]], root: Path, config) -> dict[str, Any]:
-        rate = handle.parts.sample_rate
-        samples = int(round(config.audio.clip_seconds * rate))
-        return datasets_for(config.objective, rows, lambda given, split: CaptionedClips(
-            given, root, rate, samples, split == "train"))
+        """Clips batched by length when ``length_buckets`` (examples only: a pair's two clips go in one batch);
+        encoded once into ``root``'s ``.cache/codes`` when ``cache_codes``."""
+        options = config.audio
+        bucketed = options.length_buckets and config.objective == "sft"
+
+        def make(given: list[dict], split: str) -> CaptionedClips:
+            made = CaptionedClips(given, root, handle.parts.sample_rate, options.clip_seconds, split == "train",
+                                  bucketed)
+            if options.cache_codes and given:
+                made.cache(_musicgen(handle), handle.parts.tokenizer, Path(root) / ".cache" / "codes", config.use_cpu)
+            return made
+
+        return datasets_for(config.objective, rows, make)
 
     def collate(self, handle: Handle, config):
-        # KTO's mismatched examples: a clip heard with another row's caption
-        return collate_for(ClipCollator(handle.parts.tokenizer), lambda prompt, answer: {**answer,
-                                                                                          "caption": prompt["caption"]})
+        return collate_for(ClipCollator(handle.parts.tokenizer), mismatched)
 
     # -- generation
 

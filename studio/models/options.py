@@ -98,6 +98,17 @@ class DiffusionOptions(Section):
 class AudioOptions(Section):
     clip_seconds: float = Field(1.0, gt=0.0, le=60.0, description="length of training clips")
     sample_rate: int = Field(0, ge=0, description="in Hz; 0: the model's sample rate")
+    length_buckets: bool = Field(False, title="batch clips by length",
+                                 description="length bucketing: a clip shorter than clip_seconds is cut to the "
+                                             "nearest of 1/4, 1/2, 3/4 or all of clip_seconds at or above its length "
+                                             "instead of padded to the whole, and a batch holds clips of one length, "
+                                             "so short clips cost less (examples; preference pairs stay whole)")
+    cache_codes: bool = Field(False, title="cache audio codes",
+                              description="MusicGen: encode each clip with the frozen EnCodec once, before training, "
+                                          "and keep the codes on disk beside the dataset, with the frozen T5's "
+                                          "features of each caption; training clips are then drawn from fixed "
+                                          "windows of each file (clip_seconds apart) rather than anywhere in it. "
+                                          "The same loss, less work per step (no effect on the spectrogram starter)")
 
 
 class PreferenceOptions(Section):
