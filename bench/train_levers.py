@@ -83,10 +83,13 @@ def lever_compile(args, scratch: Path) -> dict:
     def run_one(compiled: bool) -> dict:
         config = make_config(args, total, packing=True).model_copy(update={"torch_compile": compiled})
         torch._dynamo.reset()
+        torch._dynamo.utils.counters.clear()
         clock = StartedClock()
         run_studio(folder, rows, config, clock, False, scratch / f"compile-{compiled}")
-        graphs = torch._dynamo.utils.counters["stats"]["unique_graphs"]
-        return {**timed(clock, args.warmup, args.steps), "graphs": graphs}
+        counters = torch._dynamo.utils.counters
+        return {**timed(clock, args.warmup, args.steps), "graphs": counters["stats"]["unique_graphs"],
+                "graph_breaks": sum(counters["graph_break"].values()),
+                "break_reasons": sorted(counters["graph_break"], key=counters["graph_break"].get)[-3:]}
 
     return alternate(args.rounds, {"eager": False, "torch_compile": True}, run_one)
 
@@ -272,7 +275,11 @@ def main(argv=None) -> None:
         scratch = Path(tmp)
         if "compile" in args.only:
             print("compile", flush=True)
-            print("  " + pair_line(lever_compile(args, scratch), "eager", "torch_compile"), flush=True)
+            found = lever_compile(args, scratch)
+            print("  " + pair_line(found, "eager", "torch_compile"), flush=True)
+            last = found["torch_compile"][-1]
+            print(f"  compiled: {last['graphs']} graph(s), {last['graph_breaks']} graph break(s); most frequent: "
+                  + "; ".join(str(reason)[:160] for reason in last["break_reasons"]), flush=True)
         if "adamw" in args.only:
             print("adamw", flush=True)
             found = lever_adamw(args, scratch)
@@ -280,13 +287,13 @@ def main(argv=None) -> None:
                 plain, fused = found[f"{weights} for-each"], found[f"{weights} fused"]
                 print(f"  {weights} ({plain['weights']:,} weights): for-each {plain['ms']:.2f} ms, fused "
                       f"{fused['ms']:.2f} ms: **{plain['ms'] / fused['ms']:.2f}×**")
-        if "workers" in args.only:
-            print("workers", flush=True)
-            print("  " + pair_line(lever_workers(args, scratch), "workers 0", "workers 2"), flush=True)
+        for lever, measure, base, other in (("workers", lever_workers, "workers 0", "workers 2"),
+                                            ("latents", lever_latents, "uncached", "cached")):
+            if lever in args.only:
+                print(lever, flush=True)
+                found = measure(args, scratch)
+                print("  " + pair_line(found, base, other), flush=True)
         if "latents" in args.only:
-            print("latents", flush=True)
-            found = lever_latents(args, scratch)
-            print("  " + pair_line(found, "uncached", "cached"), flush=True)
             step = 1 / med([r["steps_s"] for r in found["uncached"]])
             saved = sum(found["alone"].values())
             print("  a batch alone: " + ", ".join(f"{k} {1000 * v:.1f} ms" for k, v in found["alone"].items())

@@ -133,3 +133,20 @@ def test_liger_kernels_are_refused_off_cuda_naming_what_they_need():
     settings = TrainConfig(liger_kernels=True, use_cpu=True)
     with pytest.raises(ValueError, match=r"Liger kernels \(liger_kernels\) need a CUDA GPU and the liger-kernel"):
         TextBackend().load("starter-text", "scratch", settings, [{"text": "a small story about a fox"}] * 4)
+
+
+def test_liger_kernels_are_for_the_llama_family_only(monkeypatch):
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from studio.models import text
+
+    monkeypatch.setattr(text, "liger_kernels_missing", lambda config: False)  # as on a CUDA machine with the package
+    model = GPT2LMHeadModel(GPT2Config(n_layer=1, n_head=2, n_embd=8, vocab_size=16, n_positions=8))
+    with pytest.raises(ValueError, match="liger_kernels is for Llama-family models .*this model is 'gpt2'"):
+        text.use_liger_kernels(model, TrainConfig(liger_kernels=True))
+
+
+def test_generation_loads_a_liger_run_without_the_training_kernels():
+    from studio.generation.cache import load_config
+
+    assert load_config(TrainConfig(liger_kernels=True).model_dump()).liger_kernels is False
