@@ -237,10 +237,15 @@ def lever_latents(args, scratch: Path) -> dict:
 # ----------------------------------------------------------------------------- report
 
 def pair_line(found: dict, base: str, lever: str) -> str:
+    """The lever's steps/s over the base's (median of the rounds' ratios), by the wall clock and by this process's
+    CPU time (steadier on a shared machine, but blind to work done in other processes: data-loading workers)."""
     ratios = [b["steps_s"] / a["steps_s"] for a, b in zip(found[base], found[lever])]
+    cpu = [b["cpu_steps_s"] / a["cpu_steps_s"] for a, b in zip(found[base], found[lever])]
     return (f"{base} {med([r['steps_s'] for r in found[base]]):.3f} steps/s, {lever} "
             f"{med([r['steps_s'] for r in found[lever]]):.3f} steps/s: **{med(ratios):.2f}×** (rounds: "
-            f"{', '.join(f'{r:.2f}' for r in ratios)}); first step {med([r['first_s'] for r in found[base]]):.1f} s vs "
+            f"{', '.join(f'{r:.2f}' for r in ratios)}); by CPU time {med([r['cpu_steps_s'] for r in found[base]]):.3f} "
+            f"vs {med([r['cpu_steps_s'] for r in found[lever]]):.3f}: {med(cpu):.2f}×; from the start to the first "
+            f"step's end (loading included) {med([r['first_s'] for r in found[base]]):.1f} s vs "
             f"{med([r['first_s'] for r in found[lever]]):.1f} s")
 
 
