@@ -78,6 +78,10 @@ def impossible_here(key: str, value, config: TrainConfig, modality: str = "text"
     if key == "optim" and value == "adamw_8bit" and (jobs.on_cpu(config)
                                                      or importlib.util.find_spec("bitsandbytes") is None):
         return "8-bit AdamW"
+    if key == "liger_kernels" and value and modality != "text":
+        return "Llama-family text models"
+    if key == "liger_kernels" and value and (jobs.on_cpu(config) or importlib.util.find_spec("liger_kernel") is None):
+        return "Liger kernels \\(liger_kernels\\) need a CUDA GPU"
     if key in PREFERENCE_OPTIONS and modality != "text":
         return "learns from preference pairs"
     if key == "attn_implementation" and flash_attention_missing(config):

@@ -58,10 +58,10 @@ def _device() -> str:
 
 def load_config(run_config: dict | None):
     """The TrainConfig to load a model for generation: the run's own (resolution, clip length, ...) without what
-    only training needs (gradient checkpointing, a 4-bit base, an accelerate config file, a preference objective:
-    held-out metrics score examples as SFT does)."""
+    only training needs (gradient checkpointing, a 4-bit base, an accelerate config file, Liger's training kernels,
+    which would refuse a machine without CUDA, a preference objective: held-out metrics score examples as SFT does)."""
     data = json.loads(json.dumps(run_config or {}))
-    data.update(gradient_checkpointing=False, accelerate_config_file="", objective="sft")
+    data.update(gradient_checkpointing=False, accelerate_config_file="", objective="sft", liger_kernels=False)
     data.setdefault("lora", {})["load_in_4bit"] = False
     return TrainConfig.model_validate(data)
 

@@ -27,6 +27,7 @@ class BackendConfig(Protocol):
     mixed_precision: str             # no | fp16 | bf16
     use_cpu: bool
     gradient_checkpointing: bool
+    liger_kernels: bool              # text: liger-kernel's fused kernels (CUDA, Llama family)
     lora: LoraOptions
     text: TextOptions
     image: ImageOptions

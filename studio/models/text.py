@@ -38,6 +38,8 @@ FLASH_ATTENTION_NEEDS = ("attn_implementation 'flash_attention_2' needs a CUDA G
                          "install flash-attn); pick 'sdpa', which packs documents apart just as well")
 DOCUMENTS_MIX = ("'{model_type}' models do not keep packed documents apart (a packed document's logits change with the "
                  "one before it): set separate_documents=false to pack documents that see each other, or packing=false")
+LIGER_NEEDS = ("Liger kernels (liger_kernels) need a CUDA GPU and the liger-kernel package (pip install liger-kernel); "
+               "turn liger_kernels off")
 QLORA_NEEDS = ("QLoRA (load_in_4bit) needs a CUDA GPU and the bitsandbytes package (pip install bitsandbytes); turn "
                "load_in_4bit off to train LoRA in full precision")
 
@@ -356,6 +358,32 @@ def use_attention(model, config) -> None:
         model.set_attn_implementation(config.text.attn_implementation)
 
 
+def liger_kernels_missing(config) -> bool:
+    """Whether the run asks for Liger kernels where they cannot run: they are Triton kernels for CUDA."""
+    import importlib.util
+
+    import torch
+
+    return config.liger_kernels and (config.use_cpu or not torch.cuda.is_available()
+                                     or importlib.util.find_spec("liger_kernel") is None)
+
+
+def use_liger_kernels(model, config) -> None:
+    """liger-kernel's fused RMSNorm, RoPE, SwiGLU and linear + cross-entropy (the logits are never materialised)
+    patched into ``model`` before LoRA wraps it; Llama-family models only (those whose layers bear Llama's names)."""
+    if not config.liger_kernels:
+        return
+    if liger_kernels_missing(config):
+        raise ValueError(LIGER_NEEDS)
+    model_type = model.config.model_type
+    if model_type not in ATTENTION_NAMED_LIKE_LLAMA:
+        raise ValueError(f"liger_kernels is for Llama-family models ({', '.join(ATTENTION_NAMED_LIKE_LLAMA)}); this "
+                         f"model is '{model_type}': turn liger_kernels off")
+    from liger_kernel.transformers import _apply_liger_kernel_to_instance
+
+    _apply_liger_kernel_to_instance(model=model)
+
+
 def lora_targets(model, spec: str, preset: tuple[str, ...]):
     """'auto' → the family's ``preset`` (attention projections) for Llama-like models, GPT-2's own, else every
     linear layer; otherwise 'all-linear' or the names given."""
@@ -506,6 +534,7 @@ class TextBackend:
         else:
             tokenizer, model = _from_pretrained(model_ref, method, config)
         use_attention(model, config)
+        use_liger_kernels(model, config)
         if tokenizer.pad_token is None:
             if tokenizer.eos_token is None:
                 raise ValueError(f"the tokenizer of '{model_ref}' has neither a pad nor an end-of-sequence token")

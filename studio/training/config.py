@@ -73,6 +73,17 @@ class TrainConfig(Section):
     gradient_checkpointing: bool = Field(False, title="save memory, run slower",
                                          description="recompute activations instead of keeping them "
                                                      "(gradient checkpointing)")
+    torch_compile: bool = Field(False, title="compile the model (torch.compile)",
+                                description="compile the model's forward and backward on the first step (a minute or "
+                                            "more of compiling, then faster steps on a GPU); if compiling fails the run "
+                                            "goes on without it")
+    liger_kernels: bool = Field(False, title="Liger kernels (CUDA, Llama family)",
+                                description="fused Triton kernels (liger-kernel) for Llama-family text models: less "
+                                            "memory and faster steps; needs a CUDA GPU and the liger-kernel package")
+    dataloader_workers: int = Field(0, ge=0, le=64, title="data loading processes",
+                                    description="processes that read and decode examples while the model trains (0: "
+                                                "the training process itself); helps images and audio that are not "
+                                                "cached; on a GPU batches also go through pinned memory")
     seed: int = 42
     eval_steps: int = Field(50, ge=1, title="validate every N steps", description="validate every N optimizer "
                                                                                    "steps (and at step 0)")

@@ -126,7 +126,7 @@ def check_possible(store: Store, version, model_ref: str, method: str, config: T
     import importlib.util
 
     from studio.models.audio import other_rate
-    from studio.models.text import CHAT_NEEDS_CONVERSATIONS, FLASH_ATTENTION_NEEDS, QLORA_NEEDS, \
+    from studio.models.text import CHAT_NEEDS_CONVERSATIONS, FLASH_ATTENTION_NEEDS, LIGER_NEEDS, QLORA_NEEDS, \
         flash_attention_missing
 
     modality = version.dataset.modality
@@ -160,6 +160,10 @@ def check_possible(store: Store, version, model_ref: str, method: str, config: T
         from studio.training.loop import ADAMW_8BIT_NEEDS
 
         reasons.append(ADAMW_8BIT_NEEDS)
+    if config.liger_kernels and (modality != "text" or on_cpu(config)
+                                 or importlib.util.find_spec("liger_kernel") is None):
+        reasons.append(LIGER_NEEDS if modality == "text" else
+                       "liger_kernels is for Llama-family text models; turn it off for this dataset")
     reasons += trackers.missing_packages(config.report_to)
     if modality == "text" and config.text.text_format == "chat" and _has_plain_text(store, version):
         reasons.append(CHAT_NEEDS_CONVERSATIONS)

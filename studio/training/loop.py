@@ -13,7 +13,7 @@ import math
 import shutil
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -89,7 +89,10 @@ def make_optimizer(params: list, config: TrainConfig):
         from transformers.optimization import Adafactor
         return Adafactor(params, lr=config.learning_rate, weight_decay=config.weight_decay,
                          scale_parameter=False, relative_step=False)
-    return torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)
+    try:  # one fused kernel for every weight's update instead of a handful per tensor; not every device has it
+        return torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay, fused=True)
+    except (RuntimeError, ValueError):
+        return torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)
 
 
 def make_scheduler(optimizer, config: TrainConfig, total_steps: int):
@@ -121,16 +124,52 @@ def total_steps_for(config: TrainConfig, batches_per_epoch: int) -> int:
     return max(1, math.ceil(steps_per_epoch * config.num_train_epochs))
 
 
-def make_loader(dataset, collate, batch_size: int, seed: int, shuffle: bool):
+def make_loader(dataset, collate, batch_size: int, seed: int, shuffle: bool, workers: int = 0,
+                pin_memory: bool = False):
+    """Batches of ``dataset`` in a seeded order. ``workers`` processes read and collate them (images and audio
+    decoded off the training process; the order and contents are those of ``workers=0``); ``pin_memory`` (CUDA
+    only) lets the copy to the GPU overlap the step."""
     import torch
     from torch.utils.data import DataLoader
 
+    # Workers start again each epoch (not persistent): a new iterator draws its seed from the generator as one
+    # without workers does, so the next epoch's order is the same as without workers.
+    loading = {"num_workers": workers, "pin_memory": pin_memory}
     batches = dataset.batches(batch_size, seed, shuffle) if hasattr(dataset, "batches") else None
     if batches is not None:  # the dataset groups its items itself (images bucketed by shape)
-        return DataLoader(dataset, batch_sampler=batches, collate_fn=collate)
+        return DataLoader(dataset, batch_sampler=batches, collate_fn=collate, **loading)
     generator = torch.Generator().manual_seed(seed)
     return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, collate_fn=collate, generator=generator,
-                      drop_last=False)
+                      drop_last=False, **loading)
+
+
+COMPILE_FAILED = "torch.compile failed, training without it"
+
+
+def compiled_step(objective: Objective, module, config: TrainConfig, say: Callable[[str], None]):
+    """``objective.step`` with the module compiled (``torch_compile``), falling back to the module as it is for the
+    rest of the run when compiling fails. Compiling happens on the first call (and again for a new batch shape), so
+    the failure shows there: a failed forward has added no gradient, and the same batch is stepped again uncompiled."""
+    if not config.torch_compile:
+        return objective.step
+    import torch
+
+    state = {"module": torch.compile(module)}
+
+    def step(run: Optimizing, batch) -> Step:
+        if state["module"] is None:
+            return objective.step(run, batch)
+        try:
+            return objective.step(replace(run, module=state["module"]), batch)
+        except Exception as error:  # noqa: BLE001 - whatever the compiler raised; a real fault recurs uncompiled
+            if is_out_of_memory(error):
+                raise
+            first_line = next(iter(str(error).strip().splitlines()), "")
+            say(f"{COMPILE_FAILED} ({type(error).__name__}: {first_line[:200]})")
+            state["module"] = None
+            return objective.step(run, batch)
+
+    return step
 
 
 def evaluate(accelerator, module, loader, loss_of: Callable) -> tuple[float | None, dict[str, float]]:
@@ -161,9 +200,10 @@ def batch_size_of(batch) -> int:
     return 1
 
 
-def tokens_in(batch) -> int:
+def tokens_in(batch):
+    """The batch's real (unpadded) tokens: a tensor where the batch is (read only at the logging steps), else 0."""
     mask = batch.get("attention_mask") if isinstance(batch, dict) else None
-    return int(mask.sum()) if mask is not None else 0
+    return mask.sum() if mask is not None else 0
 
 
 def _shared_flags(accelerator, hooks: Hooks) -> tuple[bool, bool, bool]:
@@ -171,6 +211,8 @@ def _shared_flags(accelerator, hooks: Hooks) -> tuple[bool, bool, bool]:
     import torch
     from accelerate.utils import broadcast
 
+    if accelerator.num_processes == 1:  # nothing to share: no tensor, so no wait for the GPU
+        return bool(hooks.should_stop()), bool(hooks.should_save()), bool(hooks.should_sample())
     flags = torch.zeros(3, device=accelerator.device)
     if accelerator.is_main_process:
         flags = torch.tensor([hooks.should_stop(), hooks.should_save(), hooks.should_sample()],
@@ -228,10 +270,13 @@ def train(backend: Backend, handle: Handle, rows: dict[str, list[dict]], root: P
     datasets = backend.datasets(handle, rows, root, config)
     collate = backend.collate(handle, config)
     micro_batch = config.per_device_train_batch_size
-    train_loader = make_loader(datasets["train"], collate, micro_batch, config.seed, shuffle=True)
+    loading = {"workers": config.dataloader_workers,
+               "pin_memory": config.dataloader_workers > 0 and accelerator.device.type == "cuda"}
+    train_loader = make_loader(datasets["train"], collate, micro_batch, config.seed, shuffle=True, **loading)
     val_set = datasets.get("validation")
     has_validation = val_set is not None and len(val_set) > 0
-    val_loader = make_loader(val_set, collate, micro_batch, config.seed, shuffle=False) if has_validation else None
+    val_loader = make_loader(val_set, collate, micro_batch, config.seed, shuffle=False,
+                             **loading) if has_validation else None
 
     objective = objective or objective_for(handle, config.objective, config.preference)
     module = handle.module
@@ -244,6 +289,7 @@ def train(backend: Backend, handle: Handle, rows: dict[str, list[dict]], root: P
     total = total_steps_for(config, len(train_loader))
     schedulers = [accelerator.prepare(make_scheduler(optimizer.optimizer, config, total)) for optimizer in optimizers]
     optimizing = Optimizing(accelerator, module, optimizers, schedulers, config.max_grad_norm)
+    take_step = compiled_step(objective, module, config, say)  # validation and checkpoints use ``module`` itself
     ema = None
     if config.diffusion.ema_decay > 0:  # registered before a resume loads the state it is part of
         ema = ExponentialAverage([p for p in module.parameters() if p.requires_grad], config.diffusion.ema_decay)
@@ -333,7 +379,7 @@ def train(backend: Backend, handle: Handle, rows: dict[str, list[dict]], root: P
             batches_into_epoch += 1
             try:
                 with accelerator.accumulate(module):
-                    taken = objective.step(optimizing, batch)  # forward, backward, optimizer and schedule steps
+                    taken = take_step(optimizing, batch)  # forward, backward, optimizer and schedule steps
             except Exception as error:  # noqa: BLE001 - only out-of-memory is handled, the rest re-raised
                 if not is_out_of_memory(error) or micro_batch == 1:
                     raise
@@ -346,16 +392,17 @@ def train(backend: Backend, handle: Handle, rows: dict[str, list[dict]], root: P
                 say(f"out of memory: micro-batch halved to {micro_batch}, gradient accumulation doubled to "
                     f"{accelerator.gradient_accumulation_steps}; going on")
                 train_loader = accelerator.prepare(make_loader(datasets["train"], collate, micro_batch,
-                                                               config.seed + epoch, shuffle=True))
+                                                               config.seed + epoch, shuffle=True, **loading))
                 if has_validation:
                     val_loader = accelerator.prepare(make_loader(val_set, collate, micro_batch, config.seed,
-                                                                 shuffle=False))
+                                                                 shuffle=False, **loading))
                 break
-            window_loss += taken.loss.detach().float().item()
+            # Added up where the loss is (no wait for the GPU at every micro-batch); read at the logging steps.
+            window_loss = window_loss + taken.loss.detach().float()
             for name, value in taken.metrics.items():
                 window_metrics.setdefault(name, []).append(value)
             window_items += batch_size_of(batch)
-            window_tokens += tokens_in(batch)
+            window_tokens = window_tokens + tokens_in(batch)
             if not accelerator.sync_gradients:
                 continue
             step += 1
@@ -366,7 +413,7 @@ def train(backend: Backend, handle: Handle, rows: dict[str, list[dict]], root: P
             paced_from = paced_from or (now, step)
             if step % config.logging_steps == 0 or step == total:
                 micro_steps = accelerator.gradient_accumulation_steps
-                record("train_loss", window_loss / micro_steps)
+                record("train_loss", float(window_loss) / micro_steps)
                 for name, values in window_metrics.items():  # a preference objective's rewards
                     known = [v for v in values if not math.isnan(v)]  # (NaN: a batch without such answers)
                     if known:
@@ -376,8 +423,8 @@ def train(backend: Backend, handle: Handle, rows: dict[str, list[dict]], root: P
                     record("grad_norm", float(taken.grad_norm))
                 speed = window_items * accelerator.num_processes / max(seconds, 1e-9)
                 record("items_per_second", speed)
-                if window_tokens:
-                    record("tokens_per_second", window_tokens * accelerator.num_processes / max(seconds, 1e-9))
+                if tokens := int(window_tokens):
+                    record("tokens_per_second", tokens * accelerator.num_processes / max(seconds, 1e-9))
                 record("elapsed_seconds", now - started)
                 eta = None
                 if step > paced_from[1] or step == total:
@@ -385,7 +432,7 @@ def train(backend: Backend, handle: Handle, rows: dict[str, list[dict]], root: P
                     record("eta_seconds", eta)
                 if step == first_step + 1 or step == total or now - said_at >= SAY_EVERY_SECONDS:
                     said_at = now
-                    say(f"step {step}/{total} · loss {window_loss / micro_steps:.4f} · learning rate "
+                    say(f"step {step}/{total} · loss {float(window_loss) / micro_steps:.4f} · learning rate "
                         f"{taken.learning_rate:.2e} · {speed:,.1f} items/s"
                         + (f" · about {eta:,.0f} s left" if eta else ""))
             window_loss, window_items, window_tokens, window_metrics = 0.0, 0, 0, {}
