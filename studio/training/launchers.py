@@ -22,6 +22,7 @@ from pathlib import Path
 from studio import processes
 from studio.placement import cuda_visible
 from studio.settings import Settings
+from studio.status import RunStatus
 from studio.store import Store
 from studio.store.tables import Run
 
@@ -93,6 +94,8 @@ class LocalLauncher(Launcher):
         if run.host not in (None, this_host()):
             # started by a dispatcher on another machine (sharing a PostgreSQL store): its pid means nothing here
             return silent(store, run) if heartbeat_stale(run, timeout) else None
+        if run.status == RunStatus.STARTING and processes.process_alive(run.pid):
+            return None  # accelerate and the worker are still importing: the worker beats once it has started
         return processes.worker_gone(run.pid, run.heartbeat_at, timeout, log_path(store, run))
 
 
