@@ -27,7 +27,8 @@ from sqlalchemy.exc import IntegrityError
 
 from studio.settings import Settings
 from studio.store import Store
-from studio.store.tables import DeviceClaim
+from studio.status import DEPLOY_ACTIVE, RUN_WORKING
+from studio.store.tables import Deployment, DeviceClaim, Run
 
 CPU = "cpu"
 HOLDERS = ("run", "deployment", "generation")
@@ -124,6 +125,15 @@ def claim(session, holder: str, holder_id: int, devices: list[str]) -> None:
 
 def release(session, holder: str, holder_id: int) -> None:
     session.execute(delete(DeviceClaim).where(DeviceClaim.holder == holder, DeviceClaim.holder_id == holder_id))
+
+
+def release_ended(session) -> None:
+    """Frees the devices of runs and deployments that have ended, however they ended (a worker killed before it
+    could say so included)."""
+    working = {"run": select(Run.id).where(Run.status.in_(RUN_WORKING)),
+               "deployment": select(Deployment.id).where(Deployment.status.in_(DEPLOY_ACTIVE))}
+    for holder, alive in working.items():
+        session.execute(delete(DeviceClaim).where(DeviceClaim.holder == holder, DeviceClaim.holder_id.not_in(alive)))
 
 
 def claim_one(store: Store, holder: str, holder_id: int) -> str | None:

@@ -192,3 +192,26 @@ def wait_for(store, run_id, predicate, timeout=240):
         time.sleep(0.5)
     raise AssertionError(f"run {run_id} did not get there in {timeout}s: {run_summary(store, run_id)}\n"
                          f"{jobs.log_tail(store, run_id)}")
+
+
+def test_a_deployment_holds_its_gpu_until_it_ends_and_runs_are_placed_around_it(gpu_store):
+    from studio.store.tables import Deployment
+
+    store, dataset = gpu_store
+    with store.session() as session:
+        row = Deployment(name="tales", models=[], quantize="none", host="127.0.0.1", settings={}, report={},
+                         status="running")
+        session.add(row)
+        session.flush()
+        deployment_id = row.id
+    assert placement.claim_one(store, "deployment", deployment_id) == "0"
+    run_ids = [jobs.create_run(store, dataset, "starter-text", "scratch", text_config(max_steps=1, use_cpu=False))
+               for _ in range(2)]
+    chosen = jobs._plan(store, jobs.launcher_for(store.settings))
+    assert chosen.start == {run_ids[0]: ["1"]} and run_ids[1] in chosen.waits
+    assert placement.usage(store)["busy"] == {"0": f"deployment {deployment_id}"}
+    with store.session() as session:
+        session.get(Deployment, deployment_id).status = "stopped"
+    with store.session() as session:
+        placement.release_ended(session)
+    assert placement.usage(store)["free"] == ["0", "1"]

@@ -30,7 +30,7 @@ from studio.status import RUN_ACTIVE, RUN_ENDED, RUN_WORKING, RunStatus
 from studio.store import Store, record_action
 from studio.store.disk import low_space
 from studio.store.projects import check_project_name, project_name, remove_folders
-from studio.store.tables import Checkpoint, ControlFlag, DeviceClaim, Metric, Run, RunSample
+from studio.store.tables import Checkpoint, ControlFlag, Metric, Run, RunSample
 from studio.settings import secret_variables
 from studio.training.config import METHODS, TrainConfig
 from studio.training import trackers
@@ -381,9 +381,8 @@ def reap(store: Store) -> list[int]:
             failed.append(run.id)
         elif run.status == RunStatus.STARTING:
             _note_starting(store, run, launcher)
-    with store.session() as session:  # a claim whose run has ended (however) frees its devices
-        working = select(Run.id).where(Run.status.in_(RUN_WORKING))
-        session.execute(delete(DeviceClaim).where(DeviceClaim.holder == "run", DeviceClaim.holder_id.not_in(working)))
+    with store.session() as session:
+        placement.release_ended(session)
     return failed
 
 
