@@ -113,19 +113,16 @@ class RayLauncher(Launcher):
         return JobSubmissionClient(self.address)
 
     def start(self, store, run, command, env, devices):
-        from studio.training.config import TrainConfig
-
-        config = TrainConfig.model_validate(run.config)
         log = shlex.quote(str(log_path(store, run)))
         # bash -o pipefail: the job fails when the worker does, and its output goes both to Ray and to train.log
         entrypoint = f"bash -o pipefail -c {shlex.quote(f'{shlex.join(command)} 2>&1 | tee -a {log}')}"
-        wants_gpus = 0 if config.use_cpu else config.num_processes  # on fake GPUs (ray start --num-gpus 2) too
+        gpus, cpus = ray_request(run)
         try:
             job_id = self.client().submit_job(
                 entrypoint=entrypoint, submission_id=f"studio-run-{run.id}-{int(datetime.now().timestamp())}",
                 runtime_env={"env_vars": {**store.settings.as_env(), **env, "PYTHONUNBUFFERED": "1",
                                           "PYTHONPATH": str(processes.ROOT)}},
-                entrypoint_num_gpus=wants_gpus or None, entrypoint_num_cpus=config.num_processes,
+                entrypoint_num_gpus=gpus or None, entrypoint_num_cpus=cpus,
                 metadata={"studio_run": str(run.id)})
         except Exception as error:  # noqa: BLE001 - the cluster's refusal, whatever its kind, is the reason shown
             raise LaunchError(f"Ray at {self.address} refused the job: {error}") from error
@@ -155,7 +152,8 @@ class RayLauncher(Launcher):
         info = run.job_id and self._status(run)
         if info is None or str(info.status).rsplit(".", 1)[-1] != "PENDING":
             return None
-        return f"submitted to Ray as {run.job_id}; Ray starts it once a node has its resources free"
+        gpus, cpus = ray_request(run)
+        return f"waits for Ray to free {gpus} GPU(s) and {cpus} CPU(s) on one node (job {run.job_id})"
 
     def stop(self, store, run):
         if run.job_id:
@@ -171,6 +169,15 @@ class RayLauncher(Launcher):
             return "\n".join(self.client().get_job_logs(run.job_id).splitlines()[-lines:])
         except Exception:  # noqa: BLE001
             return ""
+
+
+def ray_request(run: Run) -> tuple[int, int]:
+    """(GPUs, CPUs) a run asks Ray for: one of each per process (no GPU for a use_cpu run). Fake GPUs count too
+    (``ray start --num-gpus 2`` on a CPU machine), so the placement is testable without CUDA."""
+    from studio.training.config import TrainConfig
+
+    config = TrainConfig.model_validate(run.config)
+    return (0 if config.use_cpu else config.num_processes), config.num_processes
 
 
 def check_ray_settings(settings: Settings) -> None:
