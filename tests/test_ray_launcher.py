@@ -5,6 +5,7 @@ stop works through the store, and a worker killed under Ray fails its run with t
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -13,7 +14,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 
 import pytest
 
@@ -39,22 +39,27 @@ def free_port() -> int:
 @pytest.fixture(scope="module")
 def ray_address():
     """A Ray head of this test's own, in a process group of its own (ended by its id, never `ray stop`, which would
-    stop every Ray on the machine); its Jobs API address."""
-    pytest.importorskip("ray.job_submission", reason="the ray extra is not installed (pip install -e .[ray])")
+    stop every Ray on the machine); its Jobs API address. Token authentication is off for it and for this process's
+    client (Ray 2.60 turns it on for local heads and reads a token from ~/.ray that this test does not own)."""
+    job_submission = pytest.importorskip("ray.job_submission",
+                                         reason="the ray extra is not installed (pip install -e .[ray])")
+    auth = {"RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
+    before = {name: os.environ.get(name) for name in auth}
+    os.environ.update(auth)
     temp = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # Ray's socket paths must stay short
     dashboard = free_port()
     head = subprocess.Popen([RAY, "start", "--head", "--block", "--num-cpus", "2", "--num-gpus", "2",
                              "--port", str(free_port()), "--dashboard-host", "127.0.0.1", "--dashboard-port",
                              str(dashboard), "--include-dashboard", "true", "--disable-usage-stats",
                              "--temp-dir", temp], start_new_session=True, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.STDOUT, env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0"})
+                            stderr=subprocess.STDOUT)
     address = f"http://127.0.0.1:{dashboard}"
-    deadline = time.time() + 120
+    deadline = time.time() + 180
     while True:
         try:
-            urllib.request.urlopen(f"{address}/api/version", timeout=2)
+            job_submission.JobSubmissionClient(address)  # connects and checks the version
             break
-        except OSError:
+        except Exception:  # noqa: BLE001 - not up yet, whatever the client says
             assert head.poll() is None and time.time() < deadline, "the Ray head did not come up"
             time.sleep(1)
     yield address
@@ -63,11 +68,11 @@ def ray_address():
         head.wait(30)
     except subprocess.TimeoutExpired:
         pass
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(head.pid, signal.SIGKILL)  # whatever of its group is left
-    except ProcessLookupError:
-        pass
     shutil.rmtree(temp, ignore_errors=True)
+    for name, value in before.items():
+        os.environ.pop(name, None) if value is None else os.environ.__setitem__(name, value)
 
 
 @pytest.fixture
