@@ -127,6 +127,9 @@ def test_a_run_asking_for_more_gpus_than_the_pool_has_waits_saying_why(gpu_store
     summary = run_summary(store, run_id)
     assert summary["status"] == "queued"
     assert summary["placement"]["wait_reason"].startswith("asks for 3 GPUs; this studio has 2 (0, 1)")
+    from studio.ui.train_tab import runs_table
+
+    assert runs_table(store)[0][2] == summary["placement"]["wait_reason"]  # the Train tab's "where / waits for"
     jobs.request(store, run_id, "stop")  # a queued run stops without ever starting
     assert run_summary(store, run_id)["status"] == "stopped"
 
