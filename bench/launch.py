@@ -38,7 +38,7 @@ from studio.training.runs import run_summary  # noqa: E402
 
 def first_step_seconds(store, dataset: str) -> float:
     """Seconds from create_run to the run's first step; waits for the run to end before returning."""
-    config = TrainConfig(max_steps=3, per_device_train_batch_size=4, eval_steps=0, save_steps=0, logging_steps=1,
+    config = TrainConfig(max_steps=3, per_device_train_batch_size=4, eval_steps=100, save_steps=100, logging_steps=1,
                          warmup_steps=0, sample_steps=0)
     config.text.max_length = 32
     started = time.monotonic()

@@ -20,7 +20,7 @@ from studio.store.tables import DeviceClaim, Run
 from studio.training import jobs
 from studio.training.launchers import LocalLauncher
 from studio.training.runs import run_summary, where_text
-from test_jobs import text_config
+from test_jobs import text_config, wait_until
 
 NOW = datetime(2026, 1, 1, tzinfo=timezone.utc)
 WINDOW = timedelta(seconds=300)
@@ -163,12 +163,12 @@ def test_a_worker_whose_heartbeat_stops_fails_with_its_log_tail_and_resumes_from
     store = stores(gpus="0,1", heartbeat_timeout_seconds=10)  # its workers beat every 2.5 s
     run_id = jobs.create_run(store, dataset, "starter-text", "scratch", text_config(max_steps=300, use_cpu=False))
     jobs.dispatch(store)
-    wait_for(store, run_id, lambda s: s["checkpoints"] and s["status"] == "running")
+    wait_until(store, run_id, lambda s: s["checkpoints"] and s["status"] == "running")
     with store.session() as session:
         pid = session.get(Run, run_id).pid
     os.killpg(pid, signal.SIGSTOP)  # hung, not dead: only its silence in the store gives it away
     try:
-        failed = wait_for(store, run_id, lambda s: s["status"] in RUN_ENDED, timeout=60)
+        failed = wait_until(store, run_id, lambda s: s["status"] in RUN_ENDED, timeout=60)
     finally:
         os.killpg(pid, signal.SIGKILL)
     assert failed["status"] == "failed" and "stopped sending heartbeats" in failed["error"]
@@ -179,22 +179,11 @@ def test_a_worker_whose_heartbeat_stops_fails_with_its_log_tail_and_resumes_from
 
     saved = int(failed["checkpoints"][-1].rsplit("-", 1)[1])
     jobs.resume(store, run_id)
-    resumed = wait_for(store, run_id, lambda s: s["status"] == "running" and s["steps"] > saved + 1)
+    resumed = wait_until(store, run_id, lambda s: s["status"] == "running" and s["steps"] > saved + 1)
     assert resumed["error"] is None
     jobs.request(store, run_id, "stop")
-    assert wait_for(store, run_id, lambda s: s["status"] in RUN_ENDED)["status"] == "stopped"
+    assert wait_until(store, run_id, lambda s: s["status"] in RUN_ENDED)["status"] == "stopped"
 
-
-def wait_for(store, run_id, predicate, timeout=240):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        jobs.dispatch(store)
-        summary = run_summary(store, run_id)
-        if predicate(summary):
-            return summary
-        time.sleep(0.5)
-    raise AssertionError(f"run {run_id} did not get there in {timeout}s: {run_summary(store, run_id)}\n"
-                         f"{jobs.log_tail(store, run_id)}")
 
 
 def test_a_deployment_holds_its_gpu_until_it_ends_and_runs_are_placed_around_it(gpu_store):

@@ -24,7 +24,7 @@ from studio.store import open_store
 from studio.store.tables import Run
 from studio.training import jobs
 from studio.training.runs import run_summary
-from test_jobs import text_config
+from test_jobs import text_config, wait_until
 
 pytestmark = pytest.mark.slow
 RAY = os.path.join(os.path.dirname(sys.executable), "ray")
@@ -93,17 +93,6 @@ def _working(store) -> list[int]:
         return [run.id for run in session.query(Run).filter(Run.status.in_(("starting", "running")))]
 
 
-def wait_for(store, run_id, predicate, timeout=300):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        jobs.dispatch(store)
-        summary = run_summary(store, run_id)
-        if predicate(summary):
-            return summary
-        time.sleep(0.5)
-    raise AssertionError(f"run {run_id} did not get there in {timeout}s: {run_summary(store, run_id)}\n"
-                         f"{jobs.log_tail(store, run_id)}")
-
 
 def test_ray_places_three_one_gpu_runs_two_at_a_time(ray_store):
     store, dataset = ray_store
@@ -135,11 +124,11 @@ def test_a_run_larger_than_the_cluster_waits_saying_so_and_stops(ray_store):
     store, dataset = ray_store
     run_id = jobs.create_run(store, dataset, "starter-text", "scratch",
                              text_config(max_steps=1, num_processes=3, use_cpu=False))
-    waiting = wait_for(store, run_id, lambda s: s["placement"]["wait_reason"], timeout=60)
+    waiting = wait_until(store, run_id, lambda s: s["placement"]["wait_reason"], timeout=60)
     assert waiting["status"] == "starting"
     assert waiting["placement"]["wait_reason"].startswith("waits for Ray to free 3 GPU(s) and 3 CPU(s)")
     jobs.request(store, run_id, "stop")
-    assert wait_for(store, run_id, lambda s: s["status"] in RUN_ENDED, timeout=60)["status"] == "stopped"
+    assert wait_until(store, run_id, lambda s: s["status"] in RUN_ENDED, timeout=60)["status"] == "stopped"
 
 
 def test_a_killed_ray_worker_fails_its_run_with_the_log_and_the_run_resumes(ray_store):
@@ -147,19 +136,19 @@ def test_a_killed_ray_worker_fails_its_run_with_the_log_and_the_run_resumes(ray_
 
     store, dataset = ray_store
     run_id = jobs.create_run(store, dataset, "starter-text", "scratch", text_config(max_steps=400, use_cpu=False))
-    wait_for(store, run_id, lambda s: s["status"] == "running" and s["checkpoints"])
+    wait_until(store, run_id, lambda s: s["status"] == "running" and s["checkpoints"])
     workers = [p for p in psutil.process_iter(["cmdline"])
                if (p.info["cmdline"] or [])[-2:] == ["studio.training.worker", str(run_id)]
                and p.environ().get("STUDIO_HOME") == str(store.home)]
     assert workers
     for worker in workers:
         worker.kill()  # as a node's OOM killer would
-    failed = wait_for(store, run_id, lambda s: s["status"] in RUN_ENDED, timeout=120)
+    failed = wait_until(store, run_id, lambda s: s["status"] in RUN_ENDED, timeout=120)
     assert failed["status"] == "failed"
     assert "the Ray job" in failed["error"] and "Last lines of its log" in failed["error"]
 
     saved = int(failed["checkpoints"][-1].rsplit("-", 1)[1])
     jobs.resume(store, run_id)
-    wait_for(store, run_id, lambda s: s["status"] == "running" and s["steps"] > saved + 1)
+    wait_until(store, run_id, lambda s: s["status"] == "running" and s["steps"] > saved + 1)
     jobs.request(store, run_id, "stop")  # through the store's flag, which the worker under Ray reads
-    assert wait_for(store, run_id, lambda s: s["status"] in RUN_ENDED)["status"] == "stopped"
+    assert wait_until(store, run_id, lambda s: s["status"] in RUN_ENDED)["status"] == "stopped"
