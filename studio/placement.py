@@ -27,8 +27,8 @@ from sqlalchemy.exc import IntegrityError
 
 from studio.settings import Settings
 from studio.store import Store
-from studio.status import DEPLOY_ACTIVE, RUN_WORKING
-from studio.store.tables import Deployment, DeviceClaim, Run
+from studio.status import DEPLOY_ACTIVE, RUN_WORKING, SetStatus
+from studio.store.tables import Deployment, DeviceClaim, Run, SampleSet
 
 CPU = "cpu"
 HOLDERS = ("run", "deployment", "generation")
@@ -128,12 +128,28 @@ def release(session, holder: str, holder_id: int) -> None:
 
 
 def release_ended(session) -> None:
-    """Frees the devices of runs and deployments that have ended, however they ended (a worker killed before it
-    could say so included)."""
+    """Frees the devices of runs, deployments and sample sets that have ended, however they ended (a worker killed
+    before it could say so included)."""
     working = {"run": select(Run.id).where(Run.status.in_(RUN_WORKING)),
-               "deployment": select(Deployment.id).where(Deployment.status.in_(DEPLOY_ACTIVE))}
+               "deployment": select(Deployment.id).where(Deployment.status.in_(DEPLOY_ACTIVE)),
+               "generation": select(SampleSet.id).where(SampleSet.status == SetStatus.RUNNING)}
     for holder, alive in working.items():
         session.execute(delete(DeviceClaim).where(DeviceClaim.holder == holder, DeviceClaim.holder_id.not_in(alive)))
+
+
+def claim_device(store: Store, holder: str, holder_id: int, device: str) -> bool:
+    """Claims ``device`` when it is a free GPU of the pool (Generate in the web process uses the first visible GPU,
+    whichever it is): False when it is not in the pool or another holder has it (the work then shares it)."""
+    if device not in pool(store.settings) or device == CPU:
+        return False
+    try:
+        with store.session() as session:
+            if device in held(session):
+                return False
+            claim(session, holder, holder_id, [device])
+            return True
+    except IntegrityError:
+        return False
 
 
 def claim_one(store: Store, holder: str, holder_id: int) -> str | None:

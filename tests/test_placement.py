@@ -207,3 +207,26 @@ def test_a_deployment_holds_its_gpu_until_it_ends_and_runs_are_placed_around_it(
     with store.session() as session:
         placement.release_ended(session)
     assert placement.usage(store)["free"] == ["0", "1"]
+
+
+def test_generate_declares_the_first_visible_gpu_while_its_set_runs(stores, monkeypatch):
+    from studio.generation.cache import ModelCache
+    from studio.generation.service import _claim_gpu
+    from studio.store.tables import SampleSet
+
+    store = stores(gpus="2,3")
+    with store.session() as session:
+        row = SampleSet(modality="text", base_model="m", status="running")
+        session.add(row)
+        session.flush()
+        set_id = row.id
+    _claim_gpu(store, set_id, ModelCache(1, device="cpu"))
+    assert placement.usage(store)["busy"] == {}  # generating on the CPU holds no GPU
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,2")
+    _claim_gpu(store, set_id, ModelCache(1, device="cuda"))
+    assert placement.usage(store)["busy"] == {"3": f"generation {set_id}"}  # cuda:0 is the first visible GPU
+    with store.session() as session:
+        session.get(SampleSet, set_id).status = "interrupted"
+    with store.session() as session:
+        placement.release_ended(session)  # a set that ended without releasing (its process died) frees it
+    assert placement.usage(store)["free"] == ["2", "3"]
