@@ -152,3 +152,12 @@ def test_a_killed_ray_worker_fails_its_run_with_the_log_and_the_run_resumes(ray_
     wait_until(store, run_id, lambda s: s["status"] == "running" and s["steps"] > saved + 1)
     jobs.request(store, run_id, "stop")  # through the store's flag, which the worker under Ray reads
     assert wait_until(store, run_id, lambda s: s["status"] in RUN_ENDED)["status"] == "stopped"
+
+
+def test_a_two_process_run_trains_on_a_node_without_cuda_as_two_gloo_ranks(ray_store):
+    store, dataset = ray_store
+    run_id = jobs.create_run(store, dataset, "starter-text", "scratch",
+                             text_config(max_steps=3, num_processes=2, use_cpu=False))
+    done = wait_until(store, run_id, lambda s: s["status"] in RUN_ENDED)
+    assert done["status"] == "completed", done["error"]
+    assert done["steps"] == 3

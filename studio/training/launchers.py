@@ -114,8 +114,12 @@ class RayLauncher(Launcher):
 
     def start(self, store, run, command, env, devices):
         log = shlex.quote(str(log_path(store, run)))
-        # bash -o pipefail: the job fails when the worker does, and its output goes both to Ray and to train.log
-        entrypoint = f"bash -o pipefail -c {shlex.quote(f'{shlex.join(command)} 2>&1 | tee -a {log}')}"
+        # The node Ray picks decides whether it trains on GPUs: one without a driver trains on the CPU (gloo ranks
+        # for several processes). bash -o pipefail: the job fails when the worker does; its output goes both to
+        # Ray and to train.log.
+        script = (f"{{ nvidia-smi -L >/dev/null 2>&1 || export ACCELERATE_USE_CPU=1; {shlex.join(command)}; }} "
+                  f"2>&1 | tee -a {log}")
+        entrypoint = f"bash -o pipefail -c {shlex.quote(script)}"
         gpus, cpus = ray_request(run)
         try:
             job_id = self.client().submit_job(
