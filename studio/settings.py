@@ -179,6 +179,10 @@ class Settings(BaseSettings):
                     "runs are submitted to it as Ray jobs with their GPU/CPU/memory request instead of started "
                     "here. Needs a PostgreSQL store (STUDIO_DATABASE_URL) and STUDIO_HOME on storage every node "
                     "mounts. Empty: runs start on this machine.")
+    ray_memory_gb: float = Field(
+        default=0.0, ge=0,
+        description="Memory each training process asks Ray for (GB), so Ray places a run only on a node with that "
+                    "much free (a run asks num_processes times it). 0: no memory request.")
 
     @field_validator("home")
     @classmethod

@@ -230,3 +230,15 @@ def test_generate_declares_the_first_visible_gpu_while_its_set_runs(stores, monk
     with store.session() as session:
         placement.release_ended(session)  # a set that ended without releasing (its process died) frees it
     assert placement.usage(store)["free"] == ["2", "3"]
+
+
+def test_a_ray_job_asks_one_gpu_and_one_cpu_per_process_and_the_memory_set(stores):
+    from studio.training.launchers import ray_resources
+
+    store = stores(ray_memory_gb=1.5)
+    two = Run(config=text_config(num_processes=2, use_cpu=False).model_dump())
+    assert ray_resources(two, store.settings) == {"entrypoint_num_gpus": 2, "entrypoint_num_cpus": 2,
+                                                  "entrypoint_memory": 3 * 2**30}
+    on_cpu = Run(config=text_config(num_processes=1, use_cpu=True).model_dump())
+    assert ray_resources(on_cpu, stores().settings) == {"entrypoint_num_gpus": None, "entrypoint_num_cpus": 1,
+                                                        "entrypoint_memory": None}

@@ -120,14 +120,12 @@ class RayLauncher(Launcher):
         script = (f"{{ nvidia-smi -L >/dev/null 2>&1 || export ACCELERATE_USE_CPU=1; {shlex.join(command)}; }} "
                   f"2>&1 | tee -a {log}")
         entrypoint = f"bash -o pipefail -c {shlex.quote(script)}"
-        gpus, cpus = ray_request(run)
         try:
             job_id = self.client().submit_job(
                 entrypoint=entrypoint, submission_id=f"studio-run-{run.id}-{int(datetime.now().timestamp())}",
                 runtime_env={"env_vars": {**store.settings.as_env(), **env, "PYTHONUNBUFFERED": "1",
                                           "PYTHONPATH": str(processes.ROOT)}},
-                entrypoint_num_gpus=gpus or None, entrypoint_num_cpus=cpus,
-                metadata={"studio_run": str(run.id)})
+                metadata={"studio_run": str(run.id)}, **ray_resources(run, store.settings))
         except Exception as error:  # noqa: BLE001 - the cluster's refusal, whatever its kind, is the reason shown
             raise LaunchError(f"Ray at {self.address} refused the job: {error}") from error
         return {"job_id": job_id, "host": f"ray:{self.address}"}
@@ -182,6 +180,13 @@ def ray_request(run: Run) -> tuple[int, int]:
 
     config = TrainConfig.model_validate(run.config)
     return (0 if config.use_cpu else config.num_processes), config.num_processes
+
+
+def ray_resources(run: Run, settings: Settings) -> dict:
+    """The Ray job's entrypoint resources for the run: GPUs, CPUs and, with ``STUDIO_RAY_MEMORY_GB``, memory."""
+    gpus, cpus = ray_request(run)
+    memory = int(settings.ray_memory_gb * 2**30) * cpus  # one CPU per process
+    return {"entrypoint_num_gpus": gpus or None, "entrypoint_num_cpus": cpus, "entrypoint_memory": memory or None}
 
 
 def check_ray_settings(settings: Settings) -> None:
