@@ -242,3 +242,16 @@ def test_a_ray_job_asks_one_gpu_and_one_cpu_per_process_and_the_memory_set(store
     on_cpu = Run(config=text_config(num_processes=1, use_cpu=True).model_dump())
     assert ray_resources(on_cpu, stores().settings) == {"entrypoint_num_gpus": None, "entrypoint_num_cpus": 1,
                                                         "entrypoint_memory": None}
+
+
+def test_a_worker_on_another_machine_is_judged_by_its_heartbeat_not_a_local_pid(tmp_path):
+    """Runs and tasks alike: dispatchers on several machines share one PostgreSQL store."""
+    from studio import processes
+
+    now, log = datetime.now(timezone.utc), tmp_path / "worker.log"
+    log.write_text("step 9\n")
+    dead_here = 999_999  # no such process on this machine
+    assert "process died" in processes.worker_gone(dead_here, now, timedelta(minutes=3), log)
+    assert processes.worker_gone(dead_here, now, timedelta(minutes=3), log, host="another-node") is None
+    silent = processes.worker_gone(dead_here, now - timedelta(hours=1), timedelta(minutes=3), log, host="another-node")
+    assert "stopped sending heartbeats" in silent and "step 9" in silent

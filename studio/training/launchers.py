@@ -15,7 +15,6 @@ process died; the Ray job failed). Slurm or Kubernetes would be a third class wi
 from __future__ import annotations
 
 import shlex
-import socket
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -34,10 +33,6 @@ SQLITE_WITH_RAY = ("STUDIO_RAY_ADDRESS is set but the store is SQLite, a file on
 
 class LaunchError(RuntimeError):
     """A worker could not be started; the message says why."""
-
-
-def this_host() -> str:
-    return socket.gethostname()
 
 
 def log_path(store: Store, run: Run) -> Path:
@@ -87,16 +82,14 @@ class LocalLauncher(Launcher):
 
     def start(self, store, run, command, env, devices):
         pid = processes.start_detached(command, log_path(store, run), store.settings, **env, **cuda_visible(devices))
-        return {"pid": pid, "host": this_host()}
+        return {"pid": pid, "host": processes.this_host()}
 
     def gone(self, store, run):
         timeout = timedelta(seconds=store.settings.heartbeat_timeout_seconds)
-        if run.host not in (None, this_host()):
-            # started by a dispatcher on another machine (sharing a PostgreSQL store): its pid means nothing here
-            return silent(store, run) if heartbeat_stale(run, timeout) else None
-        if run.status == RunStatus.STARTING and processes.process_alive(run.pid):
+        here = run.host in (None, processes.this_host())
+        if here and run.status == RunStatus.STARTING and processes.process_alive(run.pid):
             return None  # accelerate and the worker are still importing: the worker beats once it has started
-        return processes.worker_gone(run.pid, run.heartbeat_at, timeout, log_path(store, run))
+        return processes.worker_gone(run.pid, run.heartbeat_at, timeout, log_path(store, run), host=run.host)
 
 
 class RayLauncher(Launcher):

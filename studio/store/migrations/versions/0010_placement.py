@@ -1,5 +1,6 @@
 """Placement on a device pool: ``device_claims`` (one row per device held) replaces ``device_locks`` (one lock for the
-whole machine), and runs say where they run, through which launcher, and what a queued run waits for.
+whole machine), and runs say where they run, through which launcher, and what a queued run waits for. Tasks record
+the machine their worker runs on (``host``): its pid means something there only.
 
 Revision ID: 0010
 Revises: 0009
@@ -34,9 +35,13 @@ def upgrade() -> None:
         for name, kind in RUN_COLUMNS:
             batch.add_column(sa.Column(name, kind, nullable=True))
     op.execute("UPDATE runs SET queued_at = created_at")
+    with op.batch_alter_table("tasks") as batch:
+        batch.add_column(sa.Column("host", sa.String(200), nullable=True))
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("tasks") as batch:
+        batch.drop_column("host")
     with op.batch_alter_table("runs") as batch:
         for name, _ in reversed(RUN_COLUMNS):
             batch.drop_column(name)
