@@ -15,7 +15,7 @@ process died; the Ray job failed). Slurm or Kubernetes would be a third class wi
 from __future__ import annotations
 
 import shlex
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from studio import processes
@@ -37,19 +37,6 @@ class LaunchError(RuntimeError):
 
 def log_path(store: Store, run: Run) -> Path:
     return store.path(f"{run.output_dir or f'runs/{run.id}'}/train.log")
-
-
-def heartbeat_stale(run: Run, timeout: timedelta) -> bool:
-    beat = run.heartbeat_at
-    if beat is None:
-        return False
-    beat = beat if beat.tzinfo else beat.replace(tzinfo=timezone.utc)  # SQLite gives back naive UTC times
-    return datetime.now(timezone.utc) - beat > timeout
-
-
-def silent(store: Store, run: Run) -> str:
-    return (f"the worker stopped sending heartbeats (none for {store.settings.heartbeat_timeout_seconds:g} s). "
-            f"Last lines of its log:\n{processes.log_tail(log_path(store, run))}")
 
 
 class Launcher:
@@ -140,8 +127,8 @@ class RayLauncher(Launcher):
             return f"the Ray job {run.job_id} ended ({status}: {why}). Last lines of its log:\n{self.log_tail(store, run)}"
         if status == "PENDING":
             return None  # Ray holds it until resources free up: no heartbeat is expected yet
-        timeout = timedelta(seconds=store.settings.heartbeat_timeout_seconds)
-        return silent(store, run) if heartbeat_stale(run, timeout) else None
+        timeout = timedelta(seconds=store.settings.heartbeat_timeout_seconds)  # its host is "ray:…": no pid to ask
+        return processes.worker_gone(None, run.heartbeat_at, timeout, log_path(store, run), host=run.host)
 
     def waiting(self, store, run):
         info = run.job_id and self._status(run)
