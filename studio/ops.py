@@ -18,6 +18,7 @@ from pathlib import Path
 
 from sqlalchemy import func, select, text
 
+from studio import placement
 from studio.status import RunStatus
 from studio.store import Store
 from studio.store.disk import low_space
@@ -86,7 +87,8 @@ def collect(store: Store) -> dict:
                      "free_bytes": usage.free, "total_bytes": usage.total,
                      "min_free_bytes": store.settings.min_free_disk_mb * 2**20,
                      "guard": low_space(store, "start new work")},
-            "gpus": _cached("gpus", 5.0, gpu_memory)}
+            "gpus": _cached("gpus", 5.0, gpu_memory),
+            "devices": placement.usage(store)}
 
 
 def health(store: Store) -> dict:
@@ -120,7 +122,19 @@ def prometheus_text(figures: dict) -> str:
     lines += ["# HELP studio_gpu_memory_total_bytes GPU memory.", "# TYPE studio_gpu_memory_total_bytes gauge"]
     lines += [f'studio_gpu_memory_total_bytes{{gpu="{g["index"]}"}} {int(g["total_mb"] * 2**20)}'
               for g in figures["gpus"]]
+    devices = figures["devices"]
+    lines += ["# HELP studio_devices Devices of the placement pool (STUDIO_GPUS) by state: held by a run, a "
+              "deployment or a generation, or free.", "# TYPE studio_devices gauge",
+              f'studio_devices{{state="busy"}} {len(devices["busy"])}',
+              f'studio_devices{{state="free"}} {len(devices["free"])}',
+              "# HELP studio_device_busy Whether each device of the pool is held (1) or free (0).",
+              "# TYPE studio_device_busy gauge"]
+    lines += [f'studio_device_busy{{device="{d}"}} {int(d in devices["busy"])}' for d in devices["devices"]]
     return "\n".join(lines) + "\n"
+
+
+def _holders(busy: dict[str, str]) -> str:
+    return f" ({html.escape(', '.join(f'{device}: {holder}' for device, holder in busy.items()))})" if busy else ""
 
 
 def _gb(value: float) -> str:
@@ -137,6 +151,8 @@ def status_html(figures: dict) -> str:
     rows = (f"<tr><td>Runs queued</td><td id='runs-queued'>{runs['queued']}</td></tr>"
             f"<tr><td>Runs starting / running</td><td id='runs-running'>{runs['starting']} / {runs['running']}"
             "</td></tr>"
+            f"<tr><td>Devices busy</td><td id='devices-busy'>{len(figures['devices']['busy'])} of "
+            f"{len(figures['devices']['devices'])}{_holders(figures['devices']['busy'])}</td></tr>"
             f"<tr><td>Runs completed / failed / stopped</td><td>{runs['completed']} / {runs['failed']} / "
             f"{runs['stopped']}</td></tr>"
             f"<tr><td>Used by the studio ({html.escape(disk['home'])})</td><td>{_gb(disk['used_by_studio_bytes'])}"

@@ -9,6 +9,7 @@ dispatcher round leaves none behind (the record of a worker that finished by its
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import threading
 from datetime import datetime, timedelta, timezone
@@ -59,15 +60,26 @@ def process_alive(pid: int | None) -> bool:
         return True
 
 
-def worker_gone(pid: int | None, heartbeat_at: datetime | None, timeout: timedelta, log: Path) -> str | None:
+def this_host() -> str:
+    """This machine's name, recorded with the workers started here: a pid means something on its own host only."""
+    return socket.gethostname()
+
+
+def worker_gone(pid: int | None, heartbeat_at: datetime | None, timeout: timedelta, log: Path,
+                host: str | None = None) -> str | None:
     """Why the worker with ``pid`` and this last heartbeat counts as gone — its process died, or it sent no heartbeat
-    for ``timeout`` — with the end of its log; None while it lives, or while it is being started (no pid yet)."""
+    for ``timeout`` — with the end of its log; None while it lives, or while it is being started (no pid yet). A
+    worker started on another ``host`` (dispatchers on several machines sharing a PostgreSQL store) is judged by
+    its heartbeat alone."""
     if heartbeat_at is not None and heartbeat_at.tzinfo is None:
         heartbeat_at = heartbeat_at.replace(tzinfo=timezone.utc)  # SQLite gives back naive UTC times
     stale = heartbeat_at is not None and datetime.now(timezone.utc) - heartbeat_at > timeout
-    if pid is None and not stale:
+    if host not in (None, this_host()):
+        alive = True  # its pid is another machine's: only its heartbeat tells
+    elif pid is None and not stale:
         return None  # claimed a moment ago by a dispatcher that is starting its worker right now
-    alive = process_alive(pid)
+    else:
+        alive = process_alive(pid)
     if alive and not stale:
         return None
     reason = "the worker stopped sending heartbeats" if alive else "the worker process died"

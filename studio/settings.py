@@ -159,6 +159,31 @@ class Settings(BaseSettings):
                     "when it is https, and the sign-in form also accepts posts from it (a proxy that changes the Host "
                     "header). Empty: each request's own address.")
 
+    gpus: str = Field(
+        default="",
+        description="Comma-separated GPU ids the studio places training runs on (0,1,2,3): each run holds "
+                    "num_processes of them, pinned with CUDA_VISIBLE_DEVICES, and several runs share the machine. "
+                    "Ids no CUDA device answers to are allowed (runs then train on the CPU but still hold their "
+                    "slot). Empty: every GPU nvidia-smi lists; none: one CPU slot (one run at a time).")
+    backfill_seconds: float = Field(
+        default=300.0, ge=0,
+        description="How long a queued run that asks for more GPUs than are free lets smaller, later runs start "
+                    "ahead of it on the free ones; after that they wait behind it, so a large run is not starved.")
+    heartbeat_timeout_seconds: float = Field(
+        default=180.0, gt=0,
+        description="A run whose worker wrote no heartbeat to the store for this long is marked failed (with its "
+                    "log's end), wherever it ran; it can be resumed from its last checkpoint.")
+    ray_address: str = Field(
+        default="",
+        description="The Ray cluster's Jobs API address (its dashboard, http://head:8265): training "
+                    "runs are submitted to it as Ray jobs with their GPU/CPU/memory request instead of started "
+                    "here. Needs a PostgreSQL store (STUDIO_DATABASE_URL) and STUDIO_HOME on storage every node "
+                    "mounts. Empty: runs start on this machine.")
+    ray_memory_gb: float = Field(
+        default=0.0, ge=0,
+        description="Memory each training process asks Ray for (GB), so Ray places a run only on a node with that "
+                    "much free (a run asks num_processes times it). 0: no memory request.")
+
     @field_validator("home")
     @classmethod
     def _absolute(cls, value: Path) -> Path:

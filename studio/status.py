@@ -11,7 +11,7 @@ from enum import StrEnum
 
 
 class RunStatus(StrEnum):
-    QUEUED = "queued"        # waiting for the device set
+    QUEUED = "queued"        # waiting for its devices (studio.placement)
     STARTING = "starting"    # claimed: its worker is being started
     RUNNING = "running"      # its worker trains
     COMPLETED = "completed"  # trained every step (or stopped early by early stopping)

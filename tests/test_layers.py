@@ -22,7 +22,7 @@ LAYERS: tuple[tuple[str, tuple[tuple[str, ...], ...]], ...] = (
                   ("generation",),      # sample sets from runs' checkpoints
                   ("training", "auth", "ops"))),
     ("what the services work on", (("data", "models", "examples"),)),
-    ("records and processes", (("store", "processes"),)),
+    ("records and processes", (("store", "processes", "placement"),)),
     ("settings and shared names", (("settings", "fields", "status", "roles"),)),
 )
 RANK = {package: rank for rank, row in enumerate(row for _, rows in LAYERS for row in rows) for package in row}

@@ -42,6 +42,19 @@ def test_metrics_count_runs_by_status_and_the_disk_under_the_home(store, tmp_pat
     assert "<td id='runs-queued'>1</td>" in page
 
 
+def test_metrics_and_the_status_page_say_which_devices_of_the_pool_are_busy(stores):
+    from studio import placement
+
+    store = stores(gpus="0,1")
+    with store.session() as session:
+        placement.claim(session, "run", 7, ["1"])
+    figures = ops.collect(store)
+    text = ops.prometheus_text(figures)
+    assert 'studio_devices{state="busy"} 1' in text and 'studio_devices{state="free"} 1' in text
+    assert 'studio_device_busy{device="0"} 0' in text and 'studio_device_busy{device="1"} 1' in text
+    assert "<td id='devices-busy'>1 of 2 (1: run 7)</td>" in ops.status_html(figures)
+
+
 def test_gpu_memory_is_read_from_nvidia_smi(tmp_path, monkeypatch):
     fake = tmp_path / "nvidia-smi"
     fake.write_text("#!/bin/sh\necho '0, NVIDIA H200, 1024, 143771'\necho '1, NVIDIA H200, 0, 143771'\n"
@@ -52,7 +65,8 @@ def test_gpu_memory_is_read_from_nvidia_smi(tmp_path, monkeypatch):
     assert gpus == [{"index": 0, "name": "NVIDIA H200", "used_mb": 1024.0, "total_mb": 143771.0},
                     {"index": 1, "name": "NVIDIA H200", "used_mb": 0.0, "total_mb": 143771.0}]
     text = ops.prometheus_text({"runs": {}, "disk": {"used_by_studio_bytes": 0, "free_bytes": 0, "total_bytes": 0,
-                                                     "min_free_bytes": 0}, "gpus": gpus})
+                                                     "min_free_bytes": 0}, "gpus": gpus,
+                                 "devices": {"devices": [], "busy": {}, "free": []}})
     assert f'studio_gpu_memory_used_bytes{{gpu="0"}} {1024 * 2**20}' in text
 
 

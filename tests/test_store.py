@@ -23,7 +23,7 @@ def _schema_drift(engine) -> list:
 def test_migrations_create_exactly_the_tables_the_code_declares(store):
     assert _schema_drift(store.engine) == []
     with store.engine.connect() as connection:
-        assert connection.execute(text("select version_num from alembic_version")).scalar() == "0009"
+        assert connection.execute(text("select version_num from alembic_version")).scalar() == "0010"
 
 
 def test_sqlite_runs_in_wal_mode(store):
@@ -159,14 +159,15 @@ def _fill_a_0004_database(connection) -> None:
             sample_index=0, seed=1, text="hello", seconds=0.1, created_at=at)
 
 
-def _store_upgraded_from_0004(home, fill, database_url: str | None = None):
-    """A database made by the 0004 release, filled by ``fill(connection)``, opened by today's studio."""
+def _store_upgraded_from_0004(home, fill, database_url: str | None = None, revision: str = "0004"):
+    """A database made by the 0004 release (or ``revision``'s), filled by ``fill(connection)``, opened by today's
+    studio."""
     from studio.store.engine import make_engine, upgrade_schema
 
     home.mkdir(parents=True)
     settings = load_settings(home=home, database_url=database_url)
     engine = make_engine(settings.db_url)
-    upgrade_schema(engine, "0004")
+    upgrade_schema(engine, revision)
     with engine.begin() as connection:
         fill(connection)
     engine.dispose()
@@ -184,6 +185,27 @@ def test_upgrading_from_0004_gives_each_sample_set_a_project_and_keeps_every_row
         kept = session.query(GeneratedSample).one().text
     assert projects == {1: 2, 2: 1}  # the run's project; the base-only set goes to the default project
     assert kept == "hello"
+    assert _schema_drift(store.engine) == []
+    store.close()
+
+
+@pytest.mark.parametrize("database", ["sqlite", "postgresql"])
+def test_upgrading_from_0009_moves_a_running_runs_device_lock_to_its_claim(home, database, request):
+    """The one machine-wide lock becomes the run's claim of the CPU slot (no second run starts beside it), and every
+    run joins the queue's order at its creation."""
+    from studio.store.tables import DeviceClaim, Run
+
+    def fill(connection):
+        _fill_a_0004_database(connection)
+        connection.execute(text("UPDATE runs SET status = 'running'"))
+        _insert(connection, "device_locks", device_set="local", run_id=5, locked_at="2026-01-02 00:00:00")
+
+    url = request.getfixturevalue("postgres_url") if database == "postgresql" else None
+    store = _store_upgraded_from_0004(home, fill, url, revision="0009")
+    with store.session() as session:
+        assert [(c.device, c.holder, c.holder_id) for c in session.query(DeviceClaim)] == [("cpu", "run", 5)]
+        run = session.get(Run, 5)
+        assert run.queued_at == run.created_at and run.devices is None
     assert _schema_drift(store.engine) == []
     store.close()
 

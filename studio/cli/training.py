@@ -143,7 +143,7 @@ def _report_when_ended(args, store, run_id: int) -> int:
 
 
 def _run_text(summary: dict) -> str:
-    from studio.training.runs import early_stop_note
+    from studio.training.runs import early_stop_note, where_text
 
     loss = summary["val_loss"]["best"]
     text = (f"run {summary['run_id']}: {summary['status']} after {summary['steps']} steps "
@@ -151,6 +151,8 @@ def _run_text(summary: dict) -> str:
             + (f", best validation loss {loss:.4f}" if loss is not None else ""))
     if note := early_stop_note(summary):
         text += f"; {note}"
+    if summary["status"] not in RUN_ENDED and (where := where_text(summary)):
+        text += f" [{where}]"  # the GPUs it holds, its Ray job, or what a queued run waits for
     if summary.get("error"):
         text += "\n" + summary["error"]
     return text

@@ -79,6 +79,10 @@ class ModelCache:
         self.adapter_loads = 0
         self.lock = threading.RLock()
 
+    def device_name(self) -> str:
+        """Where its models run: the device it was given, else "cuda" when torch sees a GPU, else "cpu"."""
+        return self.device or _device()
+
     @staticmethod
     def key(variant: Variant) -> tuple:
         if variant.kind in ("base", "lora"):
@@ -130,7 +134,7 @@ class ModelCache:
             handle.parts.starter = True  # the starters' generation defaults (e.g. milder guidance)
         handle.module.requires_grad_(False)
         handle.module.eval()
-        handle.module.to(self.device or _device())
+        handle.module.to(self.device_name())
         self.loads += 1
         return Entry(handle=handle, bytes=weight_bytes(handle.module))
 

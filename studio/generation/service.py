@@ -25,6 +25,7 @@ from typing import Callable
 
 from sqlalchemy import delete, func, select
 
+from studio import placement
 from studio.data.items import ImportRefused
 from studio.data.prompts import prompt_and_reference
 from studio.data.service import get_version, read_manifest
@@ -171,16 +172,27 @@ def generate_set(store: Store, variants: list[str], prompts: list[str], seed: in
     set_id = row.id
     hooks = hooks or GenerationHooks()
     hooks.on_start(set_id)  # a page can now follow the set's samples as they are stored
+    cache = cache if cache is not None else shared_cache(store.settings)
+    _claim_gpu(store, set_id, cache)
     try:
-        status = _generate(store, set_id, chosen, prompts, seeds, options, blocklist, report,
-                           cache if cache is not None else shared_cache(store.settings), hooks)
+        status = _generate(store, set_id, chosen, prompts, seeds, options, blocklist, report, cache, hooks)
     except BaseException as error:
         interrupted = isinstance(error, KeyboardInterrupt)
         _finish(store, set_id, SetStatus.CANCELLED if interrupted else SetStatus.FAILED, report,
                 "interrupted" if interrupted else f"{type(error).__name__}: {error}")
         raise
+    finally:
+        placement.release_claims(store, "generation", set_id)
     _finish(store, set_id, status, report)
     return set_id
+
+
+def _claim_gpu(store: Store, set_id: int, cache: ModelCache) -> None:
+    """Declares the GPU this set generates on (the first visible one) while it runs, so the dispatcher places no new
+    run there meanwhile; a run already holding it is shared with, as before."""
+    if cache.device_name() == "cuda":
+        first = (os.environ.get("CUDA_VISIBLE_DEVICES") or "0").split(",")[0].strip()
+        placement.claim_device(store, "generation", set_id, first)
 
 
 def _owning_project(session, project: str | None, variants: list[Variant], actor: str | None) -> Project:

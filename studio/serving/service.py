@@ -23,7 +23,7 @@ from pathlib import Path
 
 from sqlalchemy import delete, select, update
 
-from studio import processes
+from studio import placement, processes
 from studio.generation.variants import VariantError, resolve_variants
 from studio.status import DEPLOY_ACTIVE, DeployStatus
 from studio.store import Store, record_action
@@ -158,9 +158,12 @@ def _launch(store: Store, deployment_id: int) -> None:
     with store.session() as session:
         session.execute(update(Deployment).where(Deployment.id == deployment_id).values(
             status=DeployStatus.STARTING, error=None, url=None, pid=None, heartbeat_at=_now(), stopped_at=None))
+    # Its GPU is claimed like a run's, so no run is placed on the GPU its models fill (none free: it shares one)
+    placement.release_claims(store, "deployment", deployment_id)
+    device = placement.claim_one(store, "deployment", deployment_id)
     try:
         pid = processes.start_detached([sys.executable, "-m", "studio.serving.process", str(deployment_id)], log,
-                                       store.settings)
+                                       store.settings, **placement.cuda_visible([device] if device else []))
     except OSError as error:
         _mark_failed(store, deployment_id, f"could not start the serving process: {error}")
         return
@@ -249,6 +252,7 @@ def stop_deployment(store: Store, deployment_id: int, actor: str | None = None, 
         record_action(session, actor, "deployment.stop", f"deployment:{row.id}", project=row.project,
                       details={"name": row.name, "was": was})
     _end_process(pid, int(deployment_id), grace)
+    placement.release_claims(store, "deployment", int(deployment_id))
     return get_deployment(store, deployment_id)
 
 
@@ -289,6 +293,8 @@ def reap_deployments(store: Store, only: int | None = None) -> list[int]:
         if reason and _mark_failed(store, row.id, f"{reason}. Last lines of its log:\n{log_tail(store, row.id)}"):
             _end_process(row.pid, row.id, grace=2.0)
             failed.append(row.id)
+    with store.session() as session:
+        placement.release_ended(session)  # stopped, failed or deleted deployments hold no GPU
     return failed
 
 

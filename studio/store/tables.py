@@ -97,6 +97,15 @@ class Run(Base):
     total_steps: Mapped[int] = mapped_column(Integer, default=0)
     best_val_loss: Mapped[float | None] = mapped_column(Float, nullable=True)
     created_by: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    # Placement (studio/placement.py): the devices it holds ("0,1"; "cpu"; "ray"), which launcher started it, its
+    # job there (a Ray job id), the machine the dispatcher started it from, what a queued run waits for, and when it
+    # joined the queue (created, or resumed): the queue's order.
+    devices: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    launcher: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    job_id: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    host: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    wait_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    queued_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True, default=utcnow)
 
 
 class Metric(Base):
@@ -143,13 +152,14 @@ class RunSample(Base):
     at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
-class DeviceLock(Base):
-    """Held by the run using a device set: inserting it is the claim, so two dispatchers never start
-    two runs on one device set (the primary key refuses the second)."""
-    __tablename__ = "device_locks"
-    device_set: Mapped[str] = mapped_column(String(64), primary_key=True)
-    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id"))
-    locked_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+class DeviceClaim(Base):
+    """One device of the pool (a GPU id, or "cpu") held by a run, a deployment or a generation: inserting the rows is
+    the claim, so two dispatchers never give one device to two holders (the primary key refuses the second)."""
+    __tablename__ = "device_claims"
+    device: Mapped[str] = mapped_column(String(64), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(16))       # run | deployment | generation
+    holder_id: Mapped[int] = mapped_column(Integer, index=True)
+    claimed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
 class SampleSet(Base):
@@ -279,6 +289,7 @@ class Task(Base):
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     pid: Mapped[int | None] = mapped_column(Integer, nullable=True)
     heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    host: Mapped[str | None] = mapped_column(String(200), nullable=True)  # the machine its pid is on (0010)
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
     created_by: Mapped[str | None] = mapped_column(String(200), nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

@@ -127,7 +127,7 @@ def _start_worker(store: Store, task: Task) -> None:
         finish(store, task.id, TaskStatus.FAILED, error=f"could not start the worker: {error}")
         return
     with store.session() as session:
-        session.execute(update(Task).where(Task.id == task.id).values(pid=pid))
+        session.execute(update(Task).where(Task.id == task.id).values(pid=pid, host=processes.this_host()))
 
 
 def finish(store: Store, task_id: int, status: TaskStatus, *, result: dict | None = None, error: str | None = None,
@@ -158,7 +158,8 @@ def reap(store: Store) -> list[int]:
         running = session.scalars(select(Task).where(Task.status == TaskStatus.RUNNING)).all()
     failed = []
     for task in running:
-        gone = processes.worker_gone(task.pid, task.heartbeat_at, HEARTBEAT_TIMEOUT, log_path(store, task.id))
+        gone = processes.worker_gone(task.pid, task.heartbeat_at, HEARTBEAT_TIMEOUT, log_path(store, task.id),
+                                     host=task.host)
         if gone and finish(store, task.id, TaskStatus.FAILED, error=gone):
             failed.append(task.id)
     return failed

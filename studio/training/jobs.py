@@ -1,8 +1,9 @@
-"""Runs as jobs: create, queue, dispatch to a detached worker, stop, resume, reap dead workers.
+"""Runs as jobs: create, queue, dispatch to a worker, stop, resume, reap dead workers.
 
-The store is the control plane (ai-toolkit's idea): any process that dispatches (the web process,
-or the CLI when no web process runs) claims the device set by inserting its ``DeviceLock`` row; the
-primary key lets only one claim win, so two dispatchers never start two runs on one device set.
+The store is the control plane (ai-toolkit's idea): any process that dispatches (the web process, or the CLI when no
+web process runs) places queued runs on the device pool (``studio.placement``) by inserting their ``DeviceClaim``
+rows; the primary key lets only one claim of a device win, so two dispatchers never start two runs on one GPU. The
+worker starts through a launcher (``launchers``: local processes, or Ray jobs when ``STUDIO_RAY_ADDRESS`` is set).
 """
 
 from __future__ import annotations
@@ -18,22 +19,22 @@ from pathlib import Path
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 
-from studio import processes
+from studio import placement, processes
 from studio.data.preferences import EXAMPLE, PAIR, THUMBS, count_kinds
 from studio.data.prompts import prompts_of
 from studio.data.service import get_version, read_manifest
 from studio.models.common import adapter_base, read_marker
 from studio.models.preference import needs as preference_needs, usable
 from studio.models.registry import family_of, modality_of
-from studio.processes import start_detached
 from studio.status import RUN_ACTIVE, RUN_ENDED, RUN_WORKING, RunStatus
 from studio.store import Store, record_action
 from studio.store.disk import low_space
 from studio.store.projects import check_project_name, project_name, remove_folders
-from studio.store.tables import Checkpoint, ControlFlag, DeviceLock, Metric, Run, RunSample
+from studio.store.tables import Checkpoint, ControlFlag, Metric, Run, RunSample
 from studio.settings import secret_variables
 from studio.training.config import METHODS, TrainConfig
 from studio.training import trackers
+from studio.training.launchers import LaunchError, Launcher, check_ray_settings, launcher_for
 from studio.training.runs import checkpoints, log_path, run_of_folder
 
 KIND_WORDS = {EXAMPLE: "examples", PAIR: "preference pairs", THUMBS: "thumbs up/down"}
@@ -41,8 +42,6 @@ KIND_WORDS = {EXAMPLE: "examples", PAIR: "preference pairs", THUMBS: "thumbs up/
 # carried over, and ignoring the warm-up asked for was the old, silent behaviour: the run is refused instead.
 CONSTANT_HAS_NO_WARMUP = ("lr_scheduler_type 'constant' has no warm-up, but warmup_steps or warmup_ratio asks for one: "
                           "pick 'constant_with_warmup', or set warmup_steps=0 and warmup_ratio=0")
-DEVICE_SET = "local"         # one device set per machine: one run at a time, the rest wait in order
-HEARTBEAT_TIMEOUT = timedelta(seconds=180)
 
 
 class RunError(ValueError):
@@ -62,6 +61,10 @@ def create_run(store: Store, dataset_ref: str, model_ref: str, method: str, conf
         raise RunError(f"method must be one of {', '.join(METHODS)}")
     if message := low_space(store, "start a training run"):
         raise RunError(message)
+    try:
+        check_ray_settings(store.settings)
+    except LaunchError as error:
+        raise RunError(str(error)) from None
     version = get_version(store, dataset_ref)
     modality = version.dataset.modality
     start, model_ref = model_ref, start_folder(store, model_ref, modality)
@@ -216,8 +219,11 @@ def with_sample_prompts(store: Store, version, config: TrainConfig, how_many: in
     return config.model_copy(update={"sample_prompts": prompts})
 
 
-def launch_command(run_id: int, config: TrainConfig, *, for_cluster: bool = False) -> list[str]:
-    """The exact ``accelerate launch`` command that runs this run's worker."""
+def launch_command(run_id: int, config: TrainConfig, *, for_cluster: bool = False,
+                   cpu: bool | None = None) -> list[str]:
+    """The exact ``accelerate launch`` command that runs this run's worker (on the CPU when ``cpu``; None: when
+    this machine has no CUDA or the config says so)."""
+    cpu = on_cpu(config) if cpu is None else cpu
     command = ["accelerate", "launch"] if for_cluster else [sys.executable, "-m", "accelerate.commands.launch"]
     if config.accelerate_config_file:
         # DeepSpeed / FSDP / multi-node settings live in accelerate's own config file; our flags below
@@ -229,9 +235,9 @@ def launch_command(run_id: int, config: TrainConfig, *, for_cluster: bool = Fals
         # Several processes: NCCL on GPUs, or gloo ranks on the CPU when ACCELERATE_USE_CPU=1 is set
         # (accelerate refuses --cpu together with --multi_gpu).
         command.append("--multi_gpu")
-    elif on_cpu(config):
+    elif cpu:
         command.append("--cpu")
-    if on_cpu(config) and not for_cluster:
+    if cpu and not for_cluster:
         command += ["--num_cpu_threads_per_process", str(cpu_threads_per_process(config.num_processes))]
     return command + ["-m", "studio.training.worker", str(run_id)]
 
@@ -289,22 +295,35 @@ def _shell_value(variable: str, value: str) -> str:
     return f'"${variable}"' if variable in secret_variables() else shlex.quote(value)
 
 
-def _claim(store: Store) -> Run | None:
-    """Take the oldest queued run if the device set is free (the DeviceLock insert is the claim)."""
+def _queue(session) -> list[Run]:
+    return list(session.scalars(select(Run).where(Run.status == RunStatus.QUEUED)
+                                .order_by(Run.queued_at, Run.created_at, Run.id)))
+
+
+def _plan(store: Store, launcher: Launcher) -> placement.Plan:
+    """This round's placement: with the studio's pool, which queued runs fit the free devices; with a cluster that
+    places runs itself (Ray), every queued run is handed over in order."""
     with store.session() as session:
-        if session.get(DeviceLock, DEVICE_SET) is not None:
-            return None
-        run = session.scalars(select(Run).where(Run.status == RunStatus.QUEUED)
-                              .order_by(Run.created_at, Run.id)).first()
-        if run is None:
-            return None
-        run_id = run.id
+        queue = _queue(session)
+        if not launcher.places_devices:
+            return placement.Plan({run.id: [] for run in queue}, {})
+        devices = placement.pool(store.settings)
+        free = placement.free_devices(session, devices)
+    waiting = [placement.Waiting(run.id, placement.devices_wanted(TrainConfig.model_validate(run.config)
+                                                                   .num_processes, devices),
+                                 run.queued_at or run.created_at) for run in queue]
+    return placement.plan(waiting, free, devices, _now(), timedelta(seconds=store.settings.backfill_seconds))
+
+
+def _claim(store: Store, run_id: int, devices: list[str], launcher: Launcher) -> Run | None:
+    """Claims the run (queued → starting) and its devices in one transaction; None when another dispatcher took
+    the run or one of the devices first."""
     try:
         with store.session() as session:
-            session.add(DeviceLock(device_set=DEVICE_SET, run_id=run_id))
-            session.flush()
-            claimed = session.execute(update(Run).where(Run.id == run_id, Run.status == RunStatus.QUEUED)
-                                      .values(status=RunStatus.STARTING, pid=None, heartbeat_at=_now())).rowcount
+            placement.claim(session, "run", run_id, devices)
+            claimed = session.execute(update(Run).where(Run.id == run_id, Run.status == RunStatus.QUEUED).values(
+                status=RunStatus.STARTING, pid=None, job_id=None, heartbeat_at=_now(), wait_reason=None,
+                devices=",".join(devices) or launcher.name, launcher=launcher.name)).rowcount
             if claimed != 1:
                 raise IntegrityError("run already taken", None, Exception())
     except IntegrityError:
@@ -313,21 +332,27 @@ def _claim(store: Store) -> Run | None:
         return session.get(Run, run_id)
 
 
-def _start_worker(store: Store, run: Run) -> None:
+def _start_worker(store: Store, run: Run, launcher: Launcher, devices: list[str]) -> None:
     config = TrainConfig.model_validate(run.config)
     store.path(run.output_dir).mkdir(parents=True, exist_ok=True)
+    # A cluster's nodes decide for themselves whether they have CUDA; here, this machine's answer is the one.
+    cpu = config.use_cpu if not launcher.places_devices else on_cpu(config)
     try:
-        pid = start_detached(launch_command(run.id, config), log_path(store, run.id), store.settings,
-                             **({"ACCELERATE_USE_CPU": "1"} if on_cpu(config) else {}))
-    except OSError as error:
+        started = launcher.start(store, run, launch_command(run.id, config, cpu=cpu),
+                                 {"ACCELERATE_USE_CPU": "1"} if cpu else {}, devices)
+    except (OSError, LaunchError) as error:
         finish_run(store, run.id, RunStatus.FAILED, f"could not start the worker: {error}")
         return
     with store.session() as session:
-        session.execute(update(Run).where(Run.id == run.id).values(pid=pid, heartbeat_at=_now()))
+        session.execute(update(Run).where(Run.id == run.id).values(**started, heartbeat_at=_now()))
 
 
 def log_tail(store: Store, run_id: int, lines: int = 30) -> str:
-    return processes.log_tail(log_path(store, run_id), lines)
+    with store.session() as session:
+        run = session.get(Run, run_id)
+    if run is None or not run.launcher:
+        return processes.log_tail(log_path(store, run_id), lines)
+    return launcher_for(store.settings, run.launcher).log_tail(store, run, lines)
 
 
 def finish_run(store: Store, run_id: int, status: RunStatus, error: str | None = None, *,
@@ -343,38 +368,66 @@ def finish_run(store: Store, run_id: int, status: RunStatus, error: str | None =
         session.execute(ending.values(status=status, ended_at=_now(), error_tail=error))
         session.execute(update(ControlFlag).where(ControlFlag.run_id == run_id, ControlFlag.handled_at.is_(None))
                         .values(handled_at=_now()))
-        session.execute(delete(DeviceLock).where(DeviceLock.run_id == run_id))
+        placement.release(session, "run", run_id)
 
 
 def reap(store: Store) -> list[int]:
-    """Mark runs whose worker died (no process, or no heartbeat for long) as failed, with their log tail."""
+    """Mark runs whose worker is gone (no heartbeat for long; its process died; its Ray job ended) as failed, with
+    their log tail, and free the devices of runs that ended however they ended."""
     processes.reap_children()  # workers that ended by themselves too: their runs are not looked at again below
     failed = []
     with store.session() as session:
         active = session.scalars(select(Run).where(Run.status.in_(RUN_WORKING))).all()
-        locks = session.scalars(select(DeviceLock)).all()
     for run in active:
-        gone = processes.worker_gone(run.pid, run.heartbeat_at, HEARTBEAT_TIMEOUT,
-                                     log_path(store, run.id))
-        if gone:
+        launcher = launcher_for(store.settings, run.launcher)
+        if gone := launcher.gone(store, run):
             finish_run(store, run.id, RunStatus.FAILED, gone)
             failed.append(run.id)
-    for lock in locks:  # a lock whose run has ended (however) frees the device set
-        with store.session() as session:
-            run = session.get(Run, lock.run_id)
-            if run is None or run.status not in RUN_WORKING:
-                session.execute(delete(DeviceLock).where(DeviceLock.device_set == lock.device_set))
+        elif run.status == RunStatus.STARTING:
+            _note_starting(store, run, launcher)
+    with store.session() as session:
+        placement.release_ended(session)
     return failed
 
 
-def dispatch(store: Store) -> int | None:
-    """One round: reap dead workers, then start the next queued run if the device set is free."""
+def _note_starting(store: Store, run: Run, launcher: Launcher) -> None:
+    """A started run that is not running yet: what it waits for (a Ray job waiting for resources), and a stop asked
+    meanwhile, which its worker would only read once it runs."""
+    with store.session() as session:
+        stop = session.scalars(select(ControlFlag.id).where(ControlFlag.run_id == run.id, ControlFlag.kind == "stop",
+                                                            ControlFlag.handled_at.is_(None))).first()
+    reason = launcher.waiting(store, run)
+    if stop is not None and reason is not None:
+        launcher.stop(store, run)
+        finish_run(store, run.id, RunStatus.STOPPED, was=(RunStatus.STARTING,))
+        return
+    # While the cluster holds the job back, the dispatcher vouches for it: its heartbeat then counts from the moment
+    # the job runs, not from its submission.
+    beat = {"heartbeat_at": _now()} if reason is not None else {}
+    if reason != run.wait_reason or beat:
+        with store.session() as session:
+            session.execute(update(Run).where(Run.id == run.id, Run.status == RunStatus.STARTING)
+                            .values(wait_reason=reason, **beat))
+
+
+def dispatch(store: Store) -> list[int]:
+    """One round: reap dead workers, then start every queued run whose request fits (``studio.placement``);
+    returns the runs started."""
     reap(store)
-    run = _claim(store)
-    if run is None:
-        return None
-    _start_worker(store, run)
-    return run.id
+    launcher = launcher_for(store.settings)
+    chosen = _plan(store, launcher)
+    started = []
+    for run_id, devices in chosen.start.items():
+        run = _claim(store, run_id, devices, launcher)
+        if run is None:
+            break  # another dispatcher is placing runs this moment: its round decides, ours would be stale
+        _start_worker(store, run, launcher, devices)
+        started.append(run_id)
+    with store.session() as session:
+        for run_id, reason in chosen.waits.items():
+            session.execute(update(Run).where(Run.id == run_id, Run.status == RunStatus.QUEUED)
+                            .values(wait_reason=reason))
+    return started
 
 
 def record_run_action(session, actor: str | None, action: str, run: Run, details: dict | None = None) -> None:
@@ -445,6 +498,7 @@ def resume(store: Store, run_id: int, checkpoint_step: int | None = None, actor:
             raise RunError(f"run {run_id} has no checkpoint{f' at step {checkpoint_step}' if checkpoint_step else ''} "
                            "to resume from")
         run.status, run.resume_from, run.error_tail, run.ended_at = RunStatus.QUEUED, checkpoint.path, None, None
+        run.queued_at, run.wait_reason = _now(), None  # it joins the queue's end again
         abandoned = forget_after(store, session, run, checkpoint)
         record_run_action(session, actor, "run.resume", run, {"checkpoint_step": checkpoint.step})
     remove_folders(store, abandoned)
@@ -471,10 +525,11 @@ def forget_after(store: Store, session, run: Run, checkpoint: Checkpoint) -> lis
 
 
 def purge_run(session, run: Run) -> list[str]:
-    """Delete a finished run's rows (metrics, checkpoints, flags, samples, a stale device lock); returns its
+    """Delete a finished run's rows (metrics, checkpoints, flags, samples, a stale device claim); returns its
     folder and its Share-tab exports, to remove once the transaction is committed."""
-    for table in (Metric, Checkpoint, ControlFlag, RunSample, DeviceLock):
+    for table in (Metric, Checkpoint, ControlFlag, RunSample):
         session.execute(delete(table).where(table.run_id == run.id))
+    placement.release(session, "run", run.id)
     session.delete(run)
     return [f"runs/{run.id}", f"exports/run{run.id}-*"]  # its folder, and what the Share tab exported of it
 

@@ -23,6 +23,32 @@ class EarlyStop(TypedDict):
     reason: str  # in people's words, as the log says it
 
 
+class Placement(TypedDict):
+    """Where a run runs, or what a queued one waits for (``studio.placement``, ``training.launchers``)."""
+    devices: list[str]  # the GPU ids it holds (["cpu"]: the CPU slot; [] with a cluster that places it, or queued)
+    launcher: str | None  # local | ray
+    job_id: str | None  # its Ray job
+    host: str | None  # the machine that started it ("ray:ADDRESS" for a Ray job)
+    wait_reason: str | None  # a queued run: what it waits for
+
+
+def placement_of(run: Run) -> Placement:
+    devices = [d for d in (run.devices or "").split(",") if d and d != run.launcher]
+    return Placement(devices=devices, launcher=run.launcher, job_id=run.job_id, host=run.host,
+                     wait_reason=run.wait_reason)
+
+
+def where_text(summary: "RunSummary") -> str:
+    """The Train tab's "where / waits for" cell."""
+    found = summary["placement"]
+    if summary["status"] == RunStatus.QUEUED or found["wait_reason"]:
+        return found["wait_reason"] or "queued"
+    if not found["launcher"]:
+        return ""
+    where = ("GPU " if found["devices"] != ["cpu"] else "") + ",".join(found["devices"])
+    return f"Ray job {found['job_id']}" if found["launcher"] == "ray" else where
+
+
 class RunSummary(TypedDict):
     """A run as `studio train --json`, `studio runs show` and `runs list` print it and the pages read it."""
     run_id: int
@@ -44,6 +70,7 @@ class RunSummary(TypedDict):
     created_by: str | None
     project: str
     output_dir: str
+    placement: Placement
     adapter_path: NotRequired[str]  # a LoRA run with a checkpoint: its last adapter
     config: NotRequired[dict]  # with_history: the TrainConfig as saved
     history: NotRequired[list[dict]]  # with_history: every metric, {"step", "name", "value"}
@@ -208,7 +235,7 @@ def run_summary(store: Store, run_id: int, with_history: bool = False) -> RunSum
                          checkpoints=[c["path"] for c in saved], error=run.error_tail,
                          stopped_early=stopped_early(history, run.status, run.steps_done),
                          created_at=run.created_at.isoformat(), created_by=run.created_by, project=project,
-                         output_dir=str(store.path(run.output_dir)))
+                         output_dir=str(store.path(run.output_dir)), placement=placement_of(run))
     if run.method == "lora" and saved:
         summary["adapter_path"] = saved[-1]["model_path"]
     if with_history:

@@ -119,7 +119,9 @@ class StoreHooks(Hooks):
 
 
 def _heartbeat(store: Store, run_id: int, stop: threading.Event) -> None:
-    while not stop.wait(HEARTBEAT_SECONDS):
+    # several beats per timeout, so one beat held up by a busy machine is not taken for a dead worker
+    every = min(HEARTBEAT_SECONDS, store.settings.heartbeat_timeout_seconds / 4)
+    while not stop.wait(every):
         with store.session() as session:
             session.execute(update(Run).where(Run.id == run_id).values(heartbeat_at=_now()))
 

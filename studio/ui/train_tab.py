@@ -25,7 +25,7 @@ from studio.training import jobs
 from studio.training.config import MODALITY_SECTIONS, SECTIONS, TrainConfig, apply_overrides
 from studio.training.job_file import job_yaml, read_job
 from studio.training.preflight import preflight
-from studio.training.runs import early_stop_note, list_runs, run_summary, samples
+from studio.training.runs import early_stop_note, list_runs, run_summary, samples, where_text
 from studio.ui.confirm import NOT_CONFIRMED, confirmed, two_step_delete
 from studio.ui.forms import form_value, form_values, params_form
 from studio.ui.model_tab import ModelTab, methods_for, model_picked
@@ -122,7 +122,8 @@ def progress_html(summary: dict, history: list[dict]) -> str:
 
 
 def runs_table(store: Store, project: str | None = None, runs: list[dict] | None = None) -> list[list]:
-    return [[r["run_id"], r["status"], r["dataset_name"], r["model"], r["method"], f"{r['steps']}/{r['total_steps']}",
+    return [[r["run_id"], r["status"], where_text(r), r["dataset_name"], r["model"], r["method"],
+             f"{r['steps']}/{r['total_steps']}",
              "" if r["val_loss"]["best"] is None else round(r["val_loss"]["best"], 4), r["created_by"] or ""]
             for r in (list_runs(store, project) if runs is None else runs)]
 
@@ -247,7 +248,8 @@ def layout(store: Store, project, version) -> TrainTab:
                               buttons=["copy"])
 
     gr.Markdown("## Runs")
-    table = gr.Dataframe(headers=["run", "status", "dataset", "model", "method", "steps", "best val loss", "by"],
+    table = gr.Dataframe(headers=["run", "status", "where / waits for", "dataset", "model", "method", "steps",
+                                  "best val loss", "by"],
                          value=runs_table(store, DEFAULT_PROJECT), interactive=False, elem_id="runs-table")
     with gr.Row():
         selected = gr.Dropdown(run_choices(store, DEFAULT_PROJECT), label="Run", elem_id="run-select", scale=3)

@@ -1,0 +1,163 @@
+"""Runs through the Ray launcher (``STUDIO_RAY_ADDRESS``), against a real local Ray head that declares two fake GPUs
+(``ray start --head --num-cpus 2 --num-gpus 2`` on a CPU machine), with a PostgreSQL store as a cluster needs: Ray
+places the runs (two at once, the third when one ends), a run asking for more than the cluster has waits saying so,
+stop works through the store, and a worker killed under Ray fails its run with the log's end and resumes."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+import pytest
+
+from studio.data.service import import_dataset
+from studio.settings import load_settings
+from studio.status import RUN_ENDED
+from studio.store import open_store
+from studio.store.tables import Run
+from studio.training import jobs
+from studio.training.runs import run_summary
+from test_jobs import text_config, wait_until
+
+pytestmark = pytest.mark.slow
+RAY = os.path.join(os.path.dirname(sys.executable), "ray")
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def ray_address():
+    """A Ray head of this test's own, in a process group of its own (ended by its id, never `ray stop`, which would
+    stop every Ray on the machine); its Jobs API address. Token authentication is off for it and for this process's
+    client (Ray 2.60 turns it on for local heads and reads a token from ~/.ray that this test does not own)."""
+    job_submission = pytest.importorskip("ray.job_submission",
+                                         reason="the ray extra is not installed (pip install -e .[ray])")
+    auth = {"RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
+    before = {name: os.environ.get(name) for name in auth}
+    os.environ.update(auth)
+    temp = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # Ray's socket paths must stay short
+    dashboard = free_port()
+    head = subprocess.Popen([RAY, "start", "--head", "--block", "--num-cpus", "2", "--num-gpus", "2",
+                             "--port", str(free_port()), "--dashboard-host", "127.0.0.1", "--dashboard-port",
+                             str(dashboard), "--include-dashboard", "true", "--disable-usage-stats",
+                             "--temp-dir", temp], start_new_session=True, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.STDOUT)
+    address = f"http://127.0.0.1:{dashboard}"
+    deadline = time.time() + 180
+    while True:
+        try:
+            job_submission.JobSubmissionClient(address)  # connects and checks the version
+            break
+        except Exception:  # noqa: BLE001 - not up yet, whatever the client says
+            assert head.poll() is None and time.time() < deadline, "the Ray head did not come up"
+            time.sleep(1)
+    yield address
+    os.killpg(head.pid, signal.SIGTERM)
+    try:
+        head.wait(30)
+    except subprocess.TimeoutExpired:
+        pass
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(head.pid, signal.SIGKILL)  # whatever of its group is left
+    shutil.rmtree(temp, ignore_errors=True)
+    for name, value in before.items():
+        os.environ.pop(name, None) if value is None else os.environ.__setitem__(name, value)
+
+
+@pytest.fixture
+def ray_store(ray_address, postgres_url, tmp_path):
+    store = open_store(load_settings(home=tmp_path / "home", database_url=postgres_url, ray_address=ray_address))
+    corpus = tmp_path / "tales.txt"
+    corpus.write_text("\n\n".join(f"The {a} fox saw the {b} hen near the {c} barn and ran home."
+                                  for a in ("red", "quick", "old", "small") for b in ("white", "brown", "tiny")
+                                  for c in ("big", "green", "far")))
+    yield store, str(import_dataset(store, [corpus], name="tales")["dataset_id"])
+    for run_id in _working(store):  # leave no job on the head for the next test
+        jobs.request(store, run_id, "stop")
+    store.close()
+
+
+def _working(store) -> list[int]:
+    with store.session() as session:
+        return [run.id for run in session.query(Run).filter(Run.status.in_(("starting", "running")))]
+
+
+
+def test_ray_places_three_one_gpu_runs_two_at_a_time(ray_store):
+    store, dataset = ray_store
+    run_ids = [jobs.create_run(store, dataset, "starter-text", "scratch", text_config(max_steps=40, use_cpu=False))
+               for _ in range(3)]
+    assert sorted(jobs.dispatch(store)) == run_ids  # all handed to Ray, which places them
+    most_running, waited = 0, set()
+    deadline = time.time() + 600
+    while not all(run_summary(store, r)["status"] in RUN_ENDED for r in run_ids):
+        assert time.time() < deadline, [run_summary(store, r) for r in run_ids]
+        jobs.dispatch(store)
+        summaries = [run_summary(store, r) for r in run_ids]
+        most_running = max(most_running, sum(s["status"] == "running" for s in summaries))
+        waited |= {s["run_id"] for s in summaries
+                   if (s["placement"]["wait_reason"] or "").startswith("waits for Ray to free 1 GPU(s)")}
+        time.sleep(0.5)
+    assert most_running == 2
+    assert waited  # the one Ray held back said what it waited for
+    summaries = [run_summary(store, r) for r in run_ids]
+    assert [s["status"] for s in summaries] == ["completed"] * 3, summaries
+    assert all(s["placement"]["launcher"] == "ray" and s["placement"]["job_id"] for s in summaries)
+    with store.session() as session:
+        runs = sorted((session.get(Run, r) for r in run_ids), key=lambda run: run.started_at)
+        assert runs[2].started_at >= min(runs[0].ended_at, runs[1].ended_at)
+    assert "train loss" in jobs.log_tail(store, run_ids[0], lines=200) or "step" in jobs.log_tail(store, run_ids[0])
+
+
+def test_a_run_larger_than_the_cluster_waits_saying_so_and_stops(ray_store):
+    store, dataset = ray_store
+    run_id = jobs.create_run(store, dataset, "starter-text", "scratch",
+                             text_config(max_steps=1, num_processes=3, use_cpu=False))
+    waiting = wait_until(store, run_id, lambda s: s["placement"]["wait_reason"], timeout=60)
+    assert waiting["status"] == "starting"
+    assert waiting["placement"]["wait_reason"].startswith("waits for Ray to free 3 GPU(s) and 3 CPU(s)")
+    jobs.request(store, run_id, "stop")
+    assert wait_until(store, run_id, lambda s: s["status"] in RUN_ENDED, timeout=60)["status"] == "stopped"
+
+
+def test_a_killed_ray_worker_fails_its_run_with_the_log_and_the_run_resumes(ray_store):
+    import psutil
+
+    store, dataset = ray_store
+    run_id = jobs.create_run(store, dataset, "starter-text", "scratch", text_config(max_steps=400, use_cpu=False))
+    wait_until(store, run_id, lambda s: s["status"] == "running" and s["checkpoints"])
+    workers = [p for p in psutil.process_iter(["cmdline"])
+               if (p.info["cmdline"] or [])[-2:] == ["studio.training.worker", str(run_id)]
+               and p.environ().get("STUDIO_HOME") == str(store.home)]
+    assert workers
+    for worker in workers:
+        worker.kill()  # as a node's OOM killer would
+    failed = wait_until(store, run_id, lambda s: s["status"] in RUN_ENDED, timeout=120)
+    assert failed["status"] == "failed"
+    assert "the Ray job" in failed["error"] and "Last lines of its log" in failed["error"]
+
+    saved = int(failed["checkpoints"][-1].rsplit("-", 1)[1])
+    jobs.resume(store, run_id)
+    wait_until(store, run_id, lambda s: s["status"] == "running" and s["steps"] > saved + 1)
+    jobs.request(store, run_id, "stop")  # through the store's flag, which the worker under Ray reads
+    assert wait_until(store, run_id, lambda s: s["status"] in RUN_ENDED)["status"] == "stopped"
+
+
+def test_a_two_process_run_trains_on_a_node_without_cuda_as_two_gloo_ranks(ray_store):
+    store, dataset = ray_store
+    run_id = jobs.create_run(store, dataset, "starter-text", "scratch",
+                             text_config(max_steps=3, num_processes=2, use_cpu=False))
+    done = wait_until(store, run_id, lambda s: s["status"] in RUN_ENDED)
+    assert done["status"] == "completed", done["error"]
+    assert done["steps"] == 3
