@@ -287,3 +287,39 @@ def test_datasets_options_are_refused_for_plain_files_and_a_source_is_imported_a
         import_dataset(store, [tmp_path / "notes.txt"], limit=5)
     with pytest.raises(ImportRefused, match="hub:ana/x is a dataset of its own"):
         import_dataset(store, ["hub:ana/x", tmp_path / "notes.txt"])
+
+
+# ------------------------------------------------------------------------------------------------ the Data tab
+
+
+def test_the_data_tabs_hub_box_previews_the_mapping_then_imports_as_a_task(store, hub, monkeypatch):
+    from studio.store.tables import Task
+    from studio.tasks.kinds import KINDS
+    from studio.ui import data_tab
+    from test_tasks import handlers, last
+
+    page = handlers(store, data_tab.build)
+    on_preview, _ = page["on_hub_preview"]
+    modality, info, box, table, fmt, *rest = on_preview("ana/tales@v1.0", "", "test")
+    assert modality.value == "text" and info.startswith("**hub:ana/tales@v1.0**: columns `question` (Value(string))")
+    assert "Column mapping guessed: prompt from 'question', response from 'answer'" in info
+    assert table["headers"] == ["question", "answer", "id"] and len(table["data"]) == 4 and fmt.value == "pair"
+    assert [d.value for d in rest[:5]] == ["", "question", "", "answer", ""]  # text, prompt, context, response, messages
+    refused = on_preview("not a name!", "", "")[1]
+    assert "&#x27;not a name!&#x27; is not a Hub dataset id" in refused  # escaped, as every refusal a page shows
+
+    # the worker is a process of its own, where no stand-in answers: offline, it fails with the set's name and why
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    on_import, defaults = page["on_hub_import"]
+    summary, *_ = last(on_import("ana/tales@v1.0", "", "test", 3, "text", "", "0.8,0.1,0.1", 0, "default", "pair",
+                                 None, "", "question", "", "answer", "", *defaults[15:]))
+    assert "could not load hub:ana/tales@v1.0: the Hub could not be reached" in summary and "Nothing" in summary
+    assert versions_and_uploads(store) == (0, 0)
+    with store.session() as session:
+        [task] = session.scalars(select(Task)).all()
+    assert task.kind == "hub_import" and "hf_secret_token_123" not in json.dumps(task.params)
+    # what the page asked for, run where the stand-in answers, is the import the CLI would make
+    result = KINDS["hub_import"].run(store, task.params, lambda *a: None, "ana")
+    assert hub.calls[-1]["split"] == "test" and hub.calls[-1]["revision"] == "v1.0"
+    assert (result["name"], result["items_in"]) == ("tales", 3)
+    assert manifest(store, result)[0]["prompt"].startswith("What did fox")
