@@ -297,7 +297,8 @@ class Written:
 
 
 class _Pacer:
-    """Progress about every second while rows are written (it may raise to cancel: nothing is stored yet)."""
+    """Progress about every second while rows are written, as a share of the rows when their number is known (the
+    cleaning that follows counts from 0 again, under its own words); it may raise to cancel: nothing is stored yet."""
 
     def __init__(self, progress: Progress | None, label: str, total: int | None):
         self.progress, self.label, self.total, self.shown = progress, label, total, 0.0
@@ -305,7 +306,7 @@ class _Pacer:
     def __call__(self, count: int) -> None:
         if self.progress and time.monotonic() - self.shown >= PROGRESS_EVERY_SECONDS:
             of = f" of {self.total:,}" if self.total else ""
-            self.progress(0.0, f"reading {self.label}: {count:,}{of} rows")
+            self.progress(min(count / self.total, 1.0) if self.total else 0.0, f"reading {self.label}: {count:,}{of} rows")
             self.shown = time.monotonic()
 
 
