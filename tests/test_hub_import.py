@@ -323,3 +323,14 @@ def test_the_data_tabs_hub_box_previews_the_mapping_then_imports_as_a_task(store
     assert hub.calls[-1]["split"] == "test" and hub.calls[-1]["revision"] == "v1.0"
     assert (result["name"], result["items_in"]) == ("tales", 3)
     assert manifest(store, result)[0]["prompt"].startswith("What did fox")
+
+
+def test_a_hub_id_that_names_a_local_folder_is_refused_rather_than_read(store, hub, tmp_path, monkeypatch):
+    # load_dataset reads a local folder of that name before it asks the Hub: a page could reach the server's files
+    (tmp_path / "work" / "studio_home" / "uploads").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path / "work")
+    with pytest.raises(ImportRefused, match=r"hub:studio_home/uploads also names a folder on this machine"):
+        import_dataset(store, ["hub:studio_home/uploads"])
+    with pytest.raises(ImportRefused, match=r"hub:imagefolder is the name of one of the `datasets` library's own"):
+        import_dataset(store, ["hub:imagefolder"])  # it would read the working folder's images
+    assert hub.calls == [] and versions_and_uploads(store) == (0, 0)

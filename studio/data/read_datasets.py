@@ -179,6 +179,21 @@ def _is_network_error(error: Exception) -> bool:
         or "offline" in type(error).__name__.lower() or "offline mode" in str(error).lower()
 
 
+def _refuse_a_local_namesake(source: DatasetsSource) -> None:
+    """``load_dataset`` reads a local folder or file before it asks the Hub: a Hub id that also names a path here
+    (relative to the working folder) would read this machine's files, which a page must never reach; so would one
+    of its own loaders' names (``csv``, ``imagefolder``...), which read the working folder."""
+    from datasets.packaged_modules import _PACKAGED_DATASETS_MODULES
+
+    if "/" not in source.location and source.location.lower() in _PACKAGED_DATASETS_MODULES:
+        raise ImportRefused(f"{source.label} is the name of one of the `datasets` library's own loaders, not of a "
+                            "Hub dataset: write hub:OWNER/NAME")
+    if Path(source.location).exists() or Path(source.location.split("/")[0]).is_symlink():
+        raise ImportRefused(f"{source.label} also names a folder on this machine, which would be read instead of the "
+                            "Hub's set: run the studio from another folder, or import the folder by its path with "
+                            "`studio data import`")
+
+
 def _choose_split(found, source: DatasetsSource):
     """One split of a ``DatasetDict``: the one asked for, else "train", else the only one."""
     if not hasattr(found, "keys"):
@@ -201,6 +216,7 @@ def open_source(source: DatasetsSource, token: str | None = None, *, preview: bo
         elif source.kind == "parquet":  # streamed: no copy of the shards into the datasets cache
             rows = _choose_split(datasets.load_dataset("parquet", data_dir=source.location, streaming=True), source)
         else:
+            _refuse_a_local_namesake(source)
             split = source.split or "train"
             size = None if preview or source.limit else _hub_split_bytes(source, split, token)
             streaming = preview or source.limit is not None or size is None or size > STREAM_ABOVE_BYTES
