@@ -208,29 +208,29 @@ def _choose_split(found, source: DatasetsSource):
 
 def open_source(source: DatasetsSource, token: str | None = None, *, preview: bool = False):
     """The rows of ``source`` (a ``Dataset`` or ``IterableDataset``, media columns undecoded, the first ``limit``
-    only); ImportRefused naming the set and the reason when it cannot be loaded."""
-    datasets = _quiet_datasets()
+    only); ImportRefused naming the set and the reason when it cannot be loaded. ``preview``: streamed, whatever
+    the size, since only a few rows are read."""
     try:
-        if source.kind == "save_to_disk":
-            rows = _choose_split(datasets.load_from_disk(source.location), source)
-        elif source.kind == "parquet":  # streamed: no copy of the shards into the datasets cache
-            rows = _choose_split(datasets.load_dataset("parquet", data_dir=source.location, streaming=True), source)
-        else:
-            _refuse_a_local_namesake(source)
-            split = source.split or "train"
-            size = None if preview or source.limit else _hub_split_bytes(source, split, token)
-            streaming = preview or source.limit is not None or size is None or size > STREAM_ABOVE_BYTES
-            rows = datasets.load_dataset(source.location, source.config, split=split, revision=source.revision,
-                                         token=token, streaming=streaming)
-        rows = _undecoded(rows)
+        rows = _undecoded(_load(source, token, preview))
     except ImportRefused:
         raise
     except Exception as error:  # datasets, fsspec and the HTTP client raise many kinds
         raise _refusal(source, error, token) from None
-    if source.limit is not None:
-        rows = rows.take(source.limit) if not hasattr(rows, "select") else rows.select(range(min(source.limit,
-                                                                                                 len(rows))))
-    return rows
+    return rows if source.limit is None else rows.take(source.limit)
+
+
+def _load(source: DatasetsSource, token: str | None, preview: bool):
+    datasets = _quiet_datasets()
+    if source.kind == "save_to_disk":
+        return _choose_split(datasets.load_from_disk(source.location), source)
+    if source.kind == "parquet":  # streamed: no copy of the shards into the datasets cache
+        return _choose_split(datasets.load_dataset("parquet", data_dir=source.location, streaming=True), source)
+    _refuse_a_local_namesake(source)
+    split = source.split or "train"
+    size = None if preview or source.limit else _hub_split_bytes(source, split, token)
+    streaming = preview or source.limit is not None or size is None or size > STREAM_ABOVE_BYTES
+    return datasets.load_dataset(source.location, source.config, split=split, revision=source.revision,
+                                 token=token, streaming=streaming)
 
 
 def _undecoded(rows):
