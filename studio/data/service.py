@@ -265,7 +265,8 @@ def import_dataset(store: Store, paths: list[str | Path], *, name: str | None = 
         modality = modality or detect_modality(staged)
     else:
         staged, problems, modality, origin = _stage_source(store, source, upload_dir / "files", modality, progress)
-        name = name or source.location.split("/")[-1] if source.kind == "hub" else name
+        if source.kind == "hub":  # a folder names the dataset as every folder does (default_name)
+            name = name or source.location.split("/")[-1]
     try:
         resolve_config(modality, steps)  # a typo in the settings fails before any work
     except Exception:
