@@ -316,17 +316,25 @@ class Written:
 
 
 class _Pacer:
-    """Progress about every second while rows are written, as a share of the rows when their number is known (the
-    cleaning that follows counts from 0 again, under its own words); it may raise to cancel: nothing is stored yet."""
+    """Progress about every second while rows are written, as a share of the rows with the time left when their
+    number is known (the cleaning that follows counts from 0 again, under its own words); it may raise to cancel:
+    nothing is stored yet."""
 
     def __init__(self, progress: Progress | None, label: str, total: int | None):
-        self.progress, self.label, self.total, self.shown = progress, label, total, 0.0
+        self.progress, self.label, self.total = progress, label, total
+        self.started = self.shown = time.monotonic()
 
     def __call__(self, count: int) -> None:
-        if self.progress and time.monotonic() - self.shown >= PROGRESS_EVERY_SECONDS:
-            of = f" of {self.total:,}" if self.total else ""
-            self.progress(min(count / self.total, 1.0) if self.total else 0.0, f"reading {self.label}: {count:,}{of} rows")
-            self.shown = time.monotonic()
+        now = time.monotonic()
+        if not self.progress or (count > 1 and now - self.shown < PROGRESS_EVERY_SECONDS):
+            return
+        self.shown = now
+        if not self.total:
+            self.progress(0.0, f"reading {self.label}: {count:,} rows")
+            return
+        share = min(count / self.total, 1.0)
+        left = (now - self.started) * (1 - share) / share
+        self.progress(share, f"reading {self.label}: {count:,} of {self.total:,} rows, about {left:,.0f} s left")
 
 
 def _total_rows(rows, source: DatasetsSource) -> int | None:
