@@ -75,7 +75,10 @@ class HubStandIn:
             from datasets.exceptions import DatasetNotFoundError
 
             raise DatasetNotFoundError(f"Dataset '{path}' doesn't exist on the Hub or cannot be accessed.")
-        found = datasets.load_from_disk(str(self.sets[path]))[split]
+        splits = datasets.load_from_disk(str(self.sets[path]))
+        if split not in splits:  # as datasets says it
+            raise ValueError(f"Bad split: {split}. Available splits: {list(splits)}")
+        found = splits[split]
         return found.to_iterable_dataset() if streaming else found
 
     @staticmethod
@@ -161,7 +164,8 @@ def test_a_hub_version_cleans_again_from_its_stored_rows_and_keeps_its_source(st
 
 @pytest.mark.parametrize("ref, config, split, expected", [
     ("hub:ana/missing", None, None, "could not load hub:ana/missing: not found on the Hub, or it is private or gated"),
-    ("hub:ana/tales", None, "validation", "could not load hub:ana/tales: "),
+    ("hub:ana/tales", None, "validation", "could not load hub:ana/tales: no such split: Bad split: validation. "
+                                          "Available splits: ['train', 'test']. Nothing was imported."),
     ("hub:not a name", None, None, "'hub:not a name' is not a Hub dataset id"),
 ])
 def test_bad_hub_input_names_the_set_and_the_reason_and_stores_nothing(store, hub, ref, config, split, expected):

@@ -164,7 +164,7 @@ def _refusal(source: DatasetsSource, error: Exception, token: str | None) -> Imp
     said = said.splitlines()[0][:300] if said else type(error).__name__
     if isinstance(error, DatasetNotFoundError):
         why = ("not found on the Hub, or it is private or gated and no token with access to it was given (set "
-               "HF_TOKEN, or run `hf auth login`, with an account that accepted its terms)")
+               f"HF_TOKEN, or run `hf auth login`, with an account that accepted its terms). The Hub said: {said}")
     elif _is_network_error(error):
         why = f"the Hub could not be reached (no network?): {said}"
     elif isinstance(error, ValueError) and "split" in said.lower():
