@@ -10,7 +10,6 @@ import json
 from pathlib import Path
 
 import datasets
-import numpy as np
 import pytest
 import soundfile as sf
 from sqlalchemy import select
