@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 from studio.cli.app import Commands, arg, push_flags
 from studio.cli.progress import Progress
@@ -32,12 +33,27 @@ def _parse_steps(pairs: list[str]) -> dict:
     return steps
 
 
+FRACTIONS = re.compile(r"^[\d.,\s]+$")
+DEFAULT_FRACTIONS = "0.8,0.1,0.1"
+
+
+def split_arg(value: str) -> tuple[str, str | None]:
+    """``--split``: train,validation,test fractions ("0.8,0.1,0.1"), or a name ("test") that picks the split of a Hub
+    dataset or `datasets` folder (the version is then split by the default fractions)."""
+    return (value, None) if FRACTIONS.match(value) else (DEFAULT_FRACTIONS, value)
+
+
 @commands.command(
     "data import",
-    arg("paths", nargs="+"),
+    arg("paths", nargs="+", help="files, folders or zips; or hub:OWNER/NAME[@REVISION] (a Hugging Face Hub dataset); a "
+                                 "save_to_disk folder or a folder of Parquet shards is read with `datasets`"),
     arg("--name"),
     arg("--modality", choices=MODALITIES),
-    arg("--split", default="0.8,0.1,0.1", help="train,validation,test fractions"),
+    arg("--split", default=DEFAULT_FRACTIONS,
+        help="train,validation,test fractions; or, for a Hub dataset or `datasets` folder, the split to read "
+             "(default train)"),
+    arg("--config", help="a Hub dataset's config (subset)"),
+    arg("--limit", type=int, help="read only the first N rows of a Hub dataset or `datasets` folder (streamed)"),
     arg("--seed", type=int, default=0),
     arg("--step", action="append", default=[], metavar="STEP.PARAM=VALUE",
         help="tune a cleaning step, e.g. length.min_length=5 or pii.enabled=true"),
@@ -53,9 +69,11 @@ def cmd_data_import(args) -> int:
 
     try:
         mapping = ColumnMapping(**json.loads(args.mapping)) if args.mapping else None
+        fractions, source_split = split_arg(args.split)
         with Progress(args, label="import", unit="%") as shown:  # each file read (items so far), each step
             result = import_dataset(store_of(args), args.paths, name=args.name, modality=args.modality,
-                                    split=args.split, seed=args.seed, steps=_parse_steps(args.step), mapping=mapping,
+                                    split=fractions, config=args.config, source_split=source_split, limit=args.limit,
+                                    seed=args.seed, steps=_parse_steps(args.step), mapping=mapping,
                                     text_split=args.text_split, project=args.project, created_by=os_user(),
                                     progress=shown.fraction())
     except (ImportRefused, StepsConfigError, ValueError) as error:

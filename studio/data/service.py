@@ -26,6 +26,8 @@ from studio.data.archive import StagedFile, stage_inputs
 from studio.data.clean import Progress, removal_warnings, resolve_config, run_cleaning
 from studio.data.items import (AUDIO_EXTENSIONS, IMAGE_EXTENSIONS, MODALITIES, ImportRefused, Item, Problem)
 from studio.data.mapping import ColumnMapping
+from studio.data.read_datasets import (DatasetsSource, describe_datasets_source, hub_commit, hub_token, is_hub_ref,
+                                      local_source, open_source, parse_hub_ref, write_rows)
 from studio.data.read_media import METADATA_NAMES, read_media_files
 from studio.data.preferences import count_kinds
 from studio.data.read_text import ReadResult, preview_tables, read_text_files
@@ -157,7 +159,8 @@ def _nothing_usable(problems: list[Problem]) -> ImportRefused:
 
 
 def _build_version(store: Store, upload: StagedUpload, recipe: Recipe, *, name: str, project: str, modality: str,
-                   created_by: str | None, progress: Progress | None, action: str) -> ImportResult:
+                   created_by: str | None, progress: Progress | None, action: str,
+                   origin: dict | None = None) -> ImportResult:
     # ``progress`` may raise to cancel (studio.tasks): it is called only before anything is stored
     if progress:
         progress(0.0, f"reading {len(upload.files)} file(s)")
@@ -168,7 +171,7 @@ def _build_version(store: Store, upload: StagedUpload, recipe: Recipe, *, name: 
         raise _nothing_usable(read.problems)
     source = {"files": [s.name for s in upload.files],
               "mapping": recipe.mapping.model_dump() if recipe.mapping else None,
-              "text_split": recipe.text_split, "upload_id": upload.upload_id}
+              "text_split": recipe.text_split, "upload_id": upload.upload_id, **(origin or {})}
     return store_version(store, read, recipe, VersionOrigin(source, action, upload.upload_id), name=name,
                          project=project, modality=modality, created_by=created_by,
                          progress=_part(progress, READING_SHARE, 1.0))
@@ -251,9 +254,12 @@ def import_dataset(store: Store, paths: list[str | Path], *, name: str | None = 
                    split="0.8,0.1,0.1", seed: int = 0, steps: dict | None = None,
                    mapping: ColumnMapping | None = None, text_split: str = "auto",
                    project: str = DEFAULT_PROJECT, created_by: str | None = None,
-                   progress: Progress | None = None) -> ImportResult:
+                   progress: Progress | None = None, config: str | None = None, source_split: str | None = None,
+                   limit: int | None = None) -> ImportResult:
     """Import files, folders or zips as a new dataset version (JSON-ready summary returned).
 
+    ``paths`` may instead be one ``datasets`` source: ``hub:OWNER/NAME[@REVISION]`` or a ``save_to_disk`` / Parquet
+    shards folder, of which ``config``, ``source_split`` and the first ``limit`` rows are read.
     Raises ImportRefused when nothing usable was found; bad files otherwise only land in ``errors``.
     """
     fractions = parse_fractions(split)
@@ -261,9 +267,16 @@ def import_dataset(store: Store, paths: list[str | Path], *, name: str | None = 
         raise ImportRefused(message)
     if modality is not None and modality not in MODALITIES:
         raise ValueError(f"modality must be one of {', '.join(MODALITIES)}")
+    source = datasets_source(paths, config=config, split=source_split, limit=limit)
     upload_dir = store.home / "uploads" / uuid.uuid4().hex
-    staged, problems = stage_inputs([Path(p) for p in paths], upload_dir / "files", store.settings)
-    modality = modality or detect_modality(staged)
+    origin = None
+    if source is None:
+        staged, problems = stage_inputs([Path(p) for p in paths], upload_dir / "files", store.settings)
+        modality = modality or detect_modality(staged)
+    else:
+        staged, problems, modality, origin = _stage_source(store, source, upload_dir / "files", modality, progress)
+        if source.kind == "hub":  # a folder names the dataset as every folder does (default_name)
+            name = name or source.location.split("/")[-1]
     try:
         resolve_config(modality, steps)  # a typo in the settings fails before any work
     except Exception:
@@ -282,12 +295,48 @@ def import_dataset(store: Store, paths: list[str | Path], *, name: str | None = 
     try:
         return _build_version(store, StagedUpload(upload.id, staged, problems),
                               Recipe(steps, mapping, text_split, fractions, seed), name=name, project=project,
-                              modality=modality, created_by=created_by, progress=progress, action="dataset.import")
+                              modality=modality, created_by=created_by, progress=progress, action="dataset.import",
+                              origin=origin)
     except Exception:
         with store.session() as session:  # an upload no version uses is of no value to anyone
             session.delete(session.get(Upload, upload.id))
         shutil.rmtree(upload_dir, ignore_errors=True)
         raise
+
+
+def datasets_source(paths: list[str | Path], *, config: str | None = None, split: str | None = None,
+                    limit: int | None = None) -> DatasetsSource | None:
+    """The ``datasets`` source ``paths`` name (a ``hub:`` id, a ``save_to_disk`` or Parquet shards folder), or None
+    for plain files; ImportRefused when such a source is mixed with other paths, or ``config``/``split``/``limit``
+    are given for plain files."""
+    sources = [parse_hub_ref(p, config=config, split=split, limit=limit) if is_hub_ref(str(p))
+               else local_source(Path(p), config=config, split=split, limit=limit) for p in paths]
+    found = [s for s in sources if s is not None]
+    if found and len(paths) > 1:
+        raise ImportRefused(f"{found[0].label} is a dataset of its own: import it alone, not with other files")
+    if not found and (config or split or limit):
+        raise ImportRefused("a config, a dataset split and a row limit apply to a Hub dataset (hub:OWNER/NAME) or a "
+                            "`datasets` folder (save_to_disk, Parquet shards), not to plain files")
+    return found[0] if found else None
+
+
+def _stage_source(store: Store, source: DatasetsSource, folder: Path, modality: str | None,
+                  progress: Progress | None) -> tuple[list[StagedFile], list[Problem], str, dict]:
+    """The rows of ``source`` written under ``folder`` (removed again when anything fails or is cancelled): the
+    files, the rows not used, the modality and what the version's source records."""
+    token = hub_token() if source.kind == "hub" else None
+    try:
+        if progress:
+            progress(0.0, f"opening {source.label}")
+        written = write_rows(source, open_source(source, token), folder, progress)
+        if modality and modality != written.modality:
+            raise ImportRefused(f"{source.label} holds {written.modality}, not {modality}: choose {written.modality} "
+                                "(Preview sets it)")
+        commit = hub_commit(source, token)
+    except BaseException:
+        shutil.rmtree(folder.parent, ignore_errors=True)
+        raise
+    return written.files, written.problems, written.modality, {"datasets": source.recorded(commit)}
 
 
 def reclean(store: Store, version_id: int, *, steps: dict | None = None, split=None, seed: int | None = None,
@@ -312,7 +361,8 @@ def reclean(store: Store, version_id: int, *, steps: dict | None = None, split=N
                     old.splits["seed"] if seed is None else seed)
     return _build_version(store, StagedUpload(upload.id, staged, [Problem(**p) for p in upload.refused]), recipe,
                           name=dataset.name, project=project, modality=dataset.modality, created_by=created_by,
-                          progress=progress, action="dataset.reclean")
+                          progress=progress, action="dataset.reclean",
+                          origin={k: old.source[k] for k in ("datasets",) if k in old.source})
 
 
 def describe_source(source: dict | None, most: int = 8) -> str:
@@ -324,6 +374,8 @@ def describe_source(source: dict | None, most: int = 8) -> str:
                 + (f" by {raters} rater{'s' if raters != 1 else ''}" if raters else "")
                 + f" deciding {source.get('pairs', 0)} pairs"
                 + (" (flagged votes included)" if source.get("include_flagged") else ""))
+    if found := source.get("datasets"):
+        return describe_datasets_source(found)
     files = source.get("files", [])
     return ", ".join(f"`{f}`" for f in files[:most]) + (" …" if len(files) > most else "") or "not recorded"
 

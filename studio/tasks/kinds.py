@@ -32,6 +32,17 @@ def _import(store: Store, params: dict, progress: Progress, actor: str | None) -
     return import_dataset(store, paths, **params, mapping=mapping, created_by=actor, progress=progress)
 
 
+def _hub_import(store: Store, params: dict, progress: Progress, actor: str | None) -> dict:
+    from studio.data.read_datasets import parse_hub_ref
+    from studio.data.service import import_dataset
+
+    params = dict(params)
+    mapping = _mapping(params.pop("mapping", None))
+    # only ever a Hub id: a page may not name a folder of the server's
+    source = parse_hub_ref(params.pop("ref"))
+    return import_dataset(store, [source.label], **params, mapping=mapping, created_by=actor, progress=progress)
+
+
 def _reclean(store: Store, params: dict, progress: Progress, actor: str | None) -> dict:
     from studio.data.service import reclean
 
@@ -66,6 +77,7 @@ DATA_REFUSALS = (ImportRefused, ValueError)  # StepsConfigError, a bad split or 
 
 KINDS = {
     "import": Kind("Importing", _import, DATA_REFUSALS),
+    "hub_import": Kind("Importing from the Hub", _hub_import, DATA_REFUSALS),
     "reclean": Kind("Cleaning again", _reclean, DATA_REFUSALS),
     # ExportError and VariantError are ValueErrors; OSError: the disk; NotImplementedError: a format a family lacks
     "export": Kind("Exporting", _export, (ValueError, OSError, NotImplementedError)),

@@ -12,6 +12,7 @@ from studio.data.export import export_zip
 from studio.data.items import MODALITIES, ImportRefused
 from studio.data.mapping import ColumnMapping
 from studio.data.preferences import describe_kinds
+from studio.data.read_datasets import hub_token, parse_hub_ref, preview as preview_source
 from studio.data.service import (delete_dataset, delete_version, describe_source, get_version, inspect_upload,
                                  read_manifest)
 from studio.data.steps import STEPS
@@ -150,6 +151,51 @@ def example_choices() -> list[tuple[str, str]]:
 
 
 @dataclass
+class HubBox:
+    """The "From the Hub" box: a Hub dataset id, its config, split and row limit, Preview and Import."""
+    dataset: object
+    config: object
+    split: object
+    limit: object
+    preview_button: object
+    import_button: object
+    importing: BackgroundTask
+    info: object
+
+
+def hub_box(store: Store) -> HubBox:
+    with gr.Accordion("From the Hub", open=False):
+        with gr.Row():
+            dataset = gr.Textbox(label="Hub dataset", placeholder="OWNER/NAME, optionally @REVISION", scale=3,
+                                 elem_id="hub-dataset")
+            config = gr.Textbox(label="Config", placeholder="the set's default", elem_id="hub-config")
+            split = gr.Textbox(label="Split", placeholder="train", elem_id="hub-split")
+            limit = gr.Number(value=None, precision=0, minimum=1, label="First N rows", elem_id="hub-limit",
+                              info="empty: all rows (streamed past 1 GB)")
+        with gr.Row():
+            preview_button = gr.Button("Preview", elem_id="hub-preview")
+            import_button = gr.Button("Import and clean from the Hub", variant="primary", elem_id="hub-import")
+            importing = BackgroundTask(store, "hub-import-cancel")
+        info = gr.Markdown(elem_id="hub-info")
+    return HubBox(dataset=dataset, config=config, split=split, limit=limit, preview_button=preview_button,
+                  import_button=import_button, importing=importing, info=info)
+
+
+def hub_preview_text(shown: dict) -> str:
+    """A Hub set's preview as the box shows it: columns with their features, the modality, and the mapping guessed
+    (text) or the caption column (media), or why it cannot be mapped."""
+    columns = ", ".join(f"`{html.escape(c)}` ({html.escape(shown['features'].get(c, '?'))})" for c in shown["columns"])
+    text = f"**{html.escape(shown['source'])}**: columns {columns}; looks like **{shown['modality']}**."
+    if shown["modality"] == "text":
+        guess = shown["mapping"]
+        text += f" Column mapping guessed: {html.escape(ColumnMapping(**guess).describe(), quote=False) if guess else 'none'}."
+    else:
+        caption = shown["caption"]
+        text += f" Captions from `{html.escape(caption)}`." if caption else " No caption column found."
+    return text + (f"\n\n{html.escape(shown['problem'])}" if shown["problem"] else "")
+
+
+@dataclass
 class DataTab:
     """The Data tab's components."""
     files: object
@@ -165,6 +211,7 @@ class DataTab:
     steps: StepsPanel
     import_button: object
     importing: BackgroundTask
+    hub: HubBox
     example: object
     summary: object
     report: object
@@ -210,6 +257,7 @@ def layout(store: Store, version) -> DataTab:
                 split = gr.Textbox(value="0.8,0.1,0.1", label="Split train,validation,test")
                 seed = gr.Number(value=0, precision=0, label="Split seed")
     inspection = gr.Markdown()
+    hub = hub_box(store)
     with gr.Accordion("Column mapping (tables)", open=False, visible=False) as mapping_box:
         mapping_table = gr.Dataframe(label="First rows", interactive=False, wrap=True)
         with gr.Row():
@@ -261,7 +309,7 @@ def layout(store: Store, version) -> DataTab:
     return DataTab(files=files, modality=modality, name=name, split=split, seed=seed, inspection=inspection,
                    mapping_box=mapping_box, mapping_table=mapping_table, mapping_format=mapping_format,
                    mapping_columns=mapping_columns, steps=steps, import_button=import_button, importing=importing,
-                   example=example, summary=summary, report=report, removed=removed, version_info=version_info,
+                   hub=hub, example=example, summary=summary, report=report, removed=removed, version_info=version_info,
                    size_plot=size_plot, words_plot=words_plot, table=table, gallery=gallery, players=players,
                    audio_row=audio_row, version_report=version_report, export_button=export_button,
                    reclean_button=reclean_button, recleaning=recleaning, delete_version_button=delete_version_button,
@@ -270,7 +318,26 @@ def layout(store: Store, version) -> DataTab:
                    export_file=export_file, reclean_status=reclean_status)
 
 
+def hub_params(hub_id, config, split, limit) -> dict:
+    """The box's fields as ``import_dataset``'s: an empty field is the default (the set's config, train, all rows);
+    ImportRefused naming the id when it is not one."""
+    if not (hub_id or "").strip():
+        raise ImportRefused("Type a Hub dataset id first (OWNER/NAME, optionally @REVISION).")
+    source = parse_hub_ref(hub_id, config=(config or "").strip() or None, split=(split or "").strip() or None,
+                           limit=int(limit) if limit not in (None, "") else None)
+    return {"ref": source.label, "config": source.config, "source_split": source.split, "limit": source.limit}
+
+
 def wire(store: Store, tab: DataTab, project, version) -> None:
+    def mapping_outputs(columns: list[str], guess: dict, rows: list[dict], problems: bool) -> tuple:
+        """The column mapping's accordion, first rows, format and column dropdowns for a table's guess."""
+        frame = [[json.dumps(r.get(c), ensure_ascii=False)[:200] if not isinstance(r.get(c), str) else r.get(c)[:200]
+                  for c in columns] for r in rows]
+        dropdowns = [gr.Dropdown(choices=[""] + columns, value=guess.get(f) or "") for f in MAPPING_FIELDS]
+        return (gr.Accordion(visible=bool(columns) or problems, open=problems),
+                {"headers": columns, "data": frame} if columns else None,
+                gr.Radio(value=guess.get("format", "text")), *dropdowns)
+
     def on_files(paths):
         if not paths:
             return gr.Radio(), "", gr.Accordion(visible=False), None, gr.Radio(), *[gr.Dropdown()] * 5, \
@@ -282,16 +349,12 @@ def wire(store: Store, tab: DataTab, project, version) -> None:
         columns = sorted({c for t in tables for c in t["columns"]})
         guess = next((t["mapping"] for t in tables if t["mapping"]), None) or {}
         rows = next((t["rows"] for t in tables if t["rows"]), [])
-        frame = [[json.dumps(r.get(c), ensure_ascii=False)[:200] if not isinstance(r.get(c), str) else r.get(c)[:200]
-                  for c in columns] for r in rows]
         if tables:
             text += f" Column mapping guessed: {ColumnMapping(**guess).describe() if guess else 'none'}."
         if problems:
             text += "\n\n" + problems
-        dropdowns = [gr.Dropdown(choices=[""] + columns, value=guess.get(f) or "") for f in MAPPING_FIELDS]
-        return (gr.Radio(value=info["modality"]), text, gr.Accordion(visible=bool(tables), open=bool(problems)),
-                {"headers": columns, "data": frame} if columns else None,
-                gr.Radio(value=guess.get("format", "text")), *dropdowns, *tab.steps.visibility(info["modality"]))
+        return (gr.Radio(value=info["modality"]), text, *mapping_outputs(columns, guess, rows, bool(problems)),
+                *tab.steps.visibility(info["modality"]))
 
     tab.files.change(on_files, tab.files, [tab.modality, tab.inspection, tab.mapping_box, tab.mapping_table,
                                            tab.mapping_format, *tab.mapping_columns.values(),
@@ -347,6 +410,46 @@ def wire(store: Store, tab: DataTab, project, version) -> None:
         return gr.File(value=[path]), gr.Textbox(value=Path(path).stem)
 
     tab.example.change(on_example, tab.example, [tab.files, tab.name])
+
+    def on_hub_preview(hub_id, config, split):
+        try:
+            params = hub_params(hub_id, config, split, None)
+            shown = preview_source(parse_hub_ref(params["ref"], config=params["config"], split=params["source_split"]),
+                                   hub_token())
+        except ImportRefused as error:
+            return gr.Radio(), error_message(error), gr.Accordion(), gr.skip(), gr.Radio(), *[gr.Dropdown()] * 5, \
+                *[gr.Group()] * len(MODALITIES)
+        guess = shown["mapping"] or {}
+        return (gr.Radio(value=shown["modality"]), hub_preview_text(shown),
+                *mapping_outputs(shown["columns"] if shown["modality"] == "text" else [], guess, shown["rows"],
+                                 bool(shown["problem"])),
+                *tab.steps.visibility(shown["modality"]))
+
+    tab.hub.preview_button.click(on_hub_preview, [tab.hub.dataset, tab.hub.config, tab.hub.split],
+                                 [tab.modality, tab.hub.info, tab.mapping_box, tab.mapping_table, tab.mapping_format,
+                                  *tab.mapping_columns.values(), *tab.steps.groups.values()])
+
+    def on_hub_import(hub_id, config, split, limit, modality_value, name_value, fractions, seed_value, project_value,
+                      fmt, request: gr.Request, *rest):
+        columns = dict(zip(MAPPING_FIELDS, rest[:len(MAPPING_FIELDS)]))
+        try:
+            mapping = chosen_mapping(fmt, columns) if modality_value == "text" else None
+            params = {**hub_params(hub_id, config, split, limit), "name": name_value or None,
+                      "modality": modality_value, "split": fractions, "seed": int(seed_value or 0),
+                      "steps": tab.steps.config(modality_value, rest[len(MAPPING_FIELDS):]),
+                      "mapping": mapping.model_dump() if mapping else None, "project": project_value or "default"}
+        except (ImportRefused, ValueError) as error:
+            yield *import_refused(error), *tab.hub.importing.idle()
+            return
+        yield from tab.hub.importing.run("hub_import", params, project=params["project"], actor=current_user(request),
+                                         working=lambda text: (text, gr.skip(), gr.skip(), gr.skip()),
+                                         done=lambda result: import_done(result, params["project"]),
+                                         failed=import_refused)
+
+    tab.hub.import_button.click(on_hub_import, [tab.hub.dataset, tab.hub.config, tab.hub.split, tab.hub.limit,
+                                                *import_inputs[1:]],
+                                [tab.summary, tab.report, tab.removed, version, *tab.hub.importing.outputs],
+                                show_progress="minimal")
 
     def on_version(ref):
         hidden = [gr.Gallery(visible=False), gr.Row(visible=False)] + [gr.Audio(value=None)] * AUDIO_PLAYERS
