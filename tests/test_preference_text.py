@@ -98,7 +98,7 @@ def test_with_lora_the_reference_is_the_base_with_the_adapter_off_and_no_copy(ba
     with torch.no_grad():  # the adapter learns something, so that switching it off is seen
         for name, parameter in handle.module.named_parameters():
             if "lora_B" in name:
-                parameter.add_(0.05)
+                parameter.add_(0.5)
     collate = backend.collate(handle, config)
     batch = collate([backend.datasets(handle, split_rows("pair"), Path("."), config)["train"][i] for i in range(4)])
     with torch.no_grad():
