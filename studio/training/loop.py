@@ -413,7 +413,8 @@ def train(backend: Backend, handle: Handle, rows: dict[str, list[dict]], root: P
             paced_from = paced_from or (now, step)
             if step % config.logging_steps == 0 or step == total:
                 micro_steps = accelerator.gradient_accumulation_steps
-                record("train_loss", float(window_loss) / micro_steps)
+                train_loss = float(window_loss) / micro_steps  # the one wait for the device in a logging window
+                record("train_loss", train_loss)
                 for name, values in window_metrics.items():  # a preference objective's rewards
                     known = [v for v in values if not math.isnan(v)]  # (NaN: a batch without such answers)
                     if known:
@@ -432,7 +433,7 @@ def train(backend: Backend, handle: Handle, rows: dict[str, list[dict]], root: P
                     record("eta_seconds", eta)
                 if step == first_step + 1 or step == total or now - said_at >= SAY_EVERY_SECONDS:
                     said_at = now
-                    say(f"step {step}/{total} · loss {float(window_loss) / micro_steps:.4f} · learning rate "
+                    say(f"step {step}/{total} · loss {train_loss:.4f} · learning rate "
                         f"{taken.learning_rate:.2e} · {speed:,.1f} items/s"
                         + (f" · about {eta:,.0f} s left" if eta else ""))
             window_loss, window_items, window_tokens, window_metrics = 0.0, 0, 0, {}
