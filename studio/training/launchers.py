@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import shlex
 from datetime import datetime, timedelta
-from pathlib import Path
 
 from studio import processes
 from studio.placement import cuda_visible
@@ -24,6 +23,7 @@ from studio.settings import Settings
 from studio.status import RunStatus
 from studio.store import Store
 from studio.store.tables import Run
+from studio.training.runs import log_path
 
 LOCAL, RAY = "local", "ray"
 SQLITE_WITH_RAY = ("STUDIO_RAY_ADDRESS is set but the store is SQLite, a file on this machine: Ray's nodes must all "
@@ -33,10 +33,6 @@ SQLITE_WITH_RAY = ("STUDIO_RAY_ADDRESS is set but the store is SQLite, a file on
 
 class LaunchError(RuntimeError):
     """A worker could not be started; the message says why."""
-
-
-def log_path(store: Store, run: Run) -> Path:
-    return store.path(f"{run.output_dir or f'runs/{run.id}'}/train.log")
 
 
 class Launcher:
@@ -61,14 +57,14 @@ class Launcher:
         """Ends a worker that cannot read its stop flag (not started yet). A running one stops through the flag."""
 
     def log_tail(self, store: Store, run: Run, lines: int = 30) -> str:
-        return processes.log_tail(log_path(store, run), lines)
+        return processes.log_tail(log_path(store, run.id), lines)
 
 
 class LocalLauncher(Launcher):
     name = LOCAL
 
     def start(self, store, run, command, env, devices):
-        pid = processes.start_detached(command, log_path(store, run), store.settings, **env, **cuda_visible(devices))
+        pid = processes.start_detached(command, log_path(store, run.id), store.settings, **env, **cuda_visible(devices))
         return {"pid": pid, "host": processes.this_host()}
 
     def gone(self, store, run):
@@ -76,7 +72,7 @@ class LocalLauncher(Launcher):
         here = run.host in (None, processes.this_host())
         if here and run.status == RunStatus.STARTING and processes.process_alive(run.pid):
             return None  # accelerate and the worker are still importing: the worker beats once it has started
-        return processes.worker_gone(run.pid, run.heartbeat_at, timeout, log_path(store, run), host=run.host)
+        return processes.worker_gone(run.pid, run.heartbeat_at, timeout, log_path(store, run.id), host=run.host)
 
 
 class RayLauncher(Launcher):
@@ -93,7 +89,7 @@ class RayLauncher(Launcher):
         return JobSubmissionClient(self.address)
 
     def start(self, store, run, command, env, devices):
-        log = shlex.quote(str(log_path(store, run)))
+        log = shlex.quote(str(log_path(store, run.id)))
         # The node Ray picks decides whether it trains on GPUs: one without a driver trains on the CPU (gloo ranks
         # for several processes). bash -o pipefail: the job fails when the worker does; its output goes both to
         # Ray and to train.log.
@@ -128,7 +124,7 @@ class RayLauncher(Launcher):
         if status == "PENDING":
             return None  # Ray holds it until resources free up: no heartbeat is expected yet
         timeout = timedelta(seconds=store.settings.heartbeat_timeout_seconds)  # its host is "ray:…": no pid to ask
-        return processes.worker_gone(None, run.heartbeat_at, timeout, log_path(store, run), host=run.host)
+        return processes.worker_gone(None, run.heartbeat_at, timeout, log_path(store, run.id), host=run.host)
 
     def waiting(self, store, run):
         info = run.job_id and self._status(run)
@@ -145,7 +141,7 @@ class RayLauncher(Launcher):
                 pass
 
     def log_tail(self, store, run, lines=30):
-        if log_path(store, run).exists() or not run.job_id:
+        if log_path(store, run.id).exists() or not run.job_id:
             return super().log_tail(store, run, lines)
         try:  # STUDIO_HOME not shared after all, or the job never started: what Ray kept
             return "\n".join(self.client().get_job_logs(run.job_id).splitlines()[-lines:])
