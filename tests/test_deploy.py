@@ -142,3 +142,22 @@ def test_hugging_face_sign_in_on_a_space_makes_the_owner_an_editor_and_others_ra
     assert done.returncode == 0, done.stderr
     found = json.loads(done.stdout.strip().splitlines()[-1])
     assert found == {"login_page": True, "anonymous": 401, "owner": 200, "visitor": 403, "visitor_rate": 200}
+
+
+def test_transformers_fetches_no_hub_kernels_unless_asked(tmp_path):
+    """transformers (with `kernels`, which it requires) swaps in compiled code from the Hub on CUDA: offline that
+    fails a run, online it runs code nobody asked for. The studio turns it off in every process; a person's own
+    USE_HUB_KERNELS=YES still wins."""
+    import os
+
+    probe = ("import studio, json; from transformers.integrations.hub_kernels import _kernels_enabled; "
+             "print(json.dumps(_kernels_enabled()))")
+    found = {}
+    for asked in (None, "YES"):
+        env = {name: value for name, value in os.environ.items() if name != "USE_HUB_KERNELS"}
+        env.update({"PYTHONPATH": str(ROOT), **({"USE_HUB_KERNELS": asked} if asked else {})})
+        done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, cwd=tmp_path,
+                              timeout=120)
+        assert done.returncode == 0, done.stderr
+        found[asked] = json.loads(done.stdout.strip().splitlines()[-1])
+    assert found == {None: False, "YES": True}

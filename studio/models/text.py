@@ -64,6 +64,7 @@ class ModelUnavailable(OSError):
 class TextParts(Parts):
     tokenizer: Any
     model: Any  # the transformers (or PEFT) model inside ``handle.module``
+    documents_apart: bool | None = None  # keeps_documents_apart, when asked at load (None: ask when packing)
 
     def processors(self) -> list:
         return [self.tokenizer]
@@ -534,6 +535,10 @@ class TextBackend:
         else:
             tokenizer, model = _from_pretrained(model_ref, method, config)
         use_attention(model, config)
+        # Liger's kernels run on a GPU only, and the model is still on the CPU until the loop moves it: the check that
+        # packed documents stay apart (a forward pass) is made on the plain model first (the kernels leave the
+        # attention, and so the documents' separation, as it was).
+        apart = keeps_documents_apart(model) if config.liger_kernels and not liger_kernels_missing(config) else None
         use_liger_kernels(model, config)
         if tokenizer.pad_token is None:
             if tokenizer.eos_token is None:
@@ -560,7 +565,8 @@ class TextBackend:
                 parameter.requires_grad_(True)
         module = _loss_module_class()(model)
         # Weights that go back to the starter keep its generation defaults (no chat template).
-        parts = TextParts(family=family.name, starter=bool(family.starter), tokenizer=tokenizer, model=model)
+        parts = TextParts(family=family.name, starter=bool(family.starter), tokenizer=tokenizer, model=model,
+                          documents_apart=apart)
         return Handle(modality=self.modality, model_ref=model_ref, method=method, module=module, parts=parts)
 
     # -- data
@@ -574,7 +580,8 @@ class TextBackend:
 
         @functools.cache
         def check_documents_apart() -> None:  # asked once, and only where documents are packed
-            if not keeps_documents_apart(model):
+            apart = handle.parts.documents_apart
+            if not (keeps_documents_apart(model) if apart is None else apart):
                 raise ValueError(DOCUMENTS_MIX.format(model_type=getattr(model.config, "model_type", handle.model_ref)))
 
         return {split: self._dataset(tokenizer, rows.get(split) or [], config, check_documents_apart)
