@@ -133,6 +133,27 @@ def generate(page, base: str, set_id: int, with_base: bool, picked: list[str]) -
     return grid_outputs(page)
 
 
+def pair_on_screen(page) -> tuple[str | None, dict[str, str]]:
+    """(the prompt panel's text, each side's words) read at one instant once a pair is on screen, or (None, {})
+    once nothing is left. One read of all three: a reply that replaces the panel between two reads would pair one
+    item's prompt with another's outputs."""
+    try:
+        found = page.wait_for_function("""() => {
+            const prompt = document.querySelector('#rate-prompt')?.innerText || '';
+            if (/Nothing left/.test(prompt)) return {prompt: null};
+            const a = document.querySelector('#rate-a textarea'), b = document.querySelector('#rate-b textarea');
+            return /item \\d+ of/.test(prompt) && a && b ? {prompt, a: a.value, b: b.value} : null;
+        }""", timeout=MINUTES).json_value()
+    except Exception as error:  # say what the page showed instead
+        state = page.evaluate("""() => ({prompt: document.querySelector('#rate-prompt')?.innerText,
+            tab: document.querySelector('[role=tab][aria-selected=true]')?.innerText,
+            sides: document.querySelectorAll('#rate-a, #rate-b').length, url: location.href})""")
+        raise AssertionError(f"no pair and no 'Nothing left' on the rating panel: {state}") from error
+    if found["prompt"] is None:
+        return None, {}
+    return found["prompt"], {side: words(found[side]) for side in "ab"}
+
+
 def rate_preferring(page, set_id: int, preferred: str, outputs: dict, rater: str) -> int:
     """Rates every pair of the set on the Evaluate tab, for the side whose output came from the column whose header
     contains ``preferred`` (``outputs``: ``grid_outputs``; a tie when neither or both did); returns the votes for
@@ -144,23 +165,16 @@ def rate_preferring(page, set_id: int, preferred: str, outputs: dict, rater: str
     press(page, "#rate-start")
     votes = 0
     while True:
-        shown = wait_for_text(page, "#rate-prompt", r"item \d+ of|Nothing left", MINUTES)
-        if "Nothing left" not in shown:  # the last vote's reply may still be on its way: wait for both outputs
-            page.wait_for_function("() => /Nothing left/.test(document.querySelector('#rate-prompt')?.innerText || '')"
-                                   " || document.querySelectorAll('#rate-a textarea, #rate-b textarea').length === 2",
-                                   timeout=MINUTES)
-            shown = page.locator("#rate-prompt").inner_text()
-        if "Nothing left" in shown:
+        shown, texts = pair_on_screen(page)
+        if shown is None:
             return votes
         [prompt] = [p for p in PROMPTS if p in shown]
-        texts = {side: words(page.locator(f"#rate-{side} textarea").input_value()) for side in "ab"}
         wins = {side: any(preferred in header for header in outputs.get((prompt, text), []))
                 for side, text in texts.items()}
         side = "tie" if wins["a"] == wins["b"] else "a" if wins["a"] else "b"
         votes += side != "tie"
-        before = page.locator("#rate-prompt").inner_text()
         press(page, f"#vote-{side}")
-        page.wait_for_function(f"() => (document.querySelector('#rate-prompt')?.innerText || '') !== {before!r}",
+        page.wait_for_function(f"() => (document.querySelector('#rate-prompt')?.innerText || '') !== {shown!r}",
                                timeout=MINUTES)
 
 

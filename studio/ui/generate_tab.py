@@ -335,6 +335,8 @@ def wire(store: Store, tab: GenerateTab, project, version) -> None:
         latest = [c for c in found if c["last"] and c["step"]]
         start = latest[0]["start"] if latest else None
         latest = [latest[0]["ref"], start] if start in {ref for _, ref in offered} else [c["ref"] for c in latest[:2]]
+        if auto is not None and sorted(latest) == sorted(auto):  # nothing newer: leave the page's value alone, so a
+            return gr.Dropdown(choices=offered), auto  # pick made while this refresh ran is not undone
         return gr.Dropdown(choices=offered, value=latest), latest
 
     def on_base(model, project_value):
@@ -352,24 +354,40 @@ def wire(store: Store, tab: GenerateTab, project, version) -> None:
     tab.base.change(on_base, [tab.base, project],
                     [tab.variants, auto_picked, tab.include_base] + list(tab.groups.values()))
 
-    def lists(project_value, model=None, picked=None, auto=None, keep: bool = True):
-        """The project's base models (``model`` kept when still offered, else the newest run's; picking it fills
-        the variants) and sample sets; another project's choice clears the picked set."""
+    def bases_update(project_value, model):
+        """(the project's base models offered, the one to show): ``model`` while still offered, else the newest
+        run's."""
         bases = base_choices(store, project_value)
         offered = [ref for _, ref in bases]
-        chosen = model if model in offered else (offered[0] if offered else None)
-        # Another base's change event fills the variants; the same base has none, so they are refreshed here.
-        found = variants_of(store, chosen, project_value)
-        variants_update = variant_list(found, picked if keep else None, auto) if chosen == model \
-            else (gr.Dropdown(), auto)
+        return bases, model if model in offered else (offered[0] if offered else None)
+
+    def on_fresh_page(project_value, model=None):
+        """A page load or another project: the bases (picking one fills the variants), the sets, nothing picked."""
+        bases, chosen = bases_update(project_value, model)
+        # Another base's change event fills the variants; the same base has none, so they are filled here.
+        variants_update = variant_list(variants_of(store, chosen, project_value)) if chosen == model \
+            else (gr.Dropdown(), None)
         return (gr.Dropdown(choices=bases, value=chosen), *variants_update,
-                gr.Dropdown(choices=sample_set_choices(store, project_value), **({} if keep else {"value": None})),
+                gr.Dropdown(choices=sample_set_choices(store, project_value), value=None),
                 sets_table(store, project_value))
 
-    list_outputs = [tab.base, tab.variants, auto_picked, tab.chosen_set, tab.table]
-    on_project_or_load(project, lambda p, m: lists(p, m, keep=False), [project, tab.base], list_outputs)
+    def on_lists(project_value, model):
+        """A run, checkpoint or set came or went: the lists follow, and what the person picked stays (the base only
+        moves when its last run was deleted). The inputs are as they were when the lists changed, so the variants
+        are refreshed in a step of their own that reads the page's base afresh."""
+        bases, chosen = bases_update(project_value, model)
+        return (gr.Dropdown(choices=bases, **({} if chosen == model else {"value": chosen})),
+                gr.Dropdown(choices=sample_set_choices(store, project_value)), sets_table(store, project_value))
+
+    def refreshed_variants(project_value, model, picked, auto):
+        return variant_list(variants_of(store, model, project_value), picked, auto)
+
+    on_project_or_load(project, on_fresh_page, [project, tab.base],
+                       [tab.base, tab.variants, auto_picked, tab.chosen_set, tab.table])
     # a new run, checkpoint or set: listed at once
-    on_lists_change(store, lists, [project, tab.base, tab.variants, auto_picked], list_outputs)
+    on_lists_change(store, on_lists, [project, tab.base], [tab.base, tab.chosen_set, tab.table]).then(
+        refreshed_variants, [project, tab.base, tab.variants, auto_picked], [tab.variants, auto_picked],
+        show_progress="hidden", api_visibility="private")
 
     def on_from_test(dataset_ref, count):
         if not dataset_ref:

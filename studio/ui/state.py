@@ -125,11 +125,15 @@ def clear_when_picked(version, message) -> None:
     version.change(clear, [version, message], message, show_progress="hidden", api_visibility="private")
 
 
-def on_lists_change(store: Store, fn, inputs, outputs) -> None:
+def on_lists_change(store: Store, fn, inputs, outputs):
     """``fn`` whenever a run, checkpoint, sample set, dataset version or project was added or deleted, or a run or
     set changed status — by this page, another one or the CLI. A timer on each page compares one small query's
-    answer (``listing_signature``) with the last one it saw; only a difference calls the handlers."""
-    _lists_signal(store).change(fn, inputs, outputs, show_progress="hidden", api_visibility="private")
+    answer (``listing_signature``) with the last one it saw; only a difference calls the handlers.
+
+    ``fn`` gets the inputs as they were when the signal changed: a person may pick something else while it runs,
+    so it should update choices and leave a picked value alone; a step that must read the page's values afresh
+    goes in a ``.then`` of the returned event."""
+    return _lists_signal(store).change(fn, inputs, outputs, show_progress="hidden", api_visibility="private")
 
 
 def follow(store: Store, project, dropdown, choices) -> None:
