@@ -179,6 +179,12 @@ class Settings(BaseSettings):
                     "runs are submitted to it as Ray jobs with their GPU/CPU/memory request instead of started "
                     "here. Needs a PostgreSQL store (STUDIO_DATABASE_URL) and STUDIO_HOME on storage every node "
                     "mounts. Empty: runs start on this machine.")
+    ray_token: str = Field(
+        default="", json_schema_extra={"secret": True},
+        description="The Ray cluster's authentication token (a cluster started with RAY_AUTH_MODE=token): sent to its "
+                    "Jobs API as 'Authorization: Bearer TOKEN'. Empty: Ray's own (RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH "
+                    "or ~/.ray/auth_token), which Ray's client sends only when RAY_AUTH_MODE=token is set where the "
+                    "studio runs.")
     ray_memory_gb: float = Field(
         default=0.0, ge=0,
         description="Memory each training process asks Ray for (GB), so Ray places a run only on a node with that "

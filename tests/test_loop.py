@@ -235,6 +235,9 @@ def test_two_processes_follow_the_one_process_learning_rate_curve(tmp_path, chan
     one_curve, two_curve = values(one.history, "learning_rate"), values(two["history"], "learning_rate")
     assert [s for s, _ in two_curve] == [s for s, _ in one_curve] == list(range(1, expected_steps + 1))
     assert [v for _, v in two_curve] == pytest.approx([v for _, v in one_curve])
+    # and the training loss recorded is that of the whole step's items, both ranks', as in one process
+    one_loss, two_loss = values(one.history, "train_loss"), values(two["history"], "train_loss")
+    assert [v for _, v in two_loss] == pytest.approx([v for _, v in one_loss], rel=1e-4)
     assert max(v for _, v in one_curve) == pytest.approx(0.2, rel=0.1)  # the warm-up reaches the peak ...
     assert one_curve[-1][1] < 0.05  # ... and the decay runs to the end, not half-way
 
