@@ -25,7 +25,7 @@ from studio.data.service import import_dataset
 from studio.settings import load_settings
 from studio.status import RUN_ENDED
 from studio.store import open_store
-from studio.store.tables import Run
+from studio.store.tables import Run, Task
 from studio.training import jobs
 from studio.training.launchers import ray_headers
 from studio.training.runs import metric_rows, run_summary
@@ -219,3 +219,35 @@ def test_without_its_token_the_cluster_refuses_the_studio_saying_so(ray_head, po
     assert f"could not start the worker: Ray at {ray_head.address} refused the job" in failed["error"]
     assert "Authentication required" in failed["error"], failed["error"]
     store.close()
+
+
+def test_metrics_and_exports_go_to_the_cluster_as_ray_jobs_and_imports_stay_here(ray_store, tmp_path):
+    from studio.tasks import service as tasks
+    from studio.tasks.service import stage_files
+
+    store, dataset = ray_store
+    run_id = jobs.create_run(store, dataset, "starter-text", "scratch", text_config(max_steps=2, sample_steps=0))
+    assert wait_until(store, run_id, lambda s: s["status"] in RUN_ENDED)["status"] == "completed"
+    corpus = tmp_path / "more.txt"
+    corpus.write_text("The brown hen ran to the barn.\n\nThe fox sat still by the gate.\n\n" * 4)
+    submitted = {"metrics": tasks.submit(store, "metrics", {"ref": str(run_id), "max_items": 8, "prompts": 1,
+                                                            "samples": 1, "max_new_tokens": 4}),
+                 "export": tasks.submit(store, "export", {"ref": str(run_id), "fmt": "merged"}),
+                 "import": tasks.submit(store, "import", {"paths": stage_files(store, [corpus]), "project": "default"})}
+    deadline = time.time() + 300
+    while not all(tasks.view(store, t)["status"] in ("completed", "failed", "cancelled") for t in submitted.values()):
+        assert time.time() < deadline, [tasks.view(store, t) for t in submitted.values()]
+        tasks.dispatch(store)
+        time.sleep(0.5)
+    views = {kind: tasks.view(store, task_id) for kind, task_id in submitted.items()}
+    assert {kind: v["status"] for kind, v in views.items()} == dict.fromkeys(submitted, "completed"), views
+    with store.session() as session:
+        rows = {kind: session.get(Task, task_id) for kind, task_id in submitted.items()}
+        for kind in ("metrics", "export"):  # Ray jobs: no pid of this machine's, the job's id instead
+            assert (rows[kind].launcher, rows[kind].pid) == ("ray", None)
+            assert rows[kind].job_id.startswith(f"studio-task-{submitted[kind]}-")
+            assert rows[kind].host.startswith("ray:")
+        assert rows["import"].launcher == "local" and rows["import"].pid is not None
+    assert views["metrics"]["result"]["ref"].startswith(f"{run_id}:")
+    # the job's output is in the task's log under STUDIO_HOME, as a local worker's is
+    assert f"task {submitted['export']} completed" in store.path(f"tasks/{submitted['export']}.log").read_text()

@@ -125,8 +125,10 @@ class RayLauncher(Launcher):
             return "", ""
         return str(info.status).rsplit(".", 1)[-1], info.message or ""
 
-    def job_gone(self, store: Store, job_id: str | None, log: Path, heartbeat_at, host: str | None) -> str | None:
-        """Why the worker of a Ray job counts as gone (with its log's end), None while it lives or waits."""
+    def job_gone(self, store: Store, job_id: str | None, log: Path, heartbeat_at, host: str | None,
+                 timeout: timedelta | None = None) -> str | None:
+        """Why the worker of a Ray job counts as gone (with its log's end), None while it lives or waits; silent for
+        ``timeout`` (by default ``STUDIO_HEARTBEAT_TIMEOUT_SECONDS``) counts as gone."""
         if job_id is None:
             return None  # claimed a moment ago by a dispatcher that is submitting it right now
         status, message = self.job_state(job_id)
@@ -136,8 +138,8 @@ class RayLauncher(Launcher):
                     f"{self.job_log_tail(job_id, log)}")
         if status == "PENDING":
             return None  # Ray holds it until resources free up: no heartbeat is expected yet
-        timeout = timedelta(seconds=store.settings.heartbeat_timeout_seconds)  # its host is "ray:…": no pid to ask
-        return processes.worker_gone(None, heartbeat_at, timeout, log, host=host)
+        timeout = timeout or timedelta(seconds=store.settings.heartbeat_timeout_seconds)
+        return processes.worker_gone(None, heartbeat_at, timeout, log, host=host)  # host "ray:…": no pid to ask
 
     def gone(self, store, run):
         return self.job_gone(store, run.job_id, log_path(store, run.id), run.heartbeat_at, run.host)
@@ -195,7 +197,13 @@ def ray_resources(run: Run, settings: Settings) -> dict:
     if on_several_machines(run):
         return {"entrypoint_num_cpus": 0}
     gpus, cpus = ray_request(run)
-    memory = int(settings.ray_memory_gb * 2**30) * cpus  # one CPU per process
+    return entrypoint_resources(cpus, gpus, settings)
+
+
+def entrypoint_resources(cpus: float, gpus: float, settings: Settings) -> dict:
+    """A Ray job's entrypoint request: ``cpus`` CPUs, ``gpus`` GPUs and ``STUDIO_RAY_MEMORY_GB`` of memory per CPU
+    (a training process has one)."""
+    memory = int(settings.ray_memory_gb * 2**30 * cpus)
     return {"entrypoint_num_gpus": gpus or None, "entrypoint_num_cpus": cpus, "entrypoint_memory": memory or None}
 
 
