@@ -251,3 +251,28 @@ def test_metrics_and_exports_go_to_the_cluster_as_ray_jobs_and_imports_stay_here
     assert views["metrics"]["result"]["ref"].startswith(f"{run_id}:")
     # the job's output is in the task's log under STUDIO_HOME, as a local worker's is
     assert f"task {submitted['export']} completed" in store.path(f"tasks/{submitted['export']}.log").read_text()
+
+
+def test_killed_ray_train_workers_fail_the_run_with_the_log_and_it_resumes_on_two_machines(ray_store):
+    import psutil
+
+    store, dataset = ray_store
+    run_id = jobs.create_run(store, dataset, "starter-text", "scratch",
+                             text_config(max_steps=400, num_nodes=2, sample_steps=0))
+    wait_until(store, run_id, lambda s: s["status"] == "running" and s["checkpoints"])
+    workers = [p for p in psutil.process_iter(["cmdline"]) if "RayTrainWorker" in " ".join(p.info["cmdline"] or [])
+               and p.environ().get("STUDIO_HOME") == str(store.home)]
+    assert len(workers) == 2, [p.info["cmdline"] for p in workers]
+    for worker in workers:
+        worker.kill()  # both ranks, as a node's end would: neither writes the run's end, Ray Train's driver does
+    failed = wait_until(store, run_id, lambda s: s["status"] in RUN_ENDED, timeout=120)
+    assert failed["status"] == "failed"
+    assert "Ray Train's workers failed" in failed["error"] and "Last lines of its log" in failed["error"]
+
+    saved = int(failed["checkpoints"][-1].rsplit("-", 1)[1])
+    jobs.resume(store, run_id)
+    resumed = wait_until(store, run_id, lambda s: s["status"] == "running" and s["steps"] > saved + 1)
+    assert resumed["placement"]["launcher"] == "ray"
+    jobs.request(store, run_id, "stop")  # rank 0 reads the flag and every rank stops with it
+    assert wait_until(store, run_id, lambda s: s["status"] in RUN_ENDED)["status"] == "stopped"
+    assert f"resumed from step-{saved:07d}" in jobs.log_tail(store, run_id, lines=400)

@@ -5,7 +5,9 @@
 - ``RayLauncher`` (``STUDIO_RAY_ADDRESS``): a Ray job through the Jobs API, with the run's resource request (GPUs,
   CPUs) as the entrypoint's; Ray places it on a node and queues it until the resources are free, so the studio grows
   no scheduler of its own. Its output is written to the run's ``train.log`` (``STUDIO_HOME`` is shared storage) and
-  read back through Ray when that is missing.
+  read back through Ray when that is missing. A run on several machines (``num_nodes`` > 1) is a job whose
+  entrypoint drives Ray Train (``ray_train``); the heavy background tasks (metrics, exports) go through ``submit``
+  too. ``STUDIO_RAY_TOKEN`` is sent to the Jobs API as a bearer token (a cluster with ``RAY_AUTH_MODE=token``).
 
 Either way the worker talks to the run's row only: heartbeat, metrics, stop/save/sample flags. So liveness is its
 heartbeat in the store (``STUDIO_HEARTBEAT_TIMEOUT_SECONDS``); a launcher only adds what it knows sooner (the local

@@ -13,13 +13,16 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from datetime import datetime
 
+from studio import processes
 from studio.settings import load_settings
 from studio.status import RunStatus
 from studio.store import open_store
 from studio.store.tables import Run
 from studio.training.config import TrainConfig
 from studio.training.jobs import finish_run
+from studio.training.runs import log_path
 from studio.training.worker import work
 
 
@@ -66,16 +69,20 @@ def main(argv: list[str] | None = None) -> int:
     print(f"run {run_id}: Ray Train with {workers_of(config)} worker(s) ({config.num_nodes} machine(s) x "
           f"{config.num_processes} process(es)){' on CPUs' if config.use_cpu else ', one GPU each'}", flush=True)
     # No retries by Ray Train: a worker that dies fails the run, which the person resumes from its last checkpoint
-    # (the studio's checkpoints, under STUDIO_HOME, not Ray's).
+    # (the studio's checkpoints, under STUDIO_HOME, not Ray's). Each attempt has a folder of its own: Ray Train loads
+    # the state an earlier attempt left in a folder of the same name (its checkpoint manager's).
     trainer = TorchTrainer(_train_worker, train_loop_config={"run_id": run_id},
                            scaling_config=scaling(config, store.settings.ray_memory_gb),
-                           run_config=RunConfig(name=f"studio-run-{run_id}", storage_path=str(output_dir / "ray"),
+                           run_config=RunConfig(name=f"attempt-{datetime.now():%Y%m%d-%H%M%S}",
+                                                storage_path=str(output_dir / "ray"),
                                                 failure_config=FailureConfig(max_failures=0)))
     try:
         trainer.fit()
     except TrainingFailedError as error:
-        finish_run(store, run_id, RunStatus.FAILED, f"Ray Train's workers failed: {error}")
         print(f"run {run_id} failed: {error}", file=sys.stderr, flush=True)
+        # The first to end the run says why: a worker that failed in the loop has written its traceback already.
+        finish_run(store, run_id, RunStatus.FAILED, f"Ray Train's workers failed: {error}\n\nLast lines of its log:\n"
+                                                    f"{processes.log_tail(log_path(store, run_id))}")
         return 1
     return 0
 
