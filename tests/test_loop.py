@@ -228,6 +228,9 @@ def run_in_two_ranks(tmp_path, **changes) -> dict:
 def test_two_processes_follow_the_one_process_learning_rate_curve(tmp_path, changes):
     # The batch size is per process: one process with 8 and two with 4 take the same 8 x accumulation items per
     # optimizer step, so an epoch is the same number of optimizer steps (64 items: 8 batches, 4 per process each).
+    import torch
+
+    torch.manual_seed(0)  # the start loop_in_ranks.py builds too
     one, _, _ = run(tmp_path / "one", per_device_train_batch_size=8, **changes)
     two = run_in_two_ranks(tmp_path / "two", per_device_train_batch_size=4, **changes)
     expected_steps = 12 if changes["max_steps"] > 0 else 3 * 8 // 2
