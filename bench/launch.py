@@ -13,6 +13,10 @@ starter-text from scratch for 3 steps on the CPU; the median of ``--repeats`` is
     .venv/bin/python bench/launch.py --ray-address http://127.0.0.1:8265 \\
         --database-url postgresql+psycopg2://USER:PASSWORD@HOST/DB_FOR_BENCH   # both launchers, on that store
 
+    # one run on two machines (Ray Train's TorchTrainer, 2 workers of 4 items) against one process of 8 items,
+    # both through Ray, 20 steps on CPUs (a head with fake GPUs has no NCCL): first step and the whole run
+    .venv/bin/python bench/launch.py --ray-address http://127.0.0.1:8265 --database-url ... --several-machines
+
 The database named by ``--database-url`` gets the studio's tables and the benchmark's runs: use a scratch one.
 """
 
@@ -36,10 +40,10 @@ from studio.training.config import TrainConfig  # noqa: E402
 from studio.training.runs import run_summary  # noqa: E402
 
 
-def first_step_seconds(store, dataset: str) -> float:
-    """Seconds from create_run to the run's first step; waits for the run to end before returning."""
-    config = TrainConfig(max_steps=3, per_device_train_batch_size=4, eval_steps=100, save_steps=100, logging_steps=1,
-                         warmup_steps=0, sample_steps=0)
+def first_step_seconds(store, dataset: str, **changes) -> tuple[float, float]:
+    """Seconds from create_run to the run's first step, and to its end."""
+    config = TrainConfig(**{**dict(max_steps=3, per_device_train_batch_size=4, eval_steps=100, save_steps=100,
+                                   logging_steps=1, warmup_steps=0, sample_steps=0), **changes})
     config.text.max_length = 32
     started = time.monotonic()
     run_id = jobs.create_run(store, dataset, "starter-text", "scratch", config)
@@ -52,11 +56,11 @@ def first_step_seconds(store, dataset: str) -> float:
         if summary["status"] in RUN_ENDED:
             if summary["status"] != "completed":
                 raise SystemExit(f"run {run_id} {summary['status']}: {summary['error']}")
-            return first
+            return first, time.monotonic() - started
         time.sleep(0.2)
 
 
-def measure(label: str, repeats: int, **settings) -> float:
+def measure(label: str, repeats: int, changes: dict | None = None, **settings) -> float:
     with tempfile.TemporaryDirectory() as home:
         store = open_store(load_settings(home=Path(home), **settings))
         corpus = Path(home) / "tales.txt"
@@ -64,11 +68,11 @@ def measure(label: str, repeats: int, **settings) -> float:
                                       for a in ("red", "quick", "old") for b in ("white", "brown") for c in ("big",
                                                                                                             "far")))
         dataset = str(import_dataset(store, [corpus], name="tales")["dataset_id"])
-        times = [first_step_seconds(store, dataset) for _ in range(repeats)]
+        times = [first_step_seconds(store, dataset, **(changes or {})) for _ in range(repeats)]
         store.close()
-    median = statistics.median(times)
-    print(f"{label:>6}: first step after {median:5.1f} s (median of {repeats}: "
-          f"{', '.join(f'{t:.1f}' for t in times)})", flush=True)
+    median, whole = statistics.median(t[0] for t in times), statistics.median(t[1] for t in times)
+    print(f"{label:>6}: first step after {median:5.1f} s, the whole run {whole:5.1f} s (median of {repeats}: "
+          f"{', '.join(f'{t[0]:.1f}/{t[1]:.1f}' for t in times)})", flush=True)
     return median
 
 
@@ -77,7 +81,17 @@ def main() -> None:
     parser.add_argument("--ray-address", help="a Ray head's Jobs API (http://HOST:8265); without it, local only")
     parser.add_argument("--database-url", help="the store for both launchers (Ray needs PostgreSQL)")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--several-machines", action="store_true",
+                        help="with --ray-address: 2 Ray Train workers against one process, both through Ray")
     args = parser.parse_args()
+    if args.several_machines:
+        same = dict(max_steps=20, use_cpu=True)
+        cluster = dict(database_url=args.database_url, ray_address=args.ray_address)
+        one = measure("one process", args.repeats, dict(per_device_train_batch_size=8, **same), **cluster)
+        two = measure("Ray Train, 2 workers", args.repeats, dict(per_device_train_batch_size=4, num_nodes=2, **same),
+                      **cluster)
+        print(f"2 workers / one process (first step): {two / one:.2f}x")
+        return
     local = measure("local", args.repeats, database_url=args.database_url)
     if args.ray_address:
         ray = measure("ray", args.repeats, database_url=args.database_url, ray_address=args.ray_address)

@@ -176,13 +176,21 @@ class Settings(BaseSettings):
     ray_address: str = Field(
         default="",
         description="The Ray cluster's Jobs API address (its dashboard, http://head:8265): training "
-                    "runs are submitted to it as Ray jobs with their GPU/CPU/memory request instead of started "
-                    "here. Needs a PostgreSQL store (STUDIO_DATABASE_URL) and STUDIO_HOME on storage every node "
-                    "mounts. Empty: runs start on this machine.")
+                    "runs, automatic metrics and exports are submitted to it as Ray jobs with their GPU/CPU/memory "
+                    "request instead of started here (a run with num_nodes above 1 as a Ray Train job). Needs a "
+                    "PostgreSQL store (STUDIO_DATABASE_URL) and STUDIO_HOME on storage every node mounts. Empty: "
+                    "everything starts on this machine.")
+    ray_token: str = Field(
+        default="", json_schema_extra={"secret": True},
+        description="The Ray cluster's authentication token (a cluster started with RAY_AUTH_MODE=token): sent to its "
+                    "Jobs API as 'Authorization: Bearer TOKEN'. Empty: Ray's own (RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH "
+                    "or ~/.ray/auth_token), which Ray's client sends only when RAY_AUTH_MODE=token is set where the "
+                    "studio runs.")
     ray_memory_gb: float = Field(
         default=0.0, ge=0,
-        description="Memory each training process asks Ray for (GB), so Ray places a run only on a node with that "
-                    "much free (a run asks num_processes times it). 0: no memory request.")
+        description="Memory each training process (and each metrics or export job) asks Ray for (GB), so Ray places "
+                    "it only on a node with that much free (a run asks num_processes x num_nodes times it). 0: no "
+                    "memory request.")
 
     @field_validator("home")
     @classmethod

@@ -14,6 +14,9 @@ from toy_backend import ToyBackend
 
 
 def main(config_json: str, out_dir: str) -> None:
+    import torch
+
+    torch.manual_seed(0)  # the start test_loop's one-process run builds too (rank 0's weights go to every rank)
     backend = ToyBackend()
     handle = backend.load("toy", "scratch", None)
     result = train(backend, handle, rows(), Path(out_dir), TrainConfig.model_validate_json(config_json),

@@ -228,6 +228,9 @@ def run_in_two_ranks(tmp_path, **changes) -> dict:
 def test_two_processes_follow_the_one_process_learning_rate_curve(tmp_path, changes):
     # The batch size is per process: one process with 8 and two with 4 take the same 8 x accumulation items per
     # optimizer step, so an epoch is the same number of optimizer steps (64 items: 8 batches, 4 per process each).
+    import torch
+
+    torch.manual_seed(0)  # the start loop_in_ranks.py builds too
     one, _, _ = run(tmp_path / "one", per_device_train_batch_size=8, **changes)
     two = run_in_two_ranks(tmp_path / "two", per_device_train_batch_size=4, **changes)
     expected_steps = 12 if changes["max_steps"] > 0 else 3 * 8 // 2
@@ -235,6 +238,9 @@ def test_two_processes_follow_the_one_process_learning_rate_curve(tmp_path, chan
     one_curve, two_curve = values(one.history, "learning_rate"), values(two["history"], "learning_rate")
     assert [s for s, _ in two_curve] == [s for s, _ in one_curve] == list(range(1, expected_steps + 1))
     assert [v for _, v in two_curve] == pytest.approx([v for _, v in one_curve])
+    # and the training loss recorded is that of the whole step's items, both ranks', as in one process
+    one_loss, two_loss = values(one.history, "train_loss"), values(two["history"], "train_loss")
+    assert [v for _, v in two_loss] == pytest.approx([v for _, v in one_loss], rel=1e-4)
     assert max(v for _, v in one_curve) == pytest.approx(0.2, rel=0.1)  # the warm-up reaches the peak ...
     assert one_curve[-1][1] < 0.05  # ... and the decay runs to the end, not half-way
 

@@ -244,6 +244,48 @@ def test_a_ray_job_asks_one_gpu_and_one_cpu_per_process_and_the_memory_set(store
                                                         "entrypoint_memory": None}
 
 
+def test_a_run_on_several_machines_asks_ray_train_for_its_workers_and_nothing_for_its_driver(stores):
+    from studio.training.launchers import ray_request, ray_resources
+    from studio.training.ray_train import scaling
+
+    config = text_config(num_processes=2, num_nodes=3, use_cpu=False)
+    run = Run(config=config.model_dump())
+    assert ray_resources(run, stores().settings) == {"entrypoint_num_cpus": 0}  # the driver only drives
+    assert ray_request(run) == (6, 6)  # what its wait reason names
+    workers = scaling(config, memory_gb=1.5)
+    assert (workers.num_workers, workers.use_gpu) == (6, True)
+    assert workers.resources_per_worker == {"CPU": 1, "GPU": 1, "memory": int(1.5 * 2**30)}
+    on_cpus = scaling(text_config(num_nodes=2, use_cpu=True))
+    assert (on_cpus.num_workers, on_cpus.use_gpu, on_cpus.resources_per_worker) == (2, False, {"CPU": 1})
+
+
+def test_several_machines_need_a_ray_cluster_and_no_accelerate_config(stores, tmp_path):
+    store = stores()
+    corpus = tmp_path / "tales.txt"
+    corpus.write_text("The red fox ran home.\n\nThe old hen sat still.")
+    dataset = str(import_dataset(store, [corpus], name="tales")["dataset_id"])
+    with pytest.raises(jobs.RunError, match=r"num_nodes 2 trains on several machines, which needs a Ray cluster: "
+                                            r"set STUDIO_RAY_ADDRESS"):
+        jobs.create_run(store, dataset, "starter-text", "scratch", text_config(max_steps=1, num_nodes=2))
+    accelerate_yaml = tmp_path / "accelerate.yaml"
+    accelerate_yaml.write_text("compute_environment: LOCAL_MACHINE\n")
+    problems = jobs.several_machines_problems(
+        text_config(num_nodes=2, accelerate_config_file=str(accelerate_yaml)), "http://head:8265")
+    assert problems == ["accelerate_config_file is for accelerate launch on one machine; with num_nodes above 1 Ray "
+                        "Train starts the processes: clear it"]
+    assert jobs.several_machines_problems(text_config(num_nodes=1), "") == []
+
+
+def test_the_ray_token_goes_to_the_jobs_api_only_never_into_a_jobs_variables(stores):
+    from studio.training.launchers import cluster_env, ray_headers
+
+    settings = stores(ray_token="s3cret").settings
+    assert ray_headers(settings.ray_token) == {"Authorization": "Bearer s3cret"}
+    assert ray_headers("") is None  # Ray's own client then decides (RAY_AUTH_MODE=token and its token files)
+    assert "STUDIO_RAY_TOKEN" not in cluster_env(settings) and "s3cret" not in cluster_env(settings).values()
+    assert "STUDIO_RAY_TOKEN" in settings.as_env()  # (as_env is every setting: the cluster's copy leaves it out)
+
+
 def test_a_worker_on_another_machine_is_judged_by_its_heartbeat_not_a_local_pid(tmp_path):
     """Runs and tasks alike: dispatchers on several machines share one PostgreSQL store."""
     from studio import processes

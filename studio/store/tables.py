@@ -290,6 +290,8 @@ class Task(Base):
     pid: Mapped[int | None] = mapped_column(Integer, nullable=True)
     heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     host: Mapped[str | None] = mapped_column(String(200), nullable=True)  # the machine its pid is on (0010)
+    launcher: Mapped[str | None] = mapped_column(String(16), nullable=True)  # local | ray (0011)
+    job_id: Mapped[str | None] = mapped_column(String(200), nullable=True)  # its Ray job (0011)
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
     created_by: Mapped[str | None] = mapped_column(String(200), nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

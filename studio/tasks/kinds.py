@@ -22,6 +22,9 @@ class Kind:
     label: str  # what the page says while it runs: "Importing"
     run: Callable[[Store, dict, Progress, str | None], dict]  # (store, params, progress, actor) → JSON-ready result
     refusals: tuple[type[Exception], ...]
+    # With a Ray cluster (STUDIO_RAY_ADDRESS): what the task's Ray job asks for (a model to load: the heavy ones);
+    # None: it runs on this machine whatever (it reads the files staged by this web process).
+    on_cluster: dict[str, float] | None = None
 
 
 def _import(store: Store, params: dict, progress: Progress, actor: str | None) -> dict:
@@ -80,6 +83,8 @@ KINDS = {
     "hub_import": Kind("Importing from the Hub", _hub_import, DATA_REFUSALS),
     "reclean": Kind("Cleaning again", _reclean, DATA_REFUSALS),
     # ExportError and VariantError are ValueErrors; OSError: the disk; NotImplementedError: a format a family lacks
-    "export": Kind("Exporting", _export, (ValueError, OSError, NotImplementedError)),
-    "metrics": Kind("Computing metrics", _metrics, (ValueError, FileNotFoundError)),  # MetricsError is a ValueError
+    "export": Kind("Exporting", _export, (ValueError, OSError, NotImplementedError),
+                   on_cluster={"CPU": 1}),  # merging and converting weights: the CPU and memory
+    # MetricsError is a ValueError; the models it scores with run on a GPU where the node has one
+    "metrics": Kind("Computing metrics", _metrics, (ValueError, FileNotFoundError), on_cluster={"CPU": 1, "GPU": 1}),
 }

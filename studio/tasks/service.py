@@ -3,7 +3,8 @@
 The pattern is the training runs' (``studio.training.jobs``): the web process writes a queued row; its dispatcher
 starts ``python -m studio.tasks.worker TASK_ID`` detached (a few at a time; they never wait for the training device);
 the worker writes its heartbeat, progress and result to the row and reads ``cancel_requested`` from it; the page
-polls the row. Files uploaded through the page are staged under ``STUDIO_HOME/tasks/inputs`` first, so the worker
+polls the row. With a Ray cluster (``STUDIO_RAY_ADDRESS``) the heavy kinds (metrics, exports: ``Kind.on_cluster``)
+go to it as Ray jobs through the runs' launcher, asking for what they need, and Ray queues them; the rest stay here. Files uploaded through the page are staged under ``STUDIO_HOME/tasks/inputs`` first, so the worker
 reads them whatever becomes of the web server's upload cache; they go when the task ends.
 """
 
@@ -18,15 +19,17 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import TypedDict
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, or_, select, update
 
 from studio import processes
 from studio.status import TASK_ACTIVE, TaskStatus
 from studio.store import Store
 from studio.store.tables import Task
 from studio.tasks.kinds import KINDS
+from studio.training.launchers import LOCAL, RAY, LaunchError, RayLauncher, entrypoint_resources
 
-MAX_RUNNING = 2  # tasks at once: each is a process holding its data in memory, next to the web process and training
+MAX_RUNNING = 2  # tasks at once here: each is a process holding its data in memory, next to the web process and
+# training (Ray queues those it runs itself)
 HEARTBEAT_TIMEOUT = timedelta(seconds=120)
 INPUTS = "tasks/inputs"
 _dispatching = threading.Lock()  # the dispatcher thread and a page that starts its task at once take turns
@@ -97,7 +100,7 @@ def submit(store: Store, kind: str, params: dict, *, project: str | None = None,
 
 def dispatch(store: Store) -> list[int]:
     """One round: mark tasks whose worker died, then start queued tasks, oldest first, while fewer than
-    ``MAX_RUNNING`` run. Returns the ids started."""
+    ``MAX_RUNNING`` run here (a kind that goes to the Ray cluster starts whatever). Returns the ids started."""
     with _dispatching:
         reap(store)
         started = []
@@ -107,27 +110,41 @@ def dispatch(store: Store) -> list[int]:
         return started
 
 
+def _goes_to_cluster(store: Store, kind: str) -> bool:
+    return bool(store.settings.ray_address) and KINDS[kind].on_cluster is not None
+
+
 def _claim(store: Store) -> Task | None:
     with store.session() as session:
-        if session.scalar(select(func.count(Task.id)).where(Task.status == TaskStatus.RUNNING)) >= MAX_RUNNING:
-            return None
-        task = session.scalars(select(Task).where(Task.status == TaskStatus.QUEUED).order_by(Task.id)).first()
+        here = session.scalar(select(func.count(Task.id)).where(
+            Task.status == TaskStatus.RUNNING, or_(Task.launcher.is_(None), Task.launcher != RAY)))
+        kinds = [kind for kind in KINDS if here < MAX_RUNNING or _goes_to_cluster(store, kind)]
+        task = session.scalars(select(Task).where(Task.status == TaskStatus.QUEUED, Task.kind.in_(kinds))
+                               .order_by(Task.id)).first()
         if task is None:
             return None
-        claimed = session.execute(update(Task).where(Task.id == task.id, Task.status == TaskStatus.QUEUED)
-                                  .values(status=TaskStatus.RUNNING, started_at=_now(), heartbeat_at=_now())).rowcount
+        launcher = RAY if _goes_to_cluster(store, task.kind) else LOCAL
+        claimed = session.execute(update(Task).where(Task.id == task.id, Task.status == TaskStatus.QUEUED).values(
+            status=TaskStatus.RUNNING, started_at=_now(), heartbeat_at=_now(), launcher=launcher)).rowcount
     return task if claimed == 1 else None  # another dispatcher took it
 
 
 def _start_worker(store: Store, task: Task) -> None:
+    command = [sys.executable, "-m", "studio.tasks.worker", str(task.id)]
     try:
-        pid = processes.start_detached([sys.executable, "-m", "studio.tasks.worker", str(task.id)],
-                                       log_path(store, task.id), store.settings)
-    except OSError as error:
+        if _goes_to_cluster(store, task.kind):
+            needs = KINDS[task.kind].on_cluster
+            started = RayLauncher(store.settings).submit(
+                store, f"task-{task.id}", command, {}, log_path(store, task.id),
+                entrypoint_resources(needs.get("CPU", 1), needs.get("GPU", 0), store.settings))
+        else:
+            started = {"pid": processes.start_detached(command, log_path(store, task.id), store.settings),
+                       "host": processes.this_host()}
+    except (OSError, LaunchError) as error:
         finish(store, task.id, TaskStatus.FAILED, error=f"could not start the worker: {error}")
         return
     with store.session() as session:
-        session.execute(update(Task).where(Task.id == task.id).values(pid=pid, host=processes.this_host()))
+        session.execute(update(Task).where(Task.id == task.id).values(**started))
 
 
 def finish(store: Store, task_id: int, status: TaskStatus, *, result: dict | None = None, error: str | None = None,
@@ -158,11 +175,34 @@ def reap(store: Store) -> list[int]:
         running = session.scalars(select(Task).where(Task.status == TaskStatus.RUNNING)).all()
     failed = []
     for task in running:
-        gone = processes.worker_gone(task.pid, task.heartbeat_at, HEARTBEAT_TIMEOUT, log_path(store, task.id),
-                                     host=task.host)
+        if task.launcher == RAY:
+            gone = _ray_task_gone(store, task)
+        else:
+            gone = processes.worker_gone(task.pid, task.heartbeat_at, HEARTBEAT_TIMEOUT, log_path(store, task.id),
+                                         host=task.host)
         if gone and finish(store, task.id, TaskStatus.FAILED, error=gone):
             failed.append(task.id)
     return failed
+
+
+def _ray_task_gone(store: Store, task: Task) -> str | None:
+    """A task on the Ray cluster: gone as a run's job is; while Ray holds it back for resources, the dispatcher
+    vouches for it (its heartbeat counts from when it runs) and says what it waits for, and a cancel stops it."""
+    launcher = RayLauncher(store.settings)
+    gone = launcher.job_gone(store, task.job_id, log_path(store, task.id), task.heartbeat_at, task.host,
+                             HEARTBEAT_TIMEOUT)
+    if gone or not task.job_id or launcher.job_state(task.job_id)[0] != "PENDING":
+        return gone
+    if task.cancel_requested:
+        launcher.stop_job(task.job_id)
+        finish(store, task.id, TaskStatus.CANCELLED)
+        return None
+    needs = KINDS[task.kind].on_cluster or {}
+    with store.session() as session:
+        session.execute(update(Task).where(Task.id == task.id, Task.status == TaskStatus.RUNNING).values(
+            heartbeat_at=_now(), message=f"waits for Ray to free {needs.get('GPU', 0)} GPU(s) and "
+                                         f"{needs.get('CPU', 1)} CPU(s) (job {task.job_id})"))
+    return None
 
 
 def cancel(store: Store, task_id: int) -> str:

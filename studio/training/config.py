@@ -94,7 +94,12 @@ class TrainConfig(Section):
     sample_steps: int = Field(50, ge=0, description="generate the sample prompts every N steps and at the end; 0 off")
     sample_prompts: list[str] = Field(default_factory=list, description="prompts sampled during training; empty: a "
                                                                         "few from the dataset's validation split")
-    num_processes: int = Field(1, ge=1, title="processes", description="processes (GPUs) for accelerate launch")
+    num_processes: int = Field(1, ge=1, title="processes", description="processes (GPUs) for accelerate launch; "
+                                                                         "with num_nodes, on each machine")
+    num_nodes: int = Field(1, ge=1, le=1024, title="machines (Ray cluster)",
+                           description="machines the run trains on, num_processes on each: above 1 the run goes to "
+                                       "the Ray cluster (STUDIO_RAY_ADDRESS) as one Ray Train job of num_nodes x "
+                                       "num_processes workers around the same loop")
     use_cpu: bool = Field(False, title="train on the CPU", description="even when a GPU is present")
     accelerate_config_file: str = Field("", description="an `accelerate config` YAML (DeepSpeed, FSDP, several "
                                                         "machines) passed to accelerate launch as --config_file")

@@ -174,6 +174,7 @@ def check_possible(store: Store, version, model_ref: str, method: str, config: T
         reasons.append(FLASH_ATTENTION_NEEDS)
     if config.lr_scheduler_type == "constant" and (config.warmup_steps or config.warmup_ratio):
         reasons.append(CONSTANT_HAS_NO_WARMUP)
+    reasons += several_machines_problems(config, store.settings.ray_address)
     saved = _saved_model_marker(model_ref)
     if saved.get("prediction_type") == "flow_matching" and config.diffusion.prediction_type in ("epsilon",
                                                                                                   "v_prediction"):
@@ -184,6 +185,21 @@ def check_possible(store: Store, version, model_ref: str, method: str, config: T
         reasons.append(other_rate(model_ref, rate))
     if reasons:
         raise RunError("; ".join(reasons))
+
+
+def several_machines_problems(config: TrainConfig, ray_address: str) -> list[str]:
+    """Why a run on several machines (``num_nodes`` > 1) cannot go as asked: Ray Train places its workers, so it
+    needs the Ray cluster; and it starts them itself, so an `accelerate config` file has nothing to set."""
+    if config.num_nodes == 1:
+        return []
+    problems = []
+    if not ray_address:
+        problems.append(f"num_nodes {config.num_nodes} trains on several machines, which needs a Ray cluster: set "
+                        f"STUDIO_RAY_ADDRESS to its address (http://HEAD:8265), or set num_nodes=1")
+    if config.accelerate_config_file:
+        problems.append("accelerate_config_file is for accelerate launch on one machine; with num_nodes above 1 "
+                        "Ray Train starts the processes: clear it")
+    return problems
 
 
 def _has_plain_text(store: Store, version) -> bool:
@@ -240,6 +256,11 @@ def launch_command(run_id: int, config: TrainConfig, *, for_cluster: bool = Fals
     if cpu and not for_cluster:
         command += ["--num_cpu_threads_per_process", str(cpu_threads_per_process(config.num_processes))]
     return command + ["-m", "studio.training.worker", str(run_id)]
+
+
+def ray_train_command(run_id: int) -> list[str]:
+    """The Ray job's entrypoint of a run on several machines: Ray Train's TorchTrainer around the same worker."""
+    return [sys.executable, "-m", "studio.training.ray_train", str(run_id)]
 
 
 def cpu_threads_per_process(processes: int) -> int:
@@ -337,8 +358,9 @@ def _start_worker(store: Store, run: Run, launcher: Launcher, devices: list[str]
     store.path(run.output_dir).mkdir(parents=True, exist_ok=True)
     # A cluster's nodes decide for themselves whether they have CUDA; here, this machine's answer is the one.
     cpu = config.use_cpu if not launcher.places_devices else on_cpu(config)
+    command = ray_train_command(run.id) if config.num_nodes > 1 else launch_command(run.id, config, cpu=cpu)
     try:
-        started = launcher.start(store, run, launch_command(run.id, config, cpu=cpu),
+        started = launcher.start(store, run, command,
                                  {"ACCELERATE_USE_CPU": "1"} if cpu else {}, devices)
     except (OSError, LaunchError) as error:
         finish_run(store, run.id, RunStatus.FAILED, f"could not start the worker: {error}")

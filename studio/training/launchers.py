@@ -5,7 +5,9 @@
 - ``RayLauncher`` (``STUDIO_RAY_ADDRESS``): a Ray job through the Jobs API, with the run's resource request (GPUs,
   CPUs) as the entrypoint's; Ray places it on a node and queues it until the resources are free, so the studio grows
   no scheduler of its own. Its output is written to the run's ``train.log`` (``STUDIO_HOME`` is shared storage) and
-  read back through Ray when that is missing.
+  read back through Ray when that is missing. A run on several machines (``num_nodes`` > 1) is a job whose
+  entrypoint drives Ray Train (``ray_train``); the heavy background tasks (metrics, exports) go through ``submit``
+  too. ``STUDIO_RAY_TOKEN`` is sent to the Jobs API as a bearer token (a cluster with ``RAY_AUTH_MODE=token``).
 
 Either way the worker talks to the run's row only: heartbeat, metrics, stop/save/sample flags. So liveness is its
 heartbeat in the store (``STUDIO_HEARTBEAT_TIMEOUT_SECONDS``); a launcher only adds what it knows sooner (the local
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import shlex
 from datetime import datetime, timedelta
+from pathlib import Path
 
 from studio import processes
 from studio.placement import cuda_visible
@@ -23,6 +26,7 @@ from studio.settings import Settings
 from studio.status import RunStatus
 from studio.store import Store
 from studio.store.tables import Run
+from studio.training.config import TrainConfig
 from studio.training.runs import log_path
 
 LOCAL, RAY = "local", "ray"
@@ -81,88 +85,138 @@ class RayLauncher(Launcher):
 
     def __init__(self, settings: Settings):
         check_ray_settings(settings)
-        self.address = settings.ray_address
+        self.address, self.token = settings.ray_address, settings.ray_token
 
     def client(self):
         from ray.job_submission import JobSubmissionClient  # Ray is an extra: imported only when a cluster is set
 
-        return JobSubmissionClient(self.address)
+        # Ray's client sends a token only when this process has RAY_AUTH_MODE=token; STUDIO_RAY_TOKEN is sent as is.
+        return JobSubmissionClient(self.address, headers=ray_headers(self.token))
 
     def start(self, store, run, command, env, devices):
-        log = shlex.quote(str(log_path(store, run.id)))
+        return self.submit(store, f"run-{run.id}", command, env, log_path(store, run.id),
+                           ray_resources(run, store.settings))
+
+    def submit(self, store: Store, name: str, command: list[str], env: dict[str, str], log: Path,
+               resources: dict) -> dict:
+        """Submits ``command`` as a Ray job (``name``: "run-3", "task-7") asking ``resources`` for its entrypoint;
+        its output goes to ``log`` too. Returns what to record on the row (``job_id``, ``host``). Runs and the
+        heavy background tasks go through here."""
         # The node Ray picks decides whether it trains on GPUs: one without a driver trains on the CPU (gloo ranks
         # for several processes). bash -o pipefail: the job fails when the worker does; its output goes both to
-        # Ray and to train.log.
+        # Ray and to the log under STUDIO_HOME.
         script = (f"{{ nvidia-smi -L >/dev/null 2>&1 || export ACCELERATE_USE_CPU=1; {shlex.join(command)}; }} "
-                  f"2>&1 | tee -a {log}")
+                  f"2>&1 | tee -a {shlex.quote(str(log))}")
         entrypoint = f"bash -o pipefail -c {shlex.quote(script)}"
         try:
             job_id = self.client().submit_job(
-                entrypoint=entrypoint, submission_id=f"studio-run-{run.id}-{int(datetime.now().timestamp())}",
-                runtime_env={"env_vars": {**store.settings.as_env(), **env, "PYTHONUNBUFFERED": "1",
+                entrypoint=entrypoint, submission_id=f"studio-{name}-{int(datetime.now().timestamp())}",
+                runtime_env={"env_vars": {**cluster_env(store.settings), **env, "PYTHONUNBUFFERED": "1",
                                           "PYTHONPATH": str(processes.ROOT)}},
-                metadata={"studio_run": str(run.id)}, **ray_resources(run, store.settings))
+                metadata={"studio": name}, **resources)
         except Exception as error:  # noqa: BLE001 - the cluster's refusal, whatever its kind, is the reason shown
             raise LaunchError(f"Ray at {self.address} refused the job: {error}") from error
         return {"job_id": job_id, "host": f"ray:{self.address}"}
 
-    def _status(self, run: Run):
+    def job_state(self, job_id: str | None) -> tuple[str, str]:
+        """(status word: PENDING, RUNNING, SUCCEEDED, FAILED, STOPPED; Ray's message); ("", "") when the cluster
+        does not answer for a moment, which is not the job's end."""
         try:
-            return self.client().get_job_info(run.job_id)
+            info = self.client().get_job_info(job_id)
         except Exception:  # noqa: BLE001 - the cluster unreachable for a moment is not the run's death
-            return None
+            return "", ""
+        return str(info.status).rsplit(".", 1)[-1], info.message or ""
 
-    def gone(self, store, run):
-        if run.job_id is None:
+    def job_gone(self, store: Store, job_id: str | None, log: Path, heartbeat_at, host: str | None,
+                 timeout: timedelta | None = None) -> str | None:
+        """Why the worker of a Ray job counts as gone (with its log's end), None while it lives or waits; silent for
+        ``timeout`` (by default ``STUDIO_HEARTBEAT_TIMEOUT_SECONDS``) counts as gone."""
+        if job_id is None:
             return None  # claimed a moment ago by a dispatcher that is submitting it right now
-        info = self._status(run)
-        status = str(getattr(info, "status", "")).rsplit(".", 1)[-1]
+        status, message = self.job_state(job_id)
         if status in ("FAILED", "STOPPED", "SUCCEEDED"):
-            # SUCCEEDED with the run still active: the worker ended without writing its end (killed in between)
-            why = getattr(info, "message", "") or status.lower()
-            return f"the Ray job {run.job_id} ended ({status}: {why}). Last lines of its log:\n{self.log_tail(store, run)}"
+            # SUCCEEDED with the row still active: the worker ended without writing its end (killed in between)
+            return (f"the Ray job {job_id} ended ({status}: {message or status.lower()}). Last lines of its log:\n"
+                    f"{self.job_log_tail(job_id, log)}")
         if status == "PENDING":
             return None  # Ray holds it until resources free up: no heartbeat is expected yet
-        timeout = timedelta(seconds=store.settings.heartbeat_timeout_seconds)  # its host is "ray:…": no pid to ask
-        return processes.worker_gone(None, run.heartbeat_at, timeout, log_path(store, run.id), host=run.host)
+        timeout = timeout or timedelta(seconds=store.settings.heartbeat_timeout_seconds)
+        return processes.worker_gone(None, heartbeat_at, timeout, log, host=host)  # host "ray:…": no pid to ask
+
+    def gone(self, store, run):
+        return self.job_gone(store, run.job_id, log_path(store, run.id), run.heartbeat_at, run.host)
 
     def waiting(self, store, run):
-        info = run.job_id and self._status(run)
-        if info is None or str(info.status).rsplit(".", 1)[-1] != "PENDING":
-            return None
+        status = self.job_state(run.job_id)[0] if run.job_id else ""
         gpus, cpus = ray_request(run)
+        if status == "RUNNING" and on_several_machines(run):
+            # The entrypoint runs; Ray Train waits until every worker has its resources, then they start and the
+            # first of them marks the run running.
+            return (f"waits for Ray Train's {cpus} worker(s) to be placed and started ({gpus} GPU(s) and {cpus} "
+                    f"CPU(s) in all; job {run.job_id})")
+        if status != "PENDING":
+            return None
         return f"waits for Ray to free {gpus} GPU(s) and {cpus} CPU(s) on one node (job {run.job_id})"
 
     def stop(self, store, run):
-        if run.job_id:
+        self.stop_job(run.job_id)
+
+    def stop_job(self, job_id: str | None) -> None:
+        if job_id:
             try:
-                self.client().stop_job(run.job_id)
+                self.client().stop_job(job_id)
             except Exception:  # noqa: BLE001 - an ended or unknown job needs no stopping
                 pass
 
     def log_tail(self, store, run, lines=30):
-        if log_path(store, run.id).exists() or not run.job_id:
-            return super().log_tail(store, run, lines)
+        return self.job_log_tail(run.job_id, log_path(store, run.id), lines)
+
+    def job_log_tail(self, job_id: str | None, log: Path, lines: int = 30) -> str:
+        if log.exists() or not job_id:
+            return processes.log_tail(log, lines)
         try:  # STUDIO_HOME not shared after all, or the job never started: what Ray kept
-            return "\n".join(self.client().get_job_logs(run.job_id).splitlines()[-lines:])
+            return "\n".join(self.client().get_job_logs(job_id).splitlines()[-lines:])
         except Exception:  # noqa: BLE001
             return ""
 
 
 def ray_request(run: Run) -> tuple[int, int]:
-    """(GPUs, CPUs) a run asks Ray for: one of each per process (no GPU for a use_cpu run). Fake GPUs count too
-    (``ray start --num-gpus 2`` on a CPU machine), so the placement is testable without CUDA."""
-    from studio.training.config import TrainConfig
-
+    """(GPUs, CPUs) a run asks Ray for: one of each per process (no GPU for a use_cpu run), on every machine of a
+    run on several. Fake GPUs count too (``ray start --num-gpus 2`` on a CPU machine), so the placement is testable
+    without CUDA."""
     config = TrainConfig.model_validate(run.config)
-    return (0 if config.use_cpu else config.num_processes), config.num_processes
+    processes_in_all = config.num_processes * config.num_nodes
+    return (0 if config.use_cpu else processes_in_all), processes_in_all
+
+
+def on_several_machines(run: Run) -> bool:
+    return TrainConfig.model_validate(run.config).num_nodes > 1
 
 
 def ray_resources(run: Run, settings: Settings) -> dict:
-    """The Ray job's entrypoint resources for the run: GPUs, CPUs and, with ``STUDIO_RAY_MEMORY_GB``, memory."""
+    """The Ray job's entrypoint resources for the run: GPUs, CPUs and, with ``STUDIO_RAY_MEMORY_GB``, memory. A run
+    on several machines asks nothing for its entrypoint, which only drives Ray Train: its workers ask for theirs."""
+    if on_several_machines(run):
+        return {"entrypoint_num_cpus": 0}
     gpus, cpus = ray_request(run)
-    memory = int(settings.ray_memory_gb * 2**30) * cpus  # one CPU per process
+    return entrypoint_resources(cpus, gpus, settings)
+
+
+def entrypoint_resources(cpus: float, gpus: float, settings: Settings) -> dict:
+    """A Ray job's entrypoint request: ``cpus`` CPUs, ``gpus`` GPUs and ``STUDIO_RAY_MEMORY_GB`` of memory per CPU
+    (a training process has one)."""
+    memory = int(settings.ray_memory_gb * 2**30 * cpus)
     return {"entrypoint_num_gpus": gpus or None, "entrypoint_num_cpus": cpus, "entrypoint_memory": memory or None}
+
+
+def ray_headers(token: str) -> dict[str, str] | None:
+    return {"Authorization": f"Bearer {token}"} if token else None
+
+
+def cluster_env(settings: Settings) -> dict[str, str]:
+    """The settings a Ray job's worker reads, as variables: not the cluster's own token, which the job has no use
+    for and which the dashboard would show with the job."""
+    return {name: value for name, value in settings.as_env().items() if name != "STUDIO_RAY_TOKEN"}
 
 
 def check_ray_settings(settings: Settings) -> None:

@@ -413,6 +413,8 @@ def train(backend: Backend, handle: Handle, rows: dict[str, list[dict]], root: P
             paced_from = paced_from or (now, step)
             if step % config.logging_steps == 0 or step == total:
                 micro_steps = accelerator.gradient_accumulation_steps
+                if accelerator.num_processes > 1:  # the loss of the whole step's items, not of one rank's share
+                    window_loss = accelerator.reduce(window_loss, reduction="mean")
                 train_loss = float(window_loss) / micro_steps  # the one wait for the device in a logging window
                 record("train_loss", train_loss)
                 for name, values in window_metrics.items():  # a preference objective's rewards

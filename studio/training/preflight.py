@@ -50,7 +50,8 @@ def measure(spec: dict) -> dict:
     train_set = backend.datasets(handle, rows, store.path(version.path), config)["train"]
     batches = len(make_loader(train_set, backend.collate(handle, config), config.per_device_train_batch_size,
                               config.seed, shuffle=False))
-    total = total_steps_for(config, math.ceil(batches / config.num_processes))  # each process has its share
+    processes = config.num_processes * config.num_nodes  # each process, on every machine, has its share
+    total = total_steps_for(config, math.ceil(batches / processes))
     trial = config.model_copy(update={"max_steps": MEASURED_STEPS, "eval_steps": 10**6, "save_steps": 10**6,
                                       "sample_steps": 0, "report_to": []})
     seen: list[dict] = []

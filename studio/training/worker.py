@@ -187,28 +187,33 @@ def run_worker(store: Store, run_id: int) -> RunStatus:
     return result.status
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Gen Studio training worker (started by the dispatcher)")
-    parser.add_argument("run_id", type=int)
-    args = parser.parse_args(argv)
+def work(run_id: int) -> int:
+    """One process's part of the run, however it was started (``accelerate launch`` here, or a Ray Train worker:
+    ``ray_train``); the main process (rank 0) beats and ends the run's row. Returns the exit status."""
     store = open_store(load_settings())
     main_process = _rank() == 0
     stop_heartbeat = threading.Event()
     if main_process:
-        threading.Thread(target=_heartbeat, args=(store, args.run_id, stop_heartbeat), daemon=True).start()
+        threading.Thread(target=_heartbeat, args=(store, run_id, stop_heartbeat), daemon=True).start()
     try:
-        status = run_worker(store, args.run_id)
+        status = run_worker(store, run_id)
     except BaseException as error:  # noqa: BLE001 - whatever kills the run is written down for the person
         tail = "".join(traceback.format_exception(error))[-4000:]
         print(tail, file=sys.stderr, flush=True)
         if main_process:
-            finish_run(store, args.run_id, RunStatus.FAILED, f"{type(error).__name__}: {error}\n\n{tail}", was=None)
+            finish_run(store, run_id, RunStatus.FAILED, f"{type(error).__name__}: {error}\n\n{tail}", was=None)
         return 1
     finally:
         stop_heartbeat.set()
     if main_process:
-        finish_run(store, args.run_id, status, was=None)
+        finish_run(store, run_id, status, was=None)
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Gen Studio training worker (started by the dispatcher)")
+    parser.add_argument("run_id", type=int)
+    return work(parser.parse_args(argv).run_id)
 
 
 if __name__ == "__main__":
