@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from sqlalchemy import func, select
 
+from studio.data.lexicons import purge_lexicons
 from studio.data.service import purge_versions
 from studio.generation.service import purge_set, reap_sets
 from studio.serving.service import purge_deployments, stop_project_deployments
@@ -104,6 +105,7 @@ def _purge_project(session, project: Project) -> dict:
     for upload in session.scalars(select(Upload).where(Upload.project_id == project.id)):  # ones no version used
         folders.append(upload.path)
         session.delete(upload)
+    purge_lexicons(session, project.id)
     session.delete(project)
     return {"datasets": len(datasets), "versions": len(versions), "runs": len(runs), "sample_sets": len(sets),
             "deployments": len(deployments), "folders": folders}

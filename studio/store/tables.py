@@ -216,6 +216,19 @@ class PromptSet(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
+class Lexicon(Base):
+    """A project's own copy of a word list of the representation report (``studio.data.lexicons``), as text; without
+    one the shipped list (``assets/lexicons``) applies (migration 0011)."""
+    __tablename__ = "lexicons"
+    __table_args__ = (UniqueConstraint("project_id", "name"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id"), index=True)
+    name: Mapped[str] = mapped_column(String(40))                   # gender, occupations, a category of one's own
+    text: Mapped[str] = mapped_column(Text)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
+    updated_by: Mapped[str | None] = mapped_column(String(200), nullable=True)
+
+
 class RatingAssignment(Base):
     """One item shown to one rater for blind rating: two samples of the same prompt and seed (``pairwise``, left
     shown as "A") or one sample (``absolute``). The unique key shows a rater an item once, plus at most one
