@@ -133,3 +133,76 @@ def cmd_data_push(args) -> int:
     report(args, pushed, f"dataset {pushed['dataset']} pushed to {pushed['url']} "
                          f"({'private' if pushed['private'] else 'public'}, {len(pushed['files'])} files)")
     return 0
+
+
+REPORT_FLAGS = (
+    arg("--lexicon", action="append", default=[], metavar="FILE",
+        help="a word list for this report (repeatable): replaces the list its file name names (gender.txt → "
+             "gender) or adds a category; format: assets/lexicons/README.md"),
+    arg("--window", choices=("sentence", "item"), default="sentence",
+        help="where a group term and an occupation or adjective count as together (default sentence)"),
+    arg("--threshold", type=float, default=0.7, help="warn when one group's share reaches this (default 0.7)"),
+    arg("--min-items", type=int, default=10, help="items a warning needs behind it (default 10)"),
+    arg("--limit", type=int, help="count only the dataset's first N items (default all)"))
+
+
+def report_options(args):
+    from studio.data.representation import ReportOptions
+
+    return ReportOptions(window=args.window, threshold=args.threshold, min_items=args.min_items)
+
+
+def _share_text(share: float | None, low: float | None, high: float | None) -> str:
+    return "" if share is None else f"{100 * share:3.0f}% [{100 * low:.0f}–{100 * high:.0f}%]"
+
+
+def representation_text(found: dict) -> str:
+    """A representation report (studio.data.representation.count_units) in lines for people."""
+    together = "a sentence" if found["window"] == "sentence" else "an item"
+    lines = [f"{found['items_with_text']} of {found['items']} items have text; terms count as together within "
+             f"{together}"]
+    for category in found["categories"]:
+        lines.append(f"{category['name']}: {category['items'] or 'no'} item{'' if category['items'] == 1 else 's'} "
+                     "mention it")
+        if not category["items"]:
+            continue
+        for group in category["groups"]:
+            terms = ", ".join(f"{t} {n}" for t, n in group["terms"][:4])
+            lines.append(f"  {group['group']:<32} {group['items']:>6}  "
+                         f"{_share_text(group['share'], group['ci_low'], group['ci_high']):<16}"
+                         + (f" e.g. {terms}" if terms else ""))
+        for row in category["cooccurrence"][:5]:
+            counts = ", ".join(f"{g} {n}" for g, n in row["counts"].items() if n)
+            lines.append(f"  beside it: {row['attribute']} ({row['list']}): {counts}")
+    for attribute in found["attributes"]:
+        lines.append(f"{attribute['name']}: " + (", ".join(f"{t} {n}" for t, n in attribute["terms"][:10]) or "none"))
+    lines += [f"warning: {w['message']} (items {', '.join(map(str, w['examples'][:10]))})" for w in found["warnings"]]
+    return "\n".join(lines)
+
+
+def filtering_text(note: dict) -> str:
+    state = f"on ({note['words']} words or phrases)" if note["active"] else "off"
+    extra = (f"; in this set it refused {note['refused_prompts']} prompt(s) and masked {note['flagged_samples']} "
+             "output(s)" if "flagged_samples" in note else "")
+    return f"post-generation filtering: the blocklist is {state}{extra}. Set it with {note['how']}." \
+        + (f" ({note['problem']})" if note["problem"] else "")
+
+
+@commands.command("data bias", DATASET, *REPORT_FLAGS,
+                  help="representation report: shares of gender, age, ethnicity/nationality, religion and disability "
+                       "terms, what stands beside them, and imbalance warnings with the items behind them")
+def cmd_data_bias(args) -> int:
+    from studio.data.items import ImportRefused
+    from studio.data.lexicons import LexiconError
+    from studio.data.representation import version_report
+    from studio.evaluation.representation import filtering_note
+
+    store = store_of(args)
+    try:
+        found = version_report(store, args.dataset, args.lexicon, report_options(args), limit=args.limit)
+    except (ImportRefused, LexiconError, ValueError) as error:
+        return fail(args, str(error))
+    found["filtering"] = filtering_note(store)
+    report(args, found, f"{found['label']} (project '{found['project']}')\n" + representation_text(found) + "\n"
+           + filtering_text(found["filtering"]))
+    return 0

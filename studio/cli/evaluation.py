@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 from studio.cli.app import RUN_ID, SET_ID, Commands, arg
+from studio.cli.data import REPORT_FLAGS, report_options
 from studio.cli.shared import export_file, fail, os_user, report, store_of
 from studio.evaluation.choices import CHOICES, EXPORT_KINDS
 
@@ -158,4 +159,44 @@ def cmd_eval_metrics(args) -> int:
     except (ValueError, OSError) as error:
         return fail(args, str(error))
     report(args, result, json.dumps(result, indent=1, default=str))
+    return 0
+
+
+def _comparison_text(found: dict) -> str:
+    from studio.cli.data import filtering_text, representation_text
+
+    def share(s: dict) -> str:
+        return "—" if s["share"] is None else f"{100 * s['share']:.0f}% [{100 * s['ci_low']:.0f}–{100 * s['ci_high']:.0f}%]"
+
+    lines = [f"sample set {found['set_id']} ({found['modality']}: its {found['counted']} counted) beside "
+             f"{found['dataset']['label']}", "dataset:", representation_text(found["dataset"])]
+    for variant in found["variants"]:
+        lines += [f"{variant['label']}:", representation_text(variant["report"])]
+    lines.append("share of the items that mention each category: dataset → each variant (verdict)")
+    for row in found["comparison"]:
+        if not row["dataset"]["items"] and not any(v["items"] for v in row["variants"]):
+            continue
+        lines.append(f"  {row['category']}/{row['group']}: dataset {share(row['dataset'])}; "
+                     + "; ".join(f"{v['label']} {share(v)} ({v['verdict']})" for v in row["variants"]))
+    lines += [f"amplified: {a['message']}" for a in found["amplified"]]
+    lines.append(filtering_text(found["filtering"]))
+    return "\n".join(lines)
+
+
+@commands.command("eval bias", SET_ID,
+                  arg("--dataset", metavar="DATASET_ID[:VERSION]",
+                      help="the dataset version to compare with (default: the one the set's first run was trained on)"),
+                  *REPORT_FLAGS,
+                  help="representation report of a sample set's outputs (image/audio: prompts) beside its dataset, "
+                       "with intervals, flagging where training amplified a skew")
+def cmd_eval_bias(args) -> int:
+    from studio.data.lexicons import LexiconError
+    from studio.evaluation.representation import RepresentationError, set_report
+
+    try:
+        found = set_report(store_of(args), args.set_id, args.dataset, args.lexicon, report_options(args),
+                           limit=args.limit)
+    except (RepresentationError, LexiconError, ValueError) as error:
+        return fail(args, str(error))
+    report(args, found, _comparison_text(found))
     return 0

@@ -21,6 +21,7 @@ from studio.store.tables import Lexicon as LexiconRow
 
 SHIPPED = Path(__file__).resolve().parents[2] / "assets" / "lexicons"
 ATTRIBUTE_LISTS = ("occupations", "adjectives")
+ORDER = ("gender", "age", "ethnicity", "religion", "disability", *ATTRIBUTE_LISTS)  # how reports list them
 NAME = re.compile(r"^[a-z][a-z0-9_-]{0,39}$")
 MAX_TERMS = 5000  # a list is read by people and edited in a text box; past this it is a data set, not a lexicon
 
@@ -205,7 +206,14 @@ def load_lexicons(store: Store, project: str, files: list[str | Path] = ()) -> l
     """The lists of a report: shipped, replaced by the project's edited copies, replaced by ``files``."""
     texts = {name: entry["text"] for name, entry in project_texts(store, project).items()}
     texts.update(read_lexicon_file(path) for path in files)
-    return [parse_lexicon(name, text) for name, text in texts.items()]
+    return [parse_lexicon(name, texts[name]) for name in sorted(texts, key=_listed_order)]
+
+
+def _listed_order(name: str) -> tuple:
+    """The shipped lists in ``ORDER``; one's own categories after them, then the attribute lists."""
+    if name in ATTRIBUTE_LISTS:
+        return (2, ORDER.index(name), name)
+    return (0, ORDER.index(name), name) if name in ORDER else (1, 0, name)
 
 
 def save_lexicon(store: Store, project: str, name: str, text: str, actor: str | None = None) -> Lexicon:

@@ -254,25 +254,40 @@ def row_text(row: dict) -> str:
     return "\n".join(p for p in parts if isinstance(p, str) and p)
 
 
-def _version_units(store: Store, version):
+def version_units(store: Store, version, limit: int | None = None):
+    """The version's items as units, the first ``limit`` only when given (read one line at a time)."""
     with open(store.path(version.path) / "manifest.jsonl", encoding="utf-8") as handle:
-        for line in handle:
+        for number, line in enumerate(handle):
+            if limit is not None and number >= limit:
+                return
             row = json.loads(line)
             yield Unit(row["id"], row_text(row), {"split": row.get("split")})
 
 
-def version_report(store: Store, ref: str, lexicon_files: list = (), options: ReportOptions = ReportOptions()) -> dict:
+def version_label(version) -> str:
+    return f"dataset {version.dataset_id} '{version.dataset.name}' v{version.version}"
+
+
+def count_version(store: Store, version, lexicons: list[Lexicon], options: ReportOptions,
+                  limit: int | None = None) -> dict:
+    """``count_units`` of a version's items (the first ``limit``); ImportRefused naming the version when none
+    has text."""
+    report = count_units(version_units(store, version, limit), lexicons, options)
+    if not report["items_with_text"]:
+        what = "captions" if version.dataset.modality != "text" else "text"
+        raise ImportRefused(f"{version_label(version)} has no {what} to count ({report['items']} items, none with "
+                            f"{what}): the representation report reads text and captions")
+    return {"dataset": f"{version.dataset_id}:{version.version}", "label": version_label(version),
+            "modality": version.dataset.modality, "items_in_version": version.items_kept, **report}
+
+
+def version_report(store: Store, ref: str, lexicon_files: list = (), options: ReportOptions = ReportOptions(),
+                   limit: int | None = None) -> dict:
     """The representation report of dataset version ``ref`` (``DATASET_ID[:VERSION]``) with its project's lists
-    (and ``lexicon_files`` for this report only); ImportRefused naming the version when it holds no text."""
+    (and ``lexicon_files`` for this report only), of its first ``limit`` items when given; ImportRefused naming the
+    version when it holds no text."""
     version = get_version(store, ref)
     with store.session() as session:
         project = project_name(session, version.dataset.project_id)
-    lexicons = load_lexicons(store, project, lexicon_files)
-    report = count_units(_version_units(store, version), lexicons, options)
-    label = f"dataset {version.dataset_id} '{version.dataset.name}' v{version.version}"
-    if not report["items_with_text"]:
-        what = "captions" if version.dataset.modality != "text" else "text"
-        raise ImportRefused(f"{label} has no {what} to count ({report['items']} items, none with {what}): the "
-                            "representation report reads text and captions")
-    return {"dataset": f"{version.dataset_id}:{version.version}", "label": label, "project": project,
-            "modality": version.dataset.modality, **report}
+    return {**count_version(store, version, load_lexicons(store, project, lexicon_files), options, limit),
+            "project": project}
