@@ -42,9 +42,10 @@ class Lexicon:
 
 
 def check_name(name: str) -> str:
-    name = (name or "").strip().lower()
+    given = (name or "").strip()
+    name = given.lower()
     if not NAME.match(name):
-        raise LexiconError(f"lexicon name '{name}': use lower-case letters, digits, '-' or '_' (up to 40), starting "
+        raise LexiconError(f"lexicon name '{given}': use lower-case letters, digits, '-' or '_' (up to 40), starting "
                            "with a letter, e.g. 'caste'")
     return name
 

@@ -51,13 +51,13 @@ def trained_on(session, row: SampleSet) -> str | None:
     return None
 
 
-def verdict(category_groups: int, dataset: dict, generated: dict) -> str:
+def verdict(groups_present: int, dataset: dict, generated: dict) -> str:
     """``amplified`` when the generated share's interval lies wholly beyond the dataset's, on the side away from
-    an even share (1 / groups); ``reduced`` when wholly beyond it towards an even share; ``similar`` when the
+    an even share (1 / the groups mentioned in the dataset or the variant's output); ``reduced`` when wholly beyond it towards an even share; ``similar`` when the
     intervals overlap; ``n/a`` when either counted nothing."""
     if dataset["share"] is None or generated["share"] is None:
         return "n/a"
-    even = 1 / category_groups
+    even = 1 / max(1, groups_present)
     above, below = generated["ci_low"] > dataset["ci_high"], generated["ci_high"] < dataset["ci_low"]
     if not (above or below):
         return "similar"
@@ -79,8 +79,10 @@ def _comparison(dataset: dict, variants: list[dict]) -> list[dict]:
             for variant in variants:
                 theirs = variant["report"]["categories"][index]
                 generated = _share(theirs["groups"][number]["items"], theirs["items"])
+                present = sum(1 for ours, other in zip(category["groups"], theirs["groups"])
+                              if ours["items"] or other["items"])
                 shown.append({"ref": variant["ref"], "label": variant["label"], "kind": variant["kind"], **generated,
-                              "verdict": verdict(len(category["groups"]), base, generated)})
+                              "verdict": verdict(present, base, generated)})
             rows.append({"category": category["name"], "group": group["group"], "dataset": base, "variants": shown})
     return rows
 
