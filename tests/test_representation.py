@@ -97,7 +97,8 @@ def test_known_counts_shares_and_the_items_behind_them():
     rows = {r["attribute"]: r for r in category(report, "gender")["cooccurrence"]}
     assert rows["nurse"]["counts"] == {"female": 1, "male": 0, "non-binary": 0, "transgender": 0}
     assert rows["engineer"]["counts"]["male"] == 2 and rows["engineer"]["counts"]["female"] == 0
-    assert rows["engineer"]["examples"] == {"male": [1, 2]}
+    assert {g: [e["id"] for e in found] for g, found in rows["engineer"]["examples"].items()} == {"male": [1, 2]}
+    assert rows["engineer"]["examples"]["male"][0]["snippet"] == "He is a strong engineer."
     assert rows["strong"]["list"] == "adjectives"
     # within an item: "she" in item 0 and item 2 now meets the doctor and the engineer
     whole = {r["attribute"]: r for r in category(report_of(STORIES, min_items=1, window="item"), "gender")["cooccurrence"]}
@@ -110,11 +111,11 @@ def test_imbalance_and_cooccurrence_warnings_name_their_items():
     report = report_of(texts, min_items=3, threshold=0.7)
     imbalance = [w for w in report["warnings"] if w["kind"] == "imbalance"]
     assert [(w["category"], w["group"], w["count"], w["of"]) for w in imbalance] == [("gender", "male", 8, 11)]
-    assert imbalance[0]["examples"] == list(range(8))
+    assert [e["id"] for e in imbalance[0]["examples"]] == list(range(8))
     [nurse] = [w for w in report["warnings"] if w["kind"] == "cooccurrence"]
     # 3 of the 4 nurse sentences are female, against 3 of 11 gendered items overall
     assert (nurse["attribute"], nurse["group"], nurse["count"], nurse["of"]) == ("nurse", "female", 3, 4)
-    assert nurse["examples"] == [8, 9, 10]
+    assert [e["id"] for e in nurse["examples"]] == [8, 9, 10]
     assert report_of(texts, min_items=12)["warnings"] == []  # too few items behind it to say
 
 

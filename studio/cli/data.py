@@ -176,7 +176,7 @@ def representation_text(found: dict) -> str:
             lines.append(f"  beside it: {row['attribute']} ({row['list']}): {counts}")
     for attribute in found["attributes"]:
         lines.append(f"{attribute['name']}: " + (", ".join(f"{t} {n}" for t, n in attribute["terms"][:10]) or "none"))
-    lines += [f"warning: {w['message']} (items {', '.join(map(str, w['examples'][:10]))})" for w in found["warnings"]]
+    lines += [f"warning: {w['message']} (items {', '.join(str(e['id']) for e in w['examples'][:10])})" for w in found["warnings"]]
     return "\n".join(lines)
 
 

@@ -96,10 +96,10 @@ class _Tally:
         if len(kept) < self.options.examples:
             kept.append({"id": unit.id, **unit.extra, "snippet": snippet(unit.text, start)})
 
-    def together_example(self, key, unit: Unit) -> None:
+    def together_example(self, key, unit: Unit, start: int) -> None:
         kept = self.together_examples[key]
-        if len(kept) < self.options.examples and unit.id not in kept:
-            kept.append(unit.id)
+        if len(kept) < self.options.examples:
+            kept.append({"id": unit.id, **unit.extra, "snippet": snippet(unit.text, start)})
 
 
 def count_units(units: Iterable[Unit], lexicons: list[Lexicon], options: ReportOptions = ReportOptions()) -> dict:
@@ -121,13 +121,13 @@ def _count_unit(tally: _Tally, unit: Unit, matcher: Matcher, attribute_lists: se
     ends = [m.end() for m in SENTENCE_END.finditer(text)] if tally.options.window == "sentence" else []
     # per window (a sentence's number, or 0 for the whole item): category → groups, and the attribute terms
     groups_in: dict = defaultdict(lambda: defaultdict(set))
-    terms_in: dict = defaultdict(set)
+    terms_in: dict = defaultdict(dict)  # window → (list, term) → where it first is
     seen_groups, seen_terms = set(), set()
     for start, found in matcher.find(text):
         window = bisect_right(ends, start)
         for name, group, term in found:
             if name in attribute_lists:
-                terms_in[window].add((name, term))
+                terms_in[window].setdefault((name, term), start)
                 seen_terms.add((name, term))
                 continue
             key = (name, group)
@@ -142,7 +142,7 @@ def _count_unit(tally: _Tally, unit: Unit, matcher: Matcher, attribute_lists: se
     tally.category_items.update({name for name, _ in seen_groups})
     counted = set()  # an item counts once per (category, term, group) however many sentences hold both
     for window, by_category in groups_in.items():
-        for list_name, term in terms_in.get(window, ()):
+        for (list_name, term), start in terms_in.get(window, {}).items():
             for category, groups in by_category.items():
                 if (category, list_name, term, None) not in counted:
                     counted.add((category, list_name, term, None))
@@ -152,7 +152,7 @@ def _count_unit(tally: _Tally, unit: Unit, matcher: Matcher, attribute_lists: se
                     if key not in counted:
                         counted.add(key)
                         tally.together[key] += 1
-                        tally.together_example(key, unit)
+                        tally.together_example(key, unit, start)
 
 
 def _report(tally: _Tally, lexicons: list[Lexicon]) -> dict:
@@ -230,7 +230,7 @@ def _warnings(category: dict, options: ReportOptions) -> list[dict]:
                                f"that mention {name} ({_percent(group['share'])}; others: "
                                + ", ".join(f"{g['group']} {g['items']}" for g in category["groups"]
                                            if g is not group) + ")",
-                    "examples": [e["id"] for e in group["examples"]]})
+                    "examples": group["examples"]})
     for row in category["cooccurrence"]:
         overall = row["overall_share"] or 0.0
         if row["items"] >= options.min_items and row["share"] >= options.threshold and row["share"] > overall:

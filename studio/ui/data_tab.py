@@ -23,6 +23,7 @@ from studio.ui.background import BackgroundTask
 from studio.ui.confirm import NOT_CONFIRMED, confirmed, two_step_delete
 from studio.ui.forms import form_values, params_form
 from studio.ui.plots import dataset_figures
+from studio.ui.representation_panel import build_data_panel
 from studio.ui.state import PICK_VERSION_FIRST, clear_when_picked, current_user, error_message, version_choices
 
 PREVIEW_ROWS = 200
@@ -241,6 +242,7 @@ def build(store: Store, project, version) -> DataTab:
     """The Data tab. ``project`` and ``version`` are the shared selectors above the tabs."""
     tab = layout(store, version)
     wire(store, tab, project, version)
+    build_data_panel(store, project, version)  # below the version's own sections
     return tab
 
 

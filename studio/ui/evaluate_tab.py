@@ -27,6 +27,7 @@ from studio.training.runs import list_runs
 from studio.ui.background import BackgroundTask
 from studio.ui.model_tab import OTHER, ModelTab, start_methods
 from studio.ui.plots import by_step, intervals, matrix, rounds_chart
+from studio.ui.representation_panel import build_evaluate_panel
 from studio.ui.state import LISTS_POLL_SECONDS, current_user, error_message, follow, model_in_words, run_start, \
     version_choices
 from studio.ui.train_tab import TrainTab, config_values, form_inputs, proposed_config
@@ -392,6 +393,7 @@ def build(store: Store, project=None, training: TrainingPages | None = None) -> 
     opens the ``training`` pages."""
     tab = layout(store, project)
     wire(store, tab, project)
+    build_evaluate_panel(store, project, rateable_set_choices)
     if training is not None:
         wire_train_on_votes(store, tab, project, training)
     return tab

@@ -150,3 +150,32 @@ def rounds_chart(points: list[dict], title: str = "Human preference across round
     axes.axhline(0, color="#ccc", linewidth=0.8, zorder=0)
     figure.tight_layout()
     return figure
+
+
+SERIES_COLOURS = ("#4c78a8", "#f58518", "#54a24b", "#e45756", "#72b7b2", "#b279a2")
+
+
+def share_bars(labels: list[str], series: list[tuple[str, list[dict]]], title: str):
+    """Horizontal bars of shares (0..1) with their 95 % intervals: one row per label, one bar per series in it
+    (``series``: (name, one ``{"share", "ci_low", "ci_high"}`` per label)); the first label on top."""
+    import numpy as np
+
+    figure, axes = _figure(title)
+    height = max(2.4, 0.22 * len(labels) * max(1, len(series)) + 1.2)
+    figure.set_size_inches(6.5, height)
+    width = 0.8 / max(1, len(series))
+    ys = np.arange(len(labels))[::-1].astype(float)
+    for number, (name, shares) in enumerate(series):
+        offsets = ys + 0.4 - width * (number + 0.5)
+        values = [s["share"] or 0.0 for s in shares]
+        errors = [[max(0.0, (s["share"] or 0.0) - (s["ci_low"] or 0.0)) for s in shares],
+                  [max(0.0, (s["ci_high"] or 0.0) - (s["share"] or 0.0)) for s in shares]]
+        axes.barh(offsets, values, height=width, xerr=errors, color=SERIES_COLOURS[number % len(SERIES_COLOURS)],
+                  error_kw={"elinewidth": 1, "ecolor": "#333", "capsize": 2}, label=name)
+    axes.set_yticks(ys, labels, fontsize=8)
+    axes.set_xlim(0, 1)
+    axes.set_xlabel("share of the items that mention the category (95% interval)")
+    if len(series) > 1:
+        axes.legend(fontsize=7, loc="lower right")
+    figure.tight_layout()
+    return figure
