@@ -250,3 +250,24 @@ def test_a_deleted_project_takes_its_lexicons_with_it(store):
     delete_project(store, "lab")
     create_project(store, "lab")
     assert "caste" not in {lexicon.name for lexicon in load_lexicons(store, "lab")}
+
+
+def test_the_evaluate_panel_shows_the_comparison_and_the_samples_behind_a_warning(store, tmp_path):
+    from studio.ui.representation_panel import behind_rows, set_outputs
+
+    dataset = import_texts(store, tmp_path, [f"Line {i}: he spoke." for i in range(12)]
+                           + [f"Line {i}: she spoke." for i in range(12, 20)])
+    set_id = make_set(store, {"base": ["he spoke"] * 20 + ["she spoke"] * 20,
+                              "3:10": ["he spoke"] * 38 + ["she spoke"] * 2})
+    summary, chart, warnings, behind, _items, table, filtering, shown = set_outputs(store, set_id, dataset,
+                                                                                    "sentence", 0.7, "")
+    assert "Skews amplified" in summary and chart is not None
+    assert table.value["headers"] == ["category", "group", "dataset", "base", "run 3:10"]
+    assert table.value["data"][1] == ["gender", "male", "60% [39–78%]", "50% [35–65%] · similar",
+                                      "95% [83–99%] · amplified"]
+    assert warnings[0][0].startswith("run 3:10: gender: 'male' is mentioned in 38 of the 40 items")
+    [(label, key)] = [c for c in behind.choices if "warning" in c[0]]
+    rows = behind_rows(shown, key)
+    assert len(rows) == 20 and rows[0][1] == "3:10 · prompt 1, sample 1" and rows[0][2] == "he spoke"
+    assert "masked 1 output(s)" in filtering
+    assert set_outputs(store, None, None, "sentence", 0.7, 10)[0] == "**No report:** Choose a sample set."

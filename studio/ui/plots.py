@@ -175,7 +175,8 @@ def share_bars(labels: list[str], series: list[tuple[str, list[dict]]], title: s
     axes.set_yticks(ys, labels, fontsize=8)
     axes.set_xlim(0, 1)
     axes.set_xlabel("share of the items that mention the category (95% interval)")
-    if len(series) > 1:
-        axes.legend(fontsize=7, loc="lower right")
+    if len(series) > 1:  # under the axis, where no bar is
+        axes.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.28), ncol=min(4, len(series)),
+                    frameon=False)
     figure.tight_layout()
     return figure
