@@ -83,7 +83,8 @@ def main() -> None:
 
     print(f"{args.items:,} items, {characters / 1e6:.1f} M characters, {len(lexicons)} lists")
     print(f"{'':<44} {'CPU s':>8} {'items/s':>9}")
-    print(f"{'studio report (one trie pass, everything)':<44} {studio_seconds:>8.1f} {args.items / studio_seconds:>9,.0f}"
+    print(f"{'studio report (one trie pass, everything)':<44} {studio_seconds:>8.1f} "
+          f"{args.items / studio_seconds:>9,.0f}"
           f"   group mentions {mentions:,}")
     print(f"{'flat alternation per list (terms only)':<44} {flat_seconds:>8.1f} {args.items / flat_seconds:>9,.0f}"
           f"   terms found {found:,}")

@@ -101,7 +101,8 @@ def test_known_counts_shares_and_the_items_behind_them():
     assert rows["engineer"]["examples"]["male"][0]["snippet"] == "He is a strong engineer."
     assert rows["strong"]["list"] == "adjectives"
     # within an item: "she" in item 0 and item 2 now meets the doctor and the engineer
-    whole = {r["attribute"]: r for r in category(report_of(STORIES, min_items=1, window="item"), "gender")["cooccurrence"]}
+    by_item = category(report_of(STORIES, min_items=1, window="item"), "gender")
+    whole = {r["attribute"]: r for r in by_item["cooccurrence"]}
     assert whole["engineer"]["counts"]["female"] == 1 and whole["doctor"]["counts"]["female"] == 1
 
 
@@ -157,7 +158,8 @@ def test_a_version_without_text_says_so(store, tmp_path):
     folder.mkdir()
     for i, colour in enumerate(("red", "green", "blue")):
         save(circle(64, colour), folder / f"shape{i}.png")
-    result = import_dataset(store, [folder], name="shapes", split="1,0,0", steps={"missing_captions": {"enabled": False}})
+    result = import_dataset(store, [folder], name="shapes", split="1,0,0",
+                            steps={"missing_captions": {"enabled": False}})
     with pytest.raises(ImportRefused, match=r"dataset \d+ 'shapes' v1 has no captions to count \(3 items"):
         version_report(store, f"{result['dataset_id']}:1")
 
@@ -187,7 +189,8 @@ def test_cli_json_shape_and_clear_errors(store, tmp_path, capsys):
 def make_set(store, outputs: dict[str, list[str]], modality: str = "text", prompt: str = "Tell a story") -> int:
     """A completed sample set whose variants (``base``, ``3:10`` ...) made ``outputs``, one sample each."""
     with store.session() as db:
-        row = SampleSet(modality=modality, base_model="tiny", status="completed", report={"flagged": [{}], "refused": []},
+        row = SampleSet(modality=modality, base_model="tiny", status="completed",
+                        report={"flagged": [{}], "refused": []},
                         variants=[{"ref": v, "label": "base" if v == "base" else f"run {v}",
                                    "run_id": None if v == "base" else int(v.split(":")[0])} for v in outputs],
                         prompts=[prompt], references=[None], settings={}, seeds=[[0]], samples_per_prompt=1)

@@ -152,7 +152,7 @@ def report_options(args):
     return ReportOptions(window=args.window, threshold=args.threshold, min_items=args.min_items)
 
 
-def _share_text(share: float | None, low: float | None, high: float | None) -> str:
+def share_text(share: float | None, low: float | None, high: float | None) -> str:
     return "" if share is None else f"{100 * share:3.0f}% [{100 * low:.0f}–{100 * high:.0f}%]"
 
 
@@ -169,14 +169,15 @@ def representation_text(found: dict) -> str:
         for group in category["groups"]:
             terms = ", ".join(f"{t} {n}" for t, n in group["terms"][:4])
             lines.append(f"  {group['group']:<32} {group['items']:>6}  "
-                         f"{_share_text(group['share'], group['ci_low'], group['ci_high']):<16}"
+                         f"{share_text(group['share'], group['ci_low'], group['ci_high']):<16}"
                          + (f" e.g. {terms}" if terms else ""))
         for row in category["cooccurrence"][:5]:
             counts = ", ".join(f"{g} {n}" for g, n in row["counts"].items() if n)
             lines.append(f"  beside it: {row['attribute']} ({row['list']}): {counts}")
     for attribute in found["attributes"]:
         lines.append(f"{attribute['name']}: " + (", ".join(f"{t} {n}" for t, n in attribute["terms"][:10]) or "none"))
-    lines += [f"warning: {w['message']} (items {', '.join(str(e['id']) for e in w['examples'][:10])})" for w in found["warnings"]]
+    lines += [f"warning: {w['message']} (items {', '.join(str(e['id']) for e in w['examples'][:10])})"
+              for w in found["warnings"]]
     return "\n".join(lines)
 
 

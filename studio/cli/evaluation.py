@@ -163,10 +163,10 @@ def cmd_eval_metrics(args) -> int:
 
 
 def _comparison_text(found: dict) -> str:
-    from studio.cli.data import filtering_text, representation_text
+    from studio.cli.data import share_text, filtering_text, representation_text
 
     def share(s: dict) -> str:
-        return "—" if s["share"] is None else f"{100 * s['share']:.0f}% [{100 * s['ci_low']:.0f}–{100 * s['ci_high']:.0f}%]"
+        return "—" if s["share"] is None else share_text(s["share"], s["ci_low"], s["ci_high"]).strip()
 
     lines = [f"sample set {found['set_id']} ({found['modality']}: its {found['counted']} counted) beside "
              f"{found['dataset']['label']}", "dataset:", representation_text(found["dataset"])]

@@ -160,7 +160,8 @@ def _report(tally: _Tally, lexicons: list[Lexicon]) -> dict:
     report = {"items": tally.units, "items_with_text": tally.with_text, "window": options.window,
               "threshold": options.threshold, "min_items": options.min_items, "categories": [], "attributes": [],
               "warnings": [],
-              "lexicons": {lexicon.name: {"groups": len(lexicon.groups), "terms": sum(map(len, lexicon.groups.values())),
+              "lexicons": {lexicon.name: {"groups": len(lexicon.groups),
+                                          "terms": sum(map(len, lexicon.groups.values())),
                                           "kind": "attributes" if lexicon.is_attributes else "groups"}
                            for lexicon in lexicons}}
     for lexicon in lexicons:
@@ -239,7 +240,8 @@ def _warnings(category: dict, options: ReportOptions) -> list[dict]:
                 "list": row["list"], "count": row["counts"][row["top"]], "of": row["items"], "share": row["share"],
                 "message": f"{row['list']}: '{row['attribute']}' stands beside '{row['top']}' terms in "
                            f"{row['counts'][row['top']]} of the {row['items']} {window} where it meets {name} terms "
-                           f"({_percent(row['share'])}; '{row['top']}' is in {_percent(overall)} of all items that mention {name})",
+                           f"({_percent(row['share'])}; '{row['top']}' is in {_percent(overall)} of all items that "
+                           f"mention {name})",
                 "examples": row["examples"].get(row["top"], [])})
     return warnings
 

@@ -8,16 +8,15 @@ sounds themselves are not read). Post-generation filtering (the blocklist) is re
 
 from __future__ import annotations
 
-from sqlalchemy import select
-
 from studio.data.items import ImportRefused
 from studio.data.lexicons import load_lexicons
 from studio.data.representation import ReportOptions, Unit, count_units, count_version, wilson
 from studio.data.service import get_version
 from studio.generation.blocklist import load_blocklist
+from studio.generation.service import GenerationError, get_set
 from studio.store import Store
-from studio.store.projects import project_name
-from studio.store.tables import DatasetVersion, GeneratedSample, Run, SampleSet
+from studio.store.projects import DEFAULT_PROJECT, project_name
+from studio.store.tables import DatasetVersion, Run, SampleSet
 
 BLOCKLIST_SETTING = "STUDIO_BLOCKLIST"
 
@@ -26,7 +25,7 @@ class RepresentationError(ValueError):
     """A sample-set report that cannot be made as asked; the message says why."""
 
 
-def filtering_note(store: Store, set_report: dict | None = None) -> dict:
+def filtering_note(store: Store, generated: dict | None = None) -> dict:
     """Post-generation filtering, as the reports link it: whether the blocklist is on, where it is set, and (for a
     sample set) what it refused and masked there."""
     try:
@@ -36,8 +35,9 @@ def filtering_note(store: Store, set_report: dict | None = None) -> dict:
     note = {"setting": BLOCKLIST_SETTING, "active": bool(words), "words": len(words), "problem": problem,
             "how": f"{BLOCKLIST_SETTING} (or --blocklist): comma-separated words or phrases, or a file with one per "
                    "line; a prompt with one is refused, an output with one is masked and flagged"}
-    if set_report is not None:
-        note.update(refused_prompts=len(set_report.get("refused", [])), flagged_samples=len(set_report.get("flagged", [])))
+    if generated is not None:
+        note.update(refused_prompts=len(generated.get("refused", [])),
+                    flagged_samples=len(generated.get("flagged", [])))
     return note
 
 
@@ -53,8 +53,8 @@ def trained_on(session, row: SampleSet) -> str | None:
 
 def verdict(groups_present: int, dataset: dict, generated: dict) -> str:
     """``amplified`` when the generated share's interval lies wholly beyond the dataset's, on the side away from
-    an even share (1 / the groups mentioned in the dataset or the variant's output); ``reduced`` when wholly beyond it towards an even share; ``similar`` when the
-    intervals overlap; ``n/a`` when either counted nothing."""
+    an even share (1 / the groups mentioned in the dataset or the variant's output); ``reduced`` when wholly beyond
+    it towards an even share; ``similar`` when the intervals overlap; ``n/a`` when either counted nothing."""
     if dataset["share"] is None or generated["share"] is None:
         return "n/a"
     even = 1 / max(1, groups_present)
@@ -107,12 +107,12 @@ def _amplified(rows: list[dict]) -> list[dict]:
     return found
 
 
-def _variant_units(samples: list[GeneratedSample], modality: str, ref: str):
+def _variant_units(samples: list[dict], modality: str, ref: str):
     for sample in samples:
-        if sample.variant == ref:
-            text = (sample.text or "") if modality == "text" else (sample.prompt or "")
-            yield Unit(sample.id, text, {"variant": ref, "prompt_index": sample.prompt_index,
-                                         "sample_index": sample.sample_index})
+        if sample["variant"] == ref:
+            text = (sample["text"] or "") if modality == "text" else (sample["prompt"] or "")
+            yield Unit(sample["id"], text, {"variant": ref, "prompt_index": sample["prompt_index"],
+                                            "sample_index": sample["sample_index"]})
 
 
 def set_report(store: Store, set_id: int, dataset_ref: str | None = None, lexicon_files: list = (),
@@ -121,15 +121,15 @@ def set_report(store: Store, set_id: int, dataset_ref: str | None = None, lexico
     (default: the one its first run variant was trained on; the first ``limit`` items of it when given), with the
     set's project's lists. RepresentationError when the set or a dataset to compare with is missing, or nothing in
     the set has text."""
+    try:
+        found = get_set(store, set_id)
+    except GenerationError as error:
+        raise RepresentationError(str(error)) from None
     with store.session() as session:
-        row = session.get(SampleSet, int(set_id))
-        if row is None:
-            raise RepresentationError(f"no sample set {set_id} (see `studio samples list`)")
-        samples = session.scalars(select(GeneratedSample).where(GeneratedSample.set_id == row.id)
-                                  .order_by(GeneratedSample.id)).all()
-        project = project_name(session, row.project_id) if row.project_id else "default"
+        row = session.get(SampleSet, found["set_id"])
+        project = project_name(session, row.project_id) if row.project_id else DEFAULT_PROJECT
         dataset_ref = dataset_ref or trained_on(session, row)
-        modality, variants, report = row.modality, list(row.variants), dict(row.report or {})
+    samples, modality, variants = found["samples"], found["modality"], found["variants"]
     if not dataset_ref:
         raise RepresentationError(f"sample set {set_id} has no run variant to take a dataset from: name the dataset "
                                   "version to compare with (--dataset DATASET_ID[:VERSION])")
@@ -149,4 +149,4 @@ def set_report(store: Store, set_id: int, dataset_ref: str | None = None, lexico
     return {"set_id": int(set_id), "project": project, "modality": modality,
             "counted": "outputs" if modality == "text" else "prompts", "dataset": dataset, "variants": counted,
             "comparison": comparison, "amplified": _amplified(comparison),
-            "filtering": filtering_note(store, report)}
+            "filtering": filtering_note(store, found["report"] or {})}

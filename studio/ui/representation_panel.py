@@ -76,7 +76,8 @@ def behind_choices(reports: list[tuple[str, dict]]) -> list[tuple[str, str]]:
     choices = []
     for number, (name, report) in enumerate(reports):
         lead = f"{name} · " if len(reports) > 1 else ""
-        choices += [(f"{lead}warning: {w['message'][:90]}", f"{number}|w|{i}") for i, w in enumerate(report["warnings"])]
+        choices += [(f"{lead}warning: {w['message'][:90]}", f"{number}|w|{i}")
+                    for i, w in enumerate(report["warnings"])]
         choices += [(f"{lead}{c['name']} / {g['group']} ({g['items']} items)", f"{number}|g|{c['name']}|{g['group']}")
                     for c in mentioned(report) for g in c["groups"] if g["items"]]
         choices += [(f"{lead}{c['name']}: {row['attribute']} beside {g} ({n})",
