@@ -159,11 +159,12 @@ def report_form(prefix: str, button: str, table_label: str, table_headers: list[
         build = gr.Button(button, variant="primary", elem_id=f"{prefix}-build")
     summary = gr.Markdown(elem_id=f"{prefix}-summary")
     chart = gr.Plot(label="Share of each group", elem_id=f"{prefix}-chart")
-    warnings = gr.Dataframe(headers=["warning", "items behind it (ids)"], interactive=False, wrap=True,
-                            label="Warnings", elem_id=f"{prefix}-warnings")
+    # widths given: left to the browser, the long messages take the width and the ids' header breaks letter by letter
+    warnings = gr.Dataframe(headers=["warning", "items behind it (ids)"], column_widths=["75%", "25%"],
+                            interactive=False, wrap=True, label="Warnings", elem_id=f"{prefix}-warnings")
     behind = gr.Dropdown([], value=None, label="Show the items behind a number", elem_id=f"{prefix}-behind")
-    items = gr.Dataframe(headers=ITEM_HEADERS, interactive=False, wrap=True, label="Items behind it",
-                         elem_id=f"{prefix}-items")
+    items = gr.Dataframe(headers=ITEM_HEADERS, column_widths=["8%", "22%", "70%"], interactive=False, wrap=True,
+                         label="Items behind it", elem_id=f"{prefix}-items")
     table = gr.Dataframe(headers=table_headers, interactive=False, wrap=True, label=table_label,
                          elem_id=f"{prefix}-table")
     filtering = gr.Markdown(elem_id=f"{prefix}-filtering")
