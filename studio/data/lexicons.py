@@ -129,7 +129,7 @@ class Matcher:
             self.found[key] = _one_per_group(key, entries | inner)
         # a trie of the forms as one pattern: at each place in the text the engine follows one branch per letter
         # instead of trying every term in turn (a flat alternation of a few hundred terms read ~2 MB/s)
-        trie = _trie_pattern(self.found)
+        trie = _trie_pattern(self.found) if self.found else r"(?!)"  # no terms: a pattern that never matches
         self.pattern = re.compile(rf"(?<!\w){trie}(?!\w)")
         self.any_case = re.compile(rf"(?<!\w){trie}(?!\w)", re.IGNORECASE)
 
