@@ -242,6 +242,8 @@ def test_image_sets_count_their_prompts_and_a_set_without_text_says_so(store, tm
     empty = make_set(store, {"base": ["", ""]})
     with pytest.raises(RepresentationError, match=f"sample set {empty} has no outputs with text to count"):
         set_report(store, empty, dataset)
+    with pytest.raises(RepresentationError, match="no dataset version '42'"):
+        set_report(store, set_id, "42")
 
 
 def test_a_deleted_project_takes_its_lexicons_with_it(store):

@@ -133,12 +133,11 @@ def set_report(store: Store, set_id: int, dataset_ref: str | None = None, lexico
     if not dataset_ref:
         raise RepresentationError(f"sample set {set_id} has no run variant to take a dataset from: name the dataset "
                                   "version to compare with (--dataset DATASET_ID[:VERSION])")
-    try:
-        version = get_version(store, dataset_ref)
+    lexicons = load_lexicons(store, project, lexicon_files)
+    try:  # a version that is not there, or holds no text to compare with
+        dataset = count_version(store, get_version(store, dataset_ref), lexicons, options, limit)
     except ImportRefused as error:
         raise RepresentationError(str(error)) from None
-    lexicons = load_lexicons(store, project, lexicon_files)
-    dataset = count_version(store, version, lexicons, options, limit)
     counted = [{"ref": v["ref"], "label": v["label"], "kind": "base" if not v.get("run_id") else "run",
                 "report": count_units(_variant_units(samples, modality, v["ref"]), lexicons, options)}
                for v in variants]
