@@ -218,7 +218,7 @@ class PromptSet(Base):
 
 class Lexicon(Base):
     """A project's own copy of a word list of the representation report (``studio.data.lexicons``), as text; without
-    one the shipped list (``assets/lexicons``) applies (migration 0011)."""
+    one the shipped list (``assets/lexicons``) applies (migration 0012)."""
     __tablename__ = "lexicons"
     __table_args__ = (UniqueConstraint("project_id", "name"),)
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
