@@ -22,6 +22,8 @@ from typing import Any
 
 import numpy as np
 
+from studio.data.augment import AudioAugmentation, EpochDraws, augment_wave
+from studio.data.steps.audio import read_mono  # noqa: F401 - where the audio backends and metrics read clips
 from studio.models.base import BackendConfig, Handle, Parts, Sample, pairs
 from studio.models.common import BucketBatches, prologue, read_marker
 from studio.models.image import DiffusionBackend
@@ -96,29 +98,12 @@ def griffin_lim(image: np.ndarray, spec: dict, iterations: int = 48, momentum: f
     return (wave / (np.abs(wave).max() + 1e-9) * peak).astype(np.float32)
 
 
-def read_mono(path: Path, sample_rate: int) -> np.ndarray:
-    """A file's samples as mono float32 at ``sample_rate`` (scipy's polyphase resampling)."""
-    from math import gcd
-
-    import soundfile as sf
-    from scipy.signal import resample_poly
-
-    data, rate = sf.read(str(path), dtype="float32", always_2d=True)
-    mono = data.mean(axis=1)
-    if rate != sample_rate:
-        g = gcd(rate, sample_rate)
-        mono = resample_poly(mono, sample_rate // g, rate // g).astype(np.float32)
-    return mono
-
-
-def fit_clip(wave: np.ndarray, samples: int, random_crop: bool) -> tuple[np.ndarray, int]:
-    """(exactly ``samples`` samples, how many of them are the file's): a random window of a longer file
-    (its start when not ``random_crop``), or a shorter one padded with silence."""
-    import torch
-
+def fit_clip(wave: np.ndarray, samples: int, draws: np.random.Generator | None = None) -> tuple[np.ndarray, int]:
+    """(exactly ``samples`` samples, how many of them are the file's): a window of a longer file at a random start
+    taken from ``draws`` (its start without them), or a shorter one padded with silence."""
     spare = len(wave) - samples
     if spare > 0:
-        start = int(torch.randint(0, spare + 1, ())) if random_crop else 0
+        start = int(draws.integers(0, spare + 1)) if draws is not None else 0
         return wave[start:start + samples], samples
     return np.pad(wave, (0, -spare)), len(wave)
 
@@ -150,16 +135,18 @@ def clip_duration(row: dict, path: Path) -> float:
     return float(sf.info(str(path)).duration)
 
 
-class Clips:
+class Clips(EpochDraws):
     """What both audio backends' datasets share: a split's files, each decoded once at ``sample_rate`` and kept in
     memory; the length each clip is cut to (``seconds``: clip_seconds, or with ``bucketed`` its length bucket's,
     ``length_bucket``) and the loop's batches (``training.loop.make_loader``: one length each when bucketed).
-    Training takes a random window of a longer file (``random_crop``), validation its start."""
+    Training takes a random window of a longer file (``random_crop``), validation its start, and augments it
+    (``augmentation``); both drawn from the run's ``seed``, the epoch and the item (``EpochDraws``)."""
 
     def __init__(self, rows: list[dict], root: Path, sample_rate: int, clip_seconds: float, random_crop: bool,
-                 bucketed: bool = False):
+                 bucketed: bool = False, augmentation: AudioAugmentation | None = None, seed: int = 0):
         self.paths = [Path(root) / row["file"] for row in rows]
         self.sample_rate, self.random_crop, self.bucketed = sample_rate, random_crop, bucketed
+        self.augmentation, self.draw_seed = augmentation, seed
         self.seconds = [length_bucket(clip_duration(row, path), clip_seconds) if bucketed else clip_seconds
                         for row, path in zip(rows, self.paths)]
         self.waves: dict[int, np.ndarray] = {}
@@ -173,8 +160,12 @@ class Clips:
         return self.waves[index]
 
     def window(self, index: int, samples: int) -> tuple[np.ndarray, int]:
-        """(``samples`` samples of the clip, how many of them are the file's): ``fit_clip``."""
-        return fit_clip(self.wave(index), samples, self.random_crop)
+        """(``samples`` samples of the clip, how many of them are the file's): ``fit_clip``, then augmented."""
+        draws = self.draws(index)
+        wave, length = fit_clip(self.wave(index), samples, draws if self.random_crop else None)
+        if self.augmentation is not None and self.augmentation.active():
+            wave = augment_wave(wave, self.sample_rate, self.augmentation, draws)
+        return wave, length
 
     def batches(self, batch_size: int, seed: int, shuffle: bool) -> BucketBatches | None:
         return BucketBatches(self.seconds, batch_size, seed, shuffle) if self.bucketed else None
@@ -206,10 +197,11 @@ def _dataset_class():
         clip's length (``Clips``)."""
 
         def __init__(self, rows: list[dict], root: Path, tokenizer, spec: dict, clip_seconds: float,
-                     random_crop: bool, bucketed: bool = False):
+                     random_crop: bool, bucketed: bool = False, augmentation: AudioAugmentation | None = None,
+                     seed: int = 0):
             from studio.models.diffusion import tokenize
 
-            super().__init__(rows, root, spec["sample_rate"], clip_seconds, random_crop, bucketed)
+            super().__init__(rows, root, spec["sample_rate"], clip_seconds, random_crop, bucketed, augmentation, seed)
             self.input_ids = tokenize(tokenizer, [row.get("caption") or "" for row in rows]) if rows else None
             # the model's own geometry for whole clips; a shorter bucket's, as wide as its length
             self.specs = {seconds: spec if seconds == clip_seconds else
@@ -282,7 +274,8 @@ class SpectrogramBackend(DiffusionBackend):
         spec, options = handle.parts.spectrogram, config.audio
         bucketed = options.length_buckets and config.objective == "sft"
         return datasets_for(config.objective, rows, lambda given, split: dataset(
-            given, root, handle.parts.tokenizer, spec, options.clip_seconds, split == "train", bucketed))
+            given, root, handle.parts.tokenizer, spec, options.clip_seconds, split == "train", bucketed,
+            config.audio_augmentation if split == "train" else None, config.seed))
 
     # -- generation
 

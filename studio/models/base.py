@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Protocol
 
+from studio.data.augment import AudioAugmentation, ImageAugmentation
 from studio.models.options import AudioOptions, DiffusionOptions, ImageOptions, LoraOptions, TextOptions
 
 METHODS = ("lora", "full", "scratch")
@@ -33,6 +34,8 @@ class BackendConfig(Protocol):
     image: ImageOptions
     audio: AudioOptions
     diffusion: DiffusionOptions
+    image_augmentation: ImageAugmentation  # training pictures, drawn per (seed, epoch, item): studio.data.augment
+    audio_augmentation: AudioAugmentation
 
 
 @dataclass(kw_only=True)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from studio.data.augment import EpochDraws, ImageAugmentation, augment_image, flipped
 from studio.data.items import Item
 from studio.data.steps.image import open_rgb
 from studio.models.base import BackendConfig, Handle, Parts, Sample, pairs
@@ -101,17 +102,21 @@ def bucket_step(module) -> int:
     return module.vae_scale() * 2 ** (len(module.unet.config.block_out_channels) - 1)
 
 
-def load_image(path: Path, size: int | tuple[int, int], flip: bool):
-    """RGB, scaled to cover ``size`` (width, height; one number: a square) and centre-cropped, optionally mirrored;
-    returned as a (3, H, W) float tensor in [-1, 1]."""
+def load_image(path: Path, size: int | tuple[int, int], augmentation: ImageAugmentation | None = None,
+               draws=None):
+    """RGB, scaled to cover ``size`` (width, height; one number: a square) and centre-cropped, or augmented as
+    ``augmentation`` and ``draws`` (``studio.data.augment.augment_image``) say; returned as a (3, H, W) float tensor
+    in [-1, 1]."""
     import numpy as np
     import torch
     from PIL import Image, ImageOps
 
     image = open_rgb(Item(source=str(path), path=Path(path)))
-    image = ImageOps.fit(image, size if isinstance(size, tuple) else (size, size), Image.Resampling.LANCZOS)
-    if flip:
-        image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    size = size if isinstance(size, tuple) else (size, size)
+    if augmentation is not None and augmentation.active():
+        image = augment_image(image, size, augmentation, draws)
+    else:
+        image = ImageOps.fit(image, size, Image.Resampling.LANCZOS)
     array = np.asarray(image, dtype=np.float32) / 127.5 - 1.0
     return torch.from_numpy(array).permute(2, 0, 1).contiguous()
 
@@ -129,18 +134,22 @@ def picture_size(row: dict, path: Path) -> tuple[int, int]:
 def _dataset_class():
     from torch.utils.data import Dataset
 
-    class CaptionedImages(Dataset):
+    class CaptionedImages(EpochDraws, Dataset):
         """Manifest rows → {pixel_values, input_ids}; captions are tokenized once, images read per item. Each item
-        has its ``sizes`` (width, height): the square of the resolution, or its bucket when bucketing. Once
-        ``cache`` has run, items are read from the cache instead (``studio.models.diffusion.CACHED_POSTERIOR``)."""
+        has its ``sizes`` (width, height): the square of the resolution, or its bucket when bucketing. A training
+        set's pictures are augmented (``augmentation``) with the draws of the run's ``seed``, the epoch and the item
+        (``EpochDraws``). Once ``cache`` has run, items are read from the cache instead
+        (``studio.models.diffusion.CACHED_POSTERIOR``; only mirroring goes with a cache, ``TrainConfig`` sees to
+        it)."""
 
-        def __init__(self, rows: list[dict], root: Path, tokenizer, sizes: list[tuple[int, int]], random_flip: bool,
-                     bucketed: bool = False):
+        def __init__(self, rows: list[dict], root: Path, tokenizer, sizes: list[tuple[int, int]],
+                     augmentation: ImageAugmentation | None = None, bucketed: bool = False, seed: int = 0):
             from studio.models.diffusion import tokenize
 
             self.paths = [Path(root) / row["file"] for row in rows]
             self.input_ids = tokenize(tokenizer, [row.get("caption") or "" for row in rows]) if rows else None
-            self.sizes, self.random_flip, self.bucketed = sizes, random_flip, bucketed
+            self.sizes, self.augmentation, self.bucketed, self.draw_seed = sizes, augmentation, bucketed, seed
+            self.random_flip = augmentation is not None and augmentation.random_flip
             self.cached: list[Path] | None = None
 
         def __len__(self) -> int:
@@ -151,12 +160,10 @@ def _dataset_class():
             return BucketBatches(self.sizes, batch_size, seed, shuffle) if self.bucketed else None
 
         def __getitem__(self, index: int) -> dict:
-            import torch
-
-            flip = self.random_flip and bool(torch.rand(()) < 0.5)
+            draws = self.draws(index)
             if self.cached is not None:
-                return read_cached(self.cached[index], flip)
-            return {"pixel_values": load_image(self.paths[index], self.sizes[index], flip),
+                return read_cached(self.cached[index], self.random_flip and flipped(self.augmentation, draws))
+            return {"pixel_values": load_image(self.paths[index], self.sizes[index], self.augmentation, draws),
                     "input_ids": self.input_ids[index]}
 
         def cache(self, module, folder: Path, use_cpu: bool = True) -> int:
@@ -201,7 +208,7 @@ def cache_items(dataset, module, folder: Path, use_cpu: bool = True) -> tuple[li
             files.append(target)
             if target.is_file():
                 continue
-            pixels = load_image(path, dataset.sizes[index], False)[None]
+            pixels = load_image(path, dataset.sizes[index])[None]
             tensors = {"posterior": module.posterior(pixels.to(module.device))[0]}
             if dataset.random_flip:
                 tensors["posterior_flipped"] = module.posterior(pixels.flip(-1).to(module.device))[0]
@@ -318,7 +325,7 @@ class ImageBackend(DiffusionBackend):
             shapes = [bucket_for(*picture_size(row, Path(root) / row["file"]), sizes) for row in given] if bucketed \
                 else [(options.resolution, options.resolution)] * len(given)
             made = _dataset_class()(given, root, handle.parts.tokenizer, shapes,
-                                    options.random_flip and split == "train", bucketed)
+                                    config.image_augmentation if split == "train" else None, bucketed, config.seed)
             if options.cache_latents and given:
                 made.cache(handle.module, Path(root) / ".cache" / "latents", config.use_cpu)
             return made

@@ -36,6 +36,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
+from studio.data.augment import AudioAugmentation
 from studio.models.audio import Clips, fit_clip, read_mono
 from studio.models.base import BackendConfig, Handle, Parts, Sample, pairs
 from studio.models.common import adapter_base, cache_file, load_adapter, merge_adapter, prologue, target_option, \
@@ -233,8 +234,8 @@ class CaptionedClips(Clips, Dataset):
     the cache, a training clip one of its file's fixed windows (``tiles``) at random."""
 
     def __init__(self, rows: list[dict], root: Path, sample_rate: int, clip_seconds: float, random_crop: bool,
-                 bucketed: bool = False):
-        super().__init__(rows, root, sample_rate, clip_seconds, random_crop, bucketed)
+                 bucketed: bool = False, augmentation: AudioAugmentation | None = None, seed: int = 0):
+        super().__init__(rows, root, sample_rate, clip_seconds, random_crop, bucketed, augmentation, seed)
         self.captions = [row.get("caption") or "" for row in rows]
         self.cached: list[list[Path]] | None = None  # each clip's windows' files
 
@@ -244,7 +245,7 @@ class CaptionedClips(Clips, Dataset):
     def __getitem__(self, index: int) -> dict:
         if self.cached is not None:
             files = self.cached[index]
-            chosen = int(torch.randint(0, len(files), ())) if self.random_crop and len(files) > 1 else 0
+            chosen = int(self.draws(index).integers(0, len(files))) if self.random_crop and len(files) > 1 else 0
             return {**read_cached_codes(files[chosen]), "caption": self.captions[index]}
         wave, length = self.window(index, self.samples(index))
         return {"input_values": torch.from_numpy(wave), "length": length, "caption": self.captions[index]}
@@ -336,7 +337,7 @@ def cache_codes(dataset: CaptionedClips, model, tokenizer, folder: Path, use_cpu
             if target.is_file():
                 continue
             wave = read_mono(path, rate) if wave is None else wave
-            window, length = fit_clip(wave[start:start + samples], samples, False)
+            window, length = fit_clip(wave[start:start + samples], samples)
             with torch.no_grad():
                 codes = audio_codes(model, torch.from_numpy(window)[None, None].to(device), torch.tensor([length]))
                 text = model.text_encoder(input_ids=caption["input_ids"],
@@ -394,7 +395,7 @@ class MusicgenBackend:
 
         def make(given: list[dict], split: str) -> CaptionedClips:
             made = CaptionedClips(given, root, handle.parts.sample_rate, options.clip_seconds, split == "train",
-                                  bucketed)
+                                  bucketed, config.audio_augmentation if split == "train" else None, config.seed)
             if options.cache_codes and given:
                 made.cache(_musicgen(handle), handle.parts.tokenizer, Path(root) / ".cache" / "codes", config.use_cpu)
             return made

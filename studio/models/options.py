@@ -59,7 +59,6 @@ class TextOptions(Section):
 
 class ImageOptions(Section):
     resolution: int = Field(32, ge=8, le=2048, description="training resolution in pixels (square)")
-    random_flip: bool = Field(False, title="mirror images", description="horizontal-flip augmentation")
     aspect_buckets: bool = Field(False, title="keep each picture's shape",
                                  description="aspect-ratio bucketing (kohya_ss's enable_bucket): each picture is scaled "
                                              "to the bucket nearest its shape, about resolution x resolution pixels, "

@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 from typing import Callable
 
+from studio.data.augment import start_epoch
 from studio.data.preferences import PAIR, THUMBS, row_kind
 
 SCORE, PAIRS, LABEL = "score_seed", "pairs", "label"
@@ -98,6 +99,12 @@ class Paired:
     def __getitem__(self, index: int) -> dict:
         return {"chosen": self.chosen[index], "rejected": self.rejected[index]}
 
+    def start_epoch(self, epoch: int) -> None:
+        """Both answers of pair ``i`` draw item ``i``'s augmentation: they are changed alike, so what the objective
+        compares is still the answers, not their augmentations."""
+        start_epoch(self.chosen, epoch)
+        start_epoch(self.rejected, epoch)
+
 
 class Labelled:
     """Items ``{"example": item, "label": bool}``."""
@@ -110,6 +117,9 @@ class Labelled:
 
     def __getitem__(self, index: int) -> dict:
         return {"example": self.examples[index], "label": self.labels[index]}
+
+    def start_epoch(self, epoch: int) -> None:
+        start_epoch(self.examples, epoch)
 
 
 def datasets_for(objective: str, rows: dict[str, list[dict]], make: Callable[[list[dict], str], object]) -> dict:

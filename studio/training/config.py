@@ -13,6 +13,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, Field, field_validator, model_validator
 
+from studio.data.augment import TEXT_NONE, AudioAugmentation, ImageAugmentation
 from studio.fields import validated
 from studio.models.base import METHODS  # noqa: F401 - the training methods, named beside the backends
 from studio.models.options import AudioOptions, DiffusionOptions, ImageOptions, LoraOptions, PreferenceOptions, \
@@ -113,6 +114,20 @@ class TrainConfig(Section):
     audio: AudioOptions = Field(default_factory=AudioOptions)
     diffusion: DiffusionOptions = Field(default_factory=DiffusionOptions)
     preference: PreferenceOptions = Field(default_factory=PreferenceOptions)
+    image_augmentation: ImageAugmentation = Field(default_factory=ImageAugmentation)
+    audio_augmentation: AudioAugmentation = Field(default_factory=AudioAugmentation)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _flip_under_augmentation(cls, data):
+        """Runs saved before augmentation had a section of its own kept ``random_flip`` under ``image``."""
+        image = data.get("image") if isinstance(data, dict) else None
+        if not (isinstance(image, dict) and "random_flip" in image):
+            return data
+        given = data.get("image_augmentation") or {}
+        given = given.model_dump() if isinstance(given, BaseModel) else dict(given)
+        return {**data, "image": {k: v for k, v in image.items() if k != "random_flip"},
+                "image_augmentation": {"random_flip": image["random_flip"], **given}}
 
     @model_validator(mode="before")
     @classmethod
@@ -151,6 +166,13 @@ class TrainConfig(Section):
 
         if self.accelerate_config_file and not Path(self.accelerate_config_file).expanduser().is_file():
             raise ValueError(f"accelerate_config_file '{self.accelerate_config_file}' does not exist")
+        pictures = self.image_augmentation
+        if self.image.cache_latents and (pictures.crops() or pictures.jitters()):
+            raise ValueError("cache_latents encodes each picture once, but crops (crop_scale below 1) and colour "
+                             "jitter change it every epoch: turn cache_latents off, or keep only random_flip")
+        if self.audio.cache_codes and self.audio_augmentation.active():
+            raise ValueError("cache_codes encodes each clip once, but audio augmentation changes it every epoch: turn "
+                             "cache_codes off, or the audio augmentation")
         return self
 
     def to_yaml(self) -> str:
@@ -162,10 +184,26 @@ class TrainConfig(Section):
 
 
 SECTIONS = {"lora": LoraOptions, "text": TextOptions, "image": ImageOptions, "audio": AudioOptions,
-            "diffusion": DiffusionOptions, "preference": PreferenceOptions}
-# The sections a dataset of each modality trains with (beside the top-level settings and, for LoRA, ``lora``).
-MODALITY_SECTIONS = {"text": ("text", "preference"), "image": ("image", "diffusion", "preference"),
-                     "audio": ("audio", "diffusion", "preference")}
+            "diffusion": DiffusionOptions, "preference": PreferenceOptions, "image_augmentation": ImageAugmentation,
+            "audio_augmentation": AudioAugmentation}
+# The sections a dataset of each modality trains with (beside the top-level settings and, for LoRA, ``lora``). Text
+# has no augmentation section: ``studio.data.augment.TEXT_NONE`` says why.
+MODALITY_SECTIONS = {"text": ("text", "preference"),
+                     "image": ("image", "diffusion", "preference", "image_augmentation"),
+                     "audio": ("audio", "diffusion", "preference", "audio_augmentation")}
+
+
+def augmentation_of(config: TrainConfig, modality: str) -> ImageAugmentation | AudioAugmentation | None:
+    """The augmentation section a run of ``modality`` trains with (None for text: ``TEXT_NONE``)."""
+    return {"image": config.image_augmentation, "audio": config.audio_augmentation}.get(modality)
+
+
+def describe_augmentation(config: TrainConfig, modality: str) -> str:
+    """In words, what a run's training items of ``modality`` go through (its cards and log say it)."""
+    section = augmentation_of(config, modality)
+    if section is None:
+        return f"none ({TEXT_NONE})"
+    return f"{section.describe()}, drawn anew each epoch from the run's seed" if section.active() else "none"
 
 
 def flat_keys() -> dict[str, str | None]:

@@ -17,10 +17,11 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
+from studio.data.augment import start_epoch
 from studio.models.base import Backend, Handle, Sample
 from studio.models.common import is_out_of_memory
 from studio.status import RunStatus
-from studio.training.config import TrainConfig
+from studio.training.config import TrainConfig, augmentation_of, describe_augmentation
 from studio.training import trackers
 from studio.training.ema import ExponentialAverage
 from studio.training.objectives import Objective, Optimizing, Step, objective_for
@@ -266,6 +267,8 @@ def train(backend: Backend, handle: Handle, rows: dict[str, list[dict]], root: P
     set_seed(config.seed)
     trackers.start(accelerator, config.report_to, config.model_dump(), output_dir, say)
 
+    if (section := augmentation_of(config, handle.modality)) is not None and section.active():
+        say(f"augmentation: {describe_augmentation(config, handle.modality)}")
     say("preparing the data")  # tokenising, or caching latents, can take a while before the first step
     datasets = backend.datasets(handle, rows, root, config)
     collate = backend.collate(handle, config)
@@ -372,6 +375,8 @@ def train(backend: Backend, handle: Handle, rows: dict[str, list[dict]], root: P
     said_at = 0.0
     status = RunStatus.COMPLETED
     while step < total and status == RunStatus.COMPLETED:
+        # Before the loader's workers start (they copy the dataset): the epoch is part of every item's augmentation.
+        start_epoch(datasets["train"], epoch)
         loader = accelerator.skip_first_batches(train_loader, skip_batches) if skip_batches else train_loader
         batches_into_epoch = skip_batches
         skip_batches = 0

@@ -25,6 +25,21 @@ def load(item: Item) -> tuple[np.ndarray, int]:
     return data, rate
 
 
+def read_mono(path: Path, sample_rate: int) -> np.ndarray:
+    """A file's samples as mono float32 at ``sample_rate`` (scipy's polyphase resampling)."""
+    from math import gcd
+
+    import soundfile as sf
+    from scipy.signal import resample_poly
+
+    data, rate = sf.read(str(path), dtype="float32", always_2d=True)
+    mono = data.mean(axis=1)
+    if rate != sample_rate:
+        g = gcd(rate, sample_rate)
+        mono = resample_poly(mono, sample_rate // g, rate // g).astype(np.float32)
+    return mono
+
+
 def _share_of_samples(item: Item, measure) -> float:
     """The mean over every sample of ``measure(block)`` (an array of per-sample values), a block at a time."""
     total, count = 0.0, 0
