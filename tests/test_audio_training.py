@@ -138,7 +138,8 @@ def test_a_longer_file_is_cached_as_fixed_windows_each_the_codes_of_its_samples(
     assert [len(windows) for windows in dataset.cached] == [3, 1]
     model, wave = handle.module.model, read_mono(root / "0.wav", RATE)
     drawn = set()
-    for _ in range(30):  # a training clip is one of its file's windows, drawn at random
+    for epoch in range(30):  # a training clip is one of its file's windows, drawn at random for each epoch
+        dataset.start_epoch(epoch)
         item = dataset[0]
         assert set(item) == {CODES, "length", TEXT_FEATURES, "caption"} and item["length"] == 2000
         drawn.add(tuple(item[CODES].flatten().tolist()))

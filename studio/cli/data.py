@@ -207,3 +207,32 @@ def cmd_data_bias(args) -> int:
     report(args, found, f"{found['label']} (project '{found['project']}')\n" + representation_text(found) + "\n"
            + filtering_text(found["filtering"]))
     return 0
+
+
+@commands.command(
+    "data augment-preview", DATASET,
+    arg("--out", required=True, help="the folder the variants are written to (PNG or WAV files)"),
+    arg("--config", help="a YAML training config (as shown with every run); default: the defaults"),
+    arg("--set", action="append", default=[], metavar="KEY=VALUE",
+        help="a training setting, as for `studio train`: e.g. crop_scale=0.8, random_flip=true, noise_snr_db=30"),
+    arg("--items", type=int, default=3, help="how many training items (the first ones)"),
+    arg("--variants", type=int, default=8, help="variants of each: what epochs 1 to N of a run would see"),
+    help="write what a run's augmentation makes of a few training items (images or audio; text is not augmented)")
+def cmd_data_augment_preview(args) -> int:
+    from pathlib import Path
+
+    from studio.data.items import ImportRefused
+    from studio.training.augment_preview import preview_augmentation
+    from studio.training.config import TrainConfig, apply_overrides
+
+    try:
+        config = TrainConfig.from_yaml(Path(args.config).read_text()) if args.config else TrainConfig()
+        config = apply_overrides(config, args.set)
+        preview = preview_augmentation(store_of(args), args.dataset, config, Path(args.out), args.items,
+                                       args.variants)
+    except (ImportRefused, ValueError, OSError) as error:  # a refused preview or bad setting is a ValueError
+        return fail(args, str(error))
+    report(args, {"modality": preview.modality, "augmentation": preview.described,
+                  "files": [str(path) for path, _ in preview.files]},
+           f"{len(preview.files)} {preview.modality} variants in {args.out}\naugmentation: {preview.described}")
+    return 0

@@ -22,7 +22,7 @@ from studio.evaluation.service import EvaluationError, leaderboard, run_preferen
 from studio.generation.variants import origin
 from studio.models.registry import is_starter
 from studio.store import Store
-from studio.training.config import TrainConfig
+from studio.training.config import TrainConfig, describe_augmentation
 from studio.training.runs import checkpoints, run_summary
 
 TASKS = {"text": "text-generation", "image": "text-to-image", "audio": "text-to-audio"}
@@ -242,11 +242,14 @@ def _training_section(store: Store, variant, summary: dict, out: Path) -> str:
     """Steps and losses, the loss curve (written beside the card) and the config as YAML."""
     train, val = summary["train_loss"], summary["val_loss"]
     plotted = loss_plot(summary["history"], out / LOSS_PLOT)
-    config = TrainConfig.model_validate(summary.get("config") or {}).to_yaml().strip()
+    trained_with = TrainConfig.model_validate(summary.get("config") or {})
+    config = trained_with.to_yaml().strip()
     return (f"{summary['steps']} steps; this checkpoint is step {variant.step}{_checkpoint_loss(store, variant)}. "
             f"Over the run, train loss: last {_number(train['last'])}, best {_number(train['best'])}; validation "
             f"loss: last {_number(val['last'])}, best {_number(val['best'])}.\n\n"
             + (f"![Loss curve: train and validation]({LOSS_PLOT})" if plotted else "No loss was recorded.")
+            + f"\n\nAugmentation: {describe_augmentation(trained_with, variant.modality)}. The dataset version "
+              "itself is unchanged: variants were made while training, not stored."
             + f"\n\nTraining config:\n\n```yaml\n{config}\n```")
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from studio.data.augment import TEXT_NONE
 from studio.data.items import ImportRefused
 from studio.data.service import get_version
 from studio.fields import validated
@@ -22,6 +23,7 @@ from studio.status import RunStatus
 from studio.store import Store
 from studio.store.projects import DEFAULT_PROJECT
 from studio.training import jobs
+from studio.training.augment_preview import preview_augmentation
 from studio.training.config import MODALITY_SECTIONS, SECTIONS, TrainConfig, apply_overrides
 from studio.training.job_file import job_yaml, read_job
 from studio.training.preflight import preflight
@@ -36,6 +38,9 @@ from studio.ui.state import (PICK_VERSION_FIRST, MetricCache, clear_when_picked,
 REFRESH_SECONDS = 2
 TOP_FIELDS = [name for name in TrainConfig.model_fields if name not in SECTIONS]
 FORM_SECTIONS = [s for s in SECTIONS if s != "lora"]  # LoRA's options are in the Model tab
+SECTION_TITLES = {"image_augmentation": "augmentation (pictures, while training)",
+                  "audio_augmentation": "augmentation (clips, while training)"}
+PREVIEW_PLAYERS = 8  # audio players of "Preview augmentation" (a gallery holds pictures)
 CACHE = MetricCache()
 
 
@@ -211,6 +216,16 @@ class TrainTab:
     shown_state: object
     pending_request: object
     filled_for: object
+    preview: "AugmentPreview"
+
+
+@dataclass
+class AugmentPreview:
+    """"Preview augmentation": what the settings' augmentation makes of a few training items."""
+    button: object
+    message: object
+    gallery: object
+    players: list
 
 
 def build(store: Store, project, version, model: ModelTab) -> TrainTab:
@@ -230,10 +245,17 @@ def layout(store: Store, project, version) -> TrainTab:
     top_components = _top_form(initial)
     section_groups, section_components = {}, {}
     for section in FORM_SECTIONS:  # shown for the modalities that train with them (MODALITY_SECTIONS)
-        with gr.Accordion(f"{section} options", open=False, visible=section in MODALITY_SECTIONS["text"]) as group:
+        with gr.Accordion(SECTION_TITLES.get(section, f"{section} options"), open=False,
+                          visible=section in MODALITY_SECTIONS["text"]) as group:
             with gr.Row():
                 section_components[section] = params_form(SECTIONS[section], getattr(initial, section))
         section_groups[section] = group
+    with gr.Accordion("Preview augmentation", open=False):
+        preview = AugmentPreview(
+            button=gr.Button("Preview augmentation", elem_id="train-augment-preview"),
+            message=gr.Markdown(elem_id="train-augment-message"),
+            gallery=gr.Gallery(label="Augmented pictures", columns=8, height=260, visible=False),
+            players=[gr.Audio(visible=False, interactive=False) for _ in range(PREVIEW_PLAYERS)])
     with gr.Row():
         train_button = gr.Button("Train", variant="primary", elem_id="train-start")
         preflight_button = gr.Button("Pre-flight check (a few real steps)", elem_id="train-preflight")
@@ -290,7 +312,7 @@ def layout(store: Store, project, version) -> TrainTab:
                     confirm_delete=confirm_delete, armed_delete=armed_delete, control_message=control_message,
                     samples_view=samples_view, sample_gallery=sample_gallery, sample_audio=sample_audio,
                     log_view=log_view, timer=timer, shown_state=shown_state, pending_request=pending_request,
-                    filled_for=filled_for)
+                    filled_for=filled_for, preview=preview)
 
 
 def wire(store: Store, tab: TrainTab, project, version, model_tab: ModelTab) -> None:
@@ -321,10 +343,35 @@ def wire(store: Store, tab: TrainTab, project, version, model_tab: ModelTab) -> 
         text = (f"Dataset **{html.escape(found.dataset.name)} v{found.version}** ({modality}, "
                 f"{found.splits.get('train', 0)} train / {found.splits.get('validation', 0)} validation) · "
                 f"model **{html.escape(model_in_words(store, model) or '?')}** · method **{chosen_method}**")
+        if modality == "text":
+            text += f"  \nAugmentation: none. {TEXT_NONE[0].upper()}{TEXT_NONE[1:]}."
         return text, *[gr.Accordion(visible=s in MODALITY_SECTIONS[modality]) for s in FORM_SECTIONS]
 
     for source in (version, model_ref, method):
         source.change(describe, [version, model_ref, method], [tab.intro, *tab.section_groups.values()])
+
+    def on_preview(ref, *values):
+        hidden = [gr.Audio(visible=False)] * PREVIEW_PLAYERS
+        if not ref:
+            return f"{PICK_VERSION_FIRST} (here or at the top of the page).", gr.Gallery(visible=False), *hidden
+        try:
+            config = config_from(values)
+            folder = store.home / "exports" / "augment-preview" / hashlib.sha256(
+                f"{ref}\n{config.to_yaml()}".encode()).hexdigest()[:16]
+            found = preview_augmentation(store, ref, config, folder, items=3, variants=8)
+        except (ImportRefused, ValidationError, ValueError, OSError) as error:
+            return error_message(error), gr.Gallery(visible=False), *hidden
+        note = f"Augmentation: {found.described}. Each row is one training item as epochs 1 to 8 see it."
+        if found.modality == "image":
+            pictures = [(str(path), caption) for path, caption in found.files]
+            return note, gr.Gallery(value=pictures, visible=True), *hidden
+        players = [gr.Audio(value=str(path), label=caption, visible=True)
+                   for path, caption in found.files[:PREVIEW_PLAYERS]]
+        return (f"{note} The first {len(players)} clips are played here (the first item's epochs).",
+                gr.Gallery(visible=False), *players, *hidden[len(players):])
+
+    tab.preview.button.click(on_preview, [version, *inputs],
+                             [tab.preview.message, tab.preview.gallery, *tab.preview.players])
 
     def recommended_values(model, objective, filled):
         """The form filled with what suits the chosen model and objective (settings measured to learn), unless it
