@@ -291,8 +291,8 @@ def test_the_audio_preview_and_the_cli(store, tmp_path, capsys):
     assert code == 2 and "gain_db_min (9) is above gain_db_max (0)" in capsys.readouterr().err
 
 
-def test_a_starter_run_with_augmentation_trains_and_records_it(store, picture_version):
-    from studio.sharing.card import write_model_card  # noqa: F401 - the card states it (describe_augmentation)
+def test_a_starter_run_with_augmentation_trains_and_records_it(store, picture_version, capsys):
+    from studio.cli import main
     from studio.training import jobs, worker
     from studio.training.runs import run_summary
 
@@ -308,4 +308,7 @@ def test_a_starter_run_with_augmentation_trains_and_records_it(store, picture_ve
     assert len(losses) == 3 and all(math.isfinite(v) for v in losses)
     recorded = TrainConfig.model_validate(summary["config"]).image_augmentation
     assert recorded == ImageAugmentation(random_flip=True, crop_scale=0.8, brightness=0.1, hue=0.02)
-    assert "mirrored half the time" in describe_augmentation(TrainConfig.model_validate(summary["config"]), "image")
+    assert main(["--home", str(store.home), "runs", "show", str(run_id)]) == 0
+    shown = capsys.readouterr().out
+    assert ("augmentation: mirrored half the time; cropped to 80%–100% of the area (shape within ×1.1); colour "
+            "jitter: brightness ±0.1, hue ±0.02, drawn anew each epoch from the run's seed") in shown

@@ -136,7 +136,8 @@ def test_an_audio_dataset_gets_the_audio_and_diffusion_options_in_the_train_form
     # Only what trains an audio model: its own options and the diffusion ones (prediction type, ...) it shares
     # with image models; no block of another modality's.
     for block, shown in (("audio options", True), ("diffusion options", True), ("image options", False),
-                         ("text options", False)):
+                         ("text options", False), ("augmentation (clips, while training)", True),
+                         ("augmentation (pictures, while training)", False)):
         heading = page.get_by_role("button", name=block)
         expect(heading).to_be_visible(timeout=30_000) if shown else expect(heading).to_be_hidden(timeout=30_000)
     page.get_by_role("button", name="audio options").click()
@@ -152,6 +153,13 @@ def test_an_audio_dataset_gets_the_audio_and_diffusion_options_in_the_train_form
     config.evaluate("element => element.scrollIntoView({block: 'end'})")  # the editor draws the lines in view
     expect(config).to_contain_text("prediction_type: flow_matching", timeout=30_000)
     expect(config).to_contain_text("sample_rate: 8000")
+    # what the form's augmentation makes of the first clip, as players
+    page.get_by_role("button", name="augmentation (clips, while training)").click()
+    page.get_by_label("added noise (SNR dB)").fill("20")
+    page.get_by_role("button", name="Preview augmentation").first.click()
+    page.locator("#train-augment-preview").click()
+    expect(page.locator("#train-augment-message")).to_contain_text("white noise at 20 dB SNR", timeout=30_000)
+    expect(page.get_by_text("item 1 · epoch 8")).to_be_visible(timeout=30_000)
 
 
 @pytest.fixture

@@ -153,6 +153,11 @@ def _run_text(summary: dict) -> str:
         text += f"; {note}"
     if summary["status"] not in RUN_ENDED and (where := where_text(summary)):
         text += f" [{where}]"  # the GPUs it holds, its Ray job, or what a queued run waits for
+    if "config" in summary:  # `runs show`: what the training items went through
+        from studio.training.config import TrainConfig, describe_augmentation
+
+        text += "\naugmentation: " + describe_augmentation(TrainConfig.model_validate(summary["config"]),
+                                                          summary["modality"])
     if summary.get("error"):
         text += "\n" + summary["error"]
     return text
