@@ -41,6 +41,11 @@ def ctx(tmp_path) -> StepContext:
     return StepContext(modality="text", scratch=tmp_path / "scratch")
 
 
+def another_import(ctx: StepContext) -> StepContext:
+    """A context of its own: a step remembers what it saw (counts, seen texts, the index) for one import."""
+    return StepContext(modality=ctx.modality, scratch=ctx.scratch)
+
+
 def texts(*values: str) -> list[Item]:
     return [Item(source=f"doc{n}.txt", text=value) for n, value in enumerate(values)]
 
@@ -146,7 +151,7 @@ def test_whitespace_without_newlines_joins_everything_on_one_line(ctx):
 
 def _scrub_one(ctx, text: str, **params) -> tuple[str, str]:
     items = texts(text)
-    outcome = scrub_pii(items, PiiParams(**params), ctx)
+    outcome = scrub_pii(items, PiiParams(**params), another_import(ctx))
     return items[0].text, outcome.detail
 
 
@@ -360,9 +365,9 @@ def test_near_duplicates_accept_every_allowed_high_threshold(ctx, threshold, num
 
 def test_near_duplicates_threshold_decides(ctx):
     items = [Item(source="a", text=PARAGRAPH), Item(source="b", text=EDITED_PARAGRAPH)]
-    strict = near_text_duplicates(copy.deepcopy(items), NearDuplicateTextParams(threshold=0.95), ctx)
+    strict = near_text_duplicates(copy.deepcopy(items), NearDuplicateTextParams(threshold=0.95), another_import(ctx))
     assert sources(strict.kept) == ["a", "b"]
-    loose = near_text_duplicates(copy.deepcopy(items), NearDuplicateTextParams(threshold=0.5), ctx)
+    loose = near_text_duplicates(copy.deepcopy(items), NearDuplicateTextParams(threshold=0.5), another_import(ctx))
     assert sources(loose.kept) == ["a"]
 
 
@@ -372,7 +377,7 @@ def test_near_duplicates_are_deterministic(ctx):
 
     def run():
         items = [Item(source=f"{n}.txt", text=text) for n, text in enumerate(corpus)]
-        outcome = near_text_duplicates(items, NearDuplicateTextParams(), ctx)
+        outcome = near_text_duplicates(items, NearDuplicateTextParams(), another_import(ctx))
         return sources(outcome.kept), [(item.source, reason) for item, reason in outcome.removed]
 
     first, second = run(), run()

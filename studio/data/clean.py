@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Callable
 
@@ -14,6 +16,8 @@ from studio.fields import describe
 from studio.data.steps import STEPS, Step, StepContext, StepOutcome
 
 EXAMPLES_PER_STEP = 6
+LARGEST_CLUSTERS = 10  # near-duplicate clusters shown in the report (all of them are in the clusters file)
+MEMBERS_SHOWN = 5  # members shown of each
 MOST = 0.5  # a step that removes more than this share of the items it is given says so, loudly
 NOUNS = {"text": "texts", "image": "images", "audio": "clips"}
 Progress = Callable[[float, str], None]
@@ -59,23 +63,63 @@ def _removed_example(item: Item, reason: str, step: str, examples_dir: Path, n: 
     return example
 
 
-def _report_entry(step: Step, enabled: bool, params: BaseModel, outcome: StepOutcome | None,
-                  seconds: float, examples_dir: Path, items_in: int) -> dict:
-    entry = {"step": step.name, "label": step.label, "enabled": enabled, "params": params.model_dump(),
-             "items_in": items_in, "removed": 0, "pairs_removed": 0, "changed": 0, "examples": [],
-             "changed_examples": [], "detail": "",
-             "seconds": round(seconds, 3)}
-    if outcome is None:
-        return entry
-    pairs = sum(item.is_pair for item, _ in outcome.removed)
+def _blank_entry(step: Step, enabled: bool, params: BaseModel) -> dict:
+    return {"step": step.name, "label": step.label, "enabled": enabled, "params": params.model_dump(),
+            "items_in": 0, "removed": 0, "pairs_removed": 0, "changed": 0, "examples": [],
+            "changed_examples": [], "detail": "", "seconds": 0.0}
+
+
+def _tally(entry: dict, step: Step, outcome: StepOutcome, examples_dir: Path) -> None:
+    """Adds one chunk's ``outcome`` to the step's report ``entry``."""
+    entry["removed"] += len(outcome.removed)
+    entry["changed"] += len(outcome.changed)
+    entry["pairs_removed"] += sum(item.is_pair for item, _ in outcome.removed)
+    entry["detail"] = outcome.detail or entry["detail"]  # a step's detail counts the whole import so far
+    for item, reason in outcome.removed[:max(0, EXAMPLES_PER_STEP - len(entry["examples"]))]:
+        entry["examples"].append(_removed_example(item, reason, step.name, examples_dir, len(entry["examples"])))
+    for item, before, after in outcome.changed[:max(0, 3 - len(entry["changed_examples"]))]:
+        entry["changed_examples"].append({"source": item.source, "before": before[:300], "after": after[:300]})
+
+
+def _finished_entry(entry: dict) -> dict:
+    pairs = entry["pairs_removed"]
     said = f"{pairs} preference pair{'s' if pairs != 1 else ''} removed whole" if pairs else ""
-    entry.update(removed=len(outcome.removed), changed=len(outcome.changed), pairs_removed=pairs,
-                 detail="; ".join(d for d in (outcome.detail, said) if d))
-    entry["examples"] = [_removed_example(item, reason, step.name, examples_dir, n)
-                         for n, (item, reason) in enumerate(outcome.removed[:EXAMPLES_PER_STEP])]
-    entry["changed_examples"] = [{"source": item.source, "before": before[:300], "after": after[:300]}
-                                 for item, before, after in outcome.changed[:3]]
-    return entry
+    return {**entry, "detail": "; ".join(d for d in (entry["detail"], said) if d), "seconds": round(entry["seconds"], 3)}
+
+
+class Clusters:
+    """A near-duplicate step's clusters: each kept representative and the items removed as near-duplicates of it.
+
+    In memory: a count per representative; the members go to a JSON Lines file (one line a removed item) in the
+    version's folder, from which the largest clusters' first members are read back for the report."""
+
+    def __init__(self, file: Path):
+        self.file = file
+        file.parent.mkdir(parents=True, exist_ok=True)
+        self.out = open(file, "w", encoding="utf-8")
+        self.sizes: Counter[str] = Counter()
+
+    def add(self, item: Item, representative: str, similarity: float) -> None:
+        self.sizes[representative] += 1
+        member = {"representative": representative, "source": item.source, "similarity": round(similarity, 4)}
+        if item.path is None:
+            member["text"] = item.content()[:300]
+        self.out.write(json.dumps(member, ensure_ascii=False) + "\n")
+
+    def summary(self, root: Path) -> dict:
+        """What the report holds: how many clusters and items, the file with all of them (relative to ``root``),
+        and the largest clusters with their first members."""
+        self.out.close()
+        largest = {source: {"representative": {"source": source}, "size": size + 1, "members": []}
+                   for source, size in self.sizes.most_common(LARGEST_CLUSTERS)}
+        with open(self.file, encoding="utf-8") as lines:
+            for line in lines:
+                member = json.loads(line)
+                if (cluster := largest.get(member.pop("representative"))) and \
+                        len(cluster["members"]) < MEMBERS_SHOWN:
+                    cluster["members"].append(member)
+        return {"count": len(self.sizes), "items": sum(self.sizes.values()),
+                "file": self.file.relative_to(root).as_posix(), "largest": list(largest.values())}
 
 
 def _run_step(step: Step, items: list[Item], params: BaseModel, context: StepContext) -> StepOutcome:
@@ -87,7 +131,11 @@ def _run_step(step: Step, items: list[Item], params: BaseModel, context: StepCon
         return outcome
     halves = [pair.rejected_half() for pair in pairs]
     owner = {id(half): pair for half, pair in zip(halves, pairs)}
-    second = step.run(halves, params, context)
+    context.part = "rejected"  # the rejected files are compared among themselves, chunk after chunk
+    try:
+        second = step.run(halves, params, context)
+    finally:
+        context.part = "chosen"
     for half, before, after in second.changed:
         pair = owner[id(half)]
         pair.rejected_path, pair.rejected_meta = half.path, half.meta
@@ -102,25 +150,86 @@ def _run_step(step: Step, items: list[Item], params: BaseModel, context: StepCon
                                      if id(pair) in rejected_gone and id(pair) not in chosen_gone]
     gone = {id(item) for item, _ in removed}
     return StepOutcome(kept=[item for item in items if id(item) not in gone], removed=removed,
-                       changed=outcome.changed, detail=outcome.detail)
+                       changed=outcome.changed, detail=outcome.detail,
+                       matches=[match for match in outcome.matches if id(match[0]) in gone])
+
+
+class Cleaner:
+    """The cleaning of one import, a chunk at a time: ``feed`` the chunks in order (the steps that compare items
+    remember the earlier chunks: every item is compared with every earlier one, as when all come at once), then
+    ``finish`` for the report. What it holds is a chunk, the steps' memory (seen digests, the near-duplicate index)
+    and a count per near-duplicate cluster."""
+
+    def __init__(self, modality: str, config: dict[str, dict] | None, scratch: Path, examples_dir: Path):
+        self.resolved = resolve_config(modality, config)
+        self.context = StepContext(modality=modality, scratch=scratch)
+        self.examples_dir = examples_dir
+        self.entries = [_blank_entry(step, enabled, params) for step, enabled, params in self.resolved]
+        self.clusters: dict[str, Clusters] = {}
+
+    def feed(self, items: list[Item], progress: Progress | None = None) -> list[Item]:
+        """The items of this chunk that survive every enabled step."""
+        for number, ((step, enabled, params), entry) in enumerate(zip(self.resolved, self.entries)):
+            if progress:
+                progress(number / len(self.resolved), f"{step.label} ({len(items)} items)")
+            entry["items_in"] += len(items)
+            if enabled and items:
+                started = time.perf_counter()
+                outcome = _run_step(step, items, params, self.context)
+                items = outcome.kept
+                _tally(entry, step, outcome, self.examples_dir)
+                for item, representative, similarity in outcome.matches:
+                    if step.name not in self.clusters:
+                        self.clusters[step.name] = Clusters(self.examples_dir / f"{step.name}-clusters.jsonl")
+                    self.clusters[step.name].add(item, representative, similarity)
+                entry["seconds"] += time.perf_counter() - started
+        return items
+
+    def finish(self) -> list[dict]:
+        """A report entry per step (disabled ones too); a near-duplicate step's has its ``clusters``."""
+        self.close()
+        report = [_finished_entry(entry) for entry in self.entries]
+        for entry in report:
+            if entry["step"] in self.clusters:
+                entry["clusters"] = self.clusters[entry["step"]].summary(self.examples_dir.parent)
+        return report
+
+    def close(self) -> None:
+        """Closes what the steps keep open (the near-duplicate index's file); called by ``finish``, and when an
+        import stops half-way."""
+        for memory in self.context.memory_held():
+            if hasattr(memory, "close"):
+                memory.close()
+        for clusters in self.clusters.values():
+            clusters.out.close()
+
+
+def fill_representatives(report: list[dict], rows) -> None:
+    """Gives the largest clusters' representatives their manifest ``id`` and text (or file), from ``rows`` (the
+    kept items' manifest rows, read once)."""
+    wanted = {cluster["representative"]["source"]: cluster["representative"]
+              for entry in report for cluster in entry.get("clusters", {}).get("largest", [])}
+    if not wanted:
+        return
+    for row in rows:
+        if (representative := wanted.get(row["source"])) is not None and "id" not in representative:
+            representative["id"] = row["id"]
+            for key in ("text", "prompt", "response", "file", "caption"):
+                if key in row:
+                    representative[key] = str(row[key])[:300]
 
 
 def run_cleaning(items: list[Item], modality: str, config: dict[str, dict] | None, scratch: Path,
                  examples_dir: Path, progress: Progress | None = None) -> tuple[list[Item], list[dict]]:
-    """The items that survive every enabled step, and a report entry per step (disabled ones too)."""
-    resolved = resolve_config(modality, config)
-    context = StepContext(modality=modality, scratch=scratch)
-    report = []
-    for number, (step, enabled, params) in enumerate(resolved):
-        if progress:
-            progress(number / len(resolved), f"{step.label} ({len(items)} items)")
-        outcome, started, items_in = None, time.perf_counter(), len(items)
-        if enabled and items:
-            outcome = _run_step(step, items, params, context)
-            items = outcome.kept
-        report.append(_report_entry(step, enabled, params, outcome, time.perf_counter() - started, examples_dir,
-                                    items_in))
-    return items, report
+    """The items that survive every enabled step, and a report entry per step (disabled ones too): all at once."""
+    cleaner = Cleaner(modality, config, scratch, examples_dir)
+    try:
+        kept = cleaner.feed(items, progress)
+        report = cleaner.finish()
+    finally:
+        cleaner.close()
+    fill_representatives(report, ({"id": n, "source": i.source, **i.manifest_row()} for n, i in enumerate(kept)))
+    return kept, report
 
 
 def removal_warnings(report: list[dict], modality: str) -> list[dict]:

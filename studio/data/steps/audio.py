@@ -14,7 +14,7 @@ from pydantic import BaseModel, Field
 from studio.data.items import Item
 from studio.data.read_media import audio_blocks
 from studio.data.steps.base import Step, StepContext, StepOutcome, drop_repeats, filter_items
-from studio.data.steps.common import MISSING_CAPTIONS, greedy_near_duplicates, nearest_by_cosine
+from studio.data.steps.common import MISSING_CAPTIONS, KeptFeatures, cosine_similarities, near_duplicates_by_features
 
 
 def load(item: Item) -> tuple[np.ndarray, int]:
@@ -138,8 +138,8 @@ def sample_digest(item: Item) -> str:
     return digest.hexdigest()
 
 
-def exact_audio_duplicates(items, _params, _ctx) -> StepOutcome:
-    return drop_repeats(items, sample_digest)
+def exact_audio_duplicates(items, _params, ctx: StepContext) -> StepOutcome:
+    return drop_repeats(items, sample_digest, ctx.memory("exact_duplicates", dict))
 
 
 def fingerprint(data: np.ndarray, rate: int, bands: int = 24, segments: int = 16) -> np.ndarray:
@@ -165,14 +165,14 @@ class NearDuplicateAudioParams(BaseModel):
     threshold: float = Field(0.97, ge=0.5, le=1.0, description="cosine similarity of spectral fingerprints")
 
 
-def near_audio_duplicates(items, params: NearDuplicateAudioParams, _ctx) -> StepOutcome:
+def near_audio_duplicates(items, params: NearDuplicateAudioParams, ctx: StepContext) -> StepOutcome:
     vectors = np.stack([fingerprint(*load(item)) for item in items]) if items else np.zeros((0, 1))
-    durations = [item.meta["duration"] for item in items]
 
-    def similar_length(a: int, b: int) -> bool:
-        return min(durations[a], durations[b]) / max(durations[a], durations[b], 1e-9) >= 0.9
+    def similar_length(a: float, b: float) -> bool:
+        return min(a, b) / max(a, b, 1e-9) >= 0.9
 
-    return greedy_near_duplicates(items, nearest_by_cosine(vectors, params.threshold, similar_length))
+    index = ctx.memory("near_duplicates", lambda: KeptFeatures(cosine_similarities, params.threshold, similar_length))
+    return near_duplicates_by_features(items, index, vectors, [item.meta["duration"] for item in items])
 
 
 def to_mono(items, _params, ctx: StepContext) -> StepOutcome:

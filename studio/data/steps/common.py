@@ -60,50 +60,78 @@ MISSING_CAPTIONS = Step("missing_captions", "Missing captions",
                                   "fill (captions from the file names, or a template)")
 
 
-def greedy_near_duplicates(items: list[Item], similar_to_kept: Callable[[int, list[int]], tuple[int, float] | None]
-                           ) -> StepOutcome:
-    """Walk the items in order; an item similar to one already kept is removed, naming that one.
+Match = tuple[str, float]  # the kept item's source, and the similarity
 
-    ``similar_to_kept(i, kept_indices)`` returns (index of the most similar kept item, similarity)
-    when it is above the threshold, else None.
-    """
+
+def greedy_near_duplicates(items: list[Item], match: Callable[[int], Match | None],
+                           keep: Callable[[int], None]) -> StepOutcome:
+    """Walk the items in order; an item similar to one already kept (``match(i)``: that one's source and the
+    similarity, above the threshold) is removed, naming it; any other is kept (``keep(i)`` adds it to the index,
+    so later items, of this chunk or the next, are compared with it)."""
     outcome = StepOutcome(kept=[])
-    kept_indices: list[int] = []
     for index, item in enumerate(items):
-        match = similar_to_kept(index, kept_indices) if kept_indices else None
-        if match is None:
-            kept_indices.append(index)
+        found = match(index)
+        if found is None:
+            keep(index)
             outcome.kept.append(item)
         else:
-            other, similarity = match
-            outcome.removed.append((item, f"near-duplicate of {items[other].source} "
-                                          f"(similarity {similarity:.2f})"))
+            source, similarity = found
+            outcome.removed.append((item, f"near-duplicate of {source} (similarity {similarity:.2f})"))
+            outcome.matches.append((item, source, similarity))
     return outcome
 
 
-def nearest_by_hamming(codes: np.ndarray, bits: int, threshold: float,
-                       compatible: Callable[[int, int], bool] = lambda a, b: True):
-    """A ``similar_to_kept`` for 64-bit perceptual codes: similarity = 1 - hamming / bits."""
-    def similar(index: int, kept: list[int]):
-        similarities = 1.0 - np.bitwise_count(codes[kept] ^ codes[index]) / bits
-        # Most similar first, ties in kept order. Only the few candidates at or above the threshold
-        # are sorted: sorting all kept items for every item made the step O(n^2 log n).
-        candidates = np.flatnonzero(similarities >= threshold)
+class KeptFeatures:
+    """The kept items' features (rows of a growing array), what ``compatible`` needs of each (``extras``) and their
+    sources, across the chunks of one import: what a media near-duplicate step compares each new item with.
+
+    ``similarities(features, one)`` gives one similarity per kept row. The most similar kept item at or above
+    ``threshold`` that is ``compatible(new extra, kept extra)`` is the match (ties: the first kept)."""
+
+    def __init__(self, similarities: Callable[[np.ndarray, np.ndarray], np.ndarray], threshold: float,
+                 compatible: Callable[[object, object], bool] = lambda a, b: True):
+        self.similarities, self.threshold, self.compatible = similarities, threshold, compatible
+        self.features: np.ndarray | None = None
+        self.count = 0
+        self.extras: list = []
+        self.sources: list[str] = []
+
+    def match(self, feature: np.ndarray, extra) -> Match | None:
+        if not self.count:
+            return None
+        similarities = self.similarities(self.features[:self.count], feature)
+        # Only the few candidates at or above the threshold are sorted: sorting all kept items for every item
+        # made the step O(n^2 log n).
+        candidates = np.flatnonzero(similarities >= self.threshold)
         for best in candidates[np.argsort(-similarities[candidates], kind="stable")]:
-            if compatible(index, kept[best]):
-                return kept[best], float(similarities[best])
+            if self.compatible(extra, self.extras[best]):
+                return self.sources[best], float(similarities[best])
         return None
-    return similar
+
+    def keep(self, feature: np.ndarray, extra, source: str) -> None:
+        feature = np.asarray(feature)
+        if self.features is None:
+            self.features = np.empty((64, *feature.shape), dtype=feature.dtype)
+        elif self.count == len(self.features):  # doubling: amortised O(1) a row
+            self.features = np.concatenate([self.features, np.empty_like(self.features)])
+        self.features[self.count] = feature
+        self.count += 1
+        self.extras.append(extra)
+        self.sources.append(source)
 
 
-def nearest_by_cosine(vectors: np.ndarray, threshold: float, compatible: Callable[[int, int], bool]):
-    """A ``similar_to_kept`` for unit-norm fingerprint vectors."""
-    def similar(index: int, kept: list[int]):
-        scores = vectors[kept] @ vectors[index]
-        for best in np.argsort(-scores):
-            if scores[best] < threshold:
-                return None
-            if compatible(index, kept[best]):
-                return kept[best], float(scores[best])
-        return None
-    return similar
+def near_duplicates_by_features(items: list[Item], index: KeptFeatures, features: np.ndarray,
+                                extras: list) -> StepOutcome:
+    """``greedy_near_duplicates`` of ``items`` (with their ``features`` and ``extras``) against ``index``."""
+    return greedy_near_duplicates(items, lambda i: index.match(features[i], extras[i]),
+                                  lambda i: index.keep(features[i], extras[i], items[i].source))
+
+
+def hamming_similarities(bits: int):
+    """Similarities of 64-bit perceptual codes: 1 - hamming distance / ``bits``."""
+    return lambda kept, code: 1.0 - np.bitwise_count(kept ^ code) / bits
+
+
+def cosine_similarities(kept: np.ndarray, vector: np.ndarray) -> np.ndarray:
+    """Similarities of unit-norm fingerprint vectors."""
+    return kept @ vector

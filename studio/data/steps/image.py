@@ -15,7 +15,8 @@ from pydantic import BaseModel, Field
 
 from studio.data.items import Item
 from studio.data.steps.base import Step, StepContext, StepOutcome, drop_repeats, filter_items
-from studio.data.steps.common import MISSING_CAPTIONS, greedy_near_duplicates, nearest_by_hamming
+from studio.data.steps.common import (MISSING_CAPTIONS, KeptFeatures, hamming_similarities,
+                                     near_duplicates_by_features)
 
 
 def open_rgb(item: Item):
@@ -53,13 +54,13 @@ def extreme_aspect(items, params: AspectParams, _ctx) -> StepOutcome:
     return filter_items(items, why)
 
 
-def sharpness(item: Item) -> float:
+def sharpness(image) -> float:
     """Variance of the Laplacian of the grey image scaled to at most 512 px: low means blurry."""
     from scipy.ndimage import laplace
 
-    image = open_rgb(item).convert("L")
-    image.thumbnail((512, 512))
-    return float(laplace(np.asarray(image, dtype=np.float32)).var())
+    grey = image.convert("L")
+    grey.thumbnail((512, 512))
+    return float(laplace(np.asarray(grey, dtype=np.float32)).var())
 
 
 class BlurParams(BaseModel):
@@ -68,19 +69,18 @@ class BlurParams(BaseModel):
 
 def blurry(items, params: BlurParams, _ctx) -> StepOutcome:
     def why(item: Item) -> str | None:
-        score = item.meta["sharpness"] = sharpness(item)
+        score = item.meta["sharpness"] = image_facts(item).sharpness
         return f"blurry: sharpness {score:.1f} (threshold {params.threshold})" if score < params.threshold else None
     return filter_items(items, why)
 
 
 def pixel_digest(item: Item) -> str:
-    image = open_rgb(item)
-    return hashlib.sha256(image.tobytes() + repr(image.size).encode()).hexdigest()
+    return image_facts(item).digest
 
 
-def exact_image_duplicates(items, _params, _ctx) -> StepOutcome:
+def exact_image_duplicates(items, _params, ctx: StepContext) -> StepOutcome:
     # Same pixels count as the same image, whatever the file format or metadata.
-    return drop_repeats(items, pixel_digest)
+    return drop_repeats(items, pixel_digest, ctx.memory("exact_duplicates", dict))
 
 
 class NearDuplicateImageParams(BaseModel):
@@ -176,23 +176,45 @@ def colour_difference(a: ColourSignature, b: ColourSignature) -> float:
     return max(colours, tones)
 
 
-def near_image_duplicates(items, params: NearDuplicateImageParams, _ctx) -> StepOutcome:
+@dataclass(frozen=True)
+class ImageFacts:
+    """What the checks measure of an image: blur's sharpness, exact duplicates' pixel digest, near-duplicates' pHash
+    and colours."""
+    sharpness: float
+    digest: str
+    phash: int
+    colours: ColourSignature
+
+
+def image_facts(item: Item) -> ImageFacts:
+    """The image's facts, all from one decode, kept with the item while it points at the same file: the blur, exact
+    and near-duplicate steps each decoded every image (three decodes an image, most of the cleaning's time; see
+    docs/PERFORMANCE.md). The decoded image is dropped at once (keeping them held 1.9 GB for 2,000 images of 512²)."""
     import imagehash
 
+    known = item.meta.get("_facts")
+    if known is not None and known[0] == item.path:
+        return known[1]
+    image = open_rgb(item)
+    facts = ImageFacts(sharpness=sharpness(image),
+                       digest=hashlib.sha256(image.tobytes() + repr(image.size).encode()).hexdigest(),
+                       phash=int(str(imagehash.phash(image)), 16), colours=colour_signature(image))
+    item.meta["_facts"] = (item.path, facts)
+    return facts
+
+
+def near_image_duplicates(items, params: NearDuplicateImageParams, ctx: StepContext) -> StepOutcome:
     # pHash sees only grey levels: a red and a blue circle hash alike. Their colours must agree too, so
     # differently coloured versions of one shape are kept (they are different data: the captions say so).
-    # Both come from one decode, and the decoded image is dropped straight after: keeping every
-    # decoded image to the end held 1.9 GB for 2,000 images of 512x512 (3 bytes a pixel, each).
-    codes, colours = np.zeros(len(items), dtype=np.uint64), []
-    for n, item in enumerate(items):
-        image = open_rgb(item)
-        codes[n] = int(str(imagehash.phash(image)), 16)
-        colours.append(colour_signature(image))
+    facts = [image_facts(item) for item in items]
+    codes = np.array([f.phash for f in facts], dtype=np.uint64)
 
-    def same_colours(a: int, b: int) -> bool:
-        return colour_difference(colours[a], colours[b]) <= params.max_colour_difference
+    def same_colours(a: ColourSignature, b: ColourSignature) -> bool:
+        return colour_difference(a, b) <= params.max_colour_difference
 
-    return greedy_near_duplicates(items, nearest_by_hamming(codes, 64, params.threshold, same_colours))
+    index = ctx.memory("near_duplicates", lambda: KeptFeatures(hamming_similarities(64), params.threshold,
+                                                               same_colours))
+    return near_duplicates_by_features(items, index, codes, [f.colours for f in facts])
 
 
 def _rewrite(item: Item, image, ctx: StepContext) -> None:

@@ -12,12 +12,12 @@ import numpy as np
 from pydantic import BaseModel, Field
 
 from studio.data.items import Item
-from studio.data.steps.base import Step, StepOutcome, drop_repeats, filter_items, transform_text
+from studio.data.steps.base import Step, StepContext, StepOutcome, digest, drop_repeats, filter_items, transform_text
 from studio.data.steps.common import greedy_near_duplicates
+from studio.data.steps.minhash import MinHashIndex, band_keys
 
 TOKEN = re.compile(r"\w+|[^\w\s]")
 NOT_A_WORD = re.compile(r"[\W_]+")  # punctuation, symbols and whitespace (\w is letters and digits of any script)
-LSH_WEIGHTS = (0.1, 0.9)
 
 
 def count_tokens(text: str) -> int:
@@ -80,8 +80,8 @@ def _is_phone(candidate: str) -> bool:
         and not ISO_DATE.search(candidate)
 
 
-def scrub_pii(items, params: PiiParams, _ctx) -> StepOutcome:
-    counts = {"emails": 0, "phones": 0}
+def scrub_pii(items, params: PiiParams, ctx: StepContext) -> StepOutcome:
+    counts = ctx.memory("pii", lambda: {"emails": 0, "phones": 0})  # of the whole import, chunk after chunk
 
     def scrub(text: str) -> str:
         if params.emails:
@@ -120,8 +120,9 @@ def length_bounds(items, params: LengthParams, _ctx) -> StepOutcome:
     return filter_items(items, why)
 
 
-def exact_text_duplicates(items, _params, _ctx) -> StepOutcome:
-    return drop_repeats(items, lambda item: (item.text_format, item.content()))
+def exact_text_duplicates(items, _params, ctx: StepContext) -> StepOutcome:
+    return drop_repeats(items, lambda item: digest(f"{item.text_format}\x00{item.content()}"),
+                        ctx.memory("exact_duplicates", dict))
 
 
 class NearDuplicateTextParams(BaseModel):
@@ -172,37 +173,43 @@ def jaccard(a: np.ndarray, b: np.ndarray) -> float:
     return common / (len(a) + len(b) - common)
 
 
-def near_text_duplicates(items, params: NearDuplicateTextParams, _ctx) -> StepOutcome:
-    from datasketch import MinHash, MinHashLSH
-
+def near_text_duplicates(items, params: NearDuplicateTextParams, ctx: StepContext) -> StepOutcome:
+    """Greedy, in order: a text whose exact shingle Jaccard with a kept text is at or above the threshold is removed,
+    naming the most similar one; the index (``minhash.MinHashIndex``) proposes the candidates and carries over from
+    chunk to chunk, so a chunk is compared with every text kept before it."""
+    index = ctx.memory("near_duplicates", lambda: MinHashIndex(
+        params.threshold, params.num_perm, ctx.scratch.with_name(f"{ctx.scratch.name}-near-duplicates.bin")))
     hashes = [shingle_hashes(item.content()) for item in items]
-    signatures = MinHash.bulk((h.tolist() for h in hashes), num_perm=params.num_perm, hashfunc=int)
-    # The index only proposes candidates, each then measured exactly, so it is tuned to miss few (weights: false
-    # positives 0.1, false negatives 0.9): with datasketch's even weights, 64 permutations and threshold 0.8 it
-    # proposed only 60% of the pairs at Jaccard 0.85; tuned, 97%.
-    try:
-        lsh = MinHashLSH(threshold=params.threshold, num_perm=params.num_perm, weights=LSH_WEIGHTS)
-    except ValueError:
-        # datasketch refuses thresholds so high that its tuned index has fewer than 2 bands (from 0.87
-        # with 16 permutations, 0.97 with 64, always at 1.0), which the params allow. A looser index
-        # only finds more candidates; each is still measured against the real threshold below.
-        lsh = MinHashLSH(threshold=0.85, num_perm=params.num_perm, weights=LSH_WEIGHTS)
+    keys = band_keys(index.signer.sign(hashes), index.bands, index.rows) if items else np.zeros((0, index.bands), np.uint64)
+    earlier = index.candidates(keys)
+    in_chunk: list[dict[int, list[int]]] = [{} for _ in range(index.bands)]  # band key -> kept numbers, this chunk
+    kept_numbers: list[int] = []
 
-    def similar_to_kept(index: int, _kept: list[int]):
+    def match(i: int):
         # The exact Jaccard of the two shingle sets, not MinHash's estimate: with 64 permutations that is off by
         # ±0.05 typically, enough to merge texts at 0.77 or keep ones at 0.83.
+        candidates = set(earlier[i])
+        for band, key in enumerate(keys[i].tolist()):
+            candidates.update(in_chunk[band].get(key, ()))
         best = None
-        for other in lsh.query(signatures[index]):
-            similarity = jaccard(hashes[index], hashes[other])
+        for number in sorted(candidates):  # ties: the first kept
+            other, source = index.records.get(number)
+            similarity = jaccard(hashes[i], other)
             if similarity >= params.threshold and (best is None or similarity > best[1]):
-                best = (other, similarity)
-        if best is None:
-            lsh.insert(index, signatures[index])
+                best = (source, similarity)
         return best
 
-    if items:
-        lsh.insert(0, signatures[0])
-    return greedy_near_duplicates(items, similar_to_kept)
+    def keep(i: int) -> None:
+        number = index.records.add(hashes[i], items[i].source)
+        kept_numbers.append(number)
+        for band, key in enumerate(keys[i].tolist()):
+            in_chunk[band].setdefault(key, []).append(number)
+
+    kept_rows: list[int] = []
+    outcome = greedy_near_duplicates(items, match, lambda i: (keep(i), kept_rows.append(i)))
+    index.add(keys[kept_rows] if kept_rows else np.zeros((0, index.bands), np.uint64),
+              np.array(kept_numbers, dtype=np.uint32))
+    return outcome
 
 
 TEXT_STEPS = [
