@@ -64,31 +64,53 @@ def split_documents(text: str, mode: str) -> list[str]:
     return list(documents(io.StringIO(text, newline=None), mode))
 
 
-def _document_items(staged: StagedFile, mode: str, settings: Settings, result: ReadResult) -> None:
+@dataclass
+class Reading:
+    """How far the reading of a set of files has come, by bytes, for progress and its time left: the files
+    finished, and the fraction of the one at work (``current``)."""
+    sizes: list[int]
+    finished: int = 0  # files done
+    current: Callable[[], float] = lambda: 0.0
+
+    def fraction(self) -> float:
+        total = sum(self.sizes) or 1
+        done = sum(self.sizes[:self.finished])
+        at_work = self.sizes[self.finished] * self.current() if self.finished < len(self.sizes) else 0
+        return min((done + at_work) / total, 1.0)
+
+
+def _document_items(staged: StagedFile, mode: str, settings: Settings, result: ReadResult,
+                    reading: Reading) -> Iterator[Item]:
     skipped = Skipped(staged.name, "lines")
+    size = max(staged.path.stat().st_size, 1)
+    found = 0
     with TextLines(staged.path, settings.max_line_chars, skipped) as lines:
-        texts = list(documents(lines, mode))  # the file is read to its end before any of it is kept
-    if not texts and skipped.count:
+        reading.current = lambda: min(lines.tell() / size, 1.0)
+        for number, text in enumerate(documents(lines, mode), 1):
+            found += 1
+            yield Item(source=staged.name if mode == "file" else f"{staged.name}#{number}", text=text)
+    if not found and skipped.count:
         raise BadFile("nothing usable: " + "; ".join(p.reason for p in skipped.warnings()))
-    for number, text in enumerate(texts, 1):
-        result.items.append(Item(source=staged.name if mode == "file" else f"{staged.name}#{number}", text=text))
     result.warnings.extend(skipped.warnings())
 
 
 def _table_items(staged: StagedFile, mapping: ColumnMapping | None, settings: Settings,
-                 result: ReadResult) -> None:
+                 result: ReadResult, reading: Reading) -> Iterator[Item]:
     table = TableFile(staged.path, staged.name, settings)
+    reading.current = table.fraction
     chosen = complete_mapping(mapping, table.columns) if mapping else guess_mapping(table.columns)
     if problem := mapping_problem(staged.name, chosen, table.columns):
         raise BadFile(problem)
-    items = []
+    found = 0
     for number, row in table.rows(used_columns(chosen)):
         try:
-            items.append(Item(source=f"{staged.name}#{number}", **row_fields(row, chosen)))
+            item = Item(source=f"{staged.name}#{number}", **row_fields(row, chosen))
         except (ValueError, json.JSONDecodeError, TypeError) as error:
             table.skipped.add(f"{staged.name}#{number}", f"row skipped: {error}")
-    result.notes.append(f"{staged.name}: {len(items) + table.skipped.count} rows, {chosen.describe()}")
-    result.items.extend(items)
+            continue
+        found += 1
+        yield item
+    result.notes.append(f"{staged.name}: {found + table.skipped.count} rows, {chosen.describe()}")
     result.warnings.extend(table.skipped.warnings())
 
 
@@ -104,28 +126,51 @@ def each_file(files: list[StagedFile], result: ReadResult, progress: Progress | 
         yield staged
 
 
-def read_text_files(files: list[StagedFile], mapping: ColumnMapping | None = None, text_split: str = "auto",
-                    settings: Settings | None = None, progress: Progress | None = None) -> ReadResult:
-    """Every usable text item in ``files``; each unusable file becomes a Problem, the rest go on."""
-    settings = settings or load_settings()
-    result = ReadResult()
+def iter_text_items(files: list[StagedFile], mapping: ColumnMapping | None, text_split: str, settings: Settings,
+                    result: ReadResult, reading: Reading | None = None, whole_files: bool = True,
+                    progress: Progress | None = None) -> Iterator[Item]:
+    """Every usable text item in ``files``, as it is read; each unusable file becomes a Problem in ``result`` (with
+    its warnings and notes), the rest go on. ``whole_files``: a file's items come only once all of it has been read,
+    so a file found bad half-way gives none; otherwise (an import that streams) they come as they are read, and a
+    file found bad half-way keeps the items read before the fault, which its problem says."""
+    reading = reading or Reading([0] * len(files))
     document_files = [f for f in files if f.path.suffix.lower() in DOCUMENT_EXTENSIONS]
     # One big file is almost always a corpus of paragraphs; many files are one document each.
     mode = text_split if text_split != "auto" else ("blank_lines" if len(document_files) == 1 else "file")
     if document_files:
         result.notes.append(f"{len(document_files)} text file(s), split: {mode}")
-    for staged in each_file(files, result, progress):
+    for number, staged in enumerate(files):
+        reading.finished, reading.current = number, (lambda: 0.0)
+        if progress:
+            progress(reading.fraction(), f"reading file {number + 1} of {len(files)}: {staged.name}")
         suffix = staged.path.suffix.lower()
+        given = 0
         try:
             if suffix in DOCUMENT_EXTENSIONS:
-                _document_items(staged, mode, settings, result)
+                items = _document_items(staged, mode, settings, result, reading)
             elif suffix in TABLE_EXTENSIONS:
-                _table_items(staged, mapping, settings, result)
+                items = _table_items(staged, mapping, settings, result, reading)
             else:
                 result.problems.append(Problem(staged.name, f"'{suffix or 'no extension'}' is not a "
                                                "text format (use .txt .md .csv .tsv .jsonl .json .parquet)"))
+                continue
+            if whole_files:
+                items = list(items)
+            for item in items:
+                given += 1
+                yield item
         except BadFile as bad:
-            result.problems.append(Problem(staged.name, str(bad)))
+            kept = f" (the {given:,} items read before it were imported)" if given else ""
+            result.problems.append(Problem(staged.name, f"{bad}{kept}"))
+    reading.finished = len(files)
+
+
+def read_text_files(files: list[StagedFile], mapping: ColumnMapping | None = None, text_split: str = "auto",
+                    settings: Settings | None = None, progress: Progress | None = None) -> ReadResult:
+    """Every usable text item in ``files``, all in memory; each unusable file becomes a Problem, the rest go on."""
+    result = ReadResult()
+    result.items.extend(iter_text_items(files, mapping, text_split, settings or load_settings(), result,
+                                        Reading([1] * len(files)), progress=progress))
     return result
 
 

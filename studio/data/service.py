@@ -11,6 +11,7 @@ import json
 import os
 import re
 import shutil
+import time
 import uuid
 from datetime import datetime
 from collections import Counter
@@ -18,21 +19,21 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path, PurePosixPath
-from typing import TypedDict
+from typing import Callable, Iterable, Iterator, TypedDict
 
 from sqlalchemy import func, select
 
 from studio.data.archive import StagedFile, stage_inputs
-from studio.data.clean import Progress, removal_warnings, resolve_config, run_cleaning
+from studio.data.clean import Cleaner, Progress, fill_representatives, removal_warnings, resolve_config
 from studio.data.items import (AUDIO_EXTENSIONS, IMAGE_EXTENSIONS, MODALITIES, ImportRefused, Item, Problem)
 from studio.data.mapping import ColumnMapping
 from studio.data.read_datasets import (DatasetsSource, describe_datasets_source, hub_commit, hub_token, is_hub_ref,
                                       local_source, open_source, parse_hub_ref, write_rows)
 from studio.data.read_media import METADATA_NAMES, read_media_files
-from studio.data.preferences import count_kinds
-from studio.data.read_text import ReadResult, preview_tables, read_text_files
+from studio.data.preferences import count_kinds, row_kind
+from studio.data.read_text import ReadResult, Reading, iter_text_items, preview_tables
 from studio.data.split import SPLITS, assign_splits, parse_fractions
-from studio.data.stats import dataset_stats
+from studio.data.stats import StatsTally
 from studio.settings import Settings
 from studio.store import Store
 from studio.store.audit import record_action
@@ -118,33 +119,59 @@ def _copy_into(folder: Path, source: Path, name: str) -> str:
     return relative
 
 
-def _write_version_folder(folder: Path, items: list[Item], labels: list[str], modality: str) -> list[dict]:
-    """Writes the manifest (and copies the media files in); returns its rows."""
-    rows = []
-    for number, (item, split) in enumerate(zip(items, labels)):
-        row = {"id": number, "split": split, **item.manifest_row()}
-        if item.path is not None:
-            row["file"] = _copy_into(folder, item.path, f"{number:06d}_{_safe_stem(item.source)}")
-            row.update({k: v for k, v in item.meta.items() if k in ("width", "height", "duration", "sample_rate",
-                                                                          "repeats")})
-        if item.rejected_path is not None:
-            row["rejected_file"] = _copy_into(folder, item.rejected_path,
-                                              f"{number:06d}_{_safe_stem(item.source)}_rejected")
-        rows.append(row)
-    with open(folder / "manifest.jsonl", "w", encoding="utf-8") as out:
-        for row in rows:
-            out.write(json.dumps(row, ensure_ascii=False) + "\n")
-    return rows
+class VersionWriter:
+    """The kept items of a version written as they come (media files copied in), a chunk at a time, into a rows file
+    in the workspace; ``finish`` writes the manifest with each row's split, once the count is known. Held in memory:
+    the version's numbers (``StatsTally``, the kinds)."""
+
+    def __init__(self, folder: Path, work: Path, modality: str):
+        self.folder, self.modality = folder, modality
+        self.rows_path = work / "rows.jsonl"
+        self.rows = open(self.rows_path, "w", encoding="utf-8")
+        self.count = 0
+        self.stats = StatsTally(modality)
+        self.kinds = count_kinds([])
+
+    def add(self, items: list[Item]) -> None:
+        lines = []
+        for item in items:
+            number = self.count
+            row = {"id": number, **item.manifest_row()}
+            if item.path is not None:
+                row["file"] = _copy_into(self.folder, item.path, f"{number:06d}_{_safe_stem(item.source)}")
+                row.update({k: v for k, v in item.meta.items() if k in ("width", "height", "duration", "sample_rate",
+                                                                              "repeats")})
+            if item.rejected_path is not None:
+                row["rejected_file"] = _copy_into(self.folder, item.rejected_path,
+                                                  f"{number:06d}_{_safe_stem(item.source)}_rejected")
+            self.kinds[row_kind(row)] += 1
+            self.stats.add(item)
+            lines.append(json.dumps(row, ensure_ascii=False) + "\n")
+            self.count += 1
+        self.rows.writelines(lines)
+
+    def finish(self, labels: list[str], report: list[dict]) -> None:
+        """manifest.jsonl: the rows with their ``split`` after their ``id``; the largest near-duplicate clusters'
+        representatives are found on the way (``fill_representatives``)."""
+        self.rows.close()
+        wanted = {json.dumps(cluster["representative"]["source"], ensure_ascii=False)
+                  for entry in report for cluster in entry.get("clusters", {}).get("largest", [])}
+        found = []
+        with open(self.rows_path, encoding="utf-8") as rows, \
+                open(self.folder / "manifest.jsonl", "w", encoding="utf-8") as out:
+            for number, (line, split) in enumerate(zip(rows, labels)):
+                head = f'{{"id": {number}'
+                out.write(f'{head}, "split": "{split}"{line[len(head):]}')
+                if wanted and any(f'"source": {source}' in line for source in wanted):
+                    found.append(json.loads(line))
+        fill_representatives(report, found)
+        self.rows_path.unlink()
+
+    def close(self) -> None:
+        self.rows.close()
 
 
-def _read_items(staged: list[StagedFile], modality: str, mapping: ColumnMapping | None, text_split: str,
-                settings: Settings, progress: Progress | None = None):
-    if modality == "text":
-        return read_text_files(staged, mapping, text_split, settings, progress)
-    return read_media_files(staged, modality, settings, progress)
-
-
-READING_SHARE = 0.3  # of an import's progress: reading the files; cleaning and writing the version take the rest
+READING_SHARE = 0.3  # of a media import's progress: reading the files; cleaning and writing the version take the rest
 
 
 def _part(progress: Progress | None, start: float, end: float) -> Progress | None:
@@ -161,20 +188,35 @@ def _nothing_usable(problems: list[Problem]) -> ImportRefused:
 def _build_version(store: Store, upload: StagedUpload, recipe: Recipe, *, name: str, project: str, modality: str,
                    created_by: str | None, progress: Progress | None, action: str,
                    origin: dict | None = None) -> ImportResult:
+    """Text streams: its items are read as they are cleaned and written, progress following the bytes read. Media
+    files are listed first (a record a file: a path and a few numbers), then cleaned and written a chunk at a time."""
     # ``progress`` may raise to cancel (studio.tasks): it is called only before anything is stored
     if progress:
         progress(0.0, f"reading {len(upload.files)} file(s)")
-    read = _read_items(upload.files, modality, recipe.mapping, recipe.text_split, store.settings,
-                       _part(progress, 0.0, READING_SHARE))
-    read.problems[:0] = upload.refused
-    if not read.items:
-        raise _nothing_usable(read.problems)
+    read = ReadResult(problems=list(upload.refused))
     source = {"files": [s.name for s in upload.files],
               "mapping": recipe.mapping.model_dump() if recipe.mapping else None,
               "text_split": recipe.text_split, "upload_id": upload.upload_id, **(origin or {})}
-    return store_version(store, read, recipe, VersionOrigin(source, action, upload.upload_id), name=name,
-                         project=project, modality=modality, created_by=created_by,
-                         progress=_part(progress, READING_SHARE, 1.0))
+    version_origin = VersionOrigin(source, action, upload.upload_id)
+    if modality == "text":
+        reading = Reading([_size(s.path) for s in upload.files])
+        items = iter_text_items(upload.files, recipe.mapping, recipe.text_split, store.settings, read, reading,
+                                whole_files=False)
+        return store_version(store, read, recipe, version_origin, name=name, project=project, modality=modality,
+                             created_by=created_by, progress=progress, items=items, fraction=reading.fraction)
+    media = read_media_files(upload.files, modality, store.settings, _part(progress, 0.0, READING_SHARE))
+    media.problems[:0] = read.problems
+    if not media.items:
+        raise _nothing_usable(media.problems)
+    return store_version(store, media, recipe, version_origin, name=name, project=project, modality=modality,
+                         created_by=created_by, progress=_part(progress, READING_SHARE, 1.0))
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
 
 
 @dataclass(frozen=True)
@@ -188,35 +230,91 @@ class VersionOrigin:
     set_aside: dict | None = None
 
 
+CHUNK_ITEMS = 5000  # items read, cleaned and written at a time
+WRITING_SHARE = 0.97  # of a version's progress: reading, cleaning and writing the rows; the manifest takes the rest
+
+
+def _chunks(items: Iterable[Item], size: int = CHUNK_ITEMS) -> Iterator[list[Item]]:
+    iterator = iter(items)
+    while chunk := list(islice(iterator, size)):
+        yield chunk
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.0f} min"
+
+
+class StreamProgress:
+    """What a streaming import tells ``progress`` after each chunk: how far the reading is (``fraction``), items read
+    and kept, the rate and the time left (from the rate so far)."""
+
+    def __init__(self, progress: Progress | None, fraction: Callable[[], float]):
+        self.progress, self.fraction = progress, fraction
+        self.started = time.monotonic()
+
+    def __call__(self, items_in: int, kept: int) -> None:
+        if not self.progress:
+            return
+        done, elapsed = self.fraction(), time.monotonic() - self.started
+        rate = f", {items_in / elapsed:,.0f} items/s" if elapsed > 0.5 else ""
+        left = f", about {_duration(elapsed * (1 - done) / done)} left" if done > 0.02 and elapsed > 2 else ""
+        self.progress(WRITING_SHARE * done, f"reading and cleaning: {items_in:,} items read, {kept:,} kept{rate}{left}")
+
+
 def store_version(store: Store, read: ReadResult, recipe: Recipe, origin: VersionOrigin, *, name: str,
-                  project: str, modality: str, created_by: str | None,
-                  progress: Progress | None = None) -> ImportResult:
-    """Cleans ``read.items`` by ``recipe``, splits them and stores them as the next version of dataset ``name``
-    in ``project`` (created when new); ImportRefused when cleaning leaves nothing."""
+                  project: str, modality: str, created_by: str | None, progress: Progress | None = None,
+                  items: Iterable[Item] | None = None, fraction: Callable[[], float] | None = None) -> ImportResult:
+    """Cleans the items by ``recipe``, splits them and stores them as the next version of dataset ``name`` in
+    ``project`` (created when new); ImportRefused when cleaning leaves nothing.
+
+    The items are ``items`` when given (an iterator: read as they are cleaned, ``read`` gathering the problems,
+    warnings and notes on the way; ``fraction()`` says how far the reading has come), else ``read.items``. They are
+    read, cleaned and written ``CHUNK_ITEMS`` at a time, so memory holds a chunk and the cleaning's memory
+    (``clean.Cleaner``), whatever the size. ``progress`` may raise to cancel between chunks: the version is built
+    in a workspace that is removed, so nothing is left."""
     set_aside = dict(origin.set_aside or {})
-    items_in = len(read.items) + sum(set_aside.values())
+    if items is None:
+        listed = read.items
+        consumed = [0]
+        items = _counted(listed, consumed)
+        fraction = fraction or (lambda: consumed[0] / max(len(listed), 1))
+    tell = StreamProgress(progress, fraction or (lambda: 0.0))
     with _workspace(store) as work:
         version_dir = work / "version"
         version_dir.mkdir()
-        kept, step_report = run_cleaning(read.items, modality, recipe.steps, work / "scratch",
-                                         version_dir / "removed", progress)
+        cleaner = Cleaner(modality, recipe.steps, work / "scratch", version_dir / "removed")
+        writer = VersionWriter(version_dir, work, modality)
+        read_count = 0
+        try:
+            for chunk in _chunks(items):
+                read_count += len(chunk)
+                writer.add(cleaner.feed(chunk))
+                tell(read_count, writer.count)
+            step_report = cleaner.finish()
+        finally:
+            cleaner.close()
+            writer.close()
+        items_in = read_count + sum(set_aside.values())
         removed = {**set_aside, **{entry["step"]: entry["removed"] for entry in step_report if entry["enabled"]}}
         warnings = removal_warnings(step_report, modality) + [w.as_dict() for w in read.warnings]
         errors = [p.as_dict() for p in read.problems]
-        if not kept:
+        if not read_count and not set_aside:
+            raise _nothing_usable(read.problems)
+        if not writer.count:
             raise ImportRefused(f"cleaning removed all {items_in} items ("
                                 + ", ".join(f"{k}: {v}" for k, v in removed.items() if v) + "). "
                                 + " ".join(w["reason"] + "." for w in warnings if "step" in w),
                                 details={"errors": errors, "removed": removed, "warnings": warnings,
                                          "items_in": items_in})
-        labels = assign_splits(len(kept), recipe.fractions, recipe.seed)
+        labels = assign_splits(writer.count, recipe.fractions, recipe.seed)
         if progress:
-            progress(0.95, "writing the dataset version")
-        rows = _write_version_folder(version_dir, kept, labels, modality)
+            progress(WRITING_SHARE, f"writing the dataset version ({writer.count:,} items)")
+        writer.finish(labels, step_report)
+        kept = writer.count
         splits = {s: labels.count(s) for s in SPLITS}
-        report = {"steps": step_report, "removed": removed, "items_in": items_in, "items_kept": len(kept),
+        report = {"steps": step_report, "removed": removed, "items_in": items_in, "items_kept": kept,
                   "errors": errors, "warnings": warnings, "notes": read.notes, "splits": splits,
-                  "stats": {**dataset_stats(kept, modality), "kinds": count_kinds(rows)}}
+                  "stats": {**writer.stats.result(), "kinds": writer.kinds}}
         (version_dir / "report.json").write_text(json.dumps(report, ensure_ascii=False, indent=1))
         with store.session() as session:
             owner = ensure_project(session, project, created_by)
@@ -236,18 +334,24 @@ def store_version(store: Store, read: ReadResult, recipe: Recipe, origin: Versio
                                  steps=[{"step": e["step"], "enabled": e["enabled"], **e["params"]} for e in step_report],
                                  report=report,
                                  splits={"fractions": list(recipe.fractions), "seed": recipe.seed, **splits},
-                                 path=relative, items_in=items_in, items_kept=len(kept), created_by=created_by)
+                                 path=relative, items_in=items_in, items_kept=kept, created_by=created_by)
             session.add(row)
             session.flush()  # the unique (dataset, version) constraint speaks before the folder moves
             final = store.path(relative)
             final.parent.mkdir(parents=True, exist_ok=True)
             record_action(session, created_by, origin.action, f"dataset:{dataset.id}", project=owner.name,
-                          details={"name": name, "version": number, "items_kept": len(kept),
+                          details={"name": name, "version": number, "items_kept": kept,
                                    **({} if origin.upload_id else {"source": origin.source})})
             os.rename(version_dir, final)  # fails rather than overwrite an existing version folder
     return ImportResult(dataset_id=dataset.id, version=number, version_id=row.id, name=name, modality=modality,
-                        items_in=items_in, items_kept=len(kept), removed=removed, errors=report["errors"],
+                        items_in=items_in, items_kept=kept, removed=removed, errors=report["errors"],
                         warnings=report["warnings"], splits=splits, path=str(final))
+
+
+def _counted(items: list[Item], consumed: list[int]) -> Iterator[Item]:
+    for item in items:
+        consumed[0] += 1
+        yield item
 
 
 def import_dataset(store: Store, paths: list[str | Path], *, name: str | None = None, modality: str | None = None,

@@ -32,6 +32,9 @@ class TableFile:
         self.path, self.name, self.settings = path, name, settings
         self.suffix = path.suffix.lower()
         self.skipped = Skipped(name, "rows")
+        self.size = max(path.stat().st_size, 1)
+        self._lines: TextLines | None = None  # the lines being read, for ``fraction``
+        self._parquet_done: float = 0.0
         self._records = self._json_records() if self.suffix == ".json" else None
         self.columns = self._read_columns()
         if problem := self._too_wide(self.columns):
@@ -45,6 +48,12 @@ class TableFile:
                 self.skipped.add(f"{self.name}#{number}", f"row skipped: {problem}")
             else:
                 yield number, row
+
+    def fraction(self) -> float:
+        """How much of the file the rows read so far came from (0..1), for progress."""
+        if self.suffix == ".parquet":
+            return self._parquet_done
+        return min(self._lines.tell() / self.size, 1.0) if self._lines is not None else 0.0
 
     # ------------------------------------------------------------------------------------------ columns
 
@@ -108,6 +117,8 @@ class TableFile:
         csv.field_size_limit(max(csv.field_size_limit(), limit))  # the bound on a record below is the one that holds
         record_chars = 0
         with TextLines(self.path, limit, None if header_only else self.skipped) as lines:
+            self._lines = lines
+
             def bounded_lines():
                 nonlocal record_chars
                 for line in lines:
@@ -138,6 +149,7 @@ class TableFile:
 
     def _jsonl_records(self, skipped: Skipped) -> Iterator[dict]:
         with TextLines(self.path, self.settings.max_line_chars, skipped) as lines:
+            self._lines = lines
             for line in lines:
                 if not line.strip():
                     continue
@@ -176,7 +188,10 @@ class TableFile:
     def _parquet_rows(self, columns: list[str] | None) -> Iterator[dict]:
         with self._parquet() as table:
             try:
+                rows, done = max(table.metadata.num_rows, 1), 0
                 for batch in table.iter_batches(batch_size=PARQUET_BATCH_ROWS, columns=columns):
+                    done += batch.num_rows
+                    self._parquet_done = done / rows
                     yield from batch.to_pylist()
             except Exception as error:  # corrupt pages only show when they are read
                 raise BadFile(f"not a readable Parquet file ({error})") from None

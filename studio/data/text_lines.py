@@ -70,6 +70,10 @@ class TextLines:
     def __enter__(self) -> TextLines:
         return self
 
+    def tell(self) -> int:
+        """Bytes of the file read so far (give or take the read-ahead buffer), for progress."""
+        return 0 if self._handle.closed else self._handle.buffer.tell()
+
     def __exit__(self, *_) -> None:
         self._handle.close()
 
