@@ -139,10 +139,12 @@ def iter_text_items(files: list[StagedFile], mapping: ColumnMapping | None, text
     mode = text_split if text_split != "auto" else ("blank_lines" if len(document_files) == 1 else "file")
     if document_files:
         result.notes.append(f"{len(document_files)} text file(s), split: {mode}")
+    given_in_all = 0
     for number, staged in enumerate(files):
         reading.finished, reading.current = number, (lambda: 0.0)
         if progress:
-            progress(reading.fraction(), f"reading file {number + 1} of {len(files)}: {staged.name}")
+            progress(reading.fraction(), f"reading file {number + 1} of {len(files)}: {staged.name} "
+                                         f"({given_in_all:,} items so far)")
         suffix = staged.path.suffix.lower()
         given = 0
         try:
@@ -158,9 +160,10 @@ def iter_text_items(files: list[StagedFile], mapping: ColumnMapping | None, text
                 items = list(items)
             for item in items:
                 given += 1
+                given_in_all += 1
                 yield item
         except BadFile as bad:
-            kept = f" (the {given:,} items read before it were imported)" if given else ""
+            kept = f" (the {given:,} items read before it were imported)" if given and not whole_files else ""
             result.problems.append(Problem(staged.name, f"{bad}{kept}"))
     reading.finished = len(files)
 

@@ -200,10 +200,11 @@ def _build_version(store: Store, upload: StagedUpload, recipe: Recipe, *, name: 
     version_origin = VersionOrigin(source, action, upload.upload_id)
     if modality == "text":
         reading = Reading([_size(s.path) for s in upload.files])
+        stream = StreamProgress(progress, reading.fraction)
         items = iter_text_items(upload.files, recipe.mapping, recipe.text_split, store.settings, read, reading,
-                                whole_files=False)
+                                whole_files=False, progress=stream.step if progress else None)
         return store_version(store, read, recipe, version_origin, name=name, project=project, modality=modality,
-                             created_by=created_by, progress=progress, items=items, fraction=reading.fraction)
+                             created_by=created_by, progress=progress, items=items, stream=stream)
     media = read_media_files(upload.files, modality, store.settings, _part(progress, 0.0, READING_SHARE))
     media.problems[:0] = read.problems
     if not media.items:
@@ -252,33 +253,41 @@ class StreamProgress:
         self.progress, self.fraction = progress, fraction
         self.started = time.monotonic()
 
+        self.status = ""  # after the first chunk: items read and kept, the rate, the time left
+
     def __call__(self, items_in: int, kept: int) -> None:
         if not self.progress:
             return
         done, elapsed = self.fraction(), time.monotonic() - self.started
         rate = f", {items_in / elapsed:,.0f} items/s" if elapsed > 0.5 else ""
         left = f", about {_duration(elapsed * (1 - done) / done)} left" if done > 0.02 and elapsed > 2 else ""
-        self.progress(WRITING_SHARE * done, f"reading and cleaning: {items_in:,} items read, {kept:,} kept{rate}{left}")
+        self.status = f"{items_in:,} items read, {kept:,} kept{rate}{left}"
+        self.progress(WRITING_SHARE * done, f"reading and cleaning: {self.status}")
+
+    def step(self, _fraction: float, message: str) -> None:
+        """Within a chunk (each step of it, each file begun): a place to stop, and what is done now."""
+        if self.progress:
+            self.progress(WRITING_SHARE * self.fraction(), f"{message} — {self.status}" if self.status else message)
 
 
 def store_version(store: Store, read: ReadResult, recipe: Recipe, origin: VersionOrigin, *, name: str,
                   project: str, modality: str, created_by: str | None, progress: Progress | None = None,
-                  items: Iterable[Item] | None = None, fraction: Callable[[], float] | None = None) -> ImportResult:
+                  items: Iterable[Item] | None = None, stream: StreamProgress | None = None) -> ImportResult:
     """Cleans the items by ``recipe``, splits them and stores them as the next version of dataset ``name`` in
     ``project`` (created when new); ImportRefused when cleaning leaves nothing.
 
     The items are ``items`` when given (an iterator: read as they are cleaned, ``read`` gathering the problems,
-    warnings and notes on the way; ``fraction()`` says how far the reading has come), else ``read.items``. They are
+    warnings and notes on the way; ``stream`` tells the progress, knowing how far the reading has come), else
+    ``read.items``. They are
     read, cleaned and written ``CHUNK_ITEMS`` at a time, so memory holds a chunk and the cleaning's memory
     (``clean.Cleaner``), whatever the size. ``progress`` may raise to cancel between chunks: the version is built
     in a workspace that is removed, so nothing is left."""
     set_aside = dict(origin.set_aside or {})
     if items is None:
-        listed = read.items
         consumed = [0]
-        items = _counted(listed, consumed)
-        fraction = fraction or (lambda: consumed[0] / max(len(listed), 1))
-    tell = StreamProgress(progress, fraction or (lambda: 0.0))
+        items = _counted(read.items, consumed)
+        stream = StreamProgress(progress, lambda: consumed[0] / max(len(read.items), 1))
+    tell = stream or StreamProgress(progress, lambda: 0.0)
     with _workspace(store) as work:
         version_dir = work / "version"
         version_dir.mkdir()
@@ -288,7 +297,7 @@ def store_version(store: Store, read: ReadResult, recipe: Recipe, origin: Versio
         try:
             for chunk in _chunks(items):
                 read_count += len(chunk)
-                writer.add(cleaner.feed(chunk))
+                writer.add(cleaner.feed(chunk, tell.step if progress else None))
                 tell(read_count, writer.count)
             step_report = cleaner.finish()
         finally:
