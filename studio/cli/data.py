@@ -84,10 +84,14 @@ def cmd_data_import(args) -> int:
 
 def import_text(result: dict) -> str:
     """A new dataset version (studio.data.service.ImportResult) in lines for people."""
+    from studio.data.clean import describe_clusters
+
     lines = [f"dataset {result['dataset_id']} '{result['name']}' version {result['version']} ({result['modality']}): "
              f"{result['items_kept']} of {result['items_in']} items kept",
              "removed: " + ", ".join(f"{k} {v}" for k, v in result["removed"].items() if v),
              "splits: " + ", ".join(f"{k} {v}" for k, v in result["splits"].items())]
+    lines += [f"{step.replace('_', '-')}: {describe_clusters(clusters)}"
+              for step, clusters in result.get("clusters", {}).items()]
     lines += [f"error: {e['file']}: {e['reason']}" for e in result["errors"]]
     lines += [f"warning: {w['file']}: {w['reason']}" if "file" in w else f"warning: {w['reason']}"
               for w in result["warnings"]]

@@ -219,6 +219,24 @@ def fill_representatives(report: list[dict], rows) -> None:
                     representative[key] = str(row[key])[:300]
 
 
+def describe_clusters(clusters: dict, most: int = 3) -> str:
+    """A near-duplicate step's clusters in words, the largest first: each kept representative and what was removed
+    as a near-duplicate of it."""
+    def shown(representative: dict) -> str:
+        text = representative.get("text") or representative.get("prompt") or representative.get("caption") or ""
+        quoted = f' "{text[:60]}{"…" if len(text) > 60 else ""}"' if text else ""
+        return f"{representative['source']}{quoted}"
+
+    parts = [f"{clusters['count']:,} cluster{'s' if clusters['count'] != 1 else ''} "
+             f"({clusters['items']:,} near-duplicates removed, each cluster's first item kept)"]
+    for cluster in clusters["largest"][:most]:
+        members = ", ".join(f"{m['source']} ({m['similarity']:.2f})" for m in cluster["members"][:3])
+        more = cluster["size"] - 1 - min(len(cluster["members"]), 3)
+        parts.append(f"kept {shown(cluster['representative'])} for {cluster['size'] - 1}: {members}"
+                     + (f" and {more} more" if more > 0 else ""))
+    return "; ".join(parts) + f"; all in {clusters['file']}"
+
+
 def run_cleaning(items: list[Item], modality: str, config: dict[str, dict] | None, scratch: Path,
                  examples_dir: Path, progress: Progress | None = None) -> tuple[list[Item], list[dict]]:
     """The items that survive every enabled step, and a report entry per step (disabled ones too): all at once."""

@@ -58,6 +58,7 @@ class ImportResult(TypedDict):
     warnings: list[dict]  # a step that removed most of its items (with the setting that keeps more), a reader's note
     splits: dict[str, int]  # items per split
     path: str  # the version's folder
+    clusters: dict[str, dict]  # per near-duplicate step: its clusters (clean.Clusters.summary), the largest shown
 
 
 @dataclass(frozen=True)
@@ -354,7 +355,8 @@ def store_version(store: Store, read: ReadResult, recipe: Recipe, origin: Versio
             os.rename(version_dir, final)  # fails rather than overwrite an existing version folder
     return ImportResult(dataset_id=dataset.id, version=number, version_id=row.id, name=name, modality=modality,
                         items_in=items_in, items_kept=kept, removed=removed, errors=report["errors"],
-                        warnings=report["warnings"], splits=splits, path=str(final))
+                        warnings=report["warnings"], splits=splits, path=str(final),
+                        clusters={e["step"]: e["clusters"] for e in step_report if "clusters" in e})
 
 
 def _counted(items: list[Item], consumed: list[int]) -> Iterator[Item]:

@@ -8,6 +8,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from studio.data.clean import describe_clusters
 from studio.data.export import export_zip
 from studio.data.items import MODALITIES, ImportRefused
 from studio.data.mapping import ColumnMapping
@@ -122,7 +123,13 @@ def summary_markdown(result: dict) -> str:
 
 
 def report_rows(report: dict) -> list[list]:
-    return [[e["label"], "on" if e["enabled"] else "off", e["removed"], e["changed"], e["detail"],
+    """A row per step; a near-duplicate step's detail names its largest clusters: the item kept and those removed
+    as near-duplicates of it."""
+    def detail(entry: dict) -> str:
+        clusters = describe_clusters(entry["clusters"]) if entry.get("clusters") else ""
+        return "; ".join(d for d in (entry["detail"], clusters) if d)
+
+    return [[e["label"], "on" if e["enabled"] else "off", e["removed"], e["changed"], detail(e),
              "; ".join(f"{x['source']}: {x['reason']}" for x in e["examples"][:3])]
             for e in report["steps"]]
 
