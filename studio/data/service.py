@@ -236,9 +236,9 @@ CHUNK_ITEMS = 5000  # items read, cleaned and written at a time
 WRITING_SHARE = 0.97  # of a version's progress: reading, cleaning and writing the rows; the manifest takes the rest
 
 
-def _chunks(items: Iterable[Item], size: int = CHUNK_ITEMS) -> Iterator[list[Item]]:
+def _chunks(items: Iterable[Item]) -> Iterator[list[Item]]:
     iterator = iter(items)
-    while chunk := list(islice(iterator, size)):
+    while chunk := list(islice(iterator, CHUNK_ITEMS)):
         yield chunk
 
 
