@@ -23,7 +23,10 @@ The data is generated from ``--seed``, so a run is repeatable; generation is not
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import re
+import subprocess
 import sys
 import tempfile
 import time
@@ -69,23 +72,6 @@ def make_vocabulary(rng: np.random.Generator, size: int = 6000) -> np.ndarray:
     # sorted for repeatability (set order varies between runs), then shuffled so that the Zipf ranks
     # below do not make the alphabetically first words the most common ones
     return np.array(rng.permutation(sorted(words)), dtype=object)
-
-
-def reset_peak_memory() -> None:
-    """Linux: restart the process's peak-RSS count (VmHWM), so the next peak read is the cleaning's."""
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-    except OSError:
-        pass
-
-
-def peak_memory_mb() -> float:
-    """Peak resident memory since the last reset (NaN where /proc is not available)."""
-    try:
-        with open("/proc/self/status") as status:
-            return next(int(line.split()[1]) / 1024 for line in status if line.startswith("VmHWM:"))
-    except (OSError, StopIteration):
-        return float("nan")
 
 
 def jaccard(a: str, b: str) -> float:
@@ -164,32 +150,156 @@ def make_corpus(rows: int, seed: int) -> Corpus:
     return Corpus(texts, kind, near_jaccard)
 
 
-def run(rows: int, seed: int, config: dict | None) -> dict:
-    corpus = make_corpus(rows, seed)
-    items = [Item(source=f"row{i}", text=text) for i, text in enumerate(corpus.texts)]
-    with tempfile.TemporaryDirectory() as tmp:
-        reset_peak_memory()
-        started, cpu_started = time.perf_counter(), time.process_time()
-        kept, report = run_cleaning(items, "text", config, Path(tmp) / "scratch", Path(tmp) / "examples")
-        total, cpu = time.perf_counter() - started, time.process_time() - cpu_started
-        peak_mb = peak_memory_mb()
-    steps = {entry["step"]: entry for entry in report}
-    kept_sources = {item.source for item in kept}
+STUDIO_CHILD = r"""
+import json, resource, sys, time
+from pathlib import Path
+sys.path.insert(0, sys.argv[1])
+import datasketch, ftfy  # noqa: F401  (loaded before the clock starts, as in a running studio)
+import numpy as np
+from studio.data.service import import_dataset, get_version
+from studio.settings import load_settings
+from studio.store import open_store
+
+path, home, config, rows = Path(sys.argv[2]), sys.argv[3], json.loads(sys.argv[4]), int(sys.argv[5])
+store = open_store(load_settings(home=home))
+started, cpu_started = time.perf_counter(), time.process_time()
+result = import_dataset(store, [path], name="bench", steps=config, split="1,0,0")
+total, cpu = time.perf_counter() - started, time.process_time() - cpu_started
+peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+kept = np.zeros(rows, dtype=bool)
+with open(Path(result["path"]) / "manifest.jsonl") as manifest:
+    for line in manifest:
+        kept[int(json.loads(line)["source"].rsplit("#", 1)[1]) - 1] = True
+np.save(sys.argv[6], kept)
+steps = get_version(store, str(result["dataset_id"])).report["steps"]
+print(json.dumps({"total": total, "cpu": cpu, "peak_mb": peak_mb, "steps": {e["step"]: e for e in steps}}))
+"""
+
+PEER_CHILD = r"""
+import json, re, resource, sys, time, unicodedata, zlib
+from pathlib import Path
+sys.path.insert(0, sys.argv[1])
+import datasets, ftfy, numpy as np
+from datasketch import MinHash, MinHashLSH
+from studio.data.steps.text import normalised
+
+datasets.disable_progress_bars()
+path, work, rows = Path(sys.argv[2]), Path(sys.argv[3]), int(sys.argv[5])
+TOKEN = re.compile(r"\w+|[^\w\s]")
+started, cpu_started = time.perf_counter(), time.process_time()
+ds = datasets.load_dataset("json", data_files=str(path), split="train", cache_dir=str(work / "cache"))
+ds = ds.map(lambda b, idx: {"row": idx}, with_indices=True, batched=True)
+
+
+def tidy(text):
+    lines = [re.sub(r"[ \t\u00a0]+", " ", line).strip() for line in text.splitlines()]
+    return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()
+
+
+ds = ds.map(lambda b: {"text": [tidy(unicodedata.normalize("NFKC", ftfy.fix_encoding(t))) for t in b["text"]]},
+            batched=True)
+ds = ds.filter(lambda b: [2 <= len(TOKEN.findall(t)) <= 100_000 for t in b["text"]], batched=True)
+seen = set()
+
+
+def first_time(batch):
+    keep = []
+    for text in batch["text"]:
+        key = hash(text)
+        keep.append(key not in seen)
+        seen.add(key)
+    return keep
+
+
+ds = ds.filter(first_time, batched=True)
+exact_left = len(ds)
+
+
+def signatures(batch):  # text-dedup's way: MinHash of the normalised word 3-grams in a map
+    out = []
+    for text in batch["text"]:
+        words = normalised(text).split()
+        grams = {" ".join(words[i:i + 3]) for i in range(max(len(words) - 2, 1))} or {text}
+        m = MinHash(num_perm=64)
+        m.update_batch([g.encode() for g in grams])
+        out.append(m.hashvalues.tolist())
+    return {"signature": out}
+
+
+ds = ds.map(signatures, batched=True)
+lsh = MinHashLSH(threshold=0.8, num_perm=64)
+SCHEME = MinHash(num_perm=64).scheme
+keep = []
+for number, values in enumerate(ds["signature"]):
+    m = MinHash(num_perm=64, hashvalues=np.array(values, dtype=np.uint64), scheme=SCHEME)
+    duplicate = bool(lsh.query(m))
+    if not duplicate:
+        lsh.insert(number, m)
+    keep.append(not duplicate)
+ds = ds.select(np.flatnonzero(keep)).remove_columns("signature")
+ds.to_json(str(work / "out.jsonl"))
+total, cpu = time.perf_counter() - started, time.process_time() - cpu_started
+peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+kept = np.zeros(rows, dtype=bool)
+kept[np.array(ds["row"], dtype=np.int64)] = True
+np.save(sys.argv[6], kept)
+print(json.dumps({"total": total, "cpu": cpu, "peak_mb": peak_mb, "exact_left": exact_left}))
+"""
+
+
+def in_child(script: str, path: Path, work: Path, config: dict | None, rows: int) -> tuple[dict, np.ndarray]:
+    """Runs ``script`` on ``path`` in a process of its own (its peak memory is its own); its result and the kept
+    rows."""
+    mask = work / "kept.npy"
+    done = subprocess.run([sys.executable, "-c", script, str(Path(__file__).resolve().parents[1]), str(path),
+                           str(work), json.dumps(config), str(rows), str(mask)], capture_output=True, text=True,
+                          env={**os.environ, "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"})
+    if done.returncode != 0:
+        raise SystemExit(done.stderr[-4000:])
+    return json.loads(done.stdout.strip().splitlines()[-1]), np.load(mask)
+
+
+def write_corpus(corpus: Corpus, path: Path) -> None:
+    with open(path, "w", encoding="utf-8") as out:
+        for text in corpus.texts:
+            out.write(json.dumps({"text": text}, ensure_ascii=False) + "\n")
+
+
+def scores(corpus: Corpus, kept: np.ndarray) -> dict:
     planted_near = [i for i, k in enumerate(corpus.kind) if k == "near"]
-    caught = [i for i in planted_near if f"row{i}" not in kept_sources]
+    caught = [i for i in planted_near if not kept[i]]
     reachable = [i for i in planted_near if corpus.near_jaccard[i] >= THRESHOLD]
-    caught_reachable = [i for i in reachable if f"row{i}" not in kept_sources]
-    missed = sorted(corpus.near_jaccard[i] for i in planted_near if f"row{i}" in kept_sources)
-    return {
-        "rows": rows, "total": total, "cpu": cpu, "steps": steps, "peak_mb": peak_mb,
-        "planted_exact": corpus.kind.count("exact"), "planted_near": len(planted_near),
-        "removed_exact": steps["exact_duplicates"]["removed"], "removed_near": steps["near_duplicates"]["removed"],
-        "recall": len(caught) / max(len(planted_near), 1),
-        "recall_reachable": len(caught_reachable) / max(len(reachable), 1), "reachable": len(reachable),
-        "false_near": steps["near_duplicates"]["removed"] - len(caught),
-        "missed_median_j": missed[len(missed) // 2] if missed else float("nan"),
-        "caught_median_j": float(np.median([corpus.near_jaccard[i] for i in caught])) if caught else float("nan"),
-    }
+    missed = sorted(corpus.near_jaccard[i] for i in planted_near if kept[i])
+    removed_originals = sum(1 for i, k in enumerate(corpus.kind) if k == "original" and not kept[i])
+    return {"planted_exact": corpus.kind.count("exact"), "planted_near": len(planted_near),
+            "recall": len(caught) / max(len(planted_near), 1),
+            "recall_reachable": sum(not kept[i] for i in reachable) / max(len(reachable), 1),
+            "reachable": len(reachable), "originals_removed": removed_originals, "near_caught": len(caught),
+            "missed_median_j": missed[len(missed) // 2] if missed else float("nan"),
+            "caught_median_j": float(np.median([corpus.near_jaccard[i] for i in caught])) if caught else float("nan")}
+
+
+def run(rows: int, seed: int, config: dict | None, peer: bool) -> tuple[dict, dict | None]:
+    """The studio's import of ``rows`` generated rows (a JSON Lines file, every step at its default unless
+    ``config``), and the peer's pipeline on the same file when ``peer``."""
+    corpus = make_corpus(rows, seed)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "rows.jsonl"
+        write_corpus(corpus, path)
+        corpus.texts = []  # the file has them; the scores need only the kinds
+        (Path(tmp) / "studio").mkdir()
+        found, kept = in_child(STUDIO_CHILD, path, Path(tmp) / "studio", config, rows)
+        steps = found["steps"]
+        studio = {"rows": rows, **found, **scores(corpus, kept),
+                  "removed_exact": steps["exact_duplicates"]["removed"],
+                  "removed_near": steps["near_duplicates"]["removed"]}
+        studio["false_near"] = studio["removed_near"] - studio["near_caught"]
+        studio["kept"] = int(kept.sum())
+        if not peer:
+            return studio, None
+        (Path(tmp) / "peer").mkdir()
+        found, kept = in_child(PEER_CHILD, path, Path(tmp) / "peer", config, rows)
+        return studio, {"rows": rows, **found, **scores(corpus, kept), "kept": int(kept.sum())}
 
 
 SPACED_PUNCTUATION = re.compile(r"\s*([,.;:!?])\s*")
@@ -338,12 +448,30 @@ def print_sizes(results: list[dict]) -> None:
           f"whether other processes were competing for the cores); recall: planted near-duplicates removed; 'recall J>=thr': among those whose true word-3-gram "
           f"Jaccard is >= {THRESHOLD}; 'not planted': near-duplicate removals of rows that were not planted "
           f"(0 expected); 'J caught/missed': median true Jaccard of caught / missed planted near-duplicates; "
-          f"'peak MB': peak resident memory of the process while cleaning (the rows themselves included)")
+          f"'peak MB': peak resident memory of the import's process (start-up, libraries and all); 'total s': the "
+          f"import of the file (reading, every cleaning step, writing the version), the steps' columns their share")
     if len(results) > 1:
         first, last = results[0], results[-1]
         print(f"growth {first['rows']:,} -> {last['rows']:,} rows: x{last['rows'] / first['rows']:.1f} rows, "
               f"x{last['total'] / first['total']:.1f} time")
 
+
+
+def print_peers(pairs: list[tuple[dict, dict]]) -> None:
+    print("\nthe same file through the pipeline a user would otherwise write: `datasets` load_dataset('json') + map "
+          "(ftfy.fix_encoding, NFKC, whitespace) + filter (length, exact duplicates) + datasketch MinHash in a map "
+          "and MinHashLSH(threshold=0.8, num_perm=64) + to_json, in a process of its own")
+    header = ["rows", "studio s", "peer s", "peer/studio", "studio CPU s", "peer CPU s", "studio peak MB",
+              "peer peak MB", "studio near recall", "peer near recall", "originals removed studio/peer"]
+    table = [[f"{s['rows']:,}", f"{s['total']:.1f}", f"{p['total']:.1f}", f"{p['total'] / s['total']:.2f}",
+              f"{s['cpu']:.1f}", f"{p['cpu']:.1f}", f"{s['peak_mb']:,.0f}", f"{p['peak_mb']:,.0f}",
+              f"{s['recall']:.1%}", f"{p['recall']:.1%}", f"{s['originals_removed']:,}/{p['originals_removed']:,}"]
+             for s, p in pairs]
+    widths = [max(len(h), *(len(row[i]) for row in table)) for i, h in enumerate(header)]
+    print(" | ".join(h.rjust(w) for h, w in zip(header, widths)))
+    print("-+-".join("-" * w for w in widths))
+    for row in table:
+        print(" | ".join(c.rjust(w) for c, w in zip(row, widths)))
 
 
 def main() -> None:
@@ -354,15 +482,25 @@ def main() -> None:
                         f"(default: the step's own, {NearDuplicateTextParams().num_perm})")
     parser.add_argument("--variants", type=int, default=10000,
                         help="rows in the case/punctuation/spacing corpus (0: skip it)")
+    parser.add_argument("--peer", default="", metavar="SIZES",
+                        help="comma-separated row counts (of --sizes) also run through datasets + datasketch")
     args = parser.parse_args()
     config = {"near_duplicates": {"num_perm": args.num_perm}} if args.num_perm else None
+    peer_sizes = {int(s) for s in args.peer.split(",") if s.strip()}
 
-    results = []
+    results, pairs = [], []
     for rows in (int(s) for s in args.sizes.split(",") if int(s) > 0):
-        print(f"generating and cleaning {rows:,} rows ...", file=sys.stderr, flush=True)
-        results.append(run(rows, args.seed, config))
-    if results:
+        print(f"generating and importing {rows:,} rows{' (and the peer)' if rows in peer_sizes else ''} ...",
+              file=sys.stderr, flush=True)
+        studio, peer = run(rows, args.seed, config, rows in peer_sizes)
+        results.append(studio)
+        if peer:
+            pairs.append((studio, peer))
+        print_sizes(results[-1:])  # as each size ends, in case a long run is stopped
+    if len(results) > 1:
         print_sizes(results)
+    if pairs:
+        print_peers(pairs)
     if args.variants:
         print(f"generating and cleaning {args.variants:,} rows with restyled copies ...", file=sys.stderr, flush=True)
         print_variants(run_variants(args.variants, args.seed, config))
