@@ -222,6 +222,20 @@ def shapes_example() -> None:
           f"images of two colours (max_colour_difference {step.params().max_colour_difference})")
 
 
+def count_decodes() -> list[int]:
+    """Counts the cleaning steps' decodes (``open_rgb`` calls) from now on: [count]."""
+    import studio.data.steps.image as image_steps
+
+    count, decode = [0], image_steps.open_rgb
+
+    def counted(item):
+        count[0] += 1
+        return decode(item)
+
+    image_steps.open_rgb = counted
+    return count
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--count", type=int, default=2000)
@@ -243,12 +257,13 @@ def main() -> None:
         kinds = make_images(folder, args.count, args.side, args.seed)
         staged = [StagedFile(name=p.name, path=p) for p in sorted(folder.iterdir())]
 
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         read = read_media_files(staged, "image", Settings())
-        read_seconds = time.perf_counter() - started
+        read_seconds, read_cpu = time.perf_counter() - started, time.process_time() - cpu_started
         assert len(read.items) == args.count and not read.problems, read.problems
 
         print("cleaning ...", file=sys.stderr, flush=True)
+        decodes = count_decodes()
         reset_peak_memory()
         started, cpu_started = time.perf_counter(), time.process_time()
         kept, report = run_cleaning(read.items, "image", config, Path(tmp) / "scratch", Path(tmp) / "examples")
@@ -270,7 +285,9 @@ def main() -> None:
         print(f"{entry['step']:<18} {'yes' if entry['enabled'] else 'no':>3} {entry['seconds']:>8.2f} "
               f"{entry['removed']:>8,} {entry['changed']:>8,}")
     print(f"{'total':<18} {'':>3} {total:>8.2f}   ({args.count / total:,.0f} images/s; {cpu:.2f} s of CPU time; "
-          f"peak memory while cleaning {peak_mb:,.0f} MB)\n")
+          f"peak memory while cleaning {peak_mb:,.0f} MB; {decodes[0] / args.count:.2f} decodes an image)")
+    print(f"reading + cleaning: {read_seconds + total:.1f} s ({read_cpu + cpu:.1f} s of CPU time), "
+          f"{args.count / (read_seconds + total):,.0f} images/s\n")
     steps = {entry["step"]: entry for entry in report}
     for kind, step in (("blurry", "blur"), ("exact", "exact_duplicates"), ("near", "near_duplicates")):
         share = caught[kind] / max(len(planted[kind]), 1)
