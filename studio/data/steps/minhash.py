@@ -19,32 +19,30 @@ from pathlib import Path
 
 import numpy as np
 
-MASK32 = np.uint64(0xFFFFFFFF)
 BATCH_VALUES = 1 << 17  # shingle hashes permuted at once: 128k x 64 permutations x 4 bytes = 32 MB at most
 FP_WEIGHT, FN_WEIGHT = 0.1, 0.9  # candidates are measured exactly, so the bands are tuned to miss few
 LOOSEST_BANDS_THRESHOLD = 0.85
 
 
+def _finalise(h: np.ndarray, shifts: tuple[int, int, int], multipliers: tuple[int, int]) -> np.ndarray:
+    """xorshift-multiply finaliser (in place on ``h``): every output bit depends on every input bit."""
+    kind = h.dtype.type
+    h ^= h >> kind(shifts[0])
+    h *= kind(multipliers[0])
+    h ^= h >> kind(shifts[1])
+    h *= kind(multipliers[1])
+    h ^= h >> kind(shifts[2])
+    return h
+
+
 def _mix32(values: np.ndarray) -> np.ndarray:
     """MurmurHash3's 32-bit finaliser: spreads the CRCs' bits before the affine permutations."""
-    h = values.astype(np.uint32)
-    h ^= h >> np.uint32(16)
-    h *= np.uint32(0x85EBCA6B)
-    h ^= h >> np.uint32(13)
-    h *= np.uint32(0xC2B2AE35)
-    h ^= h >> np.uint32(16)
-    return h
+    return _finalise(values.astype(np.uint32), (16, 13, 16), (0x85EBCA6B, 0xC2B2AE35))
 
 
 def _mix64(values: np.ndarray) -> np.ndarray:
     """SplitMix64's finaliser, for band keys."""
-    h = values.copy()
-    h ^= h >> np.uint64(30)
-    h *= np.uint64(0xBF58476D1CE4E5B9)
-    h ^= h >> np.uint64(27)
-    h *= np.uint64(0x94D049BB133111EB)
-    h ^= h >> np.uint64(31)
-    return h
+    return _finalise(values.copy(), (30, 27, 31), (0xBF58476D1CE4E5B9, 0x94D049BB133111EB))
 
 
 def band_shape(threshold: float, num_perm: int) -> tuple[int, int]:
