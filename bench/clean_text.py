@@ -494,12 +494,13 @@ def main() -> None:
               file=sys.stderr, flush=True)
         studio, peer = run(rows, args.seed, config, rows in peer_sizes)
         results.append(studio)
+        print_sizes(results[-1:])  # as each size ends, in case a long run is stopped
         if peer:
             pairs.append((studio, peer))
-        print_sizes(results[-1:])  # as each size ends, in case a long run is stopped
+            print_peers(pairs[-1:])
     if len(results) > 1:
         print_sizes(results)
-    if pairs:
+    if len(pairs) > 1:
         print_peers(pairs)
     if args.variants:
         print(f"generating and cleaning {args.variants:,} rows with restyled copies ...", file=sys.stderr, flush=True)
