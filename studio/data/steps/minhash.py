@@ -103,6 +103,8 @@ class SortedRuns:
         self.runs: list[tuple[np.ndarray, np.ndarray]] = []
 
     def add(self, keys: np.ndarray, numbers: np.ndarray) -> None:
+        if not len(keys):  # a chunk that kept nothing adds no run
+            return
         order = np.argsort(keys, kind="stable")
         self.runs.append((keys[order], numbers[order]))
         while len(self.runs) > 1 and len(self.runs[-2][0]) <= 2 * len(self.runs[-1][0]):
