@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from studio.data.service import get_version, import_dataset, read_manifest
@@ -37,22 +36,8 @@ def train_starter(store, modality: str, example: str):
     return backend, handle
 
 
-def dominant_colour(path: Path, palette: dict[str, tuple[int, int, int]]) -> str | None:
-    """The palette colour most of the image's saturated pixels are nearest to (grey background ignored)."""
-    from PIL import Image
-
-    pixels = np.asarray(Image.open(path).convert("RGB"), dtype=np.float32).reshape(-1, 3)
-    saturated = pixels[pixels.max(axis=1) - pixels.min(axis=1) > 60]
-    if len(saturated) < 8:
-        return None  # a grey picture has no colour at all
-    names = list(palette)
-    reference = np.array([palette[name] for name in names], dtype=np.float32)
-    nearest = ((saturated[:, None, :] - reference[None]) ** 2).sum(axis=-1).argmin(axis=1)
-    return names[int(np.bincount(nearest, minlength=len(names)).argmax())]
-
-
 def test_starter_image_draws_the_colour_it_is_asked_for(store, tmp_path):
-    from studio.examples.shapes import COLOURS, SHAPES
+    from studio.examples.shapes import COLOURS, SHAPES, dominant_colour
 
     backend, handle = train_starter(store, "image", "shapes.zip")
     prompts = [f"a {colour} {shape}" for colour in COLOURS for shape in SHAPES for _ in SEEDS]

@@ -44,6 +44,23 @@ def draw_shape(colour: str, shape: str, rng: random.Random):
     return image
 
 
+def dominant_colour(path: str | Path, palette: dict[str, tuple[int, int, int]] = COLOURS) -> str | None:
+    """The palette colour most of the picture's saturated pixels are nearest to (the grey background ignored);
+    None for a picture with no colour at all. How the starters' colour accuracy is measured (the learning tests
+    and ``bench/flow_vs_diffusion.py``)."""
+    import numpy as np
+    from PIL import Image
+
+    pixels = np.asarray(Image.open(path).convert("RGB"), dtype=np.float32).reshape(-1, 3)
+    saturated = pixels[pixels.max(axis=1) - pixels.min(axis=1) > 60]
+    if len(saturated) < 8:
+        return None
+    names = list(palette)
+    reference = np.array([palette[name] for name in names], dtype=np.float32)
+    nearest = ((saturated[:, None, :] - reference[None]) ** 2).sum(axis=-1).argmin(axis=1)
+    return names[int(np.bincount(nearest, minlength=len(names)).argmax())]
+
+
 def make_shapes(folder: str | Path, n_per_class: int = 40, seed: int = 0) -> list[Path]:
     """Writes ``n_per_class`` images for each colour × shape, with caption sidecars; returns the images."""
     folder = Path(folder)

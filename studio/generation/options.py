@@ -39,7 +39,8 @@ class TextSettings(GenerationSettings):
 
 
 class ImageSettings(GenerationSettings):
-    steps: int = Field(30, ge=1, le=500, description="denoising steps")
+    steps: int | None = Field(None, ge=1, le=500, description="denoising steps; empty: the model's default (30; 8 "
+                                                               "Euler steps for a flow-matching model)")
     guidance_scale: float | None = Field(None, ge=0.0, le=50.0, description="classifier-free guidance; empty: the "
                                                                              "model's default (2 for starters, 7.5 "
                                                                              "for pretrained); 1 turns it off")
@@ -55,7 +56,8 @@ class ImageSettings(GenerationSettings):
 
 class AudioSettings(GenerationSettings):
     seconds: float = Field(0.0, ge=0.0, le=60.0, description="clip length; 0: the training clip length")
-    steps: int = Field(30, ge=1, le=500, description="denoising steps (spectrogram models)")
+    steps: int | None = Field(None, ge=1, le=500, description="denoising steps (spectrogram models); empty: the "
+                                                               "model's default (30; 8 for flow matching)")
     guidance_scale: float | None = Field(None, ge=0.0, le=50.0, description="classifier-free guidance; empty: the "
                                                                              "model's default (MusicGen 3)")
     temperature: float = Field(1.0, ge=0.0, le=5.0, description="sampling temperature (MusicGen); 0 is greedy")

@@ -281,11 +281,11 @@ class SpectrogramBackend(DiffusionBackend):
 
     def generate(self, handle: Handle, prompts: list[str], seeds: list[int], settings: dict,
                  out_dir: Path) -> list[Sample]:
-        """Settings: steps (30), guidance_scale (2.0 for starters, 7.5 for pretrained models), seconds (the training clip length),
+        """Settings: steps (30; 8 for flow matching), guidance_scale (2.0 for starters, 7.5 for pretrained models), seconds (the training clip length),
         negative_prompt (''), griffin_lim_iterations (48). Writes 16-bit WAV files."""
         import soundfile as sf
 
-        from studio.models.diffusion import guidance_scale, sample
+        from studio.models.diffusion import guidance_scale, sample, sampling_steps
 
         settings = settings or {}
         spec = dict(handle.parts.spectrogram)
@@ -294,7 +294,7 @@ class SpectrogramBackend(DiffusionBackend):
         chosen = pairs(prompts, seeds)
         started = time.perf_counter()
         images = sample(handle.module, handle.parts.tokenizer, [p for p, _ in chosen], [s for _, s in chosen],
-                        height=spec["n_bins"], width=spec["frames"], steps=int(settings.get("steps", 30)),
+                        height=spec["n_bins"], width=spec["frames"], steps=sampling_steps(settings, handle.module),
                         guidance_scale=guidance_scale(settings, handle.parts.starter),
                         negative_prompt=str(settings.get("negative_prompt") or ""),
                         scheduler=str(settings.get("scheduler", "ddim")))

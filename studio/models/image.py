@@ -336,11 +336,11 @@ class ImageBackend(DiffusionBackend):
 
     def generate(self, handle: Handle, prompts: list[str], seeds: list[int], settings: dict,
                  out_dir: Path) -> list[Sample]:
-        """Settings: steps (30), guidance_scale (2.0 for starters, 7.5 for pretrained models), width/height (the training resolution),
+        """Settings: steps (30; 8 for flow matching), guidance_scale (2.0 for starters, 7.5 for pretrained models), width/height (the training resolution),
         negative_prompt (''), scheduler ('ddim', or 'model' for the model's own)."""
         from PIL import Image
 
-        from studio.models.diffusion import guidance_scale, sample, to_uint8
+        from studio.models.diffusion import guidance_scale, sample, sampling_steps, to_uint8
 
         settings = settings or {}
         resolution = handle.parts.resolution or 32
@@ -348,7 +348,7 @@ class ImageBackend(DiffusionBackend):
         started = time.perf_counter()
         images = sample(handle.module, handle.parts.tokenizer, [p for p, _ in chosen], [s for _, s in chosen],
                         height=int(settings.get("height") or resolution), width=int(settings.get("width") or resolution),
-                        steps=int(settings.get("steps", 30)), guidance_scale=guidance_scale(settings, handle.parts.starter),
+                        steps=sampling_steps(settings, handle.module), guidance_scale=guidance_scale(settings, handle.parts.starter),
                         negative_prompt=str(settings.get("negative_prompt") or ""),
                         scheduler=str(settings.get("scheduler", "ddim")))
         seconds = (time.perf_counter() - started) / max(len(chosen), 1)
