@@ -159,7 +159,7 @@ def test_a_flow_matching_starter_learns_and_generates_with_few_euler_steps(store
     assert first.path.read_bytes() == again.path.read_bytes() != other.path.read_bytes()
 
 
-@pytest.mark.slow  # about a minute on a busy two-core machine
+@pytest.mark.slow  # about half a minute on a busy two-core machine
 def test_a_resumed_flow_run_and_a_model_made_from_its_checkpoint_keep_flow_matching(store, tmp_path):
     rows, root = starter_rows(store, tmp_path, "image")
     backend, config = backend_for("image"), short_config("max_steps=15")
