@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Callable, Protocol
 
 from studio.data.augment import AudioAugmentation, ImageAugmentation
-from studio.models.options import AudioOptions, DiffusionOptions, ImageOptions, LoraOptions, TextOptions
+from studio.models.options import AudioOptions, DiffusionOptions, GanOptions, ImageOptions, LoraOptions, TextOptions
 
 METHODS = ("lora", "full", "scratch")
 
@@ -36,6 +36,7 @@ class BackendConfig(Protocol):
     diffusion: DiffusionOptions
     image_augmentation: ImageAugmentation  # training pictures, drawn per (seed, epoch, item): studio.data.augment
     audio_augmentation: AudioAugmentation
+    gan: GanOptions
 
 
 @dataclass(kw_only=True)

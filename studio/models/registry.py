@@ -1,7 +1,7 @@
 """Model families, and which one serves a model.
 
 A family is a kind of model the studio trains one way: the causal LMs of transformers, Stable-Diffusion-class
-pipelines, MusicGen, and the three starters built here from a config. Each declares its modality, the methods
+pipelines, MusicGen, and the starters built here from a config. Each declares its modality, the methods
 and objectives it trains with, what LoRA adapts in it, what ``studio export`` can write of its runs, and the
 backend (``studio.models.base.FamilyBackend``) that loads, trains, samples and saves it. The family of a model
 is picked here, once, from its name (a starter), its folder (the studio's marker, else its config files) or
@@ -46,6 +46,8 @@ class Family:
     claims: tuple[str, ...] = ()   # config.json model_type / catalog family values that belong to it
     fallback: bool = False         # loads (or refuses, saying what is supported) what no family of its
     #                                modality claims
+    own_step: str = ""             # the objective (training/objectives.py) its 'sft' runs take instead of SFT's
+    #                                one optimizer step: a GAN imitates its examples adversarially
 
     def backend(self):
         return _backend(self.backend_path)
@@ -97,6 +99,11 @@ MUSICGEN = register(Family("musicgen", "audio", "studio.models.musicgen:Musicgen
 STARTER_AUDIO = register(Family("starter-audio", "audio", "studio.models.audio:SpectrogramBackend", _UNET_ATTENTION,
                                 ("peft", "merged"), "diffusers", starter="starter-audio", standalone=False,
                                 objectives=_DIFFUSION_OBJECTIVES, fallback=True))
+# A GAN learns its examples with a step of its own (two networks, two optimizers) and has no per-example score for
+# the preference objectives, nor LoRA layers.
+STARTER_IMAGE_GAN = register(Family("starter-image-gan", "image", "studio.models.gan:GanBackend", (), (), "torch",
+                                    methods=("full", "scratch"), starter="starter-image-gan", standalone=False,
+                                    own_step="adversarial"))
 
 
 # ----------------------------------------------------------------------------- which family

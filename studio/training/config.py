@@ -16,8 +16,8 @@ from pydantic import BaseModel, Field, field_validator, model_validator
 from studio.data.augment import TEXT_NONE, AudioAugmentation, ImageAugmentation
 from studio.fields import validated
 from studio.models.base import METHODS  # noqa: F401 - the training methods, named beside the backends
-from studio.models.options import AudioOptions, DiffusionOptions, ImageOptions, LoraOptions, PreferenceOptions, \
-    Section, TextOptions
+from studio.models.options import AudioOptions, DiffusionOptions, GanOptions, ImageOptions, LoraOptions, \
+    PreferenceOptions, Section, TextOptions
 
 PRECISION_CHOICES = {"no": "full (32-bit)", "fp16": "half (fp16, GPU)", "bf16": "bfloat16 (bf16)"}
 
@@ -116,6 +116,7 @@ class TrainConfig(Section):
     preference: PreferenceOptions = Field(default_factory=PreferenceOptions)
     image_augmentation: ImageAugmentation = Field(default_factory=ImageAugmentation)
     audio_augmentation: AudioAugmentation = Field(default_factory=AudioAugmentation)
+    gan: GanOptions = Field(default_factory=GanOptions)
 
     @model_validator(mode="before")
     @classmethod
@@ -185,11 +186,11 @@ class TrainConfig(Section):
 
 SECTIONS = {"lora": LoraOptions, "text": TextOptions, "image": ImageOptions, "audio": AudioOptions,
             "diffusion": DiffusionOptions, "preference": PreferenceOptions, "image_augmentation": ImageAugmentation,
-            "audio_augmentation": AudioAugmentation}
+            "audio_augmentation": AudioAugmentation, "gan": GanOptions}
 # The sections a dataset of each modality trains with (beside the top-level settings and, for LoRA, ``lora``). Text
 # has no augmentation section: ``studio.data.augment.TEXT_NONE`` says why.
 MODALITY_SECTIONS = {"text": ("text", "preference"),
-                     "image": ("image", "diffusion", "preference", "image_augmentation"),
+                     "image": ("image", "diffusion", "preference", "image_augmentation", "gan"),
                      "audio": ("audio", "diffusion", "preference", "audio_augmentation")}
 
 

@@ -281,16 +281,22 @@ def train(backend: Backend, handle: Handle, rows: dict[str, list[dict]], root: P
     val_loader = make_loader(val_set, collate, micro_batch, config.seed, shuffle=False,
                              **loading) if has_validation else None
 
-    objective = objective or objective_for(handle, config.objective, config.preference)
+    objective = objective or objective_for(handle, config.objective, config.preference, config)
     module = handle.module
-    optimizers = [make_optimizer(group, config) for group in objective.parameter_groups(handle)]
+    groups = objective.parameter_groups(handle)
+    # Each optimizer and its schedule are made from its own settings where the objective has several (a GAN's
+    # discriminator at its own rate), else from the run's.
+    own_settings = getattr(objective, "optimizer_configs", None)
+    settings = own_settings(config) if own_settings else [config] * len(groups)
+    optimizers = [make_optimizer(group, own) for group, own in zip(groups, settings)]
     module, *optimizers, train_loader = accelerator.prepare(module, *optimizers, train_loader)
     if val_loader is not None:
         val_loader = accelerator.prepare(val_loader)
     # Counted after prepare: each process goes through its own share of an epoch, in batches of ``micro_batch``
     # (the batch size is per process; one optimizer step takes micro_batch x processes x accumulation items).
     total = total_steps_for(config, len(train_loader))
-    schedulers = [accelerator.prepare(make_scheduler(optimizer.optimizer, config, total)) for optimizer in optimizers]
+    schedulers = [accelerator.prepare(make_scheduler(optimizer.optimizer, own, total))
+                  for optimizer, own in zip(optimizers, settings)]
     optimizing = Optimizing(accelerator, module, optimizers, schedulers, config.max_grad_norm)
     take_step = compiled_step(objective, module, config, say)  # validation and checkpoints use ``module`` itself
     ema = None
@@ -339,6 +345,9 @@ def train(backend: Backend, handle: Handle, rows: dict[str, list[dict]], root: P
         elif step > warmup:
             evals_without_gain += 1
         say(f"validation loss {val_loss:.4f} at step {step} (best {best_val:.4f} at step {best_step})")
+        for warning in objective.warnings(step, val_metrics) if hasattr(objective, "warnings") else []:
+            record("warnings", 1.0)  # a mark on the curves at the step; the log says what
+            say(f"warning: {warning}")
 
     def checkpoint(batches_into_epoch: int) -> None:
         state = {"epoch": epoch, "best_val": best_val, "best_step": best_step, "batches_into_epoch": batches_into_epoch,

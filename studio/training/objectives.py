@@ -6,7 +6,12 @@ fine-tuning, what every family trains with today) asks the family's module for t
 needs more owns its step and keeps the loop as it is: a preference objective (DPO-style) scores a chosen and a
 rejected answer against a frozen reference; an adversarial one (a GAN's) has an optimizer per network and
 alternates them. A family declares the objectives it trains with (``Family.objectives``); ``objective_for``
-refuses any other.
+refuses any other. A family whose examples are learned by a step of its own (``Family.own_step``: the GAN's
+``adversarial``) takes that step where a run asks for ``sft``.
+
+An objective may also say, per optimizer, the settings its optimizer and learning-rate schedule are made from
+(``optimizer_configs``: a GAN's discriminator at its own rate), and what a validation's metrics warn of
+(``warnings``: a GAN's mode collapse); the loop asks for both when the objective has them.
 
 The preference objectives (``dpo``, ``orpo``, ``kto``) are one class over every family: the family's module
 scores each example (``studio.models.preference``: a language model's log-probability of the answer, a diffusion
@@ -30,7 +35,7 @@ from studio.models.base import Handle
 from studio.models.options import PreferenceOptions
 from studio.models.preference import LABEL, PAIRS, SCORE
 
-SFT, DPO, ORPO, KTO = "sft", "dpo", "orpo", "kto"
+SFT, DPO, ORPO, KTO, ADVERSARIAL = "sft", "dpo", "orpo", "kto", "adversarial"
 
 
 @dataclass
@@ -221,20 +226,115 @@ def pair_metrics(chosen_rewards, rejected_rewards) -> dict[str, float]:
             "rewards/margins": float((chosen_rewards - rejected_rewards).mean())}
 
 
+# ----------------------------------------------------------------------------- adversarial (GAN)
+
+class frozen:
+    """``module``'s weights take no gradient in the ``with`` block (the discriminator during the generator's
+    step, so its gradients stay those of its own step)."""
+
+    def __init__(self, module):
+        self.parameters = [p for p in module.parameters() if p.requires_grad]
+
+    def __enter__(self):
+        for parameter in self.parameters:
+            parameter.requires_grad_(False)
+
+    def __exit__(self, *_exc):
+        for parameter in self.parameters:
+            parameter.requires_grad_(True)
+
+
+class Adversarial:
+    """A GAN's step (``studio.models.gan``): a discriminator step (hinge loss, R1 penalty) then a generator step,
+    each with its own optimizer and schedule, then one step of the generator's moving average. The module's
+    ``forward(batch, part)`` does each pass, so Accelerate wraps one module. ``train_loss`` is the generator's
+    loss; both losses, the discriminator's mean score on real and generated pictures, and at validation the
+    mode-collapse monitor (``gan/diversity``) are metrics the Train tab plots."""
+    name = ADVERSARIAL
+
+    def __init__(self, options=None):
+        self.floor = options.diversity_floor if options is not None else 0.0
+
+    def parameter_groups(self, handle: Handle) -> list[list]:
+        module = handle.module
+        return [[p for p in module.generator.parameters() if p.requires_grad],
+                [p for p in module.discriminator.parameters() if p.requires_grad]]
+
+    def optimizer_configs(self, config) -> list:
+        """The generator's at the run's settings, the discriminator's at its own rate on the same schedule."""
+        rate = config.gan.discriminator_learning_rate or config.learning_rate
+        return [config, config.model_copy(update={"learning_rate": rate})]
+
+    def loss(self, module, batch) -> Step:
+        from studio.models.gan import VALIDATION
+
+        found = module(batch, part=VALIDATION)
+        metrics = {"gan/d_real": float(found["real"]), "gan/d_fake": float(found["fake"]),
+                   "gan/diversity": float(found["diversity"])}
+        return Step(found["hinge"], metrics=metrics)
+
+    def warnings(self, step: int, metrics: dict[str, float]) -> list[str]:
+        """Mode collapse, once the generator has trained: its pictures of one caption closer than the floor."""
+        diversity = metrics.get("gan/diversity")
+        if step == 0 or diversity is None or diversity >= self.floor:
+            return []
+        return [f"possible mode collapse: samples of one caption differ by {diversity:.3f} across seeds, under the "
+                f"floor of {self.floor:g} (gan.diversity_floor); try a lower learning rate or a stronger R1 penalty"]
+
+    def step(self, run: Optimizing, batch) -> Step:
+        from accelerate.utils import extract_model_from_parallel
+
+        from studio.models.gan import DISCRIMINATOR, GENERATOR
+
+        accelerator = run.accelerator
+        inner = extract_model_from_parallel(run.module)
+        judged = run.module(batch, part=DISCRIMINATOR)
+        self._update(run, 1, judged["loss"], inner.discriminator)
+        with frozen(inner.discriminator):
+            generated = run.module(batch, part=GENERATOR)
+            rate, grad_norm = self._update(run, 0, generated["loss"], inner.generator)
+        if accelerator.sync_gradients and not accelerator.optimizer_step_was_skipped:
+            inner.update_average()
+        metrics = {"gan/generator_loss": float(generated["loss"].detach()),
+                   "gan/discriminator_loss": float(judged["loss"].detach()),
+                   "gan/d_real": float(judged["real"]), "gan/d_fake": float(judged["fake"])}
+        return Step(generated["loss"], rate, grad_norm, metrics)
+
+    def _update(self, run: Optimizing, index: int, loss, network):
+        """Backward, clipping, one optimizer and schedule step of network ``index`` (0 generator, 1 discriminator).
+        Returns the rate it ran at and the gradient norm when it clipped."""
+        accelerator, optimizer, scheduler = run.accelerator, run.optimizers[index], run.schedulers[index]
+        accelerator.backward(loss)
+        grad_norm = None
+        if accelerator.sync_gradients and run.max_grad_norm > 0:
+            grad_norm = accelerator.clip_grad_norm_(network.parameters(), run.max_grad_norm)
+        used_rate = scheduler.get_last_lr()[0]
+        optimizer.step()
+        if accelerator.sync_gradients and not accelerator.optimizer_step_was_skipped:
+            scheduler.step()
+        optimizer.zero_grad()
+        return used_rate, grad_norm
+
+
 SUPERVISED = SupervisedFineTuning()
 OBJECTIVES: dict[str, Callable[[PreferenceOptions], Objective]] = {
     SFT: lambda options: SUPERVISED,
     **{name: (lambda options, name=name: PreferenceObjective(name, options)) for name in (DPO, ORPO, KTO)},
 }
+OWN_STEPS: dict[str, Callable[[Any], Objective]] = {ADVERSARIAL: Adversarial}  # a family's own (Family.own_step)
 
 
-def objective_for(handle: Handle, name: str | None = None, options: PreferenceOptions | None = None) -> Objective:
+def objective_for(handle: Handle, name: str | None = None, options: PreferenceOptions | None = None,
+                  config=None) -> Objective:
     """The objective ``name`` (by default the first of the handle's family: 'sft'), refused when the family does not
-    train with it; a preference objective learns with ``options``."""
+    train with it; a preference objective learns with ``options``. A family with a step of its own
+    (``Family.own_step``) takes it for 'sft', made from the run's ``config`` (its section of it: ``config.gan``)."""
     family = handle.family
     declared = family.objectives if family is not None else (SFT,)
     name = name or declared[0]
     if name not in declared or name not in OBJECTIVES:
         owner = f"the {family.name} family" if family is not None else f"'{handle.model_ref}'"
         raise ValueError(f"objective must be one that {owner} trains with: {', '.join(declared)} (got '{name}')")
+    if name == SFT and family is not None and family.own_step:
+        return OWN_STEPS[family.own_step](getattr(config, "gan", None))
     return OBJECTIVES[name](options or PreferenceOptions())

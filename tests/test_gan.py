@@ -1,0 +1,185 @@
+"""The GAN starter (``starter-image-gan``) and the loop's room for a family that owns its step: two optimizers that
+alternate, each network's weights changing, checkpoints that resume both optimizers, the stop flag, the averaged
+generator, generation and the mode-collapse monitor. Tiny models (16 px), a few steps each."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+
+from studio.examples.shapes import draw_shape
+from studio.models.registry import FAMILIES, backend_for
+from studio.status import RunStatus
+from studio.training.config import TrainConfig
+from studio.training.loop import Hooks, train, train_in_process
+from studio.training.objectives import Adversarial, objective_for
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+GAN = "starter-image-gan"
+FLOOR = 0.05  # the default gan.diversity_floor: RMS distance between pictures in [-1, 1]
+
+
+@pytest.fixture(scope="module")
+def shapes(tmp_path_factory) -> tuple[dict, Path]:
+    folder = tmp_path_factory.mktemp("shapes")
+    rng, rows = random.Random(0), []
+    for number in range(12):
+        colour, shape = ("red", "blue")[number % 2], ("circle", "square")[number // 2 % 2]
+        draw_shape(colour, shape, rng).save(folder / f"{number}.png")
+        rows.append({"id": number, "file": f"{number}.png", "caption": f"a {colour} {shape}"})
+    return {"train": rows[:10], "validation": rows[10:]}, folder
+
+
+def config(**changes) -> TrainConfig:
+    base = {"per_device_train_batch_size": 4, "seed": 0, "use_cpu": True, "learning_rate": 2e-3, "eval_steps": 100,
+            "save_steps": 100, "warmup_steps": 0, "max_steps": 3, "lr_scheduler_type": "constant"}
+    return TrainConfig.model_validate({**base, **changes, "image": {"resolution": 16}})
+
+
+def load(rows, train_config):
+    backend = backend_for("image")
+    return backend, backend.load(GAN, "scratch", train_config, rows["train"])
+
+
+def weights(network) -> list:
+    return [p.detach().clone() for p in network.parameters()]
+
+
+def changed(before, network) -> bool:
+    return any(not (a == b).all() for a, b in zip(before, network.parameters()))
+
+
+def test_the_family_owns_its_step_with_an_optimizer_per_network(shapes):
+    rows, _ = shapes
+    train_config = config(gan={"discriminator_learning_rate": 4e-3})
+    _, handle = load(rows, train_config)
+    assert FAMILIES[GAN].own_step == "adversarial" and handle.family.name == GAN
+    objective = objective_for(handle, "sft", train_config.preference, train_config)
+    assert isinstance(objective, Adversarial)
+    generator, discriminator = objective.parameter_groups(handle)
+    assert {id(p) for p in generator}.isdisjoint(id(p) for p in discriminator)
+    assert [c.learning_rate for c in objective.optimizer_configs(train_config)] == [2e-3, 4e-3]
+    with pytest.raises(ValueError, match="objective must be one that the starter-image-gan family trains with"):
+        objective_for(handle, "dpo", train_config.preference, train_config)
+
+
+def test_a_step_alternates_the_optimizers_and_changes_both_networks_and_the_average(shapes):
+    import torch
+
+    rows, root = shapes
+    train_config = config(max_steps=2, gan={"discriminator_learning_rate": 4e-3})
+    backend, handle = load(rows, train_config)
+    module = handle.module
+    before = {name: weights(getattr(module, name)) for name in ("generator", "discriminator", "average")}
+    order = []
+    for optimizer_class in (torch.optim.AdamW,):
+        original = optimizer_class.step
+
+        def spy(self, *args, original=original, **kwargs):
+            order.append(self.param_groups[0]["lr"])
+            return original(self, *args, **kwargs)
+
+        optimizer_class.step = spy
+    try:
+        out = train_in_process(backend, handle, rows, root, train_config)
+    finally:
+        torch.optim.AdamW.step = original
+    assert order == [4e-3, 2e-3] * 2  # discriminator, then generator, at each of the 2 steps
+    assert all(changed(before[name], getattr(module, name)) for name in before)
+    names = {h["name"] for h in out["history"]}
+    assert {"gan/generator_loss", "gan/discriminator_loss", "gan/d_real", "gan/d_fake", "val_gan/diversity",
+            "val_gan/d_real", "train_loss"} <= names
+    # the averaged generator is its own weights, not the trained generator's
+    assert changed(weights(module.generator), module.average)
+
+
+def test_a_checkpoint_resumes_both_optimizers_and_the_stop_flag_stops(shapes, tmp_path):
+    import torch
+
+    rows, root = shapes
+    train_config = config(max_steps=4, save_steps=2)
+    backend, handle = load(rows, train_config)
+    steps_seen = []
+    stopped = train(backend, handle, rows, root, train_config, tmp_path,
+                    Hooks(log=lambda _: None, progress=lambda step, _total: steps_seen.append(step),
+                          should_stop=lambda: len(steps_seen) >= 2))
+    assert stopped.status == RunStatus.STOPPED and stopped.steps == 2
+    folder = tmp_path / "checkpoints" / "step-0000002"
+    state = folder / "state"
+    saved = [torch.load(state / name, weights_only=False) for name in ("optimizer.bin", "optimizer_1.bin")]
+    assert all(s["state"] for s in saved)  # both optimizers' moments were saved
+    assert json.loads((folder / "trainer_state.json").read_text())["step"] == 2
+
+    backend, again = load(rows, train_config)
+    resumed = train(backend, again, rows, root, train_config, tmp_path, Hooks(log=lambda _: None),
+                    resume_from=folder)
+    assert resumed.status == RunStatus.COMPLETED and resumed.steps == 4
+    assert int(again.module.averaged_updates) == 4  # the average went on from the 2 updates saved
+
+
+def test_generation_is_one_picture_per_prompt_and_seed_from_the_average(shapes, tmp_path):
+    from PIL import Image
+
+    rows, _ = shapes
+    train_config = config()
+    backend, handle = load(rows, train_config)
+    samples = backend.generate(handle, ["a red circle", "a blue square"], [1, 2], {}, tmp_path / "out")
+    assert [s.seed for s in samples] == [1, 2]
+    assert all(Image.open(s.path).size == (16, 16) for s in samples)
+    again = backend.generate(handle, ["a red circle"], [1], {}, tmp_path / "again")
+    assert (Image.open(again[0].path).tobytes() == Image.open(samples[0].path).tobytes())  # same seed, same picture
+
+
+def test_a_saved_folder_loads_again_and_generates_the_same(shapes, tmp_path):
+    from PIL import Image
+
+    rows, root = shapes
+    train_config = config(max_steps=2)
+    backend, handle = load(rows, train_config)
+    train_in_process(backend, handle, rows, root, train_config)
+    backend.save(handle, tmp_path / "model")
+    loaded = backend.load(str(tmp_path / "model"), "full", train_config)
+    assert loaded.family.name == GAN
+    first = backend.generate(handle, ["a red circle"], [3], {}, tmp_path / "a")[0]
+    second = backend.generate(loaded, ["a red circle"], [3], {}, tmp_path / "b")[0]
+    assert Image.open(first.path).tobytes() == Image.open(second.path).tobytes()
+
+
+def test_the_mode_collapse_monitor_warns_under_the_floor(shapes):
+    import torch
+
+    from studio.models.gan import mean_pairwise_distance
+
+    same = torch.zeros(4, 3, 8, 8)
+    assert float(mean_pairwise_distance(same)) == 0.0
+    apart = torch.stack([torch.full((3, 8, 8), v) for v in (-1.0, 1.0)])
+    assert float(mean_pairwise_distance(apart)) == pytest.approx(2.0)
+    objective = Adversarial(config().gan)
+    assert objective.warnings(0, {"gan/diversity": 0.0}) == []  # the untrained start is not a collapse
+    assert "mode collapse" in objective.warnings(5, {"gan/diversity": 0.01})[0]
+    assert objective.warnings(5, {"gan/diversity": 0.2}) == []
+
+
+def test_a_collapsed_generator_is_warned_of_in_the_log_and_metrics(shapes):
+    rows, root = shapes
+    train_config = config(max_steps=1, eval_steps=1, gan={"diversity_floor": 10.0})  # above any possible distance
+    backend, handle = load(rows, train_config)
+    said = []
+    out = train_in_process(backend, handle, rows, root, train_config, hooks=Hooks(log=said.append))
+    assert any("possible mode collapse" in line for line in said)
+    assert [h["step"] for h in out["history"] if h["name"] == "warnings"] == [1]
+
+
+def test_bad_settings_are_refused_with_the_reason(shapes):
+    rows, _ = shapes
+    with pytest.raises(ValueError, match="unknown DiffAugment policy blur"):
+        load(rows, config(gan={"augment": "color,blur"}))
+    backend = backend_for("image")
+    with pytest.raises(ValueError, match="power of two"):
+        backend.load(GAN, "scratch", TrainConfig.model_validate({"image": {"resolution": 24}}), rows["train"])
+    with pytest.raises(ValueError, match="method must be one of full, scratch"):
+        backend.load(GAN, "lora", config(), rows["train"])
