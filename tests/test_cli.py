@@ -360,3 +360,16 @@ def test_a_job_file_trains_as_written_and_set_overrides_it(plain_text_dataset, t
     job.write_text(f"dataset: '{dataset}:1'\nmodel: starter-text\nlearning_rate: 0.003\n")
     assert one_line_error(studio(home, "train", str(job), check=False)) == \
         f"error: {job}: method missing (a job file names the dataset version, the model and the method)"
+
+
+@pytest.mark.slow
+def test_the_gan_starter_trains_and_generates_through_the_cli(tmp_path, image_folder):
+    home = tmp_path / "home"
+    dataset = json.loads(studio(home, "data", "import", str(image_folder), "--json").stdout)["dataset_id"]
+    done = json.loads(studio(home, "train", "--dataset", str(dataset), "--model", "starter-image-gan", "--method",
+                             "scratch", "--max-steps", "2", "--set", "resolution=16", "--set", "eval_steps=1",
+                             "--json").stdout)
+    assert done["status"] == "completed"
+    made = json.loads(studio(home, "generate", "--variant", str(done["run_id"]), "--prompt", "a red square",
+                             "--samples", "3", "--seed", "5", "--out", str(tmp_path / "out"), "--json").stdout)
+    assert made["status"] == "completed" and len(list((tmp_path / "out").rglob("*.png"))) == 3

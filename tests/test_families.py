@@ -12,6 +12,7 @@ from studio.models.base import METHODS
 from studio.models.common import MARKER
 from studio.models.formats import FORMATS
 from studio.models.registry import FAMILIES, STARTER_SCRATCH_ONLY, family_for, family_of, modality_of
+from studio.training.objectives import OWN_STEPS
 
 
 def folder_with(tmp_path: Path, name: str, files: dict[str, dict], subfolders: tuple[str, ...] = ()) -> str:
@@ -27,6 +28,7 @@ def folder_with(tmp_path: Path, name: str, files: dict[str, dict], subfolders: t
 def test_the_family_comes_from_a_starter_name_the_catalog_or_a_folders_config(tmp_path):
     assert family_of("starter-text").name == "starter-text"
     assert family_of("starter-image").name == "starter-image" and family_of("starter-audio").name == "starter-audio"
+    assert family_of("starter-image-gan").name == "starter-image-gan"
     assert family_of("facebook/musicgen-small").name == "musicgen"
     assert family_of("Qwen/Qwen2.5-0.5B-Instruct").name == "causal-lm"
     assert family_of("stable-diffusion-v1-5/stable-diffusion-v1-5").name == "sd-pipeline"
@@ -81,11 +83,17 @@ def test_every_family_declares_what_the_studio_asks_and_its_backend_offers_it(na
     family = FAMILIES[name]
     assert family.modality in ("text", "image", "audio")
     assert set(family.methods) <= set(METHODS) and family.objectives[0] == "sft"  # SFT: every family's default
-    # a language model's answers have a log-probability (every preference objective); a diffusion model's pictures a
-    # denoising error (Diffusion-DPO)
-    assert family.objectives == (("sft", "dpo", "orpo", "kto") if family.library == "transformers" else ("sft", "dpo"))
-    assert family.lora_targets and set(family.export_formats) <= set(FORMATS) and "merged" in family.export_formats
-    assert family.library in ("transformers", "diffusers")
+    assert set(family.export_formats) <= set(FORMATS)
+    if family.own_step:  # a GAN: its own step for 'sft', no per-example score (no preference objective), no LoRA
+        assert family.objectives == ("sft",) and "lora" not in family.methods and not family.export_formats
+        assert family.own_step in OWN_STEPS and family.library == "torch"
+    else:
+        # a language model's answers have a log-probability (every preference objective); a diffusion model's
+        # pictures a denoising error (Diffusion-DPO)
+        assert family.objectives == (("sft", "dpo", "orpo", "kto") if family.library == "transformers"
+                                     else ("sft", "dpo"))
+        assert family.lora_targets and "merged" in family.export_formats
+        assert family.library in ("transformers", "diffusers")
     assert bool(family.model_class) == (family.library == "transformers")
     backend = family.backend()
     assert backend.modality == family.modality and backend is family.backend()  # built once

@@ -22,7 +22,14 @@ class Entry:
     license: str = ""
     starter: bool = False
     recommended: tuple = ()  # TrainConfig --set pairs that suit this model (starters: measured to learn)
+    good_at: str = ""        # what its architecture is good and bad at (the choice between architectures)
+    bad_at: str = ""
 
+
+# What made the GAN starter learn shapes.zip (tests/test_starters_learn.py): the generator and discriminator at one
+# constant rate (TTUR did not help at this size), R1 0.1, every DiffAugment policy.
+GAN_RECOMMENDED = ("learning_rate=2e-4", "per_device_train_batch_size=16", "max_steps=300", "warmup_steps=0",
+                   "lr_scheduler_type=constant", "eval_steps=50", "save_steps=100", "resolution=32")
 
 CATALOG: list[Entry] = [
     Entry("starter-text", "text", "llama", 0.8, 3, 128, "offline: a small Llama trained from scratch, with a "
@@ -38,7 +45,14 @@ CATALOG: list[Entry] = [
     Entry("starter-image", "image", "stable-diffusion", 2.0, 2, 64, "offline: a small pixel-space UNet and text "
           "encoder trained from scratch", starter=True,
           recommended=("learning_rate=3e-3", "per_device_train_batch_size=16", "max_steps=450", "warmup_steps=10",
-                       "eval_steps=50", "save_steps=100", "resolution=32")),
+                       "eval_steps=50", "save_steps=100", "resolution=32"),
+          good_at="quality and variety; follows the caption closely (guidance)",
+          bad_at="slow sampling: 30 steps of the network per picture"),
+    Entry("starter-image-gan", "image", "gan", 0.6, 4, 128, "offline: a small conditional GAN (spectral norm, hinge "
+          "loss, R1, DiffAugment, averaged generator) trained from scratch", starter=True,
+          recommended=GAN_RECOMMENDED,
+          good_at="sharp pictures in one pass: sampling many times faster than diffusion",
+          bad_at="unstable training and mode collapse (watch val_gan/diversity); less variety than diffusion"),
     Entry("hf-internal-testing/tiny-stable-diffusion-pipe", "image", "stable-diffusion", 0.3, 2, 32,
           "a tiny SD pipeline for trying the workflow", "apache-2.0"),
     Entry("stable-diffusion-v1-5/stable-diffusion-v1-5", "image", "stable-diffusion", 860, 16, 1280,

@@ -57,7 +57,8 @@ def estimate_markdown(model_ref: str, method: str, rank: int, precision: str, ba
     parts = " + ".join(f"{k} {v / 2**30:.2f}" for k, v in memory.items() if k != "total")
     warning = "" if verdict == "fits" else (f"\n\n**Warning: {verdict}** on {device}: lower the batch size, use "
                                             "LoRA, bf16, or gradient checkpointing.")
-    return (f"**{entry.id}** · {entry.family} · {entry.note}\n\n"
+    trade_offs = f"Good at: {entry.good_at}. Bad at: {entry.bad_at}.\n\n" if entry.good_at else ""
+    return (f"**{entry.id}** · {entry.family} · {entry.note}\n\n{trade_offs}"
             f"Trainable parameters: **{trainable / 1e6:,.2f} M** of {total / 1e6:,.1f} M "
             f"({100 * trainable / total:.2f} %)\n\n"
             f"Estimated peak memory: **{memory['total'] / 2**30:.2f} GiB** ({parts} GiB) → **{verdict}** on "

@@ -66,15 +66,19 @@ def loss_frame(history: list[dict], label: str = ""):
     return pd.DataFrame(rows, columns=["step", "loss", "series"]).astype({"step": "int64", "loss": "float64"})
 
 
-def rewards_frame(history: list[dict]):
-    """A preference run's reward curves as TRL names them (``rewards/chosen``, ...; validation's with ``val_``);
-    empty for any other run."""
+OBJECTIVE_CURVES = ("rewards/", "gan/")  # a preference objective's rewards (TRL's names); a GAN's losses and scores
+
+
+def objective_frame(history: list[dict]):
+    """The curves a run's objective reports beside its loss (validation's with ``val_``): a preference run's rewards
+    (``rewards/chosen``, ...), a GAN's generator and discriminator losses, D(real), D(fake) and the diversity of its
+    samples; empty for any other run."""
     import pandas as pd
 
-    rows = [{"step": h["step"], "reward": h["value"],
+    rows = [{"step": h["step"], "value": h["value"],
              "series": ("validation " if h["name"].startswith("val_") else "") + h["name"].rsplit("/", 1)[1]}
-            for h in history if h["name"].startswith(("rewards/", "val_rewards/"))]
-    return pd.DataFrame(rows, columns=["step", "reward", "series"]).astype({"step": "int64", "reward": "float64"})
+            for h in history if h["name"].removeprefix("val_").startswith(OBJECTIVE_CURVES)]
+    return pd.DataFrame(rows, columns=["step", "value", "series"]).astype({"step": "int64", "value": "float64"})
 
 
 def lr_frame(history: list[dict]):
@@ -281,7 +285,7 @@ def layout(store: Store, project, version) -> TrainTab:
     with gr.Row():
         loss_plot = gr.LinePlot(x="step", y="loss", color="series", title="Loss", height=300, elem_id="loss-plot")
         lr_plot = gr.LinePlot(x="step", y="learning rate", title="Learning rate", height=300, elem_id="lr-plot")
-    rewards_plot = gr.LinePlot(x="step", y="reward", color="series", title="Rewards (preference runs)", height=300,
+    rewards_plot = gr.LinePlot(x="step", y="value", color="series", title="Rewards / GAN curves", height=300,
                                visible=False, elem_id="rewards-plot")
     overlay_plot = gr.LinePlot(x="step", y="loss", color="series", title="Runs compared", height=300, visible=False)
     with gr.Row():
@@ -503,7 +507,7 @@ def wire(store: Store, tab: TrainTab, project, version, model_tab: ModelTab) -> 
         out[tab.loss_plot], out[tab.shown_state]["loss"] = live_plot(loss_frame(history), shown.get("loss", ()),
                                                                       total)
         out[tab.lr_plot] = live_plot(lr_frame(history), (), total)[0]
-        rewards = rewards_frame(history)  # a second plot, only for a run that has reward curves
+        rewards = objective_frame(history)  # a second plot, only for a run whose objective has curves
         out[tab.rewards_plot], out[tab.shown_state]["rewards"] = (
             live_plot(rewards, shown.get("rewards", ()), total, visible=True) if not rewards.empty
             else (gr.LinePlot(value=None, visible=False), ()))
