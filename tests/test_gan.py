@@ -20,7 +20,7 @@ from studio.training.objectives import Adversarial, objective_for
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 GAN = "starter-image-gan"
-FLOOR = 0.05  # the default gan.diversity_floor: RMS distance between pictures in [-1, 1]
+
 
 
 @pytest.fixture(scope="module")
@@ -60,8 +60,9 @@ def test_the_family_owns_its_step_with_an_optimizer_per_network(shapes):
     assert FAMILIES[GAN].own_step == "adversarial" and handle.family.name == GAN
     objective = objective_for(handle, "sft", train_config.preference, train_config)
     assert isinstance(objective, Adversarial)
-    generator, discriminator = objective.parameter_groups(handle)
-    assert {id(p) for p in generator}.isdisjoint(id(p) for p in discriminator)
+    [generator], [discriminator] = objective.parameter_groups(handle)
+    assert {id(p) for p in generator["params"]}.isdisjoint(id(p) for p in discriminator["params"])
+    assert len(generator["params"]) == len(list(handle.module.generator.parameters()))
     assert [c.learning_rate for c in objective.optimizer_configs(train_config)] == [2e-3, 4e-3]
     with pytest.raises(ValueError, match="objective must be one that the starter-image-gan family trains with"):
         objective_for(handle, "dpo", train_config.preference, train_config)

@@ -99,18 +99,19 @@ class GanOptions(Section):
     discriminator_learning_rate: float = Field(0.0, ge=0.0, le=1.0, title="discriminator learning rate",
                                                description="the discriminator's own rate, on the run's schedule "
                                                            "(0: the run's learning rate)")
-    r1_gamma: float = Field(0.1, ge=0.0, title="R1 penalty",
+    r1_gamma: float = Field(1.0, ge=0.0, title="R1 penalty",
                             description="weight of the gradient penalty on real pictures (R1, Mescheder et al. "
                                         "2018), which keeps the discriminator smooth; 0 turns it off")
-    augment: str = Field("color,translation,cutout", title="differentiable augmentation",
+    augment: str = Field("translation,cutout", title="differentiable augmentation",
                          description="DiffAugment policies applied to every picture the discriminator sees, real "
                                      "or generated, so it does not memorise a small dataset: comma-separated of "
-                                     "color, translation, cutout; empty: none")
+                                     "color, translation, cutout; empty: none (color blurs the colours a caption "
+                                     "asks for: off by default)")
     generator_ema: float = Field(0.999, ge=0.0, lt=1.0, title="averaged generator",
                                  description="decay of the exponential moving average of the generator's weights, "
                                              "which samples and saved models use (ramped up over the first steps; 0: "
                                              "the raw generator)")
-    diversity_floor: float = Field(0.05, ge=0.0, title="mode-collapse floor",
+    diversity_floor: float = Field(0.1, ge=0.0, title="mode-collapse floor",
                                    description="validation warns when samples of one caption across seeds are closer "
                                                "than this (mean pairwise RMS distance in [-1, 1] pixels)")
 

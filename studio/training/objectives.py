@@ -256,9 +256,11 @@ class Adversarial:
         self.floor = options.diversity_floor if options is not None else 0.0
 
     def parameter_groups(self, handle: Handle) -> list[list]:
+        """The generator's weights, then the discriminator's, each with Adam's first moment off (beta1 0, beta2 0.99,
+        as StyleGAN2 trains): momentum from the other network's older moves makes the two oscillate."""
         module = handle.module
-        return [[p for p in module.generator.parameters() if p.requires_grad],
-                [p for p in module.discriminator.parameters() if p.requires_grad]]
+        return [[{"params": [p for p in network.parameters() if p.requires_grad], "betas": (0.0, 0.99)}]
+                for network in (module.generator, module.discriminator)]
 
     def optimizer_configs(self, config) -> list:
         """The generator's at the run's settings, the discriminator's at its own rate on the same schedule."""
