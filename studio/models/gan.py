@@ -220,7 +220,8 @@ class GanModule(nn.Module):
     @torch.no_grad()
     def update_average(self) -> None:
         """One step of the generator's moving average, ramped up as the loop's EMA is ((1 + n) / (10 + n))."""
-        decay = min(self.options.generator_ema, (1 + float(self.averaged_updates)) / (10 + float(self.averaged_updates)))
+        updates = float(self.averaged_updates)
+        decay = min(self.options.generator_ema, (1 + updates) / (10 + updates))
         for average, trained in zip(self.average.parameters(), self.generator.parameters()):
             average.lerp_(trained.detach(), 1 - decay)
         self.averaged_updates += 1
@@ -272,7 +273,8 @@ class GanBackend:
         if model_ref == STARTER:
             resolution = config.image.resolution
             if resolution < 8 or resolution & (resolution - 1):
-                raise ValueError(f"resolution: the GAN starter draws squares of a power of two from 8 (got {resolution})")
+                raise ValueError(f"resolution: the GAN starter draws squares of a power of two from 8 "
+                                 f"(got {resolution})")
             tokenizer = word_tokenizer([row.get("caption") or "" for row in train_rows or []])
             shape = {"resolution": resolution, "vocabulary": len(tokenizer), "pad_id": tokenizer.pad_token_id}
         else:
@@ -305,9 +307,8 @@ class GanBackend:
     def generate(self, handle: Handle, prompts: list[str], seeds: list[int], settings: dict,
                  out_dir: Path) -> list[Sample]:
         """One pass of the averaged generator per picture; no settings (a GAN has no steps or guidance)."""
-        from PIL import Image
-
-        from studio.models.diffusion import to_uint8, tokenize
+        from studio.models.diffusion import tokenize
+        from studio.models.image import write_pictures
 
         chosen = pairs(prompts, seeds)
         started = time.perf_counter()
@@ -319,15 +320,7 @@ class GanBackend:
                                      [s for _, s in chosen])
         finally:
             module.train(was_training)
-        seconds = (time.perf_counter() - started) / max(len(chosen), 1)
-        out_dir = Path(out_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        samples = []
-        for number, ((prompt, seed), image) in enumerate(zip(chosen, images)):
-            path = out_dir / f"{number:03d}_seed{seed}.png"
-            Image.fromarray(to_uint8(image)).save(path)
-            samples.append(Sample(prompt=prompt, seed=seed, path=path, seconds=seconds))
-        return samples
+        return write_pictures(chosen, images, out_dir, (time.perf_counter() - started) / max(len(chosen), 1))
 
     def save(self, handle: Handle, folder: Path) -> None:
         """Both networks and the averaged generator (``gan.safetensors``), their shape, the tokenizer and the

@@ -338,9 +338,7 @@ class ImageBackend(DiffusionBackend):
                  out_dir: Path) -> list[Sample]:
         """Settings: steps (30; 8 for flow matching), guidance_scale (2.0 for starters, 7.5 for pretrained models), width/height (the training resolution),
         negative_prompt (''), scheduler ('ddim', or 'model' for the model's own)."""
-        from PIL import Image
-
-        from studio.models.diffusion import guidance_scale, sample, sampling_steps, to_uint8
+        from studio.models.diffusion import guidance_scale, sample, sampling_steps
 
         settings = settings or {}
         resolution = handle.parts.resolution or 32
@@ -351,13 +349,21 @@ class ImageBackend(DiffusionBackend):
                         steps=sampling_steps(settings, handle.module), guidance_scale=guidance_scale(settings, handle.parts.starter),
                         negative_prompt=str(settings.get("negative_prompt") or ""),
                         scheduler=str(settings.get("scheduler", "ddim")))
-        seconds = (time.perf_counter() - started) / max(len(chosen), 1)
-        out_dir = Path(out_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        samples = []
-        for number, ((prompt, seed), image) in enumerate(zip(chosen, images)):
-            path = out_dir / f"{number:03d}_seed{seed}.png"
-            Image.fromarray(to_uint8(image)).save(path)
-            samples.append(Sample(prompt=prompt, seed=seed, path=path, seconds=seconds))
-        return samples
+        return write_pictures(chosen, images, out_dir, (time.perf_counter() - started) / max(len(chosen), 1))
 
+
+def write_pictures(chosen: list[tuple[str, int]], images, out_dir: Path, seconds: float) -> list[Sample]:
+    """One PNG per (prompt, seed) under ``out_dir`` from ``images`` (N, 3, H, W) in [-1, 1], as ``Sample``s that each
+    took ``seconds``."""
+    from PIL import Image
+
+    from studio.models.diffusion import to_uint8
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    samples = []
+    for number, ((prompt, seed), image) in enumerate(zip(chosen, images)):
+        path = out_dir / f"{number:03d}_seed{seed}.png"
+        Image.fromarray(to_uint8(image)).save(path)
+        samples.append(Sample(prompt=prompt, seed=seed, path=path, seconds=seconds))
+    return samples
