@@ -289,13 +289,15 @@ class GanBackend:
         return handle
 
     def datasets(self, handle: Handle, rows: dict[str, list[dict]], root: Path, config) -> dict[str, Any]:
+        """The image starter's captioned pictures, square at the resolution, with the run's image augmentation
+        (``image_augmentation``) on the training split; DiffAugment comes on top, inside the step."""
         from studio.models.image import _dataset_class
 
         size = (handle.parts.resolution, handle.parts.resolution)
 
         def make(given: list[dict], split: str):
             return _dataset_class()(given, root, handle.parts.tokenizer, [size] * len(given),
-                                    config.image.random_flip and split == "train")
+                                    config.image_augmentation if split == "train" else None, seed=config.seed)
 
         return datasets_for(config.objective, rows, make)
 
