@@ -54,7 +54,7 @@ def test_starter_image_draws_the_colour_it_is_asked_for(store, tmp_path):
 
 
 def test_the_gan_starter_draws_the_colour_it_is_asked_for_and_varies_over_seeds(store, tmp_path):
-    from studio.examples.shapes import COLOURS, SHAPES
+    from studio.examples.shapes import COLOURS, SHAPES, dominant_colour
     from studio.models.diffusion import tokenize
     from studio.models.gan import mean_pairwise_distance, sample_pictures
 
