@@ -14,7 +14,8 @@ from studio.models.registry import backend_for
 from studio.training.config import TrainConfig, apply_overrides
 from studio.training.loop import train_in_process
 
-pytestmark = pytest.mark.slow  # the starters trained until they learn the examples (minutes)
+# the starters trained until they learn the examples: minutes on a quiet machine, several times that on a busy one
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(2400)]
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "assets" / "examples"
 SEEDS = range(100, 105)  # seeds the training never saw
