@@ -162,6 +162,7 @@ def rate_preferring(page, set_id: int, preferred: str, outputs: dict, rater: str
     page.locator("#rate-name textarea, #rate-name input").first.fill(rater)
     wait_for_option(page, "rate-set", f"#{set_id} text")
     pick(page, "rate-set", f"#{set_id} text")
+    wait_for_text(page, "#rate-prompt", "Press Start", MINUTES)  # the last set's "Nothing left" is gone
     press(page, "#rate-start")
     votes = 0
     while True:
