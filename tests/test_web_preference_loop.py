@@ -133,25 +133,27 @@ def generate(page, base: str, set_id: int, with_base: bool, picked: list[str]) -
     return grid_outputs(page)
 
 
-def pair_on_screen(page) -> tuple[str | None, dict[str, str]]:
-    """(the prompt panel's text, each side's words) read at one instant once a pair is on screen, or (None, {})
-    once nothing is left. One read of all three: a reply that replaces the panel between two reads would pair one
-    item's prompt with another's outputs."""
+def pair_on_screen(page, last: dict | None = None) -> dict:
+    """``{prompt, a, b}``: the prompt panel's text and each side's output, read at one instant once a pair other than
+    ``last`` (the snapshot of the pair voted on before) is wholly on screen; ``{prompt: None}`` once nothing is left. The prompt and
+    the two outputs are read together, and a new pair counts only once its prompt *and* its outputs have changed:
+    the page may draw a reply's prompt a moment before its outputs."""
+    last = last or {"prompt": "", "a": None, "b": None}
     try:
-        found = page.wait_for_function("""() => {
+        found = page.wait_for_function("""(last) => {
             const prompt = document.querySelector('#rate-prompt')?.innerText || '';
             if (/Nothing left/.test(prompt)) return {prompt: null};
             const a = document.querySelector('#rate-a textarea'), b = document.querySelector('#rate-b textarea');
-            return /item \\d+ of/.test(prompt) && a && b ? {prompt, a: a.value, b: b.value} : null;
-        }""", timeout=MINUTES).json_value()
+            if (!(/item \\d+ of/.test(prompt) && a && b) || prompt === last.prompt) return null;
+            if (a.value === last.a || b.value === last.b) return null;  // a side not redrawn yet
+            return {prompt, a: a.value, b: b.value};
+        }""", arg=last, timeout=MINUTES).json_value()
     except Exception as error:  # say what the page showed instead
         state = page.evaluate("""() => ({prompt: document.querySelector('#rate-prompt')?.innerText,
             tab: document.querySelector('[role=tab][aria-selected=true]')?.innerText,
             sides: document.querySelectorAll('#rate-a, #rate-b').length, url: location.href})""")
-        raise AssertionError(f"no pair and no 'Nothing left' on the rating panel: {state}") from error
-    if found["prompt"] is None:
-        return None, {}
-    return found["prompt"], {side: words(found[side]) for side in "ab"}
+        raise AssertionError(f"no new pair and no 'Nothing left' on the rating panel: {state}") from error
+    return found
 
 
 def rate_preferring(page, set_id: int, preferred: str, outputs: dict, rater: str) -> int:
@@ -162,21 +164,23 @@ def rate_preferring(page, set_id: int, preferred: str, outputs: dict, rater: str
     page.locator("#rate-name textarea, #rate-name input").first.fill(rater)
     wait_for_option(page, "rate-set", f"#{set_id} text")
     pick(page, "rate-set", f"#{set_id} text")
-    wait_for_text(page, "#rate-prompt", "Press Start", MINUTES)  # the last set's "Nothing left" is gone
+    before = page.locator("#rate-prompt").inner_text()  # the last round's "Nothing left", if any
     press(page, "#rate-start")
-    votes = 0
+    if before.strip():  # Start's answer replaces it: a pair (this set has some), never read before it came
+        page.wait_for_function(f"() => (document.querySelector('#rate-prompt')?.innerText || '') !== {before!r}",
+                               timeout=MINUTES)
+    votes, last = 0, None
     while True:
-        shown, texts = pair_on_screen(page)
-        if shown is None:
+        last = pair_on_screen(page, last)
+        if last["prompt"] is None:
             return votes
+        shown, texts = last["prompt"], {side: words(last[side]) for side in "ab"}
         [prompt] = [p for p in PROMPTS if p in shown]
         wins = {side: any(preferred in header for header in outputs.get((prompt, text), []))
                 for side, text in texts.items()}
         side = "tie" if wins["a"] == wins["b"] else "a" if wins["a"] else "b"
         votes += side != "tie"
         press(page, f"#vote-{side}")
-        page.wait_for_function(f"() => (document.querySelector('#rate-prompt')?.innerText || '') !== {shown!r}",
-                               timeout=MINUTES)
 
 
 @pytest.mark.timeout(3600)

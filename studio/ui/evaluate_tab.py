@@ -194,12 +194,7 @@ def wire_rating(store: Store, tab: RatingPanel, project) -> None:
         except EvaluationError as error:
             return present(None, error_message(error))
 
-    # Another set picked: the last set's pair (or its "Nothing left") no longer applies. One queue for both, so a
-    # Start pressed right after the pick is answered after the panel was cleared, never before.
-    in_order = dict(concurrency_id="rating-panel", concurrency_limit=1)
-    tab.chosen_set.change(lambda: present(None, "Press **Start** to rate this set."), None, outputs,
-                          show_progress="hidden", api_visibility="private", **in_order)
-    tab.start.click(on_start, [tab.rater, tab.chosen_set, tab.mode], outputs, **in_order)
+    tab.start.click(on_start, [tab.rater, tab.chosen_set, tab.mode], outputs)
 
     def revealed_text(outcome: dict, shown: dict) -> str:
         sides = outcome.get("revealed") or {}
