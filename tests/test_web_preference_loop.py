@@ -63,7 +63,8 @@ def test_train_on_these_votes_opens_the_train_tab_filled_in(home_with_set, count
     press(page, "#train-on-votes")
     wait_for_text(page, "#train-message", "Press Train", MINUTES)
     assert page.get_by_role("tab", name="Train", selected=True).count() == 1
-    intro = wait_for_text(page, "#train-intro", f"run #{run} at step 4", MINUTES)
+    # the Model tab's fields fill in first, then the intro follows them: a chain of events, slow on a busy machine
+    intro = wait_for_text(page, "#train-intro", f"run #{run} at step 4", 3 * MINUTES)
     assert "votes-set-" in intro and "method lora" in intro, intro
     page.get_by_role("button", name="Show config as YAML").click()
     page.locator(".cm-content").get_by_text("objective: dpo").wait_for(timeout=MINUTES)
