@@ -44,8 +44,7 @@ os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("USE_HUB_KERNELS", "NO")  # every loop alike: hub kernels are fetched from the Hub (offline here)
 
-LORA = {"r": 8, "lora_alpha": 16, "lora_dropout": 0.05}
-TARGET_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj"]
+from train_vs_peers import LORA, peer_trainer  # noqa: E402 - the same LoRA and the same peers as on the CPU
 SHAPE = {"hidden_size": 2048, "intermediate_size": 5632, "num_hidden_layers": 22, "num_attention_heads": 32,
          "num_key_value_heads": 4, "vocab_size": 32000}  # TinyLlama-1.1B
 QUICK_SHAPE = {"hidden_size": 128, "intermediate_size": 384, "num_hidden_layers": 2, "num_attention_heads": 4,
@@ -125,7 +124,6 @@ def studio_child(args, method: str, settings: dict) -> dict:
 def peer_child(args, loop: str) -> dict:
     import torch
     import transformers
-    from peft import LoraConfig
     from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
 
     transformers.logging.set_verbosity_error()
@@ -158,25 +156,7 @@ def peer_child(args, loop: str) -> dict:
                   max_grad_norm=1.0, logging_steps=1, save_strategy="no", report_to=[], use_cpu=not gpu, seed=0,
                   disable_tqdm=True, dataloader_num_workers=0, bf16=gpu)
     model = AutoModelForCausalLM.from_pretrained(args.folder, dtype=torch.float32, attn_implementation="sdpa")
-    lora = LoraConfig(**LORA, target_modules=TARGET_MODULES, task_type="CAUSAL_LM")
-    if loop == "trainer":
-        from peft import get_peft_model
-        from transformers import DataCollatorForLanguageModeling, Trainer, TrainingArguments
-
-        rows = [tokenizer(text, truncation=True, max_length=args.seq) for text in texts]
-        rows = [{"input_ids": r["input_ids"], "attention_mask": r["attention_mask"]} for r in rows]
-        trainer = Trainer(model=get_peft_model(model, lora), args=TrainingArguments(**common), train_dataset=rows,
-                          data_collator=counting(DataCollatorForLanguageModeling(tokenizer, mlm=False)),
-                          callbacks=[StepEnds()])
-    else:
-        from datasets import Dataset
-        from trl import SFTConfig, SFTTrainer
-
-        trainer = SFTTrainer(model=model, args=SFTConfig(**common, max_length=args.seq, packing=True,
-                                                         dataset_text_field="text"),
-                             train_dataset=Dataset.from_list([{"text": t} for t in texts]), processing_class=tokenizer,
-                             peft_config=lora, callbacks=[StepEnds()])
-        trainer.data_collator = counting(trainer.data_collator)
+    trainer = peer_trainer(loop, model, tokenizer, texts, common, args.seq, counting, StepEnds())
     trainer.train()
     return {"ends": [e for e, _ in ends], "peak_gib": max(m for _, m in ends), "losses": losses,
             "tokens": [u for u, _ in counted[:len(ends)]], "slots": [s for _, s in counted[:len(ends)]]}

@@ -211,30 +211,35 @@ def peer_child(args) -> None:
                   max_grad_norm=1.0, logging_steps=1, save_strategy="no", report_to=[], use_cpu=True, seed=0,
                   disable_tqdm=True, dataloader_num_workers=0)
     model = AutoModelForCausalLM.from_pretrained(args.folder, dtype=torch.float32)
-    from peft import LoraConfig
-
-    lora = LoraConfig(**LORA, target_modules=TARGET_MODULES, task_type="CAUSAL_LM")
-    if args.child == "trainer":
-        from peft import get_peft_model
-        from transformers import DataCollatorForLanguageModeling, Trainer, TrainingArguments
-
-        rows = [tokenizer(text, truncation=True, max_length=args.seq) for text in texts]
-        rows = [{"input_ids": r["input_ids"], "attention_mask": r["attention_mask"]} for r in rows]
-        trainer = Trainer(model=get_peft_model(model, lora), args=TrainingArguments(**common), train_dataset=rows,
-                          data_collator=counting(DataCollatorForLanguageModeling(tokenizer, mlm=False)),
-                          callbacks=[StepEnds()])
-    else:
-        from datasets import Dataset
-        from trl import SFTConfig, SFTTrainer
-
-        trainer = SFTTrainer(model=model, args=SFTConfig(**common, max_length=args.seq, packing=True,
-                                                         dataset_text_field="text"),
-                             train_dataset=Dataset.from_list([{"text": t} for t in texts]), processing_class=tokenizer,
-                             peft_config=lora, callbacks=[StepEnds()])
-        trainer.data_collator = counting(trainer.data_collator)
+    trainer = peer_trainer(args.child, model, tokenizer, texts, common, args.seq, counting, StepEnds())
     trainer.train()
     print(json.dumps({"ends": [t - ends[0] for t in ends], "cpu": cpu, "tokens": [u for u, _ in counted[:len(ends)]],
                       "slots": [s for _, s in counted[:len(ends)]]}))
+
+
+def peer_trainer(loop: str, model, tokenizer, texts: list[str], common: dict, seq: int, counting, callback):
+    """The peer ``loop`` ('trainer': ``Trainer`` with each batch padded to its longest row; 'trl': ``SFTTrainer`` with
+    packing) set to train ``model`` with the bench's LoRA on ``texts``; ``counting`` wraps its collate function."""
+    from peft import LoraConfig
+
+    lora = LoraConfig(**LORA, target_modules=TARGET_MODULES, task_type="CAUSAL_LM")
+    if loop == "trainer":
+        from peft import get_peft_model
+        from transformers import DataCollatorForLanguageModeling, Trainer, TrainingArguments
+
+        rows = [tokenizer(text, truncation=True, max_length=seq) for text in texts]
+        rows = [{"input_ids": r["input_ids"], "attention_mask": r["attention_mask"]} for r in rows]
+        return Trainer(model=get_peft_model(model, lora), args=TrainingArguments(**common), train_dataset=rows,
+                       data_collator=counting(DataCollatorForLanguageModeling(tokenizer, mlm=False)),
+                       callbacks=[callback])
+    from datasets import Dataset
+    from trl import SFTConfig, SFTTrainer
+
+    trainer = SFTTrainer(model=model, args=SFTConfig(**common, max_length=seq, packing=True, dataset_text_field="text"),
+                         train_dataset=Dataset.from_list([{"text": t} for t in texts]), processing_class=tokenizer,
+                         peft_config=lora, callbacks=[callback])
+    trainer.data_collator = counting(trainer.data_collator)
+    return trainer
 
 
 def run_peer(args, loop: str, folder: Path, data: Path, scratch: Path) -> dict:
