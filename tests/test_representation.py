@@ -184,6 +184,42 @@ def test_cli_json_shape_and_clear_errors(store, tmp_path, capsys):
     assert "lexicon file" in capsys.readouterr().err
 
 
+def test_the_cli_lists_shows_saves_and_resets_a_projects_word_lists(store, tmp_path, capsys):
+    ref = import_texts(store, tmp_path, GENDERED)
+    home = ["--home", str(store.home)]
+
+    def run(*words) -> dict:
+        assert main([*words, "--json", *home]) == 0
+        return json.loads(capsys.readouterr().out)
+
+    shipped = {f["name"]: f for f in run("data", "lexicons", "list")["lexicons"]}
+    assert shipped["gender"]["edited"] is False and shipped["occupations"]["attributes"] is True
+    shown = run("data", "lexicons", "show", "gender")
+    assert "[male]" in shown["text"] and shown["edited"] is False
+    edited = tmp_path / "gender.txt"
+    edited.write_text("[female]\nshe\n[male]\nhe\n[nurses]\nnurse\n")
+    assert run("data", "lexicons", "save", str(edited)) == {"name": "gender", "project": "default",
+                                                           "groups": ["female", "male", "nurses"], "terms": 3}
+    assert run("data", "lexicons", "show", "gender")["edited"] is True
+    report = run("data", "bias", ref, "--min-items", "1")  # the project's copy is what reports read now
+    assert {g["group"]: g["items"] for g in report["categories"][0]["groups"]}["nurses"] == 6
+    caste = tmp_path / "mine.txt"  # --name: a new category from any file
+    caste.write_text("[story tellers]\nstory\n")
+    assert run("data", "lexicons", "save", str(caste), "--name", "tellers")["name"] == "tellers"
+    assert {f["name"]: f["edited"] for f in run("data", "lexicons", "list")["lexicons"]}["tellers"] is True
+    assert run("data", "lexicons", "reset", "gender")["reset"] is True
+    assert run("data", "lexicons", "show", "gender")["edited"] is False
+    assert run("data", "lexicons", "reset", "gender")["reset"] is False  # nothing of its own left: said, not an error
+    broken = tmp_path / "age.txt"
+    broken.write_text("[broken\n")
+    assert main(["data", "lexicons", "save", str(broken), *home]) == 2
+    assert "line 1" in capsys.readouterr().err
+    assert main(["data", "lexicons", "show", "Bad Name!", *home]) == 2
+    assert "lexicon name 'Bad Name!'" in capsys.readouterr().err
+    assert main(["data", "lexicons", "show", "nosuch", *home]) == 2
+    assert "no list named 'nosuch'" in capsys.readouterr().err
+
+
 # ----------------------------------------------------------------------------- a sample set beside its dataset
 
 def make_set(store, outputs: dict[str, list[str]], modality: str = "text", prompt: str = "Tell a story") -> int:

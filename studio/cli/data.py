@@ -13,6 +13,8 @@ from studio.data.read_text import TEXT_SPLITS
 
 commands = Commands()
 commands.group("data", "import, list and export datasets")
+commands.group("data lexicons", "the representation report's word lists: list, show, save (a project's own copy), "
+                                "reset")
 
 DATASET = arg("dataset", help="DATASET_ID[:VERSION]")
 
@@ -210,6 +212,75 @@ def cmd_data_bias(args) -> int:
     found["filtering"] = filtering_note(store)
     report(args, found, f"{found['label']} (project '{found['project']}')\n" + representation_text(found) + "\n"
            + filtering_text(found["filtering"]))
+    return 0
+
+
+# The report's word lists: the functions are studio.data.lexicons' (the Data tab's "Word lists" box calls them too).
+PROJECT = arg("--project", default="default", metavar="NAME",
+              help="the project whose lists these are (default: default)")
+
+
+@commands.command("data lexicons list", PROJECT)
+def cmd_data_lexicons_list(args) -> int:
+    from studio.data.lexicons import parse_lexicon, project_texts
+
+    found = []
+    for name, entry in project_texts(store_of(args), args.project).items():
+        lexicon = parse_lexicon(name, entry["text"])
+        found.append({"name": name, "edited": entry["edited"], "attributes": lexicon.is_attributes,
+                      "groups": len(lexicon.groups), "terms": sum(map(len, lexicon.groups.values()))})
+    report(args, {"project": args.project, "lexicons": found},
+           "\n".join(f"{f['name']:<14} {f['groups']:>3} groups {f['terms']:>5} terms  "
+                     + ("this project's copy" if f["edited"] else "as shipped") for f in found))
+    return 0
+
+
+@commands.command("data lexicons show", arg("name", help="a list's name, e.g. gender"), PROJECT,
+                  help="print a list as the project's reports read it (its text, ready to edit and save)")
+def cmd_data_lexicons_show(args) -> int:
+    from studio.data.lexicons import LexiconError, check_name, project_texts
+
+    try:
+        name = check_name(args.name)
+    except LexiconError as error:
+        return fail(args, str(error))
+    entry = project_texts(store_of(args), args.project).get(name)
+    if entry is None:
+        return fail(args, f"no list named '{name}' (see `studio data lexicons list`)")
+    report(args, {"name": name, "project": args.project, **entry}, entry["text"].rstrip("\n"))
+    return 0
+
+
+@commands.command("data lexicons save",
+                  arg("file", help="the list's text; its file name names it (caste.txt → caste)"),
+                  arg("--name", help="the list it replaces or adds (default: the file's name)"), PROJECT,
+                  help="store a list as the project's own (replaces the shipped one of that name, or adds a category)")
+def cmd_data_lexicons_save(args) -> int:
+    from studio.data.lexicons import LexiconError, read_lexicon_file, save_lexicon
+
+    try:
+        name, text = read_lexicon_file(args.file)
+        lexicon = save_lexicon(store_of(args), args.project, args.name or name, text, actor=os_user())
+    except LexiconError as error:
+        return fail(args, str(error))
+    terms = sum(map(len, lexicon.groups.values()))
+    report(args, {"name": lexicon.name, "project": args.project, "groups": list(lexicon.groups), "terms": terms},
+           f"list '{lexicon.name}' saved for project '{args.project}': {len(lexicon.groups)} groups, {terms} terms")
+    return 0
+
+
+@commands.command("data lexicons reset", arg("name"), PROJECT,
+                  help="drop the project's copy of a list: the shipped one applies again (one of its own is gone)")
+def cmd_data_lexicons_reset(args) -> int:
+    from studio.data.lexicons import LexiconError, reset_lexicon
+
+    try:
+        had = reset_lexicon(store_of(args), args.project, args.name, actor=os_user())
+    except LexiconError as error:
+        return fail(args, str(error))
+    report(args, {"name": args.name, "project": args.project, "reset": had},
+           f"list '{args.name}' of project '{args.project}' "
+           + ("reset" if had else "had no copy of its own: unchanged"))
     return 0
 
 
