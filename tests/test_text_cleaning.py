@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import random
 import re
 
 import pytest
@@ -14,8 +15,8 @@ from studio.data.steps import STEPS
 from studio.data.steps.base import StepContext
 from studio.data.steps.text import (LengthParams, NearDuplicateTextParams, NormaliseParams, PiiParams,
                                     WhitespaceParams, count_tokens, exact_text_duplicates, fix_encoding,
-                                    length_bounds, near_text_duplicates, normalise_unicode, scrub_pii,
-                                    tidy_whitespace)
+                                    length_bounds, may_be_mojibake, near_text_duplicates, normalise_unicode,
+                                    scrub_pii, tidy_whitespace)
 
 TEXT_STEP_NAMES = ["fix_encoding", "normalize_unicode", "whitespace", "pii", "length", "exact_duplicates",
                    "near_duplicates"]
@@ -85,6 +86,24 @@ def test_fix_encoding_leaves_correct_text_untouched(ctx, correct):
     outcome = fix_encoding(items, None, ctx)
     assert items[0].text == correct
     assert outcome.changed == []
+
+
+def test_the_quick_mojibake_check_answers_as_ftfy_does():
+    """may_be_mojibake searches ftfy's pattern only around non-ASCII characters: on random strings dense in the
+    characters the pattern is made of (and on real mojibake), it says what ftfy.badness.is_bad says."""
+    from ftfy.badness import is_bad
+
+    rng = random.Random(0)
+    pieces = list("aAzZ .,!?-'\"\n\t0123456789") + list("ÃÂÎÐØÙ€œŠš¢£Ÿž\xa0\xad®©°·»–—´²³×àµ¹¼½¾√±∂†≠™≤≥¥ø≈‚Äìîïòôúùûπâóäê") \
+        + list("вЂГўВРСΒΓΞΟβΆāéèüñçÉÑ“”‘’…•│┌█░\x85\x9d") + ["ГўВЂВ", "Ã©", "â€™", "Ã ", "Â "]
+    answers = {True: 0, False: 0}
+    for _ in range(20_000):
+        text = "".join(rng.choice(pieces) for _ in range(rng.randint(1, 40)))
+        assert may_be_mojibake(text) == is_bad(text), repr(text)
+        answers[is_bad(text)] += 1
+    assert min(answers.values()) > 2_000  # both answers well represented
+    for text in ("cafÃ©", "Ã ", "doesnÃ¢â‚¬â„¢t", "a" * 50 + "ГўВЂВ™s", "He said “hello” — it’s fine.", "plain"):
+        assert may_be_mojibake(text) == is_bad(text)
 
 
 def test_fix_encoding_repairs_every_field_of_pairs_and_chats(ctx):
