@@ -153,6 +153,25 @@ def test_speed_leaves_out_the_samples_and_the_eta_a_slow_first_step(tmp_path, mo
     assert eta[5] == pytest.approx(5 * 1.01), eta  # 5 steps of 1.01 s (with their samples) left; not 5 x 10.05 s / 5
 
 
+def test_a_time_budget_ends_the_run_as_completed_with_a_checkpoint_and_says_why(tmp_path, monkeypatch):
+    # Each step takes 6 s on a clock that moves only by the work: a budget of half a minute is spent at step 5.
+    clock = FakeClock()
+    monkeypatch.setattr("studio.training.loop.time", clock)
+    logs = []
+    backend = ToyBackend(step_seconds=6.0, clock=clock)
+    result, _, _ = run(tmp_path, backend=backend, hooks=Hooks(log=logs.append), max_minutes=0.5)
+    assert result.status == "completed" and result.steps == 5
+    assert "stopped at step 5 of 40 because its time budget of 0.5 minute(s) was spent (max_minutes)" in logs
+    assert values(result.history, "time_budget_stopped") == [(5, 0.5)]
+    assert values(result.history, "val_loss")[-1][0] == 5  # the last step is validated, as a run's end is
+    saved = tmp_path / "out" / "checkpoints" / "step-0000005" / "trainer_state.json"
+    assert json.loads(saved.read_text())["trained_seconds"] == pytest.approx(30.0)
+    # resumed with more steps, the budget counts the first attempt's time: it is spent after the first new step
+    again, _, _ = run(tmp_path, backend=ToyBackend(step_seconds=6.0, clock=clock), hooks=Hooks(log=logs.append),
+                      max_minutes=0.5, resume_from=saved.parent)
+    assert again.steps == 6 and again.status == "completed"
+
+
 def test_out_of_memory_halves_the_micro_batch_and_goes_on(tmp_path):
     logs = []
     result, _, _ = run(tmp_path, backend=ToyBackend(oom_above_batch=4), hooks=Hooks(log=logs.append))

@@ -54,6 +54,10 @@ class TrainConfig(Section):
                          description="polynomial: the power of the decay (1 is linear)")
     num_train_epochs: float = Field(3.0, gt=0.0, title="epochs", description="passes over the training data")
     max_steps: int = Field(-1, ge=-1, description="-1: run the epochs")
+    max_minutes: float = Field(0.0, ge=0.0, title="time budget (minutes)",
+                               description="end training once this many minutes of it have passed (counted from the "
+                                           "first step, across resumes): a checkpoint is saved and the run ends as "
+                                           "completed, its log saying why; 0: no limit")
     per_device_train_batch_size: int = Field(8, ge=1, title="batch size", description="examples per step on each "
                                                                                       "device")
     gradient_accumulation_steps: int = Field(1, ge=1, title="batches per update",

@@ -207,20 +207,27 @@ def tokens_in(batch):
     return mask.sum() if mask is not None else 0
 
 
-def _shared_flags(accelerator, hooks: Hooks) -> tuple[bool, bool, bool]:
-    """stop / save / sample, decided on the main process and broadcast so every rank agrees."""
+def _shared_flags(accelerator, hooks: Hooks, out_of_time: Callable[[], bool] = _never
+                  ) -> tuple[bool, bool, bool, bool]:
+    """stop / save / sample / out of time, decided on the main process and broadcast so every rank agrees (each
+    rank's clock says a little else: ranks deciding alone would stop at different steps and hang)."""
     import torch
     from accelerate.utils import broadcast
 
     if accelerator.num_processes == 1:  # nothing to share: no tensor, so no wait for the GPU
-        return bool(hooks.should_stop()), bool(hooks.should_save()), bool(hooks.should_sample())
-    flags = torch.zeros(3, device=accelerator.device)
+        return bool(hooks.should_stop()), bool(hooks.should_save()), bool(hooks.should_sample()), bool(out_of_time())
+    flags = torch.zeros(4, device=accelerator.device)
     if accelerator.is_main_process:
-        flags = torch.tensor([hooks.should_stop(), hooks.should_save(), hooks.should_sample()],
+        flags = torch.tensor([hooks.should_stop(), hooks.should_save(), hooks.should_sample(), out_of_time()],
                              dtype=torch.float32, device=accelerator.device)
     if accelerator.num_processes > 1:
         flags = broadcast(flags)
-    return bool(flags[0]), bool(flags[1]), bool(flags[2])
+    return bool(flags[0]), bool(flags[1]), bool(flags[2]), bool(flags[3])
+
+
+def budget_reason(minutes: float) -> str:
+    """Why the time budget ended a run (the log says it)."""
+    return f"its time budget of {minutes:g} minute(s) was spent (max_minutes)"
 
 
 # ----------------------------------------------------------------------------- checkpoints
@@ -309,6 +316,7 @@ def train(backend: Backend, handle: Handle, rows: dict[str, list[dict]], root: P
 
     step, epoch, skip_batches = 0, 0, 0
     best_val, best_step, evals_without_gain = None, None, 0
+    trained_before = 0.0  # seconds of training of earlier attempts (a resume's): the time budget counts them
     # Evaluations after warm-up steps do not count against the patience: the first step runs at rate 0, and a loss
     # that has not improved yet while the rate is still rising says nothing about the run being done.
     warmup = warmup_steps_for(config, total)
@@ -318,6 +326,7 @@ def train(backend: Backend, handle: Handle, rows: dict[str, list[dict]], root: P
         step, epoch, best_val = saved["step"], saved.get("epoch", 0), saved.get("best_val")
         best_step = saved.get("best_step")
         skip_batches = saved.get("batches_into_epoch", 0)
+        trained_before = saved.get("trained_seconds", 0.0)
         say(f"resumed from {resume_from.name} at step {step}")
 
     history: list[dict] = []
@@ -351,7 +360,8 @@ def train(backend: Backend, handle: Handle, rows: dict[str, list[dict]], root: P
 
     def checkpoint(batches_into_epoch: int) -> None:
         state = {"epoch": epoch, "best_val": best_val, "best_step": best_step, "batches_into_epoch": batches_into_epoch,
-                 "micro_batch": micro_batch, "gradient_accumulation_steps": accelerator.gradient_accumulation_steps}
+                 "micro_batch": micro_batch, "gradient_accumulation_steps": accelerator.gradient_accumulation_steps,
+                 "trained_seconds": trained_seconds()}
         folder = save_checkpoint(accelerator, backend, handle, output_dir, step, state, config.save_total_limit, ema)
         checkpoints.append(str(folder))
         if main:
@@ -367,6 +377,14 @@ def train(backend: Backend, handle: Handle, rows: dict[str, list[dict]], root: P
             module.train()
             hooks.samples(step, outputs)
             say(f"samples made at step {step} ({len(outputs)} prompt(s))")
+
+    started = time.perf_counter()  # set again at the first step, where the time budget starts counting
+
+    def trained_seconds() -> float:
+        return trained_before + time.perf_counter() - started
+
+    def out_of_time() -> bool:
+        return config.max_minutes > 0 and trained_seconds() >= config.max_minutes * 60
 
     if resume_from is None:
         run_validation()  # every curve starts at the untrained model
@@ -455,7 +473,14 @@ def train(backend: Backend, handle: Handle, rows: dict[str, list[dict]], root: P
             window_loss, window_items, window_tokens, window_metrics = 0.0, 0, 0, {}
             if main:
                 hooks.progress(step, total)
-            stop, save_now, sample_now = _shared_flags(accelerator, hooks)
+            stop, save_now, sample_now, spent = _shared_flags(accelerator, hooks, out_of_time)
+            if spent and step < total and not stop:  # the time budget ends the run as completed, as early stopping
+                # does: this step is its last (validated, sampled and saved below)
+                record("time_budget_stopped", config.max_minutes)
+                say(f"stopped at step {step} of {total} because {budget_reason(config.max_minutes)}")
+                total = step
+                if main:
+                    hooks.progress(step, total)
             if step % config.eval_steps == 0 or step == total:
                 run_validation()
             if config.early_stopping_patience and evals_without_gain >= config.early_stopping_patience:
