@@ -11,6 +11,7 @@ from sqlalchemy import func, select
 
 from studio.data.lexicons import purge_lexicons
 from studio.data.service import purge_versions
+from studio.evaluation.bakeoff import purge_bakeoffs
 from studio.generation.service import purge_set, reap_sets
 from studio.serving.service import purge_deployments, stop_project_deployments
 from studio.status import RUN_ACTIVE, TASK_ACTIVE, SetStatus
@@ -106,6 +107,7 @@ def _purge_project(session, project: Project) -> dict:
         folders.append(upload.path)
         session.delete(upload)
     purge_lexicons(session, project.id)
+    purge_bakeoffs(session, project.id)
     session.delete(project)
     return {"datasets": len(datasets), "versions": len(versions), "runs": len(runs), "sample_sets": len(sets),
             "deployments": len(deployments), "folders": folders}

@@ -54,3 +54,16 @@ class DeployStatus(StrEnum):
 
 
 DEPLOY_ACTIVE = (DeployStatus.STARTING, DeployStatus.RUNNING)  # brought back after a studio restart
+
+
+class BakeoffStatus(StrEnum):
+    """A bake-off's (issue 19): its runs train, then one task samples every architecture and scores them."""
+    QUEUED = "queued"        # its runs wait in the queue: none has started
+    TRAINING = "training"    # a run of it has started; some may still wait
+    SAMPLING = "sampling"    # every run ended: the sample set of all of them is being made
+    SCORING = "scoring"      # the automatic metrics of each run are being computed
+    DONE = "done"            # the table is ready, and the sample set can be rated
+    FAILED = "failed"        # no run trained, or sampling or scoring failed (``error`` says why)
+
+
+BAKEOFF_ACTIVE = (BakeoffStatus.QUEUED, BakeoffStatus.TRAINING, BakeoffStatus.SAMPLING, BakeoffStatus.SCORING)

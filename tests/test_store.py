@@ -23,7 +23,7 @@ def _schema_drift(engine) -> list:
 def test_migrations_create_exactly_the_tables_the_code_declares(store):
     assert _schema_drift(store.engine) == []
     with store.engine.connect() as connection:
-        assert connection.execute(text("select version_num from alembic_version")).scalar() == "0012"
+        assert connection.execute(text("select version_num from alembic_version")).scalar() == "0013"
 
 
 def test_sqlite_runs_in_wal_mode(store):

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import argparse
 
-from studio.cli import app, data, deploy, evaluation, export, generation, projects, serve, training, users
+from studio.cli import app, bakeoff, data, deploy, evaluation, export, generation, projects, serve, training, \
+    users
 
-MODULES = (serve, users, data, training, generation, projects, export, evaluation, deploy)  # in the order --help lists them
+MODULES = (serve, users, data, training, generation, projects, export, evaluation, bakeoff, deploy)  # in the order --help lists them
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -346,6 +346,9 @@ def _media_metrics(result, backend, handle, data, collate, held, root, folder, p
     loss = media.heldout_loss(handle, data, collate, seed=params.seed)
     metrics["heldout_loss"] = entry("heldout_loss", loss["loss"], items=loss["items"], kind=loss["kind"],
                                     **({"by_noise_level": loss["by_fraction"]} if "by_fraction" in loss else {}))
+    if loss["loss"] is None and loss["items"]:
+        result["notes"].append("no held-out loss: this model has no loss of the data itself (a GAN's losses are its "
+                               "discriminator's verdicts)")
     if int(prompts) <= 0:
         result["notes"].append("prompts=0: nothing was generated")
         return

@@ -62,7 +62,10 @@ def _plain_loss(module, dataset, collate, batch_size: int) -> dict:
         with torch.no_grad():
             for start in range(0, items, batch_size):
                 chunk = [dataset[i] for i in range(start, min(start + batch_size, items))]
-                total += float(module(collate(chunk))) * len(chunk)
+                found = module(collate(chunk))
+                if isinstance(found, dict):  # a GAN: its losses are a discriminator's verdicts, not a loss of the data
+                    return {"loss": None, "items": items, "kind": "none"}
+                total += float(found) * len(chunk)
     finally:
         module.train(was_training)
     return {"loss": total / items if items else None, "items": items, "kind": "cross-entropy"}

@@ -127,14 +127,14 @@ def generate_set(store: Store, variants: list[str], prompts: list[str], seed: in
                  samples_per_prompt: int = 1, settings: GenerationSettings | dict | None = None, *,
                  references: list | None = None, base_model: str | None = None, name: str | None = None,
                  source: str | None = None, cache: ModelCache | None = None, hooks: GenerationHooks | None = None,
-                 created_by: str | None = None, project: str | None = None) -> int:
+                 created_by: str | None = None, project: str | None = None, one_base: bool = True) -> int:
     """Generates ``samples_per_prompt`` samples of every prompt with every variant; returns the sample set's id.
 
     ``variants``: ``"base"``, ``"RUN_ID"`` (its last checkpoint) or ``"RUN_ID:STEP"``; ``base_model`` names the
     base when no run does. ``references``: per prompt, ``{"text": ...}`` or ``{"path": ...}`` or None (see
     ``prompts_from_test_split``). ``hooks`` follow and may cancel it: a cancel keeps the samples made so far and
     marks the set cancelled. The set belongs to ``project`` (default: the first run variant's project, else the
-    default project). Bad input raises ``GenerationError``/``VariantError`` before anything is stored; an
+    default project). ``one_base=False``: runs of different models side by side (a bake-off). Bad input raises ``GenerationError``/``VariantError`` before anything is stored; an
     out-of-memory error stops only its variant, and is reported in the set."""
     prompts = check_prompts(prompts)
     if not 1 <= int(samples_per_prompt) <= MAX_SAMPLES_PER_PROMPT:
@@ -142,7 +142,7 @@ def generate_set(store: Store, variants: list[str], prompts: list[str], seed: in
     samples_per_prompt = int(samples_per_prompt)
     if references is not None and len(references) != len(prompts):
         raise GenerationError(f"{len(references)} references for {len(prompts)} prompts")
-    chosen = resolve_variants(store, variants, base_model)
+    chosen = resolve_variants(store, variants, base_model, one_base=one_base)
     modality = chosen[0].modality
     values = settings.model_dump() if isinstance(settings, GenerationSettings) else settings
     options = parse_settings(modality, values=values)
@@ -154,7 +154,8 @@ def generate_set(store: Store, variants: list[str], prompts: list[str], seed: in
         raise GenerationError("every prompt contains a blocked word (" + ", ".join(
             sorted({w for r in refused for w in r["words"]})) + "); nothing to generate")
     seeds = choose_seeds(len(prompts), samples_per_prompt, seed)
-    base = next((v.base_ref for v in chosen if v.base_ref), "")
+    base = ", ".join(dict.fromkeys(v.base_ref for v in chosen if v.base_ref))[:500] if not one_base else \
+        next((v.base_ref for v in chosen if v.base_ref), "")
     report = {"notes": [v.note for v in chosen if v.note], "errors": [], "refused": refused, "flagged": [],
               "blocklist": bool(blocklist),
               "owner": {"pid": os.getpid(), "host": socket.gethostname()}}  # who generates it: see reap_sets

@@ -142,12 +142,14 @@ def _resolve_run(store: Store, run_id: int, step: int | None) -> tuple[Run, dict
 
 
 def resolve_variants(store: Store, refs: list[str], base_model: str | None = None,
-                     most: int | None = MAX_VARIANTS) -> list[Variant]:
+                     most: int | None = MAX_VARIANTS, one_base: bool = True) -> list[Variant]:
     """Resolves ``base`` / ``RUN_ID`` / ``RUN_ID:STEP`` references (in the order given), checking that they can
     be compared.
 
     ``base_model`` names the base when no run is given (or states it explicitly); otherwise the base is the
-    model the runs were trained from. Raises ``VariantError`` with a message for people."""
+    model the runs were trained from. ``one_base=False`` compares runs of different models (a bake-off of
+    architectures, each trained from scratch), which leaves no one base to compare with. Raises ``VariantError``
+    with a message for people."""
     refs = [str(r).strip() for r in refs if str(r).strip()]
     if not refs:
         raise VariantError("choose at least one variant: base, RUN_ID or RUN_ID:STEP")
@@ -173,7 +175,10 @@ def resolve_variants(store: Store, refs: list[str], base_model: str | None = Non
             raise VariantError(f"'{ref}' and '{given[variant.ref]}' are the same checkpoint ({variant.ref})")
         given[variant.ref] = ref
         variants.append(variant)
-    _check_one_family(store, variants)
+    if one_base:
+        _check_one_family(store, variants)
+    elif None in parsed:
+        raise VariantError("'base' has no meaning across different models: give only runs' checkpoints")
     if None in parsed:
         variants.insert(parsed.index(None), _base_variant(store, variants, base_model))
     modalities = {v.modality for v in variants}

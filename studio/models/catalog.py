@@ -24,11 +24,83 @@ class Entry:
     recommended: tuple = ()  # TrainConfig --set pairs that suit this model (starters: measured to learn)
     good_at: str = ""        # what its architecture is good and bad at (the choice between architectures)
     bad_at: str = ""
+    # Sampling cost: network passes per sample with the default sampler (per generated token for text); 0: not stated
+    sampling_passes: int = 0
+    sampling_unit: str = "per sample"
+    # Seconds per training step with the recommended settings on the reference CPU (REFERENCE_CPU; bench/
+    # architecture_speed.py); 0: not measured. The Model tab's guide prefers this machine's own runs.
+    reference_seconds_per_step: float = 0.0
+    options: tuple = ()      # ``Option``s: settings that make another architecture of the same model (flow matching)
+
+
+@dataclass(frozen=True)
+class Option:
+    """A setting of a catalog model that changes its architecture's trade-offs: a bake-off and the guide treat
+    ``ENTRY+suffix`` as an architecture of its own (``starter-image+flow-matching``)."""
+    name: str                # for people: "flow matching"
+    suffix: str              # the architecture's key after the entry's id and "+"
+    overrides: tuple         # TrainConfig --set pairs, after the entry's recommended ones
+    good_at: str
+    bad_at: str
+    sampling_passes: int
+    reference_seconds_per_step: float = 0.0
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """An architecture one can pick: a starter of the catalog, or one of its ``Option``s."""
+    key: str                 # "starter-image" or "starter-image+flow-matching"
+    entry: Entry
+    option: Option | None = None
+
+    @property
+    def name(self) -> str:
+        return f"{self.entry.id} with {self.option.name}" if self.option else self.entry.id
+
+    @property
+    def overrides(self) -> tuple:
+        return self.option.overrides if self.option else ()
+
+    @property
+    def recommended(self) -> tuple:
+        return (*self.entry.recommended, *self.overrides)
+
+    def _own(self, name: str):
+        """The option's value where it has one, else the entry's."""
+        return (getattr(self.option, name) if self.option else None) or getattr(self.entry, name)
+
+    @property
+    def good_at(self) -> str:
+        return self._own("good_at")
+
+    @property
+    def bad_at(self) -> str:
+        return self._own("bad_at")
+
+    @property
+    def sampling_passes(self) -> int:
+        return self._own("sampling_passes")
+
+    @property
+    def reference_seconds_per_step(self) -> float:
+        return self._own("reference_seconds_per_step")
 
 
 # What made the GAN starter learn shapes.zip (tests/test_starters_learn.py): both networks at one constant rate of
 # 1e-3 (2e-3 collapsed, 2e-4 and 5e-4 had not learned the colours by 300 steps), with gan's defaults (R1 1, DiffAugment
 # translation and cutout, Adam's beta1 0).
+# The reference machine of ``reference_seconds_per_step``: the figures are scaled by its cores over this machine's
+# (bench/architecture_speed.py measured them; docs/PERFORMANCE.md has the command and the run).
+REFERENCE_CPU = {"name": "the development machine's CPU (2 cores)", "cores": 2}
+# The diffusion starters' default samplers (studio.models.diffusion.DIFFUSION_STEPS, FLOW_STEPS; a test checks they
+# agree): each step is one pass of the network over the batch of the prompt and its empty caption (guidance).
+DIFFUSION_PASSES, FLOW_PASSES = 30, 8
+FLOW_MATCHING = Option(
+    "flow matching", "flow-matching", ("prediction_type=flow_matching",),
+    good_at="diffusion's quality with few sampling steps (a straight path from noise to the sample: 8 Euler steps)",
+    bad_at="still several passes per sample, unlike a GAN or VAE; few steps lose some fine detail",
+    sampling_passes=FLOW_PASSES)
+
 GAN_RECOMMENDED = ("learning_rate=1e-3", "per_device_train_batch_size=16", "max_steps=300", "warmup_steps=0",
                    "lr_scheduler_type=constant", "eval_steps=100", "save_steps=100", "resolution=32")
 
@@ -36,7 +108,12 @@ CATALOG: list[Entry] = [
     Entry("starter-text", "text", "llama", 0.8, 3, 128, "offline: a small Llama trained from scratch, with a "
           "tokenizer trained on your dataset", starter=True,
           recommended=("learning_rate=3e-3", "per_device_train_batch_size=16", "max_length=128", "packing=true",
-                       "num_train_epochs=20", "warmup_steps=10", "eval_steps=25", "save_steps=100")),
+                       "num_train_epochs=20", "warmup_steps=10", "eval_steps=25", "save_steps=100"),
+          good_at="text: a transformer predicts the next token, the architecture language models are made of; "
+                  "learns your dataset's words and style",
+          bad_at="from scratch it knows only what your dataset holds (a pretrained model with LoRA knows far more); "
+                 "one pass per generated token",
+          sampling_passes=1, sampling_unit="per generated token"),
     Entry("HuggingFaceTB/SmolLM2-135M-Instruct", "text", "llama", 135, 30, 576, "small instruct LM", "apache-2.0"),
     Entry("HuggingFaceTB/SmolLM2-360M-Instruct", "text", "llama", 362, 32, 960, "small instruct LM", "apache-2.0"),
     Entry("Qwen/Qwen2.5-0.5B-Instruct", "text", "qwen2", 494, 24, 896, "instruct LM", "apache-2.0"),
@@ -47,13 +124,15 @@ CATALOG: list[Entry] = [
           "encoder trained from scratch", starter=True,
           recommended=("learning_rate=3e-3", "per_device_train_batch_size=16", "max_steps=450", "warmup_steps=10",
                        "eval_steps=50", "save_steps=100", "resolution=32"),
-          good_at="quality and variety; follows the caption closely (guidance)",
-          bad_at="slow sampling: 30 steps of the network per picture"),
+          good_at="quality and variety; follows the caption closely (guidance); steady training",
+          bad_at="slow sampling: 30 steps of the network per picture",
+          sampling_passes=DIFFUSION_PASSES, options=(FLOW_MATCHING,)),
     Entry("starter-image-gan", "image", "gan", 0.5, 4, 64, "offline: a small conditional GAN (spectral norm, hinge "
           "loss, R1, DiffAugment, averaged generator) trained from scratch", starter=True,
           recommended=GAN_RECOMMENDED,
           good_at="sharp pictures in one pass: sampling many times faster than diffusion",
-          bad_at="unstable training and mode collapse (watch val_gan/diversity); less variety than diffusion"),
+          bad_at="unstable training and mode collapse (watch val_gan/diversity); less variety than diffusion",
+          sampling_passes=1),
     Entry("hf-internal-testing/tiny-stable-diffusion-pipe", "image", "stable-diffusion", 0.3, 2, 32,
           "a tiny SD pipeline for trying the workflow", "apache-2.0"),
     Entry("stable-diffusion-v1-5/stable-diffusion-v1-5", "image", "stable-diffusion", 860, 16, 1280,
@@ -63,7 +142,10 @@ CATALOG: list[Entry] = [
     Entry("starter-audio", "audio", "spectrogram-diffusion", 2.0, 2, 64, "offline: a small diffusion model on "
           "spectrograms trained from scratch", starter=True,
           recommended=("learning_rate=2e-3", "per_device_train_batch_size=16", "max_steps=400", "warmup_steps=10",
-                       "eval_steps=50", "save_steps=100", "clip_seconds=0.5")),
+                       "eval_steps=50", "save_steps=100", "clip_seconds=0.5"),
+          good_at="quality and variety of sounds; follows the caption (guidance); steady training",
+          bad_at="slow sampling: 30 steps of the network per clip",
+          sampling_passes=DIFFUSION_PASSES, options=(FLOW_MATCHING,)),
     Entry("facebook/musicgen-small", "audio", "musicgen", 300, 24, 1024, "MusicGen small (text-to-music, 32 kHz "
           "mono): LoRA, full or a new decoder; T5 and EnCodec stay frozen", "cc-by-nc-4.0"),
     Entry("stabilityai/stable-audio-open-1.0", "audio", "stable-audio", 1057, 24, 1536,
@@ -77,6 +159,16 @@ def find(model_id: str) -> Entry | None:
 
 def entries(modality: str | None = None) -> list[Entry]:
     return [e for e in CATALOG if modality in (None, e.modality)]
+
+
+def architectures(modality: str | None = None) -> list[Architecture]:
+    """The architectures one can pick for ``modality``: each starter, then each of its options."""
+    return [Architecture(f"{e.id}+{o.suffix}" if o else e.id, e, o)
+            for e in entries(modality) if e.starter for o in (None, *e.options)]
+
+
+def find_architecture(key: str) -> Architecture | None:
+    return next((a for a in architectures() if a.key == key), None)
 
 
 def is_cached(model_id: str) -> bool:

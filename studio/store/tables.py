@@ -11,7 +11,7 @@ from datetime import datetime, timezone
 from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Integer, String, Text, UniqueConstraint, event
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-from studio.status import DeployStatus, RunStatus, SetStatus, TaskStatus
+from studio.status import BakeoffStatus, DeployStatus, RunStatus, SetStatus, TaskStatus
 
 
 def utcnow() -> datetime:
@@ -227,6 +227,28 @@ class Lexicon(Base):
     text: Mapped[str] = mapped_column(Text)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
     updated_by: Mapped[str | None] = mapped_column(String(200), nullable=True)
+
+
+class Bakeoff(Base):
+    """Several architectures trained on one dataset version for a time budget each, then sampled on its held-out
+    prompts into one sample set and scored side by side (``studio.evaluation.bakeoff``, migration 0013). The
+    dispatcher moves it on: runs ended → a ``bakeoff`` task samples and scores → ``table``."""
+    __tablename__ = "bakeoffs"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id"), index=True)
+    dataset: Mapped[str] = mapped_column(String(64))                  # "DATASET_ID:VERSION"
+    models: Mapped[list] = mapped_column(JSON)                        # catalog ids, in the order given
+    minutes: Mapped[float] = mapped_column(Float)                     # each run's time budget (max_minutes)
+    overrides: Mapped[list] = mapped_column(JSON, default=list)       # --set pairs over every run's recommended ones
+    run_ids: Mapped[list] = mapped_column(JSON, default=list)         # one per model, in the same order
+    task_id: Mapped[int | None] = mapped_column(Integer, nullable=True)        # the task that samples and scores
+    sample_set_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    status: Mapped[str] = mapped_column(String(16), default=BakeoffStatus.QUEUED, index=True)
+    table: Mapped[dict | None] = mapped_column(JSON, nullable=True)  # rows, winners, notes
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_by: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
 
 class RatingAssignment(Base):

@@ -76,6 +76,12 @@ def _metrics(store: Store, params: dict, progress: Progress, actor: str | None) 
     return {key: found.get(key) for key in ("ref", "run_id", "step", "cached", "computed_at", "seconds")}
 
 
+def _bakeoff(store: Store, params: dict, progress: Progress, actor: str | None) -> dict:
+    from studio.evaluation.bakeoff import sample_and_score
+
+    return sample_and_score(store, int(params["bakeoff_id"]), progress=progress, actor=actor)
+
+
 DATA_REFUSALS = (ImportRefused, ValueError)  # StepsConfigError, a bad split or mapping, ProjectError: ValueErrors
 
 KINDS = {
@@ -87,4 +93,7 @@ KINDS = {
                    on_cluster={"CPU": 1}),  # merging and converting weights: the CPU and memory
     # MetricsError is a ValueError; the models it scores with run on a GPU where the node has one
     "metrics": Kind("Computing metrics", _metrics, (ValueError, FileNotFoundError), on_cluster={"CPU": 1, "GPU": 1}),
+    # BakeoffError, GenerationError, VariantError and MetricsError are ValueErrors. Here, not on a cluster: it moves
+    # the bake-off's row on as it goes (sampling, scoring)
+    "bakeoff": Kind("Sampling and scoring a bake-off", _bakeoff, (ValueError, FileNotFoundError)),
 }

@@ -283,3 +283,40 @@ def run_ids(store: Store, project: str | None = None) -> list[int]:
 def list_runs(store: Store, project: str | None = None) -> list[RunSummary]:
     ids = run_ids(store, project)
     return [run_summary(store, run_id) for run_id in ids]
+
+
+def _has_settings(config: dict, pairs: tuple[str, ...]) -> bool:
+    """Whether a run's saved config holds each ``KEY=VALUE`` of ``pairs`` (flat ``--set`` keys)."""
+    import yaml
+
+    from studio.training.config import flat_keys
+
+    keys = flat_keys()
+    for pair in pairs:
+        key, _, raw = pair.partition("=")
+        section = keys.get(key.strip())
+        saved = (config.get(section) or {}) if section else config
+        if saved.get(key.strip()) != yaml.safe_load(raw):
+            return False
+    return True
+
+
+def training_speed(store: Store, model_ref: str, having: tuple[str, ...] = (), lacking: tuple[tuple[str, ...], ...] = (),
+                   look_at: int = 20) -> dict | None:
+    """How fast this studio trained ``model_ref`` here: the newest completed run of it whose config has the settings
+    ``having`` and none of the groups ``lacking`` (flow matching is another architecture of the same starter), as
+    ``{"run_id", "items_per_second"}`` (the median over its logged steps; training only); None when none did."""
+    import statistics
+
+    with store.session() as session:
+        runs = session.scalars(select(Run).where(Run.model_ref == model_ref, Run.status == RunStatus.COMPLETED,
+                                                 Run.steps_done > 0).order_by(Run.id.desc()).limit(look_at)).all()
+        for run in runs:
+            config = run.config or {}
+            if not _has_settings(config, having) or any(_has_settings(config, group) for group in lacking):
+                continue
+            speeds = session.scalars(select(Metric.value).where(Metric.run_id == run.id,
+                                                                Metric.name == "items_per_second")).all()
+            if speeds:
+                return {"run_id": run.id, "items_per_second": statistics.median(speeds)}
+    return None

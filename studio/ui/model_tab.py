@@ -12,11 +12,14 @@ from dataclasses import dataclass
 
 from studio.data.items import ImportRefused
 from studio.data.service import get_version
-from studio.models.catalog import availability, entries, find, fit_verdict, memory_estimate
+from studio.models.catalog import REFERENCE_CPU, Architecture, architectures, availability, entries, find, \
+    fit_verdict, memory_estimate
 from studio.models.options import LoraOptions
 from studio.models.registry import modality_of
 from studio.store import Store
-from studio.training.config import PRECISION_CHOICES
+from studio.training.config import PRECISION_CHOICES, TrainConfig, apply_overrides
+from studio.training.runs import training_speed
+from studio.ui import bakeoff_panel
 from studio.ui.forms import params_form
 from studio.ui.project_bar import dataset_picker
 from studio.ui.state import error_message, model_in_words, run_start
@@ -66,6 +69,84 @@ def estimate_markdown(model_ref: str, method: str, rank: int, precision: str, ba
             f"Availability: {availability(entry.id)}.")
 
 
+# ----------------------------------------------------------------------------- "Which architecture?"
+
+MODALITY_WORDS = {"text": "Text", "image": "Images", "audio": "Audio"}
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.0f} min" if seconds < 5400 else f"{seconds / 3600:.1f} h"
+
+
+def seconds_per_step(store: Store, architecture: Architecture, batch: int, on_gpu: bool) -> tuple[float, str] | None:
+    """(seconds per training step at the recommended batch, how that was found) on this machine: measured by its
+    newest completed run here, else the reference CPU's figure scaled by cores (on a CPU only); None: unknown."""
+    others = tuple(o.overrides for o in architecture.entry.options if o is not architecture.option)
+    found = training_speed(store, architecture.entry.id, architecture.overrides, others)
+    if found:
+        return (batch / found["items_per_second"],
+                f"measured: run #{found['run_id']} trained {found['items_per_second']:.1f} items/s here")
+    if on_gpu or not architecture.reference_seconds_per_step:
+        return None
+    cores = os.cpu_count() or 1
+    return (architecture.reference_seconds_per_step * REFERENCE_CPU["cores"] / cores,
+            f"estimated: {architecture.reference_seconds_per_step:g} s on {REFERENCE_CPU['name']} x "
+            f"{REFERENCE_CPU['cores']}/{cores} cores")
+
+
+def training_time(store: Store, architecture: Architecture, on_gpu: bool) -> tuple[str, str]:
+    """(the recommended training in words, how long it takes on this machine in words)."""
+    config = apply_overrides(TrainConfig(), list(architecture.recommended))
+    batch = config.per_device_train_batch_size * config.gradient_accumulation_steps
+    length = f"{config.max_steps} steps" if config.max_steps > 0 else f"{config.num_train_epochs:g} epochs"
+    recommended = f"{length} of {batch} at learning rate {config.learning_rate:g}"
+    speed = seconds_per_step(store, architecture, batch, on_gpu)
+    if speed is None:
+        return recommended, "not measured yet: its first run here measures it"
+    seconds, how = speed
+    if config.max_steps > 0:
+        return recommended, f"about {_duration(seconds * config.max_steps)} ({seconds:.2g} s per step; {how})"
+    return recommended, f"{seconds:.2g} s per step, steps depending on the dataset's size ({how})"
+
+
+def _cell(text: str) -> str:
+    return html.escape(text, quote=False).replace("|", "&#124;") or "—"
+
+
+def architecture_guide(store: Store) -> str:
+    """The Model tab's "Which architecture?": per modality, each architecture of the catalog (its starters and their
+    options, ``catalog.architectures``) with what it is good and bad at, its sampling cost and what its recommended
+    training takes here. Read from the catalog and the store only: no model runs for it."""
+    device, _memory = device_memory()
+    on_gpu = device.startswith("GPU")
+    lines = ["Each architecture trades cost, quality and control. Its sampling cost is the network passes one "
+             "sample takes (the time a picture or clip takes to make); its training time is for the settings the "
+             "catalog recommends (those a bake-off and the Train tab start from), on this machine: " + _cell(device)
+             + ". **Measured** times come from this studio's own completed runs of that architecture; **estimated** "
+             "ones scale the speed measured on " + REFERENCE_CPU["name"] + " (bench/architecture_speed.py) by the "
+             "number of cores, roughly, and only on a CPU. A bake-off (below) settles the choice on your own data."]
+    for modality in ("text", "image", "audio"):
+        found = architectures(modality)
+        if not found:
+            continue
+        lines += ["", f"**{MODALITY_WORDS[modality]}**", "",
+                  "| architecture | good at | bad at | sampling cost | recommended training | on this machine |",
+                  "| --- | --- | --- | --- | --- | --- |"]
+        for architecture in found:
+            passes = architecture.sampling_passes
+            cost = (f"{passes} network pass{'es' if passes != 1 else ''} {architecture.entry.sampling_unit}"
+                    if passes else "not stated")
+            recommended, time_here = training_time(store, architecture, on_gpu)
+            option = f" ({architecture.option.name}: {', '.join(architecture.overrides)})" if architecture.option \
+                else ""
+            lines.append(f"| `{_cell(architecture.key)}`{_cell(option) if option else ''} | "
+                         f"{_cell(architecture.good_at)} | {_cell(architecture.bad_at)} | {_cell(cost)} | "
+                         f"{_cell(recommended)} | {_cell(time_here)} |")
+    return "\n".join(lines)
+
+
 def model_choices(modality: str) -> list[tuple[str, str]]:
     return [(f"{e.id} · {e.params_m:g}M · {e.note}", e.id) for e in entries(modality)] + [(OTHER, OTHER)]
 
@@ -98,12 +179,14 @@ class ModelTab:
     batch: object
     sequence: object
     estimate: object
+    guide: object
+    bakeoff: bakeoff_panel.BakeoffPanel
 
 
 def build(store: Store, project, version) -> ModelTab:
     """The Model tab, laid out and wired to the shared ``project`` and ``version`` selectors."""
     tab = layout(store, project, version)
-    wire(store, tab, version)
+    wire(store, tab, version, project)
     return tab
 
 
@@ -122,6 +205,8 @@ def layout(store: Store, project, version) -> ModelTab:
             method = gr.Radio(["scratch"], value="scratch", label="Method", elem_id="model-method",
                               info="LoRA: small adapters on a frozen model · full: every weight · scratch: a new model")
             model_ref = gr.Textbox(value="starter-text", label="Chosen model", interactive=False, elem_id="model-ref")
+    with gr.Accordion("Which architecture?", open=False, elem_id="architecture-guide-box"):
+        guide = gr.Markdown(architecture_guide(store), elem_id="architecture-guide")
     with gr.Accordion("LoRA settings", open=True, visible=False) as lora_box:
         with gr.Row():
             lora = params_form(LoraOptions)
@@ -131,8 +216,10 @@ def layout(store: Store, project, version) -> ModelTab:
         batch = gr.Number(value=8, precision=0, label="Batch size (for the estimate)")
         sequence = gr.Number(value=256, precision=0, label="Tokens per sequence / latent pixels")
     estimate = gr.Markdown(estimate_markdown("starter-text", "scratch", 8, "no", 8, 256), elem_id="model-estimate")
+    with gr.Accordion("Bake-off: settle the choice on your data", open=False, elem_id="bakeoff-box"):
+        bakeoff = bakeoff_panel.layout(store)
     return ModelTab(dataset_line, choice, other, method, model_ref, lora_box, lora, precision, batch, sequence,
-                    estimate)
+                    estimate, guide, bakeoff)
 
 
 def model_modality(store: Store, ref: str | None) -> str | None:
@@ -167,7 +254,7 @@ def model_picked(store: Store, ref: str, modality: str) -> tuple:
             gr.Textbox(value="" if listed else ref, visible=not listed))
 
 
-def wire(store: Store, tab: ModelTab, version) -> None:
+def wire(store: Store, tab: ModelTab, version, project) -> None:
     def on_dataset(ref, picked, typed):
         """The models for the version's data; the one chosen stays when it suits that data (another version of the
         same kind, or a start the Evaluate tab proposed with the version it made)."""
@@ -177,6 +264,9 @@ def wire(store: Store, tab: ModelTab, version) -> None:
         return gr.Radio(choices=model_choices(modality), **kept), line
 
     version.change(on_dataset, [version, tab.choice, tab.other], [tab.choice, tab.dataset_line])
+    # the guide's times: measured ones come from runs, which may have ended since the page was built
+    version.change(lambda: architecture_guide(store), None, tab.guide, show_progress="hidden")
+    bakeoff_panel.wire(store, tab.bakeoff, project, version, lambda ref: working_on(store, ref)[0])
 
     def on_choice(picked, typed, chosen_ref, chosen_method):
         """The methods for the picked model, the first chosen; unless the model is the one chosen already (a job

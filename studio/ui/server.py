@@ -378,8 +378,8 @@ def _mounted(server, path: str):
 
 
 def start_dispatcher(store: Store, every: float = 2.0) -> None:
-    """Queued runs and background tasks start by themselves, and runs, tasks, sample sets or deployments whose
-    process died are marked so: a daemon thread does that every few seconds while the studio runs (after bringing
+    """Queued runs and background tasks start by themselves, bake-offs move on, and runs, tasks, sample sets or
+    deployments whose process died are marked so: a daemon thread does that every few seconds while the studio runs (after bringing
     back the deployments that served before the studio restarted)."""
     import logging
     import time
@@ -387,6 +387,7 @@ def start_dispatcher(store: Store, every: float = 2.0) -> None:
     from studio.generation.service import reap_sets
     from studio.serving.retention import housekeeping
     from studio.serving.service import recover_deployments
+    from studio.tasks.bakeoff import advance as advance_bakeoffs
     from studio.tasks.service import dispatch as dispatch_tasks
     from studio.training.jobs import dispatch as dispatch_runs
 
@@ -397,7 +398,8 @@ def start_dispatcher(store: Store, every: float = 2.0) -> None:
             logging.getLogger("studio").exception("recovering the deployments failed")
         while True:
             # reap_sets: a dead process's sets stop "running"; housekeeping: the same for deployments, and retention
-            for step in (dispatch_runs, dispatch_tasks, reap_sets, housekeeping):
+            # advance_bakeoffs before dispatch_tasks: a bake-off whose runs ended starts sampling in the same round
+            for step in (dispatch_runs, advance_bakeoffs, dispatch_tasks, reap_sets, housekeeping):
                 try:
                     step(store)
                 except Exception:  # noqa: BLE001 - a failed step is logged and retried, never fatal to the UI
