@@ -16,10 +16,10 @@ from PIL import Image
 from test_image_backend import tiny_pipeline  # noqa: F401 - a module-scoped fixture
 
 
-def studio(home, *args, check=True, extra_env: dict | None = None):
+def studio(home, *args, check=True, extra_env: dict | None = None, timeout: float = 300):
     env = {**os.environ, "STUDIO_HOME": str(home), **(extra_env or {})}
     done = subprocess.run([sys.executable, "-m", "studio.cli", *args], capture_output=True, text=True, env=env,
-                          timeout=300)
+                          timeout=timeout)
     if check:
         assert done.returncode == 0, done.stderr
     return done
