@@ -19,7 +19,10 @@ EXAMPLES = Path(__file__).resolve().parent.parent / "assets" / "examples"
 
 
 @pytest.fixture
-def home_with_shapes(web_home):
+def home_with_shapes(web_home, monkeypatch):
+    # the studio started after this inherits it: one thread per worker, as on a busy two-core machine two threads
+    # each wait for the other (see one_torch_thread)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
     store = open_store(load_settings(home=web_home))
     import_dataset(store, [EXAMPLES / "shapes.zip"])
     store.close()
@@ -39,7 +42,7 @@ def test_a_bakeoff_started_in_the_page_shows_its_table(home_with_shapes, running
     models.get_by_label("starter-image", exact=True).check()
     models.get_by_label("starter-image-gan", exact=True).check()
     # a few seconds of training each (the recommended settings' steps are more: the budget ends them)
-    page.locator("#bakeoff-minutes input").fill("0.1")
+    page.locator("#bakeoff-minutes textarea, #bakeoff-minutes input").first.fill("0.1")
     press(page, "#bakeoff-start")
     # at once, not a stale view: the new bake-off, its runs queued or training
     shown = wait_for_text(page, "#bakeoff-status", "Bake-off #1 · (queued|training)", MINUTES)

@@ -54,8 +54,9 @@ def layout(store: Store, modality: str = "text") -> BakeoffPanel:
     with gr.Row():
         models = gr.CheckboxGroup(architecture_choices(modality), label=f"Architectures ({MIN_MODELS} to "
                                                                         f"{MAX_MODELS})", elem_id="bakeoff-models")
-        minutes = gr.Number(value=None, label=f"Minutes of training each (empty: {DEFAULT_MINUTES})",
-                            minimum=0, elem_id="bakeoff-minutes")
+        # a text box: a number box shows (and sends) 0 when empty, and empty must mean the default
+        minutes = gr.Textbox(label=f"Minutes of training each (empty: {DEFAULT_MINUTES})",
+                             placeholder=str(DEFAULT_MINUTES), elem_id="bakeoff-minutes")
     start_button = gr.Button("Start the bake-off", elem_id="bakeoff-start")
     pick = gr.Dropdown(bakeoff_choices(store, None), value=None, label="Bake-off", elem_id="bakeoff-pick")
     status = gr.Markdown(elem_id="bakeoff-status")
@@ -125,7 +126,7 @@ def wire(store: Store, panel: BakeoffPanel, project, version, modality_of) -> No
         if not ref:
             return gr.Dropdown(), f"{PICK_VERSION_FIRST} (at the top of the tab).", ""
         try:
-            bakeoff_id = start(store, ref, models or [], DEFAULT_MINUTES if minutes in (None, "") else minutes,
+            bakeoff_id = start(store, ref, models or [], (minutes or "").strip() or DEFAULT_MINUTES,
                                project=project_name or None, created_by=current_user(request))
         except BakeoffError as error:
             return gr.Dropdown(), error_message(error, "Could not start it:"), ""
@@ -136,5 +137,9 @@ def wire(store: Store, panel: BakeoffPanel, project, version, modality_of) -> No
                              [panel.pick, panel.status, panel.result])
     panel.pick.change(lambda picked: shown(store, picked), panel.pick, [panel.status, panel.result],
                       show_progress="hidden")
-    panel.timer.tick(lambda picked: shown(store, picked), panel.pick, [panel.status, panel.result],
-                     show_progress="hidden", api_visibility="private")
+    def followed(picked):
+        """The picked bake-off's live state; nothing picked: what the panel says stays (a refusal)."""
+        return shown(store, picked) if picked not in (None, "") else (gr.skip(), gr.skip())
+
+    panel.timer.tick(followed, panel.pick, [panel.status, panel.result], show_progress="hidden",
+                     api_visibility="private")
