@@ -71,6 +71,46 @@ def test_the_table_names_a_winner_per_metric_with_its_direction():
     assert [r["heldout_kind"] for r in table["rows"]] == ["diffusion (auto)", None]
 
 
+def test_a_bakeoff_whose_runs_all_failed_fails_saying_so(store, shapes):
+    from studio.evaluation.bakeoff import start, view
+    from studio.status import RunStatus
+    from studio.tasks.bakeoff import advance
+    from studio.tasks.worker import run_task
+    from studio.training.jobs import finish_run
+
+    bakeoff_id = start(store, str(shapes), ["starter-image", "starter-image-gan"], 1)
+    found = view(store, bakeoff_id)
+    assert found["status"] == "queued" and [r["status"] for r in found["runs"]] == ["queued", "queued"]
+    first, second = (r["run_id"] for r in found["runs"])
+    finish_run(store, first, RunStatus.RUNNING, was=(RunStatus.QUEUED,))
+    assert advance(store) == [bakeoff_id] and view(store, bakeoff_id)["status"] == "training"
+    finish_run(store, first, RunStatus.FAILED, "out of disk")
+    finish_run(store, second, RunStatus.FAILED, "killed", was=(RunStatus.QUEUED,))
+    advance(store)  # every run ended: its sampling and scoring task is queued
+    task_id = view(store, bakeoff_id)["task_id"]
+    assert task_id is not None and view(store, bakeoff_id)["status"] == "sampling"
+    run_task(store, task_id)  # as its worker would (a dispatcher would start it)
+    advance(store)
+    ended = view(store, bakeoff_id)
+    assert ended["status"] == "failed" and ended["table"] == []
+    assert ended["error"] == (f"no run of the bake-off trained: starter-image (run {first}) failed: out of disk; "
+                              f"starter-image-gan (run {second}) failed: killed")
+
+
+def test_deleting_the_project_deletes_its_bakeoffs(store):
+    from studio.evaluation.bakeoff import list_bakeoffs, start, view
+    from studio.projects import delete_project
+    from studio.training.jobs import request
+
+    dataset = import_dataset(store, [EXAMPLES / "shapes.zip"], project="lab")["dataset_id"]
+    bakeoff_id = start(store, str(dataset), ["starter-image", "starter-image-gan"], 1, project="lab")
+    for run in view(store, bakeoff_id)["runs"]:
+        request(store, run["run_id"], "stop")
+    assert [b["bakeoff_id"] for b in list_bakeoffs(store, "lab")] == [bakeoff_id] and not list_bakeoffs(store, "default")
+    delete_project(store, "lab")
+    assert list_bakeoffs(store) == []
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(1500)
 def test_a_bakeoff_of_two_architectures_through_the_cli(tmp_path):
@@ -109,6 +149,8 @@ def test_a_bakeoff_of_two_architectures_through_the_cli(tmp_path):
     assert isinstance(rows["starter-image"]["heldout_loss"], float)
     assert rows["starter-image-gan"]["heldout_loss"] is None  # a GAN has no loss of the held-out data
     assert {w["metric"] for w in done["winners"]} >= {"diversity", "sample_seconds"}
+    pairs = json.loads(studio(home, "eval", "pairs", str(done["sample_set_id"]), "--rater", "ana", "--json").stdout)
+    assert pairs["pairs"] and all(p["a"] != p["b"] for p in pairs["pairs"])  # blind pairs of the two architectures
     shown = studio(home, "bakeoff", "show", str(done["bakeoff_id"]))
     assert "won on sample_seconds (lower is better)" in shown.stdout
     assert one_line_error(studio(home, "bakeoff", "show", "99", check=False)) == \
