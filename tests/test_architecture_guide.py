@@ -85,8 +85,8 @@ def test_an_estimate_scales_the_reference_cpus_figure_by_cores(store, monkeypatc
     monkeypatch.setattr(catalog, "CATALOG", [dataclasses.replace(e, reference_seconds_per_step=0.8) if e is gan else e
                                              for e in catalog.CATALOG])
     row = guide_rows(architecture_guide(store))["starter-image-gan"]
-    # 0.8 s on 2 cores is about 0.4 s on 4; 300 steps: 2 minutes
-    assert "about 2 min (0.4 s per step; estimated: 0.8 s on the development machine's CPU (2 cores) x 2/4 cores)" \
+    # 0.8 s on one thread is about 0.2 s on 4 cores; 300 steps: 1 minute
+    assert "about 60 s (0.2 s per step; estimated: 0.8 s on one thread of the development machine's CPU x 1/4 cores)" \
         in row
 
 

@@ -89,9 +89,10 @@ class Architecture:
 # What made the GAN starter learn shapes.zip (tests/test_starters_learn.py): both networks at one constant rate of
 # 1e-3 (2e-3 collapsed, 2e-4 and 5e-4 had not learned the colours by 300 steps), with gan's defaults (R1 1, DiffAugment
 # translation and cutout, Adam's beta1 0).
-# The reference machine of ``reference_seconds_per_step``: the figures are scaled by its cores over this machine's
-# (bench/architecture_speed.py measured them; docs/PERFORMANCE.md has the command and the run).
-REFERENCE_CPU = {"name": "the development machine's CPU (2 cores)", "cores": 2}
+# The reference of ``reference_seconds_per_step``: the figures are scaled by its cores over this machine's
+# (bench/architecture_speed.py --threads 1 measured them on a busy machine; docs/PERFORMANCE.md has the run). An option
+# without a figure of its own (flow matching: the same network, the same step) takes its entry's.
+REFERENCE_CPU = {"name": "one thread of the development machine's CPU", "cores": 1}
 # The diffusion starters' default samplers (studio.models.diffusion.DIFFUSION_STEPS, FLOW_STEPS; a test checks they
 # agree): each step is one pass of the network over the batch of the prompt and its empty caption (guidance).
 DIFFUSION_PASSES, FLOW_PASSES = 30, 8
@@ -113,7 +114,7 @@ CATALOG: list[Entry] = [
                   "learns your dataset's words and style",
           bad_at="from scratch it knows only what your dataset holds (a pretrained model with LoRA knows far more); "
                  "one pass per generated token",
-          sampling_passes=1, sampling_unit="per generated token"),
+          sampling_passes=1, sampling_unit="per generated token", reference_seconds_per_step=0.37),
     Entry("HuggingFaceTB/SmolLM2-135M-Instruct", "text", "llama", 135, 30, 576, "small instruct LM", "apache-2.0"),
     Entry("HuggingFaceTB/SmolLM2-360M-Instruct", "text", "llama", 362, 32, 960, "small instruct LM", "apache-2.0"),
     Entry("Qwen/Qwen2.5-0.5B-Instruct", "text", "qwen2", 494, 24, 896, "instruct LM", "apache-2.0"),
@@ -126,13 +127,13 @@ CATALOG: list[Entry] = [
                        "eval_steps=50", "save_steps=100", "resolution=32"),
           good_at="quality and variety; follows the caption closely (guidance); steady training",
           bad_at="slow sampling: 30 steps of the network per picture",
-          sampling_passes=DIFFUSION_PASSES, options=(FLOW_MATCHING,)),
+          sampling_passes=DIFFUSION_PASSES, options=(FLOW_MATCHING,), reference_seconds_per_step=1.86),
     Entry("starter-image-gan", "image", "gan", 0.5, 4, 64, "offline: a small conditional GAN (spectral norm, hinge "
           "loss, R1, DiffAugment, averaged generator) trained from scratch", starter=True,
           recommended=GAN_RECOMMENDED,
           good_at="sharp pictures in one pass: sampling many times faster than diffusion",
           bad_at="unstable training and mode collapse (watch val_gan/diversity); less variety than diffusion",
-          sampling_passes=1),
+          sampling_passes=1, reference_seconds_per_step=0.34),
     Entry("hf-internal-testing/tiny-stable-diffusion-pipe", "image", "stable-diffusion", 0.3, 2, 32,
           "a tiny SD pipeline for trying the workflow", "apache-2.0"),
     Entry("stable-diffusion-v1-5/stable-diffusion-v1-5", "image", "stable-diffusion", 860, 16, 1280,
@@ -145,7 +146,7 @@ CATALOG: list[Entry] = [
                        "eval_steps=50", "save_steps=100", "clip_seconds=0.5"),
           good_at="quality and variety of sounds; follows the caption (guidance); steady training",
           bad_at="slow sampling: 30 steps of the network per clip",
-          sampling_passes=DIFFUSION_PASSES, options=(FLOW_MATCHING,)),
+          sampling_passes=DIFFUSION_PASSES, options=(FLOW_MATCHING,), reference_seconds_per_step=1.04),
     Entry("facebook/musicgen-small", "audio", "musicgen", 300, 24, 1024, "MusicGen small (text-to-music, 32 kHz "
           "mono): LoRA, full or a new decoder; T5 and EnCodec stay frozen", "cc-by-nc-4.0"),
     Entry("stabilityai/stable-audio-open-1.0", "audio", "stable-audio", 1057, 24, 1536,
