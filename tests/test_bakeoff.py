@@ -155,3 +155,16 @@ def test_a_bakeoff_of_two_architectures_through_the_cli(tmp_path):
     assert "won on sample_seconds (lower is better)" in shown.stdout
     assert one_line_error(studio(home, "bakeoff", "show", "99", check=False)) == \
         "error: no bake-off 99 (see `studio bakeoff list`)"
+
+
+def test_each_run_gets_its_architectures_recommended_settings_the_budget_then_the_overrides():
+    from studio.evaluation.bakeoff import run_config
+    from studio.models.catalog import find_architecture
+
+    flow = run_config(find_architecture("starter-image+flow-matching"), 3, ["max_steps=5"])
+    assert (flow.diffusion.prediction_type, flow.max_minutes, flow.max_steps, flow.learning_rate) == \
+        ("flow_matching", 3.0, 5, 3e-3)
+    gan = run_config(find_architecture("starter-image-gan"), 0.5, [])
+    assert (gan.max_minutes, gan.max_steps, gan.lr_scheduler_type) == (0.5, 300, "constant")
+    with pytest.raises(BakeoffError, match="starter-image-gan: unknown setting 'speed'"):
+        run_config(find_architecture("starter-image-gan"), 1, ["speed=3"])
