@@ -57,11 +57,12 @@ def test_the_time_here_is_measured_from_a_run_of_the_same_architecture(store, mo
     monkeypatch.setattr(model_tab, "device_memory", lambda: ("CPU (no GPU found)", 2.0**34))
     version = get_version(store, str(import_dataset(store, [EXAMPLES / "shapes.zip"])["dataset_id"]))
 
-    def finished_run(model: str, items_per_second: float, **diffusion) -> int:
+    def finished_run(model: str, items_per_second: float, resolution: int = 32, **diffusion) -> int:
         with store.session() as session:
             run = Run(project_id=version.dataset.project_id, dataset_version_id=version.id, model_ref=model,
                       method="scratch", modality="image", status="completed", steps_done=10,
-                      config={"per_device_train_batch_size": 16, "diffusion": diffusion})
+                      config={"per_device_train_batch_size": 16, "diffusion": diffusion,
+                              "image": {"resolution": resolution}})
             session.add(run)
             session.flush()
             session.add_all([Metric(run_id=run.id, step=step, name="items_per_second", value=items_per_second)
@@ -75,7 +76,9 @@ def test_the_time_here_is_measured_from_a_run_of_the_same_architecture(store, mo
     assert "about 4 min (0.5 s per step;" in rows["starter-image+flow-matching"]
     assert f"run #{flow}" not in rows["starter-image"]  # flow matching is another architecture
     plain = finished_run("starter-image", 8.0, prediction_type="auto")
-    assert f"measured: run #{plain} trained 8.0 items/s here" in guide_rows(architecture_guide(store))["starter-image"]
+    smaller = finished_run("starter-image", 80.0, resolution=16, prediction_type="auto")  # not the recommended size
+    row = guide_rows(architecture_guide(store))["starter-image"]
+    assert f"measured: run #{plain} trained 8.0 items/s here" in row and f"run #{smaller}" not in row
 
 
 def test_an_estimate_scales_the_reference_cpus_figure_by_cores(store, monkeypatch):

@@ -50,7 +50,7 @@ def test_a_bakeoff_started_in_the_page_shows_its_table(home_with_shapes, running
     assert_calm(page, "the bake-off started")
     result = wait_for_text(page, "#bakeoff-result", "Which won on what", 15 * MINUTES)
     assert "seconds per sample (lower is better)" in result and "diversity (higher is better)" in result
-    assert "won on sample_seconds (lower is better)" in result
+    assert "won on seconds per sample (lower is better)" in result
     status = page.locator("#bakeoff-status").inner_text()
     assert "done" in status and "Sample set #1" in status and "Evaluate" in status
     assert_calm(page, "the bake-off's table")

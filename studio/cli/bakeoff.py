@@ -17,7 +17,7 @@ def table_text(found: dict) -> str:
     """The bake-off in words: its state, its runs, the table and who won on what."""
     from studio.evaluation.bakeoff import column_about, winners_in_words
 
-    lines = [f"bake-off {found['bakeoff_id']}: {found['status']} · dataset {found['dataset']} · "
+    lines = [f"bake-off {found['bakeoff_id']}: {found['status']} · {found['dataset_name']} ({found['dataset']}) · "
              f"{found['minutes']:g} min each"]
     lines += [f"  {r['model']}: run {r['run_id']} {r['status']}, {r['steps']} steps"
               + (f" ({r['error']})" if r["error"] else "") for r in found["runs"]]
@@ -85,7 +85,7 @@ def cmd_bakeoff(args) -> int:
         if words == ["list"]:
             found = list_bakeoffs(store, args.project)
             report(args, {"bakeoffs": found}, "\n".join(
-                f"bake-off {b['bakeoff_id']}: {b['status']} · {', '.join(b['models'])} on {b['dataset']}"
+                f"bake-off {b['bakeoff_id']}: {b['status']} · {', '.join(b['models'])} on {b['dataset_name']}"
                 for b in found) or "no bake-offs yet")
             return 0
         if len(words) != 2 or words[0] != "show" or not words[1].isdigit():

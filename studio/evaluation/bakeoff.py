@@ -195,13 +195,23 @@ def active_ids(store: Store) -> list[int]:
                                     .order_by(Bakeoff.id)))
 
 
+def dataset_name(store: Store, dataset_ref: str) -> str:
+    """"shapes v1" for ``DATASET_ID:VERSION`` (the reference itself once the version is gone)."""
+    try:
+        version = get_version(store, dataset_ref)
+    except (ImportRefused, ValueError):
+        return dataset_ref
+    return f"{version.dataset.name} v{version.version}"
+
+
 def view(store: Store, bakeoff_id: int) -> dict:
     """What the CLI's JSON and the page show: the request, its state, its runs, the set, the table and winners."""
     row = bakeoff_row(store, bakeoff_id)
     with store.session() as session:
         project = project_name(session, row.project_id)
     table = row.table or {}
-    return {"bakeoff_id": row.id, "project": project, "dataset": row.dataset, "models": row.models,
+    return {"bakeoff_id": row.id, "project": project, "dataset": row.dataset,
+            "dataset_name": dataset_name(store, row.dataset), "models": row.models,
             "minutes": row.minutes, "status": row.status, "runs": runs_of(store, row.id),
             "sample_set_id": row.sample_set_id, "task_id": row.task_id, "table": table.get("rows", []),
             "winners": table.get("winners", []), "notes": table.get("notes", []), "error": row.error,
@@ -216,8 +226,9 @@ def list_bakeoffs(store: Store, project: str | None = None) -> list[dict]:
             Project.name == check_project_name(project))
     with store.session() as session:
         rows = session.scalars(query).all()
-        return [{"bakeoff_id": r.id, "dataset": r.dataset, "models": list(r.models), "minutes": r.minutes,
-                 "status": r.status, "sample_set_id": r.sample_set_id} for r in rows]
+        found = [{"bakeoff_id": r.id, "dataset": r.dataset, "models": list(r.models), "minutes": r.minutes,
+                  "status": r.status, "sample_set_id": r.sample_set_id} for r in rows]
+    return [{**b, "dataset_name": dataset_name(store, b["dataset"])} for b in found]
 
 
 def purge_bakeoffs(session, project_id: int) -> int:
@@ -360,9 +371,11 @@ def winners(rows: list[dict], notes: list[str]) -> list[dict]:
     return found
 
 
-def winners_in_words(winners_found: list[dict]) -> list[str]:
-    """"starter-image-gan won on sample_seconds (lower is better): 0.0021 against starter-image 0.12"."""
-    return [f"{w['model']} won on {w['metric']} ({w['direction']}): {w['value']:.4g} against "
+def winners_in_words(winners_found: list[dict], names: dict[str, str] | None = None) -> list[str]:
+    """"starter-image-gan won on sample_seconds (lower is better): 0.0021 against starter-image 0.12" (a metric named
+    as ``names`` says, else by its key)."""
+    names = names or {}
+    return [f"{w['model']} won on {names.get(w['metric'], w['metric'])} ({w['direction']}): {w['value']:.4g} against "
             + ", ".join(f"{model} {value:.4g}" for model, value in w["others"].items())
             for w in winners_found]
 

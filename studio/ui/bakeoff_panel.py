@@ -43,7 +43,8 @@ def architecture_choices(modality: str) -> list[tuple[str, str]]:
 
 
 def bakeoff_choices(store: Store, project: str | None) -> list[tuple[str, int]]:
-    return [(f"#{b['bakeoff_id']} · {', '.join(b['models'])} on {b['dataset']} · {b['status']}", b["bakeoff_id"])
+    # no status in the label: the list is not redrawn as a bake-off moves on (the status line below follows it)
+    return [(f"#{b['bakeoff_id']} · {', '.join(b['models'])} on {b['dataset_name']}", b["bakeoff_id"])
             for b in list_bakeoffs(store, project)]
 
 
@@ -67,8 +68,8 @@ def layout(store: Store, modality: str = "text") -> BakeoffPanel:
 
 def status_markdown(found: dict) -> str:
     """Its state, its runs and, once made, where its sample set is."""
-    lines = [f"**Bake-off #{found['bakeoff_id']}** · {STAGES.get(found['status'], found['status'])} · dataset "
-             f"{html.escape(found['dataset'])} · {found['minutes']:g} min each"]
+    lines = [f"**Bake-off #{found['bakeoff_id']}** · {STAGES.get(found['status'], found['status'])} · "
+             f"{html.escape(found['dataset_name'])} · {found['minutes']:g} min each"]
     for run in found["runs"]:
         steps = f"{run['steps']}/{run['total_steps']} steps" if run["total_steps"] else f"{run['steps']} steps"
         lines.append(f"- {html.escape(run['model'])}: run #{run['run_id']} {html.escape(run['status'])}, {steps}"
@@ -94,7 +95,7 @@ def result_markdown(found: dict) -> str:
     lines = ["| architecture | run | steps | " + " | ".join(header) + " |", "| --- " * (3 + len(columns)) + "|"]
     lines += [f"| {html.escape(row['model'])} | #{row['run_id']} | {row['steps']} | "
               + " | ".join(_number(row.get(key)) for key in columns) + " |" for row in found["table"]]
-    won = winners_in_words(found["winners"])
+    won = winners_in_words(found["winners"], COLUMN_WORDS)
     lines += ["", "**Which won on what**"] + [f"- {html.escape(line)}" for line in won or
                                               ["no metric has a value for two architectures"]]
     lines += [f"- {html.escape(note)}" for note in found["notes"]]

@@ -72,6 +72,7 @@ def estimate_markdown(model_ref: str, method: str, rank: int, precision: str, ba
 # ----------------------------------------------------------------------------- "Which architecture?"
 
 MODALITY_WORDS = {"text": "Text", "image": "Images", "audio": "Audio"}
+SIZE_SETTINGS = ("resolution", "clip_seconds", "max_length")  # what a step's time grows with, beside the batch
 
 
 def _duration(seconds: float) -> str:
@@ -84,7 +85,9 @@ def seconds_per_step(store: Store, architecture: Architecture, batch: int, on_gp
     """(seconds per training step at the recommended batch, how that was found) on this machine: measured by its
     newest completed run here, else the reference CPU's figure scaled by cores (on a CPU only); None: unknown."""
     others = tuple(o.overrides for o in architecture.entry.options if o is not architecture.option)
-    found = training_speed(store, architecture.entry.id, architecture.overrides, others)
+    # a run at another size (a bake-off's test at 16 pixels) says little about the recommended one's speed
+    size = tuple(p for p in architecture.entry.recommended if p.split("=")[0] in SIZE_SETTINGS)
+    found = training_speed(store, architecture.entry.id, (*architecture.overrides, *size), others)
     if found:
         return (batch / found["items_per_second"],
                 f"measured: run #{found['run_id']} trained {found['items_per_second']:.1f} items/s here")
