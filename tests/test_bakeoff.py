@@ -153,6 +153,19 @@ def test_a_bakeoff_of_two_architectures_through_the_cli(tmp_path):
     assert pairs["pairs"] and all(p["a"] != p["b"] for p in pairs["pairs"])  # blind pairs of the two architectures
     shown = studio(home, "bakeoff", "show", str(done["bakeoff_id"]))
     assert "won on sample_seconds (lower is better)" in shown.stdout
+    # people's blind votes join the table as they come (here every vote for the left side: a winner either way)
+    from studio.evaluation.service import cast_vote
+
+    voting = open_store(load_settings(home=home, eval_min_decision_seconds=0))  # votes this quick still count
+    try:
+        for pair in pairs["pairs"]:
+            cast_vote(voting, pair["pair_id"], "ana", "a")
+    finally:
+        voting.close()
+    people = json.loads(studio(home, "bakeoff", "show", str(done["bakeoff_id"]), "--json").stdout)["people"]
+    assert people["votes"] == len(pairs["pairs"])
+    assert sorted(a["model"] for a in people["architectures"]) == ["starter-image", "starter-image-gan"]
+    assert people["winner"]["metric"] == "human_preference" and people["winner"]["direction"] == "higher is better"
     assert one_line_error(studio(home, "bakeoff", "show", "99", check=False)) == \
         "error: no bake-off 99 (see `studio bakeoff list`)"
 

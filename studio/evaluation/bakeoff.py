@@ -28,7 +28,7 @@ from studio.models.catalog import architectures, find_architecture
 from studio.status import BAKEOFF_ACTIVE, RUN_ENDED, BakeoffStatus, RunStatus
 from studio.store import Store, record_action
 from studio.store.projects import check_project_name, project_name
-from studio.store.tables import Bakeoff, GeneratedSample, Project, Run
+from studio.store.tables import Bakeoff, GeneratedSample, Project, RatingVote, Run
 from studio.training.config import TrainConfig, apply_overrides
 from studio.training.jobs import RunError, create_run, delete_run, request
 from studio.training.runs import checkpoints
@@ -210,12 +210,40 @@ def view(store: Store, bakeoff_id: int) -> dict:
     with store.session() as session:
         project = project_name(session, row.project_id)
     table = row.table or {}
+    runs = runs_of(store, row.id)
+    people = preference(store, row.sample_set_id, runs) if row.status == BakeoffStatus.DONE else None
     return {"bakeoff_id": row.id, "project": project, "dataset": row.dataset,
             "dataset_name": dataset_name(store, row.dataset), "models": row.models,
-            "minutes": row.minutes, "status": row.status, "runs": runs_of(store, row.id),
+            "minutes": row.minutes, "status": row.status, "runs": runs,
             "sample_set_id": row.sample_set_id, "task_id": row.task_id, "table": table.get("rows", []),
-            "winners": table.get("winners", []), "notes": table.get("notes", []), "error": row.error,
+            "winners": table.get("winners", []) + ([people["winner"]] if people and people["winner"] else []),
+            "people": people, "notes": table.get("notes", []), "error": row.error,
             "created_at": row.created_at.isoformat(), "ended_at": row.ended_at and row.ended_at.isoformat()}
+
+
+def preference(store: Store, set_id: int | None, runs: list[dict]) -> dict | None:
+    """What people's blind votes on the bake-off's set say so far (Bradley-Terry, ``evaluation.service.leaderboard``):
+    each architecture's strength with its 95 % interval, and the winner once one has a strength; None before the
+    first vote."""
+    from studio.evaluation.service import leaderboard
+
+    if set_id is None:
+        return None
+    with store.session() as session:
+        if session.scalar(select(RatingVote.id).where(RatingVote.set_id == set_id).limit(1)) is None:
+            return None
+    board = leaderboard(store, set_id, rounds=100)
+    model_of = {r["run_id"]: r["model"] for r in runs}
+    ranked = [{"model": model_of.get(int(v["variant"].split(":")[0]), v["label"]), "strength": v["strength"],
+               "ci_low": v["ci_low"], "ci_high": v["ci_high"], "votes": v["votes"]}
+              for v in board["variants"] if v["variant"] != "base"]
+    best = ranked[0] if ranked and ranked[0]["strength"] is not None else None
+    winner = best and {"metric": "human_preference", "unit": "Bradley-Terry strength", "higher_is_better": True,
+                       "direction": "higher is better", "model": best["model"], "value": best["strength"],
+                       "about": f"blind pairwise votes ({board['votes']} counted"
+                                + ("; preliminary: few votes yet)" if board["preliminary"] else ")"),
+                       "others": {r["model"]: r["strength"] for r in ranked[1:] if r["strength"] is not None}}
+    return {"votes": board["votes"], "preliminary": board["preliminary"], "architectures": ranked, "winner": winner}
 
 
 def list_bakeoffs(store: Store, project: str | None = None) -> list[dict]:

@@ -24,7 +24,8 @@ STAGES = {BakeoffStatus.QUEUED: "queued: its runs wait for the training device",
           BakeoffStatus.SCORING: "scoring: automatic metrics of each run",
           BakeoffStatus.DONE: "done", BakeoffStatus.FAILED: "failed"}
 COLUMN_WORDS = {"fd": "Fréchet distance", "prompt_score": "prompt score", "diversity": "diversity",
-                "heldout_loss": "held-out loss", "sample_seconds": "seconds per sample"}
+                "heldout_loss": "held-out loss", "sample_seconds": "seconds per sample",
+                "human_preference": "people's blind votes"}
 
 
 @dataclass
@@ -90,7 +91,8 @@ def result_markdown(found: dict) -> str:
     """The table (a column per metric that any run has), who won on what, and the notes."""
     if not found["table"]:
         return ""
-    columns = [key for key in COLUMN_WORDS if any(row.get(key) is not None for row in found["table"])]
+    columns = [key for key in COLUMN_WORDS if key != "human_preference"
+               and any(row.get(key) is not None for row in found["table"])]
     header = [f"{COLUMN_WORDS[key]} ({'higher' if column_about(key)[1] else 'lower'} is better)" for key in columns]
     lines = ["| architecture | run | steps | " + " | ".join(header) + " |", "| --- " * (3 + len(columns)) + "|"]
     lines += [f"| {html.escape(row['model'])} | #{row['run_id']} | {row['steps']} | "
@@ -99,6 +101,9 @@ def result_markdown(found: dict) -> str:
     lines += ["", "**Which won on what**"] + [f"- {html.escape(line)}" for line in won or
                                               ["no metric has a value for two architectures"]]
     lines += [f"- {html.escape(note)}" for note in found["notes"]]
+    if not found.get("people"):
+        lines.append("- no blind votes yet: rate the sample set in the Evaluate tab, and people's preference joins "
+                     "this list")
     return "\n".join(lines)
 
 
