@@ -163,6 +163,10 @@ def test_a_time_budget_ends_the_run_as_completed_with_a_checkpoint_and_says_why(
     assert result.status == "completed" and result.steps == 5
     assert "stopped at step 5 of 40 because its time budget of 0.5 minute(s) was spent (max_minutes)" in logs
     assert values(result.history, "time_budget_stopped") == [(5, 0.5)]
+    from studio.training.runs import stopped_early  # what `studio runs show` and the Train tab say of it
+
+    assert stopped_early(result.history, result.status, result.steps) == {
+        "step": 5, "reason": "its time budget of 0.5 minute(s) was spent (max_minutes)"}
     assert values(result.history, "val_loss")[-1][0] == 5  # the last step is validated, as a run's end is
     saved = tmp_path / "out" / "checkpoints" / "step-0000005" / "trainer_state.json"
     assert json.loads(saved.read_text())["trained_seconds"] == pytest.approx(30.0)

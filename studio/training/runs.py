@@ -82,12 +82,15 @@ def _loss_summary(values: list[float]) -> LossSummary:
 
 
 def stopped_early(history: list[dict], status: str, steps_done: int) -> EarlyStop | None:
-    """``{"step", "reason"}`` when early stopping ended the run (its last attempt), else None."""
-    from studio.training.loop import early_stop_reason
+    """``{"step", "reason"}`` when early stopping or the time budget (``max_minutes``) ended the run (its last
+    attempt), else None."""
+    from studio.training.loop import budget_reason, early_stop_reason
 
-    event = next((h for h in reversed(history) if h["name"] == "early_stopped"), None)
+    event = next((h for h in reversed(history) if h["name"] in ("early_stopped", "time_budget_stopped")), None)
     if event is None or status != RunStatus.COMPLETED or event["step"] != steps_done:
         return None
+    if event["name"] == "time_budget_stopped":
+        return {"step": event["step"], "reason": budget_reason(event["value"])}
     validation = [h for h in history if h["name"] == "val_loss" and h["step"] <= event["step"]]
     best = min(validation, key=lambda h: h["value"], default=None)
     reason = early_stop_reason(int(event["value"]), best and best["value"], best and best["step"])
@@ -117,7 +120,8 @@ def metric_count(store: Store, run_id: int, up_to_id: int) -> int:
                               .where(Metric.run_id == run_id, Metric.id <= up_to_id))
 
 
-SUMMARY_METRICS = ("val_loss", "early_stopped")  # what a summary reads row by row: one per evaluation at most
+# what a summary reads row by row: one per evaluation at most
+SUMMARY_METRICS = ("val_loss", "early_stopped", "time_budget_stopped")
 
 
 def _summary_rows(store: Store, run_id: int) -> list[dict]:
