@@ -23,7 +23,7 @@ STAGES = {BakeoffStatus.QUEUED: "queued: its runs wait for the training device",
           BakeoffStatus.TRAINING: "training", BakeoffStatus.SAMPLING: "sampling every architecture on the test prompts",
           BakeoffStatus.SCORING: "scoring: automatic metrics of each run",
           BakeoffStatus.DONE: "done", BakeoffStatus.FAILED: "failed"}
-COLUMN_WORDS = {"fd": "Fréchet distance", "prompt_score": "prompt score", "diversity": "diversity",
+COLUMN_WORDS = {"fd": "FID / FAD", "prompt_score": "CLIP / CLAP score", "diversity": "diversity",
                 "heldout_loss": "held-out loss", "sample_seconds": "seconds per sample",
                 "human_preference": "people's blind votes"}
 
