@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any, Callable, Protocol
 
 from studio.data.augment import AudioAugmentation, ImageAugmentation
-from studio.models.options import AudioOptions, DiffusionOptions, GanOptions, ImageOptions, LoraOptions, TextOptions
+from studio.models.options import AudioOptions, DiffusionOptions, GanOptions, ImageOptions, LoraOptions, TextOptions, \
+    VaeOptions
 
 METHODS = ("lora", "full", "scratch")
 
@@ -37,6 +38,7 @@ class BackendConfig(Protocol):
     image_augmentation: ImageAugmentation  # training pictures, drawn per (seed, epoch, item): studio.data.augment
     audio_augmentation: AudioAugmentation
     gan: GanOptions
+    vae: VaeOptions
 
 
 @dataclass(kw_only=True)

@@ -116,6 +116,18 @@ class GanOptions(Section):
                                                "than this (mean pairwise RMS distance in [-1, 1] pixels)")
 
 
+class VaeOptions(Section):
+    """How a VAE learns (the ``starter-image-vae`` family; ``studio.models.vae``)."""
+    kl_weight: float = Field(1.0, gt=0.0, le=100.0, title="KL weight (beta)",
+                             description="weight of the KL term beside the reconstruction error (beta; 1: the ELBO); "
+                                         "higher: a smoother latent space and blurrier pictures. Above 0: without "
+                                         "it the latent drifts from the prior that sampling draws from")
+    kl_warmup_steps: int = Field(100, ge=0, title="KL warm-up steps",
+                                 description="the KL weight rises linearly from 0 to kl_weight over these optimizer "
+                                             "steps, so the decoder learns to use the latent before the KL term "
+                                             "pulls it to the prior; 0: the full weight from the first step")
+
+
 class AudioOptions(Section):
     clip_seconds: float = Field(1.0, gt=0.0, le=60.0, description="length of training clips")
     sample_rate: int = Field(0, ge=0, description="in Hz; 0: the model's sample rate")

@@ -47,7 +47,8 @@ class Family:
     fallback: bool = False         # loads (or refuses, saying what is supported) what no family of its
     #                                modality claims
     own_step: str = ""             # the objective (training/objectives.py) its 'sft' runs take instead of SFT's
-    #                                one optimizer step: a GAN imitates its examples adversarially
+    #                                one optimizer step: a GAN imitates its examples adversarially, a VAE weighs
+    #                                its KL term by the step (warm-up)
 
     def backend(self):
         return _backend(self.backend_path)
@@ -104,6 +105,11 @@ STARTER_AUDIO = register(Family("starter-audio", "audio", "studio.models.audio:S
 STARTER_IMAGE_GAN = register(Family("starter-image-gan", "image", "studio.models.gan:GanBackend", (), (), "torch",
                                     methods=("full", "scratch"), starter="starter-image-gan", standalone=False,
                                     own_step="adversarial"))
+# A VAE learns its examples by its own step too (the KL term's weight follows the step number: its warm-up), with no
+# per-example score for the preference objectives, nor LoRA layers.
+STARTER_IMAGE_VAE = register(Family("starter-image-vae", "image", "studio.models.vae:VaeBackend", (), (), "torch",
+                                    methods=("full", "scratch"), starter="starter-image-vae", standalone=False,
+                                    own_step="variational"))
 
 
 # ----------------------------------------------------------------------------- which family

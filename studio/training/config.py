@@ -17,7 +17,7 @@ from studio.data.augment import TEXT_NONE, AudioAugmentation, ImageAugmentation
 from studio.fields import validated
 from studio.models.base import METHODS  # noqa: F401 - the training methods, named beside the backends
 from studio.models.options import AudioOptions, DiffusionOptions, GanOptions, ImageOptions, LoraOptions, \
-    PreferenceOptions, Section, TextOptions
+    PreferenceOptions, Section, TextOptions, VaeOptions
 
 PRECISION_CHOICES = {"no": "full (32-bit)", "fp16": "half (fp16, GPU)", "bf16": "bfloat16 (bf16)"}
 
@@ -121,6 +121,7 @@ class TrainConfig(Section):
     image_augmentation: ImageAugmentation = Field(default_factory=ImageAugmentation)
     audio_augmentation: AudioAugmentation = Field(default_factory=AudioAugmentation)
     gan: GanOptions = Field(default_factory=GanOptions)
+    vae: VaeOptions = Field(default_factory=VaeOptions)
 
     @model_validator(mode="before")
     @classmethod
@@ -190,11 +191,11 @@ class TrainConfig(Section):
 
 SECTIONS = {"lora": LoraOptions, "text": TextOptions, "image": ImageOptions, "audio": AudioOptions,
             "diffusion": DiffusionOptions, "preference": PreferenceOptions, "image_augmentation": ImageAugmentation,
-            "audio_augmentation": AudioAugmentation, "gan": GanOptions}
+            "audio_augmentation": AudioAugmentation, "gan": GanOptions, "vae": VaeOptions}
 # The sections a dataset of each modality trains with (beside the top-level settings and, for LoRA, ``lora``). Text
 # has no augmentation section: ``studio.data.augment.TEXT_NONE`` says why.
 MODALITY_SECTIONS = {"text": ("text", "preference"),
-                     "image": ("image", "diffusion", "preference", "image_augmentation", "gan"),
+                     "image": ("image", "diffusion", "preference", "image_augmentation", "gan", "vae"),
                      "audio": ("audio", "diffusion", "preference", "audio_augmentation")}
 
 

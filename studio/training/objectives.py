@@ -7,7 +7,7 @@ needs more owns its step and keeps the loop as it is: a preference objective (DP
 rejected answer against a frozen reference; an adversarial one (a GAN's) has an optimizer per network and
 alternates them. A family declares the objectives it trains with (``Family.objectives``); ``objective_for``
 refuses any other. A family whose examples are learned by a step of its own (``Family.own_step``: the GAN's
-``adversarial``) takes that step where a run asks for ``sft``.
+``adversarial``, the VAE's ``variational``) takes that step where a run asks for ``sft``.
 
 An objective may also say, per optimizer, the settings its optimizer and learning-rate schedule are made from
 (``optimizer_configs``: a GAN's discriminator at its own rate), and what a validation's metrics warn of
@@ -32,10 +32,10 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol
 
 from studio.models.base import Handle
-from studio.models.options import PreferenceOptions
+from studio.models.options import PreferenceOptions, VaeOptions
 from studio.models.preference import LABEL, PAIRS, SCORE
 
-SFT, DPO, ORPO, KTO, ADVERSARIAL = "sft", "dpo", "orpo", "kto", "adversarial"
+SFT, DPO, ORPO, KTO, ADVERSARIAL, VARIATIONAL = "sft", "dpo", "orpo", "kto", "adversarial", "variational"
 
 
 @dataclass
@@ -85,9 +85,13 @@ class SupervisedFineTuning:
         return module(batch)
 
     def step(self, run: Optimizing, batch) -> Step:
-        accelerator, [optimizer], [scheduler] = run.accelerator, run.optimizers, run.schedulers
         found = self.loss(run.module, batch)
         loss, metrics = (found.loss, found.metrics) if isinstance(found, Step) else (found, {})
+        return self.take(run, loss, metrics)
+
+    def take(self, run: Optimizing, loss, metrics: dict[str, float]) -> Step:
+        """Backward of ``loss``, clipping, and one step of the optimizer and its schedule."""
+        accelerator, [optimizer], [scheduler] = run.accelerator, run.optimizers, run.schedulers
         accelerator.backward(loss)
         grad_norm = None
         if accelerator.sync_gradients and run.max_grad_norm > 0:
@@ -318,19 +322,63 @@ class Adversarial:
         return used_rate, grad_norm
 
 
+# ----------------------------------------------------------------------------- variational (VAE)
+
+def kl_weight_at(options, step: int) -> float:
+    """The KL term's weight (beta) at optimizer step ``step`` (0 the first): rising linearly from 0 to
+    ``options.kl_weight`` over ``options.kl_warmup_steps`` steps, then held."""
+    if options.kl_warmup_steps <= 0:
+        return options.kl_weight
+    return options.kl_weight * min(1.0, step / options.kl_warmup_steps)
+
+
+def steps_taken(run: Optimizing) -> int:
+    """Optimizer steps taken so far: the count of the first schedule's, which a checkpoint saves and a resume loads
+    (so a resumed run goes on where its warm-up was). Accelerate's wrapper holds the schedule as ``scheduler``."""
+    scheduler = run.schedulers[0]
+    return int(getattr(scheduler, "scheduler", scheduler).last_epoch)
+
+
+class Variational(SupervisedFineTuning):
+    """A VAE's step (``studio.models.vae``): SFT's one optimizer over encoder and decoder, on the reconstruction error
+    plus the KL term weighted by ``kl_weight_at`` the step (its warm-up). The step number is what SFT's step lacks,
+    hence a step of its own. Validation's loss is the full negative ELBO (weight 1, whatever the run's). The
+    reconstruction error, the KL term and (training) the weight it took are metrics the Train tab plots
+    (``vae/recon``, ``vae/kl``, ``vae/beta``)."""
+    name = VARIATIONAL
+
+    def __init__(self, options: VaeOptions | None = None):
+        self.options = options if options is not None else VaeOptions()
+
+    def loss(self, module, batch) -> Step:
+        found = module(batch, kl_weight=1.0)
+        return Step(found["loss"], metrics={"vae/recon": float(found["recon"]), "vae/kl": float(found["kl"])})
+
+    def step(self, run: Optimizing, batch) -> Step:
+        beta = kl_weight_at(self.options, steps_taken(run))
+        found = run.module(batch, kl_weight=beta)
+        metrics = {"vae/recon": float(found["recon"]), "vae/kl": float(found["kl"]), "vae/beta": beta}
+        return self.take(run, found["loss"], metrics)
+
+
 SUPERVISED = SupervisedFineTuning()
 OBJECTIVES: dict[str, Callable[[PreferenceOptions], Objective]] = {
     SFT: lambda options: SUPERVISED,
     **{name: (lambda options, name=name: PreferenceObjective(name, options)) for name in (DPO, ORPO, KTO)},
 }
-OWN_STEPS: dict[str, Callable[[Any], Objective]] = {ADVERSARIAL: Adversarial}  # a family's own (Family.own_step)
+# A family's own (Family.own_step), each made from its section of the run's config.
+OWN_STEPS: dict[str, Callable[[Any], Objective]] = {
+    ADVERSARIAL: lambda config: Adversarial(getattr(config, "gan", None)),
+    VARIATIONAL: lambda config: Variational(getattr(config, "vae", None)),
+}
 
 
 def objective_for(handle: Handle, name: str | None = None, options: PreferenceOptions | None = None,
                   config=None) -> Objective:
     """The objective ``name`` (by default the first of the handle's family: 'sft'), refused when the family does not
     train with it; a preference objective learns with ``options``. A family with a step of its own
-    (``Family.own_step``) takes it for 'sft', made from the run's ``config`` (its section of it: ``config.gan``)."""
+    (``Family.own_step``) takes it for 'sft', made from the run's ``config`` (its section of it: ``config.gan``,
+    ``config.vae``)."""
     family = handle.family
     declared = family.objectives if family is not None else (SFT,)
     name = name or declared[0]
@@ -338,5 +386,5 @@ def objective_for(handle: Handle, name: str | None = None, options: PreferenceOp
         owner = f"the {family.name} family" if family is not None else f"'{handle.model_ref}'"
         raise ValueError(f"objective must be one that {owner} trains with: {', '.join(declared)} (got '{name}')")
     if name == SFT and family is not None and family.own_step:
-        return OWN_STEPS[family.own_step](getattr(config, "gan", None))
+        return OWN_STEPS[family.own_step](config)
     return OBJECTIVES[name](options or PreferenceOptions())

@@ -66,13 +66,15 @@ def loss_frame(history: list[dict], label: str = ""):
     return pd.DataFrame(rows, columns=["step", "loss", "series"]).astype({"step": "int64", "loss": "float64"})
 
 
-OBJECTIVE_CURVES = ("rewards/", "gan/")  # a preference objective's rewards (TRL's names); a GAN's losses and scores
+# a preference objective's rewards (TRL's names); a GAN's losses and scores; a VAE's reconstruction error, KL term and
+# the KL weight of its warm-up
+OBJECTIVE_CURVES = ("rewards/", "gan/", "vae/")
 
 
 def objective_frame(history: list[dict]):
     """The curves a run's objective reports beside its loss (validation's with ``val_``): a preference run's rewards
     (``rewards/chosen``, ...), a GAN's generator and discriminator losses, D(real), D(fake) and the diversity of its
-    samples; empty for any other run."""
+    samples, a VAE's reconstruction error, KL term and KL weight; empty for any other run."""
     import pandas as pd
 
     rows = [{"step": h["step"], "value": h["value"],
@@ -285,7 +287,7 @@ def layout(store: Store, project, version) -> TrainTab:
     with gr.Row():
         loss_plot = gr.LinePlot(x="step", y="loss", color="series", title="Loss", height=300, elem_id="loss-plot")
         lr_plot = gr.LinePlot(x="step", y="learning rate", title="Learning rate", height=300, elem_id="lr-plot")
-    rewards_plot = gr.LinePlot(x="step", y="value", color="series", title="Rewards / GAN curves", height=300,
+    rewards_plot = gr.LinePlot(x="step", y="value", color="series", title="Rewards / GAN / VAE curves", height=300,
                                visible=False, elem_id="rewards-plot")
     overlay_plot = gr.LinePlot(x="step", y="loss", color="series", title="Runs compared", height=300, visible=False)
     with gr.Row():
