@@ -363,10 +363,11 @@ def test_a_job_file_trains_as_written_and_set_overrides_it(plain_text_dataset, t
 
 
 @pytest.mark.slow
-def test_the_gan_starter_trains_and_generates_through_the_cli(tmp_path, image_folder):
+@pytest.mark.parametrize("model", ["starter-image-gan", "starter-image-vae"])
+def test_a_one_pass_starter_trains_and_generates_through_the_cli(tmp_path, image_folder, model):
     home = tmp_path / "home"
     dataset = json.loads(studio(home, "data", "import", str(image_folder), "--json").stdout)["dataset_id"]
-    done = json.loads(studio(home, "train", "--dataset", str(dataset), "--model", "starter-image-gan", "--method",
+    done = json.loads(studio(home, "train", "--dataset", str(dataset), "--model", model, "--method",
                              "scratch", "--max-steps", "2", "--set", "resolution=16", "--set", "eval_steps=1",
                              "--json").stdout)
     assert done["status"] == "completed"

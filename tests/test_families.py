@@ -29,6 +29,7 @@ def test_the_family_comes_from_a_starter_name_the_catalog_or_a_folders_config(tm
     assert family_of("starter-text").name == "starter-text"
     assert family_of("starter-image").name == "starter-image" and family_of("starter-audio").name == "starter-audio"
     assert family_of("starter-image-gan").name == "starter-image-gan"
+    assert family_of("starter-image-vae").name == "starter-image-vae"
     assert family_of("facebook/musicgen-small").name == "musicgen"
     assert family_of("Qwen/Qwen2.5-0.5B-Instruct").name == "causal-lm"
     assert family_of("stable-diffusion-v1-5/stable-diffusion-v1-5").name == "sd-pipeline"
@@ -84,7 +85,7 @@ def test_every_family_declares_what_the_studio_asks_and_its_backend_offers_it(na
     assert family.modality in ("text", "image", "audio")
     assert set(family.methods) <= set(METHODS) and family.objectives[0] == "sft"  # SFT: every family's default
     assert set(family.export_formats) <= set(FORMATS)
-    if family.own_step:  # a GAN: its own step for 'sft', no per-example score (no preference objective), no LoRA
+    if family.own_step:  # a GAN, a VAE: its own step for 'sft', no per-example score (no preference objective), no LoRA
         assert family.objectives == ("sft",) and "lora" not in family.methods and not family.export_formats
         assert family.own_step in OWN_STEPS and family.library == "torch"
     else:
