@@ -227,15 +227,18 @@ def test_wandb_and_trackio_offline_write_their_files_with_the_whole_config(tmp_p
     assert any("train_loss" in row for row in rows_written) and any("lora.r" in row for row in rows_written), tables
 
 
-def run_in_two_ranks(tmp_path, **changes) -> dict:
-    """The loop under ``accelerate launch`` with two gloo ranks on the CPU (the worker's multi-process path)."""
+def run_in_two_ranks(tmp_path, script: str = "loop_in_ranks.py", settings: TrainConfig | None = None,
+                     **changes) -> dict:
+    """The loop under ``accelerate launch`` with two gloo ranks on the CPU (the worker's multi-process path): ``script``
+    (``SCRIPT CONFIG_JSON OUT_DIR``, by default the toy backend's) with ``settings`` (by default ``config(**changes)``),
+    which writes the main process's history to OUT_DIR/history.json."""
     root = Path(__file__).resolve().parents[1]
     with socket.socket() as sock:  # a free port: other runs of the suite may use accelerate's default one
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     command = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--num_machines", "1",
                "--multi_gpu", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(port),
-               str(root / "tests" / "loop_in_ranks.py"), config(**changes).model_dump_json(), str(tmp_path)]
+               str(root / "tests" / script), (settings or config(**changes)).model_dump_json(), str(tmp_path)]
     env = {**os.environ, "ACCELERATE_USE_CPU": "1",
            "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))}
     done = subprocess.run(command, env=env, cwd=root, capture_output=True, text=True, timeout=300)

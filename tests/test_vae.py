@@ -196,3 +196,35 @@ def test_bad_settings_are_refused_with_the_reason(shapes, tmp_path):
         backend.load(VAE, "lora", config(), rows["train"])
     with pytest.raises(FileNotFoundError, match="not a VAE starter's model folder"):
         FAMILIES[VAE].backend().load(str(tmp_path), "full", config())
+
+
+@pytest.mark.slow  # two accelerate ranks in two processes
+def test_two_processes_learn_as_one_does(tmp_path):
+    """One process with batches of 8 and two with 4 each take the same items per optimizer step. The latent's noise
+    is each process's own draw, so the losses agree within a tolerance rather than exactly; the warm-up is the same
+    (every rank's schedule counts the same steps)."""
+    import json
+
+    from test_loop import run_in_two_ranks
+
+    folder, rng, rows = tmp_path / "ranks", random.Random(1), []
+    folder.mkdir()
+    for number in range(20):
+        colour, shape = ("red", "blue", "green", "yellow")[number % 4], ("circle", "square")[number // 4 % 2]
+        draw_shape(colour, shape, rng).save(folder / f"{number}.png")
+        rows.append({"id": number, "file": f"{number}.png", "caption": f"a {colour} {shape}"})
+    rows = {"train": rows[:16], "validation": rows[16:]}  # 16: whole batches of 8, and of 4 on each rank
+    (folder / "rows.json").write_text(json.dumps(rows))
+    settings = dict(max_steps=6, eval_steps=3, save_steps=100, vae={"kl_warmup_steps": 4})
+    backend, handle = load(rows, config(per_device_train_batch_size=8, **settings))
+    one = train_in_process(backend, handle, rows, folder, config(per_device_train_batch_size=8, **settings))
+    two = run_in_two_ranks(folder, "vae_in_ranks.py", config(per_device_train_batch_size=4, **settings))
+    assert two["steps"] == 6
+    assert values(two["history"], "vae/beta") == values(one["history"], "vae/beta") == \
+        [(step, min(1.0, (step - 1) / 4)) for step in range(1, 7)]
+    # The loop gathers the training loss over both ranks. Measured: within 3 % at every step, the validation loss
+    # within 0.2 % until step 3 and 5.6 % at step 6 (each rank's own noise draws, once the KL term weighs in).
+    for name in ("train_loss", "val_loss"):
+        one_curve, two_curve = values(one["history"], name), values(two["history"], name)
+        assert [s for s, _ in two_curve] == [s for s, _ in one_curve]
+        assert [v for _, v in two_curve] == pytest.approx([v for _, v in one_curve], rel=0.1), name
