@@ -5,7 +5,6 @@ Tiny models (16 px), a few steps each."""
 from __future__ import annotations
 
 import random
-from pathlib import Path
 
 import pytest
 
@@ -17,27 +16,11 @@ from studio.status import RunStatus
 from studio.training.config import TrainConfig, apply_overrides
 from studio.training.loop import Hooks, train, train_in_process
 from studio.training.objectives import Variational, kl_weight_at, objective_for
+from test_gan import config, shapes  # noqa: F401 - the GAN's tiny pictures (a module-scoped fixture) and settings
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 VAE = "starter-image-vae"
-
-
-@pytest.fixture(scope="module")
-def shapes(tmp_path_factory) -> tuple[dict, Path]:
-    folder = tmp_path_factory.mktemp("shapes")
-    rng, rows = random.Random(0), []
-    for number in range(12):
-        colour, shape = ("red", "blue")[number % 2], ("circle", "square")[number // 2 % 2]
-        draw_shape(colour, shape, rng).save(folder / f"{number}.png")
-        rows.append({"id": number, "file": f"{number}.png", "caption": f"a {colour} {shape}"})
-    return {"train": rows[:10], "validation": rows[10:]}, folder
-
-
-def config(**changes) -> TrainConfig:
-    base = {"per_device_train_batch_size": 4, "seed": 0, "use_cpu": True, "learning_rate": 2e-3, "eval_steps": 100,
-            "save_steps": 100, "warmup_steps": 0, "max_steps": 3, "lr_scheduler_type": "constant"}
-    return TrainConfig.model_validate({**base, **changes, "image": {"resolution": 16}})
 
 
 def load(rows, train_config):

@@ -264,19 +264,12 @@ class GanBackend:
 
     def load(self, model_ref: str, method: str, config: BackendConfig,
              train_rows: list[dict] | None = None) -> Handle:
-        from studio.models.diffusion import word_tokenizer
-
         prologue(STARTER_IMAGE_GAN, model_ref, method, config)
         problem = augment_problem(config.gan.augment)
         if problem:
             raise ValueError(problem)
         if model_ref == STARTER:
-            resolution = config.image.resolution
-            if resolution < 8 or resolution & (resolution - 1):
-                raise ValueError(f"resolution: the GAN starter draws squares of a power of two from 8 "
-                                 f"(got {resolution})")
-            tokenizer = word_tokenizer([row.get("caption") or "" for row in train_rows or []])
-            shape = {"resolution": resolution, "vocabulary": len(tokenizer), "pad_id": tokenizer.pad_token_id}
+            tokenizer, shape = new_shape(config, train_rows, "GAN")
         else:
             folder = Path(model_ref).expanduser()
             tokenizer, shape = _read_folder(folder)
@@ -291,15 +284,7 @@ class GanBackend:
     def datasets(self, handle: Handle, rows: dict[str, list[dict]], root: Path, config) -> dict[str, Any]:
         """The image starter's captioned pictures, square at the resolution, with the run's image augmentation
         (``image_augmentation``) on the training split; DiffAugment comes on top, inside the step."""
-        from studio.models.image import _dataset_class
-
-        size = (handle.parts.resolution, handle.parts.resolution)
-
-        def make(given: list[dict], split: str):
-            return _dataset_class()(given, root, handle.parts.tokenizer, [size] * len(given),
-                                    config.image_augmentation if split == "train" else None, seed=config.seed)
-
-        return datasets_for(config.objective, rows, make)
+        return captioned_pictures(handle, rows, root, config)
 
     def collate(self, handle: Handle, config) -> Callable[[list], dict]:
         from studio.models.diffusion import collate_images
@@ -327,23 +312,10 @@ class GanBackend:
     def save(self, handle: Handle, folder: Path) -> None:
         """Both networks and the averaged generator (``gan.safetensors``), their shape, the tokenizer and the
         marker: a folder this backend loads to generate or to train further (method 'full')."""
-        from safetensors.torch import save_file
-
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        state = {k: v.detach().contiguous().cpu() for k, v in handle.module.state_dict().items()}
-        save_file(state, str(folder / WEIGHTS), metadata={"format": "pt"})
-        (folder / SHAPE).write_text(json.dumps(handle.module.shape, indent=1))
-        handle.parts.tokenizer.save_pretrained(str(folder / "tokenizer"))
-        write_marker(handle, folder, resolution=handle.parts.resolution)
+        save_networks(handle, folder, WEIGHTS, SHAPE)
 
     def load_weights(self, handle: Handle, folder: Path) -> None:
-        from safetensors.torch import load_file
-
-        path = Path(folder) / WEIGHTS
-        if not path.is_file():
-            raise FileNotFoundError(f"no GAN weights ({WEIGHTS}) in {folder}")
-        handle.module.load_state_dict(load_file(str(path)))
+        load_networks(handle, folder, WEIGHTS, "GAN")
 
     def lora_module(self, handle: Handle):
         raise ValueError("the GAN starter trains without LoRA (methods scratch and full)")
@@ -353,8 +325,64 @@ class GanBackend:
 
 
 def _read_folder(folder: Path):
+    return read_folder(folder, SHAPE, "GAN")
+
+
+# ----------------------------------------------------------------------------- what the one-pass starters share
+# (the VAE starter's backend, ``studio.models.vae``, too): their data, and their folders' files
+
+def new_shape(config, train_rows: list[dict] | None, kind: str) -> tuple[Any, dict]:
+    """(tokenizer, shape) of a starter built anew: the word tokenizer of the training captions, and square pictures
+    at the run's resolution, refused unless a power of two from 8 (each block doubles the side from 4)."""
+    from studio.models.diffusion import word_tokenizer
+
+    resolution = config.image.resolution
+    if resolution < 8 or resolution & (resolution - 1):
+        raise ValueError(f"resolution: the {kind} starter draws squares of a power of two from 8 (got {resolution})")
+    tokenizer = word_tokenizer([row.get("caption") or "" for row in train_rows or []])
+    return tokenizer, {"resolution": resolution, "vocabulary": len(tokenizer), "pad_id": tokenizer.pad_token_id}
+
+
+def captioned_pictures(handle: Handle, rows: dict[str, list[dict]], root: Path, config) -> dict[str, Any]:
+    """The image starter's captioned pictures, square at the resolution, with the run's image augmentation
+    (``image_augmentation``) on the training split."""
+    from studio.models.image import _dataset_class
+
+    size = (handle.parts.resolution, handle.parts.resolution)
+
+    def make(given: list[dict], split: str):
+        return _dataset_class()(given, root, handle.parts.tokenizer, [size] * len(given),
+                                config.image_augmentation if split == "train" else None, seed=config.seed)
+
+    return datasets_for(config.objective, rows, make)
+
+
+def save_networks(handle: Handle, folder: Path, weights: str, shape: str) -> None:
+    """The module's weights (``weights``, safetensors), its shape (``shape``, JSON), the tokenizer and the marker."""
+    from safetensors.torch import save_file
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().contiguous().cpu() for k, v in handle.module.state_dict().items()}
+    save_file(state, str(folder / weights), metadata={"format": "pt"})
+    (folder / shape).write_text(json.dumps(handle.module.shape, indent=1))
+    handle.parts.tokenizer.save_pretrained(str(folder / "tokenizer"))
+    write_marker(handle, folder, resolution=handle.parts.resolution)
+
+
+def load_networks(handle: Handle, folder: Path, weights: str, kind: str) -> None:
+    from safetensors.torch import load_file
+
+    path = Path(folder) / weights
+    if not path.is_file():
+        raise FileNotFoundError(f"no {kind} weights ({weights}) in {folder}")
+    handle.module.load_state_dict(load_file(str(path)))
+
+
+def read_folder(folder: Path, shape: str, kind: str):
+    """(tokenizer, shape) of a saved starter's folder, refused when it is not one of ``kind``."""
     from transformers import AutoTokenizer
 
-    if not (folder / SHAPE).is_file():
-        raise FileNotFoundError(f"{folder} is not a GAN starter's model folder (no {SHAPE})")
-    return AutoTokenizer.from_pretrained(str(folder / "tokenizer")), json.loads((folder / SHAPE).read_text())
+    if not (folder / shape).is_file():
+        raise FileNotFoundError(f"{folder} is not a {kind} starter's model folder (no {shape})")
+    return AutoTokenizer.from_pretrained(str(folder / "tokenizer")), json.loads((folder / shape).read_text())

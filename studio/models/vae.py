@@ -20,10 +20,8 @@ torch is imported inside functions, except in this module's classes, built only 
 
 from __future__ import annotations
 
-import json
 import math
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -31,10 +29,11 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from studio.models.base import BackendConfig, Handle, Parts, Sample, pairs
-from studio.models.common import prologue, write_marker
-from studio.models.gan import EMBEDDING, LATENT, CaptionEmbedding, Generator
-from studio.models.preference import datasets_for
+from studio.models.base import BackendConfig, Handle, Sample, pairs
+from studio.models.common import prologue
+from studio.models.gan import EMBEDDING, LATENT, CaptionEmbedding, Generator, captioned_pictures, load_networks, \
+    new_shape, read_folder, save_networks
+from studio.models.gan import GanParts as VaeParts  # the same parts: the caption tokenizer and the resolution
 from studio.models.registry import STARTER_IMAGE_VAE
 
 STARTER = STARTER_IMAGE_VAE.starter
@@ -115,29 +114,16 @@ def reconstruct_pictures(module: VaeModule, images: torch.Tensor, ids: torch.Ten
 
 # ----------------------------------------------------------------------------- the backend
 
-@dataclass(kw_only=True)
-class VaeParts(Parts):
-    tokenizer: Any
-    resolution: int
-
-
 class VaeBackend:
     modality = "image"
 
     def load(self, model_ref: str, method: str, config: BackendConfig,
              train_rows: list[dict] | None = None) -> Handle:
-        from studio.models.diffusion import word_tokenizer
-
         prologue(STARTER_IMAGE_VAE, model_ref, method, config)
         if model_ref == STARTER:
-            resolution = config.image.resolution
-            if resolution < 8 or resolution & (resolution - 1):
-                raise ValueError(f"resolution: the VAE starter draws squares of a power of two from 8 "
-                                 f"(got {resolution})")
-            tokenizer = word_tokenizer([row.get("caption") or "" for row in train_rows or []])
-            shape = {"resolution": resolution, "vocabulary": len(tokenizer), "pad_id": tokenizer.pad_token_id}
+            tokenizer, shape = new_shape(config, train_rows, "VAE")
         else:
-            tokenizer, shape = _read_folder(Path(model_ref).expanduser())
+            tokenizer, shape = read_folder(Path(model_ref).expanduser(), SHAPE, "VAE")
         handle = Handle(modality=self.modality, model_ref=model_ref, method=method, module=VaeModule(shape),
                         parts=VaeParts(family=STARTER_IMAGE_VAE.name, starter=True, tokenizer=tokenizer,
                                        resolution=shape["resolution"]))
@@ -146,17 +132,8 @@ class VaeBackend:
         return handle
 
     def datasets(self, handle: Handle, rows: dict[str, list[dict]], root: Path, config) -> dict[str, Any]:
-        """The image starter's captioned pictures, square at the resolution, with the run's image augmentation
-        (``image_augmentation``) on the training split."""
-        from studio.models.image import _dataset_class
-
-        size = (handle.parts.resolution, handle.parts.resolution)
-
-        def make(given: list[dict], split: str):
-            return _dataset_class()(given, root, handle.parts.tokenizer, [size] * len(given),
-                                    config.image_augmentation if split == "train" else None, seed=config.seed)
-
-        return datasets_for(config.objective, rows, make)
+        """The image starter's captioned pictures, as the GAN's (``gan.captioned_pictures``)."""
+        return captioned_pictures(handle, rows, root, config)
 
     def collate(self, handle: Handle, config) -> Callable[[list], dict]:
         from studio.models.diffusion import collate_images
@@ -195,23 +172,10 @@ class VaeBackend:
     def save(self, handle: Handle, folder: Path) -> None:
         """Encoder and decoder (``vae.safetensors``), their shape, the tokenizer and the marker: a folder this backend
         loads to generate or to train further (method 'full')."""
-        from safetensors.torch import save_file
-
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        state = {k: v.detach().contiguous().cpu() for k, v in handle.module.state_dict().items()}
-        save_file(state, str(folder / WEIGHTS), metadata={"format": "pt"})
-        (folder / SHAPE).write_text(json.dumps(handle.module.shape, indent=1))
-        handle.parts.tokenizer.save_pretrained(str(folder / "tokenizer"))
-        write_marker(handle, folder, resolution=handle.parts.resolution)
+        save_networks(handle, folder, WEIGHTS, SHAPE)
 
     def load_weights(self, handle: Handle, folder: Path) -> None:
-        from safetensors.torch import load_file
-
-        path = Path(folder) / WEIGHTS
-        if not path.is_file():
-            raise FileNotFoundError(f"no VAE weights ({WEIGHTS}) in {folder}")
-        handle.module.load_state_dict(load_file(str(path)))
+        load_networks(handle, folder, WEIGHTS, "VAE")
 
     def lora_module(self, handle: Handle):
         raise ValueError("the VAE starter trains without LoRA (methods scratch and full)")
@@ -237,11 +201,3 @@ def _written(chosen: list[tuple[str, int]], images, out_dir: Path, started: floa
     from studio.models.image import write_pictures
 
     return write_pictures(chosen, images, out_dir, (time.perf_counter() - started) / max(len(chosen), 1))
-
-
-def _read_folder(folder: Path):
-    from transformers import AutoTokenizer
-
-    if not (folder / SHAPE).is_file():
-        raise FileNotFoundError(f"{folder} is not a VAE starter's model folder (no {SHAPE})")
-    return AutoTokenizer.from_pretrained(str(folder / "tokenizer")), json.loads((folder / SHAPE).read_text())
