@@ -89,6 +89,9 @@ def test_the_family_owns_its_step_and_the_loop_records_the_warm_up_and_the_full_
     for step, loss in values(history, "train_loss"):
         recon, kl, beta = (dict(values(history, name))[step] for name in ("vae/recon", "vae/kl", "vae/beta"))
         assert loss == pytest.approx(recon + beta * kl, rel=1e-5)
+    from studio.ui.train_tab import objective_frame
+
+    assert set(objective_frame(history)["series"]) == {"recon", "kl", "beta", "validation recon", "validation kl"}
     # validation: the full negative ELBO (KL weight 1, not the run's 0.5), at the start and at the end
     assert [s for s, _ in values(history, "val_loss")] == [0, 4]
     for step, loss in values(history, "val_loss"):
