@@ -34,6 +34,7 @@ def test_every_architecture_of_the_catalog_is_in_the_guide_with_its_trade_offs_a
     assert "| 8 network passes per sample |" in rows["starter-image+flow-matching"]
     assert "prediction_type=flow_matching" in rows["starter-audio+flow-matching"]
     assert "| 1 network pass per sample |" in rows["starter-image-gan"]
+    assert "| 1 network pass per sample |" in rows["starter-image-vae"]
     assert "| 450 steps of 16 at learning rate 0.003 |" in rows["starter-image"]
 
 
@@ -44,11 +45,11 @@ def test_the_sampling_steps_the_catalog_states_are_the_samplers_defaults():
 
 
 def test_a_new_catalog_starter_appears_by_itself(store, monkeypatch):
-    newcomer = Entry("starter-image-vae", "image", "vae", 0.5, 4, 64, "offline: a small conditional VAE", starter=True,
-                     recommended=("max_steps=200", "per_device_train_batch_size=32"), good_at="a smooth latent space",
-                     bad_at="blurrier pictures", sampling_passes=1)
+    newcomer = Entry("starter-image-newcomer", "image", "vae", 0.5, 4, 64, "offline: a small conditional VAE",
+                     starter=True, recommended=("max_steps=200", "per_device_train_batch_size=32"),
+                     good_at="a smooth latent space", bad_at="blurrier pictures", sampling_passes=1)
     monkeypatch.setattr(catalog, "CATALOG", [*catalog.CATALOG, newcomer])
-    row = guide_rows(architecture_guide(store))["starter-image-vae"]
+    row = guide_rows(architecture_guide(store))["starter-image-newcomer"]
     assert "a smooth latent space" in row and "blurrier pictures" in row and "200 steps of 32" in row
     assert "not measured yet" in row  # no figure in the catalog, no run here
 

@@ -214,3 +214,20 @@ def test_two_processes_learn_as_one_does(tmp_path):
         one_curve, two_curve = values(one["history"], name), values(two["history"], name)
         assert [s for s, _ in two_curve] == [s for s, _ in one_curve]
         assert [v for _, v in two_curve] == pytest.approx([v for _, v in one_curve], rel=0.1), name
+
+
+def test_the_held_out_loss_of_evaluate_and_the_bake_off_is_the_negative_elbo(shapes):
+    import torch
+
+    from studio.evaluation.metrics_media import heldout_loss
+    from studio.models.diffusion import collate_images
+
+    rows, root = shapes
+    backend, handle = load(rows, config())
+    held = backend.datasets(handle, rows, root, config())["validation"]
+    found = heldout_loss(handle, held, collate_images)
+    handle.module.eval()
+    with torch.no_grad():
+        expected = float(handle.module(collate_images([held[i] for i in range(len(held))]))["loss"])
+    assert found["kind"] == "negative ELBO" and found["items"] == 2
+    assert found["loss"] == pytest.approx(expected, rel=1e-6)

@@ -24,7 +24,8 @@ def heldout_loss(handle, dataset, collate, *, fractions=FRACTIONS, seed: int = 0
     start). Diffusion models: the unweighted prediction error at each fixed point of the noise schedule, item i
     at point k with noise seeded ``seed + 1000 * k + i`` (the VAE's posterior mean, no sampling), so the value
     does not depend on the batch size and repeats exactly. MusicGen: the model's own code cross-entropy (already
-    deterministic). Returns ``{"loss", "by_fraction" (diffusion), "items", "kind"}``."""
+    deterministic). The VAE starter: its negative ELBO per pixel value (its latent noise drawn from a fixed seed).
+    Returns ``{"loss", "by_fraction" (diffusion), "items", "kind"}``."""
     import torch
 
     module = handle.module
@@ -55,7 +56,7 @@ def heldout_loss(handle, dataset, collate, *, fractions=FRACTIONS, seed: int = 0
 def _plain_loss(module, dataset, collate, batch_size: int) -> dict:
     import torch
 
-    total, items = 0.0, len(dataset)
+    total, items, kind = 0.0, len(dataset), "cross-entropy"
     was_training = module.training
     module.eval()
     try:
@@ -63,12 +64,14 @@ def _plain_loss(module, dataset, collate, batch_size: int) -> dict:
             for start in range(0, items, batch_size):
                 chunk = [dataset[i] for i in range(start, min(start + batch_size, items))]
                 found = module(collate(chunk))
-                if isinstance(found, dict):  # a GAN: its losses are a discriminator's verdicts, not a loss of the data
-                    return {"loss": None, "items": items, "kind": "none"}
+                if isinstance(found, dict):  # a family's own terms: a VAE's are a loss of the data (its negative
+                    if "kl" not in found:    # ELBO, eval noise fixed); a GAN's are a discriminator's verdicts
+                        return {"loss": None, "items": items, "kind": "none"}
+                    found, kind = found["loss"], "negative ELBO"
                 total += float(found) * len(chunk)
     finally:
         module.train(was_training)
-    return {"loss": total / items if items else None, "items": items, "kind": "cross-entropy"}
+    return {"loss": total / items if items else None, "items": items, "kind": kind}
 
 
 # ----------------------------------------------------------------------------- diversity

@@ -146,7 +146,7 @@ CATALOG: list[Entry] = [
           recommended=VAE_RECOMMENDED,
           good_at="smooth latent space, one-pass sampling, stable training; reconstructs a given picture",
           bad_at="blurrier than GAN or diffusion",
-          sampling_passes=1),
+          sampling_passes=1, reference_seconds_per_step=0.11),
     Entry("hf-internal-testing/tiny-stable-diffusion-pipe", "image", "stable-diffusion", 0.3, 2, 32,
           "a tiny SD pipeline for trying the workflow", "apache-2.0"),
     Entry("stable-diffusion-v1-5/stable-diffusion-v1-5", "image", "stable-diffusion", 860, 16, 1280,
