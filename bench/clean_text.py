@@ -165,7 +165,9 @@ store = open_store(load_settings(home=home))
 started, cpu_started = time.perf_counter(), time.process_time()
 result = import_dataset(store, [path], name="bench", steps=config, split="1,0,0")
 total, cpu = time.perf_counter() - started, time.process_time() - cpu_started
-peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+# VmHWM, not ru_maxrss: Linux carries ru_maxrss over fork and exec, so a child started by a parent holding the
+# generated corpus would report the parent's size (the million-row run printed 1,551 MB, the generator's own).
+peak_mb = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM:")) / 1024
 kept = np.zeros(rows, dtype=bool)
 with open(Path(result["path"]) / "manifest.jsonl") as manifest:
     for line in manifest:
@@ -239,7 +241,9 @@ for number, values in enumerate(ds["signature"]):
 ds = ds.select(np.flatnonzero(keep)).remove_columns("signature")
 ds.to_json(str(work / "out.jsonl"))
 total, cpu = time.perf_counter() - started, time.process_time() - cpu_started
-peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+# VmHWM, not ru_maxrss: Linux carries ru_maxrss over fork and exec, so a child started by a parent holding the
+# generated corpus would report the parent's size (the million-row run printed 1,551 MB, the generator's own).
+peak_mb = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM:")) / 1024
 kept = np.zeros(rows, dtype=bool)
 kept[np.array(ds["row"], dtype=np.int64)] = True
 np.save(sys.argv[6], kept)
