@@ -23,15 +23,23 @@ GAN = "starter-image-gan"
 
 
 
-@pytest.fixture(scope="module")
-def shapes(tmp_path_factory) -> tuple[dict, Path]:
-    folder = tmp_path_factory.mktemp("shapes")
+def draw_shapes(folder: Path, count: int = 12, validation: int = 2) -> dict:
+    """``count`` pictures of red and blue circles and squares in ``folder``, the last ``validation`` of them to
+    validate on."""
+    folder.mkdir(parents=True, exist_ok=True)
     rng, rows = random.Random(0), []
-    for number in range(12):
+    for number in range(count):
         colour, shape = ("red", "blue")[number % 2], ("circle", "square")[number // 2 % 2]
         draw_shape(colour, shape, rng).save(folder / f"{number}.png")
         rows.append({"id": number, "file": f"{number}.png", "caption": f"a {colour} {shape}"})
-    return {"train": rows[:10], "validation": rows[10:]}, folder
+    return {"train": rows[:count - validation], "validation": rows[count - validation:]}
+
+
+
+@pytest.fixture(scope="module")
+def shapes(tmp_path_factory) -> tuple[dict, Path]:
+    folder = tmp_path_factory.mktemp("shapes")
+    return draw_shapes(folder), folder
 
 
 def config(**changes) -> TrainConfig:
@@ -184,3 +192,144 @@ def test_bad_settings_are_refused_with_the_reason(shapes):
         backend.load(GAN, "scratch", TrainConfig.model_validate({"image": {"resolution": 24}}), rows["train"])
     with pytest.raises(ValueError, match="method must be one of full, scratch"):
         backend.load(GAN, "lora", config(), rows["train"])
+
+
+# ----------------------------------------------------------------------------- the audio GAN (starter-audio-gan)
+
+AUDIO_GAN = "starter-audio-gan"
+CLIP = 0.25  # seconds: a 64 x 16 spectrogram
+
+
+@pytest.fixture(scope="module")
+def tones(tmp_path_factory) -> tuple[dict, Path]:
+    from studio.examples.tones import TONES, make_tones
+
+    folder = tmp_path_factory.mktemp("tones")
+    clips = make_tones(folder, 3, seed=0)
+    rows = [{"id": n, "file": path.name, "caption": path.with_suffix(".txt").read_text().strip()}
+            for n, path in enumerate(clips)]
+    assert {row["caption"] for row in rows} == set(TONES)
+    return {"train": rows[:7], "validation": rows[7:]}, folder
+
+
+def audio_config(**changes) -> TrainConfig:
+    audio = {"clip_seconds": CLIP, **changes.pop("audio", {})}
+    return config(**changes).model_copy(update={"audio": TrainConfig.model_validate({"audio": audio}).audio})
+
+
+def test_the_audio_gan_is_the_gan_on_the_audio_starters_spectrograms(tones):
+    from studio.models.audio import spectrogram_settings
+    from studio.models.audio_gan import SpectrogramGanBackend
+
+    rows, root = tones
+    train_config = audio_config()
+    backend = backend_for("audio")
+    handle = backend.load(AUDIO_GAN, "scratch", train_config, rows["train"])
+    assert handle.family.name == AUDIO_GAN and handle.family.own_step == "adversarial"
+    assert isinstance(handle.family.backend(), SpectrogramGanBackend)
+    spec = spectrogram_settings(8000, CLIP)
+    assert handle.parts.spectrogram == spec
+    batch = backend.collate(handle, train_config)([backend.datasets(handle, rows, root, train_config)["train"][0]])
+    assert tuple(batch["pixel_values"].shape) == (1, 1, spec["n_bins"], spec["frames"])  # the diffusion starter's
+    fake = handle.module.generator(handle.module.noise(2), batch["input_ids"].expand(2, -1))
+    assert tuple(fake.shape) == (2, 1, spec["n_bins"], spec["frames"])  # ... and what the generator draws
+    assert isinstance(objective_for(handle, "sft", train_config.preference, train_config), Adversarial)
+
+
+def test_the_audio_gan_trains_and_writes_clips_of_its_length_the_same_for_a_seed(tones, tmp_path):
+    import soundfile as sf
+
+    rows, root = tones
+    train_config = audio_config(max_steps=2, eval_steps=1)
+    backend = backend_for("audio")
+    handle = backend.load(AUDIO_GAN, "scratch", train_config, rows["train"])
+    before = weights(handle.module.generator)
+    out = train_in_process(backend, handle, rows, root, train_config)
+    assert out["status"] == "completed" and changed(before, handle.module.generator)
+    assert {"gan/generator_loss", "gan/discriminator_loss", "val_gan/diversity"} <= {h["name"] for h in out["history"]}
+
+    settings = {"seconds": 0, "steps": 30, "guidance_scale": 2.0}  # the Generate form's audio defaults: no steps here
+    samples = backend.generate(handle, ["low hum", "high whistle"], [1, 2], settings, tmp_path / "a")
+    spec = handle.parts.spectrogram
+    for sample in samples:
+        wave, rate = sf.read(str(sample.path))
+        assert sample.path.suffix == ".wav" and rate == 8000 and len(wave) == (spec["frames"] - 1) * spec["hop"]
+    # the same seed, the same clip (a batch of other prompts may move the last bit of a float: not compared here)
+    first, again, other = (backend.generate(handle, ["low hum"], [seed], {}, tmp_path / f"{n}")[0]
+                           for n, seed in enumerate((1, 1, 3)))
+    assert first.path.read_bytes() == again.path.read_bytes() != other.path.read_bytes()
+    with pytest.raises(ValueError, match="draws clips of 0.25 s, the length it was trained on"):
+        backend.generate(handle, ["low hum"], [1], {"seconds": 1.0}, tmp_path / "d")
+
+    backend.save(handle, tmp_path / "model")
+    loaded = backend.load(str(tmp_path / "model"), "full", audio_config(audio={"clip_seconds": 1.0}))
+    assert loaded.family.name == AUDIO_GAN and loaded.parts.clip_seconds == CLIP  # the model's length, not the run's
+    from_folder = backend.generate(loaded, ["low hum"], [1], {}, tmp_path / "e")[0]
+    assert from_folder.path.read_bytes() == first.path.read_bytes()
+    with pytest.raises(ValueError, match="trained on 8000 Hz audio"):
+        backend.load(str(tmp_path / "model"), "full", audio_config(audio={"sample_rate": 16000}))
+
+
+# ----------------------------------------------------------------------------- runs of a GAN
+
+def test_a_gan_run_is_recorded_and_listed_as_adversarial_not_sft(store, tones):
+    from studio.data.service import import_dataset
+    from studio.training import jobs
+    from studio.training.runs import method_text, run_summary
+    from studio.ui.train_tab import runs_table
+
+    _, folder = tones
+    dataset = str(import_dataset(store, [folder], name="tones")["dataset_id"])
+    gan = jobs.create_run(store, dataset, AUDIO_GAN, "scratch", audio_config())
+    diffusion = jobs.create_run(store, dataset, "starter-audio", "scratch", audio_config())
+    summary = run_summary(store, gan)
+    assert summary["objective"] == "adversarial"
+    assert run_summary(store, diffusion)["objective"] == "sft"
+    assert method_text(summary) == "scratch · adversarial"  # `studio runs list/show` and the Train tab's table
+    assert {row[0]: row[5] for row in runs_table(store)} == {gan: "scratch · adversarial", diffusion: "scratch"}
+
+
+def test_settings_a_gan_does_not_read_are_refused_naming_them(store, tones):
+    from studio.data.service import import_dataset
+    from studio.training import jobs
+
+    _, folder = tones
+    dataset = str(import_dataset(store, [folder], name="tones")["dataset_id"])
+    asked = audio_config(diffusion={"prediction_type": "flow_matching", "ema_decay": 0.99}, early_stopping_patience=2,
+                         audio={"length_buckets": True})
+    with pytest.raises(jobs.RunError) as refused:
+        jobs.create_run(store, dataset, AUDIO_GAN, "scratch", asked)
+    message = str(refused.value)
+    assert "prediction_type=flow_matching, ema_decay=0.99: not used by the starter-audio-gan family (a GAN has no " \
+           "noise schedule" in message
+    assert "early_stopping_patience=2: not used by the starter-audio-gan family (a GAN's validation loss is its " \
+           "discriminator's hinge loss" in message
+    assert "length_buckets=True: not used" in message
+    jobs.create_run(store, dataset, "starter-audio", "scratch", asked)  # the diffusion starter reads them all
+    jobs.create_run(store, dataset, AUDIO_GAN, "scratch", audio_config(gan={"r1_gamma": 2.0}))  # its own: fine
+
+
+# ----------------------------------------------------------------------------- several processes
+
+@pytest.mark.slow  # two accelerate ranks in two processes
+def test_two_processes_train_the_gan_as_one_does(tmp_path):
+    """One process with a batch of 8 and two with 4 each take the same 8 pictures per step (8 training pictures: one
+    step an epoch; 8 to validate) and draw the same noise for them (``GanModule.noise``); DiffAugment is off, since
+    each process draws its own. Both networks' losses then agree at every step, as validation does (the diversity
+    monitor aside: each process measures it on the caption of its own first picture)."""
+    from test_loop import run_in_two_ranks
+
+    changes = {"max_steps": 4, "eval_steps": 2, "gan": {"augment": ""}}
+    folder = tmp_path / "shapes"
+    rows = draw_shapes(folder, 16, 8)  # 8 to train on, 8 to validate on: one batch of 8, or one of 4 on each rank
+    (folder / "rows.json").write_text(json.dumps({"model": GAN, **rows}))
+    train_config = config(per_device_train_batch_size=8, **changes)
+    backend, handle = load(rows, train_config)
+    one = train_in_process(backend, handle, rows, folder, train_config)
+    two = run_in_two_ranks(folder, "starter_in_ranks.py", config(per_device_train_batch_size=4, **changes))
+    assert one["steps"] == two["steps"] == 4
+    for name in ("train_loss", "gan/discriminator_loss", "gan/d_real", "gan/d_fake", "val_loss", "val_gan/d_real"):
+        ones = [(h["step"], h["value"]) for h in one["history"] if h["name"] == name]
+        twos = [(h["step"], h["value"]) for h in two["history"] if h["name"] == name]
+        assert [s for s, _ in twos] == [s for s, _ in ones] and ones, name
+        assert [v for _, v in twos] == pytest.approx([v for _, v in ones], rel=1e-3, abs=1e-4), name

@@ -90,6 +90,7 @@ def test_the_card_parses_and_holds_the_runs_real_numbers(lab, quick_votes, tmp_p
     assert variant.base_ref not in card and f"path/to/{Path(variant.base_ref).name}" in card  # no local path leaks
     assert "No sample set with this run has been rated yet" in card
     assert "Augmentation: none (text is not augmented: swapping" in card  # what the training items went through
+    assert "- Objective: supervised fine-tuning (`sft`)" in card
     assert found["card"] == str(tmp_path / "before" / "README.md")
 
     metrics = run_metrics(store, f"{run}:2", MetricsParams(max_items=8, prompts=2, samples=1, max_new_tokens=6))

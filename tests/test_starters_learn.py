@@ -25,6 +25,8 @@ GAN_DIVERSITY_FLOOR = 0.1  # a sixth of the spread of real pictures of one capti
 # The VAE's too, by the same measure: its prior's latents must reach the decoder (no posterior collapse to the caption
 # alone). Its samples are blurred, so they spread less than real pictures; 0.19-0.24 in the exploration.
 VAE_DIVERSITY_FLOOR = 0.1
+# The audio GAN's spectrograms of one prompt (values in [-1, 1]) over 16 seeds: the same floor, the monitor's default.
+AUDIO_GAN_DIVERSITY_FLOOR = 0.1
 
 
 def train_starter(store, modality: str, example: str, model: str = ""):
@@ -79,19 +81,27 @@ def test_a_one_pass_starter_draws_the_colour_it_is_asked_for_and_varies_over_see
     assert diversity > floor, f"samples of one prompt differ by {diversity:.3f} only"
 
 
-def test_starter_audio_sings_the_pitch_it_is_asked_for(store, tmp_path):
+@pytest.mark.parametrize("model", ["starter-audio", "starter-audio-gan"])
+def test_the_audio_starters_sing_the_pitch_they_are_asked_for(store, tmp_path, model):
     import soundfile as sf
 
     from studio.examples.tones import TONES
     from studio.models.audio import dominant_frequency
 
-    backend, handle = train_starter(store, "audio", "tones.zip")
+    backend, handle = train_starter(store, "audio", "tones.zip", model)
     prompts = [caption for caption in TONES for _ in SEEDS]
     seeds = [seed for _ in TONES for seed in SEEDS]
-    samples = backend.generate(handle, prompts, seeds, {"steps": 20}, tmp_path / "clips")
+    samples = backend.generate(handle, prompts, seeds, {"steps": 20}, tmp_path / "clips")  # (a GAN takes no steps)
     found = []
     for s in samples:
         wave, rate = sf.read(str(s.path))
         found.append((s.prompt, round(dominant_frequency(wave, rate))))
     right = [abs(hz - TONES[prompt][0]) <= 0.1 * TONES[prompt][0] for prompt, hz in found]
     assert sum(right) >= 0.8 * len(samples), f"{sum(right)} of {len(samples)} clips at the asked pitch: {found}"
+    if handle.family.own_step == "adversarial":  # a GAN: its clips of one prompt are not all one clip
+        from studio.models.diffusion import tokenize
+        from studio.models.gan import mean_pairwise_distance, sample_pictures
+
+        ids = tokenize(handle.parts.tokenizer, ["mid tone"] * 16)
+        diversity = float(mean_pairwise_distance(sample_pictures(handle.module, ids, list(range(16)))))
+        assert diversity > AUDIO_GAN_DIVERSITY_FLOOR, f"spectrograms of one prompt differ by {diversity:.3f} only"

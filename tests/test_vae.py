@@ -200,11 +200,11 @@ def test_two_processes_learn_as_one_does(tmp_path):
         draw_shape(colour, shape, rng).save(folder / f"{number}.png")
         rows.append({"id": number, "file": f"{number}.png", "caption": f"a {colour} {shape}"})
     rows = {"train": rows[:16], "validation": rows[16:]}  # 16: whole batches of 8, and of 4 on each rank
-    (folder / "rows.json").write_text(json.dumps(rows))
+    (folder / "rows.json").write_text(json.dumps({"model": "starter-image-vae", **rows}))
     settings = dict(max_steps=6, eval_steps=3, save_steps=100, vae={"kl_warmup_steps": 4})
     backend, handle = load(rows, config(per_device_train_batch_size=8, **settings))
     one = train_in_process(backend, handle, rows, folder, config(per_device_train_batch_size=8, **settings))
-    two = run_in_two_ranks(folder, "vae_in_ranks.py", config(per_device_train_batch_size=4, **settings))
+    two = run_in_two_ranks(folder, "starter_in_ranks.py", config(per_device_train_batch_size=4, **settings))
     assert two["steps"] == 6
     assert values(two["history"], "vae/beta") == values(one["history"], "vae/beta") == \
         [(step, min(1.0, (step - 1) / 4)) for step in range(1, 7)]

@@ -143,11 +143,11 @@ def _report_when_ended(args, store, run_id: int) -> int:
 
 
 def _run_text(summary: dict) -> str:
-    from studio.training.runs import early_stop_note, where_text
+    from studio.training.runs import early_stop_note, method_text, where_text
 
     loss = summary["val_loss"]["best"]
     text = (f"run {summary['run_id']}: {summary['status']} after {summary['steps']} steps "
-            f"({summary['method']} {summary['model']} on {summary['dataset_name']})"
+            f"({method_text(summary)} {summary['model']} on {summary['dataset_name']})"
             + (f", best validation loss {loss:.4f}" if loss is not None else ""))
     if note := early_stop_note(summary):
         text += f"; {note}"
@@ -168,8 +168,8 @@ def _run_text(summary: dict) -> str:
     arg("job", nargs="?", metavar="JOB_YAML", help="a job file: dataset, model, method and every setting (the Train "
                                                   "tab's 'Show config as YAML'); the options below override it"),
     arg("--dataset", help="DATASET_ID[:VERSION]"),
-    arg("--model", help="starter-text|starter-image|starter-image-gan|starter-image-vae|starter-audio, a Hub id, a "
-                    "folder, or RUN_ID[:STEP] (a run's checkpoint: its last without STEP)"),
+    arg("--model", help="starter-text|starter-image|starter-image-gan|starter-image-vae|starter-audio|"
+                    "starter-audio-gan, a Hub id, a folder, or RUN_ID[:STEP] (a run's checkpoint: its last without STEP)"),
     arg("--method", choices=METHODS),
     arg("--config", help="a YAML training config (as shown with every run)"),
     arg("--max-steps", type=int),

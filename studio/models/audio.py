@@ -216,6 +216,16 @@ def _dataset_class():
     return CaptionedClips
 
 
+def clip_datasets(rows: dict[str, list[dict]], root: Path, tokenizer, spec: dict, clip_seconds: float, config,
+                  bucketed: bool = False) -> dict[str, Any]:
+    """Each split's captioned spectrograms of ``clip_seconds`` (``spec``'s geometry): a random window of each training
+    clip with the run's audio augmentation, the start of each validation clip."""
+    dataset = _dataset_class()
+    return datasets_for(config.objective, rows, lambda given, split: dataset(
+        given, root, tokenizer, spec, clip_seconds, split == "train", bucketed,
+        config.audio_augmentation if split == "train" else None, config.seed))
+
+
 @dataclass(kw_only=True)
 class SpectrogramParts(Parts):
     tokenizer: Any     # the caption tokenizer (the text encoder, UNet and scheduler are in ``handle.module``)
@@ -270,12 +280,9 @@ class SpectrogramBackend(DiffusionBackend):
 
     def datasets(self, handle: Handle, rows: dict[str, list[dict]], root: Path, config) -> dict[str, Any]:
         """Clips batched by length when ``length_buckets`` (examples only: a pair's two clips go in one batch)."""
-        dataset = _dataset_class()
-        spec, options = handle.parts.spectrogram, config.audio
-        bucketed = options.length_buckets and config.objective == "sft"
-        return datasets_for(config.objective, rows, lambda given, split: dataset(
-            given, root, handle.parts.tokenizer, spec, options.clip_seconds, split == "train", bucketed,
-            config.audio_augmentation if split == "train" else None, config.seed))
+        bucketed = config.audio.length_buckets and config.objective == "sft"
+        return clip_datasets(rows, root, handle.parts.tokenizer, handle.parts.spectrogram, config.audio.clip_seconds,
+                             config, bucketed)
 
     # -- generation
 
@@ -283,8 +290,6 @@ class SpectrogramBackend(DiffusionBackend):
                  out_dir: Path) -> list[Sample]:
         """Settings: steps (30; 8 for flow matching), guidance_scale (2.0 for starters, 7.5 for pretrained models), seconds (the training clip length),
         negative_prompt (''), griffin_lim_iterations (48). Writes 16-bit WAV files."""
-        import soundfile as sf
-
         from studio.models.diffusion import guidance_scale, sample, sampling_steps
 
         settings = settings or {}
@@ -298,17 +303,27 @@ class SpectrogramBackend(DiffusionBackend):
                         guidance_scale=guidance_scale(settings, handle.parts.starter),
                         negative_prompt=str(settings.get("negative_prompt") or ""),
                         scheduler=str(settings.get("scheduler", "ddim")))
-        out_dir = Path(out_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        iterations = int(settings.get("griffin_lim_iterations", 48))
-        waves = [griffin_lim(image[0].numpy(), spec, iterations, seed=seed) for image, (_, seed) in zip(images, chosen)]
-        seconds = (time.perf_counter() - started) / max(len(chosen), 1)
-        samples = []
-        for number, ((prompt, seed), wave) in enumerate(zip(chosen, waves)):
-            path = out_dir / f"{number:03d}_seed{seed}.wav"
-            sf.write(str(path), wave, spec["sample_rate"], subtype="PCM_16")
-            samples.append(Sample(prompt=prompt, seed=seed, path=path, seconds=seconds))
-        return samples
+        return write_clips(chosen, images, spec, settings, out_dir, started)
+
+
+def write_clips(chosen: list[tuple[str, int]], images, spec: dict, settings: dict, out_dir: Path,
+                started: float) -> list[Sample]:
+    """One 16-bit WAV file per (prompt, seed) under ``out_dir`` from sampled spectrograms ``images`` (N, 1, n_bins,
+    frames) in [-1, 1], through Griffin-Lim (``griffin_lim_iterations`` of ``settings``, 48 by default; its phase
+    drawn from the seed): ``Sample``s that each took their share of the time since ``started``."""
+    import soundfile as sf
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    iterations = int((settings or {}).get("griffin_lim_iterations", 48))
+    waves = [griffin_lim(image[0].numpy(), spec, iterations, seed=seed) for image, (_, seed) in zip(images, chosen)]
+    seconds = (time.perf_counter() - started) / max(len(chosen), 1)
+    samples = []
+    for number, ((prompt, seed), wave) in enumerate(zip(chosen, waves)):
+        path = out_dir / f"{number:03d}_seed{seed}.wav"
+        sf.write(str(path), wave, spec["sample_rate"], subtype="PCM_16")
+        samples.append(Sample(prompt=prompt, seed=seed, path=path, seconds=seconds))
+    return samples
 
 
 def _saved_spectrogram(model_ref: str) -> dict:

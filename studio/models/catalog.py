@@ -112,6 +112,13 @@ VAE_RECOMMENDED = ("learning_rate=2e-3", "per_device_train_batch_size=16", "max_
                    "lr_scheduler_type=constant", "eval_steps=50", "save_steps=100", "resolution=32",
                    "kl_weight=4", "kl_warmup_steps=50")
 
+# What made the audio GAN follow pitch on tones.zip (tests/test_starters_learn.py; docs/PERFORMANCE.md): the image
+# GAN's rate and batch on the audio starter's 0.5 s spectrograms, with DiffAugment shifting in time only (a vertical
+# translation of a spectrogram changes its pitch). Every clip was at the asked pitch from step 50: 150 is 3x that.
+AUDIO_GAN_RECOMMENDED = ("learning_rate=1e-3", "per_device_train_batch_size=16", "max_steps=150", "warmup_steps=0",
+                         "lr_scheduler_type=constant", "eval_steps=50", "save_steps=50", "clip_seconds=0.5",
+                         "augment=time_shift,cutout")
+
 CATALOG: list[Entry] = [
     Entry("starter-text", "text", "llama", 0.8, 3, 128, "offline: a small Llama trained from scratch, with a "
           "tokenizer trained on your dataset", starter=True,
@@ -160,6 +167,12 @@ CATALOG: list[Entry] = [
           good_at="quality and variety of sounds; follows the caption (guidance); steady training",
           bad_at="slow sampling: 30 steps of the network per clip",
           sampling_passes=DIFFUSION_PASSES, options=(FLOW_MATCHING,), reference_seconds_per_step=1.04),
+    Entry("starter-audio-gan", "audio", "gan", 0.9, 4, 64, "offline: the conditional GAN of starter-image-gan on "
+          "the audio starter's spectrograms (Griffin-Lim back to sound), trained from scratch", starter=True,
+          recommended=AUDIO_GAN_RECOMMENDED,
+          good_at="a whole clip in one pass of the generator: sampling many times faster than diffusion",
+          bad_at="unstable training and mode collapse (watch val_gan/diversity); clips only of the trained length",
+          sampling_passes=1, reference_seconds_per_step=0.0),
     Entry("facebook/musicgen-small", "audio", "musicgen", 300, 24, 1024, "MusicGen small (text-to-music, 32 kHz "
           "mono): LoRA, full or a new decoder; T5 and EnCodec stay frozen", "cc-by-nc-4.0"),
     Entry("stabilityai/stable-audio-open-1.0", "audio", "stable-audio", 1057, 24, 1536,

@@ -58,9 +58,9 @@ def _colour(x):
     return (x - mean) * (torch.rand(n, 1, 1, 1, device=x.device) + 0.5) + mean
 
 
-def _translation(x, ratio: float = 0.125):
+def _translation(x, ratio: float = 0.125, vertical: bool = True):
     n, _, h, w = x.shape
-    dy, dx = int(h * ratio + 0.5), int(w * ratio + 0.5)
+    dy, dx = int(h * ratio + 0.5) if vertical else 0, int(w * ratio + 0.5)
     shift_y = torch.randint(-dy, dy + 1, (n, 1, 1), device=x.device)
     shift_x = torch.randint(-dx, dx + 1, (n, 1, 1), device=x.device)
     batch, rows, cols = torch.meshgrid(torch.arange(n, device=x.device), torch.arange(h, device=x.device),
@@ -85,7 +85,14 @@ def _cutout(x, ratio: float = 0.5):
     return x * mask.unsqueeze(1)
 
 
-AUGMENTATIONS: dict[str, Callable] = {"color": _colour, "translation": _translation, "cutout": _cutout}
+def _time_shift(x):
+    """Translation along the width only: on a spectrogram that is time, so the pitch (the height) stays where the
+    caption puts it."""
+    return _translation(x, vertical=False)
+
+
+AUGMENTATIONS: dict[str, Callable] = {"color": _colour, "translation": _translation, "time_shift": _time_shift,
+                                      "cutout": _cutout}
 
 
 def augment_problem(policy: str) -> str | None:
@@ -123,59 +130,94 @@ class UpBlock(nn.Module):
         return F.leaky_relu(x * (1 + scale) + shift, 0.2)
 
 
+def grid(resolution: int | tuple[int, int]) -> tuple[int, int, int]:
+    """(height, width, doublings) of a picture: a square side, or (height, width) (a spectrogram's bins and frames).
+    The generator doubles a small map ``doublings`` times up to the picture and the discriminator halves it back:
+    down to 4 on the shorter side, at most as often as both sides divide by two."""
+    height, width = (resolution, resolution) if isinstance(resolution, int) else resolution
+    doublings = max(int(math.log2(max(min(height, width), 4) // 4)), 0)
+    while doublings and (height % (1 << doublings) or width % (1 << doublings)):
+        doublings -= 1
+    return height, width, doublings
+
+
 class Generator(nn.Module):
-    def __init__(self, resolution: int, vocabulary: int, pad_id: int, width: int = 64):
+    """Noise and the caption to a picture of ``channels`` (3: RGB; 1: a spectrogram) and ``resolution`` (a square
+    side, or (height, width))."""
+
+    def __init__(self, resolution: int | tuple[int, int], vocabulary: int, pad_id: int, width: int = 64,
+                 channels: int = 3):
         super().__init__()
+        height, across, doublings = grid(resolution)
         self.caption = CaptionEmbedding(vocabulary, pad_id)
-        self.width = width
-        self.start = nn.Linear(LATENT + EMBEDDING, width * 16)
-        channels = [max(width >> i, 16) for i in range(int(math.log2(resolution // 4)) + 1)]
-        self.blocks = nn.ModuleList(UpBlock(a, b) for a, b in zip(channels, channels[1:]))
-        self.to_rgb = nn.Conv2d(channels[-1], 3, 3, padding=1)
+        self.width, self.start_size = width, (height >> doublings, across >> doublings)
+        self.start = nn.Linear(LATENT + EMBEDDING, width * self.start_size[0] * self.start_size[1])
+        channel_counts = [max(width >> i, 16) for i in range(doublings + 1)]
+        self.blocks = nn.ModuleList(UpBlock(a, b) for a, b in zip(channel_counts, channel_counts[1:]))
+        self.to_rgb = nn.Conv2d(channel_counts[-1], channels, 3, padding=1)
 
     def forward(self, noise: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
         caption = self.caption(ids)
-        x = F.leaky_relu(self.start(torch.cat([noise, caption], 1)), 0.2).view(-1, self.width, 4, 4)
+        x = F.leaky_relu(self.start(torch.cat([noise, caption], 1)), 0.2).view(-1, self.width, *self.start_size)
         for block in self.blocks:
             x = block(x, caption)
         return torch.tanh(self.to_rgb(x))
 
 
 class Discriminator(nn.Module):
-    """Strided convolutions down to 4x4, every layer spectrally normalised; the score is a linear read-out plus the
-    projection of the caption's embedding onto the pooled features."""
+    """Strided convolutions down to the generator's first map size, every layer spectrally normalised; the score is a
+    linear read-out plus the projection of the caption's embedding onto the pooled features. The features are summed
+    over the whole map, or with ``keep_rows`` over each row only (a spectrogram's rows are its frequencies: where the
+    energy is, is the pitch, which a sum over every place could not tell apart)."""
 
-    def __init__(self, resolution: int, vocabulary: int, pad_id: int, width: int = 32):
+    def __init__(self, resolution: int | tuple[int, int], vocabulary: int, pad_id: int, width: int = 32,
+                 channels: int = 3, keep_rows: bool = False):
         super().__init__()
         sn = nn.utils.spectral_norm
+        height, _, doublings = grid(resolution)
         self.caption = CaptionEmbedding(vocabulary, pad_id)
-        channels = [3] + [min(width << i, 256) for i in range(int(math.log2(resolution // 4)))]
-        self.convs = nn.ModuleList(sn(nn.Conv2d(a, b, 4, stride=2, padding=1)) for a, b in zip(channels, channels[1:]))
-        self.last = sn(nn.Conv2d(channels[-1], channels[-1], 3, padding=1))
-        self.score = sn(nn.Linear(channels[-1], 1))
-        self.project = sn(nn.Linear(EMBEDDING, channels[-1]))
+        counts = [channels] + [min(width << i, 256) for i in range(doublings)]
+        self.convs = nn.ModuleList(sn(nn.Conv2d(a, b, 4, stride=2, padding=1)) for a, b in zip(counts, counts[1:]))
+        self.last = sn(nn.Conv2d(counts[-1], counts[-1], 3, padding=1))
+        self.pooled = [2, 3] if not keep_rows else [3]
+        features = counts[-1] * (height >> doublings if keep_rows else 1)
+        self.score = sn(nn.Linear(features, 1))
+        self.project = sn(nn.Linear(EMBEDDING, features))
 
     def forward(self, images: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
         x = images
         for conv in self.convs:
             x = F.leaky_relu(conv(x), 0.2)
-        features = F.leaky_relu(self.last(x), 0.2).sum(dim=[2, 3])
+        features = F.leaky_relu(self.last(x), 0.2).sum(dim=self.pooled).flatten(1)
         return self.score(features).squeeze(1) + (self.project(self.caption(ids)) * features).sum(1)
+
+
+def picture_shape(shape: dict) -> tuple[int, int, int]:
+    """(channels, height, width) of a GAN's pictures from its saved shape: RGB squares of ``resolution`` (the image
+    starter), or ``channels`` x ``height`` x ``width`` (the spectrogram starter)."""
+    if "height" in shape:
+        return shape.get("channels", 3), shape["height"], shape["width"]
+    return 3, shape["resolution"], shape["resolution"]
 
 
 class GanModule(nn.Module):
     """The generator, its moving average and the discriminator; ``forward(batch, part)`` is each pass the
     objective takes (``DISCRIMINATOR``, ``GENERATOR``, ``VALIDATION``), returning a dict with ``loss``."""
 
-    def __init__(self, shape: dict, options):
+    def __init__(self, shape: dict, options, seed: int = 0):
         super().__init__()
         self.shape = shape
-        self.generator = Generator(shape["resolution"], shape["vocabulary"], shape["pad_id"])
-        self.discriminator = Discriminator(shape["resolution"], shape["vocabulary"], shape["pad_id"])
-        self.average = Generator(shape["resolution"], shape["vocabulary"], shape["pad_id"])
+        channels, height, width = picture_shape(shape)
+        networks = {"resolution": (height, width), "vocabulary": shape["vocabulary"], "pad_id": shape["pad_id"],
+                    "channels": channels}
+        self.generator = Generator(**networks)
+        self.discriminator = Discriminator(**networks, keep_rows=shape.get("keep_rows", False))
+        self.average = Generator(**networks)  # built in this order, so a seed starts the networks as it always has
         self.average.load_state_dict(self.generator.state_dict())
         self.average.requires_grad_(False)
         self.register_buffer("averaged_updates", torch.zeros((), dtype=torch.long))
+        self.register_buffer("noise_draws", torch.zeros((), dtype=torch.long))  # training passes that drew noise
+        self.seed = seed
         self.options = options
         self._settle_spectral_norms()
 
@@ -184,17 +226,25 @@ class GanModule(nn.Module):
         """Spectral normalisation estimates each layer's largest singular value by one power iteration per training
         forward, from a random start: an untrained discriminator judged before that (the first validation) scores
         in the millions. A few passes on noise settle the estimates (the weights do not change)."""
-        resolution = self.shape["resolution"]
         ids = torch.full((2, 1), self.shape["pad_id"], dtype=torch.long)
         for _ in range(iterations):
-            self.discriminator(torch.zeros(2, 3, resolution, resolution).uniform_(-1, 1), ids)
+            self.discriminator(torch.zeros(2, *picture_shape(self.shape)).uniform_(-1, 1), ids)
 
     @property
     def device(self):
         return next(self.parameters()).device
 
     def noise(self, count: int) -> torch.Tensor:
-        return torch.randn(count, LATENT, device=self.device)
+        """The generator's noise for a pass over ``count`` items: each item's drawn from the run's seed, the pass's
+        number and the item's place in the whole step's batch (this process's share of it comes after the lower
+        ranks'), so one process with a batch of 8 draws what two with 4 each draw between them."""
+        import torch.distributed as dist
+
+        rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+        draw = int(self.noise_draws)
+        self.noise_draws += 1
+        seeds = [(self.seed * 1_000_003 + draw) * 1_000_003 + rank * count + item for item in range(count)]
+        return noise_of(seeds).to(self.device)
 
     def judge(self, images, ids):
         return self.discriminator(diff_augment(images, self.options.augment), ids)
@@ -242,11 +292,18 @@ def mean_pairwise_distance(images: torch.Tensor) -> torch.Tensor:
     return distances.sum() / max(count * (count - 1), 1)
 
 
+def noise_of(seeds: list[int]) -> torch.Tensor:
+    """(len(seeds), LATENT) standard normal noise, each row drawn on the CPU from its own seed (the same on any device
+    and in any batch)."""
+    return torch.stack([torch.randn(LATENT, generator=torch.Generator().manual_seed(int(s) % 2 ** 63))
+                        for s in seeds])
+
+
 @torch.no_grad()
 def sample_pictures(module: GanModule, ids: torch.Tensor, seeds: list[int]) -> torch.Tensor:
-    """The averaged generator's pictures (N, 3, H, W) in [-1, 1]; each seed's noise drawn on the CPU, so the same seed
+    """The averaged generator's pictures (N, C, H, W) in [-1, 1]; each seed's noise drawn on the CPU, so the same seed
     gives the same picture on any device and in any batch."""
-    noise = torch.stack([torch.randn(LATENT, generator=torch.Generator().manual_seed(int(s))) for s in seeds])
+    noise = noise_of(seeds)
     generator = module.average if module.options.generator_ema > 0 else module.generator
     return generator(noise.to(module.device), ids.to(module.device)).float().clamp(-1, 1).cpu()
 
@@ -258,28 +315,41 @@ class GanParts(Parts):
     tokenizer: Any
     resolution: int
 
+    def marker_fields(self) -> dict:
+        return {"resolution": self.resolution}
+
 
 class GanBackend:
+    """The ``starter-image-gan`` family. A subclass serves another modality's GAN (``studio.models.audio_gan``): its
+    ``family``, how its starter is built (``new_starter``), its ``parts``, datasets and how samples are
+    written (``write_samples``)."""
     modality = "image"
+    family = STARTER_IMAGE_GAN
 
     def load(self, model_ref: str, method: str, config: BackendConfig,
              train_rows: list[dict] | None = None) -> Handle:
-        prologue(STARTER_IMAGE_GAN, model_ref, method, config)
+        prologue(self.family, model_ref, method, config)
         problem = augment_problem(config.gan.augment)
         if problem:
             raise ValueError(problem)
-        if model_ref == STARTER:
-            tokenizer, shape = new_shape(config, train_rows, "GAN")
+        if model_ref == self.family.starter:
+            tokenizer, shape = self.new_starter(config, train_rows)
         else:
             folder = Path(model_ref).expanduser()
             tokenizer, shape = _read_folder(folder)
-        module = GanModule(shape, config.gan)
+        module = GanModule(shape, config.gan, seed=config.seed)
         handle = Handle(modality=self.modality, model_ref=model_ref, method=method, module=module,
-                        parts=GanParts(family=STARTER_IMAGE_GAN.name, starter=True, tokenizer=tokenizer,
-                                       resolution=shape["resolution"]))
-        if model_ref != STARTER:
+                        parts=self.parts(tokenizer, shape))
+        if model_ref != self.family.starter:
             self.load_weights(handle, Path(model_ref).expanduser())
         return handle
+
+    def new_starter(self, config: BackendConfig, train_rows: list[dict] | None) -> tuple[Any, dict]:
+        """(tokenizer, shape) of the starter built anew: squares of ``image.resolution`` (``new_shape``)."""
+        return new_shape(config, train_rows, "GAN")
+
+    def parts(self, tokenizer, shape: dict) -> Parts:
+        return GanParts(family=self.family.name, starter=True, tokenizer=tokenizer, resolution=shape["resolution"])
 
     def datasets(self, handle: Handle, rows: dict[str, list[dict]], root: Path, config) -> dict[str, Any]:
         """The image starter's captioned pictures, square at the resolution, with the run's image augmentation
@@ -295,7 +365,6 @@ class GanBackend:
                  out_dir: Path) -> list[Sample]:
         """One pass of the averaged generator per picture; no settings (a GAN has no steps or guidance)."""
         from studio.models.diffusion import tokenize
-        from studio.models.image import write_pictures
 
         chosen = pairs(prompts, seeds)
         started = time.perf_counter()
@@ -307,6 +376,13 @@ class GanBackend:
                                      [s for _, s in chosen])
         finally:
             module.train(was_training)
+        return self.write_samples(handle, chosen, images, settings, out_dir, started)
+
+    def write_samples(self, handle: Handle, chosen: list[tuple[str, int]], images: torch.Tensor, settings: dict,
+                      out_dir: Path, started: float) -> list[Sample]:
+        """PNG files of the pictures, each ``Sample`` with its share of the time since ``started``."""
+        from studio.models.image import write_pictures
+
         return write_pictures(chosen, images, out_dir, (time.perf_counter() - started) / max(len(chosen), 1))
 
     def save(self, handle: Handle, folder: Path) -> None:
@@ -318,10 +394,10 @@ class GanBackend:
         load_networks(handle, folder, WEIGHTS, "GAN")
 
     def lora_module(self, handle: Handle):
-        raise ValueError("the GAN starter trains without LoRA (methods scratch and full)")
+        raise ValueError(f"the {self.family.name} starter trains without LoRA (methods scratch and full)")
 
     def write_merged(self, base_ref: str, adapter: Path, config, out: Path, max_shard_bytes: int) -> None:
-        raise ValueError("the GAN starter has no LoRA adapter to merge")
+        raise ValueError(f"the {self.family.name} starter has no LoRA adapter to merge")
 
 
 def _read_folder(folder: Path):
@@ -334,13 +410,18 @@ def _read_folder(folder: Path):
 def new_shape(config, train_rows: list[dict] | None, kind: str) -> tuple[Any, dict]:
     """(tokenizer, shape) of a starter built anew: the word tokenizer of the training captions, and square pictures
     at the run's resolution, refused unless a power of two from 8 (each block doubles the side from 4)."""
-    from studio.models.diffusion import word_tokenizer
-
     resolution = config.image.resolution
     if resolution < 8 or resolution & (resolution - 1):
         raise ValueError(f"resolution: the {kind} starter draws squares of a power of two from 8 (got {resolution})")
+    return captioned_shape(train_rows, {"resolution": resolution})
+
+
+def captioned_shape(train_rows: list[dict] | None, size: dict) -> tuple[Any, dict]:
+    """(tokenizer, shape): the word tokenizer of the training captions, and ``size`` with its vocabulary."""
+    from studio.models.diffusion import word_tokenizer
+
     tokenizer = word_tokenizer([row.get("caption") or "" for row in train_rows or []])
-    return tokenizer, {"resolution": resolution, "vocabulary": len(tokenizer), "pad_id": tokenizer.pad_token_id}
+    return tokenizer, {**size, "vocabulary": len(tokenizer), "pad_id": tokenizer.pad_token_id}
 
 
 def captioned_pictures(handle: Handle, rows: dict[str, list[dict]], root: Path, config) -> dict[str, Any]:
@@ -367,7 +448,7 @@ def save_networks(handle: Handle, folder: Path, weights: str, shape: str) -> Non
     save_file(state, str(folder / weights), metadata={"format": "pt"})
     (folder / shape).write_text(json.dumps(handle.module.shape, indent=1))
     handle.parts.tokenizer.save_pretrained(str(folder / "tokenizer"))
-    write_marker(handle, folder, resolution=handle.parts.resolution)
+    write_marker(handle, folder, **handle.parts.marker_fields())
 
 
 def load_networks(handle: Handle, folder: Path, weights: str, kind: str) -> None:
@@ -376,7 +457,9 @@ def load_networks(handle: Handle, folder: Path, weights: str, kind: str) -> None
     path = Path(folder) / weights
     if not path.is_file():
         raise FileNotFoundError(f"no {kind} weights ({weights}) in {folder}")
-    handle.module.load_state_dict(load_file(str(path)))
+    missing, unexpected = handle.module.load_state_dict(load_file(str(path)), strict=False)
+    if unexpected or set(missing) - {"noise_draws"}:  # a GAN saved before it counted its noise draws: from 0
+        raise ValueError(f"{path} does not fit this {kind}: missing {missing}, unexpected {unexpected}")
 
 
 def read_folder(folder: Path, shape: str, kind: str):

@@ -49,9 +49,16 @@ class Family:
     own_step: str = ""             # the objective (training/objectives.py) its 'sft' runs take instead of SFT's
     #                                one optimizer step: a GAN imitates its examples adversarially, a VAE weighs
     #                                its KL term by the step (warm-up)
+    ignores: tuple[tuple[str, str], ...] = ()  # (setting, why): settings its runs do not read, as `--set` keys or
+    #                                            sections; a run that changes one from its default is refused
 
     def backend(self):
         return _backend(self.backend_path)
+
+    def objective_trained(self, requested: str) -> str:
+        """What a run of this family that asks for ``requested`` trains with: its own step where it takes one for
+        'sft' (a GAN's 'adversarial'), else ``requested``. What runs are recorded and shown as."""
+        return self.own_step if requested == "sft" and self.own_step else requested
 
     def method_problem(self, model_ref: str, method: str) -> str | None:
         """Why ``model_ref`` of this family cannot be trained with ``method``, or None."""
@@ -101,10 +108,22 @@ STARTER_AUDIO = register(Family("starter-audio", "audio", "studio.models.audio:S
                                 ("peft", "merged"), "diffusers", starter="starter-audio", standalone=False,
                                 objectives=_DIFFUSION_OBJECTIVES, fallback=True))
 # A GAN learns its examples with a step of its own (two networks, two optimizers) and has no per-example score for
-# the preference objectives, nor LoRA layers.
-STARTER_IMAGE_GAN = register(Family("starter-image-gan", "image", "studio.models.gan:GanBackend", (), (), "torch",
-                                    methods=("full", "scratch"), starter="starter-image-gan", standalone=False,
-                                    own_step="adversarial"))
+# the preference objectives, nor LoRA layers. Diffusion's settings, and early stopping, mean nothing to it.
+_GAN_IGNORES = (
+    ("diffusion", "a GAN has no noise schedule, denoising loss or caption dropout; its own average of the generator "
+                  "is gan.generator_ema"),
+    ("early_stopping_patience", "a GAN's validation loss is its discriminator's hinge loss, which does not fall as "
+                                "the generator learns; watch val_gan/diversity and the samples instead"))
+STARTER_IMAGE_GAN = register(Family(
+    "starter-image-gan", "image", "studio.models.gan:GanBackend", (), (), "torch", methods=("full", "scratch"),
+    starter="starter-image-gan", standalone=False, own_step="adversarial",
+    ignores=_GAN_IGNORES + (("cache_latents", "the GAN works on pixels: there is no VAE whose latents to cache"),
+                            ("aspect_buckets", "the GAN draws squares of one size"))))
+STARTER_AUDIO_GAN = register(Family(
+    "starter-audio-gan", "audio", "studio.models.audio_gan:SpectrogramGanBackend", (), (), "torch",
+    methods=("full", "scratch"), starter="starter-audio-gan", standalone=False, own_step="adversarial",
+    ignores=_GAN_IGNORES + (("length_buckets", "the GAN draws clips of one length (clip_seconds)"),
+                            ("cache_codes", "cache_codes is MusicGen's; the GAN works on spectrograms"))))
 # A VAE learns its examples by its own step too (the KL term's weight follows the step number: its warm-up), with no
 # per-example score for the preference objectives, nor LoRA layers.
 STARTER_IMAGE_VAE = register(Family("starter-image-vae", "image", "studio.models.vae:VaeBackend", (), (), "torch",
@@ -206,6 +225,14 @@ def _family_on_hub(model_ref: str, modality: str) -> Family | None:
     except OSError:  # not cached and offline, or no such repository
         return None
     return _claimed(config.get("model_type"), modality)
+
+
+def objective_trained(model_ref: str, requested: str | None) -> str:
+    """The objective a run of ``model_ref`` that asks for ``requested`` (by default 'sft') trains with
+    (``Family.objective_trained``); ``requested`` for a model of no known family."""
+    requested = requested or "sft"
+    family = family_of(model_ref) if model_ref else None
+    return family.objective_trained(requested) if family is not None else requested
 
 
 def recommended_for(model_ref: str, objective: str = "sft") -> list[str]:

@@ -218,6 +218,13 @@ def human_section(store: Store, run_id: int) -> str:
             + "\n\n".join(parts))
 
 
+# How the card names what a run trained with (runs.RunSummary's objective); the rest by name.
+OBJECTIVE_WORDS = {"sft": "supervised fine-tuning (`sft`): the model learned to imitate the examples",
+                   "adversarial": "adversarial (`adversarial`): a generator and a discriminator trained against each "
+                                  "other on the examples (a GAN; its validation loss is the discriminator's hinge "
+                                  "loss)"}
+
+
 def _run_facts(store: Store, run_id: int) -> tuple[dict, object]:
     """The run's summary with its history and config, and its dataset version."""
     summary = run_summary(store, run_id, with_history=True)
@@ -273,6 +280,7 @@ A {variant.modality} model trained with **{variant.method}** on the dataset **{d
 
 - Base model: {base_text}
 - Run {variant.run_id}, checkpoint at step {variant.step} of {summary['total_steps']} ({summary['status']})
+- Objective: {OBJECTIVE_WORDS.get(summary['objective'], f"`{summary['objective']}`")}
 - Licence: `{data.license}`{' (the base model’s licence terms apply; choose one with --license)' if data.license == DEFAULT_LICENSE else ''}
 
 ## How to use

@@ -196,7 +196,7 @@ SECTIONS = {"lora": LoraOptions, "text": TextOptions, "image": ImageOptions, "au
 # has no augmentation section: ``studio.data.augment.TEXT_NONE`` says why.
 MODALITY_SECTIONS = {"text": ("text", "preference"),
                      "image": ("image", "diffusion", "preference", "image_augmentation", "gan", "vae"),
-                     "audio": ("audio", "diffusion", "preference", "audio_augmentation")}
+                     "audio": ("audio", "diffusion", "preference", "audio_augmentation", "gan")}
 
 
 def augmentation_of(config: TrainConfig, modality: str) -> ImageAugmentation | AudioAugmentation | None:
@@ -218,6 +218,21 @@ def flat_keys() -> dict[str, str | None]:
     for section, model in SECTIONS.items():
         keys.update({k: section for k in model.model_fields})
     return keys
+
+
+def changed_settings(config: TrainConfig, names: list[str]) -> list[str]:
+    """Of ``names`` (``--set`` keys, or whole sections), those ``config`` sets away from their defaults, as
+    ``key=value``."""
+    keys, changed = flat_keys(), []
+    for name in names:
+        fields = list(SECTIONS[name].model_fields) if name in SECTIONS else [name]
+        for key in fields:
+            section = keys[key]
+            model, values = (SECTIONS[section], getattr(config, section)) if section else (TrainConfig, config)
+            value = getattr(values, key)
+            if value != model.model_fields[key].get_default(call_default_factory=True):
+                changed.append(f"{key}={value}")
+    return changed
 
 
 def _parse_value(raw: str):

@@ -25,14 +25,14 @@ from studio.data.prompts import prompts_of
 from studio.data.service import get_version, read_manifest
 from studio.models.common import adapter_base, read_marker
 from studio.models.preference import needs as preference_needs, usable
-from studio.models.registry import family_of, modality_of
+from studio.models.registry import family_of, modality_of, objective_trained
 from studio.status import RUN_ACTIVE, RUN_ENDED, RUN_WORKING, RunStatus
 from studio.store import Store, record_action
 from studio.store.disk import low_space
 from studio.store.projects import check_project_name, project_name, remove_folders
 from studio.store.tables import Checkpoint, ControlFlag, Metric, Run, RunSample
 from studio.settings import secret_variables
-from studio.training.config import METHODS, TrainConfig
+from studio.training.config import METHODS, TrainConfig, changed_settings
 from studio.training import trackers
 from studio.training.launchers import LaunchError, Launcher, check_ray_settings, launcher_for
 from studio.training.runs import checkpoints, log_path, run_of_folder
@@ -88,7 +88,7 @@ def create_run(store: Store, dataset_ref: str, model_ref: str, method: str, conf
         run.output_dir = f"runs/{run.id}"
         record_action(session, created_by, "run.create", f"run:{run.id}", project=owner,
                       details={"dataset": f"{version.dataset_id}:{version.version}", "model": model_ref,
-                               "method": method, "objective": config.objective,
+                               "method": method, "objective": objective_trained(model_ref, config.objective),
                                **({"start": start} if start != model_ref else {})})
     store.path(f"runs/{run.id}").mkdir(parents=True, exist_ok=True)
     return run.id
@@ -141,6 +141,8 @@ def check_possible(store: Store, version, model_ref: str, method: str, config: T
             and not (method == "lora" and config.lora.continue_adapter):
         reasons.append(f"'{model_ref}' is a LoRA adapter of an image or audio model: train it further with method "
                        f"'lora' and continue_adapter on (folding it into the weights is not supported for these yet)")
+    if family is not None:
+        reasons += settings_not_applying(family, config)
     if family is not None and config.objective not in family.objectives:
         reasons.append(f"objective '{config.objective}' is not one the {family.name} family trains with: "
                        f"{', '.join(family.objectives)}")
@@ -185,6 +187,14 @@ def check_possible(store: Store, version, model_ref: str, method: str, config: T
         reasons.append(other_rate(model_ref, rate))
     if reasons:
         raise RunError("; ".join(reasons))
+
+
+def settings_not_applying(family, config: TrainConfig) -> list[str]:
+    """Settings changed from their defaults that ``family``'s runs would not read (``Family.ignores``): each named,
+    with why, rather than trained without them."""
+    return [f"{', '.join(changed)}: not used by the {family.name} family ({why}); leave "
+            f"{'them' if len(changed) > 1 else 'it'} at the default"
+            for name, why in family.ignores if (changed := changed_settings(config, [name]))]
 
 
 def several_machines_problems(config: TrainConfig, ray_address: str) -> list[str]:

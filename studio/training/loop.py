@@ -194,6 +194,23 @@ def evaluate(accelerator, module, loader, loss_of: Callable) -> tuple[float | No
     return float(torch.cat(losses).mean()), {name: float(torch.cat(v).nanmean()) for name, v in metrics.items()}
 
 
+def window_means(accelerator, window: dict[str, list[float]]) -> dict[str, float]:
+    """The mean of each metric an objective reported over a logging window, NaNs (a batch without such answers) left
+    out, and with several processes over all of theirs, as the training loss is. Every process names the same metrics
+    (an objective reports the same names for every batch)."""
+    import torch
+
+    means = {}
+    for name, values in sorted(window.items()):
+        known = [v for v in values if not math.isnan(v)]
+        means[name] = sum(known) / len(known) if known else math.nan
+    if accelerator.num_processes > 1 and means:
+        local = torch.tensor(list(means.values()), dtype=torch.float64, device=accelerator.device)
+        gathered = accelerator.gather(local.reshape(1, -1))
+        means = dict(zip(means, gathered.nanmean(dim=0).tolist()))
+    return {name: value for name, value in means.items() if not math.isnan(value)}
+
+
 def batch_size_of(batch) -> int:
     for value in batch.values():
         if hasattr(value, "shape"):
@@ -258,16 +275,21 @@ def train(backend: Backend, handle: Handle, rows: dict[str, list[dict]], root: P
     """Trains ``handle`` with ``objective`` (by default its family's first, SFT)."""
     import torch
     from accelerate import Accelerator
-    from accelerate.utils import set_seed
+    from accelerate.utils import DistributedDataParallelKwargs, set_seed
 
     hooks = hooks or Hooks()
     output_dir.mkdir(parents=True, exist_ok=True)
+    objective = objective or objective_for(handle, config.objective, config.preference, config)
+    # An objective whose passes each train some of the module's weights (a GAN's: one network a pass) tells
+    # DistributedDataParallel that the others get no gradient in that pass.
+    passes = [DistributedDataParallelKwargs(find_unused_parameters=True)] \
+        if getattr(objective, "partial_passes", False) else []
     # step_scheduler_with_optimizer=False: Accelerate would otherwise step the schedule once per process at each
     # optimizer step (its convention for schedules counted in single-process batches); ours counts optimizer
     # steps, and the loop steps it itself, once per optimizer step that was taken.
     accelerator = Accelerator(mixed_precision=config.mixed_precision, cpu=config.use_cpu,
                               gradient_accumulation_steps=config.gradient_accumulation_steps,
-                              step_scheduler_with_optimizer=False,
+                              step_scheduler_with_optimizer=False, kwargs_handlers=passes,
                               log_with=config.report_to or None, project_dir=str(output_dir / "tensorboard"))
     main = accelerator.is_main_process
     say = hooks.log if main else _noop
@@ -288,7 +310,6 @@ def train(backend: Backend, handle: Handle, rows: dict[str, list[dict]], root: P
     val_loader = make_loader(val_set, collate, micro_batch, config.seed, shuffle=False,
                              **loading) if has_validation else None
 
-    objective = objective or objective_for(handle, config.objective, config.preference, config)
     module = handle.module
     groups = objective.parameter_groups(handle)
     # Each optimizer and its schedule are made from its own settings where the objective has several (a GAN's
@@ -449,10 +470,8 @@ def train(backend: Backend, handle: Handle, rows: dict[str, list[dict]], root: P
                     window_loss = accelerator.reduce(window_loss, reduction="mean")
                 train_loss = float(window_loss) / micro_steps  # the one wait for the device in a logging window
                 record("train_loss", train_loss)
-                for name, values in window_metrics.items():  # a preference objective's rewards
-                    known = [v for v in values if not math.isnan(v)]  # (NaN: a batch without such answers)
-                    if known:
-                        record(name, sum(known) / len(known))
+                for name, value in window_means(accelerator, window_metrics).items():  # a preference
+                    record(name, value)  # objective's rewards, a GAN's losses: of every process's items
                 record("learning_rate", taken.learning_rate)
                 if taken.grad_norm is not None:
                     record("grad_norm", float(taken.grad_norm))

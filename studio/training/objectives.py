@@ -255,6 +255,8 @@ class Adversarial:
     loss; both losses, the discriminator's mean score on real and generated pictures, and at validation the
     mode-collapse monitor (``gan/diversity``) are metrics the Train tab plots."""
     name = ADVERSARIAL
+    partial_passes = True  # each pass trains one network: with several processes, DDP is told the other's weights
+    #                        get no gradient in it (find_unused_parameters)
 
     def __init__(self, options=None):
         self.floor = options.diversity_floor if options is not None else 0.0
@@ -385,6 +387,6 @@ def objective_for(handle: Handle, name: str | None = None, options: PreferenceOp
     if name not in declared or name not in OBJECTIVES:
         owner = f"the {family.name} family" if family is not None else f"'{handle.model_ref}'"
         raise ValueError(f"objective must be one that {owner} trains with: {', '.join(declared)} (got '{name}')")
-    if name == SFT and family is not None and family.own_step:
+    if family is not None and family.objective_trained(name) != name:
         return OWN_STEPS[family.own_step](config)
     return OBJECTIVES[name](options or PreferenceOptions())

@@ -7,6 +7,7 @@ from typing import NotRequired, TypedDict
 
 from sqlalchemy import func, select
 
+from studio.models.registry import objective_trained
 from studio.status import RunStatus
 from studio.store import Store
 from studio.store.projects import project_name
@@ -49,6 +50,12 @@ def where_text(summary: "RunSummary") -> str:
     return f"Ray job {found['job_id']}" if found["launcher"] == "ray" else where
 
 
+def method_text(summary: "RunSummary") -> str:
+    """The run's method, and its objective where that is not SFT ("scratch · adversarial"): how run lists say it."""
+    objective = summary.get("objective") or "sft"
+    return summary["method"] + ("" if objective == "sft" else f" · {objective}")
+
+
 class RunSummary(TypedDict):
     """A run as `studio train --json`, `studio runs show` and `runs list` print it and the pages read it."""
     run_id: int
@@ -57,7 +64,8 @@ class RunSummary(TypedDict):
     total_steps: int
     model: str
     method: str
-    objective: str  # sft | dpo | orpo | kto (training/objectives.py)
+    objective: str  # what it trains with (training/objectives.py): sft | dpo | orpo | kto, or a family's own step for
+    #                 sft (adversarial: a GAN), as registry.objective_trained says
     modality: str
     dataset: str  # DATASET_ID:VERSION
     dataset_name: str
@@ -233,7 +241,8 @@ def run_summary(store: Store, run_id: int, with_history: bool = False) -> RunSum
     saved = checkpoints(store, run_id)
     summary = RunSummary(run_id=run.id, status=run.status, steps=run.steps_done, total_steps=run.total_steps,
                          model=run.model_ref, method=run.method,
-                         objective=(run.config or {}).get("objective", "sft"), modality=run.modality,
+                         objective=objective_trained(run.model_ref, (run.config or {}).get("objective")),
+                         modality=run.modality,
                          dataset=f"{dataset.id}:{version.version}", dataset_name=dataset.name,
                          train_loss=_train_loss(store, run_id, history), val_loss=_loss_summary(val),
                          checkpoints=[c["path"] for c in saved], error=run.error_tail,

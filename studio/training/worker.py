@@ -21,7 +21,7 @@ from sqlalchemy import select, update
 
 from studio.data.service import read_manifest
 from studio.models.common import quiet_import_noise
-from studio.models.registry import backend_for
+from studio.models.registry import backend_for, objective_trained
 from studio.settings import load_settings
 from studio.status import RunStatus
 from studio.store import Store, open_store
@@ -170,7 +170,8 @@ def run_worker(store: Store, run_id: int) -> RunStatus:
     hooks = StoreHooks(store, run_id) if main else Hooks(log=lambda m: None)
     quiet_libraries(hooks.log)
     backend = backend_for(run.modality)
-    hooks.log(f"run {run_id}: {run.method} ({config.objective}) on {run.model_ref}, dataset {version.dataset.name} v{version.version} "
+    hooks.log(f"run {run_id}: {run.method} ({objective_trained(run.model_ref, config.objective)}) on {run.model_ref}, "
+              f"dataset {version.dataset.name} v{version.version} "
               f"({len(rows['train'])} train / {len(rows['validation'])} validation items)")
     hooks.log(f"loading the model ({run.model_ref})")  # what `studio train` shows until the first step
     handle = backend.load(run.model_ref, run.method, config, rows["train"])

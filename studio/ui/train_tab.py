@@ -27,7 +27,8 @@ from studio.training.augment_preview import preview_augmentation
 from studio.training.config import MODALITY_SECTIONS, SECTIONS, TrainConfig, apply_overrides
 from studio.training.job_file import job_yaml, read_job
 from studio.training.preflight import preflight
-from studio.training.runs import early_stop_note, list_runs, run_summary, samples, where_text
+from studio.training.runs import early_stop_note, list_runs, method_text, run_summary, samples, \
+    where_text
 from studio.ui.confirm import NOT_CONFIRMED, confirmed, two_step_delete
 from studio.ui.forms import form_value, form_values, params_form
 from studio.ui.model_tab import ModelTab, methods_for, model_picked
@@ -133,7 +134,7 @@ def progress_html(summary: dict, history: list[dict]) -> str:
 
 
 def runs_table(store: Store, project: str | None = None, runs: list[dict] | None = None) -> list[list]:
-    return [[r["run_id"], r["status"], where_text(r), r["dataset_name"], r["model"], r["method"],
+    return [[r["run_id"], r["status"], where_text(r), r["dataset_name"], r["model"], method_text(r),
              f"{r['steps']}/{r['total_steps']}",
              "" if r["val_loss"]["best"] is None else round(r["val_loss"]["best"], 4), r["created_by"] or ""]
             for r in (list_runs(store, project) if runs is None else runs)]
@@ -276,7 +277,7 @@ def layout(store: Store, project, version) -> TrainTab:
                               buttons=["copy"])
 
     gr.Markdown("## Runs")
-    table = gr.Dataframe(headers=["run", "status", "where / waits for", "dataset", "model", "method", "steps",
+    table = gr.Dataframe(headers=["run", "status", "where / waits for", "dataset", "model", "method · objective", "steps",
                                   "best val loss", "by"],
                          value=runs_table(store, DEFAULT_PROJECT), interactive=False, elem_id="runs-table")
     with gr.Row():
