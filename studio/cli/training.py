@@ -169,7 +169,8 @@ def _run_text(summary: dict) -> str:
                                                   "tab's 'Show config as YAML'); the options below override it"),
     arg("--dataset", help="DATASET_ID[:VERSION]"),
     arg("--model", help="starter-text|starter-image|starter-image-gan|starter-image-vae|starter-audio|"
-                    "starter-audio-gan, a Hub id, a folder, or RUN_ID[:STEP] (a run's checkpoint: its last without STEP)"),
+                    "starter-audio-gan, a Hub id, a folder, or RUN_ID[:STEP] (a run's checkpoint: its last without "
+                    "STEP)"),
     arg("--method", choices=METHODS),
     arg("--config", help="a YAML training config (as shown with every run)"),
     arg("--max-steps", type=int),
