@@ -371,6 +371,8 @@ def test_a_one_pass_starter_trains_and_generates_through_the_cli(tmp_path, image
                              "scratch", "--max-steps", "2", "--set", "resolution=16", "--set", "eval_steps=1",
                              "--json").stdout)
     assert done["status"] == "completed"
+    shown = studio(home, "runs", "show", str(done["run_id"])).stdout  # what it trained with, not 'sft'
+    assert f"(scratch · {'adversarial' if model.endswith('gan') else 'variational'} {model} on " in shown
     made = json.loads(studio(home, "generate", "--variant", str(done["run_id"]), "--prompt", "a red square",
                              "--samples", "3", "--seed", "5", "--out", str(tmp_path / "out"), "--json").stdout)
     assert made["status"] == "completed" and len(list((tmp_path / "out").rglob("*.png"))) == 3
