@@ -12,6 +12,7 @@ import pytest
 from studio.data.service import import_dataset
 from studio.evaluation.bakeoff import BakeoffError, build_table, check_request, held_out_prompts
 from studio.generation.service import get_set
+from studio.models.catalog import architectures
 from studio.settings import load_settings
 from studio.store import open_store
 from test_cli import one_line_error, studio
@@ -34,7 +35,7 @@ def shapes(store):
     (["starter-image", "starter-image-gan", "starter-image+flow-matching", "starter-image", "starter-image-gan"], 5,
      "a bake-off compares 2 to 4 architectures (got 5)"),
     (["starter-image", "starter-image"], 5, "starter-image given more than once"),
-    (["starter-image", "starter-audio"], 5, "starter-audio is a audio model but dataset 'shapes' is image"),
+    (["starter-image", "starter-audio"], 5, "starter-audio is an audio model but dataset 'shapes' is image"),
     (["starter-image", "starter-image-gan"], 0, "minutes must be above 0"),
     (["starter-image", "starter-image-gan"], -1, "minutes must be above 0"),
     (["starter-image", "starter-image-gan"], "soon", "minutes must be a number above 0 (got 'soon')"),
@@ -119,8 +120,10 @@ def test_a_bakeoff_of_two_architectures_through_the_cli(tmp_path):
     refused = studio(home, "bakeoff", "--dataset", str(dataset), "--model", "starter-image", "--model",
                      "starter-audio", "--minutes", "2", check=False)
     assert refused.returncode == 2 and "Traceback" not in refused.stderr
-    assert one_line_error(refused) == ("error: starter-audio is a audio model but dataset 'shapes' is image: pick "
-                                       "among starter-image, starter-image+flow-matching, starter-image-gan")
+    offered = ", ".join(a.id for a in architectures("image"))  # every image architecture of the catalog
+    assert "starter-image-gan" in offered and "starter-image+flow-matching" in offered
+    assert one_line_error(refused) == ("error: starter-audio is an audio model but dataset 'shapes' is image: pick "
+                                       f"among {offered}")
     args = ["bakeoff", "--dataset", str(dataset), "--model", "starter-image", "--model", "starter-image-gan",
             "--minutes", "2", *[f"--set={pair}" for pair in SHORT], "--json"]
     # one thread per worker: on a busy two-core machine two threads each wait for the other (see one_torch_thread)

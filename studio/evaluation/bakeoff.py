@@ -85,8 +85,9 @@ def check_request(store: Store, dataset_ref: str, models: list[str], minutes) ->
             raise BakeoffError(f"unknown architecture '{model}': a bake-off trains the catalog's starters; for "
                                f"{modality} data: {offered}")
         if found.entry.modality != modality:
-            raise BakeoffError(f"{model} is a {found.entry.modality} model but dataset '{version.dataset.name}' is "
-                               f"{modality}: pick among {offered}")
+            article = "an" if found.entry.modality[0] in "aeiou" else "a"
+            raise BakeoffError(f"{model} is {article} {found.entry.modality} model but dataset "
+                               f"'{version.dataset.name}' is {modality}: pick among {offered}")
         chosen.append(found)
     return version, chosen
 
