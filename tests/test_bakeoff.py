@@ -120,7 +120,7 @@ def test_a_bakeoff_of_two_architectures_through_the_cli(tmp_path):
     refused = studio(home, "bakeoff", "--dataset", str(dataset), "--model", "starter-image", "--model",
                      "starter-audio", "--minutes", "2", check=False)
     assert refused.returncode == 2 and "Traceback" not in refused.stderr
-    offered = ", ".join(a.id for a in architectures("image"))  # every image architecture of the catalog
+    offered = ", ".join(a.key for a in architectures("image"))  # every image architecture of the catalog
     assert "starter-image-gan" in offered and "starter-image+flow-matching" in offered
     assert one_line_error(refused) == ("error: starter-audio is an audio model but dataset 'shapes' is image: pick "
                                        f"among {offered}")
