@@ -231,3 +231,23 @@ def test_the_held_out_loss_of_evaluate_and_the_bake_off_is_the_negative_elbo(sha
         expected = float(handle.module(collate_images([held[i] for i in range(len(held))]))["loss"])
     assert found["kind"] == "negative ELBO" and found["items"] == 2
     assert found["loss"] == pytest.approx(expected, rel=1e-6)
+
+
+def test_settings_a_vae_does_not_read_are_refused_naming_them_and_early_stopping_is_not(store):
+    from pathlib import Path
+
+    from studio.data.service import import_dataset
+    from studio.training import jobs
+
+    shipped = Path(__file__).resolve().parent.parent / "assets" / "examples" / "shapes.zip"
+    dataset = str(import_dataset(store, [shipped], name="shapes")["dataset_id"])
+    asked = apply_overrides(config(), ["prediction_type=flow_matching", "cache_latents=true"])  # as --set gives them
+    with pytest.raises(jobs.RunError) as refused:
+        jobs.create_run(store, dataset, VAE, "scratch", asked)
+    message = str(refused.value)
+    assert "prediction_type=flow_matching: not used by the starter-image-vae family (a VAE has no noise schedule" \
+        in message
+    assert "cache_latents=True: not used" in message
+    # its validation loss (the negative ELBO) falls as it learns: early stopping is one of its settings
+    jobs.create_run(store, dataset, VAE, "scratch", apply_overrides(config(), ["early_stopping_patience=2",
+                                                                              "kl_weight=2"]))

@@ -126,9 +126,15 @@ STARTER_AUDIO_GAN = register(Family(
                             ("cache_codes", "cache_codes is MusicGen's; the GAN works on spectrograms"))))
 # A VAE learns its examples by its own step too (the KL term's weight follows the step number: its warm-up), with no
 # per-example score for the preference objectives, nor LoRA layers.
-STARTER_IMAGE_VAE = register(Family("starter-image-vae", "image", "studio.models.vae:VaeBackend", (), (), "torch",
-                                    methods=("full", "scratch"), starter="starter-image-vae", standalone=False,
-                                    own_step="variational"))
+# A VAE learns by its own step too (the KL weight warms up with the step number); its validation loss, the negative
+# ELBO, falls as it learns, so early stopping applies; diffusion's settings do not.
+STARTER_IMAGE_VAE = register(Family(
+    "starter-image-vae", "image", "studio.models.vae:VaeBackend", (), (), "torch", methods=("full", "scratch"),
+    starter="starter-image-vae", standalone=False, own_step="variational",
+    ignores=(("diffusion", "a VAE has no noise schedule, denoising loss, caption dropout or weight average; its "
+                           "settings are vae.kl_weight and vae.kl_warmup_steps"),
+             ("cache_latents", "the VAE learns its own latents from the pixels: there are none to cache beforehand"),
+             ("aspect_buckets", "the VAE draws squares of one size"))))
 
 
 # ----------------------------------------------------------------------------- which family
