@@ -336,7 +336,7 @@ class GanBackend:
             tokenizer, shape = self.new_starter(config, train_rows)
         else:
             folder = Path(model_ref).expanduser()
-            tokenizer, shape = _read_folder(folder)
+            tokenizer, shape = read_folder(folder, SHAPE, "GAN")
         module = GanModule(shape, config.gan, seed=config.seed)
         handle = Handle(modality=self.modality, model_ref=model_ref, method=method, module=module,
                         parts=self.parts(tokenizer, shape))
@@ -368,22 +368,15 @@ class GanBackend:
 
         chosen = pairs(prompts, seeds)
         started = time.perf_counter()
-        module = handle.module
-        was_training = module.training
-        module.eval()
-        try:
-            images = sample_pictures(module, tokenize(handle.parts.tokenizer, [p for p, _ in chosen]),
+        with evaluating(handle.module):
+            images = sample_pictures(handle.module, tokenize(handle.parts.tokenizer, [p for p, _ in chosen]),
                                      [s for _, s in chosen])
-        finally:
-            module.train(was_training)
         return self.write_samples(handle, chosen, images, settings, out_dir, started)
 
     def write_samples(self, handle: Handle, chosen: list[tuple[str, int]], images: torch.Tensor, settings: dict,
                       out_dir: Path, started: float) -> list[Sample]:
         """PNG files of the pictures, each ``Sample`` with its share of the time since ``started``."""
-        from studio.models.image import write_pictures
-
-        return write_pictures(chosen, images, out_dir, (time.perf_counter() - started) / max(len(chosen), 1))
+        return picture_samples(chosen, images, out_dir, started)
 
     def save(self, handle: Handle, folder: Path) -> None:
         """Both networks and the averaged generator (``gan.safetensors``), their shape, the tokenizer and the
@@ -398,10 +391,6 @@ class GanBackend:
 
     def write_merged(self, base_ref: str, adapter: Path, config, out: Path, max_shard_bytes: int) -> None:
         raise ValueError(f"the {self.family.name} starter has no LoRA adapter to merge")
-
-
-def _read_folder(folder: Path):
-    return read_folder(folder, SHAPE, "GAN")
 
 
 # ----------------------------------------------------------------------------- what the one-pass starters share
@@ -469,3 +458,24 @@ def read_folder(folder: Path, shape: str, kind: str):
     if not (folder / shape).is_file():
         raise FileNotFoundError(f"{folder} is not a {kind} starter's model folder (no {shape})")
     return AutoTokenizer.from_pretrained(str(folder / "tokenizer")), json.loads((folder / shape).read_text())
+
+
+class evaluating:
+    """``module`` in eval mode inside the ``with`` block, then as it was (sampling from a model that may be training)."""
+
+    def __init__(self, module):
+        self.module, self.was_training = module, module.training
+
+    def __enter__(self):
+        self.module.eval()
+
+    def __exit__(self, *_exc):
+        self.module.train(self.was_training)
+
+
+def picture_samples(chosen: list[tuple[str, int]], images, out_dir: Path, started: float) -> list[Sample]:
+    """PNG files of ``images`` (one per (prompt, seed) of ``chosen``), each ``Sample`` with its share of the time since
+    ``started``."""
+    from studio.models.image import write_pictures
+
+    return write_pictures(chosen, images, out_dir, (time.perf_counter() - started) / max(len(chosen), 1))

@@ -31,8 +31,8 @@ from torch.nn import functional as F
 
 from studio.models.base import BackendConfig, Handle, Sample, pairs
 from studio.models.common import prologue
-from studio.models.gan import EMBEDDING, LATENT, CaptionEmbedding, Generator, captioned_pictures, load_networks, \
-    new_shape, read_folder, save_networks
+from studio.models.gan import EMBEDDING, LATENT, CaptionEmbedding, Generator, captioned_pictures, evaluating, \
+    load_networks, new_shape, noise_of, picture_samples, read_folder, save_networks
 from studio.models.gan import GanParts as VaeParts  # the same parts: the caption tokenizer and the resolution
 from studio.models.registry import STARTER_IMAGE_VAE
 
@@ -101,7 +101,7 @@ class VaeModule(nn.Module):
 def sample_pictures(module: VaeModule, ids: torch.Tensor, seeds: list[int]) -> torch.Tensor:
     """The decoder's pictures (N, 3, H, W) in [-1, 1] of latents drawn from the prior; each seed's latent drawn on the
     CPU, so the same seed gives the same picture on any device and in any batch."""
-    latents = torch.stack([torch.randn(LATENT, generator=torch.Generator().manual_seed(int(s))) for s in seeds])
+    latents = noise_of(seeds)
     return module.decoder(latents.to(module.device), ids.to(module.device)).float().clamp(-1, 1).cpu()
 
 
@@ -148,10 +148,10 @@ class VaeBackend:
 
         chosen = pairs(prompts, seeds)
         started = time.perf_counter()
-        with _evaluating(handle.module):
+        with evaluating(handle.module):
             images = sample_pictures(handle.module, tokenize(handle.parts.tokenizer, [p for p, _ in chosen]),
                                      [s for _, s in chosen])
-        return _written(chosen, images, out_dir, started)
+        return picture_samples(chosen, images, out_dir, started)
 
     def reconstruct(self, handle: Handle, pictures: list[Path], captions: list[str], out_dir: Path) -> list[Sample]:
         """Each picture (any size: scaled and centre-cropped to the model's square) with its caption, encoded and
@@ -165,9 +165,9 @@ class VaeBackend:
                              f"{len(captions)} captions)")
         started = time.perf_counter()
         images = torch.stack([load_image(Path(p), handle.parts.resolution) for p in pictures])
-        with _evaluating(handle.module):
+        with evaluating(handle.module):
             decoded = reconstruct_pictures(handle.module, images, tokenize(handle.parts.tokenizer, captions))
-        return _written(list(zip(captions, range(len(pictures)))), decoded, out_dir, started)
+        return picture_samples(list(zip(captions, range(len(pictures)))), decoded, out_dir, started)
 
     def save(self, handle: Handle, folder: Path) -> None:
         """Encoder and decoder (``vae.safetensors``), their shape, the tokenizer and the marker: a folder this backend
@@ -182,22 +182,3 @@ class VaeBackend:
 
     def write_merged(self, base_ref: str, adapter: Path, config, out: Path, max_shard_bytes: int) -> None:
         raise ValueError("the VAE starter has no LoRA adapter to merge")
-
-
-class _evaluating:
-    """``module`` in eval mode inside the ``with`` block, then as it was."""
-
-    def __init__(self, module):
-        self.module, self.was_training = module, module.training
-
-    def __enter__(self):
-        self.module.eval()
-
-    def __exit__(self, *_exc):
-        self.module.train(self.was_training)
-
-
-def _written(chosen: list[tuple[str, int]], images, out_dir: Path, started: float) -> list[Sample]:
-    from studio.models.image import write_pictures
-
-    return write_pictures(chosen, images, out_dir, (time.perf_counter() - started) / max(len(chosen), 1))
