@@ -141,9 +141,9 @@ def _withdraw(store: Store, run_ids: list[int], actor: str | None) -> None:
 
 # ----------------------------------------------------------------------------- following one
 
-def runs_of(store: Store, bakeoff_id: int) -> list[dict]:
-    """The bake-off's runs: model, status, steps done of the planned ones, the last error line."""
-    row = bakeoff_row(store, bakeoff_id)
+def runs_of(store: Store, row: Bakeoff) -> list[dict]:
+    """The bake-off's (``row``, as ``bakeoff_row`` reads it) runs: model, status, steps done of the planned ones, the
+    last error line."""
     with store.session() as session:
         runs = {r.id: r for r in session.scalars(select(Run).where(Run.id.in_(row.run_ids)))}
     found = []
@@ -179,6 +179,12 @@ def bakeoff_row(store: Store, bakeoff_id: int) -> Bakeoff:
     return row
 
 
+def project_of(store: Store, row: Bakeoff) -> str:
+    """The name of the project the bake-off belongs to."""
+    with store.session() as session:
+        return project_name(session, row.project_id)
+
+
 def set_state(store: Store, bakeoff_id: int, status: BakeoffStatus, **values) -> None:
     """Moves the bake-off to ``status`` (with ``values``: its task, set, table or error), unless it ended already."""
     ended = {"ended_at": _now()} if status in (BakeoffStatus.DONE, BakeoffStatus.FAILED) else {}
@@ -208,12 +214,10 @@ def dataset_name(store: Store, dataset_ref: str) -> str:
 def view(store: Store, bakeoff_id: int) -> dict:
     """What the CLI's JSON and the page show: the request, its state, its runs, the set, the table and winners."""
     row = bakeoff_row(store, bakeoff_id)
-    with store.session() as session:
-        project = project_name(session, row.project_id)
     table = row.table or {}
-    runs = runs_of(store, row.id)
+    runs = runs_of(store, row)
     people = preference(store, row.sample_set_id, runs) if row.status == BakeoffStatus.DONE else None
-    return {"bakeoff_id": row.id, "project": project, "dataset": row.dataset,
+    return {"bakeoff_id": row.id, "project": project_of(store, row), "dataset": row.dataset,
             "dataset_name": dataset_name(store, row.dataset), "models": row.models,
             "minutes": row.minutes, "status": row.status, "runs": runs,
             "sample_set_id": row.sample_set_id, "task_id": row.task_id, "table": table.get("rows", []),
@@ -299,7 +303,7 @@ def sample_and_score(store: Store, bakeoff_id: int, progress=None, actor: str | 
     prompts and seeds, then each run's metrics. ``progress(fraction, message)`` hears each stage."""
     say = progress or (lambda _fraction, _message: None)
     row = bakeoff_row(store, bakeoff_id)
-    runs = runs_of(store, bakeoff_id)
+    runs = runs_of(store, row)
     trained = [r for r in runs if _trained(store, r)]
     if not trained:
         raise BakeoffError("no run of the bake-off trained: " + "; ".join(
@@ -312,11 +316,10 @@ def sample_and_score(store: Store, bakeoff_id: int, progress=None, actor: str | 
     def sampled(done: int, total: int, message: str) -> None:
         say(0.05 + 0.45 * done / max(total, 1), message)
 
-    with store.session() as session:
-        project = project_name(session, row.project_id)
     set_id = generate_set(store, [str(r["run_id"]) for r in trained], prompts, seed=SEED,
                           samples_per_prompt=SAMPLES_PER_PROMPT, references=references, name=f"bake-off {bakeoff_id}",
-                          source=f"bakeoff:{bakeoff_id}", created_by=actor, project=project, one_base=False,
+                          source=f"bakeoff:{bakeoff_id}", created_by=actor, project=project_of(store, row),
+                          one_base=False,
                           hooks=GenerationHooks(progress=sampled,
                                                 on_start=lambda made: set_state(store, bakeoff_id,
                                                                                 BakeoffStatus.SAMPLING,
@@ -410,5 +413,5 @@ def winners_in_words(winners_found: list[dict], names: dict[str, str] | None = N
 
 
 __all__ = ["BakeoffError", "MAX_MODELS", "MIN_MODELS", "active_ids", "bakeoff_row", "build_table", "check_request",
-           "list_bakeoffs", "purge_bakeoffs", "runs_of", "sample_and_score", "set_state", "start", "training_state",
+           "list_bakeoffs", "project_of", "purge_bakeoffs", "runs_of", "sample_and_score", "set_state", "start", "training_state",
            "view", "winners", "winners_in_words"]

@@ -6,10 +6,9 @@ was closed and opened again: its state is its row, its runs' and its task's.
 
 from __future__ import annotations
 
-from studio.evaluation.bakeoff import bakeoff_row, active_ids, runs_of, set_state, training_state
+from studio.evaluation.bakeoff import active_ids, bakeoff_row, project_of, runs_of, set_state, training_state
 from studio.status import BakeoffStatus, TaskStatus
 from studio.store import Store
-from studio.store.projects import project_name
 from studio.store.tables import Task
 from studio.tasks.service import submit
 
@@ -26,14 +25,13 @@ def advance(store: Store) -> list[int]:
 def _advance_one(store: Store, bakeoff_id: int) -> bool:
     row = bakeoff_row(store, bakeoff_id)
     if row.task_id is None:
-        state = training_state(runs_of(store, bakeoff_id))
+        state = training_state(runs_of(store, row))
         if state is not None:  # still training (or queued)
             if state != row.status:
                 set_state(store, bakeoff_id, state)
             return state != row.status
-        with store.session() as session:
-            project = project_name(session, row.project_id)
-        task_id = submit(store, "bakeoff", {"bakeoff_id": bakeoff_id}, project=project, created_by=row.created_by)
+        task_id = submit(store, "bakeoff", {"bakeoff_id": bakeoff_id}, project=project_of(store, row),
+                         created_by=row.created_by)
         set_state(store, bakeoff_id, BakeoffStatus.SAMPLING, task_id=task_id)
         return True
     with store.session() as session:
