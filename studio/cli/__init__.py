@@ -12,7 +12,8 @@ import argparse
 from studio.cli import app, bakeoff, data, deploy, evaluation, export, generation, projects, serve, training, \
     users
 
-MODULES = (serve, users, data, training, generation, projects, export, evaluation, bakeoff, deploy)  # in the order --help lists them
+# in the order --help lists them
+MODULES = (serve, users, data, training, generation, projects, export, evaluation, bakeoff, deploy)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -413,5 +413,5 @@ def winners_in_words(winners_found: list[dict], names: dict[str, str] | None = N
 
 
 __all__ = ["BakeoffError", "MAX_MODELS", "MIN_MODELS", "active_ids", "bakeoff_row", "build_table", "check_request",
-           "list_bakeoffs", "project_of", "purge_bakeoffs", "runs_of", "sample_and_score", "set_state", "start", "training_state",
-           "view", "winners", "winners_in_words"]
+           "list_bakeoffs", "project_of", "purge_bakeoffs", "runs_of", "sample_and_score", "set_state", "start",
+           "training_state", "view", "winners", "winners_in_words"]

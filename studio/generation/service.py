@@ -134,8 +134,9 @@ def generate_set(store: Store, variants: list[str], prompts: list[str], seed: in
     base when no run does. ``references``: per prompt, ``{"text": ...}`` or ``{"path": ...}`` or None (see
     ``prompts_from_test_split``). ``hooks`` follow and may cancel it: a cancel keeps the samples made so far and
     marks the set cancelled. The set belongs to ``project`` (default: the first run variant's project, else the
-    default project). ``one_base=False``: runs of different models side by side (a bake-off). Bad input raises ``GenerationError``/``VariantError`` before anything is stored; an
-    out-of-memory error stops only its variant, and is reported in the set."""
+    default project). ``one_base=False``: runs of different models side by side (a bake-off). Bad input raises
+    ``GenerationError``/``VariantError`` before anything is stored; an out-of-memory error stops only its variant,
+    and is reported in the set."""
     prompts = check_prompts(prompts)
     if not 1 <= int(samples_per_prompt) <= MAX_SAMPLES_PER_PROMPT:
         raise GenerationError(f"samples per prompt must be 1 to {MAX_SAMPLES_PER_PROMPT}")

@@ -461,7 +461,8 @@ def read_folder(folder: Path, shape: str, kind: str):
 
 
 class evaluating:
-    """``module`` in eval mode inside the ``with`` block, then as it was (sampling from a model that may be training)."""
+    """``module`` in eval mode inside the ``with`` block, then as it was (sampling from a model that may be
+    training)."""
 
     def __init__(self, module):
         self.module, self.was_training = module, module.training

@@ -125,9 +125,8 @@ STARTER_AUDIO_GAN = register(Family(
     ignores=_GAN_IGNORES + (("length_buckets", "the GAN draws clips of one length (clip_seconds)"),
                             ("cache_codes", "cache_codes is MusicGen's; the GAN works on spectrograms"))))
 # A VAE learns its examples by its own step too (the KL term's weight follows the step number: its warm-up), with no
-# per-example score for the preference objectives, nor LoRA layers.
-# A VAE learns by its own step too (the KL weight warms up with the step number); its validation loss, the negative
-# ELBO, falls as it learns, so early stopping applies; diffusion's settings do not.
+# per-example score for the preference objectives, nor LoRA layers. Its validation loss, the negative ELBO, falls as
+# it learns, so early stopping applies; diffusion's settings do not.
 STARTER_IMAGE_VAE = register(Family(
     "starter-image-vae", "image", "studio.models.vae:VaeBackend", (), (), "torch", methods=("full", "scratch"),
     starter="starter-image-vae", standalone=False, own_step="variational",

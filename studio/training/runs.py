@@ -314,7 +314,8 @@ def _has_settings(config: dict, pairs: tuple[str, ...]) -> bool:
     return True
 
 
-def training_speed(store: Store, model_ref: str, having: tuple[str, ...] = (), lacking: tuple[tuple[str, ...], ...] = (),
+def training_speed(store: Store, model_ref: str, having: tuple[str, ...] = (),
+                   lacking: tuple[tuple[str, ...], ...] = (),
                    look_at: int = 20) -> dict | None:
     """How fast this studio trained ``model_ref`` here: the newest completed run of it whose config has the settings
     ``having`` and none of the groups ``lacking`` (flow matching is another architecture of the same starter), as

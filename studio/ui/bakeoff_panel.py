@@ -143,6 +143,7 @@ def wire(store: Store, panel: BakeoffPanel, project, version, modality_of) -> No
                              [panel.pick, panel.status, panel.result])
     panel.pick.change(lambda picked: shown(store, picked), panel.pick, [panel.status, panel.result],
                       show_progress="hidden")
+
     def followed(picked):
         """The picked bake-off's live state; nothing picked: what the panel says stays (a refusal)."""
         return shown(store, picked) if picked not in (None, "") else (gr.skip(), gr.skip())

@@ -379,8 +379,8 @@ def _mounted(server, path: str):
 
 def start_dispatcher(store: Store, every: float = 2.0) -> None:
     """Queued runs and background tasks start by themselves, bake-offs move on, and runs, tasks, sample sets or
-    deployments whose process died are marked so: a daemon thread does that every few seconds while the studio runs (after bringing
-    back the deployments that served before the studio restarted)."""
+    deployments whose process died are marked so: a daemon thread does that every few seconds while the studio runs
+    (after bringing back the deployments that served before the studio restarted)."""
     import logging
     import time
 

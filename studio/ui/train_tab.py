@@ -277,8 +277,8 @@ def layout(store: Store, project, version) -> TrainTab:
                               buttons=["copy"])
 
     gr.Markdown("## Runs")
-    table = gr.Dataframe(headers=["run", "status", "where / waits for", "dataset", "model", "method · objective", "steps",
-                                  "best val loss", "by"],
+    table = gr.Dataframe(headers=["run", "status", "where / waits for", "dataset", "model", "method · objective",
+                                  "steps", "best val loss", "by"],
                          value=runs_table(store, DEFAULT_PROJECT), interactive=False, elem_id="runs-table")
     with gr.Row():
         selected = gr.Dropdown(run_choices(store, DEFAULT_PROJECT), label="Run", elem_id="run-select", scale=3)

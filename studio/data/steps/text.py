@@ -27,7 +27,8 @@ def count_tokens(text: str) -> int:
 
 NON_ASCII = re.compile(r"[^\x00-\x7f]+")
 # ftfy's mojibake pattern (ftfy.badness.BADNESS_RE) is an alternation of short sequences, each with at least one
-# character outside ASCII and none longer than 7 characters ("ГўВЂВ.x"): a match lies within REACH of a non-ASCII run.
+# character outside ASCII and none longer than 7 characters ("ГўВЂВ.x"): a match lies within REACH of a non-ASCII
+# run.
 REACH = 6
 
 
