@@ -165,11 +165,10 @@ def rate_preferring(page, set_id: int, preferred: str, outputs: dict, rater: str
     page.locator("#rate-name textarea, #rate-name input").first.fill(rater)
     wait_for_option(page, "rate-set", f"#{set_id} text")
     pick(page, "rate-set", f"#{set_id} text")
-    before = page.locator("#rate-prompt").inner_text()  # the last round's "Nothing left", if any
+    # The last round's "Nothing left" goes as soon as another set is picked (a live state worth checking: read after
+    # Start instead, it was once mistaken for this set's answer while "processing" showed beside it).
+    wait_for_text(page, "#rate-prompt", "Press Start to rate this set", MINUTES)
     press(page, "#rate-start")
-    if before.strip():  # Start's answer replaces it: a pair (this set has some), never read before it came
-        page.wait_for_function(f"() => (document.querySelector('#rate-prompt')?.innerText || '') !== {before!r}",
-                               timeout=MINUTES)
     votes, last = 0, None
     while True:
         last = pair_on_screen(page, last)

@@ -32,6 +32,7 @@ from studio.ui.state import LISTS_POLL_SECONDS, current_user, error_message, fol
     version_choices
 from studio.ui.train_tab import TrainTab, config_values, form_inputs, proposed_config
 
+PICKED_SET_PROMPT = "Press **Start** to rate this set."  # shown when another set is picked
 MIN_PLAY_SECONDS = 3.0  # an audio clip counts as heard after 3 s of playing, or when it ends sooner
 
 RATER_INTRO = """### Rate outputs
@@ -195,6 +196,9 @@ def wire_rating(store: Store, tab: RatingPanel, project) -> None:
             return present(None, error_message(error))
 
     tab.start.click(on_start, [tab.rater, tab.chosen_set, tab.mode], outputs)
+    # Another set picked: the last set's answer ("Nothing left…") no longer describes it. Said in the browser (no
+    # server round trip), so it can never land after the answer of a Start pressed right after the pick.
+    tab.chosen_set.input(None, None, tab.prompt, js=f"() => {PICKED_SET_PROMPT!r}")
 
     def revealed_text(outcome: dict, shown: dict) -> str:
         sides = outcome.get("revealed") or {}
