@@ -98,7 +98,7 @@ def run_studio(args, home: Path, dataset_id: int, folder: Path) -> dict:
     from studio.store import open_store
     from studio.store.tables import Metric, Run
 
-    settings = [f"learning_rate=1e-3", "lr_scheduler_type=cosine", "warmup_steps=10", "max_grad_norm=1.0",
+    settings = ["learning_rate=1e-3", "lr_scheduler_type=cosine", "warmup_steps=10", "max_grad_norm=1.0",
                 f"per_device_train_batch_size={args.batch}", "logging_steps=1", f"eval_steps={NEVER}",
                 f"save_steps={NEVER}", "sample_steps=0", "seed=0", "use_cpu=true", "text_format=raw",
                 f"max_length={args.seq}", "packing=true", "separate_documents=true", "target_modules=auto",

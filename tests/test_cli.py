@@ -244,6 +244,16 @@ def test_an_unexpected_error_is_one_line_saying_where_the_details_are(tmp_path):
     assert "Traceback" in log.read_text() and "cmd_data_list" in log.read_text()
 
 
+def test_a_reader_that_stops_early_ends_the_command_quietly(tmp_path):
+    """`studio data lexicons list | head -0`: the pipe closes before the command writes; no error, no traceback."""
+    env = {**os.environ, "STUDIO_HOME": str(tmp_path / "home")}
+    command = subprocess.Popen([sys.executable, "-m", "studio.cli", "data", "lexicons", "list"], env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    command.stdout.close()  # long before the interpreter has started: its first write meets a closed pipe
+    error = command.stderr.read().decode()
+    assert command.wait(timeout=120) == 141 and error == "", error
+
+
 @pytest.fixture
 def plain_text_dataset(tmp_path):
     corpus = tmp_path / "tales.txt"

@@ -123,3 +123,6 @@ def test_the_rounds_chart_draws_one_point_per_round_with_its_interval():
                                                              "round 1 · dpo\nrun 2 step 20"]
     [line] = [line for line in axes.get_lines() if len(line.get_xdata()) == 3]
     assert list(line.get_ydata()) == [-1.0, 0.2, 0.8]
+    gan_start = {**points[1], "objective": "adversarial"}  # a GAN's first run is not supervised fine-tuning
+    figure = rounds_chart([points[0], gan_start, points[2]])
+    assert figure.axes[0].get_xticklabels()[1].get_text() == "adversarial\nrun 1 step 60"

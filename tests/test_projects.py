@@ -354,6 +354,27 @@ def test_a_run_another_run_was_trained_from_is_kept(store, tmp_path):
     assert _rows(store, team)["run"] == 0
 
 
+def test_a_run_a_running_deployment_serves_is_kept_until_the_deployment_stops(store, tmp_path):
+    from studio.status import DeployStatus
+    from studio.store.tables import Deployment
+
+    team = _world(store, tmp_path, "team")
+    with store.session() as session:
+        served = Deployment(name="tales", project="team", models=[{"name": "base", "ref": "base"},
+                                                                  {"name": "m", "ref": f"{team['run']}:1"}],
+                            status=DeployStatus.RUNNING)
+        session.add(served)
+        session.flush()
+        served_id = served.id
+    with pytest.raises(jobs.RunError, match=f"deployment 'tales' serves a checkpoint of run {team['run']}: stop it"):
+        jobs.delete_run(store, team["run"])
+    assert store.path(f"runs/{team['run']}").is_dir() and _rows(store, team)["run"] == 1
+    with store.session() as session:
+        session.get(Deployment, served_id).status = DeployStatus.STOPPED
+    jobs.delete_run(store, team["run"])  # a stopped deployment's start will say the run is gone
+    assert _rows(store, team)["run"] == 0
+
+
 def test_deleting_a_run_removes_its_share_tab_exports_and_no_other_runs(store, tmp_path):
     from studio.data.service import import_dataset
 

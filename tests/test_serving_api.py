@@ -20,7 +20,7 @@ from studio.examples.text import make_corpus
 from studio.generation.blocklist import Blocklist
 from studio.serving.app import create_app
 from studio.serving.engine import stable_length
-from studio.serving.keys import ApiKeyError, add_key, list_keys, revoke_key
+from studio.serving.keys import USE_NOTED_EVERY, ApiKeyError, add_key, list_keys, revoke_key, verify_key
 from studio.serving.limits import RateLimiter, is_local
 from studio.serving.api import ApiError
 from studio.serving.page import try_it_page
@@ -232,6 +232,27 @@ def test_keys_open_it_from_anywhere_and_without_one_only_local_callers(served):
     assert post(served, "/v1/completions", ask, headers={"Authorization": f"Bearer {key}"}).status_code == 401
     with pytest.raises(ApiKeyError, match="no key named"):
         revoke_key(store, "nobody")
+
+
+def test_a_key_notes_its_last_use_to_the_minute_not_on_every_request(tmp_path):
+    store = open_store(load_settings(home=tmp_path / "home"))
+    key = add_key(store, "busy-client")
+
+    def last_used():
+        with store.session() as session:
+            return session.scalar(select(ApiKey.last_used_at).where(ApiKey.name == "busy-client"))
+
+    assert last_used() is None
+    first = verify_key(store, key)["last_used_at"]
+    noted = last_used()
+    assert first is not None and noted is not None
+    assert verify_key(store, key) is not None and last_used() == noted  # a second later: no write
+    with store.session() as session:
+        session.scalar(select(ApiKey).where(ApiKey.name == "busy-client")).last_used_at = noted - USE_NOTED_EVERY
+    verify_key(store, key)
+    assert last_used() > noted - USE_NOTED_EVERY  # a minute on: noted again
+    assert verify_key(store, "gs-wrong") is None
+    store.close()
 
 
 def test_a_key_over_its_rate_gets_429_with_retry_after(served):

@@ -205,3 +205,33 @@ def test_deploy_tab_serves_a_checkpoint_watches_it_and_turns_its_feedback_into_d
     wait_for_text(page, "#deploy-live", r"Not serving \(stopped\)", MINUTE)
     assert_calm(page, "deploy")
     assert not TROUBLE.search(page.locator("#deploy-details").inner_text())
+
+
+def test_the_list_refresh_leaves_the_picked_deployment_alone_unless_it_is_gone(tmp_path):
+    """The lists-changed handler gets the pick as it was when the lists changed; writing it back would undo a pick
+    made since. Only a deployment no longer listed is unpicked."""
+    from studio.settings import load_settings
+    from studio.status import DeployStatus
+    from studio.store import open_store
+    from studio.store.tables import Deployment
+    from studio.ui.app import build_app
+
+    store = open_store(load_settings(home=tmp_path / "home"))
+    with store.session() as session:
+        rows = [Deployment(name=name, project="default", models=[{"name": "base", "ref": "base"}],
+                           status=DeployStatus.STOPPED)
+                for name in ("tales", "poems")]
+        session.add_all(rows)
+        session.flush()
+        ids = [row.id for row in rows]
+    app = build_app(store)
+    picker = next(b for b in app.blocks.values() if getattr(b, "elem_id", None) == "deploy-pick")
+    [on_lists] = [f.fn for f in app.fns.values() if f.fn is not None and f.fn.__name__ == "on_lists"
+                  and picker in f.outputs]
+    table, dropdown = on_lists("default", ids[0])
+    assert "value" not in dropdown.constructor_args and [c[1] for c in dropdown.constructor_args["choices"]] == ids[::-1]
+    with store.session() as session:
+        session.delete(session.get(Deployment, ids[0]))
+    table, dropdown = on_lists("default", ids[0])
+    assert dropdown.constructor_args["value"] is None
+    store.close()

@@ -8,6 +8,8 @@ argparse parser; ``run`` calls the handler of the command given (``args.run``), 
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 from dataclasses import dataclass
 from typing import Callable, Iterable
 
@@ -139,6 +141,9 @@ def run(parser: argparse.ArgumentParser, argv: list[str] | None) -> int:
         return args.run(args)
     except KeyboardInterrupt:
         return fail(args, "interrupted", 130)
+    except BrokenPipeError:  # `studio runs list | head`: the reader has what it wanted, nothing went wrong here
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the flush at exit cannot fail again
+        return 141  # as a shell reports a command ended by SIGPIPE
     except ValidationError as error:  # e.g. a STUDIO_* variable with a bad value
         return fail(args, describe(error, Settings if error.title == Settings.__name__ else None))
     except Exception as error:  # noqa: BLE001 - the point: no raw traceback on the terminal

@@ -235,16 +235,7 @@ class GanModule(nn.Module):
         return next(self.parameters()).device
 
     def noise(self, count: int) -> torch.Tensor:
-        """The generator's noise for a pass over ``count`` items: each item's drawn from the run's seed, the pass's
-        number and the item's place in the whole step's batch (this process's share of it comes after the lower
-        ranks'), so one process with a batch of 8 draws what two with 4 each draw between them."""
-        import torch.distributed as dist
-
-        rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
-        draw = int(self.noise_draws)
-        self.noise_draws += 1
-        seeds = [(self.seed * 1_000_003 + draw) * 1_000_003 + rank * count + item for item in range(count)]
-        return noise_of(seeds).to(self.device)
+        return training_noise(self, count)
 
     def judge(self, images, ids):
         return self.discriminator(diff_augment(images, self.options.augment), ids)
@@ -297,6 +288,20 @@ def noise_of(seeds: list[int]) -> torch.Tensor:
     and in any batch)."""
     return torch.stack([torch.randn(LATENT, generator=torch.Generator().manual_seed(int(s) % 2 ** 63))
                         for s in seeds])
+
+
+def training_noise(module: nn.Module, count: int) -> torch.Tensor:
+    """(count, LATENT) noise for a training pass over ``count`` items of ``module`` (which has ``seed`` and a
+    ``noise_draws`` buffer, saved with its weights so a resumed run goes on drawing): each item's drawn from the
+    run's seed, the pass's number and the item's place in the whole step's batch (this process's share of it comes
+    after the lower ranks'), so one process with a batch of 8 draws what two with 4 each draw between them."""
+    import torch.distributed as dist
+
+    rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+    draw = int(module.noise_draws)
+    module.noise_draws += 1
+    seeds = [(module.seed * 1_000_003 + draw) * 1_000_003 + rank * count + item for item in range(count)]
+    return noise_of(seeds).to(module.device)
 
 
 @torch.no_grad()

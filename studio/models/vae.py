@@ -32,7 +32,7 @@ from torch.nn import functional as F
 from studio.models.base import BackendConfig, Handle, Sample, pairs
 from studio.models.common import prologue
 from studio.models.gan import EMBEDDING, LATENT, CaptionEmbedding, Generator, captioned_pictures, evaluating, \
-    load_networks, new_shape, noise_of, picture_samples, read_folder, save_networks
+    load_networks, new_shape, noise_of, picture_samples, read_folder, save_networks, training_noise
 from studio.models.gan import GanParts as VaeParts  # the same parts: the caption tokenizer and the resolution
 from studio.models.registry import STARTER_IMAGE_VAE
 
@@ -70,13 +70,16 @@ def kl_from_prior(mean: torch.Tensor, log_variance: torch.Tensor) -> torch.Tenso
 class VaeModule(nn.Module):
     """The encoder and decoder; ``forward(batch, kl_weight)`` returns a dict with ``loss`` (reconstruction error plus
     ``kl_weight`` x KL, per pixel value, averaged over the batch), ``recon`` and ``kl``. In eval mode (validation) the
-    latent's noise is drawn from a fixed seed, so every evaluation measures the same draw."""
+    latent's noise is drawn from a fixed seed, so every evaluation measures the same draw; in training it is drawn
+    per item as the GAN's (``gan.training_noise``), so two processes draw what one does."""
 
-    def __init__(self, shape: dict):
+    def __init__(self, shape: dict, seed: int = 0):
         super().__init__()
         self.shape = shape
         self.encoder = Encoder(shape["resolution"], shape["vocabulary"], shape["pad_id"])
         self.decoder = Generator(shape["resolution"], shape["vocabulary"], shape["pad_id"])
+        self.register_buffer("noise_draws", torch.zeros((), dtype=torch.long))  # training passes that drew noise
+        self.seed = seed
 
     @property
     def device(self):
@@ -86,7 +89,7 @@ class VaeModule(nn.Module):
         images, ids = batch["pixel_values"], batch["input_ids"]
         mean, log_variance = self.encoder(images, ids)
         if self.training:
-            noise = torch.randn_like(mean)
+            noise = training_noise(self, len(ids)).to(mean.dtype)
         else:
             noise = torch.randn(mean.shape, generator=torch.Generator().manual_seed(VALIDATION_NOISE_SEED))
             noise = noise.to(mean.device, mean.dtype)
@@ -124,7 +127,8 @@ class VaeBackend:
             tokenizer, shape = new_shape(config, train_rows, "VAE")
         else:
             tokenizer, shape = read_folder(Path(model_ref).expanduser(), SHAPE, "VAE")
-        handle = Handle(modality=self.modality, model_ref=model_ref, method=method, module=VaeModule(shape),
+        handle = Handle(modality=self.modality, model_ref=model_ref, method=method,
+                        module=VaeModule(shape, seed=config.seed),
                         parts=VaeParts(family=STARTER_IMAGE_VAE.name, starter=True, tokenizer=tokenizer,
                                        resolution=shape["resolution"]))
         if model_ref != STARTER:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 from sqlalchemy import select
 
@@ -17,6 +17,7 @@ from studio.store.tables import ApiKey
 
 PREFIX = "gs-"
 SHOWN = 8  # characters of the key kept in clear (its prefix) so people recognise which one a client holds
+USE_NOTED_EVERY = timedelta(minutes=1)  # "last used" to the minute: not a database write for every request
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 
 
@@ -82,12 +83,16 @@ def revoke_key(store: Store, name: str, actor: str | None = None) -> dict:
 
 def verify_key(store: Store, token: str | None) -> dict | None:
     """The key ``token`` is, as ``list_keys`` shows it, when it exists and is not revoked; else None. Marks it
-    used."""
+    used (at most once a minute: a busy client would otherwise make every request a write)."""
     if not token or not token.startswith(PREFIX):
         return None
     with store.session() as session:
         row = session.scalar(select(ApiKey).where(ApiKey.key_hash == hash_key(token)))
         if row is None or row.revoked_at is not None:
             return None
-        row.last_used_at = datetime.now(timezone.utc)
+        now, last = datetime.now(timezone.utc), row.last_used_at
+        if last is not None and last.tzinfo is None:
+            last = last.replace(tzinfo=timezone.utc)  # SQLite gives back naive UTC times
+        if last is None or now - last >= USE_NOTED_EVERY:
+            row.last_used_at = now
         return _as_dict(row)

@@ -26,11 +26,11 @@ from studio.data.service import get_version, read_manifest
 from studio.models.common import adapter_base, read_marker
 from studio.models.preference import needs as preference_needs, usable
 from studio.models.registry import family_of, modality_of, objective_trained
-from studio.status import RUN_ACTIVE, RUN_ENDED, RUN_WORKING, RunStatus
+from studio.status import DEPLOY_ACTIVE, RUN_ACTIVE, RUN_ENDED, RUN_WORKING, RunStatus
 from studio.store import Store, record_action
 from studio.store.disk import low_space
 from studio.store.projects import check_project_name, project_name, remove_folders
-from studio.store.tables import Checkpoint, ControlFlag, Metric, Run, RunSample
+from studio.store.tables import Checkpoint, ControlFlag, Deployment, Metric, Run, RunSample
 from studio.settings import secret_variables
 from studio.training.config import METHODS, TrainConfig, changed_settings
 from studio.training import trackers
@@ -576,6 +576,17 @@ def trained_from(store: Store, session, run_ids: set[int]) -> tuple[int, int] | 
     return None
 
 
+def serving(session, run_ids: set[int]) -> tuple[str, int] | None:
+    """``(deployment name, run)`` when a starting or running deployment serves a checkpoint of a run in ``run_ids``
+    (its models' refs are ``RUN:STEP`` or ``base``): deleting the run's folder would pull the weights from under it."""
+    for deployment in session.scalars(select(Deployment).where(Deployment.status.in_(DEPLOY_ACTIVE))):
+        for model in deployment.models or []:
+            run = str(model.get("ref", "")).partition(":")[0]
+            if run.isdigit() and int(run) in run_ids:
+                return deployment.name, int(run)
+    return None
+
+
 def delete_run(store: Store, run_id: int, actor: str | None = None) -> None:
     with store.session() as session:
         run = session.get(Run, run_id)
@@ -586,6 +597,9 @@ def delete_run(store: Store, run_id: int, actor: str | None = None) -> None:
         if child := trained_from(store, session, {run_id}):
             raise RunError(f"run {child[0]} was trained from a checkpoint of run {run_id}: delete run {child[0]} "
                            "first")
+        if served := serving(session, {run_id}):
+            raise RunError(f"deployment '{served[0]}' serves a checkpoint of run {run_id}: stop it first (Deploy tab "
+                           f"or `studio deploy stop`)")
         record_run_action(session, actor, "run.delete", run, {"model": run.model_ref, "method": run.method})
         folders = purge_run(session, run)
     remove_folders(store, folders)

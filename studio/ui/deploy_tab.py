@@ -371,9 +371,17 @@ def wire(store: Store, tab: DeployTab, project) -> None:
         value = deployment_id if keep and deployment_id in listed else None
         return deployments_table(found), gr.Dropdown(choices=deployment_choices(found), value=value)
 
+    def on_lists(project_value, picked):
+        """A deployment started, stopped, failed or serving: the list follows by itself. ``picked`` is as it was
+        when the lists changed (the person may have picked another since), so the pick is only cleared when the
+        deployment is gone, never written back."""
+        found = list_deployments(store, project_value)
+        gone = picked is not None and picked not in {d["deployment_id"] for d in found}
+        return deployments_table(found), gr.Dropdown(choices=deployment_choices(found),
+                                                     **({"value": None} if gone else {}))
+
     on_project_or_load(project, lambda p: lists(p, keep=False), project, [tab.table, tab.picked])
-    # a deployment started, stopped, failed or serving: the list follows by itself
-    on_lists_change(store, lists, [project, tab.picked], [tab.table, tab.picked])
+    on_lists_change(store, on_lists, [project, tab.picked], [tab.table, tab.picked])
 
     def on_deploy(ref, extras, name, quantize, host, port, project_value, request: gr.Request):
         if not ref:

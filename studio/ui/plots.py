@@ -120,11 +120,15 @@ def by_step(points: list[dict], title: str, ylabel: str, value: str = "strength"
 
 
 def round_name(point: dict) -> str:
-    """A round as people say it: "base" (a starter's: "(untrained)"), "SFT", "round 2 · dpo"; then which
-    checkpoint."""
-    if point.get("objective") is None:
+    """A round as people say it: "base" (a starter's: "(untrained)"), "SFT" (or the first run's own objective:
+    "adversarial" for a GAN), "round 2 · dpo"; then which checkpoint."""
+    objective = point.get("objective")
+    if objective is None:
         return "base\n(untrained)" if point.get("run_id") is not None else "base"
-    kind = "SFT" if not point.get("round") else f"round {point['round']} · {point['objective']}"
+    if point.get("round"):
+        kind = f"round {point['round']} · {objective}"
+    else:
+        kind = "SFT" if objective == "sft" else objective
     return f"{kind}\nrun {point['run_id']} step {point['step']}"
 
 
