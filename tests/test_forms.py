@@ -12,8 +12,8 @@ from studio.generation.options import SETTINGS
 from studio.training.config import SECTIONS, TrainConfig
 from studio.ui.forms import field_component, form_values
 
-FORMS = [TrainConfig, *SECTIONS.values(), *SETTINGS.values(),
-         *{step.params for steps in STEPS.values() for step in steps}]
+STEP_FORMS = {step.params for steps in STEPS.values() for step in steps}  # steps share some: each once
+FORMS = [TrainConfig, *SECTIONS.values(), *SETTINGS.values(), *sorted(STEP_FORMS, key=lambda model: model.__name__)]
 
 
 def form_fields(model) -> list[str]:
