@@ -1,6 +1,7 @@
 """The image and audio starters really learn the shipped examples (the issue's bars), trained with the
-settings the catalog recommends for them, through the studio's one loop. Each test stays under 3 minutes
-on 2 cores. (starter-text's bar is tested in test_text_backend.py.)"""
+settings the catalog recommends for them, through the studio's one loop. On a quiet 2-core machine the image
+starter's takes about 3 minutes, the others less; beside other work, several times that. (starter-text's bar is
+tested in test_text_backend.py.)"""
 
 from __future__ import annotations
 
