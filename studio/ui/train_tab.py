@@ -538,9 +538,12 @@ def wire(store: Store, tab: TrainTab, project, version, model_tab: ModelTab) -> 
                        tab.samples_view, tab.sample_gallery, tab.sample_audio, tab.log_view, tab.shown_state, tab.selected, tab.overlay,
                        tab.control_message, tab.pending_request]
     refresh_inputs = [tab.selected, tab.overlay, project, tab.shown_state, tab.pending_request]
-    tab.timer.tick(refresh, refresh_inputs, refresh_outputs, show_progress="hidden")
-    tab.selected.change(refresh, refresh_inputs, refresh_outputs)
-    tab.overlay.change(refresh, refresh_inputs, refresh_outputs)
+    # One handler for the three, each page's calls one after another ("always_last": a call asked while one runs
+    # waits for it, and only the newest waiting one runs). Apart, the handlers ran side by side (up to
+    # HANDLERS_AT_ONCE each), and one that read the run a moment earlier could finish later: a run shown
+    # "completed" went back to "running · step 6 / 8" until the next tick.
+    gr.on([tab.timer.tick, tab.selected.change, tab.overlay.change], refresh, refresh_inputs, refresh_outputs,
+          show_progress="hidden", trigger_mode="always_last")
 
     def control(kind):
         def handler(run_id, request: gr.Request = None):
