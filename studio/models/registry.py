@@ -6,7 +6,7 @@ and objectives it trains with, what LoRA adapts in it, what ``studio export`` ca
 backend (``studio.models.base.FamilyBackend``) that loads, trains, samples and saves it. The family of a model
 is picked here, once, from its name (a starter), its folder (the studio's marker, else its config files) or
 the catalog; the handle a backend loads carries it (``Handle.family``), and code outside ``studio.models``
-asks the family rather than working it out again. ``docs/ARCHITECTURE.md`` says how to add one.
+asks the family rather than working it out again. ``docs/INTERNALS.md`` says how to add one.
 
 Nothing here imports a model library; a family's backend module is imported when it is first asked for.
 """
