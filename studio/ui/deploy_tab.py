@@ -409,7 +409,9 @@ def wire(store: Store, tab: DeployTab, project) -> None:
 
     def picked_view(deployment_id, shown):
         """Everything about the picked deployment that changes by itself; the timer runs only while one is
-        picked."""
+        picked. ``shown``: the lines each plot draws, for the deployment it names (another one is drawn afresh)."""
+        if (shown or {}).get("deployment") != deployment_id:
+            shown = {}
         if not deployment_id:
             return ("", "", *[gr.LinePlot(value=None)] * len(PLOTS), "", "", "", {}, gr.Timer(active=False))
         try:
@@ -424,7 +426,7 @@ def wire(store: Store, tab: DeployTab, project) -> None:
         panel = quality_panel(store, found["deployment_id"])
         frames = plot_frames(LIVE.series(found["deployment_id"]) if found["status"] == DeployStatus.RUNNING else [],
                              panel["series"])
-        drawn, plots = dict(shown or {}), []
+        drawn, plots = {**(shown or {}), "deployment": deployment_id}, []
         for name, _, _ in PLOTS:
             plot, drawn[name] = live_plot(frames[name], (shown or {}).get(name, ()))
             plots.append(plot)
@@ -432,9 +434,10 @@ def wire(store: Store, tab: DeployTab, project) -> None:
         return (details_markdown(found), live_markdown(found, latest, error), *plots, panel_markdown(panel), curl,
                 python, drawn, gr.Timer(active=True))
 
-    tab.picked.change(picked_view, [tab.picked, gr.State({})], picked_outputs, show_progress="hidden")
-    tab.timer.tick(picked_view, [tab.picked, tab.shown_state], picked_outputs, show_progress="hidden",
-                   api_visibility="private")
+    # One handler for both, each page's calls one after another (see the Train tab's refresh): apart, a view read
+    # while the deployment was starting could land after one that shows it running.
+    gr.on([tab.picked.change, tab.timer.tick], picked_view, [tab.picked, tab.shown_state], picked_outputs,
+          show_progress="hidden", trigger_mode="always_last", api_visibility="private")
 
     def control(act, done: str):
         def handler(deployment_id, project_value, request: gr.Request = None):
