@@ -129,6 +129,23 @@ def test_a_checkpoint_resumes_both_optimizers_and_the_stop_flag_stops(shapes, tm
     assert resumed.status == RunStatus.COMPLETED and resumed.steps == 4
     assert int(again.module.averaged_updates) == 4  # the average went on from the 2 updates saved
 
+    # A checkpoint saved before the GAN counted its noise draws resumes (the count starts at 0); any other weight
+    # missing is still refused.
+    from safetensors.torch import load_file, save_file
+
+    weights = state / "model.safetensors"
+    saved_weights = load_file(str(weights))
+    save_file({k: v for k, v in saved_weights.items() if k != "noise_draws"}, str(weights))
+    backend, older = load(rows, train_config)
+    resumed = train(backend, older, rows, root, train_config, tmp_path / "older", Hooks(log=lambda _: None),
+                    resume_from=folder)
+    assert resumed.status == RunStatus.COMPLETED and resumed.steps == 4
+    save_file({k: v for k, v in saved_weights.items() if k not in ("noise_draws", "averaged_updates")}, str(weights))
+    backend, broken = load(rows, train_config)
+    with pytest.raises(RuntimeError, match="averaged_updates"):
+        train(backend, broken, rows, root, train_config, tmp_path / "broken", Hooks(log=lambda _: None),
+              resume_from=folder)
+
 
 def test_generation_is_one_picture_per_prompt_and_seed_from_the_average(shapes, tmp_path):
     from PIL import Image

@@ -269,6 +269,24 @@ def save_checkpoint(accelerator, backend: Backend, handle: Handle, output_dir: P
 
 # ----------------------------------------------------------------------------- the loop
 
+# Buffers that count from 0 by design, added to a family after runs were already saved (the GAN's noise draws): a
+# checkpoint from before them resumes with the count at 0 instead of being refused.
+COUNTERS_ADDED_LATER = {"noise_draws"}
+
+
+def load_training_state(accelerator, module, folder: Path) -> None:
+    """``accelerator.load_state``, strict unless the saved weights lack only counters added since they were saved."""
+    strict = True
+    saved = folder / "model.safetensors"
+    if saved.is_file():
+        from safetensors import safe_open
+
+        with safe_open(str(saved), framework="pt") as weights:
+            missing = set(accelerator.unwrap_model(module).state_dict()) - set(weights.keys())
+        strict = not missing or not missing <= COUNTERS_ADDED_LATER
+    accelerator.load_state(str(folder), **({} if strict else {"strict": False}))
+
+
 def train(backend: Backend, handle: Handle, rows: dict[str, list[dict]], root: Path, config: TrainConfig,
           output_dir: Path, hooks: Hooks | None = None, resume_from: Path | None = None,
           objective: Objective | None = None) -> Result:
@@ -342,7 +360,7 @@ def train(backend: Backend, handle: Handle, rows: dict[str, list[dict]], root: P
     # that has not improved yet while the rate is still rising says nothing about the run being done.
     warmup = warmup_steps_for(config, total)
     if resume_from is not None:
-        accelerator.load_state(str(resume_from / "state"))
+        load_training_state(accelerator, module, resume_from / "state")
         saved = json.loads((resume_from / "trainer_state.json").read_text())
         step, epoch, best_val = saved["step"], saved.get("epoch", 0), saved.get("best_val")
         best_step = saved.get("best_step")
