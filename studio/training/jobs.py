@@ -576,14 +576,12 @@ def trained_from(store: Store, session, run_ids: set[int]) -> tuple[int, int] | 
     return None
 
 
-def serving(session, run_ids: set[int]) -> tuple[str, int] | None:
-    """``(deployment name, run)`` when a starting or running deployment serves a checkpoint of a run in ``run_ids``
-    (its models' refs are ``RUN:STEP`` or ``base``): deleting the run's folder would pull the weights from under it."""
+def serving(session, run_id: int) -> str | None:
+    """The name of a starting or running deployment that serves a checkpoint of run ``run_id`` (its models' refs
+    are ``RUN:STEP`` or ``base``), or None: deleting the run's folder would pull the weights from under it."""
     for deployment in session.scalars(select(Deployment).where(Deployment.status.in_(DEPLOY_ACTIVE))):
-        for model in deployment.models or []:
-            run = str(model.get("ref", "")).partition(":")[0]
-            if run.isdigit() and int(run) in run_ids:
-                return deployment.name, int(run)
+        if any(str(model.get("ref", "")).partition(":")[0] == str(run_id) for model in deployment.models or []):
+            return deployment.name
     return None
 
 
@@ -597,8 +595,8 @@ def delete_run(store: Store, run_id: int, actor: str | None = None) -> None:
         if child := trained_from(store, session, {run_id}):
             raise RunError(f"run {child[0]} was trained from a checkpoint of run {run_id}: delete run {child[0]} "
                            "first")
-        if served := serving(session, {run_id}):
-            raise RunError(f"deployment '{served[0]}' serves a checkpoint of run {run_id}: stop it first (Deploy tab "
+        if served := serving(session, run_id):
+            raise RunError(f"deployment '{served}' serves a checkpoint of run {run_id}: stop it first (Deploy tab "
                            f"or `studio deploy stop`)")
         record_run_action(session, actor, "run.delete", run, {"model": run.model_ref, "method": run.method})
         folders = purge_run(session, run)
