@@ -19,6 +19,9 @@ from studio.models.base import BackendConfig
 MARKER = "studio_model.json"  # what a folder saved by the studio says about itself
 ADAPTER_CONFIG, ADAPTER_WEIGHTS = "adapter_config.json", "adapter_model.safetensors"
 HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")  # owner/name
+# Buffers that count from 0 by design, added to a family after models of it were already saved (the GAN's noise
+# draws): a saved model or checkpoint without them loads with the count at 0 instead of being refused.
+COUNTERS_ADDED_LATER = frozenset({"noise_draws"})
 
 
 # ----------------------------------------------------------------------------- the prologue of every load

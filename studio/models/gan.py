@@ -26,7 +26,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from studio.models.base import BackendConfig, Handle, Parts, Sample, pairs
-from studio.models.common import prologue, write_marker
+from studio.models.common import COUNTERS_ADDED_LATER, prologue, write_marker
 from studio.models.preference import datasets_for
 from studio.models.registry import STARTER_IMAGE_GAN
 
@@ -452,7 +452,7 @@ def load_networks(handle: Handle, folder: Path, weights: str, kind: str) -> None
     if not path.is_file():
         raise FileNotFoundError(f"no {kind} weights ({weights}) in {folder}")
     missing, unexpected = handle.module.load_state_dict(load_file(str(path)), strict=False)
-    if unexpected or set(missing) - {"noise_draws"}:  # a GAN saved before it counted its noise draws: from 0
+    if unexpected or set(missing) - COUNTERS_ADDED_LATER:  # a GAN saved before it counted its noise draws: from 0
         raise ValueError(f"{path} does not fit this {kind}: missing {missing}, unexpected {unexpected}")
 
 

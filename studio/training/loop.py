@@ -19,7 +19,7 @@ from typing import Callable
 
 from studio.data.augment import start_epoch
 from studio.models.base import Backend, Handle, Sample
-from studio.models.common import is_out_of_memory
+from studio.models.common import COUNTERS_ADDED_LATER, is_out_of_memory
 from studio.status import RunStatus
 from studio.training.config import TrainConfig, augmentation_of, describe_augmentation
 from studio.training import trackers
@@ -269,13 +269,9 @@ def save_checkpoint(accelerator, backend: Backend, handle: Handle, output_dir: P
 
 # ----------------------------------------------------------------------------- the loop
 
-# Buffers that count from 0 by design, added to a family after runs were already saved (the GAN's noise draws): a
-# checkpoint from before them resumes with the count at 0 instead of being refused.
-COUNTERS_ADDED_LATER = {"noise_draws"}
-
-
 def load_training_state(accelerator, module, folder: Path) -> None:
-    """``accelerator.load_state``, strict unless the saved weights lack only counters added since they were saved."""
+    """``accelerator.load_state``, strict unless the saved weights lack only counters added since they were saved
+    (``common.COUNTERS_ADDED_LATER``: the checkpoint resumes with them at 0)."""
     strict = True
     saved = folder / "model.safetensors"
     if saved.is_file():
