@@ -16,6 +16,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from studio.settings import Settings
+from studio.store.tables import as_utc
 
 ROOT = Path(__file__).resolve().parents[1]  # the worker runs `-m studio....` from here
 _children: dict[int, subprocess.Popen] = {}  # workers this process started and has not reaped yet
@@ -71,8 +72,7 @@ def worker_gone(pid: int | None, heartbeat_at: datetime | None, timeout: timedel
     for ``timeout`` — with the end of its log; None while it lives, or while it is being started (no pid yet). A
     worker started on another ``host`` (dispatchers on several machines sharing a PostgreSQL store) is judged by
     its heartbeat alone."""
-    if heartbeat_at is not None and heartbeat_at.tzinfo is None:
-        heartbeat_at = heartbeat_at.replace(tzinfo=timezone.utc)  # SQLite gives back naive UTC times
+    heartbeat_at = as_utc(heartbeat_at)
     stale = heartbeat_at is not None and datetime.now(timezone.utc) - heartbeat_at > timeout
     if host not in (None, this_host()):
         alive = True  # its pid is another machine's: only its heartbeat tells

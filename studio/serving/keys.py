@@ -13,7 +13,7 @@ from datetime import datetime, timedelta, timezone
 from sqlalchemy import select
 
 from studio.store import Store, record_action
-from studio.store.tables import ApiKey
+from studio.store.tables import ApiKey, as_utc
 
 PREFIX = "gs-"
 SHOWN = 8  # characters of the key kept in clear (its prefix) so people recognise which one a client holds
@@ -90,9 +90,7 @@ def verify_key(store: Store, token: str | None) -> dict | None:
         row = session.scalar(select(ApiKey).where(ApiKey.key_hash == hash_key(token)))
         if row is None or row.revoked_at is not None:
             return None
-        now, last = datetime.now(timezone.utc), row.last_used_at
-        if last is not None and last.tzinfo is None:
-            last = last.replace(tzinfo=timezone.utc)  # SQLite gives back naive UTC times
+        now, last = datetime.now(timezone.utc), as_utc(row.last_used_at)
         if last is None or now - last >= USE_NOTED_EVERY:
             row.last_used_at = now
         return _as_dict(row)

@@ -28,7 +28,7 @@ from studio.generation.variants import VariantError, resolve_variants
 from studio.status import DEPLOY_ACTIVE, DeployStatus
 from studio.store import Store, record_action
 from studio.store.projects import DEFAULT_PROJECT, check_project_name, project_name, remove_folders
-from studio.store.tables import Deployment, Run, ServedRequest
+from studio.store.tables import Deployment, Run, ServedRequest, as_utc
 
 HEARTBEAT_TIMEOUT = timedelta(seconds=60)  # the process beats every few seconds, from before it loads its models
 START_TIMEOUT = 900.0  # seconds ``wait`` gives a deployment to load (and quantise) its models and answer
@@ -299,9 +299,7 @@ def reap_deployments(store: Store, only: int | None = None) -> list[int]:
 
 
 def _stale(row: Deployment) -> bool:
-    beat = row.heartbeat_at
-    if beat is not None and beat.tzinfo is None:
-        beat = beat.replace(tzinfo=timezone.utc)  # SQLite gives back naive UTC times
+    beat = as_utc(row.heartbeat_at)
     return beat is not None and _now() - beat > HEARTBEAT_TIMEOUT
 
 
